@@ -1,0 +1,75 @@
+//! `sched_op` (hypercall 29) commands and arguments.
+
+use static_assertions::const_assert_eq;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// Give up the CPU.
+pub const SCHEDOP_YIELD: u32 = 0;
+/// Block until an event is pending.
+pub const SCHEDOP_BLOCK: u32 = 1;
+/// Shut the domain down (`struct sched_shutdown`).
+pub const SCHEDOP_SHUTDOWN: u32 = 2;
+/// Poll a set of ports.
+pub const SCHEDOP_POLL: u32 = 3;
+/// Shut another domain down.
+pub const SCHEDOP_REMOTE_SHUTDOWN: u32 = 4;
+/// Record a shutdown code only.
+pub const SCHEDOP_SHUTDOWN_CODE: u32 = 5;
+/// Watchdog.
+pub const SCHEDOP_WATCHDOG: u32 = 6;
+/// Pin override (hardware domain).
+pub const SCHEDOP_PIN_OVERRIDE: u32 = 7;
+
+/// Why a domain shut down (`SHUTDOWN_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ShutdownReason {
+    /// Clean power off.
+    Poweroff = 0,
+    /// Reboot request.
+    Reboot = 1,
+    /// Suspend (save) request.
+    Suspend = 2,
+    /// The guest crashed itself.
+    Crash = 3,
+    /// Watchdog fired.
+    Watchdog = 4,
+    /// Soft reset.
+    SoftReset = 5,
+}
+
+impl ShutdownReason {
+    /// Decodes a `SHUTDOWN_*` value.
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::Poweroff,
+            1 => Self::Reboot,
+            2 => Self::Suspend,
+            3 => Self::Crash,
+            4 => Self::Watchdog,
+            5 => Self::SoftReset,
+            _ => return None,
+        })
+    }
+    /// Lower-case name, as in reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Poweroff => "poweroff",
+            Self::Reboot => "reboot",
+            Self::Suspend => "suspend",
+            Self::Crash => "crash",
+            Self::Watchdog => "watchdog",
+            Self::SoftReset => "soft_reset",
+        }
+    }
+}
+
+/// `struct sched_shutdown`.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct SchedShutdown {
+    /// A `SHUTDOWN_*` value.
+    pub reason: u32,
+}
+
+const_assert_eq!(core::mem::size_of::<SchedShutdown>(), 4);

@@ -1,0 +1,278 @@
+//! The boot bundle: how guest kernels reach the hypervisor.
+//!
+//! QEMU 7.2's PVH loader passes exactly one module (`-initrd`). xtask packs every guest
+//! to start into one file: a header, one [`BundleEntry`] per guest, then the kernel
+//! images. A module that is not a bundle (for instance a bare ELF) is taken as a single
+//! guest with default settings.
+//!
+//! The module is input from the person running the machine, not from a guest, but it is
+//! still parsed defensively: every length and offset is checked.
+
+use static_assertions::const_assert_eq;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// First 8 bytes of a bundle.
+pub const BUNDLE_MAGIC: [u8; 8] = *b"XPVBNDL1";
+/// Most guests one bundle may carry.
+pub const MAX_BUNDLE_ENTRIES: usize = 16;
+/// Default memory of a guest, when the bundle does not say.
+pub const DEFAULT_GUEST_MEMORY_KIB: u32 = 32 * 1024;
+
+/// Entry flag: build this guest as the initial domain (dom0: SIF_INITDOMAIN, no console
+/// or xenstore ring, the dom0 console form in start_info).
+pub const ENTRY_FLAG_DOM0: u32 = 1 << 0;
+
+/// Bundle header (16 bytes).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct BundleHeader {
+    /// [`BUNDLE_MAGIC`].
+    pub magic: [u8; 8],
+    /// Number of entries that follow the header.
+    pub count: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+}
+
+/// One guest of a bundle (1088 bytes).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct BundleEntry {
+    /// Offset of the kernel image from the start of the bundle.
+    pub offset: u64,
+    /// Length of the kernel image in bytes.
+    pub len: u64,
+    /// Guest memory in KiB.
+    pub memory_kib: u32,
+    /// `ENTRY_FLAG_*`.
+    pub flags: u32,
+    /// Name used in console prefixes and reports, NUL-padded.
+    pub name: [u8; 32],
+    /// Guest command line, NUL-padded (becomes start_info.cmd_line).
+    pub cmdline: [u8; 1024],
+    /// Reserved, zero.
+    pub reserved: [u8; 8],
+}
+
+const_assert_eq!(core::mem::size_of::<BundleHeader>(), 16);
+const_assert_eq!(core::mem::size_of::<BundleEntry>(), 1088);
+
+/// One guest to build, borrowed from the bundle bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestSpec<'a> {
+    /// Kernel image.
+    pub image: &'a [u8],
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Build as dom0.
+    pub dom0: bool,
+    /// Name (no NUL).
+    pub name: &'a [u8],
+    /// Command line (no NUL).
+    pub cmdline: &'a [u8],
+}
+
+/// Why a module could not be read as a bundle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BundleError {
+    /// Header or entry table runs past the end of the module.
+    Truncated,
+    /// More entries than [`MAX_BUNDLE_ENTRIES`].
+    TooManyEntries(u32),
+    /// An entry's image lies outside the module.
+    ImageOutOfBounds(usize),
+}
+
+/// The guests of a boot module: a bundle, or a single bare kernel image.
+pub fn parse(
+    module: &[u8],
+) -> Result<heapless::Vec<GuestSpec<'_>, MAX_BUNDLE_ENTRIES>, BundleError> {
+    let mut out = heapless::Vec::new();
+    if !module.starts_with(&BUNDLE_MAGIC) {
+        let _ = out.push(GuestSpec {
+            image: module,
+            memory_kib: DEFAULT_GUEST_MEMORY_KIB,
+            dom0: false,
+            name: b"guest",
+            cmdline: b"",
+        });
+        return Ok(out);
+    }
+    let (header, rest) =
+        BundleHeader::read_from_prefix(module).map_err(|_| BundleError::Truncated)?;
+    if header.count as usize > MAX_BUNDLE_ENTRIES {
+        return Err(BundleError::TooManyEntries(header.count));
+    }
+    let mut table = rest;
+    for i in 0..header.count as usize {
+        let (e, next) = BundleEntry::read_from_prefix(table).map_err(|_| BundleError::Truncated)?;
+        table = next;
+        let start = usize::try_from(e.offset).map_err(|_| BundleError::ImageOutOfBounds(i))?;
+        let len = usize::try_from(e.len).map_err(|_| BundleError::ImageOutOfBounds(i))?;
+        let end = start
+            .checked_add(len)
+            .ok_or(BundleError::ImageOutOfBounds(i))?;
+        let image = module
+            .get(start..end)
+            .ok_or(BundleError::ImageOutOfBounds(i))?;
+        // Borrow name and command line from the module itself so the spec outlives `e`.
+        let entry_off =
+            core::mem::size_of::<BundleHeader>() + i * core::mem::size_of::<BundleEntry>();
+        let name_off = entry_off + core::mem::offset_of!(BundleEntry, name);
+        let cmd_off = entry_off + core::mem::offset_of!(BundleEntry, cmdline);
+        let name = until_nul(&module[name_off..name_off + 32]);
+        let cmdline = until_nul(&module[cmd_off..cmd_off + 1024]);
+        let _ = out.push(GuestSpec {
+            image,
+            memory_kib: if e.memory_kib == 0 {
+                DEFAULT_GUEST_MEMORY_KIB
+            } else {
+                e.memory_kib
+            },
+            dom0: e.flags & ENTRY_FLAG_DOM0 != 0,
+            name,
+            cmdline,
+        });
+    }
+    Ok(out)
+}
+
+fn until_nul(b: &[u8]) -> &[u8] {
+    let n = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    &b[..n]
+}
+
+/// Builds a bundle in memory (host side: xtask, tests).
+#[cfg(not(target_os = "none"))]
+pub mod build {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    /// A guest to put in a bundle.
+    #[derive(Clone, Debug)]
+    pub struct Guest<'a> {
+        /// Kernel image bytes.
+        pub image: &'a [u8],
+        /// Memory in KiB (0 = default).
+        pub memory_kib: u32,
+        /// Build as dom0.
+        pub dom0: bool,
+        /// Name, at most 31 bytes.
+        pub name: &'a str,
+        /// Command line, at most 1023 bytes.
+        pub cmdline: &'a str,
+    }
+
+    /// Packs guests into bundle bytes. Fails on too many guests or over-long strings.
+    pub fn bundle(guests: &[Guest<'_>]) -> Result<Vec<u8>, &'static str> {
+        if guests.len() > MAX_BUNDLE_ENTRIES {
+            return Err("too many guests for one bundle");
+        }
+        let header = BundleHeader {
+            magic: BUNDLE_MAGIC,
+            count: guests.len() as u32,
+            reserved: 0,
+        };
+        let mut out = Vec::from(header.as_bytes());
+        let mut offset = (core::mem::size_of::<BundleHeader>()
+            + guests.len() * core::mem::size_of::<BundleEntry>()) as u64;
+        offset = offset.next_multiple_of(4096);
+        let mut entries = Vec::new();
+        for g in guests {
+            let mut name = [0u8; 32];
+            let mut cmdline = [0u8; 1024];
+            if g.name.len() >= name.len() {
+                return Err("guest name longer than 31 bytes");
+            }
+            if g.cmdline.len() >= cmdline.len() {
+                return Err("guest command line longer than 1023 bytes");
+            }
+            name[..g.name.len()].copy_from_slice(g.name.as_bytes());
+            cmdline[..g.cmdline.len()].copy_from_slice(g.cmdline.as_bytes());
+            entries.push(BundleEntry {
+                offset,
+                len: g.image.len() as u64,
+                memory_kib: g.memory_kib,
+                flags: if g.dom0 { ENTRY_FLAG_DOM0 } else { 0 },
+                name,
+                cmdline,
+                reserved: [0; 8],
+            });
+            offset = (offset + g.image.len() as u64).next_multiple_of(4096);
+        }
+        for e in &entries {
+            out.extend_from_slice(e.as_bytes());
+        }
+        for (g, e) in guests.iter().zip(&entries) {
+            out.resize(e.offset as usize, 0);
+            out.extend_from_slice(g.image);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::build::{Guest, bundle};
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let b = bundle(&[
+            Guest {
+                image: b"\x7fELF one",
+                memory_kib: 0,
+                dom0: false,
+                name: "a",
+                cmdline: "x y",
+            },
+            Guest {
+                image: b"\x7fELF two!",
+                memory_kib: 8192,
+                dom0: true,
+                name: "bb",
+                cmdline: "",
+            },
+        ])
+        .unwrap();
+        let g = parse(&b).unwrap();
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[0].image, b"\x7fELF one");
+        assert_eq!(g[0].memory_kib, DEFAULT_GUEST_MEMORY_KIB);
+        assert_eq!(
+            (g[0].name, g[0].cmdline, g[0].dom0),
+            (&b"a"[..], &b"x y"[..], false)
+        );
+        assert_eq!(
+            (g[1].image, g[1].memory_kib, g[1].dom0),
+            (&b"\x7fELF two!"[..], 8192, true)
+        );
+    }
+
+    #[test]
+    fn bare_image_is_one_guest() {
+        let g = parse(b"\x7fELF....").unwrap();
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].image, b"\x7fELF....");
+    }
+
+    #[test]
+    fn hostile_bundles_are_refused() {
+        let mut b = bundle(&[Guest {
+            image: b"abc",
+            memory_kib: 0,
+            dom0: false,
+            name: "a",
+            cmdline: "",
+        }])
+        .unwrap();
+        assert_eq!(parse(&b[..20]), Err(BundleError::Truncated));
+        // Point the image past the end.
+        b[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(parse(&b), Err(BundleError::ImageOutOfBounds(0)));
+        let mut many = bundle(&[]).unwrap();
+        many[8..12].copy_from_slice(&1000u32.to_le_bytes());
+        assert_eq!(parse(&many), Err(BundleError::TooManyEntries(1000)));
+    }
+}

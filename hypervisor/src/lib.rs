@@ -1,0 +1,18 @@
+//! A Xen-compatible x86_64 paravirtualization hypervisor, built as a library.
+//!
+//! * The portable core (every module except `arch`) holds domains, memory accounting,
+//!   the domain builder, hypercall handlers and the console backend. It has no inline
+//!   assembly and no hardware access, and is unit-tested on the host.
+//! * `arch::x86_64` (only on `target_os = "none"`) boots the machine, owns paging, the
+//!   GDT/IDT/TSS, the `syscall` and exception entry paths, the serial port and timers.
+//! * `src/main.rs` is the thin bare-metal binary that ties them together.
+//!
+//! See `docs/ARCHITECTURE.md` for the picture.
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod bundle;
+pub mod platform;
+
+#[cfg(target_os = "none")]
+pub mod arch;

@@ -1,0 +1,1 @@
+//! QEMU integration tests live in tests/.

@@ -12,7 +12,13 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod bundle;
+pub mod console;
+pub mod domain;
+pub mod hv;
+pub mod hypercall;
+pub mod memory;
 pub mod platform;
+pub mod time;
 
 #[cfg(target_os = "none")]
 pub mod arch;

@@ -1,0 +1,4 @@
+//! Domains: building them from a kernel image, their run-time state.
+
+pub mod builder;
+pub mod elfnotes;

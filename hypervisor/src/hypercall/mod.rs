@@ -1,0 +1,1 @@
+//! Hypercall dispatch and handlers.

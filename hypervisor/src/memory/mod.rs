@@ -1,0 +1,7 @@
+//! Machine memory: the frame table and allocator, the m2p, and checked access to guest
+//! virtual memory.
+
+pub mod frames;
+pub mod guest;
+
+pub use frames::{FrameInfo, Frames, MAX_FRAMES};

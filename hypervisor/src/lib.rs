@@ -20,5 +20,8 @@ pub mod memory;
 pub mod platform;
 pub mod time;
 
+#[cfg(test)]
+pub mod testutil;
+
 #[cfg(target_os = "none")]
 pub mod arch;

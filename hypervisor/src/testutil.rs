@@ -1,0 +1,95 @@
+//! Host-test doubles for the platform seam: machine memory over a vector and a platform
+//! that records console output.
+
+extern crate std;
+
+use crate::platform::{BadMaddr, MachineMemory, Platform};
+use core::cell::RefCell;
+use std::string::String;
+use std::vec;
+use std::vec::Vec;
+
+/// Machine memory `[0, size)` backed by a vector.
+pub struct FakeMemory {
+    bytes: RefCell<Vec<u8>>,
+}
+
+impl FakeMemory {
+    /// `size` bytes of zeroed machine memory starting at address 0.
+    pub fn new(size: usize) -> Self {
+        FakeMemory {
+            bytes: RefCell::new(vec![0; size]),
+        }
+    }
+
+    fn range(&self, maddr: u64, len: usize) -> Result<core::ops::Range<usize>, BadMaddr> {
+        let start = usize::try_from(maddr).map_err(|_| BadMaddr(maddr))?;
+        let end = start.checked_add(len).ok_or(BadMaddr(maddr))?;
+        if end > self.bytes.borrow().len() {
+            return Err(BadMaddr(maddr));
+        }
+        Ok(start..end)
+    }
+}
+
+impl MachineMemory for FakeMemory {
+    fn read(&self, maddr: u64, buf: &mut [u8]) -> Result<(), BadMaddr> {
+        let r = self.range(maddr, buf.len())?;
+        buf.copy_from_slice(&self.bytes.borrow()[r]);
+        Ok(())
+    }
+    fn write(&self, maddr: u64, data: &[u8]) -> Result<(), BadMaddr> {
+        let r = self.range(maddr, data.len())?;
+        self.bytes.borrow_mut()[r].copy_from_slice(data);
+        Ok(())
+    }
+    fn fill(&self, maddr: u64, byte: u8, len: usize) -> Result<(), BadMaddr> {
+        let r = self.range(maddr, len)?;
+        self.bytes.borrow_mut()[r].fill(byte);
+        Ok(())
+    }
+}
+
+/// A platform whose console is a string and whose TSC is a counter the test moves.
+pub struct FakePlatform {
+    /// Everything written to the console.
+    pub console: String,
+    /// Current TSC value.
+    pub tsc: core::cell::Cell<u64>,
+    /// TSC frequency reported.
+    pub tsc_hz: u64,
+}
+
+impl FakePlatform {
+    /// A 1 GHz TSC starting at 0.
+    pub fn new() -> Self {
+        FakePlatform {
+            console: String::new(),
+            tsc: core::cell::Cell::new(0),
+            tsc_hz: 1_000_000_000,
+        }
+    }
+}
+
+impl Default for FakePlatform {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Platform for FakePlatform {
+    fn console_write(&mut self, bytes: &[u8]) {
+        self.console.push_str(&String::from_utf8_lossy(bytes));
+    }
+    fn rdtsc(&self) -> u64 {
+        self.tsc.get()
+    }
+    fn tsc_hz(&self) -> u64 {
+        self.tsc_hz
+    }
+}
+
+/// Leaks a vector as `&'static mut` storage (frame table, m2p) for a test.
+pub fn leak<T: Clone>(value: T, len: usize) -> &'static mut [T] {
+    Vec::leak(vec![value; len])
+}

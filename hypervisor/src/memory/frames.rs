@@ -1,13 +1,27 @@
 //! The frame table (owner of every machine frame), the frame allocator and the m2p.
 //!
-//! INTERFACE STUB: filled in by the memory/builder work. Signatures are the contract with
-//! `hv.rs` and `arch/`.
+//! The table and the m2p are caller-provided `'static` storage (the arch layer keeps them
+//! in its image; the m2p is also mapped read-only into every guest), so this module never
+//! allocates. Free frames are found through per-group free counters: a group of
+//! [`GROUP_FRAMES`] frames is only scanned when its counter says it holds a free frame, so
+//! one allocation touches at most `GROUPS + GROUP_FRAMES` entries, never the whole table.
 
 use core::ops::Range;
+use guest_abi::layout::{INVALID_M2P_ENTRY, PAGE_SIZE};
 use guest_abi::{DomId, Mfn};
 
 /// Machine frames the hypervisor can manage: 4 GiB of machine address space.
 pub const MAX_FRAMES: usize = 1 << 20;
+
+/// Frames per allocator group (one free counter each).
+const GROUP_FRAMES: usize = 1024;
+/// Number of allocator groups covering `MAX_FRAMES`.
+const GROUPS: usize = MAX_FRAMES / GROUP_FRAMES;
+
+/// `FrameInfo::flags`: the frame is RAM and free.
+const FLAG_FREE: u16 = 1 << 0;
+/// `FrameInfo::flags`: the frame is RAM and belongs to `owner`.
+const FLAG_ALLOCATED: u16 = 1 << 1;
 
 /// What the hypervisor knows about one machine frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,57 +39,304 @@ impl FrameInfo {
         owner: DomId::INVALID,
         flags: 0,
     };
+    /// A free RAM frame.
+    const FREE: FrameInfo = FrameInfo {
+        owner: DomId::INVALID,
+        flags: FLAG_FREE,
+    };
+
+    fn is_free(self) -> bool {
+        self.flags & FLAG_FREE != 0
+    }
+    fn is_allocated(self) -> bool {
+        self.flags & FLAG_ALLOCATED != 0
+    }
 }
 
 /// The frame table, the free-frame allocator and the m2p.
 pub struct Frames {
     table: &'static mut [FrameInfo],
     m2p: &'static mut [u64],
+    /// Frames this instance manages: `min(table, m2p, MAX_FRAMES)`.
+    len: usize,
+    /// Free frames per group.
+    group_free: [u16; GROUPS],
+    /// Total free frames.
+    free: usize,
+    /// Group where the next allocation starts looking (next-fit).
+    hint: usize,
 }
 
 impl Frames {
     /// Takes the (zeroed or UNUSABLE-filled) table and m2p storage, both `MAX_FRAMES`
     /// long, and the free RAM ranges (machine addresses; partial pages are ignored).
+    ///
+    /// The whole table is reset to UNUSABLE and the whole m2p to `INVALID_M2P_ENTRY`
+    /// whatever the storage held. Shorter storage is accepted (host tests): frames beyond
+    /// it are simply never free.
     pub fn new(
         table: &'static mut [FrameInfo],
         m2p: &'static mut [u64],
         free_ram: &[Range<u64>],
     ) -> Self {
-        let _ = free_ram;
-        Frames { table, m2p }
+        table.fill(FrameInfo::UNUSABLE);
+        m2p.fill(INVALID_M2P_ENTRY);
+        let len = table.len().min(m2p.len()).min(MAX_FRAMES);
+        let mut frames = Frames {
+            table,
+            m2p,
+            len,
+            group_free: [0; GROUPS],
+            free: 0,
+            hint: 0,
+        };
+        for range in free_ram {
+            frames.release_ram(range.clone());
+        }
+        frames
     }
+
     /// Allocates a frame for `owner`; its m2p entry is left invalid. Contents undefined.
+    ///
+    /// `None` when no frame is free, or `owner` is `DomId::INVALID` (which would make an
+    /// allocated frame look free to `owner()`).
     pub fn alloc(&mut self, owner: DomId) -> Option<Mfn> {
-        let _ = (owner, &self.table);
-        todo!()
+        if self.free == 0 || owner == DomId::INVALID {
+            return None;
+        }
+        for step in 0..GROUPS {
+            let group = (self.hint + step) % GROUPS;
+            if self.group_free[group] == 0 {
+                continue;
+            }
+            let start = group * GROUP_FRAMES;
+            let end = (start + GROUP_FRAMES).min(self.len);
+            let found = (start..end).find(|&i| self.table[i].is_free());
+            // The counter said there is one; if not, the table is corrupt: keep looking
+            // elsewhere rather than trusting it.
+            let Some(i) = found else { continue };
+            self.table[i] = FrameInfo {
+                owner,
+                flags: FLAG_ALLOCATED,
+            };
+            self.m2p[i] = INVALID_M2P_ENTRY;
+            self.group_free[group] -= 1;
+            self.free -= 1;
+            self.hint = group;
+            return Some(Mfn(i as u64));
+        }
+        None
     }
+
     /// Returns a frame to the allocator (m2p entry invalidated).
+    ///
+    /// A frame that is not allocated (free, not RAM, out of range) is left alone: the
+    /// call may come from a guest-reachable path.
     pub fn free(&mut self, mfn: Mfn) {
-        let _ = mfn;
-        todo!()
+        let Some(i) = self.index(mfn) else { return };
+        if !self.table[i].is_allocated() {
+            return;
+        }
+        self.mark_free(i);
     }
+
     /// Adds RAM to the allocator (e.g. the boot module after the domains are built).
+    ///
+    /// Only whole pages inside `range` are added. Frames already free or allocated are
+    /// left as they are, so releasing a range twice is harmless.
     pub fn release_ram(&mut self, range: Range<u64>) {
-        let _ = range;
-        todo!()
+        let page = PAGE_SIZE as u64;
+        let Some(first) = range.start.checked_add(page - 1).map(|a| a / page) else {
+            return;
+        };
+        let end = (range.end / page).min(self.len as u64);
+        for i in first..end {
+            let i = i as usize;
+            if self.table[i] == FrameInfo::UNUSABLE {
+                self.mark_free(i);
+            }
+        }
     }
+
     /// Owner of an allocated frame (`None` if free, not RAM or out of range).
     pub fn owner(&self, mfn: Mfn) -> Option<DomId> {
-        let _ = mfn;
-        todo!()
+        let info = self.table[self.index(mfn)?];
+        info.is_allocated().then_some(info.owner)
     }
+
     /// Frees every frame of `dom`; returns how many.
     pub fn free_all_of(&mut self, dom: DomId) -> usize {
-        let _ = dom;
-        todo!()
+        let mut count = 0;
+        for i in 0..self.len {
+            let info = self.table[i];
+            if info.is_allocated() && info.owner == dom {
+                self.mark_free(i);
+                count += 1;
+            }
+        }
+        count
     }
+
     /// Sets `m2p[mfn] = pfn`.
+    ///
+    /// Ignored for frames that are not allocated (free frames keep an invalid entry).
     pub fn set_m2p(&mut self, mfn: Mfn, pfn: u64) {
-        let _ = (mfn, pfn, &self.m2p);
-        todo!()
+        if self.owner(mfn).is_some() {
+            // `owner` succeeded, so the index is in range.
+            self.m2p[mfn.0 as usize] = pfn;
+        }
     }
+
+    /// `m2p[mfn]`, or `None` if `mfn` is beyond the table.
+    pub fn m2p(&self, mfn: Mfn) -> Option<u64> {
+        self.index(mfn).map(|i| self.m2p[i])
+    }
+
     /// Frames currently free.
     pub fn free_count(&self) -> usize {
-        todo!()
+        self.free
+    }
+
+    /// Frames currently allocated to `dom` (O(MAX_FRAMES); for accounting checks).
+    pub fn count_of(&self, dom: DomId) -> usize {
+        self.table[..self.len]
+            .iter()
+            .filter(|f| f.is_allocated() && f.owner == dom)
+            .count()
+    }
+
+    fn index(&self, mfn: Mfn) -> Option<usize> {
+        usize::try_from(mfn.0).ok().filter(|&i| i < self.len)
+    }
+
+    fn mark_free(&mut self, i: usize) {
+        self.table[i] = FrameInfo::FREE;
+        self.m2p[i] = INVALID_M2P_ENTRY;
+        self.group_free[i / GROUP_FRAMES] += 1;
+        self.free += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::leak;
+
+    const PAGE: u64 = PAGE_SIZE as u64;
+
+    fn frames(len: usize, free: &[Range<u64>]) -> Frames {
+        Frames::new(leak(FrameInfo::FREE, len), leak(0, len), free)
+    }
+
+    #[test]
+    fn new_resets_storage_and_only_adds_whole_pages() {
+        // Storage pre-filled with garbage-looking values must not be trusted.
+        let f = frames(64, &[PAGE + 1..4 * PAGE + 100, 10 * PAGE..12 * PAGE]);
+        // [PAGE+1, 4*PAGE+100) holds whole pages 2 and 3; plus pages 10 and 11.
+        assert_eq!(f.free_count(), 4);
+        for i in 0..64 {
+            assert_eq!(f.m2p(Mfn(i)), Some(INVALID_M2P_ENTRY));
+            assert_eq!(f.owner(Mfn(i)), None);
+        }
+        assert_eq!(f.table[1], FrameInfo::UNUSABLE);
+        assert_eq!(f.table[4], FrameInfo::UNUSABLE);
+        assert!(f.table[2].is_free() && f.table[11].is_free());
+    }
+
+    #[test]
+    fn alloc_free_round_trip() {
+        let mut f = frames(64, &[0..8 * PAGE]);
+        let dom = DomId(1);
+        let mut got = std::vec::Vec::new();
+        while let Some(m) = f.alloc(dom) {
+            assert_eq!(f.owner(m), Some(dom));
+            assert_eq!(f.m2p(m), Some(INVALID_M2P_ENTRY));
+            got.push(m);
+        }
+        assert_eq!(got.len(), 8);
+        assert_eq!(f.free_count(), 0);
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), 8, "no frame handed out twice");
+        assert!(got.iter().all(|m| m.0 < 8), "only free RAM is handed out");
+
+        f.set_m2p(got[3], 42);
+        assert_eq!(f.m2p(got[3]), Some(42));
+        f.free(got[3]);
+        assert_eq!(f.owner(got[3]), None);
+        assert_eq!(f.m2p(got[3]), Some(INVALID_M2P_ENTRY));
+        assert_eq!(f.free_count(), 1);
+        assert_eq!(f.alloc(DomId(2)), Some(got[3]));
+    }
+
+    #[test]
+    fn hostile_frees_do_not_corrupt_state() {
+        let mut f = frames(64, &[0..4 * PAGE]);
+        let a = f.alloc(DomId(1)).unwrap();
+        f.free(a);
+        f.free(a); // double free
+        f.free(Mfn(40)); // not RAM
+        f.free(Mfn(1 << 40)); // far out of range
+        f.free(Mfn(u64::MAX));
+        assert_eq!(f.free_count(), 4);
+        f.set_m2p(Mfn(40), 7); // not allocated: ignored
+        f.set_m2p(Mfn(u64::MAX), 7);
+        assert_eq!(f.m2p(Mfn(40)), Some(INVALID_M2P_ENTRY));
+        assert_eq!(f.owner(Mfn(u64::MAX)), None);
+        assert_eq!(f.alloc(DomId::INVALID), None);
+        for _ in 0..4 {
+            assert!(f.alloc(DomId(1)).is_some());
+        }
+        assert_eq!(f.alloc(DomId(1)), None);
+    }
+
+    #[test]
+    fn free_all_of_returns_only_that_domain() {
+        let mut f = frames(64, &[0..16 * PAGE]);
+        for _ in 0..5 {
+            f.alloc(DomId(1)).unwrap();
+        }
+        let keep = f.alloc(DomId(2)).unwrap();
+        f.set_m2p(keep, 0);
+        assert_eq!(f.count_of(DomId(1)), 5);
+        assert_eq!(f.free_all_of(DomId(1)), 5);
+        assert_eq!(f.count_of(DomId(1)), 0);
+        assert_eq!(f.free_count(), 15);
+        assert_eq!(f.owner(keep), Some(DomId(2)));
+        assert_eq!(f.m2p(keep), Some(0));
+        assert_eq!(f.free_all_of(DomId(1)), 0);
+    }
+
+    #[test]
+    fn release_ram_is_idempotent_and_skips_allocated_frames() {
+        let mut f = frames(64, &[0..2 * PAGE]);
+        let a = f.alloc(DomId(3)).unwrap();
+        f.release_ram(0..4 * PAGE);
+        assert_eq!(f.free_count(), 1 + 2);
+        f.release_ram(0..4 * PAGE);
+        assert_eq!(f.free_count(), 3);
+        assert_eq!(f.owner(a), Some(DomId(3)));
+        // Ranges beyond the table or overflowing are ignored without panicking.
+        f.release_ram(u64::MAX - 10..u64::MAX);
+        f.release_ram(100 * PAGE..200 * PAGE);
+        f.release_ram(5 * PAGE..3 * PAGE);
+        assert_eq!(f.free_count(), 3);
+    }
+
+    #[test]
+    fn full_size_table_allocates_across_groups() {
+        // Free RAM in two distant groups: the search must skip empty groups and wrap.
+        let far = (MAX_FRAMES as u64 - 2) * PAGE;
+        let mut f = frames(MAX_FRAMES, &[far..far + 2 * PAGE, 3 * PAGE..4 * PAGE]);
+        assert_eq!(f.free_count(), 3);
+        let mut got = [0u64; 3];
+        for g in &mut got {
+            *g = f.alloc(DomId(1)).unwrap().0;
+        }
+        got.sort();
+        assert_eq!(got, [3, MAX_FRAMES as u64 - 2, MAX_FRAMES as u64 - 1]);
+        assert_eq!(f.alloc(DomId(1)), None);
+        f.free(Mfn(3));
+        assert_eq!(f.alloc(DomId(1)), Some(Mfn(3)), "search wraps around");
     }
 }

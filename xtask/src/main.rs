@@ -1,1 +1,204 @@
-fn main() {}
+//! `cargo xtask <command>`: build the images, boot them in QEMU, benchmark, test.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+use xtask::bench::{BenchLine, bench_ours, bench_xen, ratio_text, to_json};
+use xtask::bundle::{DEFAULT_MEMORY_MIB, GuestFile, default_name};
+use xtask::images::{Profile, build_images};
+use xtask::qemu::{HvRun, Outcome, run_hypervisor, run_hypervisor_interactive};
+use xtask::{Result, err};
+
+#[derive(Parser)]
+#[command(about = "Build, run, benchmark and test the Xen-compatible PV hypervisor")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the hypervisor, pv-guest and the test guests (target/images/).
+    Build {
+        /// Build with the dev profile instead of --release.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Boot the hypervisor with pv-guest (or --guest PATH) in QEMU.
+    Run {
+        /// A Xen PV kernel ELF to boot instead of pv-guest.
+        #[arg(long)]
+        guest: Option<PathBuf>,
+        /// Guest memory in MiB.
+        #[arg(long, default_value_t = DEFAULT_MEMORY_MIB)]
+        memory: u32,
+        /// Guest command line.
+        #[arg(long, default_value = "")]
+        cmdline: String,
+        /// Stop QEMU after this many seconds (the console is then captured, not a
+        /// terminal).
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Deterministic QEMU (icount, fixed RTC, one vCPU, no RDRAND).
+        #[arg(long)]
+        deterministic: bool,
+        /// Build the guest as dom0 (id 0).
+        #[arg(long)]
+        dom0: bool,
+        /// Guest name (default: file stem, at most 31 bytes).
+        #[arg(long)]
+        name: Option<String>,
+        /// Hypervisor command line.
+        #[arg(long, default_value = "")]
+        hv_cmdline: String,
+    },
+    /// Measure the xen_version round trip in instructions (deterministic QEMU).
+    Bench {
+        /// Also run the same guest as dom0 on real Xen 4.17 and compare.
+        #[arg(long)]
+        against_xen: bool,
+        /// Hypercalls per loop.
+        #[arg(long, default_value_t = 100_000)]
+        iterations: u64,
+    },
+    /// Run `cargo test` (host unit tests and the QEMU integration tests).
+    Test {
+        /// Extra arguments for cargo test.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Generate the hypercall table (not yet: it comes in its own issue).
+    Gen,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<ExitCode> {
+    match cmd {
+        Cmd::Build { debug } => {
+            let profile = if debug {
+                Profile::Debug
+            } else {
+                Profile::Release
+            };
+            let images = build_images(profile)?;
+            println!("images in {}", images.dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run {
+            guest,
+            memory,
+            cmdline,
+            timeout,
+            deterministic,
+            dom0,
+            name,
+            hv_cmdline,
+        } => {
+            let images = build_images(Profile::Release)?;
+            let path = guest.unwrap_or_else(|| images.pv_guest());
+            let name = name.unwrap_or_else(|| default_name(&path));
+            let run = HvRun {
+                hypervisor: images.hypervisor(),
+                guests: vec![GuestFile {
+                    path,
+                    name,
+                    memory_mib: memory,
+                    cmdline,
+                    dom0,
+                }],
+                cmdline: hv_cmdline,
+                deterministic,
+                timeout: timeout.map(Duration::from_secs),
+                echo: true,
+            };
+            let outcome = match run.timeout {
+                Some(_) => run_hypervisor(&run)?.outcome,
+                None => run_hypervisor_interactive(&run)?,
+            };
+            report_outcome(outcome)
+        }
+        Cmd::Bench {
+            against_xen,
+            iterations,
+        } => bench(against_xen, iterations),
+        Cmd::Test { args } => {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .current_dir(xtask::workspace_root())
+                .arg("test")
+                .args(&args)
+                .status()
+                .map_err(|e| err!("could not start cargo test: {e}"))?;
+            Ok(if status.success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Gen => {
+            println!(
+                "hypercall-gen: the hypercall table generator comes in its own issue; nothing to do yet"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn report_outcome(outcome: Outcome) -> Result<ExitCode> {
+    if outcome == Outcome::AllPoweredOff {
+        println!("xtask: {}", outcome.explain());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(err!("{}", outcome.explain()))
+    }
+}
+
+/// Generous hang guard for one benchmark run (100k hypercalls take well under a second
+/// of TCG time; Xen's own boot under icount takes a few seconds).
+const BENCH_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn bench(against_xen: bool, iterations: u64) -> Result<ExitCode> {
+    let images = build_images(Profile::Release)?;
+    let ours = bench_ours(&images, iterations, BENCH_TIMEOUT)?;
+    print_figure(&ours, "ours");
+    let xen = if against_xen {
+        let x = bench_xen(&images.guest("bench"), iterations, BENCH_TIMEOUT)?;
+        print_figure(&x, "Xen 4.17");
+        println!("ratio ours/Xen: {}", ratio_text(&ours, &x));
+        Some(x)
+    } else {
+        None
+    };
+    let dir = xtask::target_dir().join("bench");
+    std::fs::create_dir_all(&dir).map_err(|e| err!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join("bench.json");
+    std::fs::write(&path, to_json(&ours, xen.as_ref()))
+        .map_err(|e| err!("cannot write {}: {e}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_figure(b: &BenchLine, who: &str) {
+    let exact = b
+        .exact_per_round_trip()
+        .map(|n| format!(" (exactly {n})"))
+        .unwrap_or_default();
+    println!(
+        "xen_version round trip: {} instructions{exact} ({who}) [iterations={} total={} baseline={}]",
+        b.per_round_trip_text(),
+        b.iterations,
+        b.total,
+        b.baseline
+    );
+}

@@ -1,0 +1,111 @@
+//! Building the bare-metal images: the hypervisor, pv-guest and the test guests.
+
+use crate::{Result, err, run_checked, target_dir};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The bare-metal target every image is built for.
+pub const TARGET: &str = "x86_64-unknown-none";
+
+/// Test guests of the `test-guests` crate, by binary name.
+pub const TEST_GUESTS: &[&str] = &[
+    "privileged",
+    "bad-pointer",
+    "unknown-hypercall",
+    "no-notes",
+    "console-io-only",
+    "bench",
+];
+
+/// Cargo profile of the images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// `--release` (what tests and benchmarks use).
+    #[default]
+    Release,
+    /// The dev profile, for debugging.
+    Debug,
+}
+
+impl Profile {
+    fn dir_name(self) -> &'static str {
+        match self {
+            Profile::Release => "release",
+            Profile::Debug => "debug",
+        }
+    }
+}
+
+/// Where the built images are.
+#[derive(Clone, Debug)]
+pub struct Images {
+    /// `target/images/x86_64-unknown-none/<profile>`.
+    pub dir: PathBuf,
+}
+
+impl Images {
+    /// The hypervisor ELF.
+    pub fn hypervisor(&self) -> PathBuf {
+        self.dir.join("hypervisor")
+    }
+
+    /// The pv-guest ELF.
+    pub fn pv_guest(&self) -> PathBuf {
+        self.dir.join("pv-guest")
+    }
+
+    /// Any guest binary by name (pv-guest or one of [`TEST_GUESTS`]).
+    pub fn guest(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// `target/images`: a target dir of its own, because the cargo that runs xtask or the
+/// tests may hold the lock of `target/`.
+pub fn images_target_dir() -> PathBuf {
+    target_dir().join("images")
+}
+
+/// Builds the hypervisor, pv-guest and the test guests for the bare-metal target.
+pub fn build_images(profile: Profile) -> Result<Images> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = images_target_dir();
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(crate::workspace_root())
+        .args(["build", "--target", TARGET, "--target-dir"])
+        .arg(&target_dir);
+    if profile == Profile::Release {
+        cmd.arg("--release");
+    }
+    cmd.args([
+        "-p",
+        "hypervisor",
+        "--bin",
+        "hypervisor",
+        "-p",
+        "pv-guest",
+        "--bins",
+        "-p",
+        "test-guests",
+        "--bins",
+    ]);
+    run_checked(&mut cmd).map_err(|e| err!("building the bare-metal images: {e}"))?;
+    let images = Images {
+        dir: target_dir.join(TARGET).join(profile.dir_name()),
+    };
+    // Only the hypervisor is required here: a missing guest is reported by whoever
+    // boots it, so the other guests stay usable while one is being written.
+    require_file(&images.hypervisor())?;
+    Ok(images)
+}
+
+fn require_file(path: &Path) -> Result<()> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(err!(
+            "the image build succeeded but {} is missing",
+            path.display()
+        ))
+    }
+}

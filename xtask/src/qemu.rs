@@ -1,0 +1,403 @@
+//! Running QEMU: finding (or installing) it, booting the hypervisor with a bundle of
+//! guests, capturing the serial console, and reading the exit status.
+
+use crate::bundle::{GuestFile, machine_memory_mib, write_bundle};
+use crate::{Result, describe, err, find_on_path, run_checked, running_as_root};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// The QEMU binary we drive.
+pub const QEMU: &str = "qemu-system-x86_64";
+/// The command that installs QEMU on Debian/Ubuntu.
+pub const INSTALL_HINT: &str = "sudo apt-get install -y qemu-system-x86";
+
+/// QEMU options that make a run deterministic: the TSC counts retired instructions
+/// (icount shift=0, one tick each), idle time warps instead of sleeping, the RTC follows
+/// virtual time from a fixed date, one vCPU, and no hardware randomness.
+pub const DETERMINISTIC_ARGS: &[&str] = &[
+    "-icount",
+    "shift=0,align=off,sleep=off",
+    "-rtc",
+    "base=2024-01-01T00:00:00,clock=vm",
+    "-smp",
+    "1",
+];
+
+/// Finds `qemu-system-x86_64`; when missing and running as root, installs it with apt.
+/// Otherwise the error names the command that installs it.
+pub fn ensure_qemu() -> Result<PathBuf> {
+    // Tests call this in parallel: only one of them may run apt-get.
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let _guard = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(path) = find_on_path(QEMU) {
+        return Ok(path);
+    }
+    if !running_as_root() {
+        return Err(err!(
+            "{QEMU} is not installed; install it with: {INSTALL_HINT}"
+        ));
+    }
+    eprintln!("{QEMU} not found; installing it with apt-get (running as root)");
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run_checked(&mut cmd)
+    };
+    apt(&["update"])
+        .and_then(|()| apt(&["install", "-y", "qemu-system-x86"]))
+        .map_err(|e| err!("installing QEMU failed ({e}); install it with: {INSTALL_HINT}"))?;
+    find_on_path(QEMU).ok_or_else(|| {
+        err!("{QEMU} still not on PATH after installing qemu-system-x86; try: {INSTALL_HINT}")
+    })
+}
+
+/// How a run of our hypervisor ended, from QEMU's exit status (isa-debug-exit writes
+/// `code`, QEMU exits with `code << 1 | 1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// 33: every domain powered off.
+    AllPoweredOff,
+    /// 37: at least one domain crashed, was refused or shut down otherwise.
+    DomainFailed,
+    /// 35: the hypervisor itself failed (panic or exception in the hypervisor).
+    HypervisorFailure,
+    /// 0: a triple fault or reset (QEMU `-no-reboot`); never a success.
+    Reset,
+    /// Anything else: QEMU itself failed (bad option, missing file) or was killed.
+    QemuError(Option<i32>),
+}
+
+impl Outcome {
+    /// Maps QEMU's exit status (`None` = killed by a signal).
+    pub fn from_status(code: Option<i32>) -> Self {
+        match code {
+            Some(33) => Outcome::AllPoweredOff,
+            Some(37) => Outcome::DomainFailed,
+            Some(35) => Outcome::HypervisorFailure,
+            Some(0) => Outcome::Reset,
+            other => Outcome::QemuError(other),
+        }
+    }
+
+    /// One line for a human.
+    pub fn explain(self) -> String {
+        match self {
+            Outcome::AllPoweredOff => "every domain powered off (QEMU status 33)".into(),
+            Outcome::DomainFailed => {
+                "a domain crashed, was refused or did not power off (QEMU status 37)".into()
+            }
+            Outcome::HypervisorFailure => "the hypervisor failed (QEMU status 35)".into(),
+            Outcome::Reset => {
+                "the machine reset (triple fault?) without reporting an outcome (QEMU status 0)"
+                    .into()
+            }
+            Outcome::QemuError(Some(code)) => format!("QEMU itself failed (status {code})"),
+            Outcome::QemuError(None) => "QEMU was killed by a signal".into(),
+        }
+    }
+}
+
+/// A run of our hypervisor.
+#[derive(Clone, Debug, Default)]
+pub struct HvRun {
+    /// The hypervisor ELF.
+    pub hypervisor: PathBuf,
+    /// Guests, in bundle order (ids 1, 2, ... unless flagged dom0).
+    pub guests: Vec<GuestFile>,
+    /// Hypervisor command line (`-append`).
+    pub cmdline: String,
+    /// Use [`DETERMINISTIC_ARGS`].
+    pub deterministic: bool,
+    /// Kill QEMU and fail after this long (captured runs only). A hang guard, not a
+    /// measurement.
+    pub timeout: Option<Duration>,
+    /// Also print each console line as it arrives (captured runs only).
+    pub echo: bool,
+}
+
+/// The console lines of a run, without `\r`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Transcript {
+    /// Lines in order.
+    pub lines: Vec<String>,
+}
+
+impl Transcript {
+    /// Whether some line contains `needle`.
+    pub fn contains(&self, needle: &str) -> bool {
+        self.lines.iter().any(|l| l.contains(needle))
+    }
+
+    /// The first line that starts with `prefix`.
+    pub fn line_starting_with(&self, prefix: &str) -> Option<&str> {
+        self.lines
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .map(String::as_str)
+    }
+
+    /// The whole transcript as text.
+    pub fn text(&self) -> String {
+        let mut s = self.lines.join("\n");
+        s.push('\n');
+        s
+    }
+
+    /// The last `n` lines, for error messages.
+    pub fn tail(&self, n: usize) -> String {
+        let start = self.lines.len().saturating_sub(n);
+        self.lines[start..].join("\n")
+    }
+}
+
+/// What a captured QEMU run produced.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    /// Serial console (QEMU's stdout).
+    pub transcript: Transcript,
+    /// QEMU's stderr.
+    pub stderr: String,
+    /// QEMU's exit status (`None` if killed).
+    pub status: Option<i32>,
+    /// QEMU was stopped because the stop condition matched a line.
+    pub stopped: bool,
+}
+
+/// Result of a captured run of our hypervisor.
+#[derive(Clone, Debug)]
+pub struct HvResult {
+    /// Serial console.
+    pub transcript: Transcript,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// QEMU's stderr (warnings, errors).
+    pub stderr: String,
+}
+
+/// The QEMU command line that boots `run.hypervisor` with `bundle` as its module.
+pub fn hypervisor_command(qemu: &Path, run: &HvRun, bundle: &Path) -> Command {
+    let mut cmd = Command::new(qemu);
+    cmd.args(["-machine", "q35", "-m"])
+        .arg(format!("{}M", machine_memory_mib(&run.guests)))
+        .args(["-cpu"])
+        .arg(if run.deterministic {
+            "max,-rdrand,-rdseed"
+        } else {
+            "max"
+        })
+        .args(["-display", "none", "-no-reboot", "-serial", "stdio"])
+        .args(["-monitor", "none"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-kernel")
+        .arg(&run.hypervisor)
+        .arg("-initrd")
+        .arg(bundle);
+    if !run.cmdline.is_empty() {
+        cmd.arg("-append").arg(&run.cmdline);
+    }
+    if run.deterministic {
+        cmd.args(DETERMINISTIC_ARGS);
+    }
+    cmd
+}
+
+/// Boots the hypervisor with the guests, console captured. A timeout is an error that
+/// carries the end of the transcript.
+pub fn run_hypervisor(run: &HvRun) -> Result<HvResult> {
+    let qemu = ensure_qemu()?;
+    let bundle = write_bundle(&run.guests)?;
+    let cmd = hypervisor_command(&qemu, run, &bundle);
+    let captured = run_captured(cmd, run.timeout, run.echo, |_| false)?;
+    Ok(HvResult {
+        transcript: captured.transcript,
+        outcome: Outcome::from_status(captured.status),
+        stderr: captured.stderr,
+    })
+}
+
+/// Boots the hypervisor with the guests, console on this terminal.
+pub fn run_hypervisor_interactive(run: &HvRun) -> Result<Outcome> {
+    let qemu = ensure_qemu()?;
+    let bundle = write_bundle(&run.guests)?;
+    let mut cmd = hypervisor_command(&qemu, run, &bundle);
+    let status = cmd
+        .status()
+        .map_err(|e| err!("could not start {}: {e}", describe(&cmd)))?;
+    Ok(Outcome::from_status(status.code()))
+}
+
+/// Runs a QEMU command with stdout captured line by line and stdin closed. Stops QEMU
+/// when `stop(line)` holds for a line (then `stopped` is set), or fails once `timeout`
+/// has passed.
+pub fn run_captured(
+    mut cmd: Command,
+    timeout: Option<Duration>,
+    echo: bool,
+    mut stop: impl FnMut(&str) -> bool,
+) -> Result<Captured> {
+    let what = describe(&cmd);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| err!("could not start {what}: {e}"))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut stdout = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match stdout.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf);
+                    let line = line.trim_end_matches(['\n', '\r']).replace('\r', "");
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let stderr_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut lines = Vec::new();
+    let mut stopped = false;
+    let mut timed_out = false;
+    loop {
+        let next = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                rx.recv_timeout(left)
+            }
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        match next {
+            Ok(line) => {
+                if echo {
+                    println!("{line}");
+                }
+                let hit = stop(&line);
+                lines.push(line);
+                if hit {
+                    stopped = true;
+                    break;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if stopped || timed_out {
+        // Killing an already exited child fails harmlessly.
+        let _ = child.kill();
+    }
+    let status = child.wait().map_err(|e| err!("waiting for {what}: {e}"))?;
+    let _ = reader.join();
+    // Lines that arrived between the stop and QEMU's death belong to the transcript.
+    lines.extend(rx.try_iter());
+    let stderr = stderr_reader.join().unwrap_or_default();
+    let transcript = Transcript { lines };
+    if timed_out {
+        return Err(err!(
+            "QEMU timed out after {:?} and was killed; last console lines:\n{}\nQEMU stderr: {}\ncommand: {what}",
+            timeout.unwrap_or_default(),
+            transcript.tail(40),
+            stderr.trim()
+        ));
+    }
+    Ok(Captured {
+        transcript,
+        stderr,
+        status: if stopped { None } else { status.code() },
+        stopped,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_statuses_map_to_outcomes() {
+        assert_eq!(Outcome::from_status(Some(33)), Outcome::AllPoweredOff);
+        assert_eq!(Outcome::from_status(Some(37)), Outcome::DomainFailed);
+        assert_eq!(Outcome::from_status(Some(35)), Outcome::HypervisorFailure);
+        assert_eq!(Outcome::from_status(Some(0)), Outcome::Reset);
+        assert_eq!(Outcome::from_status(Some(1)), Outcome::QemuError(Some(1)));
+        assert_eq!(Outcome::from_status(None), Outcome::QemuError(None));
+    }
+
+    fn args(cmd: &Command) -> Vec<String> {
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn deterministic_runs_pin_icount_rtc_cpu_and_smp() {
+        let mut run = HvRun {
+            hypervisor: "hv".into(),
+            guests: vec![GuestFile::new("g")],
+            deterministic: true,
+            ..HvRun::default()
+        };
+        let a = args(&hypervisor_command(Path::new("q"), &run, Path::new("b")));
+        let joined = a.join(" ");
+        assert!(joined.contains("-icount shift=0,align=off,sleep=off"));
+        assert!(joined.contains("-rtc base=2024-01-01T00:00:00,clock=vm"));
+        assert!(joined.contains("-cpu max,-rdrand,-rdseed"));
+        assert!(joined.contains("-smp 1"));
+        assert!(joined.contains("-kernel hv -initrd b"));
+        assert!(joined.contains("-m 256M"));
+        assert!(!a.contains(&"-append".to_string()));
+
+        run.deterministic = false;
+        run.cmdline = "loglvl=all".into();
+        let a = args(&hypervisor_command(Path::new("q"), &run, Path::new("b")));
+        let joined = a.join(" ");
+        assert!(!joined.contains("-icount"));
+        assert!(joined.contains("-cpu max -display none"));
+        assert!(joined.ends_with("-append loglvl=all"));
+    }
+
+    #[test]
+    fn captured_runs_collect_lines_and_stop_on_a_marker() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "printf 'one\\r\\ntwo\\nthree'; exit 3"]);
+        let c = run_captured(cmd, Some(Duration::from_secs(60)), false, |_| false).unwrap();
+        assert_eq!(c.transcript.lines, ["one", "two", "three"]);
+        assert_eq!(c.status, Some(3));
+        assert!(!c.stopped);
+
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo a; echo STOP; exec sleep 600"]);
+        let c = run_captured(cmd, Some(Duration::from_secs(60)), false, |l| l == "STOP").unwrap();
+        assert!(c.stopped);
+        assert_eq!(c.transcript.lines[..2], ["a", "STOP"]);
+    }
+
+    #[test]
+    fn captured_runs_time_out_with_the_transcript() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo waiting; exec sleep 600"]);
+        let e = run_captured(cmd, Some(Duration::from_millis(300)), false, |_| false).unwrap_err();
+        assert!(e.0.contains("timed out"), "{e}");
+        assert!(e.0.contains("waiting"), "{e}");
+    }
+}

@@ -24,3 +24,207 @@ pub const PHYS32_RELOC: u32 = 19;
 
 /// The note name of every Xen note.
 pub const XEN_NOTE_NAME: &[u8] = b"Xen";
+
+/// Identity on `u64`: lets an untyped integer literal in a note macro be typed as `u64`
+/// (so `0xffff_ffff_8000_0000` does not default to `i32`).
+#[doc(hidden)]
+pub const fn __u64(v: u64) -> u64 {
+    v
+}
+
+/// Identity on `u32`, for 4-byte numeric notes.
+#[doc(hidden)]
+pub const fn __u32(v: u32) -> u32 {
+    v
+}
+
+/// Emits one Xen ELF note into the `.note.Xen` section.
+///
+/// * `xen_elf_note!(str TYPE, "text")`: NUL-terminated string (no `"`, `\` or braces);
+/// * `xen_elf_note!(u64 TYPE, expr)` / `xen_elf_note!(u32 TYPE, expr)`: little-endian number
+///   (any constant expression);
+/// * `xen_elf_note!(sym TYPE, path)`: 8-byte address of a function or static (a
+///   `#[unsafe(naked)]` entry point, an `extern` static declared by
+///   [`xen_hypercall_page!`]...).
+///
+/// `TYPE` is a constant of [`crate::elfnote`] (e.g. `$crate::elfnote::ENTRY`) or any `u32`
+/// constant expression. Notes are 4-byte aligned, named `"Xen"`, as Xen's loader and QEMU's
+/// want. The linker script must keep `.note.Xen` (`KEEP`) and should give it a `PT_NOTE`.
+#[macro_export]
+macro_rules! xen_elf_note {
+    (str $ty:expr, $text:literal) => {
+        ::core::arch::global_asm!(
+            ".pushsection .note.Xen,\"a\",@note",
+            ".balign 4",
+            ".long 4",
+            ".long 2f - 1f",
+            ".long {ty}",
+            ".asciz \"Xen\"",
+            concat!("1: .asciz \"", $text, "\""),
+            "2: .balign 4",
+            ".popsection",
+            ty = const $crate::elfnote::__u32($ty),
+            options(att_syntax)
+        );
+    };
+    (u64 $ty:expr, $value:expr) => {
+        ::core::arch::global_asm!(
+            ".pushsection .note.Xen,\"a\",@note",
+            ".balign 4",
+            ".long 4",
+            ".long 8",
+            ".long {ty}",
+            ".asciz \"Xen\"",
+            ".quad {value}",
+            ".popsection",
+            ty = const $crate::elfnote::__u32($ty),
+            value = const $crate::elfnote::__u64($value),
+            options(att_syntax)
+        );
+    };
+    (u32 $ty:expr, $value:expr) => {
+        ::core::arch::global_asm!(
+            ".pushsection .note.Xen,\"a\",@note",
+            ".balign 4",
+            ".long 4",
+            ".long 4",
+            ".long {ty}",
+            ".asciz \"Xen\"",
+            ".long {value}",
+            ".popsection",
+            ty = const $crate::elfnote::__u32($ty),
+            value = const $crate::elfnote::__u32($value),
+            options(att_syntax)
+        );
+    };
+    (sym $ty:expr, $symbol:path) => {
+        ::core::arch::global_asm!(
+            ".pushsection .note.Xen,\"a\",@note",
+            ".balign 4",
+            ".long 4",
+            ".long 8",
+            ".long {ty}",
+            ".asciz \"Xen\"",
+            ".quad {symbol}",
+            ".popsection",
+            ty = const $crate::elfnote::__u32($ty),
+            symbol = sym $symbol,
+            options(att_syntax)
+        );
+    };
+}
+
+/// Declares all Xen ELF notes of a guest kernel in one place.
+///
+/// ```ignore
+/// guest_abi::xen_hypercall_page!(hypercall_page);
+/// guest_abi::xen_elf_notes! {
+///     guest_os: "pv-guest",
+///     guest_version: "0.1",
+///     xen_version: "xen-3.0",
+///     loader: "generic",
+///     virt_base: 0xffff_ffff_8000_0000,
+///     paddr_offset: 0,
+///     entry: _start,
+///     hypercall_page: hypercall_page,
+/// }
+/// ```
+///
+/// Keys (each optional; Xen itself requires `xen_version` and `loader: "generic"` or a
+/// `guest_os` starting with `linux`):
+/// strings `guest_os`, `guest_version`, `xen_version`, `loader`, `features`, `pae_mode`;
+/// numbers `virt_base`, `paddr_offset`, `init_p2m`, `mod_start_pfn`, `suspend_cancel`
+/// (8 bytes) and `supported_features` (4-byte XENFEAT bitmap: a dom0 kernel must include
+/// bit 11, `XENFEAT_dom0`);
+/// symbols `entry` and `hypercall_page` (paths to a function or static).
+#[macro_export]
+macro_rules! xen_elf_notes {
+    () => {};
+    (guest_os: $v:literal $(, $($rest:tt)*)?) => {
+        $crate::xen_elf_note!(str $crate::elfnote::GUEST_OS, $v);
+        $crate::xen_elf_notes!($($($rest)*)?);
+    };
+    (guest_version: $v:literal $(, $($rest:tt)*)?) => {
+        $crate::xen_elf_note!(str $crate::elfnote::GUEST_VERSION, $v);
+        $crate::xen_elf_notes!($($($rest)*)?);
+    };
+    (xen_version: $v:literal $(, $($rest:tt)*)?) => {
+        $crate::xen_elf_note!(str $crate::elfnote::XEN_VERSION, $v);
+        $crate::xen_elf_notes!($($($rest)*)?);
+    };
+    (loader: $v:literal $(, $($rest:tt)*)?) => {
+        $crate::xen_elf_note!(str $crate::elfnote::LOADER, $v);
+        $crate::xen_elf_notes!($($($rest)*)?);
+    };
+    (features: $v:literal $(, $($rest:tt)*)?) => {
+        $crate::xen_elf_note!(str $crate::elfnote::FEATURES, $v);
+        $crate::xen_elf_notes!($($($rest)*)?);
+    };
+    (pae_mode: $v:literal $(, $($rest:tt)*)?) => {
+        $crate::xen_elf_note!(str $crate::elfnote::PAE_MODE, $v);
+        $crate::xen_elf_notes!($($($rest)*)?);
+    };
+    (virt_base: $v:expr $(, $($rest:tt)*)?) => {
+        $crate::xen_elf_note!(u64 $crate::elfnote::VIRT_BASE, $v);
+        $crate::xen_elf_notes!($($($rest)*)?);
+    };
+    (paddr_offset: $v:expr $(, $($rest:tt)*)?) => {
+        $crate::xen_elf_note!(u64 $crate::elfnote::PADDR_OFFSET, $v);
+        $crate::xen_elf_notes!($($($rest)*)?);
+    };
+    (init_p2m: $v:expr $(, $($rest:tt)*)?) => {
+        $crate::xen_elf_note!(u64 $crate::elfnote::INIT_P2M, $v);
+        $crate::xen_elf_notes!($($($rest)*)?);
+    };
+    (mod_start_pfn: $v:expr $(, $($rest:tt)*)?) => {
+        $crate::xen_elf_note!(u64 $crate::elfnote::MOD_START_PFN, $v);
+        $crate::xen_elf_notes!($($($rest)*)?);
+    };
+    (suspend_cancel: $v:expr $(, $($rest:tt)*)?) => {
+        $crate::xen_elf_note!(u64 $crate::elfnote::SUSPEND_CANCEL, $v);
+        $crate::xen_elf_notes!($($($rest)*)?);
+    };
+    (supported_features: $v:expr $(, $($rest:tt)*)?) => {
+        $crate::xen_elf_note!(u32 $crate::elfnote::SUPPORTED_FEATURES, $v);
+        $crate::xen_elf_notes!($($($rest)*)?);
+    };
+    (entry: $s:path $(, $($rest:tt)*)?) => {
+        $crate::xen_elf_note!(sym $crate::elfnote::ENTRY, $s);
+        $crate::xen_elf_notes!($($($rest)*)?);
+    };
+    (hypercall_page: $s:path $(, $($rest:tt)*)?) => {
+        $crate::xen_elf_note!(sym $crate::elfnote::HYPERCALL_PAGE, $s);
+        $crate::xen_elf_notes!($($($rest)*)?);
+    };
+    ($other:ident : $($rest:tt)*) => {
+        compile_error!(concat!("xen_elf_notes!: unknown key `", stringify!($other), "`"));
+    };
+}
+
+/// Reserves a page-aligned, executable page named `$name` in `.text.hypercall_page`
+/// (filled with `int3` until the hypervisor writes its stubs) and declares it as
+/// `extern` static `$name: [u8; 4096]`, so it can be named in
+/// `xen_elf_notes! { hypercall_page: $name }` and its address taken with `&raw const`.
+///
+/// Use it once per image; the linker script should place `.text.hypercall_page` inside
+/// the loaded image (any `.text.*` rule does).
+#[macro_export]
+macro_rules! xen_hypercall_page {
+    ($vis:vis $name:ident) => {
+        ::core::arch::global_asm!(
+            ".pushsection .text.hypercall_page,\"ax\",@progbits",
+            ".balign 4096",
+            concat!(".globl ", stringify!($name)),
+            concat!(".type ", stringify!($name), ",@object"),
+            concat!(stringify!($name), ":"),
+            ".fill 4096, 1, 0xcc",
+            concat!(".size ", stringify!($name), ", 4096"),
+            ".popsection",
+            options(att_syntax)
+        );
+        unsafe extern "C" {
+            /// The hypercall page: 128 stubs of 32 bytes once the hypervisor filled it.
+            $vis static $name: [u8; 4096];
+        }
+    };
+}

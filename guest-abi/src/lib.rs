@@ -16,9 +16,13 @@ pub mod console;
 pub mod elfnote;
 pub mod errno;
 pub mod event_channel;
+#[cfg(target_arch = "x86_64")]
+pub mod hypercall;
 pub mod ids;
 pub mod layout;
 pub mod nr;
+#[cfg(target_arch = "x86_64")]
+pub mod raw;
 pub mod sched;
 pub mod shared_info;
 pub mod start_info;

@@ -1,0 +1,167 @@
+//! Run-time state of a domain: identity, how it is doing, its one vCPU, the frames the
+//! builder gave it, and its console.
+
+use crate::console::{LineBuffer, Prefix, TokenBucket};
+use crate::domain::builder::BuiltDomain;
+use crate::platform::GuestFrame;
+use guest_abi::sched::ShutdownReason;
+use guest_abi::{DomId, EvtchnPort, Mfn};
+
+/// Most domains the hypervisor runs (one per bundle entry).
+pub const MAX_DOMAINS: usize = crate::bundle::MAX_BUNDLE_ENTRIES;
+/// Longest domain name kept.
+pub const NAME_MAX: usize = 31;
+
+/// Where a domain is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DomainState {
+    /// May be scheduled.
+    Runnable,
+    /// Shut itself down (sched_op SHUTDOWN).
+    Shutdown(ShutdownReason),
+    /// Killed by the hypervisor (unhandled exception, protocol violation).
+    Crashed,
+    /// The builder refused its image; it never ran.
+    Refused,
+}
+
+impl DomainState {
+    /// The word used in the final report.
+    pub const fn report_word(self) -> &'static str {
+        match self {
+            DomainState::Runnable => "running",
+            DomainState::Shutdown(r) => r.name(),
+            DomainState::Crashed => "crashed",
+            DomainState::Refused => "refused",
+        }
+    }
+}
+
+/// The saved state of the domain's only vCPU while it does not run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Vcpu {
+    /// Registers to resume with.
+    pub frame: GuestFrame,
+    /// Machine address of its current L4.
+    pub cr3: u64,
+}
+
+/// One domain.
+#[derive(Debug)]
+pub struct Domain {
+    /// Domain id.
+    pub id: DomId,
+    /// Name from the boot bundle (printable ASCII, ≤ 31 bytes).
+    pub name: heapless::String<NAME_MAX>,
+    /// The initial (privileged) domain.
+    pub dom0: bool,
+    /// Life cycle.
+    pub state: DomainState,
+    /// vCPU 0.
+    pub vcpu: Vcpu,
+    /// Pages given to the domain.
+    pub nr_pages: u64,
+    /// Its shared_info frame (time info lives there).
+    pub shared_info: Mfn,
+    /// Console ring frame and port (domU only).
+    pub console_ring: Option<(Mfn, EvtchnPort)>,
+    /// Xenstore ring frame and port (domU only).
+    pub store_ring: Option<(Mfn, EvtchnPort)>,
+    /// Partial console line.
+    pub console: LineBuffer,
+    /// console_io rate limiter (not applied to dom0).
+    pub console_io_bucket: TokenBucket,
+    /// Whether the "dropping output" notice was printed already.
+    pub console_io_dropping_reported: bool,
+    /// Reason recorded by SCHEDOP_shutdown_code; it wins over a later shutdown's reason
+    /// (as in Xen).
+    pub shutdown_code: Option<ShutdownReason>,
+}
+
+impl Domain {
+    /// A domain the builder produced, ready to run (`now_ns` starts its rate limiter).
+    pub fn built(id: DomId, name: &[u8], dom0: bool, b: BuiltDomain, now_ns: u64) -> Self {
+        let mut d = Domain::refused(id, name, dom0, now_ns);
+        d.state = DomainState::Runnable;
+        d.vcpu = Vcpu {
+            frame: b.entry,
+            cr3: b.cr3,
+        };
+        d.nr_pages = b.nr_pages;
+        d.shared_info = b.shared_info;
+        d.console_ring = b.console;
+        d.store_ring = b.store;
+        d
+    }
+
+    /// A domain whose image was refused: it only appears in reports.
+    pub fn refused(id: DomId, name: &[u8], dom0: bool, now_ns: u64) -> Self {
+        Domain {
+            id,
+            name: sanitize_name(name),
+            dom0,
+            state: DomainState::Refused,
+            vcpu: Vcpu::default(),
+            nr_pages: 0,
+            shared_info: Mfn(0),
+            console_ring: None,
+            store_ring: None,
+            console: LineBuffer::new(),
+            console_io_bucket: TokenBucket::new(now_ns),
+            console_io_dropping_reported: false,
+            shutdown_code: None,
+        }
+    }
+
+    /// Whether the scheduler may pick it.
+    pub fn is_runnable(&self) -> bool {
+        self.state == DomainState::Runnable
+    }
+
+    /// How its console lines are prefixed.
+    pub fn prefix(&self) -> Prefix<'_> {
+        Prefix {
+            id: self.id,
+            name: &self.name,
+        }
+    }
+}
+
+/// The bundle name as printable ASCII: at most [`NAME_MAX`] bytes, other bytes as '?',
+/// "unnamed" when empty (it appears in every console line and report).
+pub fn sanitize_name(raw: &[u8]) -> heapless::String<NAME_MAX> {
+    let mut name = heapless::String::new();
+    for &b in raw.iter().take(NAME_MAX) {
+        let c = if (0x21..0x7f).contains(&b) { b as char } else { '?' };
+        let _ = name.push(c);
+    }
+    if name.is_empty() {
+        let _ = name.push_str("unnamed");
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_printable_and_bounded() {
+        assert_eq!(sanitize_name(b"pv-guest").as_str(), "pv-guest");
+        assert_eq!(sanitize_name(b"a b\x1b\n").as_str(), "a?b??");
+        assert_eq!(sanitize_name(b"").as_str(), "unnamed");
+        assert_eq!(sanitize_name(&[b'x'; 40]).len(), NAME_MAX);
+    }
+
+    #[test]
+    fn report_words() {
+        assert_eq!(
+            DomainState::Shutdown(ShutdownReason::Poweroff).report_word(),
+            "poweroff"
+        );
+        assert_eq!(DomainState::Crashed.report_word(), "crashed");
+        assert_eq!(DomainState::Refused.report_word(), "refused");
+        let d = Domain::refused(DomId(4), b"x", false, 0);
+        assert!(!d.is_runnable());
+    }
+}

@@ -1,0 +1,68 @@
+//! `console_io` (18): guests writing straight to the hypervisor console.
+//!
+//! Allowed for every domain (as a debug build of Xen allows domUs), but domUs are
+//! rate-limited by a token bucket (dom0 is not). Work per call is bounded: at most
+//! [`CONSOLE_IO_MAX_PER_CALL`] bytes of one call are printed, the rest is dropped and the
+//! call still returns 0 (Xen would continue the call instead; a guest printing more than
+//! 16 KiB in one hypercall is not worth a continuation mechanism yet).
+
+use super::HcResult;
+use crate::console::{Prefix, Source};
+use crate::hv::Hypervisor;
+use crate::memory::guest::copy_from_guest;
+use crate::platform::{MachineMemory, Platform};
+use guest_abi::{Errno, nr};
+
+/// Bytes copied from the guest at a time.
+pub const CONSOLE_IO_CHUNK: usize = 128;
+/// Most bytes of one call that are printed.
+pub const CONSOLE_IO_MAX_PER_CALL: u32 = 16 * 1024;
+
+impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
+    pub(crate) fn console_io(&mut self, idx: usize, cmd: u32, count: u32, buf: u64) -> HcResult {
+        match cmd {
+            nr::CONSOLEIO_WRITE => self.console_io_write(idx, count, buf),
+            // No console input yet: nothing to read.
+            nr::CONSOLEIO_READ => Ok(0),
+            // What Xen answers for an unknown console_io command.
+            _ => Err(Errno::ENOSYS),
+        }
+    }
+
+    fn console_io_write(&mut self, idx: usize, count: u32, buf: u64) -> HcResult {
+        let wanted = count.min(CONSOLE_IO_MAX_PER_CALL) as u64;
+        let allowed = if self.domains[idx].dom0 {
+            wanted
+        } else {
+            let now = self.now_ns();
+            let granted = self.domains[idx].console_io_bucket.take(now, wanted);
+            if granted < wanted && !self.domains[idx].console_io_dropping_reported {
+                self.domains[idx].console_io_dropping_reported = true;
+                let d = &self.domains[idx];
+                Self::log_domain_to(
+                    &mut self.platform,
+                    d,
+                    format_args!("console_io rate limit, dropping output"),
+                );
+            }
+            granted
+        };
+        let space = self.current_space(idx);
+        let mut chunk = [0u8; CONSOLE_IO_CHUNK];
+        let mut done = 0u64;
+        while done < allowed {
+            let n = (allowed - done).min(CONSOLE_IO_CHUNK as u64) as usize;
+            let va = buf.checked_add(done).ok_or(Errno::EFAULT)?;
+            copy_from_guest(&self.mem, &self.frames, space, va, &mut chunk[..n])?;
+            let d = &mut self.domains[idx];
+            let prefix = Prefix {
+                id: d.id,
+                name: &d.name,
+            };
+            d.console
+                .feed(&mut self.platform, prefix, Source::ConsoleIo, &chunk[..n]);
+            done += n as u64;
+        }
+        Ok(0)
+    }
+}

@@ -1,0 +1,38 @@
+//! `event_channel_op` (32): only `EVTCHNOP_send`, the kick of the console and xenstore
+//! rings. There are no real event channels yet: the console backend drains on the kick,
+//! the xenstore kick is accepted and ignored.
+
+use super::to_rax;
+use crate::hv::Hypervisor;
+use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
+use guest_abi::Errno;
+use guest_abi::event_channel::{EVTCHNOP_SEND, EvtchnSend};
+
+impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
+    pub(crate) fn event_channel_op(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
+        let (cmd, arg) = (frame.rdi as u32, frame.rsi);
+        let ret = match cmd {
+            EVTCHNOP_SEND => match self.read_guest::<EvtchnSend>(idx, arg) {
+                Err(e) => Err(e),
+                Ok(send) => {
+                    let d = &self.domains[idx];
+                    if d.console_ring.is_some_and(|(_, port)| port == send.port) {
+                        if let Err(e) = self.drain_console(idx) {
+                            self.crash_for_ring(idx, e);
+                            return self.run_next(Some(idx), frame);
+                        }
+                        Ok(0)
+                    } else if d.store_ring.is_some_and(|(_, port)| port == send.port) {
+                        Ok(0)
+                    } else {
+                        // Xen's answer for a port that is not bound.
+                        Err(Errno::EINVAL)
+                    }
+                }
+            },
+            _ => Err(Errno::ENOSYS),
+        };
+        frame.rax = to_rax(ret);
+        self.resume_current()
+    }
+}

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 use xtask::bench::{BenchLine, bench_ours, bench_xen, ratio_text, to_json};
-use xtask::bundle::{DEFAULT_MEMORY_MIB, GuestFile, default_name};
+use xtask::bundle::DEFAULT_MEMORY_MIB;
 use xtask::images::{Profile, build_images};
-use xtask::qemu::{HvRun, Outcome, run_hypervisor, run_hypervisor_interactive};
+use xtask::qemu::{Outcome, SingleGuest, run_hypervisor, run_hypervisor_interactive};
 use xtask::{Result, err};
 
 #[derive(Parser)]
@@ -106,22 +106,18 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             hv_cmdline,
         } => {
             let images = build_images(Profile::Release)?;
-            let path = guest.unwrap_or_else(|| images.pv_guest());
-            let name = name.unwrap_or_else(|| default_name(&path));
-            let run = HvRun {
-                hypervisor: images.hypervisor(),
-                guests: vec![GuestFile {
-                    path,
-                    name,
-                    memory_mib: memory,
-                    cmdline,
-                    dom0,
-                }],
-                cmdline: hv_cmdline,
-                deterministic,
-                timeout: timeout.map(Duration::from_secs),
-                echo: true,
-            };
+            let mut run = SingleGuest {
+                path: guest,
+                memory_mib: Some(memory),
+                cmdline,
+                name,
+                dom0,
+            }
+            .to_run(&images);
+            run.cmdline = hv_cmdline;
+            run.deterministic = deterministic;
+            run.timeout = timeout.map(Duration::from_secs);
+            run.echo = true;
             let outcome = match run.timeout {
                 Some(_) => run_hypervisor(&run)?.outcome,
                 None => run_hypervisor_interactive(&run)?,

@@ -118,6 +118,45 @@ pub struct HvRun {
     pub echo: bool,
 }
 
+/// `cargo xtask run [--guest PATH] [--memory MIB] ...`: one guest (pv-guest unless a
+/// path is given) on the hypervisor. The tests use it too, so the `--guest` path is
+/// tested as users run it.
+#[derive(Clone, Debug, Default)]
+pub struct SingleGuest {
+    /// Kernel ELF; `None` = pv-guest.
+    pub path: Option<PathBuf>,
+    /// Memory in MiB; `None` = the default.
+    pub memory_mib: Option<u32>,
+    /// Guest command line.
+    pub cmdline: String,
+    /// Name; `None` = file stem cut to 31 bytes.
+    pub name: Option<String>,
+    /// Build as dom0.
+    pub dom0: bool,
+}
+
+impl SingleGuest {
+    /// The run that boots this guest with the built images.
+    pub fn to_run(&self, images: &crate::images::Images) -> HvRun {
+        let path = self.path.clone().unwrap_or_else(|| images.pv_guest());
+        let name = self
+            .name
+            .clone()
+            .unwrap_or_else(|| crate::bundle::default_name(&path));
+        HvRun {
+            hypervisor: images.hypervisor(),
+            guests: vec![GuestFile {
+                path,
+                name,
+                memory_mib: self.memory_mib.unwrap_or(crate::bundle::DEFAULT_MEMORY_MIB),
+                cmdline: self.cmdline.clone(),
+                dom0: self.dom0,
+            }],
+            ..HvRun::default()
+        }
+    }
+}
+
 /// The console lines of a run, without `\r`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Transcript {

@@ -1,0 +1,286 @@
+//! Boots the hypervisor with guests in QEMU and asserts the console transcript and the
+//! exit status (see the output contract in docs/ARCHITECTURE.md and the README).
+//!
+//! The images are built once per test binary. A missing QEMU is installed when running
+//! as root; otherwise the tests fail with the install command: they never skip.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+use xtask::bench::{BenchLine, bench_ours};
+use xtask::bundle::GuestFile;
+use xtask::images::{Images, Profile, build_images};
+use xtask::qemu::{HvResult, HvRun, Outcome, SingleGuest, ensure_qemu, run_hypervisor};
+
+/// Hang guard for one QEMU run; a normal run takes well under a second.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The images, built once for all tests (which run in parallel threads).
+fn images() -> &'static Images {
+    static IMAGES: OnceLock<Result<Images, String>> = OnceLock::new();
+    let built = IMAGES.get_or_init(|| {
+        ensure_qemu().map_err(|e| e.to_string())?;
+        build_images(Profile::Release).map_err(|e| e.to_string())
+    });
+    match built {
+        Ok(images) => images,
+        Err(e) => panic!("cannot prepare the QEMU tests: {e}"),
+    }
+}
+
+fn guest(name: &str) -> GuestFile {
+    GuestFile::new(images().guest(name))
+}
+
+/// Boots the guests (in bundle order) and returns the run; a timeout or a QEMU that
+/// cannot start fails the test.
+fn boot(guests: Vec<GuestFile>) -> HvResult {
+    boot_run(HvRun {
+        hypervisor: images().hypervisor(),
+        guests,
+        ..HvRun::default()
+    })
+}
+
+fn boot_run(mut run: HvRun) -> HvResult {
+    run.timeout = Some(TIMEOUT);
+    match run_hypervisor(&run) {
+        Ok(result) => result,
+        Err(e) => panic!("QEMU run failed: {e}"),
+    }
+}
+
+/// Asserts every expected fragment appears in some line and the run ended as expected;
+/// on failure prints the whole transcript.
+#[track_caller]
+fn assert_run(result: &HvResult, expected_lines: &[&str], outcome: Outcome) {
+    let missing: Vec<&str> = expected_lines
+        .iter()
+        .copied()
+        .filter(|l| !result.transcript.contains(l))
+        .collect();
+    assert!(
+        missing.is_empty() && result.outcome == outcome,
+        "expected {outcome:?}, got {:?} ({})\nmissing lines: {missing:#?}\n--- transcript ---\n{}--- QEMU stderr ---\n{}",
+        result.outcome,
+        result.outcome.explain(),
+        result.transcript.text(),
+        result.stderr
+    );
+}
+
+#[test]
+fn pv_guest_boots_prints_and_powers_off() {
+    let result = boot_run(SingleGuest::default().to_run(images()));
+    assert_run(
+        &result,
+        &[
+            "[d1 pv-guest] pv-guest: hello via console ring",
+            "[d1 pv-guest] pv-guest: hello via console_io",
+            "[d1 pv-guest] start_info: magic=xen-3.0-x86_64 nr_pages=",
+            "[d1 pv-guest] xen_version: ",
+            "(hv) d1 pv-guest: shut down: poweroff",
+            "(hv) all domains ended: 1 powered off, 0 failed",
+        ],
+        Outcome::AllPoweredOff,
+    );
+}
+
+#[test]
+fn privileged_instruction_crashes_the_guest() {
+    let result = boot(vec![guest("privileged")]);
+    assert_run(
+        &result,
+        &[
+            "[d1 privileged] privileged: executing cli",
+            "(hv) all domains ended: 0 powered off, 1 failed",
+        ],
+        Outcome::DomainFailed,
+    );
+    assert!(
+        result
+            .transcript
+            .line_starting_with("(hv) d1 privileged: crashed: #GP")
+            .is_some(),
+        "no #GP crash report:\n{}",
+        result.transcript.text()
+    );
+    assert!(
+        !result.transcript.contains("survived"),
+        "the guest survived cli:\n{}",
+        result.transcript.text()
+    );
+}
+
+#[test]
+fn hypervisor_keeps_running_other_domains_after_a_crash() {
+    let result = boot(vec![guest("privileged"), guest("pv-guest")]);
+    assert_run(
+        &result,
+        &[
+            "[d1 privileged] privileged: executing cli",
+            "[d2 pv-guest] pv-guest: hello via console ring",
+            "(hv) d2 pv-guest: shut down: poweroff",
+            "(hv) all domains ended: 1 powered off, 1 failed",
+        ],
+        Outcome::DomainFailed,
+    );
+    assert!(
+        result
+            .transcript
+            .line_starting_with("(hv) d1 privileged: crashed: #GP")
+            .is_some(),
+        "no #GP crash report for d1:\n{}",
+        result.transcript.text()
+    );
+}
+
+#[test]
+fn image_without_xen_notes_is_refused() {
+    let result = boot(vec![guest("no-notes")]);
+    assert_run(
+        &result,
+        &["(hv) d1 no-notes: refused: not a Xen-ELF image (no Xen notes)"],
+        Outcome::DomainFailed,
+    );
+}
+
+#[test]
+fn hypervisor_addresses_are_refused_with_efault() {
+    let result = boot(vec![guest("bad-pointer")]);
+    assert_run(
+        &result,
+        &[
+            "[d1 bad-pointer] bad-pointer: console_io(hypervisor address) = -14",
+            "[d1 bad-pointer] bad-pointer: xen_version(hypervisor address) = -14",
+            "(hv) d1 bad-pointer: shut down: poweroff",
+        ],
+        Outcome::AllPoweredOff,
+    );
+}
+
+#[test]
+fn unknown_hypercalls_return_enosys() {
+    let result = boot(vec![guest("unknown-hypercall")]);
+    assert_run(
+        &result,
+        &[
+            "[d1 unknown-hypercall] unknown-hypercall: hypercall 11 = -38",
+            "[d1 unknown-hypercall] unknown-hypercall: hypercall 31 = -38",
+            "[d1 unknown-hypercall] unknown-hypercall: hypercall 60 = -38",
+            "(hv) d1 unknown-hypercall: shut down: poweroff",
+        ],
+        Outcome::AllPoweredOff,
+    );
+}
+
+#[test]
+fn any_pv_kernel_boots_through_the_guest_path_option() {
+    // What `cargo xtask run --guest <path>` does: name from the file stem, defaults.
+    let run = SingleGuest {
+        path: Some(images().guest("console-io-only")),
+        ..SingleGuest::default()
+    }
+    .to_run(images());
+    let result = boot_run(run);
+    assert_run(
+        &result,
+        &[
+            "[d1 console-io-only] console-io-only: hello",
+            "(hv) d1 console-io-only: shut down: poweroff",
+        ],
+        Outcome::AllPoweredOff,
+    );
+}
+
+/// Xen's reserved range, which PV guests never map: the hypervisor must live inside it
+/// (except its 32-bit boot code, which runs at its physical address).
+const XEN_RESERVED: std::ops::Range<u64> = 0xffff_8000_0000_0000..0xffff_8800_0000_0000;
+
+#[test]
+fn hypervisor_is_linked_inside_xens_reserved_range() {
+    let path: PathBuf = images().hypervisor();
+    let data = std::fs::read(&path).expect("read the hypervisor image");
+    let file = elf::ElfBytes::<elf::endian::LittleEndian>::minimal_parse(&data)
+        .expect("the hypervisor is an ELF");
+    let (headers, names) = file
+        .section_headers_with_strtab()
+        .expect("section headers parse");
+    let (headers, names) = (
+        headers.expect("has section headers"),
+        names.expect("has section names"),
+    );
+    let mut boot_sections = 0;
+    let mut misplaced = Vec::new();
+    for sh in headers.iter() {
+        let name = names.get(sh.sh_name as usize).unwrap_or("?");
+        if sh.sh_flags & u64::from(elf::abi::SHF_ALLOC) == 0 || sh.sh_size == 0 {
+            continue;
+        }
+        if name.starts_with(".boot") {
+            boot_sections += 1;
+            continue;
+        }
+        let end = sh.sh_addr.checked_add(sh.sh_size);
+        let inside =
+            XEN_RESERVED.contains(&sh.sh_addr) && end.is_some_and(|e| e <= XEN_RESERVED.end);
+        if !inside {
+            misplaced.push(format!(
+                "{name} at {:#x}..{:#x}",
+                sh.sh_addr,
+                sh.sh_addr.wrapping_add(sh.sh_size)
+            ));
+        }
+    }
+    assert!(
+        misplaced.is_empty(),
+        "sections outside {XEN_RESERVED:#x?}: {misplaced:#?}"
+    );
+    assert!(boot_sections > 0, "no .boot* section in {}", path.display());
+}
+
+#[test]
+fn bench_is_deterministic() {
+    let run = || -> BenchLine {
+        bench_ours(images(), 1000, TIMEOUT).unwrap_or_else(|e| panic!("bench run failed: {e}"))
+    };
+    let first = run();
+    let second = run();
+    assert_eq!(first.iterations, 1000);
+    assert!(
+        first.total > first.baseline,
+        "hypercalls cost nothing? {first:?}"
+    );
+    assert_eq!(
+        (first.total, first.baseline),
+        (second.total, second.baseline),
+        "two deterministic runs differ"
+    );
+}
+
+#[test]
+fn pv_guest_runs_as_dom0_on_real_xen() {
+    let kernel = images().pv_guest();
+    let captured = xtask::xen::run_on_xen(&kernel, "from-the-tests", false, TIMEOUT, None)
+        .unwrap_or_else(|e| panic!("running pv-guest on Xen 4.17 failed: {e}"));
+    let transcript = &captured.transcript;
+    let missing: Vec<&str> = [
+        "pv-guest: hello via console ring",
+        "pv-guest: hello via console_io",
+        "start_info: magic=",
+        "pv-guest: powering off",
+    ]
+    .into_iter()
+    .filter(|l| !transcript.contains(l))
+    .collect();
+    assert!(
+        missing.is_empty(),
+        "missing on Xen: {missing:#?}\n--- transcript ---\n{}",
+        transcript.text()
+    );
+    assert!(
+        transcript.contains("Hardware Dom0 halted"),
+        "dom0 did not power off cleanly on Xen:\n{}",
+        transcript.text()
+    );
+}

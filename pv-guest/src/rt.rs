@@ -1,0 +1,94 @@
+//! Entry point, start_info, shutdown and panic handling.
+
+use core::arch::naked_asm;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use guest_abi::hypercall::sched_shutdown;
+use guest_abi::sched::ShutdownReason;
+use guest_abi::start_info::{START_INFO_MAGIC_X86_64, StartInfo};
+
+/// Size of the boot stack (Xen's own boot stack is a single page).
+const STACK_SIZE: usize = 64 * 1024;
+
+#[repr(C, align(16))]
+struct Stack([u8; STACK_SIZE]);
+
+/// The kernel stack; only `_start` touches it, by address.
+static mut BOOT_STACK: Stack = Stack([0; STACK_SIZE]);
+
+/// A copy of start_info, taken before anything else runs.
+static START_INFO: spin::Once<StartInfo> = spin::Once::new();
+
+unsafe extern "Rust" {
+    /// Defined by the guest binary with [`crate::entry!`].
+    safe fn __pv_guest_main(start_info: &'static StartInfo) -> !;
+}
+
+/// The kernel entry point (`ENTRY` note / ELF entry): the hypervisor starts the vCPU here
+/// with `rsi` = virtual address of start_info.
+///
+/// # Safety
+///
+/// Only the hypervisor may enter it, once, with a valid start_info address in `rsi`.
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn _start() -> ! {
+    naked_asm!(
+        "cld",
+        // Our own stack: 16-byte aligned top, so `call` leaves the ABI's alignment.
+        "lea {stack}+{size}(%rip), %rsp",
+        "xor %ebp, %ebp",
+        "mov %rsi, %rdi",
+        "call {rust_start}",
+        "ud2",
+        stack = sym BOOT_STACK,
+        size = const STACK_SIZE,
+        rust_start = sym rust_start,
+        options(att_syntax)
+    )
+}
+
+extern "C" fn rust_start(start_info: *const StartInfo) -> ! {
+    // SAFETY: `_start`'s contract: the hypervisor passed the address of a mapped start_info
+    // page. It is copied (volatile, it is a hypervisor-written page) so nothing later
+    // depends on that page staying intact.
+    let copy = unsafe { start_info.read_volatile() };
+    let si = START_INFO.call_once(|| copy);
+    if !si.magic_str().starts_with(START_INFO_MAGIC_X86_64) {
+        let _ = guest_abi::hypercall::console_io_write(b"pv-guest: bad start_info magic\n");
+        shutdown(ShutdownReason::Crash);
+    }
+    __pv_guest_main(si)
+}
+
+/// The copy of start_info taken at entry.
+pub fn start_info() -> Option<&'static StartInfo> {
+    START_INFO.get()
+}
+
+/// Shuts the domain down for `reason`. If the hypervisor refuses, tries `crash`, and if
+/// that returns too, raises `#UD` so the hypervisor ends the domain as crashed.
+pub fn shutdown(reason: ShutdownReason) -> ! {
+    let _ = sched_shutdown(reason);
+    let _ = sched_shutdown(ShutdownReason::Crash);
+    loop {
+        // SAFETY: `ud2` only raises #UD; the hypervisor handles the guest's exception.
+        unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+    }
+}
+
+/// Powers the domain off (`SHUTDOWN_poweroff`).
+pub fn poweroff() -> ! {
+    shutdown(ShutdownReason::Poweroff)
+}
+
+static PANICKING: AtomicBool = AtomicBool::new(false);
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    // A panic while reporting a panic: stop at once.
+    if !PANICKING.swap(true, Ordering::Relaxed) {
+        crate::console::print_panic(info);
+    }
+    shutdown(ShutdownReason::Crash)
+}

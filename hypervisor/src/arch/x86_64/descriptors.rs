@@ -1,0 +1,186 @@
+//! GDT, TSS and IDT.
+//!
+//! The GDT has Xen's shape: 8192 entries, the first 7168 belong to guests (empty for
+//! now), the hypervisor's own descriptors sit at Xen's selectors (0xe008...).
+
+use super::Racy;
+use core::arch::asm;
+use core::mem::size_of;
+
+/// Hypervisor 64-bit code.
+pub const HV_CS: u16 = 0xe008;
+/// Hypervisor data/stack.
+pub const HV_DS: u16 = 0xe010;
+/// Guest 32-bit code, DPL3 (also `STAR[63:48]`: sysret adds 16 for 64-bit code).
+pub const GUEST_CS32: u16 = 0xe023;
+/// Guest data/stack, DPL3.
+pub const GUEST_DS: u16 = 0xe02b;
+/// Guest 64-bit code, DPL3.
+pub const GUEST_CS64: u16 = 0xe033;
+/// The TSS (a 16-byte descriptor).
+pub const TSS_SEL: u16 = 0xe040;
+
+const GDT_ENTRIES: usize = 8192;
+
+/// The GDT, 64 KiB, 16-byte aligned.
+#[repr(C, align(16))]
+pub struct Gdt(pub [u64; GDT_ENTRIES]);
+
+const fn idx(sel: u16) -> usize {
+    (sel >> 3) as usize
+}
+
+/// Flat descriptors: base 0, limit 4 GiB, present, accessed.
+const CODE64_DPL0: u64 = 0x00af_9b00_0000_ffff;
+const DATA_DPL0: u64 = 0x00cf_9300_0000_ffff;
+const CODE32_DPL3: u64 = 0x00cf_fb00_0000_ffff;
+const DATA_DPL3: u64 = 0x00cf_f300_0000_ffff;
+const CODE64_DPL3: u64 = 0x00af_fb00_0000_ffff;
+
+const fn initial_gdt() -> Gdt {
+    let mut g = [0u64; GDT_ENTRIES];
+    g[idx(HV_CS)] = CODE64_DPL0;
+    g[idx(HV_DS)] = DATA_DPL0;
+    g[idx(GUEST_CS32)] = CODE32_DPL3;
+    g[idx(GUEST_DS)] = DATA_DPL3;
+    g[idx(GUEST_CS64)] = CODE64_DPL3;
+    // The TSS descriptor needs the TSS address: filled in by `load`.
+    Gdt(g)
+}
+
+/// The GDT. Statically initialised (the 32-bit boot stub loads it by physical address
+/// before any Rust runs); it lives in `.data`.
+pub static GDT: Racy<Gdt> = Racy::new(initial_gdt());
+
+/// 64-bit TSS.
+#[repr(C, packed(4))]
+pub struct Tss {
+    _reserved0: u32,
+    pub rsp: [u64; 3],
+    _reserved1: u64,
+    pub ist: [u64; 7],
+    _reserved2: u64,
+    _reserved3: u16,
+    pub iomap_base: u16,
+}
+static_assertions::const_assert_eq!(size_of::<Tss>(), 104);
+
+static TSS: Racy<Tss> = Racy::new(Tss {
+    _reserved0: 0,
+    rsp: [0; 3],
+    _reserved1: 0,
+    ist: [0; 7],
+    _reserved2: 0,
+    _reserved3: 0,
+    // Past the TSS limit: no I/O bitmap, so CPL3 has no port access (IOPL is 0).
+    iomap_base: size_of::<Tss>() as u16,
+});
+
+/// IDT gate (16 bytes).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Gate {
+    offset_lo: u16,
+    selector: u16,
+    ist: u8,
+    type_attr: u8,
+    offset_mid: u16,
+    offset_hi: u32,
+    _reserved: u32,
+}
+static_assertions::const_assert_eq!(size_of::<Gate>(), 16);
+
+const EMPTY_GATE: Gate = Gate {
+    offset_lo: 0,
+    selector: 0,
+    ist: 0,
+    type_attr: 0,
+    offset_mid: 0,
+    offset_hi: 0,
+    _reserved: 0,
+};
+
+#[repr(C, align(16))]
+struct Idt([Gate; 256]);
+static IDT: Racy<Idt> = Racy::new(Idt([EMPTY_GATE; 256]));
+
+#[repr(C, packed(2))]
+struct DescriptorPointer {
+    limit: u16,
+    base: u64,
+}
+
+/// Double fault, NMI and machine check run on IST1: they may hit at any point,
+/// including before the syscall entry has switched to the hypervisor stack.
+const IST_VECTORS: [usize; 3] = [2, 8, 18];
+
+/// Fills in the TSS (RSP0 = `stack_top`, IST1 = `df_stack_top`), its GDT descriptor,
+/// reloads the GDT at its higher-half address, loads TR, and builds and loads the IDT
+/// with `stub(v)` as the handler of vector `v`.
+///
+/// # Safety
+/// Call once, at boot, before any guest runs; the stub addresses must be valid entry
+/// points that save a `GuestFrame`.
+pub unsafe fn load(stack_top: u64, df_stack_top: u64, stub: impl Fn(usize) -> u64) {
+    let tss = TSS.get();
+    // SAFETY: boot is single-threaded and nothing else references the TSS yet.
+    unsafe {
+        (*tss).rsp[0] = stack_top;
+        (*tss).ist[0] = df_stack_top;
+    }
+    let base = tss as u64;
+    let limit = (size_of::<Tss>() - 1) as u64;
+    // Available 64-bit TSS (type 9), present, DPL0.
+    let low = (limit & 0xffff)
+        | ((base & 0xff_ffff) << 16)
+        | (0x89 << 40)
+        | (((limit >> 16) & 0xf) << 48)
+        | (((base >> 24) & 0xff) << 56);
+    let high = base >> 32;
+    let gdt = GDT.get();
+    // SAFETY: as above; the TSS descriptor slots are not in use yet.
+    unsafe {
+        (*gdt).0[idx(TSS_SEL)] = low;
+        (*gdt).0[idx(TSS_SEL) + 1] = high;
+    }
+
+    let idt = IDT.get();
+    for v in 0..256 {
+        let addr = stub(v);
+        let gate = Gate {
+            offset_lo: addr as u16,
+            selector: HV_CS,
+            ist: if IST_VECTORS.contains(&v) { 1 } else { 0 },
+            // Present, DPL0, 64-bit interrupt gate: `int n` from a guest is a #GP, and
+            // IF stays clear in the hypervisor.
+            type_attr: 0x8e,
+            offset_mid: (addr >> 16) as u16,
+            offset_hi: (addr >> 32) as u32,
+            _reserved: 0,
+        };
+        // SAFETY: as above; the IDT is not loaded yet.
+        unsafe { (*idt).0[v] = gate };
+    }
+
+    let gdtr = DescriptorPointer {
+        limit: (size_of::<Gdt>() - 1) as u16,
+        base: gdt as u64,
+    };
+    let idtr = DescriptorPointer {
+        limit: (size_of::<Idt>() - 1) as u16,
+        base: idt as u64,
+    };
+    // SAFETY: the GDT keeps the selectors in use (0xe008/0xe010) at the same places, the
+    // TSS descriptor was just written, and the IDT gates point at valid stubs.
+    unsafe {
+        asm!(
+            "lgdt [{gdtr}]",
+            "ltr {tss:x}",
+            "lidt [{idtr}]",
+            gdtr = in(reg) &gdtr,
+            idtr = in(reg) &idtr,
+            tss = in(reg) TSS_SEL,
+            options(readonly, nostack, preserves_flags),
+        )
+    }
+}

@@ -1,0 +1,317 @@
+//! Entries from guests and the way back: `syscall`, exceptions, `iretq`.
+//!
+//! Every entry builds a [`GuestFrame`] at the top of the hypervisor stack (TSS.RSP0 for
+//! exceptions from CPL3; the syscall entry switches stacks itself), calls the core with
+//! `&mut GuestFrame`, and resumes as the core's [`Resume`] says: load the returned CR3
+//! if it differs, pop the (possibly replaced) registers, `iretq`.
+
+use super::Racy;
+use super::boot::HV;
+use super::cpu::{self, *};
+use super::descriptors::{GUEST_CS32, GUEST_CS64, GUEST_DS, HV_CS};
+use super::serial::hv_println;
+use crate::platform::{ExitStatus, GuestFrame, Resume};
+use core::arch::global_asm;
+use core::mem::size_of;
+
+/// The hypervisor stack. Its top `size_of::<GuestFrame>()` bytes are the entry frame.
+pub const HV_STACK_SIZE: usize = 256 * 1024;
+#[repr(C, align(16))]
+pub struct Stack<const N: usize>([u8; N]);
+pub static HV_STACK: Racy<Stack<HV_STACK_SIZE>> = Racy::new(Stack([0; HV_STACK_SIZE]));
+
+/// IST1: double fault, NMI and machine check run on their own stack.
+const IST_STACK_SIZE: usize = 16 * 1024;
+static IST_STACK: Racy<Stack<IST_STACK_SIZE>> = Racy::new(Stack([0; IST_STACK_SIZE]));
+
+pub fn ist_stack_top() -> u64 {
+    IST_STACK.get() as u64 + IST_STACK_SIZE as u64
+}
+
+/// Guest rsp between `syscall` and the stack switch (one CPU: one slot).
+static SYSCALL_SCRATCH: Racy<u64> = Racy::new(0);
+
+/// Vector pushed by the compat-mode `syscall` entry: a 32-bit `syscall` is not a
+/// hypercall in this ABI; it reaches the core as an invalid opcode.
+const VECTOR_UD: u64 = 6;
+
+global_asm!(
+    r#"
+    .text
+    .code64
+
+    /* 256 vector stubs, 16 bytes apart. For vectors without a CPU error code push a 0,
+       then push the vector. */
+    .p2align 4
+    .globl hv_vector_stubs
+hv_vector_stubs:
+    .set hv_vec, 0
+    .rept 256
+    .p2align 4
+    .if (hv_vec != 8) && (hv_vec != 10) && (hv_vec != 11) && (hv_vec != 12) && (hv_vec != 13) && (hv_vec != 14) && (hv_vec != 17) && (hv_vec != 21) && (hv_vec != 29) && (hv_vec != 30)
+    pushq $0
+    .endif
+    pushq $hv_vec
+    jmp hv_exception_common
+    .set hv_vec, hv_vec + 1
+    .endr
+
+hv_exception_common:
+    push %rdi
+    push %rsi
+    push %rdx
+    push %rcx
+    push %rax
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %rbx
+    push %rbp
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    /* Exceptions do not clear DF; Rust requires it clear. */
+    cld
+    mov %rsp, %rdi
+    mov %cr2, %rsi
+    call {exception}
+    jmp hv_return_to_guest
+
+    /* syscall from a 64-bit guest: rcx = rip, r11 = rflags, rsp still the guest's. */
+    .p2align 4
+    .globl hv_syscall_entry
+hv_syscall_entry:
+    mov %rsp, {scratch}(%rip)
+    lea {stack} + {stack_size}(%rip), %rsp
+    pushq ${guest_ds}
+    pushq {scratch}(%rip)
+    push %r11
+    pushq ${guest_cs64}
+    push %rcx
+    pushq $0
+    pushq ${vector_syscall}
+    push %rdi
+    push %rsi
+    push %rdx
+    push %rcx
+    push %rax
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %rbx
+    push %rbp
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    mov %rsp, %rdi
+    call {hypercall}
+
+    /* rax = CR3 to run with; the frame at rsp holds the registers to resume. */
+    .globl hv_return_to_guest
+hv_return_to_guest:
+    mov %cr3, %rcx
+    cmp %rcx, %rax
+    je 5f
+    mov %rax, %cr3
+5:  pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %rbp
+    pop %rbx
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rax
+    pop %rcx
+    pop %rdx
+    pop %rsi
+    pop %rdi
+    add $16, %rsp
+    iretq
+
+    /* syscall from 32-bit compatibility mode (CSTAR): not a hypercall; reported to the
+       core as #UD at the instruction after it. */
+    .p2align 4
+    .globl hv_cstar_entry
+hv_cstar_entry:
+    mov %rsp, {scratch}(%rip)
+    lea {stack} + {stack_size}(%rip), %rsp
+    pushq ${guest_ds}
+    pushq {scratch}(%rip)
+    push %r11
+    pushq ${guest_cs32}
+    push %rcx
+    pushq $0
+    pushq ${vector_ud}
+    jmp hv_exception_common
+
+    /* First entry into a guest: rdi = CR3; the entry frame already holds its registers. */
+    .globl hv_enter_guest
+hv_enter_guest:
+    lea {stack} + {stack_size} - {frame_size}(%rip), %rsp
+    mov %rdi, %rax
+    jmp hv_return_to_guest
+    "#,
+    exception = sym exception_entry,
+    hypercall = sym hypercall_entry,
+    scratch = sym SYSCALL_SCRATCH,
+    stack = sym HV_STACK,
+    stack_size = const HV_STACK_SIZE,
+    frame_size = const size_of::<GuestFrame>(),
+    guest_ds = const GUEST_DS,
+    guest_cs64 = const GUEST_CS64,
+    guest_cs32 = const GUEST_CS32,
+    vector_syscall = const GuestFrame::VECTOR_SYSCALL,
+    vector_ud = const VECTOR_UD,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    fn hv_vector_stubs();
+    fn hv_syscall_entry();
+    fn hv_cstar_entry();
+    fn hv_enter_guest(cr3: u64) -> !;
+}
+
+// The entry code pushes exactly the fields of GuestFrame, in order.
+static_assertions::const_assert_eq!(size_of::<GuestFrame>() % 16, 0);
+
+/// Address of the IDT stub of vector `v`.
+pub fn vector_stub(v: usize) -> u64 {
+    hv_vector_stubs as *const () as u64 + (v as u64) * 16
+}
+
+/// STAR/LSTAR/CSTAR/SFMASK: `syscall` enters at `hv_syscall_entry` on 0xe008 with IF,
+/// TF, DF, AC, NT and RF cleared.
+///
+/// # Safety
+/// Call once at boot, after the GDT with the hypervisor selectors is loaded.
+pub unsafe fn setup_syscall() {
+    const IF: u64 = 1 << 9;
+    const TF: u64 = 1 << 8;
+    const DF: u64 = 1 << 10;
+    const AC: u64 = 1 << 18;
+    const NT: u64 = 1 << 14;
+    const RF: u64 = 1 << 16;
+    // SAFETY: these MSRs exist on every x86_64 CPU with EFER.SCE; the values point at
+    // valid entry code and existing selectors. SYSENTER_CS = 0 makes `sysenter` fault.
+    unsafe {
+        wrmsr(
+            MSR_STAR,
+            (u64::from(GUEST_CS32) << 48) | (u64::from(HV_CS) << 32),
+        );
+        wrmsr(MSR_LSTAR, hv_syscall_entry as *const () as u64);
+        wrmsr(MSR_CSTAR, hv_cstar_entry as *const () as u64);
+        wrmsr(MSR_SFMASK, IF | TF | DF | AC | NT | RF);
+        wrmsr(MSR_SYSENTER_CS, 0);
+    }
+}
+
+/// Enters the guest whose registers the core wrote into the entry frame.
+///
+/// # Safety
+/// `cr3` must be an L4 carrying the hypervisor slots, and the entry frame must hold a
+/// sanitised guest state (the core's job).
+pub unsafe fn enter_guest(cr3: u64) -> ! {
+    // SAFETY: guaranteed by the caller; the stack is abandoned (nothing on it is used).
+    unsafe { hv_enter_guest(cr3) }
+}
+
+/// Runs `f` on the hypervisor state. The lock can never be contended (one CPU, no
+/// re-entry); finding it taken means a bug, reported as a hypervisor failure rather
+/// than a hang.
+#[inline(always)]
+fn with_hv(f: impl FnOnce(&mut super::boot::Hv) -> Resume) -> u64 {
+    let Some(hv) = HV.get() else {
+        panic!("guest entry before the hypervisor was initialised");
+    };
+    let Some(mut hv) = hv.try_lock() else {
+        panic!("hypervisor re-entered");
+    };
+    match f(&mut hv) {
+        Resume::Guest { cr3 } => {
+            debug_assert!(cr3 & 0xfff == 0, "core returned an unaligned CR3");
+            cr3
+        }
+        Resume::Exit(status) => {
+            drop(hv);
+            cpu::exit_qemu(status)
+        }
+    }
+}
+
+/// `syscall` from the guest: a hypercall. Returns the CR3 to resume with.
+extern "C" fn hypercall_entry(frame: &mut GuestFrame) -> u64 {
+    with_hv(|hv| hv.hypercall(frame))
+}
+
+const VECTOR_NMI: u64 = 2;
+const VECTOR_MC: u64 = 18;
+
+/// Exception or interrupt. Returns the CR3 to resume with.
+extern "C" fn exception_entry(frame: &mut GuestFrame, cr2: u64) -> u64 {
+    if frame.cs & 3 != 3 {
+        hypervisor_exception(frame, cr2);
+    }
+    match frame.vector {
+        // Not the guest's doing: a stray (masked-PIC spurious) interrupt or an NMI.
+        // Resume the guest untouched. (`int n` from a guest arrives as #GP: every gate
+        // is DPL0.)
+        VECTOR_NMI | 32..=255 => cpu::read_cr3(),
+        VECTOR_MC => hypervisor_exception(frame, cr2),
+        _ => with_hv(|hv| hv.guest_exception(frame, cr2)),
+    }
+}
+
+/// An exception at CPL0 is a hypervisor bug: print everything and stop (status 35).
+fn hypervisor_exception(f: &GuestFrame, cr2: u64) -> ! {
+    hv_println!(
+        "PANIC: hypervisor exception vector={} error={:#x} rip={:#x} cr2={:#x}",
+        f.vector,
+        f.error_code,
+        f.rip,
+        cr2
+    );
+    hv_println!(
+        "  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}",
+        f.rax,
+        f.rbx,
+        f.rcx,
+        f.rdx
+    );
+    hv_println!(
+        "  rsi={:#018x} rdi={:#018x} rbp={:#018x} rsp={:#018x}",
+        f.rsi,
+        f.rdi,
+        f.rbp,
+        f.rsp
+    );
+    hv_println!(
+        "  r8 ={:#018x} r9 ={:#018x} r10={:#018x} r11={:#018x}",
+        f.r8,
+        f.r9,
+        f.r10,
+        f.r11
+    );
+    hv_println!(
+        "  r12={:#018x} r13={:#018x} r14={:#018x} r15={:#018x}",
+        f.r12,
+        f.r13,
+        f.r14,
+        f.r15
+    );
+    hv_println!(
+        "  cs={:#x} ss={:#x} rflags={:#x} cr3={:#x}",
+        f.cs,
+        f.ss,
+        f.rflags,
+        cpu::read_cr3()
+    );
+    cpu::exit_qemu(ExitStatus::HypervisorFailure)
+}

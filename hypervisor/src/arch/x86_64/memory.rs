@@ -1,0 +1,84 @@
+//! [`MachineMemory`] over the direct map.
+
+use super::DIRECTMAP_BASE;
+use super::DIRECTMAP_SIZE;
+use crate::platform::{BadMaddr, MachineMemory};
+use core::ops::Range;
+
+/// Most distinct RAM ranges kept (after merging adjacent ones).
+pub const MAX_RAM_RANGES: usize = 32;
+
+/// Machine memory below 4 GiB, reached through the direct map. Only RAM (from the PVH
+/// memory map) is accessible: MMIO and holes are refused.
+pub struct DirectMap {
+    ram: heapless::Vec<Range<u64>, MAX_RAM_RANGES>,
+}
+
+impl DirectMap {
+    /// `ram`: RAM ranges below 4 GiB, sorted, merged (see `start_info::ram_below_4g`).
+    pub fn new(ram: &[Range<u64>]) -> Self {
+        let mut v = heapless::Vec::new();
+        for r in ram {
+            if r.end <= DIRECTMAP_SIZE && v.push(r.clone()).is_err() {
+                break;
+            }
+        }
+        DirectMap { ram: v }
+    }
+
+    /// Whether `[maddr, maddr + len)` lies inside one RAM range.
+    pub fn contains(&self, maddr: u64, len: u64) -> bool {
+        let Some(end) = maddr.checked_add(len) else {
+            return false;
+        };
+        self.ram.iter().any(|r| r.start <= maddr && end <= r.end)
+    }
+
+    fn ptr(&self, maddr: u64, len: usize) -> Result<*mut u8, BadMaddr> {
+        if self.contains(maddr, len as u64) {
+            Ok((DIRECTMAP_BASE + maddr) as *mut u8)
+        } else {
+            Err(BadMaddr(maddr))
+        }
+    }
+}
+
+impl MachineMemory for DirectMap {
+    fn read(&self, maddr: u64, buf: &mut [u8]) -> Result<(), BadMaddr> {
+        let src = self.ptr(maddr, buf.len())?;
+        // SAFETY: `src..src+len` is mapped RAM (checked); `buf` is a distinct Rust
+        // buffer. Raw copy, no reference into machine memory is created.
+        unsafe { core::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    fn write(&self, maddr: u64, data: &[u8]) -> Result<(), BadMaddr> {
+        let dst = self.ptr(maddr, data.len())?;
+        // SAFETY: as in `read`. The core only writes frames it owns (guest frames,
+        // never the hypervisor image: that is not handed to the allocator).
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
+        Ok(())
+    }
+
+    fn fill(&self, maddr: u64, byte: u8, len: usize) -> Result<(), BadMaddr> {
+        let dst = self.ptr(maddr, len)?;
+        // SAFETY: as in `write`.
+        unsafe { core::ptr::write_bytes(dst, byte, len) };
+        Ok(())
+    }
+
+    fn read_u64(&self, maddr: u64) -> Result<u64, BadMaddr> {
+        let src = self.ptr(maddr, 8)?;
+        // SAFETY: 8 mapped RAM bytes (checked); unaligned volatile-free raw read.
+        Ok(u64::from_le(unsafe {
+            core::ptr::read_unaligned(src as *const u64)
+        }))
+    }
+
+    fn write_u64(&self, maddr: u64, v: u64) -> Result<(), BadMaddr> {
+        let dst = self.ptr(maddr, 8)?;
+        // SAFETY: as in `write`.
+        unsafe { core::ptr::write_unaligned(dst as *mut u64, v.to_le()) };
+        Ok(())
+    }
+}

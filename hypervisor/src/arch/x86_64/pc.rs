@@ -1,0 +1,27 @@
+//! [`Platform`] for a QEMU PC: COM1 and the TSC.
+
+use super::{cpu, serial};
+use crate::platform::Platform;
+
+/// The machine, as the core sees it.
+pub struct Pc {
+    tsc_hz: u64,
+}
+
+impl Pc {
+    pub fn new(tsc_hz: u64) -> Self {
+        Pc { tsc_hz }
+    }
+}
+
+impl Platform for Pc {
+    fn console_write(&mut self, bytes: &[u8]) {
+        serial::write_bytes(bytes);
+    }
+    fn rdtsc(&self) -> u64 {
+        cpu::rdtsc()
+    }
+    fn tsc_hz(&self) -> u64 {
+        self.tsc_hz
+    }
+}

@@ -1,0 +1,46 @@
+//! COM1 (16550 UART at 0x3f8), polled: the hypervisor console.
+
+use super::cpu::{inb, outb};
+use core::fmt;
+
+const COM1: u16 = 0x3f8;
+const LINE_STATUS: u16 = COM1 + 5;
+const TX_EMPTY: u8 = 1 << 5;
+
+/// Programs COM1 for 115200 8N1, FIFOs on, no interrupts.
+pub fn init() {
+    outb(COM1 + 1, 0x00); // no interrupts: we poll
+    outb(COM1 + 3, 0x80); // DLAB on to set the divisor
+    outb(COM1, 0x01); // divisor 1 = 115200 baud
+    outb(COM1 + 1, 0x00);
+    outb(COM1 + 3, 0x03); // 8 data bits, no parity, 1 stop bit, DLAB off
+    outb(COM1 + 2, 0xc7); // FIFOs on and cleared
+    outb(COM1 + 4, 0x03); // DTR + RTS
+}
+
+/// Writes bytes as they are (no newline translation: transcripts stay byte-exact).
+pub fn write_bytes(bytes: &[u8]) {
+    for &b in bytes {
+        while inb(LINE_STATUS) & TX_EMPTY == 0 {}
+        outb(COM1, b);
+    }
+}
+
+/// `fmt::Write` over COM1, for the hypervisor's own messages.
+pub struct Serial;
+
+impl fmt::Write for Serial {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        write_bytes(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Prints one `(hv) ` line on COM1.
+macro_rules! hv_println {
+    ($($arg:tt)*) => {{
+        use core::fmt::Write as _;
+        let _ = writeln!($crate::arch::x86_64::serial::Serial, "(hv) {}", format_args!($($arg)*));
+    }};
+}
+pub(crate) use hv_println;

@@ -1,0 +1,36 @@
+//! TSC frequency, calibrated against PIT channel 2 (deterministic under QEMU `-icount`).
+
+use super::cpu::{inb, outb, rdtsc};
+
+const PIT_HZ: u64 = 1_193_182;
+const PIT_CH2_DATA: u16 = 0x42;
+const PIT_MODE: u16 = 0x43;
+const PORT_B: u16 = 0x61;
+/// Port B bit 0: channel 2 gate; bit 1: speaker; bit 5: channel 2 output.
+const GATE2: u8 = 1 << 0;
+const SPEAKER: u8 = 1 << 1;
+const OUT2: u8 = 1 << 5;
+/// Calibration window: 10 ms.
+const LATCH: u64 = PIT_HZ / 100;
+/// Give up after this many polls (a PIT that never fires must not hang the boot).
+const MAX_POLLS: u32 = 50_000_000;
+
+/// Measures TSC ticks during a 10 ms PIT channel 2 one-shot; returns Hz, or `None` if
+/// the PIT never signalled.
+pub fn calibrate() -> Option<u64> {
+    // Gate on, speaker off; channel 2, lobyte/hibyte, mode 0 (one-shot), binary.
+    outb(PORT_B, (inb(PORT_B) & !SPEAKER) | GATE2);
+    outb(PIT_MODE, 0b1011_0000);
+    outb(PIT_CH2_DATA, LATCH as u8);
+    outb(PIT_CH2_DATA, (LATCH >> 8) as u8);
+    let start = rdtsc();
+    let mut polls = 0u32;
+    while inb(PORT_B) & OUT2 == 0 {
+        polls += 1;
+        if polls == MAX_POLLS {
+            return None;
+        }
+    }
+    let ticks = rdtsc().wrapping_sub(start);
+    Some(ticks.saturating_mul(PIT_HZ) / LATCH)
+}

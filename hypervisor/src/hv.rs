@@ -119,7 +119,7 @@ pub fn exception_mnemonic(vector: u64) -> &'static str {
         19 => "#XM",
         20 => "#VE",
         21 => "#CP",
-        0..32 => "exception",
+        9 | 15 | 22..32 => "exception",
         _ => "interrupt",
     }
 }
@@ -242,10 +242,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     Ok(built) => {
                         let (pages, entry) = (built.nr_pages, built.entry.rip);
                         let d = Domain::built(id, spec.name, dom0, built, now);
-                        self.log_domain(
-                            &d,
-                            format_args!("built: {pages} pages, entry {entry:#x}"),
-                        );
+                        self.log_domain(&d, format_args!("built: {pages} pages, entry {entry:#x}"));
                         d
                     }
                     Err(e) => {
@@ -511,3 +508,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         platform.console_write(&w.buf);
     }
 }
+
+#[cfg(test)]
+#[path = "hv_tests.rs"]
+mod tests;

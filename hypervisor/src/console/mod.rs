@@ -272,7 +272,12 @@ mod tests {
         l.feed(&mut p, P, Source::Ring, b"a\tb\x1bc\x01d\x7fe\n");
         assert_eq!(p.console, "[d3 guest] a\tb\x1bc.d.e\n");
         p.console.clear();
-        l.feed(&mut p, P, Source::ConsoleIo, b"a\tb\x1bc\x01d\x7fe\r\xc3\xa9\n");
+        l.feed(
+            &mut p,
+            P,
+            Source::ConsoleIo,
+            b"a\tb\x1bc\x01d\x7fe\r\xc3\xa9\n",
+        );
         assert_eq!(p.console, "[d3 guest] abcde\n");
     }
 
@@ -319,10 +324,7 @@ mod tests {
         let full = [b'y'; XENCONS_OUT_SIZE];
         produce(&mem, 2, &full);
         set_indices(&mem, 2, 2 + XENCONS_OUT_SIZE as u32);
-        assert_eq!(
-            drain(&mem, &mut p, RING, &mut l, P),
-            Ok(XENCONS_OUT_SIZE)
-        );
+        assert_eq!(drain(&mem, &mut p, RING, &mut l, P), Ok(XENCONS_OUT_SIZE));
     }
 
     #[test]

@@ -132,7 +132,11 @@ impl Domain {
 pub fn sanitize_name(raw: &[u8]) -> heapless::String<NAME_MAX> {
     let mut name = heapless::String::new();
     for &b in raw.iter().take(NAME_MAX) {
-        let c = if (0x21..0x7f).contains(&b) { b as char } else { '?' };
+        let c = if (0x21..0x7f).contains(&b) {
+            b as char
+        } else {
+            '?'
+        };
         let _ = name.push(c);
     }
     if name.is_empty() {

@@ -36,8 +36,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let (cmd, arg) = (frame.rdi as u32, frame.rsi);
         let ret = match cmd {
             SCHEDOP_YIELD => return self.sched_yield(idx, frame),
-            SCHEDOP_SHUTDOWN => match u32::try_from(arg).ok().and_then(ShutdownReason::from_u32)
-            {
+            SCHEDOP_SHUTDOWN => match u32::try_from(arg).ok().and_then(ShutdownReason::from_u32) {
                 Some(reason) => return self.shutdown(idx, reason, frame),
                 None => Err(Errno::EINVAL),
             },

@@ -1,0 +1,707 @@
+//! Host tests of the hypervisor's entry points: hypercall dispatch, console, scheduling,
+//! domain ends and the final report.
+//!
+//! Most tests build their domains by hand (page tables in fake machine memory, pushed
+//! straight into the domain list) so that they exercise hv.rs and the hypercalls alone;
+//! the boot-module tests go through `create_domains` and the real builder.
+
+extern crate std;
+
+use super::*;
+use crate::bundle::build::{Guest, bundle};
+use crate::domain::runtime::Domain;
+use crate::hypercall::CONSOLE_IO_MAX_PER_CALL;
+use crate::memory::guest::{PTE_PRESENT, PTE_RW, PTE_USER};
+use crate::testutil::{FakeMemory, FakePlatform, leak};
+use guest_abi::console::XenconsInterface;
+use guest_abi::event_channel::EVTCHNOP_SEND;
+use guest_abi::layout::PAGE_SIZE;
+use guest_abi::sched::{SCHEDOP_SHUTDOWN, SCHEDOP_SHUTDOWN_CODE, SCHEDOP_YIELD};
+use guest_abi::shared_info::VcpuTimeInfo;
+use guest_abi::{EvtchnPort, Mfn};
+use std::string::String;
+use zerocopy::FromBytes;
+
+type Hv = Hypervisor<FakeMemory, FakePlatform>;
+
+const NR_FRAMES: usize = 1024;
+/// Where the hand-built guests map their data pages.
+const DATA_VA: u64 = 0xffff_ffff_8000_0000;
+const DATA_PAGES: usize = 8;
+const ENTRY_RIP: u64 = 0xffff_ffff_8000_1000;
+const HV_ADDRESS: u64 = 0xffff_8300_0010_0000;
+const CONSOLE_PORT: EvtchnPort = EvtchnPort(2);
+const STORE_PORT: EvtchnPort = EvtchnPort(1);
+
+fn new_hv() -> Hv {
+    Hypervisor::new(
+        FakeMemory::new(NR_FRAMES * PAGE_SIZE),
+        FakePlatform::new(),
+        BootConfig {
+            free_ram: core::slice::from_ref(&(0x1000..(NR_FRAMES * PAGE_SIZE) as u64)),
+            frame_table: leak(FrameInfo::UNUSABLE, NR_FRAMES),
+            m2p: leak(0, NR_FRAMES),
+            hypervisor_l4_slots: [0; 16],
+            cmdline: b"console=com1 test",
+        },
+    )
+}
+
+/// A hand-built domain: L4..L1 mapping DATA_PAGES writable pages at DATA_VA.
+struct TestDomain {
+    idx: usize,
+    data: [Mfn; DATA_PAGES],
+    ring: Mfn,
+    l4: Mfn,
+}
+
+fn add_domain(hv: &mut Hv, id: u16, name: &str, dom0: bool) -> TestDomain {
+    let dom = DomId(id);
+    let mut alloc = || hv.frames.alloc(dom).unwrap();
+    let (l4, l3, l2, l1) = (alloc(), alloc(), alloc(), alloc());
+    let data: [Mfn; DATA_PAGES] = core::array::from_fn(|_| alloc());
+    let (shared, ring, store) = (alloc(), alloc(), alloc());
+    let table = PTE_PRESENT | PTE_RW | PTE_USER;
+    let slot = |level: u32| (DATA_VA >> (12 + 9 * (level - 1))) & 0x1ff;
+    let mem = &hv.mem;
+    mem.fill(l4.maddr(), 0, PAGE_SIZE).unwrap();
+    mem.write_u64(l4.maddr() + slot(4) * 8, l3.maddr() | table)
+        .unwrap();
+    mem.write_u64(l3.maddr() + slot(3) * 8, l2.maddr() | table)
+        .unwrap();
+    mem.write_u64(l2.maddr() + slot(2) * 8, l1.maddr() | table)
+        .unwrap();
+    for (i, d) in data.iter().enumerate() {
+        mem.write_u64(l1.maddr() + i as u64 * 8, d.maddr() | table)
+            .unwrap();
+    }
+    let mut d = Domain::refused(dom, name.as_bytes(), dom0, 0);
+    d.state = DomainState::Runnable;
+    d.vcpu.cr3 = l4.maddr();
+    d.vcpu.frame = GuestFrame {
+        rip: ENTRY_RIP,
+        rsp: DATA_VA + 0x1000,
+        cs: 0xe033,
+        ss: 0xe02b,
+        rflags: 0x202,
+        rbx: u64::from(id),
+        ..Default::default()
+    };
+    d.nr_pages = 4 + DATA_PAGES as u64;
+    d.shared_info = shared;
+    if !dom0 {
+        d.console_ring = Some((ring, CONSOLE_PORT));
+        d.store_ring = Some((store, STORE_PORT));
+    }
+    let at = hv.domains.partition_point(|x| x.id < dom);
+    hv.domains.insert(at, d).unwrap();
+    TestDomain {
+        idx: at,
+        data,
+        ring,
+        l4,
+    }
+}
+
+/// Runs a hypercall with up to three arguments from the current domain.
+fn call(hv: &mut Hv, frame: &mut GuestFrame, nr: u64, a1: u64, a2: u64, a3: u64) -> Resume {
+    frame.rax = nr;
+    frame.rdi = a1;
+    frame.rsi = a2;
+    frame.rdx = a3;
+    frame.vector = GuestFrame::VECTOR_SYSCALL;
+    hv.hypercall(frame)
+}
+
+fn ret(frame: &GuestFrame) -> i64 {
+    frame.rax as i64
+}
+
+fn put(hv: &Hv, g: &TestDomain, offset: usize, bytes: &[u8]) {
+    // Data pages are consecutive in VA, not necessarily in machine memory.
+    for (i, &b) in bytes.iter().enumerate() {
+        let off = offset + i;
+        hv.mem
+            .write(
+                g.data[off / PAGE_SIZE].maddr() + (off % PAGE_SIZE) as u64,
+                &[b],
+            )
+            .unwrap();
+    }
+}
+
+fn get(hv: &Hv, g: &TestDomain, offset: usize, len: usize) -> std::vec::Vec<u8> {
+    let mut out = std::vec![0u8; len];
+    hv.mem
+        .read(
+            g.data[offset / PAGE_SIZE].maddr() + (offset % PAGE_SIZE) as u64,
+            &mut out,
+        )
+        .unwrap();
+    out
+}
+
+fn console(hv: &Hv) -> &String {
+    &hv.platform.console
+}
+
+fn started(hv: &mut Hv) -> GuestFrame {
+    let mut frame = GuestFrame::default();
+    assert!(matches!(hv.start(&mut frame), Resume::Guest { .. }));
+    frame
+}
+
+#[test]
+fn unknown_and_unimplemented_hypercalls_are_enosys() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "t", false);
+    let mut f = started(&mut hv);
+    for nr in [0u64, 11, 31, 99, 1 << 40, u64::MAX] {
+        let r = call(&mut hv, &mut f, nr, 0, 0, 0);
+        assert_eq!(r, Resume::Guest { cr3: g.l4.maddr() });
+        assert_eq!(ret(&f), -38, "hypercall {nr}");
+    }
+    // Unimplemented commands of implemented hypercalls.
+    for (nr, cmd) in [(29, 1), (29, 3), (29, 99), (32, 0), (6, 1), (17, 10)] {
+        call(&mut hv, &mut f, nr, cmd, 0, 0);
+        assert_eq!(ret(&f), -38, "hypercall {nr} cmd {cmd}");
+    }
+    assert_eq!(hv.domains[g.idx].state, DomainState::Runnable);
+}
+
+#[test]
+fn xen_version_fast_path_and_slow_path_agree() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "t", false);
+    let mut f = started(&mut hv);
+    let r = call(&mut hv, &mut f, 17, 0, 0, 0);
+    assert_eq!(r, Resume::Guest { cr3: g.l4.maddr() });
+    assert_eq!(f.rax, 0x4_0011);
+    // High bits of an `int` cmd are ignored, as in Xen: slow path, same answer.
+    call(&mut hv, &mut f, 17, 1 << 32, 0, 0);
+    assert_eq!(f.rax, 0x4_0011);
+    call(&mut hv, &mut f, 17, 7, 0, 0);
+    assert_eq!(f.rax, 4096);
+}
+
+#[test]
+fn xen_version_strings_reach_guest_memory() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "t", false);
+    let mut f = started(&mut hv);
+    put(&hv, &g, 0, &[0xaa; 1100]);
+    call(&mut hv, &mut f, 17, 3, DATA_VA, 0);
+    assert_eq!(ret(&f), 0);
+    let caps = get(&hv, &g, 0, 1100);
+    assert_eq!(&caps[..15], b"xen-3.0-x86_64\0");
+    assert!(caps[15..1024].iter().all(|&b| b == 0));
+    assert!(caps[1024..].iter().all(|&b| b == 0xaa), "wrote past 1024");
+
+    call(&mut hv, &mut f, 17, 1, DATA_VA + 2000, 0);
+    assert_eq!(get(&hv, &g, 2000, 16), b"-rs\0\0\0\0\0\0\0\0\0\0\0\0\0");
+    call(&mut hv, &mut f, 17, 4, DATA_VA + 2000, 0);
+    assert_eq!(&get(&hv, &g, 2000, 12)[..], b"unavailable\0");
+    call(&mut hv, &mut f, 17, 2, DATA_VA + 3000, 0);
+    let ci = get(&hv, &g, 3000, 144);
+    assert_eq!(&ci[..6], b"rustc\0");
+    assert_eq!(&ci[64..75], b"hypervisor\0");
+    call(&mut hv, &mut f, 17, 5, DATA_VA + 3000, 0);
+    assert_eq!(
+        get(&hv, &g, 3000, 8),
+        0xffff_8000_0000_0000u64.to_le_bytes()
+    );
+    put(&hv, &g, 3000, &[0xff; 16]);
+    call(&mut hv, &mut f, 17, 8, DATA_VA + 3000, 0);
+    assert_eq!(get(&hv, &g, 3000, 16), [0; 16]);
+}
+
+#[test]
+fn features_and_command_line_depend_on_privilege() {
+    let mut hv = new_hv();
+    let g0 = add_domain(&mut hv, 0, "zero", true);
+    let g1 = add_domain(&mut hv, 1, "one", false);
+    let mut f = started(&mut hv);
+    assert_eq!(hv.current, Some(g0.idx));
+    // dom0: the dom0 feature bit, and the command line.
+    put(&hv, &g0, 0, &[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+    call(&mut hv, &mut f, 17, 6, DATA_VA, 0);
+    assert_eq!(ret(&f), 0);
+    assert_eq!(get(&hv, &g0, 4, 4), (1u32 << 11).to_le_bytes());
+    call(&mut hv, &mut f, 17, 9, DATA_VA + 100, 0);
+    assert_eq!(ret(&f), 0);
+    let line = get(&hv, &g0, 100, 1024);
+    assert_eq!(&line[..18], b"console=com1 test\0");
+    // Submaps other than 0 do not exist.
+    put(&hv, &g0, 0, &1u32.to_le_bytes());
+    call(&mut hv, &mut f, 17, 6, DATA_VA, 0);
+    assert_eq!(ret(&f), -22);
+
+    // domU (after a yield): no feature bits, no command line.
+    call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
+    assert_eq!(hv.current, Some(g1.idx));
+    put(&hv, &g1, 0, &[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+    call(&mut hv, &mut f, 17, 6, DATA_VA, 0);
+    assert_eq!(ret(&f), 0);
+    assert_eq!(get(&hv, &g1, 4, 4), [0; 4]);
+    put(&hv, &g1, 100, &[0x55; 4]);
+    call(&mut hv, &mut f, 17, 9, DATA_VA + 100, 0);
+    assert_eq!(ret(&f), -1);
+    assert_eq!(get(&hv, &g1, 100, 4), [0x55; 4], "nothing written on EPERM");
+}
+
+#[test]
+fn bad_pointers_are_efault_and_harmless() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "t", false);
+    let mut f = started(&mut hv);
+    let unmapped = DATA_VA + (DATA_PAGES * PAGE_SIZE) as u64;
+    for va in [HV_ADDRESS, 0, unmapped, 0x0000_8000_0000_0000, u64::MAX] {
+        call(&mut hv, &mut f, 18, 0, 16, va);
+        assert_eq!(ret(&f), -14, "console_io at {va:#x}");
+        for cmd in [1, 2, 3, 4, 5, 6, 8] {
+            call(&mut hv, &mut f, 17, cmd, va, 0);
+            assert_eq!(ret(&f), -14, "xen_version {cmd} at {va:#x}");
+        }
+        call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, va, 0);
+        assert_eq!(ret(&f), -14);
+        call(&mut hv, &mut f, 32, EVTCHNOP_SEND as u64, va, 0);
+        assert_eq!(ret(&f), -14);
+    }
+    // A buffer running off the end of the mapping.
+    call(&mut hv, &mut f, 18, 0, 200, unmapped - 100);
+    assert_eq!(ret(&f), -14);
+    assert_eq!(hv.domains[g.idx].state, DomainState::Runnable);
+}
+
+#[test]
+fn console_io_writes_lines_with_the_domain_prefix() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "pv-guest", false);
+    let mut f = started(&mut hv);
+    put(&hv, &g, 0, b"hello\nwor\x07\x1b");
+    call(&mut hv, &mut f, 18, 0, 12, DATA_VA);
+    assert_eq!(ret(&f), 0);
+    assert_eq!(console(&hv), "[d1 pv-guest] hello\n");
+    put(&hv, &g, 0, b"ld\n");
+    call(&mut hv, &mut f, 18, 0, 3, DATA_VA);
+    assert!(console(&hv).ends_with("[d1 pv-guest] world\n"));
+    // Reading: no input. Unknown commands: ENOSYS, as in Xen.
+    call(&mut hv, &mut f, 18, 1, 16, DATA_VA);
+    assert_eq!(ret(&f), 0);
+    call(&mut hv, &mut f, 18, 7, 16, DATA_VA);
+    assert_eq!(ret(&f), -38);
+}
+
+#[test]
+fn console_io_work_per_call_is_bounded() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 0, "big", true);
+    let mut f = started(&mut hv);
+    // 32 KiB mapped: a count of 4 GiB - 1 prints the first 16 KiB only, and succeeds.
+    let mut text = std::vec::Vec::new();
+    for i in 0..(DATA_PAGES * PAGE_SIZE / 16) {
+        text.extend_from_slice(std::format!("line {i:010}\n").as_bytes());
+    }
+    put(&hv, &g, 0, &text);
+    call(&mut hv, &mut f, 18, 0, u32::MAX as u64, DATA_VA);
+    assert_eq!(ret(&f), 0);
+    assert_eq!(
+        console(&hv).lines().count(),
+        CONSOLE_IO_MAX_PER_CALL as usize / 16
+    );
+    assert!(console(&hv).ends_with("[d0 big] line 0000001023\n"));
+    // Only the low 32 bits of count matter (`unsigned int` in Xen).
+    hv.platform.console.clear();
+    call(&mut hv, &mut f, 18, 0, (1 << 32) | 16, DATA_VA);
+    assert_eq!(console(&hv), "[d0 big] line 0000000000\n");
+}
+
+#[test]
+fn console_io_is_rate_limited_for_domus_only() {
+    let mut hv = new_hv();
+    let g0 = add_domain(&mut hv, 0, "zero", true);
+    let g1 = add_domain(&mut hv, 1, "one", false);
+    // Each write is one 16 KiB line.
+    let chunk = 16 * 1024usize;
+    let mut line = std::vec![b'x'; chunk - 1];
+    line.push(b'\n');
+    let mut f = started(&mut hv);
+    put(&hv, &g0, 0, &line);
+    put(&hv, &g1, 0, &line);
+    let printed = |hv: &Hv| console(hv).matches('x').count();
+    // dom0: 8 x 16 KiB, way past the burst, all printed.
+    for _ in 0..8 {
+        call(&mut hv, &mut f, 18, 0, chunk as u64, DATA_VA);
+        assert_eq!(ret(&f), 0);
+    }
+    assert_eq!(printed(&hv), 8 * (chunk - 1));
+    call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
+    assert_eq!(hv.current, Some(g1.idx));
+    hv.platform.console.clear();
+    // domU: the 64 KiB burst, then dropping with one notice.
+    for _ in 0..6 {
+        call(&mut hv, &mut f, 18, 0, chunk as u64, DATA_VA);
+        assert_eq!(ret(&f), 0);
+    }
+    assert_eq!(printed(&hv), 4 * (chunk - 1));
+    let notice = "(hv) d1 one: console_io rate limit, dropping output\n";
+    assert_eq!(console(&hv).matches(notice).count(), 1);
+    // One second later, 16 KiB more may pass.
+    hv.platform.tsc.set(hv.platform.tsc.get() + 1_000_000_000);
+    call(&mut hv, &mut f, 18, 0, chunk as u64, DATA_VA);
+    call(&mut hv, &mut f, 18, 0, chunk as u64, DATA_VA);
+    assert_eq!(printed(&hv), 5 * (chunk - 1));
+    assert_eq!(console(&hv).matches(notice).count(), 1);
+}
+
+#[test]
+fn shutdown_drains_console_frees_frames_and_reports() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "pv-guest", false);
+    let free_before = hv.frames.free_count();
+    let mut f = started(&mut hv);
+    // Something left in the console ring, without a newline.
+    ring_produce(&hv, g.ring, 0, b"bye");
+    put(&hv, &g, 0, &0u32.to_le_bytes());
+    let r = call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, DATA_VA, 0);
+    assert_eq!(r, Resume::Exit(ExitStatus::AllPoweredOff));
+    assert_eq!(
+        console(&hv),
+        "[d1 pv-guest] bye\n\
+         (hv) d1 pv-guest: shut down: poweroff\n\
+         (hv) d1 pv-guest: poweroff\n\
+         (hv) all domains ended: 1 powered off, 0 failed\n"
+    );
+    assert_eq!(hv.frames.count_of(DomId(1)), 0);
+    assert_eq!(hv.frames.free_count(), free_before + 4 + DATA_PAGES + 3);
+}
+
+#[test]
+fn shutdown_with_bad_reason_is_einval_and_code_wins() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "t", false);
+    let mut f = started(&mut hv);
+    put(&hv, &g, 0, &6u32.to_le_bytes());
+    call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, DATA_VA, 0);
+    assert_eq!(ret(&f), -22);
+    call(
+        &mut hv,
+        &mut f,
+        29,
+        SCHEDOP_SHUTDOWN_CODE as u64,
+        DATA_VA,
+        0,
+    );
+    assert_eq!(ret(&f), -22);
+    // Record "crash" first; a later poweroff is reported as crash, as in Xen.
+    put(&hv, &g, 0, &3u32.to_le_bytes());
+    call(
+        &mut hv,
+        &mut f,
+        29,
+        SCHEDOP_SHUTDOWN_CODE as u64,
+        DATA_VA,
+        0,
+    );
+    assert_eq!(ret(&f), 0);
+    assert_eq!(hv.domains[g.idx].state, DomainState::Runnable);
+    put(&hv, &g, 0, &0u32.to_le_bytes());
+    let r = call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, DATA_VA, 0);
+    assert_eq!(r, Resume::Exit(ExitStatus::SomeDomainFailed));
+    assert!(console(&hv).contains("(hv) d1 t: shut down: crash\n"));
+    assert!(console(&hv).ends_with("(hv) all domains ended: 0 powered off, 1 failed\n"));
+}
+
+#[test]
+fn sched_op_compat_takes_the_reason_directly() {
+    let mut hv = new_hv();
+    add_domain(&mut hv, 1, "t", false);
+    let mut f = started(&mut hv);
+    call(&mut hv, &mut f, 6, SCHEDOP_SHUTDOWN as u64, 1 << 32, 0);
+    assert_eq!(ret(&f), -22);
+    call(&mut hv, &mut f, 6, SCHEDOP_YIELD as u64, 0, 0);
+    assert_eq!(ret(&f), 0);
+    let r = call(&mut hv, &mut f, 6, SCHEDOP_SHUTDOWN as u64, 1, 0);
+    assert_eq!(r, Resume::Exit(ExitStatus::SomeDomainFailed));
+    assert!(console(&hv).contains("(hv) d1 t: shut down: reboot\n"));
+}
+
+#[test]
+fn yield_switches_round_robin_and_returns_zero() {
+    let mut hv = new_hv();
+    let g1 = add_domain(&mut hv, 1, "one", false);
+    let g2 = add_domain(&mut hv, 2, "two", false);
+    let mut f = started(&mut hv);
+    assert_eq!(f.rbx, 1, "the lowest id runs first");
+    f.r12 = 0x1111;
+    let r = call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
+    assert_eq!(r, Resume::Guest { cr3: g2.l4.maddr() });
+    assert_eq!((f.rbx, f.rip), (2, ENTRY_RIP));
+    f.r12 = 0x2222;
+    let r = call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
+    assert_eq!(r, Resume::Guest { cr3: g1.l4.maddr() });
+    // d1 resumes where it yielded, with the yield's result 0.
+    assert_eq!((f.rbx, f.r12, f.rax), (1, 0x1111, 0));
+    // d1 powers off: d2 continues with its own registers and result 0.
+    put(&hv, &g1, 0, &0u32.to_le_bytes());
+    let r = call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, DATA_VA, 0);
+    assert_eq!(r, Resume::Guest { cr3: g2.l4.maddr() });
+    assert_eq!((f.rbx, f.r12, f.rax), (2, 0x2222, 0));
+    // The only one left yields to itself.
+    let r = call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
+    assert_eq!(r, Resume::Guest { cr3: g2.l4.maddr() });
+    assert_eq!((f.rbx, f.r12, f.rax), (2, 0x2222, 0));
+    put(&hv, &g2, 0, &0u32.to_le_bytes());
+    let r = call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, DATA_VA, 0);
+    assert_eq!(r, Resume::Exit(ExitStatus::AllPoweredOff));
+    assert!(console(&hv).ends_with(
+        "(hv) d1 one: poweroff\n(hv) d2 two: poweroff\n(hv) all domains ended: 2 powered off, 0 failed\n"
+    ));
+}
+
+#[test]
+fn guest_exceptions_crash_only_that_domain() {
+    let mut hv = new_hv();
+    add_domain(&mut hv, 1, "privileged", false);
+    let g2 = add_domain(&mut hv, 2, "pv-guest", false);
+    let mut f = started(&mut hv);
+    f.vector = 13;
+    f.error_code = 0;
+    f.rip = 0xffff_ffff_8000_1234;
+    let r = hv.guest_exception(&mut f, 0xdead);
+    assert_eq!(r, Resume::Guest { cr3: g2.l4.maddr() });
+    assert_eq!(
+        console(&hv),
+        "(hv) d1 privileged: crashed: #GP in guest kernel vector=13 error=0x0 rip=0xffffffff80001234\n"
+    );
+    assert_eq!(hv.frames.count_of(DomId(1)), 0);
+    assert_eq!(f.rbx, 2);
+    // A page fault shows cr2.
+    f.vector = 14;
+    f.error_code = 6;
+    f.rip = 0xffff_ffff_8000_2000;
+    let r = hv.guest_exception(&mut f, 0x1000);
+    assert_eq!(r, Resume::Exit(ExitStatus::SomeDomainFailed));
+    assert!(console(&hv).contains(
+        "(hv) d2 pv-guest: crashed: #PF in guest kernel vector=14 error=0x6 rip=0xffffffff80002000 cr2=0x1000\n"
+    ));
+    assert!(console(&hv).ends_with(
+        "(hv) d1 privileged: crashed\n(hv) d2 pv-guest: crashed\n(hv) all domains ended: 0 powered off, 2 failed\n"
+    ));
+}
+
+#[test]
+fn exception_mnemonics() {
+    assert_eq!(exception_mnemonic(0), "#DE");
+    assert_eq!(exception_mnemonic(6), "#UD");
+    assert_eq!(exception_mnemonic(21), "#CP");
+    assert_eq!(exception_mnemonic(15), "exception");
+    assert_eq!(exception_mnemonic(0x100), "interrupt");
+}
+
+/// Writes `bytes` into the console ring's out[] at `at` and publishes out_prod.
+fn ring_produce(hv: &Hv, ring: Mfn, at: u32, bytes: &[u8]) {
+    let out = core::mem::offset_of!(XenconsInterface, out) as u64;
+    for (i, &b) in bytes.iter().enumerate() {
+        let slot = guest_abi::console::out_slot(at + i as u32) as u64;
+        hv.mem.write(ring.maddr() + out + slot, &[b]).unwrap();
+    }
+    let prod = core::mem::offset_of!(XenconsInterface, out_prod) as u64;
+    hv.mem
+        .write(
+            ring.maddr() + prod,
+            &(at + bytes.len() as u32).to_le_bytes(),
+        )
+        .unwrap();
+}
+
+#[test]
+fn event_channel_send_drains_the_console_ring() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "t", false);
+    let mut f = started(&mut hv);
+    ring_produce(&hv, g.ring, 0, b"via ring\n");
+    put(&hv, &g, 0, &CONSOLE_PORT.0.to_le_bytes());
+    call(&mut hv, &mut f, 32, EVTCHNOP_SEND as u64, DATA_VA, 0);
+    assert_eq!(ret(&f), 0);
+    assert_eq!(console(&hv), "[d1 t] via ring\n");
+    // The xenstore kick is accepted; other ports are not bound.
+    for (port, expect) in [(STORE_PORT.0, 0), (0, -22), (3, -22), (u32::MAX, -22)] {
+        put(&hv, &g, 0, &port.to_le_bytes());
+        call(&mut hv, &mut f, 32, EVTCHNOP_SEND as u64, DATA_VA, 0);
+        assert_eq!(ret(&f), expect, "port {port}");
+    }
+}
+
+#[test]
+fn hostile_console_ring_crashes_the_domain() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "evil", false);
+    add_domain(&mut hv, 2, "good", false);
+    let mut f = started(&mut hv);
+    let prod = core::mem::offset_of!(XenconsInterface, out_prod) as u64;
+    hv.mem
+        .write(g.ring.maddr() + prod, &5000u32.to_le_bytes())
+        .unwrap();
+    put(&hv, &g, 0, &CONSOLE_PORT.0.to_le_bytes());
+    let r = call(&mut hv, &mut f, 32, EVTCHNOP_SEND as u64, DATA_VA, 0);
+    assert!(matches!(r, Resume::Guest { .. }));
+    assert_eq!(f.rbx, 2, "the other domain runs on");
+    assert!(console(&hv).contains(
+        "(hv) d1 evil: crashed: console ring protocol violation (out_cons=0x0 out_prod=0x1388)\n"
+    ));
+    assert_eq!(hv.domains[g.idx].state, DomainState::Crashed);
+}
+
+#[test]
+fn frames_are_sanitized_for_iret() {
+    let mut f = GuestFrame {
+        rip: 0x1000,
+        rsp: 0x2000,
+        cs: 0xe030,
+        ss: 0,
+        rflags: u64::MAX,
+        ..Default::default()
+    };
+    sanitize_for_iret(&mut f).unwrap();
+    assert_eq!((f.cs, f.ss), (0xe033, 0xe02b));
+    // IOPL, NT, RF, VM, VIF, VIP cleared; IF and bit 1 set.
+    assert_eq!(
+        f.rflags & (3 << 12 | 1 << 14 | 1 << 16 | 1 << 17 | 3 << 19),
+        0
+    );
+    assert_eq!(f.rflags & 0x202, 0x202);
+    assert_eq!(f.rflags, 0x24_0fd7);
+    let mut g = f;
+    g.cs = 0x8;
+    assert!(sanitize_for_iret(&mut g).is_err());
+    let mut g = f;
+    g.rip = 0x0000_8000_0000_0000;
+    assert!(sanitize_for_iret(&mut g).is_err());
+    let mut g = f;
+    g.rsp = 0x1234_0000_0000_0000;
+    assert!(sanitize_for_iret(&mut g).is_err());
+}
+
+#[test]
+fn unresumable_domain_is_crashed_at_switch() {
+    let mut hv = new_hv();
+    let g1 = add_domain(&mut hv, 1, "bad", false);
+    let g2 = add_domain(&mut hv, 2, "good", false);
+    hv.domains[g1.idx].vcpu.frame.rip = 0x0000_8000_0000_0000;
+    hv.domains[g2.idx].vcpu.frame.rflags = 0x3202; // IOPL 3 asked for
+    let mut f = GuestFrame::default();
+    let r = hv.start(&mut f);
+    assert_eq!(r, Resume::Guest { cr3: g2.l4.maddr() });
+    assert_eq!(f.rflags, 0x202);
+    assert!(console(&hv).contains("(hv) d1 bad: crashed: cannot resume: non-canonical rip"));
+}
+
+#[test]
+fn switching_in_publishes_time() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "t", false);
+    hv.platform.tsc.set(3_000_000);
+    let mut f = started(&mut hv);
+    let read_time = |hv: &Hv| {
+        let mut b = [0u8; 32];
+        hv.mem
+            .read(hv.domains[g.idx].shared_info.maddr() + 32, &mut b)
+            .unwrap();
+        VcpuTimeInfo::read_from_bytes(&b).unwrap()
+    };
+    let t = read_time(&hv);
+    assert_eq!(t.version % 2, 0);
+    assert_ne!(t.version, 0);
+    assert_eq!((t.tsc_timestamp, t.system_time), (3_000_000, 3_000_000));
+    assert_eq!((t.tsc_to_system_mul, t.tsc_shift), (0x8000_0000, 1));
+    assert_eq!(t.flags, 1);
+    // Plain hypercalls do not touch it; a switch-in does.
+    hv.platform.tsc.set(5_000_000);
+    call(&mut hv, &mut f, 17, 0, 0, 0);
+    assert_eq!(read_time(&hv), t);
+    call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
+    let t2 = read_time(&hv);
+    assert_eq!(t2.version, t.version + 2);
+    assert_eq!(t2.system_time, 5_000_000);
+}
+
+#[test]
+fn no_domains_means_failure() {
+    let mut hv = new_hv();
+    let mut f = GuestFrame::default();
+    assert_eq!(hv.start(&mut f), Resume::Exit(ExitStatus::SomeDomainFailed));
+    assert_eq!(
+        console(&hv),
+        "(hv) all domains ended: 0 powered off, 0 failed\n"
+    );
+}
+
+#[test]
+fn bad_boot_module_is_reported() {
+    let mut hv = new_hv();
+    let mut b = bundle(&[]).unwrap();
+    b[8..12].copy_from_slice(&100u32.to_le_bytes());
+    hv.create_domains(&b);
+    assert_eq!(
+        console(&hv),
+        "(hv) boot module: too many guests (100, at most 16)\n"
+    );
+    let mut f = GuestFrame::default();
+    assert_eq!(hv.start(&mut f), Resume::Exit(ExitStatus::SomeDomainFailed));
+}
+
+#[test]
+fn refused_guests_get_ids_and_count_as_failed() {
+    let mut hv = new_hv();
+    let free = hv.frames.free_count();
+    let guest = |name, dom0| Guest {
+        image: b"not an ELF image",
+        memory_kib: 64,
+        dom0,
+        name,
+        cmdline: "",
+    };
+    let b = bundle(&[
+        guest("first", false),
+        guest("privileged", true),
+        guest("third", false),
+        guest("again", true),
+    ])
+    .unwrap();
+    hv.create_domains(&b);
+    let out = console(&hv).clone();
+    assert!(out.contains("(hv) d1 first: refused: "), "{out}");
+    assert!(out.contains("(hv) d0 privileged: refused: "), "{out}");
+    assert!(out.contains("(hv) d2 third: refused: "), "{out}");
+    assert!(
+        out.contains("(hv) d3 again: refused: a second dom0 (only one guest may be dom0)"),
+        "{out}"
+    );
+    assert_eq!(hv.frames.free_count(), free, "refusals leak no frames");
+    hv.platform.console.clear();
+    let mut f = GuestFrame::default();
+    assert_eq!(hv.start(&mut f), Resume::Exit(ExitStatus::SomeDomainFailed));
+    assert_eq!(
+        console(&hv),
+        "(hv) d0 privileged: refused\n(hv) d1 first: refused\n(hv) d2 third: refused\n\
+         (hv) d3 again: refused\n(hv) all domains ended: 0 powered off, 4 failed\n"
+    );
+}
+
+#[test]
+fn no_running_domain_is_a_hypervisor_failure() {
+    let mut hv = new_hv();
+    let mut f = GuestFrame {
+        rax: 29,
+        ..Default::default()
+    };
+    assert_eq!(
+        hv.hypercall(&mut f),
+        Resume::Exit(ExitStatus::HypervisorFailure)
+    );
+    assert_eq!(
+        hv.guest_exception(&mut f, 0),
+        Resume::Exit(ExitStatus::HypervisorFailure)
+    );
+}

@@ -140,7 +140,10 @@ fn image_without_xen_notes_is_refused() {
     let result = boot(vec![guest("no-notes")]);
     assert_run(
         &result,
-        &["(hv) d1 no-notes: refused: not a Xen-ELF image (no Xen notes)"],
+        &[
+            "(hv) d1 no-notes: refused: not a Xen-ELF image (no Xen notes)",
+            "(hv) all domains ended: 0 powered off, 1 failed",
+        ],
         Outcome::DomainFailed,
     );
 }

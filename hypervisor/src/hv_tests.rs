@@ -705,3 +705,131 @@ fn no_running_domain_is_a_hypervisor_failure() {
         Resume::Exit(ExitStatus::HypervisorFailure)
     );
 }
+
+// ---- through the real domain builder ------------------------------------------------
+
+const VIRT_BASE: u64 = 0xffff_ffff_8000_0000;
+
+/// A minimal Xen PV kernel: one 4 KiB PT_LOAD at VIRT_BASE + 4 KiB (the entry point) and
+/// a PT_NOTE with the Xen notes a generic loader needs.
+fn tiny_xen_elf() -> std::vec::Vec<u8> {
+    fn note(out: &mut std::vec::Vec<u8>, ty: u32, desc: &[u8]) {
+        out.extend_from_slice(&4u32.to_le_bytes());
+        out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+        out.extend_from_slice(&ty.to_le_bytes());
+        out.extend_from_slice(b"Xen\0");
+        out.extend_from_slice(desc);
+        out.resize(out.len().next_multiple_of(4), 0);
+    }
+    let mut notes = std::vec::Vec::new();
+    note(&mut notes, 6, b"e2e\0"); // GUEST_OS
+    note(&mut notes, 5, b"xen-3.0\0"); // XEN_VERSION
+    note(&mut notes, 8, b"generic\0"); // LOADER
+    note(&mut notes, 3, &VIRT_BASE.to_le_bytes()); // VIRT_BASE
+    note(&mut notes, 4, &0u64.to_le_bytes()); // PADDR_OFFSET
+    note(&mut notes, 1, &(VIRT_BASE + 0x1000).to_le_bytes()); // ENTRY
+
+    let phoff = 64u64;
+    let notes_off = phoff + 2 * 56;
+    let mut elf = std::vec::Vec::new();
+    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&(VIRT_BASE + 0x1000).to_le_bytes()); // e_entry
+    elf.extend_from_slice(&phoff.to_le_bytes());
+    elf.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    elf.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    for v in [64u16, 56, 2, 64, 0, 0] {
+        // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
+        elf.extend_from_slice(&v.to_le_bytes());
+    }
+    let phdr = |elf: &mut std::vec::Vec<u8>, ty: u32, flags: u32, off: u64, va: u64, size: u64| {
+        elf.extend_from_slice(&ty.to_le_bytes());
+        elf.extend_from_slice(&flags.to_le_bytes());
+        for v in [off, va, va.wrapping_sub(VIRT_BASE), size, size, 0x1000] {
+            elf.extend_from_slice(&v.to_le_bytes());
+        }
+    };
+    phdr(&mut elf, 1, 5, 0x1000, VIRT_BASE + 0x1000, 0x1000); // PT_LOAD, R+X
+    let nlen = notes.len() as u64;
+    phdr(&mut elf, 4, 4, notes_off, VIRT_BASE + notes_off, nlen); // PT_NOTE
+    assert_eq!(elf.len() as u64, notes_off);
+    elf.extend_from_slice(&notes);
+    elf.resize(0x1000, 0);
+    // The "kernel": ud2 forever.
+    elf.extend(core::iter::repeat_n([0x0f, 0x0b], 0x800).flatten());
+    elf
+}
+
+fn big_hv() -> Hv {
+    const FRAMES: usize = 4096;
+    Hypervisor::new(
+        FakeMemory::new(FRAMES * PAGE_SIZE),
+        FakePlatform::new(),
+        BootConfig {
+            free_ram: core::slice::from_ref(&(0x1000..(FRAMES * PAGE_SIZE) as u64)),
+            frame_table: leak(FrameInfo::UNUSABLE, FRAMES),
+            m2p: leak(0, FRAMES),
+            hypervisor_l4_slots: [0; 16],
+            cmdline: b"",
+        },
+    )
+}
+
+#[test]
+fn built_domain_runs_prints_and_powers_off() {
+    let mut hv = big_hv();
+    let free = hv.frames.free_count();
+    let image = tiny_xen_elf();
+    let b = bundle(&[Guest {
+        image: &image,
+        memory_kib: 8 * 1024,
+        dom0: false,
+        name: "e2e",
+        cmdline: "",
+    }])
+    .unwrap();
+    hv.create_domains(&b);
+    assert_eq!(
+        console(&hv),
+        "(hv) d1 e2e: built: 2048 pages, entry 0xffffffff80001000\n"
+    );
+    let mut f = GuestFrame::default();
+    let Resume::Guest { cr3 } = hv.start(&mut f) else {
+        panic!("no guest to run");
+    };
+    assert_eq!(cr3, hv.domains[0].vcpu.cr3);
+    assert_eq!((f.rip, f.cs, f.ss), (VIRT_BASE + 0x1000, 0xe033, 0xe02b));
+    assert_eq!(f.rflags & 0x200, 0x200);
+    // rsi points at start_info, which starts with the magic: echo it with console_io.
+    let start_info = f.rsi;
+    call(&mut hv, &mut f, 18, 0, 14, start_info);
+    assert_eq!(ret(&f), 0);
+    // Capabilities into the boot stack page (below rsp), then read back.
+    let stack = f.rsp - 2048;
+    call(&mut hv, &mut f, 17, 3, stack, 0);
+    assert_eq!(ret(&f), 0);
+    let mut caps = [0u8; 15];
+    let space = hv.current_space(0);
+    crate::memory::guest::copy_from_guest(&hv.mem, &hv.frames, space, stack, &mut caps).unwrap();
+    assert_eq!(&caps, b"xen-3.0-x86_64\0");
+    // The console ring the builder set up drains on its event channel.
+    let (ring, port) = hv.domains[0].console_ring.expect("domU has a console ring");
+    ring_produce(&hv, ring, 0, b"\nring works\n");
+    call(&mut hv, &mut f, 32, EVTCHNOP_SEND as u64, stack, 0);
+    assert_eq!(ret(&f), -22, "stack holds caps, not the port");
+    crate::memory::guest::copy_to_guest(&hv.mem, &hv.frames, space, stack, &port.0.to_le_bytes())
+        .unwrap();
+    call(&mut hv, &mut f, 32, EVTCHNOP_SEND as u64, stack, 0);
+    assert_eq!(ret(&f), 0);
+    crate::memory::guest::copy_to_guest(&hv.mem, &hv.frames, space, stack, &0u32.to_le_bytes())
+        .unwrap();
+    let r = call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, stack, 0);
+    assert_eq!(r, Resume::Exit(ExitStatus::AllPoweredOff));
+    assert!(console(&hv).ends_with(
+        "[d1 e2e] xen-3.0-x86_64\n[d1 e2e] ring works\n(hv) d1 e2e: shut down: poweroff\n\
+         (hv) d1 e2e: poweroff\n(hv) all domains ended: 1 powered off, 0 failed\n"
+    ));
+    assert_eq!(hv.frames.free_count(), free, "every frame came back");
+}

@@ -77,14 +77,13 @@ pub fn build_images(profile: Profile) -> Result<Images> {
     if profile == Profile::Release {
         cmd.arg("--release");
     }
+    // One `--bins` covers every selected package (cargo refuses it twice); the
+    // hypervisor package has only the `hypervisor` binary.
     cmd.args([
         "-p",
         "hypervisor",
-        "--bin",
-        "hypervisor",
         "-p",
         "pv-guest",
-        "--bins",
         "-p",
         "test-guests",
         "--bins",

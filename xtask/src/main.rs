@@ -188,10 +188,10 @@ fn bench(against_xen: bool, iterations: u64) -> Result<ExitCode> {
 fn print_figure(b: &BenchLine, who: &str) {
     let exact = b
         .exact_per_round_trip()
-        .map(|n| format!(" (exactly {n})"))
+        .map(|n| format!(", exactly {n}"))
         .unwrap_or_default();
     println!(
-        "xen_version round trip: {} instructions{exact} ({who}) [iterations={} total={} baseline={}]",
+        "xen_version round trip: {} instructions ({who}){exact} [iterations={} total={} baseline={}]",
         b.per_round_trip_text(),
         b.iterations,
         b.total,

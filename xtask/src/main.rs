@@ -7,7 +7,7 @@ use std::time::Duration;
 use xtask::bench::{BenchLine, bench_ours, bench_xen, ratio_text, to_json};
 use xtask::bundle::DEFAULT_MEMORY_MIB;
 use xtask::images::{Profile, build_images};
-use xtask::qemu::{Outcome, SingleGuest, run_hypervisor, run_hypervisor_interactive};
+use xtask::qemu::{Outcome, SingleGuest, ensure_qemu, run_hypervisor, run_hypervisor_interactive};
 use xtask::{Result, err};
 
 #[derive(Parser)]
@@ -105,6 +105,8 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             name,
             hv_cmdline,
         } => {
+            // Fail fast (with the install command) before a build when QEMU is missing.
+            ensure_qemu()?;
             let images = build_images(Profile::Release)?;
             let mut run = SingleGuest {
                 path: guest,
@@ -165,6 +167,7 @@ fn report_outcome(outcome: Outcome) -> Result<ExitCode> {
 const BENCH_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn bench(against_xen: bool, iterations: u64) -> Result<ExitCode> {
+    ensure_qemu()?;
     let images = build_images(Profile::Release)?;
     let ours = bench_ours(&images, iterations, BENCH_TIMEOUT)?;
     print_figure(&ours, "ours");

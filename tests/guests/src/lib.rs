@@ -1,1 +1,25 @@
+//! Helpers shared by the test guests: each guest is one file in `src/bin/`, built on
+//! pv-guest's runtime, and exercises one behaviour of the hypervisor.
 #![no_std]
+
+#[doc(hidden)]
+pub use guest_abi as __guest_abi;
+#[doc(hidden)]
+pub use pv_guest as __pv_guest;
+
+/// The Xen notes every test guest carries (except `no-notes`): the mandatory three, plus
+/// VIRT_BASE/PADDR_OFFSET for pv-guest's linker script and ENTRY. No HYPERCALL_PAGE.
+#[macro_export]
+macro_rules! standard_notes {
+    ($name:literal) => {
+        $crate::__guest_abi::xen_elf_notes! {
+            guest_os: $name,
+            guest_version: "0.1",
+            xen_version: "xen-3.0",
+            loader: "generic",
+            virt_base: $crate::__pv_guest::VIRT_BASE,
+            paddr_offset: 0,
+            entry: $crate::__pv_guest::_start,
+        }
+    };
+}

@@ -228,3 +228,49 @@ macro_rules! xen_hypercall_page {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::vec::Vec;
+
+    // Notes emitted into this test binary by the macros; the test finds them in the file.
+    crate::xen_elf_notes! {
+        guest_os: "abi-note-test",
+        xen_version: "xen-3.0",
+        virt_base: 0xffff_ffff_8000_0000,
+        supported_features: 0x801,
+    }
+
+    /// Every Xen note of the ELF file `image` as `(type, desc)`: scans for the note
+    /// header shape `namesz = 4, descsz, type, "Xen\0"`.
+    fn xen_notes(image: &[u8]) -> Vec<(u32, Vec<u8>)> {
+        let word = |at: usize| u32::from_le_bytes(image[at..at + 4].try_into().unwrap());
+        let mut notes = Vec::new();
+        for at in (0..image.len().saturating_sub(16)).step_by(4) {
+            if word(at) == 4 && &image[at + 12..at + 16] == b"Xen\0" {
+                let descsz = word(at + 4) as usize;
+                let desc = image.get(at + 16..at + 16 + descsz);
+                if let (true, Some(desc)) = (descsz <= 64, desc) {
+                    notes.push((word(at + 8), desc.to_vec()));
+                }
+            }
+        }
+        notes
+    }
+
+    #[test]
+    fn macros_emit_xen_notes() {
+        let image = std::fs::read("/proc/self/exe").expect("read own executable");
+        let notes = xen_notes(&image);
+        let has = |ty: u32, desc: &[u8]| notes.iter().any(|(t, d)| *t == ty && d == desc);
+        assert!(has(super::GUEST_OS, b"abi-note-test\0"), "{notes:?}");
+        assert!(has(super::XEN_VERSION, b"xen-3.0\0"));
+        assert!(has(
+            super::VIRT_BASE,
+            &0xffff_ffff_8000_0000u64.to_le_bytes()
+        ));
+        assert!(has(super::SUPPORTED_FEATURES, &0x801u32.to_le_bytes()));
+    }
+}

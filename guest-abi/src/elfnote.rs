@@ -45,7 +45,7 @@ pub const fn __u32(v: u32) -> u32 {
 ///   (any constant expression);
 /// * `xen_elf_note!(sym TYPE, path)`: 8-byte address of a function or static (a
 ///   `#[unsafe(naked)]` entry point, an `extern` static declared by
-///   [`xen_hypercall_page!`]...).
+///   [`crate::xen_hypercall_page!`]...).
 ///
 /// `TYPE` is a constant of [`crate::elfnote`] (e.g. `$crate::elfnote::ENTRY`) or any `u32`
 /// constant expression. Notes are 4-byte aligned, named `"Xen"`, as Xen's loader and QEMU's

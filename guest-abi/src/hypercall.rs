@@ -144,3 +144,24 @@ pub fn event_channel_send(port: EvtchnPort) -> Result<(), Errno> {
     };
     Errno::check(ret).map(drop)
 }
+
+/// `update_va_mapping` flags: no TLB flush.
+pub const UVMF_NONE: u64 = 0;
+/// `update_va_mapping` flags: flush the whole TLB.
+pub const UVMF_TLB_FLUSH: u64 = 1;
+/// `update_va_mapping` flags: invalidate the one page.
+pub const UVMF_INVLPG: u64 = 2;
+
+/// `update_va_mapping(va, pte, flags)`: sets the L1 entry that maps `va` (which must
+/// already have an L1 table) to `pte` (a machine address with PTE flags, e.g. `| 0x7`).
+///
+/// # Safety
+///
+/// Whatever `va` mapped before is no longer reachable there, and what `pte` maps appears at
+/// `va`: no Rust reference may cover that page, and the caller must only access it in ways
+/// valid for the new frame (e.g. volatile reads of a hypervisor-written page).
+pub unsafe fn update_va_mapping(va: u64, pte: u64, flags: u64) -> Result<(), Errno> {
+    // SAFETY: forwarded to the caller; the hypervisor reads only the register arguments.
+    let ret = unsafe { raw::hypercall3(nr::UPDATE_VA_MAPPING, va, pte, flags) };
+    Errno::check(ret).map(drop)
+}

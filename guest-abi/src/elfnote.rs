@@ -116,7 +116,7 @@ macro_rules! xen_elf_note {
 
 /// Declares all Xen ELF notes of a guest kernel in one place.
 ///
-/// ```ignore
+/// ```text
 /// guest_abi::xen_hypercall_page!(hypercall_page);
 /// guest_abi::xen_elf_notes! {
 ///     guest_os: "pv-guest",

@@ -833,3 +833,6 @@ fn built_domain_runs_prints_and_powers_off() {
     ));
     assert_eq!(hv.frames.free_count(), free, "every frame came back");
 }
+
+#[path = "grub_tests.rs"]
+mod grub;

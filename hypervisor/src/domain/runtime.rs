@@ -76,6 +76,8 @@ pub struct Domain {
     /// Reason recorded by SCHEDOP_shutdown_code; it wins over a later shutdown's reason
     /// (as in Xen).
     pub shutdown_code: Option<ShutdownReason>,
+    /// Grant table frames (GNTTABOP_setup_table).
+    pub grant: crate::hypercall::grant_table::GrantTable,
 }
 
 impl Domain {
@@ -110,6 +112,7 @@ impl Domain {
             console_io_bucket: TokenBucket::new(now_ns),
             console_io_dropping_reported: false,
             shutdown_code: None,
+            grant: crate::hypercall::grant_table::GrantTable::new(),
         }
     }
 

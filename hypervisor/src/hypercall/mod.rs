@@ -10,6 +10,7 @@
 
 mod console_io;
 mod evtchn;
+pub(crate) mod grant_table;
 mod sched;
 mod xen_version;
 
@@ -48,6 +49,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             Ok(nr::SCHED_OP) => return self.sched_op(idx, frame),
             Ok(nr::SCHED_OP_COMPAT) => return self.sched_op_compat(idx, frame),
             Ok(nr::EVENT_CHANNEL_OP) => return self.event_channel_op(idx, frame),
+            Ok(nr::GRANT_TABLE_OP) => return self.grant_table_op(idx, frame),
             _ => Err(Errno::ENOSYS),
         };
         frame.rax = to_rax(ret);

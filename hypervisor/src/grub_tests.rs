@@ -1,0 +1,212 @@
+//! Host tests of what GRUB needs beyond the foundation: grant-table setup, the xenstore
+//! responder, console input and the timer tick. They reuse the hand-built domains of
+//! `hv_tests.rs` (this is a child module of it).
+
+use super::*;
+use guest_abi::grant_table::{
+    GNTST_BAD_DOMAIN, GNTST_BAD_VIRT_ADDR, GNTST_GENERAL_ERROR, GNTST_PERMISSION_DENIED,
+    GNTTABOP_GET_VERSION, GNTTABOP_QUERY_SIZE, GNTTABOP_SET_VERSION, GNTTABOP_SETUP_TABLE,
+    GTF_PERMIT_ACCESS, GnttabQuerySize, GnttabSetupTable, GrantEntryV1,
+};
+use zerocopy::IntoBytes;
+
+const GNTTAB: u64 = 20;
+
+fn setup_table(hv: &mut Hv, g: &TestDomain, f: &mut GuestFrame, dom: DomId, n: u32) -> i16 {
+    let op = GnttabSetupTable {
+        dom,
+        nr_frames: n,
+        status: 0x55,
+        frame_list: DATA_VA + 0x100,
+        ..Default::default()
+    };
+    put(hv, g, 0, op.as_bytes());
+    call(hv, f, GNTTAB, GNTTABOP_SETUP_TABLE as u64, DATA_VA, 1);
+    assert_eq!(ret(f), 0, "setup_table itself succeeds");
+    let status = get(hv, g, 8, 2);
+    i16::from_le_bytes([status[0], status[1]])
+}
+
+fn frame_list(hv: &Hv, g: &TestDomain, n: usize) -> std::vec::Vec<u64> {
+    get(hv, g, 0x100, 8 * n)
+        .chunks(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn grant_version_1_only() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "t", false);
+    let mut f = started(&mut hv);
+    for (version, expect) in [(1u32, 0i64), (2, -38), (0, -22), (3, -22), (u32::MAX, -22)] {
+        put(&hv, &g, 0, &version.to_le_bytes());
+        call(
+            &mut hv,
+            &mut f,
+            GNTTAB,
+            GNTTABOP_SET_VERSION as u64,
+            DATA_VA,
+            1,
+        );
+        assert_eq!(ret(&f), expect, "version {version}");
+        // The version in force is written back.
+        assert_eq!(get(&hv, &g, 0, 4), 1u32.to_le_bytes());
+    }
+    // Exactly one op per call, as in Xen; unknown ops are ENOSYS; bad pointers EFAULT.
+    call(
+        &mut hv,
+        &mut f,
+        GNTTAB,
+        GNTTABOP_SET_VERSION as u64,
+        DATA_VA,
+        2,
+    );
+    assert_eq!(ret(&f), -22);
+    call(&mut hv, &mut f, GNTTAB, 99, DATA_VA, 1);
+    assert_eq!(ret(&f), -38);
+    call(
+        &mut hv,
+        &mut f,
+        GNTTAB,
+        GNTTABOP_SET_VERSION as u64,
+        HV_ADDRESS,
+        1,
+    );
+    assert_eq!(ret(&f), -14);
+    // get_version of self.
+    put(&hv, &g, 0, &[0xf0, 0x7f, 0, 0, 9, 9, 9, 9]);
+    call(
+        &mut hv,
+        &mut f,
+        GNTTAB,
+        GNTTABOP_GET_VERSION as u64,
+        DATA_VA,
+        1,
+    );
+    assert_eq!(ret(&f), 0);
+    assert_eq!(get(&hv, &g, 4, 4), 1u32.to_le_bytes());
+}
+
+#[test]
+fn setup_table_gives_owned_zeroed_frames_with_seeded_refs() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "t", false);
+    let mut f = started(&mut hv);
+    let owned_before = hv.frames.count_of(DomId(1));
+    assert_eq!(setup_table(&mut hv, &g, &mut f, DomId::SELF, 1), 0);
+    let first = frame_list(&hv, &g, 1)[0];
+    assert_eq!(hv.frames.owner(Mfn(first)), Some(DomId(1)));
+    assert_eq!(hv.frames.count_of(DomId(1)), owned_before + 1);
+    // Refs 0 and 1 grant the console and xenstore rings to dom0, as the toolstack does.
+    let d = &hv.domains[g.idx];
+    let (console, store) = (d.console_ring.unwrap().0, d.store_ring.unwrap().0);
+    let mut e = GrantEntryV1::default();
+    hv.mem.read(Mfn(first).maddr(), e.as_mut_bytes()).unwrap();
+    assert_eq!(
+        (e.flags, e.domid, e.frame as u64),
+        (GTF_PERMIT_ACCESS, DomId(0), console.0)
+    );
+    hv.mem
+        .read(Mfn(first).maddr() + 8, e.as_mut_bytes())
+        .unwrap();
+    assert_eq!(e.frame as u64, store.0);
+    let mut rest = [0xffu8; 64];
+    hv.mem.read(Mfn(first).maddr() + 16, &mut rest).unwrap();
+    assert!(rest.iter().all(|&b| b == 0), "grant frame not zeroed");
+
+    // Asking again (own id this time) returns the same frame first, grows to 3.
+    assert_eq!(setup_table(&mut hv, &g, &mut f, DomId(1), 3), 0);
+    let three = frame_list(&hv, &g, 3);
+    assert_eq!(three[0], first);
+    assert!(three[1] != first && three[2] != three[1]);
+    assert_eq!(hv.frames.count_of(DomId(1)), owned_before + 3);
+
+    // query_size reports them.
+    let q = GnttabQuerySize {
+        dom: DomId::SELF,
+        ..Default::default()
+    };
+    put(&hv, &g, 0, q.as_bytes());
+    call(
+        &mut hv,
+        &mut f,
+        GNTTAB,
+        GNTTABOP_QUERY_SIZE as u64,
+        DATA_VA,
+        1,
+    );
+    assert_eq!(ret(&f), 0);
+    assert_eq!(get(&hv, &g, 4, 8), [3, 0, 0, 0, 4, 0, 0, 0]);
+
+    // The frames go back to the allocator with the domain.
+    let free_before = hv.frames.free_count();
+    put(&hv, &g, 0, &0u32.to_le_bytes());
+    call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, DATA_VA, 0);
+    assert_eq!(hv.frames.count_of(DomId(1)), 0);
+    assert_eq!(hv.frames.free_count(), free_before + owned_before + 3);
+}
+
+#[test]
+fn setup_table_refuses_hostile_requests_in_status() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "t", false);
+    add_domain(&mut hv, 2, "other", false);
+    let mut f = started(&mut hv);
+    let owned = hv.frames.count_of(DomId(1));
+    for n in [5, 1000, u32::MAX] {
+        assert_eq!(
+            setup_table(&mut hv, &g, &mut f, DomId::SELF, n),
+            GNTST_GENERAL_ERROR
+        );
+    }
+    assert_eq!(
+        setup_table(&mut hv, &g, &mut f, DomId(2), 1),
+        GNTST_PERMISSION_DENIED
+    );
+    assert_eq!(
+        setup_table(&mut hv, &g, &mut f, DomId(77), 1),
+        GNTST_BAD_DOMAIN
+    );
+    assert_eq!(hv.frames.count_of(DomId(1)), owned, "nothing allocated");
+    // A frame_list pointing into the hypervisor: status, not a crash.
+    let op = GnttabSetupTable {
+        dom: DomId::SELF,
+        nr_frames: 1,
+        frame_list: HV_ADDRESS,
+        ..Default::default()
+    };
+    put(&hv, &g, 0, op.as_bytes());
+    call(
+        &mut hv,
+        &mut f,
+        GNTTAB,
+        GNTTABOP_SETUP_TABLE as u64,
+        DATA_VA,
+        1,
+    );
+    assert_eq!(ret(&f), 0);
+    assert_eq!(get(&hv, &g, 8, 2), GNTST_BAD_VIRT_ADDR.to_le_bytes());
+    // An unreadable op is EFAULT; a wrong count EINVAL.
+    call(&mut hv, &mut f, GNTTAB, GNTTABOP_SETUP_TABLE as u64, 0, 1);
+    assert_eq!(ret(&f), -14);
+    call(
+        &mut hv,
+        &mut f,
+        GNTTAB,
+        GNTTABOP_SETUP_TABLE as u64,
+        DATA_VA,
+        0,
+    );
+    assert_eq!(ret(&f), -22);
+    call(
+        &mut hv,
+        &mut f,
+        GNTTAB,
+        GNTTABOP_QUERY_SIZE as u64,
+        HV_ADDRESS,
+        1,
+    );
+    assert_eq!(ret(&f), -14);
+    assert_eq!(hv.domains[g.idx].state, DomainState::Runnable);
+}

@@ -210,3 +210,61 @@ fn setup_table_refuses_hostile_requests_in_status() {
     assert_eq!(ret(&f), -14);
     assert_eq!(hv.domains[g.idx].state, DomainState::Runnable);
 }
+
+fn store_ring(hv: &Hv, g: &TestDomain) -> Mfn {
+    hv.domains[g.idx].store_ring.unwrap().0
+}
+
+#[test]
+fn xenstore_kick_answers_requests_of_the_domain() {
+    use guest_abi::xenstore::{XS_DIRECTORY, XS_ERROR, XenstoreDomainInterface, XsdSockmsg};
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "grub", false);
+    let mut f = started(&mut hv);
+    let ring = store_ring(&hv, &g).maddr();
+    let req = XsdSockmsg {
+        type_: XS_DIRECTORY,
+        req_id: 9,
+        tx_id: 0,
+        len: 11,
+    };
+    hv.mem.write(ring, req.as_bytes()).unwrap();
+    hv.mem.write(ring + 16, b"device/vbd\0").unwrap();
+    let prod = core::mem::offset_of!(XenstoreDomainInterface, req_prod) as u64;
+    hv.mem.write_u64(ring + prod, 27).unwrap(); // req_prod = 27, rsp_cons = 0
+    put(&hv, &g, 0, &STORE_PORT.0.to_le_bytes());
+    call(&mut hv, &mut f, 32, EVTCHNOP_SEND as u64, DATA_VA, 0);
+    assert_eq!(ret(&f), 0);
+    let rsp = core::mem::offset_of!(XenstoreDomainInterface, rsp) as u64;
+    let mut h = XsdSockmsg::default();
+    hv.mem.read(ring + rsp, h.as_mut_bytes()).unwrap();
+    assert_eq!((h.type_, h.req_id, h.len), (XS_ERROR, 9, 7));
+    let mut body = [0u8; 7];
+    hv.mem.read(ring + rsp + 16, &mut body).unwrap();
+    assert_eq!(&body, b"ENOENT\0");
+}
+
+#[test]
+fn hostile_xenstore_ring_crashes_only_that_domain() {
+    use guest_abi::xenstore::XenstoreDomainInterface;
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "evil", false);
+    add_domain(&mut hv, 2, "good", false);
+    let mut f = started(&mut hv);
+    let prod = core::mem::offset_of!(XenstoreDomainInterface, req_prod) as u64;
+    hv.mem
+        .write(store_ring(&hv, &g).maddr() + prod, &5000u32.to_le_bytes())
+        .unwrap();
+    put(&hv, &g, 0, &STORE_PORT.0.to_le_bytes());
+    let r = call(&mut hv, &mut f, 32, EVTCHNOP_SEND as u64, DATA_VA, 0);
+    assert!(matches!(r, Resume::Guest { .. }));
+    assert_eq!(f.rbx, 2, "the other domain runs on");
+    assert!(
+        console(&hv).contains(
+            "(hv) d1 evil: crashed: xenstore ring protocol violation (req_prod=0x1388)\n"
+        ),
+        "{}",
+        console(&hv)
+    );
+    assert_eq!(hv.domains[g.idx].state, DomainState::Crashed);
+}

@@ -19,6 +19,7 @@ pub mod hypercall;
 pub mod memory;
 pub mod platform;
 pub mod time;
+pub mod xenstore;
 
 #[cfg(test)]
 pub mod testutil;

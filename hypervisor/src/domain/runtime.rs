@@ -78,6 +78,8 @@ pub struct Domain {
     pub shutdown_code: Option<ShutdownReason>,
     /// Grant table frames (GNTTABOP_setup_table).
     pub grant: crate::hypercall::grant_table::GrantTable,
+    /// State of the hypervisor's xenstore connection on the store ring.
+    pub xenstore: crate::xenstore::XsConn,
 }
 
 impl Domain {
@@ -113,6 +115,7 @@ impl Domain {
             console_io_dropping_reported: false,
             shutdown_code: None,
             grant: crate::hypercall::grant_table::GrantTable::new(),
+            xenstore: crate::xenstore::XsConn::default(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! `event_channel_op` (32): only `EVTCHNOP_send`, the kick of the console and xenstore
 //! rings. There are no real event channels yet: the console backend drains on the kick,
-//! the xenstore kick is accepted and ignored.
+//! and the hypervisor's xenstore answers the queued requests on its kick.
 
 use super::to_rax;
 use crate::hv::Hypervisor;
@@ -23,6 +23,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                         }
                         Ok(0)
                     } else if d.store_ring.is_some_and(|(_, port)| port == send.port) {
+                        // The kick of the hypervisor's xenstore: answer what is queued.
+                        if !self.service_xenstore(idx) {
+                            return self.run_next(Some(idx), frame);
+                        }
                         Ok(0)
                     } else {
                         // Xen's answer for a port that is not bound.

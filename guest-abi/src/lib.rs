@@ -21,6 +21,7 @@ pub mod grant_table;
 pub mod hypercall;
 pub mod ids;
 pub mod layout;
+pub mod mmu;
 pub mod nr;
 #[cfg(target_arch = "x86_64")]
 pub mod raw;

@@ -1,4 +1,8 @@
-//! The frame table (owner of every machine frame), the frame allocator and the m2p.
+//! The frame table (owner, page type, type count, reference count and pin of every machine
+//! frame), the frame allocator and the m2p.
+//!
+//! This module only keeps the bookkeeping; the typing rules (what may become a page
+//! table, recursive validation) live in `memory::pagetable`.
 //!
 //! The table and the m2p are caller-provided `'static` storage (the arch layer keeps them
 //! in its image; the m2p is also mapped read-only into every guest), so this module never
@@ -23,6 +27,80 @@ const FLAG_FREE: u16 = 1 << 0;
 /// `FrameInfo::flags`: the frame is RAM and belongs to `owner`.
 const FLAG_ALLOCATED: u16 = 1 << 1;
 
+/// `FrameInfo::flags`: the page type (a [`PageType`]) in bits 2..=4.
+const TYPE_SHIFT: u16 = 2;
+const TYPE_MASK: u16 = 0b111 << TYPE_SHIFT;
+/// `FrameInfo::flags`: the domain pinned this page table (one type reference).
+const FLAG_PINNED: u16 = 1 << 5;
+
+/// What a frame is used as (Xen's `PGT_*` types). A frame holds one type while its type
+/// count is non-zero; at count 0 the type means nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum PageType {
+    /// No use recorded.
+    None = 0,
+    /// Mapped writable somewhere (or held writable by the hypervisor).
+    Writable = 1,
+    /// Level-1 page table.
+    L1 = 2,
+    /// Level-2 page table.
+    L2 = 3,
+    /// Level-3 page table.
+    L3 = 4,
+    /// Level-4 page table.
+    L4 = 5,
+    /// GDT/LDT page.
+    SegDesc = 6,
+}
+
+impl PageType {
+    const fn from_bits(bits: u16) -> PageType {
+        match bits {
+            1 => PageType::Writable,
+            2 => PageType::L1,
+            3 => PageType::L2,
+            4 => PageType::L3,
+            5 => PageType::L4,
+            6 => PageType::SegDesc,
+            _ => PageType::None,
+        }
+    }
+
+    /// The page-table level (1..=4), if this is a page-table type.
+    pub const fn pt_level(self) -> Option<u32> {
+        match self {
+            PageType::L1 => Some(1),
+            PageType::L2 => Some(2),
+            PageType::L3 => Some(3),
+            PageType::L4 => Some(4),
+            _ => None,
+        }
+    }
+
+    /// The page-table type of `level` (1..=4).
+    pub const fn of_level(level: u32) -> Option<PageType> {
+        match level {
+            1 => Some(PageType::L1),
+            2 => Some(PageType::L2),
+            3 => Some(PageType::L3),
+            4 => Some(PageType::L4),
+            _ => None,
+        }
+    }
+}
+
+/// The typing state of an allocated frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TypeState {
+    /// Current type (meaningless when `count` is 0).
+    pub ty: PageType,
+    /// Type references: mappings, higher-level entries, pins, CR3 loads.
+    pub count: u32,
+    /// Whether the domain pinned it (the pin holds one of `count`).
+    pub pinned: bool,
+}
+
 /// What the hypervisor knows about one machine frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
@@ -31,6 +109,11 @@ pub struct FrameInfo {
     pub owner: DomId,
     /// Frame state bits (private to this module).
     pub flags: u16,
+    /// Type references (see [`TypeState`]).
+    type_count: u32,
+    /// General references: every mapping, table entry, pin or CR3 load of the frame,
+    /// whatever its type.
+    ref_count: u32,
 }
 
 impl FrameInfo {
@@ -38,11 +121,15 @@ impl FrameInfo {
     pub const UNUSABLE: FrameInfo = FrameInfo {
         owner: DomId::INVALID,
         flags: 0,
+        type_count: 0,
+        ref_count: 0,
     };
     /// A free RAM frame.
     const FREE: FrameInfo = FrameInfo {
         owner: DomId::INVALID,
         flags: FLAG_FREE,
+        type_count: 0,
+        ref_count: 0,
     };
 
     fn is_free(self) -> bool {
@@ -65,6 +152,8 @@ pub struct Frames {
     free: usize,
     /// Group where the next allocation starts looking (next-fit).
     hint: usize,
+    /// Highest frame ever handed to the allocator (`XENMEM_maximum_ram_page`).
+    max_ram: u64,
 }
 
 impl Frames {
@@ -89,6 +178,7 @@ impl Frames {
             group_free: [0; GROUPS],
             free: 0,
             hint: 0,
+            max_ram: 0,
         };
         for range in free_ram {
             frames.release_ram(range.clone());
@@ -118,6 +208,8 @@ impl Frames {
             self.table[i] = FrameInfo {
                 owner,
                 flags: FLAG_ALLOCATED,
+                type_count: 0,
+                ref_count: 0,
             };
             self.m2p[i] = INVALID_M2P_ENTRY;
             self.group_free[group] -= 1;
@@ -192,6 +284,91 @@ impl Frames {
         self.index(mfn).map(|i| self.m2p[i])
     }
 
+    /// Typing state of an allocated frame (`None` if free, not RAM or out of range).
+    pub fn type_state(&self, mfn: Mfn) -> Option<TypeState> {
+        let i = self.index(mfn)?;
+        let info = self.table[i];
+        info.is_allocated().then_some(TypeState {
+            ty: PageType::from_bits((info.flags & TYPE_MASK) >> TYPE_SHIFT),
+            count: info.type_count,
+            pinned: info.flags & FLAG_PINNED != 0,
+        })
+    }
+
+    /// Records the typing state of an allocated frame (ignored for any other frame).
+    pub fn set_type_state(&mut self, mfn: Mfn, st: TypeState) {
+        let Some(i) = self.index(mfn) else { return };
+        let info = &mut self.table[i];
+        if !info.is_allocated() {
+            return;
+        }
+        let mut flags = info.flags & !(TYPE_MASK | FLAG_PINNED);
+        flags |= (st.ty as u16) << TYPE_SHIFT;
+        if st.pinned {
+            flags |= FLAG_PINNED;
+        }
+        info.flags = flags;
+        info.type_count = st.count;
+    }
+
+    /// Takes a writable type reference the hypervisor keeps for the domain's life, on a
+    /// frame it writes itself (shared_info, console and xenstore rings, grant frames), so
+    /// the domain can never turn it into a page table under the hypervisor's writes.
+    /// `false` if the frame is not allocated or already holds another type.
+    pub fn hold_writable(&mut self, mfn: Mfn) -> bool {
+        let Some(st) = self.type_state(mfn) else {
+            return false;
+        };
+        if st.count > 0 && st.ty != PageType::Writable {
+            return false;
+        }
+        let Some(count) = st.count.checked_add(1) else {
+            return false;
+        };
+        if !self.get_ref(mfn) {
+            return false;
+        }
+        self.set_type_state(
+            mfn,
+            TypeState {
+                ty: PageType::Writable,
+                count,
+                pinned: false,
+            },
+        );
+        true
+    }
+
+    /// General reference count of an allocated frame.
+    pub fn ref_count(&self, mfn: Mfn) -> Option<u32> {
+        let info = self.table[self.index(mfn)?];
+        info.is_allocated().then_some(info.ref_count)
+    }
+
+    /// Takes a general reference on an allocated frame; `false` if it is not allocated
+    /// or the count would overflow.
+    pub fn get_ref(&mut self, mfn: Mfn) -> bool {
+        let Some(i) = self.index(mfn) else {
+            return false;
+        };
+        let info = &mut self.table[i];
+        match info.ref_count.checked_add(1) {
+            Some(n) if info.is_allocated() => {
+                info.ref_count = n;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Drops a general reference (never below 0).
+    pub fn put_ref(&mut self, mfn: Mfn) {
+        if let Some(i) = self.index(mfn) {
+            let info = &mut self.table[i];
+            info.ref_count = info.ref_count.saturating_sub(1);
+        }
+    }
+
     /// Frames currently free.
     pub fn free_count(&self) -> usize {
         self.free
@@ -209,7 +386,13 @@ impl Frames {
         usize::try_from(mfn.0).ok().filter(|&i| i < self.len)
     }
 
+    /// Highest RAM frame number the allocator knows.
+    pub fn max_ram_mfn(&self) -> u64 {
+        self.max_ram
+    }
+
     fn mark_free(&mut self, i: usize) {
+        self.max_ram = self.max_ram.max(i as u64);
         self.table[i] = FrameInfo::FREE;
         self.m2p[i] = INVALID_M2P_ENTRY;
         self.group_free[i / GROUP_FRAMES] += 1;

@@ -3,5 +3,6 @@
 
 pub mod frames;
 pub mod guest;
+pub mod pagetable;
 
-pub use frames::{FrameInfo, Frames, MAX_FRAMES};
+pub use frames::{FrameInfo, Frames, MAX_FRAMES, PageType, TypeState};

@@ -1,0 +1,311 @@
+//! Host tests of the typing rules: validation, pins, roots, entry updates.
+
+use super::*;
+use crate::memory::FrameInfo;
+use crate::testutil::{FakeMemory, leak};
+
+const DOM: DomId = DomId(1);
+const NR_FRAMES: usize = 64;
+const TABLE: u64 = 0x67; // P RW U A D
+const RW_PAGE: u64 = 0x7; // P RW U
+const RO_PAGE: u64 = 0x5; // P U
+const HV: [u64; 16] = [0x1234_5063; 16];
+
+struct Fx {
+    mem: FakeMemory,
+    frames: Frames,
+}
+
+impl Fx {
+    fn new() -> Fx {
+        let mem = FakeMemory::new(NR_FRAMES * PAGE_SIZE);
+        let frames = Frames::new(
+            leak(FrameInfo::UNUSABLE, NR_FRAMES),
+            leak(0, NR_FRAMES),
+            core::slice::from_ref(&(0..(NR_FRAMES * PAGE_SIZE) as u64)),
+        );
+        Fx { mem, frames }
+    }
+    fn alloc(&mut self, dom: DomId) -> Mfn {
+        let m = self.frames.alloc(dom).unwrap();
+        self.mem.fill(m.maddr(), 0, PAGE_SIZE).unwrap();
+        m
+    }
+    fn ctx(&mut self) -> PtCtx<'_, FakeMemory> {
+        PtCtx {
+            mem: &self.mem,
+            frames: &mut self.frames,
+            dom: DOM,
+            hv_slots: &HV,
+        }
+    }
+    fn set(&self, table: Mfn, slot: u64, entry: u64) {
+        self.mem.write_u64(table.maddr() + slot * 8, entry).unwrap();
+    }
+    fn get(&self, table: Mfn, slot: u64) -> u64 {
+        self.mem.read_u64(table.maddr() + slot * 8).unwrap()
+    }
+    fn ty(&self, mfn: Mfn) -> (PageType, u32) {
+        let st = self.frames.type_state(mfn).unwrap();
+        if st.count == 0 {
+            (PageType::None, 0)
+        } else {
+            (st.ty, st.count)
+        }
+    }
+}
+
+/// L4[0] → L3[0] → L2[0] → L1, which maps `data` RW at slot 0 and the L1 itself RO at
+/// slot 1 (as guests map their own tables).
+struct Tree {
+    l4: Mfn,
+    l3: Mfn,
+    l2: Mfn,
+    l1: Mfn,
+    data: Mfn,
+}
+
+fn tree(fx: &mut Fx) -> Tree {
+    let (l4, l3, l2, l1, data) = (
+        fx.alloc(DOM),
+        fx.alloc(DOM),
+        fx.alloc(DOM),
+        fx.alloc(DOM),
+        fx.alloc(DOM),
+    );
+    fx.set(l4, 0, l3.maddr() | TABLE);
+    fx.set(l3, 0, l2.maddr() | TABLE);
+    fx.set(l2, 0, l1.maddr() | TABLE);
+    fx.set(l1, 0, data.maddr() | RW_PAGE);
+    fx.set(l1, 1, l1.maddr() | RO_PAGE);
+    Tree {
+        l4,
+        l3,
+        l2,
+        l1,
+        data,
+    }
+}
+
+#[test]
+fn pin_validates_recursively_and_unpin_releases_everything() {
+    let mut fx = Fx::new();
+    let t = tree(&mut fx);
+    fx.ctx().pin(t.l4, 4).unwrap();
+    assert_eq!(fx.ty(t.l4), (PageType::L4, 1));
+    assert!(fx.frames.type_state(t.l4).unwrap().pinned);
+    assert_eq!(fx.ty(t.l3), (PageType::L3, 1));
+    assert_eq!(fx.ty(t.l2), (PageType::L2, 1));
+    assert_eq!(fx.ty(t.l1), (PageType::L1, 1));
+    assert_eq!(fx.ty(t.data), (PageType::Writable, 1));
+    // The RO self-mapping holds a general reference only.
+    assert_eq!(fx.frames.ref_count(t.l1), Some(2));
+    // Hypervisor slots were filled in.
+    assert_eq!(fx.get(t.l4, 256), HV[0]);
+    assert_eq!(fx.get(t.l4, 271), HV[15]);
+
+    // Pinning twice is refused; a pinned L4 cannot be pinned as another level.
+    assert_eq!(fx.ctx().pin(t.l4, 4), Err(Errno::EINVAL));
+    assert_eq!(fx.ctx().pin(t.l3, 2), Err(Errno::EINVAL));
+
+    fx.ctx().unpin(t.l4).unwrap();
+    for m in [t.l4, t.l3, t.l2, t.l1, t.data] {
+        assert_eq!(fx.ty(m), (PageType::None, 0));
+        assert_eq!(fx.frames.ref_count(m), Some(0));
+    }
+    assert_eq!(
+        fx.ctx().unpin(t.l4),
+        Err(Errno::EINVAL),
+        "not pinned any more"
+    );
+    // The former table can now be used as ordinary writable memory.
+    fx.ctx().get_type(t.l1, PageType::Writable).unwrap();
+}
+
+#[test]
+fn present_entries_get_user_and_lose_global() {
+    let mut fx = Fx::new();
+    let t = tree(&mut fx);
+    fx.set(t.l1, 0, t.data.maddr() | 0x3 | Pte::GLOBAL.bits()); // P RW G, no U
+    fx.set(t.l2, 0, t.l1.maddr() | 0x3);
+    fx.ctx().pin(t.l4, 4).unwrap();
+    assert_eq!(fx.get(t.l1, 0), t.data.maddr() | 0x7);
+    assert_eq!(fx.get(t.l2, 0), t.l1.maddr() | 0x7);
+}
+
+#[test]
+fn hostile_tables_are_refused_and_leave_nothing_behind() {
+    type Breaker = fn(&Fx, &Tree, Mfn);
+    let cases: [(&str, Breaker); 9] = [
+        ("L1 maps itself writable", |fx, t, _| {
+            fx.set(t.l1, 1, t.l1.maddr() | RW_PAGE)
+        }),
+        ("L1 maps the L4 writable", |fx, t, _| {
+            fx.set(t.l1, 2, t.l4.maddr() | RW_PAGE)
+        }),
+        ("L1 maps another domain's frame", |fx, t, foreign| {
+            fx.set(t.l1, 2, foreign.maddr() | RO_PAGE)
+        }),
+        ("L1 maps a frame that is not RAM", |fx, t, _| {
+            fx.set(t.l1, 2, (1 << 40) | RO_PAGE)
+        }),
+        ("L1 entry with PCD", |fx, t, _| {
+            fx.set(t.l1, 0, t.data.maddr() | RW_PAGE | Pte::PCD.bits())
+        }),
+        ("L1 entry with PAT", |fx, t, _| {
+            fx.set(t.l1, 0, t.data.maddr() | RW_PAGE | Pte::PAT_PS.bits())
+        }),
+        ("superpage in L2", |fx, t, _| {
+            fx.set(t.l2, 1, t.data.maddr() | TABLE | Pte::PAT_PS.bits())
+        }),
+        ("linear L4 (points at itself)", |fx, t, _| {
+            fx.set(t.l4, 1, t.l4.maddr() | 0x5)
+        }),
+        ("L2 points at its L3", |fx, t, _| {
+            fx.set(t.l2, 1, t.l3.maddr() | 0x5)
+        }),
+    ];
+    for (what, breaker) in cases {
+        let mut fx = Fx::new();
+        let foreign = fx.alloc(DomId(2));
+        let t = tree(&mut fx);
+        breaker(&fx, &t, foreign);
+        assert_eq!(fx.ctx().pin(t.l4, 4), Err(Errno::EINVAL), "{what}");
+        for m in [t.l4, t.l3, t.l2, t.l1, t.data, foreign] {
+            assert_eq!(fx.ty(m), (PageType::None, 0), "{what}: {m:?}");
+            assert_eq!(fx.frames.ref_count(m), Some(0), "{what}: {m:?}");
+        }
+    }
+}
+
+#[test]
+fn writable_frames_cannot_become_tables() {
+    let mut fx = Fx::new();
+    let t = tree(&mut fx);
+    fx.ctx().pin(t.l4, 4).unwrap();
+    // `data` is mapped writable: it cannot be pinned, nor become a root.
+    assert_eq!(fx.ctx().pin(t.data, 1), Err(Errno::EINVAL));
+    assert_eq!(fx.ctx().switch_root(t.data, None), Err(Errno::EINVAL));
+    // Another domain's frame or a frame beyond RAM cannot be pinned either.
+    let foreign = fx.alloc(DomId(2));
+    assert_eq!(fx.ctx().pin(foreign, 1), Err(Errno::EINVAL));
+    assert_eq!(fx.ctx().pin(Mfn(u64::MAX >> 12), 1), Err(Errno::EINVAL));
+    assert_eq!(fx.ctx().pin(t.data, 5), Err(Errno::EINVAL));
+    // A frame the hypervisor holds writable (shared_info) cannot become a table.
+    let shared = fx.alloc(DOM);
+    assert!(fx.frames.hold_writable(shared));
+    assert_eq!(fx.ctx().pin(shared, 1), Err(Errno::EINVAL));
+}
+
+#[test]
+fn roots_keep_tables_alive_after_unpin() {
+    let mut fx = Fx::new();
+    let t = tree(&mut fx);
+    fx.ctx().pin(t.l4, 4).unwrap();
+    fx.ctx().switch_root(t.l4, None).unwrap();
+    assert_eq!(fx.ty(t.l4), (PageType::L4, 2));
+    // Unpinning the live root (allowed, as in Xen) keeps it validated: still no way to
+    // map it writable.
+    fx.ctx().unpin(t.l4).unwrap();
+    assert_eq!(fx.ty(t.l4), (PageType::L4, 1));
+    let slot = fx.ctx().l1_entry_maddr(t.l4, 2 << 12).unwrap();
+    assert_eq!(
+        fx.ctx().mod_entry(slot, t.l4.maddr() | RW_PAGE, false),
+        Err(Errno::EINVAL)
+    );
+    // GRUB's switch: pin the new root, load it, unpin the old one.
+    let t2 = tree(&mut fx);
+    fx.ctx().pin(t2.l4, 4).unwrap();
+    fx.ctx().switch_root(t2.l4, Some(t.l4)).unwrap();
+    assert_eq!(fx.ty(t.l1), (PageType::None, 0));
+    fx.ctx().get_type(t.l4, PageType::Writable).unwrap();
+}
+
+#[test]
+fn mod_entry_keeps_references_right() {
+    let mut fx = Fx::new();
+    let t = tree(&mut fx);
+    let other = fx.alloc(DOM);
+    fx.ctx().pin(t.l4, 4).unwrap();
+    let pte = |slot: u64| t.l1.maddr() + slot * 8;
+
+    // Map `other` RW at slot 3, then downgrade it to RO, then unmap it.
+    fx.ctx()
+        .mod_entry(pte(3), other.maddr() | RW_PAGE, false)
+        .unwrap();
+    assert_eq!(fx.ty(other), (PageType::Writable, 1));
+    assert_eq!(fx.get(t.l1, 3), other.maddr() | RW_PAGE);
+    fx.ctx()
+        .mod_entry(pte(3), other.maddr() | RO_PAGE, false)
+        .unwrap();
+    assert_eq!(fx.ty(other), (PageType::None, 0));
+    assert_eq!(fx.frames.ref_count(other), Some(1));
+    fx.ctx().mod_entry(pte(3), 0, false).unwrap();
+    assert_eq!(fx.frames.ref_count(other), Some(0));
+
+    // A/D preserved on request.
+    fx.set(t.l1, 0, t.data.maddr() | RW_PAGE | 0x60);
+    fx.ctx()
+        .mod_entry(pte(0), t.data.maddr() | RW_PAGE, true)
+        .unwrap();
+    assert_eq!(fx.get(t.l1, 0), t.data.maddr() | RW_PAGE | 0x60);
+    assert_eq!(fx.ty(t.data), (PageType::Writable, 1));
+
+    // Refused: writable map of a table, foreign frame, bad flags, hypervisor L4 slot.
+    let foreign = fx.alloc(DomId(2));
+    for (ptr, val) in [
+        (pte(4), t.l2.maddr() | RW_PAGE),
+        (pte(4), foreign.maddr() | RO_PAGE),
+        (pte(4), other.maddr() | RW_PAGE | Pte::PWT.bits()),
+        (pte(4), other.maddr() | RW_PAGE | Pte::GNTTAB.bits()),
+        (t.l4.maddr() + 256 * 8, 0),
+        (t.l4.maddr() + 300 * 8, t.l4.maddr() | 0x5),
+        (t.l2.maddr() + 8, other.maddr() | TABLE | Pte::PAT_PS.bits()),
+        (foreign.maddr(), 0),
+    ] {
+        assert_eq!(
+            fx.ctx().mod_entry(ptr, val, false),
+            Err(Errno::EINVAL),
+            "{ptr:#x} <- {val:#x}"
+        );
+    }
+    assert_eq!(fx.get(t.l4, 256), HV[0]);
+    assert_eq!(fx.ty(t.l2), (PageType::L2, 1));
+
+    // Hooking a new L1 under the live L2 validates it on the spot; unhooking releases it.
+    let l1b = fx.alloc(DOM);
+    fx.set(l1b, 0, other.maddr() | RW_PAGE);
+    fx.ctx()
+        .mod_entry(t.l2.maddr() + 8, l1b.maddr() | TABLE, false)
+        .unwrap();
+    assert_eq!(fx.ty(l1b), (PageType::L1, 1));
+    assert_eq!(fx.ty(other), (PageType::Writable, 1));
+    fx.ctx().mod_entry(t.l2.maddr() + 8, 0, false).unwrap();
+    assert_eq!(fx.ty(l1b), (PageType::None, 0));
+    assert_eq!(fx.ty(other), (PageType::None, 0));
+
+    // A frame that is no table is written as plain memory.
+    fx.ctx()
+        .mod_entry(other.maddr() + 16, 0xabcd, false)
+        .unwrap();
+    assert_eq!(fx.get(other, 2), 0xabcd);
+    assert_eq!(fx.ty(other), (PageType::None, 0));
+}
+
+#[test]
+fn l1_entry_lookup() {
+    let mut fx = Fx::new();
+    let t = tree(&mut fx);
+    assert_eq!(
+        fx.ctx().l1_entry_maddr(t.l4, 0x1000),
+        Err(Errno::EINVAL),
+        "tables not validated yet"
+    );
+    fx.ctx().pin(t.l4, 4).unwrap();
+    assert_eq!(fx.ctx().l1_entry_maddr(t.l4, 0x5000), Ok(t.l1.maddr() + 40));
+    assert_eq!(
+        fx.ctx().l1_entry_maddr(t.l4, 1 << 21),
+        Err(Errno::EINVAL),
+        "no L1 there"
+    );
+}

@@ -268,3 +268,138 @@ fn hostile_xenstore_ring_crashes_only_that_domain() {
     );
     assert_eq!(hv.domains[g.idx].state, DomainState::Crashed);
 }
+
+fn in_indices(hv: &Hv, ring: Mfn) -> (u32, u32) {
+    let cons = core::mem::offset_of!(XenconsInterface, in_cons) as u64;
+    let mut b = [0u8; 8];
+    hv.mem.read(ring.maddr() + cons, &mut b).unwrap();
+    (
+        u32::from_le_bytes(b[..4].try_into().unwrap()),
+        u32::from_le_bytes(b[4..].try_into().unwrap()),
+    )
+}
+
+fn in_bytes(hv: &Hv, ring: Mfn, from: u32, len: usize) -> std::vec::Vec<u8> {
+    (0..len)
+        .map(|i| {
+            let slot = guest_abi::console::in_slot(from.wrapping_add(i as u32)) as u64;
+            let mut b = [0u8];
+            hv.mem.read(ring.maddr() + slot, &mut b).unwrap();
+            b[0]
+        })
+        .collect()
+}
+
+fn tick(hv: &mut Hv, f: &mut GuestFrame) -> Resume {
+    f.vector = 0x20;
+    hv.timer_tick(f)
+}
+
+#[test]
+fn typed_bytes_reach_the_first_domu_console_ring() {
+    let mut hv = new_hv();
+    add_domain(&mut hv, 0, "dom0", true);
+    let g = add_domain(&mut hv, 1, "grub", false);
+    add_domain(&mut hv, 2, "other", false);
+    let mut f = started(&mut hv);
+    hv.platform.input.extend(b"echo PV-INPUT-OK\r");
+    tick(&mut hv, &mut f);
+    assert_eq!(in_indices(&hv, g.ring), (0, 17));
+    assert_eq!(in_bytes(&hv, g.ring, 0, 17), b"echo PV-INPUT-OK\r");
+    assert!(hv.platform.input.is_empty());
+    // A full ring takes only what fits; the rest waits in the UART.
+    let cons = core::mem::offset_of!(XenconsInterface, in_cons) as u64;
+    hv.mem
+        .write(
+            g.ring.maddr() + cons,
+            &(17u32 + 10).wrapping_sub(1024).to_le_bytes(),
+        )
+        .unwrap();
+    hv.platform.input.extend([b'x'; 20]);
+    tick(&mut hv, &mut f);
+    assert_eq!(in_indices(&hv, g.ring).1, 27);
+    assert_eq!(hv.platform.input.len(), 10);
+    // Index wrap: in_prod near 2^32 crosses both the counter and the slot end.
+    let start = u32::MAX - 1;
+    let prod = core::mem::offset_of!(XenconsInterface, in_prod) as u64;
+    hv.mem
+        .write(g.ring.maddr() + cons, &start.to_le_bytes())
+        .unwrap();
+    hv.mem
+        .write(g.ring.maddr() + prod, &start.to_le_bytes())
+        .unwrap();
+    hv.platform.input.clear();
+    hv.platform.input.extend(b"wrap");
+    tick(&mut hv, &mut f);
+    assert_eq!(in_indices(&hv, g.ring), (start, 2));
+    assert_eq!(in_bytes(&hv, g.ring, start, 4), b"wrap");
+}
+
+#[test]
+fn hostile_input_indices_crash_the_domain() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "evil", false);
+    add_domain(&mut hv, 2, "good", false);
+    let mut f = started(&mut hv);
+    let cons = core::mem::offset_of!(XenconsInterface, in_cons) as u64;
+    hv.mem
+        .write(g.ring.maddr() + cons, &5000u32.to_le_bytes())
+        .unwrap();
+    hv.platform.input.extend(b"x");
+    let r = tick(&mut hv, &mut f);
+    assert!(matches!(r, Resume::Guest { .. }));
+    assert_eq!(f.rbx, 2, "the other domain runs on");
+    assert!(console(&hv).contains(
+        "(hv) d1 evil: crashed: console ring protocol violation (in_cons=0x1388 in_prod=0x0)\n"
+    ));
+}
+
+#[test]
+fn ticks_preempt_round_robin_and_serve_backends() {
+    let mut hv = new_hv();
+    let g1 = add_domain(&mut hv, 1, "spin", false);
+    add_domain(&mut hv, 2, "b", false);
+    let mut f = started(&mut hv);
+    assert_eq!(f.rbx, 1);
+    // Domain 1 spins: its registers are kept across the switch.
+    f.rip = ENTRY_RIP + 0x40;
+    f.rax = 0x1234;
+    ring_produce(&hv, g1.ring, 0, b"line\n");
+    let r = tick(&mut hv, &mut f);
+    assert!(matches!(r, Resume::Guest { .. }));
+    assert_eq!(f.rbx, 2, "preempted in favour of domain 2");
+    assert_eq!(console(&hv), "[d1 spin] line\n", "ring drained by the tick");
+    tick(&mut hv, &mut f);
+    assert_eq!((f.rbx, f.rip, f.rax), (1, ENTRY_RIP + 0x40, 0x1234));
+}
+
+#[test]
+fn a_waiting_prompt_is_shown_and_continued_without_prefix() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "grub", false);
+    let mut f = started(&mut hv);
+    ring_produce(&hv, g.ring, 0, b"Welcome\ngrub> ");
+    tick(&mut hv, &mut f);
+    // New output this tick: the partial line waits.
+    assert_eq!(console(&hv), "[d1 grub] Welcome\n");
+    tick(&mut hv, &mut f);
+    assert_eq!(console(&hv), "[d1 grub] Welcome\n[d1 grub] grub> ");
+    // The echo of typed input and the rest of the line follow on the same line.
+    ring_produce(&hv, g.ring, 14, b"echo hi\x08\n");
+    tick(&mut hv, &mut f);
+    assert_eq!(
+        console(&hv),
+        "[d1 grub] Welcome\n[d1 grub] grub> echo hi\x08\n"
+    );
+    // A prompt left open at shutdown is ended with a newline before the report.
+    ring_produce(&hv, g.ring, 23, b"grub> ");
+    tick(&mut hv, &mut f);
+    tick(&mut hv, &mut f);
+    put(&hv, &g, 0, &0u32.to_le_bytes());
+    call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, DATA_VA, 0);
+    assert!(
+        console(&hv).ends_with("[d1 grub] grub> \n(hv) d1 grub: shut down: poweroff\n(hv) d1 grub: poweroff\n(hv) all domains ended: 1 powered off, 0 failed\n"),
+        "{}",
+        console(&hv)
+    );
+}

@@ -18,6 +18,7 @@ pub mod hv;
 pub mod hypercall;
 pub mod memory;
 pub mod platform;
+pub mod tick;
 pub mod time;
 pub mod xenstore;
 

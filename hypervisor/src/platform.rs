@@ -44,6 +44,12 @@ pub trait MachineMemory {
 pub trait Platform {
     /// Writes bytes to the hypervisor console (COM1).
     fn console_write(&mut self, bytes: &[u8]);
+    /// Reads bytes typed on the hypervisor console into `buf` without waiting; returns
+    /// how many (0 when none are pending, or the machine has no console input).
+    fn console_read(&mut self, buf: &mut [u8]) -> usize {
+        let _ = buf;
+        0
+    }
     /// Reads the time stamp counter.
     fn rdtsc(&self) -> u64;
     /// TSC frequency in Hz (calibrated at boot).

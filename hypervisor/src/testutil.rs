@@ -52,6 +52,8 @@ impl MachineMemory for FakeMemory {
 
 /// A platform whose console is a string and whose TSC is a counter the test moves.
 pub struct FakePlatform {
+    /// Bytes "typed" on the console, taken by `console_read`.
+    pub input: std::collections::VecDeque<u8>,
     /// Everything written to the console.
     pub console: String,
     /// Current TSC value.
@@ -64,6 +66,7 @@ impl FakePlatform {
     /// A 1 GHz TSC starting at 0.
     pub fn new() -> Self {
         FakePlatform {
+            input: std::collections::VecDeque::new(),
             console: String::new(),
             tsc: core::cell::Cell::new(0),
             tsc_hz: 1_000_000_000,
@@ -80,6 +83,13 @@ impl Default for FakePlatform {
 impl Platform for FakePlatform {
     fn console_write(&mut self, bytes: &[u8]) {
         self.console.push_str(&String::from_utf8_lossy(bytes));
+    }
+    fn console_read(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.input.len());
+        for (slot, byte) in buf.iter_mut().zip(self.input.drain(..n)) {
+            *slot = byte;
+        }
+        n
     }
     fn rdtsc(&self) -> u64 {
         self.tsc.get()

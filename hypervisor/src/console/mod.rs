@@ -13,12 +13,14 @@ use guest_abi::{DomId, Mfn};
 pub const LINE_MAX: usize = 256;
 
 const ESC: u8 = 0x1b;
+/// Kept in ring output so that line editing at a guest's prompt shows right.
+const BACKSPACE: u8 = 0x08;
 
 /// Where console bytes came from; the two paths filter differently.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
-    /// The shared console ring: '\r' dropped, control bytes other than '\t' and ESC shown
-    /// as '.', everything else (including UTF-8) kept.
+    /// The shared console ring: '\r' dropped, control bytes other than '\t', backspace
+    /// and ESC shown as '.', everything else (including UTF-8) kept.
     Ring,
     /// `console_io` write: only printable ASCII and '\n' are kept (as Xen does for
     /// non-hardware domains); everything else is dropped.
@@ -38,6 +40,9 @@ pub struct Prefix<'a> {
 #[derive(Clone, Debug, Default)]
 pub struct LineBuffer {
     line: heapless::Vec<u8, LINE_MAX>,
+    /// The start of the current line (prefix included) was already printed by
+    /// [`LineBuffer::flush_partial`]: the rest follows without a prefix.
+    continued: bool,
 }
 
 impl LineBuffer {
@@ -45,6 +50,7 @@ impl LineBuffer {
     pub const fn new() -> Self {
         LineBuffer {
             line: heapless::Vec::new(),
+            continued: false,
         }
     }
 
@@ -68,7 +74,7 @@ impl LineBuffer {
                     continue;
                 }
                 (Source::Ring, b'\r') => continue,
-                (Source::Ring, b'\t' | ESC) => b,
+                (Source::Ring, b'\t' | BACKSPACE | ESC) => b,
                 (Source::Ring, 0..0x20 | 0x7f) => b'.',
                 (Source::Ring, _) => b,
                 (Source::ConsoleIo, 0x20..0x7f) => b,
@@ -84,27 +90,51 @@ impl LineBuffer {
 
     /// Prints the partial line, if any (used when the domain ends).
     pub fn flush<P: Platform>(&mut self, platform: &mut P, prefix: Prefix<'_>) {
-        if !self.line.is_empty() {
+        if !self.line.is_empty() || self.continued {
             self.emit(platform, prefix);
         }
+    }
+
+    /// Prints the partial line without ending it (a prompt waiting for input); what
+    /// follows on the same line is printed without a new prefix.
+    pub fn flush_partial<P: Platform>(&mut self, platform: &mut P, prefix: Prefix<'_>) {
+        if self.line.is_empty() {
+            return;
+        }
+        let mut out: heapless::Vec<u8, { LINE_MAX + 64 }> = heapless::Vec::new();
+        if !self.continued {
+            push_prefix(&mut out, prefix);
+        }
+        let _ = out.extend_from_slice(&self.line);
+        platform.console_write(&out);
+        self.line.clear();
+        self.continued = true;
     }
 
     /// Prints `[d<id> <name>] <line>\n` with one console write, and empties the line.
     fn emit<P: Platform>(&mut self, platform: &mut P, prefix: Prefix<'_>) {
         // Prefix ≤ 2 + 5 + 1 + 31 + 2, line ≤ LINE_MAX, newline 1.
         let mut out: heapless::Vec<u8, { LINE_MAX + 64 }> = heapless::Vec::new();
-        let _ = out.extend_from_slice(b"[d");
-        let mut digits = [0u8; 5];
-        let _ = out.extend_from_slice(decimal(prefix.id.0, &mut digits));
-        let _ = out.push(b' ');
-        let name = prefix.name.as_bytes();
-        let _ = out.extend_from_slice(&name[..name.len().min(31)]);
-        let _ = out.extend_from_slice(b"] ");
+        if !self.continued {
+            push_prefix(&mut out, prefix);
+        }
         let _ = out.extend_from_slice(&self.line);
         let _ = out.push(b'\n');
         platform.console_write(&out);
         self.line.clear();
+        self.continued = false;
     }
+}
+
+/// Appends `[d<id> <name>] `.
+fn push_prefix<const N: usize>(out: &mut heapless::Vec<u8, N>, prefix: Prefix<'_>) {
+    let _ = out.extend_from_slice(b"[d");
+    let mut digits = [0u8; 5];
+    let _ = out.extend_from_slice(decimal(prefix.id.0, &mut digits));
+    let _ = out.push(b' ');
+    let name = prefix.name.as_bytes();
+    let _ = out.extend_from_slice(&name[..name.len().min(31)]);
+    let _ = out.extend_from_slice(b"] ");
 }
 
 /// `v` in decimal, in `buf`.

@@ -9,7 +9,7 @@ use super::paging::{self, BOOT_TABLES, BOOT_TABLES_PAGES};
 use super::pc::Pc;
 use super::serial::{self, hv_println};
 use super::start_info;
-use super::{DIRECTMAP_BASE, Racy, pic, tsc, virt_to_phys};
+use super::{DIRECTMAP_BASE, Racy, pic, timer, tsc, virt_to_phys};
 use crate::hv::{BootConfig, Hypervisor};
 use crate::memory::{FrameInfo, MAX_FRAMES};
 use crate::platform::{GuestFrame, Resume};
@@ -262,6 +262,8 @@ extern "C" fn arch_main(start_info_paddr: u32, frame: *mut GuestFrame) -> ! {
         // by the entry code, which is not active now.
         hv.start(unsafe { &mut *frame })
     };
+    // From now on the hypervisor gets control back from spinning guests.
+    timer::start();
     match resume {
         // SAFETY: the core returns the L4 of a built domain and left its registers in
         // the entry frame.

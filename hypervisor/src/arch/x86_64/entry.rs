@@ -10,6 +10,7 @@ use super::boot::HV;
 use super::cpu::{self, *};
 use super::descriptors::{GUEST_CS32, GUEST_CS64, GUEST_DS, HV_CS};
 use super::serial::hv_println;
+use super::{pic, timer};
 use crate::platform::{ExitStatus, GuestFrame, Resume};
 use core::arch::global_asm;
 use core::mem::size_of;
@@ -260,6 +261,11 @@ extern "C" fn exception_entry(frame: &mut GuestFrame, cr2: u64) -> u64 {
         hypervisor_exception(frame, cr2);
     }
     match frame.vector {
+        // The periodic tick: the core serves its backends and may switch domains.
+        timer::VECTOR => {
+            pic::end_of_interrupt();
+            with_hv(|hv| hv.timer_tick(frame))
+        }
         // Not the guest's doing: a stray (masked-PIC spurious) interrupt or an NMI.
         // Resume the guest untouched. (`int n` from a guest arrives as #GP: every gate
         // is DPL0.)

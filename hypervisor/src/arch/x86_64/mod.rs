@@ -18,6 +18,7 @@ pub mod pc;
 pub mod pic;
 pub mod serial;
 pub mod start_info;
+pub mod timer;
 pub mod tsc;
 
 /// Where all machine memory below 4 GiB is mapped (PML4 slot 262), and where the image

@@ -18,6 +18,9 @@ impl Platform for Pc {
     fn console_write(&mut self, bytes: &[u8]) {
         serial::write_bytes(bytes);
     }
+    fn console_read(&mut self, buf: &mut [u8]) -> usize {
+        serial::read_bytes(buf)
+    }
     fn rdtsc(&self) -> u64 {
         cpu::rdtsc()
     }

@@ -6,6 +6,7 @@ use core::fmt;
 const COM1: u16 = 0x3f8;
 const LINE_STATUS: u16 = COM1 + 5;
 const TX_EMPTY: u8 = 1 << 5;
+const DATA_READY: u8 = 1 << 0;
 
 /// Programs COM1 for 115200 8N1, FIFOs on, no interrupts.
 pub fn init() {
@@ -24,6 +25,16 @@ pub fn write_bytes(bytes: &[u8]) {
         while inb(LINE_STATUS) & TX_EMPTY == 0 {}
         outb(COM1, b);
     }
+}
+
+/// Takes the received bytes waiting in the UART (polled; never blocks).
+pub fn read_bytes(buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() && inb(LINE_STATUS) & DATA_READY != 0 {
+        buf[n] = inb(COM1);
+        n += 1;
+    }
+    n
 }
 
 /// `fmt::Write` over COM1, for the hypervisor's own messages.

@@ -6,16 +6,8 @@ use core::mem::{offset_of, size_of};
 use static_assertions::const_assert_eq;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// `GNTTABOP_setup_table`.
-pub const GNTTABOP_SETUP_TABLE: u32 = 2;
-/// `GNTTABOP_dump_table`.
-pub const GNTTABOP_DUMP_TABLE: u32 = 3;
-/// `GNTTABOP_query_size`.
-pub const GNTTABOP_QUERY_SIZE: u32 = 6;
-/// `GNTTABOP_set_version`.
-pub const GNTTABOP_SET_VERSION: u32 = 8;
-/// `GNTTABOP_get_version`.
-pub const GNTTABOP_GET_VERSION: u32 = 10;
+/// The `GNTTABOP_*` commands, generated from `hypercall-gen/hypercalls.toml`.
+pub use crate::generated::grant_table_op::*;
 
 /// `GNTST_okay`.
 pub const GNTST_OKAY: i16 = 0;

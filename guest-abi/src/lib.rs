@@ -16,6 +16,7 @@ pub mod console;
 pub mod elfnote;
 pub mod errno;
 pub mod event_channel;
+pub mod generated;
 pub mod grant_table;
 #[cfg(target_arch = "x86_64")]
 pub mod hypercall;

@@ -3,22 +3,8 @@
 use static_assertions::const_assert_eq;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// Give up the CPU.
-pub const SCHEDOP_YIELD: u32 = 0;
-/// Block until an event is pending.
-pub const SCHEDOP_BLOCK: u32 = 1;
-/// Shut the domain down (`struct sched_shutdown`).
-pub const SCHEDOP_SHUTDOWN: u32 = 2;
-/// Poll a set of ports.
-pub const SCHEDOP_POLL: u32 = 3;
-/// Shut another domain down.
-pub const SCHEDOP_REMOTE_SHUTDOWN: u32 = 4;
-/// Record a shutdown code only.
-pub const SCHEDOP_SHUTDOWN_CODE: u32 = 5;
-/// Watchdog.
-pub const SCHEDOP_WATCHDOG: u32 = 6;
-/// Pin override (hardware domain).
-pub const SCHEDOP_PIN_OVERRIDE: u32 = 7;
+/// The `SCHEDOP_*` commands, generated from `hypercall-gen/hypercalls.toml`.
+pub use crate::generated::sched_op::*;
 
 /// Why a domain shut down (`SHUTDOWN_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

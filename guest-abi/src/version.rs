@@ -4,26 +4,8 @@ use core::mem::offset_of;
 use static_assertions::const_assert_eq;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// Returns `(major << 16) | minor`.
-pub const XENVER_VERSION: u32 = 0;
-/// 16-byte extra version string.
-pub const XENVER_EXTRAVERSION: u32 = 1;
-/// `struct xen_compile_info`.
-pub const XENVER_COMPILE_INFO: u32 = 2;
-/// 1024-byte capabilities string.
-pub const XENVER_CAPABILITIES: u32 = 3;
-/// 64-byte changeset string.
-pub const XENVER_CHANGESET: u32 = 4;
-/// `struct xen_platform_parameters`.
-pub const XENVER_PLATFORM_PARAMETERS: u32 = 5;
-/// `struct xen_feature_info`.
-pub const XENVER_GET_FEATURES: u32 = 6;
-/// Returns the page size.
-pub const XENVER_PAGESIZE: u32 = 7;
-/// 16-byte domain handle.
-pub const XENVER_GUEST_HANDLE: u32 = 8;
-/// 1024-byte hypervisor command line.
-pub const XENVER_COMMANDLINE: u32 = 9;
+/// The `XENVER_*` commands, generated from `hypercall-gen/hypercalls.toml`.
+pub use crate::generated::xen_version::*;
 
 /// `xen_extraversion_t`.
 pub type ExtraVersion = [u8; 16];

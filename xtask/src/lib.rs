@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bundle;
+pub mod hypercalls;
 pub mod images;
 pub mod qemu;
 pub mod xen;

@@ -7,6 +7,7 @@
 //! 16 KiB in one hypercall is not worth a continuation mechanism yet).
 
 use super::HcResult;
+use super::handle::GuestArray;
 use crate::console::{Prefix, Source};
 use crate::hv::Hypervisor;
 use crate::memory::guest::copy_from_guest;
@@ -19,9 +20,9 @@ pub const CONSOLE_IO_CHUNK: usize = 128;
 pub const CONSOLE_IO_MAX_PER_CALL: u32 = 16 * 1024;
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    pub(crate) fn console_io(&mut self, idx: usize, cmd: u32, count: u32, buf: u64) -> HcResult {
+    pub(crate) fn do_console_io(&mut self, idx: usize, cmd: u32, buf: GuestArray<u8>) -> HcResult {
         match cmd {
-            nr::CONSOLEIO_WRITE => self.console_io_write(idx, count, buf),
+            nr::CONSOLEIO_WRITE => self.console_io_write(idx, buf),
             // No console input yet: nothing to read.
             nr::CONSOLEIO_READ => Ok(0),
             // What Xen answers for an unknown console_io command.
@@ -29,8 +30,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
     }
 
-    fn console_io_write(&mut self, idx: usize, count: u32, buf: u64) -> HcResult {
-        let wanted = count.min(CONSOLE_IO_MAX_PER_CALL) as u64;
+    fn console_io_write(&mut self, idx: usize, buf: GuestArray<u8>) -> HcResult {
+        let wanted = buf.len().min(u64::from(CONSOLE_IO_MAX_PER_CALL));
         let allowed = if self.domains[idx].dom0 {
             wanted
         } else {
@@ -52,7 +53,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let mut done = 0u64;
         while done < allowed {
             let n = (allowed - done).min(CONSOLE_IO_CHUNK as u64) as usize;
-            let va = buf.checked_add(done).ok_or(Errno::EFAULT)?;
+            let va = buf.addr().checked_add(done).ok_or(Errno::EFAULT)?;
             copy_from_guest(&self.mem, &self.frames, space, va, &mut chunk[..n])?;
             let d = &mut self.domains[idx];
             let prefix = Prefix {

@@ -2,30 +2,35 @@
 //! rings. There are no real event channels yet: the console backend drains on the kick,
 //! and the hypervisor's xenstore answers the queued requests on its kick.
 
-use super::to_rax;
+use super::handle::{Call, Flow, GuestHandle, Untyped};
 use crate::hv::Hypervisor;
-use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
+use crate::platform::{MachineMemory, Platform};
 use guest_abi::Errno;
 use guest_abi::event_channel::{EVTCHNOP_SEND, EvtchnSend};
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    pub(crate) fn event_channel_op(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
-        let (cmd, arg) = (frame.rdi as u32, frame.rsi);
+    pub(crate) fn do_event_channel_op(
+        &mut self,
+        call: &mut Call<'_>,
+        cmd: u32,
+        arg: GuestHandle<Untyped>,
+    ) -> Flow {
+        let idx = call.idx;
         let ret = match cmd {
-            EVTCHNOP_SEND => match self.read_guest::<EvtchnSend>(idx, arg) {
+            EVTCHNOP_SEND => match self.read_handle::<EvtchnSend>(idx, arg.cast()) {
                 Err(e) => Err(e),
                 Ok(send) => {
                     let d = &self.domains[idx];
                     if d.console_ring.is_some_and(|(_, port)| port == send.port) {
                         if let Err(e) = self.drain_console(idx) {
                             self.crash_for_ring(idx, e);
-                            return self.run_next(Some(idx), frame);
+                            return Flow::Resume(self.run_next(Some(idx), call.frame));
                         }
                         Ok(0)
                     } else if d.store_ring.is_some_and(|(_, port)| port == send.port) {
                         // The kick of the hypervisor's xenstore: answer what is queued.
                         if !self.service_xenstore(idx) {
-                            return self.run_next(Some(idx), frame);
+                            return Flow::Resume(self.run_next(Some(idx), call.frame));
                         }
                         Ok(0)
                     } else {
@@ -36,7 +41,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             },
             _ => Err(Errno::ENOSYS),
         };
-        frame.rax = to_rax(ret);
-        self.resume_current()
+        ret.into()
     }
 }

@@ -1,6 +1,6 @@
 //! `sched_op` (29) and the legacy `sched_op_compat` (6): yield and shutdown.
 
-use super::to_rax;
+use super::handle::{Call, Flow, GuestHandle, Untyped};
 use crate::domain::runtime::DomainState;
 use crate::hv::Hypervisor;
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
@@ -10,15 +10,20 @@ use guest_abi::sched::{
 };
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    pub(crate) fn sched_op(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
-        let (cmd, arg) = (frame.rdi as u32, frame.rsi);
+    pub(crate) fn do_sched_op(
+        &mut self,
+        call: &mut Call<'_>,
+        cmd: u32,
+        arg: GuestHandle<Untyped>,
+    ) -> Flow {
+        let idx = call.idx;
         let ret = match cmd {
-            SCHEDOP_YIELD => return self.sched_yield(idx, frame),
-            SCHEDOP_SHUTDOWN => match self.read_shutdown_reason(idx, arg) {
-                Ok(reason) => return self.shutdown(idx, reason, frame),
+            SCHEDOP_YIELD => return Flow::Resume(self.sched_yield(idx, call.frame)),
+            SCHEDOP_SHUTDOWN => match self.read_shutdown_reason(idx, arg.cast()) {
+                Ok(reason) => return Flow::Resume(self.shutdown(idx, reason, call.frame)),
                 Err(e) => Err(e),
             },
-            SCHEDOP_SHUTDOWN_CODE => self.read_shutdown_reason(idx, arg).map(|reason| {
+            SCHEDOP_SHUTDOWN_CODE => self.read_shutdown_reason(idx, arg.cast()).map(|reason| {
                 // As in Xen, the first recorded code wins.
                 let d = &mut self.domains[idx];
                 d.shutdown_code.get_or_insert(reason);
@@ -27,27 +32,29 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             // BLOCK and POLL come with event channels.
             _ => Err(Errno::ENOSYS),
         };
-        frame.rax = to_rax(ret);
-        self.resume_current()
+        ret.into()
     }
 
     /// The pre-3.0.2 form: the shutdown reason is the argument itself.
-    pub(crate) fn sched_op_compat(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
-        let (cmd, arg) = (frame.rdi as u32, frame.rsi);
+    pub(crate) fn do_sched_op_compat(&mut self, call: &mut Call<'_>, cmd: u32, arg: u64) -> Flow {
+        let idx = call.idx;
         let ret = match cmd {
-            SCHEDOP_YIELD => return self.sched_yield(idx, frame),
+            SCHEDOP_YIELD => return Flow::Resume(self.sched_yield(idx, call.frame)),
             SCHEDOP_SHUTDOWN => match u32::try_from(arg).ok().and_then(ShutdownReason::from_u32) {
-                Some(reason) => return self.shutdown(idx, reason, frame),
+                Some(reason) => return Flow::Resume(self.shutdown(idx, reason, call.frame)),
                 None => Err(Errno::EINVAL),
             },
             _ => Err(Errno::ENOSYS),
         };
-        frame.rax = to_rax(ret);
-        self.resume_current()
+        ret.into()
     }
 
-    fn read_shutdown_reason(&self, idx: usize, arg: u64) -> Result<ShutdownReason, Errno> {
-        let s: SchedShutdown = self.read_guest(idx, arg)?;
+    fn read_shutdown_reason(
+        &self,
+        idx: usize,
+        arg: GuestHandle<SchedShutdown>,
+    ) -> Result<ShutdownReason, Errno> {
+        let s = self.read_handle(idx, arg)?;
         ShutdownReason::from_u32(s.reason).ok_or(Errno::EINVAL)
     }
 

@@ -4,6 +4,7 @@
 //! is repeated here for callers that reach the slow path (e.g. cmd with high bits set).
 
 use super::HcResult;
+use super::handle::{GuestHandle, Untyped};
 use crate::hv::{Hypervisor, XEN_VERSION_NUMBER};
 use crate::platform::{MachineMemory, Platform};
 use guest_abi::Errno;
@@ -27,7 +28,14 @@ fn padded<const N: usize>(s: &[u8]) -> [u8; N] {
 }
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    pub(crate) fn xen_version(&mut self, idx: usize, cmd: u32, arg: u64) -> HcResult {
+    pub(crate) fn do_xen_version(
+        &mut self,
+        idx: usize,
+        cmd: u32,
+        handle: GuestHandle<Untyped>,
+    ) -> HcResult {
+        // What `handle` points at depends on `cmd`: mostly fixed-size byte strings.
+        let arg = handle.addr();
         match cmd {
             v::XENVER_VERSION => Ok(XEN_VERSION_NUMBER),
             v::XENVER_EXTRAVERSION => {
@@ -60,7 +68,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 Ok(0)
             }
             v::XENVER_GET_FEATURES => {
-                let mut fi: FeatureInfo = self.read_guest(idx, arg)?;
+                let mut fi: FeatureInfo = self.read_handle(idx, handle.cast())?;
                 // Only what we implement: no writable page tables etc. Xen knows one
                 // submap and refuses the others with -EINVAL.
                 fi.submap = match fi.submap_idx {
@@ -68,7 +76,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     0 => 0,
                     _ => return Err(Errno::EINVAL),
                 };
-                self.write_guest(idx, arg, fi.as_bytes())?;
+                self.write_handle(idx, handle.cast(), &fi)?;
                 Ok(0)
             }
             v::XENVER_PAGESIZE => Ok(PAGE_SIZE as u64),

@@ -1,0 +1,159 @@
+//! guest-abi/src/generated.rs: numbers, sub-op constants, typed raw wrappers, layouts.
+
+use crate::model::{ArgKind, Definition, Dir, Flag, Hypercall, Pointee, Scalar, Status};
+use crate::{BANNER, const_name, ident};
+use std::fmt::Write;
+
+pub(crate) fn generate(def: &Definition) -> String {
+    let mut s = String::new();
+    let w = &mut s;
+    let _ = writeln!(
+        w,
+        "//! Hypercall numbers, sub-operation numbers, typed raw hypercall wrappers and ABI\n\
+         //! layout checks.\n//!\n//! {BANNER}\n"
+    );
+
+    // Numbers.
+    let _ = writeln!(
+        w,
+        "/// Hypercall numbers (`__HYPERVISOR_*` in Xen's `public/xen.h`).\npub mod nr {{"
+    );
+    for h in &def.hypercalls {
+        let _ = writeln!(
+            w,
+            "/// `{}`: {}\npub const {}: u32 = {};",
+            h.name,
+            h.summary,
+            h.name.to_uppercase(),
+            h.nr
+        );
+    }
+    let _ = writeln!(w, "}}\n");
+
+    // Sub-operations, one module per hypercall that has any.
+    for h in def.hypercalls.iter().filter(|h| !h.subops.is_empty()) {
+        let _ = writeln!(
+            w,
+            "/// Sub-operation numbers of `{}` ({}).\npub mod {} {{",
+            h.name,
+            h.nr,
+            ident(&h.name)
+        );
+        for g in &h.subops {
+            for op in &g.ops {
+                let _ = writeln!(
+                    w,
+                    "/// `{}{}` (selected by `{}`).\npub const {}: {} = {};",
+                    g.prefix,
+                    op.name,
+                    g.on,
+                    const_name(&g.prefix, &op.name),
+                    g.ty.rust(),
+                    op.nr
+                );
+            }
+        }
+        let _ = writeln!(w, "}}\n");
+    }
+
+    // Typed raw wrappers.
+    let _ = writeln!(
+        w,
+        "/// One typed `unsafe fn` per hypercall, on top of [`crate::raw`]: argument types \
+         and\n/// pointer directions come from the definition; the result is the raw `rax` \
+         (negative\n/// Xen errno on failure, see [`crate::Errno::check`]).\n\
+         #[cfg(target_arch = \"x86_64\")]\npub mod call {{\nuse super::nr;\n"
+    );
+    for h in &def.hypercalls {
+        if h.flags.contains(&Flag::Noreturn) {
+            // iret: jumped to with a frame on the stack, never called.
+            continue;
+        }
+        wrapper(w, def, h);
+    }
+    let _ = writeln!(w, "}}\n");
+
+    // Layouts.
+    let _ = writeln!(
+        w,
+        "// Layouts from the definition: a mismatch with the Rust type fails the build."
+    );
+    for st in def.structs.iter() {
+        let Some(rust) = &st.rust else { continue };
+        let _ = writeln!(
+            w,
+            "const _: () = assert!(core::mem::size_of::<crate::{rust}>() == {}, \"size of {}\");",
+            st.size, st.c
+        );
+        for (field, off) in &st.fields {
+            let _ = writeln!(
+                w,
+                "const _: () = assert!(core::mem::offset_of!(crate::{rust}, {}) == {off}, \"{}.{field}\");",
+                ident(field),
+                st.c
+            );
+        }
+    }
+    s
+}
+
+/// The guest-side pointer type for `to`.
+fn pointer(def: &Definition, to: &Pointee, dir: Dir) -> String {
+    let target = match to {
+        Pointee::Void => "core::ffi::c_void".to_owned(),
+        Pointee::Scalar(s) => s.rust().to_owned(),
+        Pointee::Struct(name) => match def.abi_struct(name).and_then(|s| s.rust.as_ref()) {
+            Some(rust) => format!("crate::{rust}"),
+            // Not (yet) a Rust type in guest-abi: an untyped pointer.
+            None => "core::ffi::c_void".to_owned(),
+        },
+    };
+    match dir {
+        Dir::In => format!("*const {target}"),
+        Dir::Out | Dir::InOut => format!("*mut {target}"),
+    }
+}
+
+fn wrapper(w: &mut String, def: &Definition, h: &Hypercall) {
+    let mut params = Vec::new();
+    let mut regs = Vec::new();
+    for a in &h.args {
+        let name = ident(&a.name);
+        match &a.kind {
+            ArgKind::Scalar(s) => {
+                params.push(format!("{name}: {}", s.rust()));
+                regs.push(match s {
+                    Scalar::U64 => name,
+                    Scalar::U8 | Scalar::U16 | Scalar::U32 => format!("u64::from({name})"),
+                    // Sign-extended, as a C caller would pass an int.
+                    Scalar::I32 | Scalar::I64 => format!("{name} as u64"),
+                });
+            }
+            ArgKind::Ptr { to, dir } | ArgKind::Array { of: to, dir, .. } => {
+                params.push(format!("{name}: {}", pointer(def, to, *dir)));
+                regs.push(format!("{name} as u64"));
+            }
+        }
+    }
+    let status = match h.status {
+        Status::Implemented => "implemented by this project's hypervisor",
+        Status::Unimplemented => "not implemented by this project's hypervisor (-ENOSYS)",
+    };
+    let _ = writeln!(
+        w,
+        "/// `{}` ({}): {}\n///\n/// Xen's hypercall; {status}.\n///\n/// # Safety\n///\n\
+         /// The hypervisor reads and writes the memory the pointer arguments designate and \
+         may\n/// change the state of the domain: the caller upholds the hypercall's contract.\n\
+         #[inline]\npub unsafe fn {}({}) -> i64 {{\n\
+         // SAFETY: forwarded to the caller.\n\
+         unsafe {{ crate::raw::hypercall{}(nr::{}{}) }}\n}}\n",
+        h.name,
+        h.nr,
+        h.summary,
+        ident(&h.name),
+        params.join(", "),
+        regs.len(),
+        h.name.to_uppercase(),
+        regs.iter().map(|r| format!(", {r}")).collect::<String>(),
+    );
+}

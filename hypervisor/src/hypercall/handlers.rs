@@ -1,0 +1,46 @@
+//! The hypervisor's implementation of the generated [`Hypercalls`] trait: one short
+//! method per implemented hypercall, calling the `do_<name>` handler in that hypercall's
+//! own file. To add a hypercall see `hypercall-gen/hypercalls.toml` and
+//! `docs/hypercalls.md`; the compiler lists the methods still missing here.
+
+use super::generated::Hypercalls;
+use super::handle::{Call, Flow, GuestArray, GuestHandle, Untyped};
+use crate::hv::Hypervisor;
+use crate::platform::{MachineMemory, Platform};
+
+impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
+    fn sched_op_compat(&mut self, call: &mut Call<'_>, cmd: u32, arg: u64) -> Flow {
+        self.do_sched_op_compat(call, cmd, arg)
+    }
+
+    fn xen_version(&mut self, call: &mut Call<'_>, cmd: u32, arg: GuestHandle<Untyped>) -> Flow {
+        self.do_xen_version(call.idx, cmd, arg).into()
+    }
+
+    fn console_io(&mut self, call: &mut Call<'_>, cmd: u32, buf: GuestArray<u8>) -> Flow {
+        self.do_console_io(call.idx, cmd, buf).into()
+    }
+
+    fn grant_table_op(
+        &mut self,
+        call: &mut Call<'_>,
+        _cmd: u32,
+        _uop: GuestArray<Untyped>,
+    ) -> Flow {
+        // Still decodes its arguments from the frame (same registers).
+        Flow::Resume(self.grant_table_op(call.idx, call.frame))
+    }
+
+    fn sched_op(&mut self, call: &mut Call<'_>, cmd: u32, arg: GuestHandle<Untyped>) -> Flow {
+        self.do_sched_op(call, cmd, arg)
+    }
+
+    fn event_channel_op(
+        &mut self,
+        call: &mut Call<'_>,
+        cmd: u32,
+        arg: GuestHandle<Untyped>,
+    ) -> Flow {
+        self.do_event_channel_op(call, cmd, arg)
+    }
+}

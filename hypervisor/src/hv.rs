@@ -52,14 +52,14 @@ pub struct Hypervisor<M: MachineMemory, P: Platform> {
     pub(crate) platform: P,
     pub(crate) frames: Frames,
     pub(crate) clock: Clock,
-    hypervisor_l4_slots: [u64; 16],
+    pub(crate) hypervisor_l4_slots: [u64; 16],
     pub(crate) cmdline: heapless::Vec<u8, CMDLINE_MAX>,
     /// Every domain of the bundle, refused ones included, sorted by id.
     pub(crate) domains: heapless::Vec<Domain, MAX_DOMAINS>,
     /// Index (into `domains`) of the domain whose registers the arch layer holds.
     pub(crate) current: Option<usize>,
     /// Its CR3, cached for the hypercall fast path.
-    current_cr3: u64,
+    pub(crate) current_cr3: u64,
 }
 
 /// RFLAGS bits a guest may set: CF PF AF ZF SF TF DF OF AC ID. IOPL, NT, RF, VM, VIF

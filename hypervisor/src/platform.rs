@@ -54,6 +54,10 @@ pub trait Platform {
     fn rdtsc(&self) -> u64;
     /// TSC frequency in Hz (calibrated at boot).
     fn tsc_hz(&self) -> u64;
+    /// Flushes the TLB entries of guest mappings (after page-table changes).
+    fn flush_tlb(&mut self);
+    /// Invalidates the TLB entry of one (canonical) guest virtual address.
+    fn invlpg(&mut self, va: u64);
 }
 
 /// The registers of an interrupted guest vCPU, as the arch entry code saves them on the

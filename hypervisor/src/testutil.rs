@@ -60,6 +60,10 @@ pub struct FakePlatform {
     pub tsc: core::cell::Cell<u64>,
     /// TSC frequency reported.
     pub tsc_hz: u64,
+    /// Number of `flush_tlb` calls.
+    pub tlb_flushes: usize,
+    /// Addresses passed to `invlpg`.
+    pub invlpgs: Vec<u64>,
 }
 
 impl FakePlatform {
@@ -70,6 +74,8 @@ impl FakePlatform {
             console: String::new(),
             tsc: core::cell::Cell::new(0),
             tsc_hz: 1_000_000_000,
+            tlb_flushes: 0,
+            invlpgs: Vec::new(),
         }
     }
 }
@@ -96,6 +102,12 @@ impl Platform for FakePlatform {
     }
     fn tsc_hz(&self) -> u64 {
         self.tsc_hz
+    }
+    fn flush_tlb(&mut self) {
+        self.tlb_flushes += 1;
+    }
+    fn invlpg(&mut self, va: u64) {
+        self.invlpgs.push(va);
     }
 }
 

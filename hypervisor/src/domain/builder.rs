@@ -13,6 +13,7 @@
 
 use super::elfnotes::{self, KernelImage};
 use crate::memory::guest::{PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_RW, PTE_USER};
+use crate::memory::pagetable::PtCtx;
 use crate::memory::{Frames, MAX_FRAMES};
 use crate::platform::{BadMaddr, GuestFrame, MachineMemory};
 use core::mem::offset_of;
@@ -152,6 +153,8 @@ pub enum BuildError {
     InvalidDomId,
     /// Machine memory refused an access (a frame outside installed RAM).
     MachineMemory,
+    /// The bootstrap page tables failed validation (a builder bug).
+    BootstrapTables,
 }
 
 impl core::fmt::Display for BuildError {
@@ -180,6 +183,7 @@ impl core::fmt::Display for BuildError {
             Self::NoMemory => "not enough free memory",
             Self::InvalidDomId => "reserved domain id",
             Self::MachineMemory => "machine memory access failed",
+            Self::BootstrapTables => "bootstrap page tables failed validation",
         };
         f.write_str(reason)
     }
@@ -513,6 +517,29 @@ fn populate<M: MachineMemory>(
     let hv_slots = l4.maddr() + FIRST_HYPERVISOR_L4_SLOT as u64 * 8;
     mem.write(hv_slots, p.hypervisor_l4_slots.as_bytes())?;
 
+    // As Xen's toolstack does: the L4 is pinned (validating the whole tree, so the
+    // tables' frames are typed and cannot be mapped writable), and the vCPU's CR3 holds
+    // a second reference. Frames the hypervisor itself writes stay writable forever.
+    let mut pt = PtCtx {
+        mem,
+        frames,
+        dom,
+        hv_slots: p.hypervisor_l4_slots,
+    };
+    pt.pin(l4, 4).map_err(|_| BuildError::BootstrapTables)?;
+    pt.switch_root(l4, None)
+        .map_err(|_| BuildError::BootstrapTables)?;
+    let mut hypervisor_written = [Some(shared_info), None, None];
+    if let Some((store, console)) = rings {
+        hypervisor_written[1] = Some(store);
+        hypervisor_written[2] = Some(console);
+    }
+    for mfn in hypervisor_written.into_iter().flatten() {
+        if !frames.hold_writable(mfn) {
+            return Err(BuildError::BootstrapTables);
+        }
+    }
+
     // The directory was only scaffolding.
     for d in &dir[..dir_frames] {
         frames.free(*d);
@@ -572,8 +599,9 @@ pub fn hypercall_page() -> [u8; PAGE_SIZE] {
 mod tests {
     use super::*;
     use crate::domain::elfnotes::test_elf::{NotePlace, TestElf, VIRT_BASE, n, s};
-    use crate::memory::FrameInfo;
     use crate::memory::guest::{GuestSpace, copy_from_guest, translate};
+    use crate::memory::{FrameInfo, PageType};
+
     use crate::testutil::{FakeMemory, leak};
     use guest_abi::elfnote;
     use guest_abi::layout::INVALID_M2P_ENTRY;
@@ -709,6 +737,20 @@ mod tests {
         let mut slots = [0u8; 128];
         mem.read(d.cr3 + 256 * 8, &mut slots).unwrap();
         assert_eq!(slots, *HV_SLOTS.as_bytes());
+
+        // Typed as Xen's toolstack leaves it: L4 pinned + CR3, every table validated,
+        // hypervisor-written frames held writable.
+        let l4 = frames.type_state(Mfn::containing(d.cr3)).unwrap();
+        assert_eq!((l4.ty, l4.count, l4.pinned), (PageType::L4, 2, true));
+        for (pfn, ty) in [(14, PageType::L3), (15, PageType::L2), (16, PageType::L1)] {
+            let mut b = [0u8; 8];
+            read_guest(&mem, &frames, &d, dom, si.mfn_list + pfn * 8, &mut b);
+            let st = frames.type_state(Mfn(u64::from_le_bytes(b))).unwrap();
+            assert_eq!((st.ty, st.count), (ty, 1), "pfn {pfn}");
+        }
+        for m in [d.shared_info, Mfn(si.store_mfn), Mfn(si.console.domu_mfn())] {
+            assert_eq!(frames.type_state(m).unwrap().ty, PageType::Writable);
+        }
 
         // Entry registers.
         assert_eq!(d.entry.rip, VIRT_BASE + 0x10);

@@ -42,8 +42,13 @@ impl DomainState {
 pub struct Vcpu {
     /// Registers to resume with.
     pub frame: GuestFrame,
-    /// Machine address of its current L4.
+    /// Machine address of its kernel-mode L4 (`MMUEXT_NEW_BASEPTR`).
     pub cr3: u64,
+    /// Machine address of its user-mode L4 (`MMUEXT_NEW_USER_BASEPTR`; 0 = none).
+    pub user_cr3: u64,
+    /// LDT set by `MMUEXT_SET_LDT`: linear address and entries (0 = none). Recorded
+    /// only: guests get no LDT loaded yet.
+    pub ldt: (u64, u32),
 }
 
 /// One domain.
@@ -90,6 +95,7 @@ impl Domain {
         d.vcpu = Vcpu {
             frame: b.entry,
             cr3: b.cr3,
+            ..Vcpu::default()
         };
         d.nr_pages = b.nr_pages;
         d.shared_info = b.shared_info;

@@ -27,4 +27,14 @@ impl Platform for Pc {
     fn tsc_hz(&self) -> u64 {
         self.tsc_hz
     }
+    fn flush_tlb(&mut self) {
+        // Reloads CR3. Guest mappings are never global (the core clears G), so this drops
+        // every guest translation.
+        x86_64::instructions::tlb::flush_all();
+    }
+    fn invlpg(&mut self, va: u64) {
+        if let Ok(va) = x86_64::VirtAddr::try_new(va) {
+            x86_64::instructions::tlb::flush(va);
+        }
+    }
 }

@@ -1,0 +1,367 @@
+//! The PV MMU hypercalls: `mmu_update` (1), `update_va_mapping` (14), `vm_assist` (21)
+//! and `mmuext_op` (26). The typing rules themselves are in `memory::pagetable`.
+//!
+//! Batches stop at the first failing element (its error is the result; `pdone` says how
+//! many were done). Long batches are preempted every [`BATCH`] elements with a Xen-style
+//! continuation: the guest's `syscall` is re-executed with the remaining elements and
+//! `MMU_UPDATE_PREEMPTED` in the count, so no single entry into the hypervisor does
+//! unbounded work (inside a multicall there is no continuation; the batch runs whole).
+//!
+//! After any page-table change the whole TLB is flushed, whatever the guest's flush
+//! flags asked: a translation cached from a dropped writable mapping must not survive
+//! the frame becoming a page table.
+
+use super::{HcResult, to_rax};
+use crate::hv::Hypervisor;
+use crate::memory::pagetable::PtCtx;
+use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
+use guest_abi::layout::{PAGE_SIZE, in_hypervisor_range, is_canonical};
+use guest_abi::mmu::*;
+use guest_abi::{DomId, Errno, Mfn, nr};
+
+/// Elements handled per entry into the hypervisor before a continuation.
+pub const BATCH: u32 = 512;
+/// Count flag of a continued batch (Xen's `MMU_UPDATE_PREEMPTED`).
+pub const MMU_UPDATE_PREEMPTED: u32 = 1 << 31;
+/// Length of the `syscall` instruction, to re-execute it for a continuation.
+const SYSCALL_LEN: u64 = 2;
+/// Most LDT entries (`MMUEXT_SET_LDT`).
+const LDT_MAX_ENTS: u64 = 8192;
+
+/// The arguments of a batch hypercall (mmu_update, mmuext_op).
+struct BatchArgs {
+    /// Guest VA of the first element.
+    list: u64,
+    /// Bytes per element.
+    elem_size: u64,
+    /// Elements (with `MMU_UPDATE_PREEMPTED` on a continuation).
+    count: u32,
+    /// Guest VA of the done counter (0 = none).
+    pdone: u64,
+    foreigndom: u32,
+    /// Whether a continuation is possible (not inside a multicall).
+    preemptible: bool,
+}
+
+/// How a batch hypercall ended.
+enum BatchEnd {
+    /// Every element done (or the first failure).
+    Finished(Result<(), Errno>),
+    /// Preempted after `done` elements of this entry; continue with the rest.
+    Preempted { done: u32 },
+}
+
+impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
+    /// The typing context for the running domain.
+    fn pt(&mut self, idx: usize) -> PtCtx<'_, M> {
+        PtCtx {
+            mem: &self.mem,
+            frames: &mut self.frames,
+            dom: self.domains[idx].id,
+            hv_slots: &self.hypervisor_l4_slots,
+        }
+    }
+
+    /// Whether `foreigndom` of mmu_update/mmuext_op names the caller itself (no other
+    /// domain's tables or frames may be used: no domain here is privileged for that).
+    fn foreigndom_is_self(&self, idx: usize, foreigndom: u32) -> bool {
+        let me = self.domains[idx].id.0;
+        let fd = foreigndom as u16;
+        let pfd = (foreigndom >> 16) as u16;
+        (fd == DomId::SELF.0 || fd == me) && (pfd == 0 || pfd.wrapping_sub(1) == me)
+    }
+
+    /// Turns the current `syscall` into a continuation of hypercall `nr` with `args`.
+    fn continue_hypercall(frame: &mut GuestFrame, nr: u32, args: [u64; 4]) {
+        frame.rip = frame.rip.wrapping_sub(SYSCALL_LEN);
+        frame.rax = u64::from(nr);
+        (frame.rdi, frame.rsi, frame.rdx, frame.r10) = (args[0], args[1], args[2], args[3]);
+    }
+
+    /// `mmu_update(reqs, count, pdone, foreigndom)` from the running domain.
+    pub(crate) fn mmu_update(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
+        let (reqs, count, pdone, fd) = (frame.rdi, frame.rsi as u32, frame.rdx, frame.r10);
+        let preemptible = frame.vector == GuestFrame::VECTOR_SYSCALL;
+        let args = BatchArgs {
+            list: reqs,
+            elem_size: 16,
+            count,
+            pdone,
+            foreigndom: fd as u32,
+            preemptible,
+        };
+        let ret = self.batch(idx, args, Self::mmu_one);
+        self.finish_batch(frame, nr::MMU_UPDATE, ret, 16)
+    }
+
+    /// `mmuext_op(ops, count, pdone, foreigndom)` from the running domain.
+    pub(crate) fn mmuext_op(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
+        let (ops, count, pdone, fd) = (frame.rdi, frame.rsi as u32, frame.rdx, frame.r10);
+        let preemptible = frame.vector == GuestFrame::VECTOR_SYSCALL;
+        let args = BatchArgs {
+            list: ops,
+            elem_size: 24,
+            count,
+            pdone,
+            foreigndom: fd as u32,
+            preemptible,
+        };
+        let ret = self.batch(idx, args, Self::mmuext_one);
+        self.finish_batch(frame, nr::MMUEXT_OP, ret, 24)
+    }
+
+    /// Writes the result of a batch, or sets up its continuation.
+    fn finish_batch(
+        &mut self,
+        frame: &mut GuestFrame,
+        nr: u32,
+        ret: Result<BatchEnd, Errno>,
+        elem_size: u64,
+    ) -> Resume {
+        match ret {
+            Ok(BatchEnd::Preempted { done }) => {
+                let remaining = (frame.rsi as u32 & !MMU_UPDATE_PREEMPTED) - done;
+                let next = frame.rdi.wrapping_add(u64::from(done) * elem_size);
+                let args = [
+                    next,
+                    u64::from(remaining | MMU_UPDATE_PREEMPTED),
+                    frame.rdx,
+                    frame.r10,
+                ];
+                Self::continue_hypercall(frame, nr, args);
+            }
+            Ok(BatchEnd::Finished(r)) => frame.rax = to_rax(r.map(|()| 0)),
+            Err(e) => frame.rax = to_rax(Err(e)),
+        }
+        self.resume_current()
+    }
+
+    /// Runs `one` on each element of a batch at `list`; handles `pdone` and preemption.
+    fn batch(
+        &mut self,
+        idx: usize,
+        a: BatchArgs,
+        one: fn(&mut Self, usize, u64) -> Result<bool, Errno>,
+    ) -> Result<BatchEnd, Errno> {
+        let BatchArgs {
+            list,
+            elem_size,
+            count,
+            pdone,
+            foreigndom,
+            preemptible,
+        } = a;
+        let continued = count & MMU_UPDATE_PREEMPTED != 0;
+        let count = count & !MMU_UPDATE_PREEMPTED;
+        // A continuation adds to what the earlier entries reported.
+        let done_before = if continued && pdone != 0 {
+            self.read_guest::<u32>(idx, pdone).unwrap_or(0)
+        } else {
+            0
+        };
+        if !self.foreigndom_is_self(idx, foreigndom) {
+            return Err(Errno::ESRCH);
+        }
+        let mut done = 0u32;
+        let mut flush = false;
+        let mut end = BatchEnd::Finished(Ok(()));
+        while done < count {
+            if preemptible && done >= BATCH {
+                end = BatchEnd::Preempted { done };
+                break;
+            }
+            let at = u64::from(done)
+                .checked_mul(elem_size)
+                .and_then(|off| list.checked_add(off));
+            let r = match at {
+                Some(at) => one(self, idx, at),
+                None => Err(Errno::EFAULT),
+            };
+            match r {
+                Ok(changed) => flush |= changed,
+                Err(e) => {
+                    end = BatchEnd::Finished(Err(e));
+                    break;
+                }
+            }
+            done += 1;
+            // The domain may have ended (a crash inside an element): stop.
+            if self.current != Some(idx) {
+                break;
+            }
+        }
+        if flush {
+            self.platform.flush_tlb();
+        }
+        if pdone != 0 {
+            // As Xen: a bad pdone does not change the result.
+            let total = done_before.wrapping_add(done);
+            let _ = self.write_guest(idx, pdone, &total.to_le_bytes());
+        }
+        Ok(end)
+    }
+
+    /// One `mmu_update` request at guest VA `at`; `Ok(true)` if a page table changed.
+    fn mmu_one(&mut self, idx: usize, at: u64) -> Result<bool, Errno> {
+        let req: MmuUpdate = self.read_guest(idx, at)?;
+        let addr = req.ptr & !7;
+        match req.ptr & 7 {
+            MMU_NORMAL_PT_UPDATE | MMU_PT_UPDATE_NO_TRANSLATE => {
+                self.pt(idx).mod_entry(addr, req.val, false).map(|()| true)
+            }
+            MMU_PT_UPDATE_PRESERVE_AD => self.pt(idx).mod_entry(addr, req.val, true).map(|()| true),
+            MMU_MACHPHYS_UPDATE => {
+                let mfn = Mfn::containing(addr);
+                if self.frames.owner(mfn) != Some(self.domains[idx].id) {
+                    return Err(Errno::EINVAL);
+                }
+                self.frames.set_m2p(mfn, req.val);
+                Ok(false)
+            }
+            _ => Err(Errno::ENOSYS),
+        }
+    }
+
+    /// Reads a vCPU mask (`_MULTI` forms): only its readability matters with one vCPU.
+    fn read_vcpumask(&self, idx: usize, ptr: u64) -> Result<(), Errno> {
+        self.read_guest::<u64>(idx, ptr).map(drop)
+    }
+
+    /// One `mmuext_op` at guest VA `at`; `Ok(true)` if page tables changed.
+    fn mmuext_one(&mut self, idx: usize, at: u64) -> Result<bool, Errno> {
+        let op: MmuextOp = self.read_guest(idx, at)?;
+        let mfn = Mfn(op.arg1);
+        match op.cmd {
+            MMUEXT_PIN_L1_TABLE..=MMUEXT_PIN_L4_TABLE => {
+                self.pt(idx).pin(mfn, op.cmd - MMUEXT_PIN_L1_TABLE + 1)?;
+                Ok(false)
+            }
+            MMUEXT_UNPIN_TABLE => self.pt(idx).unpin(mfn).map(|()| true),
+            MMUEXT_NEW_BASEPTR => {
+                let old = Mfn::containing(self.domains[idx].vcpu.cr3);
+                self.pt(idx).switch_root(mfn, Some(old))?;
+                let cr3 = mfn.maddr();
+                self.domains[idx].vcpu.cr3 = cr3;
+                // Hypercalls only come from kernel mode, which runs on this root: the
+                // arch loads it on the way back.
+                self.current_cr3 = cr3;
+                Ok(true)
+            }
+            MMUEXT_NEW_USER_BASEPTR => {
+                let old = self.domains[idx].vcpu.user_cr3;
+                let old = (old != 0).then_some(Mfn::containing(old));
+                if op.arg1 == 0 {
+                    if let Some(old) = old {
+                        self.pt(idx).put_type(old);
+                    }
+                    self.domains[idx].vcpu.user_cr3 = 0;
+                } else {
+                    self.pt(idx).switch_root(mfn, old)?;
+                    self.domains[idx].vcpu.user_cr3 = mfn.maddr();
+                }
+                Ok(true)
+            }
+            MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_TLB_FLUSH_ALL => Ok(true),
+            MMUEXT_TLB_FLUSH_MULTI => self.read_vcpumask(idx, op.arg2).map(|()| true),
+            MMUEXT_INVLPG_LOCAL | MMUEXT_INVLPG_ALL | MMUEXT_INVLPG_MULTI => {
+                if op.cmd == MMUEXT_INVLPG_MULTI {
+                    self.read_vcpumask(idx, op.arg2)?;
+                }
+                if is_canonical(op.arg1) && !in_hypervisor_range(op.arg1) {
+                    self.platform.invlpg(op.arg1);
+                }
+                Ok(false)
+            }
+            MMUEXT_FLUSH_CACHE | MMUEXT_FLUSH_CACHE_GLOBAL => {
+                // Only a domain with device access may (Xen: cache_flush_permitted);
+                // QEMU's caches are coherent, so there is nothing to do.
+                if self.domains[idx].dom0 {
+                    Ok(false)
+                } else {
+                    Err(Errno::EACCES)
+                }
+            }
+            MMUEXT_SET_LDT => {
+                let (base, ents) = (op.arg1, op.arg2 as u32);
+                let end = base.checked_add(u64::from(ents) * 8);
+                let in_guest = |va: u64| is_canonical(va) && !in_hypervisor_range(va);
+                if ents == 0 {
+                    self.domains[idx].vcpu.ldt = (0, 0);
+                    return Ok(false);
+                }
+                let ok = base % PAGE_SIZE as u64 == 0
+                    && u64::from(ents) <= LDT_MAX_ENTS
+                    && end.is_some_and(|end| in_guest(base) && in_guest(end - 1));
+                if !ok {
+                    return Err(Errno::EINVAL);
+                }
+                self.domains[idx].vcpu.ldt = (base, ents);
+                Ok(false)
+            }
+            MMUEXT_CLEAR_PAGE => {
+                let mut pt = self.pt(idx);
+                pt.get_type(mfn, crate::memory::PageType::Writable)?;
+                let r = pt.mem.fill(mfn.maddr(), 0, PAGE_SIZE);
+                pt.put_type(mfn);
+                r.map(|()| false).map_err(|_| Errno::EINVAL)
+            }
+            MMUEXT_COPY_PAGE => {
+                let src = Mfn(op.arg2);
+                if self.frames.owner(src) != Some(self.domains[idx].id) {
+                    return Err(Errno::EINVAL);
+                }
+                let mut page = [0u8; PAGE_SIZE];
+                self.mem
+                    .read(src.maddr(), &mut page)
+                    .map_err(|_| Errno::EINVAL)?;
+                let mut pt = self.pt(idx);
+                pt.get_type(mfn, crate::memory::PageType::Writable)?;
+                let r = pt.mem.write(mfn.maddr(), &page);
+                pt.put_type(mfn);
+                r.map(|()| false).map_err(|_| Errno::EINVAL)
+            }
+            _ => Err(Errno::ENOSYS),
+        }
+    }
+
+    /// `update_va_mapping(va, val, flags)`: writes the L1 entry mapping `va` in the
+    /// running vCPU's kernel page tables.
+    pub(crate) fn update_va_mapping(
+        &mut self,
+        idx: usize,
+        va: u64,
+        val: u64,
+        flags: u64,
+    ) -> HcResult {
+        if !is_canonical(va) || in_hypervisor_range(va) {
+            return Err(Errno::EINVAL);
+        }
+        // Anything above the flush type other than UVMF_ALL is a vCPU mask pointer.
+        let scope = flags & !UVMF_FLUSHTYPE_MASK;
+        if scope != UVMF_LOCAL && scope != UVMF_ALL {
+            self.read_vcpumask(idx, scope)?;
+        }
+        let root = Mfn::containing(self.domains[idx].vcpu.cr3);
+        let mut pt = self.pt(idx);
+        let entry = pt.l1_entry_maddr(root, va)?;
+        pt.mod_entry(entry, val, false)?;
+        self.platform.flush_tlb();
+        Ok(0)
+    }
+
+    /// `vm_assist(cmd, type)`: no assist is implemented (writable page tables would need
+    /// write emulation), so enabling any is refused; disabling one Xen knows is a no-op.
+    pub(crate) fn vm_assist(&mut self, cmd: u32, ty: u32) -> HcResult {
+        let known = matches!(ty, 0..=5 | VMASST_TYPE_M2P_STRICT);
+        match cmd {
+            VMASST_CMD_ENABLE => Err(Errno::EINVAL),
+            VMASST_CMD_DISABLE if known => Ok(0),
+            VMASST_CMD_DISABLE => Err(Errno::EINVAL),
+            _ => Err(Errno::ENOSYS),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "mmu_tests.rs"]
+mod tests;

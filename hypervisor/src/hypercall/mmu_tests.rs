@@ -1,0 +1,667 @@
+//! Host tests of the PV MMU hypercalls on a domain made by the real builder.
+
+extern crate std;
+
+use super::MMU_UPDATE_PREEMPTED;
+use crate::bundle::build::{Guest, bundle};
+use crate::domain::elfnotes::test_elf::{TestElf, VIRT_BASE};
+use crate::hv::{BootConfig, Hypervisor};
+use crate::memory::guest::{GuestSpace, copy_from_guest, copy_to_guest};
+use crate::memory::{FrameInfo, PageType};
+use crate::platform::{GuestFrame, MachineMemory, Resume};
+use crate::testutil::{FakeMemory, FakePlatform, leak};
+use guest_abi::layout::{HYPERVISOR_VIRT_START, MACH2PHYS_VIRT_START, PAGE_SIZE};
+use guest_abi::mmu::*;
+use guest_abi::start_info::StartInfo;
+use guest_abi::{DomId, Errno, Mfn, nr};
+use std::vec::Vec;
+use zerocopy::{FromBytes, IntoBytes};
+
+type Hv = Hypervisor<FakeMemory, FakePlatform>;
+
+const FRAMES: usize = 16384;
+const PAGE: u64 = PAGE_SIZE as u64;
+const HV_SLOTS: [u64; 16] = [0xabc_0063; 16];
+
+/// A running domain d1 (8 MiB) and its start_info; optionally a second domain d2.
+struct Fx {
+    hv: Hv,
+    f: GuestFrame,
+    si: StartInfo,
+    /// A writable scratch page of d1 (in the padding after the boot stack).
+    scratch: u64,
+}
+
+fn fx(two: bool) -> Fx {
+    let mut hv = Hypervisor::new(
+        FakeMemory::new(FRAMES * PAGE_SIZE),
+        FakePlatform::new(),
+        BootConfig {
+            free_ram: core::slice::from_ref(&(0x1000..(FRAMES * PAGE_SIZE) as u64)),
+            frame_table: leak(FrameInfo::UNUSABLE, FRAMES),
+            m2p: leak(0, FRAMES),
+            hypervisor_l4_slots: HV_SLOTS,
+            cmdline: b"",
+        },
+    );
+    let image = TestElf::valid().build();
+    let guest = |name| Guest {
+        image: &image,
+        memory_kib: 8 * 1024,
+        dom0: false,
+        name,
+        cmdline: "",
+    };
+    let guests: Vec<Guest<'_>> = if two {
+        std::vec![guest("one"), guest("two")]
+    } else {
+        std::vec![guest("one")]
+    };
+    hv.create_domains(&bundle(&guests).unwrap());
+    let mut f = GuestFrame::default();
+    assert!(matches!(hv.start(&mut f), Resume::Guest { .. }));
+    let mut raw = [0u8; size_of::<StartInfo>()];
+    let space = hv.current_space(0);
+    copy_from_guest(&hv.mem, &hv.frames, space, f.rsi, &mut raw).unwrap();
+    let si = StartInfo::read_from_bytes(&raw).unwrap();
+    let scratch = f.rsp + PAGE;
+    Fx { hv, f, si, scratch }
+}
+
+impl Fx {
+    fn call(&mut self, nr: u32, args: [u64; 4]) -> i64 {
+        self.f.rax = u64::from(nr);
+        (self.f.rdi, self.f.rsi, self.f.rdx, self.f.r10) = (args[0], args[1], args[2], args[3]);
+        self.f.vector = GuestFrame::VECTOR_SYSCALL;
+        let r = self.hv.hypercall(&mut self.f);
+        assert!(matches!(r, Resume::Guest { .. }), "{r:?}");
+        self.f.rax as i64
+    }
+    fn space(&self) -> GuestSpace {
+        self.hv.current_space(0)
+    }
+    fn put(&self, va: u64, bytes: &[u8]) {
+        copy_to_guest(&self.hv.mem, &self.hv.frames, self.space(), va, bytes).unwrap();
+    }
+    fn get_u32(&self, va: u64) -> u32 {
+        let mut b = [0u8; 4];
+        copy_from_guest(&self.hv.mem, &self.hv.frames, self.space(), va, &mut b).unwrap();
+        u32::from_le_bytes(b)
+    }
+    fn mfn(&self, pfn: u64) -> Mfn {
+        let mut b = [0u8; 8];
+        let va = self.si.mfn_list + pfn * 8;
+        copy_from_guest(&self.hv.mem, &self.hv.frames, self.space(), va, &mut b).unwrap();
+        Mfn(u64::from_le_bytes(b))
+    }
+    fn pfn_of_va(va: u64) -> u64 {
+        (va - VIRT_BASE) / PAGE
+    }
+    fn ty(&self, mfn: Mfn) -> (PageType, u32) {
+        let st = self.hv.frames.type_state(mfn).unwrap();
+        if st.count == 0 {
+            (PageType::None, 0)
+        } else {
+            (st.ty, st.count)
+        }
+    }
+    fn mmu_update(&mut self, reqs: &[MmuUpdate], pdone: u64) -> i64 {
+        self.put(self.scratch, reqs.as_bytes());
+        let fd = u64::from(DomId::SELF.0);
+        self.call(nr::MMU_UPDATE, [self.scratch, reqs.len() as u64, pdone, fd])
+    }
+    fn mmuext(&mut self, ops: &[MmuextOp], pdone: u64) -> i64 {
+        self.put(self.scratch, ops.as_bytes());
+        let fd = u64::from(DomId::SELF.0);
+        self.call(nr::MMUEXT_OP, [self.scratch, ops.len() as u64, pdone, fd])
+    }
+    /// Machine address of the bootstrap L1 entry that maps `va`.
+    fn l1e(&self, va: u64) -> u64 {
+        let nr_l1_before = Self::pfn_of_va(va) / 512;
+        // Tables: L4, L3, L2, then L1s (the region is < 1 GiB).
+        let l1 = self.mfn(Self::pfn_of_va(self.si.pt_base) + 3 + nr_l1_before);
+        l1.maddr() + ((va >> 12) & 511) * 8
+    }
+}
+
+fn ext(cmd: u32, arg1: u64) -> MmuextOp {
+    MmuextOp {
+        cmd,
+        pad: 0,
+        arg1,
+        arg2: 0,
+    }
+}
+
+#[test]
+fn machphys_and_normal_updates_with_pdone() {
+    let mut x = fx(false);
+    let pdone = x.scratch + 2048;
+    let data_pfn = 1500; // beyond the mapped region: an ordinary unmapped frame
+    let data = x.mfn(data_pfn);
+    let va = x.scratch + 8 * PAGE;
+    let flushes = x.hv.platform.tlb_flushes;
+    let reqs = [
+        MmuUpdate {
+            ptr: data.maddr() | MMU_MACHPHYS_UPDATE,
+            val: 77,
+        },
+        MmuUpdate {
+            ptr: x.l1e(va) | MMU_NORMAL_PT_UPDATE,
+            val: data.maddr() | 0x3, // no USER: forced on
+        },
+    ];
+    assert_eq!(x.mmu_update(&reqs, pdone), 0);
+    assert_eq!(x.get_u32(pdone), 2);
+    assert_eq!(x.hv.frames.m2p(data), Some(77));
+    assert_eq!(x.hv.mem.read_u64(x.l1e(va)).unwrap(), data.maddr() | 0x7);
+    assert_eq!(x.ty(data), (PageType::Writable, 1));
+    assert!(x.hv.platform.tlb_flushes > flushes, "TLB flushed");
+    // The new mapping works through the guest's own tables.
+    x.put(va, b"mapped");
+    // count 0 is fine.
+    assert_eq!(x.mmu_update(&[], 0), 0);
+}
+
+#[test]
+fn hostile_mmu_updates_are_refused() {
+    let mut x = fx(true);
+    let pdone = x.scratch + 2048;
+    let va = x.scratch + 8 * PAGE;
+    let l1e = x.l1e(va);
+    let pt_frame = x.mfn(Fx::pfn_of_va(x.si.pt_base) + 3);
+    let other_dom_frame = Mfn::containing(x.hv.domains[1].vcpu.cr3);
+    let hv_frame = Mfn(0); // never given to a domain
+    let l4 = x.hv.domains[0].vcpu.cr3;
+    let cases = [
+        (
+            "write-map a page table",
+            l1e,
+            pt_frame.maddr() | 7,
+            Errno::EINVAL,
+        ),
+        (
+            "map another domain's frame",
+            l1e,
+            other_dom_frame.maddr() | 5,
+            Errno::EINVAL,
+        ),
+        (
+            "map a hypervisor frame",
+            l1e,
+            hv_frame.maddr() | 5,
+            Errno::EINVAL,
+        ),
+        ("reserved L4 slot", l4 + 256 * 8, 0, Errno::EINVAL),
+        (
+            "reserved L4 slot (m2p)",
+            l4 + 257 * 8,
+            0x1000 | 7,
+            Errno::EINVAL,
+        ),
+        (
+            "PCD mapping",
+            l1e,
+            x.mfn(1500).maddr() | 7 | 0x10,
+            Errno::EINVAL,
+        ),
+        (
+            "another domain's table",
+            other_dom_frame.maddr(),
+            0,
+            Errno::EINVAL,
+        ),
+        ("unknown command", l1e | 5, 0, Errno::ENOSYS),
+        (
+            "m2p of a foreign frame",
+            other_dom_frame.maddr() | 1,
+            0,
+            Errno::EINVAL,
+        ),
+    ];
+    for (what, ptr, val, want) in cases {
+        let before = x.hv.mem.read_u64(ptr & !7).unwrap();
+        let ok = MmuUpdate {
+            ptr: x.mfn(1500).maddr() | MMU_MACHPHYS_UPDATE,
+            val: 1500,
+        };
+        let r = x.mmu_update(&[ok, MmuUpdate { ptr, val }], pdone);
+        assert_eq!(r, want.to_ret(), "{what}");
+        assert_eq!(x.get_u32(pdone), 1, "{what}: one element done");
+        assert_eq!(x.hv.mem.read_u64(ptr & !7).unwrap(), before, "{what}");
+    }
+    assert_eq!(x.hv.mem.read_u64(l4 + 256 * 8).unwrap(), HV_SLOTS[0]);
+    // Pointers into the hypervisor, and a huge count running off the mapped memory.
+    let fd = u64::from(DomId::SELF.0);
+    let r = x.call(nr::MMU_UPDATE, [HYPERVISOR_VIRT_START, 1, pdone, fd]);
+    assert_eq!(r, Errno::EFAULT.to_ret());
+    let r = x.call(nr::MMU_UPDATE, [0xffff_8300_0010_0000, 4, 0, fd]);
+    assert_eq!(r, Errno::EFAULT.to_ret());
+    // 3 valid entries at the end of the mapped region, then unmapped memory.
+    let end = VIRT_BASE + 1024 * PAGE;
+    let ok = MmuUpdate {
+        ptr: x.mfn(1500).maddr() | MMU_MACHPHYS_UPDATE,
+        val: 1500,
+    };
+    x.put(end - 48, [ok, ok, ok].as_bytes());
+    let r = x.call(
+        nr::MMU_UPDATE,
+        [end - 48, u64::from(u32::MAX >> 1), pdone, fd],
+    );
+    assert_eq!(r, Errno::EFAULT.to_ret());
+    assert_eq!(x.get_u32(pdone), 3);
+    // Another domain as foreigndom.
+    let r = x.call(nr::MMU_UPDATE, [x.scratch, 1, 0, 2]);
+    assert_eq!(r, Errno::ESRCH.to_ret());
+    let r = x.call(nr::MMUEXT_OP, [x.scratch, 1, 0, 3 << 16 | 0x7ff0]);
+    assert_eq!(r, Errno::ESRCH.to_ret());
+    // Domain 2 is untouched and domain 1 still runs.
+    assert!(x.hv.domains.iter().all(|d| d.is_runnable()));
+}
+
+#[test]
+fn long_batches_continue() {
+    let mut x = fx(false);
+    let pdone = x.scratch + PAGE - 8;
+    let reqs: Vec<MmuUpdate> = (0..600)
+        .map(|i| MmuUpdate {
+            ptr: x.mfn(1500 + i % 4).maddr() | MMU_MACHPHYS_UPDATE,
+            val: i,
+        })
+        .collect();
+    let rip = x.f.rip;
+    x.put(x.scratch, reqs.as_bytes()); // 9600 bytes: scratch + 2 more pages
+    let fd = u64::from(DomId::SELF.0);
+    x.call(nr::MMU_UPDATE, [x.scratch, 600, pdone, fd]);
+    // A continuation: the syscall again, with what remains.
+    assert_eq!(x.f.rip, rip - 2);
+    assert_eq!(x.f.rax, u64::from(nr::MMU_UPDATE));
+    assert_eq!(x.f.rdi, x.scratch + 512 * 16);
+    assert_eq!(x.f.rsi, u64::from(88 | MMU_UPDATE_PREEMPTED));
+    assert_eq!(x.get_u32(pdone), 512);
+    x.f.rip += 2;
+    let (a, b, c, d) = (x.f.rdi, x.f.rsi, x.f.rdx, x.f.r10);
+    assert_eq!(x.call(nr::MMU_UPDATE, [a, b, c, d]), 0);
+    assert_eq!(x.get_u32(pdone), 600);
+    assert_eq!(x.hv.frames.m2p(x.mfn(1500)), Some(596));
+}
+
+/// GRUB's switch (grub-pv-guest.md §2.4): new tables built in free frames, then
+/// PIN_L4(new), NEW_BASEPTR(new), UNPIN(old) in one batch, then the old tables are
+/// mapped writable.
+#[test]
+fn grub_page_table_switch() {
+    let mut x = fx(false);
+    let old_l4 = Mfn::containing(x.hv.domains[0].vcpu.cr3);
+    let pt_pfn = Fx::pfn_of_va(x.si.pt_base);
+    let nr_pt = x.si.nr_pt_frames;
+    let old_tables: Vec<Mfn> = (pt_pfn..pt_pfn + nr_pt).map(|p| x.mfn(p)).collect();
+    // New tables in pfns 1600.. (unmapped, untyped): L4, L3, L2, two L1s, mapping the
+    // first 1024 pfns at VIRT_BASE like the bootstrap, every table page read-only.
+    let new: Vec<Mfn> = (1600..1605).map(|p| x.mfn(p)).collect();
+    let mem = &x.hv.mem;
+    for m in &new {
+        mem.fill(m.maddr(), 0, PAGE_SIZE).unwrap();
+    }
+    let slot = |va: u64, level: u32| ((va >> (12 + 9 * (level - 1))) & 511) * 8;
+    mem.write_u64(new[0].maddr() + slot(VIRT_BASE, 4), new[1].maddr() | 7)
+        .unwrap();
+    mem.write_u64(new[1].maddr() + slot(VIRT_BASE, 3), new[2].maddr() | 7)
+        .unwrap();
+    for i in 0..2u64 {
+        let va = VIRT_BASE + i * (2 << 20);
+        mem.write_u64(
+            new[2].maddr() + slot(va, 2),
+            new[3 + i as usize].maddr() | 7,
+        )
+        .unwrap();
+    }
+    for pfn in 0..1024u64 {
+        let mfn = x.mfn(pfn);
+        let ro = old_tables.contains(&mfn);
+        let flags = if ro { 5 } else { 7 };
+        let l1 = new[3 + (pfn / 512) as usize];
+        mem.write_u64(l1.maddr() + (pfn % 512) * 8, mfn.maddr() | flags)
+            .unwrap();
+    }
+    let ops = [
+        ext(MMUEXT_PIN_L4_TABLE, new[0].0),
+        ext(MMUEXT_NEW_BASEPTR, new[0].0),
+        ext(MMUEXT_UNPIN_TABLE, old_l4.0),
+    ];
+    assert_eq!(x.mmuext(&ops, 0), 0);
+    assert_eq!(x.hv.domains[0].vcpu.cr3, new[0].maddr());
+    assert_eq!(
+        x.hv.resume_current(),
+        Resume::Guest {
+            cr3: new[0].maddr()
+        }
+    );
+    assert_eq!(x.ty(new[0]), (PageType::L4, 2));
+    for m in &old_tables {
+        assert_eq!(x.ty(*m), (PageType::None, 0), "old table {m:?} released");
+    }
+    // Hypervisor slots were filled into the new L4.
+    assert_eq!(
+        x.hv.mem.read_u64(new[0].maddr() + 256 * 8).unwrap(),
+        HV_SLOTS[0]
+    );
+    // The old table pages can now be mapped writable (update_va_mapping).
+    for (i, m) in old_tables.iter().enumerate() {
+        let va = x.si.pt_base + i as u64 * PAGE;
+        let r = x.call(nr::UPDATE_VA_MAPPING, [va, m.maddr() | 7, UVMF_INVLPG, 0]);
+        assert_eq!(r, 0, "old table {i}");
+        x.put(va, b"heap");
+    }
+    // But the new ones cannot.
+    let va = VIRT_BASE + 1600 * PAGE; // not mapped by the new L1s either
+    let r = x.call(nr::UPDATE_VA_MAPPING, [va, new[3].maddr() | 7, 0, 0]);
+    assert_eq!(r, Errno::EINVAL.to_ret(), "no L1 maps that VA");
+    let r = x.call(nr::UPDATE_VA_MAPPING, [x.scratch, new[3].maddr() | 7, 0, 0]);
+    assert_eq!(r, Errno::EINVAL.to_ret());
+}
+
+#[test]
+fn hostile_mmuext_ops_are_refused() {
+    let mut x = fx(true);
+    let cur = Mfn::containing(x.hv.domains[0].vcpu.cr3);
+    let free = x.mfn(1600);
+    let data = x.mfn(Fx::pfn_of_va(x.scratch)); // mapped writable
+    let foreign = Mfn::containing(x.hv.domains[1].vcpu.cr3);
+    // A table that maps itself writable.
+    x.hv.mem.fill(free.maddr(), 0, PAGE_SIZE).unwrap();
+    x.hv.mem.write_u64(free.maddr(), free.maddr() | 7).unwrap();
+    let pdone = x.scratch + 2048;
+    for (what, op, want) in [
+        (
+            "pin self-writable L1",
+            ext(MMUEXT_PIN_L1_TABLE, free.0),
+            Errno::EINVAL,
+        ),
+        (
+            "CR3 = writable frame",
+            ext(MMUEXT_NEW_BASEPTR, data.0),
+            Errno::EINVAL,
+        ),
+        (
+            "CR3 = self-writable",
+            ext(MMUEXT_NEW_BASEPTR, free.0),
+            Errno::EINVAL,
+        ),
+        (
+            "CR3 = foreign L4",
+            ext(MMUEXT_NEW_BASEPTR, foreign.0),
+            Errno::EINVAL,
+        ),
+        (
+            "user CR3 = foreign",
+            ext(MMUEXT_NEW_USER_BASEPTR, foreign.0),
+            Errno::EINVAL,
+        ),
+        (
+            "pin foreign",
+            ext(MMUEXT_PIN_L4_TABLE, foreign.0),
+            Errno::EINVAL,
+        ),
+        (
+            "pin hypervisor frame",
+            ext(MMUEXT_PIN_L1_TABLE, 0),
+            Errno::EINVAL,
+        ),
+        (
+            "pin beyond RAM",
+            ext(MMUEXT_PIN_L1_TABLE, u64::MAX),
+            Errno::EINVAL,
+        ),
+        ("pin twice", ext(MMUEXT_PIN_L4_TABLE, cur.0), Errno::EINVAL),
+        (
+            "unpin unpinned",
+            ext(MMUEXT_UNPIN_TABLE, data.0),
+            Errno::EINVAL,
+        ),
+        (
+            "clear a page table",
+            ext(MMUEXT_CLEAR_PAGE, cur.0),
+            Errno::EINVAL,
+        ),
+        (
+            "clear foreign",
+            ext(MMUEXT_CLEAR_PAGE, foreign.0),
+            Errno::EINVAL,
+        ),
+        (
+            "copy onto a table",
+            MmuextOp {
+                cmd: MMUEXT_COPY_PAGE,
+                pad: 0,
+                arg1: cur.0,
+                arg2: data.0,
+            },
+            Errno::EINVAL,
+        ),
+        (
+            "copy from foreign",
+            MmuextOp {
+                cmd: MMUEXT_COPY_PAGE,
+                pad: 0,
+                arg1: free.0,
+                arg2: foreign.0,
+            },
+            Errno::EINVAL,
+        ),
+        (
+            "LDT unaligned",
+            MmuextOp {
+                cmd: MMUEXT_SET_LDT,
+                pad: 0,
+                arg1: 0x1008,
+                arg2: 1,
+            },
+            Errno::EINVAL,
+        ),
+        (
+            "LDT in hypervisor",
+            MmuextOp {
+                cmd: MMUEXT_SET_LDT,
+                pad: 0,
+                arg1: HYPERVISOR_VIRT_START,
+                arg2: 1,
+            },
+            Errno::EINVAL,
+        ),
+        (
+            "LDT too big",
+            MmuextOp {
+                cmd: MMUEXT_SET_LDT,
+                pad: 0,
+                arg1: 0x1000,
+                arg2: 8193,
+            },
+            Errno::EINVAL,
+        ),
+        (
+            "flush cache (domU)",
+            ext(MMUEXT_FLUSH_CACHE, 0),
+            Errno::EACCES,
+        ),
+        ("unknown", ext(14, 0), Errno::ENOSYS),
+        (
+            "flush multi, bad mask",
+            MmuextOp {
+                cmd: MMUEXT_TLB_FLUSH_MULTI,
+                pad: 0,
+                arg1: 0,
+                arg2: HYPERVISOR_VIRT_START,
+            },
+            Errno::EFAULT,
+        ),
+    ] {
+        let r = x.mmuext(&[ext(MMUEXT_TLB_FLUSH_LOCAL, 0), op], pdone);
+        assert_eq!(r, want.to_ret(), "{what}");
+        assert_eq!(x.get_u32(pdone), 1, "{what}");
+        assert_eq!(x.hv.domains[0].vcpu.cr3, cur.maddr(), "{what}");
+    }
+    assert_eq!(x.ty(free), (PageType::None, 0));
+    assert_eq!(x.ty(cur), (PageType::L4, 2));
+
+    // Unpinning the live root is accepted (as Xen), but it stays a validated L4: it still
+    // cannot be mapped writable, and pinning it again works.
+    assert_eq!(x.mmuext(&[ext(MMUEXT_UNPIN_TABLE, cur.0)], 0), 0);
+    assert_eq!(x.ty(cur), (PageType::L4, 1));
+    let r = x.call(nr::UPDATE_VA_MAPPING, [x.scratch, cur.maddr() | 7, 0, 0]);
+    assert_eq!(r, Errno::EINVAL.to_ret());
+    assert_eq!(x.mmuext(&[ext(MMUEXT_PIN_L4_TABLE, cur.0)], 0), 0);
+
+    // The good forms.
+    let ok = [
+        ext(MMUEXT_CLEAR_PAGE, free.0),
+        MmuextOp {
+            cmd: MMUEXT_COPY_PAGE,
+            pad: 0,
+            arg1: free.0,
+            arg2: data.0,
+        },
+        MmuextOp {
+            cmd: MMUEXT_SET_LDT,
+            pad: 0,
+            arg1: 0x10000,
+            arg2: 16,
+        },
+        ext(MMUEXT_INVLPG_LOCAL, x.scratch),
+        ext(MMUEXT_TLB_FLUSH_ALL, 0),
+        ext(MMUEXT_NEW_USER_BASEPTR, 0),
+    ];
+    assert_eq!(x.mmuext(&ok, 0), 0);
+    assert_eq!(x.hv.domains[0].vcpu.ldt, (0x10000, 16));
+    assert!(x.hv.platform.invlpgs.contains(&x.scratch));
+    assert!(x.hv.domains.iter().all(|d| d.is_runnable()));
+}
+
+#[test]
+fn user_baseptr_takes_and_drops_a_root_reference() {
+    let mut x = fx(false);
+    let cur = Mfn::containing(x.hv.domains[0].vcpu.cr3);
+    assert_eq!(x.mmuext(&[ext(MMUEXT_NEW_USER_BASEPTR, cur.0)], 0), 0);
+    assert_eq!(x.hv.domains[0].vcpu.user_cr3, cur.maddr());
+    assert_eq!(x.ty(cur), (PageType::L4, 3));
+    assert_eq!(x.mmuext(&[ext(MMUEXT_NEW_USER_BASEPTR, 0)], 0), 0);
+    assert_eq!(x.hv.domains[0].vcpu.user_cr3, 0);
+    assert_eq!(x.ty(cur), (PageType::L4, 2));
+}
+
+#[test]
+fn multicall_runs_each_entry() {
+    let mut x = fx(false);
+    let list = x.scratch + 1024;
+    let data = x.mfn(1500);
+    let va = x.scratch + 8 * PAGE;
+    let entries = [
+        MulticallEntry {
+            op: nr::UPDATE_VA_MAPPING.into(),
+            args: [va, data.maddr() | 7, UVMF_INVLPG, 0, 0, 0],
+            ..Default::default()
+        },
+        MulticallEntry {
+            op: nr::XEN_VERSION.into(),
+            ..Default::default()
+        },
+        MulticallEntry {
+            op: nr::MULTICALL.into(),
+            ..Default::default()
+        },
+        MulticallEntry {
+            op: 99,
+            ..Default::default()
+        },
+    ];
+    x.put(list, entries.as_bytes());
+    assert_eq!(x.call(nr::MULTICALL, [list, 4, 0, 0]), 0);
+    let results: Vec<i64> = (0..4)
+        .map(|i| {
+            let mut b = [0u8; 8];
+            let at = list + i * 64 + 8;
+            copy_from_guest(&x.hv.mem, &x.hv.frames, x.space(), at, &mut b).unwrap();
+            i64::from_le_bytes(b)
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            0,
+            (4 << 16) | 17,
+            Errno::EINVAL.to_ret(),
+            Errno::ENOSYS.to_ret()
+        ]
+    );
+    assert_eq!(x.ty(data), (PageType::Writable, 1));
+    assert_eq!(
+        x.call(nr::MULTICALL, [HYPERVISOR_VIRT_START, 1, 0, 0]),
+        Errno::EFAULT.to_ret()
+    );
+}
+
+#[test]
+fn memory_op_and_vm_assist() {
+    let mut x = fx(false);
+    let arg = x.scratch;
+    x.put(arg, &DomId::SELF.0.to_le_bytes());
+    assert_eq!(
+        x.call(
+            nr::MEMORY_OP,
+            [XENMEM_CURRENT_RESERVATION.into(), arg, 0, 0]
+        ),
+        2048
+    );
+    assert_eq!(
+        x.call(
+            nr::MEMORY_OP,
+            [XENMEM_MAXIMUM_RESERVATION.into(), arg, 0, 0]
+        ),
+        2048
+    );
+    x.put(arg, &7u16.to_le_bytes());
+    let r = x.call(
+        nr::MEMORY_OP,
+        [XENMEM_CURRENT_RESERVATION.into(), arg, 0, 0],
+    );
+    assert_eq!(r, Errno::ESRCH.to_ret());
+    let r = x.call(nr::MEMORY_OP, [XENMEM_MAXIMUM_RAM_PAGE.into(), 0, 0, 0]);
+    assert_eq!(r, FRAMES as i64 - 1);
+    let r = x.call(nr::MEMORY_OP, [XENMEM_MEMORY_MAP.into(), arg, 0, 0]);
+    assert_eq!(r, Errno::ENOSYS.to_ret());
+    assert_eq!(
+        x.call(nr::MEMORY_OP, [XENMEM_MACHPHYS_MAPPING.into(), arg, 0, 0]),
+        0
+    );
+    let mut b = [0u8; 24];
+    copy_from_guest(&x.hv.mem, &x.hv.frames, x.space(), arg, &mut b).unwrap();
+    let map = MachphysMapping::read_from_bytes(&b).unwrap();
+    assert_eq!(map.v_start, MACH2PHYS_VIRT_START);
+    let r = x.call(
+        nr::MEMORY_OP,
+        [XENMEM_MACHPHYS_MAPPING.into(), HYPERVISOR_VIRT_START, 0, 0],
+    );
+    assert_eq!(r, Errno::EFAULT.to_ret());
+    assert_eq!(
+        x.call(nr::MEMORY_OP, [6, arg, 0, 0]),
+        Errno::ENOSYS.to_ret()
+    );
+
+    let wpt = VMASST_TYPE_WRITABLE_PAGETABLES.into();
+    assert_eq!(
+        x.call(nr::VM_ASSIST, [VMASST_CMD_ENABLE.into(), wpt, 0, 0]),
+        Errno::EINVAL.to_ret()
+    );
+    assert_eq!(
+        x.call(nr::VM_ASSIST, [VMASST_CMD_DISABLE.into(), wpt, 0, 0]),
+        0
+    );
+    assert_eq!(
+        x.call(nr::VM_ASSIST, [VMASST_CMD_DISABLE.into(), 77, 0, 0]),
+        Errno::EINVAL.to_ret()
+    );
+    assert_eq!(
+        x.call(nr::VM_ASSIST, [9, wpt, 0, 0]),
+        Errno::ENOSYS.to_ret()
+    );
+}

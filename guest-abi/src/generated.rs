@@ -520,7 +520,7 @@ pub mod call {
 
     /// `mmu_update` (1): Batch of page-table / machine-to-phys updates, validated one by one.
     ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
+    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -528,7 +528,7 @@ pub mod call {
     /// change the state of the domain: the caller upholds the hypercall's contract.
     #[inline]
     pub unsafe fn mmu_update(
-        reqs: *const core::ffi::c_void,
+        reqs: *const crate::mmu::MmuUpdate,
         count: u32,
         pdone: *mut u32,
         foreigndom: u32,
@@ -673,7 +673,7 @@ pub mod call {
 
     /// `memory_op` (12): Reservations, physmap and memory map queries (cmd bits 5:0; higher bits continue).
     ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
+    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -687,21 +687,21 @@ pub mod call {
 
     /// `multicall` (13): Run a batch of hypercalls; each entry's result is written back.
     ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
+    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
     /// The hypervisor reads and writes the memory the pointer arguments designate and may
     /// change the state of the domain: the caller upholds the hypercall's contract.
     #[inline]
-    pub unsafe fn multicall(calls: *mut core::ffi::c_void, nr_calls: u64) -> i64 {
+    pub unsafe fn multicall(calls: *mut crate::mmu::MulticallEntry, nr_calls: u32) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::MULTICALL, calls as u64, nr_calls) }
+        unsafe { crate::raw::hypercall2(nr::MULTICALL, calls as u64, u64::from(nr_calls)) }
     }
 
     /// `update_va_mapping` (14): Write the L1 entry that maps `va` in the current page tables, then flush.
     ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
+    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -808,7 +808,7 @@ pub mod call {
 
     /// `vm_assist` (21): Enable or disable an optional hypervisor assist for this domain.
     ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
+    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -879,7 +879,7 @@ pub mod call {
 
     /// `mmuext_op` (26): Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops.
     ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
+    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -887,7 +887,7 @@ pub mod call {
     /// change the state of the domain: the caller upholds the hypercall's contract.
     #[inline]
     pub unsafe fn mmuext_op(
-        ops: *const core::ffi::c_void,
+        ops: *const crate::mmu::MmuextOp,
         count: u32,
         pdone: *mut u32,
         foreigndom: u32,
@@ -1275,6 +1275,50 @@ const _: () = assert!(
 const _: () = assert!(
     core::mem::offset_of!(crate::grant_table::GnttabSetupTable, frame_list) == 16,
     "struct gnttab_setup_table.frame_list"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::mmu::MmuUpdate>() == 16,
+    "size of struct mmu_update"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::mmu::MmuUpdate, ptr) == 0,
+    "struct mmu_update.ptr"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::mmu::MmuUpdate, val) == 8,
+    "struct mmu_update.val"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::mmu::MmuextOp>() == 24,
+    "size of struct mmuext_op"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::mmu::MmuextOp, cmd) == 0,
+    "struct mmuext_op.cmd"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::mmu::MmuextOp, arg1) == 8,
+    "struct mmuext_op.arg1"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::mmu::MmuextOp, arg2) == 16,
+    "struct mmuext_op.arg2"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::mmu::MulticallEntry>() == 64,
+    "size of struct multicall_entry"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::mmu::MulticallEntry, op) == 0,
+    "struct multicall_entry.op"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::mmu::MulticallEntry, result) == 8,
+    "struct multicall_entry.result"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::mmu::MulticallEntry, args) == 16,
+    "struct multicall_entry.args"
 );
 const _: () = assert!(
     core::mem::size_of::<crate::version::PlatformParameters>() == 8,

@@ -10,11 +10,53 @@ use guest_abi::{Errno, nr};
 /// guest pointers arrive as [`GuestHandle`] / [`GuestArray`] (never raw integers), an
 /// array's count argument folded into its [`GuestArray`].
 pub(crate) trait Hypercalls {
+    /// `mmu_update` (1): Batch of page-table / machine-to-phys updates, validated one by one.
+    ///
+    /// * `reqs`: guest array of `count` elements, in
+    /// * `pdone`: guest pointer, out
+    /// * `foreigndom`: u32
+    ///
+    /// Flags: preemptible.
+    fn mmu_update(
+        &mut self,
+        call: &mut Call<'_>,
+        reqs: GuestArray<guest_abi::mmu::MmuUpdate>,
+        pdone: GuestHandle<u32>,
+        foreigndom: u32,
+    ) -> Flow;
+
     /// `sched_op_compat` (6): Legacy sched_op (SCHEDOP_yield, SCHEDOP_shutdown): the shutdown reason is `arg` itself.
     ///
     /// * `cmd`: u32
     /// * `arg`: u64
     fn sched_op_compat(&mut self, call: &mut Call<'_>, cmd: u32, arg: u64) -> Flow;
+
+    /// `memory_op` (12): Reservations, physmap and memory map queries (cmd bits 5:0; higher bits continue).
+    ///
+    /// * `cmd`: u64
+    /// * `arg`: guest pointer, inout
+    ///
+    /// Flags: preemptible.
+    fn memory_op(&mut self, call: &mut Call<'_>, cmd: u64, arg: GuestHandle<Untyped>) -> Flow;
+
+    /// `multicall` (13): Run a batch of hypercalls; each entry's result is written back.
+    ///
+    /// * `calls`: guest array of `nr_calls` elements, inout
+    ///
+    /// Flags: preemptible.
+    fn multicall(
+        &mut self,
+        call: &mut Call<'_>,
+        calls: GuestArray<guest_abi::mmu::MulticallEntry>,
+    ) -> Flow;
+
+    /// `update_va_mapping` (14): Write the L1 entry that maps `va` in the current page tables, then flush.
+    ///
+    /// * `va`: u64
+    /// * `new_pte`: u64
+    /// * `flags`: u64
+    fn update_va_mapping(&mut self, call: &mut Call<'_>, va: u64, new_pte: u64, flags: u64)
+    -> Flow;
 
     /// `xen_version` (17): Version, capabilities, features and build information.
     ///
@@ -35,6 +77,27 @@ pub(crate) trait Hypercalls {
     ///
     /// Flags: preemptible.
     fn grant_table_op(&mut self, call: &mut Call<'_>, cmd: u32, uop: GuestArray<Untyped>) -> Flow;
+
+    /// `vm_assist` (21): Enable or disable an optional hypervisor assist for this domain.
+    ///
+    /// * `cmd`: u32
+    /// * `type`: u32
+    fn vm_assist(&mut self, call: &mut Call<'_>, cmd: u32, r#type: u32) -> Flow;
+
+    /// `mmuext_op` (26): Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops.
+    ///
+    /// * `ops`: guest array of `count` elements, in
+    /// * `pdone`: guest pointer, out
+    /// * `foreigndom`: u32
+    ///
+    /// Flags: preemptible.
+    fn mmuext_op(
+        &mut self,
+        call: &mut Call<'_>,
+        ops: GuestArray<guest_abi::mmu::MmuextOp>,
+        pdone: GuestHandle<u32>,
+        foreigndom: u32,
+    ) -> Flow;
 
     /// `sched_op` (29): Yield, block, shut down, poll.
     ///
@@ -69,7 +132,16 @@ pub(crate) fn dispatch<H: Hypercalls + ?Sized>(
         return Flow::Return(Err(Errno::ENOSYS));
     };
     match number {
+        nr::MMU_UPDATE => h.mmu_update(
+            call,
+            GuestArray::new(args[0], u64::from(args[1] as u32)),
+            GuestHandle::new(args[2]),
+            args[3] as u32,
+        ),
         nr::SCHED_OP_COMPAT => h.sched_op_compat(call, args[0] as u32, args[1]),
+        nr::MEMORY_OP => h.memory_op(call, args[0], GuestHandle::new(args[1])),
+        nr::MULTICALL => h.multicall(call, GuestArray::new(args[0], u64::from(args[1] as u32))),
+        nr::UPDATE_VA_MAPPING => h.update_va_mapping(call, args[0], args[1], args[2]),
         nr::XEN_VERSION => h.xen_version(call, args[0] as u32, GuestHandle::new(args[1])),
         nr::CONSOLE_IO => h.console_io(
             call,
@@ -80,6 +152,13 @@ pub(crate) fn dispatch<H: Hypercalls + ?Sized>(
             call,
             args[0] as u32,
             GuestArray::new(args[1], u64::from(args[2] as u32)),
+        ),
+        nr::VM_ASSIST => h.vm_assist(call, args[0] as u32, args[1] as u32),
+        nr::MMUEXT_OP => h.mmuext_op(
+            call,
+            GuestArray::new(args[0], u64::from(args[1] as u32)),
+            GuestHandle::new(args[2]),
+            args[3] as u32,
         ),
         nr::SCHED_OP => h.sched_op(call, args[0] as u32, GuestHandle::new(args[1])),
         nr::EVENT_CHANNEL_OP => h.event_channel_op(call, args[0] as u32, GuestHandle::new(args[1])),

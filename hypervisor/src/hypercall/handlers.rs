@@ -7,6 +7,7 @@ use super::generated::Hypercalls;
 use super::handle::{Call, Flow, GuestArray, GuestHandle, Untyped};
 use crate::hv::Hypervisor;
 use crate::platform::{MachineMemory, Platform};
+use guest_abi::mmu::{MmuUpdate, MmuextOp, MulticallEntry};
 
 impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
     fn sched_op_compat(&mut self, call: &mut Call<'_>, cmd: u32, arg: u64) -> Flow {
@@ -42,5 +43,48 @@ impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
         arg: GuestHandle<Untyped>,
     ) -> Flow {
         self.do_event_channel_op(call, cmd, arg)
+    }
+
+    fn mmu_update(
+        &mut self,
+        call: &mut Call<'_>,
+        _reqs: GuestArray<MmuUpdate>,
+        _pdone: GuestHandle<u32>,
+        _foreigndom: u32,
+    ) -> Flow {
+        // Decodes its arguments from the frame itself (it may rewrite them to continue).
+        Flow::Resume(self.mmu_update(call.idx, call.frame))
+    }
+
+    fn mmuext_op(
+        &mut self,
+        call: &mut Call<'_>,
+        _ops: GuestArray<MmuextOp>,
+        _pdone: GuestHandle<u32>,
+        _foreigndom: u32,
+    ) -> Flow {
+        Flow::Resume(self.mmuext_op(call.idx, call.frame))
+    }
+
+    fn multicall(&mut self, call: &mut Call<'_>, _calls: GuestArray<MulticallEntry>) -> Flow {
+        Flow::Resume(self.multicall(call.idx, call.frame))
+    }
+
+    fn update_va_mapping(
+        &mut self,
+        call: &mut Call<'_>,
+        va: u64,
+        new_pte: u64,
+        flags: u64,
+    ) -> Flow {
+        self.update_va_mapping(call.idx, va, new_pte, flags).into()
+    }
+
+    fn vm_assist(&mut self, _call: &mut Call<'_>, cmd: u32, r#type: u32) -> Flow {
+        self.vm_assist(cmd, r#type).into()
+    }
+
+    fn memory_op(&mut self, call: &mut Call<'_>, cmd: u64, arg: GuestHandle<Untyped>) -> Flow {
+        self.memory_op(call.idx, cmd, arg.addr()).into()
     }
 }

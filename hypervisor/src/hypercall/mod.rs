@@ -5,12 +5,19 @@
 //! `copy_from_guest` / `copy_to_guest`; a bad one is `-EFAULT`. Xen declares command
 //! arguments as C `int`/`unsigned int`, so only their low 32 bits count, as in Xen.
 //!
-//! Implemented: console_io, xen_version, sched_op, sched_op_compat and
-//! event_channel_op (send). Everything else is `-ENOSYS`.
+//! Which hypercalls exist, their numbers and argument types come from the one definition
+//! `hypercall-gen/hypercalls.toml`: `generated.rs` (do not edit; `cargo xtask gen`) holds
+//! the [`generated::Hypercalls`] trait and its `dispatch`; `handlers.rs` implements the
+//! trait, each method calling the handler in that hypercall's own file.
+//! `docs/hypercalls.md` lists every hypercall and its status; anything not implemented
+//! is `-ENOSYS`.
 
 mod console_io;
 mod evtchn;
+pub(crate) mod generated;
 pub(crate) mod grant_table;
+pub mod handle;
+mod handlers;
 mod memory_op;
 pub mod mmu;
 pub mod multicall;
@@ -23,7 +30,8 @@ pub use xen_version::{CAPABILITIES, CHANGESET, EXTRAVERSION};
 use crate::hv::Hypervisor;
 use crate::memory::guest::{copy_from_guest, copy_to_guest};
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
-use guest_abi::{Errno, nr};
+use guest_abi::Errno;
+use handle::{Call, Flow};
 use zerocopy::{FromBytes, IntoBytes};
 
 /// What a handler that never switches domains returns.
@@ -44,25 +52,16 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let Some(idx) = self.current else {
             return self.no_current_domain();
         };
-        let (a1, a2, a3) = (frame.rdi, frame.rsi, frame.rdx);
-        // A number beyond u32 is as unknown as 99.
-        let ret = match u32::try_from(frame.rax) {
-            Ok(nr::XEN_VERSION) => self.xen_version(idx, a1 as u32, a2),
-            Ok(nr::CONSOLE_IO) => self.console_io(idx, a1 as u32, a2 as u32, a3),
-            Ok(nr::SCHED_OP) => return self.sched_op(idx, frame),
-            Ok(nr::SCHED_OP_COMPAT) => return self.sched_op_compat(idx, frame),
-            Ok(nr::EVENT_CHANNEL_OP) => return self.event_channel_op(idx, frame),
-            Ok(nr::MMU_UPDATE) => return self.mmu_update(idx, frame),
-            Ok(nr::MMUEXT_OP) => return self.mmuext_op(idx, frame),
-            Ok(nr::MULTICALL) => return self.multicall(idx, frame),
-            Ok(nr::UPDATE_VA_MAPPING) => self.update_va_mapping(idx, a1, a2, a3),
-            Ok(nr::VM_ASSIST) => self.vm_assist(a1 as u32, a2 as u32),
-            Ok(nr::MEMORY_OP) => self.memory_op(idx, a1, a2),
-            Ok(nr::GRANT_TABLE_OP) => return self.grant_table_op(idx, frame),
-            _ => Err(Errno::ENOSYS),
-        };
-        frame.rax = to_rax(ret);
-        self.resume_current()
+        let number = frame.rax;
+        let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
+        let mut call = Call { idx, frame };
+        match generated::dispatch(self, &mut call, number, args) {
+            Flow::Return(ret) => {
+                frame.rax = to_rax(ret);
+                self.resume_current()
+            }
+            Flow::Resume(resume) => resume,
+        }
     }
 
     /// Reads a `T` from the running domain's VA `va`.

@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod hypercalls;
 pub mod images;
 pub mod qemu;
+pub mod session;
 pub mod xen;
 
 use std::fmt;

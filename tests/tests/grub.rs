@@ -1,0 +1,220 @@
+//! Debian's GRUB for Xen (`grub-xen-bin`, `grub-xen-host`), unmodified, as a PV guest of
+//! our hypervisor: a `grub-mkimage` hello image, the rescue image, and Debian's prebuilt
+//! `grub-x86_64-xen.bin` driven at its `grub>` prompt through the serial console.
+//!
+//! The packages are installed with apt-get when missing and running as root (as
+//! `.ci/run` does); otherwise the tests fail with the install command: they never skip.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+use xtask::bundle::GuestFile;
+use xtask::images::{Images, Profile, build_images};
+use xtask::qemu::{HvResult, HvRun, Outcome, ensure_qemu, run_hypervisor};
+use xtask::session::{End, Step, run_hypervisor_session};
+
+/// Hang guard for one QEMU run (GRUB's Debian image takes a few seconds under TCG).
+const TIMEOUT: Duration = Duration::from_secs(240);
+/// Debian's prebuilt PV image (package grub-xen-bin).
+const DEBIAN_IMAGE: &str = "/usr/lib/grub-xen/grub-x86_64-xen.bin";
+const PACKAGES: &[&str] = &["grub-xen-bin", "grub-xen-host"];
+const HELLO_LINE: &str = "GRUB-PV-TEST: hello from GRUB x86_64-xen";
+
+fn images() -> &'static Images {
+    static IMAGES: OnceLock<Result<Images, String>> = OnceLock::new();
+    let built = IMAGES.get_or_init(|| {
+        ensure_qemu().map_err(|e| e.to_string())?;
+        build_images(Profile::Release).map_err(|e| e.to_string())
+    });
+    match built {
+        Ok(images) => images,
+        Err(e) => panic!("cannot prepare the QEMU tests: {e}"),
+    }
+}
+
+/// Makes sure `grub-mkimage` and Debian's x86_64-xen GRUB files are there.
+fn ensure_grub_xen() {
+    static READY: Mutex<bool> = Mutex::new(false);
+    let mut ready = READY.lock().unwrap_or_else(|p| p.into_inner());
+    if *ready {
+        return;
+    }
+    let present = || {
+        Path::new(DEBIAN_IMAGE).exists()
+            && Path::new("/usr/lib/grub/x86_64-xen/kernel.img").exists()
+    };
+    if !present() {
+        let hint = format!("apt-get install -y {}", PACKAGES.join(" "));
+        // Installing needs root (`id -u` prints 0).
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+        assert!(
+            root,
+            "GRUB for Xen is not installed; install it with: sudo {hint}"
+        );
+        let status = Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(PACKAGES)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .unwrap_or_else(|e| panic!("could not run apt-get: {e}; install with: {hint}"));
+        assert!(
+            status.success() && present(),
+            "installing GRUB for Xen failed; try: {hint}"
+        );
+    }
+    *ready = true;
+}
+
+/// `target/grub/`, next to the other build products.
+fn grub_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("CARGO_TARGET_TMPDIR has a parent")
+        .join("grub");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
+/// Runs `grub-mkimage -O x86_64-xen` with `args` into `target/grub/<name>.elf`.
+fn mkimage(name: &str, args: &[&str]) -> PathBuf {
+    ensure_grub_xen();
+    let out = grub_dir().join(format!("{name}.elf"));
+    let status = Command::new("grub-mkimage")
+        .args(["-O", "x86_64-xen", "-o"])
+        .arg(&out)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("could not run grub-mkimage: {e}"));
+    assert!(status.success(), "grub-mkimage {args:?} failed");
+    out
+}
+
+fn run_of(path: PathBuf, memory_mib: u32) -> HvRun {
+    let mut guest = GuestFile::new(path);
+    guest.memory_mib = memory_mib;
+    HvRun {
+        hypervisor: images().hypervisor(),
+        guests: vec![guest],
+        deterministic: true,
+        timeout: Some(TIMEOUT),
+        ..HvRun::default()
+    }
+}
+
+#[track_caller]
+fn assert_outcome(result: &HvResult, ok: bool, outcome: Option<Outcome>, what: &str) {
+    assert!(
+        ok && outcome.is_none_or(|o| o == result.outcome),
+        "{what}: expected {outcome:?}, got {:?} ({})\n--- transcript ---\n{}--- QEMU stderr ---\n{}",
+        result.outcome,
+        result.outcome.explain(),
+        result.transcript.text(),
+        result.stderr
+    );
+}
+
+/// A guest line's text: without the `[d<id> <name>] ` prefix and ANSI escape sequences.
+fn guest_text(line: &str) -> String {
+    let body = match line.strip_prefix("[d").and_then(|l| l.split_once("] ")) {
+        Some((_, body)) => body,
+        None => line,
+    };
+    let mut out = String::new();
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte (0x40..=0x7e).
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out.trim().to_string()
+}
+
+#[test]
+fn grub_mkimage_hello_prints_and_powers_off() {
+    let cfg = grub_dir().join("hello.cfg");
+    std::fs::write(&cfg, format!("echo \"{HELLO_LINE}\"\nhalt\n")).unwrap();
+    let image = mkimage(
+        "grub-hello-x86_64-xen",
+        &["-c", cfg.to_str().unwrap(), "-p", "/", "echo", "halt"],
+    );
+    let result = run_hypervisor(&run_of(image, 64)).unwrap_or_else(|e| panic!("{e}"));
+    let printed = result
+        .transcript
+        .lines
+        .iter()
+        .any(|l| l.starts_with("[d1 grub-hello-x86_64-xen] ") && guest_text(l) == HELLO_LINE);
+    let powered_off = result
+        .transcript
+        .contains("(hv) d1 grub-hello-x86_64-xen: shut down: poweroff");
+    assert_outcome(
+        &result,
+        printed && powered_off,
+        Some(Outcome::AllPoweredOff),
+        "hello image",
+    );
+}
+
+#[test]
+fn grub_rescue_image_reaches_its_prompt() {
+    let image = mkimage("grub-rescue-x86_64-xen", &["-p", "(memdisk)/boot/grub"]);
+    let result = run_hypervisor_session(
+        &run_of(image, 64),
+        &[Step::new("grub rescue>", b"")],
+        End::AfterLastStep,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_outcome(
+        &result,
+        result.transcript.contains("[d1 grub-rescue-x86_64-xen] ")
+            && result.transcript.contains("grub rescue>"),
+        None,
+        "rescue image",
+    );
+}
+
+#[test]
+fn debian_grub_runs_typed_commands_and_halts() {
+    ensure_grub_xen();
+    let result = run_hypervisor_session(
+        &run_of(DEBIAN_IMAGE.into(), 128),
+        &[
+            Step::new("grub>", b"echo PV-INPUT-OK\r"),
+            Step::new("grub>", b"halt\r"),
+        ],
+        End::Exit,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let t = &result.transcript;
+    let welcome = t.contains("Welcome to GRUB!");
+    // The command's output, not the echo of what was typed.
+    let executed = t.lines.iter().any(|l| guest_text(l) == "PV-INPUT-OK");
+    let halted = t.contains("(hv) d1 grub-x86_64-xen: shut down: poweroff");
+    assert_outcome(
+        &result,
+        welcome && executed && halted,
+        Some(Outcome::AllPoweredOff),
+        "Debian's grub-x86_64-xen.bin",
+    );
+}
+
+#[test]
+fn guest_text_strips_prefix_and_escapes() {
+    assert_eq!(
+        guest_text("[d1 grub] \u{1b}[0m\u{1b}[37;40mPV-INPUT-OK "),
+        "PV-INPUT-OK"
+    );
+    assert_eq!(guest_text("plain"), "plain");
+}

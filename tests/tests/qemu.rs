@@ -163,6 +163,36 @@ fn hypervisor_addresses_are_refused_with_efault() {
 }
 
 #[test]
+fn hostile_mmu_attempts_are_refused_and_others_keep_running() {
+    let result = boot(vec![guest("hostile-mmu"), guest("console-io-only")]);
+    let d = "[d1 hostile-mmu] hostile-mmu:";
+    let lines: Vec<String> = [
+        "write-map the L4 = -22",
+        "map a frame not ours = -22",
+        "map a hypervisor frame = -22",
+        "plain write to a free frame = 0",
+        "pin self-mapping L1 = -22",
+        "CR3 = writable page = -22",
+        "CR3 = self-mapping L1 = -22",
+        "clear L4 slot 256 = -22",
+        "replace L4 slot 262 = -22",
+        "huge batch from hypervisor memory = -14 (done 0)",
+        // Xen accepts unpinning the live root; CR3 keeps it a validated L4.
+        "unpin the live L4 = 0",
+        "then write-map it = -22",
+        "pin it again = 0",
+        "still alive",
+    ]
+    .iter()
+    .map(|l| format!("{d} {l}"))
+    .collect();
+    let mut expected: Vec<&str> = lines.iter().map(String::as_str).collect();
+    expected.push("(hv) d1 hostile-mmu: shut down: poweroff");
+    expected.push("(hv) d2 console-io-only: shut down: poweroff");
+    assert_run(&result, &expected, Outcome::AllPoweredOff);
+}
+
+#[test]
 fn unknown_hypercalls_return_enosys() {
     let result = boot(vec![guest("unknown-hypercall")]);
     assert_run(

@@ -52,7 +52,8 @@ fn subops(h: &Hypercall) -> String {
                     } else {
                         ""
                     };
-                    format!("{} {}{done}", o.nr, o.name)
+                    let arg = o.arg.as_ref().map_or(String::new(), |a| format!(" ({a})"));
+                    format!("{} {}{arg}{done}", o.nr, o.name)
                 })
                 .collect();
             format!("`{}*` (on `{}`): {}", g.prefix, g.on, ops.join(", "))

@@ -506,14 +506,14 @@ pub mod call {
 
     /// `set_trap_table` (0): Install the virtual IDT (array ended by an entry with address 0; NULL clears).
     ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
+    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
     /// The hypervisor reads and writes the memory the pointer arguments designate and may
     /// change the state of the domain: the caller upholds the hypercall's contract.
     #[inline]
-    pub unsafe fn set_trap_table(traps: *const core::ffi::c_void) -> i64 {
+    pub unsafe fn set_trap_table(traps: *const crate::traps::TrapInfo) -> i64 {
         // SAFETY: forwarded to the caller.
         unsafe { crate::raw::hypercall1(nr::SET_TRAP_TABLE, traps as u64) }
     }
@@ -561,7 +561,7 @@ pub mod call {
 
     /// `stack_switch` (3): Set the kernel stack used on entry from guest user mode.
     ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
+    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -575,7 +575,7 @@ pub mod call {
 
     /// `set_callbacks` (4): Register the event, failsafe and syscall callback entry points.
     ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
+    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -589,7 +589,7 @@ pub mod call {
 
     /// `fpu_taskswitch` (5): Set (non-zero) or clear the virtual CR0.TS.
     ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
+    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -865,7 +865,7 @@ pub mod call {
 
     /// `set_segment_base` (25): Set the FS base, a GS base, or the user GS selector.
     ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
+    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -948,7 +948,7 @@ pub mod call {
 
     /// `callback_op` (30): Register or unregister an event, failsafe, syscall or NMI callback.
     ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
+    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -1335,4 +1335,24 @@ const _: () = assert!(
 const _: () = assert!(
     core::mem::offset_of!(crate::sched::SchedShutdown, reason) == 0,
     "struct sched_shutdown.reason"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::traps::TrapInfo>() == 16,
+    "size of struct trap_info"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::traps::TrapInfo, vector) == 0,
+    "struct trap_info.vector"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::traps::TrapInfo, flags) == 1,
+    "struct trap_info.flags"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::traps::TrapInfo, cs) == 2,
+    "struct trap_info.cs"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::traps::TrapInfo, address) == 8,
+    "struct trap_info.address"
 );

@@ -29,6 +29,7 @@ pub mod raw;
 pub mod sched;
 pub mod shared_info;
 pub mod start_info;
+pub mod traps;
 pub mod version;
 pub mod xenstore;
 

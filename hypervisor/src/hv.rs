@@ -60,6 +60,12 @@ pub struct Hypervisor<M: MachineMemory, P: Platform> {
     pub(crate) current: Option<usize>,
     /// Its CR3, cached for the hypercall fast path.
     pub(crate) current_cr3: u64,
+
+    /// Whether it is in guest user mode (a `syscall` is then a guest system call, not a
+    /// hypercall), cached for the hypercall fast path.
+    current_user_mode: bool,
+    /// Index of the domain whose FPU registers and segment bases the CPU holds.
+    pub(crate) cpu_state_of: Option<usize>,
 }
 
 /// RFLAGS bits a guest may set: CF PF AF ZF SF TF DF OF AC ID. IOPL, NT, RF, VM, VIF
@@ -191,6 +197,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             domains: heapless::Vec::new(),
             current: None,
             current_cr3: 0,
+            current_user_mode: false,
+            cpu_state_of: None,
         }
     }
 
@@ -276,6 +284,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// A `syscall` from the running guest (`frame.vector == GuestFrame::VECTOR_SYSCALL`).
     #[inline]
     pub fn hypercall(&mut self, frame: &mut GuestFrame) -> Resume {
+        // From guest user mode a `syscall` is the guest's own system call.
+        if self.current_user_mode {
+            return self.guest_syscall(frame);
+        }
         // The benchmark path: no copies, no formatting, no time update.
         if frame.rax == nr::XEN_VERSION as u64 && frame.rdi == version::XENVER_VERSION as u64 {
             frame.rax = XEN_VERSION_NUMBER;
@@ -287,19 +299,34 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     }
 
     /// An exception taken while the guest ran (`frame.vector`, `frame.error_code`; `cr2`
-    /// for a page fault). No guest has trap handlers yet, so this always crashes the
-    /// running domain.
+    /// for a page fault): emulated, bounced to the guest's handler, or the domain's end
+    /// (`traps/mod.rs`).
     pub fn guest_exception(&mut self, frame: &mut GuestFrame, cr2: u64) -> Resume {
         let Some(idx) = self.current else {
             return self.no_current_domain();
         };
+        self.handle_exception(idx, frame, cr2)
+    }
+
+    /// Crashes the running domain for an exception it has no handler for.
+    pub(crate) fn crash_for_exception(
+        &mut self,
+        idx: usize,
+        frame: &mut GuestFrame,
+        cr2: u64,
+    ) -> Resume {
         let vector = frame.vector;
+        let mode = if self.domains[idx].vcpu.user_mode {
+            "user"
+        } else {
+            "kernel"
+        };
         let cr2 = Cr2Suffix((vector == 14).then_some(cr2));
         self.end_domain(
             idx,
             DomainState::Crashed,
             format_args!(
-                "crashed: {} in guest kernel vector={vector} error={:#x} rip={:#x}{cr2}",
+                "crashed: {} in guest {mode} vector={vector} error={:#x} rip={:#x}{cr2}",
                 exception_mnemonic(vector),
                 frame.error_code,
                 frame.rip
@@ -315,6 +342,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         Resume::Guest {
             cr3: self.current_cr3,
         }
+    }
+
+    /// Records the running vCPU's mode and the root it runs on (traps/mod.rs).
+    pub(crate) fn set_current_mode(&mut self, user: bool, cr3: u64) {
+        self.current_user_mode = user;
+        self.current_cr3 = cr3;
     }
 
     /// The address space of the running domain's guest pointers.
@@ -362,7 +395,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             self.publish_time(idx);
             *frame = next;
             self.current = Some(idx);
-            self.current_cr3 = self.domains[idx].vcpu.cr3;
+            self.load_vcpu_state(idx);
             return Resume::Guest {
                 cr3: self.current_cr3,
             };

@@ -20,6 +20,7 @@ pub mod memory;
 pub mod platform;
 pub mod tick;
 pub mod time;
+pub mod traps;
 pub mod xenstore;
 
 #[cfg(test)]

@@ -58,6 +58,46 @@ pub trait Platform {
     fn flush_tlb(&mut self);
     /// Invalidates the TLB entry of one (canonical) guest virtual address.
     fn invlpg(&mut self, va: u64);
+
+    // ---- per-vCPU CPU state the core switches (traps/mod.rs) ----
+
+    /// The running guest's FS base and active GS base, as the CPU holds them now (a
+    /// guest can change them itself by loading a segment selector).
+    fn segment_bases(&self) -> (u64, u64);
+    /// Loads the guest's FS base and active GS base (both canonical: the core checks).
+    fn set_segment_bases(&mut self, fs: u64, gs: u64);
+    /// Saves the FPU/SSE registers (FXSAVE) into `area`; works whatever CR0.TS is.
+    fn fpu_save(&mut self, area: &mut FpuArea);
+    /// Loads the FPU/SSE registers (FXRSTOR) from `area` (written only by `fpu_save` or
+    /// [`FpuArea::default`]); works whatever CR0.TS is.
+    fn fpu_restore(&mut self, area: &FpuArea);
+    /// Sets (`true`) or clears CR0.TS: while set, the guest's next FPU/SSE instruction
+    /// raises #NM (the guest's virtual CR0.TS, `fpu_taskswitch`).
+    fn set_fpu_trap(&mut self, on: bool);
+    /// What the CPU answers to `cpuid` with `eax = leaf`, `ecx = subleaf`:
+    /// `[eax, ebx, ecx, edx]`.
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
+}
+
+/// A vCPU's FPU/SSE state in FXSAVE format (512 bytes, 16-byte aligned).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(16))]
+pub struct FpuArea(pub [u8; 512]);
+
+impl Default for FpuArea {
+    /// The state after `fninit` with SSE exceptions masked: FCW 0x37f, MXCSR 0x1f80.
+    fn default() -> Self {
+        let mut a = [0u8; 512];
+        a[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+        a[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        FpuArea(a)
+    }
+}
+
+impl core::fmt::Debug for FpuArea {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("FpuArea { .. }")
+    }
 }
 
 /// The registers of an interrupted guest vCPU, as the arch entry code saves them on the

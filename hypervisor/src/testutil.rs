@@ -64,6 +64,12 @@ pub struct FakePlatform {
     pub tlb_flushes: usize,
     /// Addresses passed to `invlpg`.
     pub invlpgs: Vec<u64>,
+    /// The "CPU's" FS and active GS bases.
+    pub segment_bases: (u64, u64),
+    /// The "CPU's" FPU registers (what `fpu_save` stores, `fpu_restore` loads).
+    pub fpu: crate::platform::FpuArea,
+    /// CR0.TS.
+    pub fpu_trap: bool,
 }
 
 impl FakePlatform {
@@ -76,6 +82,10 @@ impl FakePlatform {
             tsc_hz: 1_000_000_000,
             tlb_flushes: 0,
             invlpgs: Vec::new(),
+
+            segment_bases: (0, 0),
+            fpu: crate::platform::FpuArea([0xee; 512]),
+            fpu_trap: false,
         }
     }
 }
@@ -108,6 +118,25 @@ impl Platform for FakePlatform {
     }
     fn invlpg(&mut self, va: u64) {
         self.invlpgs.push(va);
+    }
+    fn segment_bases(&self) -> (u64, u64) {
+        self.segment_bases
+    }
+    fn set_segment_bases(&mut self, fs: u64, gs: u64) {
+        self.segment_bases = (fs, gs);
+    }
+    fn fpu_save(&mut self, area: &mut crate::platform::FpuArea) {
+        *area = self.fpu;
+    }
+    fn fpu_restore(&mut self, area: &crate::platform::FpuArea) {
+        self.fpu = *area;
+    }
+    fn set_fpu_trap(&mut self, on: bool) {
+        self.fpu_trap = on;
+    }
+    /// A CPU with max basic leaf 1 whose leaves echo their number in eax.
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        [leaf, subleaf, 0, 0]
     }
 }
 

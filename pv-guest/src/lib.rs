@@ -30,6 +30,8 @@ pub mod cmdline;
 pub mod console;
 #[cfg(target_os = "none")]
 mod rt;
+#[cfg(target_os = "none")]
+pub mod usermode;
 
 #[cfg(target_os = "none")]
 pub use rt::{_start, poweroff, shutdown, start_info};

@@ -44,6 +44,7 @@ mod kernel {
         print_version();
         print_via_hypercall_page();
         print_time(si);
+        traps_and_user_mode(si);
         println!("pv-guest: powering off");
         pv_guest::poweroff()
     }
@@ -166,6 +167,25 @@ mod kernel {
         // SAFETY: rdtsc only reads the time-stamp counter.
         let tsc = unsafe { core::arch::x86_64::_rdtsc() };
         println!("time: system_time_ns={}", time.system_time_at(tsc));
+    }
+
+    /// Trap table, a page fault the kernel handles itself, and a user-mode task making
+    /// a system call (pv_guest::usermode).
+    fn traps_and_user_mode(si: &StartInfo) {
+        use pv_guest::usermode;
+        if let Err(e) = usermode::install_trap_table() {
+            println!("pv-guest: set_trap_table failed: {e}");
+            return;
+        }
+        println!("pv-guest: trap table installed");
+        match usermode::demand_page_demo(si) {
+            Ok(va) => println!("pv-guest: page fault at {va:#x} handled"),
+            Err(e) => println!("pv-guest: page fault demo skipped: {e}"),
+        }
+        match usermode::user_mode_demo(si) {
+            Ok(()) => println!("pv-guest: back in kernel"),
+            Err(e) => println!("pv-guest: user mode demo skipped: {e}"),
+        }
     }
 
     fn until_nul(b: &[u8]) -> &[u8] {

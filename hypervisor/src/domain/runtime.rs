@@ -49,6 +49,22 @@ pub struct Vcpu {
     /// LDT set by `MMUEXT_SET_LDT`: linear address and entries (0 = none). Recorded
     /// only: guests get no LDT loaded yet.
     pub ldt: (u64, u32),
+
+    /// In guest user mode (runs on `user_cr3`, user GS base); else guest kernel mode.
+    pub user_mode: bool,
+    /// Trap table, callbacks, kernel stack, segment bases, FPU state (traps/mod.rs).
+    pub traps: crate::traps::VcpuTraps,
+}
+
+impl Vcpu {
+    /// The L4 the vCPU runs on now: the user root in user mode, else the kernel root.
+    pub fn active_cr3(&self) -> u64 {
+        if self.user_mode {
+            self.user_cr3
+        } else {
+            self.cr3
+        }
+    }
 }
 
 /// One domain.

@@ -10,6 +10,15 @@ use guest_abi::{Errno, nr};
 /// guest pointers arrive as [`GuestHandle`] / [`GuestArray`] (never raw integers), an
 /// array's count argument folded into its [`GuestArray`].
 pub(crate) trait Hypercalls {
+    /// `set_trap_table` (0): Install the virtual IDT (array ended by an entry with address 0; NULL clears).
+    ///
+    /// * `traps`: guest pointer, in
+    fn set_trap_table(
+        &mut self,
+        call: &mut Call<'_>,
+        traps: GuestHandle<guest_abi::traps::TrapInfo>,
+    ) -> Flow;
+
     /// `mmu_update` (1): Batch of page-table / machine-to-phys updates, validated one by one.
     ///
     /// * `reqs`: guest array of `count` elements, in
@@ -24,6 +33,30 @@ pub(crate) trait Hypercalls {
         pdone: GuestHandle<u32>,
         foreigndom: u32,
     ) -> Flow;
+
+    /// `stack_switch` (3): Set the kernel stack used on entry from guest user mode.
+    ///
+    /// * `ss`: u64
+    /// * `rsp`: u64
+    fn stack_switch(&mut self, call: &mut Call<'_>, ss: u64, rsp: u64) -> Flow;
+
+    /// `set_callbacks` (4): Register the event, failsafe and syscall callback entry points.
+    ///
+    /// * `event_rip`: u64
+    /// * `failsafe_rip`: u64
+    /// * `syscall_rip`: u64
+    fn set_callbacks(
+        &mut self,
+        call: &mut Call<'_>,
+        event_rip: u64,
+        failsafe_rip: u64,
+        syscall_rip: u64,
+    ) -> Flow;
+
+    /// `fpu_taskswitch` (5): Set (non-zero) or clear the virtual CR0.TS.
+    ///
+    /// * `set`: i32
+    fn fpu_taskswitch(&mut self, call: &mut Call<'_>, set: i32) -> Flow;
 
     /// `sched_op_compat` (6): Legacy sched_op (SCHEDOP_yield, SCHEDOP_shutdown): the shutdown reason is `arg` itself.
     ///
@@ -84,6 +117,18 @@ pub(crate) trait Hypercalls {
     /// * `type`: u32
     fn vm_assist(&mut self, call: &mut Call<'_>, cmd: u32, r#type: u32) -> Flow;
 
+    /// `iret` (23): Return from a guest exception or syscall callback (frame on the guest stack).
+    ///
+    ///
+    /// Flags: noreturn.
+    fn iret(&mut self, call: &mut Call<'_>) -> Flow;
+
+    /// `set_segment_base` (25): Set the FS base, a GS base, or the user GS selector.
+    ///
+    /// * `which`: u32
+    /// * `base`: u64
+    fn set_segment_base(&mut self, call: &mut Call<'_>, which: u32, base: u64) -> Flow;
+
     /// `mmuext_op` (26): Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops.
     ///
     /// * `ops`: guest array of `count` elements, in
@@ -104,6 +149,12 @@ pub(crate) trait Hypercalls {
     /// * `cmd`: u32
     /// * `arg`: guest pointer, in
     fn sched_op(&mut self, call: &mut Call<'_>, cmd: u32, arg: GuestHandle<Untyped>) -> Flow;
+
+    /// `callback_op` (30): Register or unregister an event, failsafe, syscall or NMI callback.
+    ///
+    /// * `cmd`: u32
+    /// * `arg`: guest pointer, in
+    fn callback_op(&mut self, call: &mut Call<'_>, cmd: u32, arg: GuestHandle<Untyped>) -> Flow;
 
     /// `event_channel_op` (32): Event channels: allocate, bind, send, close, status.
     ///
@@ -132,12 +183,16 @@ pub(crate) fn dispatch<H: Hypercalls + ?Sized>(
         return Flow::Return(Err(Errno::ENOSYS));
     };
     match number {
+        nr::SET_TRAP_TABLE => h.set_trap_table(call, GuestHandle::new(args[0])),
         nr::MMU_UPDATE => h.mmu_update(
             call,
             GuestArray::new(args[0], u64::from(args[1] as u32)),
             GuestHandle::new(args[2]),
             args[3] as u32,
         ),
+        nr::STACK_SWITCH => h.stack_switch(call, args[0], args[1]),
+        nr::SET_CALLBACKS => h.set_callbacks(call, args[0], args[1], args[2]),
+        nr::FPU_TASKSWITCH => h.fpu_taskswitch(call, args[0] as i32),
         nr::SCHED_OP_COMPAT => h.sched_op_compat(call, args[0] as u32, args[1]),
         nr::MEMORY_OP => h.memory_op(call, args[0], GuestHandle::new(args[1])),
         nr::MULTICALL => h.multicall(call, GuestArray::new(args[0], u64::from(args[1] as u32))),
@@ -154,6 +209,8 @@ pub(crate) fn dispatch<H: Hypercalls + ?Sized>(
             GuestArray::new(args[1], u64::from(args[2] as u32)),
         ),
         nr::VM_ASSIST => h.vm_assist(call, args[0] as u32, args[1] as u32),
+        nr::IRET => h.iret(call),
+        nr::SET_SEGMENT_BASE => h.set_segment_base(call, args[0] as u32, args[1]),
         nr::MMUEXT_OP => h.mmuext_op(
             call,
             GuestArray::new(args[0], u64::from(args[1] as u32)),
@@ -161,6 +218,7 @@ pub(crate) fn dispatch<H: Hypercalls + ?Sized>(
             args[3] as u32,
         ),
         nr::SCHED_OP => h.sched_op(call, args[0] as u32, GuestHandle::new(args[1])),
+        nr::CALLBACK_OP => h.callback_op(call, args[0] as u32, GuestHandle::new(args[1])),
         nr::EVENT_CHANNEL_OP => h.event_channel_op(call, args[0] as u32, GuestHandle::new(args[1])),
         _ => Flow::Return(Err(Errno::ENOSYS)),
     }

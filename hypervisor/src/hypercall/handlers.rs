@@ -10,6 +10,47 @@ use crate::platform::{MachineMemory, Platform};
 use guest_abi::mmu::{MmuUpdate, MmuextOp, MulticallEntry};
 
 impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
+    // ---- traps, callbacks, user mode: traps/mod.rs ----
+
+    fn set_trap_table(
+        &mut self,
+        call: &mut Call<'_>,
+        traps: GuestHandle<guest_abi::traps::TrapInfo>,
+    ) -> Flow {
+        self.do_set_trap_table(call.idx, traps).into()
+    }
+
+    fn stack_switch(&mut self, call: &mut Call<'_>, ss: u64, rsp: u64) -> Flow {
+        self.do_stack_switch(call.idx, ss, rsp).into()
+    }
+
+    fn set_callbacks(
+        &mut self,
+        call: &mut Call<'_>,
+        event_rip: u64,
+        failsafe_rip: u64,
+        syscall_rip: u64,
+    ) -> Flow {
+        self.do_set_callbacks(call.idx, event_rip, failsafe_rip, syscall_rip)
+            .into()
+    }
+
+    fn fpu_taskswitch(&mut self, call: &mut Call<'_>, set: i32) -> Flow {
+        self.do_fpu_taskswitch(call.idx, set).into()
+    }
+
+    fn iret(&mut self, call: &mut Call<'_>) -> Flow {
+        Flow::Resume(self.do_iret(call.idx, call.frame))
+    }
+
+    fn set_segment_base(&mut self, call: &mut Call<'_>, which: u32, base: u64) -> Flow {
+        self.do_set_segment_base(call.idx, which, base).into()
+    }
+
+    fn callback_op(&mut self, call: &mut Call<'_>, cmd: u32, arg: GuestHandle<Untyped>) -> Flow {
+        self.do_callback_op(call.idx, cmd, arg).into()
+    }
+
     fn sched_op_compat(&mut self, call: &mut Call<'_>, cmd: u32, arg: u64) -> Flow {
         self.do_sched_op_compat(call, cmd, arg)
     }

@@ -63,6 +63,8 @@ pub const MSR_LSTAR: u32 = 0xc000_0082;
 pub const MSR_CSTAR: u32 = 0xc000_0083;
 pub const MSR_SFMASK: u32 = 0xc000_0084;
 pub const MSR_SYSENTER_CS: u32 = 0x174;
+pub const MSR_FS_BASE: u32 = 0xc000_0100;
+pub const MSR_GS_BASE: u32 = 0xc000_0101;
 
 pub const EFER_SCE: u64 = 1 << 0;
 pub const EFER_LME: u64 = 1 << 8;
@@ -130,6 +132,35 @@ pub fn read_cr4() -> u64 {
 pub unsafe fn write_cr4(v: u64) {
     // SAFETY: guaranteed by the caller.
     unsafe { asm!("mov cr4, {}", in(reg) v, options(nostack, preserves_flags)) }
+}
+
+/// Sets or clears CR0.TS (writes CR0 only when it changes).
+pub fn set_cr0_ts(on: bool) {
+    let cr0 = read_cr0();
+    let new = if on { cr0 | CR0_TS } else { cr0 & !CR0_TS };
+    if new != cr0 {
+        // SAFETY: only TS changes; it affects nothing but FPU/SSE instructions, which the
+        // hypervisor (soft-float) never executes outside `fxsave`/`fxrstor` below.
+        unsafe { write_cr0(new) }
+    }
+}
+
+/// Saves the FPU/SSE state into `area` (clears CR0.TS first: FXSAVE faults with it set).
+pub fn fxsave(area: &mut crate::platform::FpuArea) {
+    // SAFETY: clts only clears CR0.TS; fxsave64 writes exactly 512 bytes at a 16-byte
+    // aligned address (FpuArea's size and alignment), which `area` owns exclusively.
+    unsafe {
+        asm!("clts", "fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack, preserves_flags))
+    }
+}
+
+/// Loads the FPU/SSE state from `area` (clears CR0.TS first).
+pub fn fxrstor(area: &crate::platform::FpuArea) {
+    // SAFETY: fxrstor64 reads 512 aligned bytes of `area`; its contents were produced by
+    // fxsave64 or are FpuArea::default() (valid MXCSR), so it cannot #GP.
+    unsafe {
+        asm!("clts", "fxrstor64 [{}]", in(reg) area.0.as_ptr(), options(nostack, preserves_flags, readonly))
+    }
 }
 
 /// CPUID leaf `leaf`, subleaf `sub`: (eax, ebx, ecx, edx).

@@ -1,7 +1,7 @@
 //! [`Platform`] for a QEMU PC: COM1 and the TSC.
 
 use super::{cpu, serial};
-use crate::platform::Platform;
+use crate::platform::{FpuArea, Platform};
 
 /// The machine, as the core sees it.
 pub struct Pc {
@@ -36,5 +36,31 @@ impl Platform for Pc {
         if let Ok(va) = x86_64::VirtAddr::try_new(va) {
             x86_64::instructions::tlb::flush(va);
         }
+    }
+
+    fn segment_bases(&self) -> (u64, u64) {
+        // SAFETY: FS_BASE and GS_BASE exist on every x86_64 CPU; reading changes nothing.
+        unsafe { (cpu::rdmsr(cpu::MSR_FS_BASE), cpu::rdmsr(cpu::MSR_GS_BASE)) }
+    }
+    fn set_segment_bases(&mut self, fs: u64, gs: u64) {
+        // SAFETY: the core passes canonical bases (a non-canonical one would #GP here);
+        // the hypervisor itself never uses FS or GS, so only the guest sees them.
+        unsafe {
+            cpu::wrmsr(cpu::MSR_FS_BASE, fs);
+            cpu::wrmsr(cpu::MSR_GS_BASE, gs);
+        }
+    }
+    fn fpu_save(&mut self, area: &mut FpuArea) {
+        cpu::fxsave(area);
+    }
+    fn fpu_restore(&mut self, area: &FpuArea) {
+        cpu::fxrstor(area);
+    }
+    fn set_fpu_trap(&mut self, on: bool) {
+        cpu::set_cr0_ts(on);
+    }
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        let (a, b, c, d) = cpu::cpuid(leaf, subleaf);
+        [a, b, c, d]
     }
 }

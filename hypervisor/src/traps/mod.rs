@@ -1,0 +1,860 @@
+//! Traps, callbacks and guest user mode (xen-pv-abi.md §1.4, §6.4, §6.5, §9.6).
+//!
+//! A 64-bit PV guest runs its kernel and its user space at CPL3. The hypervisor keeps a
+//! per-vCPU *virtual* mode: in kernel mode the vCPU runs on its kernel L4 with the kernel
+//! GS base, in user mode on the user L4 (`MMUEXT_NEW_USER_BASEPTR`) with the user GS
+//! base. Every way into the guest kernel — an exception, a software interrupt, a
+//! `syscall` from user mode, an event upcall — goes through [`Hypervisor::bounce`]: it
+//! switches to kernel mode, pushes Xen's bounce frame on the guest kernel stack with
+//! `copy_to_guest` (a bad stack crashes the domain, never the hypervisor) and resumes the
+//! guest at its handler. The `iret` hypercall is the way back.
+//!
+//! Also here: the instruction emulation a PV kernel relies on (FS/GS base MSRs, reads of
+//! CR0/CR2/CR3/CR4, `clts`, Xen's forced-emulation `cpuid`), and the per-vCPU CPU state
+//! switched with the domain (FPU/SSE registers, virtual CR0.TS, FS/GS bases).
+
+pub mod emulate;
+#[cfg(test)]
+mod tests;
+
+use crate::domain::runtime::DomainState;
+use crate::hv::{Hypervisor, XEN_VERSION_NUMBER, exception_mnemonic, sanitize_for_iret};
+use crate::hypercall::HcResult;
+use crate::hypercall::handle::{GuestHandle, Untyped};
+use crate::memory::guest::{GuestSpace, copy_from_guest};
+use crate::platform::{FpuArea, GuestFrame, MachineMemory, Platform, Resume};
+use core::mem::offset_of;
+use emulate::{Insn, MAX_INSN_LEN};
+use guest_abi::Errno;
+use guest_abi::layout::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64, in_hypervisor_range, is_canonical};
+use guest_abi::shared_info::{ArchVcpuInfo, SharedInfo, VcpuInfo};
+use guest_abi::traps::*;
+
+/// Vectors of the virtual IDT.
+pub const NR_VECTORS: usize = 256;
+/// Most `trap_info` entries one `set_trap_table` call reads before giving up with
+/// `-E2BIG` (Xen would preempt and continue; a real table has at most 256 entries).
+pub const MAX_TRAP_TABLE_ENTRIES: usize = 4 * NR_VECTORS;
+
+/// One virtual IDT entry (`address == 0`: no handler).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrapEntry {
+    pub address: u64,
+    /// Code selector as registered (RPL raised to 3); delivery always uses
+    /// `FLAT_KERNEL_CS64`, the only 64-bit code selector a guest has.
+    pub cs: u16,
+    /// `TI_*` flags: DPL for `int n`, mask events.
+    pub flags: u8,
+}
+
+/// A registered callback (`address == 0`: none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Callback {
+    pub address: u64,
+    /// Clear the virtual IF on entry.
+    pub mask_events: bool,
+}
+
+/// Per-vCPU trap and CPU state that is the guest's, not the hypervisor's.
+#[derive(Clone, Copy, Debug)]
+pub struct VcpuTraps {
+    /// The virtual IDT (`set_trap_table`).
+    pub table: [TrapEntry; NR_VECTORS],
+    pub event: Callback,
+    pub failsafe: Callback,
+    pub syscall: Callback,
+    pub nmi: Callback,
+    /// Guest kernel stack used when entering the kernel from user mode (`stack_switch`).
+    pub kernel_sp: u64,
+    pub kernel_ss: u16,
+    /// FS base (one for both modes, as in Xen).
+    pub fs_base: u64,
+    pub gs_base_kernel: u64,
+    pub gs_base_user: u64,
+    /// Virtual CR0.TS (`fpu_taskswitch`): the next FPU use raises #NM in the guest.
+    pub fpu_ts: bool,
+    /// Virtual CR2: the address of the last page fault bounced to the guest.
+    pub cr2: u64,
+    /// FPU/SSE registers while the vCPU is not on the CPU.
+    pub fpu: FpuArea,
+}
+
+impl Default for VcpuTraps {
+    fn default() -> Self {
+        VcpuTraps {
+            table: [TrapEntry::default(); NR_VECTORS],
+            event: Callback::default(),
+            failsafe: Callback::default(),
+            syscall: Callback::default(),
+            nmi: Callback::default(),
+            kernel_sp: 0,
+            kernel_ss: FLAT_KERNEL_SS64,
+            fs_base: 0,
+            gs_base_kernel: 0,
+            gs_base_user: 0,
+            fpu_ts: false,
+            cr2: 0,
+            fpu: FpuArea::default(),
+        }
+    }
+}
+
+/// Exception vectors.
+const VEC_BP: u8 = 3;
+const VEC_UD: u8 = 6;
+const VEC_NM: u8 = 7;
+const VEC_GP: u8 = 13;
+const VEC_PF: u8 = 14;
+
+/// Vectors for which the CPU pushes an error code.
+fn has_error_code(vector: u64) -> bool {
+    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
+}
+
+/// #PF error code bit: the access came from user mode.
+const PFEC_USER: u64 = 1 << 2;
+
+const RFLAGS_TF: u64 = 1 << 8;
+const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_DF: u64 = 1 << 10;
+const RFLAGS_IOPL: u64 = 3 << 12;
+const RFLAGS_NT: u64 = 1 << 14;
+const RFLAGS_RF: u64 = 1 << 16;
+const RFLAGS_VM: u64 = 1 << 17;
+const RFLAGS_AC: u64 = 1 << 18;
+
+const MSR_FS_BASE: u32 = 0xc000_0100;
+const MSR_GS_BASE: u32 = 0xc000_0101;
+/// In guest kernel mode the "shadow" GS base is the user one.
+const MSR_SHADOW_GS_BASE: u32 = 0xc000_0102;
+
+/// What a PV guest reads from CR0 (PG AM WP NE ET MP PE; TS from `fpu_taskswitch`) and
+/// CR4 (PAE PGE OSFXSR OSXMMEXCPT).
+const GUEST_CR0: u64 = 0x8005_0033;
+const CR0_TS: u64 = 1 << 3;
+const GUEST_CR4: u64 = 0x6a0;
+
+/// Where a bounce could not be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadGuestStack(pub u64);
+
+/// Byte offsets in the domain's shared_info of vCPU 0's event mask and CR2.
+const UPCALL_MASK_OFF: u64 =
+    (offset_of!(SharedInfo, vcpu_info) + offset_of!(VcpuInfo, evtchn_upcall_mask)) as u64;
+const UPCALL_PENDING_OFF: u64 =
+    (offset_of!(SharedInfo, vcpu_info) + offset_of!(VcpuInfo, evtchn_upcall_pending)) as u64;
+const ARCH_CR2_OFF: u64 = (offset_of!(SharedInfo, vcpu_info)
+    + offset_of!(VcpuInfo, arch)
+    + offset_of!(ArchVcpuInfo, cr2)) as u64;
+
+/// The general register `n` (ModRM numbering) of a saved frame.
+fn gpr(frame: &mut GuestFrame, n: u8) -> &mut u64 {
+    match n & 15 {
+        0 => &mut frame.rax,
+        1 => &mut frame.rcx,
+        2 => &mut frame.rdx,
+        3 => &mut frame.rbx,
+        4 => &mut frame.rsp,
+        5 => &mut frame.rbp,
+        6 => &mut frame.rsi,
+        7 => &mut frame.rdi,
+        8 => &mut frame.r8,
+        9 => &mut frame.r9,
+        10 => &mut frame.r10,
+        11 => &mut frame.r11,
+        12 => &mut frame.r12,
+        13 => &mut frame.r13,
+        14 => &mut frame.r14,
+        _ => &mut frame.r15,
+    }
+}
+
+/// The words of a bounce frame, lowest address first (xen-pv-abi.md §6.4).
+/// `cs` already has its RPL adjusted; `saved_mask` is the event mask before entry.
+pub fn bounce_frame_words(
+    frame: &GuestFrame,
+    cs: u64,
+    error: Option<u64>,
+    saved_mask: u8,
+) -> heapless::Vec<u64, 8> {
+    let mut w = heapless::Vec::new();
+    let rflags = if saved_mask != 0 {
+        frame.rflags & !RFLAGS_IF
+    } else {
+        frame.rflags | RFLAGS_IF
+    };
+    let _ = w.push(frame.rcx);
+    let _ = w.push(frame.r11);
+    if let Some(e) = error {
+        let _ = w.push(e);
+    }
+    let _ = w.push(frame.rip);
+    let _ = w.push((cs & 0xffff) | (u64::from(saved_mask) << 32));
+    let _ = w.push(rflags);
+    let _ = w.push(frame.rsp);
+    let _ = w.push(frame.ss);
+    w
+}
+
+/// Where a bounce frame of `len` bytes goes below `stack`: 16-byte aligned, canonical,
+/// wholly outside the hypervisor's range.
+pub fn bounce_frame_address(stack: u64, len: u64) -> Result<u64, BadGuestStack> {
+    let sp = (stack & !15).checked_sub(len).ok_or(BadGuestStack(stack))?;
+    let last = sp + len - 1;
+    if !is_canonical(sp)
+        || !is_canonical(last)
+        || in_hypervisor_range(sp)
+        || in_hypervisor_range(last)
+    {
+        return Err(BadGuestStack(stack));
+    }
+    Ok(sp)
+}
+
+impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
+    // ---- hypercalls ---------------------------------------------------------------------
+
+    /// `set_trap_table(traps)`: entries up to the one with address 0; NULL clears all.
+    pub(crate) fn do_set_trap_table(
+        &mut self,
+        idx: usize,
+        traps: GuestHandle<TrapInfo>,
+    ) -> HcResult {
+        let traps = traps.addr();
+        if traps == 0 {
+            self.domains[idx].vcpu.traps.table = [TrapEntry::default(); NR_VECTORS];
+            return Ok(0);
+        }
+        let size = core::mem::size_of::<TrapInfo>() as u64;
+        for i in 0..MAX_TRAP_TABLE_ENTRIES as u64 {
+            let at = traps.checked_add(i * size).ok_or(Errno::EFAULT)?;
+            let ti: TrapInfo = self.read_guest(idx, at)?;
+            if ti.address == 0 {
+                return Ok(0);
+            }
+            if !is_canonical(ti.address) {
+                return Err(Errno::EINVAL);
+            }
+            // As Xen: entries before a bad one stay installed.
+            self.domains[idx].vcpu.traps.table[usize::from(ti.vector)] = TrapEntry {
+                address: ti.address,
+                cs: ti.cs | 3,
+                flags: ti.flags,
+            };
+        }
+        Err(Errno::E2BIG)
+    }
+
+    /// Registers one callback (`CALLBACKOP_register` semantics).
+    fn register_callback(&mut self, idx: usize, reg: CallbackRegister) -> HcResult {
+        if !is_canonical(reg.address) {
+            return Err(Errno::EINVAL);
+        }
+        let traps = &mut self.domains[idx].vcpu.traps;
+        let mask = reg.flags & CALLBACKF_MASK_EVENTS != 0;
+        let slot = match reg.kind {
+            // Event upcalls always mask events.
+            CALLBACKTYPE_EVENT => &mut traps.event,
+            CALLBACKTYPE_FAILSAFE => &mut traps.failsafe,
+            CALLBACKTYPE_SYSCALL => &mut traps.syscall,
+            CALLBACKTYPE_NMI => &mut traps.nmi,
+            // No compat (32-bit) user mode here: accepted, never used.
+            CALLBACKTYPE_SYSCALL32 | CALLBACKTYPE_SYSENTER => return Ok(0),
+            _ => return Err(Errno::EINVAL),
+        };
+        *slot = Callback {
+            address: reg.address,
+            mask_events: mask || matches!(reg.kind, CALLBACKTYPE_EVENT | CALLBACKTYPE_NMI),
+        };
+        Ok(0)
+    }
+
+    /// `set_callbacks(event, failsafe, syscall)`, each registered with flags 0.
+    pub(crate) fn do_set_callbacks(
+        &mut self,
+        idx: usize,
+        event: u64,
+        failsafe: u64,
+        syscall: u64,
+    ) -> HcResult {
+        if ![event, failsafe, syscall].iter().all(|&a| is_canonical(a)) {
+            return Err(Errno::EINVAL);
+        }
+        for (kind, address) in [
+            (CALLBACKTYPE_EVENT, event),
+            (CALLBACKTYPE_FAILSAFE, failsafe),
+            (CALLBACKTYPE_SYSCALL, syscall),
+        ] {
+            self.register_callback(
+                idx,
+                CallbackRegister {
+                    kind,
+                    flags: 0,
+                    pad: 0,
+                    address,
+                },
+            )?;
+        }
+        Ok(0)
+    }
+
+    /// `callback_op(cmd, arg)`.
+    pub(crate) fn do_callback_op(
+        &mut self,
+        idx: usize,
+        cmd: u32,
+        arg: GuestHandle<Untyped>,
+    ) -> HcResult {
+        let arg = arg.addr();
+        match cmd {
+            CALLBACKOP_REGISTER => {
+                let reg: CallbackRegister = self.read_guest(idx, arg)?;
+                self.register_callback(idx, reg)
+            }
+            CALLBACKOP_UNREGISTER => {
+                let unreg: CallbackUnregister = self.read_guest(idx, arg)?;
+                // As Xen: only the NMI callback can be unregistered.
+                if unreg.kind == CALLBACKTYPE_NMI {
+                    self.domains[idx].vcpu.traps.nmi = Callback::default();
+                    Ok(0)
+                } else {
+                    Err(Errno::EINVAL)
+                }
+            }
+            _ => Err(Errno::ENOSYS),
+        }
+    }
+
+    /// `stack_switch(ss, sp)`: the kernel stack for entries from user mode.
+    pub(crate) fn do_stack_switch(&mut self, idx: usize, ss: u64, sp: u64) -> HcResult {
+        let traps = &mut self.domains[idx].vcpu.traps;
+        traps.kernel_ss = (ss as u16) | 3;
+        // Checked when used: a bad one crashes the domain at the next entry from user mode.
+        traps.kernel_sp = sp;
+        Ok(0)
+    }
+
+    /// `fpu_taskswitch(set)`: sets or clears the virtual CR0.TS.
+    pub(crate) fn do_fpu_taskswitch(&mut self, idx: usize, set: i32) -> HcResult {
+        let on = set != 0;
+        self.domains[idx].vcpu.traps.fpu_ts = on;
+        self.platform.set_fpu_trap(on);
+        Ok(0)
+    }
+
+    /// `set_segment_base(which, base)`.
+    pub(crate) fn do_set_segment_base(&mut self, idx: usize, which: u32, base: u64) -> HcResult {
+        if which != SEGBASE_GS_USER_SEL && !is_canonical(base) {
+            return Err(Errno::EINVAL);
+        }
+        let (fs, gs) = self.platform.segment_bases();
+        let traps = &mut self.domains[idx].vcpu.traps;
+        match which {
+            SEGBASE_FS => {
+                traps.fs_base = base;
+                self.platform.set_segment_bases(base, gs);
+            }
+            SEGBASE_GS_USER => traps.gs_base_user = base,
+            SEGBASE_GS_KERNEL => {
+                // Hypercalls come from kernel mode: the kernel GS base is the live one.
+                traps.gs_base_kernel = base;
+                self.platform.set_segment_bases(fs, base);
+            }
+            SEGBASE_GS_USER_SEL => {
+                // Loading a flat or null selector gives base 0; no guest descriptor
+                // tables yet (set_gdt), so nothing else is loadable.
+                let sel = base as u16;
+                let flat = [0, FLAT_KERNEL_SS64 & !3, FLAT_KERNEL_CS64 & !3];
+                if !flat.contains(&(sel & !3)) {
+                    return Err(Errno::EINVAL);
+                }
+                traps.gs_base_user = 0;
+            }
+            _ => return Err(Errno::ENOSYS),
+        }
+        Ok(0)
+    }
+
+    /// `iret`: returns from a bounce frame with the `iret_context` at the guest's RSP,
+    /// to guest kernel or (CS RPL 3) user mode. Never returns to the caller's stub.
+    pub(crate) fn do_iret(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
+        let ctx: IretContext = match self.read_guest(idx, frame.rsp) {
+            Ok(ctx) => ctx,
+            Err(_) => {
+                let rsp = frame.rsp;
+                return self.crash_current(
+                    idx,
+                    frame,
+                    format_args!("crashed: iret: unreadable iret_context at rsp={rsp:#x}"),
+                );
+            }
+        };
+        // Selectors are 16 bits: a bounce frame's CS word also carries the saved event
+        // mask in bits 39:32, which guests hand back unchanged.
+        let (cs, ss) = (ctx.cs & 0xffff, ctx.ss & 0xffff);
+        let to_user = cs & 3 == 3;
+        if to_user && self.domains[idx].vcpu.user_cr3 == 0 {
+            return self.crash_current(
+                idx,
+                frame,
+                format_args!("crashed: iret to user mode without a user page table"),
+            );
+        }
+        let mut next = *frame;
+        next.rax = ctx.rax;
+        next.rip = ctx.rip;
+        next.cs = cs | 3;
+        next.rflags = (ctx.rflags & !(RFLAGS_IOPL | RFLAGS_VM)) | RFLAGS_IF;
+        next.rsp = ctx.rsp;
+        next.ss = ss | 3;
+        if ctx.flags & VGCF_IN_SYSCALL != 0 {
+            // Xen leaves with sysret: RCX and R11 come back as RIP and RFLAGS.
+            next.rcx = next.rip;
+            next.r11 = next.rflags;
+        } else {
+            next.rcx = ctx.rcx;
+            next.r11 = ctx.r11;
+        }
+        if let Err(why) = sanitize_for_iret(&mut next) {
+            let (rip, cs) = (ctx.rip, ctx.cs);
+            return self.crash_current(
+                idx,
+                frame,
+                format_args!("crashed: iret: {why} (rip={rip:#x} cs={cs:#x})"),
+            );
+        }
+        self.set_upcall_mask(idx, u8::from(ctx.rflags & RFLAGS_IF == 0));
+        if to_user {
+            self.set_guest_mode(idx, true);
+        }
+        *frame = next;
+        self.resume_current()
+    }
+
+    // ---- entries ------------------------------------------------------------------------
+
+    /// A `syscall` while the vCPU is in guest user mode: a system call of the guest, to
+    /// its syscall callback (no callback: #UD at the `syscall`, as Xen).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn guest_syscall(&mut self, frame: &mut GuestFrame) -> Resume {
+        let Some(idx) = self.current else {
+            return self.no_current_domain();
+        };
+        let cb = self.domains[idx].vcpu.traps.syscall;
+        if cb.address == 0 {
+            frame.rip = frame.rip.wrapping_sub(2);
+            return self.deliver_trap(idx, frame, VEC_UD, None);
+        }
+        match self.bounce(idx, frame, cb.address, None, cb.mask_events) {
+            Ok(()) => {
+                frame.rflags &= !RFLAGS_DF;
+                self.resume_current()
+            }
+            Err(BadGuestStack(sp)) => self.crash_current(
+                idx,
+                frame,
+                format_args!("crashed: syscall from user mode with a bad kernel stack ({sp:#x})"),
+            ),
+        }
+    }
+
+    /// An exception the running guest took: emulated, bounced to its handler, or (no
+    /// handler) the end of the domain.
+    pub(crate) fn handle_exception(
+        &mut self,
+        idx: usize,
+        frame: &mut GuestFrame,
+        cr2: u64,
+    ) -> Resume {
+        let Ok(vector) = u8::try_from(frame.vector) else {
+            return self.crash_for_exception(idx, frame, cr2);
+        };
+        let error = has_error_code(frame.vector).then_some(frame.error_code);
+        match vector {
+            VEC_NM => {
+                let traps = &mut self.domains[idx].vcpu.traps;
+                if !traps.fpu_ts {
+                    // Stale CR0.TS (not the guest's): clear it and retry.
+                    self.platform.set_fpu_trap(false);
+                    return self.resume_current();
+                }
+                // As Xen: delivering #NM clears the virtual TS.
+                traps.fpu_ts = false;
+                self.platform.set_fpu_trap(false);
+                self.deliver_trap(idx, frame, VEC_NM, None)
+            }
+            VEC_PF => {
+                self.domains[idx].vcpu.traps.cr2 = cr2;
+                let base = self.domains[idx].shared_info.maddr();
+                let _ = self.mem.write_u64(base + ARCH_CR2_OFF, cr2);
+                if self.domains[idx].vcpu.traps.table[usize::from(VEC_PF)].address == 0 {
+                    // The crash line shows the hardware's error code.
+                    return self.crash_for_exception(idx, frame, cr2);
+                }
+                let mut e = frame.error_code;
+                // The U bit tells the *virtual* mode.
+                if !self.domains[idx].vcpu.user_mode {
+                    e &= !PFEC_USER;
+                }
+                self.deliver_trap(idx, frame, VEC_PF, Some(e))
+            }
+            VEC_GP => self.emulate_gp(idx, frame),
+            VEC_UD => self.emulate_ud(idx, frame),
+            _ => self.deliver_trap(idx, frame, vector, error),
+        }
+    }
+
+    /// Bounces `vector` to the guest's trap table entry; no handler: crash as before.
+    fn deliver_trap(
+        &mut self,
+        idx: usize,
+        frame: &mut GuestFrame,
+        vector: u8,
+        error: Option<u64>,
+    ) -> Resume {
+        let entry = self.domains[idx].vcpu.traps.table[usize::from(vector)];
+        if entry.address == 0 {
+            frame.vector = u64::from(vector);
+            frame.error_code = error.unwrap_or(0);
+            let cr2 = self.domains[idx].vcpu.traps.cr2;
+            return self.crash_for_exception(idx, frame, cr2);
+        }
+        let mask = entry.flags & TI_MASK_EVENTS != 0;
+        match self.bounce(idx, frame, entry.address, error, mask) {
+            Ok(()) => self.resume_current(),
+            Err(BadGuestStack(sp)) => {
+                let rip = frame.rip;
+                self.crash_current(
+                    idx,
+                    frame,
+                    format_args!(
+                        "crashed: {} in guest kernel vector={vector} error={:#x} rip={rip:#x}: cannot write the bounce frame below rsp={sp:#x}",
+                        exception_mnemonic(u64::from(vector)),
+                        error.unwrap_or(0),
+                    ),
+                )
+            }
+        }
+    }
+
+    /// #GP: `int n` (per the trap table's DPL), and in kernel mode the privileged
+    /// instructions a PV kernel still executes; anything else goes to the guest's #GP.
+    fn emulate_gp(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
+        let error = frame.error_code;
+        let user = self.domains[idx].vcpu.user_mode;
+        let Some(d) = self.fetch_insn(idx, frame.rip) else {
+            return self.deliver_trap(idx, frame, VEC_GP, Some(error));
+        };
+        let next_rip = frame.rip.wrapping_add(u64::from(d.len));
+        match d.insn {
+            // A software interrupt through a DPL0 gate: error code bit 1 (IDT). The
+            // vector comes from the instruction: QEMU 7.2 reports n*16+2 from CPL3.
+            Insn::Int { vector } if error & 3 == 2 => {
+                let dpl =
+                    self.domains[idx].vcpu.traps.table[usize::from(vector)].flags & TI_DPL_MASK;
+                if dpl >= if user { 3 } else { 1 } {
+                    frame.rip = next_rip;
+                    self.deliver_trap(idx, frame, vector, None)
+                } else {
+                    self.deliver_trap(idx, frame, VEC_GP, Some(u64::from(vector) * 8 + 2))
+                }
+            }
+            // Xen's int3 gate is DPL3: #BP whatever the trap table says.
+            Insn::Int3 if error & 3 == 2 => {
+                frame.rip = next_rip;
+                self.deliver_trap(idx, frame, VEC_BP, None)
+            }
+            _ if user => self.deliver_trap(idx, frame, VEC_GP, Some(error)),
+            Insn::Wrmsr => {
+                let value = (frame.rdx << 32) | (frame.rax & 0xffff_ffff);
+                if self.write_msr(idx, frame.rcx as u32, value).is_err() {
+                    return self.deliver_trap(idx, frame, VEC_GP, Some(0));
+                }
+                frame.rip = next_rip;
+                self.resume_current()
+            }
+            Insn::Rdmsr => {
+                let (fs, gs) = self.platform.segment_bases();
+                let value = match frame.rcx as u32 {
+                    MSR_FS_BASE => fs,
+                    MSR_GS_BASE => gs,
+                    MSR_SHADOW_GS_BASE => self.domains[idx].vcpu.traps.gs_base_user,
+                    _ => return self.deliver_trap(idx, frame, VEC_GP, Some(0)),
+                };
+                frame.rax = value & 0xffff_ffff;
+                frame.rdx = value >> 32;
+                frame.rip = next_rip;
+                self.resume_current()
+            }
+            Insn::MovFromCr { cr, gpr: reg } => {
+                let v = &self.domains[idx].vcpu;
+                let value = match cr {
+                    0 => GUEST_CR0 | if v.traps.fpu_ts { CR0_TS } else { 0 },
+                    2 => v.traps.cr2,
+                    3 => v.cr3,
+                    4 => GUEST_CR4,
+                    _ => return self.deliver_trap(idx, frame, VEC_GP, Some(0)),
+                };
+                *gpr(frame, reg) = value;
+                frame.rip = next_rip;
+                self.resume_current()
+            }
+            Insn::Clts => {
+                self.domains[idx].vcpu.traps.fpu_ts = false;
+                self.platform.set_fpu_trap(false);
+                frame.rip = next_rip;
+                self.resume_current()
+            }
+            _ => self.deliver_trap(idx, frame, VEC_GP, Some(error)),
+        }
+    }
+
+    /// wrmsr of the segment-base MSRs (kernel mode); `Err` means #GP.
+    fn write_msr(&mut self, idx: usize, msr: u32, value: u64) -> Result<(), ()> {
+        if !is_canonical(value) {
+            return Err(());
+        }
+        let (fs, gs) = self.platform.segment_bases();
+        let traps = &mut self.domains[idx].vcpu.traps;
+        match msr {
+            MSR_FS_BASE => {
+                traps.fs_base = value;
+                self.platform.set_segment_bases(value, gs);
+            }
+            MSR_GS_BASE => {
+                traps.gs_base_kernel = value;
+                self.platform.set_segment_bases(fs, value);
+            }
+            MSR_SHADOW_GS_BASE => traps.gs_base_user = value,
+            _ => return Err(()),
+        }
+        Ok(())
+    }
+
+    /// #UD: Xen's forced-emulation `cpuid`; anything else (plain `ud2` included) is the
+    /// guest's #UD.
+    fn emulate_ud(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
+        match self.fetch_insn(idx, frame.rip) {
+            Some(d) if d.insn == Insn::ForcedCpuid => {
+                let platform = &self.platform;
+                let r = emulate::cpuid(
+                    frame.rax as u32,
+                    frame.rcx as u32,
+                    XEN_VERSION_NUMBER as u32,
+                    |l, s| platform.cpuid(l, s),
+                );
+                frame.rax = u64::from(r[0]);
+                frame.rbx = u64::from(r[1]);
+                frame.rcx = u64::from(r[2]);
+                frame.rdx = u64::from(r[3]);
+                frame.rip = frame.rip.wrapping_add(u64::from(d.len));
+                self.resume_current()
+            }
+            _ => self.deliver_trap(idx, frame, VEC_UD, None),
+        }
+    }
+
+    /// Decodes the instruction at guest `rip` in the vCPU's current address space.
+    fn fetch_insn(&self, idx: usize, rip: u64) -> Option<emulate::Decoded> {
+        let mut buf = [0u8; MAX_INSN_LEN];
+        let space = self.active_space(idx);
+        // The bytes up to the end of rip's page first; the next page only if mapped.
+        let in_page = (4096 - (rip & 0xfff)) as usize;
+        let first = in_page.min(MAX_INSN_LEN);
+        copy_from_guest(&self.mem, &self.frames, space, rip, &mut buf[..first]).ok()?;
+        let mut len = first;
+        if first < MAX_INSN_LEN
+            && copy_from_guest(
+                &self.mem,
+                &self.frames,
+                space,
+                rip.wrapping_add(first as u64),
+                &mut buf[first..],
+            )
+            .is_ok()
+        {
+            len = MAX_INSN_LEN;
+        }
+        emulate::decode(&buf[..len])
+    }
+
+    /// The address space the vCPU runs in now (user or kernel page tables).
+    pub(crate) fn active_space(&self, idx: usize) -> GuestSpace {
+        let d = &self.domains[idx];
+        GuestSpace {
+            dom: d.id,
+            cr3: d.vcpu.active_cr3(),
+        }
+    }
+
+    // ---- bounce frames and mode switches -------------------------------------------------
+
+    /// Enters the guest kernel at `handler` as Xen's `create_bounce_frame` does: switch
+    /// to kernel mode (from user mode: onto the `stack_switch` stack), push the bounce
+    /// frame (with `error` if given), mask events if asked, resume at `handler` with
+    /// TF NT RF VM AC cleared. The running vCPU only.
+    pub(crate) fn bounce(
+        &mut self,
+        idx: usize,
+        frame: &mut GuestFrame,
+        handler: u64,
+        error: Option<u64>,
+        mask_events: bool,
+    ) -> Result<(), BadGuestStack> {
+        let saved_mask = self.upcall_mask(idx);
+        let v = &self.domains[idx].vcpu;
+        let from_user = v.user_mode;
+        // RPL 0 in the saved CS means "interrupted the kernel".
+        let (stack, cs) = if from_user {
+            (v.traps.kernel_sp, frame.cs | 3)
+        } else {
+            (frame.rsp, frame.cs & !3)
+        };
+        let words = bounce_frame_words(frame, cs, error, saved_mask);
+        let mut bytes = [0u8; 64];
+        for (i, w) in words.iter().enumerate() {
+            bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        let len = words.len() * 8;
+        let sp = bounce_frame_address(stack, len as u64)?;
+        if from_user {
+            self.set_guest_mode(idx, false);
+        }
+        let kernel = GuestSpace {
+            dom: self.domains[idx].id,
+            cr3: self.domains[idx].vcpu.cr3,
+        };
+        crate::memory::guest::copy_to_guest(&self.mem, &self.frames, kernel, sp, &bytes[..len])
+            .map_err(|_| BadGuestStack(stack))?;
+        if mask_events {
+            self.set_upcall_mask(idx, 1);
+        }
+        frame.rip = handler;
+        frame.cs = u64::from(FLAT_KERNEL_CS64);
+        frame.ss = u64::from(FLAT_KERNEL_SS64);
+        frame.rsp = sp;
+        frame.rflags &= !(RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_VM | RFLAGS_AC);
+        Ok(())
+    }
+
+    /// Delivers a pending event upcall to the running vCPU if it has an event callback,
+    /// `evtchn_upcall_pending` is set and events are not masked. Returns whether it did.
+    /// (For the event/timer code: call before resuming the guest.)
+    pub fn deliver_event_upcall(&mut self, idx: usize, frame: &mut GuestFrame) -> bool {
+        let cb = self.domains[idx].vcpu.traps.event;
+        let base = self.domains[idx].shared_info.maddr();
+        let mut pending = [0u8];
+        if cb.address == 0
+            || self.upcall_mask(idx) != 0
+            || self
+                .mem
+                .read(base + UPCALL_PENDING_OFF, &mut pending)
+                .is_err()
+            || pending[0] == 0
+        {
+            return false;
+        }
+        match self.bounce(idx, frame, cb.address, None, true) {
+            Ok(()) => true,
+            Err(BadGuestStack(sp)) => {
+                self.end_domain(
+                    idx,
+                    DomainState::Crashed,
+                    format_args!("crashed: event upcall with a bad guest stack ({sp:#x})"),
+                );
+                false
+            }
+        }
+    }
+
+    /// Switches the running vCPU between guest kernel and user mode: page-table root and
+    /// GS base.
+    pub(crate) fn set_guest_mode(&mut self, idx: usize, user: bool) {
+        let (fs, live_gs) = self.platform.segment_bases();
+        let v = &mut self.domains[idx].vcpu;
+        if v.user_mode == user {
+            return;
+        }
+        v.traps.fs_base = fs;
+        if v.user_mode {
+            v.traps.gs_base_user = live_gs;
+        } else {
+            v.traps.gs_base_kernel = live_gs;
+        }
+        v.user_mode = user;
+        let gs = if user {
+            v.traps.gs_base_user
+        } else {
+            v.traps.gs_base_kernel
+        };
+        let cr3 = v.active_cr3();
+        self.platform.set_segment_bases(fs, gs);
+        self.set_current_mode(user, cr3);
+    }
+
+    /// Puts vCPU `idx`'s CPU state on the CPU as it is scheduled: FPU/SSE registers and
+    /// segment bases (saving the previous owner's first), CR0.TS, mode and root.
+    pub(crate) fn load_vcpu_state(&mut self, idx: usize) {
+        if self.cpu_state_of != Some(idx) {
+            if let Some(old) = self.cpu_state_of
+                && old < self.domains.len()
+                && self.domains[old].is_runnable()
+            {
+                let (fs, gs) = self.platform.segment_bases();
+                let v = &mut self.domains[old].vcpu;
+                self.platform.fpu_save(&mut v.traps.fpu);
+                v.traps.fs_base = fs;
+                if v.user_mode {
+                    v.traps.gs_base_user = gs;
+                } else {
+                    v.traps.gs_base_kernel = gs;
+                }
+            }
+            let v = &self.domains[idx].vcpu;
+            self.platform.fpu_restore(&v.traps.fpu);
+            let gs = if v.user_mode {
+                v.traps.gs_base_user
+            } else {
+                v.traps.gs_base_kernel
+            };
+            self.platform.set_segment_bases(v.traps.fs_base, gs);
+            self.cpu_state_of = Some(idx);
+        }
+        let v = &self.domains[idx].vcpu;
+        let (ts, user, cr3) = (v.traps.fpu_ts, v.user_mode, v.active_cr3());
+        self.platform.set_fpu_trap(ts);
+        self.set_current_mode(user, cr3);
+    }
+
+    /// vCPU 0's `evtchn_upcall_mask` (the virtual IF, inverted).
+    pub(crate) fn upcall_mask(&self, idx: usize) -> u8 {
+        let mut b = [0u8];
+        // shared_info is the domain's own frame; unreadable reads as masked.
+        match self.mem.read(
+            self.domains[idx].shared_info.maddr() + UPCALL_MASK_OFF,
+            &mut b,
+        ) {
+            Ok(()) => b[0],
+            Err(_) => 1,
+        }
+    }
+
+    fn set_upcall_mask(&self, idx: usize, mask: u8) {
+        let _ = self.mem.write(
+            self.domains[idx].shared_info.maddr() + UPCALL_MASK_OFF,
+            &[mask],
+        );
+    }
+
+    /// Ends the running domain with `what` and runs the next one.
+    fn crash_current(
+        &mut self,
+        idx: usize,
+        frame: &mut GuestFrame,
+        what: core::fmt::Arguments<'_>,
+    ) -> Resume {
+        self.end_domain(idx, DomainState::Crashed, what);
+        self.run_next(Some(idx), frame)
+    }
+}

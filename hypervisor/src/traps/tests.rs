@@ -1,0 +1,935 @@
+//! Host tests: trap table parsing, bounce frames, iret, user mode, emulation, FPU and
+//! segment state, and hostile inputs.
+
+extern crate std;
+
+use super::*;
+use crate::domain::runtime::Domain;
+use crate::hv::BootConfig;
+use crate::memory::FrameInfo;
+use crate::memory::guest::{PTE_PRESENT, PTE_RW, PTE_USER};
+use crate::testutil::{FakeMemory, FakePlatform, leak};
+use guest_abi::layout::PAGE_SIZE;
+use guest_abi::{DomId, Mfn, nr};
+use std::vec::Vec;
+use zerocopy::IntoBytes;
+
+type Hv = Hypervisor<FakeMemory, FakePlatform>;
+
+const NR_FRAMES: usize = 512;
+/// Kernel pages: 0 data / trap table, 1 code, 2..=7 stack.
+const KVA: u64 = 0xffff_ffff_8000_0000;
+const KPAGES: usize = 8;
+const CODE: u64 = KVA + 0x1000;
+const KSTACK_TOP: u64 = KVA + 0x8000;
+/// User pages (mapped in the user L4 only... and in the kernel one, as Linux does).
+const UVA: u64 = 0x40_0000;
+const UPAGES: usize = 2;
+const HV_ADDRESS: u64 = 0xffff_8300_0010_0000;
+
+fn new_hv() -> Hv {
+    Hypervisor::new(
+        FakeMemory::new(NR_FRAMES * PAGE_SIZE),
+        FakePlatform::new(),
+        BootConfig {
+            free_ram: core::slice::from_ref(&(0x1000..(NR_FRAMES * PAGE_SIZE) as u64)),
+            frame_table: leak(FrameInfo::UNUSABLE, NR_FRAMES),
+            m2p: leak(0, NR_FRAMES),
+            hypervisor_l4_slots: [0; 16],
+            cmdline: b"",
+        },
+    )
+}
+
+struct G {
+    idx: usize,
+    kpages: [Mfn; KPAGES],
+    upages: [Mfn; UPAGES],
+    l4: Mfn,
+    user_l4: Mfn,
+    shared: Mfn,
+}
+
+/// Maps `pages` at `va` under the L4 `l4` with fresh intermediate tables.
+fn map(hv: &mut Hv, dom: DomId, l4: Mfn, va: u64, pages: &[Mfn]) {
+    let table = PTE_PRESENT | PTE_RW | PTE_USER;
+    let slot = |level: u32| (va >> (12 + 9 * (level - 1))) & 0x1ff;
+    let (l3, l2, l1) = (
+        hv.frames.alloc(dom).unwrap(),
+        hv.frames.alloc(dom).unwrap(),
+        hv.frames.alloc(dom).unwrap(),
+    );
+    let mem = &hv.mem;
+    for t in [l3, l2, l1] {
+        mem.fill(t.maddr(), 0, PAGE_SIZE).unwrap();
+    }
+    mem.write_u64(l4.maddr() + slot(4) * 8, l3.maddr() | table)
+        .unwrap();
+    mem.write_u64(l3.maddr() + slot(3) * 8, l2.maddr() | table)
+        .unwrap();
+    mem.write_u64(l2.maddr() + slot(2) * 8, l1.maddr() | table)
+        .unwrap();
+    for (i, p) in pages.iter().enumerate() {
+        mem.write_u64(l1.maddr() + (slot(1) + i as u64) * 8, p.maddr() | table)
+            .unwrap();
+    }
+}
+
+fn add_domain(hv: &mut Hv, id: u16) -> G {
+    let dom = DomId(id);
+    let mut alloc = || hv.frames.alloc(dom).unwrap();
+    let (l4, user_l4, shared) = (alloc(), alloc(), alloc());
+    let kpages: [Mfn; KPAGES] = core::array::from_fn(|_| alloc());
+    let upages: [Mfn; UPAGES] = core::array::from_fn(|_| alloc());
+    for f in [l4, user_l4, shared] {
+        hv.mem.fill(f.maddr(), 0, PAGE_SIZE).unwrap();
+    }
+    map(hv, dom, l4, KVA, &kpages);
+    map(hv, dom, l4, UVA, &upages);
+    map(hv, dom, user_l4, UVA, &upages);
+    let mut d = Domain::refused(dom, b"t", false, 0);
+    d.state = DomainState::Runnable;
+    d.vcpu.cr3 = l4.maddr();
+    d.vcpu.frame = GuestFrame {
+        rip: CODE,
+        rsp: KSTACK_TOP - 0x100,
+        cs: 0xe033,
+        ss: 0xe02b,
+        rflags: 0x202,
+        rcx: 0x1111,
+        r11: 0x2222,
+        ..Default::default()
+    };
+    d.shared_info = shared;
+    let at = hv.domains.partition_point(|x| x.id < dom);
+    hv.domains.insert(at, d).unwrap();
+    G {
+        idx: at,
+        kpages,
+        upages,
+        l4,
+        user_l4,
+        shared,
+    }
+}
+
+/// Machine address of guest VA `va` (kernel or user pages of `g`).
+fn maddr(g: &G, va: u64) -> u64 {
+    let (base, pages): (u64, &[Mfn]) = if va >= KVA {
+        (KVA, &g.kpages)
+    } else {
+        (UVA, &g.upages)
+    };
+    let off = va - base;
+    pages[(off / 4096) as usize].maddr() + off % 4096
+}
+
+fn poke(hv: &Hv, g: &G, va: u64, bytes: &[u8]) {
+    for (i, b) in bytes.iter().enumerate() {
+        hv.mem.write(maddr(g, va + i as u64), &[*b]).unwrap();
+    }
+}
+
+fn peek_u64(hv: &Hv, g: &G, va: u64) -> u64 {
+    hv.mem.read_u64(maddr(g, va)).unwrap()
+}
+
+fn started(hv: &mut Hv) -> GuestFrame {
+    let mut frame = GuestFrame::default();
+    assert!(matches!(hv.start(&mut frame), Resume::Guest { .. }));
+    frame
+}
+
+fn call(hv: &mut Hv, f: &mut GuestFrame, nr: u32, a1: u64, a2: u64, a3: u64) -> Resume {
+    f.rax = u64::from(nr);
+    f.rdi = a1;
+    f.rsi = a2;
+    f.rdx = a3;
+    f.vector = GuestFrame::VECTOR_SYSCALL;
+    hv.hypercall(f)
+}
+
+fn ret(f: &GuestFrame) -> i64 {
+    f.rax as i64
+}
+
+/// Installs handlers at `CODE + 0x100 * vector` for `vectors` with `flags`.
+fn install(hv: &mut Hv, g: &G, f: &mut GuestFrame, entries: &[(u8, u8)]) {
+    let mut bytes = Vec::new();
+    for &(vector, flags) in entries {
+        let ti = TrapInfo {
+            vector,
+            flags,
+            cs: 0xe030,
+            pad: 0,
+            address: handler(vector),
+        };
+        bytes.extend_from_slice(ti.as_bytes());
+    }
+    bytes.extend_from_slice(&[0; 16]);
+    poke(hv, g, KVA, &bytes);
+    call(hv, f, nr::SET_TRAP_TABLE, KVA, 0, 0);
+    assert_eq!(ret(f), 0);
+}
+
+fn handler(vector: u8) -> u64 {
+    KVA + 0x10_0000 + 0x100 * u64::from(vector)
+}
+
+fn upcall_mask(hv: &Hv, g: &G) -> u8 {
+    let mut b = [0u8];
+    hv.mem
+        .read(g.shared.maddr() + UPCALL_MASK_OFF, &mut b)
+        .unwrap();
+    b[0]
+}
+
+fn exception(hv: &mut Hv, f: &mut GuestFrame, vector: u64, error: u64, cr2: u64) -> Resume {
+    f.vector = vector;
+    f.error_code = error;
+    hv.guest_exception(f, cr2)
+}
+
+// ---- set_trap_table -----------------------------------------------------------------------
+
+#[test]
+fn trap_table_is_parsed_to_the_terminator_and_null_clears() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    install(&mut hv, &g, &mut f, &[(14, 0), (0x80, 3 | TI_MASK_EVENTS)]);
+    let t = &hv.domains[g.idx].vcpu.traps.table;
+    assert_eq!(t[14].address, handler(14));
+    assert_eq!(t[14].cs, 0xe033, "RPL raised to 3");
+    assert_eq!(t[0x80].flags, 3 | TI_MASK_EVENTS);
+    assert_eq!(t[13].address, 0);
+    call(&mut hv, &mut f, nr::SET_TRAP_TABLE, 0, 0, 0);
+    assert_eq!(ret(&f), 0);
+    assert!(
+        hv.domains[g.idx]
+            .vcpu
+            .traps
+            .table
+            .iter()
+            .all(|e| e.address == 0)
+    );
+}
+
+#[test]
+fn hostile_trap_tables_are_refused() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    for bad in [HV_ADDRESS, 0x8000_0000_0000, 0x1234_5000, u64::MAX - 7] {
+        call(&mut hv, &mut f, nr::SET_TRAP_TABLE, bad, 0, 0);
+        assert_eq!(ret(&f), -14, "{bad:#x}");
+    }
+    // Non-canonical handler: -EINVAL, entries before it stay.
+    let good = TrapInfo {
+        vector: 3,
+        address: CODE,
+        ..Default::default()
+    };
+    let bad = TrapInfo {
+        vector: 4,
+        address: 0x0000_8000_0000_0000,
+        ..Default::default()
+    };
+    poke(&hv, &g, KVA, good.as_bytes());
+    poke(&hv, &g, KVA + 16, bad.as_bytes());
+    call(&mut hv, &mut f, nr::SET_TRAP_TABLE, KVA, 0, 0);
+    assert_eq!(ret(&f), -22);
+    assert_eq!(hv.domains[g.idx].vcpu.traps.table[3].address, CODE);
+    assert_eq!(hv.domains[g.idx].vcpu.traps.table[4].address, 0);
+    // No terminator before the end of the mapping: -EFAULT at the unmapped page.
+    let e = TrapInfo {
+        vector: 5,
+        address: CODE,
+        ..Default::default()
+    };
+    for i in 0..(KPAGES as u64 * 4096 / 16) {
+        poke(&hv, &g, KVA + i * 16, e.as_bytes());
+    }
+    call(&mut hv, &mut f, nr::SET_TRAP_TABLE, KVA + 0x2000, 0, 0);
+    assert_eq!(ret(&f), -7, "more than MAX_TRAP_TABLE_ENTRIES: -E2BIG");
+    call(&mut hv, &mut f, nr::SET_TRAP_TABLE, KVA + 0x7000, 0, 0);
+    assert_eq!(ret(&f), -14, "runs off the mapping: -EFAULT");
+    assert_eq!(hv.domains[g.idx].state, DomainState::Runnable);
+}
+
+// ---- bounce frames --------------------------------------------------------------------------
+
+#[test]
+fn bounce_frame_layout_and_alignment() {
+    let f = GuestFrame {
+        rcx: 1,
+        r11: 2,
+        rip: 3,
+        rflags: 0x202,
+        rsp: 5,
+        ss: 0xe02b,
+        ..Default::default()
+    };
+    let w = bounce_frame_words(&f, 0xe030, Some(0x99), 1);
+    assert_eq!(
+        w.as_slice(),
+        &[1, 2, 0x99, 3, 0xe030 | 1 << 32, 0x002, 5, 0xe02b]
+    );
+    let w = bounce_frame_words(&f, 0xe033, None, 0);
+    assert_eq!(w.as_slice(), &[1, 2, 3, 0xe033, 0x202, 5, 0xe02b]);
+    assert_eq!(bounce_frame_address(0x1009, 56), Ok(0x1000 - 56));
+    assert_eq!(bounce_frame_address(0x10, 56), Err(BadGuestStack(0x10)));
+    assert!(bounce_frame_address(HV_ADDRESS, 64).is_err());
+    assert!(
+        bounce_frame_address(0xffff_8800_0000_0020, 64).is_err(),
+        "crosses into Xen's range"
+    );
+    assert!(
+        bounce_frame_address(0x0000_8000_0000_0020, 64).is_err(),
+        "non-canonical"
+    );
+}
+
+#[test]
+fn page_fault_is_bounced_with_xens_frame_and_cr2() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    install(&mut hv, &g, &mut f, &[(14, TI_MASK_EVENTS)]);
+    let before = f;
+    let r = exception(&mut hv, &mut f, 14, 0x7, 0xdead_b000);
+    assert_eq!(r, Resume::Guest { cr3: g.l4.maddr() });
+    let sp = (before.rsp & !15) - 64;
+    assert_eq!(f.rsp, sp);
+    assert_eq!(f.rip, handler(14));
+    assert_eq!((f.cs, f.ss), (0xe033, 0xe02b));
+    let words: Vec<u64> = (0..8).map(|i| peek_u64(&hv, &g, sp + i * 8)).collect();
+    assert_eq!(
+        words,
+        [
+            before.rcx,
+            before.r11,
+            0x3, // U bit cleared: the guest kernel faulted
+            before.rip,
+            0xe030, // RPL 0: interrupted the kernel; saved mask 0
+            before.rflags | 0x200,
+            before.rsp,
+            before.ss
+        ]
+    );
+    assert_eq!(hv.domains[g.idx].vcpu.traps.cr2, 0xdead_b000);
+    assert_eq!(
+        hv.mem.read_u64(g.shared.maddr() + ARCH_CR2_OFF).unwrap(),
+        0xdead_b000
+    );
+    assert_eq!(upcall_mask(&hv, &g), 1, "TI_MASK_EVENTS");
+    // A second fault inside the handler (events masked): the mask is saved in CS.
+    let r = exception(&mut hv, &mut f, 14, 0x2, 0x1000);
+    assert!(matches!(r, Resume::Guest { .. }));
+    assert_eq!(peek_u64(&hv, &g, f.rsp + 32), 0xe030 | 1 << 32);
+    assert_eq!(peek_u64(&hv, &g, f.rsp + 40) & 0x200, 0, "IF = !saved mask");
+}
+
+#[test]
+fn unhandled_exception_crashes_with_the_usual_line() {
+    let mut hv = new_hv();
+    let _g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    f.rip = 0xffff_ffff_8000_1234;
+    let r = exception(&mut hv, &mut f, 14, 2, 0x5000);
+    assert_eq!(
+        r,
+        Resume::Exit(crate::platform::ExitStatus::SomeDomainFailed)
+    );
+    assert!(hv.platform.console.contains(
+        "(hv) d1 t: crashed: #PF in guest kernel vector=14 error=0x2 rip=0xffffffff80001234 cr2=0x5000"
+    ), "{}", hv.platform.console);
+}
+
+#[test]
+fn bad_guest_stack_crashes_only_that_domain() {
+    for bad_rsp in [HV_ADDRESS + 0x100, 0x7000_0000, 0x0000_8000_0000_0040, 0x20] {
+        let mut hv = new_hv();
+        let g = add_domain(&mut hv, 1);
+        let _h = add_domain(&mut hv, 2);
+        let mut f = started(&mut hv);
+        install(&mut hv, &g, &mut f, &[(0, 0)]);
+        f.rsp = bad_rsp;
+        let r = exception(&mut hv, &mut f, 0, 0, 0);
+        assert!(
+            matches!(r, Resume::Guest { .. }),
+            "the other domain runs on"
+        );
+        assert_eq!(hv.domains[g.idx].state, DomainState::Crashed);
+        assert!(
+            hv.platform
+                .console
+                .contains("crashed: #DE in guest kernel vector=0"),
+            "{}",
+            hv.platform.console
+        );
+        assert_eq!(hv.current, Some(1));
+    }
+}
+
+// ---- iret ---------------------------------------------------------------------------------
+
+fn put_iret(hv: &Hv, g: &G, at: u64, ctx: IretContext) {
+    poke(hv, g, at, ctx.as_bytes());
+}
+
+#[test]
+fn iret_returns_to_the_kernel_and_restores_the_event_mask() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    let at = KSTACK_TOP - 0x200;
+    put_iret(
+        &hv,
+        &g,
+        at,
+        IretContext {
+            rax: 77,
+            r11: 0x11,
+            rcx: 0x22,
+            flags: 0,
+            rip: CODE + 0x40,
+            cs: 0xe030 | 1 << 32, // as found in a bounce frame: saved mask above CS
+            rflags: 0x3046,       // IOPL 3 and IF clear asked for
+            rsp: KSTACK_TOP - 0x10,
+            ss: 0xe028,
+        },
+    );
+    f.rsp = at;
+    let r = call(&mut hv, &mut f, nr::IRET, 0, 0, 0);
+    assert_eq!(r, Resume::Guest { cr3: g.l4.maddr() });
+    assert_eq!((f.rax, f.r11, f.rcx), (77, 0x11, 0x22));
+    assert_eq!((f.rip, f.cs, f.ss), (CODE + 0x40, 0xe033, 0xe02b));
+    assert_eq!(f.rflags & 0x3200, 0x200, "IOPL stripped, IF on");
+    assert_eq!(f.rsp, KSTACK_TOP - 0x10);
+    assert_eq!(upcall_mask(&hv, &g), 1, "mask = !IF");
+    assert!(!hv.domains[g.idx].vcpu.user_mode);
+    // VGCF_in_syscall: RCX/R11 as sysret leaves them; IF set unmasks.
+    put_iret(
+        &hv,
+        &g,
+        at,
+        IretContext {
+            flags: VGCF_IN_SYSCALL,
+            rip: CODE,
+            cs: 0xe033 & !3,
+            rflags: 0x202,
+            rsp: KSTACK_TOP - 0x10,
+            ss: 0xe02b,
+            ..Default::default()
+        },
+    );
+    f.rsp = at;
+    call(&mut hv, &mut f, nr::IRET, 0, 0, 0);
+    assert_eq!((f.rcx, f.r11), (CODE, f.rflags));
+    assert_eq!(upcall_mask(&hv, &g), 0);
+}
+
+#[test]
+fn hostile_irets_crash_the_domain() {
+    let cases: [(&str, Option<IretContext>); 4] = [
+        ("unreadable iret_context", None),
+        (
+            "invalid code selector",
+            Some(IretContext {
+                rip: CODE,
+                cs: 0x10,
+                rsp: KSTACK_TOP,
+                ..Default::default()
+            }),
+        ),
+        (
+            "non-canonical rip",
+            Some(IretContext {
+                rip: 0x0000_8000_0000_0000,
+                cs: 0xe030,
+                rsp: KSTACK_TOP,
+                ..Default::default()
+            }),
+        ),
+        (
+            "user mode without a user page table",
+            Some(IretContext {
+                rip: UVA,
+                cs: 0xe033,
+                rsp: UVA + 0x100,
+                ..Default::default()
+            }),
+        ),
+    ];
+    for (what, ctx) in cases {
+        let mut hv = new_hv();
+        let g = add_domain(&mut hv, 1);
+        let mut f = started(&mut hv);
+        let at = KSTACK_TOP - 0x200;
+        match ctx {
+            Some(ctx) => {
+                put_iret(&hv, &g, at, ctx);
+                f.rsp = at;
+            }
+            None => f.rsp = HV_ADDRESS,
+        }
+        let r = call(&mut hv, &mut f, nr::IRET, 0, 0, 0);
+        assert!(matches!(r, Resume::Exit(_)), "{what}");
+        assert!(
+            hv.platform.console.contains(what),
+            "{what}: {}",
+            hv.platform.console
+        );
+        assert_eq!(hv.domains[g.idx].state, DomainState::Crashed);
+    }
+}
+
+// ---- user mode ------------------------------------------------------------------------------
+
+/// Sets up a user root, a kernel stack and a syscall callback, and irets to user mode.
+fn enter_user(hv: &mut Hv, g: &G, f: &mut GuestFrame) {
+    hv.domains[g.idx].vcpu.user_cr3 = g.user_l4.maddr();
+    call(hv, f, nr::STACK_SWITCH, 0xe02b, KSTACK_TOP, 0);
+    assert_eq!(ret(f), 0);
+    call(hv, f, nr::SET_CALLBACKS, 0, 0, handler(0x81));
+    assert_eq!(ret(f), 0);
+    call(
+        hv,
+        f,
+        nr::SET_SEGMENT_BASE,
+        u64::from(SEGBASE_GS_USER),
+        0x5000,
+        0,
+    );
+    call(
+        hv,
+        f,
+        nr::SET_SEGMENT_BASE,
+        u64::from(SEGBASE_GS_KERNEL),
+        0x6000,
+        0,
+    );
+    assert_eq!(hv.platform.segment_bases.1, 0x6000);
+    let at = KSTACK_TOP - 0x200;
+    put_iret(
+        hv,
+        g,
+        at,
+        IretContext {
+            rip: UVA,
+            cs: 0xe033,
+            rflags: 0x202,
+            rsp: UVA + 0x1ff0,
+            ss: 0xe02b,
+            ..Default::default()
+        },
+    );
+    f.rsp = at;
+    let r = call(hv, f, nr::IRET, 0, 0, 0);
+    assert_eq!(
+        r,
+        Resume::Guest {
+            cr3: g.user_l4.maddr()
+        }
+    );
+    assert!(hv.domains[g.idx].vcpu.user_mode);
+    assert_eq!(hv.platform.segment_bases.1, 0x5000, "user GS live");
+    assert_eq!((f.rip, f.rsp), (UVA, UVA + 0x1ff0));
+}
+
+#[test]
+fn syscall_from_user_mode_bounces_to_the_callback_on_the_kernel_stack() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    enter_user(&mut hv, &g, &mut f);
+    // `syscall` at UVA+0x10: the entry saves rip = rcx = UVA+0x12, r11 = rflags. Its
+    // rax is the guest's syscall number, not a hypercall (17 would be the fast path).
+    f.rax = 17;
+    f.rdi = 0;
+    f.rip = UVA + 0x12;
+    f.rcx = UVA + 0x12;
+    f.r11 = 0x602;
+    f.rflags = 0x602;
+    f.vector = GuestFrame::VECTOR_SYSCALL;
+    let user = f;
+    let r = hv.hypercall(&mut f);
+    assert_eq!(r, Resume::Guest { cr3: g.l4.maddr() }, "kernel root");
+    assert!(!hv.domains[g.idx].vcpu.user_mode);
+    assert_eq!(f.rax, 17, "not answered as xen_version");
+    assert_eq!(f.rip, handler(0x81));
+    assert_eq!(f.rsp, KSTACK_TOP - 56);
+    assert_eq!(f.rflags & (1 << 10), 0, "DF clear");
+    assert_eq!(hv.platform.segment_bases.1, 0x6000, "kernel GS live");
+    let words: Vec<u64> = (0..7).map(|i| peek_u64(&hv, &g, f.rsp + i * 8)).collect();
+    assert_eq!(
+        words,
+        [
+            user.rcx, user.r11, user.rip, 0xe033, 0x602, user.rsp, 0xe02b
+        ]
+    );
+    // Back to user mode with iret (VGCF_in_syscall) from the callback.
+    let at = f.rsp + 16 - 48; // the guest pops rcx/r11 and pushes rax, r11, rcx, flags
+    put_iret(
+        &hv,
+        &g,
+        at,
+        IretContext {
+            rax: 0,
+            flags: VGCF_IN_SYSCALL,
+            rip: user.rip,
+            cs: 0xe033,
+            rflags: 0x202,
+            rsp: user.rsp,
+            ss: 0xe02b,
+            ..Default::default()
+        },
+    );
+    f.rsp = at;
+    let r = call(&mut hv, &mut f, nr::IRET, 0, 0, 0);
+    assert_eq!(
+        r,
+        Resume::Guest {
+            cr3: g.user_l4.maddr()
+        }
+    );
+    assert_eq!((f.rip, f.rsp), (user.rip, user.rsp));
+}
+
+#[test]
+fn syscall_without_callback_or_kernel_stack() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    install(&mut hv, &g, &mut f, &[(6, 0)]);
+    enter_user(&mut hv, &g, &mut f);
+    hv.domains[g.idx].vcpu.traps.syscall = Callback::default();
+    f.rip = UVA + 0x12;
+    f.vector = GuestFrame::VECTOR_SYSCALL;
+    hv.hypercall(&mut f);
+    assert_eq!(f.rip, handler(6), "#UD");
+    assert_eq!(peek_u64(&hv, &g, f.rsp + 16), UVA + 0x10, "at the syscall");
+    // Kernel stack 0 from user mode: crash.
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    enter_user(&mut hv, &g, &mut f);
+    hv.domains[g.idx].vcpu.traps.kernel_sp = 0;
+    f.vector = GuestFrame::VECTOR_SYSCALL;
+    assert!(matches!(hv.hypercall(&mut f), Resume::Exit(_)));
+    assert!(hv.platform.console.contains("bad kernel stack"));
+}
+
+#[test]
+fn user_mode_page_fault_keeps_the_user_bit_and_reports_user() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    install(&mut hv, &g, &mut f, &[(14, 0)]);
+    enter_user(&mut hv, &g, &mut f);
+    exception(&mut hv, &mut f, 14, 0x6, 0x1234);
+    assert_eq!(f.rsp, KSTACK_TOP - 64);
+    assert_eq!(peek_u64(&hv, &g, f.rsp + 16), 0x6);
+    assert_eq!(
+        peek_u64(&hv, &g, f.rsp + 32),
+        0xe033,
+        "RPL 3: interrupted user"
+    );
+    // Unhandled in user mode: the crash line says so.
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    enter_user(&mut hv, &g, &mut f);
+    exception(&mut hv, &mut f, 0, 0, 0);
+    assert!(
+        hv.platform
+            .console
+            .contains("crashed: #DE in guest user vector=0")
+    );
+}
+
+// ---- int n ----------------------------------------------------------------------------------
+
+#[test]
+fn int_n_is_delivered_per_the_trap_table_dpl() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    install(
+        &mut hv,
+        &g,
+        &mut f,
+        &[(0x80, 3), (0x81, 1), (13, 0), (3, 0)],
+    );
+    enter_user(&mut hv, &g, &mut f);
+    poke(&hv, &g, UVA, &[0xcd, 0x80, 0xcd, 0x81, 0xcc]);
+    // QEMU 7.2 reports n*16+2 from CPL3: the vector comes from the instruction.
+    f.rip = UVA;
+    exception(&mut hv, &mut f, 13, 0x80 * 16 + 2, 0);
+    assert_eq!(f.rip, handler(0x80));
+    assert_eq!(
+        peek_u64(&hv, &g, f.rsp + 16),
+        UVA + 2,
+        "returns after the int"
+    );
+    // DPL 1 from user mode: #GP with the correct error code.
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    install(
+        &mut hv,
+        &g,
+        &mut f,
+        &[(0x80, 3), (0x81, 1), (13, 0), (3, 0)],
+    );
+    enter_user(&mut hv, &g, &mut f);
+    poke(&hv, &g, UVA, &[0xcd, 0x80, 0xcd, 0x81, 0xcc]);
+    f.rip = UVA + 2;
+    exception(&mut hv, &mut f, 13, 0x81 * 16 + 2, 0);
+    assert_eq!(f.rip, handler(13));
+    assert_eq!(peek_u64(&hv, &g, f.rsp + 16), 0x81 * 8 + 2);
+    assert_eq!(peek_u64(&hv, &g, f.rsp + 24), UVA + 2);
+    // From kernel mode DPL 1 is enough; int3 is always #BP.
+    call(&mut hv, &mut f, nr::SET_TRAP_TABLE, 0, 0, 0);
+    install(&mut hv, &g, &mut f, &[(0x81, 1), (3, 0)]);
+    poke(&hv, &g, CODE, &[0xcd, 0x81, 0xcc]);
+    f.rip = CODE;
+    exception(&mut hv, &mut f, 13, 0x81 * 8 + 2, 0);
+    assert_eq!(f.rip, handler(0x81));
+    f.rip = CODE + 2;
+    exception(&mut hv, &mut f, 13, 3 * 8 + 2, 0);
+    assert_eq!(f.rip, handler(3));
+    assert_eq!(peek_u64(&hv, &g, f.rsp + 16), CODE + 3);
+}
+
+// ---- emulation ------------------------------------------------------------------------------
+
+#[test]
+fn privileged_instructions_are_emulated_in_kernel_mode() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    // wrmsr FS_BASE, wrmsr SHADOW_GS, rdmsr GS_BASE, mov r9, cr3, mov rax, cr2, clts
+    let code = [
+        0x0f, 0x30, 0x0f, 0x30, 0x0f, 0x32, 0x41, 0x0f, 0x20, 0xd9, 0x0f, 0x20, 0xd0, 0x0f, 0x06,
+    ];
+    poke(&hv, &g, CODE, &code);
+    f.rip = CODE;
+    (f.rcx, f.rdx, f.rax) = (0xc000_0100, 0x7fff, 0x1234_5000);
+    exception(&mut hv, &mut f, 13, 0, 0);
+    assert_eq!(hv.platform.segment_bases.0, 0x7fff_1234_5000);
+    assert_eq!(f.rip, CODE + 2);
+    (f.rcx, f.rdx, f.rax) = (0xc000_0102, 0, 0x8000);
+    exception(&mut hv, &mut f, 13, 0, 0);
+    assert_eq!(hv.domains[g.idx].vcpu.traps.gs_base_user, 0x8000);
+    hv.platform.segment_bases.1 = 0xffff_8888_0000_0000;
+    f.rcx = 0xc000_0101;
+    exception(&mut hv, &mut f, 13, 0, 0);
+    assert_eq!((f.rdx, f.rax), (0xffff_8888, 0));
+    exception(&mut hv, &mut f, 13, 0, 0);
+    assert_eq!(f.r9, g.l4.maddr());
+    hv.domains[g.idx].vcpu.traps.cr2 = 0xabc;
+    exception(&mut hv, &mut f, 13, 0, 0);
+    assert_eq!(f.rax, 0xabc);
+    hv.domains[g.idx].vcpu.traps.fpu_ts = true;
+    exception(&mut hv, &mut f, 13, 0, 0);
+    assert!(!hv.domains[g.idx].vcpu.traps.fpu_ts);
+    assert_eq!(f.rip, CODE + code.len() as u64);
+    assert_eq!(hv.domains[g.idx].state, DomainState::Runnable);
+}
+
+#[test]
+fn bad_msr_writes_and_user_mode_privileged_instructions_are_gp() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    install(&mut hv, &g, &mut f, &[(13, 0)]);
+    poke(&hv, &g, CODE, &[0x0f, 0x30]);
+    for (msr, hi) in [(0xc000_0100u64, 0x8000u64), (0x10, 0)] {
+        f.rip = CODE;
+        f.rsp = KSTACK_TOP - 0x100;
+        (f.rcx, f.rdx, f.rax) = (msr, hi, 0);
+        exception(&mut hv, &mut f, 13, 0, 0);
+        assert_eq!(f.rip, handler(13), "msr {msr:#x}");
+    }
+    assert_eq!(hv.platform.segment_bases.0, 0);
+    enter_user(&mut hv, &g, &mut f);
+    poke(&hv, &g, UVA, &[0x0f, 0x30]);
+    f.rip = UVA;
+    (f.rcx, f.rdx, f.rax) = (0xc000_0100, 0, 0x1000);
+    exception(&mut hv, &mut f, 13, 0, 0);
+    assert_eq!(f.rip, handler(13));
+    assert_eq!(hv.platform.segment_bases.0, 0);
+}
+
+#[test]
+fn forced_cpuid_is_emulated_and_ud2_is_delivered() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    install(&mut hv, &g, &mut f, &[(6, 0)]);
+    poke(
+        &hv,
+        &g,
+        CODE,
+        &[0x0f, 0x0b, b'x', b'e', b'n', 0x0f, 0xa2, 0x0f, 0x0b],
+    );
+    f.rip = CODE;
+    (f.rax, f.rcx) = (0x4000_0001, 0);
+    exception(&mut hv, &mut f, 6, 0, 0);
+    assert_eq!((f.rax, f.rbx, f.rcx, f.rdx), (0x0004_0011, 0, 0, 0));
+    assert_eq!(f.rip, CODE + 7);
+    exception(&mut hv, &mut f, 6, 0, 0);
+    assert_eq!(f.rip, handler(6));
+    assert_eq!(peek_u64(&hv, &g, f.rsp + 16), CODE + 7);
+    // The instruction at the very end of the mapping: still decoded (no read beyond).
+    let last = KVA + KPAGES as u64 * 4096 - 2;
+    poke(&hv, &g, last, &[0x0f, 0x0b]);
+    f.rip = last;
+    exception(&mut hv, &mut f, 6, 0, 0);
+    assert_eq!(f.rip, handler(6));
+}
+
+// ---- callbacks, segment bases, FPU ---------------------------------------------------------
+
+#[test]
+fn callback_registration() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    let reg = |kind, flags, address| CallbackRegister {
+        kind,
+        flags,
+        pad: 0,
+        address,
+    };
+    let cases = [
+        (reg(CALLBACKTYPE_SYSCALL, CALLBACKF_MASK_EVENTS, CODE), 0),
+        (reg(CALLBACKTYPE_FAILSAFE, 0, CODE + 8), 0),
+        (reg(CALLBACKTYPE_EVENT, 0, CODE + 16), 0),
+        (reg(CALLBACKTYPE_NMI, 0, CODE + 24), 0),
+        (reg(CALLBACKTYPE_SYSCALL, 0, 0x0000_8000_0000_0000), -22),
+        (reg(99, 0, CODE), -22),
+    ];
+    for (r, want) in cases {
+        poke(&hv, &g, KVA, r.as_bytes());
+        call(&mut hv, &mut f, nr::CALLBACK_OP, 0, KVA, 0);
+        assert_eq!(ret(&f), want, "{r:?}");
+    }
+    let t = &hv.domains[g.idx].vcpu.traps;
+    assert_eq!(
+        t.syscall,
+        Callback {
+            address: CODE,
+            mask_events: true
+        }
+    );
+    assert_eq!(
+        t.failsafe,
+        Callback {
+            address: CODE + 8,
+            mask_events: false
+        }
+    );
+    assert!(t.event.mask_events, "event callbacks always mask");
+    for (kind, want) in [(CALLBACKTYPE_EVENT, -22), (CALLBACKTYPE_NMI, 0)] {
+        poke(&hv, &g, KVA, CallbackUnregister { kind, pad: 0 }.as_bytes());
+        call(&mut hv, &mut f, nr::CALLBACK_OP, 1, KVA, 0);
+        assert_eq!(ret(&f), want);
+    }
+    assert_eq!(hv.domains[g.idx].vcpu.traps.nmi.address, 0);
+    call(&mut hv, &mut f, nr::CALLBACK_OP, 0, HV_ADDRESS, 0);
+    assert_eq!(ret(&f), -14);
+    call(&mut hv, &mut f, nr::CALLBACK_OP, 7, KVA, 0);
+    assert_eq!(ret(&f), -38);
+    call(&mut hv, &mut f, nr::SET_CALLBACKS, CODE, 1 << 47, CODE);
+    assert_eq!(ret(&f), -22);
+}
+
+#[test]
+fn segment_bases() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    for (which, base, want) in [
+        (SEGBASE_FS, 0x1000, 0),
+        (SEGBASE_GS_KERNEL, 0x2000, 0),
+        (SEGBASE_GS_USER, 0x3000, 0),
+        (SEGBASE_FS, 1 << 47, -22),
+        (SEGBASE_GS_USER_SEL, 0xe02b, 0),
+        (SEGBASE_GS_USER_SEL, 0x1234, -22),
+        (9, 0, -38),
+    ] {
+        call(
+            &mut hv,
+            &mut f,
+            nr::SET_SEGMENT_BASE,
+            u64::from(which),
+            base,
+            0,
+        );
+        assert_eq!(ret(&f), want, "{which} {base:#x}");
+    }
+    assert_eq!(hv.platform.segment_bases, (0x1000, 0x2000));
+    assert_eq!(
+        hv.domains[g.idx].vcpu.traps.gs_base_user, 0,
+        "GS_USER_SEL loads base 0"
+    );
+}
+
+#[test]
+fn fpu_state_follows_the_domain_and_ts_gives_nm() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let h = add_domain(&mut hv, 2);
+    let mut f = started(&mut hv);
+    assert_eq!(
+        hv.platform.fpu,
+        FpuArea::default(),
+        "d1's initial state loaded"
+    );
+    install(&mut hv, &g, &mut f, &[(7, 0)]);
+    hv.platform.fpu = FpuArea([1; 512]); // d1 uses the FPU
+    call(&mut hv, &mut f, nr::SET_SEGMENT_BASE, 0, 0x4444, 0);
+    call(&mut hv, &mut f, nr::FPU_TASKSWITCH, 1, 0, 0);
+    assert!(hv.platform.fpu_trap);
+    // Yield to d2: d1's registers are saved, d2's loaded, CR0.TS follows d2 (clear).
+    call(&mut hv, &mut f, nr::SCHED_OP, 0, 0, 0);
+    assert_eq!(hv.current, Some(h.idx));
+    assert_eq!(hv.domains[g.idx].vcpu.traps.fpu, FpuArea([1; 512]));
+    assert_eq!(hv.platform.fpu, FpuArea::default());
+    assert_eq!(hv.platform.segment_bases.0, 0);
+    assert!(!hv.platform.fpu_trap);
+    hv.platform.fpu = FpuArea([2; 512]);
+    call(&mut hv, &mut f, nr::SCHED_OP, 0, 0, 0);
+    assert_eq!(hv.current, Some(g.idx));
+    assert_eq!(hv.platform.fpu, FpuArea([1; 512]));
+    assert_eq!(hv.platform.segment_bases.0, 0x4444);
+    assert!(hv.platform.fpu_trap, "d1's virtual TS");
+    // d1 touches the FPU: #NM to its handler, virtual TS cleared.
+    exception(&mut hv, &mut f, 7, 0, 0);
+    assert_eq!(f.rip, handler(7));
+    assert!(!hv.platform.fpu_trap);
+    assert!(!hv.domains[g.idx].vcpu.traps.fpu_ts);
+    // A stale #NM without virtual TS is just retried.
+    let before = f;
+    exception(&mut hv, &mut f, 7, 0, 0);
+    assert_eq!(f.rip, before.rip);
+}
+
+#[test]
+fn event_upcall_is_delivered_when_pending_and_unmasked() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    call(&mut hv, &mut f, nr::SET_CALLBACKS, handler(0x90), 0, 0);
+    assert!(!hv.deliver_event_upcall(g.idx, &mut f), "nothing pending");
+    hv.mem
+        .write(g.shared.maddr() + UPCALL_PENDING_OFF, &[1])
+        .unwrap();
+    assert!(hv.deliver_event_upcall(g.idx, &mut f));
+    assert_eq!(f.rip, handler(0x90));
+    assert_eq!(upcall_mask(&hv, &g), 1);
+    assert!(!hv.deliver_event_upcall(g.idx, &mut f), "masked now");
+}

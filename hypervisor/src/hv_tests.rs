@@ -9,10 +9,12 @@ extern crate std;
 
 use super::*;
 use crate::bundle::build::{Guest, bundle};
-use crate::domain::runtime::Domain;
+use crate::domain::elfnotes::test_elf::{TestElf, VIRT_BASE};
 use crate::hypercall::CONSOLE_IO_MAX_PER_CALL;
-use crate::memory::guest::{PTE_PRESENT, PTE_RW, PTE_USER};
-use crate::testutil::{FakeMemory, FakePlatform, leak};
+use crate::testutil::{
+    TestHv, create_domains, hypercall, insert_domain, kernel_frame, map_pages, ret,
+    runnable_domain, started, test_hv, test_hv_with,
+};
 use guest_abi::console::XenconsInterface;
 use guest_abi::event_channel::EVTCHNOP_SEND;
 use guest_abi::layout::PAGE_SIZE;
@@ -22,7 +24,7 @@ use guest_abi::{EvtchnPort, Mfn};
 use std::string::String;
 use zerocopy::FromBytes;
 
-type Hv = Hypervisor<FakeMemory, FakePlatform>;
+type Hv = TestHv;
 
 const NR_FRAMES: usize = 1024;
 /// Where the hand-built guests map their data pages.
@@ -34,17 +36,7 @@ const CONSOLE_PORT: EvtchnPort = EvtchnPort(2);
 const STORE_PORT: EvtchnPort = EvtchnPort(1);
 
 fn new_hv() -> Hv {
-    Hypervisor::new(
-        FakeMemory::new(NR_FRAMES * PAGE_SIZE),
-        FakePlatform::new(),
-        BootConfig {
-            free_ram: core::slice::from_ref(&(0x1000..(NR_FRAMES * PAGE_SIZE) as u64)),
-            frame_table: leak(FrameInfo::UNUSABLE, NR_FRAMES),
-            m2p: leak(0, NR_FRAMES),
-            hypervisor_l4_slots: [0; 16],
-            cmdline: b"console=com1 test",
-        },
-    )
+    test_hv_with(NR_FRAMES, [0; 16], b"console=com1 test")
 }
 
 /// A hand-built domain: L4..L1 mapping DATA_PAGES writable pages at DATA_VA.
@@ -58,45 +50,24 @@ struct TestDomain {
 fn add_domain(hv: &mut Hv, id: u16, name: &str, dom0: bool) -> TestDomain {
     let dom = DomId(id);
     let mut alloc = || hv.frames.alloc(dom).unwrap();
-    let (l4, l3, l2, l1) = (alloc(), alloc(), alloc(), alloc());
+    let l4 = alloc();
     let data: [Mfn; DATA_PAGES] = core::array::from_fn(|_| alloc());
     let (shared, ring, store) = (alloc(), alloc(), alloc());
-    let table = PTE_PRESENT | PTE_RW | PTE_USER;
-    let slot = |level: u32| (DATA_VA >> (12 + 9 * (level - 1))) & 0x1ff;
-    let mem = &hv.mem;
-    mem.fill(l4.maddr(), 0, PAGE_SIZE).unwrap();
-    mem.write_u64(l4.maddr() + slot(4) * 8, l3.maddr() | table)
-        .unwrap();
-    mem.write_u64(l3.maddr() + slot(3) * 8, l2.maddr() | table)
-        .unwrap();
-    mem.write_u64(l2.maddr() + slot(2) * 8, l1.maddr() | table)
-        .unwrap();
-    for (i, d) in data.iter().enumerate() {
-        mem.write_u64(l1.maddr() + i as u64 * 8, d.maddr() | table)
-            .unwrap();
-    }
-    let mut d = Domain::refused(dom, name.as_bytes(), dom0, 0);
-    d.state = DomainState::Runnable;
-    d.vcpu.cr3 = l4.maddr();
-    d.vcpu.frame = GuestFrame {
-        rip: ENTRY_RIP,
-        rsp: DATA_VA + 0x1000,
-        cs: 0xe033,
-        ss: 0xe02b,
-        rflags: 0x202,
+    hv.mem.fill(l4.maddr(), 0, PAGE_SIZE).unwrap();
+    map_pages(hv, dom, l4, DATA_VA, &data);
+    let frame = GuestFrame {
         rbx: u64::from(id),
-        ..Default::default()
+        ..kernel_frame(ENTRY_RIP, DATA_VA + 0x1000)
     };
+    let mut d = runnable_domain(dom, name, dom0, l4, frame);
     d.nr_pages = 4 + DATA_PAGES as u64;
     d.shared_info = shared;
     if !dom0 {
         d.console_ring = Some((ring, CONSOLE_PORT));
         d.store_ring = Some((store, STORE_PORT));
     }
-    let at = hv.domains.partition_point(|x| x.id < dom);
-    hv.domains.insert(at, d).unwrap();
     TestDomain {
-        idx: at,
+        idx: insert_domain(hv, d),
         data,
         ring,
         l4,
@@ -105,16 +76,7 @@ fn add_domain(hv: &mut Hv, id: u16, name: &str, dom0: bool) -> TestDomain {
 
 /// Runs a hypercall with up to three arguments from the current domain.
 fn call(hv: &mut Hv, frame: &mut GuestFrame, nr: u64, a1: u64, a2: u64, a3: u64) -> Resume {
-    frame.rax = nr;
-    frame.rdi = a1;
-    frame.rsi = a2;
-    frame.rdx = a3;
-    frame.vector = GuestFrame::VECTOR_SYSCALL;
-    hv.hypercall(frame)
-}
-
-fn ret(frame: &GuestFrame) -> i64 {
-    frame.rax as i64
+    hypercall(hv, frame, nr, &[a1, a2, a3])
 }
 
 fn put(hv: &Hv, g: &TestDomain, offset: usize, bytes: &[u8]) {
@@ -143,12 +105,6 @@ fn get(hv: &Hv, g: &TestDomain, offset: usize, len: usize) -> std::vec::Vec<u8> 
 
 fn console(hv: &Hv) -> &String {
     &hv.platform.console
-}
-
-fn started(hv: &mut Hv) -> GuestFrame {
-    let mut frame = GuestFrame::default();
-    assert!(matches!(hv.start(&mut frame), Resume::Guest { .. }));
-    frame
 }
 
 #[test]
@@ -708,99 +664,31 @@ fn no_running_domain_is_a_hypervisor_failure() {
 
 // ---- through the real domain builder ------------------------------------------------
 
-const VIRT_BASE: u64 = 0xffff_ffff_8000_0000;
-
-/// A minimal Xen PV kernel: one 4 KiB PT_LOAD at VIRT_BASE + 4 KiB (the entry point) and
-/// a PT_NOTE with the Xen notes a generic loader needs.
-fn tiny_xen_elf() -> std::vec::Vec<u8> {
-    fn note(out: &mut std::vec::Vec<u8>, ty: u32, desc: &[u8]) {
-        out.extend_from_slice(&4u32.to_le_bytes());
-        out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
-        out.extend_from_slice(&ty.to_le_bytes());
-        out.extend_from_slice(b"Xen\0");
-        out.extend_from_slice(desc);
-        out.resize(out.len().next_multiple_of(4), 0);
-    }
-    let mut notes = std::vec::Vec::new();
-    note(&mut notes, 6, b"e2e\0"); // GUEST_OS
-    note(&mut notes, 5, b"xen-3.0\0"); // XEN_VERSION
-    note(&mut notes, 8, b"generic\0"); // LOADER
-    note(&mut notes, 3, &VIRT_BASE.to_le_bytes()); // VIRT_BASE
-    note(&mut notes, 4, &0u64.to_le_bytes()); // PADDR_OFFSET
-    note(&mut notes, 1, &(VIRT_BASE + 0x1000).to_le_bytes()); // ENTRY
-
-    let phoff = 64u64;
-    let notes_off = phoff + 2 * 56;
-    let mut elf = std::vec::Vec::new();
-    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
-    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    elf.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
-    elf.extend_from_slice(&1u32.to_le_bytes());
-    elf.extend_from_slice(&(VIRT_BASE + 0x1000).to_le_bytes()); // e_entry
-    elf.extend_from_slice(&phoff.to_le_bytes());
-    elf.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
-    elf.extend_from_slice(&0u32.to_le_bytes()); // e_flags
-    for v in [64u16, 56, 2, 64, 0, 0] {
-        // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
-        elf.extend_from_slice(&v.to_le_bytes());
-    }
-    let phdr = |elf: &mut std::vec::Vec<u8>, ty: u32, flags: u32, off: u64, va: u64, size: u64| {
-        elf.extend_from_slice(&ty.to_le_bytes());
-        elf.extend_from_slice(&flags.to_le_bytes());
-        for v in [off, va, va.wrapping_sub(VIRT_BASE), size, size, 0x1000] {
-            elf.extend_from_slice(&v.to_le_bytes());
-        }
-    };
-    phdr(&mut elf, 1, 5, 0x1000, VIRT_BASE + 0x1000, 0x1000); // PT_LOAD, R+X
-    let nlen = notes.len() as u64;
-    phdr(&mut elf, 4, 4, notes_off, VIRT_BASE + notes_off, nlen); // PT_NOTE
-    assert_eq!(elf.len() as u64, notes_off);
-    elf.extend_from_slice(&notes);
-    elf.resize(0x1000, 0);
-    // The "kernel": ud2 forever.
-    elf.extend(core::iter::repeat_n([0x0f, 0x0b], 0x800).flatten());
-    elf
-}
-
-fn big_hv() -> Hv {
-    const FRAMES: usize = 4096;
-    Hypervisor::new(
-        FakeMemory::new(FRAMES * PAGE_SIZE),
-        FakePlatform::new(),
-        BootConfig {
-            free_ram: core::slice::from_ref(&(0x1000..(FRAMES * PAGE_SIZE) as u64)),
-            frame_table: leak(FrameInfo::UNUSABLE, FRAMES),
-            m2p: leak(0, FRAMES),
-            hypervisor_l4_slots: [0; 16],
-            cmdline: b"",
-        },
-    )
-}
-
 #[test]
 fn built_domain_runs_prints_and_powers_off() {
-    let mut hv = big_hv();
+    let mut hv = test_hv(4096);
     let free = hv.frames.free_count();
-    let image = tiny_xen_elf();
-    let b = bundle(&[Guest {
-        image: &image,
-        memory_kib: 8 * 1024,
-        dom0: false,
-        name: "e2e",
-        cmdline: "",
-    }])
-    .unwrap();
-    hv.create_domains(&b);
+    let image = TestElf::valid().build();
+    create_domains(
+        &mut hv,
+        &[Guest {
+            image: &image,
+            memory_kib: 8 * 1024,
+            dom0: false,
+            name: "e2e",
+            cmdline: "",
+        }],
+    );
     assert_eq!(
         console(&hv),
-        "(hv) d1 e2e: built: 2048 pages, entry 0xffffffff80001000\n"
+        "(hv) d1 e2e: built: 2048 pages, entry 0xffffffff80000010\n"
     );
     let mut f = GuestFrame::default();
     let Resume::Guest { cr3 } = hv.start(&mut f) else {
         panic!("no guest to run");
     };
     assert_eq!(cr3, hv.domains[0].vcpu.cr3);
-    assert_eq!((f.rip, f.cs, f.ss), (VIRT_BASE + 0x1000, 0xe033, 0xe02b));
+    assert_eq!((f.rip, f.cs, f.ss), (VIRT_BASE + 0x10, 0xe033, 0xe02b));
     assert_eq!(f.rflags & 0x200, 0x200);
     // rsi points at start_info, which starts with the magic: echo it with console_io.
     let start_info = f.rsi;

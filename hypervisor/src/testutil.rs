@@ -144,3 +144,130 @@ impl Platform for FakePlatform {
 pub fn leak<T: Clone>(value: T, len: usize) -> &'static mut [T] {
     Vec::leak(vec![value; len])
 }
+
+// ---- a test hypervisor and hand-built domains ------------------------------------------
+
+use crate::bundle::build::{Guest, bundle};
+use crate::domain::runtime::{Domain, DomainState};
+use crate::hv::{BootConfig, Hypervisor};
+use crate::memory::FrameInfo;
+use crate::memory::guest::{PTE_PRESENT, PTE_RW, PTE_USER};
+use crate::platform::{GuestFrame, Resume};
+use guest_abi::layout::PAGE_SIZE;
+use guest_abi::{DomId, Mfn};
+
+/// The hypervisor every host test drives.
+pub type TestHv = Hypervisor<FakeMemory, FakePlatform>;
+
+/// A hypervisor over `frames` pages of fake RAM (all free but frame 0), with the given
+/// L4 slots for guests and command line.
+pub fn test_hv_with(frames: usize, hypervisor_l4_slots: [u64; 16], cmdline: &[u8]) -> TestHv {
+    let ram = 0x1000..(frames * PAGE_SIZE) as u64;
+    Hypervisor::new(
+        FakeMemory::new(frames * PAGE_SIZE),
+        FakePlatform::new(),
+        BootConfig {
+            free_ram: core::slice::from_ref(&ram),
+            frame_table: leak(FrameInfo::UNUSABLE, frames),
+            m2p: leak(0, frames),
+            hypervisor_l4_slots,
+            cmdline,
+        },
+    )
+}
+
+/// A hypervisor over `frames` pages of fake RAM, empty L4 slots and command line.
+pub fn test_hv(frames: usize) -> TestHv {
+    test_hv_with(frames, [0; 16], b"")
+}
+
+/// Maps `pages` (consecutively, from `va`'s L1 slot on) under the L4 `l4` through fresh,
+/// zeroed L3, L2 and L1 tables allocated to `dom`; every level user-accessible and
+/// writable, as the hand-built domains need no validation.
+pub fn map_pages(hv: &mut TestHv, dom: DomId, l4: Mfn, va: u64, pages: &[Mfn]) {
+    let table = PTE_PRESENT | PTE_RW | PTE_USER;
+    let slot = |level: u32| (va >> (12 + 9 * (level - 1))) & 0x1ff;
+    let mut alloc = || hv.frames.alloc(dom).unwrap();
+    let (l3, l2, l1) = (alloc(), alloc(), alloc());
+    let mem = &hv.mem;
+    for t in [l3, l2, l1] {
+        mem.fill(t.maddr(), 0, PAGE_SIZE).unwrap();
+    }
+    mem.write_u64(l4.maddr() + slot(4) * 8, l3.maddr() | table)
+        .unwrap();
+    mem.write_u64(l3.maddr() + slot(3) * 8, l2.maddr() | table)
+        .unwrap();
+    mem.write_u64(l2.maddr() + slot(2) * 8, l1.maddr() | table)
+        .unwrap();
+    for (i, p) in pages.iter().enumerate() {
+        mem.write_u64(l1.maddr() + (slot(1) + i as u64) * 8, p.maddr() | table)
+            .unwrap();
+    }
+}
+
+/// A guest kernel's registers at `rip` with stack `rsp`: Xen's flat ring-3 kernel
+/// selectors, interrupts on.
+pub fn kernel_frame(rip: u64, rsp: u64) -> GuestFrame {
+    GuestFrame {
+        rip,
+        rsp,
+        cs: 0xe033,
+        ss: 0xe02b,
+        rflags: 0x202,
+        ..Default::default()
+    }
+}
+
+/// A runnable domain on the root `l4` with `frame` as its registers; the caller adds
+/// what else it needs (shared_info, rings) before [`insert_domain`].
+pub fn runnable_domain(id: DomId, name: &str, dom0: bool, l4: Mfn, frame: GuestFrame) -> Domain {
+    let mut d = Domain::refused(id, name.as_bytes(), dom0, 0);
+    d.state = DomainState::Runnable;
+    d.vcpu.cr3 = l4.maddr();
+    d.vcpu.frame = frame;
+    d
+}
+
+/// Puts `d` into the hypervisor's domain list (kept sorted by id); returns its index.
+pub fn insert_domain(hv: &mut TestHv, d: Domain) -> usize {
+    let at = hv.domains.partition_point(|x| x.id < d.id);
+    hv.domains.insert(at, d).unwrap();
+    at
+}
+
+/// Builds the domains of a boot bundle of `guests` with the real builder.
+pub fn create_domains(hv: &mut TestHv, guests: &[Guest<'_>]) {
+    hv.create_domains(&bundle(guests).unwrap());
+}
+
+/// Starts the hypervisor, which must have a domain to run; returns its registers.
+pub fn started(hv: &mut TestHv) -> GuestFrame {
+    let mut frame = GuestFrame::default();
+    let r = hv.start(&mut frame);
+    assert!(matches!(r, Resume::Guest { .. }), "{r:?}");
+    frame
+}
+
+/// Makes hypercall `nr` with `args` (rdi, rsi, rdx, r10, r8 in that order) from the
+/// guest whose registers are `frame`.
+pub fn hypercall(hv: &mut TestHv, frame: &mut GuestFrame, nr: u64, args: &[u64]) -> Resume {
+    assert!(args.len() <= 5, "hypercalls take at most 5 arguments");
+    frame.rax = nr;
+    let regs = [
+        &mut frame.rdi,
+        &mut frame.rsi,
+        &mut frame.rdx,
+        &mut frame.r10,
+        &mut frame.r8,
+    ];
+    for (reg, &arg) in regs.into_iter().zip(args) {
+        *reg = arg;
+    }
+    frame.vector = GuestFrame::VECTOR_SYSCALL;
+    hv.hypercall(frame)
+}
+
+/// A hypercall's result as the guest sees it (a negative Xen errno on failure).
+pub fn ret(frame: &GuestFrame) -> i64 {
+    frame.rax as i64
+}

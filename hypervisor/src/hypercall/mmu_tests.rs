@@ -3,13 +3,12 @@
 extern crate std;
 
 use super::MMU_UPDATE_PREEMPTED;
-use crate::bundle::build::{Guest, bundle};
+use crate::bundle::build::Guest;
 use crate::domain::elfnotes::test_elf::{TestElf, VIRT_BASE};
-use crate::hv::{BootConfig, Hypervisor};
+use crate::memory::PageType;
 use crate::memory::guest::{GuestSpace, copy_from_guest, copy_to_guest};
-use crate::memory::{FrameInfo, PageType};
 use crate::platform::{GuestFrame, MachineMemory, Resume};
-use crate::testutil::{FakeMemory, FakePlatform, leak};
+use crate::testutil::{TestHv, create_domains, hypercall, started, test_hv_with};
 use guest_abi::layout::{HYPERVISOR_VIRT_START, MACH2PHYS_VIRT_START, PAGE_SIZE};
 use guest_abi::mmu::*;
 use guest_abi::start_info::StartInfo;
@@ -17,7 +16,7 @@ use guest_abi::{DomId, Errno, Mfn, nr};
 use std::vec::Vec;
 use zerocopy::{FromBytes, IntoBytes};
 
-type Hv = Hypervisor<FakeMemory, FakePlatform>;
+type Hv = TestHv;
 
 const FRAMES: usize = 16384;
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -33,17 +32,7 @@ struct Fx {
 }
 
 fn fx(two: bool) -> Fx {
-    let mut hv = Hypervisor::new(
-        FakeMemory::new(FRAMES * PAGE_SIZE),
-        FakePlatform::new(),
-        BootConfig {
-            free_ram: core::slice::from_ref(&(0x1000..(FRAMES * PAGE_SIZE) as u64)),
-            frame_table: leak(FrameInfo::UNUSABLE, FRAMES),
-            m2p: leak(0, FRAMES),
-            hypervisor_l4_slots: HV_SLOTS,
-            cmdline: b"",
-        },
-    );
+    let mut hv = test_hv_with(FRAMES, HV_SLOTS, b"");
     let image = TestElf::valid().build();
     let guest = |name| Guest {
         image: &image,
@@ -57,9 +46,8 @@ fn fx(two: bool) -> Fx {
     } else {
         std::vec![guest("one")]
     };
-    hv.create_domains(&bundle(&guests).unwrap());
-    let mut f = GuestFrame::default();
-    assert!(matches!(hv.start(&mut f), Resume::Guest { .. }));
+    create_domains(&mut hv, &guests);
+    let f = started(&mut hv);
     let mut raw = [0u8; size_of::<StartInfo>()];
     let space = hv.current_space(0);
     copy_from_guest(&hv.mem, &hv.frames, space, f.rsi, &mut raw).unwrap();
@@ -70,10 +58,7 @@ fn fx(two: bool) -> Fx {
 
 impl Fx {
     fn call(&mut self, nr: u32, args: [u64; 4]) -> i64 {
-        self.f.rax = u64::from(nr);
-        (self.f.rdi, self.f.rsi, self.f.rdx, self.f.r10) = (args[0], args[1], args[2], args[3]);
-        self.f.vector = GuestFrame::VECTOR_SYSCALL;
-        let r = self.hv.hypercall(&mut self.f);
+        let r = hypercall(&mut self.hv, &mut self.f, u64::from(nr), &args);
         assert!(matches!(r, Resume::Guest { .. }), "{r:?}");
         self.f.rax as i64
     }

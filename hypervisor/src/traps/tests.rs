@@ -4,17 +4,16 @@
 extern crate std;
 
 use super::*;
-use crate::domain::runtime::Domain;
-use crate::hv::BootConfig;
-use crate::memory::FrameInfo;
-use crate::memory::guest::{PTE_PRESENT, PTE_RW, PTE_USER};
-use crate::testutil::{FakeMemory, FakePlatform, leak};
+use crate::testutil::{
+    TestHv, hypercall, insert_domain, kernel_frame, map_pages, ret, runnable_domain, started,
+    test_hv,
+};
 use guest_abi::layout::PAGE_SIZE;
 use guest_abi::{DomId, Mfn, nr};
 use std::vec::Vec;
 use zerocopy::IntoBytes;
 
-type Hv = Hypervisor<FakeMemory, FakePlatform>;
+type Hv = TestHv;
 
 const NR_FRAMES: usize = 512;
 /// Kernel pages: 0 data / trap table, 1 code, 2..=7 stack.
@@ -28,17 +27,7 @@ const UPAGES: usize = 2;
 const HV_ADDRESS: u64 = 0xffff_8300_0010_0000;
 
 fn new_hv() -> Hv {
-    Hypervisor::new(
-        FakeMemory::new(NR_FRAMES * PAGE_SIZE),
-        FakePlatform::new(),
-        BootConfig {
-            free_ram: core::slice::from_ref(&(0x1000..(NR_FRAMES * PAGE_SIZE) as u64)),
-            frame_table: leak(FrameInfo::UNUSABLE, NR_FRAMES),
-            m2p: leak(0, NR_FRAMES),
-            hypervisor_l4_slots: [0; 16],
-            cmdline: b"",
-        },
-    )
+    test_hv(NR_FRAMES)
 }
 
 struct G {
@@ -50,31 +39,6 @@ struct G {
     shared: Mfn,
 }
 
-/// Maps `pages` at `va` under the L4 `l4` with fresh intermediate tables.
-fn map(hv: &mut Hv, dom: DomId, l4: Mfn, va: u64, pages: &[Mfn]) {
-    let table = PTE_PRESENT | PTE_RW | PTE_USER;
-    let slot = |level: u32| (va >> (12 + 9 * (level - 1))) & 0x1ff;
-    let (l3, l2, l1) = (
-        hv.frames.alloc(dom).unwrap(),
-        hv.frames.alloc(dom).unwrap(),
-        hv.frames.alloc(dom).unwrap(),
-    );
-    let mem = &hv.mem;
-    for t in [l3, l2, l1] {
-        mem.fill(t.maddr(), 0, PAGE_SIZE).unwrap();
-    }
-    mem.write_u64(l4.maddr() + slot(4) * 8, l3.maddr() | table)
-        .unwrap();
-    mem.write_u64(l3.maddr() + slot(3) * 8, l2.maddr() | table)
-        .unwrap();
-    mem.write_u64(l2.maddr() + slot(2) * 8, l1.maddr() | table)
-        .unwrap();
-    for (i, p) in pages.iter().enumerate() {
-        mem.write_u64(l1.maddr() + (slot(1) + i as u64) * 8, p.maddr() | table)
-            .unwrap();
-    }
-}
-
 fn add_domain(hv: &mut Hv, id: u16) -> G {
     let dom = DomId(id);
     let mut alloc = || hv.frames.alloc(dom).unwrap();
@@ -84,27 +48,18 @@ fn add_domain(hv: &mut Hv, id: u16) -> G {
     for f in [l4, user_l4, shared] {
         hv.mem.fill(f.maddr(), 0, PAGE_SIZE).unwrap();
     }
-    map(hv, dom, l4, KVA, &kpages);
-    map(hv, dom, l4, UVA, &upages);
-    map(hv, dom, user_l4, UVA, &upages);
-    let mut d = Domain::refused(dom, b"t", false, 0);
-    d.state = DomainState::Runnable;
-    d.vcpu.cr3 = l4.maddr();
-    d.vcpu.frame = GuestFrame {
-        rip: CODE,
-        rsp: KSTACK_TOP - 0x100,
-        cs: 0xe033,
-        ss: 0xe02b,
-        rflags: 0x202,
+    map_pages(hv, dom, l4, KVA, &kpages);
+    map_pages(hv, dom, l4, UVA, &upages);
+    map_pages(hv, dom, user_l4, UVA, &upages);
+    let frame = GuestFrame {
         rcx: 0x1111,
         r11: 0x2222,
-        ..Default::default()
+        ..kernel_frame(CODE, KSTACK_TOP - 0x100)
     };
+    let mut d = runnable_domain(dom, "t", false, l4, frame);
     d.shared_info = shared;
-    let at = hv.domains.partition_point(|x| x.id < dom);
-    hv.domains.insert(at, d).unwrap();
     G {
-        idx: at,
+        idx: insert_domain(hv, d),
         kpages,
         upages,
         l4,
@@ -134,23 +89,8 @@ fn peek_u64(hv: &Hv, g: &G, va: u64) -> u64 {
     hv.mem.read_u64(maddr(g, va)).unwrap()
 }
 
-fn started(hv: &mut Hv) -> GuestFrame {
-    let mut frame = GuestFrame::default();
-    assert!(matches!(hv.start(&mut frame), Resume::Guest { .. }));
-    frame
-}
-
 fn call(hv: &mut Hv, f: &mut GuestFrame, nr: u32, a1: u64, a2: u64, a3: u64) -> Resume {
-    f.rax = u64::from(nr);
-    f.rdi = a1;
-    f.rsi = a2;
-    f.rdx = a3;
-    f.vector = GuestFrame::VECTOR_SYSCALL;
-    hv.hypercall(f)
-}
-
-fn ret(f: &GuestFrame) -> i64 {
-    f.rax as i64
+    hypercall(hv, f, u64::from(nr), &[a1, a2, a3])
 }
 
 /// Installs handlers at `CODE + 0x100 * vector` for `vectors` with `flags`.

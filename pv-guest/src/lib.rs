@@ -29,6 +29,8 @@ pub mod cmdline;
 #[cfg(target_os = "none")]
 pub mod console;
 #[cfg(target_os = "none")]
+pub mod paging;
+#[cfg(target_os = "none")]
 mod rt;
 #[cfg(target_os = "none")]
 pub mod usermode;

@@ -44,6 +44,7 @@ mod kernel {
         print_version();
         print_via_hypercall_page();
         print_time(si);
+        own_page_tables(si);
         traps_and_user_mode(si);
         println!("pv-guest: powering off");
         pv_guest::poweroff()
@@ -167,6 +168,27 @@ mod kernel {
         // SAFETY: rdtsc only reads the time-stamp counter.
         let tsc = unsafe { core::arch::x86_64::_rdtsc() };
         println!("time: system_time_ns={}", time.system_time_at(tsc));
+    }
+
+    /// Replaces the bootstrap page tables with tables the kernel built (pv_guest::paging).
+    fn own_page_tables(si: &StartInfo) {
+        match pv_guest::paging::switch_to_own_tables(si) {
+            Ok(s) => {
+                println!(
+                    "pv-guest: built own page tables ({} frames), switched CR3",
+                    s.frames
+                );
+                if s.old_writable == s.old_total {
+                    println!("pv-guest: old bootstrap tables writable again");
+                } else {
+                    println!(
+                        "pv-guest: only {} of {} old bootstrap tables writable again",
+                        s.old_writable, s.old_total
+                    );
+                }
+            }
+            Err(e) => println!("pv-guest: own page tables failed: {e}"),
+        }
     }
 
     /// Trap table, a page fault the kernel handles itself, and a user-mode task making

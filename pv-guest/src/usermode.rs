@@ -2,29 +2,30 @@
 //! a trap table (`set_trap_table`) whose #PF handler maps the faulting page and returns
 //! with the `iret` hypercall, a kernel stack for entries from user mode
 //! (`stack_switch`), a syscall callback (`callback_op`), a user page-table root
-//! (`MMUEXT_NEW_USER_BASEPTR`, here the kernel's own L4: every PV mapping is user
-//! accessible anyway) and an `iret` to guest user mode.
+//! (`MMUEXT_NEW_USER_BASEPTR`: a root of its own that maps only the task's code, message
+//! and stack, built by [`crate::paging`]) and an `iret` to guest user mode.
 //!
-//! The user task makes two system calls: `SYS_SAY` (print a string it passes) and
-//! `SYS_EXIT` (go back to the kernel code that started it).
+//! The user task makes a system call `SYS_SAY` (print a string it passes), then tries to
+//! read a kernel page its root does not map: the #PF handler ends the task and returns to
+//! the kernel code that started it (as `SYS_EXIT` would, used if the read succeeds, i.e.
+//! on the fallback where the user root is the kernel L4).
 
 use core::arch::naked_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use guest_abi::hypercall::{UVMF_INVLPG, hypercall_raw, update_va_mapping};
 use guest_abi::layout::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64};
-use guest_abi::mmu::MmuextOp;
+use guest_abi::mmu::{MMUEXT_NEW_USER_BASEPTR, MmuextOp};
 use guest_abi::traps::{CALLBACKOP_REGISTER, CALLBACKTYPE_SYSCALL, CallbackRegister, TrapInfo};
 use guest_abi::{Errno, nr};
 
-use crate::{StartInfo, VIRT_BASE, println};
+use crate::paging::{self, UserRange, mfn_of};
+use crate::{StartInfo, println};
 
 /// `iret` hypercall number, for the assembly below.
 const HYPERVISOR_IRET: u32 = nr::IRET;
 /// `VGCF_in_syscall`.
 const VGCF_IN_SYSCALL: u64 = guest_abi::traps::VGCF_IN_SYSCALL;
-/// `MMUEXT_NEW_USER_BASEPTR`.
-const MMUEXT_NEW_USER_BASEPTR: u32 = 15;
 
 /// System call numbers of this toy kernel.
 const SYS_SAY: u64 = 1;
@@ -50,16 +51,6 @@ static mut SAVED_KERNEL_RSP: u64 = 0;
 static LAST_FAULT: AtomicU64 = AtomicU64::new(0);
 /// The machine frame of `DEMAND_PAGE`, for the handler.
 static DEMAND_MFN: AtomicU64 = AtomicU64::new(0);
-
-/// The machine frame of kernel VA `va` (in the image, mapped at VIRT_BASE + pfn * 4096),
-/// from the p2m list the domain builder gave us.
-fn mfn_of(si: &StartInfo, va: u64) -> u64 {
-    let pfn = (va - VIRT_BASE) >> 12;
-    let p2m = si.mfn_list as *const u64;
-    // SAFETY: start_info's mfn_list is mapped, with one entry per page of the domain;
-    // `va` is in our image, so `pfn < nr_pages`.
-    unsafe { p2m.add(pfn as usize).read_volatile() }
-}
 
 /// Installs the trap table: #PF handled, #DE #UD #GP fatal.
 pub fn install_trap_table() -> Result<(), Errno> {
@@ -102,12 +93,22 @@ pub fn demand_page_demo(si: &StartInfo) -> Result<u64, Errno> {
     Ok(LAST_FAULT.load(Ordering::Relaxed))
 }
 
-/// Called by `page_fault_entry` with the error code and faulting RIP.
-extern "C" fn page_fault(error: u64, rip: u64) {
+/// A kernel page the user task tries to read: its root does not map it, so the read
+/// faults and the kernel ends the task. Page-sized and aligned so that no page the task
+/// may use shares its frame.
+static KERNEL_SECRET: Page = Page([0x42; 4096]);
+
+/// Called by `page_fault_entry` with the error code and faulting RIP. Returns 0 to retry
+/// the access, 1 to end the user task (back to `run_user`'s caller).
+extern "C" fn page_fault(error: u64, rip: u64) -> u64 {
     let cr2: u64;
     // SAFETY: reading CR2 traps to the hypervisor, which emulates it (a PV kernel's
     // faulting address); no memory is touched.
     unsafe { core::arch::asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack)) };
+    if cr2 & !0xfff == (&raw const KERNEL_SECRET) as u64 {
+        println!("pv-guest: user task cannot read kernel memory (page fault at {cr2:#x}), ended");
+        return 1;
+    }
     let page = &raw mut DEMAND_PAGE;
     let va = page as u64;
     if cr2 & !0xfff != va {
@@ -121,6 +122,7 @@ extern "C" fn page_fault(error: u64, rip: u64) {
         crate::shutdown(guest_abi::sched::ShutdownReason::Crash);
     }
     LAST_FAULT.store(cr2, Ordering::Relaxed);
+    0
 }
 
 /// #PF entry: the hypervisor left `rcx r11 error rip cs rflags rsp ss` on the stack.
@@ -136,6 +138,8 @@ unsafe extern "C" fn page_fault_entry() {
         "mov 88(%rsp), %rsi",
         "call {handler}",
         "add $8, %rsp",
+        "test %rax, %rax",
+        "jnz 3f",
         "pop %r11", "pop %r10", "pop %r9", "pop %r8",
         "pop %rdi", "pop %rsi", "pop %rdx", "pop %rcx", "pop %rax",
         // Drop the error code; below the hardware-like frame build iret_context.
@@ -146,8 +150,14 @@ unsafe extern "C" fn page_fault_entry() {
         "push %rax",
         "mov ${iret}, %eax",
         "syscall",
+        // End the user task: back onto the kernel stack of run_user, return from it.
+        "3:",
+        "mov {saved}(%rip), %rsp",
+        "pop %r15", "pop %r14", "pop %r13", "pop %r12", "pop %rbp", "pop %rbx",
+        "ret",
         handler = sym page_fault,
         iret = const HYPERVISOR_IRET,
+        saved = sym SAVED_KERNEL_RSP,
         options(att_syntax)
     )
 }
@@ -212,13 +222,49 @@ pub fn user_mode_demo(si: &StartInfo) -> Result<(), Errno> {
         )
     };
     Errno::check(r)?;
+    install_user_root(si)?;
+    let user_stack_top = (&raw mut USER_STACK) as u64 + 16 * 1024;
+    // SAFETY: enters the user task, which only makes our system calls; SYS_EXIT comes
+    // back here with the callee-saved registers restored.
+    unsafe { run_user(user_task as *const () as u64, user_stack_top) };
+    Ok(())
+}
+
+/// Gives the user task its own root mapping only its code, message and stack
+/// ([`paging::install_user_root`]). Where that cannot be built, falls back to the
+/// kernel's own L4 as user root (every PV mapping is user accessible anyway).
+fn install_user_root(si: &StartInfo) -> Result<(), Errno> {
+    let ranges = [
+        UserRange {
+            start: user_task as *const () as u64,
+            len: 64,
+            writable: false,
+        },
+        UserRange {
+            start: (&raw const USER_MESSAGE) as u64,
+            len: USER_MESSAGE.len() as u64,
+            writable: false,
+        },
+        UserRange {
+            start: (&raw mut USER_STACK) as u64,
+            len: 16 * 1024,
+            writable: true,
+        },
+    ];
+    match paging::install_user_root(si, &ranges) {
+        Ok(frames) => {
+            println!("pv-guest: user task runs on its own root ({frames} frames)");
+            return Ok(());
+        }
+        Err(e) => println!("pv-guest: own user root failed ({e}), using the kernel L4"),
+    }
     let op = MmuextOp {
         cmd: MMUEXT_NEW_USER_BASEPTR,
         pad: 0,
-        arg1: mfn_of(si, si.pt_base),
+        arg1: paging::kernel_l4(si),
         arg2: 0,
     };
-    // SAFETY: the user root is our own (validated) L4.
+    // SAFETY: the user root is our own (validated) kernel L4.
     let r = unsafe {
         hypercall_raw(
             nr::MMUEXT_OP,
@@ -231,12 +277,7 @@ pub fn user_mode_demo(si: &StartInfo) -> Result<(), Errno> {
             ],
         )
     };
-    Errno::check(r)?;
-    let user_stack_top = (&raw mut USER_STACK) as u64 + 16 * 1024;
-    // SAFETY: enters the user task, which only makes our system calls; SYS_EXIT comes
-    // back here with the callee-saved registers restored.
-    unsafe { run_user(user_task as *const () as u64, user_stack_top) };
-    Ok(())
+    Errno::check(r).map(drop)
 }
 
 /// Called by `syscall_entry` for every system call but `SYS_EXIT`.
@@ -330,6 +371,8 @@ unsafe extern "C" fn user_task() {
         "mov ${len}, %esi",
         "mov ${say}, %eax",
         "syscall",
+        // Not in the user root: faults, and the kernel ends the task here.
+        "mov {secret}(%rip), %rax",
         "mov ${exit}, %eax",
         "syscall",
         "ud2",
@@ -337,6 +380,7 @@ unsafe extern "C" fn user_task() {
         len = const 17,
         say = const SYS_SAY,
         exit = const SYS_EXIT,
+        secret = sym KERNEL_SECRET,
         options(att_syntax)
     )
 }

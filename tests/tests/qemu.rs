@@ -79,10 +79,15 @@ fn pv_guest_boots_prints_and_powers_off() {
             "[d1 pv-guest] pv-guest: hello via console_io",
             "[d1 pv-guest] start_info: magic=xen-3.0-x86_64 nr_pages=",
             "[d1 pv-guest] xen_version: ",
+            // Own page tables (pv-guest/src/paging.rs).
+            "[d1 pv-guest] pv-guest: built own page tables (",
+            "[d1 pv-guest] pv-guest: old bootstrap tables writable again",
+            "[d1 pv-guest] pv-guest: user task runs on its own root (",
             // Traps and user mode (pv-guest/src/usermode.rs).
             "[d1 pv-guest] pv-guest: trap table installed",
             "[d1 pv-guest] pv-guest: page fault at 0xffffffff8",
             "[d1 pv-guest] pv-guest: user task says hello via syscall",
+            "[d1 pv-guest] pv-guest: user task cannot read kernel memory",
             "[d1 pv-guest] pv-guest: back in kernel",
             "(hv) d1 pv-guest: shut down: poweroff",
             "(hv) all domains ended: 1 powered off, 0 failed",
@@ -306,10 +311,14 @@ fn pv_guest_runs_as_dom0_on_real_xen() {
         "pv-guest: hello via console ring",
         "pv-guest: hello via console_io",
         "start_info: magic=",
-        // The same trap and user-mode sequence as on our hypervisor.
+        // The same page-table switch, trap and user-mode sequence as on our hypervisor.
+        "pv-guest: built own page tables (",
+        "pv-guest: old bootstrap tables writable again",
+        "pv-guest: user task runs on its own root (",
         "pv-guest: trap table installed",
         "pv-guest: page fault at 0xffffffff8",
         "pv-guest: user task says hello via syscall",
+        "pv-guest: user task cannot read kernel memory",
         "pv-guest: back in kernel",
         "pv-guest: powering off",
     ]

@@ -38,11 +38,9 @@ const PTE_DIRTY: u64 = 1 << 6;
 /// Machine-address bits of an entry.
 const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
 
-/// Flags of a kernel entry pointing at a lower-level table (the builder's 0x67 minus D,
-/// which means nothing above L1).
+/// Flags of an entry pointing at a lower-level table, kernel or user root (the builder's
+/// 0x67 minus D, which means nothing above L1): the L1 entry decides the access.
 const TABLE_FLAGS: u64 = PTE_PRESENT | PTE_RW | PTE_USER | PTE_ACCESSED;
-/// Flags of user-root entries pointing at lower-level tables.
-const USER_TABLE_FLAGS: u64 = PTE_PRESENT | PTE_RW | PTE_USER | PTE_ACCESSED;
 
 /// Entries per table.
 const ENTRIES: usize = 512;
@@ -225,7 +223,7 @@ impl Staging {
                     .ok_or(Error::UnknownTable(child_mfn))?
             } else {
                 let child = self.alloc(si)?;
-                self.tables[table][i] = (self.mfns[child] << 12) | USER_TABLE_FLAGS;
+                self.tables[table][i] = (self.mfns[child] << 12) | TABLE_FLAGS;
                 child
             };
         }

@@ -403,3 +403,39 @@ fn a_waiting_prompt_is_shown_and_continued_without_prefix() {
         console(&hv)
     );
 }
+
+#[test]
+fn console_raw_passes_the_input_domains_ring_through() {
+    let mut hv = new_hv();
+    hv.cmdline.clear();
+    hv.cmdline.extend_from_slice(b"console=com1,raw").unwrap();
+    let grub = add_domain(&mut hv, 1, "grub", false);
+    let other = add_domain(&mut hv, 2, "other", false);
+    let mut f = started(&mut hv);
+    assert!(hv.domains[grub.idx].console.is_raw());
+    assert!(!hv.domains[other.idx].console.is_raw());
+    // GRUB's screen reaches the serial port as it is, prompt included, on the next tick.
+    let screen = b"\x1b[2J\x1b[1;1HGNU GRUB\r\ngrub> ";
+    ring_produce(&hv, grub.ring, 0, screen);
+    tick(&mut hv, &mut f);
+    assert_eq!(console(&hv).as_bytes(), screen);
+    // The other domain keeps its prefix, on a line of its own.
+    ring_produce(&hv, other.ring, 0, b"hello\n");
+    tick(&mut hv, &mut f);
+    assert!(console(&hv).ends_with("grub> \n[d2 other] hello\n"));
+    // Typed echo, then the hypervisor's own lines start on a fresh line too.
+    ring_produce(&hv, grub.ring, screen.len() as u32, b"ha");
+    tick(&mut hv, &mut f);
+    assert!(console(&hv).ends_with("[d2 other] hello\nha"));
+    put(&hv, &grub, 0, &0u32.to_le_bytes());
+    if f.rbx != 1 {
+        tick(&mut hv, &mut f);
+    }
+    assert_eq!(f.rbx, 1, "grub runs");
+    call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, DATA_VA, 0);
+    assert!(
+        console(&hv).ends_with("hello\nha\n(hv) d1 grub: shut down: poweroff\n"),
+        "{}",
+        console(&hv)
+    );
+}

@@ -9,7 +9,7 @@
 //! domain ends); domains are kept sorted by id.
 
 use crate::bundle::{self, BundleError};
-use crate::console::{self, Prefix, RingError};
+use crate::console::{self, Cursor, Prefix, RingError};
 use crate::domain::builder::{self, BuildParams};
 use crate::domain::runtime::{Domain, DomainState, MAX_DOMAINS};
 use crate::memory::guest::GuestSpace;
@@ -66,6 +66,8 @@ pub struct Hypervisor<M: MachineMemory, P: Platform> {
     current_user_mode: bool,
     /// Index of the domain whose FPU registers and segment bases the CPU holds.
     pub(crate) cpu_state_of: Option<usize>,
+    /// Who left the serial line unfinished (console/mod.rs).
+    pub(crate) cursor: Cursor,
 }
 
 /// RFLAGS bits a guest may set: CF PF AF ZF SF TF DF OF AC ID. IOPL, NT, RF, VM, VIF
@@ -199,6 +201,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             current_cr3: 0,
             current_user_mode: false,
             cpu_state_of: None,
+            cursor: Cursor::new(),
         }
     }
 
@@ -278,6 +281,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// Chooses the first domain to run (lowest id) and writes its registers into `frame`.
     /// With no runnable domain, prints the final report and stops.
     pub fn start(&mut self, frame: &mut GuestFrame) -> Resume {
+        self.apply_console_mode();
         self.run_next(None, frame)
     }
 
@@ -413,8 +417,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             id: d.id,
             name: &d.name,
         };
-        d.console.flush(&mut self.platform, prefix);
-        Self::log_domain_to(&mut self.platform, &self.domains[idx], what);
+        d.console
+            .flush(&mut self.platform, &mut self.cursor, prefix);
+        Self::log_domain_to(
+            &mut self.platform,
+            &mut self.cursor,
+            &self.domains[idx],
+            what,
+        );
         let d = &mut self.domains[idx];
         d.state = state;
         self.frames.free_all_of(d.id);
@@ -451,7 +461,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             id: d.id,
             name: &d.name,
         };
-        console::drain(&self.mem, &mut self.platform, ring, &mut d.console, prefix).map(|_| ())
+        let (platform, cursor) = (&mut self.platform, &mut self.cursor);
+        console::drain(&self.mem, platform, cursor, ring, &mut d.console, prefix).map(|_| ())
     }
 
     /// Prints one line per domain and the summary, and says how QEMU should exit.
@@ -464,6 +475,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             }
             Self::log_domain_to(
                 &mut self.platform,
+                &mut self.cursor,
                 d,
                 format_args!("{}", d.state.report_word()),
             );
@@ -526,18 +538,26 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let mut w = LineWriter::new();
         let _ = write!(w, "(hv) {args}");
         let _ = w.buf.push(b'\n');
+        self.cursor.fresh_line(&mut self.platform);
         self.platform.console_write(&w.buf);
     }
 
     /// Prints `(hv) d<id> <name>: <message>`.
     pub(crate) fn log_domain(&mut self, d: &Domain, args: fmt::Arguments<'_>) {
-        Self::log_domain_to(&mut self.platform, d, args)
+        Self::log_domain_to(&mut self.platform, &mut self.cursor, d, args)
     }
 
-    pub(crate) fn log_domain_to(platform: &mut P, d: &Domain, args: fmt::Arguments<'_>) {
+    /// Prints `(hv) d<id> <name>: <message>` while `self` is borrowed elsewhere.
+    pub(crate) fn log_domain_to(
+        platform: &mut P,
+        cursor: &mut Cursor,
+        d: &Domain,
+        args: fmt::Arguments<'_>,
+    ) {
         let mut w = LineWriter::new();
         let _ = write!(w, "(hv) d{} {}: {args}", d.id.0, d.name);
         let _ = w.buf.push(b'\n');
+        cursor.fresh_line(platform);
         platform.console_write(&w.buf);
     }
 }

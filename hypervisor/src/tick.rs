@@ -96,7 +96,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     id: d.id,
                     name: &d.name,
                 };
-                d.console.flush_partial(&mut self.platform, prefix);
+                d.console
+                    .flush_partial(&mut self.platform, &mut self.cursor, prefix);
             }
         }
         if !self.domains[idx].is_runnable() {
@@ -146,7 +147,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             id: d.id,
             name: &d.name,
         };
-        match console::drain(&self.mem, &mut self.platform, ring, &mut d.console, prefix) {
+        let (platform, cursor) = (&mut self.platform, &mut self.cursor);
+        match console::drain(&self.mem, platform, cursor, ring, &mut d.console, prefix) {
             Ok(n) => Some(n),
             Err(e) => {
                 self.crash_for_ring(idx, e);

@@ -1,13 +1,17 @@
 //! `cargo xtask <command>`: build the images, boot them in QEMU, benchmark, test.
 
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 use xtask::bench::{BenchLine, bench_ours, bench_xen, ratio_text, to_json};
 use xtask::bundle::DEFAULT_MEMORY_MIB;
 use xtask::images::{Profile, build_images};
-use xtask::qemu::{Outcome, SingleGuest, ensure_qemu, run_hypervisor, run_hypervisor_interactive};
+use xtask::qemu::{
+    Outcome, SingleGuest, ensure_qemu, interactive_cmdline, run_hypervisor,
+    run_hypervisor_interactive,
+};
 use xtask::{Result, err};
 
 #[derive(Parser)]
@@ -52,6 +56,11 @@ enum Cmd {
         /// Hypervisor command line.
         #[arg(long, default_value = "")]
         hv_cmdline: String,
+        /// Keep the `[d1 name] ` prefix on every guest line on a terminal too (by
+        /// default an interactive run passes the guest's console through raw,
+        /// `console=raw`, so full-screen guests like GRUB show right).
+        #[arg(long)]
+        prefix: bool,
     },
     /// Measure the xen_version round trip in instructions (deterministic QEMU).
     Bench {
@@ -105,6 +114,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             dom0,
             name,
             hv_cmdline,
+            prefix,
         } => {
             // Fail fast (with the install command) before a build when QEMU is missing.
             ensure_qemu()?;
@@ -123,7 +133,12 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             run.echo = true;
             let outcome = match run.timeout {
                 Some(_) => run_hypervisor(&run)?.outcome,
-                None => run_hypervisor_interactive(&run)?,
+                None => {
+                    let terminal = std::io::stdin().is_terminal();
+                    run.cmdline =
+                        interactive_cmdline(&run.cmdline, run.guests.len(), terminal, prefix);
+                    run_hypervisor_interactive(&run)?
+                }
             };
             report_outcome(outcome)
         }

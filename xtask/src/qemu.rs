@@ -257,6 +257,21 @@ pub fn run_hypervisor(run: &HvRun) -> Result<HvResult> {
     })
 }
 
+/// The hypervisor command line of an interactive run: `console=raw` is added (the
+/// guest's ring output reaches the terminal untouched, as with `xl console`, so GRUB's
+/// screen lines up) when exactly one guest boots, the console is a terminal, and
+/// per-line prefixes were not asked for.
+pub fn interactive_cmdline(cmdline: &str, guests: usize, terminal: bool, prefix: bool) -> String {
+    if guests != 1 || !terminal || prefix {
+        return cmdline.to_string();
+    }
+    if cmdline.is_empty() {
+        "console=raw".to_string()
+    } else {
+        format!("{cmdline} console=raw")
+    }
+}
+
 /// Boots the hypervisor with the guests, console on this terminal.
 pub fn run_hypervisor_interactive(run: &HvRun) -> Result<Outcome> {
     let qemu = ensure_qemu()?;
@@ -413,6 +428,18 @@ mod tests {
         assert!(!joined.contains("-icount"));
         assert!(joined.contains("-cpu max -display none"));
         assert!(joined.ends_with("-append loglvl=all"));
+    }
+
+    #[test]
+    fn raw_console_only_for_one_guest_on_a_terminal_without_prefix() {
+        assert_eq!(interactive_cmdline("", 1, true, false), "console=raw");
+        assert_eq!(
+            interactive_cmdline("loglvl=all", 1, true, false),
+            "loglvl=all console=raw"
+        );
+        assert_eq!(interactive_cmdline("x", 2, true, false), "x");
+        assert_eq!(interactive_cmdline("x", 1, false, false), "x");
+        assert_eq!(interactive_cmdline("", 1, true, true), "");
     }
 
     #[test]

@@ -42,6 +42,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 let d = &self.domains[idx];
                 Self::log_domain_to(
                     &mut self.platform,
+                    &mut self.cursor,
                     d,
                     format_args!("console_io rate limit, dropping output"),
                 );
@@ -60,8 +61,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 id: d.id,
                 name: &d.name,
             };
+            let (platform, cursor) = (&mut self.platform, &mut self.cursor);
             d.console
-                .feed(&mut self.platform, prefix, Source::ConsoleIo, &chunk[..n]);
+                .feed(platform, cursor, prefix, Source::ConsoleIo, &chunk[..n]);
             done += n as u64;
         }
         Ok(0)

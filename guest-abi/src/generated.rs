@@ -547,7 +547,7 @@ pub mod call {
 
     /// `set_gdt` (2): Install a GDT made of read-only guest frames.
     ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
+    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -659,7 +659,7 @@ pub mod call {
 
     /// `update_descriptor` (10): Write one GDT/LDT descriptor at machine address `maddr`.
     ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
+    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///

@@ -68,6 +68,8 @@ pub struct Hypervisor<M: MachineMemory, P: Platform> {
     pub(crate) cpu_state_of: Option<usize>,
     /// Who left the serial line unfinished (console/mod.rs).
     pub(crate) cursor: Cursor,
+    /// Whose guest descriptors the CPU's GDT holds (hypercall/gdt.rs).
+    pub(crate) hw_gdt: crate::hypercall::gdt::HwGdt,
 }
 
 /// RFLAGS bits a guest may set: CF PF AF ZF SF TF DF OF AC ID. IOPL, NT, RF, VM, VIF
@@ -202,6 +204,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             current_user_mode: false,
             cpu_state_of: None,
             cursor: Cursor::new(),
+            hw_gdt: Default::default(),
         }
     }
 
@@ -400,6 +403,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             *frame = next;
             self.current = Some(idx);
             self.load_vcpu_state(idx);
+            self.load_guest_gdt(idx, false);
             return Resume::Guest {
                 cr3: self.current_cr3,
             };

@@ -77,6 +77,10 @@ pub trait Platform {
     /// What the CPU answers to `cpuid` with `eax = leaf`, `ecx = subleaf`:
     /// `[eax, ebx, ecx, edx]`.
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
+    /// Writes guest descriptors into entries `first..first + descs.len()` of the CPU's
+    /// GDT, all below `FIRST_RESERVED_GDT_ENTRY` (the core checked every descriptor:
+    /// hypercall/gdt.rs). Entries from `FIRST_RESERVED_GDT_ENTRY` on are never written.
+    fn set_gdt_entries(&mut self, first: usize, descs: &[u64]);
 }
 
 /// A vCPU's FPU/SSE state in FXSAVE format (512 bytes, 16-byte aligned).

@@ -70,6 +70,8 @@ pub struct FakePlatform {
     pub fpu: crate::platform::FpuArea,
     /// CR0.TS.
     pub fpu_trap: bool,
+    /// The guest entries (`0..FIRST_RESERVED_GDT_ENTRY`) of the "CPU's" GDT.
+    pub gdt: Vec<u64>,
 }
 
 impl FakePlatform {
@@ -86,6 +88,7 @@ impl FakePlatform {
             segment_bases: (0, 0),
             fpu: crate::platform::FpuArea([0xee; 512]),
             fpu_trap: false,
+            gdt: vec![0; guest_abi::layout::FIRST_RESERVED_GDT_ENTRY],
         }
     }
 }
@@ -137,6 +140,10 @@ impl Platform for FakePlatform {
     /// A CPU with max basic leaf 1 whose leaves echo their number in eax.
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
         [leaf, subleaf, 0, 0]
+    }
+    fn set_gdt_entries(&mut self, first: usize, descs: &[u64]) {
+        // Out-of-range writes are a core bug: make the test fail.
+        self.gdt[first..first + descs.len()].copy_from_slice(descs);
     }
 }
 

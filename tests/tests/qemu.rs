@@ -203,6 +203,28 @@ fn hostile_mmu_attempts_are_refused_and_others_keep_running() {
 }
 
 #[test]
+fn guest_gdt_is_installed_checked_and_used() {
+    let result = boot(vec![guest("gdt"), guest("console-io-only")]);
+    assert_run(
+        &result,
+        &[
+            "[d1 gdt] gdt: made read-only = 0",
+            "[d1 gdt] gdt: set_gdt = 0",
+            "[d1 gdt] gdt: loaded selector 0xb",
+            // Xen raises a ring-3 kernel's DPL 0 to 3 rather than refusing it.
+            "[d1 gdt] gdt: update_descriptor DPL0 data = 0, stored with DPL 3",
+            "[d1 gdt] gdt: loaded selector 0x13",
+            "[d1 gdt] gdt: update_descriptor TSS = -22",
+            "[d1 gdt] gdt: update_descriptor misaligned = -22",
+            "[d1 gdt] gdt: entry 2 still 0xcff3000000ffff",
+            "(hv) d1 gdt: shut down: poweroff",
+            "(hv) d2 console-io-only: shut down: poweroff",
+        ],
+        Outcome::AllPoweredOff,
+    );
+}
+
+#[test]
 fn unknown_hypercalls_return_enosys() {
     let result = boot(vec![guest("unknown-hypercall")]);
     assert_run(

@@ -49,6 +49,8 @@ pub struct Vcpu {
     /// LDT set by `MMUEXT_SET_LDT`: linear address and entries (0 = none). Recorded
     /// only: guests get no LDT loaded yet.
     pub ldt: (u64, u32),
+    /// GDT installed by `set_gdt` (hypercall/gdt.rs).
+    pub gdt: crate::hypercall::gdt::GuestGdt,
 
     /// In guest user mode (runs on `user_cr3`, user GS base); else guest kernel mode.
     pub user_mode: bool,

@@ -34,6 +34,11 @@ pub(crate) trait Hypercalls {
         foreigndom: u32,
     ) -> Flow;
 
+    /// `set_gdt` (2): Install a GDT made of read-only guest frames.
+    ///
+    /// * `frame_list`: guest array of `entries` elements, in
+    fn set_gdt(&mut self, call: &mut Call<'_>, frame_list: GuestArray<u64>) -> Flow;
+
     /// `stack_switch` (3): Set the kernel stack used on entry from guest user mode.
     ///
     /// * `ss`: u64
@@ -63,6 +68,12 @@ pub(crate) trait Hypercalls {
     /// * `cmd`: u32
     /// * `arg`: u64
     fn sched_op_compat(&mut self, call: &mut Call<'_>, cmd: u32, arg: u64) -> Flow;
+
+    /// `update_descriptor` (10): Write one GDT/LDT descriptor at machine address `maddr`.
+    ///
+    /// * `maddr`: u64
+    /// * `desc`: u64
+    fn update_descriptor(&mut self, call: &mut Call<'_>, maddr: u64, desc: u64) -> Flow;
 
     /// `memory_op` (12): Reservations, physmap and memory map queries (cmd bits 5:0; higher bits continue).
     ///
@@ -190,10 +201,12 @@ pub(crate) fn dispatch<H: Hypercalls + ?Sized>(
             GuestHandle::new(args[2]),
             args[3] as u32,
         ),
+        nr::SET_GDT => h.set_gdt(call, GuestArray::new(args[0], u64::from(args[1] as u32))),
         nr::STACK_SWITCH => h.stack_switch(call, args[0], args[1]),
         nr::SET_CALLBACKS => h.set_callbacks(call, args[0], args[1], args[2]),
         nr::FPU_TASKSWITCH => h.fpu_taskswitch(call, args[0] as i32),
         nr::SCHED_OP_COMPAT => h.sched_op_compat(call, args[0] as u32, args[1]),
+        nr::UPDATE_DESCRIPTOR => h.update_descriptor(call, args[0], args[1]),
         nr::MEMORY_OP => h.memory_op(call, args[0], GuestHandle::new(args[1])),
         nr::MULTICALL => h.multicall(call, GuestArray::new(args[0], u64::from(args[1] as u32))),
         nr::UPDATE_VA_MAPPING => h.update_va_mapping(call, args[0], args[1], args[2]),

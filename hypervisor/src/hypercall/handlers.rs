@@ -35,6 +35,14 @@ impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
             .into()
     }
 
+    fn set_gdt(&mut self, call: &mut Call<'_>, frame_list: GuestArray<u64>) -> Flow {
+        self.do_set_gdt(call.idx, frame_list).into()
+    }
+
+    fn update_descriptor(&mut self, call: &mut Call<'_>, maddr: u64, desc: u64) -> Flow {
+        self.do_update_descriptor(call.idx, maddr, desc).into()
+    }
+
     fn fpu_taskswitch(&mut self, call: &mut Call<'_>, set: i32) -> Flow {
         self.do_fpu_taskswitch(call.idx, set).into()
     }

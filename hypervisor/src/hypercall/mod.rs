@@ -14,6 +14,7 @@
 
 mod console_io;
 mod evtchn;
+pub mod gdt;
 pub(crate) mod generated;
 pub(crate) mod grant_table;
 pub mod handle;

@@ -6,6 +6,7 @@
 use super::Racy;
 use core::arch::asm;
 use core::mem::size_of;
+use guest_abi::layout::FIRST_RESERVED_GDT_ENTRY;
 
 /// Hypervisor 64-bit code.
 pub const HV_CS: u16 = 0xe008;
@@ -46,6 +47,24 @@ const fn initial_gdt() -> Gdt {
     g[idx(GUEST_CS64)] = CODE64_DPL3;
     // The TSS descriptor needs the TSS address: filled in by `load`.
     Gdt(g)
+}
+
+/// Writes guest descriptors into GDT entries `first..first + descs.len()`, stopping at
+/// `FIRST_RESERVED_GDT_ENTRY`: the hypervisor's own entries are never touched. The
+/// caller checked the descriptors (hypercall/gdt.rs).
+pub fn set_guest_entries(first: usize, descs: &[u64]) {
+    let gdt = GDT.get();
+    for (i, &desc) in descs.iter().enumerate() {
+        let Some(slot) = first
+            .checked_add(i)
+            .filter(|&s| s < FIRST_RESERVED_GDT_ENTRY)
+        else {
+            return;
+        };
+        // SAFETY: one CPU, interrupts off, no re-entry: nothing else accesses the GDT
+        // now; the slot is in bounds and is a guest entry, never one the hypervisor uses.
+        unsafe { core::ptr::write_volatile(&raw mut (*gdt).0[slot], desc) };
+    }
 }
 
 /// The GDT. Statically initialised (the 32-bit boot stub loads it by physical address

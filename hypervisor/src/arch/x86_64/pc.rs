@@ -1,6 +1,6 @@
 //! [`Platform`] for a QEMU PC: COM1 and the TSC.
 
-use super::{cpu, serial};
+use super::{cpu, descriptors, serial};
 use crate::platform::{FpuArea, Platform};
 
 /// The machine, as the core sees it.
@@ -62,5 +62,8 @@ impl Platform for Pc {
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
         let (a, b, c, d) = cpu::cpuid(leaf, subleaf);
         [a, b, c, d]
+    }
+    fn set_gdt_entries(&mut self, first: usize, descs: &[u64]) {
+        descriptors::set_guest_entries(first, descs);
     }
 }

@@ -403,10 +403,12 @@ pub mod callback_op {
     pub const CALLBACKTYPE_FAILSAFE: u32 = 1;
     /// `CALLBACKTYPE_syscall` (selected by `callback type`).
     pub const CALLBACKTYPE_SYSCALL: u32 = 2;
-    /// `CALLBACKTYPE_sysenter` (selected by `callback type`).
-    pub const CALLBACKTYPE_SYSENTER: u32 = 3;
+    /// `CALLBACKTYPE_sysenter_deprecated` (selected by `callback type`).
+    pub const CALLBACKTYPE_SYSENTER_DEPRECATED: u32 = 3;
     /// `CALLBACKTYPE_nmi` (selected by `callback type`).
     pub const CALLBACKTYPE_NMI: u32 = 4;
+    /// `CALLBACKTYPE_sysenter` (selected by `callback type`).
+    pub const CALLBACKTYPE_SYSENTER: u32 = 5;
     /// `CALLBACKTYPE_syscall32` (selected by `callback type`).
     pub const CALLBACKTYPE_SYSCALL32: u32 = 7;
 }

@@ -8,6 +8,8 @@ use crate::console::XENCONS_OUT_SIZE;
 use crate::errno::Errno;
 use crate::event_channel::{EVTCHNOP_SEND, EvtchnSend};
 use crate::ids::EvtchnPort;
+/// `update_va_mapping` flush flags (also in [`crate::mmu`]).
+pub use crate::mmu::{UVMF_INVLPG, UVMF_NONE, UVMF_TLB_FLUSH};
 use crate::nr;
 use crate::raw;
 use crate::sched::{SCHEDOP_SHUTDOWN, SCHEDOP_YIELD, SchedShutdown, ShutdownReason};
@@ -144,13 +146,6 @@ pub fn event_channel_send(port: EvtchnPort) -> Result<(), Errno> {
     };
     Errno::check(ret).map(drop)
 }
-
-/// `update_va_mapping` flags: no TLB flush.
-pub const UVMF_NONE: u64 = 0;
-/// `update_va_mapping` flags: flush the whole TLB.
-pub const UVMF_TLB_FLUSH: u64 = 1;
-/// `update_va_mapping` flags: invalidate the one page.
-pub const UVMF_INVLPG: u64 = 2;
 
 /// `update_va_mapping(va, pte, flags)`: sets the L1 entry that maps `va` (which must
 /// already have an L1 table) to `pte` (a machine address with PTE flags, e.g. `| 0x7`).

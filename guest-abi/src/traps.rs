@@ -6,6 +6,10 @@
 use static_assertions::const_assert_eq;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+/// `CALLBACKOP_*`, `CALLBACKTYPE_*` and `SEGBASE_*`, generated from
+/// `hypercall-gen/hypercalls.toml`.
+pub use crate::generated::{callback_op::*, set_segment_base::*};
+
 /// One entry of the virtual IDT given to `set_trap_table` (`struct trap_info`).
 /// A table ends with an entry whose `address` is 0.
 #[derive(
@@ -70,25 +74,6 @@ const_assert_eq!(core::mem::offset_of!(IretContext, ss), 64);
 /// `IretContext::flags`: return as `sysret` would (RCX and R11 not restored).
 pub const VGCF_IN_SYSCALL: u64 = 1 << 8;
 
-/// `callback_op` command: register a callback (`struct callback_register`).
-pub const CALLBACKOP_REGISTER: u32 = 0;
-/// `callback_op` command: unregister a callback (`struct callback_unregister`).
-pub const CALLBACKOP_UNREGISTER: u32 = 1;
-
-/// Callback type: event-channel upcall.
-pub const CALLBACKTYPE_EVENT: u16 = 0;
-/// Callback type: failsafe (segment reload failed).
-pub const CALLBACKTYPE_FAILSAFE: u16 = 1;
-/// Callback type: `syscall` from 64-bit guest user mode.
-pub const CALLBACKTYPE_SYSCALL: u16 = 2;
-/// Callback type: deprecated sysenter.
-pub const CALLBACKTYPE_SYSENTER_DEPRECATED: u16 = 3;
-/// Callback type: NMI.
-pub const CALLBACKTYPE_NMI: u16 = 4;
-/// Callback type: `sysenter` from compat user mode.
-pub const CALLBACKTYPE_SYSENTER: u16 = 5;
-/// Callback type: `syscall` from compat user mode.
-pub const CALLBACKTYPE_SYSCALL32: u16 = 7;
 /// `CallbackRegister::flags`: mask events on entry.
 pub const CALLBACKF_MASK_EVENTS: u16 = 1;
 
@@ -124,15 +109,6 @@ pub struct CallbackUnregister {
 }
 
 const_assert_eq!(core::mem::size_of::<CallbackUnregister>(), 4);
-
-/// `set_segment_base`: the FS base.
-pub const SEGBASE_FS: u32 = 0;
-/// `set_segment_base`: the GS base of guest user mode.
-pub const SEGBASE_GS_USER: u32 = 1;
-/// `set_segment_base`: the GS base of guest kernel mode.
-pub const SEGBASE_GS_KERNEL: u32 = 2;
-/// `set_segment_base`: load the user-mode GS selector from `base[15:0]`.
-pub const SEGBASE_GS_USER_SEL: u32 = 3;
 
 /// Xen's CPUID leaves start here (`XEN_CPUID_FIRST_LEAF`).
 pub const XEN_CPUID_FIRST_LEAF: u32 = 0x4000_0000;

@@ -203,7 +203,7 @@ pub fn user_mode_demo(si: &StartInfo) -> Result<(), Errno> {
     };
     Errno::check(r)?;
     let cb = CallbackRegister {
-        kind: CALLBACKTYPE_SYSCALL,
+        kind: CALLBACKTYPE_SYSCALL as u16,
         flags: 0,
         pad: 0,
         address: syscall_entry as *const () as u64,

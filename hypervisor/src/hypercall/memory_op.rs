@@ -17,7 +17,7 @@ const MEMOP_CMD_MASK: u64 = 0x3f;
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// `memory_op(cmd, arg)` from the running domain.
     pub(crate) fn memory_op(&mut self, idx: usize, cmd: u64, arg: u64) -> HcResult {
-        match (cmd & MEMOP_CMD_MASK) as u32 {
+        match cmd & MEMOP_CMD_MASK {
             XENMEM_MAXIMUM_RAM_PAGE => Ok(self.frames.max_ram_mfn()),
             XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION => {
                 let domid: DomId = self.read_guest(idx, arg)?;

@@ -591,31 +591,22 @@ fn memory_op_and_vm_assist() {
     let arg = x.scratch;
     x.put(arg, &DomId::SELF.0.to_le_bytes());
     assert_eq!(
-        x.call(
-            nr::MEMORY_OP,
-            [XENMEM_CURRENT_RESERVATION.into(), arg, 0, 0]
-        ),
+        x.call(nr::MEMORY_OP, [XENMEM_CURRENT_RESERVATION, arg, 0, 0]),
         2048
     );
     assert_eq!(
-        x.call(
-            nr::MEMORY_OP,
-            [XENMEM_MAXIMUM_RESERVATION.into(), arg, 0, 0]
-        ),
+        x.call(nr::MEMORY_OP, [XENMEM_MAXIMUM_RESERVATION, arg, 0, 0]),
         2048
     );
     x.put(arg, &7u16.to_le_bytes());
-    let r = x.call(
-        nr::MEMORY_OP,
-        [XENMEM_CURRENT_RESERVATION.into(), arg, 0, 0],
-    );
+    let r = x.call(nr::MEMORY_OP, [XENMEM_CURRENT_RESERVATION, arg, 0, 0]);
     assert_eq!(r, Errno::ESRCH.to_ret());
-    let r = x.call(nr::MEMORY_OP, [XENMEM_MAXIMUM_RAM_PAGE.into(), 0, 0, 0]);
+    let r = x.call(nr::MEMORY_OP, [XENMEM_MAXIMUM_RAM_PAGE, 0, 0, 0]);
     assert_eq!(r, FRAMES as i64 - 1);
-    let r = x.call(nr::MEMORY_OP, [XENMEM_MEMORY_MAP.into(), arg, 0, 0]);
+    let r = x.call(nr::MEMORY_OP, [XENMEM_MEMORY_MAP, arg, 0, 0]);
     assert_eq!(r, Errno::ENOSYS.to_ret());
     assert_eq!(
-        x.call(nr::MEMORY_OP, [XENMEM_MACHPHYS_MAPPING.into(), arg, 0, 0]),
+        x.call(nr::MEMORY_OP, [XENMEM_MACHPHYS_MAPPING, arg, 0, 0]),
         0
     );
     let mut b = [0u8; 24];
@@ -624,7 +615,7 @@ fn memory_op_and_vm_assist() {
     assert_eq!(map.v_start, MACH2PHYS_VIRT_START);
     let r = x.call(
         nr::MEMORY_OP,
-        [XENMEM_MACHPHYS_MAPPING.into(), HYPERVISOR_VIRT_START, 0, 0],
+        [XENMEM_MACHPHYS_MAPPING, HYPERVISOR_VIRT_START, 0, 0],
     );
     assert_eq!(r, Errno::EFAULT.to_ret());
     assert_eq!(

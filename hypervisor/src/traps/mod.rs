@@ -252,7 +252,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
         let traps = &mut self.domains[idx].vcpu.traps;
         let mask = reg.flags & CALLBACKF_MASK_EVENTS != 0;
-        let slot = match reg.kind {
+        let slot = match u32::from(reg.kind) {
             // Event upcalls always mask events.
             CALLBACKTYPE_EVENT => &mut traps.event,
             CALLBACKTYPE_FAILSAFE => &mut traps.failsafe,
@@ -264,7 +264,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         };
         *slot = Callback {
             address: reg.address,
-            mask_events: mask || matches!(reg.kind, CALLBACKTYPE_EVENT | CALLBACKTYPE_NMI),
+            mask_events: mask
+                || matches!(u32::from(reg.kind), CALLBACKTYPE_EVENT | CALLBACKTYPE_NMI),
         };
         Ok(0)
     }
@@ -288,7 +289,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             self.register_callback(
                 idx,
                 CallbackRegister {
-                    kind,
+                    // The CALLBACKTYPE_* values all fit the struct's u16.
+                    kind: kind as u16,
                     flags: 0,
                     pad: 0,
                     address,
@@ -314,7 +316,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             CALLBACKOP_UNREGISTER => {
                 let unreg: CallbackUnregister = self.read_guest(idx, arg)?;
                 // As Xen: only the NMI callback can be unregistered.
-                if unreg.kind == CALLBACKTYPE_NMI {
+                if u32::from(unreg.kind) == CALLBACKTYPE_NMI {
                     self.domains[idx].vcpu.traps.nmi = Callback::default();
                     Ok(0)
                 } else {

@@ -738,8 +738,8 @@ fn callback_registration() {
     let mut hv = new_hv();
     let g = add_domain(&mut hv, 1);
     let mut f = started(&mut hv);
-    let reg = |kind, flags, address| CallbackRegister {
-        kind,
+    let reg = |kind: u32, flags, address| CallbackRegister {
+        kind: kind as u16,
         flags,
         pad: 0,
         address,
@@ -774,7 +774,16 @@ fn callback_registration() {
     );
     assert!(t.event.mask_events, "event callbacks always mask");
     for (kind, want) in [(CALLBACKTYPE_EVENT, -22), (CALLBACKTYPE_NMI, 0)] {
-        poke(&hv, &g, KVA, CallbackUnregister { kind, pad: 0 }.as_bytes());
+        poke(
+            &hv,
+            &g,
+            KVA,
+            CallbackUnregister {
+                kind: kind as u16,
+                pad: 0,
+            }
+            .as_bytes(),
+        );
         call(&mut hv, &mut f, nr::CALLBACK_OP, 1, KVA, 0);
         assert_eq!(ret(&f), want);
     }

@@ -122,7 +122,7 @@ mod guest {
         );
 
         let slot = MmuUpdate {
-            ptr: l4 << 12 | 256 * 8,
+            ptr: (l4 << 12) | (256 * 8),
             val: 0,
         };
         println!(
@@ -130,7 +130,7 @@ mod guest {
             mmu_update(&[slot], &mut done)
         );
         let slot = MmuUpdate {
-            ptr: l4 << 12 | 262 * 8,
+            ptr: (l4 << 12) | (262 * 8),
             val: scratch_mfn << 12 | 7,
         };
         println!(

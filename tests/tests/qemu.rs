@@ -258,6 +258,35 @@ fn any_pv_kernel_boots_through_the_guest_path_option() {
     );
 }
 
+/// W^X: the hypervisor's text is mapped read-only and its data non-executable, so the
+/// debug words that write to `.text` or jump into `.data` end in a hypervisor #PF.
+#[test]
+fn hypervisor_text_is_read_only_and_data_not_executable() {
+    let cases = [
+        ("debug-write-text", "error=0x3 "),
+        ("debug-exec-data", "error=0x11 "),
+    ];
+    for (word, error) in cases {
+        let result = boot_run(HvRun {
+            hypervisor: images().hypervisor(),
+            guests: vec![guest("pv-guest")],
+            cmdline: word.into(),
+            ..HvRun::default()
+        });
+        assert_run(
+            &result,
+            &[&format!(
+                "(hv) PANIC: hypervisor exception vector=14 {error}"
+            )],
+            Outcome::HypervisorFailure,
+        );
+        assert!(
+            !result.transcript.contains("[d1 pv-guest]"),
+            "{word}: a guest ran after the fault"
+        );
+    }
+}
+
 /// Xen's reserved range, which PV guests never map: the hypervisor must live inside it
 /// (except its 32-bit boot code, which runs at its physical address).
 const XEN_RESERVED: std::ops::Range<u64> = 0xffff_8000_0000_0000..0xffff_8800_0000_0000;

@@ -177,6 +177,8 @@ extern "C" fn arch_main(start_info_paddr: u32, frame: *mut GuestFrame) -> ! {
     // SAFETY: we run in the higher half; only the stub used the identity map.
     unsafe { paging::drop_identity_map() };
     setup_cpu();
+    // SAFETY: once, at boot, EFER.NXE now set, no guest yet, all code is in .text.
+    unsafe { paging::protect_image() };
     pic::remap_and_mask();
     let stack_top = HV_STACK.get() as u64 + HV_STACK_SIZE as u64;
     // SAFETY: called once at boot with the real stacks and entry stubs.
@@ -200,6 +202,7 @@ extern "C" fn arch_main(start_info_paddr: u32, frame: *mut GuestFrame) -> ! {
         // SAFETY: deliberately raises #UD to exercise the exception printer.
         unsafe { core::arch::asm!("ud2") };
     }
+    debug_wx_violations(&boot.cmdline);
 
     // The boot stub's symbol is at its physical address already.
     let image = (&raw const __image_phys_start_marker as u64)..image_end_phys();
@@ -282,6 +285,28 @@ unsafe extern "C" {
 
 fn image_end_phys() -> u64 {
     virt_to_phys(&raw const __image_end)
+}
+
+/// A `ret` instruction in `.data` (placed there explicitly: the compiler would move an
+/// unwritten static to `.rodata`), for `debug-exec-data`.
+#[unsafe(link_section = ".data.debug_ret")]
+static RET_IN_DATA: [u8; 1] = [0xc3];
+
+/// Debug command-line words that break W^X on purpose, to show the page tables enforce
+/// it: each must end in `PANIC: hypervisor exception vector=14`.
+fn debug_wx_violations(cmdline: &[u8]) {
+    if cmdline_has(cmdline, b"debug-write-text") {
+        let text = arch_main as *const () as *mut u8;
+        // SAFETY: deliberately writes to read-only text; the #PF stops the hypervisor
+        // before the write could take effect.
+        unsafe { core::ptr::write_volatile(text, 0xcc) };
+    }
+    if cmdline_has(cmdline, b"debug-exec-data") {
+        // SAFETY: deliberately jumps into non-executable data (a `ret`, were it
+        // executable); the #PF on the instruction fetch stops the hypervisor.
+        let data_fn: extern "C" fn() = unsafe { core::mem::transmute(RET_IN_DATA.as_ptr()) };
+        data_fn();
+    }
 }
 
 /// Whether the command line contains `word` as a whole space-separated word.

@@ -2,10 +2,12 @@
 //!
 //! The boot stub (boot.rs) fills [`BOOT_TABLES`]: machine memory 0–4 GiB mapped with
 //! 2 MiB global pages both at 0 (only until we run high) and at the direct map (slot
-//! 262); the 3–4 GiB gigabyte is uncached (MMIO). Rust then adds the read-only m2p view
-//! at slot 256 for guests, and drops the identity map.
+//! 262); the 3–4 GiB gigabyte is uncached (MMIO). Rust then drops the identity map,
+//! enforces W^X on the direct map ([`protect_image`]: the image's text RX, its rodata
+//! read-only, everything else RW and NX) and adds the read-only m2p view at slot 256 for
+//! guests.
 
-use super::cpu::{read_cr3, write_cr3};
+use super::cpu::{CR4_PGE, read_cr3, read_cr4, write_cr3, write_cr4};
 use super::{Racy, virt_to_phys};
 use core::mem::size_of;
 
@@ -77,6 +79,85 @@ pub unsafe fn drop_identity_map() {
     // SAFETY: reloading the same CR3 flushes non-global entries (PGE is still off at
     // this point, so all of them).
     unsafe { write_cr3(read_cr3()) };
+}
+
+/// 2 MiB.
+const LARGE_PAGE: u64 = 2 << 20;
+/// Most 2 MiB direct-map pages split into 4 KiB pages around the image's text and
+/// rodata (they end well below 8 MiB).
+const IMAGE_PTS: usize = 4;
+static IMAGE_TABLES: Racy<[PageTable; IMAGE_PTS]> = Racy::new([PageTable::EMPTY; IMAGE_PTS]);
+
+unsafe extern "C" {
+    // Page-aligned section boundaries from linker.ld (virtual addresses).
+    safe static __hv_text_start: u8;
+    safe static __hv_rodata_start: u8;
+    safe static __hv_data_start: u8;
+}
+
+/// Leaf flags of the 4 KiB page at machine address `maddr` inside the split region:
+/// text RX, rodata R+NX, everything else (boot stub, low memory, data, bss) RW+NX.
+fn image_page_flags(maddr: u64, text: &core::ops::Range<u64>, rodata_end: u64) -> u64 {
+    let base = PTE_PRESENT | PTE_GLOBAL;
+    if text.contains(&maddr) {
+        base
+    } else if (text.end..rodata_end).contains(&maddr) {
+        base | PTE_NX
+    } else {
+        base | PTE_WRITABLE | PTE_NX
+    }
+}
+
+/// W^X for the hypervisor: splits the 2 MiB direct-map pages holding the image's text and
+/// rodata into 4 KiB pages (text RX, rodata R+NX, the rest RW+NX) and makes every other
+/// direct-map page NX (MMIO keeps PCD/PWT). Only lower levels change, so the PML4 slot
+/// that guests copy stays the same. Flushes the TLB, global entries included.
+///
+/// # Safety
+/// Call once at boot, on the higher half, with EFER.NXE set (else NX is a reserved bit),
+/// before any guest L4 exists and before anything executes outside `.text`.
+pub unsafe fn protect_image() {
+    let text = virt_to_phys(&raw const __hv_text_start)..virt_to_phys(&raw const __hv_rodata_start);
+    let rodata_end = virt_to_phys(&raw const __hv_data_start);
+    let split_pages = rodata_end.div_ceil(LARGE_PAGE) as usize;
+    assert!(
+        split_pages <= IMAGE_PTS,
+        "image text+rodata too large to split"
+    );
+    let tables = IMAGE_TABLES.get();
+    let pds = BOOT_TABLES.get();
+    for pde_index in 0..4 * 512 {
+        let (pd, slot) = (pde_index / 512, pde_index % 512);
+        // SAFETY: boot is single-threaded; the split tables are not reachable yet and
+        // the PD entries are replaced whole, each with a mapping of the same frames
+        // (only permissions change), so the code doing this keeps running.
+        unsafe {
+            if pde_index < split_pages {
+                let pt = &mut (*tables)[pde_index];
+                for (i, pte) in pt.0.iter_mut().enumerate() {
+                    let maddr = pde_index as u64 * LARGE_PAGE + i as u64 * 4096;
+                    *pte = maddr | image_page_flags(maddr, &text, rodata_end);
+                }
+                // Upper levels permissive: the leaves decide.
+                (*pds).pd[pd].0[slot] = virt_to_phys(pt) | PTE_PRESENT | PTE_WRITABLE;
+            } else {
+                (*pds).pd[pd].0[slot] |= PTE_NX;
+            }
+        }
+    }
+    flush_tlb_with_globals();
+}
+
+/// Flushes every TLB entry, global ones too (with PGE clear, a CR3 reload does that).
+fn flush_tlb_with_globals() {
+    let cr4 = read_cr4();
+    // SAFETY: clearing and restoring PGE and reloading the same CR3 only change which
+    // translations are cached.
+    unsafe {
+        write_cr4(cr4 & !CR4_PGE);
+        write_cr3(read_cr3());
+        write_cr4(cr4);
+    }
 }
 
 /// Maps the m2p array (`m2p_virt`, `len_bytes` long, page-aligned, in the image) at

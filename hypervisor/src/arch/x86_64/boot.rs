@@ -1,7 +1,7 @@
 //! PVH entry: the 32-bit stub at 1 MiB, the switch to long mode and to the higher half,
 //! and the Rust boot sequence.
 
-use super::cpu::{self, *};
+use super::cpu::{self, cpuid};
 use super::descriptors::{self, GDT, HV_CS, HV_DS};
 use super::entry::{self, HV_STACK, HV_STACK_SIZE};
 use super::memory::DirectMap;
@@ -316,22 +316,45 @@ fn cmdline_has(cmdline: &[u8], word: &[u8]) -> bool {
 
 /// CR0, CR4 and EFER as the hypervisor runs with them.
 fn setup_cpu() {
+    use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
+    use x86_64::registers::model_specific::{Efer, EferFlags};
+    let (_, ebx, _, _) = cpuid(7, 0);
+    let smep = ebx & (1 << 7) != 0;
+    if !smep {
+        hv_println!("warning: CPU without SMEP");
+    }
     // SAFETY: only enables features every x86_64 CPU has (and SMEP only if CPUID says
     // so); PG/PE/PAE/LME stay on.
     unsafe {
-        wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_LME | EFER_SCE | EFER_NXE);
-        let cr0 =
-            (read_cr0() | CR0_PE | CR0_MP | CR0_NE | CR0_WP | CR0_PG) & !(CR0_EM | CR0_TS | CR0_AM);
-        write_cr0(cr0);
-        let mut cr4 = read_cr4() | CR4_PAE | CR4_PGE | CR4_OSFXSR | CR4_OSXMMEXCPT;
-        let (_, ebx, _, _) = cpuid(7, 0);
-        if ebx & (1 << 7) != 0 {
-            cr4 |= CR4_SMEP;
-        } else {
-            hv_println!("warning: CPU without SMEP");
-        }
+        Efer::update(|efer| {
+            efer.insert(
+                EferFlags::LONG_MODE_ENABLE
+                    | EferFlags::SYSTEM_CALL_EXTENSIONS
+                    | EferFlags::NO_EXECUTE_ENABLE,
+            )
+        });
+        Cr0::update(|cr0| {
+            cr0.insert(
+                Cr0Flags::PROTECTED_MODE_ENABLE
+                    | Cr0Flags::MONITOR_COPROCESSOR
+                    | Cr0Flags::NUMERIC_ERROR
+                    | Cr0Flags::WRITE_PROTECT
+                    | Cr0Flags::PAGING,
+            );
+            cr0.remove(
+                Cr0Flags::EMULATE_COPROCESSOR | Cr0Flags::TASK_SWITCHED | Cr0Flags::ALIGNMENT_MASK,
+            );
+        });
         // Never SMAP: QEMU 7.2's TCG faults iretq executed at CPL3 with SMAP on.
         // Turning PGE on flushes the whole TLB.
-        write_cr4(cr4);
+        Cr4::update(|cr4| {
+            cr4.insert(
+                Cr4Flags::PHYSICAL_ADDRESS_EXTENSION
+                    | Cr4Flags::PAGE_GLOBAL
+                    | Cr4Flags::OSFXSR
+                    | Cr4Flags::OSXMMEXCPT_ENABLE,
+            );
+            cr4.set(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION, smep);
+        });
     }
 }

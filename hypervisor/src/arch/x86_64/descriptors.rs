@@ -4,9 +4,11 @@
 //! now), the hypervisor's own descriptors sit at Xen's selectors (0xe008...).
 
 use super::Racy;
-use core::arch::asm;
 use core::mem::size_of;
 use guest_abi::layout::FIRST_RESERVED_GDT_ENTRY;
+use x86_64::VirtAddr;
+use x86_64::instructions::tables::{self, DescriptorTablePointer};
+use x86_64::structures::gdt::SegmentSelector;
 
 /// Hypervisor 64-bit code.
 pub const HV_CS: u16 = 0xe008;
@@ -123,12 +125,6 @@ const EMPTY_GATE: Gate = Gate {
 struct Idt([Gate; 256]);
 static IDT: Racy<Idt> = Racy::new(Idt([EMPTY_GATE; 256]));
 
-#[repr(C, packed(2))]
-struct DescriptorPointer {
-    limit: u16,
-    base: u64,
-}
-
 /// Double fault, NMI and machine check run on IST1: they may hit at any point,
 /// including before the syscall entry has switched to the hypervisor stack.
 const IST_VECTORS: [usize; 3] = [2, 8, 18];
@@ -181,25 +177,20 @@ pub unsafe fn load(stack_top: u64, df_stack_top: u64, stub: impl Fn(usize) -> u6
         unsafe { (*idt).0[v] = gate };
     }
 
-    let gdtr = DescriptorPointer {
+    let gdtr = DescriptorTablePointer {
         limit: (size_of::<Gdt>() - 1) as u16,
-        base: gdt as u64,
+        base: VirtAddr::from_ptr(gdt),
     };
-    let idtr = DescriptorPointer {
+    let idtr = DescriptorTablePointer {
         limit: (size_of::<Idt>() - 1) as u16,
-        base: idt as u64,
+        base: VirtAddr::from_ptr(idt),
     };
     // SAFETY: the GDT keeps the selectors in use (0xe008/0xe010) at the same places, the
-    // TSS descriptor was just written, and the IDT gates point at valid stubs.
+    // TSS descriptor was just written, and the IDT gates point at valid stubs; all three
+    // tables are statics, so they outlive their use.
     unsafe {
-        asm!(
-            "lgdt [{gdtr}]",
-            "ltr {tss:x}",
-            "lidt [{idtr}]",
-            gdtr = in(reg) &gdtr,
-            idtr = in(reg) &idtr,
-            tss = in(reg) TSS_SEL,
-            options(readonly, nostack, preserves_flags),
-        )
+        tables::lgdt(&gdtr);
+        tables::load_tss(SegmentSelector(TSS_SEL));
+        tables::lidt(&idtr);
     }
 }

@@ -7,9 +7,10 @@
 //! read-only, everything else RW and NX) and adds the read-only m2p view at slot 256 for
 //! guests.
 
-use super::cpu::{CR4_PGE, read_cr3, read_cr4, write_cr3, write_cr4};
 use super::{Racy, virt_to_phys};
 use core::mem::size_of;
+use x86_64::instructions::tlb;
+use x86_64::registers::control::{Cr4, Cr4Flags};
 
 pub const PTE_PRESENT: u64 = 1 << 0;
 pub const PTE_WRITABLE: u64 = 1 << 1;
@@ -76,9 +77,9 @@ pub unsafe fn drop_identity_map() {
     // SAFETY: boot is single-threaded; the PML4 is live but slot 0 is only used by the
     // boot stub, which is done (the caller guarantees we run high).
     unsafe { (*t).pml4.0[0] = 0 };
-    // SAFETY: reloading the same CR3 flushes non-global entries (PGE is still off at
-    // this point, so all of them).
-    unsafe { write_cr3(read_cr3()) };
+    // Reloading CR3 flushes non-global entries (PGE is still off at this point, so all
+    // of them).
+    tlb::flush_all();
 }
 
 /// 2 MiB.
@@ -150,14 +151,12 @@ pub unsafe fn protect_image() {
 
 /// Flushes every TLB entry, global ones too (with PGE clear, a CR3 reload does that).
 fn flush_tlb_with_globals() {
-    let cr4 = read_cr4();
-    // SAFETY: clearing and restoring PGE and reloading the same CR3 only change which
-    // translations are cached.
-    unsafe {
-        write_cr4(cr4 & !CR4_PGE);
-        write_cr3(read_cr3());
-        write_cr4(cr4);
-    }
+    let cr4 = Cr4::read();
+    // SAFETY: clearing and restoring PGE only changes which translations are cached.
+    unsafe { Cr4::write(cr4 - Cr4Flags::PAGE_GLOBAL) };
+    tlb::flush_all();
+    // SAFETY: as above.
+    unsafe { Cr4::write(cr4) };
 }
 
 /// Maps the m2p array (`m2p_virt`, `len_bytes` long, page-aligned, in the image) at

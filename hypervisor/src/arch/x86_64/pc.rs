@@ -2,6 +2,8 @@
 
 use super::{cpu, descriptors, serial};
 use crate::platform::{FpuArea, Platform};
+use x86_64::VirtAddr;
+use x86_64::registers::model_specific::{FsBase, GsBase};
 
 /// The machine, as the core sees it.
 pub struct Pc {
@@ -39,16 +41,13 @@ impl Platform for Pc {
     }
 
     fn segment_bases(&self) -> (u64, u64) {
-        // SAFETY: FS_BASE and GS_BASE exist on every x86_64 CPU; reading changes nothing.
-        unsafe { (cpu::rdmsr(cpu::MSR_FS_BASE), cpu::rdmsr(cpu::MSR_GS_BASE)) }
+        (FsBase::read().as_u64(), GsBase::read().as_u64())
     }
     fn set_segment_bases(&mut self, fs: u64, gs: u64) {
-        // SAFETY: the core passes canonical bases (a non-canonical one would #GP here);
-        // the hypervisor itself never uses FS or GS, so only the guest sees them.
-        unsafe {
-            cpu::wrmsr(cpu::MSR_FS_BASE, fs);
-            cpu::wrmsr(cpu::MSR_GS_BASE, gs);
-        }
+        // The core passes canonical bases; truncating keeps a bad one from faulting in
+        // the hypervisor. The hypervisor itself never uses FS or GS.
+        FsBase::write(VirtAddr::new_truncate(fs));
+        GsBase::write(VirtAddr::new_truncate(gs));
     }
     fn fpu_save(&mut self, area: &mut FpuArea) {
         cpu::fxsave(area);

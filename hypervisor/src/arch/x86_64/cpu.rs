@@ -30,15 +30,6 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// Reads a model-specific register.
-///
-/// # Safety
-/// `msr` must exist on this CPU (else #GP in the hypervisor).
-pub unsafe fn rdmsr(msr: u32) -> u64 {
-    // SAFETY: the caller guarantees the MSR exists; reading it changes nothing.
-    unsafe { Msr::new(msr).read() }
-}
-
 /// Writes a model-specific register.
 ///
 /// # Safety
@@ -49,10 +40,7 @@ pub unsafe fn wrmsr(msr: u32, value: u64) {
     unsafe { Msr::new(msr).write(value) }
 }
 
-pub const MSR_STAR: u32 = 0xc000_0081;
-pub const MSR_LSTAR: u32 = 0xc000_0082;
 pub const MSR_CSTAR: u32 = 0xc000_0083;
-pub const MSR_SFMASK: u32 = 0xc000_0084;
 pub const MSR_SYSENTER_CS: u32 = 0x174;
 
 /// CR3 as a plain machine address plus flag bits.

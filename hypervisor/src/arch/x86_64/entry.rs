@@ -8,7 +8,7 @@
 use super::Racy;
 use super::boot::HV;
 use super::cpu::{self, *};
-use super::descriptors::{GUEST_CS32, GUEST_CS64, GUEST_DS, HV_CS};
+use super::descriptors::{GUEST_CS32, GUEST_CS64, GUEST_DS, HV_CS, HV_DS};
 use super::serial::hv_println;
 use super::{pic, timer};
 use crate::platform::{ExitStatus, GuestFrame, Resume};
@@ -189,27 +189,38 @@ pub fn vector_stub(v: usize) -> u64 {
 }
 
 /// STAR/LSTAR/CSTAR/SFMASK: `syscall` enters at `hv_syscall_entry` on 0xe008 with IF,
-/// TF, DF, AC, NT and RF cleared.
+/// TF, DF, AC, NT and RF cleared; `sysret` returns on the guest selectors.
 ///
 /// # Safety
 /// Call once at boot, after the GDT with the hypervisor selectors is loaded.
 pub unsafe fn setup_syscall() {
-    const IF: u64 = 1 << 9;
-    const TF: u64 = 1 << 8;
-    const DF: u64 = 1 << 10;
-    const AC: u64 = 1 << 18;
-    const NT: u64 = 1 << 14;
-    const RF: u64 = 1 << 16;
-    // SAFETY: these MSRs exist on every x86_64 CPU with EFER.SCE; the values point at
-    // valid entry code and existing selectors. SYSENTER_CS = 0 makes `sysenter` fault.
+    use x86_64::VirtAddr;
+    use x86_64::registers::model_specific::{LStar, SFMask, Star};
+    use x86_64::registers::rflags::RFlags;
+    use x86_64::structures::gdt::SegmentSelector;
+    // The crate checks the selector layout `syscall`/`sysret` imply (CS64 = CS32 + 16,
+    // SS = CS32 + 8, hypervisor SS = CS + 8) and their privilege levels.
+    Star::write(
+        SegmentSelector(GUEST_CS64),
+        SegmentSelector(GUEST_DS),
+        SegmentSelector(HV_CS),
+        SegmentSelector(HV_DS),
+    )
+    .expect("GDT selectors fit syscall/sysret");
+    LStar::write(VirtAddr::new(hv_syscall_entry as *const () as u64));
+    SFMask::write(
+        RFlags::INTERRUPT_FLAG
+            | RFlags::TRAP_FLAG
+            | RFlags::DIRECTION_FLAG
+            | RFlags::ALIGNMENT_CHECK
+            | RFlags::NESTED_TASK
+            | RFlags::RESUME_FLAG,
+    );
+    // SAFETY: CSTAR and SYSENTER_CS exist on every x86_64 CPU (the crate has no typed
+    // access); CSTAR points at valid entry code, and SYSENTER_CS = 0 makes `sysenter`
+    // fault.
     unsafe {
-        wrmsr(
-            MSR_STAR,
-            (u64::from(GUEST_CS32) << 48) | (u64::from(HV_CS) << 32),
-        );
-        wrmsr(MSR_LSTAR, hv_syscall_entry as *const () as u64);
         wrmsr(MSR_CSTAR, hv_cstar_entry as *const () as u64);
-        wrmsr(MSR_SFMASK, IF | TF | DF | AC | NT | RF);
         wrmsr(MSR_SYSENTER_CS, 0);
     }
 }

@@ -70,6 +70,8 @@ pub struct Hypervisor<M: MachineMemory, P: Platform> {
     pub(crate) cursor: Cursor,
     /// Whose guest descriptors the CPU's GDT holds (hypercall/gdt.rs).
     pub(crate) hw_gdt: crate::hypercall::gdt::HwGdt,
+    /// Index of the domain whose LDT the CPU holds (hypercall/ldt.rs).
+    pub(crate) hw_ldt: Option<usize>,
 }
 
 /// RFLAGS bits a guest may set: CF PF AF ZF SF TF DF OF AC ID. IOPL, NT, RF, VM, VIF
@@ -205,6 +207,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             cpu_state_of: None,
             cursor: Cursor::new(),
             hw_gdt: Default::default(),
+            hw_ldt: None,
         }
     }
 
@@ -404,6 +407,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             self.current = Some(idx);
             self.load_vcpu_state(idx);
             self.load_guest_gdt(idx, false);
+            self.load_guest_ldt(idx, false);
             return Resume::Guest {
                 cr3: self.current_cr3,
             };
@@ -429,6 +433,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             &self.domains[idx],
             what,
         );
+        self.release_ldt(idx);
         let d = &mut self.domains[idx];
         d.state = state;
         self.frames.free_all_of(d.id);

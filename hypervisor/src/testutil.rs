@@ -72,6 +72,10 @@ pub struct FakePlatform {
     pub fpu_trap: bool,
     /// The guest entries (`0..FIRST_RESERVED_GDT_ENTRY`) of the "CPU's" GDT.
     pub gdt: Vec<u64>,
+    /// The LDT buffer (8192 entries) and how many of its entries the "CPU" uses
+    /// (`load_ldt`; 0 = no LDT).
+    pub ldt: Vec<u64>,
+    pub ldt_loaded: usize,
 }
 
 impl FakePlatform {
@@ -89,6 +93,8 @@ impl FakePlatform {
             fpu: crate::platform::FpuArea([0xee; 512]),
             fpu_trap: false,
             gdt: vec![0; guest_abi::layout::FIRST_RESERVED_GDT_ENTRY],
+            ldt: vec![0; crate::hypercall::ldt::LDT_MAX_ENTS],
+            ldt_loaded: 0,
         }
     }
 }
@@ -144,6 +150,14 @@ impl Platform for FakePlatform {
     fn set_gdt_entries(&mut self, first: usize, descs: &[u64]) {
         // Out-of-range writes are a core bug: make the test fail.
         self.gdt[first..first + descs.len()].copy_from_slice(descs);
+    }
+    fn set_ldt_entries(&mut self, first: usize, descs: &[u64]) {
+        // Out-of-range writes are a core bug: make the test fail.
+        self.ldt[first..first + descs.len()].copy_from_slice(descs);
+    }
+    fn load_ldt(&mut self, entries: usize) {
+        assert!(entries <= self.ldt.len(), "LDT of {entries} entries");
+        self.ldt_loaded = entries;
     }
 }
 

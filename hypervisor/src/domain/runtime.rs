@@ -46,9 +46,8 @@ pub struct Vcpu {
     pub cr3: u64,
     /// Machine address of its user-mode L4 (`MMUEXT_NEW_USER_BASEPTR`; 0 = none).
     pub user_cr3: u64,
-    /// LDT set by `MMUEXT_SET_LDT`: linear address and entries (0 = none). Recorded
-    /// only: guests get no LDT loaded yet.
-    pub ldt: (u64, u32),
+    /// LDT installed by `MMUEXT_SET_LDT` (hypercall/ldt.rs).
+    pub ldt: crate::hypercall::ldt::GuestLdt,
     /// GDT installed by `set_gdt` (hypercall/gdt.rs).
     pub gdt: crate::hypercall::gdt::GuestGdt,
 

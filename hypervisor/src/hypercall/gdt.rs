@@ -100,7 +100,7 @@ pub struct HwGdt {
 }
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    fn gdt_ctx(&mut self, idx: usize) -> PtCtx<'_, M> {
+    pub(super) fn gdt_ctx(&mut self, idx: usize) -> PtCtx<'_, M> {
         PtCtx {
             mem: &self.mem,
             frames: &mut self.frames,
@@ -113,7 +113,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// (and fixes up in place) all 512 descriptors of the frame. `EINVAL` if the frame is
     /// not the domain's, has another type (writable mapping, page table) or holds a
     /// descriptor that is refused.
-    fn get_seg_desc(&mut self, idx: usize, mfn: Mfn) -> Result<(), Errno> {
+    pub(super) fn get_seg_desc(&mut self, idx: usize, mfn: Mfn) -> Result<(), Errno> {
         let fresh = self.frames.type_state(mfn).is_some_and(|st| st.count == 0);
         self.gdt_ctx(idx).get_type(mfn, PageType::SegDesc)?;
         if fresh && self.check_frame(mfn).is_err() {
@@ -215,6 +215,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     self.platform.set_gdt_entries(entry, &[desc]);
                 }
             }
+        }
+        if st.count > 0 && st.ty == PageType::SegDesc {
+            self.ldt_descriptor_written(idx, mfn, maddr, desc);
         }
         Ok(0)
     }

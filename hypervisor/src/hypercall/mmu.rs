@@ -25,8 +25,6 @@ pub const BATCH: u32 = 512;
 pub const MMU_UPDATE_PREEMPTED: u32 = 1 << 31;
 /// Length of the `syscall` instruction, to re-execute it for a continuation.
 const SYSCALL_LEN: u64 = 2;
-/// Most LDT entries (`MMUEXT_SET_LDT`).
-const LDT_MAX_ENTS: u64 = 8192;
 
 /// The arguments of a batch hypercall (mmu_update, mmuext_op).
 struct BatchArgs {
@@ -281,23 +279,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     Err(Errno::EACCES)
                 }
             }
-            MMUEXT_SET_LDT => {
-                let (base, ents) = (op.arg1, op.arg2 as u32);
-                let end = base.checked_add(u64::from(ents) * 8);
-                let in_guest = |va: u64| is_canonical(va) && !in_hypervisor_range(va);
-                if ents == 0 {
-                    self.domains[idx].vcpu.ldt = (0, 0);
-                    return Ok(false);
-                }
-                let ok = base % PAGE_SIZE as u64 == 0
-                    && u64::from(ents) <= LDT_MAX_ENTS
-                    && end.is_some_and(|end| in_guest(base) && in_guest(end - 1));
-                if !ok {
-                    return Err(Errno::EINVAL);
-                }
-                self.domains[idx].vcpu.ldt = (base, ents);
-                Ok(false)
-            }
+            // Checked, typed and loaded in hypercall/ldt.rs; nr_ents is a C unsigned int.
+            MMUEXT_SET_LDT => self.set_ldt(idx, op.arg1, op.arg2 as u32).map(|()| false),
             MMUEXT_CLEAR_PAGE => {
                 let mut pt = self.pt(idx);
                 pt.get_type(mfn, crate::memory::PageType::Writable)?;

@@ -19,6 +19,7 @@ pub(crate) mod generated;
 pub(crate) mod grant_table;
 pub mod handle;
 mod handlers;
+pub mod ldt;
 mod memory_op;
 pub mod mmu;
 pub mod multicall;

@@ -1,4 +1,4 @@
-//! GDT, TSS and IDT.
+//! GDT, TSS, IDT and the LDT buffer.
 //!
 //! The GDT has Xen's shape: 8192 entries, the first 7168 belong to guests (empty for
 //! now), the hypervisor's own descriptors sit at Xen's selectors (0xe008...).
@@ -22,6 +22,8 @@ pub const GUEST_DS: u16 = 0xe02b;
 pub const GUEST_CS64: u16 = 0xe033;
 /// The TSS (a 16-byte descriptor).
 pub const TSS_SEL: u16 = 0xe040;
+/// The guest's LDT as the hypervisor copied it (a 16-byte descriptor; Xen's selector).
+pub const LDT_SEL: u16 = 0xe050;
 
 const GDT_ENTRIES: usize = 8192;
 
@@ -67,6 +69,68 @@ pub fn set_guest_entries(first: usize, descs: &[u64]) {
         // now; the slot is in bounds and is a guest entry, never one the hypervisor uses.
         unsafe { core::ptr::write_volatile(&raw mut (*gdt).0[slot], desc) };
     }
+}
+
+/// Entries of the LDT buffer (a selector's 13-bit index).
+const LDT_ENTRIES: usize = 8192;
+
+/// The hypervisor's copy of the running guest's LDT, 64 KiB. Only entries the core
+/// checked are ever written (hypercall/ldt.rs); the CPU reads it at CPL3 when the guest
+/// loads an LDT selector, as an implicit supervisor access (it is in the direct map).
+#[repr(C, align(4096))]
+struct Ldt([u64; LDT_ENTRIES]);
+static LDT: Racy<Ldt> = Racy::new(Ldt([0; LDT_ENTRIES]));
+
+/// Writes guest descriptors into LDT buffer entries `first..first + descs.len()`,
+/// ignoring any beyond the buffer. The caller checked the descriptors.
+pub fn set_ldt_entries(first: usize, descs: &[u64]) {
+    let ldt = LDT.get();
+    for (i, &desc) in descs.iter().enumerate() {
+        let Some(slot) = first.checked_add(i).filter(|&s| s < LDT_ENTRIES) else {
+            return;
+        };
+        // SAFETY: one CPU, interrupts off, no re-entry: nothing else accesses the buffer
+        // now (the CPU reads it only while a guest runs); the slot is in bounds.
+        unsafe { core::ptr::write_volatile(&raw mut (*ldt).0[slot], desc) };
+    }
+}
+
+/// Loads LDT buffer entries `0..entries` as the CPU's LDT through [`LDT_SEL`], or the
+/// null LDT when `entries` is 0 (more than the buffer holds are capped).
+pub fn load_ldt(entries: usize) {
+    if entries == 0 {
+        // SAFETY: the null selector; afterwards any LDT selector the guest loads faults
+        // in the guest, never in the hypervisor.
+        unsafe { lldt(0) };
+        return;
+    }
+    let base = LDT.get() as u64;
+    let limit = (entries.min(LDT_ENTRIES) * 8 - 1) as u64;
+    // LDT (type 2), present, DPL0, byte granularity (the limit is at most 0xffff).
+    let low = (limit & 0xffff)
+        | ((base & 0xff_ffff) << 16)
+        | (0x82 << 40)
+        | (((limit >> 16) & 0xf) << 48)
+        | (((base >> 24) & 0xff) << 56);
+    let high = base >> 32;
+    let gdt = GDT.get();
+    // SAFETY: one CPU, interrupts off, no re-entry; the two slots of LDT_SEL are the
+    // hypervisor's own and used for nothing else. `lldt` then loads a present LDT
+    // descriptor whose range is the static buffer.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*gdt).0[idx(LDT_SEL)], low);
+        core::ptr::write_volatile(&raw mut (*gdt).0[idx(LDT_SEL) + 1], high);
+        lldt(LDT_SEL);
+    }
+}
+
+/// Loads the LDT register (the x86_64 crate has no wrapper for `lldt`).
+///
+/// # Safety
+/// `sel` is 0 or selects a present LDT descriptor in the loaded GDT.
+unsafe fn lldt(sel: u16) {
+    // SAFETY: the caller's promise; `lldt` reads only that GDT descriptor.
+    unsafe { core::arch::asm!("lldt {0:x}", in(reg) sel, options(nostack, preserves_flags)) }
 }
 
 /// The GDT. Statically initialised (the 32-bit boot stub loads it by physical address

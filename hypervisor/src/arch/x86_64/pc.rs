@@ -65,4 +65,10 @@ impl Platform for Pc {
     fn set_gdt_entries(&mut self, first: usize, descs: &[u64]) {
         descriptors::set_guest_entries(first, descs);
     }
+    fn set_ldt_entries(&mut self, first: usize, descs: &[u64]) {
+        descriptors::set_ldt_entries(first, descs);
+    }
+    fn load_ldt(&mut self, entries: usize) {
+        descriptors::load_ldt(entries);
+    }
 }

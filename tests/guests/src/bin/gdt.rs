@@ -1,6 +1,8 @@
 //! `gdt`: installs a GDT of its own with `set_gdt`, loads a data segment from it, and
 //! changes descriptors with `update_descriptor`: a DPL-0 data descriptor is accepted with
 //! its DPL raised to 3 (Xen's rule for a ring-3 kernel), a TSS descriptor is refused.
+//! Then the LDT: `MMUEXT_SET_LDT` is refused for a page still mapped writable, accepted
+//! for a read-only one, and a data segment is loaded from it (selector 0x7).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
@@ -10,7 +12,8 @@ fn main() {}
 mod guest {
     use core::arch::asm;
     use guest_abi::hypercall::hypercall_raw;
-    use guest_abi::nr::{SET_GDT, UPDATE_DESCRIPTOR, UPDATE_VA_MAPPING};
+    use guest_abi::mmu::{MMUEXT_SET_LDT, MmuextOp};
+    use guest_abi::nr::{MMUEXT_OP, SET_GDT, UPDATE_DESCRIPTOR, UPDATE_VA_MAPPING};
     use pv_guest::{StartInfo, VIRT_BASE, println};
 
     const PAGE: u64 = 4096;
@@ -31,6 +34,16 @@ mod guest {
         GdtPage(d)
     };
 
+    /// The LDT: one page of its own (entry 0 = flat DPL-3 data).
+    #[repr(C, align(4096))]
+    struct LdtPage([u64; 512]);
+    static mut LDT: LdtPage = {
+        let mut d = [0u64; 512];
+        d[0] = DATA_DPL3;
+        LdtPage(d)
+    };
+    const DOMID_SELF: u64 = 0x7ff0;
+
     test_guests::standard_notes!("gdt");
     pv_guest::entry!(main);
 
@@ -42,6 +55,19 @@ mod guest {
                 .add(pfn as usize)
                 .read_volatile()
         }
+    }
+
+    /// `MMUEXT_SET_LDT(va, ents)`.
+    fn set_ldt(va: u64, ents: u64) -> i64 {
+        let op = MmuextOp {
+            cmd: MMUEXT_SET_LDT,
+            pad: 0,
+            arg1: va,
+            arg2: ents,
+        };
+        let args = [&op as *const MmuextOp as u64, 1, 0, DOMID_SELF, 0];
+        // SAFETY: the op only names a page of ours as LDT (or is refused).
+        unsafe { hypercall_raw(MMUEXT_OP, args) }
     }
 
     fn update_descriptor(maddr: u64, desc: u64) -> i64 {
@@ -97,6 +123,27 @@ mod guest {
             update_descriptor(entry2 + 4, DATA_DPL3)
         );
         println!("gdt: entry 2 still {:#x}", entry(2));
+
+        let ldt_va = &raw const LDT as u64;
+        // Still mapped writable: it cannot hold descriptors the CPU trusts.
+        println!("ldt: set_ldt on a writable page = {}", set_ldt(ldt_va, 1));
+        let ldt_mfn = mfn_of(si, ldt_va);
+        // SAFETY: only the LDT page's mapping changes (present, user, not writable).
+        let r = unsafe {
+            hypercall_raw(
+                UPDATE_VA_MAPPING,
+                [ldt_va, (ldt_mfn << 12) | 5, UVMF_INVLPG, 0, 0],
+            )
+        };
+        println!("ldt: made read-only = {r}");
+        println!("ldt: set_ldt = {}", set_ldt(ldt_va, 1));
+        let ds: u16;
+        // SAFETY: selector 0x7 is entry 0 of our LDT (TI=1, RPL 3), a flat DPL-3 data
+        // segment; in 64-bit mode DS has no effect on our memory accesses.
+        unsafe {
+            asm!("mov ds, {sel:x}", "mov {ds:x}, ds", sel = in(reg) 0x7u16, ds = out(reg) ds)
+        };
+        println!("ldt: loaded selector {ds:#x}");
         pv_guest::poweroff()
     }
 }

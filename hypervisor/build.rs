@@ -14,6 +14,9 @@ fn main() {
     // (PIC) code generation; `--no-pie` makes it a plain static executable whose
     // absolute addresses the linker resolves (nothing relocates it at run time).
     println!("cargo:rustc-link-arg-bins=-T{dir}/linker.ld");
+    // defmt's script (on the search path via its build script) adds the non-allocated
+    // `.defmt` section the host decoder reads the format strings from.
+    println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
     println!("cargo:rustc-link-arg-bins=--no-pie");
     println!("cargo:rustc-link-arg-bins=--orphan-handling=error");
 }

@@ -10,6 +10,7 @@
 
 use crate::bundle::{self, BundleError};
 use crate::console::{self, Cursor, Prefix, RingError};
+use crate::dlog::{Disp, hv_debug};
 use crate::domain::builder::{self, BuildParams};
 use crate::domain::runtime::{Domain, DomainState, MAX_DOMAINS};
 use crate::memory::guest::GuestSpace;
@@ -258,11 +259,19 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 match builder::build(&self.mem, &mut self.frames, &params) {
                     Ok(built) => {
                         let (pages, entry) = (built.nr_pages, built.entry.rip);
+                        hv_debug!(
+                            "domain d{=u16} built: {} pages, entry {=u64:#x}, dom0={=bool}",
+                            id.0,
+                            pages,
+                            entry,
+                            dom0
+                        );
                         let d = Domain::built(id, spec.name, dom0, built, now);
                         self.log_domain(&d, format_args!("built: {pages} pages, entry {entry:#x}"));
                         d
                     }
                     Err(e) => {
+                        hv_debug!("domain d{=u16} refused by the builder: {}", id.0, Disp(&e));
                         let d = Domain::refused(id, spec.name, dom0, now);
                         self.log_domain(&d, format_args!("refused: {e}"));
                         d
@@ -402,6 +411,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 continue;
             }
             self.domains[idx].vcpu.frame = next;
+            hv_debug!(
+                "switch to d{=u16} rip={=u64:#x} rsp={=u64:#x}",
+                self.domains[idx].id.0,
+                next.rip,
+                next.rsp
+            );
             self.publish_time(idx);
             *frame = next;
             self.current = Some(idx);
@@ -435,6 +450,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         );
         self.release_ldt(idx);
         let d = &mut self.domains[idx];
+        hv_debug!("domain d{=u16} ended: {}", d.id.0, Disp(&what));
         d.state = state;
         self.frames.free_all_of(d.id);
         if self.current == Some(idx) {

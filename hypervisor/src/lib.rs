@@ -13,6 +13,7 @@
 
 pub mod bundle;
 pub mod console;
+pub mod dlog;
 pub mod domain;
 pub mod hv;
 pub mod hypercall;

@@ -14,6 +14,7 @@
 //! waits there for the next kick or timer tick. A message too long to ever sit whole in
 //! the 1 KiB ring is read past as it arrives and answered `E2BIG`.
 
+use crate::dlog::hv_debug;
 use crate::domain::runtime::DomainState;
 use crate::hv::Hypervisor;
 use crate::platform::{BadMaddr, MachineMemory, Platform};
@@ -283,6 +284,13 @@ pub fn service<M: MachineMemory>(
                 req_cons.wrapping_add(HEADER as u32),
                 payload,
             )?;
+            hv_debug!(
+                "xenstore d{=u16} request type={=u32} req_id={=u32} path={=str}",
+                owner.id.0,
+                header.type_,
+                header.req_id,
+                path_arg(payload).unwrap_or("")
+            );
             (header, answer(owner, header.type_, payload), total)
         };
 

@@ -88,6 +88,9 @@ pub fn build_images(profile: Profile) -> Result<Images> {
         "test-guests",
         "--bins",
     ]);
+    // Fixed, not inherited: a DEFMT_LOG=trace in the environment must not put logging
+    // on the hypercall path of the images the tests and the benchmark use.
+    cmd.env("DEFMT_LOG", crate::trace::DEFAULT_DEFMT_LOG);
     run_checked(&mut cmd).map_err(|e| err!("building the bare-metal images: {e}"))?;
     let images = Images {
         dir: target_dir.join(TARGET).join(profile.dir_name()),

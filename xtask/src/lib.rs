@@ -8,6 +8,7 @@ pub mod hypercalls;
 pub mod images;
 pub mod qemu;
 pub mod session;
+pub mod trace;
 pub mod xen;
 
 use std::fmt;

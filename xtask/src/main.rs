@@ -12,6 +12,7 @@ use xtask::qemu::{
     Outcome, SingleGuest, ensure_qemu, interactive_cmdline, run_hypervisor,
     run_hypervisor_interactive,
 };
+use xtask::trace::{build_traced_hypervisor, decode_file, raw_capture_path};
 use xtask::{Result, err};
 
 #[derive(Parser)]
@@ -61,6 +62,11 @@ enum Cmd {
         /// `console=raw`, so full-screen guests like GRUB show right).
         #[arg(long)]
         prefix: bool,
+        /// Record the hypervisor's defmt trace (every hypercall, domain life cycle) and
+        /// write it decoded to FILE (raw frames in FILE.defmt). Uses a hypervisor built
+        /// with DEFMT_LOG=trace.
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
     },
     /// Measure the xen_version round trip in instructions (deterministic QEMU).
     Bench {
@@ -115,6 +121,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             name,
             hv_cmdline,
             prefix,
+            trace,
         } => {
             // Fail fast (with the install command) before a build when QEMU is missing.
             ensure_qemu()?;
@@ -131,6 +138,16 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             run.deterministic = deterministic;
             run.timeout = timeout.map(Duration::from_secs);
             run.echo = true;
+            let traced = match &trace {
+                Some(out) => {
+                    let elf = build_traced_hypervisor()?;
+                    let raw = raw_capture_path(out);
+                    run.hypervisor = elf.clone();
+                    run.defmt_capture = Some(raw.clone());
+                    Some((elf, raw, out.clone()))
+                }
+                None => None,
+            };
             let outcome = match run.timeout {
                 Some(_) => run_hypervisor(&run)?.outcome,
                 None => {
@@ -140,6 +157,10 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                     run_hypervisor_interactive(&run)?
                 }
             };
+            if let Some((elf, raw, out)) = traced {
+                let lines = decode_file(&elf, &raw, &out)?;
+                println!("xtask: {} trace lines in {}", lines.len(), out.display());
+            }
             report_outcome(outcome)
         }
         Cmd::Bench {

@@ -116,6 +116,8 @@ pub struct HvRun {
     pub timeout: Option<Duration>,
     /// Also print each console line as it arrives (captured runs only).
     pub echo: bool,
+    /// Add COM2 and write its bytes (the hypervisor's defmt frames) to this file.
+    pub defmt_capture: Option<PathBuf>,
 }
 
 /// `cargo xtask run [--guest PATH] [--memory MIB] ...`: one guest (pv-guest unless a
@@ -239,6 +241,12 @@ pub fn hypervisor_command(qemu: &Path, run: &HvRun, bundle: &Path) -> Command {
     }
     if run.deterministic {
         cmd.args(DETERMINISTIC_ARGS);
+    }
+    if let Some(path) = &run.defmt_capture {
+        // COM2 after COM1 (`-serial stdio` above): binary frames never mix with text.
+        let mut spec = std::ffi::OsString::from("file:");
+        spec.push(path);
+        cmd.arg("-serial").arg(spec);
     }
     cmd
 }

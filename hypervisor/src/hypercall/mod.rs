@@ -29,6 +29,7 @@ mod xen_version;
 pub use console_io::{CONSOLE_IO_CHUNK, CONSOLE_IO_MAX_PER_CALL};
 pub use xen_version::{CAPABILITIES, CHANGESET, EXTRAVERSION};
 
+use crate::dlog::hv_trace;
 use crate::hv::Hypervisor;
 use crate::memory::guest::{copy_from_guest, copy_to_guest};
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
@@ -56,13 +57,29 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         };
         let number = frame.rax;
         let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
+        let dom = self.domains[idx].id.0;
         let mut call = Call { idx, frame };
         match generated::dispatch(self, &mut call, number, args) {
             Flow::Return(ret) => {
                 frame.rax = to_rax(ret);
+                hv_trace!(
+                    "hypercall d{=u16} nr={=u64} args={:#x} -> {=i64}",
+                    dom,
+                    number,
+                    args,
+                    frame.rax as i64
+                );
                 self.resume_current()
             }
-            Flow::Resume(resume) => resume,
+            Flow::Resume(resume) => {
+                hv_trace!(
+                    "hypercall d{=u16} nr={=u64} args={:#x} -> switched domains",
+                    dom,
+                    number,
+                    args
+                );
+                resume
+            }
         }
     }
 

@@ -23,6 +23,7 @@
 //!   hypervisor's entries, and [`mod_entry`] refuses to change them.
 
 use super::frames::{Frames, PageType, TypeState};
+use crate::dlog::{Dbg, hv_debug};
 use crate::platform::MachineMemory;
 use bitflags::bitflags;
 use guest_abi::layout::{FIRST_HYPERVISOR_L4_SLOT, LAST_HYPERVISOR_L4_SLOT, PAGE_SIZE};
@@ -125,11 +126,25 @@ impl<M: MachineMemory> PtCtx<'_, M> {
     /// domain's, holds another type, or does not validate.
     pub fn get_type(&mut self, mfn: Mfn, ty: PageType) -> Result<(), Errno> {
         if !self.owned(mfn) {
+            hv_debug!(
+                "pt d{=u16}: mfn {=u64:#x} (wanted as {}) is not the domain's",
+                self.dom.0,
+                mfn.0,
+                Dbg(&ty)
+            );
             return Err(Errno::EINVAL);
         }
         let st = self.frames.type_state(mfn).ok_or(Errno::EINVAL)?;
         if st.count > 0 {
             if st.ty != ty {
+                hv_debug!(
+                    "pt d{=u16}: mfn {=u64:#x} wanted as {} but has type {} ({=u32} refs)",
+                    self.dom.0,
+                    mfn.0,
+                    Dbg(&ty),
+                    Dbg(&st.ty),
+                    st.count
+                );
                 return Err(Errno::EINVAL);
             }
             let count = st.count.checked_add(1).ok_or(Errno::EINVAL)?;
@@ -267,6 +282,14 @@ impl<M: MachineMemory> PtCtx<'_, M> {
             Ok(())
         })();
         if result.is_err() {
+            hv_debug!(
+                "pt d{=u16}: L{=u32} table mfn {=u64:#x} refused at slot {=usize} (entry {=u64:#x})",
+                self.dom.0,
+                level,
+                table.0,
+                done,
+                self.read_entry(table, done).unwrap_or(0)
+            );
             for slot in Self::guest_slots(level).take_while(|&s| s < done) {
                 if let Ok(entry) = self.read_entry(table, slot)
                     && present(entry)

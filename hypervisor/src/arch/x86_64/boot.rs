@@ -171,6 +171,7 @@ pub static HV: spin::Once<spin::Mutex<Hv>> = spin::Once::new();
 /// Rust entry from the boot stub, on the hypervisor stack in the higher half.
 extern "C" fn arch_main(start_info_paddr: u32, frame: *mut GuestFrame) -> ! {
     serial::init();
+    super::defmt_log::init();
     // Copy everything the loader told us before anything else could overwrite it.
     let boot = start_info::read(u64::from(start_info_paddr));
 

@@ -9,6 +9,7 @@ use core::cell::UnsafeCell;
 
 pub mod boot;
 pub mod cpu;
+pub mod defmt_log;
 pub mod descriptors;
 pub mod entry;
 pub mod memory;

@@ -25,6 +25,8 @@ pub mod traps;
 pub mod xenstore;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 pub mod testutil;
 
 #[cfg(target_os = "none")]

@@ -1,0 +1,929 @@
+//! Hostile-guest property tests: thousands of random hypercalls, exceptions, timer ticks
+//! and ring scribbles against domains made by the real builder.
+//!
+//! The guest is modelled as an adversary that controls its registers and every byte it
+//! can write (its writable pages and its console/xenstore rings), nothing more. After
+//! every step the test checks what must hold whatever the guest does:
+//! * the hypervisor did not panic (debug builds also panic on integer overflow);
+//! * the `Resume` is sane: a guest root owned by, typed as an L4 of, and active for a
+//!   live domain, with a frame that can be `iretq`'d to ring 3 — or `Exit` once no domain
+//!   is left;
+//! * frame accounting: every frame is free or owned by a live domain, and every
+//!   reference a validated page table holds is backed by the target's type and general
+//!   counts (no writable mapping of a page table, no entry to another domain's frame);
+//! * when every domain has ended, every frame is free again.
+//!
+//! Deterministic: a fixed seed by default (fast enough for `cargo test` in debug).
+//! `HV_FUZZ_SEED=<n>` picks another seed, `HV_FUZZ_EPISODES=<n>` runs longer.
+
+extern crate std;
+
+use crate::bundle::build::Guest;
+use crate::domain::elfnotes::test_elf::{TestElf, VIRT_BASE};
+use crate::domain::runtime::DomainState;
+use crate::memory::PageType;
+use crate::memory::guest::copy_to_guest;
+use crate::platform::{ExitStatus, GuestFrame, MachineMemory, Resume};
+use crate::testutil::{TestHv, create_domains, hypercall, test_hv_with};
+use guest_abi::layout::{
+    FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64, MACH2PHYS_VIRT_START, PAGE_SIZE,
+    is_canonical,
+};
+use guest_abi::mmu::{MmuUpdate, MmuextOp, MulticallEntry};
+use guest_abi::traps::IretContext;
+use guest_abi::{DomId, Mfn};
+use std::collections::HashMap;
+use std::format;
+use std::string::String;
+use std::vec::Vec;
+use zerocopy::IntoBytes;
+
+const FRAMES: usize = 8192;
+const PAGE: u64 = PAGE_SIZE as u64;
+const HV_SLOTS: [u64; 16] = [0xabc_0063; 16];
+/// Memory of each fuzzed domain.
+const DOMAIN_KIB: u32 = 8 * 1024;
+/// Steps per episode (an episode ends earlier when every domain has ended).
+const STEPS: usize = 3000;
+const DEFAULT_EPISODES: usize = 6;
+const DEFAULT_SEED: u64 = 0x5eed_f00d_cafe_0001;
+
+/// splitmix64: small, deterministic, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (`n > 0`).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// One fuzzing run: a hypervisor with three built domains (dom0 and two domUs).
+struct Fuzz {
+    hv: TestHv,
+    rng: Rng,
+    frame: GuestFrame,
+    /// Frames free before any domain was built.
+    initial_free: usize,
+    /// What happened, for a failure message (last steps only).
+    log: Vec<String>,
+    /// Hypercall number -> (calls, calls that returned 0).
+    stats: std::collections::BTreeMap<u64, (u32, u32)>,
+    steps: usize,
+    /// Cache of [`Fuzz::own_frames`] by domain id.
+    owned: HashMap<u16, (Vec<Mfn>, Vec<Mfn>)>,
+}
+
+/// Hypercalls the hypervisor implements (the rest are -ENOSYS): most calls go there.
+const IMPLEMENTED: [u64; 21] = [
+    0, 1, 2, 3, 4, 5, 6, 10, 12, 13, 14, 17, 18, 20, 21, 23, 25, 26, 29, 30, 32,
+];
+
+/// Entry flags an attacker likes to try (valid ones, superpage, caching, G, grant bit).
+const PTE_FLAG_CHOICES: [u64; 12] = [
+    0x1,
+    0x3,
+    0x5,
+    0x7,
+    0x67,
+    0x63,
+    0x83,
+    0x1b,
+    0x103,
+    1 << 62 | 0x3,
+    1 << 63 | 0x3,
+    0xfff,
+];
+
+impl Fuzz {
+    fn new(seed: u64) -> Fuzz {
+        let mut hv = test_hv_with(FRAMES, HV_SLOTS, b"console=com1");
+        let initial_free = hv.frames.free_count();
+        let image = TestElf::valid().build();
+        let guest = |name, dom0| Guest {
+            image: &image,
+            memory_kib: DOMAIN_KIB,
+            dom0,
+            name,
+            cmdline: "fuzz",
+        };
+        create_domains(
+            &mut hv,
+            &[
+                guest("zero", true),
+                guest("one", false),
+                guest("two", false),
+            ],
+        );
+        assert_eq!(hv.domains.len(), 3);
+        assert!(
+            hv.domains.iter().all(|d| d.is_runnable()),
+            "{}",
+            hv.platform.console
+        );
+        let mut frame = GuestFrame::default();
+        let r = hv.start(&mut frame);
+        let fuzz = Fuzz {
+            hv,
+            rng: Rng(seed),
+            frame,
+            initial_free,
+            log: Vec::new(),
+            stats: Default::default(),
+            steps: 0,
+            owned: HashMap::new(),
+        };
+        fuzz.check_resume(r);
+        fuzz
+    }
+
+    fn note(&mut self, what: String) {
+        if self.log.len() >= 40 {
+            self.log.remove(0);
+        }
+        self.log.push(what);
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "{what}\nlast steps:\n{}\nconsole tail:\n{}",
+            self.log.join("\n"),
+            tail(&self.hv.platform.console, 2000)
+        );
+    }
+
+    fn current(&self) -> usize {
+        self.hv
+            .current
+            .unwrap_or_else(|| self.fail("no current domain"))
+    }
+
+    // ---- what the guest may use as arguments -------------------------------------------
+
+    /// Frames each domain owns, and those of them that are validated page tables;
+    /// rescanned every few steps (the scan is slow and the sets change slowly).
+    fn own_frames(&mut self, dom: DomId) -> &(Vec<Mfn>, Vec<Mfn>) {
+        if self.steps.is_multiple_of(32) {
+            self.owned.clear();
+        }
+        let frames = &self.hv.frames;
+        self.owned.entry(dom.0).or_insert_with(|| {
+            let all: Vec<Mfn> = (0..FRAMES as u64)
+                .map(Mfn)
+                .filter(|&m| frames.owner(m) == Some(dom))
+                .collect();
+            let tables = all
+                .iter()
+                .copied()
+                .filter(|&m| {
+                    frames
+                        .type_state(m)
+                        .is_some_and(|s| s.count > 0 && s.ty.pt_level().is_some())
+                })
+                .collect();
+            (all, tables)
+        })
+    }
+
+    fn own_mfn(&mut self) -> Mfn {
+        let dom = self.hv.domains[self.current()].id;
+        let tables_first = self.rng.chance(50);
+        let (all, tables) = self.own_frames(dom).clone();
+        // Page tables are the interesting targets: prefer them half of the time.
+        if tables_first && !tables.is_empty() {
+            return self.rng.pick(&tables);
+        }
+        if all.is_empty() {
+            return Mfn(self.rng.below(FRAMES as u64));
+        }
+        self.rng.pick(&all)
+    }
+
+    /// Any frame number: own, another domain's, free, beyond RAM, absurd.
+    fn any_mfn(&mut self) -> u64 {
+        match self.rng.below(6) {
+            0..=2 => self.own_mfn().0,
+            3 => self.rng.below(FRAMES as u64),
+            4 => FRAMES as u64 + self.rng.below(1 << 20),
+            _ => self.rng.next(),
+        }
+    }
+
+    /// A VA inside the domain's mapped region (page tables there are read-only).
+    fn region_va(&mut self) -> u64 {
+        let pages = u64::from(DOMAIN_KIB) / 4;
+        VIRT_BASE + self.rng.below(pages) * PAGE + self.rng.below(PAGE)
+    }
+
+    /// A guest pointer of every flavour.
+    fn any_va(&mut self) -> u64 {
+        match self.rng.below(10) {
+            0..=4 => self.region_va() & !7,
+            5 => self.region_va(),
+            6 => VIRT_BASE + (u64::from(DOMAIN_KIB) * 1024) + self.rng.below(1 << 30),
+            7 => MACH2PHYS_VIRT_START + self.rng.below(1 << 32),
+            8 => self.rng.pick(&[
+                0,
+                1,
+                0x1000,
+                0x7fff_ffff_f000,
+                0x8000_0000_0000,
+                0xffff_7fff_ffff_fff8,
+                0xffff_8800_0000_0000 - 8,
+                u64::MAX,
+                u64::MAX - 7,
+            ]),
+            _ => self.rng.next(),
+        }
+    }
+
+    /// An integer argument: small, boundary, or anything.
+    fn any_int(&mut self) -> u64 {
+        match self.rng.below(6) {
+            0..=2 => self.rng.below(32),
+            3 => self.rng.pick(&[
+                u64::from(u32::MAX),
+                u64::from(i32::MAX as u32),
+                1 << 31,
+                1 << 32,
+                u64::MAX,
+                u64::MAX - 1,
+                0x7fef,
+                0x7ff0,
+                DomId::SELF.0.into(),
+                1 << 16 | 0x7ff0,
+            ]),
+            4 => self.rng.below(1 << 20),
+            _ => self.rng.next(),
+        }
+    }
+
+    fn any_arg(&mut self) -> u64 {
+        match self.rng.below(3) {
+            0 => self.any_int(),
+            1 => self.any_va(),
+            _ => self.any_mfn(),
+        }
+    }
+
+    fn any_pte(&mut self) -> u64 {
+        if self.rng.chance(10) {
+            return self.rng.next();
+        }
+        let mfn = self.any_mfn() & 0xf_ffff_ffff;
+        (mfn << 12) | self.rng.pick(&PTE_FLAG_CHOICES)
+    }
+
+    /// An entry a well-meaning kernel could write into `table`: one of its own frames
+    /// with ordinary flags (a page for an L1, a table or fresh frame above).
+    fn plausible_entry(&mut self, table: Mfn) -> u64 {
+        let level = self
+            .hv
+            .frames
+            .type_state(table)
+            .and_then(|s| s.ty.pt_level())
+            .unwrap_or(1);
+        let target = self.own_mfn();
+        let flags = if level == 1 {
+            self.rng.pick(&[0x25u64, 0x27, 0x67, 0x8000_0000_0000_0025])
+        } else {
+            self.rng.pick(&[0x67u64, 0x27, 0x25])
+        };
+        if self.rng.chance(10) {
+            return 0;
+        }
+        target.maddr() | flags
+    }
+
+    // ---- what the guest may write --------------------------------------------------------
+
+    /// Writes `bytes` at `va` as the guest could (only through its writable mappings).
+    fn guest_write(&self, va: u64, bytes: &[u8]) -> bool {
+        let idx = self.current();
+        let space = self.hv.current_space(idx);
+        copy_to_guest(&self.hv.mem, &self.hv.frames, space, va, bytes).is_ok()
+    }
+
+    /// A buffer in the guest filled with `bytes`: its VA (maybe the write failed: the
+    /// hypercall then sees whatever was there).
+    fn guest_buffer(&mut self, bytes: &[u8]) -> u64 {
+        let va = self.region_va() & !7;
+        self.guest_write(va, bytes);
+        va
+    }
+
+    fn mmu_updates(&mut self, n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let table = self.own_mfn();
+            let cmd = self.rng.pick(&[0u64, 0, 0, 1, 2, 3, 7]);
+            let ptr = match self.rng.below(8) {
+                0 => self.rng.next(),
+                1 => (self.any_mfn() << 12) | cmd,
+                _ => table.maddr() + self.rng.below(512) * 8 + cmd,
+            };
+            let val = if cmd == 1 {
+                self.any_int()
+            } else if self.rng.chance(50) {
+                self.plausible_entry(table)
+            } else {
+                self.any_pte()
+            };
+            out.extend_from_slice(MmuUpdate { ptr, val }.as_bytes());
+        }
+        out
+    }
+
+    fn mmuext_ops(&mut self, n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let cmd = if self.rng.chance(90) {
+                self.rng.below(22) as u32
+            } else {
+                self.rng.next() as u32
+            };
+            let arg1 = match self.rng.below(4) {
+                0 | 1 => self.own_mfn().0,
+                2 => self.any_va(),
+                _ => self.any_arg(),
+            };
+            let arg2 = self.any_arg();
+            out.extend_from_slice(
+                MmuextOp {
+                    cmd,
+                    pad: self.rng.next() as u32,
+                    arg1,
+                    arg2,
+                }
+                .as_bytes(),
+            );
+        }
+        out
+    }
+
+    fn multicall_entries(&mut self, n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let mut op = if self.rng.chance(90) {
+                self.rng.below(40)
+            } else {
+                self.rng.next()
+            };
+            // As in step_hypercall: iret mostly ends the domain.
+            if op == 23 && self.rng.chance(97) {
+                op = 17;
+            }
+            let args = core::array::from_fn(|_| self.any_arg());
+            out.extend_from_slice(
+                MulticallEntry {
+                    op,
+                    result: self.rng.next(),
+                    args,
+                }
+                .as_bytes(),
+            );
+        }
+        out
+    }
+
+    fn random_bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.rng.next() as u8).collect()
+    }
+
+    // ---- steps ----------------------------------------------------------------------------
+
+    /// A hypercall with arguments shaped for its number half of the time.
+    fn step_hypercall(&mut self) -> Resume {
+        let mut nr = match self.rng.below(20) {
+            0 => self.rng.next(),
+            1 => self.rng.below(1 << 16),
+            2..=7 => self.rng.below(64),
+            _ => self.rng.pick(&IMPLEMENTED),
+        };
+        // iret with a bad context ends the domain: keep it rare so domains live long.
+        if nr == 23 && self.rng.chance(97) {
+            nr = 17;
+        }
+        let mut args: [u64; 5] = core::array::from_fn(|_| self.any_arg());
+        let count = self.rng.pick(&[0usize, 1, 2, 3, 8, 40]);
+        if self.rng.chance(60) {
+            match nr {
+                1 => {
+                    let buf = self.mmu_updates(count);
+                    args[0] = self.guest_buffer(&buf);
+                    args[1] = count as u64;
+                    args[2] = match self.rng.below(4) {
+                        0 => self.any_va(),
+                        1 => self.guest_buffer(&[0; 8]),
+                        _ => 0,
+                    };
+                    args[3] = if self.rng.chance(80) {
+                        u64::from(DomId::SELF.0)
+                    } else {
+                        self.rng.pick(&[0, 1, 2, 0x7ff0_0000, 0x0002_7ff0])
+                    };
+                }
+                26 => {
+                    let buf = self.mmuext_ops(count);
+                    args[0] = self.guest_buffer(&buf);
+                    args[1] = count as u64;
+                    args[2] = match self.rng.below(4) {
+                        0 => self.any_va(),
+                        1 => self.guest_buffer(&[0; 8]),
+                        _ => 0,
+                    };
+                    args[3] = u64::from(DomId::SELF.0);
+                }
+                13 => {
+                    let n = count.min(8);
+                    let buf = self.multicall_entries(n);
+                    args[0] = self.guest_buffer(&buf);
+                    args[1] = n as u64;
+                }
+                14 => {
+                    args[0] = self.region_va() & !(PAGE - 1);
+                    args[1] = if self.rng.chance(50) {
+                        let target = self.own_mfn();
+                        target.maddr() | self.rng.pick(&[0x25u64, 0x27, 0x67, 0])
+                    } else {
+                        self.any_pte()
+                    };
+                    let ptr = self.any_va();
+                    args[2] = self.rng.pick(&[0, 1, 2, 3, 4, 6, ptr]);
+                }
+                23 => {
+                    // iret: a context on the guest stack, plausible half of the time.
+                    let (r1, r2, r3) = (self.rng.next(), self.rng.next(), self.rng.next());
+                    let ctx = IretContext {
+                        rax: self.rng.next(),
+                        r11: self.rng.next(),
+                        rcx: self.rng.next(),
+                        flags: self.rng.pick(&[0, 1 << 8, r1]),
+                        rip: self.any_va(),
+                        cs: self.rng.pick(&[
+                            u64::from(FLAT_RING3_CS64),
+                            u64::from(FLAT_RING3_CS32),
+                            0x10,
+                            r2,
+                        ]),
+                        rflags: self.rng.next(),
+                        rsp: self.any_va(),
+                        ss: self.rng.pick(&[u64::from(FLAT_RING3_SS64), r3]),
+                    };
+                    let sp = self.guest_buffer(ctx.as_bytes());
+                    self.frame.rsp = sp;
+                }
+                _ => {
+                    // Random bytes where the pointer arguments point.
+                    for arg in &mut args[..3] {
+                        if self.rng.chance(40) {
+                            let n = self.rng.pick(&[8usize, 16, 64, 256]);
+                            let bytes = self.random_bytes(n);
+                            *arg = self.guest_buffer(&bytes);
+                        }
+                    }
+                }
+            }
+        }
+        self.note(format!("hypercall {nr} {args:#x?}"));
+        let r = hypercall(&mut self.hv, &mut self.frame, nr, &args);
+        if nr < 64 {
+            let ok = self.frame.rax == 0;
+            let e = self.stats.entry(nr).or_default();
+            e.0 += 1;
+            e.1 += u32::from(ok);
+        }
+        r
+    }
+
+    /// An exception "taken" by the guest: any vector, error code, cr2.
+    fn step_exception(&mut self) -> Resume {
+        // Usually the kernel has handlers (so the exception is bounced onto its stack,
+        // which is the interesting path); install a full trap table through the
+        // hypercall first.
+        if self.rng.chance(70) {
+            let mut table = Vec::new();
+            for vector in 0..=255u8 {
+                let handler = self.region_va();
+                let entry = guest_abi::traps::TrapInfo {
+                    vector,
+                    flags: self.rng.below(8) as u8,
+                    cs: FLAT_RING3_CS64,
+                    pad: 0,
+                    address: handler,
+                };
+                table.extend_from_slice(entry.as_bytes());
+            }
+            table.extend_from_slice(&[0; 16]);
+            let va = self.guest_buffer(&table);
+            let r = hypercall(&mut self.hv, &mut self.frame, 0, &[va]);
+            self.note(format!("set_trap_table({va:#x}) = {:#x}", self.frame.rax));
+            if !matches!(r, Resume::Guest { .. }) {
+                return r;
+            }
+        }
+        self.frame.vector = if self.rng.chance(90) {
+            self.rng.below(32)
+        } else {
+            self.rng.below(256)
+        };
+        self.frame.error_code = self.any_int();
+        let cr2 = self.any_va();
+        if self.rng.chance(30) {
+            self.frame.rip = self.any_va();
+        }
+        self.note(format!(
+            "exception {} error {:#x} cr2 {cr2:#x} rip {:#x}",
+            self.frame.vector, self.frame.error_code, self.frame.rip
+        ));
+        self.hv.guest_exception(&mut self.frame, cr2)
+    }
+
+    fn step_tick(&mut self) -> Resume {
+        if self.rng.chance(30) {
+            let n = self.rng.below(64) as usize;
+            let bytes = self.random_bytes(n);
+            self.hv.platform.input.extend(bytes);
+        }
+        self.note("tick".into());
+        self.hv.timer_tick(&mut self.frame)
+    }
+
+    /// The guest scribbles on its console or xenstore ring (indices and bytes), as it
+    /// may: both are its own writable pages.
+    fn step_ring(&mut self) {
+        let idx = self.current();
+        let d = &self.hv.domains[idx];
+        let rings: Vec<Mfn> = [d.console_ring, d.store_ring]
+            .into_iter()
+            .flatten()
+            .map(|(m, _)| m)
+            .collect();
+        if rings.is_empty() {
+            return;
+        }
+        let ring = self.rng.pick(&rings);
+        // Both rings keep their four u32 indices at 2048..3072 (xenstore at 2048,
+        // console at 3072); hit those and the data areas.
+        // Mostly well-behaved producers (which the backends parse), sometimes garbage
+        // indices (which end the domain).
+        if self.rng.chance(90) {
+            return self.ring_produce(ring);
+        }
+        let offset = match self.rng.below(8) {
+            0 => 2048 + self.rng.below(4) * 4,
+            1 => 3072 + self.rng.below(4) * 4,
+            _ => self.rng.below(PAGE - 16),
+        };
+        let n = self.rng.below(64) as usize;
+        let bytes = match self.rng.below(4) {
+            0 => self.rng.next().to_le_bytes().to_vec(),
+            1 => (self.rng.next() as u32).to_le_bytes().to_vec(),
+            2 => xenstore_message(&mut self.rng),
+            _ => self.random_bytes(n),
+        };
+        let at = ring.maddr() + offset;
+        let len = (bytes.len() as u64).min(PAGE - offset) as usize;
+        self.note(format!(
+            "ring {:#x} +{offset:#x} {:x?}",
+            ring.0,
+            &bytes[..len]
+        ));
+        self.hv.mem.write(at, &bytes[..len]).unwrap();
+    }
+
+    /// Produces bytes on a ring as a correct guest would: a xenstore request into req[]
+    /// of the store ring, text into out[] of the console ring.
+    fn ring_produce(&mut self, ring: Mfn) {
+        let idx = self.current();
+        let is_store = self.hv.domains[idx]
+            .store_ring
+            .is_some_and(|(m, _)| m == ring);
+        let (data, size, prod_off) = if is_store {
+            (0u64, 1024u64, 2048 + 4)
+        } else {
+            (1024u64, 2048u64, 3072 + 12)
+        };
+        let bytes = if is_store {
+            xenstore_message(&mut self.rng)
+        } else {
+            let n = self.rng.below(200) as usize;
+            let mut text = self.random_bytes(n);
+            for b in &mut text {
+                // Mostly printable, some newlines and control bytes.
+                if *b >= 0xc0 {
+                    *b = b'\n';
+                } else if *b >= 0x20 {
+                    *b = b' ' + *b % 95;
+                }
+            }
+            text
+        };
+        let base = ring.maddr();
+        let mut prod = [0u8; 4];
+        self.hv.mem.read(base + prod_off, &mut prod).unwrap();
+        let mut prod = u32::from_le_bytes(prod);
+        for &b in bytes.iter().take(size as usize) {
+            let at = base + data + u64::from(prod) % size;
+            self.hv.mem.write(at, &[b]).unwrap();
+            prod = prod.wrapping_add(1);
+        }
+        self.note(format!(
+            "ring {:#x} produce {} bytes, prod now {prod:#x}",
+            ring.0,
+            bytes.len()
+        ));
+        self.hv
+            .mem
+            .write(base + prod_off, &prod.to_le_bytes())
+            .unwrap();
+    }
+
+    /// The guest scribbles random registers (it controls all of them).
+    fn step_registers(&mut self) {
+        let reg = self.rng.below(17) as usize;
+        let value = self.any_arg();
+        let regs = self.frame.as_mut_bytes();
+        regs[reg * 8..reg * 8 + 8].copy_from_slice(&value.to_le_bytes());
+        self.note(format!("register {reg} = {value:#x}"));
+    }
+
+    fn step(&mut self) -> Resume {
+        match self.rng.below(400) {
+            0..=149 | 200..=399 => self.step_hypercall(),
+            150..=169 => {
+                let n = self.rng.pick(&[8usize, 72, 512]);
+                let bytes = self.random_bytes(n);
+                let va = self.any_va();
+                self.guest_write(va, &bytes);
+                self.hv.resume_current()
+            }
+            170..=179 => {
+                self.step_ring();
+                self.hv.resume_current()
+            }
+            180..=189 => self.step_tick(),
+            // Most exceptions end a domain without handlers: rare.
+            190 => self.step_exception(),
+            _ => {
+                self.step_registers();
+                self.hv.resume_current()
+            }
+        }
+    }
+
+    // ---- invariants ---------------------------------------------------------------------
+
+    /// What the arch layer is told to do must be safe to do.
+    fn check_resume(&self, r: Resume) {
+        match r {
+            Resume::Exit(status) => {
+                if self.hv.domains.iter().any(|d| d.is_runnable()) {
+                    self.fail(&format!("Exit({status:?}) with a runnable domain"));
+                }
+                if status == ExitStatus::HypervisorFailure {
+                    self.fail("hypervisor failure exit");
+                }
+            }
+            Resume::Guest { cr3 } => {
+                let idx = self.current();
+                let d = &self.hv.domains[idx];
+                if !d.is_runnable() {
+                    self.fail("resumes a domain that ended");
+                }
+                if cr3 != d.vcpu.active_cr3() {
+                    self.fail(&format!(
+                        "cr3 {cr3:#x} is not the vCPU's active root {:#x}",
+                        d.vcpu.active_cr3()
+                    ));
+                }
+                let root = Mfn::containing(cr3);
+                if cr3 % PAGE != 0 || self.hv.frames.owner(root) != Some(d.id) {
+                    self.fail(&format!("cr3 {cr3:#x} is not a frame of d{}", d.id.0));
+                }
+                let st = self.hv.frames.type_state(root).unwrap();
+                if st.ty != PageType::L4 || st.count == 0 {
+                    self.fail(&format!("cr3 {cr3:#x} is not a validated L4: {st:?}"));
+                }
+                let f = &self.frame;
+                let cs_ok =
+                    f.cs == u64::from(FLAT_RING3_CS64) || f.cs == u64::from(FLAT_RING3_CS32);
+                if !is_canonical(f.rip)
+                    || !is_canonical(f.rsp)
+                    || !cs_ok
+                    || f.ss != u64::from(FLAT_RING3_SS64)
+                    || f.rflags & (1 << 9) == 0
+                    || f.rflags & (3 << 12) != 0
+                {
+                    self.fail(&format!("unsafe frame to resume: {f:#x?}"));
+                }
+            }
+        }
+    }
+
+    /// Frame accounting and page-table references (see the module doc).
+    fn check_frames(&self) {
+        let frames = &self.hv.frames;
+        let live: Vec<DomId> = self
+            .hv
+            .domains
+            .iter()
+            .filter(|d| d.is_runnable())
+            .map(|d| d.id)
+            .collect();
+        let mut allocated = 0;
+        // target -> (references from validated tables of the level above, general refs,
+        // writable L1 mappings)
+        let mut expected: HashMap<u64, (u32, u32, u32)> = HashMap::new();
+        for m in (0..FRAMES as u64).map(Mfn) {
+            let Some(owner) = frames.owner(m) else {
+                continue;
+            };
+            allocated += 1;
+            if !live.contains(&owner) {
+                self.fail(&format!("frame {:#x} owned by ended d{}", m.0, owner.0));
+            }
+            let st = frames.type_state(m).unwrap();
+            let Some(level) = st.ty.pt_level().filter(|_| st.count > 0) else {
+                continue;
+            };
+            for slot in 0..512u64 {
+                if level == 4 && (256..=271).contains(&slot) {
+                    continue;
+                }
+                let e = self.hv.mem.read_u64(m.maddr() + slot * 8).unwrap();
+                if e & 1 == 0 {
+                    continue;
+                }
+                let target = Mfn((e & 0x000f_ffff_ffff_f000) >> 12);
+                if frames.owner(target) != Some(owner) {
+                    self.fail(&format!(
+                        "L{level} {:#x}[{slot}] = {e:#x} points at a frame not of d{}",
+                        m.0, owner.0
+                    ));
+                }
+                let x = expected.entry(target.0).or_default();
+                x.1 += 1;
+                if level > 1 {
+                    x.0 += 1;
+                    let tst = frames.type_state(target).unwrap();
+                    if tst.ty.pt_level() != Some(level - 1) || tst.count == 0 {
+                        self.fail(&format!(
+                            "L{level} {:#x}[{slot}] = {e:#x}: target not a validated L{}: {tst:?}",
+                            m.0,
+                            level - 1
+                        ));
+                    }
+                } else if e & 2 != 0 {
+                    x.2 += 1;
+                    let tst = frames.type_state(target).unwrap();
+                    if tst.ty != PageType::Writable || tst.count == 0 {
+                        self.fail(&format!(
+                            "L1 {:#x}[{slot}] = {e:#x}: writable mapping of a {tst:?} frame",
+                            m.0
+                        ));
+                    }
+                }
+            }
+        }
+        for (&target, &(table_refs, refs, writable)) in &expected {
+            let m = Mfn(target);
+            let st = frames.type_state(m).unwrap();
+            let rc = frames.ref_count(m).unwrap();
+            if rc < refs || st.count < table_refs.max(writable) {
+                self.fail(&format!(
+                    "frame {target:#x}: counts {st:?} ref {rc} below the references held \
+                     (tables {table_refs}, all {refs}, writable {writable})"
+                ));
+            }
+        }
+        if frames.free_count() + allocated != self.initial_free {
+            self.fail(&format!(
+                "frames lost: {} free + {allocated} allocated != {}",
+                frames.free_count(),
+                self.initial_free
+            ));
+        }
+    }
+
+    /// Runs up to `steps` steps; returns whether the episode ended with `Exit`.
+    fn run(&mut self, steps: usize) -> bool {
+        for i in 0..steps {
+            self.steps += 1;
+            let r = self.step();
+            self.check_resume(r);
+            if i.is_multiple_of(64) {
+                self.check_frames();
+            }
+            if let Resume::Exit(_) = r {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Ends whatever is still running (as a crash would), then checks every frame came
+    /// back.
+    fn finish(&mut self) {
+        while let Some(idx) = self.hv.current {
+            self.hv
+                .end_domain(idx, DomainState::Crashed, format_args!("crashed: fuzz end"));
+            let r = self.hv.run_next(Some(idx), &mut self.frame);
+            self.check_resume(r);
+        }
+        self.check_frames();
+        if self.hv.domains.iter().any(|d| d.is_runnable()) {
+            self.fail("a domain is still runnable with no current domain");
+        }
+        if self.hv.frames.free_count() != self.initial_free {
+            self.fail(&format!(
+                "{} frames not returned",
+                self.initial_free - self.hv.frames.free_count()
+            ));
+        }
+        for m in (0..FRAMES as u64).map(Mfn) {
+            if self.hv.frames.owner(m).is_some() || self.hv.frames.type_state(m).is_some() {
+                self.fail(&format!("frame {:#x} still allocated", m.0));
+            }
+        }
+    }
+}
+
+/// A xenstore request header plus payload: plausible, oversized or garbage.
+fn xenstore_message(rng: &mut Rng) -> Vec<u8> {
+    let ty = rng.pick(&[1u32, 2, 11, 7, 4, 0, 128, u32::MAX]);
+    let payload: &[u8] = rng.pick(&[
+        b"device/vbd\0".as_slice(),
+        b"name\0",
+        b"domid\0",
+        b"/local/domain/1/name\0",
+        b"",
+        b"\0\0\0",
+        b"a/b/c\0value",
+    ]);
+    let len = if rng.chance(95) {
+        payload.len() as u32
+    } else {
+        let any = rng.next() as u32;
+        rng.pick(&[4096u32, 4097, u32::MAX, 1 << 31, any])
+    };
+    let mut out = Vec::new();
+    for word in [ty, rng.next() as u32, rng.below(3) as u32, len] {
+        out.extend_from_slice(&word.to_le_bytes());
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    let mut start = s.len().saturating_sub(n);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    let v = v.trim();
+    match v.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+#[test]
+fn hostile_guests_cannot_break_the_hypervisor() {
+    let seed = env_u64("HV_FUZZ_SEED").unwrap_or(DEFAULT_SEED);
+    let episodes = env_u64("HV_FUZZ_EPISODES").map_or(DEFAULT_EPISODES, |n| n as usize);
+    let mut ended = 0;
+    for e in 0..episodes as u64 {
+        let episode_seed = seed.wrapping_add(e.wrapping_mul(0x1000_0000_0000_0001));
+        let mut fuzz = Fuzz::new(episode_seed);
+        if fuzz.run(STEPS) {
+            ended += 1;
+        }
+        fuzz.finish();
+        let calls: u32 = fuzz.stats.values().map(|s| s.0).sum();
+        let ok: u32 = fuzz.stats.values().map(|s| s.1).sum();
+        std::eprintln!(
+            "fuzz episode {e} (seed {episode_seed:#x}): {} steps, {calls} hypercalls < 64 \
+             ({ok} returned 0)",
+            fuzz.steps
+        );
+    }
+    std::eprintln!("{episodes} episodes, {ended} ended by the guests themselves");
+}

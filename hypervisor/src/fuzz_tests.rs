@@ -83,6 +83,8 @@ struct Fuzz {
     /// Hypercall number -> (calls, calls that returned 0).
     stats: std::collections::BTreeMap<u64, (u32, u32)>,
     steps: usize,
+    /// Pages mapped from VIRT_BASE on at start of day (the rest of the memory is not).
+    mapped_pages: u64,
     /// Cache of [`Fuzz::own_frames`] by domain id.
     owned: HashMap<u16, (Vec<Mfn>, Vec<Mfn>)>,
 }
@@ -90,6 +92,21 @@ struct Fuzz {
 /// Hypercalls the hypervisor implements (the rest are -ENOSYS): most calls go there.
 const IMPLEMENTED: [u64; 21] = [
     0, 1, 2, 3, 4, 5, 6, 10, 12, 13, 14, 17, 18, 20, 21, 23, 25, 26, 29, 30, 32,
+];
+
+/// Segment descriptors: flat code/data at DPL 0 and 3, 32-bit code, LDT, TSS, call
+/// gate, not present, garbage.
+const DESCRIPTORS: [u64; 10] = [
+    0x00af_9a00_0000_ffff,
+    0x00cf_9200_0000_ffff,
+    0x00af_fa00_0000_ffff,
+    0x00cf_f200_0000_ffff,
+    0x00cf_fa00_0000_ffff,
+    0x0000_8200_1000_0067,
+    0x0000_8900_1000_0067,
+    0xffff_ec00_0008_1234,
+    0x00af_7a00_0000_ffff,
+    0xdead_beef_dead_beef,
 ];
 
 /// Entry flags an attacker likes to try (valid ones, superpage, caching, G, grant bit).
@@ -136,7 +153,7 @@ impl Fuzz {
         );
         let mut frame = GuestFrame::default();
         let r = hv.start(&mut frame);
-        let fuzz = Fuzz {
+        let mut fuzz = Fuzz {
             hv,
             rng: Rng(seed),
             frame,
@@ -145,7 +162,19 @@ impl Fuzz {
             stats: Default::default(),
             steps: 0,
             owned: HashMap::new(),
+            mapped_pages: 0,
         };
+        let space = fuzz.hv.current_space(fuzz.current());
+        let mapped = |page: u64| {
+            let va = VIRT_BASE + page * PAGE;
+            let mut b = [0u8];
+            crate::memory::guest::copy_from_guest(&fuzz.hv.mem, &fuzz.hv.frames, space, va, &mut b)
+                .is_ok()
+        };
+        fuzz.mapped_pages = (0..u64::from(DOMAIN_KIB) / 4)
+            .take_while(|&p| mapped(p))
+            .count() as u64;
+        assert!(fuzz.mapped_pages > 16, "{}", fuzz.mapped_pages);
         fuzz.check_resume(r);
         fuzz
     }
@@ -224,7 +253,11 @@ impl Fuzz {
 
     /// A VA inside the domain's mapped region (page tables there are read-only).
     fn region_va(&mut self) -> u64 {
-        let pages = u64::from(DOMAIN_KIB) / 4;
+        let pages = if self.rng.chance(95) {
+            self.mapped_pages
+        } else {
+            u64::from(DOMAIN_KIB) / 4
+        };
         VIRT_BASE + self.rng.below(pages) * PAGE + self.rng.below(PAGE)
     }
 
@@ -360,7 +393,17 @@ impl Fuzz {
                 2 => self.any_va(),
                 _ => self.any_arg(),
             };
-            let arg2 = self.any_arg();
+            let mut arg2 = self.any_arg();
+            let mut arg1 = arg1;
+            if cmd == 13 && self.rng.chance(70) {
+                // set_ldt: a page-aligned VA of the region (or 0) and a few entries.
+                arg1 = if self.rng.chance(80) {
+                    self.region_va() & !(PAGE - 1)
+                } else {
+                    0
+                };
+                arg2 = self.rng.pick(&[0, 1, 3, 512, 8192, 8193]);
+            }
             out.extend_from_slice(
                 MmuextOp {
                     cmd,
@@ -463,6 +506,27 @@ impl Fuzz {
                     };
                     let ptr = self.any_va();
                     args[2] = self.rng.pick(&[0, 1, 2, 3, 4, 6, ptr]);
+                }
+                2 => {
+                    // set_gdt: a list of own frames (fresh ones or tables), plausible
+                    // entry counts.
+                    let n = self.rng.below(3) as usize;
+                    let list: Vec<u8> = (0..n)
+                        .flat_map(|_| self.own_mfn().0.to_le_bytes())
+                        .collect();
+                    args[0] = self.guest_buffer(&list);
+                    args[1] = self.rng.pick(&[0, 1, 16, 512, 513, 1024, 7168, 7169]);
+                }
+                10 => {
+                    // update_descriptor: an entry of an own frame (maybe a GDT/LDT page).
+                    args[0] = self.own_mfn().maddr() + self.rng.below(512) * 8;
+                    args[1] = self.rng.pick(&DESCRIPTORS);
+                }
+                4 => {
+                    // set_callbacks: event, failsafe, syscall entry points.
+                    for arg in &mut args[..3] {
+                        *arg = self.region_va();
+                    }
                 }
                 23 => {
                     // iret: a context on the guest stack, plausible half of the time.
@@ -652,6 +716,69 @@ impl Fuzz {
             .unwrap();
     }
 
+    /// The kernel enters user mode the way a PV kernel does: callbacks and kernel stack
+    /// registered, a user root (its own kernel root or another L4 it validated), then
+    /// `iret` with a ring-3 CS.
+    fn step_enter_user(&mut self) -> Resume {
+        let idx = self.current();
+        if self.hv.domains[idx].vcpu.user_mode {
+            return self.step_hypercall();
+        }
+        let calls: [(u64, [u64; 3]); 2] = [
+            (4, [self.region_va(), self.region_va(), self.region_va()]),
+            (3, [u64::from(FLAT_RING3_SS64), self.region_va() & !15, 0]),
+        ];
+        for (nr, args) in calls {
+            let r = hypercall(&mut self.hv, &mut self.frame, nr, &args);
+            if !matches!(r, Resume::Guest { .. }) {
+                return r;
+            }
+        }
+        let root = if self.rng.chance(70) {
+            Mfn::containing(self.hv.domains[idx].vcpu.cr3)
+        } else {
+            self.own_mfn()
+        };
+        let op = MmuextOp {
+            cmd: 15,
+            pad: 0,
+            arg1: root.0,
+            arg2: 0,
+        };
+        let va = self.guest_buffer(op.as_bytes());
+        let self_dom = u64::from(DomId::SELF.0);
+        let r = hypercall(&mut self.hv, &mut self.frame, 26, &[va, 1, 0, self_dom]);
+        self.note(format!(
+            "new_user_baseptr({:#x}) = {:#x}",
+            root.0, self.frame.rax
+        ));
+        if std::env::var("HV_FUZZ_VERBOSE").is_ok() {
+            std::eprintln!(
+                "new_user_baseptr({:#x}) = {}",
+                root.0,
+                self.frame.rax as i64
+            );
+        }
+        if !matches!(r, Resume::Guest { .. }) {
+            return r;
+        }
+        let ctx = IretContext {
+            rax: 0,
+            r11: 0,
+            rcx: 0,
+            flags: self.rng.pick(&[0, 1 << 8]),
+            rip: self.region_va(),
+            cs: u64::from(FLAT_RING3_CS64),
+            rflags: 0x202,
+            rsp: self.region_va() & !15,
+            ss: u64::from(FLAT_RING3_SS64),
+        };
+        let sp = self.guest_buffer(ctx.as_bytes());
+        self.frame.rsp = sp;
+        self.note(format!("iret to user at {:#x}", ctx.rip));
+        hypercall(&mut self.hv, &mut self.frame, 23, &[])
+    }
+
     /// The guest scribbles random registers (it controls all of them).
     fn step_registers(&mut self) {
         let reg = self.rng.below(17) as usize;
@@ -678,6 +805,7 @@ impl Fuzz {
             180..=189 => self.step_tick(),
             // Most exceptions end a domain without handlers: rare.
             190 => self.step_exception(),
+            191 => self.step_enter_user(),
             _ => {
                 self.step_registers();
                 self.hv.resume_current()
@@ -916,6 +1044,9 @@ fn hostile_guests_cannot_break_the_hypervisor() {
         if fuzz.run(STEPS) {
             ended += 1;
         }
+        if std::env::var("HV_FUZZ_VERBOSE").is_ok() {
+            std::eprintln!("{}", fuzz.hv.platform.console);
+        }
         fuzz.finish();
         let calls: u32 = fuzz.stats.values().map(|s| s.0).sum();
         let ok: u32 = fuzz.stats.values().map(|s| s.1).sum();
@@ -926,4 +1057,126 @@ fn hostile_guests_cannot_break_the_hypervisor() {
         );
     }
     std::eprintln!("{episodes} episodes, {ended} ended by the guests themselves");
+}
+
+// ---- regressions of what the fuzzer and its review found ---------------------------------
+
+/// One built domain, started: the hypervisor, its registers and a writable scratch VA.
+fn one_domain() -> (TestHv, GuestFrame, u64) {
+    let mut hv = test_hv_with(FRAMES, HV_SLOTS, b"");
+    let image = TestElf::valid().build();
+    let guest = Guest {
+        image: &image,
+        memory_kib: DOMAIN_KIB,
+        dom0: false,
+        name: "one",
+        cmdline: "",
+    };
+    create_domains(&mut hv, &[guest]);
+    let f = crate::testutil::started(&mut hv);
+    // The padding after the boot stack is writable.
+    let scratch = (f.rsp + PAGE) & !(PAGE - 1);
+    (hv, f, scratch)
+}
+
+fn put(hv: &TestHv, va: u64, bytes: &[u8]) {
+    copy_to_guest(&hv.mem, &hv.frames, hv.current_space(0), va, bytes).unwrap();
+}
+
+fn get_u64(hv: &TestHv, va: u64) -> u64 {
+    let mut b = [0u8; 8];
+    let space = hv.current_space(0);
+    crate::memory::guest::copy_from_guest(&hv.mem, &hv.frames, space, va, &mut b).unwrap();
+    u64::from_le_bytes(b)
+}
+
+/// Makes hypercall `nr` as the guest's `syscall` would, executing it again while the
+/// hypervisor answers with a continuation (RIP moved back onto the `syscall`); returns
+/// how many entries into the hypervisor it took.
+fn run_to_completion(hv: &mut TestHv, f: &mut GuestFrame, nr: u64, args: [u64; 5]) -> usize {
+    let rip = f.rip;
+    let (mut nr, mut args) = (nr, args);
+    for entries in 1..1000 {
+        let r = hypercall(hv, f, nr, &args);
+        assert!(matches!(r, Resume::Guest { .. }), "{r:?}");
+        if f.rip == rip {
+            return entries;
+        }
+        assert_eq!(f.rip, rip - 2, "a continuation re-executes the syscall");
+        f.rip = rip;
+        (nr, args) = (f.rax, [f.rdi, f.rsi, f.rdx, f.r10, f.r8]);
+    }
+    panic!("no end to the continuations");
+}
+
+fn multicall_entry(op: u32, args: [u64; 5]) -> MulticallEntry {
+    let mut all = [0; 6];
+    all[..5].copy_from_slice(&args);
+    MulticallEntry {
+        op: op.into(),
+        result: 0xdead,
+        args: all,
+    }
+}
+
+/// A guest could make the hypervisor run 2^32 entries in one go (all aliasing one
+/// page): every domain stalls. The multicall is now continued every MULTICALL_BATCH
+/// entries.
+#[test]
+fn a_long_multicall_is_continued_not_run_whole() {
+    use crate::hypercall::multicall::MULTICALL_BATCH;
+    let (mut hv, mut f, list) = one_domain();
+    const N: u64 = 300;
+    let entries: Vec<u8> = (0..N)
+        .flat_map(|_| {
+            let e = multicall_entry(guest_abi::nr::XEN_VERSION, [0; 5]);
+            e.as_bytes().to_vec()
+        })
+        .collect();
+    put(&hv, list, &entries);
+    let took = run_to_completion(&mut hv, &mut f, 13, [list, N, 0, 0, 0]);
+    assert_eq!(f.rax, 0);
+    assert_eq!(took as u64, N.div_ceil(MULTICALL_BATCH));
+    for i in 0..N {
+        assert_eq!(get_u64(&hv, list + i * 64 + 8), 0x4_0011, "entry {i}");
+    }
+}
+
+/// Inside a multicall, mmu_update/mmuext_op batches ran whole (2^31 elements per entry);
+/// now their continuation goes into the entry and the multicall continues there.
+#[test]
+fn a_long_batch_inside_a_multicall_is_continued_in_its_entry() {
+    use crate::hypercall::mmu::BATCH;
+    let (mut hv, mut f, scratch) = one_domain();
+    const N: u64 = 1300;
+    let (list, reqs, pdone) = (scratch, scratch + 2 * PAGE, scratch + PAGE);
+    // Machine-to-phys updates of one of its own frames: valid, cheap, repeatable.
+    let own = Mfn::containing(hv.domains[0].vcpu.cr3);
+    let req = MmuUpdate {
+        ptr: own.maddr() | 1,
+        val: 5,
+    };
+    let reqs_bytes: Vec<u8> = (0..N).flat_map(|_| req.as_bytes().to_vec()).collect();
+    put(&hv, reqs, &reqs_bytes);
+    let self_dom = u64::from(DomId::SELF.0);
+    let calls = [
+        multicall_entry(guest_abi::nr::MMU_UPDATE, [reqs, N, pdone, self_dom, 0]),
+        multicall_entry(guest_abi::nr::XEN_VERSION, [0; 5]),
+    ];
+    put(&hv, list, calls.as_bytes());
+    let took = run_to_completion(&mut hv, &mut f, 13, [list, 2, 0, 0, 0]);
+    assert_eq!(f.rax, 0);
+    assert_eq!(took as u64, N.div_ceil(u64::from(BATCH)));
+    assert_eq!(
+        get_u64(&hv, pdone) as u32,
+        N as u32,
+        "pdone counts every element"
+    );
+    assert_eq!(get_u64(&hv, list + 8), 0, "mmu_update's result");
+    assert_eq!(
+        get_u64(&hv, list + 64 + 8),
+        0x4_0011,
+        "the next entry ran once after it"
+    );
+    assert_eq!(hv.frames.m2p(own), Some(5));
 }

@@ -5,7 +5,8 @@
 //! many were done). Long batches are preempted every [`BATCH`] elements with a Xen-style
 //! continuation: the guest's `syscall` is re-executed with the remaining elements and
 //! `MMU_UPDATE_PREEMPTED` in the count, so no single entry into the hypervisor does
-//! unbounded work (inside a multicall there is no continuation; the batch runs whole).
+//! unbounded work. Inside a multicall the continuation's arguments go back into the
+//! multicall entry and the multicall itself is continued at that entry (multicall.rs).
 //!
 //! After any page-table change the whole TLB is flushed, whatever the guest's flush
 //! flags asked: a translation cached from a dropped writable mapping must not survive
@@ -37,8 +38,6 @@ struct BatchArgs {
     /// Guest VA of the done counter (0 = none).
     pdone: u64,
     foreigndom: u32,
-    /// Whether a continuation is possible (not inside a multicall).
-    preemptible: bool,
 }
 
 /// How a batch hypercall ended.
@@ -79,14 +78,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// `mmu_update(reqs, count, pdone, foreigndom)` from the running domain.
     pub(crate) fn mmu_update(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
         let (reqs, count, pdone, fd) = (frame.rdi, frame.rsi as u32, frame.rdx, frame.r10);
-        let preemptible = frame.vector == GuestFrame::VECTOR_SYSCALL;
         let args = BatchArgs {
             list: reqs,
             elem_size: 16,
             count,
             pdone,
             foreigndom: fd as u32,
-            preemptible,
         };
         let ret = self.batch(idx, args, Self::mmu_one);
         self.finish_batch(frame, nr::MMU_UPDATE, ret, 16)
@@ -95,14 +92,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// `mmuext_op(ops, count, pdone, foreigndom)` from the running domain.
     pub(crate) fn mmuext_op(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
         let (ops, count, pdone, fd) = (frame.rdi, frame.rsi as u32, frame.rdx, frame.r10);
-        let preemptible = frame.vector == GuestFrame::VECTOR_SYSCALL;
         let args = BatchArgs {
             list: ops,
             elem_size: 24,
             count,
             pdone,
             foreigndom: fd as u32,
-            preemptible,
         };
         let ret = self.batch(idx, args, Self::mmuext_one);
         self.finish_batch(frame, nr::MMUEXT_OP, ret, 24)
@@ -147,7 +142,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             count,
             pdone,
             foreigndom,
-            preemptible,
         } = a;
         let continued = count & MMU_UPDATE_PREEMPTED != 0;
         let count = count & !MMU_UPDATE_PREEMPTED;
@@ -164,7 +158,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let mut flush = false;
         let mut end = BatchEnd::Finished(Ok(()));
         while done < count {
-            if preemptible && done >= BATCH {
+            if done >= BATCH {
                 end = BatchEnd::Preempted { done };
                 break;
             }

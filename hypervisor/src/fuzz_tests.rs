@@ -1180,3 +1180,49 @@ fn a_long_batch_inside_a_multicall_is_continued_in_its_entry() {
     );
     assert_eq!(hv.frames.m2p(own), Some(5));
 }
+
+/// 512 pin/unpin pairs of a page table fit in one batch, and each (de)validates a whole
+/// hierarchy: the element count alone did not bound the work of one entry into the
+/// hypervisor. Batches now also stop at WORK_BUDGET (de)validated entries.
+#[test]
+fn page_table_work_bounds_a_batch() {
+    use crate::hypercall::mmu::WORK_BUDGET;
+    use guest_abi::start_info::StartInfo;
+    let (mut hv, mut f, scratch) = one_domain();
+    // The domain's last frame: not mapped by the start-of-day tables, so it can be
+    // pinned as an (empty) L1.
+    let si_va = f.rsi;
+    let mfn_list = get_u64(
+        &hv,
+        si_va + core::mem::offset_of!(StartInfo, mfn_list) as u64,
+    );
+    let last_pfn = u64::from(DOMAIN_KIB) / 4 - 1;
+    let table = Mfn(get_u64(&hv, mfn_list + last_pfn * 8));
+    assert_eq!(hv.frames.owner(table), Some(DomId(1)));
+    hv.mem.fill(table.maddr(), 0, PAGE_SIZE).unwrap();
+    // Pin as L1 (3), unpin (4): 1024 entries of work per pair.
+    const PAIRS: u64 = 200;
+    let ops: Vec<u8> = (0..PAIRS)
+        .flat_map(|_| {
+            [3u32, 4].map(|cmd| MmuextOp {
+                cmd,
+                pad: 0,
+                arg1: table.0,
+                arg2: 0,
+            })
+        })
+        .flat_map(|op| op.as_bytes().to_vec())
+        .collect();
+    put(&hv, scratch, &ops);
+    let self_dom = u64::from(DomId::SELF.0);
+    let work_before = hv.frames.work();
+    let took = run_to_completion(&mut hv, &mut f, 26, [scratch, 2 * PAIRS, 0, self_dom, 0]);
+    assert_eq!(f.rax, 0);
+    let work = hv.frames.work() - work_before;
+    assert_eq!(work, PAIRS * 1024);
+    // 400 elements are under BATCH: only the work budget can split the batch.
+    assert!(took as u64 >= work / (WORK_BUDGET + 1024), "{took} entries");
+    assert!(took > 1);
+    let st = hv.frames.type_state(table).unwrap();
+    assert_eq!((st.count, st.pinned), (0, false));
+}

@@ -2,7 +2,8 @@
 //! and `mmuext_op` (26). The typing rules themselves are in `memory::pagetable`.
 //!
 //! Batches stop at the first failing element (its error is the result; `pdone` says how
-//! many were done). Long batches are preempted every [`BATCH`] elements with a Xen-style
+//! many were done). Long batches are preempted every [`BATCH`] elements, or once their
+//! page-table (de)validation reached [`WORK_BUDGET`] entries, with a Xen-style
 //! continuation: the guest's `syscall` is re-executed with the remaining elements and
 //! `MMU_UPDATE_PREEMPTED` in the count, so no single entry into the hypervisor does
 //! unbounded work. Inside a multicall the continuation's arguments go back into the
@@ -22,6 +23,10 @@ use guest_abi::{DomId, Errno, Mfn, nr};
 
 /// Elements handled per entry into the hypervisor before a continuation.
 pub const BATCH: u32 = 512;
+/// Page-table entries validated or devalidated per entry into the hypervisor before a
+/// continuation: one pin or unpin can (de)validate a whole hierarchy, so an element count
+/// alone does not bound the work (512 pin/unpin pairs of a large hierarchy would).
+pub const WORK_BUDGET: u64 = 1 << 16;
 /// Count flag of a continued batch (Xen's `MMU_UPDATE_PREEMPTED`).
 pub const MMU_UPDATE_PREEMPTED: u32 = 1 << 31;
 /// Length of the `syscall` instruction, to re-execute it for a continuation.
@@ -157,8 +162,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let mut done = 0u32;
         let mut flush = false;
         let mut end = BatchEnd::Finished(Ok(()));
+        let work_start = self.frames.work();
         while done < count {
-            if done >= BATCH {
+            let work = self.frames.work().wrapping_sub(work_start);
+            if done >= BATCH || (done > 0 && work >= WORK_BUDGET) {
                 end = BatchEnd::Preempted { done };
                 break;
             }

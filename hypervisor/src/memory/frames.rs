@@ -154,6 +154,9 @@ pub struct Frames {
     hint: usize,
     /// Highest frame ever handed to the allocator (`XENMEM_maximum_ram_page`).
     max_ram: u64,
+    /// Page-table entries validated or devalidated so far (wrapping): lets a batch
+    /// bound the work of one entry into the hypervisor.
+    work: u64,
 }
 
 impl Frames {
@@ -179,6 +182,7 @@ impl Frames {
             free: 0,
             hint: 0,
             max_ram: 0,
+            work: 0,
         };
         for range in free_ram {
             frames.release_ram(range.clone());
@@ -367,6 +371,16 @@ impl Frames {
             let info = &mut self.table[i];
             info.ref_count = info.ref_count.saturating_sub(1);
         }
+    }
+
+    /// Counts `n` page-table entries validated or devalidated.
+    pub fn add_work(&mut self, n: u64) {
+        self.work = self.work.wrapping_add(n);
+    }
+
+    /// Page-table entries validated or devalidated so far (wrapping).
+    pub fn work(&self) -> u64 {
+        self.work
     }
 
     /// Frames currently free.

@@ -259,6 +259,7 @@ impl<M: MachineMemory> PtCtx<'_, M> {
     /// Checks every present entry of a fresh `level` table and takes its references;
     /// on failure, drops the ones already taken.
     fn validate(&mut self, table: Mfn, level: u32) -> Result<(), Errno> {
+        self.frames.add_work(ENTRIES as u64);
         let mut done = 0;
         let result = (|| {
             for slot in 0..ENTRIES {
@@ -303,6 +304,7 @@ impl<M: MachineMemory> PtCtx<'_, M> {
 
     /// Drops the references of every present entry of a `level` table.
     fn devalidate(&mut self, table: Mfn, level: u32) {
+        self.frames.add_work(ENTRIES as u64);
         for slot in Self::guest_slots(level) {
             if let Ok(entry) = self.read_entry(table, slot)
                 && present(entry)

@@ -938,6 +938,32 @@ impl Fuzz {
                 ));
             }
         }
+        // Page tables exactly: every type reference is an entry of a validated table
+        // above, the pin, or a loaded root (kernel or user), so none leaks.
+        for d in self.hv.domains.iter().filter(|d| d.is_runnable()) {
+            for m in (0..FRAMES as u64).map(Mfn) {
+                if frames.owner(m) != Some(d.id) {
+                    continue;
+                }
+                let st = frames.type_state(m).unwrap();
+                if st.count == 0 || st.ty.pt_level().is_none() {
+                    continue;
+                }
+                let from_tables = expected.get(&m.0).map_or(0, |x| x.0);
+                let roots = [d.vcpu.cr3, d.vcpu.user_cr3]
+                    .iter()
+                    .filter(|&&r| r != 0 && Mfn::containing(r) == m)
+                    .count() as u32;
+                let want = from_tables + u32::from(st.pinned) + roots;
+                if st.count != want {
+                    self.fail(&format!(
+                        "d{} table {:#x}: {st:?}, but {from_tables} table entries, \
+                         {roots} root loads",
+                        d.id.0, m.0
+                    ));
+                }
+            }
+        }
         if frames.free_count() + allocated != self.initial_free {
             self.fail(&format!(
                 "frames lost: {} free + {allocated} allocated != {}",
@@ -1046,6 +1072,7 @@ fn hostile_guests_cannot_break_the_hypervisor() {
         }
         if std::env::var("HV_FUZZ_VERBOSE").is_ok() {
             std::eprintln!("{}", fuzz.hv.platform.console);
+            std::eprintln!("hypercall -> (calls, returned 0): {:?}", fuzz.stats);
         }
         fuzz.finish();
         let calls: u32 = fuzz.stats.values().map(|s| s.0).sum();
@@ -1225,4 +1252,52 @@ fn page_table_work_bounds_a_batch() {
     assert!(took > 1);
     let st = hv.frames.type_state(table).unwrap();
     assert_eq!((st.count, st.pinned), (0, false));
+}
+
+/// A `syscall` in the last two bytes below 2^47 returns to RIP 2^47, which is not
+/// canonical: `iretq` to it faults in the hypervisor (the whole machine stops). The
+/// domain is crashed instead, on the fast and the slow path.
+#[test]
+fn a_syscall_at_the_end_of_the_lower_half_crashes_only_its_domain() {
+    use crate::hv::RIP_PAST_LOWER_HALF;
+    for (cmd, path) in [(0u64, "fast"), (1, "slow")] {
+        let (mut hv, mut f, _) = one_domain();
+        f.rip = RIP_PAST_LOWER_HALF;
+        let r = hypercall(
+            &mut hv,
+            &mut f,
+            guest_abi::nr::XEN_VERSION.into(),
+            &[cmd, 0],
+        );
+        assert_eq!(r, Resume::Exit(ExitStatus::SomeDomainFailed), "{path} path");
+        assert_eq!(hv.domains[0].state, DomainState::Crashed);
+        assert!(
+            hv.platform.console.contains(
+                "(hv) d1 one: crashed: cannot resume: non-canonical rip (rip=0x800000000000"
+            ),
+            "{}",
+            hv.platform.console
+        );
+    }
+}
+
+/// The same for an exception the hypervisor handles without the guest (found by the
+/// fuzzer: a stale-CR0.TS #NM is retried at the same RIP).
+#[test]
+fn an_exception_never_resumes_at_a_non_canonical_rip() {
+    let (mut hv, mut f, _) = one_domain();
+    f.rip = 0x4343_f25d_5f05_bb8c;
+    f.vector = 7;
+    let r = hv.guest_exception(&mut f, 0);
+    assert_eq!(r, Resume::Exit(ExitStatus::SomeDomainFailed));
+    assert_eq!(hv.domains[0].state, DomainState::Crashed);
+    // A canonical RIP is retried as before.
+    let (mut hv, mut f, _) = one_domain();
+    let rip = f.rip;
+    f.vector = 7;
+    assert!(matches!(
+        hv.guest_exception(&mut f, 0),
+        Resume::Guest { .. }
+    ));
+    assert_eq!(f.rip, rip);
 }

@@ -29,6 +29,10 @@ use zerocopy::IntoBytes;
 /// the Xen 4.17 ABI and say so, so guests that check for "at least 3.x" or 4.x work.
 pub const XEN_VERSION_NUMBER: u64 = (4 << 16) | 17;
 
+/// The first address after the lower canonical half: RIP after a `syscall` that ends
+/// there (the one non-canonical RIP a `syscall` entry can bring).
+pub const RIP_PAST_LOWER_HALF: u64 = 1 << 47;
+
 /// Longest hypervisor command line kept (Xen's is a 1024-byte NUL-terminated buffer).
 pub const CMDLINE_MAX: usize = 1023;
 
@@ -308,7 +312,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             return self.guest_syscall(frame);
         }
         // The benchmark path: no copies, no formatting, no time update.
-        if frame.rax == nr::XEN_VERSION as u64 && frame.rdi == version::XENVER_VERSION as u64 {
+        if frame.rax == nr::XEN_VERSION as u64
+            && frame.rdi == version::XENVER_VERSION as u64
+            && frame.rip != RIP_PAST_LOWER_HALF
+        {
             frame.rax = XEN_VERSION_NUMBER;
             return Resume::Guest {
                 cr3: self.current_cr3,
@@ -324,7 +331,28 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let Some(idx) = self.current else {
             return self.no_current_domain();
         };
-        self.handle_exception(idx, frame, cr2)
+        let r = self.handle_exception(idx, frame, cr2);
+        self.resume_if_canonical(frame, r)
+    }
+
+    /// `r`, unless it resumes the current domain at a non-canonical RIP: `iretq` would
+    /// then fault in the hypervisor. A guest gets there with a `syscall` (or an
+    /// instruction the hypervisor emulates) in the last bytes below
+    /// [`RIP_PAST_LOWER_HALF`]; that domain is crashed instead.
+    pub(crate) fn resume_if_canonical(&mut self, frame: &mut GuestFrame, r: Resume) -> Resume {
+        let (Resume::Guest { .. }, Some(idx)) = (r, self.current) else {
+            return r;
+        };
+        if is_canonical(frame.rip) {
+            return r;
+        }
+        let (rip, rsp) = (frame.rip, frame.rsp);
+        self.end_domain(
+            idx,
+            DomainState::Crashed,
+            format_args!("crashed: cannot resume: non-canonical rip (rip={rip:#x} rsp={rsp:#x})"),
+        );
+        self.run_next(Some(idx), frame)
     }
 
     /// Crashes the running domain for an exception it has no handler for.

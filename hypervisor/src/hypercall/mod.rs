@@ -59,7 +59,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
         let dom = self.domains[idx].id.0;
         let mut call = Call { idx, frame };
-        match generated::dispatch(self, &mut call, number, args) {
+        let resume = match generated::dispatch(self, &mut call, number, args) {
             Flow::Return(ret) => {
                 frame.rax = to_rax(ret);
                 hv_trace!(
@@ -80,7 +80,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 );
                 resume
             }
-        }
+        };
+        self.resume_if_canonical(frame, resume)
     }
 
     /// Reads a `T` from the running domain's VA `va`.

@@ -938,6 +938,29 @@ impl Fuzz {
                 ));
             }
         }
+        // Frames the hypervisor writes stay writable-typed (never a page table or GDT),
+        // and the installed GDT's frames stay descriptor pages.
+        for d in self.hv.domains.iter().filter(|d| d.is_runnable()) {
+            let rings = [d.console_ring, d.store_ring].into_iter().flatten();
+            let held = core::iter::once(d.shared_info)
+                .chain(rings.map(|(m, _)| m))
+                .chain(d.grant.frames().iter().copied());
+            for m in held {
+                let st = frames.type_state(m);
+                if !st.is_some_and(|st| st.ty == PageType::Writable && st.count > 0) {
+                    self.fail(&format!(
+                        "d{} frame {:#x} the hypervisor writes: {st:?}",
+                        d.id.0, m.0
+                    ));
+                }
+            }
+            for &g in d.vcpu.gdt.frames() {
+                let st = frames.type_state(Mfn(g));
+                if !st.is_some_and(|st| st.ty == PageType::SegDesc && st.count > 0) {
+                    self.fail(&format!("d{} GDT frame {g:#x}: {st:?}", d.id.0));
+                }
+            }
+        }
         // Page tables exactly: every type reference is an entry of a validated table
         // above, the pin, or a loaded root (kernel or user), so none leaks.
         for d in self.hv.domains.iter().filter(|d| d.is_runnable()) {

@@ -291,6 +291,31 @@ fn hypervisor_text_is_read_only_and_data_not_executable() {
     }
 }
 
+/// The hypervisor stack has an unmapped guard page below it: `debug-stack-overflow`
+/// recurses into it; the #PF cannot push its frame there, so it escalates to a double
+/// fault, which runs on its own (IST) stack and reports the overflow.
+#[test]
+fn hypervisor_stack_overflow_hits_the_guard_page() {
+    let result = boot_run(HvRun {
+        hypervisor: images().hypervisor(),
+        guests: vec![guest("pv-guest")],
+        cmdline: "debug-stack-overflow".into(),
+        ..HvRun::default()
+    });
+    assert_run(
+        &result,
+        &[
+            "(hv) PANIC: hypervisor exception vector=8 error=0x0 ",
+            "(hv)   hypervisor stack overflow (guard page hit)",
+        ],
+        Outcome::HypervisorFailure,
+    );
+    assert!(
+        !result.transcript.contains("[d1 pv-guest]"),
+        "a guest ran after the overflow"
+    );
+}
+
 /// Xen's reserved range, which PV guests never map: the hypervisor must live inside it
 /// (except its 32-bit boot code, which runs at its physical address).
 const XEN_RESERVED: std::ops::Range<u64> = 0xffff_8000_0000_0000..0xffff_8800_0000_0000;

@@ -3,7 +3,7 @@
 
 use super::cpu::{self, cpuid};
 use super::descriptors::{self, GDT, HV_CS, HV_DS};
-use super::entry::{self, HV_STACK, HV_STACK_SIZE};
+use super::entry::{self, HV_STACK, HV_STACK_TOP_OFFSET};
 use super::memory::DirectMap;
 use super::paging::{self, BOOT_TABLES, BOOT_TABLES_PAGES};
 use super::pc::Pc;
@@ -150,7 +150,7 @@ hv_gdtr:
     hv_cs = const HV_CS,
     hv_ds = const HV_DS,
     stack = sym HV_STACK,
-    stack_size = const HV_STACK_SIZE,
+    stack_size = const HV_STACK_TOP_OFFSET,
     frame_size = const size_of::<GuestFrame>(),
     main = sym arch_main,
     options(att_syntax)
@@ -181,9 +181,14 @@ extern "C" fn arch_main(start_info_paddr: u32, frame: *mut GuestFrame) -> ! {
     // SAFETY: once, at boot, EFER.NXE now set, no guest yet, all code is in .text.
     unsafe { paging::protect_image() };
     pic::remap_and_mask();
-    let stack_top = HV_STACK.get() as u64 + HV_STACK_SIZE as u64;
     // SAFETY: called once at boot with the real stacks and entry stubs.
-    unsafe { descriptors::load(stack_top, entry::ist_stack_top(), entry::vector_stub) };
+    unsafe {
+        descriptors::load(
+            entry::hv_stack_top(),
+            entry::ist_stack_top(),
+            entry::vector_stub,
+        )
+    };
     // SAFETY: the entry points are valid and the GDT selectors of STAR exist.
     unsafe { entry::setup_syscall() };
 
@@ -204,6 +209,10 @@ extern "C" fn arch_main(start_info_paddr: u32, frame: *mut GuestFrame) -> ! {
         unsafe { core::arch::asm!("ud2") };
     }
     debug_wx_violations(&boot.cmdline);
+    if cmdline_has(&boot.cmdline, b"debug-stack-overflow") {
+        // Runs into the guard page below the stack: #PF, escalated to #DF on IST1.
+        super::stack::overflow(0);
+    }
 
     // The boot stub's symbol is at its physical address already.
     let image = (&raw const __image_phys_start_marker as u64)..image_end_phys();

@@ -10,23 +10,35 @@ use super::boot::HV;
 use super::cpu::{self, *};
 use super::descriptors::{GUEST_CS32, GUEST_CS64, GUEST_DS, HV_CS, HV_DS};
 use super::serial::hv_println;
+use super::stack::{self, GuardedStack};
 use super::{pic, timer};
 use crate::platform::{ExitStatus, GuestFrame, Resume};
 use core::arch::global_asm;
 use core::mem::size_of;
 
-/// The hypervisor stack. Its top `size_of::<GuestFrame>()` bytes are the entry frame.
+/// The hypervisor stack, above an unmapped guard page (stack.rs). Its top
+/// `size_of::<GuestFrame>()` bytes are the entry frame.
 pub const HV_STACK_SIZE: usize = 256 * 1024;
-#[repr(C, align(16))]
-pub struct Stack<const N: usize>([u8; N]);
-pub static HV_STACK: Racy<Stack<HV_STACK_SIZE>> = Racy::new(Stack([0; HV_STACK_SIZE]));
+pub static HV_STACK: Racy<GuardedStack<HV_STACK_SIZE>> = Racy::new(GuardedStack::new());
+/// Offset of the top of [`HV_STACK`] from its symbol (for the asm that addresses it).
+pub const HV_STACK_TOP_OFFSET: usize = GuardedStack::<HV_STACK_SIZE>::TOP_OFFSET;
 
-/// IST1: double fault, NMI and machine check run on their own stack.
+/// IST1: double fault, NMI and machine check run on their own stack (also guarded).
 const IST_STACK_SIZE: usize = 16 * 1024;
-static IST_STACK: Racy<Stack<IST_STACK_SIZE>> = Racy::new(Stack([0; IST_STACK_SIZE]));
+static IST_STACK: Racy<GuardedStack<IST_STACK_SIZE>> = Racy::new(GuardedStack::new());
+
+pub fn hv_stack_top() -> u64 {
+    stack::top(&HV_STACK)
+}
 
 pub fn ist_stack_top() -> u64 {
-    IST_STACK.get() as u64 + IST_STACK_SIZE as u64
+    stack::top(&IST_STACK)
+}
+
+/// The guard pages below the hypervisor and IST stacks (virtual addresses), which
+/// `paging::protect_image` leaves unmapped.
+pub fn stack_guard_pages() -> [u64; 2] {
+    [stack::guard_page(&HV_STACK), stack::guard_page(&IST_STACK)]
 }
 
 /// Guest rsp between `syscall` and the stack switch (one CPU: one slot).
@@ -163,7 +175,7 @@ hv_enter_guest:
     hypercall = sym hypercall_entry,
     scratch = sym SYSCALL_SCRATCH,
     stack = sym HV_STACK,
-    stack_size = const HV_STACK_SIZE,
+    stack_size = const HV_STACK_TOP_OFFSET,
     frame_size = const size_of::<GuestFrame>(),
     guest_ds = const GUEST_DS,
     guest_cs64 = const GUEST_CS64,
@@ -330,5 +342,15 @@ fn hypervisor_exception(f: &GuestFrame, cr2: u64) -> ! {
         f.rflags,
         cpu::read_cr3()
     );
+    // A #PF on a guard page, or a #DF whose interrupted rsp is at or below one (the #PF
+    // of an overflow cannot push its frame, so it escalates to #DF on IST1).
+    let in_guard = |a: u64| {
+        stack_guard_pages()
+            .iter()
+            .any(|&g| (g..=g + stack::GUARD_SIZE as u64).contains(&a))
+    };
+    if in_guard(cr2) || in_guard(f.rsp) {
+        hv_println!("  hypervisor stack overflow (guard page hit)");
+    }
     cpu::exit_qemu(ExitStatus::HypervisorFailure)
 }

@@ -18,6 +18,7 @@ pub mod panic;
 pub mod pc;
 pub mod pic;
 pub mod serial;
+pub mod stack;
 pub mod start_info;
 pub mod timer;
 pub mod tsc;

@@ -4,7 +4,7 @@
 //! 2 MiB global pages both at 0 (only until we run high) and at the direct map (slot
 //! 262); the 3–4 GiB gigabyte is uncached (MMIO). Rust then drops the identity map,
 //! enforces W^X on the direct map ([`protect_image`]: the image's text RX, its rodata
-//! read-only, everything else RW and NX) and adds the read-only m2p view at slot 256 for
+//! read-only, the stack guard pages unmapped, everything else RW and NX) and adds the read-only m2p view at slot 256 for
 //! guests.
 
 use super::{Racy, virt_to_phys};
@@ -87,7 +87,10 @@ const LARGE_PAGE: u64 = 2 << 20;
 /// Most 2 MiB direct-map pages split into 4 KiB pages around the image's text and
 /// rodata (they end well below 8 MiB).
 const IMAGE_PTS: usize = 4;
-static IMAGE_TABLES: Racy<[PageTable; IMAGE_PTS]> = Racy::new([PageTable::EMPTY; IMAGE_PTS]);
+/// Further 2 MiB pages split to unmap the stack guard pages (one per stack at most).
+const GUARD_PTS: usize = 2;
+static IMAGE_TABLES: Racy<[PageTable; IMAGE_PTS + GUARD_PTS]> =
+    Racy::new([PageTable::EMPTY; IMAGE_PTS + GUARD_PTS]);
 
 unsafe extern "C" {
     // Page-aligned section boundaries from linker.ld (virtual addresses).
@@ -97,10 +100,18 @@ unsafe extern "C" {
 }
 
 /// Leaf flags of the 4 KiB page at machine address `maddr` inside the split region:
-/// text RX, rodata R+NX, everything else (boot stub, low memory, data, bss) RW+NX.
-fn image_page_flags(maddr: u64, text: &core::ops::Range<u64>, rodata_end: u64) -> u64 {
+/// text RX, rodata R+NX, stack guard pages not present, everything else (boot stub, low
+/// memory, data, bss) RW+NX.
+fn image_page_flags(
+    maddr: u64,
+    text: &core::ops::Range<u64>,
+    rodata_end: u64,
+    guards: &[u64],
+) -> u64 {
     let base = PTE_PRESENT | PTE_GLOBAL;
-    if text.contains(&maddr) {
+    if guards.contains(&maddr) {
+        0
+    } else if text.contains(&maddr) {
         base
     } else if (text.end..rodata_end).contains(&maddr) {
         base | PTE_NX
@@ -111,8 +122,10 @@ fn image_page_flags(maddr: u64, text: &core::ops::Range<u64>, rodata_end: u64) -
 
 /// W^X for the hypervisor: splits the 2 MiB direct-map pages holding the image's text and
 /// rodata into 4 KiB pages (text RX, rodata R+NX, the rest RW+NX) and makes every other
-/// direct-map page NX (MMIO keeps PCD/PWT). Only lower levels change, so the PML4 slot
-/// that guests copy stays the same. Flushes the TLB, global entries included.
+/// direct-map page NX (MMIO keeps PCD/PWT). The 2 MiB pages holding the stack guard
+/// pages are split too and the guards left unmapped, so a stack overflow faults. Only
+/// lower levels change, so the PML4 slot that guests copy stays the same. Flushes the
+/// TLB, global entries included.
 ///
 /// # Safety
 /// Call once at boot, on the higher half, with EFER.NXE set (else NX is a reserved bit),
@@ -125,19 +138,29 @@ pub unsafe fn protect_image() {
         split_pages <= IMAGE_PTS,
         "image text+rodata too large to split"
     );
+    let guards = super::entry::stack_guard_pages().map(|g| virt_to_phys(g as *const u8));
+    let is_guard_pde =
+        |pde_index: usize| guards.iter().any(|&g| g / LARGE_PAGE == pde_index as u64);
     let tables = IMAGE_TABLES.get();
+    let mut tables_used = 0;
     let pds = BOOT_TABLES.get();
     for pde_index in 0..4 * 512 {
         let (pd, slot) = (pde_index / 512, pde_index % 512);
         // SAFETY: boot is single-threaded; the split tables are not reachable yet and
         // the PD entries are replaced whole, each with a mapping of the same frames
-        // (only permissions change), so the code doing this keeps running.
+        // (only permissions change, and the guard pages are never touched until a stack
+        // overflows), so the code doing this keeps running.
         unsafe {
-            if pde_index < split_pages {
-                let pt = &mut (*tables)[pde_index];
+            if pde_index < split_pages || is_guard_pde(pde_index) {
+                assert!(
+                    tables_used < IMAGE_PTS + GUARD_PTS,
+                    "too many pages to split"
+                );
+                let pt = &mut (*tables)[tables_used];
+                tables_used += 1;
                 for (i, pte) in pt.0.iter_mut().enumerate() {
                     let maddr = pde_index as u64 * LARGE_PAGE + i as u64 * 4096;
-                    *pte = maddr | image_page_flags(maddr, &text, rodata_end);
+                    *pte = maddr | image_page_flags(maddr, &text, rodata_end, &guards);
                 }
                 // Upper levels permissive: the leaves decide.
                 (*pds).pd[pd].0[slot] = virt_to_phys(pt) | PTE_PRESENT | PTE_WRITABLE;

@@ -448,9 +448,15 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             self.publish_time(idx);
             *frame = next;
             self.current = Some(idx);
+            let switched = self.cpu_state_of != Some(idx);
             self.load_vcpu_state(idx);
             self.load_guest_gdt(idx, false);
             self.load_guest_ldt(idx, false);
+            // Data selectors only change with the vCPU (traps/segments.rs); a failed
+            // load may end the domain.
+            if switched && !self.load_segments(idx, frame) {
+                continue;
+            }
             return Resume::Guest {
                 cr3: self.current_cr3,
             };

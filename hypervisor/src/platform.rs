@@ -88,6 +88,34 @@ pub trait Platform {
     /// Makes entries `0..entries` of the LDT buffer the CPU's LDT (`lldt`); with 0 the
     /// CPU has no LDT (`lldt` of the null selector).
     fn load_ldt(&mut self, entries: usize);
+    /// The DS, ES, FS and GS selectors the CPU holds now: the running guest's (the
+    /// hypervisor never loads them itself).
+    fn data_selectors(&self) -> DataSelectors;
+    /// Loads DS, ES, FS and GS. Each selector is null or one the core checked against the
+    /// GDT and LDT on the CPU now (traps/segments.rs), so no load can fault. Loading FS
+    /// and GS also loads their bases: the core restores the base MSRs afterwards.
+    fn load_data_selectors(&mut self, sels: DataSelectors);
+}
+
+/// A vCPU's data segment selectors, as in the CPU's DS, ES, FS and GS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataSelectors {
+    pub ds: u16,
+    pub es: u16,
+    pub fs: u16,
+    pub gs: u16,
+}
+
+impl DataSelectors {
+    /// `[ds, es, fs, gs]`, the order of Xen's failsafe frame.
+    pub fn to_array(self) -> [u16; 4] {
+        [self.ds, self.es, self.fs, self.gs]
+    }
+
+    /// From `[ds, es, fs, gs]`.
+    pub fn from_array([ds, es, fs, gs]: [u16; 4]) -> Self {
+        DataSelectors { ds, es, fs, gs }
+    }
 }
 
 /// A vCPU's FPU/SSE state in FXSAVE format (512 bytes, 16-byte aligned).

@@ -76,6 +76,41 @@ pub struct FakePlatform {
     /// (`load_ldt`; 0 = no LDT).
     pub ldt: Vec<u64>,
     pub ldt_loaded: usize,
+    /// The "CPU's" DS, ES, FS, GS.
+    pub selectors: crate::platform::DataSelectors,
+    /// Number of `load_data_selectors` calls.
+    pub selector_loads: usize,
+}
+
+/// FS/GS base a fake selector load leaves behind (real loads put the descriptor's base
+/// there), so a test sees whether the core restored the bases.
+pub const CLOBBERED_SEGMENT_BASE: u64 = 0xdead_0000;
+
+/// Whether loading `sel` into a data segment register at CPL0 would fault with these
+/// GDT guest entries and LDT: the hardware's rules, checked independently of the core.
+fn selector_would_fault(sel: u16, gdt: &[u64], ldt: &[u64]) -> bool {
+    let index = usize::from(sel >> 3);
+    let rpl = u64::from(sel & 3);
+    let desc = if sel & 4 != 0 {
+        match ldt.get(index) {
+            Some(&d) => d,
+            None => return true,
+        }
+    } else if index == 0 {
+        return false;
+    } else if index < gdt.len() {
+        gdt[index]
+    } else {
+        // The hypervisor's reserved entries: only its flat DPL-3 segments are loadable.
+        return ![0xe020, 0xe028, 0xe030].contains(&(sel & !3));
+    };
+    let present = desc & (1 << 47) != 0;
+    let code_data = desc & (1 << 44) != 0;
+    let code = desc & (1 << 43) != 0;
+    let conforming = code && desc & (1 << 42) != 0;
+    let readable = !code || desc & (1 << 41) != 0;
+    let dpl = (desc >> 45) & 3;
+    !(present && code_data && readable && (conforming || dpl >= rpl))
 }
 
 impl FakePlatform {
@@ -95,6 +130,8 @@ impl FakePlatform {
             gdt: vec![0; guest_abi::layout::FIRST_RESERVED_GDT_ENTRY],
             ldt: vec![0; crate::hypercall::ldt::LDT_MAX_ENTS],
             ldt_loaded: 0,
+            selectors: Default::default(),
+            selector_loads: 0,
         }
     }
 }
@@ -158,6 +195,21 @@ impl Platform for FakePlatform {
     fn load_ldt(&mut self, entries: usize) {
         assert!(entries <= self.ldt.len(), "LDT of {entries} entries");
         self.ldt_loaded = entries;
+    }
+    fn data_selectors(&self) -> crate::platform::DataSelectors {
+        self.selectors
+    }
+    fn load_data_selectors(&mut self, sels: crate::platform::DataSelectors) {
+        // A load that would fault would fault in the hypervisor: a core bug.
+        for sel in sels.to_array() {
+            assert!(
+                !selector_would_fault(sel, &self.gdt, &self.ldt[..self.ldt_loaded]),
+                "loading selector {sel:#x} would fault"
+            );
+        }
+        self.selectors = sels;
+        self.selector_loads += 1;
+        self.segment_bases = (CLOBBERED_SEGMENT_BASE, CLOBBERED_SEGMENT_BASE);
     }
 }
 

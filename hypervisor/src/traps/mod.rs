@@ -14,6 +14,7 @@
 //! switched with the domain (FPU/SSE registers, virtual CR0.TS, FS/GS bases).
 
 pub mod emulate;
+pub mod segments;
 #[cfg(test)]
 mod tests;
 
@@ -22,7 +23,7 @@ use crate::hv::{Hypervisor, XEN_VERSION_NUMBER, exception_mnemonic, sanitize_for
 use crate::hypercall::HcResult;
 use crate::hypercall::handle::{GuestHandle, Untyped};
 use crate::memory::guest::{GuestSpace, copy_from_guest};
-use crate::platform::{FpuArea, GuestFrame, MachineMemory, Platform, Resume};
+use crate::platform::{DataSelectors, FpuArea, GuestFrame, MachineMemory, Platform, Resume};
 use core::mem::offset_of;
 use emulate::{Insn, MAX_INSN_LEN};
 use guest_abi::Errno;
@@ -77,6 +78,8 @@ pub struct VcpuTraps {
     pub cr2: u64,
     /// FPU/SSE registers while the vCPU is not on the CPU.
     pub fpu: FpuArea,
+    /// DS/ES/FS/GS while the vCPU is not on the CPU (traps/segments.rs).
+    pub selectors: DataSelectors,
 }
 
 impl Default for VcpuTraps {
@@ -95,6 +98,7 @@ impl Default for VcpuTraps {
             fpu_ts: false,
             cr2: 0,
             fpu: FpuArea::default(),
+            selectors: DataSelectors::default(),
         }
     }
 }
@@ -195,6 +199,9 @@ pub fn bounce_frame_words(
     let _ = w.push(frame.ss);
     w
 }
+
+/// Most words of any bounce frame (the failsafe callback's).
+pub const MAX_BOUNCE_WORDS: usize = 11;
 
 /// Where a bounce frame of `len` bytes goes below `stack`: 16-byte aligned, canonical,
 /// wholly outside the hypervisor's range.
@@ -704,6 +711,24 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         error: Option<u64>,
         mask_events: bool,
     ) -> Result<(), BadGuestStack> {
+        self.bounce_with(idx, frame, handler, mask_events, |f, cs, saved_mask| {
+            let mut words = heapless::Vec::new();
+            // At most 8 words: always fits.
+            let _ = words.extend_from_slice(&bounce_frame_words(f, cs, error, saved_mask));
+            words
+        })
+    }
+
+    /// [`Hypervisor::bounce`] with the frame's words from `words(frame, cs, saved_mask)`
+    /// (`cs` with its RPL adjusted, `saved_mask` the event mask before entry).
+    pub(crate) fn bounce_with(
+        &mut self,
+        idx: usize,
+        frame: &mut GuestFrame,
+        handler: u64,
+        mask_events: bool,
+        words: impl FnOnce(&GuestFrame, u64, u8) -> heapless::Vec<u64, MAX_BOUNCE_WORDS>,
+    ) -> Result<(), BadGuestStack> {
         let saved_mask = self.upcall_mask(idx);
         let v = &self.domains[idx].vcpu;
         let from_user = v.user_mode;
@@ -713,8 +738,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         } else {
             (frame.rsp, frame.cs & !3)
         };
-        let words = bounce_frame_words(frame, cs, error, saved_mask);
-        let mut bytes = [0u8; 64];
+        let words = words(frame, cs, saved_mask);
+        let mut bytes = [0u8; MAX_BOUNCE_WORDS * 8];
         for (i, w) in words.iter().enumerate() {
             bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
         }
@@ -796,7 +821,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     }
 
     /// Puts vCPU `idx`'s CPU state on the CPU as it is scheduled: FPU/SSE registers and
-    /// segment bases (saving the previous owner's first), CR0.TS, mode and root.
+    /// segment bases (saving the previous owner's first, with its data selectors), CR0.TS,
+    /// mode and root. Its data selectors are loaded later, once its GDT and LDT are on
+    /// the CPU ([`Hypervisor::load_segments`]).
     pub(crate) fn load_vcpu_state(&mut self, idx: usize) {
         if self.cpu_state_of != Some(idx) {
             if let Some(old) = self.cpu_state_of
@@ -804,8 +831,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 && self.domains[old].is_runnable()
             {
                 let (fs, gs) = self.platform.segment_bases();
+                let selectors = self.platform.data_selectors();
                 let v = &mut self.domains[old].vcpu;
                 self.platform.fpu_save(&mut v.traps.fpu);
+                v.traps.selectors = selectors;
                 v.traps.fs_base = fs;
                 if v.user_mode {
                     v.traps.gs_base_user = gs;

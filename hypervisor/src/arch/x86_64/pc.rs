@@ -1,9 +1,11 @@
 //! [`Platform`] for a QEMU PC: COM1 and the TSC.
 
 use super::{cpu, descriptors, serial};
-use crate::platform::{FpuArea, Platform};
+use crate::platform::{DataSelectors, FpuArea, Platform};
 use x86_64::VirtAddr;
+use x86_64::instructions::segmentation::{DS, ES, FS, GS, Segment};
 use x86_64::registers::model_specific::{FsBase, GsBase};
+use x86_64::structures::gdt::SegmentSelector;
 
 /// The machine, as the core sees it.
 pub struct Pc {
@@ -70,5 +72,26 @@ impl Platform for Pc {
     }
     fn load_ldt(&mut self, entries: usize) {
         descriptors::load_ldt(entries);
+    }
+    fn data_selectors(&self) -> DataSelectors {
+        DataSelectors {
+            ds: DS::get_reg().0,
+            es: ES::get_reg().0,
+            fs: FS::get_reg().0,
+            gs: GS::get_reg().0,
+        }
+    }
+    fn load_data_selectors(&mut self, sels: DataSelectors) {
+        // SAFETY: the core passes only null selectors and selectors of present, DPL-3
+        // data or readable code descriptors within the limit of the GDT or LDT loaded
+        // now, which load at CPL0 without faulting. The hypervisor never uses DS, ES, FS
+        // or GS in long mode (flat segments, no TLS), so changing them changes nothing
+        // for it; the core restores the FS/GS bases the loads overwrite.
+        unsafe {
+            DS::set_reg(SegmentSelector(sels.ds));
+            ES::set_reg(SegmentSelector(sels.es));
+            FS::set_reg(SegmentSelector(sels.fs));
+            GS::set_reg(SegmentSelector(sels.gs));
+        }
     }
 }

@@ -369,16 +369,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 traps.gs_base_kernel = base;
                 self.platform.set_segment_bases(fs, base);
             }
-            SEGBASE_GS_USER_SEL => {
-                // Loading a flat or null selector gives base 0; no guest descriptor
-                // tables yet (set_gdt), so nothing else is loadable.
-                let sel = base as u16;
-                let flat = [0, FLAT_KERNEL_SS64 & !3, FLAT_KERNEL_CS64 & !3];
-                if !flat.contains(&(sel & !3)) {
-                    return Err(Errno::EINVAL);
-                }
-                traps.gs_base_user = 0;
-            }
+            // The selector is the low 16 bits (traps/segments.rs).
+            SEGBASE_GS_USER_SEL => self.load_gs_user_selector(idx, base as u16),
             _ => return Err(Errno::ENOSYS),
         }
         Ok(0)

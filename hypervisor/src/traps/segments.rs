@@ -58,6 +58,11 @@ pub fn loadable_data_descriptor(desc: u64) -> bool {
     present && code_data && readable && dpl3
 }
 
+/// The 32-bit base of a code/data descriptor.
+pub fn descriptor_base(desc: u64) -> u64 {
+    ((desc >> 16) & 0xff_ffff) | (((desc >> 56) & 0xff) << 24)
+}
+
 /// Whether `sel` is one of the hypervisor's flat DPL-3 selectors (any RPL).
 fn is_reserved_flat(sel: u16) -> bool {
     [FLAT_RING3_CS32, FLAT_RING3_SS64, FLAT_RING3_CS64]
@@ -100,19 +105,46 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// Whether domain `idx`'s vCPU, with its GDT and LDT on the CPU, can load `sel` into
     /// a data segment register without a fault.
     pub(crate) fn data_selector_ok(&self, idx: usize, sel: u16) -> bool {
+        self.data_selector_base(idx, sel).is_some()
+    }
+
+    /// The segment base loading `sel` gives domain `idx`'s vCPU (0 for null and the
+    /// flat selectors), or `None` if it cannot be loaded (see [`Self::data_selector_ok`]).
+    fn data_selector_base(&self, idx: usize, sel: u16) -> Option<u64> {
         let index = usize::from(sel >> SEL_INDEX_SHIFT);
         let v = &self.domains[idx].vcpu;
         let desc = if sel & SEL_TABLE_LDT != 0 {
-            self.guest_descriptor(v.ldt.frames(), v.ldt.entries(), index)
+            self.guest_descriptor(v.ldt.frames(), v.ldt.entries(), index)?
         } else if index == 0 {
-            return true;
+            return Some(0);
         } else if index < v.gdt.entries() {
-            self.guest_descriptor(v.gdt.frames(), v.gdt.entries(), index)
+            self.guest_descriptor(v.gdt.frames(), v.gdt.entries(), index)?
         } else {
             // Entries between the guest's GDT and the reserved ones are zeroed on the CPU.
-            return is_reserved_flat(sel);
+            return is_reserved_flat(sel).then_some(0);
         };
-        desc.is_some_and(loadable_data_descriptor)
+        loadable_data_descriptor(desc).then_some(descriptor_base(desc))
+    }
+
+    /// `set_segment_base(SEGBASE_GS_USER_SEL, sel)` from kernel mode: loads `sel` (RPL
+    /// raised to 3 unless null) into GS and makes the base it brings the user GS base,
+    /// as Xen. A selector that cannot be loaded is loaded as null, without error (Xen
+    /// never fails this call; Linux treats a failure as a bug).
+    pub(crate) fn load_gs_user_selector(&mut self, idx: usize, sel: u16) {
+        let sel = if sel > SEL_RPL { sel | SEL_RPL } else { sel };
+        let (sel, base) = match self.data_selector_base(idx, sel) {
+            Some(base) => (sel, base),
+            None => (0, 0),
+        };
+        let bases = self.platform.segment_bases();
+        let sels = DataSelectors {
+            gs: sel,
+            ..self.platform.data_selectors()
+        };
+        self.platform.load_data_selectors(sels);
+        // In kernel mode the live GS base is the kernel's: it stays.
+        self.platform.set_segment_bases(bases.0, bases.1);
+        self.domains[idx].vcpu.traps.gs_base_user = base;
     }
 
     /// Loads the running vCPU's saved data selectors as it is switched in (its GDT and

@@ -15,6 +15,7 @@ use guest_abi::layout::PAGE_SIZE;
 use guest_abi::start_info::StartInfo;
 use guest_abi::traps::{
     CALLBACKF_MASK_EVENTS, CALLBACKOP_REGISTER, CALLBACKTYPE_FAILSAFE, CallbackRegister,
+    SEGBASE_GS_USER_SEL,
 };
 use guest_abi::{Mfn, nr};
 use std::vec::Vec;
@@ -356,4 +357,37 @@ fn a_bad_stack_for_the_failsafe_frame_crashes_the_domain() {
         "{}",
         x.hv.platform.console
     );
+}
+
+#[test]
+fn gs_user_sel_loads_the_guests_selector_and_its_base() {
+    let mut x = fx();
+    // Data descriptor with base 0x12345678.
+    let based = DATA_DPL3 | (0x34_5678 << 16) | (0x12 << 56);
+    assert_eq!(descriptor_base(based), 0x1234_5678);
+    x.set_gdt(&[0, based, CODE_XONLY_DPL3], 3);
+    x.guest_loads([0xe02b, 0, 0, 0], (0x7000, 0x8000));
+    let which = u64::from(SEGBASE_GS_USER_SEL);
+    // RPL raised to 3.
+    assert_eq!(x.call(nr::SET_SEGMENT_BASE, &[which, 0x8]), 0);
+    assert_eq!(x.cpu_selectors(), [0xe02b, 0, 0, 0x0b]);
+    assert_eq!(x.hv.domains[0].vcpu.traps.gs_base_user, 0x1234_5678);
+    assert_eq!(
+        x.hv.platform.segment_bases,
+        (0x7000, 0x8000),
+        "kernel bases kept"
+    );
+    // Unloadable (execute-only code, beyond the GDT, hypervisor data): null, base 0.
+    for sel in [0x13, 0x1b, 0xe010] {
+        x.hv.domains[0].vcpu.traps.gs_base_user = 1;
+        assert_eq!(x.call(nr::SET_SEGMENT_BASE, &[which, sel]), 0);
+        assert_eq!(x.cpu_selectors(), [0xe02b, 0, 0, 0], "{sel:#x}");
+        assert_eq!(x.hv.domains[0].vcpu.traps.gs_base_user, 0);
+    }
+    // The flat selector: base 0; the guest's GS selector then follows the vCPU.
+    assert_eq!(x.call(nr::SET_SEGMENT_BASE, &[which, 0xe02b]), 0);
+    assert_eq!(x.cpu_selectors(), [0xe02b, 0, 0, 0xe02b]);
+    x.yield_();
+    x.yield_();
+    assert_eq!((x.cur(), x.cpu_selectors()), (0, [0xe02b, 0, 0, 0xe02b]));
 }

@@ -91,6 +91,8 @@ pub mod nr {
     pub const HYPFS_OP: u32 = 42;
     /// `arch_0`: First architecture-specific hypercall: `mca` (machine-check architecture, dom0) on x86.
     pub const ARCH_0: u32 = 48;
+    /// `arch_1`: Second architecture-specific hypercall: `paging_domctl_cont` on x86 (the continuation of a toolstack paging domctl). arch_2..arch_7 (50..55) are not defined on x86.
+    pub const ARCH_1: u32 = 49;
 }
 
 /// Sub-operation numbers of `mmu_update` (1).
@@ -1174,6 +1176,20 @@ pub mod call {
     pub unsafe fn arch_0(op: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
         unsafe { crate::raw::hypercall1(nr::ARCH_0, op as u64) }
+    }
+
+    /// `arch_1` (49): Second architecture-specific hypercall: `paging_domctl_cont` on x86 (the continuation of a toolstack paging domctl). arch_2..arch_7 (50..55) are not defined on x86.
+    ///
+    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn arch_1(u_domctl: *mut core::ffi::c_void) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { crate::raw::hypercall1(nr::ARCH_1, u_domctl as u64) }
     }
 }
 

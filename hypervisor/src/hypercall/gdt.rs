@@ -231,21 +231,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
         let gdt = self.domains[idx].vcpu.gdt;
         let entries = gdt.entries();
-        let mut descs = [0u64; DESCS_PER_FRAME];
-        for (i, &mfn) in gdt.frames().iter().enumerate() {
-            // The frame is the domain's and typed SegDesc, so this cannot fail; if it
-            // did, zeroed (not present) entries are the safe outcome.
-            if self
-                .mem
-                .read(Mfn(mfn).maddr(), descs.as_mut_bytes())
-                .is_err()
-            {
-                descs.fill(0);
-            }
-            let first = i * DESCS_PER_FRAME;
-            let count = (entries - first).min(DESCS_PER_FRAME);
-            self.platform.set_gdt_entries(first, &descs[..count]);
-        }
+        for_each_descriptor_run(&self.mem, gdt.frames(), entries, |first, descs| {
+            self.platform.set_gdt_entries(first, descs)
+        });
         let zeros = [0u64; DESCS_PER_FRAME];
         let mut at = entries;
         while at < self.hw_gdt.loaded {
@@ -260,6 +248,27 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     }
 }
 
+/// Reads the `entries` descriptors in use of a guest descriptor table (GDT or LDT) held in
+/// `frames`, one frame at a time, and hands each run to `put(first_index, descriptors)`.
+/// The frames are the domain's and typed SegDesc, so a read cannot fail; if one did,
+/// zeroed (not present) descriptors are the safe outcome.
+pub(super) fn for_each_descriptor_run<M: MachineMemory>(
+    mem: &M,
+    frames: &[u64],
+    entries: usize,
+    mut put: impl FnMut(usize, &[u64]),
+) {
+    let mut descs = [0u64; DESCS_PER_FRAME];
+    for (i, &mfn) in frames.iter().enumerate() {
+        if mem.read(Mfn(mfn).maddr(), descs.as_mut_bytes()).is_err() {
+            descs.fill(0);
+        }
+        let first = i * DESCS_PER_FRAME;
+        let count = entries.saturating_sub(first).min(DESCS_PER_FRAME);
+        put(first, &descs[..count]);
+    }
+}
+
 #[cfg(test)]
 #[path = "gdt_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -21,17 +21,17 @@ const EINVAL: i64 = Errno::EINVAL.to_ret();
 const EFAULT: i64 = Errno::EFAULT.to_ret();
 
 /// Flat data segment, DPL 3 (what a guest puts at index 1 and loads as 0x0b).
-const DATA_DPL3: u64 = 0x00cf_f300_0000_ffff;
+pub(crate) const DATA_DPL3: u64 = 0x00cf_f300_0000_ffff;
 /// The same with DPL 0 (as Linux writes its kernel descriptors).
-const DATA_DPL0: u64 = 0x00cf_9300_0000_ffff;
+pub(crate) const DATA_DPL0: u64 = 0x00cf_9300_0000_ffff;
 /// 64-bit code, DPL 0 and DPL 3.
 const CODE64_DPL0: u64 = 0x00af_9b00_0000_ffff;
-const CODE64_DPL3: u64 = 0x00af_fb00_0000_ffff;
+pub(crate) const CODE64_DPL3: u64 = 0x00af_fb00_0000_ffff;
 /// Present system descriptors: available 64-bit TSS (type 9), LDT (type 2), call gate
-/// (type 12, DPL 3, target 0xe033).
-const TSS: u64 = 0x0000_8900_0000_0067;
-const LDT: u64 = 0x0000_8200_0000_0fff;
-const CALL_GATE: u64 = 0x0000_ec00_e033_1000;
+/// (type 12, DPL 3, target 0xe033). No guest may have them.
+pub(crate) const TSS: u64 = 0x0000_8900_0000_0067;
+pub(crate) const LDT: u64 = 0x0000_8200_0000_0fff;
+pub(crate) const CALL_GATE: u64 = 0x0000_ec00_e033_1000;
 
 /// Running d1 (8 MiB), optionally d2; the frame holds d1's registers.
 struct Fx {

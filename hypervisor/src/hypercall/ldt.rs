@@ -18,13 +18,12 @@
 //! The LDT then stays on those frames until the next `SET_LDT`, even if the guest later
 //! remaps the linear range (Xen would follow the new mapping).
 
-use super::gdt::{DESCS_PER_FRAME, check_descriptor};
+use super::gdt::{DESCS_PER_FRAME, check_descriptor, for_each_descriptor_run};
 use crate::hv::Hypervisor;
 use crate::memory::guest::translate;
 use crate::platform::{MachineMemory, Platform};
 use guest_abi::layout::{PAGE_SIZE, in_hypervisor_range, is_canonical};
 use guest_abi::{Errno, Mfn};
-use zerocopy::IntoBytes;
 
 /// Most LDT entries (`MMUEXT_SET_LDT`): a selector's 13-bit index.
 pub const LDT_MAX_ENTS: usize = 8192;
@@ -141,21 +140,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
         let ldt = self.domains[idx].vcpu.ldt;
         let entries = ldt.entries();
-        let mut descs = [0u64; DESCS_PER_FRAME];
-        for (i, &mfn) in ldt.frames().iter().enumerate() {
-            // The frame is the domain's and typed SegDesc, so this cannot fail; if it
-            // did, zeroed (not present) entries are the safe outcome.
-            if self
-                .mem
-                .read(Mfn(mfn).maddr(), descs.as_mut_bytes())
-                .is_err()
-            {
-                descs.fill(0);
-            }
-            let first = i * DESCS_PER_FRAME;
-            let count = (entries - first).min(DESCS_PER_FRAME);
-            self.platform.set_ldt_entries(first, &descs[..count]);
-        }
+        for_each_descriptor_run(&self.mem, ldt.frames(), entries, |first, descs| {
+            self.platform.set_ldt_entries(first, descs)
+        });
         // Entries beyond `entries` may hold another domain's descriptors: the limit of
         // the loaded LDT keeps them out of reach.
         self.platform.load_ldt(entries);

@@ -22,14 +22,9 @@ const PAGE: u64 = PAGE_SIZE as u64;
 const EINVAL: i64 = Errno::EINVAL.to_ret();
 const EFAULT: i64 = Errno::EFAULT.to_ret();
 
-/// Flat data segment, DPL 3, and the same with DPL 0 (raised to 3 when checked).
-const DATA_DPL3: u64 = 0x00cf_f300_0000_ffff;
-const DATA_DPL0: u64 = 0x00cf_9300_0000_ffff;
-const CODE64_DPL3: u64 = 0x00af_fb00_0000_ffff;
-/// System descriptors no guest may have: a 64-bit TSS, an LDT, a call gate.
-const TSS: u64 = 0x0000_8900_0000_0067;
-const LDT: u64 = 0x0000_8200_0000_0fff;
-const CALL_GATE: u64 = 0x0000_ec00_e033_1000;
+// The descriptors the GDT tests use (DPL 0 data is raised to 3 when checked; system
+// descriptors are refused).
+use crate::hypercall::gdt::tests::{CALL_GATE, CODE64_DPL3, DATA_DPL0, DATA_DPL3, LDT, TSS};
 
 /// Running d1 (and d2) of 8 MiB each; the frame holds the running domain's registers.
 struct Fx {

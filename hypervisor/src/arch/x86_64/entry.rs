@@ -53,6 +53,39 @@ global_asm!(
     .text
     .code64
 
+    /* The GuestFrame's 15 GPRs, pushed in reverse field order (r15 lands lowest). */
+    .macro hv_push_gprs
+    push %rdi
+    push %rsi
+    push %rdx
+    push %rcx
+    push %rax
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %rbx
+    push %rbp
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    .endm
+
+    /* A syscall entry (rcx = rip, r11 = rflags, rsp still the guest's): switch to the
+       top of the hypervisor stack and push the iretq frame, error code 0 and `vector`. */
+    .macro hv_syscall_frame cs, vector
+    mov %rsp, {scratch}(%rip)
+    lea {stack} + {stack_size}(%rip), %rsp
+    pushq ${guest_ds}
+    pushq {scratch}(%rip)
+    push %r11
+    pushq $\cs
+    push %rcx
+    pushq $0
+    pushq $\vector
+    .endm
+
     /* 256 vector stubs, 16 bytes apart. For vectors without a CPU error code push a 0,
        then push the vector. */
     .p2align 4
@@ -70,21 +103,7 @@ hv_vector_stubs:
     .endr
 
 hv_exception_common:
-    push %rdi
-    push %rsi
-    push %rdx
-    push %rcx
-    push %rax
-    push %r8
-    push %r9
-    push %r10
-    push %r11
-    push %rbx
-    push %rbp
-    push %r12
-    push %r13
-    push %r14
-    push %r15
+    hv_push_gprs
     /* Exceptions do not clear DF; Rust requires it clear. */
     cld
     mov %rsp, %rdi
@@ -96,30 +115,8 @@ hv_exception_common:
     .p2align 4
     .globl hv_syscall_entry
 hv_syscall_entry:
-    mov %rsp, {scratch}(%rip)
-    lea {stack} + {stack_size}(%rip), %rsp
-    pushq ${guest_ds}
-    pushq {scratch}(%rip)
-    push %r11
-    pushq ${guest_cs64}
-    push %rcx
-    pushq $0
-    pushq ${vector_syscall}
-    push %rdi
-    push %rsi
-    push %rdx
-    push %rcx
-    push %rax
-    push %r8
-    push %r9
-    push %r10
-    push %r11
-    push %rbx
-    push %rbp
-    push %r12
-    push %r13
-    push %r14
-    push %r15
+    hv_syscall_frame {guest_cs64}, {vector_syscall}
+    hv_push_gprs
     mov %rsp, %rdi
     call {hypercall}
 
@@ -153,15 +150,7 @@ hv_return_to_guest:
     .p2align 4
     .globl hv_cstar_entry
 hv_cstar_entry:
-    mov %rsp, {scratch}(%rip)
-    lea {stack} + {stack_size}(%rip), %rsp
-    pushq ${guest_ds}
-    pushq {scratch}(%rip)
-    push %r11
-    pushq ${guest_cs32}
-    push %rcx
-    pushq $0
-    pushq ${vector_ud}
+    hv_syscall_frame {guest_cs32}, {vector_ud}
     jmp hv_exception_common
 
     /* First entry into a guest: rdi = CR3; the entry frame already holds its registers. */

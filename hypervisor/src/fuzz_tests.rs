@@ -21,8 +21,8 @@ extern crate std;
 use crate::bundle::build::Guest;
 use crate::domain::elfnotes::test_elf::{TestElf, VIRT_BASE};
 use crate::domain::runtime::DomainState;
-use crate::memory::PageType;
-use crate::memory::guest::copy_to_guest;
+use crate::mmu::PageType;
+use crate::mmu::guest::copy_to_guest;
 use crate::platform::{ExitStatus, GuestFrame, MachineMemory, Resume};
 use crate::testutil::{TestHv, create_domains, hypercall, test_hv_with};
 use guest_abi::layout::{
@@ -168,7 +168,7 @@ impl Fuzz {
         let mapped = |page: u64| {
             let va = VIRT_BASE + page * PAGE;
             let mut b = [0u8];
-            crate::memory::guest::copy_from_guest(&fuzz.hv.mem, &fuzz.hv.frames, space, va, &mut b)
+            crate::mmu::guest::copy_from_guest(&fuzz.hv.mem, &fuzz.hv.frames, space, va, &mut b)
                 .is_ok()
         };
         fuzz.mapped_pages = (0..u64::from(DOMAIN_KIB) / 4)
@@ -1136,7 +1136,7 @@ fn put(hv: &TestHv, va: u64, bytes: &[u8]) {
 fn get_u64(hv: &TestHv, va: u64) -> u64 {
     let mut b = [0u8; 8];
     let space = hv.current_space(0);
-    crate::memory::guest::copy_from_guest(&hv.mem, &hv.frames, space, va, &mut b).unwrap();
+    crate::mmu::guest::copy_from_guest(&hv.mem, &hv.frames, space, va, &mut b).unwrap();
     u64::from_le_bytes(b)
 }
 
@@ -1196,7 +1196,7 @@ fn a_long_multicall_is_continued_not_run_whole() {
 /// now their continuation goes into the entry and the multicall continues there.
 #[test]
 fn a_long_batch_inside_a_multicall_is_continued_in_its_entry() {
-    use crate::hypercall::mmu::BATCH;
+    use crate::mmu::hypercalls::BATCH;
     let (mut hv, mut f, scratch) = one_domain();
     const N: u64 = 1300;
     let (list, reqs, pdone) = (scratch, scratch + 2 * PAGE, scratch + PAGE);
@@ -1236,7 +1236,7 @@ fn a_long_batch_inside_a_multicall_is_continued_in_its_entry() {
 /// hypervisor. Batches now also stop at WORK_BUDGET (de)validated entries.
 #[test]
 fn page_table_work_bounds_a_batch() {
-    use crate::hypercall::mmu::WORK_BUDGET;
+    use crate::mmu::hypercalls::WORK_BUDGET;
     use guest_abi::start_info::StartInfo;
     let (mut hv, mut f, scratch) = one_domain();
     // The domain's last frame: not mapped by the start-of-day tables, so it can be

@@ -13,8 +13,8 @@ use crate::console::{self, Cursor, Prefix, RingError};
 use crate::dlog::{Disp, hv_debug};
 use crate::domain::builder::{self, BuildParams};
 use crate::domain::runtime::{Domain, DomainState, MAX_DOMAINS};
-use crate::memory::guest::GuestSpace;
-use crate::memory::{FrameInfo, Frames};
+use crate::mmu::guest::GuestSpace;
+use crate::mmu::{FrameInfo, Frames};
 use crate::platform::{ExitStatus, GuestFrame, MachineMemory, Platform, Resume};
 use crate::time::Clock;
 use core::fmt::{self, Write as _};
@@ -73,9 +73,9 @@ pub struct Hypervisor<M: MachineMemory, P: Platform> {
     pub(crate) cpu_state_of: Option<usize>,
     /// Who left the serial line unfinished (console/mod.rs).
     pub(crate) cursor: Cursor,
-    /// Whose guest descriptors the CPU's GDT holds (hypercall/gdt.rs).
-    pub(crate) hw_gdt: crate::hypercall::gdt::HwGdt,
-    /// Index of the domain whose LDT the CPU holds (hypercall/ldt.rs).
+    /// Whose guest descriptors the CPU's GDT holds (traps/gdt.rs).
+    pub(crate) hw_gdt: crate::traps::gdt::HwGdt,
+    /// Index of the domain whose LDT the CPU holds (traps/ldt.rs).
     pub(crate) hw_ldt: Option<usize>,
 }
 

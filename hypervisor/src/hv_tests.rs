@@ -700,18 +700,18 @@ fn built_domain_runs_prints_and_powers_off() {
     assert_eq!(ret(&f), 0);
     let mut caps = [0u8; 15];
     let space = hv.current_space(0);
-    crate::memory::guest::copy_from_guest(&hv.mem, &hv.frames, space, stack, &mut caps).unwrap();
+    crate::mmu::guest::copy_from_guest(&hv.mem, &hv.frames, space, stack, &mut caps).unwrap();
     assert_eq!(&caps, b"xen-3.0-x86_64\0");
     // The console ring the builder set up drains on its event channel.
     let (ring, port) = hv.domains[0].console_ring.expect("domU has a console ring");
     ring_produce(&hv, ring, 0, b"\nring works\n");
     call(&mut hv, &mut f, 32, EVTCHNOP_SEND as u64, stack, 0);
     assert_eq!(ret(&f), -22, "stack holds caps, not the port");
-    crate::memory::guest::copy_to_guest(&hv.mem, &hv.frames, space, stack, &port.0.to_le_bytes())
+    crate::mmu::guest::copy_to_guest(&hv.mem, &hv.frames, space, stack, &port.0.to_le_bytes())
         .unwrap();
     call(&mut hv, &mut f, 32, EVTCHNOP_SEND as u64, stack, 0);
     assert_eq!(ret(&f), 0);
-    crate::memory::guest::copy_to_guest(&hv.mem, &hv.frames, space, stack, &0u32.to_le_bytes())
+    crate::mmu::guest::copy_to_guest(&hv.mem, &hv.frames, space, stack, &0u32.to_le_bytes())
         .unwrap();
     let r = call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, stack, 0);
     assert_eq!(r, Resume::Exit(ExitStatus::AllPoweredOff));

@@ -11,14 +11,19 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+extern crate alloc;
+
 pub mod bundle;
 pub mod console;
 pub mod dlog;
 pub mod domain;
+pub mod evtchn;
+pub mod grant;
 pub mod hv;
 pub mod hypercall;
-pub mod memory;
+pub mod mmu;
 pub mod platform;
+pub mod sched;
 pub mod tick;
 pub mod time;
 pub mod traps;

@@ -79,11 +79,11 @@ pub trait Platform {
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
     /// Writes guest descriptors into entries `first..first + descs.len()` of the CPU's
     /// GDT, all below `FIRST_RESERVED_GDT_ENTRY` (the core checked every descriptor:
-    /// hypercall/gdt.rs). Entries from `FIRST_RESERVED_GDT_ENTRY` on are never written.
+    /// traps/gdt.rs). Entries from `FIRST_RESERVED_GDT_ENTRY` on are never written.
     fn set_gdt_entries(&mut self, first: usize, descs: &[u64]);
     /// Writes guest descriptors into entries `first..first + descs.len()` of the
     /// hypervisor's LDT buffer (all below 8192; the core checked every descriptor:
-    /// hypercall/ldt.rs). Takes effect for the CPU at the next [`Platform::load_ldt`].
+    /// traps/ldt.rs). Takes effect for the CPU at the next [`Platform::load_ldt`].
     fn set_ldt_entries(&mut self, first: usize, descs: &[u64]);
     /// Makes entries `0..entries` of the LDT buffer the CPU's LDT (`lldt`); with 0 the
     /// CPU has no LDT (`lldt` of the null selector).

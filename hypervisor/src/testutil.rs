@@ -128,7 +128,7 @@ impl FakePlatform {
             fpu: crate::platform::FpuArea([0xee; 512]),
             fpu_trap: false,
             gdt: vec![0; guest_abi::layout::FIRST_RESERVED_GDT_ENTRY],
-            ldt: vec![0; crate::hypercall::ldt::LDT_MAX_ENTS],
+            ldt: vec![0; crate::traps::ldt::LDT_MAX_ENTS],
             ldt_loaded: 0,
             selectors: Default::default(),
             selector_loads: 0,
@@ -223,8 +223,8 @@ pub fn leak<T: Clone>(value: T, len: usize) -> &'static mut [T] {
 use crate::bundle::build::{Guest, bundle};
 use crate::domain::runtime::{Domain, DomainState};
 use crate::hv::{BootConfig, Hypervisor};
-use crate::memory::FrameInfo;
-use crate::memory::guest::{PTE_PRESENT, PTE_RW, PTE_USER};
+use crate::mmu::FrameInfo;
+use crate::mmu::guest::{PTE_PRESENT, PTE_RW, PTE_USER};
 use crate::platform::{GuestFrame, Resume};
 use guest_abi::layout::PAGE_SIZE;
 use guest_abi::{DomId, Mfn};

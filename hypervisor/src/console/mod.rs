@@ -10,6 +10,7 @@
 //! remembers who left the serial line unfinished, so every prefixed or `(hv)` line still
 //! starts on a fresh line.
 
+pub(crate) mod console_io;
 mod mode;
 pub use mode::raw_requested;
 

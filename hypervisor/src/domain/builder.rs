@@ -12,9 +12,9 @@
 //! (the builder has no heap, and the p2m cannot locate itself).
 
 use super::elfnotes::{self, KernelImage};
-use crate::memory::guest::{PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_RW, PTE_USER};
-use crate::memory::pagetable::PtCtx;
-use crate::memory::{Frames, MAX_FRAMES};
+use crate::mmu::guest::{PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_RW, PTE_USER};
+use crate::mmu::pagetable::PtCtx;
+use crate::mmu::{Frames, MAX_FRAMES};
 use crate::platform::{BadMaddr, GuestFrame, MachineMemory};
 use core::mem::offset_of;
 use guest_abi::layout::{
@@ -599,8 +599,8 @@ pub fn hypercall_page() -> [u8; PAGE_SIZE] {
 mod tests {
     use super::*;
     use crate::domain::elfnotes::test_elf::{NotePlace, TestElf, VIRT_BASE, n, s};
-    use crate::memory::guest::{GuestSpace, copy_from_guest, translate};
-    use crate::memory::{FrameInfo, PageType};
+    use crate::mmu::guest::{GuestSpace, copy_from_guest, translate};
+    use crate::mmu::{FrameInfo, PageType};
 
     use crate::testutil::{FakeMemory, leak};
     use guest_abi::elfnote;

@@ -46,10 +46,10 @@ pub struct Vcpu {
     pub cr3: u64,
     /// Machine address of its user-mode L4 (`MMUEXT_NEW_USER_BASEPTR`; 0 = none).
     pub user_cr3: u64,
-    /// LDT installed by `MMUEXT_SET_LDT` (hypercall/ldt.rs).
-    pub ldt: crate::hypercall::ldt::GuestLdt,
-    /// GDT installed by `set_gdt` (hypercall/gdt.rs).
-    pub gdt: crate::hypercall::gdt::GuestGdt,
+    /// LDT installed by `MMUEXT_SET_LDT` (traps/ldt.rs).
+    pub ldt: crate::traps::ldt::GuestLdt,
+    /// GDT installed by `set_gdt` (traps/gdt.rs).
+    pub gdt: crate::traps::gdt::GuestGdt,
 
     /// In guest user mode (runs on `user_cr3`, user GS base); else guest kernel mode.
     pub user_mode: bool,
@@ -99,7 +99,7 @@ pub struct Domain {
     /// (as in Xen).
     pub shutdown_code: Option<ShutdownReason>,
     /// Grant table frames (GNTTABOP_setup_table).
-    pub grant: crate::hypercall::grant_table::GrantTable,
+    pub grant: crate::grant::GrantTable,
     /// State of the hypervisor's xenstore connection on the store ring.
     pub xenstore: crate::xenstore::XsConn,
 }
@@ -137,7 +137,7 @@ impl Domain {
             console_io_bucket: TokenBucket::new(now_ns),
             console_io_dropping_reported: false,
             shutdown_code: None,
-            grant: crate::hypercall::grant_table::GrantTable::new(),
+            grant: crate::grant::GrantTable::new(),
             xenstore: crate::xenstore::XsConn::default(),
         }
     }

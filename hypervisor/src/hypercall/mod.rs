@@ -12,26 +12,18 @@
 //! `docs/hypercalls.md` lists every hypercall and its status; anything not implemented
 //! is `-ENOSYS`.
 
-mod console_io;
-mod evtchn;
-pub mod gdt;
 pub(crate) mod generated;
-pub(crate) mod grant_table;
 pub mod handle;
 mod handlers;
-pub mod ldt;
-mod memory_op;
-pub mod mmu;
 pub mod multicall;
-mod sched;
 mod xen_version;
 
-pub use console_io::{CONSOLE_IO_CHUNK, CONSOLE_IO_MAX_PER_CALL};
+pub use crate::console::console_io::{CONSOLE_IO_CHUNK, CONSOLE_IO_MAX_PER_CALL};
 pub use xen_version::{CAPABILITIES, CHANGESET, EXTRAVERSION};
 
 use crate::dlog::hv_trace;
 use crate::hv::Hypervisor;
-use crate::memory::guest::{copy_from_guest, copy_to_guest};
+use crate::mmu::guest::{copy_from_guest, copy_to_guest};
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
 use guest_abi::Errno;
 use handle::{Call, Flow};

@@ -14,6 +14,8 @@
 //! switched with the domain (FPU/SSE registers, virtual CR0.TS, FS/GS bases).
 
 pub mod emulate;
+pub mod gdt;
+pub mod ldt;
 pub mod segments;
 #[cfg(test)]
 mod tests;
@@ -22,7 +24,7 @@ use crate::domain::runtime::DomainState;
 use crate::hv::{Hypervisor, XEN_VERSION_NUMBER, exception_mnemonic, sanitize_for_iret};
 use crate::hypercall::HcResult;
 use crate::hypercall::handle::{GuestHandle, Untyped};
-use crate::memory::guest::{GuestSpace, copy_from_guest};
+use crate::mmu::guest::{GuestSpace, copy_from_guest};
 use crate::platform::{DataSelectors, FpuArea, GuestFrame, MachineMemory, Platform, Resume};
 use core::mem::offset_of;
 use emulate::{Insn, MAX_INSN_LEN};
@@ -744,7 +746,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             dom: self.domains[idx].id,
             cr3: self.domains[idx].vcpu.cr3,
         };
-        crate::memory::guest::copy_to_guest(&self.mem, &self.frames, kernel, sp, &bytes[..len])
+        crate::mmu::guest::copy_to_guest(&self.mem, &self.frames, kernel, sp, &bytes[..len])
             .map_err(|_| BadGuestStack(stack))?;
         if mask_events {
             self.set_upcall_mask(idx, 1);

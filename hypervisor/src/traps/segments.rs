@@ -46,7 +46,7 @@ const SEL_RPL: u16 = 3;
 const SEL_INDEX_SHIFT: u32 = 3;
 
 /// Descriptors in one frame of a guest GDT or LDT.
-const DESCS_PER_FRAME: usize = crate::hypercall::gdt::DESCS_PER_FRAME;
+const DESCS_PER_FRAME: usize = crate::traps::gdt::DESCS_PER_FRAME;
 
 /// Whether a data segment register can hold `desc` (loaded at CPL0, used at CPL3):
 /// present, data or readable code, DPL 3.

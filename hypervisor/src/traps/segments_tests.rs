@@ -6,7 +6,7 @@ extern crate std;
 use super::*;
 use crate::bundle::build::Guest;
 use crate::domain::elfnotes::test_elf::{TestElf, VIRT_BASE};
-use crate::memory::guest::{copy_from_guest, copy_to_guest};
+use crate::mmu::guest::{copy_from_guest, copy_to_guest};
 use crate::platform::Resume;
 use crate::testutil::{
     CLOBBERED_SEGMENT_BASE, TestHv, create_domains, hypercall, ret, started, test_hv_with,

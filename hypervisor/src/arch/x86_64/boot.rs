@@ -11,7 +11,7 @@ use super::serial::{self, hv_println};
 use super::start_info;
 use super::{DIRECTMAP_BASE, Racy, pic, timer, tsc, virt_to_phys};
 use crate::hv::{BootConfig, Hypervisor};
-use crate::memory::{FrameInfo, MAX_FRAMES};
+use crate::mmu::{FrameInfo, MAX_FRAMES};
 use crate::platform::{GuestFrame, Resume};
 use core::arch::global_asm;
 use core::mem::{MaybeUninit, size_of};
@@ -171,6 +171,7 @@ pub static HV: spin::Once<spin::Mutex<Hv>> = spin::Once::new();
 /// Rust entry from the boot stub, on the hypervisor stack in the higher half.
 extern "C" fn arch_main(start_info_paddr: u32, frame: *mut GuestFrame) -> ! {
     serial::init();
+    super::heap::init();
     super::defmt_log::init();
     // Copy everything the loader told us before anything else could overwrite it.
     let boot = start_info::read(u64::from(start_info_paddr));

@@ -55,7 +55,7 @@ const fn initial_gdt() -> Gdt {
 
 /// Writes guest descriptors into GDT entries `first..first + descs.len()`, stopping at
 /// `FIRST_RESERVED_GDT_ENTRY`: the hypervisor's own entries are never touched. The
-/// caller checked the descriptors (hypercall/gdt.rs).
+/// caller checked the descriptors (traps/gdt.rs).
 pub fn set_guest_entries(first: usize, descs: &[u64]) {
     let gdt = GDT.get();
     for (i, &desc) in descs.iter().enumerate() {
@@ -75,7 +75,7 @@ pub fn set_guest_entries(first: usize, descs: &[u64]) {
 const LDT_ENTRIES: usize = 8192;
 
 /// The hypervisor's copy of the running guest's LDT, 64 KiB. Only entries the core
-/// checked are ever written (hypercall/ldt.rs); the CPU reads it at CPL3 when the guest
+/// checked are ever written (traps/ldt.rs); the CPU reads it at CPL3 when the guest
 /// loads an LDT selector, as an implicit supervisor access (it is in the direct map).
 #[repr(C, align(4096))]
 struct Ldt([u64; LDT_ENTRIES]);

@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod defmt_log;
 pub mod descriptors;
 pub mod entry;
+pub mod heap;
 pub mod memory;
 pub mod paging;
 pub mod panic;

@@ -24,7 +24,7 @@ use guest_abi::layout::PAGE_SIZE;
 use guest_abi::{DomId, Errno, Mfn};
 use zerocopy::IntoBytes;
 
-use super::{HcResult, to_rax};
+use crate::hypercall::{HcResult, to_rax};
 use core::mem::offset_of;
 
 /// Most grant frames a domain may have (Xen's default `max_grant_frames` is 64; GRUB and

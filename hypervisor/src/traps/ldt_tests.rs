@@ -5,11 +5,11 @@ extern crate std;
 use super::{LDT_MAX_ENTS, MAX_LDT_FRAMES};
 use crate::bundle::build::Guest;
 use crate::domain::elfnotes::test_elf::{TestElf, VIRT_BASE};
-use crate::hypercall::gdt::DESCS_PER_FRAME;
-use crate::memory::PageType;
-use crate::memory::guest::{copy_from_guest, copy_to_guest};
+use crate::mmu::PageType;
+use crate::mmu::guest::{copy_from_guest, copy_to_guest};
 use crate::platform::{GuestFrame, MachineMemory, Resume};
 use crate::testutil::{TestHv, create_domains, hypercall, ret, started, test_hv_with};
+use crate::traps::gdt::DESCS_PER_FRAME;
 use guest_abi::layout::{HYPERVISOR_VIRT_START, PAGE_SIZE};
 use guest_abi::mmu::{MMUEXT_SET_LDT, MmuextOp};
 use guest_abi::start_info::StartInfo;
@@ -24,7 +24,7 @@ const EFAULT: i64 = Errno::EFAULT.to_ret();
 
 // The descriptors the GDT tests use (DPL 0 data is raised to 3 when checked; system
 // descriptors are refused).
-use crate::hypercall::gdt::tests::{CALL_GATE, CODE64_DPL3, DATA_DPL0, DATA_DPL3, LDT, TSS};
+use crate::traps::gdt::tests::{CALL_GATE, CODE64_DPL3, DATA_DPL0, DATA_DPL3, LDT, TSS};
 
 /// Running d1 (and d2) of 8 MiB each; the frame holds the running domain's registers.
 struct Fx {

@@ -2,9 +2,9 @@
 //! `maximum_reservation`, `memory_map` (`-ENOSYS`: no map was set, Xen's answer) and
 //! `machphys_mapping`. Everything else is `-ENOSYS`.
 
-use super::HcResult;
 use crate::hv::Hypervisor;
-use crate::memory::MAX_FRAMES;
+use crate::hypercall::HcResult;
+use crate::mmu::MAX_FRAMES;
 use crate::platform::{MachineMemory, Platform};
 use guest_abi::layout::MACH2PHYS_VIRT_START;
 use guest_abi::mmu::*;

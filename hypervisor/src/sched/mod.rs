@@ -1,8 +1,8 @@
 //! `sched_op` (29) and the legacy `sched_op_compat` (6): yield and shutdown.
 
-use super::handle::{Call, Flow, GuestHandle, Untyped};
 use crate::domain::runtime::DomainState;
 use crate::hv::Hypervisor;
+use crate::hypercall::handle::{Call, Flow, GuestHandle, Untyped};
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
 use guest_abi::Errno;
 use guest_abi::sched::{

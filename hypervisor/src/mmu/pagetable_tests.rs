@@ -1,7 +1,7 @@
 //! Host tests of the typing rules: validation, pins, roots, entry updates.
 
 use super::*;
-use crate::memory::FrameInfo;
+use crate::mmu::FrameInfo;
 use crate::testutil::{FakeMemory, leak};
 
 const DOM: DomId = DomId(1);

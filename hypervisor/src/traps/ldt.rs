@@ -1,6 +1,6 @@
 //! The guest's LDT: `mmuext_op(MMUEXT_SET_LDT)` (xen-pv-abi.md §9.6).
 //!
-//! Same model as the GDT (hypercall/gdt.rs): the frames that hold the guest's LDT carry a
+//! Same model as the GDT (traps/gdt.rs): the frames that hold the guest's LDT carry a
 //! `SegDesc` type reference while they are its LDT, so they have no writable mapping and
 //! are no page table (and the reverse: `-EINVAL`), and every descriptor in them passed
 //! [`check_descriptor`] when the frame became `SegDesc` (or later through
@@ -20,7 +20,7 @@
 
 use super::gdt::{DESCS_PER_FRAME, check_descriptor, for_each_descriptor_run};
 use crate::hv::Hypervisor;
-use crate::memory::guest::translate;
+use crate::mmu::guest::translate;
 use crate::platform::{MachineMemory, Platform};
 use guest_abi::layout::{PAGE_SIZE, in_hypervisor_range, is_canonical};
 use guest_abi::{Errno, Mfn};

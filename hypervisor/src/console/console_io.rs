@@ -6,11 +6,11 @@
 //! call still returns 0 (Xen would continue the call instead; a guest printing more than
 //! 16 KiB in one hypercall is not worth a continuation mechanism yet).
 
-use super::HcResult;
-use super::handle::GuestArray;
 use crate::console::{Prefix, Source};
 use crate::hv::Hypervisor;
-use crate::memory::guest::copy_from_guest;
+use crate::hypercall::HcResult;
+use crate::hypercall::handle::GuestArray;
+use crate::mmu::guest::copy_from_guest;
 use crate::platform::{MachineMemory, Platform};
 use guest_abi::{Errno, nr};
 

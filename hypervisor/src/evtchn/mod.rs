@@ -2,8 +2,8 @@
 //! rings. There are no real event channels yet: the console backend drains on the kick,
 //! and the hypervisor's xenstore answers the queued requests on its kick.
 
-use super::handle::{Call, Flow, GuestHandle, Untyped};
 use crate::hv::Hypervisor;
+use crate::hypercall::handle::{Call, Flow, GuestHandle, Untyped};
 use crate::platform::{MachineMemory, Platform};
 use guest_abi::Errno;
 use guest_abi::event_channel::{EVTCHNOP_SEND, EvtchnSend};

@@ -148,7 +148,7 @@ pub fn copy_to_guest<M: MachineMemory>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::FrameInfo;
+    use crate::mmu::FrameInfo;
     use crate::testutil::{FakeMemory, leak};
     use guest_abi::layout::HYPERVISOR_VIRT_START;
 

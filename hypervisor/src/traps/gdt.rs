@@ -31,8 +31,8 @@
 use crate::hv::Hypervisor;
 use crate::hypercall::HcResult;
 use crate::hypercall::handle::GuestArray;
-use crate::memory::PageType;
-use crate::memory::pagetable::PtCtx;
+use crate::mmu::PageType;
+use crate::mmu::pagetable::PtCtx;
 use crate::platform::{MachineMemory, Platform};
 use guest_abi::layout::{FIRST_RESERVED_GDT_ENTRY, PAGE_SIZE};
 use guest_abi::{Errno, Mfn};

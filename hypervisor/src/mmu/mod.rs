@@ -3,6 +3,8 @@
 
 pub mod frames;
 pub mod guest;
+pub mod hypercalls;
+mod memory_op;
 pub mod pagetable;
 
 pub use frames::{FrameInfo, Frames, MAX_FRAMES, PageType, TypeState};

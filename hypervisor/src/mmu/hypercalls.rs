@@ -13,9 +13,9 @@
 //! flags asked: a translation cached from a dropped writable mapping must not survive
 //! the frame becoming a page table.
 
-use super::{HcResult, to_rax};
 use crate::hv::Hypervisor;
-use crate::memory::pagetable::PtCtx;
+use crate::hypercall::{HcResult, to_rax};
+use crate::mmu::pagetable::PtCtx;
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
 use guest_abi::layout::{PAGE_SIZE, in_hypervisor_range, is_canonical};
 use guest_abi::mmu::*;
@@ -280,11 +280,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     Err(Errno::EACCES)
                 }
             }
-            // Checked, typed and loaded in hypercall/ldt.rs; nr_ents is a C unsigned int.
+            // Checked, typed and loaded in traps/ldt.rs; nr_ents is a C unsigned int.
             MMUEXT_SET_LDT => self.set_ldt(idx, op.arg1, op.arg2 as u32).map(|()| false),
             MMUEXT_CLEAR_PAGE => {
                 let mut pt = self.pt(idx);
-                pt.get_type(mfn, crate::memory::PageType::Writable)?;
+                pt.get_type(mfn, crate::mmu::PageType::Writable)?;
                 let r = pt.mem.fill(mfn.maddr(), 0, PAGE_SIZE);
                 pt.put_type(mfn);
                 r.map(|()| false).map_err(|_| Errno::EINVAL)
@@ -299,7 +299,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     .read(src.maddr(), &mut page)
                     .map_err(|_| Errno::EINVAL)?;
                 let mut pt = self.pt(idx);
-                pt.get_type(mfn, crate::memory::PageType::Writable)?;
+                pt.get_type(mfn, crate::mmu::PageType::Writable)?;
                 let r = pt.mem.write(mfn.maddr(), &page);
                 pt.put_type(mfn);
                 r.map(|()| false).map_err(|_| Errno::EINVAL)
@@ -347,5 +347,5 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 }
 
 #[cfg(test)]
-#[path = "mmu_tests.rs"]
+#[path = "hypercalls_tests.rs"]
 mod tests;

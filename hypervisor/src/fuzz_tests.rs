@@ -849,9 +849,13 @@ impl Fuzz {
                 let f = &self.frame;
                 let cs_ok =
                     f.cs == u64::from(FLAT_RING3_CS64) || f.cs == u64::from(FLAT_RING3_CS32);
+                // iretq to a 32-bit segment faults on real CPUs beyond its 4 GiB limit.
+                let rip_in_segment =
+                    f.cs != u64::from(FLAT_RING3_CS32) || f.rip <= u64::from(u32::MAX);
                 if !is_canonical(f.rip)
                     || !is_canonical(f.rsp)
                     || !cs_ok
+                    || !rip_in_segment
                     || f.ss != u64::from(FLAT_RING3_SS64)
                     || f.rflags & (1 << 9) == 0
                     || f.rflags & (3 << 12) != 0

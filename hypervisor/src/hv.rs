@@ -107,6 +107,12 @@ pub fn sanitize_for_iret(f: &mut GuestFrame) -> Result<(), &'static str> {
     if cs != FLAT_RING3_CS64 as u64 && cs != FLAT_RING3_CS32 as u64 {
         return Err("invalid code selector");
     }
+    // `iretq` to a 32-bit code segment checks EIP against the segment's 4 GiB limit and
+    // raises #GP in the hypervisor's return path if it is beyond (QEMU's TCG does not
+    // model this; real CPUs do).
+    if cs == FLAT_RING3_CS32 as u64 && f.rip > u64::from(u32::MAX) {
+        return Err("rip beyond the 32-bit code segment");
+    }
     f.cs = cs;
     f.ss = FLAT_RING3_SS64 as u64;
     f.rflags = (f.rflags & GUEST_RFLAGS_MASK) | RFLAGS_RESERVED_1 | RFLAGS_IF;
@@ -332,25 +338,29 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             return self.no_current_domain();
         };
         let r = self.handle_exception(idx, frame, cr2);
-        self.resume_if_canonical(frame, r)
+        self.resume_if_returnable(frame, r)
     }
 
-    /// `r`, unless it resumes the current domain at a non-canonical RIP: `iretq` would
-    /// then fault in the hypervisor. A guest gets there with a `syscall` (or an
-    /// instruction the hypervisor emulates) in the last bytes below
-    /// [`RIP_PAST_LOWER_HALF`]; that domain is crashed instead.
-    pub(crate) fn resume_if_canonical(&mut self, frame: &mut GuestFrame, r: Resume) -> Resume {
+    /// `r`, unless it resumes the current domain at a RIP `iretq` would fault on in the
+    /// hypervisor: a non-canonical one (a `syscall`, or an instruction the hypervisor
+    /// emulates, in the last bytes below [`RIP_PAST_LOWER_HALF`]) or one beyond 4 GiB with
+    /// a 32-bit code segment. That domain is crashed instead.
+    pub(crate) fn resume_if_returnable(&mut self, frame: &mut GuestFrame, r: Resume) -> Resume {
         let (Resume::Guest { .. }, Some(idx)) = (r, self.current) else {
             return r;
         };
-        if is_canonical(frame.rip) {
+        let why = if !is_canonical(frame.rip) {
+            "non-canonical rip"
+        } else if frame.cs | 3 == FLAT_RING3_CS32 as u64 && frame.rip > u64::from(u32::MAX) {
+            "rip beyond the 32-bit code segment"
+        } else {
             return r;
-        }
+        };
         let (rip, rsp) = (frame.rip, frame.rsp);
         self.end_domain(
             idx,
             DomainState::Crashed,
-            format_args!("crashed: cannot resume: non-canonical rip (rip={rip:#x} rsp={rsp:#x})"),
+            format_args!("crashed: cannot resume: {why} (rip={rip:#x} rsp={rsp:#x})"),
         );
         self.run_next(Some(idx), frame)
     }

@@ -537,6 +537,19 @@ fn frames_are_sanitized_for_iret() {
     let mut g = f;
     g.rsp = 0x1234_0000_0000_0000;
     assert!(sanitize_for_iret(&mut g).is_err());
+    // A 32-bit code segment: RIP must lie within its 4 GiB limit.
+    let mut g = f;
+    g.cs = 0xe020;
+    g.rip = 0xffff_ffff;
+    sanitize_for_iret(&mut g).unwrap();
+    assert_eq!(g.cs, 0xe023);
+    g.rip = 0x1_0000_0000;
+    assert_eq!(
+        sanitize_for_iret(&mut g),
+        Err("rip beyond the 32-bit code segment")
+    );
+    g.rip = 0xffff_ffff_8000_0000;
+    assert!(sanitize_for_iret(&mut g).is_err());
 }
 
 #[test]

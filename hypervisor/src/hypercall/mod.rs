@@ -73,7 +73,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 resume
             }
         };
-        self.resume_if_canonical(frame, resume)
+        self.resume_if_returnable(frame, resume)
     }
 
     /// Reads a `T` from the running domain's VA `va`.

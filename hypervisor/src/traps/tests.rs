@@ -372,8 +372,18 @@ fn iret_returns_to_the_kernel_and_restores_the_event_mask() {
 
 #[test]
 fn hostile_irets_crash_the_domain() {
-    let cases: [(&str, Option<IretContext>); 4] = [
+    let cases: [(&str, Option<IretContext>); 5] = [
         ("unreadable iret_context", None),
+        (
+            // iretq to a 32-bit segment beyond its 4 GiB limit faults on real CPUs.
+            "rip beyond the 32-bit code segment",
+            Some(IretContext {
+                rip: 0xffff_ffff_8000_0000,
+                cs: 0xe020,
+                rsp: KSTACK_TOP,
+                ..Default::default()
+            }),
+        ),
         (
             "invalid code selector",
             Some(IretContext {

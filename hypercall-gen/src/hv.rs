@@ -45,7 +45,7 @@ pub(crate) fn generate(def: &Definition) -> String {
         };
         let _ = writeln!(
             w,
-            "/// `{}` ({}): {}\n///{docs}{flags}\nfn {}(&mut self, call: &mut Call<'_>{params}) -> Flow;\n",
+            "/// `{}` ({}): {}\n///{docs}{flags}\nfn {}(&mut self, call: &mut Call<'_>{params}) -> Outcome;\n",
             h.name,
             h.nr,
             h.summary,
@@ -60,9 +60,9 @@ pub(crate) fn generate(def: &Definition) -> String {
          /// rdx, r10, r8). Unknown and unimplemented numbers answer `-ENOSYS`; scalar \
          arguments\n/// are truncated to their declared width, as Xen's C prototypes do.\n\
          #[inline]\npub(crate) fn dispatch<H: Hypercalls + ?Sized>(\n    h: &mut H,\n    \
-         call: &mut Call<'_>,\n    number: u64,\n    args: [u64; 5],\n) -> Flow {{\n\
+         call: &mut Call<'_>,\n    number: u64,\n    args: [u64; 5],\n) -> Outcome {{\n\
          // A number beyond u32 is as unknown as 99.\n\
-         let Ok(number) = u32::try_from(number) else {{\nreturn Flow::Return(Err(Errno::ENOSYS));\n}};\n\
+         let Ok(number) = u32::try_from(number) else {{\nreturn Outcome::Return(Err(Errno::ENOSYS));\n}};\n\
          match number {{"
     );
     for h in &implemented {
@@ -80,7 +80,7 @@ pub(crate) fn generate(def: &Definition) -> String {
             ident(&h.name)
         );
     }
-    let _ = writeln!(w, "_ => Flow::Return(Err(Errno::ENOSYS)),\n}}\n}}");
+    let _ = writeln!(w, "_ => Outcome::Return(Err(Errno::ENOSYS)),\n}}\n}}");
     s
 }
 
@@ -137,7 +137,7 @@ fn decode(h: &Hypercall, i: usize, kind: &ArgKind) -> String {
 
 /// The `super::handle` names the trait uses (an unused import would be a warning).
 fn handle_imports(def: &Definition, implemented: &[&Hypercall]) -> String {
-    let mut names = vec!["Call", "Flow"];
+    let mut names = vec!["Call", "Outcome"];
     let types: Vec<String> = implemented
         .iter()
         .flat_map(|h| h.args.iter().map(|a| param_type(def, &a.kind)))

@@ -13,6 +13,7 @@ use crate::console::{self, Cursor, Prefix, RingError};
 use crate::dlog::{Disp, hv_debug};
 use crate::domain::builder::{self, BuildParams};
 use crate::domain::runtime::{Domain, DomainState, MAX_DOMAINS};
+use crate::hypercall::handle::CrashReason;
 use crate::mmu::guest::GuestSpace;
 use crate::mmu::{FrameInfo, Frames};
 use crate::platform::{ExitStatus, GuestFrame, MachineMemory, Platform, Resume};
@@ -182,6 +183,19 @@ impl fmt::Write for LineWriter {
         let take = s.len().min(room);
         let _ = self.buf.extend_from_slice(&s.as_bytes()[..take]);
         Ok(())
+    }
+}
+
+/// Why a domain whose console output ring is corrupt is crashed.
+pub(crate) fn console_ring_crash(e: RingError) -> CrashReason {
+    match e {
+        RingError::ProtocolViolation { cons, prod } => CrashReason::new(format_args!(
+            "console ring protocol violation (out_cons={cons:#x} out_prod={prod:#x})"
+        )),
+        RingError::BadFrame(m) => CrashReason::new(format_args!(
+            "console ring frame not in RAM (maddr={:#x})",
+            m.0
+        )),
     }
 }
 
@@ -427,6 +441,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         self.run_next(Some(idx), frame)
     }
 
+    /// Blocks the running vCPU until an event is pending for it (`SCHEDOP_block`).
+    pub(crate) fn block_current(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
+        // Until the scheduler tracks blocked vCPUs, blocking is a yield: the guest
+        // re-checks its condition when it runs again, as after any spurious wake-up.
+        self.yield_current(idx, frame)
+    }
+
     /// Loads the first runnable domain after `after` (in id order, wrapping, `after`
     /// itself last) into `frame`. With none left: the final report and `Exit`.
     pub(crate) fn run_next(&mut self, after: Option<usize>, frame: &mut GuestFrame) -> Resume {
@@ -504,20 +525,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 
     /// Crashes a domain whose console ring is corrupt.
     pub(crate) fn crash_for_ring(&mut self, idx: usize, e: RingError) {
-        match e {
-            RingError::ProtocolViolation { cons, prod } => self.end_domain(
-                idx,
-                DomainState::Crashed,
-                format_args!(
-                    "crashed: console ring protocol violation (out_cons={cons:#x} out_prod={prod:#x})"
-                ),
-            ),
-            RingError::BadFrame(m) => self.end_domain(
-                idx,
-                DomainState::Crashed,
-                format_args!("crashed: console ring frame not in RAM (maddr={:#x})", m.0),
-            ),
-        }
+        let why = console_ring_crash(e);
+        self.end_domain(idx, DomainState::Crashed, format_args!("crashed: {why}"));
     }
 
     /// Prints what the domain has put in its console ring since the last drain.

@@ -14,6 +14,7 @@
 //! 4. preempts the running domain: round-robin to the next runnable one.
 
 use crate::console::{self, Prefix, RingError};
+use crate::domain::runtime::DomainState;
 use crate::hv::Hypervisor;
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
 use core::mem::offset_of;
@@ -87,7 +88,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 continue;
             }
             let drained = self.drain_console_counted(i);
-            if !self.service_xenstore(i) {
+            if !self.domains[i].is_runnable() {
+                continue;
+            }
+            if let Err(why) = self.service_xenstore(i) {
+                self.end_domain(i, DomainState::Crashed, format_args!("crashed: {why}"));
                 continue;
             }
             if drained == Some(0) && input == Some(i) {
@@ -125,7 +130,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     }
 
     fn crash_for_input_ring(&mut self, idx: usize, e: RingError) {
-        use crate::domain::runtime::DomainState;
         match e {
             RingError::ProtocolViolation { cons, prod } => self.end_domain(
                 idx,

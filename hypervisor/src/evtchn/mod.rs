@@ -2,8 +2,8 @@
 //! rings. There are no real event channels yet: the console backend drains on the kick,
 //! and the hypervisor's xenstore answers the queued requests on its kick.
 
-use crate::hv::Hypervisor;
-use crate::hypercall::handle::{Call, Flow, GuestHandle, Untyped};
+use crate::hv::{Hypervisor, console_ring_crash};
+use crate::hypercall::handle::{Call, GuestHandle, Outcome, Untyped};
 use crate::platform::{MachineMemory, Platform};
 use guest_abi::Errno;
 use guest_abi::event_channel::{EVTCHNOP_SEND, EvtchnSend};
@@ -14,7 +14,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         call: &mut Call<'_>,
         cmd: u32,
         arg: GuestHandle<Untyped>,
-    ) -> Flow {
+    ) -> Outcome {
         let idx = call.idx;
         let ret = match cmd {
             EVTCHNOP_SEND => match self.read_handle::<EvtchnSend>(idx, arg.cast()) {
@@ -23,14 +23,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     let d = &self.domains[idx];
                     if d.console_ring.is_some_and(|(_, port)| port == send.port) {
                         if let Err(e) = self.drain_console(idx) {
-                            self.crash_for_ring(idx, e);
-                            return Flow::Resume(self.run_next(Some(idx), call.frame));
+                            return Outcome::Crash(console_ring_crash(e));
                         }
                         Ok(0)
                     } else if d.store_ring.is_some_and(|(_, port)| port == send.port) {
                         // The kick of the hypervisor's xenstore: answer what is queued.
-                        if !self.service_xenstore(idx) {
-                            return Flow::Resume(self.run_next(Some(idx), call.frame));
+                        if let Err(why) = self.service_xenstore(idx) {
+                            return Outcome::Crash(why);
                         }
                         Ok(0)
                     } else {

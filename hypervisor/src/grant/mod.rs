@@ -12,7 +12,8 @@
 //! version is `-EINVAL`, as in Xen.
 
 use crate::hv::Hypervisor;
-use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
+use crate::hypercall::handle::{GuestArray, Untyped};
+use crate::platform::{MachineMemory, Platform};
 use guest_abi::grant_table::{
     GNTST_BAD_DOMAIN, GNTST_BAD_VIRT_ADDR, GNTST_GENERAL_ERROR, GNTST_OKAY,
     GNTST_PERMISSION_DENIED, GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE,
@@ -24,7 +25,7 @@ use guest_abi::layout::PAGE_SIZE;
 use guest_abi::{DomId, Errno, Mfn};
 use zerocopy::IntoBytes;
 
-use crate::hypercall::{HcResult, to_rax};
+use crate::hypercall::HcResult;
 use core::mem::offset_of;
 
 /// Most grant frames a domain may have (Xen's default `max_grant_frames` is 64; GRUB and
@@ -61,24 +62,29 @@ enum Target {
 }
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    pub(crate) fn grant_table_op(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
-        let (cmd, uop, count) = (frame.rdi as u32, frame.rsi, frame.rdx as u32);
-        let ret = match cmd {
-            // Xen handles exactly one of these per call.
-            GNTTABOP_SET_VERSION | GNTTABOP_GET_VERSION | GNTTABOP_SETUP_TABLE
-            | GNTTABOP_QUERY_SIZE
-                if count != 1 =>
-            {
-                Err(Errno::EINVAL)
-            }
+    /// `grant_table_op(cmd, uop, count)` from the running domain.
+    pub(crate) fn grant_table_op(
+        &mut self,
+        idx: usize,
+        cmd: u32,
+        uop: GuestArray<Untyped>,
+    ) -> HcResult {
+        // Xen handles exactly one of these per call.
+        if uop.len() != 1 {
+            return match cmd {
+                GNTTABOP_SET_VERSION | GNTTABOP_GET_VERSION | GNTTABOP_SETUP_TABLE
+                | GNTTABOP_QUERY_SIZE => Err(Errno::EINVAL),
+                _ => Err(Errno::ENOSYS),
+            };
+        }
+        let uop = uop.addr();
+        match cmd {
             GNTTABOP_SET_VERSION => self.gnttab_set_version(idx, uop),
             GNTTABOP_GET_VERSION => self.gnttab_get_version(idx, uop),
             GNTTABOP_SETUP_TABLE => self.gnttab_setup_table(idx, uop),
             GNTTABOP_QUERY_SIZE => self.gnttab_query_size(idx, uop),
             _ => Err(Errno::ENOSYS),
-        };
-        frame.rax = to_rax(ret);
-        self.resume_current()
+        }
     }
 
     fn gnttab_set_version(&mut self, idx: usize, uop: u64) -> HcResult {

@@ -1,9 +1,9 @@
 //! The types the generated [`super::generated::Hypercalls`] trait speaks: typed guest
-//! pointers, the calling context and what a handler asks the dispatcher to do.
+//! pointers, the calling context and the [`Outcome`] a handler returns.
 
 use super::HcResult;
 use crate::hv::Hypervisor;
-use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
+use crate::platform::{GuestFrame, MachineMemory, Platform};
 use core::fmt;
 use core::marker::PhantomData;
 use guest_abi::Errno;
@@ -135,29 +135,112 @@ impl<T: ?Sized> fmt::Debug for GuestArray<T> {
     }
 }
 
-/// Who is calling: the running domain's index and its saved registers. A handler that
-/// switches domains (yield, shutdown) loads the next domain's registers into `frame` and
-/// returns [`Flow::Resume`].
+/// Who is calling: the running domain's index and its saved registers. Handlers read
+/// their arguments from the typed parameters, not from `frame`; only `iret` (which loads
+/// a whole new register set) and `SHUTDOWN_suspend` (a third argument in `rdx`) use it.
 pub struct Call<'a> {
     /// Index of the calling domain in `Hypervisor::domains`.
     pub idx: usize,
-    /// The caller's registers (`rax` is written by the dispatcher for [`Flow::Return`]).
+    /// The caller's registers.
     pub frame: &'a mut GuestFrame,
 }
 
-/// What a hypercall method asks the dispatcher to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    /// Put the value (or negative errno) in the caller's `rax` and resume it.
-    Return(HcResult),
-    /// The handler already arranged `call.frame` (e.g. switched to another domain):
-    /// resume with this.
-    Resume(Resume),
+/// Why a domain is crashed: one line for the console (`crashed: <reason>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrashReason(pub heapless::String<160>);
+
+impl CrashReason {
+    /// Formats the reason (cut at 160 bytes).
+    pub fn new(args: fmt::Arguments<'_>) -> Self {
+        let mut w = Truncating(heapless::String::new());
+        let _ = fmt::write(&mut w, args);
+        CrashReason(w.0)
+    }
 }
 
-impl From<HcResult> for Flow {
+impl fmt::Display for CrashReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A `fmt::Write` that keeps what fits.
+struct Truncating(heapless::String<160>);
+
+impl fmt::Write for Truncating {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if self.0.push(c).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a preempted vCPU does before it re-executes its continuation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    /// Let another vCPU run first.
+    Yield,
+    /// Wait for an event (`SCHEDOP_block` inside a multicall).
+    Block,
+}
+
+/// What a hypercall handler asks the dispatcher to do with the calling vCPU. Every
+/// handler returns one; none switches domains or ends its own domain itself, so the
+/// dispatcher is the one place where a hypercall's effect on scheduling is decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Put the value (or negative errno) in the caller's `rax` and resume it.
+    Return(HcResult),
+    /// Preempted (Xen's hypercall continuation): re-execute the same hypercall later with
+    /// these five argument registers; `then` first yields or blocks. Inside a multicall
+    /// the arguments go back into the entry instead.
+    Continue {
+        /// rdi, rsi, rdx, r10, r8 of the continuation.
+        args: [u64; 5],
+        /// What the vCPU does before it re-executes the call.
+        then: Option<Pause>,
+    },
+    /// `rax = 0`, then let another runnable vCPU run first (`SCHEDOP_yield`).
+    Yield,
+    /// `rax = 0`, then wait until an event is pending for the vCPU (`SCHEDOP_block`).
+    Block,
+    /// The domain shuts itself down.
+    Shutdown(guest_abi::sched::ShutdownReason),
+    /// The domain broke a rule it cannot recover from: crash it.
+    Crash(CrashReason),
+    /// The handler loaded a complete new register set into `call.frame` (`iret`):
+    /// resume it as it is.
+    Resumed,
+}
+
+impl Outcome {
+    /// A crash with a formatted reason.
+    pub fn crash(args: fmt::Arguments<'_>) -> Self {
+        Outcome::Crash(CrashReason::new(args))
+    }
+}
+
+impl Outcome {
+    /// One word for the trace line of an outcome other than `Return`.
+    pub fn trace_word(&self) -> &'static str {
+        match self {
+            Outcome::Return(_) => "returned",
+            Outcome::Continue { .. } => "continued",
+            Outcome::Yield => "yielded",
+            Outcome::Block => "blocked",
+            Outcome::Shutdown(_) => "shut down",
+            Outcome::Crash(_) => "crashed",
+            Outcome::Resumed => "resumed",
+        }
+    }
+}
+
+impl From<HcResult> for Outcome {
     fn from(r: HcResult) -> Self {
-        Flow::Return(r)
+        Outcome::Return(r)
     }
 }
 

@@ -4,7 +4,7 @@
 //! `docs/hypercalls.md`; the compiler lists the methods still missing here.
 
 use super::generated::Hypercalls;
-use super::handle::{Call, Flow, GuestArray, GuestHandle, Untyped};
+use super::handle::{Call, GuestArray, GuestHandle, Outcome, Untyped};
 use crate::hv::Hypervisor;
 use crate::platform::{MachineMemory, Platform};
 use guest_abi::mmu::{MmuUpdate, MmuextOp, MulticallEntry};
@@ -16,11 +16,11 @@ impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
         &mut self,
         call: &mut Call<'_>,
         traps: GuestHandle<guest_abi::traps::TrapInfo>,
-    ) -> Flow {
+    ) -> Outcome {
         self.do_set_trap_table(call.idx, traps).into()
     }
 
-    fn stack_switch(&mut self, call: &mut Call<'_>, ss: u64, rsp: u64) -> Flow {
+    fn stack_switch(&mut self, call: &mut Call<'_>, ss: u64, rsp: u64) -> Outcome {
         self.do_stack_switch(call.idx, ss, rsp).into()
     }
 
@@ -30,58 +30,57 @@ impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
         event_rip: u64,
         failsafe_rip: u64,
         syscall_rip: u64,
-    ) -> Flow {
+    ) -> Outcome {
         self.do_set_callbacks(call.idx, event_rip, failsafe_rip, syscall_rip)
             .into()
     }
 
-    fn set_gdt(&mut self, call: &mut Call<'_>, frame_list: GuestArray<u64>) -> Flow {
+    fn set_gdt(&mut self, call: &mut Call<'_>, frame_list: GuestArray<u64>) -> Outcome {
         self.do_set_gdt(call.idx, frame_list).into()
     }
 
-    fn update_descriptor(&mut self, call: &mut Call<'_>, maddr: u64, desc: u64) -> Flow {
+    fn update_descriptor(&mut self, call: &mut Call<'_>, maddr: u64, desc: u64) -> Outcome {
         self.do_update_descriptor(call.idx, maddr, desc).into()
     }
 
-    fn fpu_taskswitch(&mut self, call: &mut Call<'_>, set: i32) -> Flow {
+    fn fpu_taskswitch(&mut self, call: &mut Call<'_>, set: i32) -> Outcome {
         self.do_fpu_taskswitch(call.idx, set).into()
     }
 
-    fn iret(&mut self, call: &mut Call<'_>) -> Flow {
-        Flow::Resume(self.do_iret(call.idx, call.frame))
+    fn iret(&mut self, call: &mut Call<'_>) -> Outcome {
+        self.do_iret(call.idx, call.frame)
     }
 
-    fn set_segment_base(&mut self, call: &mut Call<'_>, which: u32, base: u64) -> Flow {
+    fn set_segment_base(&mut self, call: &mut Call<'_>, which: u32, base: u64) -> Outcome {
         self.do_set_segment_base(call.idx, which, base).into()
     }
 
-    fn callback_op(&mut self, call: &mut Call<'_>, cmd: u32, arg: GuestHandle<Untyped>) -> Flow {
+    fn callback_op(&mut self, call: &mut Call<'_>, cmd: u32, arg: GuestHandle<Untyped>) -> Outcome {
         self.do_callback_op(call.idx, cmd, arg).into()
     }
 
-    fn sched_op_compat(&mut self, call: &mut Call<'_>, cmd: u32, arg: u64) -> Flow {
-        self.do_sched_op_compat(call, cmd, arg)
+    fn sched_op_compat(&mut self, _call: &mut Call<'_>, cmd: u32, arg: u64) -> Outcome {
+        self.do_sched_op_compat(cmd, arg)
     }
 
-    fn xen_version(&mut self, call: &mut Call<'_>, cmd: u32, arg: GuestHandle<Untyped>) -> Flow {
+    fn xen_version(&mut self, call: &mut Call<'_>, cmd: u32, arg: GuestHandle<Untyped>) -> Outcome {
         self.do_xen_version(call.idx, cmd, arg).into()
     }
 
-    fn console_io(&mut self, call: &mut Call<'_>, cmd: u32, buf: GuestArray<u8>) -> Flow {
+    fn console_io(&mut self, call: &mut Call<'_>, cmd: u32, buf: GuestArray<u8>) -> Outcome {
         self.do_console_io(call.idx, cmd, buf).into()
     }
 
     fn grant_table_op(
         &mut self,
         call: &mut Call<'_>,
-        _cmd: u32,
-        _uop: GuestArray<Untyped>,
-    ) -> Flow {
-        // Still decodes its arguments from the frame (same registers).
-        Flow::Resume(self.grant_table_op(call.idx, call.frame))
+        cmd: u32,
+        uop: GuestArray<Untyped>,
+    ) -> Outcome {
+        self.grant_table_op(call.idx, cmd, uop).into()
     }
 
-    fn sched_op(&mut self, call: &mut Call<'_>, cmd: u32, arg: GuestHandle<Untyped>) -> Flow {
+    fn sched_op(&mut self, call: &mut Call<'_>, cmd: u32, arg: GuestHandle<Untyped>) -> Outcome {
         self.do_sched_op(call, cmd, arg)
     }
 
@@ -90,33 +89,32 @@ impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
         call: &mut Call<'_>,
         cmd: u32,
         arg: GuestHandle<Untyped>,
-    ) -> Flow {
+    ) -> Outcome {
         self.do_event_channel_op(call, cmd, arg)
     }
 
     fn mmu_update(
         &mut self,
         call: &mut Call<'_>,
-        _reqs: GuestArray<MmuUpdate>,
-        _pdone: GuestHandle<u32>,
-        _foreigndom: u32,
-    ) -> Flow {
-        // Decodes its arguments from the frame itself (it may rewrite them to continue).
-        Flow::Resume(self.mmu_update(call.idx, call.frame))
+        reqs: GuestArray<MmuUpdate>,
+        pdone: GuestHandle<u32>,
+        foreigndom: u32,
+    ) -> Outcome {
+        self.mmu_update(call.idx, reqs, pdone, foreigndom)
     }
 
     fn mmuext_op(
         &mut self,
         call: &mut Call<'_>,
-        _ops: GuestArray<MmuextOp>,
-        _pdone: GuestHandle<u32>,
-        _foreigndom: u32,
-    ) -> Flow {
-        Flow::Resume(self.mmuext_op(call.idx, call.frame))
+        ops: GuestArray<MmuextOp>,
+        pdone: GuestHandle<u32>,
+        foreigndom: u32,
+    ) -> Outcome {
+        self.mmuext_op(call.idx, ops, pdone, foreigndom)
     }
 
-    fn multicall(&mut self, call: &mut Call<'_>, _calls: GuestArray<MulticallEntry>) -> Flow {
-        Flow::Resume(self.multicall(call.idx, call.frame))
+    fn multicall(&mut self, call: &mut Call<'_>, calls: GuestArray<MulticallEntry>) -> Outcome {
+        self.multicall(call.idx, call.frame, calls)
     }
 
     fn update_va_mapping(
@@ -125,15 +123,15 @@ impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
         va: u64,
         new_pte: u64,
         flags: u64,
-    ) -> Flow {
+    ) -> Outcome {
         self.update_va_mapping(call.idx, va, new_pte, flags).into()
     }
 
-    fn vm_assist(&mut self, _call: &mut Call<'_>, cmd: u32, r#type: u32) -> Flow {
+    fn vm_assist(&mut self, _call: &mut Call<'_>, cmd: u32, r#type: u32) -> Outcome {
         self.vm_assist(cmd, r#type).into()
     }
 
-    fn memory_op(&mut self, call: &mut Call<'_>, cmd: u64, arg: GuestHandle<Untyped>) -> Flow {
-        self.memory_op(call.idx, cmd, arg.addr()).into()
+    fn memory_op(&mut self, call: &mut Call<'_>, cmd: u64, arg: GuestHandle<Untyped>) -> Outcome {
+        self.memory_op(call.idx, cmd, arg).into()
     }
 }

@@ -22,11 +22,12 @@ pub use crate::console::console_io::{CONSOLE_IO_CHUNK, CONSOLE_IO_MAX_PER_CALL};
 pub use xen_version::{CAPABILITIES, CHANGESET, EXTRAVERSION};
 
 use crate::dlog::hv_trace;
+use crate::domain::runtime::DomainState;
 use crate::hv::Hypervisor;
 use crate::mmu::guest::{copy_from_guest, copy_to_guest};
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
 use guest_abi::Errno;
-use handle::{Call, Flow};
+use handle::{Call, Outcome, Pause};
 use zerocopy::{FromBytes, IntoBytes};
 
 /// What a handler that never switches domains returns.
@@ -40,6 +41,9 @@ pub(crate) fn to_rax(r: HcResult) -> u64 {
     }
 }
 
+/// Length of the `syscall` instruction: a continuation re-executes it.
+pub(crate) const SYSCALL_LEN: u64 = 2;
+
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// Every hypercall except the `xen_version(XENVER_version)` fast path.
     #[inline(never)]
@@ -50,30 +54,68 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let number = frame.rax;
         let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
         let dom = self.domains[idx].id.0;
-        let mut call = Call { idx, frame };
-        let resume = match generated::dispatch(self, &mut call, number, args) {
-            Flow::Return(ret) => {
-                frame.rax = to_rax(ret);
-                hv_trace!(
-                    "hypercall d{=u16} nr={=u64} args={:#x} -> {=i64}",
-                    dom,
-                    number,
-                    args,
-                    frame.rax as i64
-                );
+        let outcome = generated::dispatch(self, &mut Call { idx, frame }, number, args);
+        if let Outcome::Return(r) = outcome {
+            frame.rax = to_rax(r);
+            hv_trace!(
+                "hypercall d{=u16} nr={=u64} args={:#x} -> {=i64}",
+                dom,
+                number,
+                args,
+                frame.rax as i64
+            );
+        } else {
+            hv_trace!(
+                "hypercall d{=u16} nr={=u64} args={:#x} -> {}",
+                dom,
+                number,
+                args,
+                outcome.trace_word()
+            );
+        }
+        let resume = self.apply_outcome(idx, number, frame, outcome);
+        self.resume_if_returnable(frame, resume)
+    }
+
+    /// Carries out what hypercall `number` of domain `idx` asked for (`frame` holds the
+    /// caller's registers).
+    pub(crate) fn apply_outcome(
+        &mut self,
+        idx: usize,
+        number: u64,
+        frame: &mut GuestFrame,
+        outcome: Outcome,
+    ) -> Resume {
+        match outcome {
+            Outcome::Return(r) => {
+                frame.rax = to_rax(r);
                 self.resume_current()
             }
-            Flow::Resume(resume) => {
-                hv_trace!(
-                    "hypercall d{=u16} nr={=u64} args={:#x} -> switched domains",
-                    dom,
-                    number,
-                    args
-                );
-                resume
+            Outcome::Resumed => self.resume_current(),
+            Outcome::Continue { args, then } => {
+                frame.rip = frame.rip.wrapping_sub(SYSCALL_LEN);
+                frame.rax = number;
+                [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8] = args;
+                match then {
+                    None => self.resume_current(),
+                    Some(Pause::Yield) => self.yield_current(idx, frame),
+                    Some(Pause::Block) => self.block_current(idx, frame),
+                }
             }
-        };
-        self.resume_if_returnable(frame, resume)
+            Outcome::Yield => {
+                frame.rax = 0;
+                self.yield_current(idx, frame)
+            }
+            Outcome::Block => {
+                frame.rax = 0;
+                self.block_current(idx, frame)
+            }
+            Outcome::Shutdown(reason) => self.shutdown(idx, reason, frame),
+            Outcome::Crash(why) => {
+                self.end_domain(idx, DomainState::Crashed, format_args!("crashed: {why}"));
+                self.run_next(Some(idx), frame)
+            }
+        }
     }
 
     /// Reads a `T` from the running domain's VA `va`.

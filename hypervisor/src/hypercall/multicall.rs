@@ -1,9 +1,11 @@
 //! `multicall` (13): a batch of hypercalls, each dispatched as if the guest had made it,
 //! its result written back into its entry.
 //!
-//! Not allowed inside a batch (result `-EINVAL`): `multicall` itself and `iret`. If an
-//! entry ends or switches away from the caller (yield, shutdown, crash), the rest of the
-//! batch is dropped.
+//! Not allowed inside a batch (result `-EINVAL`): `multicall` itself and `iret`. An entry
+//! that shuts down or crashes the domain drops the rest of the batch. An entry that
+//! yields or blocks ends this pass: its result is written and the multicall is continued
+//! at the next entry once the vCPU runs again (Xen runs the rest of the batch before the
+//! vCPU is descheduled; the guest sees the same results either way).
 //!
 //! No entry into the hypervisor does unbounded work (a guest could otherwise stall every
 //! domain with a huge batch of entries, or of mmu_update elements, over one aliased
@@ -12,9 +14,12 @@
 //! made a continuation (a long `mmu_update`/`mmuext_op`) gets its remaining arguments
 //! written back into the entry and the multicall continued at that entry, as Xen does.
 
+use super::generated;
+use super::handle::{Call, GuestArray, Outcome, Pause};
 use super::to_rax;
 use crate::hv::Hypervisor;
-use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
+use crate::platform::{GuestFrame, MachineMemory, Platform};
+use core::mem::{offset_of, size_of};
 use guest_abi::mmu::MulticallEntry;
 use guest_abi::{Errno, nr};
 use zerocopy::IntoBytes;
@@ -22,100 +27,86 @@ use zerocopy::IntoBytes;
 /// `GuestFrame::vector` of a hypercall made from inside a multicall.
 pub const VECTOR_MULTICALL: u64 = 0x101;
 /// Byte offset of `result` in an entry.
-const RESULT_OFFSET: u64 = 8;
+const RESULT_OFFSET: u64 = offset_of!(MulticallEntry, result) as u64;
 /// Byte offset of `args` in an entry.
-const ARGS_OFFSET: u64 = 16;
+const ARGS_OFFSET: u64 = offset_of!(MulticallEntry, args) as u64;
+/// Bytes per entry.
+const ENTRY_SIZE: u64 = size_of::<MulticallEntry>() as u64;
 /// Entries run per entry into the hypervisor before a continuation.
 pub const MULTICALL_BATCH: u64 = 64;
-/// Length of the `syscall` instruction, to re-execute it for a continuation.
-const SYSCALL_LEN: u64 = 2;
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    /// `multicall(list, nr_calls)` from the running domain.
-    pub(crate) fn multicall(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
-        let (list, count) = (frame.rdi, frame.rsi as u32);
-        let caller = *frame;
-        for i in 0..u64::from(count) {
-            let Some(at) = list.checked_add(i * 64) else {
-                frame.rax = to_rax(Err(Errno::EFAULT));
-                return self.resume_current();
+    /// `multicall(list, nr_calls)` from the running domain, whose registers are `frame`.
+    pub(crate) fn multicall(
+        &mut self,
+        idx: usize,
+        frame: &GuestFrame,
+        calls: GuestArray<MulticallEntry>,
+    ) -> Outcome {
+        // The count is a C `unsigned int`.
+        let count = u64::from(calls.len() as u32);
+        for i in 0..count {
+            let Some(at) = calls.get(i).map(|h| h.addr()) else {
+                return Outcome::Return(Err(Errno::EFAULT));
             };
+            let rest = count - i;
             if i >= MULTICALL_BATCH {
-                return self.continue_multicall(frame, at, u64::from(count) - i);
+                return continue_at(at, rest, None);
             }
             let entry: MulticallEntry = match self.read_guest(idx, at) {
                 Ok(e) => e,
-                Err(e) => {
-                    frame.rax = to_rax(Err(e));
-                    return self.resume_current();
-                }
+                Err(e) => return Outcome::Return(Err(e)),
             };
-            let result = match u32::try_from(entry.op) {
-                Ok(nr::MULTICALL | nr::IRET) => to_rax(Err(Errno::EINVAL)),
+            let outcome = match u32::try_from(entry.op) {
+                Ok(nr::MULTICALL | nr::IRET) => Outcome::Return(Err(Errno::EINVAL)),
                 _ => {
-                    let mut call = GuestFrame {
-                        rax: entry.op,
-                        rdi: entry.args[0],
-                        rsi: entry.args[1],
-                        rdx: entry.args[2],
-                        r10: entry.args[3],
-                        r8: entry.args[4],
+                    let mut regs = GuestFrame {
                         vector: VECTOR_MULTICALL,
-                        ..caller
+                        ..*frame
                     };
-                    let resume = self.hypercall(&mut call);
-                    if self.current != Some(idx) || matches!(resume, Resume::Exit(_)) {
-                        return self.multicall_switched(idx, &caller, at, call, resume, frame);
-                    }
-                    if call.rip != caller.rip {
-                        // The entry made a continuation: keep its remaining arguments
-                        // in the entry and run it again when the multicall continues.
-                        let args = [call.rdi, call.rsi, call.rdx, call.r10, call.r8];
-                        if let Err(e) = self.write_guest(idx, at + ARGS_OFFSET, args.as_bytes()) {
-                            frame.rax = to_rax(Err(e));
-                            return self.resume_current();
-                        }
-                        return self.continue_multicall(frame, at, u64::from(count) - i);
-                    }
-                    call.rax
+                    let mut call = Call {
+                        idx,
+                        frame: &mut regs,
+                    };
+                    let [a0, a1, a2, a3, a4, _] = entry.args;
+                    generated::dispatch(self, &mut call, entry.op, [a0, a1, a2, a3, a4])
                 }
             };
-            let wrote = self.write_guest(idx, at + RESULT_OFFSET, result.as_bytes());
-            if let Err(e) = wrote {
-                frame.rax = to_rax(Err(e));
-                return self.resume_current();
+            let (result, pause) = match outcome {
+                Outcome::Return(r) => (to_rax(r), None),
+                Outcome::Yield => (0, Some(Pause::Yield)),
+                Outcome::Block => (0, Some(Pause::Block)),
+                Outcome::Continue { args, then } => {
+                    // Run the entry again, with its remaining arguments, when the
+                    // multicall continues.
+                    let mut all = entry.args;
+                    all[..5].copy_from_slice(&args);
+                    if let Err(e) = self.write_guest(idx, at + ARGS_OFFSET, all.as_bytes()) {
+                        return Outcome::Return(Err(e));
+                    }
+                    return continue_at(at, rest, then);
+                }
+                // The domain ends: the rest of the batch does not matter.
+                end @ (Outcome::Shutdown(_) | Outcome::Crash(_)) => return end,
+                // Only iret resumes a new register set, and it was refused above.
+                Outcome::Resumed => (to_rax(Err(Errno::EINVAL)), None),
+            };
+            if let Err(e) = self.write_guest(idx, at + RESULT_OFFSET, result.as_bytes()) {
+                return Outcome::Return(Err(e));
+            }
+            if let Some(pause) = pause {
+                // The entry was readable, so the address after it does not overflow.
+                return continue_at(at.wrapping_add(ENTRY_SIZE), rest - 1, Some(pause));
             }
         }
-        frame.rax = 0;
-        self.resume_current()
+        Outcome::Return(Ok(0))
     }
+}
 
-    /// An entry switched away from the caller: the caller, if it still runs, resumes
-    /// after the multicall with its result written; the arch gets `next`'s registers.
-    /// Turns the current `syscall` into a continuation of the multicall with the `left`
-    /// entries from `at` on.
-    fn continue_multicall(&mut self, frame: &mut GuestFrame, at: u64, left: u64) -> Resume {
-        frame.rip = frame.rip.wrapping_sub(SYSCALL_LEN);
-        frame.rax = u64::from(nr::MULTICALL);
-        (frame.rdi, frame.rsi) = (at, left);
-        self.resume_current()
-    }
-
-    fn multicall_switched(
-        &mut self,
-        idx: usize,
-        caller: &GuestFrame,
-        at: u64,
-        next: GuestFrame,
-        resume: Resume,
-        frame: &mut GuestFrame,
-    ) -> Resume {
-        if self.domains[idx].is_runnable() {
-            let result = self.domains[idx].vcpu.frame.rax;
-            let _ = self.write_guest(idx, at + RESULT_OFFSET, result.as_bytes());
-            self.domains[idx].vcpu.frame = GuestFrame { rax: 0, ..*caller };
-        }
-        *frame = next;
-        resume
+/// The multicall continued with the `left` entries from `at` on.
+fn continue_at(at: u64, left: u64, then: Option<Pause>) -> Outcome {
+    Outcome::Continue {
+        args: [at, left, 0, 0, 0],
+        then,
     }
 }

@@ -14,12 +14,13 @@
 //! the frame becoming a page table.
 
 use crate::hv::Hypervisor;
-use crate::hypercall::{HcResult, to_rax};
+use crate::hypercall::HcResult;
+use crate::hypercall::handle::{GuestArray, GuestHandle, Outcome};
 use crate::mmu::pagetable::PtCtx;
-use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
+use crate::platform::{MachineMemory, Platform};
 use guest_abi::layout::{PAGE_SIZE, in_hypervisor_range, is_canonical};
 use guest_abi::mmu::*;
-use guest_abi::{DomId, Errno, Mfn, nr};
+use guest_abi::{DomId, Errno, Mfn};
 
 /// Elements handled per entry into the hypervisor before a continuation.
 pub const BATCH: u32 = 512;
@@ -29,20 +30,39 @@ pub const BATCH: u32 = 512;
 pub const WORK_BUDGET: u64 = 1 << 16;
 /// Count flag of a continued batch (Xen's `MMU_UPDATE_PREEMPTED`).
 pub const MMU_UPDATE_PREEMPTED: u32 = 1 << 31;
-/// Length of the `syscall` instruction, to re-execute it for a continuation.
-const SYSCALL_LEN: u64 = 2;
-
-/// The arguments of a batch hypercall (mmu_update, mmuext_op).
-struct BatchArgs {
-    /// Guest VA of the first element.
-    list: u64,
-    /// Bytes per element.
-    elem_size: u64,
-    /// Elements (with `MMU_UPDATE_PREEMPTED` on a continuation).
-    count: u32,
-    /// Guest VA of the done counter (0 = none).
-    pdone: u64,
+/// The arguments of a batch hypercall (mmu_update, mmuext_op), as the generated dispatch
+/// typed them: the list (its length is the count register, with
+/// `MMU_UPDATE_PREEMPTED` on a continuation), the done counter, the foreign domain.
+struct BatchArgs<T> {
+    list: GuestArray<T>,
+    pdone: GuestHandle<u32>,
     foreigndom: u32,
+}
+
+/// The result of a batch, or its continuation with the elements not done yet.
+fn finish_batch<T>(a: &BatchArgs<T>, ret: Result<BatchEnd, Errno>) -> Outcome {
+    match ret {
+        Ok(BatchEnd::Preempted { done }) => {
+            let count = a.list.len() as u32 & !MMU_UPDATE_PREEMPTED;
+            // `done` elements were read from the list: their addresses did not overflow.
+            let next = a
+                .list
+                .addr()
+                .wrapping_add(u64::from(done) * size_of::<T>() as u64);
+            Outcome::Continue {
+                args: [
+                    next,
+                    u64::from((count - done) | MMU_UPDATE_PREEMPTED),
+                    a.pdone.addr(),
+                    u64::from(a.foreigndom),
+                    0,
+                ],
+                then: None,
+            }
+        }
+        Ok(BatchEnd::Finished(r)) => Outcome::Return(r.map(|()| 0)),
+        Err(e) => Outcome::Return(Err(e)),
+    }
 }
 
 /// How a batch hypercall ended.
@@ -73,81 +93,50 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         (fd == DomId::SELF.0 || fd == me) && (pfd == 0 || pfd.wrapping_sub(1) == me)
     }
 
-    /// Turns the current `syscall` into a continuation of hypercall `nr` with `args`.
-    fn continue_hypercall(frame: &mut GuestFrame, nr: u32, args: [u64; 4]) {
-        frame.rip = frame.rip.wrapping_sub(SYSCALL_LEN);
-        frame.rax = u64::from(nr);
-        (frame.rdi, frame.rsi, frame.rdx, frame.r10) = (args[0], args[1], args[2], args[3]);
-    }
-
     /// `mmu_update(reqs, count, pdone, foreigndom)` from the running domain.
-    pub(crate) fn mmu_update(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
-        let (reqs, count, pdone, fd) = (frame.rdi, frame.rsi as u32, frame.rdx, frame.r10);
+    pub(crate) fn mmu_update(
+        &mut self,
+        idx: usize,
+        reqs: GuestArray<MmuUpdate>,
+        pdone: GuestHandle<u32>,
+        foreigndom: u32,
+    ) -> Outcome {
         let args = BatchArgs {
             list: reqs,
-            elem_size: 16,
-            count,
             pdone,
-            foreigndom: fd as u32,
+            foreigndom,
         };
-        let ret = self.batch(idx, args, Self::mmu_one);
-        self.finish_batch(frame, nr::MMU_UPDATE, ret, 16)
+        let ret = self.batch(idx, &args, Self::mmu_one);
+        finish_batch(&args, ret)
     }
 
     /// `mmuext_op(ops, count, pdone, foreigndom)` from the running domain.
-    pub(crate) fn mmuext_op(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
-        let (ops, count, pdone, fd) = (frame.rdi, frame.rsi as u32, frame.rdx, frame.r10);
+    pub(crate) fn mmuext_op(
+        &mut self,
+        idx: usize,
+        ops: GuestArray<MmuextOp>,
+        pdone: GuestHandle<u32>,
+        foreigndom: u32,
+    ) -> Outcome {
         let args = BatchArgs {
             list: ops,
-            elem_size: 24,
-            count,
             pdone,
-            foreigndom: fd as u32,
+            foreigndom,
         };
-        let ret = self.batch(idx, args, Self::mmuext_one);
-        self.finish_batch(frame, nr::MMUEXT_OP, ret, 24)
-    }
-
-    /// Writes the result of a batch, or sets up its continuation.
-    fn finish_batch(
-        &mut self,
-        frame: &mut GuestFrame,
-        nr: u32,
-        ret: Result<BatchEnd, Errno>,
-        elem_size: u64,
-    ) -> Resume {
-        match ret {
-            Ok(BatchEnd::Preempted { done }) => {
-                let remaining = (frame.rsi as u32 & !MMU_UPDATE_PREEMPTED) - done;
-                let next = frame.rdi.wrapping_add(u64::from(done) * elem_size);
-                let args = [
-                    next,
-                    u64::from(remaining | MMU_UPDATE_PREEMPTED),
-                    frame.rdx,
-                    frame.r10,
-                ];
-                Self::continue_hypercall(frame, nr, args);
-            }
-            Ok(BatchEnd::Finished(r)) => frame.rax = to_rax(r.map(|()| 0)),
-            Err(e) => frame.rax = to_rax(Err(e)),
-        }
-        self.resume_current()
+        let ret = self.batch(idx, &args, Self::mmuext_one);
+        finish_batch(&args, ret)
     }
 
     /// Runs `one` on each element of a batch at `list`; handles `pdone` and preemption.
-    fn batch(
+    fn batch<T>(
         &mut self,
         idx: usize,
-        a: BatchArgs,
+        a: &BatchArgs<T>,
         one: fn(&mut Self, usize, u64) -> Result<bool, Errno>,
     ) -> Result<BatchEnd, Errno> {
-        let BatchArgs {
-            list,
-            elem_size,
-            count,
-            pdone,
-            foreigndom,
-        } = a;
+        let (list, count, pdone) = (a.list.addr(), a.list.len() as u32, a.pdone.addr());
+        let elem_size = size_of::<T>() as u64;
+        let foreigndom = a.foreigndom;
         let continued = count & MMU_UPDATE_PREEMPTED != 0;
         let count = count & !MMU_UPDATE_PREEMPTED;
         // A continuation adds to what the earlier entries reported.
@@ -184,10 +173,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 }
             }
             done += 1;
-            // The domain may have ended (a crash inside an element): stop.
-            if self.current != Some(idx) {
-                break;
-            }
         }
         if flush {
             self.platform.flush_tlb();

@@ -4,23 +4,28 @@
 
 use crate::hv::Hypervisor;
 use crate::hypercall::HcResult;
+use crate::hypercall::handle::{GuestHandle, Untyped};
 use crate::mmu::MAX_FRAMES;
 use crate::platform::{MachineMemory, Platform};
 use guest_abi::layout::MACH2PHYS_VIRT_START;
 use guest_abi::mmu::*;
 use guest_abi::{DomId, Errno};
-use zerocopy::IntoBytes;
 
 /// Bits 5..0 of the command are the sub-op (the rest is a continuation start extent).
 const MEMOP_CMD_MASK: u64 = 0x3f;
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// `memory_op(cmd, arg)` from the running domain.
-    pub(crate) fn memory_op(&mut self, idx: usize, cmd: u64, arg: u64) -> HcResult {
+    pub(crate) fn memory_op(
+        &mut self,
+        idx: usize,
+        cmd: u64,
+        arg: GuestHandle<Untyped>,
+    ) -> HcResult {
         match cmd & MEMOP_CMD_MASK {
             XENMEM_MAXIMUM_RAM_PAGE => Ok(self.frames.max_ram_mfn()),
             XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION => {
-                let domid: DomId = self.read_guest(idx, arg)?;
+                let domid = self.read_handle::<DomId>(idx, arg.cast())?;
                 let target = self.domain_for_memop(idx, domid)?;
                 // Memory is fixed at build time: current = maximum.
                 Ok(self.domains[target].nr_pages)
@@ -32,7 +37,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     v_end: MACH2PHYS_VIRT_START + (MAX_FRAMES as u64) * 8,
                     max_mfn: MAX_FRAMES as u64 - 1,
                 };
-                self.write_guest(idx, arg, map.as_bytes())?;
+                self.write_handle(idx, arg.cast(), &map)?;
                 Ok(0)
             }
             _ => Err(Errno::ENOSYS),

@@ -2,7 +2,7 @@
 
 use crate::domain::runtime::DomainState;
 use crate::hv::Hypervisor;
-use crate::hypercall::handle::{Call, Flow, GuestHandle, Untyped};
+use crate::hypercall::handle::{Call, GuestHandle, Outcome, Untyped};
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
 use guest_abi::Errno;
 use guest_abi::sched::{
@@ -15,12 +15,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         call: &mut Call<'_>,
         cmd: u32,
         arg: GuestHandle<Untyped>,
-    ) -> Flow {
+    ) -> Outcome {
         let idx = call.idx;
         let ret = match cmd {
-            SCHEDOP_YIELD => return Flow::Resume(self.sched_yield(idx, call.frame)),
+            SCHEDOP_YIELD => return Outcome::Yield,
             SCHEDOP_SHUTDOWN => match self.read_shutdown_reason(idx, arg.cast()) {
-                Ok(reason) => return Flow::Resume(self.shutdown(idx, reason, call.frame)),
+                Ok(reason) => return Outcome::Shutdown(reason),
                 Err(e) => Err(e),
             },
             SCHEDOP_SHUTDOWN_CODE => self.read_shutdown_reason(idx, arg.cast()).map(|reason| {
@@ -36,12 +36,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     }
 
     /// The pre-3.0.2 form: the shutdown reason is the argument itself.
-    pub(crate) fn do_sched_op_compat(&mut self, call: &mut Call<'_>, cmd: u32, arg: u64) -> Flow {
-        let idx = call.idx;
+    pub(crate) fn do_sched_op_compat(&mut self, cmd: u32, arg: u64) -> Outcome {
         let ret = match cmd {
-            SCHEDOP_YIELD => return Flow::Resume(self.sched_yield(idx, call.frame)),
+            SCHEDOP_YIELD => return Outcome::Yield,
             SCHEDOP_SHUTDOWN => match u32::try_from(arg).ok().and_then(ShutdownReason::from_u32) {
-                Some(reason) => return Flow::Resume(self.shutdown(idx, reason, call.frame)),
+                Some(reason) => return Outcome::Shutdown(reason),
                 None => Err(Errno::EINVAL),
             },
             _ => Err(Errno::ENOSYS),
@@ -58,12 +57,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         ShutdownReason::from_u32(s.reason).ok_or(Errno::EINVAL)
     }
 
-    fn sched_yield(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
-        frame.rax = 0;
-        self.yield_current(idx, frame)
-    }
-
-    fn shutdown(&mut self, idx: usize, reason: ShutdownReason, frame: &mut GuestFrame) -> Resume {
+    /// Ends domain `idx` for a shutdown with `reason` (a recorded shutdown_code wins).
+    pub(crate) fn shutdown(
+        &mut self,
+        idx: usize,
+        reason: ShutdownReason,
+        frame: &mut GuestFrame,
+    ) -> Resume {
         let reason = self.domains[idx].shutdown_code.unwrap_or(reason);
         self.end_domain(
             idx,

@@ -23,6 +23,7 @@ mod tests;
 use crate::domain::runtime::DomainState;
 use crate::hv::{Hypervisor, XEN_VERSION_NUMBER, exception_mnemonic, sanitize_for_iret};
 use crate::hypercall::HcResult;
+use crate::hypercall::handle::Outcome;
 use crate::hypercall::handle::{GuestHandle, Untyped};
 use crate::mmu::guest::{GuestSpace, copy_from_guest};
 use crate::platform::{DataSelectors, FpuArea, GuestFrame, MachineMemory, Platform, Resume};
@@ -380,16 +381,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 
     /// `iret`: returns from a bounce frame with the `iret_context` at the guest's RSP,
     /// to guest kernel or (CS RPL 3) user mode. Never returns to the caller's stub.
-    pub(crate) fn do_iret(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
+    pub(crate) fn do_iret(&mut self, idx: usize, frame: &mut GuestFrame) -> Outcome {
         let ctx: IretContext = match self.read_guest(idx, frame.rsp) {
             Ok(ctx) => ctx,
             Err(_) => {
                 let rsp = frame.rsp;
-                return self.crash_current(
-                    idx,
-                    frame,
-                    format_args!("crashed: iret: unreadable iret_context at rsp={rsp:#x}"),
-                );
+                return Outcome::crash(format_args!(
+                    "iret: unreadable iret_context at rsp={rsp:#x}"
+                ));
             }
         };
         // Selectors are 16 bits: a bounce frame's CS word also carries the saved event
@@ -397,11 +396,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let (cs, ss) = (ctx.cs & 0xffff, ctx.ss & 0xffff);
         let to_user = cs & 3 == 3;
         if to_user && self.domains[idx].vcpu.user_cr3 == 0 {
-            return self.crash_current(
-                idx,
-                frame,
-                format_args!("crashed: iret to user mode without a user page table"),
-            );
+            return Outcome::crash(format_args!("iret to user mode without a user page table"));
         }
         let mut next = *frame;
         next.rax = ctx.rax;
@@ -420,18 +415,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
         if let Err(why) = sanitize_for_iret(&mut next) {
             let (rip, cs) = (ctx.rip, ctx.cs);
-            return self.crash_current(
-                idx,
-                frame,
-                format_args!("crashed: iret: {why} (rip={rip:#x} cs={cs:#x})"),
-            );
+            return Outcome::crash(format_args!("iret: {why} (rip={rip:#x} cs={cs:#x})"));
         }
         self.set_upcall_mask(idx, u8::from(ctx.rflags & RFLAGS_IF == 0));
         if to_user {
             self.set_guest_mode(idx, true);
         }
         *frame = next;
-        self.resume_current()
+        Outcome::Resumed
     }
 
     // ---- entries ------------------------------------------------------------------------

@@ -15,8 +15,8 @@
 //! the 1 KiB ring is read past as it arrives and answered `E2BIG`.
 
 use crate::dlog::hv_debug;
-use crate::domain::runtime::DomainState;
 use crate::hv::Hypervisor;
+use crate::hypercall::handle::CrashReason;
 use crate::platform::{BadMaddr, MachineMemory, Platform};
 use core::fmt::Write as _;
 use core::mem::offset_of;
@@ -332,38 +332,29 @@ pub fn service<M: MachineMemory>(
 }
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    /// Answers the domain's pending xenstore requests. A protocol violation crashes the
-    /// domain; returns whether the domain is still runnable.
-    pub(crate) fn service_xenstore(&mut self, idx: usize) -> bool {
+    /// Answers the domain's pending xenstore requests. A protocol violation is the
+    /// reason to crash the domain (the caller does it).
+    pub(crate) fn service_xenstore(&mut self, idx: usize) -> Result<(), CrashReason> {
         let d = &mut self.domains[idx];
-        if !d.is_runnable() {
-            return false;
-        }
         let Some((ring, _)) = d.store_ring else {
-            return true;
+            return Ok(());
         };
+        if !d.is_runnable() {
+            return Ok(());
+        }
         let owner = Owner {
             id: d.id,
             name: &d.name,
         };
         match service(&self.mem, ring, owner, &mut d.xenstore) {
-            Ok(_) => true,
-            Err(XsError::Violation { what, value }) => {
-                self.end_domain(
-                    idx,
-                    DomainState::Crashed,
-                    format_args!("crashed: xenstore ring protocol violation ({what}={value:#x})"),
-                );
-                false
-            }
-            Err(XsError::BadFrame(m)) => {
-                self.end_domain(
-                    idx,
-                    DomainState::Crashed,
-                    format_args!("crashed: xenstore ring frame not in RAM (maddr={:#x})", m.0),
-                );
-                false
-            }
+            Ok(_) => Ok(()),
+            Err(XsError::Violation { what, value }) => Err(CrashReason::new(format_args!(
+                "xenstore ring protocol violation ({what}={value:#x})"
+            ))),
+            Err(XsError::BadFrame(m)) => Err(CrashReason::new(format_args!(
+                "xenstore ring frame not in RAM (maddr={:#x})",
+                m.0
+            ))),
         }
     }
 }

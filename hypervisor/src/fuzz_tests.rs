@@ -196,6 +196,7 @@ impl Fuzz {
 
     fn current(&self) -> usize {
         self.hv
+            .cpu
             .current
             .unwrap_or_else(|| self.fail("no current domain"))
     }
@@ -1019,7 +1020,7 @@ impl Fuzz {
     /// Ends whatever is still running (as a crash would), then checks every frame came
     /// back.
     fn finish(&mut self) {
-        while let Some(idx) = self.hv.current {
+        while let Some(idx) = self.hv.cpu.current {
             self.hv
                 .end_domain(idx, DomainState::Crashed, format_args!("crashed: fuzz end"));
             let r = self.hv.run_next(Some(idx), &mut self.frame);

@@ -12,12 +12,13 @@ use crate::bundle::{self, BundleError};
 use crate::console::{self, Cursor, Prefix, RingError};
 use crate::dlog::{Disp, hv_debug};
 use crate::domain::builder::{self, BuildParams};
-use crate::domain::runtime::{Domain, DomainState, MAX_DOMAINS};
+use crate::domain::runtime::{Domain, DomainState};
 use crate::hypercall::handle::CrashReason;
 use crate::mmu::guest::GuestSpace;
 use crate::mmu::{FrameInfo, Frames};
 use crate::platform::{ExitStatus, GuestFrame, MachineMemory, Platform, Resume};
 use crate::time::Clock;
+use alloc::vec::Vec;
 use core::fmt::{self, Write as _};
 use core::mem::offset_of;
 use core::ops::Range;
@@ -52,6 +53,26 @@ pub struct BootConfig<'a> {
     pub cmdline: &'a [u8],
 }
 
+/// State of the physical CPU, apart from any domain's: which vCPU runs, and whose
+/// registers, descriptor tables and FPU contents the CPU holds (Xen's per-CPU data). One
+/// CPU today; SMP makes this an array indexed by CPU.
+#[derive(Debug, Default)]
+pub struct PerCpu {
+    /// Index (into `domains`) of the domain whose vCPU the arch layer holds registers of.
+    pub current: Option<usize>,
+    /// The CR3 it runs on, cached for the hypercall fast path.
+    pub cr3: u64,
+    /// Whether it is in guest user mode (a `syscall` is then a guest system call, not a
+    /// hypercall), cached for the hypercall fast path.
+    pub user_mode: bool,
+    /// Index of the domain whose FPU registers and segment bases the CPU holds.
+    pub fpu_owner: Option<usize>,
+    /// Whose guest descriptors the CPU's GDT holds (traps/gdt.rs).
+    pub gdt: crate::traps::gdt::HwGdt,
+    /// Index of the domain whose LDT the CPU holds (traps/ldt.rs).
+    pub ldt: Option<usize>,
+}
+
 /// The hypervisor.
 pub struct Hypervisor<M: MachineMemory, P: Platform> {
     pub(crate) mem: M,
@@ -61,23 +82,11 @@ pub struct Hypervisor<M: MachineMemory, P: Platform> {
     pub(crate) hypervisor_l4_slots: [u64; 16],
     pub(crate) cmdline: heapless::Vec<u8, CMDLINE_MAX>,
     /// Every domain of the bundle, refused ones included, sorted by id.
-    pub(crate) domains: heapless::Vec<Domain, MAX_DOMAINS>,
-    /// Index (into `domains`) of the domain whose registers the arch layer holds.
-    pub(crate) current: Option<usize>,
-    /// Its CR3, cached for the hypercall fast path.
-    pub(crate) current_cr3: u64,
-
-    /// Whether it is in guest user mode (a `syscall` is then a guest system call, not a
-    /// hypercall), cached for the hypercall fast path.
-    current_user_mode: bool,
-    /// Index of the domain whose FPU registers and segment bases the CPU holds.
-    pub(crate) cpu_state_of: Option<usize>,
+    pub(crate) domains: Vec<Domain>,
+    /// What the one physical CPU holds now.
+    pub(crate) cpu: PerCpu,
     /// Who left the serial line unfinished (console/mod.rs).
     pub(crate) cursor: Cursor,
-    /// Whose guest descriptors the CPU's GDT holds (traps/gdt.rs).
-    pub(crate) hw_gdt: crate::traps::gdt::HwGdt,
-    /// Index of the domain whose LDT the CPU holds (traps/ldt.rs).
-    pub(crate) hw_ldt: Option<usize>,
 }
 
 /// RFLAGS bits a guest may set: CF PF AF ZF SF TF DF OF AC ID. IOPL, NT, RF, VM, VIF
@@ -225,14 +234,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             clock,
             hypervisor_l4_slots: cfg.hypervisor_l4_slots,
             cmdline,
-            domains: heapless::Vec::new(),
-            current: None,
-            current_cr3: 0,
-            current_user_mode: false,
-            cpu_state_of: None,
+            domains: Vec::new(),
+            cpu: PerCpu::default(),
             cursor: Cursor::new(),
-            hw_gdt: Default::default(),
-            hw_ldt: None,
         }
     }
 
@@ -303,12 +307,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 }
             };
             // Keep the list sorted by id (dom0 may come anywhere in the bundle).
-            let at = self.domains.partition_point(|d| d.id < domain.id);
-            if self.domains.insert(at, domain).is_err() {
-                // Cannot happen: a bundle holds at most MAX_DOMAINS guests.
-                self.log(format_args!("too many domains, ignoring the rest"));
-                return;
+            if self.domains.try_reserve(1).is_err() {
+                self.log_domain(&domain, format_args!("refused: out of hypervisor heap"));
+                self.frames.free_all_of(domain.id);
+                continue;
             }
+            let at = self.domains.partition_point(|d| d.id < domain.id);
+            self.domains.insert(at, domain);
         }
     }
 
@@ -328,7 +333,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     #[inline]
     pub fn hypercall(&mut self, frame: &mut GuestFrame) -> Resume {
         // From guest user mode a `syscall` is the guest's own system call.
-        if self.current_user_mode {
+        if self.cpu.user_mode {
             return self.guest_syscall(frame);
         }
         // The benchmark path: no copies, no formatting, no time update.
@@ -337,9 +342,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             && frame.rip != RIP_PAST_LOWER_HALF
         {
             frame.rax = XEN_VERSION_NUMBER;
-            return Resume::Guest {
-                cr3: self.current_cr3,
-            };
+            return Resume::Guest { cr3: self.cpu.cr3 };
         }
         self.dispatch(frame)
     }
@@ -348,7 +351,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// for a page fault): emulated, bounced to the guest's handler, or the domain's end
     /// (`traps/mod.rs`).
     pub fn guest_exception(&mut self, frame: &mut GuestFrame, cr2: u64) -> Resume {
-        let Some(idx) = self.current else {
+        let Some(idx) = self.cpu.current else {
             return self.no_current_domain();
         };
         let r = self.handle_exception(idx, frame, cr2);
@@ -360,7 +363,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// emulates, in the last bytes below [`RIP_PAST_LOWER_HALF`]) or one beyond 4 GiB with
     /// a 32-bit code segment. That domain is crashed instead.
     pub(crate) fn resume_if_returnable(&mut self, frame: &mut GuestFrame, r: Resume) -> Resume {
-        let (Resume::Guest { .. }, Some(idx)) = (r, self.current) else {
+        let (Resume::Guest { .. }, Some(idx)) = (r, self.cpu.current) else {
             return r;
         };
         let why = if !is_canonical(frame.rip) {
@@ -410,15 +413,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 
     /// Resumes the current domain with the registers already in the frame.
     pub(crate) fn resume_current(&self) -> Resume {
-        Resume::Guest {
-            cr3: self.current_cr3,
-        }
+        Resume::Guest { cr3: self.cpu.cr3 }
     }
 
     /// Records the running vCPU's mode and the root it runs on (traps/mod.rs).
     pub(crate) fn set_current_mode(&mut self, user: bool, cr3: u64) {
-        self.current_user_mode = user;
-        self.current_cr3 = cr3;
+        self.cpu.user_mode = user;
+        self.cpu.cr3 = cr3;
     }
 
     /// The address space of the running domain's guest pointers.
@@ -451,7 +452,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// Loads the first runnable domain after `after` (in id order, wrapping, `after`
     /// itself last) into `frame`. With none left: the final report and `Exit`.
     pub(crate) fn run_next(&mut self, after: Option<usize>, frame: &mut GuestFrame) -> Resume {
-        self.current = None;
+        self.cpu.current = None;
         let n = self.domains.len();
         let start = after.map_or(0, |i| i + 1);
         for k in 0..n {
@@ -478,8 +479,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             );
             self.publish_time(idx);
             *frame = next;
-            self.current = Some(idx);
-            let switched = self.cpu_state_of != Some(idx);
+            self.cpu.current = Some(idx);
+            let switched = self.cpu.fpu_owner != Some(idx);
             self.load_vcpu_state(idx);
             self.load_guest_gdt(idx, false);
             self.load_guest_ldt(idx, false);
@@ -488,9 +489,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             if switched && !self.load_segments(idx, frame) {
                 continue;
             }
-            return Resume::Guest {
-                cr3: self.current_cr3,
-            };
+            return Resume::Guest { cr3: self.cpu.cr3 };
         }
         self.final_report()
     }
@@ -518,8 +517,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         hv_debug!("domain d{=u16} ended: {}", d.id.0, Disp(&what));
         d.state = state;
         self.frames.free_all_of(d.id);
-        if self.current == Some(idx) {
-            self.current = None;
+        if self.cpu.current == Some(idx) {
+            self.cpu.current = None;
         }
     }
 

@@ -177,7 +177,7 @@ fn features_and_command_line_depend_on_privilege() {
     let g0 = add_domain(&mut hv, 0, "zero", true);
     let g1 = add_domain(&mut hv, 1, "one", false);
     let mut f = started(&mut hv);
-    assert_eq!(hv.current, Some(g0.idx));
+    assert_eq!(hv.cpu.current, Some(g0.idx));
     // dom0: the dom0 feature bit, and the command line.
     put(&hv, &g0, 0, &[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
     call(&mut hv, &mut f, 17, 6, DATA_VA, 0);
@@ -194,7 +194,7 @@ fn features_and_command_line_depend_on_privilege() {
 
     // domU (after a yield): no feature bits, no command line.
     call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
-    assert_eq!(hv.current, Some(g1.idx));
+    assert_eq!(hv.cpu.current, Some(g1.idx));
     put(&hv, &g1, 0, &[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
     call(&mut hv, &mut f, 17, 6, DATA_VA, 0);
     assert_eq!(ret(&f), 0);
@@ -292,7 +292,7 @@ fn console_io_is_rate_limited_for_domus_only() {
     }
     assert_eq!(printed(&hv), 8 * (chunk - 1));
     call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
-    assert_eq!(hv.current, Some(g1.idx));
+    assert_eq!(hv.cpu.current, Some(g1.idx));
     hv.platform.console.clear();
     // domU: the 64 KiB burst, then dropping with one notice.
     for _ in 0..6 {
@@ -610,11 +610,11 @@ fn no_domains_means_failure() {
 fn bad_boot_module_is_reported() {
     let mut hv = new_hv();
     let mut b = bundle(&[]).unwrap();
-    b[8..12].copy_from_slice(&100u32.to_le_bytes());
+    b[8..12].copy_from_slice(&100_000u32.to_le_bytes());
     hv.create_domains(&b);
     assert_eq!(
         console(&hv),
-        "(hv) boot module: too many guests (100, at most 16)\n"
+        "(hv) boot module: too many guests (100000, at most 4096)\n"
     );
     let mut f = GuestFrame::default();
     assert_eq!(hv.start(&mut f), Resume::Exit(ExitStatus::SomeDomainFailed));

@@ -74,7 +74,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// A timer interrupt arrived while the guest in `frame` ran. Serves the consoles and
     /// xenstore, then runs the next runnable domain (round-robin; possibly the same).
     pub fn timer_tick(&mut self, frame: &mut GuestFrame) -> Resume {
-        let Some(idx) = self.current else {
+        let Some(idx) = self.cpu.current else {
             return self.no_current_domain();
         };
         // Saved first: serving the backends may crash (and so switch away from) it.

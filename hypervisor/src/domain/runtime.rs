@@ -7,8 +7,6 @@ use crate::platform::GuestFrame;
 use guest_abi::sched::ShutdownReason;
 use guest_abi::{DomId, EvtchnPort, Mfn};
 
-/// Most domains the hypervisor runs (one per bundle entry).
-pub const MAX_DOMAINS: usize = crate::bundle::MAX_BUNDLE_ENTRIES;
 /// Longest domain name kept.
 pub const NAME_MAX: usize = 31;
 

@@ -48,7 +48,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// Every hypercall except the `xen_version(XENVER_version)` fast path.
     #[inline(never)]
     pub(crate) fn dispatch(&mut self, frame: &mut GuestFrame) -> Resume {
-        let Some(idx) = self.current else {
+        let Some(idx) = self.cpu.current else {
             return self.no_current_domain();
         };
         let number = frame.rax;

@@ -228,7 +228,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 self.domains[idx].vcpu.cr3 = cr3;
                 // Hypercalls only come from kernel mode, which runs on this root: the
                 // arch loads it on the way back.
-                self.current_cr3 = cr3;
+                self.cpu.cr3 = cr3;
                 Ok(true)
             }
             MMUEXT_NEW_USER_BASEPTR => {

@@ -200,7 +200,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             return Err(Errno::EINVAL);
         }
         self.mem.write_u64(maddr, desc).map_err(|_| Errno::EINVAL)?;
-        if st.count > 0 && st.ty == PageType::SegDesc && self.hw_gdt.owner == Some(idx) {
+        if st.count > 0 && st.ty == PageType::SegDesc && self.cpu.gdt.owner == Some(idx) {
             let gdt = self.domains[idx].vcpu.gdt;
             let offset = (maddr % PAGE_SIZE as u64 / 8) as usize;
             // The same frame may appear more than once in the list.
@@ -226,7 +226,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// in (`force`: also when they are there already, after `set_gdt`), and clears the
     /// entries the previous contents used beyond them.
     pub(crate) fn load_guest_gdt(&mut self, idx: usize, force: bool) {
-        if !force && self.hw_gdt.owner == Some(idx) {
+        if !force && self.cpu.gdt.owner == Some(idx) {
             return;
         }
         let gdt = self.domains[idx].vcpu.gdt;
@@ -236,12 +236,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         });
         let zeros = [0u64; DESCS_PER_FRAME];
         let mut at = entries;
-        while at < self.hw_gdt.loaded {
-            let count = (self.hw_gdt.loaded - at).min(DESCS_PER_FRAME);
+        while at < self.cpu.gdt.loaded {
+            let count = (self.cpu.gdt.loaded - at).min(DESCS_PER_FRAME);
             self.platform.set_gdt_entries(at, &zeros[..count]);
             at += count;
         }
-        self.hw_gdt = HwGdt {
+        self.cpu.gdt = HwGdt {
             owner: Some(idx),
             loaded: entries,
         };

@@ -337,16 +337,16 @@ fn each_domain_runs_with_its_own_descriptors() {
     // Yield to d2, which has no GDT: d1's entries are gone.
     let yield_ = u64::from(guest_abi::sched::SCHEDOP_YIELD);
     x.call(nr::SCHED_OP, &[yield_, 0, 0]);
-    assert_eq!(x.hv.current, Some(1));
+    assert_eq!(x.hv.cpu.current, Some(1));
     assert_eq!((x.hw(1), x.hw(2)), (0, 0));
     // Back to d1: restored.
     x.call(nr::SCHED_OP, &[yield_, 0, 0]);
-    assert_eq!(x.hv.current, Some(0));
+    assert_eq!(x.hv.cpu.current, Some(0));
     assert_eq!((x.hw(1), x.hw(2)), (DATA_DPL3, CODE64_DPL3));
 
     // And away again: d2 never sees them.
     x.call(nr::SCHED_OP, &[yield_, 0, 0]);
-    assert_eq!(x.hv.current, Some(1));
+    assert_eq!(x.hv.cpu.current, Some(1));
     assert!(x.hv.platform.gdt.iter().all(|&d| d == 0));
 }
 

@@ -125,9 +125,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     pub(crate) fn release_ldt(&mut self, idx: usize) {
         self.put_ldt_frames(idx);
         self.domains[idx].vcpu.ldt = GuestLdt::default();
-        if self.hw_ldt == Some(idx) {
+        if self.cpu.ldt == Some(idx) {
             self.platform.load_ldt(0);
-            self.hw_ldt = None;
+            self.cpu.ldt = None;
         }
     }
 
@@ -135,7 +135,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// it is there already, after `SET_LDT`): copies its descriptors into the
     /// hypervisor's LDT buffer and loads it, or loads no LDT.
     pub(crate) fn load_guest_ldt(&mut self, idx: usize, force: bool) {
-        if !force && self.hw_ldt == Some(idx) {
+        if !force && self.cpu.ldt == Some(idx) {
             return;
         }
         let ldt = self.domains[idx].vcpu.ldt;
@@ -146,13 +146,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         // Entries beyond `entries` may hold another domain's descriptors: the limit of
         // the loaded LDT keeps them out of reach.
         self.platform.load_ldt(entries);
-        self.hw_ldt = Some(idx);
+        self.cpu.ldt = Some(idx);
     }
 
     /// `update_descriptor` wrote (checked) `desc` at `maddr` of domain `idx`'s frame
     /// `mfn`: if that is a frame of the LDT on the CPU, the copy there follows.
     pub(crate) fn ldt_descriptor_written(&mut self, idx: usize, mfn: Mfn, maddr: u64, desc: u64) {
-        if self.hw_ldt != Some(idx) {
+        if self.cpu.ldt != Some(idx) {
             return;
         }
         debug_assert_eq!(check_descriptor(desc), Ok(desc));

@@ -432,7 +432,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     #[cold]
     #[inline(never)]
     pub(crate) fn guest_syscall(&mut self, frame: &mut GuestFrame) -> Resume {
-        let Some(idx) = self.current else {
+        let Some(idx) = self.cpu.current else {
             return self.no_current_domain();
         };
         let cb = self.domains[idx].vcpu.traps.syscall;
@@ -810,8 +810,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// mode and root. Its data selectors are loaded later, once its GDT and LDT are on
     /// the CPU ([`Hypervisor::load_segments`]).
     pub(crate) fn load_vcpu_state(&mut self, idx: usize) {
-        if self.cpu_state_of != Some(idx) {
-            if let Some(old) = self.cpu_state_of
+        if self.cpu.fpu_owner != Some(idx) {
+            if let Some(old) = self.cpu.fpu_owner
                 && old < self.domains.len()
                 && self.domains[old].is_runnable()
             {
@@ -835,7 +835,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 v.traps.gs_base_kernel
             };
             self.platform.set_segment_bases(v.traps.fs_base, gs);
-            self.cpu_state_of = Some(idx);
+            self.cpu.fpu_owner = Some(idx);
         }
         let v = &self.domains[idx].vcpu;
         let (ts, user, cr3) = (v.traps.fpu_ts, v.user_mode, v.active_cr3());

@@ -63,7 +63,7 @@ fn fx() -> Fx {
 
 impl Fx {
     fn cur(&self) -> usize {
-        self.hv.current.unwrap()
+        self.hv.cpu.current.unwrap()
     }
     fn call(&mut self, nr: u32, args: &[u64]) -> i64 {
         let r = hypercall(&mut self.hv, &mut self.f, u64::from(nr), args);

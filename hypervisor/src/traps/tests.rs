@@ -308,7 +308,7 @@ fn bad_guest_stack_crashes_only_that_domain() {
             "{}",
             hv.platform.console
         );
-        assert_eq!(hv.current, Some(1));
+        assert_eq!(hv.cpu.current, Some(1));
     }
 }
 
@@ -856,14 +856,14 @@ fn fpu_state_follows_the_domain_and_ts_gives_nm() {
     assert!(hv.platform.fpu_trap);
     // Yield to d2: d1's registers are saved, d2's loaded, CR0.TS follows d2 (clear).
     call(&mut hv, &mut f, nr::SCHED_OP, 0, 0, 0);
-    assert_eq!(hv.current, Some(h.idx));
+    assert_eq!(hv.cpu.current, Some(h.idx));
     assert_eq!(hv.domains[g.idx].vcpu.traps.fpu, FpuArea([1; 512]));
     assert_eq!(hv.platform.fpu, FpuArea::default());
     assert_eq!(hv.platform.segment_bases.0, 0);
     assert!(!hv.platform.fpu_trap);
     hv.platform.fpu = FpuArea([2; 512]);
     call(&mut hv, &mut f, nr::SCHED_OP, 0, 0, 0);
-    assert_eq!(hv.current, Some(g.idx));
+    assert_eq!(hv.cpu.current, Some(g.idx));
     assert_eq!(hv.platform.fpu, FpuArea([1; 512]));
     assert_eq!(hv.platform.segment_bases.0, 0x4444);
     assert!(hv.platform.fpu_trap, "d1's virtual TS");

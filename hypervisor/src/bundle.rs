@@ -90,7 +90,7 @@ pub enum BundleError {
 pub fn parse(module: &[u8]) -> Result<Vec<GuestSpec<'_>>, BundleError> {
     let mut out = Vec::new();
     if !module.starts_with(&BUNDLE_MAGIC) {
-        let _ = out.push(GuestSpec {
+        out.push(GuestSpec {
             image: module,
             memory_kib: DEFAULT_GUEST_MEMORY_KIB,
             dom0: false,
@@ -123,7 +123,7 @@ pub fn parse(module: &[u8]) -> Result<Vec<GuestSpec<'_>>, BundleError> {
         let cmd_off = entry_off + core::mem::offset_of!(BundleEntry, cmdline);
         let name = until_nul(&module[name_off..name_off + 32]);
         let cmdline = until_nul(&module[cmd_off..cmd_off + 1024]);
-        let _ = out.push(GuestSpec {
+        out.push(GuestSpec {
             image,
             memory_kib: if e.memory_kib == 0 {
                 DEFAULT_GUEST_MEMORY_KIB

@@ -91,7 +91,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             if !self.domains[i].is_runnable() {
                 continue;
             }
-            if let Err(why) = self.service_xenstore(i) {
+            if let Err(e) = self.service_xenstore(i) {
+                let why = e.crash_reason();
                 self.end_domain(i, DomainState::Crashed, format_args!("crashed: {why}"));
                 continue;
             }

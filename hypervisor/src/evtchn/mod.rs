@@ -28,8 +28,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                         Ok(0)
                     } else if d.store_ring.is_some_and(|(_, port)| port == send.port) {
                         // The kick of the hypervisor's xenstore: answer what is queued.
-                        if let Err(why) = self.service_xenstore(idx) {
-                            return Outcome::Crash(why);
+                        if let Err(e) = self.service_xenstore(idx) {
+                            return Outcome::Crash(e.crash_reason());
                         }
                         Ok(0)
                     } else {

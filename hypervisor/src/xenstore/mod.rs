@@ -71,6 +71,21 @@ pub enum XsError {
     BadFrame(BadMaddr),
 }
 
+impl XsError {
+    /// Why the domain is crashed for it.
+    pub fn crash_reason(self) -> CrashReason {
+        match self {
+            XsError::Violation { what, value } => CrashReason::new(format_args!(
+                "xenstore ring protocol violation ({what}={value:#x})"
+            )),
+            XsError::BadFrame(m) => CrashReason::new(format_args!(
+                "xenstore ring frame not in RAM (maddr={:#x})",
+                m.0
+            )),
+        }
+    }
+}
+
 impl From<BadMaddr> for XsError {
     fn from(e: BadMaddr) -> Self {
         XsError::BadFrame(e)
@@ -333,8 +348,8 @@ pub fn service<M: MachineMemory>(
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// Answers the domain's pending xenstore requests. A protocol violation is the
-    /// reason to crash the domain (the caller does it).
-    pub(crate) fn service_xenstore(&mut self, idx: usize) -> Result<(), CrashReason> {
+    /// caller's reason to crash the domain ([`XsError::crash_reason`]).
+    pub(crate) fn service_xenstore(&mut self, idx: usize) -> Result<(), XsError> {
         let d = &mut self.domains[idx];
         let Some((ring, _)) = d.store_ring else {
             return Ok(());
@@ -346,16 +361,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             id: d.id,
             name: &d.name,
         };
-        match service(&self.mem, ring, owner, &mut d.xenstore) {
-            Ok(_) => Ok(()),
-            Err(XsError::Violation { what, value }) => Err(CrashReason::new(format_args!(
-                "xenstore ring protocol violation ({what}={value:#x})"
-            ))),
-            Err(XsError::BadFrame(m)) => Err(CrashReason::new(format_args!(
-                "xenstore ring frame not in RAM (maddr={:#x})",
-                m.0
-            ))),
-        }
+        service(&self.mem, ring, owner, &mut d.xenstore).map(drop)
     }
 }
 

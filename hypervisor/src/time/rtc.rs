@@ -97,7 +97,7 @@ pub fn decode_rtc(raw: &RtcRaw, status_b: u8) -> Option<RtcTime> {
 
 /// Whether `year` is a Gregorian leap year.
 pub const fn is_leap(year: u16) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+    (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400)
 }
 
 /// Days in `month` (1..=12) of `year`.

@@ -32,6 +32,10 @@ id_newtype!(
     GrantRef(u32)
 );
 id_newtype!(
+    /// A vCPU number within its domain (the `vcpuid` of `vcpu_op`, 0-based).
+    VcpuId(u32)
+);
+id_newtype!(
     /// A machine frame number: machine address >> 12.
     Mfn(u64)
 );
@@ -78,5 +82,6 @@ impl Mfn {
 static_assertions::assert_eq_size!(DomId, u16);
 static_assertions::assert_eq_size!(EvtchnPort, u32);
 static_assertions::assert_eq_size!(GrantRef, u32);
+static_assertions::assert_eq_size!(VcpuId, u32);
 static_assertions::assert_eq_size!(Mfn, u64);
 static_assertions::assert_eq_size!(Pfn, u64);

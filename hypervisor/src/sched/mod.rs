@@ -1,5 +1,9 @@
 //! `sched_op` (29) and the legacy `sched_op_compat` (6): yield and shutdown.
 
+pub mod policy;
+#[cfg(test)]
+mod policy_tests;
+
 use crate::domain::runtime::DomainState;
 use crate::hv::Hypervisor;
 use crate::hypercall::handle::{Call, GuestHandle, Outcome, Untyped};

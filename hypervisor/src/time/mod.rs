@@ -5,6 +5,12 @@
 //! `vcpu_time_info`, so the hypervisor uses exactly the same formula
 //! ([`guest_abi::shared_info::scale_delta`]) to stay consistent with them.
 
+pub mod pvclock;
+pub mod rtc;
+#[cfg(test)]
+mod time_tests;
+pub mod timers;
+
 use guest_abi::shared_info::scale_delta;
 
 const NS_PER_SEC: u64 = 1_000_000_000;

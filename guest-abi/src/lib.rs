@@ -34,4 +34,4 @@ pub mod version;
 pub mod xenstore;
 
 pub use errno::Errno;
-pub use ids::{DomId, EvtchnPort, GrantRef, Mfn, Pfn};
+pub use ids::{DomId, EvtchnPort, GrantRef, Mfn, Pfn, VcpuId};

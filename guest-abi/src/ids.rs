@@ -28,12 +28,12 @@ id_newtype!(
     EvtchnPort(u32)
 );
 id_newtype!(
-    /// A grant reference (`grant_ref_t`, 32 bits).
-    GrantRef(u32)
+    /// A virtual CPU of a domain (`vcpuid`, 32 bits as in the hypercall arguments).
+    VcpuId(u32)
 );
 id_newtype!(
-    /// A vCPU number within its domain (the `vcpuid` of `vcpu_op`, 0-based).
-    VcpuId(u32)
+    /// A grant reference (`grant_ref_t`, 32 bits).
+    GrantRef(u32)
 );
 id_newtype!(
     /// A machine frame number: machine address >> 12.

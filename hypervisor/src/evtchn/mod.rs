@@ -2,6 +2,17 @@
 //! rings. There are no real event channels yet: the console backend drains on the kick,
 //! and the hypervisor's xenstore answers the queued requests on its kick.
 
+mod fifo;
+pub mod table;
+#[cfg(test)]
+mod tests;
+mod two_level;
+
+pub use table::{
+    Caller, Channel, ChannelState, DEFAULT_MAX_PORT, DomainEvtchn, EVTCHNS_PER_BUCKET,
+    EventChannels, MAX_VCPUS, SendOutcome, Wakes,
+};
+
 use crate::hv::{Hypervisor, console_ring_crash};
 use crate::hypercall::handle::{Call, GuestHandle, Outcome, Untyped};
 use crate::platform::{MachineMemory, Platform};

@@ -301,6 +301,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// With no runnable domain, prints the final report and stops.
     pub fn start(&mut self, frame: &mut GuestFrame) -> Resume {
         self.apply_console_mode();
+        if let Some(r) = self.start_timer() {
+            return r;
+        }
         self.run_next(None, frame)
     }
 

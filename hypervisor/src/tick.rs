@@ -2,8 +2,10 @@
 //!
 //! GRUB at its prompt polls its console ring in a tight loop and never makes a
 //! hypercall, so the hypervisor's backends cannot wait for kicks alone. The arch layer
-//! calls [`Hypervisor::timer_tick`] on every timer interrupt taken while a guest runs
-//! (interrupts are off inside the hypervisor). Each tick:
+//! calls [`Hypervisor::timer_tick`] on every timer (or console input) interrupt taken
+//! while a guest runs (interrupts are off inside the hypervisor). The timer is one-shot
+//! ([`Platform::set_timer`]): the core re-arms it [`TICK_HZ`] times a second, at start
+//! and after every tick. Each tick:
 //!
 //! 1. moves bytes typed on the serial console into the *input domain*'s console ring
 //!    `in[]` (the first runnable domain that has a console ring; no event is sent: GRUB
@@ -12,6 +14,10 @@
 //! 3. shows the input domain's unfinished line if it printed nothing new since the last
 //!    drain (a prompt waiting for input);
 //! 4. preempts the running domain: round-robin to the next runnable one.
+//!
+//! When the core returns [`Resume::Idle`] the arch layer halts, and the next interrupt
+//! brings it to [`Hypervisor::idle_wakeup`]. Only the `debug-idle-test` command-line
+//! word idles today (once, for the first second after boot), to exercise that path.
 
 use crate::console::{self, Prefix, RingError};
 use crate::hv::Hypervisor;
@@ -26,6 +32,12 @@ const IN_PROD_OFF: u64 = offset_of!(XenconsInterface, in_prod) as u64;
 
 /// Most input bytes moved per tick (the UART and QEMU hold the rest).
 pub const INPUT_PER_TICK: usize = 64;
+
+/// Rate of the tick the core arms (until the scheduler decides its own deadlines).
+pub const TICK_HZ: u64 = 100;
+
+/// Command-line word that makes the core idle for the first second after boot.
+const DEBUG_IDLE_TEST: &[u8] = b"debug-idle-test";
 
 /// Copies up to `bytes.len()` bytes, limited by the free space of the `in[]` ring of the
 /// console page `ring`, from `read` into the ring and publishes `in_prod`. `read` fills
@@ -72,12 +84,79 @@ pub fn feed_input<M: MachineMemory>(
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// A timer interrupt arrived while the guest in `frame` ran. Serves the consoles and
     /// xenstore, then runs the next runnable domain (round-robin; possibly the same).
+    /// The timer is re-armed for the next tick afterwards.
     pub fn timer_tick(&mut self, frame: &mut GuestFrame) -> Resume {
+        let r = self.tick(frame);
+        self.arm_tick();
+        r
+    }
+
+    fn tick(&mut self, frame: &mut GuestFrame) -> Resume {
         let Some(idx) = self.current else {
             return self.no_current_domain();
         };
         // Saved first: serving the backends may crash (and so switch away from) it.
         self.domains[idx].vcpu.frame = *frame;
+        self.serve_backends();
+        if !self.domains[idx].is_runnable() {
+            return self.run_next(Some(idx), frame);
+        }
+        self.yield_current(idx, frame)
+    }
+
+    /// An interrupt woke the CPU after the core returned [`Resume::Idle`]; `frame` is
+    /// the arch layer's entry frame (holding no guest's registers). Serves the consoles
+    /// and xenstore like a tick, then runs the first runnable domain, or idles again
+    /// while the `debug-idle-test` second lasts.
+    pub fn idle_wakeup(&mut self, frame: &mut GuestFrame) -> Resume {
+        if self.current.is_some() {
+            // Idle is only ever entered with no vCPU loaded.
+            return self.no_current_domain();
+        }
+        if let Some(until) = self.debug_idle_until() {
+            if self.platform.rdtsc() < until {
+                // Early (typed input, a spurious interrupt): keep waiting.
+                self.platform.set_timer(Some(until));
+                return Resume::Idle;
+            }
+        }
+        self.serve_backends();
+        self.arm_tick();
+        self.run_next(None, frame)
+    }
+
+    /// Arms the timer at start: the first tick, or (with `debug-idle-test`) the end of
+    /// the idle second, returning [`Resume::Idle`] for the caller to pass on.
+    pub(crate) fn start_timer(&mut self) -> Option<Resume> {
+        if let Some(until) = self.debug_idle_until() {
+            if self.platform.rdtsc() < until {
+                self.log(format_args!("debug-idle-test: idle until 1 s after boot"));
+                self.platform.set_timer(Some(until));
+                return Some(Resume::Idle);
+            }
+        }
+        self.arm_tick();
+        None
+    }
+
+    /// Arms the timer one tick period from now.
+    pub(crate) fn arm_tick(&mut self) {
+        let period = (self.platform.tsc_hz() / TICK_HZ).max(1);
+        let deadline = self.platform.rdtsc().saturating_add(period);
+        self.platform.set_timer(Some(deadline));
+    }
+
+    /// With `debug-idle-test` on the command line: the TSC value 1 s after boot.
+    fn debug_idle_until(&self) -> Option<u64> {
+        self.cmdline
+            .split(|&b| b == b' ')
+            .any(|w| w == DEBUG_IDLE_TEST)
+            .then(|| self.clock.boot_tsc.saturating_add(self.platform.tsc_hz()))
+    }
+
+    /// Serves every runnable domain's backends: console input into the input domain,
+    /// console output, xenstore, and the input domain's unfinished prompt line.
+    fn serve_backends(&mut self) {
         let input = self.input_domain();
         if let Some(i) = input {
             self.poll_console_input(i);
@@ -100,10 +179,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     .flush_partial(&mut self.platform, &mut self.cursor, prefix);
             }
         }
-        if !self.domains[idx].is_runnable() {
-            return self.run_next(Some(idx), frame);
-        }
-        self.yield_current(idx, frame)
     }
 
     /// The domain that gets console input: the first runnable one with a console ring.

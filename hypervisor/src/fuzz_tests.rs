@@ -859,6 +859,12 @@ impl Fuzz {
                     self.fail(&format!("unsafe frame to resume: {f:#x?}"));
                 }
             }
+            // Idle leaves no vCPU loaded (idle_wakeup picks the next one).
+            Resume::Idle => {
+                if self.hv.current.is_some() {
+                    self.fail("Idle with a vCPU loaded");
+                }
+            }
         }
     }
 

@@ -114,11 +114,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             return self.no_current_domain();
         }
         if let Some(until) = self.debug_idle_until() {
-            if self.platform.rdtsc() < until {
-                // Early (typed input, a spurious interrupt): keep waiting.
-                self.platform.set_timer(Some(until));
-                return Resume::Idle;
-            }
+            // Early (typed input, a spurious interrupt): keep waiting.
+            self.platform.set_timer(Some(until));
+            return Resume::Idle;
         }
         self.serve_backends();
         self.arm_tick();
@@ -129,11 +127,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// the idle second, returning [`Resume::Idle`] for the caller to pass on.
     pub(crate) fn start_timer(&mut self) -> Option<Resume> {
         if let Some(until) = self.debug_idle_until() {
-            if self.platform.rdtsc() < until {
-                self.log(format_args!("debug-idle-test: idle until 1 s after boot"));
-                self.platform.set_timer(Some(until));
-                return Some(Resume::Idle);
-            }
+            self.log(format_args!("debug-idle-test: idle until 1 s after boot"));
+            self.platform.set_timer(Some(until));
+            return Some(Resume::Idle);
         }
         self.arm_tick();
         None
@@ -146,12 +142,18 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         self.platform.set_timer(Some(deadline));
     }
 
-    /// With `debug-idle-test` on the command line: the TSC value 1 s after boot.
+    /// With `debug-idle-test` on the command line, until 1 s after boot: the TSC value
+    /// of that second's end.
     fn debug_idle_until(&self) -> Option<u64> {
-        self.cmdline
+        if !self
+            .cmdline
             .split(|&b| b == b' ')
             .any(|w| w == DEBUG_IDLE_TEST)
-            .then(|| self.clock.boot_tsc.saturating_add(self.platform.tsc_hz()))
+        {
+            return None;
+        }
+        let until = self.clock.boot_tsc.saturating_add(self.platform.tsc_hz());
+        (self.platform.rdtsc() < until).then_some(until)
     }
 
     /// Serves every runnable domain's backends: console input into the input domain,
@@ -230,5 +232,120 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use crate::testutil::{TestHv, insert_domain, kernel_frame, runnable_domain, test_hv_with};
+    use guest_abi::DomId;
+    use guest_abi::layout::PAGE_SIZE;
+
+    const RIP: u64 = 0xffff_ffff_8000_1000;
+    const PERIOD: u64 = 1_000_000_000 / TICK_HZ;
+
+    /// A hypervisor with `n` runnable hand-built domains (ids 1..=n, `rbx` = id); the
+    /// fake TSC stands at `tsc`.
+    fn hv_with(cmdline: &[u8], n: u16, tsc: u64) -> TestHv {
+        let mut hv = test_hv_with(64, [0; 16], cmdline);
+        for id in 1..=n {
+            let dom = DomId(id);
+            let l4 = hv.frames.alloc(dom).unwrap();
+            let shared = hv.frames.alloc(dom).unwrap();
+            for f in [l4, shared] {
+                hv.mem.fill(f.maddr(), 0, PAGE_SIZE).unwrap();
+            }
+            let frame = GuestFrame {
+                rbx: u64::from(id),
+                ..kernel_frame(RIP, RIP + 0x1000)
+            };
+            let mut d = runnable_domain(dom, "t", false, l4, frame);
+            d.shared_info = shared;
+            insert_domain(&mut hv, d);
+        }
+        hv.platform.tsc.set(tsc);
+        hv
+    }
+
+    #[test]
+    fn start_and_every_tick_arm_the_next_tick() {
+        let mut hv = hv_with(b"", 2, 5_000);
+        let mut f = GuestFrame::default();
+        assert!(matches!(hv.start(&mut f), Resume::Guest { .. }));
+        assert_eq!(hv.platform.timer, Some(5_000 + PERIOD));
+        for (k, want) in [(1u64, 2u64), (2, 1), (3, 2)] {
+            let now = 5_000 + k * PERIOD + 7;
+            hv.platform.tsc.set(now);
+            assert!(matches!(hv.timer_tick(&mut f), Resume::Guest { .. }));
+            assert_eq!(hv.platform.timer, Some(now + PERIOD), "tick {k}");
+            assert_eq!(f.rbx, want, "round-robin at tick {k}");
+        }
+    }
+
+    #[test]
+    fn the_tick_period_follows_the_tsc_rate() {
+        let mut hv = hv_with(b"", 1, 0);
+        hv.platform.tsc_hz = 3_000_000_000;
+        hv.arm_tick();
+        assert_eq!(hv.platform.timer, Some(30_000_000));
+        // A TSC near its end saturates instead of wrapping to a deadline in the past.
+        hv.platform.tsc.set(u64::MAX - 5);
+        hv.arm_tick();
+        assert_eq!(hv.platform.timer, Some(u64::MAX));
+    }
+
+    #[test]
+    fn debug_idle_test_idles_for_the_first_second() {
+        let mut hv = hv_with(b"console=com1 debug-idle-test", 1, 1_000);
+        // System time 0 is TSC 0 (the fake's value at `new`): 1 s is TSC 1e9.
+        let mut f = GuestFrame::default();
+        assert_eq!(hv.start(&mut f), Resume::Idle);
+        assert_eq!(hv.platform.timer, Some(1_000_000_000));
+        assert_eq!(hv.current, None);
+        assert!(hv.platform.console.contains("debug-idle-test"));
+        // An early wakeup (typed input, a spurious interrupt) idles again, same deadline.
+        hv.platform.tsc.set(400_000_000);
+        hv.platform.timer = None;
+        assert_eq!(hv.idle_wakeup(&mut f), Resume::Idle);
+        assert_eq!(hv.platform.timer, Some(1_000_000_000));
+        // At the deadline the first domain runs and the tick is armed.
+        hv.platform.tsc.set(1_000_000_003);
+        assert!(matches!(hv.idle_wakeup(&mut f), Resume::Guest { .. }));
+        assert_eq!((f.rbx, f.rip), (1, RIP));
+        assert_eq!(hv.platform.timer, Some(1_000_000_003 + PERIOD));
+        // Later ticks are ordinary.
+        hv.platform.tsc.set(2_000_000_000);
+        assert!(matches!(hv.timer_tick(&mut f), Resume::Guest { .. }));
+        assert_eq!(hv.platform.timer, Some(2_000_000_000 + PERIOD));
+    }
+
+    #[test]
+    fn without_the_switch_start_never_idles() {
+        for cmdline in [&b""[..], b"debug-idle-testx", b"xdebug-idle-test"] {
+            let mut hv = hv_with(cmdline, 1, 0);
+            let mut f = GuestFrame::default();
+            assert!(
+                matches!(hv.start(&mut f), Resume::Guest { .. }),
+                "{cmdline:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn idle_wakeup_ends_without_domains_and_refuses_a_loaded_vcpu() {
+        // No domain: waking up reports the end, as start would.
+        let mut hv = hv_with(b"", 0, 0);
+        let mut f = GuestFrame::default();
+        assert!(matches!(hv.idle_wakeup(&mut f), Resume::Exit(_)));
+        // Idle is only entered with no vCPU loaded; a wakeup with one is a core bug.
+        let mut hv = hv_with(b"", 1, 0);
+        assert!(matches!(hv.start(&mut f), Resume::Guest { .. }));
+        assert_eq!(
+            hv.idle_wakeup(&mut f),
+            Resume::Exit(crate::platform::ExitStatus::HypervisorFailure)
+        );
     }
 }

@@ -262,6 +262,14 @@ pub fn enter_idle() -> ! {
 
 /// The idle loop, on the hypervisor stack below the entry frame slot `frame`.
 extern "C" fn idle_loop(frame: *mut GuestFrame) -> ! {
+    // Idle on the hypervisor's own root: the last guest's L4 may be freed while we wait
+    // (entering a guest loads its root again).
+    let own = super::paging::hypervisor_cr3();
+    if cpu::read_cr3() != own {
+        // SAFETY: the hypervisor's L4 maps everything the hypervisor uses (guest L4s
+        // only copy its slots).
+        unsafe { cpu::write_cr3(own) };
+    }
     loop {
         IDLE.store(true, Ordering::Relaxed);
         // SAFETY: `sti` takes effect only after the next instruction, so an interrupt

@@ -719,7 +719,7 @@ pub mod call {
 
     /// `set_timer_op` (15): One-shot timer at absolute system time (ns); 0 cancels.
     ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
+    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -733,7 +733,7 @@ pub mod call {
 
     /// `event_channel_op_compat` (16): Legacy event_channel_op: `struct evtchn_op` carries cmd and argument.
     ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
+    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -853,7 +853,7 @@ pub mod call {
 
     /// `vcpu_op` (24): Per-vCPU control: bring up/down, timers, runstate and vcpu_info areas.
     ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
+    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -1215,12 +1215,168 @@ const _: () = assert!(
     "struct xen_compile_info.compile_date"
 );
 const _: () = assert!(
+    core::mem::size_of::<crate::event_channel::EvtchnAllocUnbound>() == 8,
+    "size of struct evtchn_alloc_unbound"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnAllocUnbound, dom) == 0,
+    "struct evtchn_alloc_unbound.dom"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnAllocUnbound, remote_dom) == 2,
+    "struct evtchn_alloc_unbound.remote_dom"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnAllocUnbound, port) == 4,
+    "struct evtchn_alloc_unbound.port"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::event_channel::EvtchnBindInterdomain>() == 12,
+    "size of struct evtchn_bind_interdomain"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnBindInterdomain, remote_dom) == 0,
+    "struct evtchn_bind_interdomain.remote_dom"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnBindInterdomain, remote_port) == 4,
+    "struct evtchn_bind_interdomain.remote_port"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnBindInterdomain, local_port) == 8,
+    "struct evtchn_bind_interdomain.local_port"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::event_channel::EvtchnBindIpi>() == 8,
+    "size of struct evtchn_bind_ipi"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnBindIpi, vcpu) == 0,
+    "struct evtchn_bind_ipi.vcpu"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnBindIpi, port) == 4,
+    "struct evtchn_bind_ipi.port"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::event_channel::EvtchnBindVcpu>() == 8,
+    "size of struct evtchn_bind_vcpu"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnBindVcpu, port) == 0,
+    "struct evtchn_bind_vcpu.port"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnBindVcpu, vcpu) == 4,
+    "struct evtchn_bind_vcpu.vcpu"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::event_channel::EvtchnBindVirq>() == 12,
+    "size of struct evtchn_bind_virq"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnBindVirq, virq) == 0,
+    "struct evtchn_bind_virq.virq"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnBindVirq, vcpu) == 4,
+    "struct evtchn_bind_virq.vcpu"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnBindVirq, port) == 8,
+    "struct evtchn_bind_virq.port"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::event_channel::EvtchnExpandArray>() == 8,
+    "size of struct evtchn_expand_array"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnExpandArray, array_gfn) == 0,
+    "struct evtchn_expand_array.array_gfn"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::event_channel::EvtchnInitControl>() == 24,
+    "size of struct evtchn_init_control"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnInitControl, control_gfn) == 0,
+    "struct evtchn_init_control.control_gfn"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnInitControl, offset) == 8,
+    "struct evtchn_init_control.offset"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnInitControl, vcpu) == 12,
+    "struct evtchn_init_control.vcpu"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnInitControl, link_bits) == 16,
+    "struct evtchn_init_control.link_bits"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::event_channel::EvtchnPortArg>() == 4,
+    "size of struct evtchn_close / struct evtchn_unmask"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnPortArg, port) == 0,
+    "struct evtchn_close / struct evtchn_unmask.port"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::event_channel::EvtchnReset>() == 2,
+    "size of struct evtchn_reset"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnReset, dom) == 0,
+    "struct evtchn_reset.dom"
+);
+const _: () = assert!(
     core::mem::size_of::<crate::event_channel::EvtchnSend>() == 4,
     "size of struct evtchn_send"
 );
 const _: () = assert!(
     core::mem::offset_of!(crate::event_channel::EvtchnSend, port) == 0,
     "struct evtchn_send.port"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::event_channel::EvtchnSetPriority>() == 8,
+    "size of struct evtchn_set_priority"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnSetPriority, port) == 0,
+    "struct evtchn_set_priority.port"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnSetPriority, priority) == 4,
+    "struct evtchn_set_priority.priority"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::event_channel::EvtchnStatus>() == 24,
+    "size of struct evtchn_status"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnStatus, dom) == 0,
+    "struct evtchn_status.dom"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnStatus, port) == 4,
+    "struct evtchn_status.port"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnStatus, status) == 8,
+    "struct evtchn_status.status"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnStatus, vcpu) == 12,
+    "struct evtchn_status.vcpu"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnStatus, u0) == 16,
+    "struct evtchn_status.u0"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnStatus, u1) == 20,
+    "struct evtchn_status.u1"
 );
 const _: () = assert!(
     core::mem::size_of::<crate::version::FeatureInfo>() == 8,

@@ -59,3 +59,38 @@ pub struct SchedShutdown {
 }
 
 const_assert_eq!(core::mem::size_of::<SchedShutdown>(), 4);
+
+/// Most ports one `SCHEDOP_poll` may wait on.
+pub const SCHED_POLL_MAX_PORTS: usize = 128;
+
+/// `struct sched_poll` (`SCHEDOP_poll`).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct SchedPoll {
+    /// Guest address of an array of `evtchn_port_t`.
+    pub ports: u64,
+    /// Entries in `ports` (≤ 128).
+    pub nr_ports: u32,
+    /// Padding.
+    pub pad: u32,
+    /// Absolute system time (ns) to give up at; 0 = no timeout.
+    pub timeout: u64,
+}
+
+/// `struct sched_remote_shutdown` (`SCHEDOP_remote_shutdown`).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct SchedRemoteShutdown {
+    /// Domain to shut down.
+    pub domain_id: crate::ids::DomId,
+    /// Padding.
+    pub pad: u16,
+    /// A `SHUTDOWN_*` value.
+    pub reason: u32,
+}
+
+const_assert_eq!(core::mem::size_of::<SchedPoll>(), 24);
+const_assert_eq!(core::mem::offset_of!(SchedPoll, nr_ports), 8);
+const_assert_eq!(core::mem::offset_of!(SchedPoll, timeout), 16);
+const_assert_eq!(core::mem::size_of::<SchedRemoteShutdown>(), 8);
+const_assert_eq!(core::mem::offset_of!(SchedRemoteShutdown, reason), 4);

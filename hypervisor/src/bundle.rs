@@ -53,8 +53,12 @@ pub struct BundleEntry {
     pub name: [u8; 32],
     /// Guest command line, NUL-padded (becomes start_info.cmd_line).
     pub cmdline: [u8; 1024],
+    /// Scheduler weight (0 = Xen's default, 256).
+    pub weight: u16,
+    /// Scheduler cap in percent of one CPU (0 = no cap).
+    pub cap: u16,
     /// Reserved, zero.
-    pub reserved: [u8; 8],
+    pub reserved: [u8; 4],
 }
 
 const_assert_eq!(core::mem::size_of::<BundleHeader>(), 16);
@@ -73,6 +77,10 @@ pub struct GuestSpec<'a> {
     pub name: &'a [u8],
     /// Command line (no NUL).
     pub cmdline: &'a [u8],
+    /// Scheduler weight (0 = default).
+    pub weight: u16,
+    /// Scheduler cap in percent (0 = none).
+    pub cap: u16,
 }
 
 /// Why a module could not be read as a bundle.
@@ -96,6 +104,8 @@ pub fn parse(module: &[u8]) -> Result<Vec<GuestSpec<'_>>, BundleError> {
             dom0: false,
             name: b"guest",
             cmdline: b"",
+            weight: 0,
+            cap: 0,
         });
         return Ok(out);
     }
@@ -133,6 +143,8 @@ pub fn parse(module: &[u8]) -> Result<Vec<GuestSpec<'_>>, BundleError> {
             dom0: e.flags & ENTRY_FLAG_DOM0 != 0,
             name,
             cmdline,
+            weight: e.weight,
+            cap: e.cap,
         });
     }
     Ok(out)
@@ -163,6 +175,10 @@ pub mod build {
         pub name: &'a str,
         /// Command line, at most 1023 bytes.
         pub cmdline: &'a str,
+        /// Scheduler weight (0 = default 256).
+        pub weight: u16,
+        /// Scheduler cap in percent of one CPU (0 = none).
+        pub cap: u16,
     }
 
     /// Packs guests into bundle bytes. Fails on too many guests or over-long strings.
@@ -198,7 +214,9 @@ pub mod build {
                 flags: if g.dom0 { ENTRY_FLAG_DOM0 } else { 0 },
                 name,
                 cmdline,
-                reserved: [0; 8],
+                weight: g.weight,
+                cap: g.cap,
+                reserved: [0; 4],
             });
             offset = (offset + g.image.len() as u64).next_multiple_of(4096);
         }
@@ -227,6 +245,8 @@ mod tests {
                 dom0: false,
                 name: "a",
                 cmdline: "x y",
+                weight: 0,
+                cap: 0,
             },
             Guest {
                 image: b"\x7fELF two!",
@@ -234,6 +254,8 @@ mod tests {
                 dom0: true,
                 name: "bb",
                 cmdline: "",
+                weight: 0,
+                cap: 0,
             },
         ])
         .unwrap();
@@ -266,6 +288,8 @@ mod tests {
             dom0: false,
             name: "a",
             cmdline: "",
+            weight: 0,
+            cap: 0,
         }])
         .unwrap();
         assert_eq!(parse(&b[..20]), Err(BundleError::Truncated));

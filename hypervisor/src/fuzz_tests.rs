@@ -136,6 +136,8 @@ impl Fuzz {
             dom0,
             name,
             cmdline: "fuzz",
+            weight: 0,
+            cap: 0,
         };
         create_domains(
             &mut hv,
@@ -864,6 +866,12 @@ impl Fuzz {
                     self.fail(&format!("unsafe frame to resume: {f:#x?}"));
                 }
             }
+            // Idle leaves no vCPU loaded (idle_wakeup picks the next one).
+            Resume::Idle => {
+                if self.hv.cpu.current.is_some() {
+                    self.fail("Idle with a vCPU loaded");
+                }
+            }
         }
     }
 
@@ -1005,8 +1013,19 @@ impl Fuzz {
     fn run(&mut self, steps: usize) -> bool {
         for i in 0..steps {
             self.steps += 1;
-            let r = self.step();
+            let mut r = self.step();
             self.check_resume(r);
+            // Every vCPU blocked: time passes to the armed deadline, as the CPU would
+            // idle. With none armed nothing can ever wake them: the episode is over.
+            while r == Resume::Idle {
+                let Some(deadline) = self.hv.platform.timer else {
+                    return false;
+                };
+                let now = self.hv.platform.tsc.get();
+                self.hv.platform.tsc.set(deadline.max(now));
+                r = self.hv.idle_wakeup(&mut self.frame);
+                self.check_resume(r);
+            }
             if i.is_multiple_of(64) {
                 self.check_frames();
             }
@@ -1020,10 +1039,11 @@ impl Fuzz {
     /// Ends whatever is still running (as a crash would), then checks every frame came
     /// back.
     fn finish(&mut self) {
-        while let Some(idx) = self.hv.cpu.current {
+        // Blocked domains too: every runnable domain is crashed.
+        while let Some(idx) = self.hv.domains.iter().position(|d| d.is_runnable()) {
             self.hv
                 .end_domain(idx, DomainState::Crashed, format_args!("crashed: fuzz end"));
-            let r = self.hv.run_next(Some(idx), &mut self.frame);
+            let r = self.hv.schedule(&mut self.frame);
             self.check_resume(r);
         }
         self.check_frames();
@@ -1126,6 +1146,8 @@ fn one_domain() -> (TestHv, GuestFrame, u64) {
         dom0: false,
         name: "one",
         cmdline: "",
+        weight: 0,
+        cap: 0,
     };
     create_domains(&mut hv, &[guest]);
     let f = crate::testutil::started(&mut hv);

@@ -290,8 +290,14 @@ fn in_bytes(hv: &Hv, ring: Mfn, from: u32, len: usize) -> std::vec::Vec<u8> {
         .collect()
 }
 
+/// A timer interrupt one scheduler slice after the last one (so every tick ends the
+/// running vCPU's slice).
 fn tick(hv: &mut Hv, f: &mut GuestFrame) -> Resume {
-    f.vector = 0x20;
+    f.vector = 0xf0;
+    let now = hv.platform.tsc.get();
+    hv.platform
+        .tsc
+        .set(now + crate::sched::policy::SLICE_NS * hv.platform.tsc_hz / 1_000_000_000);
     hv.timer_tick(f)
 }
 
@@ -355,7 +361,7 @@ fn hostile_input_indices_crash_the_domain() {
 }
 
 #[test]
-fn ticks_preempt_round_robin_and_serve_backends() {
+fn slice_ends_preempt_and_serve_backends() {
     let mut hv = new_hv();
     let g1 = add_domain(&mut hv, 1, "spin", false);
     add_domain(&mut hv, 2, "b", false);

@@ -13,19 +13,19 @@ use crate::console::{self, Cursor, Prefix, RingError};
 use crate::dlog::{Disp, hv_debug};
 use crate::domain::builder::{self, BuildParams};
 use crate::domain::runtime::{Domain, DomainState};
+use crate::evtchn::EventChannels;
 use crate::hypercall::handle::CrashReason;
 use crate::mmu::guest::GuestSpace;
 use crate::mmu::{FrameInfo, Frames};
 use crate::platform::{ExitStatus, GuestFrame, MachineMemory, Platform, Resume};
+use crate::sched::policy::Scheduler;
 use crate::time::Clock;
+use crate::time::timers::TimerQueue;
 use alloc::vec::Vec;
 use core::fmt::{self, Write as _};
-use core::mem::offset_of;
 use core::ops::Range;
 use guest_abi::layout::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64, is_canonical};
-use guest_abi::shared_info::{SharedInfo, VcpuInfo, VcpuTimeInfo, XEN_PVCLOCK_TSC_STABLE_BIT};
 use guest_abi::{DomId, nr, version};
-use zerocopy::IntoBytes;
 
 /// What `XENVER_version` returns: `(major << 16) | minor`. We implement (a subset of)
 /// the Xen 4.17 ABI and say so, so guests that check for "at least 3.x" or 4.x work.
@@ -85,6 +85,14 @@ pub struct Hypervisor<M: MachineMemory, P: Platform> {
     pub(crate) domains: Vec<Domain>,
     /// What the one physical CPU holds now.
     pub(crate) cpu: PerCpu,
+    /// Every domain's event channels (evtchn/).
+    pub(crate) evtchn: EventChannels,
+    /// Who runs next (sched/policy.rs).
+    pub(crate) sched: Scheduler,
+    /// Every guest timer and the slice end (time/timers.rs).
+    pub(crate) timers: TimerQueue,
+    /// Wall-clock time at system time 0 (seconds, nanoseconds), from the RTC.
+    pub(crate) wallclock: (u64, u32),
     /// Who left the serial line unfinished (console/mod.rs).
     pub(crate) cursor: Cursor,
 }
@@ -236,6 +244,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             cmdline,
             domains: Vec::new(),
             cpu: PerCpu::default(),
+            evtchn: EventChannels::new(),
+            sched: Scheduler::new(1),
+            timers: TimerQueue::new(),
+            wallclock: (0, 0),
             cursor: Cursor::new(),
         }
     }
@@ -294,7 +306,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                             entry,
                             dom0
                         );
-                        let d = Domain::built(id, spec.name, dom0, built, now);
+                        let mut d = Domain::built(id, spec.name, dom0, built, now);
+                        d.sched_params = (spec.weight, spec.cap);
                         self.log_domain(&d, format_args!("built: {pages} pages, entry {entry:#x}"));
                         d
                     }
@@ -314,7 +327,52 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             }
             let at = self.domains.partition_point(|d| d.id < domain.id);
             self.domains.insert(at, domain);
+            if self.domains[at].is_runnable()
+                && let Err(why) = self.start_domain(at)
+            {
+                self.end_domain(at, DomainState::Refused, format_args!("refused: {why}"));
+            }
         }
+    }
+
+    /// Gives a built domain its event channels (the xenstore and console ports the
+    /// builder wrote into start_info), its vCPU to the scheduler and timers, and its
+    /// wall clock.
+    pub(crate) fn start_domain(&mut self, idx: usize) -> Result<(), &'static str> {
+        let d = &self.domains[idx];
+        let (id, shared_info) = (d.id, d.shared_info);
+        let (store, console) = (d.store_ring, d.console_ring);
+        let (weight, cap) = d.sched_params;
+        self.evtchn
+            .add_domain(id, shared_info, 1, crate::evtchn::DEFAULT_MAX_PORT)
+            .map_err(|_| "no room for its event channels")?;
+        for (ring, service) in [
+            (store, crate::evtchn::SERVICE_XENSTORE),
+            (console, crate::evtchn::SERVICE_CONSOLE),
+        ] {
+            if let Some((_, want)) = ring {
+                let port = self.evtchn.alloc_hypervisor_port(id, service, &self.mem);
+                if port != Ok(want) {
+                    return Err("its ring ports could not be bound");
+                }
+            }
+        }
+        let vid = (id, guest_abi::VcpuId(0));
+        let weight = if weight == 0 {
+            crate::sched::policy::DEFAULT_WEIGHT
+        } else {
+            weight
+        };
+        self.sched
+            .add_vcpu(vid, weight, cap)
+            .map_err(|_| "invalid scheduler weight or cap")?;
+        self.timers
+            .add_vcpu(vid)
+            .map_err(|_| "no room for its timers")?;
+        let now = self.now_ns();
+        let _ = self.sched.wake(vid, now);
+        self.publish_wallclock(idx);
+        Ok(())
     }
 
     /// Returns RAM (the boot module, once the domains are built) to the allocator.
@@ -322,11 +380,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         self.frames.release_ram(range)
     }
 
-    /// Chooses the first domain to run (lowest id) and writes its registers into `frame`.
-    /// With no runnable domain, prints the final report and stops.
+    /// Reads the wall clock, chooses the first vCPU to run and writes its registers into
+    /// `frame`. With no runnable domain, prints the final report and stops.
     pub fn start(&mut self, frame: &mut GuestFrame) -> Resume {
         self.apply_console_mode();
-        self.run_next(None, frame)
+        self.schedule(frame)
     }
 
     /// A `syscall` from the running guest (`frame.vector == GuestFrame::VECTOR_SYSCALL`).
@@ -379,7 +437,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             DomainState::Crashed,
             format_args!("crashed: cannot resume: {why} (rip={rip:#x} rsp={rsp:#x})"),
         );
-        self.run_next(Some(idx), frame)
+        self.schedule(frame)
     }
 
     /// Crashes the running domain for an exception it has no handler for.
@@ -406,7 +464,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 frame.rip
             ),
         );
-        self.run_next(Some(idx), frame)
+        self.schedule(frame)
     }
 
     // ---- scheduling -------------------------------------------------------------------
@@ -431,69 +489,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
     }
 
-    /// Saves the running domain's registers (with `frame.rax` already set to its
-    /// result) and runs the next runnable domain round-robin — possibly itself again.
-    pub(crate) fn yield_current(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
-        self.domains[idx].vcpu.frame = *frame;
-        // Being switched out is a good moment to show what it printed.
-        if let Err(e) = self.drain_console(idx) {
-            self.crash_for_ring(idx, e);
-        }
-        self.run_next(Some(idx), frame)
-    }
-
-    /// Blocks the running vCPU until an event is pending for it (`SCHEDOP_block`).
-    pub(crate) fn block_current(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
-        // Until the scheduler tracks blocked vCPUs, blocking is a yield: the guest
-        // re-checks its condition when it runs again, as after any spurious wake-up.
-        self.yield_current(idx, frame)
-    }
-
-    /// Loads the first runnable domain after `after` (in id order, wrapping, `after`
-    /// itself last) into `frame`. With none left: the final report and `Exit`.
-    pub(crate) fn run_next(&mut self, after: Option<usize>, frame: &mut GuestFrame) -> Resume {
-        self.cpu.current = None;
-        let n = self.domains.len();
-        let start = after.map_or(0, |i| i + 1);
-        for k in 0..n {
-            let idx = (start + k) % n;
-            if !self.domains[idx].is_runnable() {
-                continue;
-            }
-            let mut next = self.domains[idx].vcpu.frame;
-            if let Err(why) = sanitize_for_iret(&mut next) {
-                let (rip, rsp) = (next.rip, next.rsp);
-                self.end_domain(
-                    idx,
-                    DomainState::Crashed,
-                    format_args!("crashed: cannot resume: {why} (rip={rip:#x} rsp={rsp:#x})"),
-                );
-                continue;
-            }
-            self.domains[idx].vcpu.frame = next;
-            hv_debug!(
-                "switch to d{=u16} rip={=u64:#x} rsp={=u64:#x}",
-                self.domains[idx].id.0,
-                next.rip,
-                next.rsp
-            );
-            self.publish_time(idx);
-            *frame = next;
-            self.cpu.current = Some(idx);
-            let switched = self.cpu.fpu_owner != Some(idx);
-            self.load_vcpu_state(idx);
-            self.load_guest_gdt(idx, false);
-            self.load_guest_ldt(idx, false);
-            // Data selectors only change with the vCPU (traps/segments.rs); a failed
-            // load may end the domain.
-            if switched && !self.load_segments(idx, frame) {
-                continue;
-            }
-            return Resume::Guest { cr3: self.cpu.cr3 };
-        }
-        self.final_report()
-    }
-
     /// Ends a domain: shows the rest of its console output, prints `(hv) d<id> <name>:
     /// <what>`, returns all its frames to the allocator and records how it ended.
     pub(crate) fn end_domain(&mut self, idx: usize, state: DomainState, what: fmt::Arguments<'_>) {
@@ -516,7 +511,27 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let d = &mut self.domains[idx];
         hv_debug!("domain d{=u16} ended: {}", d.id.0, Disp(&what));
         d.state = state;
-        self.frames.free_all_of(d.id);
+        d.vcpu.poll = None;
+        let id = d.id;
+        // Its peers' ports become unbound, its FIFO frames are released: before its
+        // frames go back to the allocator.
+        self.evtchn.remove_domain(id, &mut self.frames);
+        self.sched.remove_domain(id);
+        self.timers.remove_domain(id);
+        self.frames.free_all_of(id);
+        // The control domain learns of it through VIRQ_DOM_EXC (Xen's rule).
+        for i in 0..self.domains.len() {
+            if self.domains[i].dom0 && self.domains[i].is_runnable() {
+                let dom0 = self.domains[i].id;
+                let wakes = self.evtchn.raise_virq(
+                    dom0,
+                    guest_abi::VcpuId(0),
+                    guest_abi::event_channel::VIRQ_DOM_EXC,
+                    &self.mem,
+                );
+                self.apply_wakes(wakes);
+            }
+        }
         if self.cpu.current == Some(idx) {
             self.cpu.current = None;
         }
@@ -539,11 +554,16 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             name: &d.name,
         };
         let (platform, cursor) = (&mut self.platform, &mut self.cursor);
-        console::drain(&self.mem, platform, cursor, ring, &mut d.console, prefix).map(|_| ())
+        let n = console::drain(&self.mem, platform, cursor, ring, &mut d.console, prefix)?;
+        if n > 0 && self.domains[idx].is_runnable() {
+            // Room in the ring again: a guest waiting for it is told (xenconsoled does).
+            self.notify_console(idx);
+        }
+        Ok(())
     }
 
     /// Prints one line per domain and the summary, and says how QEMU should exit.
-    fn final_report(&mut self) -> Resume {
+    pub(crate) fn final_report(&mut self) -> Resume {
         let mut powered_off = 0usize;
         for i in 0..self.domains.len() {
             let d = &self.domains[i];
@@ -579,33 +599,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// Xen system time now.
     pub(crate) fn now_ns(&self) -> u64 {
         self.clock.system_time_ns(self.platform.rdtsc())
-    }
-
-    /// Refreshes vCPU 0's `vcpu_time_info` in the domain's shared_info with the pvclock
-    /// seqlock protocol: version odd, fields, version even.
-    fn publish_time(&mut self, idx: usize) {
-        const TIME_OFF: u64 =
-            (offset_of!(SharedInfo, vcpu_info) + offset_of!(VcpuInfo, time)) as u64;
-        let base = self.domains[idx].shared_info.maddr() + TIME_OFF;
-        let mut v = [0u8; 4];
-        // shared_info is the domain's own frame, so these cannot fail; if they did, the
-        // guest would merely see a stale clock.
-        let _ = self.mem.read(base, &mut v);
-        let odd = (u32::from_le_bytes(v).wrapping_add(1)) | 1;
-        let _ = self.mem.write(base, &odd.to_le_bytes());
-        let tsc = self.platform.rdtsc();
-        let info = VcpuTimeInfo {
-            version: odd,
-            pad0: 0,
-            tsc_timestamp: tsc,
-            system_time: self.clock.system_time_ns(tsc),
-            tsc_to_system_mul: self.clock.scale.mul,
-            tsc_shift: self.clock.scale.shift,
-            flags: XEN_PVCLOCK_TSC_STABLE_BIT,
-            pad1: [0; 2],
-        };
-        let _ = self.mem.write(base, info.as_bytes());
-        let _ = self.mem.write(base, &odd.wrapping_add(1).to_le_bytes());
     }
 
     // ---- console output of the hypervisor itself ---------------------------------------

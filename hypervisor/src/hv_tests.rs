@@ -118,7 +118,7 @@ fn unknown_and_unimplemented_hypercalls_are_enosys() {
         assert_eq!(ret(&f), -38, "hypercall {nr}");
     }
     // Unimplemented commands of implemented hypercalls.
-    for (nr, cmd) in [(29, 1), (29, 3), (29, 99), (32, 0), (6, 1), (17, 10)] {
+    for (nr, cmd) in [(29, 6), (29, 7), (29, 99), (32, 2), (6, 3), (17, 10)] {
         call(&mut hv, &mut f, nr, cmd, 0, 0);
         assert_eq!(ret(&f), -38, "hypercall {nr} cmd {cmd}");
     }
@@ -630,6 +630,8 @@ fn refused_guests_get_ids_and_count_as_failed() {
         dom0,
         name,
         cmdline: "",
+        weight: 0,
+        cap: 0,
     };
     let b = bundle(&[
         guest("first", false),
@@ -690,6 +692,8 @@ fn built_domain_runs_prints_and_powers_off() {
             dom0: false,
             name: "e2e",
             cmdline: "",
+            weight: 0,
+            cap: 0,
         }],
     );
     assert_eq!(

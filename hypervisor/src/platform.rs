@@ -8,7 +8,8 @@
 //! Control flow between the two: the arch layer saves the interrupted guest's registers
 //! into a [`GuestFrame`] on the hypervisor stack, calls the core (hypercall or guest
 //! trap), and resumes as the core's [`Resume`] says: into the (possibly different) guest
-//! whose state the core left in the same frame, or out of QEMU with an exit status.
+//! whose state the core left in the same frame, out of QEMU with an exit status, or into
+//! an idle halt until the next interrupt.
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -54,6 +55,20 @@ pub trait Platform {
     fn rdtsc(&self) -> u64;
     /// TSC frequency in Hz (calibrated at boot).
     fn tsc_hz(&self) -> u64;
+    /// Arms the one-shot timer: one timer interrupt when the TSC reaches `deadline_tsc`
+    /// (at once if it has passed); `None` disarms it. Only the latest call counts. The
+    /// interrupt may come early, late by the hardware's granularity, or spuriously: the
+    /// core re-checks the time when it comes. The interrupt reaches the core as
+    /// [`Hypervisor::timer_tick`](crate::hv::Hypervisor::timer_tick) while a guest runs,
+    /// or as [`Hypervisor::idle_wakeup`](crate::hv::Hypervisor::idle_wakeup) when idle.
+    fn set_timer(&mut self, deadline_tsc: Option<u64>) {
+        let _ = deadline_tsc;
+    }
+    /// The date and time of the machine's real-time clock, or `None` when it has none or
+    /// it could not be read consistently.
+    fn rtc_time(&self) -> Option<RtcTime> {
+        None
+    }
     /// Flushes the TLB entries of guest mappings (after page-table changes).
     fn flush_tlb(&mut self);
     /// Invalidates the TLB entry of one (canonical) guest virtual address.
@@ -225,4 +240,190 @@ pub enum Resume {
     },
     /// No domain is left: stop the machine with this status.
     Exit(ExitStatus),
+    /// No vCPU can run now: halt until an interrupt (the timer armed with
+    /// [`Platform::set_timer`], or typed console input), then call
+    /// [`Hypervisor::idle_wakeup`](crate::hv::Hypervisor::idle_wakeup) with the entry
+    /// frame. The frame's contents are not a guest's meanwhile.
+    Idle,
+}
+
+/// A date and time from the machine's real-time clock: binary, 24-hour, as the clock
+/// keeps it (QEMU's RTC keeps UTC unless told otherwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RtcTime {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+    pub hour: u8,
+    pub minute: u8,
+    pub second: u8,
+}
+
+impl RtcTime {
+    /// CMOS status register B: 24-hour mode.
+    pub const STATUS_B_24H: u8 = 1 << 1;
+    /// CMOS status register B: binary (not BCD) values.
+    pub const STATUS_B_BINARY: u8 = 1 << 2;
+
+    /// Decodes the CMOS RTC registers `[second, minute, hour, day, month, year]` (as
+    /// read from registers 0, 2, 4, 7, 8, 9) in the format status register B
+    /// (register 0xb) describes: BCD or binary, 12- or 24-hour (in 12-hour mode bit 7
+    /// of the hour is PM). The century is assumed to be 20xx. `None` for values no
+    /// clock could hold (garbage, bad BCD digits).
+    pub fn from_cmos(regs: [u8; 6], status_b: u8) -> Option<RtcTime> {
+        let binary = status_b & Self::STATUS_B_BINARY != 0;
+        let decode = |v: u8| -> Option<u8> {
+            if binary {
+                Some(v)
+            } else if v & 0xf <= 9 && v >> 4 <= 9 {
+                Some((v >> 4) * 10 + (v & 0xf))
+            } else {
+                None
+            }
+        };
+        let [second, minute, hour_raw, day, month, year] = regs;
+        let hour = if status_b & Self::STATUS_B_24H != 0 {
+            decode(hour_raw)?
+        } else {
+            let pm = hour_raw & 0x80 != 0;
+            let h = decode(hour_raw & 0x7f)?;
+            if !(1..=12).contains(&h) {
+                return None;
+            }
+            // 12 AM is midnight (0), 12 PM is noon (12).
+            (h % 12) + if pm { 12 } else { 0 }
+        };
+        let t = RtcTime {
+            year: 2000 + u16::from(decode(year)?),
+            month: decode(month)?,
+            day: decode(day)?,
+            hour,
+            minute: decode(minute)?,
+            second: decode(second)?,
+        };
+        let valid = t.year <= 2099
+            && (1..=12).contains(&t.month)
+            && (1..=31).contains(&t.day)
+            && t.hour <= 23
+            && t.minute <= 59
+            && t.second <= 59;
+        valid.then_some(t)
+    }
+}
+
+impl core::fmt::Display for RtcTime {
+    /// `YYYY-MM-DD hh:mm:ss`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+}
+
+#[cfg(test)]
+mod rtc_tests {
+    use super::RtcTime;
+
+    const BIN_24: u8 = RtcTime::STATUS_B_BINARY | RtcTime::STATUS_B_24H;
+
+    fn t(year: u16, month: u8, day: u8, hour: u8, minute: u8, second: u8) -> RtcTime {
+        RtcTime {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+        }
+    }
+
+    #[test]
+    fn bcd_24_hour_is_decoded() {
+        // QEMU's default: BCD, 24-hour. 2024-01-01 00:00:00 and 2031-12-29 23:59:58.
+        let b = RtcTime::STATUS_B_24H;
+        assert_eq!(
+            RtcTime::from_cmos([0x00, 0x00, 0x00, 0x01, 0x01, 0x24], b),
+            Some(t(2024, 1, 1, 0, 0, 0))
+        );
+        assert_eq!(
+            RtcTime::from_cmos([0x58, 0x59, 0x23, 0x29, 0x12, 0x31], b),
+            Some(t(2031, 12, 29, 23, 59, 58))
+        );
+    }
+
+    #[test]
+    fn binary_mode_takes_values_as_they_are() {
+        assert_eq!(
+            RtcTime::from_cmos([7, 30, 13, 15, 6, 99], BIN_24),
+            Some(t(2099, 6, 15, 13, 30, 7))
+        );
+    }
+
+    #[test]
+    fn twelve_hour_mode_maps_am_pm() {
+        let bcd12 = 0;
+        let bin12 = RtcTime::STATUS_B_BINARY;
+        let hour = |raw: u8, b: u8| RtcTime::from_cmos([0, 0, raw, 1, 1, 24], b).map(|t| t.hour);
+        // 12 AM = 0, 1 AM = 1, 11 AM = 11, 12 PM = 12, 1 PM = 13, 11 PM = 23.
+        for (raw, want) in [
+            (0x12, 0),
+            (0x01, 1),
+            (0x11, 11),
+            (0x92, 12),
+            (0x81, 13),
+            (0x91, 23),
+        ] {
+            assert_eq!(hour(raw, bcd12), Some(want), "bcd {raw:#x}");
+        }
+        for (raw, want) in [(12, 0), (1, 1), (0x80 | 12, 12), (0x80 | 11, 23)] {
+            assert_eq!(hour(raw, bin12), Some(want), "binary {raw:#x}");
+        }
+        // Hour 0 or 13 does not exist on a 12-hour clock.
+        assert_eq!(hour(0x00, bcd12), None);
+        assert_eq!(hour(0x13, bcd12), None);
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        let b = RtcTime::STATUS_B_24H;
+        // Bad BCD digit, month 13, day 0, hour 24, minute 60, second 60.
+        for regs in [
+            [0x0a, 0, 0, 1, 1, 0x24],
+            [0, 0, 0, 1, 0x13, 0x24],
+            [0, 0, 0, 0, 1, 0x24],
+            [0, 0, 0x24, 1, 1, 0x24],
+            [0, 0x60, 0, 1, 1, 0x24],
+            [0x60, 0, 0, 1, 1, 0x24],
+            [0xff; 6],
+        ] {
+            assert_eq!(RtcTime::from_cmos(regs, b), None, "{regs:x?}");
+        }
+        assert_eq!(RtcTime::from_cmos([0xff; 6], BIN_24), None);
+    }
+
+    #[test]
+    fn every_byte_pattern_decodes_in_range_or_not_at_all() {
+        // xorshift over random register contents and modes: never a panic, and every
+        // decoded time is within the calendar's ranges.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let b = x.to_le_bytes();
+            let regs = [b[0], b[1], b[2], b[3], b[4], b[5]];
+            if let Some(t) = RtcTime::from_cmos(regs, b[6] & BIN_24) {
+                assert!((2000..=2099).contains(&t.year));
+                assert!((1..=12).contains(&t.month) && (1..=31).contains(&t.day));
+                assert!(t.hour < 24 && t.minute < 60 && t.second < 60);
+            }
+        }
+    }
+
+    #[test]
+    fn displays_iso_like() {
+        assert_eq!(t(2024, 1, 1, 0, 0, 5).to_string(), "2024-01-01 00:00:05");
+    }
 }

@@ -60,6 +60,8 @@ pub struct FakePlatform {
     pub tsc: core::cell::Cell<u64>,
     /// TSC frequency reported.
     pub tsc_hz: u64,
+    /// The deadline of the last `set_timer` call.
+    pub timer: Option<u64>,
     /// Number of `flush_tlb` calls.
     pub tlb_flushes: usize,
     /// Addresses passed to `invlpg`.
@@ -121,6 +123,7 @@ impl FakePlatform {
             console: String::new(),
             tsc: core::cell::Cell::new(0),
             tsc_hz: 1_000_000_000,
+            timer: None,
             tlb_flushes: 0,
             invlpgs: Vec::new(),
 
@@ -158,6 +161,9 @@ impl Platform for FakePlatform {
     }
     fn tsc_hz(&self) -> u64 {
         self.tsc_hz
+    }
+    fn set_timer(&mut self, deadline_tsc: Option<u64>) {
+        self.timer = deadline_tsc;
     }
     fn flush_tlb(&mut self) {
         self.tlb_flushes += 1;
@@ -305,6 +311,9 @@ pub fn runnable_domain(id: DomId, name: &str, dom0: bool, l4: Mfn, frame: GuestF
 pub fn insert_domain(hv: &mut TestHv, d: Domain) -> usize {
     let at = hv.domains.partition_point(|x| x.id < d.id);
     hv.domains.insert(at, d);
+    if hv.domains[at].is_runnable() {
+        hv.start_domain(at).unwrap();
+    }
     at
 }
 

@@ -1,17 +1,24 @@
-//! The periodic timer tick: how the hypervisor keeps control of guests that spin.
+//! Interrupts: how the hypervisor gets the CPU back from guests that spin, and out of
+//! idle.
 //!
-//! GRUB at its prompt polls its console ring in a tight loop and never makes a
-//! hypercall, so the hypervisor's backends cannot wait for kicks alone. The arch layer
-//! calls [`Hypervisor::timer_tick`] on every timer interrupt taken while a guest runs
-//! (interrupts are off inside the hypervisor). Each tick:
+//! The hypervisor's timer is one-shot ([`Platform::set_timer`]), armed by the run loop
+//! (`sched/run.rs`) for the earliest deadline: a guest timer, the end of the running
+//! vCPU's slice, or — while a guest runs — console housekeeping every
+//! [`HOUSEKEEPING_NS`](crate::sched::HOUSEKEEPING_NS) (GRUB at its prompt polls its
+//! console ring in a tight loop and never makes a hypercall). Typed console input
+//! interrupts too. The arch layer calls [`Hypervisor::timer_tick`] for an interrupt taken
+//! while a guest ran (interrupts are off inside the hypervisor), and
+//! [`Hypervisor::idle_wakeup`] for one that ended [`Resume::Idle`]. Each:
 //!
-//! 1. moves bytes typed on the serial console into the *input domain*'s console ring
-//!    `in[]` (the first runnable domain that has a console ring; no event is sent: GRUB
-//!    and Mini-OS poll `in_prod`);
-//! 2. drains every domain's console ring and answers its xenstore requests;
-//! 3. shows the input domain's unfinished line if it printed nothing new since the last
+//! 1. fires the timers that are due (VIRQ_TIMER, poll time-outs, the slice end);
+//! 2. moves bytes typed on the serial console into the *input domain*'s console ring
+//!    `in[]` (the first runnable domain that has a console ring) and raises its console
+//!    port;
+//! 3. drains every domain's console ring and answers its xenstore requests;
+//! 4. shows the input domain's unfinished line if it printed nothing new since the last
 //!    drain (a prompt waiting for input);
-//! 4. preempts the running domain: round-robin to the next runnable one.
+//! 5. resumes the running vCPU, or asks the scheduler for the next one when its slice
+//!    ended or it can no longer run.
 
 use crate::console::{self, Prefix, RingError};
 use crate::domain::runtime::DomainState;
@@ -71,14 +78,39 @@ pub fn feed_input<M: MachineMemory>(
 }
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    /// A timer interrupt arrived while the guest in `frame` ran. Serves the consoles and
-    /// xenstore, then runs the next runnable domain (round-robin; possibly the same).
+    /// A timer or console-input interrupt arrived while the guest in `frame` ran.
     pub fn timer_tick(&mut self, frame: &mut GuestFrame) -> Resume {
         let Some(idx) = self.cpu.current else {
             return self.no_current_domain();
         };
         // Saved first: serving the backends may crash (and so switch away from) it.
         self.domains[idx].vcpu.frame = *frame;
+        let slice_ended = self.expire_timers();
+        self.serve_backends();
+        if slice_ended || self.cpu.current != Some(idx) || !self.domains[idx].is_runnable() {
+            return self.schedule(frame);
+        }
+        self.refresh_time_if_stale(idx);
+        self.arm_timer(true);
+        self.enter_current(frame)
+    }
+
+    /// An interrupt woke the CPU after the core returned [`Resume::Idle`]; `frame` is
+    /// the arch layer's entry frame (holding no guest's registers). Fires what is due,
+    /// serves the consoles and xenstore, and runs whoever can run now (or idles again).
+    pub fn idle_wakeup(&mut self, frame: &mut GuestFrame) -> Resume {
+        if self.cpu.current.is_some() {
+            // Idle is only ever entered with no vCPU loaded.
+            return self.no_current_domain();
+        }
+        self.expire_timers();
+        self.serve_backends();
+        self.schedule(frame)
+    }
+
+    /// Serves every runnable domain's backends: console input into the input domain,
+    /// console output, xenstore, and the input domain's unfinished prompt line.
+    fn serve_backends(&mut self) {
         let input = self.input_domain();
         if let Some(i) = input {
             self.poll_console_input(i);
@@ -106,10 +138,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     .flush_partial(&mut self.platform, &mut self.cursor, prefix);
             }
         }
-        if !self.domains[idx].is_runnable() {
-            return self.run_next(Some(idx), frame);
-        }
-        self.yield_current(idx, frame)
     }
 
     /// The domain that gets console input: the first runnable one with a console ring.
@@ -125,8 +153,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             return;
         };
         let platform = &mut self.platform;
-        if let Err(e) = feed_input(&self.mem, ring, |buf| platform.console_read(buf)) {
-            self.crash_for_input_ring(idx, e);
+        match feed_input(&self.mem, ring, |buf| platform.console_read(buf)) {
+            Ok(0) => {}
+            // Input arrived: the console port tells the guest (it may be blocked on it).
+            Ok(_) => self.notify_console(idx),
+            Err(e) => self.crash_for_input_ring(idx, e),
         }
     }
 
@@ -162,3 +193,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "tick_tests.rs"]
+mod tests;

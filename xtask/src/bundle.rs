@@ -20,6 +20,10 @@ pub struct GuestFile {
     pub cmdline: String,
     /// Build as dom0.
     pub dom0: bool,
+    /// Scheduler weight (0 = the default, 256).
+    pub weight: u16,
+    /// Scheduler cap in percent of one CPU (0 = none).
+    pub cap: u16,
 }
 
 impl GuestFile {
@@ -32,6 +36,8 @@ impl GuestFile {
             memory_mib: DEFAULT_MEMORY_MIB,
             cmdline: String::new(),
             dom0: false,
+            weight: 0,
+            cap: 0,
         }
     }
 
@@ -83,6 +89,8 @@ pub fn write_bundle(guests: &[GuestFile]) -> Result<PathBuf> {
             dom0: g.dom0,
             name: &g.name,
             cmdline: &g.cmdline,
+            weight: g.weight,
+            cap: g.cap,
         })
         .collect();
     let bytes = bundle(&entries).map_err(|e| err!("cannot build the boot bundle: {e}"))?;

@@ -153,6 +153,8 @@ impl SingleGuest {
                 memory_mib: self.memory_mib.unwrap_or(crate::bundle::DEFAULT_MEMORY_MIB),
                 cmdline: self.cmdline.clone(),
                 dom0: self.dom0,
+                weight: 0,
+                cap: 0,
             }],
             ..HvRun::default()
         }

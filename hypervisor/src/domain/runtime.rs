@@ -36,7 +36,7 @@ impl DomainState {
 }
 
 /// The saved state of the domain's only vCPU while it does not run.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Vcpu {
     /// Registers to resume with.
     pub frame: GuestFrame,
@@ -53,6 +53,8 @@ pub struct Vcpu {
     pub user_mode: bool,
     /// Trap table, callbacks, kernel stack, segment bases, FPU state (traps/mod.rs).
     pub traps: crate::traps::VcpuTraps,
+    /// The ports it waits on in `SCHEDOP_poll` (sched/run.rs), while it does.
+    pub poll: Option<alloc::vec::Vec<guest_abi::EvtchnPort>>,
 }
 
 impl Vcpu {
@@ -96,6 +98,10 @@ pub struct Domain {
     /// Reason recorded by SCHEDOP_shutdown_code; it wins over a later shutdown's reason
     /// (as in Xen).
     pub shutdown_code: Option<ShutdownReason>,
+    /// Scheduler weight and cap (0: Xen's defaults, 256 and none), from the bundle.
+    pub sched_params: (u16, u16),
+    /// System time of the last `vcpu_time_info` update (time/mod.rs).
+    pub time_published_ns: u64,
     /// Grant table frames (GNTTABOP_setup_table).
     pub grant: crate::grant::GrantTable,
     /// State of the hypervisor's xenstore connection on the store ring.
@@ -135,6 +141,8 @@ impl Domain {
             console_io_bucket: TokenBucket::new(now_ns),
             console_io_dropping_reported: false,
             shutdown_code: None,
+            sched_params: (0, 0),
+            time_published_ns: 0,
             grant: crate::grant::GrantTable::new(),
             xenstore: crate::xenstore::XsConn::default(),
         }

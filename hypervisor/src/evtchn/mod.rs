@@ -1,6 +1,16 @@
-//! `event_channel_op` (32): only `EVTCHNOP_send`, the kick of the console and xenstore
-//! rings. There are no real event channels yet: the console backend drains on the kick,
-//! and the hypervisor's xenstore answers the queued requests on its kick.
+//! Event channels: the hypervisor's table of every domain's ports (`table.rs`), the two
+//! delivery ABIs (`two_level.rs`: shared_info bitmaps; `fifo.rs`: guest event arrays and
+//! per-vCPU queues), and the `event_channel_op` hypercall (32, and the pre-3.2 form 16)
+//! as a thin adapter from the generated typed arguments to the table.
+//!
+//! Path of an event: `send(p)` looks up the caller's channel `p`; an interdomain channel
+//! raises the peer's port on the peer's notify vCPU, an IPI its own; a port whose other
+//! end is a backend inside the hypervisor (console, xenstore) runs that backend, which
+//! answers with [`EventChannels::raise`]. Raising goes through the receiving domain's
+//! ABI and returns [`Wakes`]: the vCPUs whose `evtchn_upcall_pending` went 0 -> 1, which
+//! the scheduler unblocks, and whether pollers must re-check their ports. When such a
+//! vCPU next runs with events unmasked, the trap layer bounces it into its event
+//! callback (`traps/mod.rs`, `deliver_event_upcall`).
 
 mod fifo;
 pub mod table;
@@ -14,12 +24,50 @@ pub use table::{
 };
 
 use crate::hv::{Hypervisor, console_ring_crash};
+use crate::hypercall::HcResult;
 use crate::hypercall::handle::{Call, GuestHandle, Outcome, Untyped};
 use crate::platform::{MachineMemory, Platform};
-use guest_abi::Errno;
-use guest_abi::event_channel::{EVTCHNOP_SEND, EvtchnSend};
+use guest_abi::event_channel::*;
+use guest_abi::{Errno, EvtchnPort, VcpuId};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+/// Hypervisor backend behind a domain's xenstore port.
+pub const SERVICE_XENSTORE: u8 = 1;
+/// Hypervisor backend behind a domain's console port.
+pub const SERVICE_CONSOLE: u8 = 2;
+
+/// Where the argument of the legacy hypercall 16 (`struct evtchn_op { u32 cmd; union }`)
+/// keeps the sub-operation's struct.
+const COMPAT_ARG_OFFSET: u64 = 4;
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
+    /// The calling side of an event-channel operation from domain `idx` (its vCPU 0).
+    pub(crate) fn evtchn_caller(&self, idx: usize) -> Caller {
+        let d = &self.domains[idx];
+        Caller {
+            dom: d.id,
+            vcpu: VcpuId(0),
+            privileged: d.dom0,
+        }
+    }
+
+    /// Raises domain `idx`'s console port: output drained or input arrived.
+    pub(crate) fn notify_console(&mut self, idx: usize) {
+        if let Some((_, port)) = self.domains[idx].console_ring {
+            let wakes = self.evtchn.raise(self.domains[idx].id, port, &self.mem);
+            self.apply_wakes(wakes);
+        }
+    }
+
+    /// Raises domain `idx`'s xenstore port: responses written.
+    pub(crate) fn notify_store(&mut self, idx: usize) {
+        if let Some((_, port)) = self.domains[idx].store_ring {
+            let wakes = self.evtchn.raise(self.domains[idx].id, port, &self.mem);
+            self.apply_wakes(wakes);
+        }
+    }
+
+    /// `event_channel_op(cmd, arg)` (32).
     pub(crate) fn do_event_channel_op(
         &mut self,
         call: &mut Call<'_>,
@@ -27,30 +75,157 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         arg: GuestHandle<Untyped>,
     ) -> Outcome {
         let idx = call.idx;
+        let caller = self.evtchn_caller(idx);
         let ret = match cmd {
+            EVTCHNOP_ALLOC_UNBOUND => {
+                self.evtchn_inout(idx, arg, |hv, op: &mut EvtchnAllocUnbound| {
+                    op.port = hv
+                        .evtchn
+                        .alloc_unbound(&caller, op.dom, op.remote_dom, &hv.mem)?;
+                    Ok(())
+                })
+            }
+            EVTCHNOP_BIND_INTERDOMAIN => {
+                self.evtchn_inout(idx, arg, |hv, op: &mut EvtchnBindInterdomain| {
+                    let (port, wakes) = hv.evtchn.bind_interdomain(
+                        &caller,
+                        op.remote_dom,
+                        op.remote_port,
+                        &hv.mem,
+                    )?;
+                    op.local_port = port;
+                    hv.apply_wakes(wakes);
+                    Ok(())
+                })
+            }
+            EVTCHNOP_BIND_VIRQ => self.evtchn_inout(idx, arg, |hv, op: &mut EvtchnBindVirq| {
+                op.port = hv
+                    .evtchn
+                    .bind_virq(&caller, op.virq, VcpuId(op.vcpu), &hv.mem)?;
+                Ok(())
+            }),
+            EVTCHNOP_BIND_IPI => self.evtchn_inout(idx, arg, |hv, op: &mut EvtchnBindIpi| {
+                op.port = hv.evtchn.bind_ipi(&caller, VcpuId(op.vcpu), &hv.mem)?;
+                Ok(())
+            }),
+            EVTCHNOP_CLOSE => self
+                .read_handle::<EvtchnPortArg>(idx, arg.cast())
+                .and_then(|op| self.evtchn.close(&caller, op.port, &self.mem))
+                .map(|()| 0),
             EVTCHNOP_SEND => match self.read_handle::<EvtchnSend>(idx, arg.cast()) {
                 Err(e) => Err(e),
-                Ok(send) => {
-                    let d = &self.domains[idx];
-                    if d.console_ring.is_some_and(|(_, port)| port == send.port) {
-                        if let Err(e) = self.drain_console(idx) {
-                            return Outcome::Crash(console_ring_crash(e));
-                        }
-                        Ok(0)
-                    } else if d.store_ring.is_some_and(|(_, port)| port == send.port) {
-                        // The kick of the hypervisor's xenstore: answer what is queued.
-                        if let Err(e) = self.service_xenstore(idx) {
-                            return Outcome::Crash(e.crash_reason());
-                        }
-                        Ok(0)
-                    } else {
-                        // Xen's answer for a port that is not bound.
-                        Err(Errno::EINVAL)
-                    }
-                }
+                Ok(op) => return self.evtchn_send(idx, &caller, op.port),
             },
+            EVTCHNOP_STATUS => self.evtchn_inout(idx, arg, |hv, op: &mut EvtchnStatus| {
+                *op = hv.evtchn.status(&caller, op.dom, op.port)?;
+                Ok(())
+            }),
+            EVTCHNOP_UNMASK => match self.read_handle::<EvtchnPortArg>(idx, arg.cast()) {
+                Err(e) => Err(e),
+                Ok(op) => self
+                    .evtchn
+                    .unmask(&caller, op.port, &self.mem)
+                    .map(|wakes| self.apply_wakes(wakes))
+                    .map(|()| 0),
+            },
+            EVTCHNOP_BIND_VCPU => self
+                .read_handle::<EvtchnBindVcpu>(idx, arg.cast())
+                .and_then(|op| self.evtchn.bind_vcpu(&caller, op.port, VcpuId(op.vcpu)))
+                .map(|()| 0),
+            EVTCHNOP_RESET => match self.read_handle::<EvtchnReset>(idx, arg.cast()) {
+                Err(e) => Err(e),
+                // No domain is ever paused here: resetting another one is -EINVAL, as
+                // in Xen for a running domain.
+                Ok(op) => self
+                    .evtchn
+                    .reset(&caller, op.dom, false, &self.mem, &mut self.frames)
+                    .map(|()| 0),
+            },
+            EVTCHNOP_INIT_CONTROL => {
+                self.evtchn_inout(idx, arg, |hv, op: &mut EvtchnInitControl| {
+                    op.link_bits = hv.evtchn.init_control(
+                        &caller,
+                        guest_abi::Mfn(op.control_gfn),
+                        op.offset,
+                        VcpuId(op.vcpu),
+                        &hv.mem,
+                        &mut hv.frames,
+                    )?;
+                    Ok(())
+                })
+            }
+            EVTCHNOP_EXPAND_ARRAY => match self.read_handle::<EvtchnExpandArray>(idx, arg.cast()) {
+                Err(e) => Err(e),
+                Ok(op) => self
+                    .evtchn
+                    .expand_array(
+                        &caller,
+                        guest_abi::Mfn(op.array_gfn),
+                        &self.mem,
+                        &mut self.frames,
+                    )
+                    .map(|wakes| self.apply_wakes(wakes))
+                    .map(|()| 0),
+            },
+            EVTCHNOP_SET_PRIORITY => self
+                .read_handle::<EvtchnSetPriority>(idx, arg.cast())
+                .and_then(|op| self.evtchn.set_priority(&caller, op.port, op.priority))
+                .map(|()| 0),
+            // No physical IRQs are passed to guests.
             _ => Err(Errno::ENOSYS),
         };
         ret.into()
+    }
+
+    /// The legacy `event_channel_op_compat(op)` (16): `op` holds the command and, from
+    /// byte 4, the sub-operation's struct, read and written in place.
+    pub(crate) fn do_event_channel_op_compat(
+        &mut self,
+        call: &mut Call<'_>,
+        op: GuestHandle<Untyped>,
+    ) -> Outcome {
+        let cmd = match self.read_handle::<u32>(call.idx, op.cast()) {
+            Ok(cmd) => cmd,
+            Err(e) => return Outcome::Return(Err(e)),
+        };
+        let Some(arg) = op.addr().checked_add(COMPAT_ARG_OFFSET) else {
+            return Outcome::Return(Err(Errno::EFAULT));
+        };
+        self.do_event_channel_op(call, cmd, GuestHandle::new(arg))
+    }
+
+    /// Reads the sub-operation's struct, lets `f` fill in its results, and writes it back
+    /// (only on success, as Xen).
+    fn evtchn_inout<T: FromBytes + IntoBytes + Immutable>(
+        &mut self,
+        idx: usize,
+        arg: GuestHandle<Untyped>,
+        f: impl FnOnce(&mut Self, &mut T) -> Result<(), Errno>,
+    ) -> HcResult {
+        let h = arg.cast::<T>();
+        let mut op = self.read_handle(idx, h)?;
+        f(self, &mut op)?;
+        self.write_handle(idx, h, &op)?;
+        Ok(0)
+    }
+
+    /// `EVTCHNOP_send` on `port` of domain `idx`.
+    fn evtchn_send(&mut self, idx: usize, caller: &Caller, port: EvtchnPort) -> Outcome {
+        match self.evtchn.send(caller, port, &self.mem) {
+            Err(e) => Outcome::Return(Err(e)),
+            Ok(SendOutcome::Delivered(wakes)) => {
+                self.apply_wakes(wakes);
+                Outcome::Return(Ok(0))
+            }
+            Ok(SendOutcome::ToHypervisor(SERVICE_CONSOLE)) => match self.drain_console(idx) {
+                Ok(()) => Outcome::Return(Ok(0)),
+                Err(e) => Outcome::Crash(console_ring_crash(e)),
+            },
+            Ok(SendOutcome::ToHypervisor(SERVICE_XENSTORE)) => match self.service_xenstore(idx) {
+                Ok(()) => Outcome::Return(Ok(0)),
+                Err(e) => Outcome::Crash(e.crash_reason()),
+            },
+            Ok(SendOutcome::ToHypervisor(_)) => Outcome::Return(Ok(0)),
+        }
     }
 }

@@ -107,6 +107,17 @@ pub(crate) trait Hypercalls {
         flags: u64,
     ) -> Outcome;
 
+    /// `set_timer_op` (15): One-shot timer at absolute system time (ns); 0 cancels.
+    ///
+    /// * `timeout`: u64
+    fn set_timer_op(&mut self, call: &mut Call<'_>, timeout: u64) -> Outcome;
+
+    /// `event_channel_op_compat` (16): Legacy event_channel_op: `struct evtchn_op` carries cmd and argument.
+    ///
+    /// * `op`: guest pointer, inout
+    fn event_channel_op_compat(&mut self, call: &mut Call<'_>, op: GuestHandle<Untyped>)
+    -> Outcome;
+
     /// `xen_version` (17): Version, capabilities, features and build information.
     ///
     /// * `cmd`: u32
@@ -143,6 +154,19 @@ pub(crate) trait Hypercalls {
     ///
     /// Flags: noreturn.
     fn iret(&mut self, call: &mut Call<'_>) -> Outcome;
+
+    /// `vcpu_op` (24): Per-vCPU control: bring up/down, timers, runstate and vcpu_info areas.
+    ///
+    /// * `cmd`: u32
+    /// * `vcpuid`: u32
+    /// * `arg`: guest pointer, inout
+    fn vcpu_op(
+        &mut self,
+        call: &mut Call<'_>,
+        cmd: u32,
+        vcpuid: u32,
+        arg: GuestHandle<Untyped>,
+    ) -> Outcome;
 
     /// `set_segment_base` (25): Set the FS base, a GS base, or the user GS selector.
     ///
@@ -220,6 +244,8 @@ pub(crate) fn dispatch<H: Hypercalls + ?Sized>(
         nr::MEMORY_OP => h.memory_op(call, args[0], GuestHandle::new(args[1])),
         nr::MULTICALL => h.multicall(call, GuestArray::new(args[0], u64::from(args[1] as u32))),
         nr::UPDATE_VA_MAPPING => h.update_va_mapping(call, args[0], args[1], args[2]),
+        nr::SET_TIMER_OP => h.set_timer_op(call, args[0]),
+        nr::EVENT_CHANNEL_OP_COMPAT => h.event_channel_op_compat(call, GuestHandle::new(args[0])),
         nr::XEN_VERSION => h.xen_version(call, args[0] as u32, GuestHandle::new(args[1])),
         nr::CONSOLE_IO => h.console_io(
             call,
@@ -233,6 +259,12 @@ pub(crate) fn dispatch<H: Hypercalls + ?Sized>(
         ),
         nr::VM_ASSIST => h.vm_assist(call, args[0] as u32, args[1] as u32),
         nr::IRET => h.iret(call),
+        nr::VCPU_OP => h.vcpu_op(
+            call,
+            args[0] as u32,
+            args[1] as u32,
+            GuestHandle::new(args[2]),
+        ),
         nr::SET_SEGMENT_BASE => h.set_segment_base(call, args[0] as u32, args[1]),
         nr::MMUEXT_OP => h.mmuext_op(
             call,

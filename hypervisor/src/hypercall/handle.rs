@@ -185,6 +185,8 @@ pub enum Pause {
     Yield,
     /// Wait for an event (`SCHEDOP_block` inside a multicall).
     Block,
+    /// Wait for a polled port (`SCHEDOP_poll` inside a multicall).
+    Poll,
 }
 
 /// What a hypercall handler asks the dispatcher to do with the calling vCPU. Every
@@ -207,6 +209,9 @@ pub enum Outcome {
     Yield,
     /// `rax = 0`, then wait until an event is pending for the vCPU (`SCHEDOP_block`).
     Block,
+    /// `rax = 0`, then wait until a port the handler recorded in the vCPU's poll list is
+    /// pending, an upcall is due, or the poll timer fires (`SCHEDOP_poll`).
+    Poll,
     /// The domain shuts itself down.
     Shutdown(guest_abi::sched::ShutdownReason),
     /// The domain broke a rule it cannot recover from: crash it.
@@ -231,6 +236,7 @@ impl Outcome {
             Outcome::Continue { .. } => "continued",
             Outcome::Yield => "yielded",
             Outcome::Block => "blocked",
+            Outcome::Poll => "polling",
             Outcome::Shutdown(_) => "shut down",
             Outcome::Crash(_) => "crashed",
             Outcome::Resumed => "resumed",

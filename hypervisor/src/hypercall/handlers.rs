@@ -93,6 +93,28 @@ impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
         self.do_event_channel_op(call, cmd, arg)
     }
 
+    fn set_timer_op(&mut self, call: &mut Call<'_>, timeout: u64) -> Outcome {
+        self.do_set_timer_op(call.idx, timeout).into()
+    }
+
+    fn event_channel_op_compat(
+        &mut self,
+        call: &mut Call<'_>,
+        op: GuestHandle<Untyped>,
+    ) -> Outcome {
+        self.do_event_channel_op_compat(call, op)
+    }
+
+    fn vcpu_op(
+        &mut self,
+        call: &mut Call<'_>,
+        cmd: u32,
+        vcpuid: u32,
+        arg: GuestHandle<Untyped>,
+    ) -> Outcome {
+        self.do_vcpu_op(call.idx, cmd, vcpuid, arg).into()
+    }
+
     fn mmu_update(
         &mut self,
         call: &mut Call<'_>,

@@ -100,6 +100,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     None => self.resume_current(),
                     Some(Pause::Yield) => self.yield_current(idx, frame),
                     Some(Pause::Block) => self.block_current(idx, frame),
+                    Some(Pause::Poll) => self.block_vcpu(idx, frame),
                 }
             }
             Outcome::Yield => {
@@ -110,10 +111,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 frame.rax = 0;
                 self.block_current(idx, frame)
             }
+            Outcome::Poll => {
+                frame.rax = 0;
+                self.block_vcpu(idx, frame)
+            }
             Outcome::Shutdown(reason) => self.shutdown(idx, reason, frame),
             Outcome::Crash(why) => {
                 self.end_domain(idx, DomainState::Crashed, format_args!("crashed: {why}"));
-                self.run_next(Some(idx), frame)
+                self.schedule(frame)
             }
         }
     }

@@ -76,6 +76,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 Outcome::Return(r) => (to_rax(r), None),
                 Outcome::Yield => (0, Some(Pause::Yield)),
                 Outcome::Block => (0, Some(Pause::Block)),
+                Outcome::Poll => (0, Some(Pause::Poll)),
                 Outcome::Continue { args, then } => {
                     // Run the entry again, with its remaining arguments, when the
                     // multicall continues.

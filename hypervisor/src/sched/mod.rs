@@ -1,17 +1,29 @@
-//! `sched_op` (29) and the legacy `sched_op_compat` (6): yield and shutdown.
+//! Scheduling: the policy (`policy.rs`: weighted fair share with caps), the run loop
+//! (`run.rs`: schedule, block, poll, wake, idle), and the `sched_op` (29) and legacy
+//! `sched_op_compat` (6) hypercalls as thin adapters.
 
 pub mod policy;
+mod run;
+
+pub use run::HOUSEKEEPING_NS;
 #[cfg(test)]
 mod policy_tests;
 
 use crate::domain::runtime::DomainState;
 use crate::hv::Hypervisor;
+use crate::hypercall::HcResult;
+use crate::hypercall::handle::GuestArray;
 use crate::hypercall::handle::{Call, GuestHandle, Outcome, Untyped};
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
-use guest_abi::Errno;
+use alloc::vec::Vec;
 use guest_abi::sched::{
-    SCHEDOP_SHUTDOWN, SCHEDOP_SHUTDOWN_CODE, SCHEDOP_YIELD, SchedShutdown, ShutdownReason,
+    SCHEDOP_BLOCK, SCHEDOP_POLL, SCHEDOP_REMOTE_SHUTDOWN, SCHEDOP_SHUTDOWN, SCHEDOP_SHUTDOWN_CODE,
+    SCHEDOP_YIELD, SchedPoll, SchedRemoteShutdown, SchedShutdown, ShutdownReason,
 };
+use guest_abi::{Errno, EvtchnPort};
+
+/// Most ports one `SCHEDOP_poll` may wait on (Xen's limit).
+pub const MAX_POLL_PORTS: u32 = 128;
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     pub(crate) fn do_sched_op(
@@ -33,7 +45,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 d.shutdown_code.get_or_insert(reason);
                 0
             }),
-            // BLOCK and POLL come with event channels.
+            SCHEDOP_BLOCK => return Outcome::Block,
+            SCHEDOP_POLL => return self.sched_poll(idx, arg.cast()),
+            SCHEDOP_REMOTE_SHUTDOWN => self.remote_shutdown(idx, arg.cast()),
             _ => Err(Errno::ENOSYS),
         };
         ret.into()
@@ -43,6 +57,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     pub(crate) fn do_sched_op_compat(&mut self, cmd: u32, arg: u64) -> Outcome {
         let ret = match cmd {
             SCHEDOP_YIELD => return Outcome::Yield,
+            SCHEDOP_BLOCK => return Outcome::Block,
             SCHEDOP_SHUTDOWN => match u32::try_from(arg).ok().and_then(ShutdownReason::from_u32) {
                 Some(reason) => return Outcome::Shutdown(reason),
                 None => Err(Errno::EINVAL),
@@ -61,6 +76,76 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         ShutdownReason::from_u32(s.reason).ok_or(Errno::EINVAL)
     }
 
+    /// `SCHEDOP_poll`: returns at once (0) if one of the ports is pending or an upcall is
+    /// due; otherwise the vCPU waits for one of them, or for the absolute system time
+    /// `timeout` (0: none). Events are not unmasked (unlike block).
+    fn sched_poll(&mut self, idx: usize, arg: GuestHandle<SchedPoll>) -> Outcome {
+        let poll = match self.read_handle(idx, arg) {
+            Ok(p) => p,
+            Err(e) => return Outcome::Return(Err(e)),
+        };
+        if poll.nr_ports > MAX_POLL_PORTS {
+            return Outcome::Return(Err(Errno::EINVAL));
+        }
+        let ports = GuestArray::<EvtchnPort>::new(poll.ports, u64::from(poll.nr_ports));
+        let mut list = Vec::new();
+        if list.try_reserve_exact(poll.nr_ports as usize).is_err() {
+            return Outcome::Return(Err(Errno::ENOMEM));
+        }
+        let dom = self.domains[idx].id;
+        for i in 0..ports.len() {
+            let port = match ports.get(i).map(|h| self.read_handle(idx, h)) {
+                Some(Ok(p)) => p,
+                Some(Err(e)) => return Outcome::Return(Err(e)),
+                None => return Outcome::Return(Err(Errno::EFAULT)),
+            };
+            match self.evtchn.is_pending(dom, port, &self.mem) {
+                Ok(true) => return Outcome::Return(Ok(0)),
+                Ok(false) => list.push(port),
+                Err(e) => return Outcome::Return(Err(e)),
+            }
+        }
+        if self.upcall_pending(idx) && self.upcall_mask(idx) == 0 {
+            return Outcome::Return(Ok(0));
+        }
+        if poll.timeout != 0 {
+            let id = self.vid(idx);
+            if let Err(e) = self.timers.set_poll_timeout(id, poll.timeout) {
+                return Outcome::Return(Err(e));
+            }
+        }
+        self.domains[idx].vcpu.poll = Some(list);
+        Outcome::Poll
+    }
+
+    /// `SCHEDOP_remote_shutdown`: the control domain shuts another domain down; -EPERM
+    /// for anyone else (Xen's XSM default), -ESRCH for an unknown or ended domain.
+    fn remote_shutdown(&mut self, idx: usize, arg: GuestHandle<SchedRemoteShutdown>) -> HcResult {
+        if !self.domains[idx].dom0 {
+            return Err(Errno::EPERM);
+        }
+        let op = self.read_handle(idx, arg)?;
+        let reason = ShutdownReason::from_u32(op.reason).ok_or(Errno::EINVAL)?;
+        let target = self
+            .slot_of(op.domain_id)
+            .filter(|&t| self.domains[t].is_runnable())
+            .ok_or(Errno::ESRCH)?;
+        if target == idx {
+            // Itself: the dispatcher cannot be told from here; Xen marks it shutting
+            // down and it stops on the way out. Record it and let the next entry end it.
+            self.domains[idx].shutdown_code.get_or_insert(reason);
+            return Err(Errno::EINVAL);
+        }
+        let reason = self.domains[target].shutdown_code.unwrap_or(reason);
+        let by = self.domains[idx].id.0;
+        self.end_domain(
+            target,
+            DomainState::Shutdown(reason),
+            format_args!("shut down: {} (by d{by})", reason.name()),
+        );
+        Ok(0)
+    }
+
     /// Ends domain `idx` for a shutdown with `reason` (a recorded shutdown_code wins).
     pub(crate) fn shutdown(
         &mut self,
@@ -74,6 +159,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             DomainState::Shutdown(reason),
             format_args!("shut down: {}", reason.name()),
         );
-        self.run_next(Some(idx), frame)
+        self.schedule(frame)
     }
 }

@@ -5,6 +5,7 @@
 //! `vcpu_time_info`, so the hypervisor uses exactly the same formula
 //! ([`guest_abi::shared_info::scale_delta`]) to stay consistent with them.
 
+mod hypercalls;
 pub mod pvclock;
 pub mod rtc;
 #[cfg(test)]
@@ -74,6 +75,22 @@ impl Clock {
         }
     }
 
+    /// The TSC value at system time `ns` (the inverse of [`Clock::system_time_ns`], to the
+    /// nanosecond; saturating far in the future).
+    pub fn tsc_at(&self, ns: u64) -> u64 {
+        // ns = ((delta << shift) * mul) >> 32, so delta = ((ns << 32) / mul) >> shift.
+        let mul = u128::from(self.scale.mul.max(1));
+        let shifted = (u128::from(ns) << 32).div_ceil(mul);
+        let delta = if self.scale.shift >= 0 {
+            // Rounded up, so the deadline's TSC is never early.
+            shifted.div_ceil(1u128 << self.scale.shift)
+        } else {
+            shifted << (-self.scale.shift)
+        };
+        let delta = u64::try_from(delta).unwrap_or(u64::MAX);
+        self.boot_tsc.saturating_add(delta)
+    }
+
     /// Xen system time (ns since boot) at TSC value `tsc`.
     pub fn system_time_ns(&self, tsc: u64) -> u64 {
         self.scale.ticks_to_ns(tsc.wrapping_sub(self.boot_tsc))
@@ -129,6 +146,20 @@ mod tests {
         assert_eq!(TimeScale::from_hz(100_000_000).shift, 4);
         // 2.6 GHz: shifted right once.
         assert_eq!(TimeScale::from_hz(2_600_000_000).shift, -1);
+    }
+
+    #[test]
+    fn tsc_at_inverts_system_time() {
+        for hz in [1_000_000_000u64, 2_600_000_000, 100_000_000, 3_000_000_001] {
+            let c = Clock::new(12_345, hz);
+            for ns in [0u64, 1, 999, 10_000_000, 1 << 40] {
+                let tsc = c.tsc_at(ns);
+                // The deadline's TSC is never early: system time there is >= ns.
+                assert!(c.system_time_ns(tsc) >= ns, "{hz} Hz {ns} ns");
+                assert!(c.system_time_ns(tsc) <= ns + 1 + 1_000_000_000 / hz);
+            }
+        }
+        assert_eq!(Clock::new(5, 1_000_000_000).tsc_at(u64::MAX), u64::MAX);
     }
 
     #[test]

@@ -51,6 +51,8 @@ fn fx(two: bool) -> Fx {
         dom0: false,
         name,
         cmdline: "",
+        weight: 0,
+        cap: 0,
     };
     let guests: Vec<Guest<'_>> = if two {
         std::vec![guest("one"), guest("two")]

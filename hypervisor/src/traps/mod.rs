@@ -856,7 +856,19 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
     }
 
-    fn set_upcall_mask(&self, idx: usize, mask: u8) {
+    /// vCPU 0's `evtchn_upcall_pending`.
+    pub(crate) fn upcall_pending(&self, idx: usize) -> bool {
+        let mut b = [0u8];
+        self.mem
+            .read(
+                self.domains[idx].shared_info.maddr() + UPCALL_PENDING_OFF,
+                &mut b,
+            )
+            .is_ok_and(|()| b[0] != 0)
+    }
+
+    /// Sets vCPU 0's `evtchn_upcall_mask`.
+    pub(crate) fn set_upcall_mask(&self, idx: usize, mask: u8) {
         let _ = self.mem.write(
             self.domains[idx].shared_info.maddr() + UPCALL_MASK_OFF,
             &[mask],
@@ -871,6 +883,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         what: core::fmt::Arguments<'_>,
     ) -> Resume {
         self.end_domain(idx, DomainState::Crashed, what);
-        self.run_next(Some(idx), frame)
+        self.schedule(frame)
     }
 }

@@ -50,6 +50,8 @@ fn fx() -> Fx {
         dom0: false,
         name,
         cmdline: "",
+        weight: 0,
+        cap: 0,
     };
     create_domains(&mut hv, &[guest("one"), guest("two")]);
     let f = started(&mut hv);

@@ -361,7 +361,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             id: d.id,
             name: &d.name,
         };
-        service(&self.mem, ring, owner, &mut d.xenstore).map(drop)
+        if service(&self.mem, ring, owner, &mut d.xenstore)? > 0 {
+            // Responses written: the store port tells the guest.
+            self.notify_store(idx);
+        }
+        Ok(())
     }
 }
 

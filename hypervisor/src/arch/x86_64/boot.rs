@@ -9,7 +9,7 @@ use super::paging::{self, BOOT_TABLES, BOOT_TABLES_PAGES};
 use super::pc::Pc;
 use super::serial::{self, hv_println};
 use super::start_info;
-use super::{DIRECTMAP_BASE, Racy, pic, timer, tsc, virt_to_phys};
+use super::{DIRECTMAP_BASE, Racy, apic, pic, rtc, timer, tsc, virt_to_phys};
 use crate::hv::{BootConfig, Hypervisor};
 use crate::mmu::{FrameInfo, MAX_FRAMES};
 use crate::platform::{GuestFrame, Resume};
@@ -197,6 +197,11 @@ extern "C" fn arch_main(start_info_paddr: u32, frame: *mut GuestFrame) -> ! {
         hv_println!("warning: PIT calibration failed, assuming a 1 GHz TSC");
         1_000_000_000
     });
+    // The PIT's job (calibration) is done; the APIC timer takes over.
+    timer::stop_pit();
+    let Some(lapic) = apic::Lapic::init(tsc_hz) else {
+        panic!("no usable local APIC: the hypervisor has no timer");
+    };
     let ram = start_info::ram_below_4g(&boot.memmap);
     let total_ram: u64 = ram.iter().map(|r| r.end - r.start).sum();
     hv_println!(
@@ -205,6 +210,7 @@ extern "C" fn arch_main(start_info_paddr: u32, frame: *mut GuestFrame) -> ! {
         tsc_hz / 1_000_000,
         start_info::Printable(&boot.cmdline)
     );
+    describe_timer_and_clock(lapic, tsc_hz);
     if cmdline_has(&boot.cmdline, b"debug-fault") {
         // SAFETY: deliberately raises #UD to exercise the exception printer.
         unsafe { core::arch::asm!("ud2") };
@@ -249,7 +255,7 @@ extern "C" fn arch_main(start_info_paddr: u32, frame: *mut GuestFrame) -> ! {
         hypervisor_l4_slots: paging::hypervisor_l4_slots(),
         cmdline: &boot.cmdline,
     };
-    let hv = HV.call_once(|| spin::Mutex::new(Hypervisor::new(mem, Pc::new(tsc_hz), cfg)));
+    let hv = HV.call_once(|| spin::Mutex::new(Hypervisor::new(mem, Pc::new(tsc_hz, lapic), cfg)));
 
     let module_bytes: &[u8] = match &module {
         // SAFETY: the module lies in RAM below 4 GiB (checked above), which the direct
@@ -276,13 +282,30 @@ extern "C" fn arch_main(start_info_paddr: u32, frame: *mut GuestFrame) -> ! {
         // by the entry code, which is not active now.
         hv.start(unsafe { &mut *frame })
     };
-    // From now on the hypervisor gets control back from spinning guests.
+    // Typed input may now wake an idle CPU (the core armed the timer in `start`).
     timer::start();
     match resume {
         // SAFETY: the core returns the L4 of a built domain and left its registers in
         // the entry frame.
         Resume::Guest { cr3 } => unsafe { entry::enter_guest(cr3) },
         Resume::Exit(status) => cpu::exit_qemu(status),
+        Resume::Idle => entry::enter_idle(),
+    }
+}
+
+/// One boot line on how time is kept: the APIC timer's mode and the RTC's date.
+fn describe_timer_and_clock(lapic: &apic::Lapic, tsc_hz: u64) {
+    let access = match lapic.access() {
+        apic::Access::X2Apic => "x2APIC",
+        apic::Access::Mmio(_) => "xAPIC",
+    };
+    let (mode, apic_mhz) = match lapic.mode() {
+        apic::TimerMode::TscDeadline => ("TSC-deadline", tsc_hz / 1_000_000),
+        apic::TimerMode::OneShot { apic_hz } => ("one-shot", apic_hz / 1_000_000),
+    };
+    match rtc::read() {
+        Some(t) => hv_println!("timer: {access} {mode} at {apic_mhz} MHz; RTC {t}"),
+        None => hv_println!("timer: {access} {mode} at {apic_mhz} MHz; RTC unreadable"),
     }
 }
 

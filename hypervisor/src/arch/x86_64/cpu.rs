@@ -49,6 +49,19 @@ pub fn read_cr3() -> u64 {
     frame.start_address().as_u64() | u64::from(flags)
 }
 
+/// Loads CR3 with the page-aligned root `root` (no PCID, default caching).
+///
+/// # Safety
+/// `root` must be an L4 that maps the hypervisor (its slots 256..=271) as the current
+/// one does, so the code doing this keeps running.
+pub unsafe fn write_cr3(root: u64) {
+    let frame = x86_64::structures::paging::PhysFrame::containing_address(
+        x86_64::PhysAddr::new_truncate(root),
+    );
+    // SAFETY: guaranteed by the caller.
+    unsafe { Cr3::write(frame, x86_64::registers::control::Cr3Flags::empty()) }
+}
+
 /// Sets or clears CR0.TS (writes CR0 only when it changes).
 pub fn set_cr0_ts(on: bool) {
     let cr0 = Cr0::read_raw();

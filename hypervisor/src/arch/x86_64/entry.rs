@@ -11,10 +11,11 @@ use super::cpu::{self, *};
 use super::descriptors::{GUEST_CS32, GUEST_CS64, GUEST_DS, HV_CS, HV_DS};
 use super::serial::hv_println;
 use super::stack::{self, GuardedStack};
-use super::{pic, timer};
+use super::timer;
 use crate::platform::{ExitStatus, GuestFrame, Resume};
 use core::arch::global_asm;
 use core::mem::size_of;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// The hypervisor stack, above an unmapped guard page (stack.rs). Its top
 /// `size_of::<GuestFrame>()` bytes are the entry frame.
@@ -159,9 +160,19 @@ hv_enter_guest:
     lea {stack} + {stack_size} - {frame_size}(%rip), %rsp
     mov %rdi, %rax
     jmp hv_return_to_guest
+
+    /* Idle: abandon the stack; the idle loop runs right below the entry frame slot,
+       whose address it gets in rdi. */
+    .globl hv_enter_idle
+hv_enter_idle:
+    lea {stack} + {stack_size} - {frame_size}(%rip), %rsp
+    mov %rsp, %rdi
+    call {idle}
+    ud2
     "#,
     exception = sym exception_entry,
     hypercall = sym hypercall_entry,
+    idle = sym idle_loop,
     scratch = sym SYSCALL_SCRATCH,
     stack = sym HV_STACK,
     stack_size = const HV_STACK_TOP_OFFSET,
@@ -179,6 +190,7 @@ unsafe extern "C" {
     fn hv_syscall_entry();
     fn hv_cstar_entry();
     fn hv_enter_guest(cr3: u64) -> !;
+    fn hv_enter_idle() -> !;
 }
 
 // The entry code pushes exactly the fields of GuestFrame, in order.
@@ -236,6 +248,60 @@ pub unsafe fn enter_guest(cr3: u64) -> ! {
     unsafe { hv_enter_guest(cr3) }
 }
 
+/// Whether the CPU sits in the idle loop's `sti; hlt`: the only time the hypervisor
+/// takes interrupts (at CPL0).
+static IDLE: AtomicBool = AtomicBool::new(false);
+
+/// Halts until an interrupt, then asks the core what to do
+/// ([`Resume::Idle`]). Abandons the current stack.
+pub fn enter_idle() -> ! {
+    // SAFETY: the idle loop only needs the hypervisor stack, which it resets; nothing on
+    // the abandoned stack is used again (as with `enter_guest`).
+    unsafe { hv_enter_idle() }
+}
+
+/// The idle loop, on the hypervisor stack below the entry frame slot `frame`.
+extern "C" fn idle_loop(frame: *mut GuestFrame) -> ! {
+    // Idle on the hypervisor's own root: the last guest's L4 may be freed while we wait
+    // (entering a guest loads its root again).
+    let own = super::paging::hypervisor_cr3();
+    if cpu::read_cr3() != own {
+        // SAFETY: the hypervisor's L4 maps everything the hypervisor uses (guest L4s
+        // only copy its slots).
+        unsafe { cpu::write_cr3(own) };
+    }
+    loop {
+        IDLE.store(true, Ordering::Relaxed);
+        // SAFETY: `sti` takes effect only after the next instruction, so an interrupt
+        // that is pending or arrives now is taken in `hlt`, not before it: no wakeup is
+        // lost. Interrupts taken here are acknowledged by `exception_entry` and return
+        // to this loop (this stack is the current one at CPL0, the red zone is off).
+        unsafe { core::arch::asm!("sti", "hlt", "cli") };
+        IDLE.store(false, Ordering::Relaxed);
+        let Some(hv) = HV.get() else {
+            panic!("idle before the hypervisor was initialised");
+        };
+        let Some(mut hv) = hv.try_lock() else {
+            panic!("hypervisor re-entered");
+        };
+        // SAFETY: `frame` is the entry frame slot, which only the entry code uses and
+        // none is active (we are idle, the stack below it is ours).
+        match hv.idle_wakeup(unsafe { &mut *frame }) {
+            Resume::Guest { cr3 } => {
+                drop(hv);
+                // SAFETY: the core returns the L4 of a built domain and left its
+                // registers in the entry frame.
+                unsafe { enter_guest(cr3) }
+            }
+            Resume::Exit(status) => {
+                drop(hv);
+                cpu::exit_qemu(status)
+            }
+            Resume::Idle => {}
+        }
+    }
+}
+
 /// Runs `f` on the hypervisor state. The lock can never be contended (one CPU, no
 /// re-entry); finding it taken means a bug, reported as a hypervisor failure rather
 /// than a hang.
@@ -256,6 +322,10 @@ fn with_hv(f: impl FnOnce(&mut super::boot::Hv) -> Resume) -> u64 {
             drop(hv);
             cpu::exit_qemu(status)
         }
+        Resume::Idle => {
+            drop(hv);
+            enter_idle()
+        }
     }
 }
 
@@ -270,15 +340,22 @@ const VECTOR_MC: u64 = 18;
 /// Exception or interrupt. Returns the CR3 to resume with.
 extern "C" fn exception_entry(frame: &mut GuestFrame, cr2: u64) -> u64 {
     if frame.cs & 3 != 3 {
+        // Only the idle loop takes interrupts in the hypervisor: acknowledge and return
+        // to it (it then calls the core). Anything else at CPL0 is a bug.
+        if IDLE.load(Ordering::Relaxed) && (32..=255).contains(&frame.vector) {
+            timer::acknowledge(frame.vector);
+            return cpu::read_cr3();
+        }
         hypervisor_exception(frame, cr2);
     }
     match frame.vector {
-        // The periodic tick: the core serves its backends and may switch domains.
-        timer::VECTOR => {
-            pic::end_of_interrupt();
+        // The timer, or typed input: the core serves its backends, re-arms the timer
+        // and may switch domains.
+        timer::VECTOR | timer::SERIAL_VECTOR => {
+            timer::acknowledge(frame.vector);
             with_hv(|hv| hv.timer_tick(frame))
         }
-        // Not the guest's doing: a stray (masked-PIC spurious) interrupt or an NMI.
+        // Not the guest's doing: a stray (spurious APIC or PIC) interrupt or an NMI.
         // Resume the guest untouched. (`int n` from a guest arrives as #GP: every gate
         // is DPL0.)
         VECTOR_NMI | 32..=255 => cpu::read_cr3(),

@@ -1,5 +1,6 @@
 //! x86_64 bare metal under QEMU: PVH boot, paging, GDT/IDT/TSS, the `syscall` and
-//! exception entry paths, COM1, PIT/TSC and isa-debug-exit.
+//! exception entry paths, COM1, the local APIC timer, PIT/TSC calibration, the CMOS RTC
+//! and isa-debug-exit.
 //!
 //! Boot order: `boot.rs` (32-bit stub → long mode → higher half → [`boot::arch_main`]),
 //! which sets up the CPU, reads the PVH start info, builds the core's
@@ -7,6 +8,7 @@
 
 use core::cell::UnsafeCell;
 
+pub mod apic;
 pub mod boot;
 pub mod cpu;
 pub mod defmt_log;
@@ -18,6 +20,7 @@ pub mod paging;
 pub mod panic;
 pub mod pc;
 pub mod pic;
+pub mod rtc;
 pub mod serial;
 pub mod stack;
 pub mod start_info;

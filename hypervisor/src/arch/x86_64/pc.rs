@@ -1,7 +1,8 @@
-//! [`Platform`] for a QEMU PC: COM1 and the TSC.
+//! [`Platform`] for a QEMU PC: COM1, the TSC, the local APIC timer and the CMOS RTC.
 
-use super::{cpu, descriptors, serial};
-use crate::platform::{DataSelectors, FpuArea, Platform};
+use super::apic::Lapic;
+use super::{cpu, descriptors, rtc, serial};
+use crate::platform::{DataSelectors, FpuArea, Platform, RtcTime};
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{DS, ES, FS, GS, Segment};
 use x86_64::registers::model_specific::{FsBase, GsBase};
@@ -10,11 +11,12 @@ use x86_64::structures::gdt::SegmentSelector;
 /// The machine, as the core sees it.
 pub struct Pc {
     tsc_hz: u64,
+    lapic: &'static Lapic,
 }
 
 impl Pc {
-    pub fn new(tsc_hz: u64) -> Self {
-        Pc { tsc_hz }
+    pub fn new(tsc_hz: u64, lapic: &'static Lapic) -> Self {
+        Pc { tsc_hz, lapic }
     }
 }
 
@@ -30,6 +32,12 @@ impl Platform for Pc {
     }
     fn tsc_hz(&self) -> u64 {
         self.tsc_hz
+    }
+    fn set_timer(&mut self, deadline_tsc: Option<u64>) {
+        self.lapic.set_deadline(deadline_tsc);
+    }
+    fn rtc_time(&self) -> Option<RtcTime> {
+        rtc::read()
     }
     fn flush_tlb(&mut self) {
         // Reloads CR3. Guest mappings are never global (the core clears G), so this drops

@@ -1,6 +1,7 @@
 //! The two 8259 PICs: remapped away from the exception vectors and masked except for
-//! the timer (IRQ 0, see `timer.rs`). The hypervisor runs with interrupts off and polls
-//! everything else it uses.
+//! COM1's receive interrupt (IRQ 4, see `timer.rs`), which reaches the CPU through the
+//! local APIC's LINT0 (ExtINT). The timer is the local APIC's (apic.rs). The hypervisor
+//! runs with interrupts off and polls everything else it uses.
 
 use super::cpu::outb;
 
@@ -27,9 +28,14 @@ pub fn remap_and_mask() {
     outb(PIC2_DATA, 0xff);
 }
 
-/// Lets IRQ 0 (the PIT) through; every other line stays masked.
-pub fn unmask_irq0() {
-    outb(PIC1_DATA, 0xfe);
+/// The IRQ of COM1.
+pub const IRQ_COM1: u8 = 4;
+
+/// Lets `irq` (a master-PIC line, below 8) through; the others keep their masks.
+pub fn unmask(irq: u8) {
+    debug_assert!(irq < 8, "slave PIC lines are never used");
+    let mask = super::cpu::inb(PIC1_DATA) & !(1 << (irq & 7));
+    outb(PIC1_DATA, mask);
 }
 
 /// Ends the interrupt of an IRQ on the master PIC.

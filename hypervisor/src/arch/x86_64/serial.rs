@@ -1,4 +1,5 @@
-//! COM1 (16550 UART at 0x3f8), polled: the hypervisor console.
+//! COM1 (16550 UART at 0x3f8): the hypervisor console. Polled; its receive interrupt
+//! only wakes the CPU (timer.rs).
 
 use super::cpu::{inb, outb};
 use core::fmt;
@@ -17,6 +18,18 @@ pub fn init() {
     outb(COM1 + 3, 0x03); // 8 data bits, no parity, 1 stop bit, DLAB off
     outb(COM1 + 2, 0xc7); // FIFOs on and cleared
     outb(COM1 + 4, 0x03); // DTR + RTS
+}
+
+/// Interrupt enable register bit: received data available.
+const IER_RX: u8 = 1 << 0;
+/// Modem control: DTR, RTS, and OUT2 (which gates the UART's IRQ line on a PC).
+const MCR_DTR_RTS_OUT2: u8 = 0x0b;
+
+/// Enables the received-data interrupt (IRQ 4). The bytes are still read by polling
+/// ([`read_bytes`]); reading them is what lowers the interrupt line.
+pub fn enable_rx_interrupt() {
+    outb(COM1 + 4, MCR_DTR_RTS_OUT2);
+    outb(COM1 + 1, IER_RX);
 }
 
 /// Writes bytes as they are (no newline translation: transcripts stay byte-exact).

@@ -1,0 +1,239 @@
+//! The run loop: which vCPU the CPU runs next, and how vCPUs block, poll, yield and
+//! wake. Policy (who deserves the CPU) is `policy.rs`; this file applies it to the
+//! hypervisor's domains, their timers (`time/timers.rs`) and event channels.
+//!
+//! Every path that leaves a vCPU — yield, block, poll, the end of a slice, the end of a
+//! domain — saves its registers and calls [`Hypervisor::schedule`], which asks the policy
+//! for the next vCPU, loads it into the entry frame and arms the one-shot timer for the
+//! earliest deadline. With nothing runnable it returns [`Resume::Idle`]: the CPU halts
+//! until that deadline or an interrupt (no periodic tick while idle).
+
+use super::policy::Vid;
+use crate::dlog::hv_debug;
+use crate::domain::runtime::DomainState;
+use crate::evtchn::Wakes;
+use crate::hv::{Hypervisor, sanitize_for_iret};
+use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
+use crate::time::timers::Expired;
+use guest_abi::event_channel::VIRQ_TIMER;
+use guest_abi::{DomId, VcpuId};
+
+/// While a guest runs, the hypervisor looks at its consoles and xenstore rings at least
+/// this often (GRUB polls its rings without kicking): 10 ms.
+pub const HOUSEKEEPING_NS: u64 = 10_000_000;
+
+impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
+    /// The (only) vCPU of domain `idx`.
+    pub(crate) fn vid(&self, idx: usize) -> Vid {
+        (self.domains[idx].id, VcpuId(0))
+    }
+
+    /// Index of domain `dom` in `domains`.
+    pub(crate) fn slot_of(&self, dom: DomId) -> Option<usize> {
+        self.domains.binary_search_by_key(&dom, |d| d.id).ok()
+    }
+
+    /// Saves the running vCPU's registers and shows what its console printed (a good
+    /// moment: it is being switched out). A corrupt ring crashes the domain.
+    fn save_current(&mut self, idx: usize, frame: &GuestFrame) {
+        self.domains[idx].vcpu.frame = *frame;
+        if let Err(e) = self.drain_console(idx) {
+            self.crash_for_ring(idx, e);
+        }
+    }
+
+    /// `SCHEDOP_yield`: the running vCPU (registers in `frame`, result already in `rax`)
+    /// lets another runnable vCPU go first, if there is one.
+    pub(crate) fn yield_current(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
+        self.save_current(idx, frame);
+        let now = self.now_ns();
+        let id = self.vid(idx);
+        self.sched.yield_now(id, now);
+        self.schedule(frame)
+    }
+
+    /// `SCHEDOP_block`: enables event delivery (as Xen) and waits until an event is
+    /// pending for the vCPU; returns at once (into the upcall) if one already is.
+    pub(crate) fn block_current(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
+        self.set_upcall_mask(idx, 0);
+        if self.upcall_pending(idx) {
+            return self.resume_current();
+        }
+        self.block_vcpu(idx, frame)
+    }
+
+    /// Takes the running vCPU off the CPU until [`Hypervisor::wake_vcpu`].
+    pub(crate) fn block_vcpu(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
+        self.save_current(idx, frame);
+        let now = self.now_ns();
+        let id = self.vid(idx);
+        // It is running, so it is known to the policy; a domain crashed by the drain
+        // above was removed from it already.
+        let _ = self.sched.block(id, now);
+        self.schedule(frame)
+    }
+
+    /// Makes a blocked (or polling) vCPU runnable again.
+    pub(crate) fn wake_vcpu(&mut self, id: Vid) {
+        let Some(idx) = self.slot_of(id.0) else {
+            return;
+        };
+        if !self.domains[idx].is_runnable() {
+            return;
+        }
+        if self.domains[idx].vcpu.poll.take().is_some() {
+            let _ = self.timers.cancel_poll(id);
+        }
+        let now = self.now_ns();
+        // Waking a vCPU that is not blocked changes nothing.
+        let _ = self.sched.wake(id, now);
+    }
+
+    /// Acts on what raising an event did: vCPUs whose upcall became pending are woken
+    /// (a blocked or polling vCPU returns from its hypercall), and vCPUs polling a port
+    /// that became pending too.
+    pub(crate) fn apply_wakes(&mut self, wakes: Wakes) {
+        for id in wakes.upcalls() {
+            self.wake_vcpu(id);
+        }
+        if let Some(dom) = wakes.poll_check() {
+            self.check_pollers(dom);
+        }
+    }
+
+    /// Wakes the vCPU of `dom` if it polls a port that is now pending.
+    fn check_pollers(&mut self, dom: DomId) {
+        let Some(idx) = self.slot_of(dom) else {
+            return;
+        };
+        let Some(ports) = &self.domains[idx].vcpu.poll else {
+            return;
+        };
+        let hit = ports
+            .iter()
+            .any(|&p| self.evtchn.is_pending(dom, p, &self.mem).unwrap_or(false));
+        if hit {
+            self.wake_vcpu((dom, VcpuId(0)));
+        }
+    }
+
+    /// Handles every timer that is due: VIRQ_TIMER for guest timers, wake-ups for poll
+    /// timeouts. Returns whether the running vCPU's slice ended.
+    pub(crate) fn expire_timers(&mut self) -> bool {
+        let now = self.now_ns();
+        let mut slice_ended = false;
+        // Collected first: raising events needs `self` while the queue is borrowed.
+        let mut fired = alloc::vec::Vec::new();
+        for e in self.timers.expire(now) {
+            if fired.try_reserve(1).is_err() {
+                break;
+            }
+            fired.push(e);
+        }
+        for e in fired {
+            match e {
+                Expired::VirqTimer(dom, vcpu) => {
+                    let wakes = self.evtchn.raise_virq(dom, vcpu, VIRQ_TIMER, &self.mem);
+                    self.apply_wakes(wakes);
+                }
+                Expired::PollTimeout(dom, vcpu) => self.wake_vcpu((dom, vcpu)),
+                Expired::SliceEnd => slice_ended = true,
+            }
+        }
+        slice_ended
+    }
+
+    /// Chooses the next vCPU and loads it into `frame` (the previous one's registers are
+    /// saved, or its domain ended). With no domain left: the final report and `Exit`;
+    /// with domains but none runnable: `Idle` until the earliest deadline.
+    pub(crate) fn schedule(&mut self, frame: &mut GuestFrame) -> Resume {
+        if let Some(prev) = self.cpu.current.take()
+            && prev < self.domains.len()
+        {
+            let id = self.vid(prev);
+            self.timers.switch_out(id);
+        }
+        loop {
+            let now = self.now_ns();
+            let Some(pick) = self.sched.pick(now) else {
+                if !self.domains.iter().any(|d| d.is_runnable()) {
+                    return self.final_report();
+                }
+                self.arm_timer(false);
+                return Resume::Idle;
+            };
+            let Some(idx) = self
+                .slot_of(pick.id.0)
+                .filter(|&i| self.domains[i].is_runnable())
+            else {
+                // A domain that ended is no longer the policy's (defensive).
+                self.sched.remove_domain(pick.id.0);
+                continue;
+            };
+            let mut next = self.domains[idx].vcpu.frame;
+            if let Err(why) = sanitize_for_iret(&mut next) {
+                let (rip, rsp) = (next.rip, next.rsp);
+                self.end_domain(
+                    idx,
+                    DomainState::Crashed,
+                    format_args!("crashed: cannot resume: {why} (rip={rip:#x} rsp={rsp:#x})"),
+                );
+                continue;
+            }
+            self.domains[idx].vcpu.frame = next;
+            hv_debug!(
+                "switch to d{=u16} rip={=u64:#x} rsp={=u64:#x}",
+                self.domains[idx].id.0,
+                next.rip,
+                next.rsp
+            );
+            *frame = next;
+            self.cpu.current = Some(idx);
+            let switched = self.cpu.fpu_owner != Some(idx);
+            self.load_vcpu_state(idx);
+            self.load_guest_gdt(idx, false);
+            self.load_guest_ldt(idx, false);
+            // Data selectors only change with the vCPU (traps/segments.rs); a failed
+            // load may end the domain.
+            if switched && !self.load_segments(idx, frame) {
+                continue;
+            }
+            self.publish_time(idx);
+            self.timers.set_slice_end(Some(pick.slice_end_ns));
+            // Its periodic timer runs only while it runs; one missed tick is sent now.
+            if let Some(Expired::VirqTimer(dom, vcpu)) = self.timers.switch_in(pick.id, now) {
+                let wakes = self.evtchn.raise_virq(dom, vcpu, VIRQ_TIMER, &self.mem);
+                self.apply_wakes(wakes);
+            }
+            self.arm_timer(true);
+            return self.enter_current(frame);
+        }
+    }
+
+    /// Resumes the current vCPU, through its event callback if an upcall is pending and
+    /// unmasked. The one place a guest is entered with events: schedule, interrupts and
+    /// the slow hypercall path all end here.
+    pub(crate) fn enter_current(&mut self, frame: &mut GuestFrame) -> Resume {
+        let Some(idx) = self.cpu.current else {
+            return self.schedule(frame);
+        };
+        self.deliver_event_upcall(idx, frame);
+        if self.cpu.current.is_none() {
+            // The upcall could not be delivered (bad guest stack): the domain ended.
+            return self.schedule(frame);
+        }
+        self.resume_current()
+    }
+
+    /// Programs the one-shot timer for the earliest deadline: guest timers, the slice
+    /// end, and (`running`: a guest is on the CPU) console housekeeping.
+    pub(crate) fn arm_timer(&mut self, running: bool) {
+        let mut deadline = self.timers.earliest();
+        if running {
+            let housekeeping = self.now_ns().saturating_add(HOUSEKEEPING_NS);
+            deadline = Some(deadline.map_or(housekeeping, |d| d.min(housekeeping)));
+        }
+        let tsc = deadline.map(|ns| self.clock.tsc_at(ns));
+        self.platform.set_timer(tsc);
+    }
+}

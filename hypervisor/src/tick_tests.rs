@@ -1,0 +1,405 @@
+//! Host tests of the run loop through its entry points: slices and the one-shot timer,
+//! blocking and idling, guest timers and VIRQ_TIMER, event channels between domains,
+//! polling, and a dying domain's peers.
+
+extern crate std;
+
+use super::*;
+use crate::sched::HOUSEKEEPING_NS;
+use crate::sched::policy::SLICE_NS;
+use crate::testutil::{
+    TestHv, hypercall, insert_domain, kernel_frame, map_pages, ret, runnable_domain, test_hv,
+};
+use guest_abi::event_channel::*;
+use guest_abi::layout::PAGE_SIZE;
+use guest_abi::sched::{SCHEDOP_BLOCK, SCHEDOP_POLL, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD, SchedPoll};
+use guest_abi::shared_info::SharedInfo;
+use guest_abi::{DomId, EvtchnPort, Mfn, nr};
+use zerocopy::{FromBytes, IntoBytes};
+
+const RIP: u64 = 0xffff_ffff_8000_1000;
+/// Where each test domain maps its one data page (hypercall arguments live there).
+const DATA_VA: u64 = 0xffff_ffff_8000_0000;
+
+struct Dom {
+    data: Mfn,
+    shared: Mfn,
+}
+
+/// A hypervisor with `n` hand-built runnable domains (ids 1..=n, `rbx` = id), each with a
+/// data page at `DATA_VA` and its own zeroed shared_info; TSC at 1 GHz from 0.
+fn hv_with(n: u16) -> (TestHv, std::vec::Vec<Dom>) {
+    let mut hv = test_hv(256);
+    let mut doms = std::vec::Vec::new();
+    for id in 1..=n {
+        let dom = DomId(id);
+        let l4 = hv.frames.alloc(dom).unwrap();
+        let shared = hv.frames.alloc(dom).unwrap();
+        let data = hv.frames.alloc(dom).unwrap();
+        for f in [l4, shared, data] {
+            hv.mem.fill(f.maddr(), 0, PAGE_SIZE).unwrap();
+        }
+        map_pages(&mut hv, dom, l4, DATA_VA, &[data]);
+        let frame = GuestFrame {
+            rbx: u64::from(id),
+            ..kernel_frame(RIP, DATA_VA + 0x800)
+        };
+        let mut d = runnable_domain(dom, "t", false, l4, frame);
+        d.shared_info = shared;
+        insert_domain(&mut hv, d);
+        doms.push(Dom { data, shared });
+    }
+    (hv, doms)
+}
+
+fn start(hv: &mut TestHv) -> GuestFrame {
+    let mut f = GuestFrame::default();
+    assert!(matches!(hv.start(&mut f), Resume::Guest { .. }));
+    f
+}
+
+fn at_ns(hv: &TestHv, ns: u64) {
+    hv.platform.tsc.set(ns); // 1 GHz from TSC 0: one tick is one ns.
+}
+
+/// Writes `arg` at DATA_VA of `d` and makes event_channel_op(cmd, DATA_VA).
+fn evtchn_op<T: IntoBytes + FromBytes + zerocopy::Immutable>(
+    hv: &mut TestHv,
+    f: &mut GuestFrame,
+    d: &Dom,
+    cmd: u32,
+    arg: T,
+) -> (i64, T) {
+    hv.mem.write(d.data.maddr(), arg.as_bytes()).unwrap();
+    hypercall(
+        hv,
+        f,
+        u64::from(nr::EVENT_CHANNEL_OP),
+        &[u64::from(cmd), DATA_VA],
+    );
+    let mut back = T::new_zeroed();
+    hv.mem.read(d.data.maddr(), back.as_mut_bytes()).unwrap();
+    (ret(f), back)
+}
+
+fn port_pending(hv: &TestHv, d: &Dom, port: EvtchnPort) -> bool {
+    let off = core::mem::offset_of!(SharedInfo, evtchn_pending) as u64 + u64::from(port.0 / 64) * 8;
+    hv.mem.read_u64(d.shared.maddr() + off).unwrap() & (1 << (port.0 % 64)) != 0
+}
+
+#[test]
+fn start_arms_the_slice_end() {
+    let (mut hv, _) = hv_with(2);
+    let f = start(&mut hv);
+    assert_eq!(f.rbx, 1, "the lowest id runs first");
+    // Slice end and housekeeping are both 10 ms away.
+    assert_eq!(SLICE_NS, HOUSEKEEPING_NS);
+    assert_eq!(hv.platform.timer, Some(SLICE_NS));
+}
+
+#[test]
+fn spinning_domains_share_the_cpu_by_slices() {
+    let (mut hv, _) = hv_with(2);
+    let mut f = start(&mut hv);
+    let mut runs = [0u32; 3];
+    for k in 1..=20u64 {
+        // A tick before the slice end keeps the same domain.
+        let before = f.rbx;
+        at_ns(&hv, k * SLICE_NS - SLICE_NS / 2);
+        assert!(matches!(hv.timer_tick(&mut f), Resume::Guest { .. }));
+        assert_eq!(f.rbx, before, "mid-slice tick {k}");
+        at_ns(&hv, k * SLICE_NS);
+        assert!(matches!(hv.timer_tick(&mut f), Resume::Guest { .. }));
+        runs[f.rbx as usize] += 1;
+    }
+    assert_eq!(runs[1], 10);
+    assert_eq!(runs[2], 10);
+}
+
+#[test]
+fn a_blocked_domain_idles_the_cpu_until_its_timer_raises_virq_timer() {
+    let (mut hv, doms) = hv_with(1);
+    let mut f = start(&mut hv);
+    let (r, b) = evtchn_op(
+        &mut hv,
+        &mut f,
+        &doms[0],
+        EVTCHNOP_BIND_VIRQ,
+        EvtchnBindVirq {
+            virq: VIRQ_TIMER,
+            vcpu: 0,
+            port: EvtchnPort(0),
+        },
+    );
+    assert_eq!(r, 0);
+    let port = b.port;
+    // Stop the 10 ms periodic tick, arm a one-shot 5 ms ahead, block.
+    hypercall(&mut hv, &mut f, u64::from(nr::VCPU_OP), &[7, 0, 0]);
+    assert_eq!(ret(&f), 0);
+    hypercall(&mut hv, &mut f, u64::from(nr::SET_TIMER_OP), &[5_000_000]);
+    assert_eq!(ret(&f), 0);
+    let r = hypercall(
+        &mut hv,
+        &mut f,
+        u64::from(nr::SCHED_OP),
+        &[u64::from(SCHEDOP_BLOCK), 0],
+    );
+    assert_eq!(r, Resume::Idle, "nothing else can run");
+    assert_eq!(
+        hv.platform.timer,
+        Some(5_000_000),
+        "idle until the guest's deadline only"
+    );
+    assert!(!port_pending(&hv, &doms[0], port));
+    // An early wake-up (typed input) idles again.
+    at_ns(&hv, 1_000_000);
+    assert_eq!(hv.idle_wakeup(&mut f), Resume::Idle);
+    // At the deadline VIRQ_TIMER is raised and the domain resumes after its block.
+    at_ns(&hv, 5_000_000);
+    assert!(matches!(hv.idle_wakeup(&mut f), Resume::Guest { .. }));
+    assert!(port_pending(&hv, &doms[0], port));
+    assert_eq!((f.rbx, ret(&f)), (1, 0));
+}
+
+#[test]
+fn block_returns_at_once_when_an_event_is_pending() {
+    let (mut hv, doms) = hv_with(1);
+    let mut f = start(&mut hv);
+    let (_, b) = evtchn_op(
+        &mut hv,
+        &mut f,
+        &doms[0],
+        EVTCHNOP_BIND_IPI,
+        EvtchnBindIpi {
+            vcpu: 0,
+            port: EvtchnPort(0),
+        },
+    );
+    let (r, _) = evtchn_op(
+        &mut hv,
+        &mut f,
+        &doms[0],
+        EVTCHNOP_SEND,
+        EvtchnSend { port: b.port },
+    );
+    assert_eq!(r, 0);
+    let r = hypercall(
+        &mut hv,
+        &mut f,
+        u64::from(nr::SCHED_OP),
+        &[u64::from(SCHEDOP_BLOCK), 0],
+    );
+    assert!(matches!(r, Resume::Guest { .. }));
+    assert_eq!(ret(&f), 0);
+}
+
+#[test]
+fn an_interdomain_send_wakes_the_blocked_peer() {
+    let (mut hv, doms) = hv_with(2);
+    let mut f = start(&mut hv);
+    assert_eq!(f.rbx, 1);
+    let (r, a) = evtchn_op(
+        &mut hv,
+        &mut f,
+        &doms[0],
+        EVTCHNOP_ALLOC_UNBOUND,
+        EvtchnAllocUnbound {
+            dom: DomId::SELF,
+            remote_dom: DomId(2),
+            port: EvtchnPort(0),
+        },
+    );
+    assert_eq!(r, 0);
+    hypercall(
+        &mut hv,
+        &mut f,
+        u64::from(nr::SCHED_OP),
+        &[u64::from(SCHEDOP_YIELD), 0],
+    );
+    assert_eq!(f.rbx, 2, "yield lets d2 run");
+    let (r, b) = evtchn_op(
+        &mut hv,
+        &mut f,
+        &doms[1],
+        EVTCHNOP_BIND_INTERDOMAIN,
+        EvtchnBindInterdomain {
+            remote_dom: DomId(1),
+            pad: 0,
+            remote_port: a.port,
+            local_port: EvtchnPort(0),
+        },
+    );
+    assert_eq!(r, 0);
+    // Binding marks the new port pending (Xen): clear it, then wait.
+    let off = core::mem::offset_of!(SharedInfo, evtchn_pending) as u64;
+    hv.mem.write_u64(doms[1].shared.maddr() + off, 0).unwrap();
+    // upcall_pending and the selector, as the guest's upcall handler leaves them.
+    hv.mem.write(doms[1].shared.maddr(), &[0]).unwrap();
+    hv.mem.write_u64(doms[1].shared.maddr() + 8, 0).unwrap();
+    let r = hypercall(
+        &mut hv,
+        &mut f,
+        u64::from(nr::SCHED_OP),
+        &[u64::from(SCHEDOP_BLOCK), 0],
+    );
+    assert!(matches!(r, Resume::Guest { .. }));
+    assert_eq!(f.rbx, 1, "d2 blocked: d1 runs");
+    let (r, _) = evtchn_op(
+        &mut hv,
+        &mut f,
+        &doms[0],
+        EVTCHNOP_SEND,
+        EvtchnSend { port: a.port },
+    );
+    assert_eq!(r, 0);
+    assert!(port_pending(&hv, &doms[1], b.local_port));
+    // d1 blocks in turn: d2, woken by the event, runs.
+    let r = hypercall(
+        &mut hv,
+        &mut f,
+        u64::from(nr::SCHED_OP),
+        &[u64::from(SCHEDOP_BLOCK), 0],
+    );
+    assert!(matches!(r, Resume::Guest { .. }));
+    assert_eq!((f.rbx, ret(&f)), (2, 0));
+}
+
+#[test]
+fn poll_waits_for_its_timeout_without_unmasking_events() {
+    let (mut hv, doms) = hv_with(1);
+    let mut f = start(&mut hv);
+    let (_, b) = evtchn_op(
+        &mut hv,
+        &mut f,
+        &doms[0],
+        EVTCHNOP_BIND_IPI,
+        EvtchnBindIpi {
+            vcpu: 0,
+            port: EvtchnPort(0),
+        },
+    );
+    hypercall(&mut hv, &mut f, u64::from(nr::VCPU_OP), &[7, 0, 0]);
+    // The port list after the sched_poll struct.
+    let list = DATA_VA + 0x100;
+    hv.mem
+        .write(doms[0].data.maddr() + 0x100, &b.port.0.to_le_bytes())
+        .unwrap();
+    let poll = SchedPoll {
+        ports: list,
+        nr_ports: 1,
+        pad: 0,
+        timeout: 3_000_000,
+    };
+    hv.mem.write(doms[0].data.maddr(), poll.as_bytes()).unwrap();
+    hv.mem.write(doms[0].shared.maddr() + 1, &[1]).unwrap(); // events masked
+    let r = hypercall(
+        &mut hv,
+        &mut f,
+        u64::from(nr::SCHED_OP),
+        &[u64::from(SCHEDOP_POLL), DATA_VA],
+    );
+    assert_eq!(r, Resume::Idle);
+    assert_eq!(hv.platform.timer, Some(3_000_000));
+    at_ns(&hv, 3_000_000);
+    assert!(matches!(hv.idle_wakeup(&mut f), Resume::Guest { .. }));
+    assert_eq!(ret(&f), 0);
+    let mut mask = [0u8];
+    hv.mem.read(doms[0].shared.maddr() + 1, &mut mask).unwrap();
+    assert_eq!(mask[0], 1, "poll leaves events masked");
+    // Too many ports: -EINVAL at once.
+    let poll = SchedPoll {
+        ports: list,
+        nr_ports: 129,
+        pad: 0,
+        timeout: 0,
+    };
+    hv.mem.write(doms[0].data.maddr(), poll.as_bytes()).unwrap();
+    hypercall(
+        &mut hv,
+        &mut f,
+        u64::from(nr::SCHED_OP),
+        &[u64::from(SCHEDOP_POLL), DATA_VA],
+    );
+    assert_eq!(ret(&f), -22);
+}
+
+#[test]
+fn a_dying_domain_leaves_its_peers_ports_unbound() {
+    let (mut hv, doms) = hv_with(2);
+    let mut f = start(&mut hv);
+    let (_, a) = evtchn_op(
+        &mut hv,
+        &mut f,
+        &doms[0],
+        EVTCHNOP_ALLOC_UNBOUND,
+        EvtchnAllocUnbound {
+            dom: DomId::SELF,
+            remote_dom: DomId(2),
+            port: EvtchnPort(0),
+        },
+    );
+    hypercall(
+        &mut hv,
+        &mut f,
+        u64::from(nr::SCHED_OP),
+        &[u64::from(SCHEDOP_YIELD), 0],
+    );
+    evtchn_op(
+        &mut hv,
+        &mut f,
+        &doms[1],
+        EVTCHNOP_BIND_INTERDOMAIN,
+        EvtchnBindInterdomain {
+            remote_dom: DomId(1),
+            pad: 0,
+            remote_port: a.port,
+            local_port: EvtchnPort(0),
+        },
+    );
+    // d2 powers off.
+    hv.mem
+        .write(doms[1].data.maddr(), &0u32.to_le_bytes())
+        .unwrap();
+    hypercall(
+        &mut hv,
+        &mut f,
+        u64::from(nr::SCHED_OP),
+        &[u64::from(SCHEDOP_SHUTDOWN), DATA_VA],
+    );
+    assert_eq!(f.rbx, 1);
+    let (r, st) = evtchn_op(
+        &mut hv,
+        &mut f,
+        &doms[0],
+        EVTCHNOP_STATUS,
+        EvtchnStatus {
+            dom: DomId::SELF,
+            port: a.port,
+            ..Default::default()
+        },
+    );
+    assert_eq!(r, 0);
+    assert_eq!((st.status, st.u0 & 0xffff), (EVTCHNSTAT_UNBOUND, 2));
+    // Sending on it is harmless.
+    let (r, _) = evtchn_op(
+        &mut hv,
+        &mut f,
+        &doms[0],
+        EVTCHNOP_SEND,
+        EvtchnSend { port: a.port },
+    );
+    assert_eq!(r, 0);
+}
+
+#[test]
+fn idle_wakeup_ends_without_domains_and_refuses_a_loaded_vcpu() {
+    let (mut hv, _) = hv_with(0);
+    let mut f = GuestFrame::default();
+    assert!(matches!(hv.idle_wakeup(&mut f), Resume::Exit(_)));
+    let (mut hv, _) = hv_with(1);
+    let mut f = start(&mut hv);
+    assert_eq!(
+        hv.idle_wakeup(&mut f),
+        Resume::Exit(crate::platform::ExitStatus::HypervisorFailure)
+    );
+}

@@ -1,0 +1,98 @@
+//! Time as guests see it: `vcpu_time_info` and the wall clock published in shared_info,
+//! and the timer hypercalls — `set_timer_op` (15) and the timer commands of `vcpu_op`
+//! (24) — as thin adapters to [`super::timers::TimerQueue`].
+
+use super::pvclock::{time_record, write_shared_vcpu_time, write_wallclock};
+use crate::hv::Hypervisor;
+use crate::hypercall::HcResult;
+use crate::hypercall::handle::{GuestHandle, Untyped};
+use crate::platform::{MachineMemory, Platform};
+use guest_abi::generated::vcpu_op::*;
+use guest_abi::shared_info::XEN_PVCLOCK_TSC_STABLE_BIT;
+use guest_abi::{Errno, VcpuId};
+
+/// How often the running vCPU's `vcpu_time_info` is refreshed at the latest (Xen's
+/// calibration epoch).
+pub const TIME_REFRESH_NS: u64 = 1_000_000_000;
+
+/// Offset of `flags` in `vcpu_set_singleshot_timer` (`timeout_abs_ns` is at 0).
+const SINGLESHOT_FLAGS_OFF: u64 = 8;
+
+impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
+    /// Refreshes vCPU 0's `vcpu_time_info` in domain `idx`'s shared_info (Xen's version
+    /// protocol: odd while the fields change).
+    pub(crate) fn publish_time(&mut self, idx: usize) {
+        let tsc = self.platform.rdtsc();
+        let rec = time_record(&self.clock, tsc, XEN_PVCLOCK_TSC_STABLE_BIT);
+        let d = &mut self.domains[idx];
+        d.time_published_ns = rec.system_time;
+        // shared_info is the domain's own frame, so this cannot fail; if it did, the
+        // guest would merely see a stale clock.
+        let _ = write_shared_vcpu_time(&self.mem, d.shared_info, VcpuId(0), &rec, true);
+    }
+
+    /// Refreshes the running domain's time if the last refresh is older than
+    /// [`TIME_REFRESH_NS`].
+    pub(crate) fn refresh_time_if_stale(&mut self, idx: usize) {
+        let now = self.now_ns();
+        if now.saturating_sub(self.domains[idx].time_published_ns) >= TIME_REFRESH_NS {
+            self.publish_time(idx);
+        }
+    }
+
+    /// Writes the wall clock at system time 0 into domain `idx`'s shared_info.
+    pub(crate) fn publish_wallclock(&mut self, idx: usize) {
+        let (sec, nsec) = self.wallclock;
+        let _ = write_wallclock(&self.mem, self.domains[idx].shared_info, sec, nsec);
+    }
+
+    /// `set_timer_op(timeout)` (15): the vCPU's single-shot timer at absolute system time
+    /// `timeout` (0 cancels).
+    pub(crate) fn do_set_timer_op(&mut self, idx: usize, timeout: u64) -> HcResult {
+        let now = self.now_ns();
+        let id = self.vid(idx);
+        self.timers.set_timer_op(id, timeout, now)?;
+        self.arm_timer(true);
+        Ok(0)
+    }
+
+    /// `vcpu_op(cmd, vcpuid, arg)` (24): the timer commands, `up` and `is_up`. Every
+    /// domain has one vCPU, 0; others are -ENOENT as in Xen.
+    pub(crate) fn do_vcpu_op(
+        &mut self,
+        idx: usize,
+        cmd: u32,
+        vcpuid: u32,
+        arg: GuestHandle<Untyped>,
+    ) -> HcResult {
+        if vcpuid != 0 {
+            return Err(Errno::ENOENT);
+        }
+        let id = self.vid(idx);
+        let now = self.now_ns();
+        let ret = match cmd {
+            VCPUOP_UP => Ok(0),
+            VCPUOP_IS_UP => Ok(1),
+            VCPUOP_SET_PERIODIC_TIMER => {
+                let period = self.read_handle::<u64>(idx, arg.cast())?;
+                self.timers.set_periodic(id, period, now).map(|()| 0)
+            }
+            VCPUOP_STOP_PERIODIC_TIMER => self.timers.stop_periodic(id, now).map(|()| 0),
+            VCPUOP_SET_SINGLESHOT_TIMER => {
+                let timeout = self.read_handle::<u64>(idx, arg.cast())?;
+                let flags_at = arg
+                    .addr()
+                    .checked_add(SINGLESHOT_FLAGS_OFF)
+                    .ok_or(Errno::EFAULT)?;
+                let flags = self.read_handle::<u32>(idx, GuestHandle::new(flags_at))?;
+                self.timers
+                    .set_singleshot(id, timeout, flags, now)
+                    .map(|()| 0)
+            }
+            VCPUOP_STOP_SINGLESHOT_TIMER => self.timers.stop_singleshot(id).map(|()| 0),
+            _ => Err(Errno::ENOSYS),
+        };
+        self.arm_timer(true);
+        ret
+    }
+}

@@ -478,6 +478,13 @@ pub struct BenchOptions {
     pub iterations: u64,
     /// Hang guard of each QEMU run.
     pub timeout: Duration,
+    /// Run only this case (`--case`).
+    pub only: Option<&'static Case>,
+}
+
+/// The case called `name`.
+pub fn case_named(name: &str) -> Option<&'static Case> {
+    CASES.iter().find(|c| c.name == name)
 }
 
 /// Runs every case and returns one metric per case. The default run on our hypervisor
@@ -485,8 +492,17 @@ pub struct BenchOptions {
 /// figures into `Missing` with the reason, which is also printed to stderr.
 pub fn run_bench(images: &Images, opts: &BenchOptions) -> Result<Vec<Metric>> {
     let elf = images.guest("bench");
-    let ours_single = bench_ours(images, opts.iterations, opts.timeout)?;
-    let xen_single = if opts.against_xen {
+    let cases: Vec<&Case> = CASES
+        .iter()
+        .filter(|c| opts.only.is_none_or(|o| o == *c))
+        .collect();
+    let any_single = cases.iter().any(|c| c.kind == CaseKind::Single);
+    let ours_single = if any_single {
+        bench_ours(images, opts.iterations, opts.timeout)?
+    } else {
+        Vec::new()
+    };
+    let xen_single = if opts.against_xen && any_single {
         Some(bench_xen(&elf, opts.iterations, opts.timeout))
     } else {
         None
@@ -496,7 +512,7 @@ pub fn run_bench(images: &Images, opts: &BenchOptions) -> Result<Vec<Metric>> {
         Figure::Missing(format!("{what} failed"))
     };
     let mut metrics = Vec::new();
-    for case in CASES {
+    for case in cases {
         let ours = match case.kind {
             CaseKind::Single => Figure::of_case(&ours_single, case.name),
             CaseKind::TwoDomains => {
@@ -510,10 +526,13 @@ pub fn run_bench(images: &Images, opts: &BenchOptions) -> Result<Vec<Metric>> {
             }
         };
         let xen = match (&xen_single, case.kind) {
-            (None, _) => Figure::Missing("not run (--against-xen)".into()),
-            (Some(_), CaseKind::TwoDomains) => {
+            (_, CaseKind::TwoDomains) => {
                 Figure::Missing("needs a second domain; the Xen run has dom0 only".into())
             }
+            (None, CaseKind::Idle) if opts.against_xen => {
+                idle_xen(&elf, opts.timeout).unwrap_or_else(|e| failed("the Xen run", &e))
+            }
+            (None, _) => Figure::Missing("not run (--against-xen)".into()),
             (Some(Ok(lines)), CaseKind::Single) => Figure::of_case(lines, case.name),
             (Some(Err(e)), CaseKind::Single) => failed("the Xen run", e),
             (Some(_), CaseKind::Idle) => {
@@ -680,6 +699,16 @@ mod tests {
         assert_eq!(parse_stat_cpu_ticks("no parens"), None);
         // Our own process has a readable stat.
         assert!(process_cpu_ticks(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn cases_are_found_by_name() {
+        assert_eq!(
+            case_named("sched_yield_2dom").unwrap().kind,
+            CaseKind::TwoDomains
+        );
+        assert_eq!(case_named("idle_host_cpu_percent").unwrap().unit, "percent");
+        assert!(case_named("nope").is_none());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
-use xtask::bench::{BenchOptions, run_bench, to_json};
+use xtask::bench::{BenchOptions, CASES, case_named, run_bench, to_json};
 use xtask::bundle::DEFAULT_MEMORY_MIB;
 use xtask::images::{Profile, build_images};
 use xtask::qemu::{
@@ -77,6 +77,10 @@ enum Cmd {
         /// Iterations of every measured loop.
         #[arg(long, default_value_t = 100_000)]
         iterations: u64,
+        /// Run only this case (xen_version, evtchn_loopback_upcall, sched_yield_2dom,
+        /// evtchn_ping_pong_2dom, idle_host_cpu_percent).
+        #[arg(long)]
+        case: Option<String>,
     },
     /// Run `cargo test` (host unit tests and the QEMU integration tests).
     Test {
@@ -167,7 +171,8 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Bench {
             against_xen,
             iterations,
-        } => bench(against_xen, iterations),
+            case,
+        } => bench(against_xen, iterations, case.as_deref()),
         Cmd::Test { args } => {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let status = Command::new(cargo)
@@ -202,13 +207,21 @@ fn report_outcome(outcome: Outcome) -> Result<ExitCode> {
 /// of TCG time; Xen's own boot under icount takes a few seconds).
 const BENCH_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn bench(against_xen: bool, iterations: u64) -> Result<ExitCode> {
+fn bench(against_xen: bool, iterations: u64, case: Option<&str>) -> Result<ExitCode> {
+    let only = match case {
+        None => None,
+        Some(name) => Some(case_named(name).ok_or_else(|| {
+            let names: Vec<&str> = CASES.iter().map(|c| c.name).collect();
+            err!("unknown case {name}; cases: {}", names.join(", "))
+        })?),
+    };
     ensure_qemu()?;
     let images = build_images(Profile::Release)?;
     let opts = BenchOptions {
         against_xen,
         iterations,
         timeout: BENCH_TIMEOUT,
+        only,
     };
     let metrics = run_bench(&images, &opts)?;
     for m in &metrics {

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
-use xtask::bench::{BenchLine, bench_ours};
+use xtask::bench::{BenchLine, CASES, CaseKind, bench_ours, bench_ours_two_domains};
 use xtask::bundle::GuestFile;
 use xtask::images::{Images, Profile, build_images};
 use xtask::qemu::{HvResult, HvRun, Outcome, SingleGuest, ensure_qemu, run_hypervisor};
@@ -364,21 +364,58 @@ fn hypervisor_is_linked_inside_xens_reserved_range() {
 
 #[test]
 fn bench_is_deterministic() {
-    let run = || -> BenchLine {
+    // Every deterministic run twice: the default run (single-domain cases) and one run
+    // per two-domain case. Cases our hypervisor cannot run yet print `unsupported=` and
+    // must do so identically.
+    let single = || -> Vec<BenchLine> {
         bench_ours(images(), 1000, TIMEOUT).unwrap_or_else(|e| panic!("bench run failed: {e}"))
     };
-    let first = run();
-    let second = run();
-    assert_eq!(first.iterations, 1000);
+    let two = |case: &str| -> Vec<BenchLine> {
+        bench_ours_two_domains(images(), case, 1000, TIMEOUT)
+            .unwrap_or_else(|e| panic!("{case} run failed: {e}"))
+    };
+    let first = single();
+    assert_eq!(first, single(), "two deterministic runs differ");
+    for case in CASES.iter().filter(|c| c.kind == CaseKind::Single) {
+        assert!(
+            first.iter().any(|l| l.name == case.name),
+            "no BENCH line for {}: {first:?}",
+            case.name
+        );
+    }
+    let xen_version = first
+        .iter()
+        .find(|l| l.name == "xen_version")
+        .and_then(|l| l.measurement())
+        .unwrap_or_else(|| panic!("xen_version must be measured: {first:?}"));
+    assert_eq!(xen_version.iterations, 1000);
     assert!(
-        first.total > first.baseline,
-        "hypercalls cost nothing? {first:?}"
+        xen_version.total > xen_version.baseline,
+        "hypercalls cost nothing? {xen_version:?}"
     );
-    assert_eq!(
-        (first.total, first.baseline),
-        (second.total, second.baseline),
-        "two deterministic runs differ"
-    );
+    for case in CASES.iter().filter(|c| c.kind == CaseKind::TwoDomains) {
+        let a = two(case.name);
+        assert_eq!(
+            a,
+            two(case.name),
+            "two deterministic {} runs differ",
+            case.name
+        );
+        let line = a
+            .iter()
+            .find(|l| l.name == case.name)
+            .unwrap_or_else(|| panic!("no BENCH line for {}: {a:?}", case.name));
+        if let Some(m) = line.measurement() {
+            assert!(m.total > m.baseline, "{}: {m:?}", case.name);
+        } else {
+            assert!(line.unsupported().is_some(), "{line:?}");
+        }
+    }
+    for line in &first {
+        if let Some(m) = line.measurement() {
+            assert!(m.total > m.baseline, "{}: {m:?}", line.name);
+        }
+    }
 }
 
 #[test]

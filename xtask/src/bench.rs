@@ -1,87 +1,284 @@
-//! The hypercall round-trip benchmark: the `bench` test guest times N `xen_version`
-//! hypercalls and the same loop without the call, with rdtsc under QEMU's icount (one
-//! TSC tick = one retired instruction), and prints
-//! `BENCH name=xen_version iterations=<N> total=<T> baseline=<B>`.
+//! The benchmark: the `bench` test guest runs several cases under QEMU `-icount shift=0`
+//! (one TSC tick = one retired instruction) and prints one line per case,
+//! `BENCH name=<case> iterations=N total=T baseline=B` or
+//! `BENCH name=<case> unsupported=<reason>`. `(T − B) / N` is the instructions per
+//! iteration. The same ELF runs on our hypervisor and as dom0 on real Xen 4.17; the
+//! results become [`Metric`]s (ours, Xen, ratio) and `target/bench/bench.json`.
+//!
+//! Two cases need two domains (our hypervisor only: the dom0-only Xen run cannot start a
+//! second one), and `idle_host_cpu_percent` runs without `-icount`: the guest blocks for
+//! two seconds of guest time and xtask reads QEMU's CPU time from `/proc/<pid>/stat`.
 
 use crate::bundle::GuestFile;
 use crate::images::Images;
-use crate::qemu::{HvRun, Outcome, run_hypervisor};
-use crate::xen::run_on_xen;
+use crate::qemu::{HvResult, HvRun, Outcome, run_hypervisor, run_hypervisor_observed};
+use crate::xen::run_on_xen_observed;
 use crate::{Result, err};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// What the bench guest reported.
+/// What a case needs to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BenchLine {
+pub enum CaseKind {
+    /// Part of the default single-domain, deterministic run.
+    Single,
+    /// Two bench domains (`role=1` measures, `role=2` is the partner); ours only.
+    TwoDomains,
+    /// Real time: QEMU's CPU use while every domain is blocked.
+    Idle,
+}
+
+/// One benchmark case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Case {
+    /// The `name=` of its BENCH line and of its metric.
+    pub name: &'static str,
+    /// The metric's unit.
+    pub unit: &'static str,
+    /// How it runs.
+    pub kind: CaseKind,
+}
+
+/// Every case, in report order.
+pub const CASES: &[Case] = &[
+    Case {
+        name: "xen_version",
+        unit: "instructions",
+        kind: CaseKind::Single,
+    },
+    Case {
+        name: "evtchn_loopback_upcall",
+        unit: "instructions",
+        kind: CaseKind::Single,
+    },
+    Case {
+        name: "sched_yield_2dom",
+        unit: "instructions",
+        kind: CaseKind::TwoDomains,
+    },
+    Case {
+        name: "evtchn_ping_pong_2dom",
+        unit: "instructions",
+        kind: CaseKind::TwoDomains,
+    },
+    Case {
+        name: "idle_host_cpu_percent",
+        unit: "percent",
+        kind: CaseKind::Idle,
+    },
+];
+
+/// The last line of every bench guest run.
+pub const DONE_MARKER: &str = "BENCH done";
+/// The idle case prints this right before it blocks.
+pub const IDLE_START_MARKER: &str = "BENCH_IDLE start";
+
+/// The figures of a measured case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Measurement {
     /// Iterations of each loop.
     pub iterations: u64,
-    /// TSC delta of the hypercall loop.
+    /// TSC delta of the measured loop.
     pub total: u64,
-    /// TSC delta of the empty loop.
+    /// TSC delta of the same loop without the hypercall.
     pub baseline: u64,
 }
 
-impl BenchLine {
-    /// Instructions per round trip: (total − baseline) / iterations.
-    pub fn per_round_trip(&self) -> f64 {
+impl Measurement {
+    /// Instructions per iteration: (total − baseline) / iterations.
+    pub fn per_iteration(&self) -> f64 {
         if self.iterations == 0 {
             return 0.0;
         }
         (self.total as f64 - self.baseline as f64) / self.iterations as f64
     }
 
-    /// `71.00`, or `70.50` — two decimals.
-    pub fn per_round_trip_text(&self) -> String {
-        let exact = self.exact_per_round_trip();
-        match exact {
-            Some(n) => format!("{n}.00"),
-            None => format!("{:.2}", self.per_round_trip()),
-        }
-    }
-
-    /// The whole number of instructions per round trip, when it divides exactly.
-    pub fn exact_per_round_trip(&self) -> Option<i128> {
+    /// The whole number of instructions per iteration, when it divides exactly.
+    pub fn exact_per_iteration(&self) -> Option<i128> {
         let diff = i128::from(self.total) - i128::from(self.baseline);
         let n = i128::from(self.iterations);
         (n != 0 && diff % n == 0).then(|| diff / n)
     }
 }
 
-/// Finds `BENCH name=xen_version ...` anywhere in a line (our hypervisor prefixes it
-/// with `[d1 bench] `, Xen may print it raw) and reads its numbers.
+/// One `BENCH name=<case> key=value...` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BenchLine {
+    /// The case.
+    pub name: String,
+    /// The other `key=value` words, in order.
+    pub fields: Vec<(String, String)>,
+}
+
+impl BenchLine {
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `iterations`, `total` and `baseline`, if all three are numbers.
+    pub fn measurement(&self) -> Option<Measurement> {
+        let num = |k| self.get(k)?.parse().ok();
+        Some(Measurement {
+            iterations: num("iterations")?,
+            total: num("total")?,
+            baseline: num("baseline")?,
+        })
+    }
+
+    /// The reason of an `unsupported=` line.
+    pub fn unsupported(&self) -> Option<&str> {
+        self.get("unsupported")
+    }
+}
+
+/// Finds `BENCH name=...` anywhere in a line (our hypervisor prefixes it with
+/// `[d1 bench] `, Xen may print it raw) and reads its words. A word without `=` makes the
+/// line malformed.
 pub fn parse_bench_line(line: &str) -> Option<BenchLine> {
     let at = line.find("BENCH name=")?;
-    let mut name = None;
-    let (mut iterations, mut total, mut baseline) = (None, None, None);
-    for field in line[at + "BENCH ".len()..].split_whitespace() {
-        let (key, value) = field.split_once('=')?;
-        match key {
-            "name" => name = Some(value),
-            "iterations" => iterations = value.parse().ok(),
-            "total" => total = value.parse().ok(),
-            "baseline" => baseline = value.parse().ok(),
-            _ => {}
-        }
-    }
-    if name != Some("xen_version") {
+    let mut words = line[at + "BENCH ".len()..].split_whitespace();
+    let name = words.next()?.strip_prefix("name=")?;
+    if name.is_empty() {
         return None;
     }
+    let fields = words
+        .map(|w| {
+            w.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect::<Option<Vec<_>>>()?;
     Some(BenchLine {
-        iterations: iterations?,
-        total: total?,
-        baseline: baseline?,
+        name: name.to_string(),
+        fields,
     })
 }
 
-/// Finds the bench line in a transcript.
-pub fn find_bench_line(lines: &[String]) -> Option<BenchLine> {
-    lines.iter().find_map(|l| parse_bench_line(l))
+/// Every bench line of a transcript, in order.
+pub fn bench_lines(lines: &[String]) -> Vec<BenchLine> {
+    lines.iter().filter_map(|l| parse_bench_line(l)).collect()
 }
 
-/// Runs the bench guest on our hypervisor, deterministically.
-pub fn bench_ours(images: &Images, iterations: u64, timeout: Duration) -> Result<BenchLine> {
+/// One side's figure of a metric: a number, or why there is none.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Figure {
+    /// Measured.
+    Value(f64),
+    /// Not measured, with the reason (printed, not written to the JSON).
+    Missing(String),
+}
+
+impl Figure {
+    /// The number, if measured.
+    pub fn value(&self) -> Option<f64> {
+        match self {
+            Figure::Value(v) => Some(*v),
+            Figure::Missing(_) => None,
+        }
+    }
+
+    /// The figure of `case` in a run's bench lines.
+    pub fn of_case(lines: &[BenchLine], case: &str) -> Figure {
+        let Some(line) = lines.iter().find(|l| l.name == case) else {
+            return Figure::Missing("no BENCH line".into());
+        };
+        if let Some(reason) = line.unsupported() {
+            return Figure::Missing(format!("unsupported: {reason}"));
+        }
+        match line.measurement() {
+            Some(m) => Figure::Value(m.per_iteration()),
+            None => Figure::Missing("malformed BENCH line".into()),
+        }
+    }
+}
+
+/// One row of the report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metric {
+    /// Case name.
+    pub name: String,
+    /// `instructions` or `percent`.
+    pub unit: String,
+    /// Our hypervisor.
+    pub ours: Figure,
+    /// Xen 4.17.
+    pub xen: Figure,
+}
+
+impl Metric {
+    /// ours / Xen, when both exist and Xen's is not zero.
+    pub fn ratio(&self) -> Option<f64> {
+        let (o, x) = (self.ours.value()?, self.xen.value()?);
+        (x != 0.0).then(|| o / x)
+    }
+
+    /// The console line: both figures and the ratio.
+    pub fn console_line(&self) -> String {
+        let side = |f: &Figure| match f {
+            Figure::Value(v) => format!("{v:.2} {}", self.unit),
+            Figure::Missing(why) => format!("n/a ({why})"),
+        };
+        let ratio = self
+            .ratio()
+            .map(|r| format!("{r:.3}"))
+            .unwrap_or_else(|| "n/a".into());
+        format!(
+            "{:<24} ours {:<28} Xen 4.17 {:<40} ratio ours/Xen {ratio}",
+            self.name,
+            side(&self.ours),
+            side(&self.xen)
+        )
+    }
+}
+
+/// The report as JSON: `{"metrics": [{"name", "unit", "ours", "xen", "ratio"}]}` with
+/// `null` for what was not measured. Written by hand: a handful of numbers and names
+/// (letters, digits, `_`) need no serializer.
+pub fn to_json(metrics: &[Metric]) -> String {
+    let num = |v: Option<f64>, decimals: usize| match v {
+        Some(v) if v.is_finite() => format!("{v:.decimals$}"),
+        _ => "null".into(),
+    };
+    let mut out = String::from("{\n  \"metrics\": [");
+    for (i, m) in metrics.iter().enumerate() {
+        let _ = write!(
+            out,
+            "{}\n    {{\"name\": \"{}\", \"unit\": \"{}\", \"ours\": {}, \"xen\": {}, \"ratio\": {}}}",
+            if i == 0 { "" } else { "," },
+            json_escape(&m.name),
+            json_escape(&m.unit),
+            num(m.ours.value(), 2),
+            num(m.xen.value(), 2),
+            num(m.ratio(), 3),
+        );
+    }
+    out.push_str("\n  ]\n}\n");
+    out
+}
+
+/// Escapes `"` and `\` and drops control characters (names are plain identifiers).
+fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Runs the default cases ([`CaseKind::Single`]) on our hypervisor, deterministically.
+/// A run that does not end with every domain powered off is an error.
+pub fn bench_ours(images: &Images, iterations: u64, timeout: Duration) -> Result<Vec<BenchLine>> {
     let guest = GuestFile::new(images.guest("bench")).cmdline(format!("iterations={iterations}"));
     let result = run_hypervisor(&HvRun {
         hypervisor: images.hypervisor(),
@@ -90,72 +287,266 @@ pub fn bench_ours(images: &Images, iterations: u64, timeout: Duration) -> Result
         timeout: Some(timeout),
         ..HvRun::default()
     })?;
-    let line = find_bench_line(&result.transcript.lines).ok_or_else(|| {
-        err!(
-            "no BENCH line from the bench guest on our hypervisor ({}); last lines:\n{}",
-            result.outcome.explain(),
-            result.transcript.tail(30)
-        )
-    })?;
-    if result.outcome != Outcome::AllPoweredOff {
-        return Err(err!(
-            "bench run on our hypervisor ended badly: {}",
-            result.outcome.explain()
-        ));
-    }
-    Ok(line)
+    checked_lines(&result, "the bench run on our hypervisor")
 }
 
-/// Runs the same bench ELF as dom0 on real Xen 4.17, deterministically.
-pub fn bench_xen(bench_elf: &Path, iterations: u64, timeout: Duration) -> Result<BenchLine> {
-    let captured = run_on_xen(
+/// The command lines of the two bench domains of a two-domain case (domains 1 and 2,
+/// each told the other's id).
+pub fn two_domain_cmdlines(case: &str, iterations: u64) -> [String; 2] {
+    [
+        format!("case={case} role=1 peer=2 iterations={iterations}"),
+        format!("case={case} role=2 peer=1 iterations={iterations}"),
+    ]
+}
+
+/// Runs a two-domain case on our hypervisor, deterministically: `bench-1` (domain 1,
+/// `role=1`, measures) and `bench-2` (domain 2, `role=2`).
+pub fn bench_ours_two_domains(
+    images: &Images,
+    case: &str,
+    iterations: u64,
+    timeout: Duration,
+) -> Result<Vec<BenchLine>> {
+    let guests = two_domain_cmdlines(case, iterations)
+        .into_iter()
+        .enumerate()
+        .map(|(i, cmdline)| {
+            let mut g = GuestFile::new(images.guest("bench")).cmdline(cmdline);
+            g.name = format!("bench-{}", i + 1);
+            g
+        })
+        .collect();
+    let result = run_hypervisor(&HvRun {
+        hypervisor: images.hypervisor(),
+        guests,
+        deterministic: true,
+        timeout: Some(timeout),
+        ..HvRun::default()
+    })?;
+    checked_lines(&result, &format!("the {case} run on our hypervisor"))
+}
+
+fn checked_lines(result: &HvResult, what: &str) -> Result<Vec<BenchLine>> {
+    if result.outcome != Outcome::AllPoweredOff {
+        return Err(err!(
+            "{what} ended badly: {}; last lines:\n{}",
+            result.outcome.explain(),
+            result.transcript.tail(30)
+        ));
+    }
+    Ok(bench_lines(&result.transcript.lines))
+}
+
+/// Runs the default cases as dom0 on real Xen 4.17, deterministically.
+pub fn bench_xen(bench_elf: &Path, iterations: u64, timeout: Duration) -> Result<Vec<BenchLine>> {
+    let captured = run_on_xen_observed(
         bench_elf,
         &format!("iterations={iterations}"),
         true,
         timeout,
-        Some("BENCH name="),
+        Some(DONE_MARKER),
+        "",
+        |_, _| {},
     )?;
-    find_bench_line(&captured.transcript.lines).ok_or_else(|| {
-        err!(
-            "no BENCH line from the bench guest on Xen; last lines:\n{}",
+    if !captured.transcript.contains(DONE_MARKER) {
+        return Err(err!(
+            "the bench guest on Xen did not finish; last lines:\n{}",
             captured.transcript.tail(30)
-        )
-    })
+        ));
+    }
+    Ok(bench_lines(&captured.transcript.lines))
 }
 
-/// The benchmark report as JSON (hand-written: a handful of numbers needs no serializer).
-pub fn to_json(ours: &BenchLine, xen: Option<&BenchLine>) -> String {
-    fn entry(out: &mut String, key: &str, b: &BenchLine) {
-        let _ = write!(
-            out,
-            "  \"{key}\": {{\"iterations\": {}, \"total\": {}, \"baseline\": {}, \"instructions_per_round_trip\": {}}}",
-            b.iterations,
-            b.total,
-            b.baseline,
-            b.per_round_trip_text()
-        );
-    }
-    let mut out = String::from(
-        "{\n  \"benchmark\": \"xen_version round trip\",\n  \"unit\": \"instructions\",\n",
-    );
-    entry(&mut out, "ours", ours);
-    if let Some(x) = xen {
-        out.push_str(",\n");
-        entry(&mut out, "xen", x);
-        let _ = write!(out, ",\n  \"ratio_ours_over_xen\": {}", ratio_text(ours, x));
-    }
-    out.push_str("\n}\n");
-    out
+/// CPU time (user + system, clock ticks) of a process, from `/proc/<pid>/stat`.
+pub fn process_cpu_ticks(pid: u32) -> Option<u64> {
+    parse_stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// ours / Xen, 3 decimals (`null` if Xen's figure is zero).
-pub fn ratio_text(ours: &BenchLine, xen: &BenchLine) -> String {
-    let x = xen.per_round_trip();
-    if x == 0.0 {
-        "null".into()
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name (field
+/// 2) may hold spaces and parentheses, so fields are counted after its last `)`.
+pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    utime.checked_add(stime)
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`, 100 if unknown).
+fn clock_ticks_per_second() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
+/// Samples QEMU's CPU time at the idle case's start and end lines.
+#[derive(Default)]
+struct IdleProbe {
+    start: Option<(Instant, u64)>,
+    end: Option<(Instant, u64)>,
+}
+
+impl IdleProbe {
+    fn observe(&mut self, pid: u32, line: &str) {
+        let sample = || process_cpu_ticks(pid).map(|t| (Instant::now(), t));
+        if line.contains(IDLE_START_MARKER) && self.start.is_none() {
+            self.start = sample();
+        } else if line.contains("BENCH name=idle_host_cpu_percent") && self.end.is_none() {
+            self.end = sample();
+        }
+    }
+
+    /// QEMU's CPU time over the idle period as a percentage of the wall time.
+    fn figure(&self, lines: &[BenchLine]) -> Figure {
+        if let Figure::Missing(why) = idle_line_status(lines) {
+            return Figure::Missing(why);
+        }
+        let (Some((t0, c0)), Some((t1, c1))) = (self.start, self.end) else {
+            return Figure::Missing("could not read /proc/<pid>/stat".into());
+        };
+        let wall = t1.duration_since(t0).as_secs_f64();
+        if wall <= 0.0 {
+            return Figure::Missing("no wall time passed".into());
+        }
+        let cpu = c1.saturating_sub(c0) as f64 / clock_ticks_per_second() as f64;
+        Figure::Value(cpu / wall * 100.0)
+    }
+}
+
+/// `Value(0.0)` if the guest reported an idle period, else why not.
+fn idle_line_status(lines: &[BenchLine]) -> Figure {
+    match lines.iter().find(|l| l.name == "idle_host_cpu_percent") {
+        None => Figure::Missing("no BENCH line".into()),
+        Some(l) => match (l.unsupported(), l.get("idle_ns")) {
+            (Some(reason), _) => Figure::Missing(format!("unsupported: {reason}")),
+            (None, Some(_)) => Figure::Value(0.0),
+            (None, None) => Figure::Missing("malformed BENCH line".into()),
+        },
+    }
+}
+
+/// The idle case's cmdline.
+pub const IDLE_CMDLINE: &str = "case=idle_host_cpu_percent seconds=2";
+
+/// `idle_host_cpu_percent` on our hypervisor (real time, no icount).
+pub fn idle_ours(images: &Images, timeout: Duration) -> Result<Figure> {
+    let guest = GuestFile::new(images.guest("bench")).cmdline(IDLE_CMDLINE);
+    let mut probe = IdleProbe::default();
+    let result = run_hypervisor_observed(
+        &HvRun {
+            hypervisor: images.hypervisor(),
+            guests: vec![guest],
+            deterministic: false,
+            timeout: Some(timeout),
+            ..HvRun::default()
+        },
+        |pid, line| probe.observe(pid, line),
+    )?;
+    Ok(probe.figure(&bench_lines(&result.transcript.lines)))
+}
+
+/// Xen option of the idle run: right after boot Xen scrubs free memory in its idle loop
+/// (about a third of a host CPU under TCG for the 512 MiB machine), which would be
+/// measured instead of idling.
+pub const XEN_IDLE_EXTRA: &str = "bootscrub=0";
+
+/// `idle_host_cpu_percent` as dom0 on Xen 4.17 (real time, no icount, no boot scrub).
+pub fn idle_xen(bench_elf: &Path, timeout: Duration) -> Result<Figure> {
+    let mut probe = IdleProbe::default();
+    let captured = run_on_xen_observed(
+        bench_elf,
+        IDLE_CMDLINE,
+        false,
+        timeout,
+        Some(DONE_MARKER),
+        XEN_IDLE_EXTRA,
+        |pid, line| probe.observe(pid, line),
+    )?;
+    Ok(probe.figure(&bench_lines(&captured.transcript.lines)))
+}
+
+/// Options of `cargo xtask bench`.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchOptions {
+    /// Also run on Xen 4.17.
+    pub against_xen: bool,
+    /// Iterations of every loop.
+    pub iterations: u64,
+    /// Hang guard of each QEMU run.
+    pub timeout: Duration,
+    /// Run only this case (`--case`).
+    pub only: Option<&'static Case>,
+}
+
+/// The case called `name`.
+pub fn case_named(name: &str) -> Option<&'static Case> {
+    CASES.iter().find(|c| c.name == name)
+}
+
+/// Runs every case and returns one metric per case. The default run on our hypervisor
+/// must work (it is what the tests check); any other run that fails only turns its
+/// figures into `Missing` with the reason, which is also printed to stderr.
+pub fn run_bench(images: &Images, opts: &BenchOptions) -> Result<Vec<Metric>> {
+    let elf = images.guest("bench");
+    let cases: Vec<&Case> = CASES
+        .iter()
+        .filter(|c| opts.only.is_none_or(|o| o == *c))
+        .collect();
+    let any_single = cases.iter().any(|c| c.kind == CaseKind::Single);
+    let ours_single = if any_single {
+        bench_ours(images, opts.iterations, opts.timeout)?
     } else {
-        format!("{:.3}", ours.per_round_trip() / x)
+        Vec::new()
+    };
+    let xen_single = if opts.against_xen && any_single {
+        Some(bench_xen(&elf, opts.iterations, opts.timeout))
+    } else {
+        None
+    };
+    let failed = |what: &str, e: &crate::Error| {
+        eprintln!("xtask: {what} failed: {e}");
+        Figure::Missing(format!("{what} failed"))
+    };
+    let mut metrics = Vec::new();
+    for case in cases {
+        let ours = match case.kind {
+            CaseKind::Single => Figure::of_case(&ours_single, case.name),
+            CaseKind::TwoDomains => {
+                match bench_ours_two_domains(images, case.name, opts.iterations, opts.timeout) {
+                    Ok(lines) => Figure::of_case(&lines, case.name),
+                    Err(e) => failed("the run", &e),
+                }
+            }
+            CaseKind::Idle => {
+                idle_ours(images, opts.timeout).unwrap_or_else(|e| failed("the run", &e))
+            }
+        };
+        let xen = match (&xen_single, case.kind) {
+            (_, CaseKind::TwoDomains) => {
+                Figure::Missing("needs a second domain; the Xen run has dom0 only".into())
+            }
+            (None, CaseKind::Idle) if opts.against_xen => {
+                idle_xen(&elf, opts.timeout).unwrap_or_else(|e| failed("the Xen run", &e))
+            }
+            (None, _) => Figure::Missing("not run (--against-xen)".into()),
+            (Some(Ok(lines)), CaseKind::Single) => Figure::of_case(lines, case.name),
+            (Some(Err(e)), CaseKind::Single) => failed("the Xen run", e),
+            (Some(_), CaseKind::Idle) => {
+                idle_xen(&elf, opts.timeout).unwrap_or_else(|e| failed("the Xen run", &e))
+            }
+        };
+        metrics.push(Metric {
+            name: case.name.into(),
+            unit: case.unit.into(),
+            ours,
+            xen,
+        });
     }
+    Ok(metrics)
 }
 
 #[cfg(test)]
@@ -168,48 +559,186 @@ mod tests {
             "[d1 bench] BENCH name=xen_version iterations=1000 total=75000 baseline=4000",
         )
         .unwrap();
+        assert_eq!(b.name, "xen_version");
+        let m = b.measurement().unwrap();
         assert_eq!(
-            b,
-            BenchLine {
+            m,
+            Measurement {
                 iterations: 1000,
                 total: 75000,
                 baseline: 4000
             }
         );
-        assert_eq!(b.per_round_trip_text(), "71.00");
-        assert_eq!(b.exact_per_round_trip(), Some(71));
-        let raw = parse_bench_line("(XEN) BENCH name=xen_version iterations=4 total=10 baseline=0")
+        assert_eq!(m.exact_per_iteration(), Some(71));
+        let raw = parse_bench_line(
+            "(XEN) BENCH name=evtchn_loopback_upcall iterations=4 total=10 baseline=0",
+        )
+        .unwrap();
+        assert_eq!(raw.name, "evtchn_loopback_upcall");
+        assert_eq!(raw.measurement().unwrap().per_iteration(), 2.5);
+        assert_eq!(raw.measurement().unwrap().exact_per_iteration(), None);
+    }
+
+    #[test]
+    fn unsupported_and_malformed_lines() {
+        let u = parse_bench_line("[d1 bench-1] BENCH name=sched_yield_2dom unsupported=ENOSYS")
             .unwrap();
-        assert_eq!(raw.per_round_trip_text(), "2.50");
-        assert_eq!(raw.exact_per_round_trip(), None);
-    }
-
-    #[test]
-    fn malformed_bench_lines_are_rejected() {
-        assert!(parse_bench_line("BENCH name=other iterations=1 total=1 baseline=1").is_none());
-        assert!(
-            parse_bench_line("BENCH name=xen_version iterations=x total=1 baseline=1").is_none()
+        assert_eq!(u.unsupported(), Some("ENOSYS"));
+        assert_eq!(u.measurement(), None);
+        assert_eq!(
+            Figure::of_case(&[u], "sched_yield_2dom"),
+            Figure::Missing("unsupported: ENOSYS".into())
         );
-        assert!(parse_bench_line("BENCH name=xen_version total=1 baseline=1").is_none());
+        let bad =
+            parse_bench_line("BENCH name=xen_version iterations=x total=1 baseline=1").unwrap();
+        assert_eq!(bad.measurement(), None);
+        assert_eq!(
+            Figure::of_case(&[bad], "xen_version"),
+            Figure::Missing("malformed BENCH line".into())
+        );
+        assert!(
+            parse_bench_line("BENCH name=xen_version total=1 baseline=1")
+                .unwrap()
+                .measurement()
+                .is_none()
+        );
+        assert!(parse_bench_line("BENCH name=xen_version junk").is_none());
+        assert!(parse_bench_line("BENCH name= iterations=1").is_none());
+        assert!(parse_bench_line("BENCH done").is_none());
+        assert!(parse_bench_line("BENCH_IDLE start").is_none());
         assert!(parse_bench_line("hello").is_none());
+        assert_eq!(
+            Figure::of_case(&[], "xen_version"),
+            Figure::Missing("no BENCH line".into())
+        );
     }
 
     #[test]
-    fn json_carries_both_figures_and_the_ratio() {
-        let ours = BenchLine {
-            iterations: 10,
-            total: 1000,
-            baseline: 0,
+    fn transcripts_yield_every_case_in_order() {
+        let lines: Vec<String> = [
+            "[d1 bench] booting",
+            "[d1 bench] BENCH name=xen_version iterations=10 total=800 baseline=10",
+            "[d1 bench] BENCH name=evtchn_loopback_upcall unsupported=ENOSYS",
+            "[d1 bench] BENCH done",
+        ]
+        .map(String::from)
+        .to_vec();
+        let parsed = bench_lines(&lines);
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(Figure::of_case(&parsed, "xen_version"), Figure::Value(79.0));
+        assert!(
+            Figure::of_case(&parsed, "evtchn_loopback_upcall")
+                .value()
+                .is_none()
+        );
+    }
+
+    fn metric(ours: Figure, xen: Figure) -> Metric {
+        Metric {
+            name: "xen_version".into(),
+            unit: "instructions".into(),
+            ours,
+            xen,
+        }
+    }
+
+    #[test]
+    fn json_has_one_entry_per_metric_with_nulls() {
+        let metrics = [
+            metric(Figure::Value(100.0), Figure::Value(200.0)),
+            Metric {
+                name: "sched_yield_2dom".into(),
+                unit: "instructions".into(),
+                ours: Figure::Missing("unsupported: ENOSYS".into()),
+                xen: Figure::Missing("needs a second domain".into()),
+            },
+            Metric {
+                name: "idle_host_cpu_percent".into(),
+                unit: "percent".into(),
+                ours: Figure::Value(3.25),
+                xen: Figure::Missing("not run".into()),
+            },
+        ];
+        let j = to_json(&metrics);
+        assert_eq!(
+            j,
+            "{\n  \"metrics\": [\n    {\"name\": \"xen_version\", \"unit\": \"instructions\", \"ours\": 100.00, \"xen\": 200.00, \"ratio\": 0.500},\n    {\"name\": \"sched_yield_2dom\", \"unit\": \"instructions\", \"ours\": null, \"xen\": null, \"ratio\": null},\n    {\"name\": \"idle_host_cpu_percent\", \"unit\": \"percent\", \"ours\": 3.25, \"xen\": null, \"ratio\": null}\n  ]\n}\n"
+        );
+        assert_eq!(to_json(&[]), "{\n  \"metrics\": [\n  ]\n}\n");
+    }
+
+    #[test]
+    fn ratio_needs_both_figures_and_a_nonzero_xen() {
+        assert_eq!(
+            metric(Figure::Value(1.0), Figure::Value(4.0)).ratio(),
+            Some(0.25)
+        );
+        assert_eq!(metric(Figure::Value(1.0), Figure::Value(0.0)).ratio(), None);
+        assert_eq!(
+            metric(Figure::Missing("x".into()), Figure::Value(1.0)).ratio(),
+            None
+        );
+        let line = metric(Figure::Value(79.0), Figure::Missing("not run".into())).console_line();
+        assert!(line.contains("ours 79.00 instructions"), "{line}");
+        assert!(line.contains("n/a (not run)"), "{line}");
+        assert!(line.ends_with("ratio ours/Xen n/a"), "{line}");
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_escape("a\"b\\c\nd"), "a\\\"b\\\\cd");
+    }
+
+    #[test]
+    fn proc_stat_cpu_ticks_skip_the_command_name() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt
+        // cmajflt utime stime ...
+        let stat = "1234 (qemu (x) y) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 4";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(300));
+        assert_eq!(parse_stat_cpu_ticks("1 (a) S 1 2"), None);
+        assert_eq!(parse_stat_cpu_ticks("no parens"), None);
+        // Our own process has a readable stat.
+        assert!(process_cpu_ticks(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn cases_are_found_by_name() {
+        assert_eq!(
+            case_named("sched_yield_2dom").unwrap().kind,
+            CaseKind::TwoDomains
+        );
+        assert_eq!(case_named("idle_host_cpu_percent").unwrap().unit, "percent");
+        assert!(case_named("nope").is_none());
+    }
+
+    #[test]
+    fn two_domain_runs_name_roles_and_peers() {
+        let [a, b] = two_domain_cmdlines("evtchn_ping_pong_2dom", 7);
+        assert_eq!(a, "case=evtchn_ping_pong_2dom role=1 peer=2 iterations=7");
+        assert_eq!(b, "case=evtchn_ping_pong_2dom role=2 peer=1 iterations=7");
+    }
+
+    #[test]
+    fn idle_figure_needs_the_guest_line_and_both_samples() {
+        let ok =
+            [
+                parse_bench_line("BENCH name=idle_host_cpu_percent idle_ns=2000000000 wakeups=1")
+                    .unwrap(),
+            ];
+        let t0 = Instant::now();
+        let probe = IdleProbe {
+            start: Some((t0, 10)),
+            end: Some((t0 + Duration::from_secs(2), 12)),
         };
-        let xen = BenchLine {
-            iterations: 10,
-            total: 2000,
-            baseline: 0,
-        };
-        let j = to_json(&ours, Some(&xen));
-        assert!(j.contains("\"ours\": {\"iterations\": 10, \"total\": 1000"));
-        assert!(j.contains("\"instructions_per_round_trip\": 200.00"));
-        assert!(j.contains("\"ratio_ours_over_xen\": 0.500"));
-        assert!(!to_json(&ours, None).contains("xen\""));
+        let ticks = clock_ticks_per_second() as f64;
+        let v = probe.figure(&ok).value().unwrap();
+        assert!((v - 2.0 / ticks / 2.0 * 100.0).abs() < 1e-9, "{v}");
+        assert!(IdleProbe::default().figure(&ok).value().is_none());
+        let unsupported =
+            [parse_bench_line("BENCH name=idle_host_cpu_percent unsupported=ENOSYS").unwrap()];
+        assert_eq!(
+            probe.figure(&unsupported),
+            Figure::Missing("unsupported: ENOSYS".into())
+        );
     }
 }

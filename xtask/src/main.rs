@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
-use xtask::bench::{BenchLine, bench_ours, bench_xen, ratio_text, to_json};
+use xtask::bench::{BenchOptions, CASES, case_named, run_bench, to_json};
 use xtask::bundle::DEFAULT_MEMORY_MIB;
 use xtask::images::{Profile, build_images};
 use xtask::qemu::{
@@ -68,14 +68,19 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         trace: Option<PathBuf>,
     },
-    /// Measure the xen_version round trip in instructions (deterministic QEMU).
+    /// Run the benchmark cases (instructions per operation under deterministic QEMU, and
+    /// host CPU use while idle); writes target/bench/bench.json.
     Bench {
         /// Also run the same guest as dom0 on real Xen 4.17 and compare.
         #[arg(long)]
         against_xen: bool,
-        /// Hypercalls per loop.
+        /// Iterations of every measured loop.
         #[arg(long, default_value_t = 100_000)]
         iterations: u64,
+        /// Run only this case (xen_version, evtchn_loopback_upcall, sched_yield_2dom,
+        /// evtchn_ping_pong_2dom, idle_host_cpu_percent).
+        #[arg(long)]
+        case: Option<String>,
     },
     /// Run `cargo test` (host unit tests and the QEMU integration tests).
     Test {
@@ -166,7 +171,8 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Bench {
             against_xen,
             iterations,
-        } => bench(against_xen, iterations),
+            case,
+        } => bench(against_xen, iterations, case.as_deref()),
         Cmd::Test { args } => {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let status = Command::new(cargo)
@@ -197,42 +203,35 @@ fn report_outcome(outcome: Outcome) -> Result<ExitCode> {
     }
 }
 
-/// Generous hang guard for one benchmark run (100k hypercalls take well under a second
+/// Generous hang guard for one benchmark run (100k iterations take well under a minute
 /// of TCG time; Xen's own boot under icount takes a few seconds).
 const BENCH_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn bench(against_xen: bool, iterations: u64) -> Result<ExitCode> {
+fn bench(against_xen: bool, iterations: u64, case: Option<&str>) -> Result<ExitCode> {
+    let only = match case {
+        None => None,
+        Some(name) => Some(case_named(name).ok_or_else(|| {
+            let names: Vec<&str> = CASES.iter().map(|c| c.name).collect();
+            err!("unknown case {name}; cases: {}", names.join(", "))
+        })?),
+    };
     ensure_qemu()?;
     let images = build_images(Profile::Release)?;
-    let ours = bench_ours(&images, iterations, BENCH_TIMEOUT)?;
-    print_figure(&ours, "ours");
-    let xen = if against_xen {
-        let x = bench_xen(&images.guest("bench"), iterations, BENCH_TIMEOUT)?;
-        print_figure(&x, "Xen 4.17");
-        println!("ratio ours/Xen: {}", ratio_text(&ours, &x));
-        Some(x)
-    } else {
-        None
+    let opts = BenchOptions {
+        against_xen,
+        iterations,
+        timeout: BENCH_TIMEOUT,
+        only,
     };
+    let metrics = run_bench(&images, &opts)?;
+    for m in &metrics {
+        println!("{}", m.console_line());
+    }
     let dir = xtask::target_dir().join("bench");
     std::fs::create_dir_all(&dir).map_err(|e| err!("cannot create {}: {e}", dir.display()))?;
     let path = dir.join("bench.json");
-    std::fs::write(&path, to_json(&ours, xen.as_ref()))
+    std::fs::write(&path, to_json(&metrics))
         .map_err(|e| err!("cannot write {}: {e}", path.display()))?;
     println!("wrote {}", path.display());
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_figure(b: &BenchLine, who: &str) {
-    let exact = b
-        .exact_per_round_trip()
-        .map(|n| format!(", exactly {n}"))
-        .unwrap_or_default();
-    println!(
-        "xen_version round trip: {} instructions ({who}){exact} [iterations={} total={} baseline={}]",
-        b.per_round_trip_text(),
-        b.iterations,
-        b.total,
-        b.baseline
-    );
 }

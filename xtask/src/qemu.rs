@@ -256,10 +256,22 @@ pub fn hypervisor_command(qemu: &Path, run: &HvRun, bundle: &Path) -> Command {
 /// Boots the hypervisor with the guests, console captured. A timeout is an error that
 /// carries the end of the transcript.
 pub fn run_hypervisor(run: &HvRun) -> Result<HvResult> {
+    run_hypervisor_observed(run, |_, _| {})
+}
+
+/// [`run_hypervisor`], calling `observe(qemu_pid, line)` as each console line arrives
+/// (the benchmark samples QEMU's CPU time at marker lines).
+pub fn run_hypervisor_observed(
+    run: &HvRun,
+    mut observe: impl FnMut(u32, &str),
+) -> Result<HvResult> {
     let qemu = ensure_qemu()?;
     let bundle = write_bundle(&run.guests)?;
     let cmd = hypervisor_command(&qemu, run, &bundle);
-    let captured = run_captured(cmd, run.timeout, run.echo, |_| false)?;
+    let captured = run_captured_observed(cmd, run.timeout, run.echo, |pid, line| {
+        observe(pid, line);
+        false
+    })?;
     Ok(HvResult {
         transcript: captured.transcript,
         outcome: Outcome::from_status(captured.status),
@@ -297,10 +309,20 @@ pub fn run_hypervisor_interactive(run: &HvRun) -> Result<Outcome> {
 /// when `stop(line)` holds for a line (then `stopped` is set), or fails once `timeout`
 /// has passed.
 pub fn run_captured(
-    mut cmd: Command,
+    cmd: Command,
     timeout: Option<Duration>,
     echo: bool,
     mut stop: impl FnMut(&str) -> bool,
+) -> Result<Captured> {
+    run_captured_observed(cmd, timeout, echo, |_, line| stop(line))
+}
+
+/// [`run_captured`] whose stop condition also gets QEMU's process id.
+pub fn run_captured_observed(
+    mut cmd: Command,
+    timeout: Option<Duration>,
+    echo: bool,
+    mut stop: impl FnMut(u32, &str) -> bool,
 ) -> Result<Captured> {
     let what = describe(&cmd);
     let mut child = cmd
@@ -309,6 +331,7 @@ pub fn run_captured(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| err!("could not start {what}: {e}"))?;
+    let pid = child.id();
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
 
@@ -353,7 +376,7 @@ pub fn run_captured(
                 if echo {
                     println!("{line}");
                 }
-                let hit = stop(&line);
+                let hit = stop(pid, &line);
                 lines.push(line);
                 if hit {
                     stopped = true;

@@ -1,6 +1,6 @@
 //! Real Xen 4.17 (Debian's build) under QEMU, to run the same PV kernels as dom0.
 
-use crate::qemu::{Captured, DETERMINISTIC_ARGS, ensure_qemu, run_captured};
+use crate::qemu::{Captured, DETERMINISTIC_ARGS, ensure_qemu, run_captured_observed};
 use crate::{Result, describe, err, run_checked, running_as_root, target_dir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -108,6 +108,23 @@ pub fn xen_command(
     dom0_cmdline: &str,
     deterministic: bool,
 ) -> Command {
+    xen_command_with(qemu, xen, kernel, dom0_cmdline, deterministic, "")
+}
+
+/// [`xen_command`] with `xen_extra` appended to Xen's command line.
+pub fn xen_command_with(
+    qemu: &Path,
+    xen: &Path,
+    kernel: &Path,
+    dom0_cmdline: &str,
+    deterministic: bool,
+    xen_extra: &str,
+) -> Command {
+    let xen_cmdline = if xen_extra.is_empty() {
+        XEN_CMDLINE.to_string()
+    } else {
+        format!("{XEN_CMDLINE} {xen_extra}")
+    };
     let mut cmd = Command::new(qemu);
     cmd.args(["-machine", "q35", "-cpu"])
         .arg(if deterministic {
@@ -118,7 +135,9 @@ pub fn xen_command(
         .args(["-m", "512", "-smp", "1", "-display", "none", "-no-reboot"])
         .args(["-serial", "stdio", "-monitor", "none", "-kernel"])
         .arg(xen)
-        .args(["-append", XEN_CMDLINE, "-initrd"])
+        .arg("-append")
+        .arg(xen_cmdline)
+        .arg("-initrd")
         .arg(module_arg(kernel, dom0_cmdline));
     if deterministic {
         // DETERMINISTIC_ARGS repeats `-smp 1`, which QEMU accepts.
@@ -137,13 +156,36 @@ pub fn run_on_xen(
     timeout: Duration,
     stop_marker: Option<&str>,
 ) -> Result<Captured> {
+    run_on_xen_observed(
+        kernel,
+        dom0_cmdline,
+        deterministic,
+        timeout,
+        stop_marker,
+        "",
+        |_, _| {},
+    )
+}
+
+/// [`run_on_xen`] with `xen_extra` appended to Xen's command line, calling
+/// `observe(qemu_pid, line)` as each console line arrives.
+pub fn run_on_xen_observed(
+    kernel: &Path,
+    dom0_cmdline: &str,
+    deterministic: bool,
+    timeout: Duration,
+    stop_marker: Option<&str>,
+    xen_extra: &str,
+    mut observe: impl FnMut(u32, &str),
+) -> Result<Captured> {
     let qemu = ensure_qemu()?;
     let xen = ensure_xen()?;
     if !kernel.is_file() {
         return Err(err!("dom0 kernel {} does not exist", kernel.display()));
     }
-    let cmd = xen_command(&qemu, &xen, kernel, dom0_cmdline, deterministic);
-    run_captured(cmd, Some(timeout), false, |line| {
+    let cmd = xen_command_with(&qemu, &xen, kernel, dom0_cmdline, deterministic, xen_extra);
+    run_captured_observed(cmd, Some(timeout), false, |pid, line| {
+        observe(pid, line);
         stop_marker.is_some_and(|m| line.contains(m))
             || DOM0_END_MARKERS.iter().any(|m| line.contains(m))
     })

@@ -1,9 +1,29 @@
-//! `bench`: the hypercall round-trip benchmark. Times `iterations=N` (command line, default
-//! 100000) `xen_version(XENVER_version)` hypercalls issued with a bare `syscall`, and the
-//! same loop without the `syscall` as a baseline, with rdtsc. Under QEMU `-icount shift=0`
-//! a TSC tick is one instruction, so `(total - baseline) / N` is the number of instructions
-//! of one round trip, comparable between hypervisors. Prints only with console_io, so it
-//! runs the same as a domU here and as dom0 on real Xen.
+//! `bench`: the benchmark guest. Every case prints one line,
+//! `BENCH name=<case> iterations=N total=T baseline=B` (T and B are TSC deltas of the
+//! measured loop and of the same loop without the hypercall), or
+//! `BENCH name=<case> unsupported=<reason>` when a hypercall it needs fails (a Xen errno
+//! name such as `ENOSYS`), so a case the hypervisor cannot run yet is reported, not fatal.
+//! Under QEMU `-icount shift=0` a TSC tick is one instruction, so `(T - B) / N` is the
+//! number of instructions per iteration, comparable between hypervisors. It prints only
+//! with console_io, so it runs the same as a domU here and as dom0 on real Xen. The last
+//! line is `BENCH done`.
+//!
+//! Command line: `iterations=N` (default 100000) and `case=<name>`; without `case=` it
+//! runs the single-domain cases `xen_version` and `evtchn_loopback_upcall`.
+//!
+//! * `xen_version`: N `xen_version(XENVER_version)` hypercalls with a bare `syscall`.
+//! * `evtchn_loopback_upcall`: a loopback interdomain channel (alloc_unbound then
+//!   bind_interdomain, both on ourselves); each iteration sends on one end, the event
+//!   upcall clears the pending bits and returns with `HYPERVISOR_iret`.
+//! * `sched_yield_2dom role=1|2`: two domains yield in turn; role 1 times N yields (one
+//!   switch to the other domain and back each).
+//! * `evtchn_ping_pong_2dom role=1|2 peer=<domid>`: role 1 allocates a port for `peer`,
+//!   role 2 finds it by trying bind_interdomain on ports 1.. with yields in between; then
+//!   role 1 times N round trips (send, SCHEDOP_block until the reply's upcall).
+//! * `idle_host_cpu_percent seconds=S` (default 2): binds VIRQ_TIMER, arms `set_timer_op`
+//!   S seconds ahead and blocks. It prints `BENCH_IDLE start` before blocking and
+//!   `BENCH name=idle_host_cpu_percent idle_ns=.. wakeups=..` after; the host measures
+//!   QEMU's CPU time in between.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
@@ -11,23 +31,97 @@ fn main() {}
 
 #[cfg(target_os = "none")]
 mod guest {
-    use pv_guest::cmdline;
-    use pv_guest::{StartInfo, io_println};
+    use core::arch::naked_asm;
+    use core::ptr::{addr_of, addr_of_mut, null, null_mut};
+    use core::sync::atomic::{AtomicU64, Ordering, fence};
+
+    use guest_abi::event_channel::{
+        EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_INTERDOMAIN, EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND,
+        EvtchnSend,
+    };
+    use guest_abi::generated::call;
+    use guest_abi::generated::vcpu_op::VCPUOP_STOP_PERIODIC_TIMER;
+    use guest_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
+    use guest_abi::sched::{SCHEDOP_BLOCK, SCHEDOP_YIELD};
+    use guest_abi::shared_info::{SharedInfo, VcpuTimeInfo};
+    use guest_abi::traps::{CALLBACKOP_REGISTER, CALLBACKTYPE_EVENT, CallbackRegister};
+    use guest_abi::{DomId, Errno, EvtchnPort, nr};
+    use pv_guest::{StartInfo, bytes_str, cmdline, io_println};
 
     test_guests::standard_notes!("bench");
     pv_guest::entry!(main);
 
     const DEFAULT_ITERATIONS: u64 = 100_000;
+    /// Yields both sides make before role 1 starts timing, so they run in lockstep.
+    const WARMUP_YIELDS: u64 = 16;
+    /// Extra yields of role 2, so role 1 never yields to nobody while it measures.
+    const SLACK_YIELDS: u64 = 64;
+    /// Rounds of bind_interdomain attempts (ports 1..=BIND_PORTS each) before giving up.
+    const BIND_ROUNDS: u64 = 1000;
+    const BIND_PORTS: u32 = 8;
+    /// Yields role 1 waits for role 2's "ready" event.
+    const READY_YIELDS: u64 = 100_000;
+    /// SCHEDOP_block calls one wait may make before it counts as "never woken".
+    const MAX_BLOCKS: u64 = 100_000;
+    /// `VIRQ_TIMER`.
+    const VIRQ_TIMER: u32 = 0;
 
-    /// Runs `$n` iterations of the loop body `mov $17,%eax; xor %edi,%edi; xor %esi,%esi`
-    /// followed by the extra instructions `$extra` (the hypercall or nothing), between two
-    /// serialised rdtsc, and evaluates to the TSC delta. One template for both loops, so
-    /// they differ in exactly the `syscall`.
+    /// Why a case could not be measured.
+    #[derive(Clone, Copy)]
+    enum Failure {
+        /// A hypercall failed.
+        Errno(Errno),
+        /// Fewer events arrived than were sent.
+        Lost { got: u64, want: u64 },
+        /// The peer domain never bound its end.
+        PeerNotReady,
+        /// Blocking never brought the awaited event.
+        NoWakeup,
+    }
+
+    impl From<Errno> for Failure {
+        fn from(e: Errno) -> Self {
+            Failure::Errno(e)
+        }
+    }
+
+    impl core::fmt::Display for Failure {
+        /// One word without spaces: the line stays `key=value` pairs.
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            match self {
+                Failure::Errno(e) => match e.name() {
+                    Some(n) => f.write_str(n),
+                    None => write!(f, "errno_{}", e.0),
+                },
+                Failure::Lost { got, want } => write!(f, "lost_events_{got}_of_{want}"),
+                Failure::PeerNotReady => f.write_str("peer_not_ready"),
+                Failure::NoWakeup => f.write_str("no_wakeup"),
+            }
+        }
+    }
+
+    type Figures = Result<(u64, u64, u64), Failure>;
+
+    fn report(name: &str, r: Figures) {
+        match r {
+            Ok((n, total, baseline)) => {
+                io_println!("BENCH name={name} iterations={n} total={total} baseline={baseline}")
+            }
+            Err(e) => io_println!("BENCH name={name} unsupported={e}"),
+        }
+    }
+
+    /// Runs `$n` iterations of the loop body `$body` followed by the extra instructions
+    /// `$extra` (the hypercall or nothing), between two serialised rdtsc, and evaluates
+    /// to the TSC delta. One template for both loops, so they differ in exactly the
+    /// `syscall`. `r14` holds `$arg` for the body (a hypercall argument pointer).
     macro_rules! timed_loop {
-        ($n:expr $(, $extra:literal)?) => {{
+        ($n:expr, $arg:expr, [$($body:literal),*] $(, $extra:literal)?) => {{
             let delta: u64;
-            // SAFETY: the loop only issues xen_version(XENVER_version, NULL), which takes no
-            // buffer; every register it, rdtsc or the hypervisor may change is declared.
+            // SAFETY: the loops only issue xen_version(XENVER_version, NULL), which takes
+            // no buffer, or EVTCHNOP_send with a pointer to a live `EvtchnSend`; every
+            // register they, rdtsc or the hypervisor may change is declared, and an event
+            // upcall in between preserves all registers (it returns with HYPERVISOR_iret).
             unsafe {
                 core::arch::asm!(
                     "lfence",
@@ -38,9 +132,7 @@ mod guest {
                     "test %r12, %r12",
                     "jz 3f",
                     "2:",
-                    "mov $17, %eax",
-                    "xor %edi, %edi",
-                    "xor %esi, %esi",
+                    $($body,)*
                     $($extra,)?
                     "dec %r12",
                     "jnz 2b",
@@ -52,11 +144,15 @@ mod guest {
                     "sub %r13, %rax",
                     inout("r12") $n => _,
                     out("r13") _,
+                    in("r14") $arg,
                     lateout("rax") delta,
                     out("rdx") _,
                     out("rdi") _,
                     out("rsi") _,
                     out("rcx") _,
+                    out("r8") _,
+                    out("r9") _,
+                    out("r10") _,
                     out("r11") _,
                     options(att_syntax, nostack),
                 );
@@ -66,12 +162,437 @@ mod guest {
     }
 
     fn main(si: &'static StartInfo) -> ! {
-        let n = cmdline::value(si.cmd_line_bytes(), "iterations")
-            .and_then(cmdline::parse_u64)
-            .unwrap_or(DEFAULT_ITERATIONS);
-        let total = timed_loop!(n, "syscall");
-        let baseline = timed_loop!(n);
-        io_println!("BENCH name=xen_version iterations={n} total={total} baseline={baseline}");
+        let cmd = si.cmd_line_bytes();
+        let num = |key: &str, default: u64| {
+            cmdline::value(cmd, key)
+                .and_then(cmdline::parse_u64)
+                .unwrap_or(default)
+        };
+        let n = num("iterations", DEFAULT_ITERATIONS);
+        let role = num("role", 1);
+        let peer = DomId(u16::try_from(num("peer", 0)).unwrap_or(0));
+        match cmdline::value(cmd, "case") {
+            None => {
+                xen_version(n);
+                report("evtchn_loopback_upcall", evtchn_loopback_upcall(si, n));
+            }
+            Some(b"xen_version") => xen_version(n),
+            Some(b"evtchn_loopback_upcall") => {
+                report("evtchn_loopback_upcall", evtchn_loopback_upcall(si, n))
+            }
+            Some(b"sched_yield_2dom") => {
+                let r = sched_yield_2dom(n, role);
+                if role == 1 {
+                    report("sched_yield_2dom", r);
+                }
+            }
+            Some(b"evtchn_ping_pong_2dom") => {
+                let r = evtchn_ping_pong_2dom(si, n, role, peer);
+                if role == 1 {
+                    report("evtchn_ping_pong_2dom", r);
+                } else if let Err(e) = r {
+                    io_println!("bench: ping-pong peer failed: {e}");
+                }
+            }
+            Some(b"idle_host_cpu_percent") => idle(si, num("seconds", 2)),
+            Some(other) => io_println!("BENCH name={} unsupported=unknown_case", bytes_str(other)),
+        }
+        io_println!("BENCH done");
         pv_guest::poweroff()
+    }
+
+    /// Today's hypercall round trip: `mov $17,%eax; xor %edi,%edi; xor %esi,%esi;
+    /// syscall` per iteration.
+    fn xen_version(n: u64) {
+        let total = timed_loop!(
+            n,
+            0u64,
+            ["mov $17, %eax", "xor %edi, %edi", "xor %esi, %esi"],
+            "syscall"
+        );
+        let baseline = timed_loop!(
+            n,
+            0u64,
+            ["mov $17, %eax", "xor %edi, %edi", "xor %esi, %esi"]
+        );
+        report("xen_version", Ok((n, total, baseline)));
+    }
+
+    // ---- shared_info and the event upcall -------------------------------------------
+
+    /// A page of our image whose mapping is replaced by the shared_info frame.
+    #[repr(C, align(4096))]
+    struct Page([u8; 4096]);
+
+    /// Never accessed through a reference: after `update_va_mapping` it shows the
+    /// hypervisor's shared_info page, accessed with volatile or atomic operations only.
+    static mut SHARED_INFO_PAGE: Page = Page([0; 4096]);
+    /// Address of the mapped shared_info, 0 before; read by the upcall handler.
+    static SHARED_VA: AtomicU64 = AtomicU64::new(0);
+    /// Events (pending, unmasked port bits) the upcall handler has consumed.
+    static EVENTS: AtomicU64 = AtomicU64::new(0);
+
+    /// Maps shared_info, masks event delivery and registers the upcall handler (once).
+    fn events_setup(si: &StartInfo) -> Result<*mut SharedInfo, Failure> {
+        let va = &raw mut SHARED_INFO_PAGE;
+        if SHARED_VA.load(Ordering::Relaxed) == 0 {
+            // Present, writable, user (a PV kernel runs at CPL3).
+            let pte = (si.shared_info & !0xfff) | 0x7;
+            // SAFETY: the page belongs to our image and no reference to it exists.
+            unsafe { update_va_mapping(va as u64, pte, UVMF_INVLPG)? };
+            SHARED_VA.store(va as u64, Ordering::Relaxed);
+        }
+        let shared = va.cast::<SharedInfo>();
+        set_upcall_mask(shared, 1);
+        let cb = CallbackRegister {
+            kind: CALLBACKTYPE_EVENT as u16,
+            flags: 0,
+            pad: 0,
+            address: upcall_entry as *const () as u64,
+        };
+        // SAFETY: registers our upcall entry, which preserves every register.
+        let r = unsafe { call::callback_op(CALLBACKOP_REGISTER, (&raw const cb).cast()) };
+        Errno::check(r)?;
+        Ok(shared)
+    }
+
+    fn set_upcall_mask(shared: *mut SharedInfo, mask: u8) {
+        // SAFETY: `shared` maps the shared_info page; a byte store to our own vCPU's mask.
+        unsafe { addr_of_mut!((*shared).vcpu_info[0].evtchn_upcall_mask).write_volatile(mask) };
+    }
+
+    /// With delivery masked: forgets every pending event (e.g. the one bind_interdomain
+    /// raises on the new port) and unmasks `ports` by hand (§6.3 of the ABI notes).
+    fn clear_and_unmask(shared: *mut SharedInfo, ports: &[EvtchnPort]) {
+        // SAFETY: `shared` maps the shared_info page; every access is a volatile store
+        // to a word the hypervisor also only accesses atomically.
+        unsafe {
+            addr_of_mut!((*shared).vcpu_info[0].evtchn_upcall_pending).write_volatile(0);
+            addr_of_mut!((*shared).vcpu_info[0].evtchn_pending_sel).write_volatile(0);
+            for w in 0..64 {
+                addr_of_mut!((*shared).evtchn_pending[w]).write_volatile(0);
+            }
+            for p in ports {
+                let (w, bit) = ((p.0 / 64) as usize % 64, p.0 % 64);
+                let mask = addr_of_mut!((*shared).evtchn_mask[w]);
+                mask.write_volatile(mask.read_volatile() & !(1u64 << bit));
+            }
+        }
+    }
+
+    /// Counts from zero and lets upcalls in.
+    fn events_on(shared: *mut SharedInfo) {
+        EVENTS.store(0, Ordering::SeqCst);
+        set_upcall_mask(shared, 0);
+    }
+
+    /// The event callback: the hypervisor left `rcx r11 rip cs rflags rsp ss` on the
+    /// stack with delivery masked. Clears `upcall_pending`, takes the selector, and for
+    /// every selected word clears the pending bits that are not masked, counting them in
+    /// `EVENTS`; then returns with `HYPERVISOR_iret`, which restores every register and
+    /// the event mask (from the saved RFLAGS.IF).
+    #[unsafe(naked)]
+    unsafe extern "C" fn upcall_entry() {
+        naked_asm!(
+            "pop %rcx",
+            "pop %r11",
+            "push %rax",
+            "push %rcx",
+            "push %rdx",
+            "push %rsi",
+            "push %rdi",
+            "mov {shared}(%rip), %rax",
+            "movb $0, (%rax)",
+            "xor %edx, %edx",
+            "xchg %rdx, 8(%rax)",
+            "2:",
+            "bsf %rdx, %rcx",
+            "jz 3f",
+            "btr %rcx, %rdx",
+            // rdi = pending & ~mask of word rcx; count and clear exactly those bits.
+            "mov 2560(%rax,%rcx,8), %rdi",
+            "not %rdi",
+            "and 2048(%rax,%rcx,8), %rdi",
+            "popcnt %rdi, %rsi",
+            "add %rsi, {events}(%rip)",
+            "not %rdi",
+            "lock and %rdi, 2048(%rax,%rcx,8)",
+            "jmp 2b",
+            "3:",
+            "pop %rdi",
+            "pop %rsi",
+            "pop %rdx",
+            "pop %rcx",
+            "pop %rax",
+            // iret_context below rip..ss: flags 0 (full iret), rcx, r11, rax.
+            "push $0",
+            "push %rcx",
+            "push %r11",
+            "push %rax",
+            "mov ${iret}, %eax",
+            "syscall",
+            shared = sym SHARED_VA,
+            events = sym EVENTS,
+            iret = const nr::IRET,
+            options(att_syntax)
+        )
+    }
+
+    // ---- raw event-channel and scheduler calls ---------------------------------------
+
+    /// `struct evtchn_alloc_unbound`.
+    #[repr(C)]
+    struct AllocUnbound {
+        dom: u16,
+        remote_dom: u16,
+        port: u32,
+    }
+
+    /// `struct evtchn_bind_interdomain`.
+    #[repr(C)]
+    struct BindInterdomain {
+        remote_dom: u16,
+        pad: u16,
+        remote_port: u32,
+        local_port: u32,
+    }
+
+    /// `struct evtchn_bind_virq`.
+    #[repr(C)]
+    struct BindVirq {
+        virq: u32,
+        vcpu: u32,
+        port: u32,
+    }
+
+    fn evtchn_op<T>(cmd: u32, arg: &mut T) -> Result<(), Errno> {
+        // SAFETY: `arg` is the live, correctly laid out struct of command `cmd`.
+        let r = unsafe { call::event_channel_op(cmd, (arg as *mut T).cast()) };
+        Errno::check(r).map(drop)
+    }
+
+    fn alloc_unbound(remote: DomId) -> Result<EvtchnPort, Errno> {
+        let mut a = AllocUnbound {
+            dom: DomId::SELF.0,
+            remote_dom: remote.0,
+            port: 0,
+        };
+        evtchn_op(EVTCHNOP_ALLOC_UNBOUND, &mut a)?;
+        Ok(EvtchnPort(a.port))
+    }
+
+    fn bind_interdomain(remote: DomId, port: EvtchnPort) -> Result<EvtchnPort, Errno> {
+        let mut b = BindInterdomain {
+            remote_dom: remote.0,
+            pad: 0,
+            remote_port: port.0,
+            local_port: 0,
+        };
+        evtchn_op(EVTCHNOP_BIND_INTERDOMAIN, &mut b)?;
+        Ok(EvtchnPort(b.local_port))
+    }
+
+    fn send(port: EvtchnPort) -> Result<(), Errno> {
+        let mut s = EvtchnSend { port };
+        evtchn_op(EVTCHNOP_SEND, &mut s)
+    }
+
+    fn sched(cmd: u32) -> Result<(), Errno> {
+        // SAFETY: yield and block take no argument.
+        let r = unsafe { call::sched_op(cmd, null()) };
+        Errno::check(r).map(drop)
+    }
+
+    /// Blocks until `EVENTS` reaches `target` (the upcall counts them).
+    fn wait_events(target: u64) -> Result<(), Failure> {
+        let mut blocks = 0;
+        while EVENTS.load(Ordering::SeqCst) < target {
+            if blocks == MAX_BLOCKS {
+                return Err(Failure::NoWakeup);
+            }
+            sched(SCHEDOP_BLOCK)?;
+            blocks += 1;
+        }
+        Ok(())
+    }
+
+    fn rdtsc() -> u64 {
+        // SAFETY: lfence and rdtsc only order and read the time-stamp counter.
+        unsafe {
+            core::arch::x86_64::_mm_lfence();
+            core::arch::x86_64::_rdtsc()
+        }
+    }
+
+    /// TSC delta of `n` calls of `f`.
+    fn timed(n: u64, mut f: impl FnMut() -> Result<(), Failure>) -> Result<u64, Failure> {
+        let start = rdtsc();
+        for _ in 0..n {
+            f()?;
+        }
+        Ok(rdtsc().wrapping_sub(start))
+    }
+
+    /// The loop overhead of [`timed`].
+    fn timed_empty(n: u64) -> u64 {
+        timed(n, || {
+            core::hint::black_box(());
+            Ok(())
+        })
+        .unwrap_or(0)
+    }
+
+    // ---- the cases --------------------------------------------------------------------
+
+    fn evtchn_loopback_upcall(si: &StartInfo, n: u64) -> Figures {
+        let shared = events_setup(si)?;
+        let a = alloc_unbound(DomId::SELF)?;
+        let b = bind_interdomain(DomId::SELF, a)?;
+        clear_and_unmask(shared, &[a, b]);
+        events_on(shared);
+        let arg = EvtchnSend { port: a };
+        let p = &raw const arg as u64;
+        let total = timed_loop!(
+            n,
+            p,
+            ["mov $32, %eax", "mov $4, %edi", "mov %r14, %rsi"],
+            "syscall"
+        );
+        let got = EVENTS.load(Ordering::SeqCst);
+        set_upcall_mask(shared, 1);
+        let baseline = timed_loop!(n, p, ["mov $32, %eax", "mov $4, %edi", "mov %r14, %rsi"]);
+        if got != n {
+            // A failed send leaves its errno in rax, which the loop discards: try once.
+            send(a)?;
+            return Err(Failure::Lost { got, want: n });
+        }
+        Ok((n, total, baseline))
+    }
+
+    fn sched_yield_2dom(n: u64, role: u64) -> Figures {
+        let yield_ = || sched(SCHEDOP_YIELD).map_err(Failure::from);
+        if role != 1 {
+            for _ in 0..WARMUP_YIELDS + n + SLACK_YIELDS {
+                yield_()?;
+            }
+            return Ok((0, 0, 0));
+        }
+        for _ in 0..WARMUP_YIELDS {
+            yield_()?;
+        }
+        let total = timed(n, yield_)?;
+        Ok((n, total, timed_empty(n)))
+    }
+
+    fn evtchn_ping_pong_2dom(si: &StartInfo, n: u64, role: u64, peer: DomId) -> Figures {
+        let shared = events_setup(si)?;
+        if role == 1 {
+            let port = alloc_unbound(peer)?;
+            clear_and_unmask(shared, &[port]);
+            events_on(shared);
+            // Role 2 sends once when it has bound its end.
+            let mut yields = 0;
+            while EVENTS.load(Ordering::SeqCst) == 0 {
+                if yields == READY_YIELDS {
+                    return Err(Failure::PeerNotReady);
+                }
+                sched(SCHEDOP_YIELD)?;
+                yields += 1;
+            }
+            let mut seen = EVENTS.load(Ordering::SeqCst);
+            let total = timed(n, || {
+                send(port)?;
+                seen += 1;
+                wait_events(seen)
+            })?;
+            return Ok((n, total, timed_empty(n)));
+        }
+        let port = bind_peer(peer)?;
+        clear_and_unmask(shared, &[port]);
+        events_on(shared);
+        send(port)?;
+        for i in 1..=n {
+            wait_events(i)?;
+            send(port)?;
+        }
+        Ok((0, 0, 0))
+    }
+
+    /// Role 2: binds to role 1's unbound port, trying ports 1..=BIND_PORTS and yielding
+    /// between rounds until role 1 has allocated it.
+    fn bind_peer(peer: DomId) -> Result<EvtchnPort, Failure> {
+        let mut last = Errno::EINVAL;
+        for _ in 0..BIND_ROUNDS {
+            for p in 1..=BIND_PORTS {
+                match bind_interdomain(peer, EvtchnPort(p)) {
+                    Ok(local) => return Ok(local),
+                    Err(Errno::ENOSYS) => return Err(Errno::ENOSYS.into()),
+                    Err(e) => last = e,
+                }
+            }
+            sched(SCHEDOP_YIELD)?;
+        }
+        Err(last.into())
+    }
+
+    /// Xen system time of vCPU 0 now (ns), from the seqlocked `vcpu_time_info`.
+    fn now_ns(shared: *mut SharedInfo) -> u64 {
+        loop {
+            // SAFETY: `shared` maps the shared_info page; volatile reads only.
+            let (before, t, after) = unsafe {
+                let version = addr_of!((*shared).vcpu_info[0].time.version);
+                let before = version.read_volatile();
+                fence(Ordering::Acquire);
+                let t: VcpuTimeInfo = addr_of!((*shared).vcpu_info[0].time).read_volatile();
+                fence(Ordering::Acquire);
+                (before, t, version.read_volatile())
+            };
+            if before == after && before & 1 == 0 {
+                // SAFETY: rdtsc only reads the time-stamp counter.
+                return t.system_time_at(unsafe { core::arch::x86_64::_rdtsc() });
+            }
+        }
+    }
+
+    fn idle(si: &StartInfo, seconds: u64) {
+        let name = "idle_host_cpu_percent";
+        match idle_for(si, seconds) {
+            Ok((idle_ns, wakeups)) => {
+                io_println!("BENCH name={name} idle_ns={idle_ns} wakeups={wakeups}")
+            }
+            Err(e) => io_println!("BENCH name={name} unsupported={e}"),
+        }
+    }
+
+    /// Blocks until `seconds` of system time have passed; returns the time and the
+    /// number of wake-ups.
+    fn idle_for(si: &StartInfo, seconds: u64) -> Result<(u64, u64), Failure> {
+        let shared = events_setup(si)?;
+        let mut bind = BindVirq {
+            virq: VIRQ_TIMER,
+            vcpu: 0,
+            port: 0,
+        };
+        evtchn_op(EVTCHNOP_BIND_VIRQ, &mut bind)?;
+        // PV vCPUs start with a 10 ms periodic tick on Xen; it would wake us. Where the
+        // call does not exist there is no such tick either.
+        // SAFETY: stop_periodic_timer takes no argument.
+        let _ = unsafe { call::vcpu_op(VCPUOP_STOP_PERIODIC_TIMER, 0, null_mut()) };
+        clear_and_unmask(shared, &[EvtchnPort(bind.port)]);
+        events_on(shared);
+        let start = now_ns(shared);
+        let deadline = start.saturating_add(seconds.saturating_mul(1_000_000_000));
+        io_println!("BENCH_IDLE start");
+        // SAFETY: set_timer_op takes a time, no pointer.
+        Errno::check(unsafe { call::set_timer_op(deadline) })?;
+        let mut wakeups = 0;
+        while now_ns(shared) < deadline {
+            if wakeups == MAX_BLOCKS {
+                return Err(Failure::NoWakeup);
+            }
+            sched(SCHEDOP_BLOCK)?;
+            wakeups += 1;
+        }
+        Ok((now_ns(shared).saturating_sub(start), wakeups))
     }
 }

@@ -419,7 +419,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// `r`, unless it resumes the current domain at a RIP `iretq` would fault on in the
     /// hypervisor: a non-canonical one (a `syscall`, or an instruction the hypervisor
     /// emulates, in the last bytes below [`RIP_PAST_LOWER_HALF`]) or one beyond 4 GiB with
-    /// a 32-bit code segment. That domain is crashed instead.
+    /// a 32-bit code segment. That domain is crashed instead. A resumable vCPU with an
+    /// upcall due enters its event callback.
     pub(crate) fn resume_if_returnable(&mut self, frame: &mut GuestFrame, r: Resume) -> Resume {
         let (Resume::Guest { .. }, Some(idx)) = (r, self.cpu.current) else {
             return r;
@@ -429,7 +430,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         } else if frame.cs | 3 == FLAT_RING3_CS32 as u64 && frame.rip > u64::from(u32::MAX) {
             "rip beyond the 32-bit code segment"
         } else {
-            return r;
+            // Resumable: through the event callback if an upcall is due.
+            return self.enter_current(frame);
         };
         let (rip, rsp) = (frame.rip, frame.rsp);
         self.end_domain(

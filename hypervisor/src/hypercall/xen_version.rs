@@ -69,11 +69,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             }
             v::XENVER_GET_FEATURES => {
                 let mut fi: FeatureInfo = self.read_handle(idx, handle.cast())?;
-                // Only what we implement: no writable page tables etc. Xen knows one
-                // submap and refuses the others with -EINVAL.
+                // Only what we implement: MMU_PT_UPDATE_PRESERVE_AD, and dom0 for the
+                // initial domain; no writable page tables, no grant-map avail bits yet.
+                // Xen knows one submap and refuses the others with -EINVAL.
+                let common = 1 << feature::MMU_PT_UPDATE_PRESERVE_AD;
                 fi.submap = match fi.submap_idx {
-                    0 if self.domains[idx].dom0 => 1 << feature::DOM0,
-                    0 => 0,
+                    0 if self.domains[idx].dom0 => common | 1 << feature::DOM0,
+                    0 => common,
                     _ => return Err(Errno::EINVAL),
                 };
                 self.write_handle(idx, handle.cast(), &fi)?;

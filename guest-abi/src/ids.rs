@@ -28,6 +28,10 @@ id_newtype!(
     EvtchnPort(u32)
 );
 id_newtype!(
+    /// A virtual CPU of a domain (`vcpuid`, 32 bits as in the hypercall arguments).
+    VcpuId(u32)
+);
+id_newtype!(
     /// A grant reference (`grant_ref_t`, 32 bits).
     GrantRef(u32)
 );
@@ -78,5 +82,6 @@ impl Mfn {
 static_assertions::assert_eq_size!(DomId, u16);
 static_assertions::assert_eq_size!(EvtchnPort, u32);
 static_assertions::assert_eq_size!(GrantRef, u32);
+static_assertions::assert_eq_size!(VcpuId, u32);
 static_assertions::assert_eq_size!(Mfn, u64);
 static_assertions::assert_eq_size!(Pfn, u64);

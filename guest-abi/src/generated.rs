@@ -1287,6 +1287,14 @@ const _: () = assert!(
     "struct evtchn_bind_virq.port"
 );
 const _: () = assert!(
+    core::mem::size_of::<crate::event_channel::EvtchnClose>() == 4,
+    "size of struct evtchn_close"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnClose, port) == 0,
+    "struct evtchn_close.port"
+);
+const _: () = assert!(
     core::mem::size_of::<crate::event_channel::EvtchnExpandArray>() == 8,
     "size of struct evtchn_expand_array"
 );
@@ -1313,14 +1321,6 @@ const _: () = assert!(
 const _: () = assert!(
     core::mem::offset_of!(crate::event_channel::EvtchnInitControl, link_bits) == 16,
     "struct evtchn_init_control.link_bits"
-);
-const _: () = assert!(
-    core::mem::size_of::<crate::event_channel::EvtchnPortArg>() == 4,
-    "size of struct evtchn_close / struct evtchn_unmask"
-);
-const _: () = assert!(
-    core::mem::offset_of!(crate::event_channel::EvtchnPortArg, port) == 0,
-    "struct evtchn_close / struct evtchn_unmask.port"
 );
 const _: () = assert!(
     core::mem::size_of::<crate::event_channel::EvtchnReset>() == 2,
@@ -1377,6 +1377,14 @@ const _: () = assert!(
 const _: () = assert!(
     core::mem::offset_of!(crate::event_channel::EvtchnStatus, u1) == 20,
     "struct evtchn_status.u1"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::event_channel::EvtchnUnmask>() == 4,
+    "size of struct evtchn_unmask"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::event_channel::EvtchnUnmask, port) == 0,
+    "struct evtchn_unmask.port"
 );
 const _: () = assert!(
     core::mem::size_of::<crate::version::FeatureInfo>() == 8,

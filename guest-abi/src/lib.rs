@@ -16,6 +16,9 @@ pub mod console;
 pub mod elfnote;
 pub mod errno;
 pub mod event_channel;
+pub mod events;
+#[cfg(target_arch = "x86_64")]
+pub mod evtchn;
 pub mod generated;
 pub mod grant_table;
 #[cfg(target_arch = "x86_64")]
@@ -29,6 +32,7 @@ pub mod raw;
 pub mod sched;
 pub mod shared_info;
 pub mod start_info;
+pub mod time;
 pub mod traps;
 pub mod version;
 pub mod xenstore;

@@ -94,3 +94,101 @@ const_assert_eq!(core::mem::offset_of!(SchedPoll, nr_ports), 8);
 const_assert_eq!(core::mem::offset_of!(SchedPoll, timeout), 16);
 const_assert_eq!(core::mem::size_of::<SchedRemoteShutdown>(), 8);
 const_assert_eq!(core::mem::offset_of!(SchedRemoteShutdown, reason), 4);
+
+#[cfg(target_arch = "x86_64")]
+pub use self::calls::*;
+
+#[cfg(target_arch = "x86_64")]
+mod calls {
+    use super::{
+        SCHED_POLL_MAX_PORTS, SCHEDOP_BLOCK, SCHEDOP_POLL, SCHEDOP_REMOTE_SHUTDOWN,
+        SCHEDOP_SHUTDOWN_CODE, SchedPoll, SchedRemoteShutdown, SchedShutdown, ShutdownReason,
+    };
+    use crate::errno::Errno;
+    use crate::generated::call;
+    use crate::ids::{DomId, EvtchnPort};
+
+    /// `SCHEDOP_block`: enables event delivery (clears `evtchn_upcall_mask`) and sleeps
+    /// until an event is pending for this vCPU; returns at once if one already is. The
+    /// event itself arrives as an upcall. Typical idle loop: [`crate::time::set_timer`],
+    /// then `block`.
+    pub fn block() -> Result<(), Errno> {
+        // SAFETY: SCHEDOP_block takes no argument buffer.
+        Errno::check(unsafe { call::sched_op(SCHEDOP_BLOCK, core::ptr::null()) }).map(drop)
+    }
+
+    /// `SCHEDOP_poll`: sleeps until one of `ports` is pending or system time reaches
+    /// `timeout_ns` (0 = no timeout), without enabling event delivery. Returns at once if
+    /// a port is already pending. `EINVAL` for more than 128 ports or an invalid port.
+    ///
+    /// ```no_run
+    /// use guest_abi::EvtchnPort;
+    /// // Wait for the console port, at most until system time 5 s.
+    /// guest_abi::sched::poll(&[EvtchnPort(2)], 5_000_000_000).unwrap();
+    /// ```
+    pub fn poll(ports: &[EvtchnPort], timeout_ns: u64) -> Result<(), Errno> {
+        if ports.len() > SCHED_POLL_MAX_PORTS {
+            return Err(Errno::EINVAL);
+        }
+        let arg = SchedPoll {
+            ports: ports.as_ptr() as u64,
+            nr_ports: ports.len() as u32,
+            pad: 0,
+            timeout: timeout_ns,
+        };
+        // SAFETY: the hypervisor reads the 24-byte argument and `nr_ports` ports from
+        // `ports` (EvtchnPort is a transparent u32), both alive across the call.
+        let ret = unsafe { call::sched_op(SCHEDOP_POLL, core::ptr::from_ref(&arg).cast()) };
+        Errno::check(ret).map(drop)
+    }
+
+    /// `SCHEDOP_yield`: lets other vCPUs run.
+    pub fn yield_now() -> Result<(), Errno> {
+        crate::hypercall::sched_yield()
+    }
+
+    /// `SCHEDOP_shutdown`: see [`crate::hypercall::sched_shutdown`].
+    pub fn shutdown(reason: ShutdownReason) -> Result<(), Errno> {
+        crate::hypercall::sched_shutdown(reason)
+    }
+
+    /// Powers the domain off; if the hypervisor refuses, crashes it; never returns.
+    pub fn poweroff() -> ! {
+        let _ = shutdown(ShutdownReason::Poweroff);
+        crash()
+    }
+
+    /// Reports a crash (`SHUTDOWN_crash`); never returns (spins if the hypervisor
+    /// refuses).
+    pub fn crash() -> ! {
+        loop {
+            let _ = shutdown(ShutdownReason::Crash);
+            core::hint::spin_loop();
+        }
+    }
+
+    /// `SCHEDOP_shutdown_code`: records the reason a later shutdown will report, without
+    /// shutting down.
+    pub fn shutdown_code(reason: ShutdownReason) -> Result<(), Errno> {
+        let arg = SchedShutdown {
+            reason: reason as u32,
+        };
+        // SAFETY: the hypervisor reads the 4-byte argument.
+        let ret =
+            unsafe { call::sched_op(SCHEDOP_SHUTDOWN_CODE, core::ptr::from_ref(&arg).cast()) };
+        Errno::check(ret).map(drop)
+    }
+
+    /// `SCHEDOP_remote_shutdown`: shuts down another domain (privileged).
+    pub fn remote_shutdown(domain: DomId, reason: ShutdownReason) -> Result<(), Errno> {
+        let arg = SchedRemoteShutdown {
+            domain_id: domain,
+            pad: 0,
+            reason: reason as u32,
+        };
+        // SAFETY: the hypervisor reads the 8-byte argument.
+        let ret =
+            unsafe { call::sched_op(SCHEDOP_REMOTE_SHUTDOWN, core::ptr::from_ref(&arg).cast()) };
+        Errno::check(ret).map(drop)
+    }
+}

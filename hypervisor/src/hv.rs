@@ -528,7 +528,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 let wakes = self.evtchn.raise_virq(
                     dom0,
                     guest_abi::VcpuId(0),
-                    guest_abi::event_channel::VIRQ_DOM_EXC,
+                    guest_abi::event_channel::Virq::DOM_EXC.0,
                     &self.mem,
                 );
                 self.apply_wakes(wakes);

@@ -126,7 +126,7 @@ fn a_blocked_domain_idles_the_cpu_until_its_timer_raises_virq_timer() {
         &doms[0],
         EVTCHNOP_BIND_VIRQ,
         EvtchnBindVirq {
-            virq: VIRQ_TIMER,
+            virq: Virq::TIMER.0,
             vcpu: 0,
             port: EvtchnPort(0),
         },

@@ -14,9 +14,15 @@ use crate::platform::MachineMemory;
 use alloc::vec::Vec;
 use core::mem::{offset_of, size_of};
 use guest_abi::event_channel::{
-    EVTCHN_FIFO_BUSY, EVTCHN_FIFO_EVENT_WORDS_PER_PAGE, EVTCHN_FIFO_LINK_MASK, EVTCHN_FIFO_LINKED,
-    EVTCHN_FIFO_MASKED, EVTCHN_FIFO_MAX_QUEUES, EVTCHN_FIFO_PENDING, EvtchnFifoControlBlock,
+    EVTCHN_FIFO_EVENT_WORDS_PER_PAGE, EVTCHN_FIFO_LINK_MASK, EVTCHN_FIFO_MAX_QUEUES,
+    EvtchnFifoControlBlock,
 };
+
+/// Bit numbers of the event-word flags (guest-abi defines them as masks).
+const EVTCHN_FIFO_PENDING: u32 = guest_abi::event_channel::EVTCHN_FIFO_PENDING.trailing_zeros();
+const EVTCHN_FIFO_MASKED: u32 = guest_abi::event_channel::EVTCHN_FIFO_MASKED.trailing_zeros();
+const EVTCHN_FIFO_LINKED: u32 = guest_abi::event_channel::EVTCHN_FIFO_LINKED.trailing_zeros();
+const EVTCHN_FIFO_BUSY: u32 = guest_abi::event_channel::EVTCHN_FIFO_BUSY.trailing_zeros();
 use guest_abi::layout::PAGE_SIZE;
 use guest_abi::{DomId, Errno, Mfn};
 

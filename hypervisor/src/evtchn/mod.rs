@@ -109,7 +109,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 Ok(())
             }),
             EVTCHNOP_CLOSE => self
-                .read_handle::<EvtchnPortArg>(idx, arg.cast())
+                .read_handle::<EvtchnClose>(idx, arg.cast())
                 .and_then(|op| self.evtchn.close(&caller, op.port, &self.mem))
                 .map(|()| 0),
             EVTCHNOP_SEND => match self.read_handle::<EvtchnSend>(idx, arg.cast()) {
@@ -120,7 +120,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 *op = hv.evtchn.status(&caller, op.dom, op.port)?;
                 Ok(())
             }),
-            EVTCHNOP_UNMASK => match self.read_handle::<EvtchnPortArg>(idx, arg.cast()) {
+            EVTCHNOP_UNMASK => match self.read_handle::<EvtchnUnmask>(idx, arg.cast()) {
                 Err(e) => Err(e),
                 Ok(op) => self
                     .evtchn

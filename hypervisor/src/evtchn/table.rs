@@ -40,7 +40,7 @@ use guest_abi::event_channel::{
     EVTCHN_FIFO_LINK_BITS, EVTCHN_FIFO_MAX_EVENT_ARRAY_PAGES, EVTCHN_FIFO_NR_CHANNELS,
     EVTCHN_FIFO_PRIORITY_DEFAULT, EVTCHN_FIFO_PRIORITY_MIN, EVTCHNSTAT_CLOSED,
     EVTCHNSTAT_INTERDOMAIN, EVTCHNSTAT_IPI, EVTCHNSTAT_UNBOUND, EVTCHNSTAT_VIRQ, EvtchnStatus,
-    NR_VIRQS, virq_is_per_vcpu,
+    Virq,
 };
 use guest_abi::shared_info::XEN_LEGACY_MAX_VCPUS;
 use guest_abi::{DomId, Errno, EvtchnPort, Mfn, VcpuId};
@@ -220,7 +220,7 @@ pub struct DomainEvtchn {
     /// Contiguous: ports `0..buckets.len() * 64` are valid.
     buckets: Vec<Box<[Channel]>>,
     /// Per vCPU: the port bound to each VIRQ (0 = none). Global VIRQs use vCPU 0's row.
-    virqs: Vec<[u32; NR_VIRQS as usize]>,
+    virqs: Vec<[u32; Virq::COUNT as usize]>,
     abi: Abi,
 }
 
@@ -400,7 +400,7 @@ impl EventChannels {
         virqs
             .try_reserve_exact(nr_vcpus as usize)
             .map_err(|_| Errno::ENOMEM)?;
-        virqs.resize(nr_vcpus as usize, [0; NR_VIRQS as usize]);
+        virqs.resize(nr_vcpus as usize, [0; Virq::COUNT as usize]);
         let mut d = DomainEvtchn {
             shared_info,
             nr_vcpus,
@@ -540,7 +540,7 @@ impl EventChannels {
         Ok((EvtchnPort(lport), Wakes::one(ld, 0, r)))
     }
 
-    /// `EVTCHNOP_bind_virq`: -EINVAL for `virq >= NR_VIRQS` or a global VIRQ on a vCPU
+    /// `EVTCHNOP_bind_virq`: -EINVAL for `virq >= Virq::COUNT` or a global VIRQ on a vCPU
     /// other than 0, -ENOENT for a vCPU that does not exist, -EEXIST if already bound.
     pub fn bind_virq(
         &mut self,
@@ -549,7 +549,7 @@ impl EventChannels {
         vcpu: VcpuId,
         mem: &impl MachineMemory,
     ) -> Result<EvtchnPort, Errno> {
-        if virq >= NR_VIRQS || (!virq_is_per_vcpu(virq) && vcpu.0 != 0) {
+        if virq >= Virq::COUNT || (!Virq(virq).is_per_vcpu() && vcpu.0 != 0) {
             return Err(Errno::EINVAL);
         }
         let d = self.domain_mut(caller.dom)?;
@@ -614,7 +614,7 @@ impl EventChannels {
             ChannelState::Free | ChannelState::Reserved => return Err(Errno::EINVAL),
             ChannelState::Unbound { .. } | ChannelState::Ipi | ChannelState::Hypervisor { .. } => {}
             ChannelState::Virq { virq } => {
-                let v = if virq_is_per_vcpu(virq) {
+                let v = if Virq(virq).is_per_vcpu() {
                     c.notify_vcpu.0
                 } else {
                     0
@@ -767,7 +767,7 @@ impl EventChannels {
         }
         let c = d.chan_mut(port.0).ok_or(Errno::EINVAL)?;
         match c.state {
-            ChannelState::Virq { virq } if !virq_is_per_vcpu(virq) => c.notify_vcpu = vcpu,
+            ChannelState::Virq { virq } if !Virq(virq).is_per_vcpu() => c.notify_vcpu = vcpu,
             ChannelState::Unbound { .. }
             | ChannelState::Interdomain { .. }
             | ChannelState::Hypervisor { .. } => c.notify_vcpu = vcpu,
@@ -834,10 +834,10 @@ impl EventChannels {
         let Ok(d) = self.domain_mut(dom) else {
             return Wakes::default();
         };
-        if virq >= NR_VIRQS {
+        if virq >= Virq::COUNT {
             return Wakes::default();
         }
-        let row = if virq_is_per_vcpu(virq) { vcpu.0 } else { 0 };
+        let row = if Virq(virq).is_per_vcpu() { vcpu.0 } else { 0 };
         let Some(&port) = d.virqs.get(row as usize).and_then(|r| r.get(virq as usize)) else {
             return Wakes::default();
         };
@@ -903,7 +903,7 @@ impl EventChannels {
             }
             fifo::hold_guest_page(frames, dom, control_mfn)?;
             f.vcpus[v].control = Some((control_mfn, offset));
-            return Ok(EVTCHN_FIFO_LINK_BITS);
+            return Ok(EVTCHN_FIFO_LINK_BITS as u8);
         }
         let mut vcpus = Vec::new();
         vcpus
@@ -927,7 +927,7 @@ impl EventChannels {
             }
         }
         d.abi = Abi::Fifo(Box::new(Fifo { vcpus, array }));
-        Ok(EVTCHN_FIFO_LINK_BITS)
+        Ok(EVTCHN_FIFO_LINK_BITS as u8)
     }
 
     /// `EVTCHNOP_expand_array` (FIFO): adds frame `array_mfn` of the caller as the next

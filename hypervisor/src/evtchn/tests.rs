@@ -4,6 +4,7 @@
 
 extern crate std;
 
+use super::table::ChannelState;
 use super::table::*;
 use crate::mmu::{FrameInfo, Frames, PageType, TypeState};
 use crate::platform::MachineMemory;
@@ -15,6 +16,13 @@ use guest_abi::shared_info::{SharedInfo, VcpuInfo};
 use guest_abi::{DomId, Errno, EvtchnPort, Mfn, VcpuId};
 use std::collections::BTreeMap;
 use std::vec::Vec;
+
+// The VIRQ numbers as plain integers, as the table takes them.
+const VIRQ_TIMER: u32 = Virq::TIMER.0;
+const VIRQ_DEBUG: u32 = Virq::DEBUG.0;
+const VIRQ_CONSOLE: u32 = Virq::CONSOLE.0;
+const VIRQ_ARCH_0: u32 = Virq::MCA.0;
+const NR_VIRQS: u32 = Virq::COUNT;
 
 const FRAMES: usize = 96;
 
@@ -707,17 +715,13 @@ impl Fx {
             }
             let w = self.word(arr, port);
             let next = w & EVTCHN_FIFO_LINK_MASK;
-            self.set_word(
-                arr,
-                port,
-                w & !((1 << EVTCHN_FIFO_LINKED) | EVTCHN_FIFO_LINK_MASK),
-            );
+            self.set_word(arr, port, w & !(EVTCHN_FIFO_LINKED | EVTCHN_FIFO_LINK_MASK));
             if next == 0 {
                 ready &= !(1 << q);
             }
             let w = self.word(arr, port);
-            if w & (1 << EVTCHN_FIFO_PENDING) != 0 && w & (1 << EVTCHN_FIFO_MASKED) == 0 {
-                self.set_word(arr, port, w & !(1 << EVTCHN_FIFO_PENDING));
+            if w & EVTCHN_FIFO_PENDING != 0 && w & EVTCHN_FIFO_MASKED == 0 {
+                self.set_word(arr, port, w & !EVTCHN_FIFO_PENDING);
                 out.push(port);
             }
             heads[q as usize] = next;
@@ -832,8 +836,8 @@ fn fifo_queues_by_priority_and_links_in_order() {
     assert!(upcalls(&fx.delivered(me(1), ports[2])).is_empty());
     let w0 = fx.word(arr, ports[0]);
     assert_eq!(w0 & EVTCHN_FIFO_LINK_MASK, ports[1]);
-    assert_ne!(w0 & (1 << EVTCHN_FIFO_LINKED), 0);
-    assert_ne!(w0 & (1 << EVTCHN_FIFO_PENDING), 0);
+    assert_ne!(w0 & EVTCHN_FIFO_LINKED, 0);
+    assert_ne!(w0 & EVTCHN_FIFO_PENDING, 0);
     // A higher-priority queue sets its own ready bit.
     fx.delivered(me(1), ports[3]);
     assert_eq!(fx.ready(cb, 0), (1 << 7) | (1 << 2));
@@ -859,14 +863,11 @@ fn fifo_mask_unmask_and_poll() {
     let (p2, p1) = fx.connect(2, 1);
     fx.drain(cb, arr, 0); // the bind's own event
     fx.ev.bind_vcpu(&me(1), p(p1), v(1)).unwrap();
-    fx.set_word(arr, p1, 1 << EVTCHN_FIFO_MASKED);
+    fx.set_word(arr, p1, EVTCHN_FIFO_MASKED);
     let w = fx.delivered(me(2), p2);
     assert!(upcalls(&w).is_empty());
     assert_eq!(w.poll_check(), Some(d(1)));
-    assert_eq!(
-        fx.word(arr, p1),
-        (1 << EVTCHN_FIFO_MASKED) | (1 << EVTCHN_FIFO_PENDING)
-    );
+    assert_eq!(fx.word(arr, p1), EVTCHN_FIFO_MASKED | EVTCHN_FIFO_PENDING);
     assert_eq!(fx.ev.is_pending(d(1), p(p1), &fx.mem), Ok(true));
     assert!(fx.ev.is_masked(d(1), p(p1), &fx.mem));
     let w = fx.ev.unmask(&me(1), p(p1), &fx.mem).unwrap();
@@ -878,8 +879,8 @@ fn fifo_mask_unmask_and_poll() {
     fx.delivered(me(2), p2);
     fx.ev.close(&me(1), p(p1), &fx.mem).unwrap();
     let w = fx.word(arr, p1);
-    assert_eq!(w & (1 << EVTCHN_FIFO_PENDING), 0);
-    assert_ne!(w & (1 << EVTCHN_FIFO_LINKED), 0);
+    assert_eq!(w & EVTCHN_FIFO_PENDING, 0);
+    assert_ne!(w & EVTCHN_FIFO_LINKED, 0);
     // ... and a still-linked port is not handed out again until the guest unlinks it.
     let next = fx.ev.bind_ipi(&me(1), v(0), &fx.mem).unwrap();
     assert_ne!(next.0, p1);
@@ -938,7 +939,7 @@ fn fifo_ports_beyond_the_first_page() {
     assert!(!w.is_empty());
     assert_eq!(fx.head(cb, 0, 7), last);
     let word = fx.word(arr2, last - 1024);
-    assert_ne!(word & (1 << EVTCHN_FIFO_PENDING), 0);
+    assert_ne!(word & EVTCHN_FIFO_PENDING, 0);
     let _ = arr;
 }
 
@@ -1092,7 +1093,7 @@ fn check_invariants(fx: &Fx, m: &Model) {
         // Each VIRQ port is bound once, in its vCPU's slot: raising the VIRQ hits it.
         for (i, &(port, virq, vc)) in virq_ports.iter().enumerate() {
             for &(other, virq2, vc2) in &virq_ports[i + 1..] {
-                let same_slot = virq == virq2 && (!virq_is_per_vcpu(virq) || vc == vc2);
+                let same_slot = virq == virq2 && (!Virq(virq).is_per_vcpu() || vc == vc2);
                 assert!(!same_slot, "ports {port} and {other} share VIRQ {virq}");
             }
         }

@@ -15,7 +15,7 @@ use crate::evtchn::Wakes;
 use crate::hv::{Hypervisor, sanitize_for_iret};
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
 use crate::time::timers::Expired;
-use guest_abi::event_channel::VIRQ_TIMER;
+use guest_abi::event_channel::Virq;
 use guest_abi::{DomId, VcpuId};
 
 /// While a guest runs, the hypervisor looks at its consoles and xenstore rings at least
@@ -133,7 +133,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         for e in fired {
             match e {
                 Expired::VirqTimer(dom, vcpu) => {
-                    let wakes = self.evtchn.raise_virq(dom, vcpu, VIRQ_TIMER, &self.mem);
+                    let wakes = self.evtchn.raise_virq(dom, vcpu, Virq::TIMER.0, &self.mem);
                     self.apply_wakes(wakes);
                 }
                 Expired::PollTimeout(dom, vcpu) => self.wake_vcpu((dom, vcpu)),
@@ -202,7 +202,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             self.timers.set_slice_end(Some(pick.slice_end_ns));
             // Its periodic timer runs only while it runs; one missed tick is sent now.
             if let Some(Expired::VirqTimer(dom, vcpu)) = self.timers.switch_in(pick.id, now) {
-                let wakes = self.evtchn.raise_virq(dom, vcpu, VIRQ_TIMER, &self.mem);
+                let wakes = self.evtchn.raise_virq(dom, vcpu, Virq::TIMER.0, &self.mem);
                 self.apply_wakes(wakes);
             }
             self.arm_timer(true);

@@ -29,6 +29,10 @@ pub mod cmdline;
 #[cfg(target_os = "none")]
 pub mod console;
 #[cfg(target_os = "none")]
+pub mod events;
+#[cfg(target_os = "none")]
+pub mod events_demo;
+#[cfg(target_os = "none")]
 pub mod paging;
 #[cfg(target_os = "none")]
 mod rt;

@@ -9,14 +9,7 @@ fn main() {}
 
 #[cfg(target_os = "none")]
 mod kernel {
-    use core::ptr::addr_of;
-    use core::sync::atomic::{Ordering, fence};
-
-    use guest_abi::hypercall::{
-        UVMF_INVLPG, update_va_mapping, xen_capabilities, xen_extraversion, xen_get_features,
-        xen_version,
-    };
-    use guest_abi::shared_info::{SharedInfo, VcpuTimeInfo};
+    use guest_abi::hypercall::{xen_capabilities, xen_extraversion, xen_get_features, xen_version};
     use guest_abi::version::{CapabilitiesInfo, XENVER_VERSION};
     use guest_abi::{nr, raw};
     use pv_guest::{StartInfo, bytes_str, io_println, println};
@@ -46,6 +39,7 @@ mod kernel {
         print_time(si);
         own_page_tables(si);
         traps_and_user_mode(si);
+        pv_guest::events_demo::run(si);
         println!("pv-guest: powering off");
         pv_guest::poweroff()
     }
@@ -130,44 +124,17 @@ mod kernel {
         }
     }
 
-    /// A page of our image whose mapping is replaced by the shared_info frame.
-    #[repr(C, align(4096))]
-    struct Page([u8; 4096]);
-
-    /// Never accessed through a reference: after `update_va_mapping` it shows the
-    /// hypervisor's shared_info page, read with volatile loads only.
-    static mut SHARED_INFO_PAGE: Page = Page([0; 4096]);
-
-    /// Maps shared_info (a machine address in start_info) over `SHARED_INFO_PAGE` and
-    /// prints the system time of vCPU 0. Skipped when the hypervisor cannot map it.
+    /// Maps shared_info (pv_guest::events) and prints the system time of vCPU 0 read
+    /// with the pvclock version protocol (guest_abi::time). Skipped when the hypervisor
+    /// cannot map it.
     fn print_time(si: &StartInfo) {
-        let va = &raw mut SHARED_INFO_PAGE;
-        // Present, writable, user (a PV kernel runs at CPL3).
-        let pte = (si.shared_info & !0xfff) | 0x7;
-        // SAFETY: the page belongs to our image and no reference to it exists; from now on
-        // it is only read with volatile loads.
-        if unsafe { update_va_mapping(va as u64, pte, UVMF_INVLPG) }.is_err() {
+        let Ok(shared) = pv_guest::events::shared_info(si) else {
             return;
-        }
-        let shared = va.cast::<SharedInfo>();
-        let time = loop {
-            // Seqlock: an odd or changed version means the hypervisor was updating it.
-            // SAFETY: `shared` maps the shared_info page (mapping succeeded above).
-            let (before, t, after) = unsafe {
-                let version = addr_of!((*shared).vcpu_info[0].time.version);
-                let before = version.read_volatile();
-                fence(Ordering::Acquire);
-                let t: VcpuTimeInfo = addr_of!((*shared).vcpu_info[0].time).read_volatile();
-                fence(Ordering::Acquire);
-                (before, t, version.read_volatile())
-            };
-            if before == after && before & 1 == 0 {
-                break t;
-            }
         };
-        // SAFETY: rdtsc only reads the time-stamp counter.
-        let tsc = unsafe { core::arch::x86_64::_rdtsc() };
-        println!("time: system_time_ns={}", time.system_time_at(tsc));
+        match guest_abi::time::system_time_ns(shared, guest_abi::VcpuId(0)) {
+            Ok(ns) => println!("time: system_time_ns={ns}"),
+            Err(e) => println!("time: unreadable: {e}"),
+        }
     }
 
     /// Replaces the bootstrap page tables with tables the kernel built (pv_guest::paging).

@@ -89,6 +89,9 @@ fn pv_guest_boots_prints_and_powers_off() {
             "[d1 pv-guest] pv-guest: user task says hello via syscall",
             "[d1 pv-guest] pv-guest: user task cannot read kernel memory",
             "[d1 pv-guest] pv-guest: back in kernel",
+            // Event channels and timers (pv-guest/src/events_demo.rs).
+            "[d1 pv-guest] events: timer: 3 one-shot timers fired, blocked until each",
+            "[d1 pv-guest] events: loopback: 5 sends, 5 upcalls on the bound end",
             "(hv) d1 pv-guest: shut down: poweroff",
             "(hv) all domains ended: 1 powered off, 0 failed",
         ],

@@ -54,6 +54,12 @@ enum Cmd {
         /// Guest name (default: file stem, at most 31 bytes).
         #[arg(long)]
         name: Option<String>,
+        /// Scheduler weight of the guest (1..=65535; Xen's default 256).
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
+        weight: u16,
+        /// Scheduler cap of the guest in percent of one CPU (0 = none).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=100))]
+        cap: u16,
         /// Hypervisor command line.
         #[arg(long, default_value = "")]
         hv_cmdline: String,
@@ -124,6 +130,8 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             deterministic,
             dom0,
             name,
+            weight,
+            cap,
             hv_cmdline,
             prefix,
             trace,
@@ -137,6 +145,8 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                 cmdline,
                 name,
                 dom0,
+                weight,
+                cap,
             }
             .to_run(&images);
             run.cmdline = hv_cmdline;

@@ -135,6 +135,10 @@ pub struct SingleGuest {
     pub name: Option<String>,
     /// Build as dom0.
     pub dom0: bool,
+    /// Scheduler weight (0 = the default, 256).
+    pub weight: u16,
+    /// Scheduler cap in percent of one CPU (0 = none).
+    pub cap: u16,
 }
 
 impl SingleGuest {
@@ -153,8 +157,8 @@ impl SingleGuest {
                 memory_mib: self.memory_mib.unwrap_or(crate::bundle::DEFAULT_MEMORY_MIB),
                 cmdline: self.cmdline.clone(),
                 dom0: self.dom0,
-                weight: 0,
-                cap: 0,
+                weight: self.weight,
+                cap: self.cap,
             }],
             ..HvRun::default()
         }

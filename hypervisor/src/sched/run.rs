@@ -70,7 +70,26 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         // It is running, so it is known to the policy; a domain crashed by the drain
         // above was removed from it already.
         let _ = self.sched.block(id, now);
+        // Blocked first, then checked (Xen's vcpu_block): an event raised since the
+        // caller looked — even by the console drain above — is not lost.
+        if self.domains[idx].is_runnable() && self.wake_due(idx) {
+            self.wake_vcpu(id);
+        }
         self.schedule(frame)
+    }
+
+    /// Whether blocked or polling domain `idx` must run again: an upcall is due (pending
+    /// and unmasked), or one of the ports it polls is pending.
+    fn wake_due(&self, idx: usize) -> bool {
+        if self.upcall_pending(idx) && self.upcall_mask(idx) == 0 {
+            return true;
+        }
+        let dom = self.domains[idx].id;
+        self.domains[idx].vcpu.poll.as_ref().is_some_and(|ports| {
+            ports
+                .iter()
+                .any(|&p| self.evtchn.is_pending(dom, p, &self.mem).unwrap_or(false))
+        })
     }
 
     /// Makes a blocked (or polling) vCPU runnable again.

@@ -520,12 +520,7 @@ fn populate<M: MachineMemory>(
     // As Xen's toolstack does: the L4 is pinned (validating the whole tree, so the
     // tables' frames are typed and cannot be mapped writable), and the vCPU's CR3 holds
     // a second reference. Frames the hypervisor itself writes stay writable forever.
-    let mut pt = PtCtx {
-        mem,
-        frames,
-        dom,
-        hv_slots: p.hypervisor_l4_slots,
-    };
+    let mut pt = PtCtx::new(mem, frames, dom, p.hypervisor_l4_slots);
     pt.pin(l4, 4).map_err(|_| BuildError::BootstrapTables)?;
     pt.switch_root(l4, None)
         .map_err(|_| BuildError::BootstrapTables)?;

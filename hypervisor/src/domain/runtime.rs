@@ -55,6 +55,10 @@ pub struct Vcpu {
     pub traps: crate::traps::VcpuTraps,
     /// The ports it waits on in `SCHEDOP_poll` (sched/run.rs), while it does.
     pub poll: Option<alloc::vec::Vec<guest_abi::EvtchnPort>>,
+    /// A page-table reference drop an interrupted hypercall left to finish (Xen's
+    /// `old_guest_table`; see `PtCtx::deferred`): the next mmu_update/mmuext_op
+    /// finishes it first.
+    pub old_table: Option<guest_abi::Mfn>,
 }
 
 impl Vcpu {

@@ -32,6 +32,11 @@ const TYPE_SHIFT: u16 = 2;
 const TYPE_MASK: u16 = 0b111 << TYPE_SHIFT;
 /// `FrameInfo::flags`: the domain pinned this page table (one type reference).
 const FLAG_PINNED: u16 = 1 << 5;
+/// `FrameInfo::flags` bits 6..=15: an interrupted (de)validation of this page table
+/// ([`Partial`]), stored as `next << 1 | set`; 0 = none (`next == 0 && !set` is never a
+/// partial state: nothing would be held).
+const PARTIAL_SHIFT: u16 = 6;
+const PARTIAL_MASK: u16 = 0x3ff << PARTIAL_SHIFT;
 
 /// What a frame is used as (Xen's `PGT_*` types). A frame holds one type while its type
 /// count is non-zero; at count 0 the type means nothing.
@@ -99,6 +104,23 @@ pub struct TypeState {
     pub count: u32,
     /// Whether the domain pinned it (the pin holds one of `count`).
     pub pinned: bool,
+}
+
+/// Where an interrupted validation or devalidation of a page table stands (Xen's
+/// `PGT_partial` with `nr_validated_ptes` and `PTF_partial_set`). While a frame has one
+/// its type count is 1, owned by this state together with one general reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Partial {
+    /// Entries `0..next` hold their references; the later ones hold none, except:
+    pub next: u16,
+    /// entry `next` holds a general reference on its target, whose own (de)validation
+    /// was interrupted (the target may have been taken over since).
+    pub set: bool,
+}
+
+impl Partial {
+    /// Largest storable `next`.
+    pub const MAX_NEXT: u16 = 511;
 }
 
 /// What the hypervisor knows about one machine frame.
@@ -313,6 +335,38 @@ impl Frames {
         }
         info.flags = flags;
         info.type_count = st.count;
+    }
+
+    /// The interrupted (de)validation of an allocated frame, if any.
+    pub fn partial(&self, mfn: Mfn) -> Option<Partial> {
+        let info = self.table[self.index(mfn)?];
+        let bits = (info.flags & PARTIAL_MASK) >> PARTIAL_SHIFT;
+        (info.is_allocated() && bits != 0).then_some(Partial {
+            next: bits >> 1,
+            set: bits & 1 != 0,
+        })
+    }
+
+    /// Records (or clears) the interrupted (de)validation of an allocated frame; `false`
+    /// (nothing recorded) if the frame is not allocated or `p` cannot be stored
+    /// (`next > Partial::MAX_NEXT`, or `next == 0 && !set`).
+    pub fn set_partial(&mut self, mfn: Mfn, p: Option<Partial>) -> bool {
+        let Some(i) = self.index(mfn) else {
+            return false;
+        };
+        let info = &mut self.table[i];
+        let bits = match p {
+            None => 0,
+            Some(p) if p.next <= Partial::MAX_NEXT && (p.next, p.set) != (0, false) => {
+                p.next << 1 | u16::from(p.set)
+            }
+            Some(_) => return false,
+        };
+        if !info.is_allocated() {
+            return false;
+        }
+        info.flags = (info.flags & !PARTIAL_MASK) | bits << PARTIAL_SHIFT;
+        true
     }
 
     /// Takes a writable type reference the hypervisor keeps for the domain's life, on a

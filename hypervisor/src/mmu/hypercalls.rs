@@ -16,7 +16,7 @@
 use crate::hv::Hypervisor;
 use crate::hypercall::HcResult;
 use crate::hypercall::handle::{GuestArray, GuestHandle, Outcome};
-use crate::mmu::pagetable::PtCtx;
+use crate::mmu::pagetable::{Budget, PtCtx, Stop};
 use crate::platform::{MachineMemory, Platform};
 use guest_abi::layout::{PAGE_SIZE, in_hypervisor_range, is_canonical};
 use guest_abi::mmu::*;
@@ -28,6 +28,36 @@ pub const BATCH: u32 = 512;
 /// continuation: one pin or unpin can (de)validate a whole hierarchy, so an element count
 /// alone does not bound the work (512 pin/unpin pairs of a large hierarchy would).
 pub const WORK_BUDGET: u64 = 1 << 16;
+/// The budget in force: [`WORK_BUDGET`], or in host tests what the test set (so small
+/// domains reach the preemption points too).
+fn work_budget() -> u64 {
+    #[cfg(test)]
+    if let Some(b) = test_budget::get() {
+        return b;
+    }
+    WORK_BUDGET
+}
+
+/// Host tests: a per-thread work budget in place of [`WORK_BUDGET`].
+#[cfg(test)]
+pub(crate) mod test_budget {
+    extern crate std;
+    use core::cell::Cell;
+
+    std::thread_local! {
+        static BUDGET: Cell<Option<u64>> = const { Cell::new(None) };
+    }
+
+    /// Sets (or with `None` resets) this thread's budget.
+    pub(crate) fn set(b: Option<u64>) {
+        BUDGET.with(|c| c.set(b));
+    }
+
+    pub(super) fn get() -> Option<u64> {
+        BUDGET.with(|c| c.get())
+    }
+}
+
 /// Count flag of a continued batch (Xen's `MMU_UPDATE_PREEMPTED`).
 pub const MMU_UPDATE_PREEMPTED: u32 = 1 << 31;
 /// The arguments of a batch hypercall (mmu_update, mmuext_op), as the generated dispatch
@@ -41,7 +71,7 @@ struct BatchArgs<T> {
 
 /// The result of a batch, or its continuation with the elements not done yet.
 fn finish_batch<T>(a: &BatchArgs<T>, ret: Result<BatchEnd, Errno>) -> Outcome {
-    match ret {
+    let args = match ret {
         Ok(BatchEnd::Preempted { done }) => {
             let count = a.list.len() as u32 & !MMU_UPDATE_PREEMPTED;
             // `done` elements were read from the list: their addresses did not overflow.
@@ -49,19 +79,49 @@ fn finish_batch<T>(a: &BatchArgs<T>, ret: Result<BatchEnd, Errno>) -> Outcome {
                 .list
                 .addr()
                 .wrapping_add(u64::from(done) * size_of::<T>() as u64);
-            Outcome::Continue {
-                args: [
-                    next,
-                    u64::from((count - done) | MMU_UPDATE_PREEMPTED),
-                    a.pdone.addr(),
-                    u64::from(a.foreigndom),
-                    0,
-                ],
-                then: None,
-            }
+            [
+                next,
+                u64::from((count - done) | MMU_UPDATE_PREEMPTED),
+                a.pdone.addr(),
+                u64::from(a.foreigndom),
+                0,
+            ]
         }
-        Ok(BatchEnd::Finished(r)) => Outcome::Return(r.map(|()| 0)),
-        Err(e) => Outcome::Return(Err(e)),
+        Ok(BatchEnd::Again) => [
+            a.list.addr(),
+            a.list.len(),
+            a.pdone.addr(),
+            u64::from(a.foreigndom),
+            0,
+        ],
+        // As Xen: no list, only the flag, and the result where foreigndom was.
+        Ok(BatchEnd::Report(r)) => [
+            0,
+            u64::from(MMU_UPDATE_PREEMPTED),
+            0,
+            u64::from(encode_result(r)),
+            0,
+        ],
+        Ok(BatchEnd::Finished(r)) => return Outcome::Return(r.map(|()| 0)),
+        Err(e) => return Outcome::Return(Err(e)),
+    };
+    Outcome::Continue { args, then: None }
+}
+
+/// A batch's result as the `Report` continuation carries it (Xen: `(int)rc`).
+fn encode_result(r: Result<(), Errno>) -> u32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => e.0.wrapping_neg() as u32,
+    }
+}
+
+/// The result a `Report` continuation carries (whatever the guest put there).
+fn decode_result(v: u32) -> Result<(), Errno> {
+    match v as i32 {
+        0 => Ok(()),
+        n if n < 0 && n > -4096 => Err(Errno(-n)),
+        _ => Err(Errno::EINVAL),
     }
 }
 
@@ -69,19 +129,48 @@ fn finish_batch<T>(a: &BatchArgs<T>, ret: Result<BatchEnd, Errno>) -> Outcome {
 enum BatchEnd {
     /// Every element done (or the first failure).
     Finished(Result<(), Errno>),
-    /// Preempted after `done` elements of this entry; continue with the rest.
+    /// Preempted after `done` elements of this entry; continue with the rest (the
+    /// element `done` itself may be half done: its retry continues it).
     Preempted { done: u32 },
+    /// The reference drop an earlier entry left is not finished yet: the same call again.
+    Again,
+    /// Every element done (or the first failure), but the last one left a reference
+    /// drop: the continuation finishes it, then returns this.
+    Report(Result<(), Errno>),
 }
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    /// The typing context for the running domain.
+    /// The typing context for the running domain (runs everything to its end).
     fn pt(&mut self, idx: usize) -> PtCtx<'_, M> {
-        PtCtx {
-            mem: &self.mem,
-            frames: &mut self.frames,
-            dom: self.domains[idx].id,
-            hv_slots: &self.hypervisor_l4_slots,
-        }
+        PtCtx::new(
+            &self.mem,
+            &mut self.frames,
+            self.domains[idx].id,
+            &self.hypervisor_l4_slots,
+        )
+    }
+
+    /// Runs `f` in a preemptible typing context for the running domain, with the
+    /// vCPU's deferred reference drop (which `f` may leave again).
+    fn with_pt<R>(
+        &mut self,
+        idx: usize,
+        budget: Budget,
+        f: impl FnOnce(&mut PtCtx<'_, M>) -> R,
+    ) -> R {
+        let deferred = self.domains[idx].vcpu.old_table.take();
+        let mut pt = PtCtx::new(
+            &self.mem,
+            &mut self.frames,
+            self.domains[idx].id,
+            &self.hypervisor_l4_slots,
+        );
+        pt.budget = Some(budget);
+        pt.deferred = deferred;
+        let r = f(&mut pt);
+        let deferred = pt.deferred;
+        self.domains[idx].vcpu.old_table = deferred;
+        r
     }
 
     /// Whether `foreigndom` of mmu_update/mmuext_op names the caller itself (no other
@@ -132,9 +221,20 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         &mut self,
         idx: usize,
         a: &BatchArgs<T>,
-        one: fn(&mut Self, usize, u64) -> Result<bool, Errno>,
+        one: fn(&mut Self, usize, u64, Budget) -> Result<bool, Stop>,
     ) -> Result<BatchEnd, Errno> {
         let (list, count, pdone) = (a.list.addr(), a.list.len() as u32, a.pdone.addr());
+        let budget = Budget {
+            start: self.frames.work(),
+            limit: work_budget(),
+        };
+        // What an earlier entry left comes first (Xen: put_old_guest_table).
+        if self.with_pt(idx, budget, |pt| pt.finish_deferred()) == Err(Stop::Preempted) {
+            return Ok(BatchEnd::Again);
+        }
+        if count == MMU_UPDATE_PREEMPTED && list == 0 {
+            return Ok(BatchEnd::Finished(decode_result(a.foreigndom)));
+        }
         let elem_size = size_of::<T>() as u64;
         let foreigndom = a.foreigndom;
         let continued = count & MMU_UPDATE_PREEMPTED != 0;
@@ -151,10 +251,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let mut done = 0u32;
         let mut flush = false;
         let mut end = BatchEnd::Finished(Ok(()));
-        let work_start = self.frames.work();
         while done < count {
-            let work = self.frames.work().wrapping_sub(work_start);
-            if done >= BATCH || (done > 0 && work >= WORK_BUDGET) {
+            let work = self.frames.work().wrapping_sub(budget.start);
+            // An element that left a reference drop ends the entry: the continuation
+            // finishes the drop first.
+            let deferred = self.domains[idx].vcpu.old_table.is_some();
+            if done >= BATCH || (done > 0 && work >= budget.limit) || deferred {
                 end = BatchEnd::Preempted { done };
                 break;
             }
@@ -162,17 +264,29 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 .checked_mul(elem_size)
                 .and_then(|off| list.checked_add(off));
             let r = match at {
-                Some(at) => one(self, idx, at),
-                None => Err(Errno::EFAULT),
+                Some(at) => one(self, idx, at, budget),
+                None => Err(Stop::Fail(Errno::EFAULT)),
             };
             match r {
                 Ok(changed) => flush |= changed,
-                Err(e) => {
+                Err(Stop::Fail(e)) => {
                     end = BatchEnd::Finished(Err(e));
+                    break;
+                }
+                Err(Stop::Preempted) => {
+                    // Validation or devalidation interrupted inside the element: it is
+                    // run again (and continues where it stopped).
+                    flush = true;
+                    end = BatchEnd::Preempted { done };
                     break;
                 }
             }
             done += 1;
+        }
+        if let BatchEnd::Finished(r) = end
+            && self.domains[idx].vcpu.old_table.is_some()
+        {
+            end = BatchEnd::Report(r);
         }
         if flush {
             self.platform.flush_tlb();
@@ -186,23 +300,24 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     }
 
     /// One `mmu_update` request at guest VA `at`; `Ok(true)` if a page table changed.
-    fn mmu_one(&mut self, idx: usize, at: u64) -> Result<bool, Errno> {
+    fn mmu_one(&mut self, idx: usize, at: u64, budget: Budget) -> Result<bool, Stop> {
         let req: MmuUpdate = self.read_guest(idx, at)?;
         let addr = req.ptr & !7;
         match req.ptr & 7 {
-            MMU_NORMAL_PT_UPDATE | MMU_PT_UPDATE_NO_TRANSLATE => {
-                self.pt(idx).mod_entry(addr, req.val, false).map(|()| true)
+            MMU_NORMAL_PT_UPDATE | MMU_PT_UPDATE_NO_TRANSLATE | MMU_PT_UPDATE_PRESERVE_AD => {
+                let preserve_ad = req.ptr & 7 == MMU_PT_UPDATE_PRESERVE_AD;
+                self.with_pt(idx, budget, |pt| pt.mod_entry(addr, req.val, preserve_ad))?;
+                Ok(true)
             }
-            MMU_PT_UPDATE_PRESERVE_AD => self.pt(idx).mod_entry(addr, req.val, true).map(|()| true),
             MMU_MACHPHYS_UPDATE => {
                 let mfn = Mfn::containing(addr);
                 if self.frames.owner(mfn) != Some(self.domains[idx].id) {
-                    return Err(Errno::EINVAL);
+                    return Err(Errno::EINVAL.into());
                 }
                 self.frames.set_m2p(mfn, req.val);
                 Ok(false)
             }
-            _ => Err(Errno::ENOSYS),
+            _ => Err(Errno::ENOSYS.into()),
         }
     }
 
@@ -212,18 +327,22 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     }
 
     /// One `mmuext_op` at guest VA `at`; `Ok(true)` if page tables changed.
-    fn mmuext_one(&mut self, idx: usize, at: u64) -> Result<bool, Errno> {
+    fn mmuext_one(&mut self, idx: usize, at: u64, budget: Budget) -> Result<bool, Stop> {
         let op: MmuextOp = self.read_guest(idx, at)?;
         let mfn = Mfn(op.arg1);
         match op.cmd {
             MMUEXT_PIN_L1_TABLE..=MMUEXT_PIN_L4_TABLE => {
-                self.pt(idx).pin(mfn, op.cmd - MMUEXT_PIN_L1_TABLE + 1)?;
+                let level = op.cmd - MMUEXT_PIN_L1_TABLE + 1;
+                self.with_pt(idx, budget, |pt| pt.pin(mfn, level))?;
                 Ok(false)
             }
-            MMUEXT_UNPIN_TABLE => self.pt(idx).unpin(mfn).map(|()| true),
+            MMUEXT_UNPIN_TABLE => {
+                self.with_pt(idx, budget, |pt| pt.unpin(mfn))?;
+                Ok(true)
+            }
             MMUEXT_NEW_BASEPTR => {
                 let old = Mfn::containing(self.domains[idx].vcpu.cr3);
-                self.pt(idx).switch_root(mfn, Some(old))?;
+                self.with_pt(idx, budget, |pt| pt.switch_root(mfn, Some(old)))?;
                 let cr3 = mfn.maddr();
                 self.domains[idx].vcpu.cr3 = cr3;
                 // Hypercalls only come from kernel mode, which runs on this root: the
@@ -236,17 +355,17 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 let old = (old != 0).then_some(Mfn::containing(old));
                 if op.arg1 == 0 {
                     if let Some(old) = old {
-                        self.pt(idx).put_type(old);
+                        self.with_pt(idx, budget, |pt| pt.unload_root(old))?;
                     }
                     self.domains[idx].vcpu.user_cr3 = 0;
                 } else {
-                    self.pt(idx).switch_root(mfn, old)?;
+                    self.with_pt(idx, budget, |pt| pt.switch_root(mfn, old))?;
                     self.domains[idx].vcpu.user_cr3 = mfn.maddr();
                 }
                 Ok(true)
             }
             MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_TLB_FLUSH_ALL => Ok(true),
-            MMUEXT_TLB_FLUSH_MULTI => self.read_vcpumask(idx, op.arg2).map(|()| true),
+            MMUEXT_TLB_FLUSH_MULTI => Ok(self.read_vcpumask(idx, op.arg2).map(|()| true)?),
             MMUEXT_INVLPG_LOCAL | MMUEXT_INVLPG_ALL | MMUEXT_INVLPG_MULTI => {
                 if op.cmd == MMUEXT_INVLPG_MULTI {
                     self.read_vcpumask(idx, op.arg2)?;
@@ -262,22 +381,22 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 if self.domains[idx].dom0 {
                     Ok(false)
                 } else {
-                    Err(Errno::EACCES)
+                    Err(Errno::EACCES.into())
                 }
             }
             // Checked, typed and loaded in traps/ldt.rs; nr_ents is a C unsigned int.
-            MMUEXT_SET_LDT => self.set_ldt(idx, op.arg1, op.arg2 as u32).map(|()| false),
+            MMUEXT_SET_LDT => Ok(self.set_ldt(idx, op.arg1, op.arg2 as u32).map(|()| false)?),
             MMUEXT_CLEAR_PAGE => {
                 let mut pt = self.pt(idx);
                 pt.get_type(mfn, crate::mmu::PageType::Writable)?;
                 let r = pt.mem.fill(mfn.maddr(), 0, PAGE_SIZE);
                 pt.put_type(mfn);
-                r.map(|()| false).map_err(|_| Errno::EINVAL)
+                Ok(r.map(|()| false).map_err(|_| Errno::EINVAL)?)
             }
             MMUEXT_COPY_PAGE => {
                 let src = Mfn(op.arg2);
                 if self.frames.owner(src) != Some(self.domains[idx].id) {
-                    return Err(Errno::EINVAL);
+                    return Err(Errno::EINVAL.into());
                 }
                 let mut page = [0u8; PAGE_SIZE];
                 self.mem
@@ -287,9 +406,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 pt.get_type(mfn, crate::mmu::PageType::Writable)?;
                 let r = pt.mem.write(mfn.maddr(), &page);
                 pt.put_type(mfn);
-                r.map(|()| false).map_err(|_| Errno::EINVAL)
+                Ok(r.map(|()| false).map_err(|_| Errno::EINVAL)?)
             }
-            _ => Err(Errno::ENOSYS),
+            _ => Err(Errno::ENOSYS.into()),
         }
     }
 
@@ -313,7 +432,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let root = Mfn::containing(self.domains[idx].vcpu.cr3);
         let mut pt = self.pt(idx);
         let entry = pt.l1_entry_maddr(root, va)?;
-        pt.mod_entry(entry, val, false)?;
+        // An L1 entry: nothing to validate or devalidate below it, nothing deferred.
+        match pt.mod_entry(entry, val, false) {
+            Ok(()) => {}
+            Err(Stop::Fail(e)) => return Err(e),
+            Err(Stop::Preempted) => return Err(Errno::EINVAL),
+        }
         self.platform.flush_tlb();
         Ok(0)
     }

@@ -7,4 +7,4 @@ pub mod hypercalls;
 mod memory_op;
 pub mod pagetable;
 
-pub use frames::{FrameInfo, Frames, MAX_FRAMES, PageType, TypeState};
+pub use frames::{FrameInfo, Frames, MAX_FRAMES, PageType, Partial, TypeState};

@@ -22,7 +22,7 @@
 //! * L4 slots 256..=271 belong to the hypervisor: validation overwrites them with the
 //!   hypervisor's entries, and [`mod_entry`] refuses to change them.
 
-use super::frames::{Frames, PageType, TypeState};
+use super::frames::{Frames, PageType, Partial, TypeState};
 use crate::dlog::{Dbg, hv_debug};
 use crate::platform::MachineMemory;
 use bitflags::bitflags;
@@ -92,6 +92,34 @@ fn present(entry: u64) -> bool {
     entry & Pte::PRESENT.bits() != 0
 }
 
+/// Why a typing operation of a preemptible context stopped before its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Refused with this error. In a preemptible context the references taken so far
+    /// may still have to be dropped: see [`PtCtx::deferred`].
+    Fail(Errno),
+    /// The work budget of this entry into the hypervisor is used up (Xen's `-ERESTART`):
+    /// where the (de)validation stands is recorded in the frame table; run the same
+    /// operation again later to continue it.
+    Preempted,
+}
+
+impl From<Errno> for Stop {
+    fn from(e: Errno) -> Stop {
+        Stop::Fail(e)
+    }
+}
+
+/// The work budget of one entry into the hypervisor: (de)validation stops (at the next
+/// entry of an L2, L3 or L4 table) once [`Frames::work`] went `limit` past `start`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// `Frames::work` when the entry began.
+    pub start: u64,
+    /// Entries it may (de)validate.
+    pub limit: u64,
+}
+
 /// Everything the typing rules need: machine memory, the frame table, the domain whose
 /// tables are handled, and the hypervisor's L4 entries.
 pub struct PtCtx<'a, M: MachineMemory> {
@@ -99,6 +127,29 @@ pub struct PtCtx<'a, M: MachineMemory> {
     pub frames: &'a mut Frames,
     pub dom: DomId,
     pub hv_slots: &'a [u64; 16],
+    /// `Some`: (de)validation is preemptible and stops with [`Stop::Preempted`] once the
+    /// budget is used. `None`: everything runs to its end.
+    pub budget: Option<Budget>,
+    /// A reference drop still to finish (Xen's `old_guest_table`), left by an
+    /// interrupted devalidation or a failed validation in a preemptible context. It holds
+    /// one general reference on the frame; the frame's type reference belongs to its
+    /// [`Partial`] state while it has one. The owner of the context keeps it (the vCPU)
+    /// and every operation finishes it first.
+    pub deferred: Option<Mfn>,
+}
+
+impl<'a, M: MachineMemory> PtCtx<'a, M> {
+    /// A context that runs everything to its end (no budget, nothing deferred).
+    pub fn new(mem: &'a M, frames: &'a mut Frames, dom: DomId, hv_slots: &'a [u64; 16]) -> Self {
+        PtCtx {
+            mem,
+            frames,
+            dom,
+            hv_slots,
+            budget: None,
+            deferred: None,
+        }
+    }
 }
 
 /// Checks a present entry of a `level` table and returns it as it is stored (USER
@@ -116,15 +167,80 @@ pub fn check_entry(entry: u64, level: u32) -> Result<u64, Errno> {
     Ok((entry | Pte::USER.bits()) & !Pte::GLOBAL.bits())
 }
 
+/// A devalidation was interrupted (it cannot fail otherwise).
+struct Interrupted;
+
+const NOT_PARTIAL: TypeState = TypeState {
+    ty: PageType::None,
+    count: 0,
+    pinned: false,
+};
+
 impl<M: MachineMemory> PtCtx<'_, M> {
     fn owned(&self, mfn: Mfn) -> bool {
         self.frames.owner(mfn) == Some(self.dom)
     }
 
+    fn over_budget(&self) -> bool {
+        self.budget
+            .is_some_and(|b| self.frames.work().wrapping_sub(b.start) >= b.limit)
+    }
+
+    /// Runs `f` without a budget and finishes what it deferred: the operations whose
+    /// callers cannot continue them later.
+    fn to_the_end<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let budget = self.budget.take();
+        let _ = self.finish_deferred();
+        let r = f(self);
+        let _ = self.finish_deferred();
+        self.budget = budget;
+        r
+    }
+
     /// Takes a type reference of type `ty` (and a general reference) on `mfn`,
-    /// validating it if it becomes a page table. `EINVAL` if the frame is not the
-    /// domain's, holds another type, or does not validate.
+    /// validating it if it becomes a page table (to the end: no budget). `EINVAL` if the
+    /// frame is not the domain's, holds another type (a page table being validated or
+    /// devalidated included), or does not validate.
     pub fn get_type(&mut self, mfn: Mfn, ty: PageType) -> Result<(), Errno> {
+        self.to_the_end(|pt| match pt.get_ref_and_type(mfn, ty, false, false) {
+            Ok(()) => Ok(()),
+            Err(Stop::Fail(e)) => Err(e),
+            Err(Stop::Preempted) => Err(Errno::EINVAL),
+        })
+    }
+
+    /// Drops a type reference (and a general reference) taken by [`Self::get_type`];
+    /// the last one devalidates a page table (to the end). A frame without type
+    /// references is left alone (a hostile or buggy caller cannot underflow the count).
+    pub fn put_type(&mut self, mfn: Mfn) {
+        self.to_the_end(|pt| {
+            let _ = pt.put_ref_and_type(mfn, false);
+        });
+    }
+
+    /// Finishes the deferred reference drop, if any (Xen's `put_old_guest_table`).
+    pub fn finish_deferred(&mut self) -> Result<(), Stop> {
+        let Some(mfn) = self.deferred else {
+            return Ok(());
+        };
+        self.put_ref_and_type(mfn, true)
+            .map_err(|Interrupted| Stop::Preempted)?;
+        self.deferred = None;
+        Ok(())
+    }
+
+    /// Xen's `get_page_and_type_from_mfn`: a general and a type reference on `mfn`.
+    /// `held`: the caller's entry already holds the general reference (its target's
+    /// validation was interrupted before). `retain`: when preempted, keep the general
+    /// reference (it becomes the caller's entry's). On failure the reference is also
+    /// kept when the frame became the deferred drop (which then owns it).
+    fn get_ref_and_type(
+        &mut self,
+        mfn: Mfn,
+        ty: PageType,
+        held: bool,
+        retain: bool,
+    ) -> Result<(), Stop> {
         if !self.owned(mfn) {
             hv_debug!(
                 "pt d{=u16}: mfn {=u64:#x} (wanted as {}) is not the domain's",
@@ -132,116 +248,369 @@ impl<M: MachineMemory> PtCtx<'_, M> {
                 mfn.0,
                 Dbg(&ty)
             );
-            return Err(Errno::EINVAL);
+            return Err(Errno::EINVAL.into());
         }
+        if !held && !self.frames.get_ref(mfn) {
+            return Err(Errno::EINVAL.into());
+        }
+        let r = self.get_type_only(mfn, ty);
+        let keep = match r {
+            Ok(()) => true,
+            Err(_) if held => true,
+            Err(Stop::Preempted) => retain,
+            Err(Stop::Fail(_)) => self.deferred == Some(mfn),
+        };
+        if !keep {
+            self.frames.put_ref(mfn);
+        }
+        r
+    }
+
+    /// Xen's `_get_page_type`: one more type reference, validating a table whose count
+    /// goes 0 -> 1 and continuing the interrupted (de)validation of a partial one (its
+    /// references are taken over).
+    fn get_type_only(&mut self, mfn: Mfn, ty: PageType) -> Result<(), Stop> {
         let st = self.frames.type_state(mfn).ok_or(Errno::EINVAL)?;
-        if st.count > 0 {
-            if st.ty != ty {
-                hv_debug!(
-                    "pt d{=u16}: mfn {=u64:#x} wanted as {} but has type {} ({=u32} refs)",
-                    self.dom.0,
-                    mfn.0,
-                    Dbg(&ty),
-                    Dbg(&st.ty),
-                    st.count
+        if st.count == 0 {
+            let Some(level) = ty.pt_level() else {
+                self.frames.set_type_state(
+                    mfn,
+                    TypeState {
+                        ty,
+                        count: 1,
+                        pinned: false,
+                    },
                 );
-                return Err(Errno::EINVAL);
-            }
-            let count = st.count.checked_add(1).ok_or(Errno::EINVAL)?;
+                return Ok(());
+            };
+            // The general reference a partial state owns is taken now, so an
+            // interruption cannot fail.
             if !self.frames.get_ref(mfn) {
-                return Err(Errno::EINVAL);
+                return Err(Errno::EINVAL.into());
             }
-            self.frames.set_type_state(mfn, TypeState { count, ..st });
-            return Ok(());
-        }
-        if !self.frames.get_ref(mfn) {
-            return Err(Errno::EINVAL);
-        }
-        // Typed before its entries are looked at, so an entry pointing back at the table
-        // itself (writable self-map, linear table) finds the type and is refused.
-        self.frames.set_type_state(
-            mfn,
-            TypeState {
-                ty,
-                count: 1,
-                pinned: false,
-            },
-        );
-        if let Some(level) = ty.pt_level()
-            && let Err(e) = self.validate(mfn, level)
-        {
+            // Typed before its entries are looked at, so an entry pointing back at the
+            // table itself (writable self-map, linear table) finds the type and is
+            // refused.
             self.frames.set_type_state(
                 mfn,
                 TypeState {
-                    ty: PageType::None,
-                    count: 0,
+                    ty,
+                    count: 1,
                     pinned: false,
                 },
             );
-            self.frames.put_ref(mfn);
-            return Err(e);
+            self.frames.set_partial(mfn, None);
+            return self.promote(mfn, level, 0, false);
+        }
+        if st.ty != ty {
+            hv_debug!(
+                "pt d{=u16}: mfn {=u64:#x} wanted as {} but has type {} ({=u32} refs)",
+                self.dom.0,
+                mfn.0,
+                Dbg(&ty),
+                Dbg(&st.ty),
+                st.count
+            );
+            return Err(Errno::EINVAL.into());
+        }
+        if let Some(p) = self.frames.partial(mfn) {
+            // Interrupted earlier (validation or devalidation alike: entries 0..next
+            // hold references): continue validating from there. The partial state's
+            // type reference becomes ours, its general reference is dropped at the end.
+            let level = ty.pt_level().ok_or(Errno::EINVAL)?;
+            self.frames.set_partial(mfn, None);
+            return self.promote(mfn, level, p.next.into(), p.set);
+        }
+        let count = st.count.checked_add(1).ok_or(Errno::EINVAL)?;
+        self.frames.set_type_state(mfn, TypeState { count, ..st });
+        Ok(())
+    }
+
+    /// Validates `table` from entry `next` on (Xen's `validate_page`). A general reference
+    /// for the partial state is held on entry and dropped when it ends.
+    fn promote(&mut self, table: Mfn, level: u32, next: usize, set: bool) -> Result<(), Stop> {
+        let r = self.validate_from(table, level, next, set);
+        match r {
+            // Interrupted: the partial state keeps its references.
+            Err(Stop::Preempted) => {}
+            // Left partial as the deferred drop, which undoes it later.
+            Err(Stop::Fail(_)) if self.deferred == Some(table) => {}
+            Ok(()) => self.frames.put_ref(table),
+            Err(Stop::Fail(_)) => {
+                self.frames.set_type_state(table, NOT_PARTIAL);
+                self.frames.set_partial(table, None);
+                self.frames.put_ref(table);
+            }
+        }
+        r
+    }
+
+    /// Checks the present entries of a `level` table from `start` on and takes their
+    /// references; entries `0..start` hold theirs already (and entry `start` a general
+    /// one if `set`). Preemptible at every entry but the first (so each call makes
+    /// progress) of an L2, L3 or L4 table. On failure the table is left partial as the
+    /// deferred drop if it holds any reference, with the entries' references.
+    fn validate_from(
+        &mut self,
+        table: Mfn,
+        level: u32,
+        start: usize,
+        mut set: bool,
+    ) -> Result<(), Stop> {
+        for slot in start..ENTRIES {
+            if slot > start && level > 1 && self.over_budget() {
+                self.frames.set_partial(
+                    table,
+                    Some(Partial {
+                        next: slot as u16,
+                        set: false,
+                    }),
+                );
+                return Err(Stop::Preempted);
+            }
+            self.frames.add_work(1);
+            match self.validate_entry(table, level, slot, set) {
+                Ok(()) => set = false,
+                Err(Stop::Preempted) => {
+                    self.frames.set_partial(
+                        table,
+                        Some(Partial {
+                            next: slot as u16,
+                            set: true,
+                        }),
+                    );
+                    return Err(Stop::Preempted);
+                }
+                Err(Stop::Fail(e)) => {
+                    hv_debug!(
+                        "pt d{=u16}: L{=u32} table mfn {=u64:#x} refused at slot {=usize} (entry {=u64:#x})",
+                        self.dom.0,
+                        level,
+                        table.0,
+                        slot,
+                        self.read_entry(table, slot).unwrap_or(0)
+                    );
+                    // A target left partial by its own failure is now held by this
+                    // entry (its general reference), as one resumed with `set`.
+                    let target = self.read_entry(table, slot).map(entry_mfn).ok();
+                    if level > 1 && target.is_some() && self.deferred == target {
+                        self.deferred = None;
+                        set = true;
+                    }
+                    if slot > 0 || set {
+                        self.frames.set_partial(
+                            table,
+                            Some(Partial {
+                                next: slot as u16,
+                                set,
+                            }),
+                        );
+                        self.deferred = Some(table);
+                    }
+                    return Err(Stop::Fail(e));
+                }
+            }
         }
         Ok(())
     }
 
-    /// Drops a type reference (and a general reference) taken by [`Self::get_type`];
-    /// the last one devalidates a page table. A frame without type references is left
-    /// alone (a hostile or buggy caller cannot underflow the count).
-    pub fn put_type(&mut self, mfn: Mfn) {
-        let Some(st) = self.frames.type_state(mfn) else {
-            return;
-        };
-        if st.count == 0 {
-            return;
+    /// Validates entry `slot` of a `level` table (`set`: its target's validation was
+    /// interrupted and the entry holds a general reference on it).
+    fn validate_entry(
+        &mut self,
+        table: Mfn,
+        level: u32,
+        slot: usize,
+        set: bool,
+    ) -> Result<(), Stop> {
+        if level == 4 && is_hypervisor_l4_slot(slot) {
+            let hv = self.hv_slots[slot - FIRST_HYPERVISOR_L4_SLOT];
+            return Ok(self.write_entry(table, slot, hv)?);
         }
+        let entry = self.read_entry(table, slot)?;
+        if !present(entry) {
+            return Ok(());
+        }
+        let stored = check_entry(entry, level)?;
+        if stored != entry {
+            self.write_entry(table, slot, stored)?;
+        }
+        self.get_entry_ref(stored, level, set, true)
+    }
+
+    /// Xen's `_put_page_type` + `put_page`: drops a type reference and, unless
+    /// interrupted, the general one. `held`: only the partial reference an entry (or the
+    /// deferred drop) holds — nothing but the general reference to drop unless the
+    /// frame is still partial, whose devalidation then continues. When interrupted the
+    /// general reference stays with the caller.
+    fn put_ref_and_type(&mut self, mfn: Mfn, held: bool) -> Result<(), Interrupted> {
+        self.put_type_only(mfn, held)?;
         self.frames.put_ref(mfn);
+        Ok(())
+    }
+
+    fn put_type_only(&mut self, mfn: Mfn, held: bool) -> Result<(), Interrupted> {
+        let Some(st) = self.frames.type_state(mfn) else {
+            return Ok(());
+        };
+        let partial = self.frames.partial(mfn);
+        if held {
+            let (Some(p), Some(level)) = (partial, st.ty.pt_level()) else {
+                return Ok(());
+            };
+            // The partial state's references are ours now.
+            self.frames.set_partial(mfn, None);
+            return self.demote(mfn, level, p.next.into(), p.set);
+        }
+        // A full reference is never held on a partial frame (its only type reference
+        // is the partial state's): leave it alone rather than break it.
+        if st.count == 0 || partial.is_some() {
+            return Ok(());
+        }
         if st.count > 1 {
             let count = st.count - 1;
             self.frames.set_type_state(mfn, TypeState { count, ..st });
-            return;
+            return Ok(());
+        }
+        let Some(level) = st.ty.pt_level() else {
+            self.frames.set_type_state(mfn, NOT_PARTIAL);
+            return Ok(());
+        };
+        // The general reference a partial state owns, taken now so an interruption
+        // cannot fail; without it the devalidation runs to its end.
+        if !self.frames.get_ref(mfn) {
+            let budget = self.budget.take();
+            let _ = self.devalidate_from(mfn, level, ENTRIES, false);
+            self.budget = budget;
+            self.frames.set_type_state(mfn, NOT_PARTIAL);
+            return Ok(());
         }
         self.frames.set_type_state(
             mfn,
             TypeState {
-                ty: PageType::None,
-                count: 0,
                 pinned: false,
+                ..st
             },
         );
-        if let Some(level) = st.ty.pt_level() {
-            self.devalidate(mfn, level);
+        self.demote(mfn, level, ENTRIES, false)
+    }
+
+    /// Devalidates `table` (type count 1, a general reference for the partial state
+    /// held) from entry `next` down; at the end its type count is 0.
+    fn demote(
+        &mut self,
+        table: Mfn,
+        level: u32,
+        next: usize,
+        set: bool,
+    ) -> Result<(), Interrupted> {
+        self.devalidate_from(table, level, next, set)?;
+        self.frames.set_type_state(table, NOT_PARTIAL);
+        self.frames.set_partial(table, None);
+        self.frames.put_ref(table);
+        Ok(())
+    }
+
+    /// Drops the references of entries `next-1` down to 0 of a `level` table, and first
+    /// entry `next`'s general reference if `set` (Xen's `free_lN_table`). Preemptible
+    /// at every entry but the first of an L2, L3 or L4 table; the table is then left
+    /// partial.
+    fn devalidate_from(
+        &mut self,
+        table: Mfn,
+        level: u32,
+        next: usize,
+        set: bool,
+    ) -> Result<(), Interrupted> {
+        let mut set = set;
+        let mut slot = next;
+        if !set {
+            let Some(s) = slot.checked_sub(1) else {
+                return Ok(());
+            };
+            slot = s;
+        }
+        let mut first = true;
+        loop {
+            if !first && level > 1 && self.over_budget() {
+                // Entries 0..=slot still hold their references.
+                self.frames.set_partial(
+                    table,
+                    Some(Partial {
+                        next: slot as u16 + 1,
+                        set: false,
+                    }),
+                );
+                return Err(Interrupted);
+            }
+            first = false;
+            self.frames.add_work(1);
+            let guest = level != 4 || !is_hypervisor_l4_slot(slot);
+            if guest
+                && let Ok(entry) = self.read_entry(table, slot)
+                && present(entry)
+                && self.put_entry_ref(entry, level, set).is_err()
+            {
+                self.frames.set_partial(
+                    table,
+                    Some(Partial {
+                        next: slot as u16,
+                        set: true,
+                    }),
+                );
+                return Err(Interrupted);
+            }
+            set = false;
+            let Some(s) = slot.checked_sub(1) else {
+                return Ok(());
+            };
+            slot = s;
         }
     }
 
-    /// The references entry `entry` (present, checked) of a `level` table holds.
-    fn get_entry_ref(&mut self, entry: u64, level: u32) -> Result<(), Errno> {
+    /// Takes the references entry `entry` (present, checked) of a `level` table holds;
+    /// `set` and `retain` as in [`Self::get_ref_and_type`].
+    fn get_entry_ref(
+        &mut self,
+        entry: u64,
+        level: u32,
+        set: bool,
+        retain: bool,
+    ) -> Result<(), Stop> {
         let target = entry_mfn(entry);
         if level == 1 {
             if entry & Pte::RW.bits() != 0 {
-                self.get_type(target, PageType::Writable)
+                self.get_ref_and_type(target, PageType::Writable, false, false)
             } else if self.owned(target) && self.frames.get_ref(target) {
                 Ok(())
             } else {
-                Err(Errno::EINVAL)
+                Err(Errno::EINVAL.into())
             }
         } else {
             let below = PageType::of_level(level - 1).ok_or(Errno::EINVAL)?;
-            self.get_type(target, below)
+            self.get_ref_and_type(target, below, set, retain)
         }
     }
 
-    fn put_entry_ref(&mut self, entry: u64, level: u32) {
+    /// Drops what entry `entry` of a `level` table holds (`set`: only a partial
+    /// reference); when interrupted the entry keeps a general reference.
+    fn put_entry_ref(&mut self, entry: u64, level: u32, set: bool) -> Result<(), Interrupted> {
         let target = entry_mfn(entry);
         if level == 1 && entry & Pte::RW.bits() == 0 {
             self.frames.put_ref(target);
+            Ok(())
         } else {
-            self.put_type(target);
+            self.put_ref_and_type(target, set)
         }
     }
 
-    /// Slots of a `level` table the guest owns.
-    fn guest_slots(level: u32) -> impl Iterator<Item = usize> {
-        (0..ENTRIES).filter(move |&i| level != 4 || !is_hypervisor_l4_slot(i))
+    /// Drops what a whole entry or root holds; an interrupted drop becomes the deferred
+    /// one.
+    fn drop_entry_ref(&mut self, entry: u64, level: u32) {
+        if self.put_entry_ref(entry, level, false).is_err() {
+            debug_assert!(self.deferred.is_none());
+            self.deferred = Some(entry_mfn(entry));
+        }
     }
 
     fn read_entry(&self, table: Mfn, slot: usize) -> Result<u64, Errno> {
@@ -256,133 +625,117 @@ impl<M: MachineMemory> PtCtx<'_, M> {
             .map_err(|_| Errno::EINVAL)
     }
 
-    /// Checks every present entry of a fresh `level` table and takes its references;
-    /// on failure, drops the ones already taken.
-    fn validate(&mut self, table: Mfn, level: u32) -> Result<(), Errno> {
-        self.frames.add_work(ENTRIES as u64);
-        let mut done = 0;
-        let result = (|| {
-            for slot in 0..ENTRIES {
-                done = slot;
-                if level == 4 && is_hypervisor_l4_slot(slot) {
-                    let hv = self.hv_slots[slot - FIRST_HYPERVISOR_L4_SLOT];
-                    self.write_entry(table, slot, hv)?;
-                    continue;
-                }
-                let entry = self.read_entry(table, slot)?;
-                if !present(entry) {
-                    continue;
-                }
-                let stored = check_entry(entry, level)?;
-                if stored != entry {
-                    self.write_entry(table, slot, stored)?;
-                }
-                self.get_entry_ref(stored, level)?;
-            }
-            done = ENTRIES;
-            Ok(())
-        })();
-        if result.is_err() {
-            hv_debug!(
-                "pt d{=u16}: L{=u32} table mfn {=u64:#x} refused at slot {=usize} (entry {=u64:#x})",
-                self.dom.0,
-                level,
-                table.0,
-                done,
-                self.read_entry(table, done).unwrap_or(0)
-            );
-            for slot in Self::guest_slots(level).take_while(|&s| s < done) {
-                if let Ok(entry) = self.read_entry(table, slot)
-                    && present(entry)
-                {
-                    self.put_entry_ref(entry, level);
-                }
-            }
+    /// Runs a top-level operation: finishes the deferred drop first, and in a context
+    /// without budget also the one the operation left.
+    fn op(&mut self, f: impl FnOnce(&mut Self) -> Result<(), Stop>) -> Result<(), Stop> {
+        self.finish_deferred()?;
+        let r = f(self);
+        if self.budget.is_none() {
+            let _ = self.finish_deferred();
         }
-        result
-    }
-
-    /// Drops the references of every present entry of a `level` table.
-    fn devalidate(&mut self, table: Mfn, level: u32) {
-        self.frames.add_work(ENTRIES as u64);
-        for slot in Self::guest_slots(level) {
-            if let Ok(entry) = self.read_entry(table, slot)
-                && present(entry)
-            {
-                self.put_entry_ref(entry, level);
-            }
-        }
+        r
     }
 
     /// `MMUEXT_PIN_Ln_TABLE`: validates and pins `mfn` as a `level` table.
-    pub fn pin(&mut self, mfn: Mfn, level: u32) -> Result<(), Errno> {
-        let ty = PageType::of_level(level).ok_or(Errno::EINVAL)?;
-        let st = self.frames.type_state(mfn).ok_or(Errno::EINVAL)?;
-        if st.pinned || !self.owned(mfn) {
-            return Err(Errno::EINVAL);
-        }
-        self.get_type(mfn, ty)?;
-        if let Some(st) = self.frames.type_state(mfn) {
-            self.frames
-                .set_type_state(mfn, TypeState { pinned: true, ..st });
-        }
-        Ok(())
+    pub fn pin(&mut self, mfn: Mfn, level: u32) -> Result<(), Stop> {
+        self.op(|pt| {
+            let ty = PageType::of_level(level).ok_or(Errno::EINVAL)?;
+            let st = pt.frames.type_state(mfn).ok_or(Errno::EINVAL)?;
+            if st.pinned || !pt.owned(mfn) {
+                return Err(Errno::EINVAL.into());
+            }
+            pt.get_ref_and_type(mfn, ty, false, false)?;
+            if let Some(st) = pt.frames.type_state(mfn) {
+                pt.frames
+                    .set_type_state(mfn, TypeState { pinned: true, ..st });
+            }
+            Ok(())
+        })
     }
 
     /// `MMUEXT_UNPIN_TABLE`: drops the pin's reference (devalidating the table if that
-    /// was the last one).
-    pub fn unpin(&mut self, mfn: Mfn) -> Result<(), Errno> {
-        let st = self.frames.type_state(mfn).ok_or(Errno::EINVAL)?;
-        if !st.pinned || !self.owned(mfn) {
-            return Err(Errno::EINVAL);
-        }
-        self.frames.set_type_state(
-            mfn,
-            TypeState {
-                pinned: false,
-                ..st
-            },
-        );
-        self.put_type(mfn);
-        Ok(())
+    /// was the last one; an interrupted devalidation is left deferred, the unpin is
+    /// done).
+    pub fn unpin(&mut self, mfn: Mfn) -> Result<(), Stop> {
+        self.op(|pt| {
+            let st = pt.frames.type_state(mfn).ok_or(Errno::EINVAL)?;
+            if !st.pinned || !pt.owned(mfn) {
+                return Err(Errno::EINVAL.into());
+            }
+            pt.frames.set_type_state(
+                mfn,
+                TypeState {
+                    pinned: false,
+                    ..st
+                },
+            );
+            pt.drop_root(mfn);
+            Ok(())
+        })
     }
 
-    /// Loads `new` as a root (kernel or user L4) in place of `old` (0 = none): takes an
-    /// L4 reference on the new one first, then drops the old one's.
-    pub fn switch_root(&mut self, new: Mfn, old: Option<Mfn>) -> Result<(), Errno> {
-        self.get_type(new, PageType::L4)?;
-        if let Some(old) = old {
-            self.put_type(old);
+    fn drop_root(&mut self, root: Mfn) {
+        if self.put_ref_and_type(root, false).is_err() {
+            debug_assert!(self.deferred.is_none());
+            self.deferred = Some(root);
         }
-        Ok(())
+    }
+
+    /// Loads `new` as a root (kernel or user L4) in place of `old` (`None` = none): takes
+    /// an L4 reference on the new one first, then drops the old one's. Loading the root
+    /// already loaded does nothing (so a continued switch does not repeat it).
+    pub fn switch_root(&mut self, new: Mfn, old: Option<Mfn>) -> Result<(), Stop> {
+        self.op(|pt| {
+            if old == Some(new) {
+                return Ok(());
+            }
+            pt.get_ref_and_type(new, PageType::L4, false, false)?;
+            if let Some(old) = old {
+                pt.drop_root(old);
+            }
+            Ok(())
+        })
+    }
+
+    /// Unloads the root `old` (`MMUEXT_NEW_USER_BASEPTR` with 0).
+    pub fn unload_root(&mut self, old: Mfn) -> Result<(), Stop> {
+        self.op(|pt| {
+            pt.drop_root(old);
+            Ok(())
+        })
     }
 
     /// Writes `new` into the entry at machine address `ptr` of one of the domain's page
     /// tables (`mmu_update`), keeping every reference right: the new entry's references
     /// are taken before the old one's are dropped. `preserve_ad` keeps the old A/D bits.
     ///
-    /// A frame that is not a page table is written as plain memory if it can be typed
-    /// writable (as Xen does).
-    pub fn mod_entry(&mut self, ptr: u64, new: u64, preserve_ad: bool) -> Result<(), Errno> {
+    /// A frame that is not a validated page table (a partial one included) is written as
+    /// plain memory if it can be typed writable (as Xen does).
+    pub fn mod_entry(&mut self, ptr: u64, new: u64, preserve_ad: bool) -> Result<(), Stop> {
+        self.op(|pt| pt.mod_entry_inner(ptr, new, preserve_ad))
+    }
+
+    fn mod_entry_inner(&mut self, ptr: u64, new: u64, preserve_ad: bool) -> Result<(), Stop> {
         let table = Mfn::containing(ptr);
         if !self.owned(table) {
-            return Err(Errno::EINVAL);
+            return Err(Errno::EINVAL.into());
         }
         let slot = ((ptr & (PAGE_SIZE as u64 - 1)) / 8) as usize;
         let st = self.frames.type_state(table).ok_or(Errno::EINVAL)?;
+        let validated = st.count > 0 && self.frames.partial(table).is_none();
         let level = match st.ty.pt_level() {
-            Some(level) if st.count > 0 => level,
+            Some(level) if validated => level,
             _ => {
                 // Not a page table: an ordinary write, allowed only while the frame can
                 // be typed writable (so never a GDT/LDT page).
-                self.get_type(table, PageType::Writable)?;
+                self.get_ref_and_type(table, PageType::Writable, false, false)?;
                 let r = self.write_entry(table, slot, new);
-                self.put_type(table);
-                return r;
+                let _ = self.put_ref_and_type(table, false);
+                return Ok(r?);
             }
         };
         if level == 4 && is_hypervisor_l4_slot(slot) {
-            return Err(Errno::EINVAL);
+            return Err(Errno::EINVAL.into());
         }
         let old = self.read_entry(table, slot)?;
         let mut new = new;
@@ -391,22 +744,23 @@ impl<M: MachineMemory> PtCtx<'_, M> {
         }
         if present(new) {
             new = check_entry(new, level)?;
-            self.get_entry_ref(new, level)?;
+            self.get_entry_ref(new, level, false, false)?;
         }
         if let Err(e) = self.write_entry(table, slot, new) {
             if present(new) {
-                self.put_entry_ref(new, level);
+                self.drop_entry_ref(new, level);
             }
-            return Err(e);
+            return Err(e.into());
         }
         if present(old) {
-            self.put_entry_ref(old, level);
+            self.drop_entry_ref(old, level);
         }
         Ok(())
     }
 
     /// Machine address of the L1 entry mapping `va` under the L4 `root`, if the walk
-    /// reaches a present L1 table. `va` must be a guest address (checked by the caller).
+    /// reaches a present, validated L1 table. `va` must be a guest address (checked by
+    /// the caller).
     pub fn l1_entry_maddr(&self, root: Mfn, va: u64) -> Result<u64, Errno> {
         let mut table = root;
         for level in (2..=4u32).rev() {
@@ -418,7 +772,11 @@ impl<M: MachineMemory> PtCtx<'_, M> {
             table = entry_mfn(entry);
         }
         let st = self.frames.type_state(table).ok_or(Errno::EINVAL)?;
-        if st.ty != PageType::L1 || st.count == 0 || !self.owned(table) {
+        if st.ty != PageType::L1
+            || st.count == 0
+            || self.frames.partial(table).is_some()
+            || !self.owned(table)
+        {
             return Err(Errno::EINVAL);
         }
         Ok(table.maddr() + ((va >> 12) & 0x1ff) * 8)

@@ -10,6 +10,7 @@ const TABLE: u64 = 0x67; // P RW U A D
 const RW_PAGE: u64 = 0x7; // P RW U
 const RO_PAGE: u64 = 0x5; // P U
 const HV: [u64; 16] = [0x1234_5063; 16];
+const EINVAL: Stop = Stop::Fail(Errno::EINVAL);
 
 struct Fx {
     mem: FakeMemory,
@@ -32,12 +33,7 @@ impl Fx {
         m
     }
     fn ctx(&mut self) -> PtCtx<'_, FakeMemory> {
-        PtCtx {
-            mem: &self.mem,
-            frames: &mut self.frames,
-            dom: DOM,
-            hv_slots: &HV,
-        }
+        PtCtx::new(&self.mem, &mut self.frames, DOM, &HV)
     }
     fn set(&self, table: Mfn, slot: u64, entry: u64) {
         self.mem.write_u64(table.maddr() + slot * 8, entry).unwrap();
@@ -105,19 +101,15 @@ fn pin_validates_recursively_and_unpin_releases_everything() {
     assert_eq!(fx.get(t.l4, 271), HV[15]);
 
     // Pinning twice is refused; a pinned L4 cannot be pinned as another level.
-    assert_eq!(fx.ctx().pin(t.l4, 4), Err(Errno::EINVAL));
-    assert_eq!(fx.ctx().pin(t.l3, 2), Err(Errno::EINVAL));
+    assert_eq!(fx.ctx().pin(t.l4, 4), Err(EINVAL));
+    assert_eq!(fx.ctx().pin(t.l3, 2), Err(EINVAL));
 
     fx.ctx().unpin(t.l4).unwrap();
     for m in [t.l4, t.l3, t.l2, t.l1, t.data] {
         assert_eq!(fx.ty(m), (PageType::None, 0));
         assert_eq!(fx.frames.ref_count(m), Some(0));
     }
-    assert_eq!(
-        fx.ctx().unpin(t.l4),
-        Err(Errno::EINVAL),
-        "not pinned any more"
-    );
+    assert_eq!(fx.ctx().unpin(t.l4), Err(EINVAL), "not pinned any more");
     // The former table can now be used as ordinary writable memory.
     fx.ctx().get_type(t.l1, PageType::Writable).unwrap();
 }
@@ -170,7 +162,7 @@ fn hostile_tables_are_refused_and_leave_nothing_behind() {
         let foreign = fx.alloc(DomId(2));
         let t = tree(&mut fx);
         breaker(&fx, &t, foreign);
-        assert_eq!(fx.ctx().pin(t.l4, 4), Err(Errno::EINVAL), "{what}");
+        assert_eq!(fx.ctx().pin(t.l4, 4), Err(EINVAL), "{what}");
         for m in [t.l4, t.l3, t.l2, t.l1, t.data, foreign] {
             assert_eq!(fx.ty(m), (PageType::None, 0), "{what}: {m:?}");
             assert_eq!(fx.frames.ref_count(m), Some(0), "{what}: {m:?}");
@@ -184,17 +176,17 @@ fn writable_frames_cannot_become_tables() {
     let t = tree(&mut fx);
     fx.ctx().pin(t.l4, 4).unwrap();
     // `data` is mapped writable: it cannot be pinned, nor become a root.
-    assert_eq!(fx.ctx().pin(t.data, 1), Err(Errno::EINVAL));
-    assert_eq!(fx.ctx().switch_root(t.data, None), Err(Errno::EINVAL));
+    assert_eq!(fx.ctx().pin(t.data, 1), Err(EINVAL));
+    assert_eq!(fx.ctx().switch_root(t.data, None), Err(EINVAL));
     // Another domain's frame or a frame beyond RAM cannot be pinned either.
     let foreign = fx.alloc(DomId(2));
-    assert_eq!(fx.ctx().pin(foreign, 1), Err(Errno::EINVAL));
-    assert_eq!(fx.ctx().pin(Mfn(u64::MAX >> 12), 1), Err(Errno::EINVAL));
-    assert_eq!(fx.ctx().pin(t.data, 5), Err(Errno::EINVAL));
+    assert_eq!(fx.ctx().pin(foreign, 1), Err(EINVAL));
+    assert_eq!(fx.ctx().pin(Mfn(u64::MAX >> 12), 1), Err(EINVAL));
+    assert_eq!(fx.ctx().pin(t.data, 5), Err(EINVAL));
     // A frame the hypervisor holds writable (shared_info) cannot become a table.
     let shared = fx.alloc(DOM);
     assert!(fx.frames.hold_writable(shared));
-    assert_eq!(fx.ctx().pin(shared, 1), Err(Errno::EINVAL));
+    assert_eq!(fx.ctx().pin(shared, 1), Err(EINVAL));
 }
 
 #[test]
@@ -211,7 +203,7 @@ fn roots_keep_tables_alive_after_unpin() {
     let slot = fx.ctx().l1_entry_maddr(t.l4, 2 << 12).unwrap();
     assert_eq!(
         fx.ctx().mod_entry(slot, t.l4.maddr() | RW_PAGE, false),
-        Err(Errno::EINVAL)
+        Err(EINVAL)
     );
     // GRUB's switch: pin the new root, load it, unpin the old one.
     let t2 = tree(&mut fx);
@@ -265,7 +257,7 @@ fn mod_entry_keeps_references_right() {
     ] {
         assert_eq!(
             fx.ctx().mod_entry(ptr, val, false),
-            Err(Errno::EINVAL),
+            Err(EINVAL),
             "{ptr:#x} <- {val:#x}"
         );
     }

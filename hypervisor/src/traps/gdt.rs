@@ -101,12 +101,12 @@ pub struct HwGdt {
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     pub(super) fn gdt_ctx(&mut self, idx: usize) -> PtCtx<'_, M> {
-        PtCtx {
-            mem: &self.mem,
-            frames: &mut self.frames,
-            dom: self.domains[idx].id,
-            hv_slots: &self.hypervisor_l4_slots,
-        }
+        PtCtx::new(
+            &self.mem,
+            &mut self.frames,
+            self.domains[idx].id,
+            &self.hypervisor_l4_slots,
+        )
     }
 
     /// Takes a `SegDesc` type reference on `mfn` for domain `idx`; the first one checks

@@ -593,4 +593,49 @@ mod tests {
         f.free(Mfn(3));
         assert_eq!(f.alloc(DomId(1)), Some(Mfn(3)), "search wraps around");
     }
+
+    #[test]
+    fn partial_state_round_trips_and_rejects_what_it_cannot_store() {
+        let mut f = frames(16, &[0..16 * PAGE]);
+        let m = f.alloc(DomId(1)).unwrap();
+        f.set_type_state(
+            m,
+            TypeState {
+                ty: PageType::L3,
+                count: 1,
+                pinned: true,
+            },
+        );
+        assert_eq!(f.partial(m), None);
+        for p in [(0, true), (1, false), (511, true), (300, false)] {
+            let p = Partial {
+                next: p.0,
+                set: p.1,
+            };
+            assert!(f.set_partial(m, Some(p)));
+            assert_eq!(f.partial(m), Some(p));
+            // The rest of the frame's state is untouched.
+            let st = f.type_state(m).unwrap();
+            assert_eq!((st.ty, st.count, st.pinned), (PageType::L3, 1, true));
+        }
+        for bad in [(0, false), (512, true), (u16::MAX, false)] {
+            let bad = Partial {
+                next: bad.0,
+                set: bad.1,
+            };
+            assert!(!f.set_partial(m, Some(bad)));
+        }
+        assert!(f.set_partial(m, None));
+        assert_eq!(f.partial(m), None);
+        // Free or beyond the table: nothing recorded.
+        let p = Partial {
+            next: 3,
+            set: false,
+        };
+        assert_ne!(m, Mfn(15));
+        assert!(!f.set_partial(Mfn(15), Some(p)));
+        assert!(!f.set_partial(Mfn(99), Some(p)));
+        f.free(m);
+        assert_eq!(f.partial(m), None);
+    }
 }

@@ -644,3 +644,213 @@ fn memory_op_and_vm_assist() {
         Errno::ENOSYS.to_ret()
     );
 }
+
+// ---- preemptible validation of large hierarchies ----------------------------------------
+
+/// Extra L1 tables of [`big_tree`]: with the other five tables more than
+/// `WORK_BUDGET` entries to (de)validate.
+const EXTRA_L1: u64 = 200;
+
+/// Most (de)validation work one entry into the hypervisor may do beyond the budget: the
+/// first entry of each of the L4, L3 and L2 being continued is done unconditionally (the
+/// progress guarantee), the L2 one with a whole L1 under it, plus the entry at which the
+/// budget ran out.
+const OVERSHOOT: u64 = 2 * 512 + 8;
+
+/// Builds in the unmapped pfns 1600.. an L4 that maps the kernel region as the
+/// bootstrap tables do (old tables read-only) plus `EXTRA_L1` more L1 tables mapping the
+/// domain's first 512 frames read-only; returns its frames (L4 first). `poison`: the last
+/// entry of the last L1 maps the L4 writable (refused).
+fn big_tree(x: &Fx, poison: bool) -> Vec<Mfn> {
+    let pt_pfn = Fx::pfn_of_va(x.si.pt_base);
+    let old: Vec<Mfn> = (pt_pfn..pt_pfn + x.si.nr_pt_frames)
+        .map(|p| x.mfn(p))
+        .collect();
+    let tables: Vec<Mfn> = (1600..1605 + EXTRA_L1).map(|p| x.mfn(p)).collect();
+    let mem = &x.hv.mem;
+    for m in &tables {
+        mem.fill(m.maddr(), 0, PAGE_SIZE).unwrap();
+    }
+    let set = |t: Mfn, slot: u64, e: u64| mem.write_u64(t.maddr() + slot * 8, e).unwrap();
+    let slot = |va: u64, level: u32| (va >> (12 + 9 * (level - 1))) & 511;
+    set(tables[0], slot(VIRT_BASE, 4), tables[1].maddr() | 7);
+    set(tables[1], slot(VIRT_BASE, 3), tables[2].maddr() | 7);
+    for i in 0..2u64 {
+        let va = VIRT_BASE + i * (2 << 20);
+        set(tables[2], slot(va, 2), tables[3 + i as usize].maddr() | 7);
+    }
+    for pfn in 0..1024u64 {
+        let mfn = x.mfn(pfn);
+        let flags = if old.contains(&mfn) { 5 } else { 7 };
+        set(
+            tables[3 + (pfn / 512) as usize],
+            pfn % 512,
+            mfn.maddr() | flags,
+        );
+    }
+    for (i, &l1) in tables[5..].iter().enumerate() {
+        set(tables[2], 2 + i as u64, l1.maddr() | 7);
+        for e in 0..512 {
+            set(l1, e, x.mfn(e).maddr() | 5);
+        }
+    }
+    if poison {
+        set(*tables.last().unwrap(), 511, tables[0].maddr() | 7);
+    }
+    tables
+}
+
+/// Type state, partial state and general count of every frame of d1.
+type Snapshot = Vec<(
+    u64,
+    Option<crate::mmu::TypeState>,
+    Option<crate::mmu::Partial>,
+    Option<u32>,
+)>;
+
+fn snapshot(x: &Fx) -> Snapshot {
+    (0..FRAMES as u64)
+        .map(Mfn)
+        .filter(|&m| x.hv.frames.owner(m) == Some(DomId(1)))
+        .map(|m| {
+            let f = &x.hv.frames;
+            let st = f.type_state(m).filter(|s| s.count > 0);
+            (m.0, st, f.partial(m), f.ref_count(m))
+        })
+        .collect()
+}
+
+/// Runs `ops` as one mmuext_op, re-executing its continuations as the guest's `syscall`
+/// would; returns the result, the number of entries and the most work one entry did.
+fn mmuext_entries(x: &mut Fx, ops: &[MmuextOp]) -> (i64, usize, u64) {
+    x.put(x.scratch, ops.as_bytes());
+    let fd = u64::from(DomId::SELF.0);
+    let rip = x.f.rip;
+    let (mut nr, mut args) = (
+        u64::from(nr::MMUEXT_OP),
+        [x.scratch, ops.len() as u64, 0, fd],
+    );
+    let mut most = 0;
+    for entries in 1..10_000 {
+        let before = x.hv.frames.work();
+        let r = hypercall(&mut x.hv, &mut x.f, nr, &args);
+        assert!(matches!(r, Resume::Guest { .. }), "{r:?}");
+        most = most.max(x.hv.frames.work() - before);
+        if x.f.rip == rip {
+            return (x.f.rax as i64, entries, most);
+        }
+        assert_eq!(x.f.rip, rip - 2, "a continuation re-executes the syscall");
+        x.f.rip = rip;
+        (nr, args) = (x.f.rax, [x.f.rdi, x.f.rsi, x.f.rdx, x.f.r10]);
+    }
+    panic!("no end to the continuations");
+}
+
+/// The same domain twice: one with the real budget, one that is never preempted.
+fn twins() -> (Fx, Fx) {
+    // Built alike; the second runs every call under an unlimited budget.
+    (fx(false), fx(false))
+}
+
+fn unlimited<R>(f: impl FnOnce() -> R) -> R {
+    use crate::mmu::hypercalls::test_budget;
+    test_budget::set(Some(u64::MAX));
+    let r = f();
+    test_budget::set(None);
+    r
+}
+
+#[test]
+fn a_large_hierarchy_is_validated_and_released_across_entries() {
+    use super::WORK_BUDGET;
+    let (mut x, mut y) = twins();
+    let tables = big_tree(&x, false);
+    assert_eq!(big_tree(&y, false), tables, "both domains are built alike");
+    let old = Mfn::containing(x.hv.domains[0].vcpu.cr3);
+    let l4 = tables[0];
+    let total = 512 * tables.len() as u64;
+    assert!(total > WORK_BUDGET);
+    let steps: [(&str, &[MmuextOp]); 5] = [
+        ("pin", &[ext(MMUEXT_PIN_L4_TABLE, l4.0)]),
+        ("unpin", &[ext(MMUEXT_UNPIN_TABLE, l4.0)]),
+        ("load", &[ext(MMUEXT_NEW_BASEPTR, l4.0)]),
+        ("unpin old", &[ext(MMUEXT_UNPIN_TABLE, old.0)]),
+        // Back to the (revalidated) bootstrap tables: the big one's last reference goes.
+        (
+            "reload old",
+            &[
+                ext(MMUEXT_NEW_BASEPTR, old.0),
+                ext(MMUEXT_TLB_FLUSH_LOCAL, 0),
+            ],
+        ),
+    ];
+    for (what, ops) in steps {
+        let work = x.hv.frames.work();
+        let (r, entries, most) = mmuext_entries(&mut x, ops);
+        let (ry, entries_y, _) = unlimited(|| mmuext_entries(&mut y, ops));
+        std::eprintln!(
+            "{what}: {} entries of work in {entries} entries into the hypervisor, at most {most}",
+            x.hv.frames.work() - work
+        );
+        assert_eq!((r, ry), (0, 0), "{what}");
+        assert!(most <= WORK_BUDGET + OVERSHOOT, "{what}: {most}");
+        assert_eq!(entries_y, 1, "{what}: unlimited runs whole");
+        assert_eq!(snapshot(&x), snapshot(&y), "{what}: same end state");
+        assert_eq!(x.hv.domains[0].vcpu.cr3, y.hv.domains[0].vcpu.cr3, "{what}");
+        assert_eq!(x.hv.domains[0].vcpu.old_table, None, "{what}");
+        if what != "unpin old" {
+            assert!(
+                entries > 1,
+                "{what}: the hierarchy is larger than the budget"
+            );
+        }
+    }
+    // Back where it started: the big tables are untyped again, the old root loaded.
+    assert_eq!(x.ty(l4), (PageType::None, 0));
+    assert!(tables.iter().all(|&m| x.ty(m) == (PageType::None, 0)));
+    assert_eq!(x.ty(old), (PageType::L4, 1));
+}
+
+#[test]
+fn a_bad_entry_deep_in_a_preempted_validation_fails_and_leaves_nothing() {
+    let (mut x, mut y) = twins();
+    let tables = big_tree(&x, true);
+    big_tree(&y, true);
+    let before = snapshot(&x);
+    let pdone = x.scratch + 2048;
+    for op in [MMUEXT_PIN_L4_TABLE, MMUEXT_NEW_BASEPTR] {
+        let ops = [ext(MMUEXT_TLB_FLUSH_LOCAL, 0), ext(op, tables[0].0)];
+        let (r, entries, _) = mmuext_entries(&mut x, &ops);
+        let (ry, _, _) = unlimited(|| mmuext_entries(&mut y, &ops));
+        assert_eq!(r, Errno::EINVAL.to_ret(), "cmd {op}");
+        assert_eq!(ry, r, "cmd {op}: as without preemption");
+        assert!(
+            entries > 2,
+            "cmd {op}: preempted, then undone across entries"
+        );
+        assert_eq!(
+            snapshot(&x),
+            before,
+            "cmd {op}: nothing left typed or partial"
+        );
+        assert_eq!(snapshot(&y), before, "cmd {op}");
+        assert_eq!(x.hv.domains[0].vcpu.old_table, None);
+    }
+    // pdone counts the elements done before the failure, as without preemption.
+    x.put(pdone, &[0xff; 4]);
+    let ops = [ext(MMUEXT_PIN_L4_TABLE, tables[0].0)];
+    x.put(x.scratch, ops.as_bytes());
+    let fd = u64::from(DomId::SELF.0);
+    let rip = x.f.rip;
+    let (mut nr, mut args) = (u64::from(nr::MMUEXT_OP), [x.scratch, 1, pdone, fd]);
+    loop {
+        hypercall(&mut x.hv, &mut x.f, nr, &args);
+        if x.f.rip == rip {
+            break;
+        }
+        x.f.rip = rip;
+        (nr, args) = (x.f.rax, [x.f.rdi, x.f.rsi, x.f.rdx, x.f.r10]);
+    }
+    assert_eq!(x.f.rax as i64, Errno::EINVAL.to_ret());
+    assert_eq!(x.get_u32(pdone), 0);
+}

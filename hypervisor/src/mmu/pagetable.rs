@@ -188,7 +188,7 @@ impl<M: MachineMemory> PtCtx<'_, M> {
 
     /// Runs `f` without a budget and finishes what it deferred: the operations whose
     /// callers cannot continue them later.
-    fn to_the_end<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+    fn run_whole<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
         let budget = self.budget.take();
         let _ = self.finish_deferred();
         let r = f(self);
@@ -202,7 +202,7 @@ impl<M: MachineMemory> PtCtx<'_, M> {
     /// frame is not the domain's, holds another type (a page table being validated or
     /// devalidated included), or does not validate.
     pub fn get_type(&mut self, mfn: Mfn, ty: PageType) -> Result<(), Errno> {
-        self.to_the_end(|pt| match pt.get_ref_and_type(mfn, ty, false, false) {
+        self.run_whole(|pt| match pt.get_ref_and_type(mfn, ty, false, false) {
             Ok(()) => Ok(()),
             Err(Stop::Fail(e)) => Err(e),
             Err(Stop::Preempted) => Err(Errno::EINVAL),
@@ -213,7 +213,7 @@ impl<M: MachineMemory> PtCtx<'_, M> {
     /// the last one devalidates a page table (to the end). A frame without type
     /// references is left alone (a hostile or buggy caller cannot underflow the count).
     pub fn put_type(&mut self, mfn: Mfn) {
-        self.to_the_end(|pt| {
+        self.run_whole(|pt| {
             let _ = pt.put_ref_and_type(mfn, false);
         });
     }

@@ -1,6 +1,9 @@
 //! Host tests of the typing rules: validation, pins, roots, entry updates.
 
 use super::*;
+use crate::mmu::Partial;
+
+extern crate std;
 use crate::mmu::FrameInfo;
 use crate::testutil::{FakeMemory, leak};
 
@@ -19,11 +22,14 @@ struct Fx {
 
 impl Fx {
     fn new() -> Fx {
-        let mem = FakeMemory::new(NR_FRAMES * PAGE_SIZE);
+        Fx::with_frames(NR_FRAMES)
+    }
+    fn with_frames(n: usize) -> Fx {
+        let mem = FakeMemory::new(n * PAGE_SIZE);
         let frames = Frames::new(
-            leak(FrameInfo::UNUSABLE, NR_FRAMES),
-            leak(0, NR_FRAMES),
-            core::slice::from_ref(&(0..(NR_FRAMES * PAGE_SIZE) as u64)),
+            leak(FrameInfo::UNUSABLE, n),
+            leak(0, n),
+            core::slice::from_ref(&(0..(n * PAGE_SIZE) as u64)),
         );
         Fx { mem, frames }
     }
@@ -300,4 +306,236 @@ fn l1_entry_lookup() {
         Err(Errno::EINVAL),
         "no L1 there"
     );
+}
+
+// ---- preemption: partial tables ---------------------------------------------------------
+
+/// Work budget of the preemptible calls below.
+const LIMIT: u64 = 3000;
+/// L1 tables of [`wide_tree`].
+const WIDE_L1: usize = 24;
+
+/// L4[0] -> L3[0] -> L2, whose entries 0..WIDE_L1 point at L1s each mapping `data`
+/// read-only 512 times and its own slot 0 writable to a page of its own: 27 tables, far
+/// more work than `LIMIT`. Returns the frames (L4, L3, L2, L1s..., data pages...).
+fn wide_tree(fx: &mut Fx) -> Vec<Mfn> {
+    let l4 = fx.alloc(DOM);
+    let l3 = fx.alloc(DOM);
+    let l2 = fx.alloc(DOM);
+    let data = fx.alloc(DOM);
+    fx.set(l4, 0, l3.maddr() | TABLE);
+    fx.set(l3, 0, l2.maddr() | TABLE);
+    let mut all = std::vec![l4, l3, l2];
+    let mut pages = std::vec![data];
+    for i in 0..WIDE_L1 {
+        let l1 = fx.alloc(DOM);
+        let page = fx.alloc(DOM);
+        fx.set(l2, i as u64, l1.maddr() | TABLE);
+        for e in 1..512 {
+            fx.set(l1, e, data.maddr() | RO_PAGE);
+        }
+        fx.set(l1, 0, page.maddr() | RW_PAGE);
+        all.push(l1);
+        pages.push(page);
+    }
+    all.extend(pages);
+    all
+}
+
+impl Fx {
+    /// A preemptible context with a fresh budget and the deferred drop `deferred`.
+    fn budget_ctx(&mut self, deferred: Option<Mfn>) -> PtCtx<'_, FakeMemory> {
+        let start = self.frames.work();
+        let mut pt = self.ctx();
+        pt.budget = Some(Budget {
+            start,
+            limit: LIMIT,
+        });
+        pt.deferred = deferred;
+        pt
+    }
+    /// Runs `op` in preemptible contexts (carrying the deferred drop, finishing it)
+    /// until it is done; returns its result, the calls it took and the most work of one.
+    fn until_done(
+        &mut self,
+        op: impl Fn(&mut PtCtx<'_, FakeMemory>) -> Result<(), Stop>,
+    ) -> (Result<(), Stop>, usize, u64) {
+        let (mut deferred, mut most, mut result) = (None, 0, None);
+        for calls in 1..1000 {
+            let before = self.frames.work();
+            let mut pt = self.budget_ctx(deferred);
+            let r = match result {
+                None => op(&mut pt),
+                Some(_) => pt.finish_deferred(),
+            };
+            deferred = pt.deferred;
+            most = most.max(self.frames.work() - before);
+            match (r, result) {
+                (Err(Stop::Preempted), _) => {}
+                (r, None) => result = Some(r),
+                (_, Some(_)) => {}
+            }
+            if let Some(r) = result
+                && deferred.is_none()
+            {
+                return (r, calls, most);
+            }
+        }
+        panic!("no end");
+    }
+    /// (type, count, pinned, partial, general count) of each frame.
+    fn states(&self, frames: &[Mfn]) -> std::vec::Vec<(PageType, u32, bool, Option<Partial>, u32)> {
+        frames
+            .iter()
+            .map(|&m| {
+                let (ty, count) = self.ty(m);
+                let pinned = self.frames.type_state(m).unwrap().pinned;
+                let rc = self.frames.ref_count(m).unwrap();
+                (ty, count, pinned, self.frames.partial(m), rc)
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn preempted_pin_and_unpin_end_as_whole_ones() {
+    let mut whole = Fx::with_frames(128);
+    let w = wide_tree(&mut whole);
+    let mut fx = Fx::with_frames(128);
+    let t = wide_tree(&mut fx);
+    assert_eq!(t, w);
+    let l4 = t[0];
+
+    whole.ctx().pin(l4, 4).unwrap();
+    let (r, calls, most) = fx.until_done(|pt| pt.pin(l4, 4));
+    assert_eq!(r, Ok(()));
+    assert!(calls > 3, "{calls}");
+    assert!(most <= LIMIT + 2 * 512 + 8, "{most}");
+    assert_eq!(fx.states(&t), whole.states(&w));
+    assert_eq!(fx.ty(t[5]), (PageType::L1, 1));
+    assert_eq!(
+        fx.frames.ref_count(t[3 + WIDE_L1]),
+        Some(511 * WIDE_L1 as u32)
+    );
+
+    whole.ctx().unpin(l4).unwrap();
+    let (r, calls, most) = fx.until_done(|pt| pt.unpin(l4));
+    assert_eq!(r, Ok(()));
+    assert!(calls > 3, "{calls}");
+    assert!(most <= LIMIT + 2 * 512 + 8, "{most}");
+    assert_eq!(fx.states(&t), whole.states(&w));
+    assert!(
+        t.iter()
+            .all(|&m| fx.states(&[m])[0] == (PageType::None, 0, false, None, 0))
+    );
+}
+
+#[test]
+fn a_failure_after_preemption_is_undone_with_the_same_errno() {
+    let mut fx = Fx::with_frames(128);
+    let t = wide_tree(&mut fx);
+    // The last L1 maps the L2 writable: refused after most of the tree was validated.
+    let last_l1 = t[2 + WIDE_L1];
+    fx.set(last_l1, 300, t[2].maddr() | RW_PAGE);
+    let before = fx.states(&t);
+    let (r, calls, _) = fx.until_done(|pt| pt.pin(t[0], 4));
+    assert_eq!(r, Err(EINVAL));
+    assert!(
+        calls > 4,
+        "preempted before the failure, undone across calls: {calls}"
+    );
+    assert_eq!(
+        fx.states(&t),
+        before,
+        "nothing left typed, partial or referenced"
+    );
+    // The same through a root switch, and without preemption.
+    let (r, _, _) = fx.until_done(|pt| pt.switch_root(t[0], None));
+    assert_eq!(r, Err(EINVAL));
+    assert_eq!(fx.ctx().pin(t[0], 4), Err(EINVAL));
+    assert_eq!(fx.states(&t), before);
+}
+
+#[test]
+fn partial_tables_refuse_other_types_and_are_taken_over_by_their_own() {
+    let mut fx = Fx::with_frames(128);
+    let t = wide_tree(&mut fx);
+    let (l4, l3, l2) = (t[0], t[1], t[2]);
+    assert_eq!(fx.budget_ctx(None).pin(l4, 4), Err(Stop::Preempted));
+    // Xen's PGT_partial: L4 and L3 stopped inside their first entry, L2 between two.
+    let p4 = fx.frames.partial(l4).unwrap();
+    assert_eq!((p4.next, p4.set), (0, true));
+    assert_eq!(
+        fx.frames.partial(l3).unwrap(),
+        Partial { next: 0, set: true }
+    );
+    let p2 = fx.frames.partial(l2).unwrap();
+    assert!(p2.next > 0 && !p2.set, "{p2:?}");
+    for m in [l4, l3, l2] {
+        let st = fx.frames.type_state(m).unwrap();
+        assert_eq!((st.count, st.pinned), (1, false));
+    }
+    // Another type is refused (Xen: the type count is 1 with another type): no
+    // writable mapping, no write through mmu_update; L1s not reached yet are untyped.
+    assert_eq!(
+        fx.ctx().get_type(l2, PageType::Writable),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(fx.ctx().get_type(l3, PageType::L2), Err(Errno::EINVAL));
+    assert_eq!(
+        fx.ctx().mod_entry(l2.maddr() + 8 * 500, 0, false),
+        Err(EINVAL)
+    );
+    let last = (WIDE_L1 as u64 - 1) << 21;
+    assert_eq!(fx.ctx().l1_entry_maddr(l4, last), Err(Errno::EINVAL));
+    assert_eq!(fx.frames.partial(l2), Some(p2), "untouched");
+
+    // Its own type takes the partial state over (Xen: the next get_page_type of that
+    // type continues the validation): here a pin of the L2 alone, run to the end.
+    fx.ctx().pin(l2, 2).unwrap();
+    assert_eq!(fx.frames.partial(l2), None);
+    assert_eq!(fx.ty(l2), (PageType::L2, 1));
+    // The interrupted pin continues and finds the L2 validated: one more reference.
+    let (r, _, _) = fx.until_done(|pt| pt.pin(l4, 4));
+    assert_eq!(r, Ok(()));
+    assert_eq!(fx.ty(l2), (PageType::L2, 2));
+    assert_eq!(
+        (fx.ty(l4), fx.ty(l3)),
+        ((PageType::L4, 1), (PageType::L3, 1))
+    );
+    fx.ctx().unpin(l4).unwrap();
+    assert_eq!(fx.ty(l2), (PageType::L2, 1));
+    fx.ctx().unpin(l2).unwrap();
+    assert!(
+        t.iter()
+            .all(|&m| fx.states(&[m])[0] == (PageType::None, 0, false, None, 0))
+    );
+
+    // Two pins of one table: the second (another vCPU, an upcall) completes it, the
+    // continued first finds it pinned (Xen: "already pinned", EINVAL).
+    assert_eq!(fx.budget_ctx(None).pin(l4, 4), Err(Stop::Preempted));
+    fx.ctx().pin(l4, 4).unwrap();
+    assert_eq!(fx.until_done(|pt| pt.pin(l4, 4)).0, Err(EINVAL));
+    assert_eq!(fx.ty(l4), (PageType::L4, 1));
+
+    // A devalidation interrupted by the budget is taken over by a new pin: the table is
+    // validated again from where the devalidation stood; the deferred drop then only
+    // drops its general reference.
+    let mut pt = fx.budget_ctx(None);
+    assert_eq!(pt.unpin(l4), Ok(()));
+    let deferred = pt.deferred;
+    assert_eq!(deferred, Some(l4));
+    assert!(fx.frames.partial(l4).is_some());
+    assert_eq!(
+        fx.ctx().get_type(l4, PageType::Writable),
+        Err(Errno::EINVAL)
+    );
+    fx.ctx().pin(l4, 4).unwrap();
+    let mut pt = fx.budget_ctx(deferred);
+    assert_eq!(pt.finish_deferred(), Ok(()));
+    assert_eq!(pt.deferred, None);
+    let mut whole = Fx::with_frames(128);
+    let w = wide_tree(&mut whole);
+    whole.ctx().pin(w[0], 4).unwrap();
+    assert_eq!(fx.states(&t), whole.states(&w));
 }

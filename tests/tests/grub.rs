@@ -167,6 +167,35 @@ fn grub_mkimage_hello_prints_and_powers_off() {
     );
 }
 
+/// With 384 MiB GRUB's new tables (an L1 entry for each of its 98,304 pages: 192 L1
+/// tables and more) are larger than the hypervisor's work budget per entry (65,536
+/// entries): its `PIN_L4_TABLE` is preempted half-way and the batch re-executed through
+/// its continuation, which continues the validation where it stopped (a `--trace` run
+/// shows `nr=26 args=[.., 0x3, ..] -> continued`, then `0x80000003` returning 0).
+#[test]
+fn grub_switches_to_page_tables_larger_than_the_work_budget() {
+    let cfg = grub_dir().join("hello-big.cfg");
+    std::fs::write(&cfg, format!("echo \"{HELLO_LINE}\"\nhalt\n")).unwrap();
+    let image = mkimage(
+        "grub-hello-big-x86_64-xen",
+        &["-c", cfg.to_str().unwrap(), "-p", "/", "echo", "halt"],
+    );
+    let result = run_hypervisor(&run_of(image, 384)).unwrap_or_else(|e| panic!("{e}"));
+    let printed =
+        result.transcript.lines.iter().any(|l| {
+            l.starts_with("[d1 grub-hello-big-x86_64-xen] ") && guest_text(l) == HELLO_LINE
+        });
+    let powered_off = result
+        .transcript
+        .contains("(hv) d1 grub-hello-big-x86_64-xen: shut down: poweroff");
+    assert_outcome(
+        &result,
+        printed && powered_off,
+        Some(Outcome::AllPoweredOff),
+        "hello image in 384 MiB",
+    );
+}
+
 #[test]
 fn grub_rescue_image_reaches_its_prompt() {
     let image = mkimage("grub-rescue-x86_64-xen", &["-p", "(memdisk)/boot/grub"]);

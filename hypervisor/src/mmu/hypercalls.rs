@@ -9,6 +9,17 @@
 //! unbounded work. Inside a multicall the continuation's arguments go back into the
 //! multicall entry and the multicall itself is continued at that entry (multicall.rs).
 //!
+//! One element may itself validate or devalidate a whole hierarchy: that work is
+//! preemptible too (pagetable.rs, Xen's `PGT_partial`). An element stopped by the budget
+//! is retried by the continuation (the same element, resuming where it stopped); a drop
+//! left half done (an unpin, a root or entry replaced, a failed validation's undo) is the
+//! vCPU's `old_table`, finished first by the next mmu_update/mmuext_op, which stops
+//! before its next element while one is pending. When the last element left one, the
+//! continuation is Xen's: no list, `MMU_UPDATE_PREEMPTED` as the count and the batch's
+//! result in place of `foreigndom`, returned once the drop is finished. As a difference
+//! from Xen, a root switch whose old root's drop was interrupted counts as done at once
+//! (Xen retries the element, as a no-op); the results and final `pdone` are the same.
+//!
 //! After any page-table change the whole TLB is flushed, whatever the guest's flush
 //! flags asked: a translation cached from a dropped writable mapping must not survive
 //! the frame becoming a page table.

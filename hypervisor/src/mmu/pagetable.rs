@@ -12,6 +12,30 @@
 //! frames can be mapped writable again (GRUB relies on that after unpinning its
 //! bootstrap tables).
 //!
+//! Preemption, as Xen's (`PGT_partial`, `nr_validated_ptes`, `PTF_partial_set`): in a
+//! context with a [`Budget`] (the batch hypercalls), (de)validation stops at an entry of an
+//! L2, L3 or L4 table once the entry into the hypervisor has (de)validated its budget of
+//! entries, every table of the chain being left *partial* ([`Partial`] in the frame
+//! table: entries `0..next` hold their references, entry `next` a general one if `set`).
+//! A partial table has type count 1 and a general reference, both owned by the partial
+//! state, and is retried by the continuation, which resumes where it stopped:
+//! * The next reference of the same type (whoever takes it: the retried element, another
+//!   pin, an entry of another table) takes the partial state over and continues
+//!   validating from `next` — a partially devalidated table too, whose entries `0..next`
+//!   still hold their references. Another type is refused with `EINVAL` (Xen: a type
+//!   count of 1 of another type), so a partial table can neither be mapped writable nor
+//!   be written through `mmu_update`, nor be loaded as a root of another level. Nothing
+//!   returns `ERESTART` to a different operation: there is no concurrent validation to
+//!   wait for on one CPU.
+//! * The first entry of each table in a call is done whatever the budget, so every call
+//!   makes progress; an entry into the hypervisor does at most its budget plus about two
+//!   tables' worth (an L1 is never partial: it is validated whole, as in Xen).
+//! * A validation failing after it took references leaves the failing table partial
+//!   (having absorbed its failing child) as the context's [`PtCtx::deferred`] drop (Xen's
+//!   `old_guest_table`), as does an interrupted devalidation; the vCPU keeps it and the
+//!   next `mmu_update`/`mmuext_op` finishes it first, preemptibly. Without a budget
+//!   (builder, GDT, plain `get_type`/`put_type`) everything runs to its end at once.
+//!
 //! Deliberate choices:
 //! * Linear (recursive) page tables are refused: an entry may only point at a table of
 //!   the level below, never at a table of its own level.

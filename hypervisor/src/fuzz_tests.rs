@@ -89,6 +89,10 @@ struct Fuzz {
     owned: HashMap<u16, (Vec<Mfn>, Vec<Mfn>)>,
     /// Partial tables seen by the frame checks (so a run shows it reached them).
     partial_seen: std::cell::Cell<u64>,
+    /// A continuation was left for later: check the frames after this step.
+    check_now: bool,
+    /// Copied trees handed to mmuext_op, and how many of those calls returned 0.
+    copies: (u32, u32),
 }
 
 /// Hypercalls the hypervisor implements (the rest are -ENOSYS): most calls go there.
@@ -168,6 +172,8 @@ impl Fuzz {
             owned: HashMap::new(),
             mapped_pages: 0,
             partial_seen: Default::default(),
+            check_now: false,
+            copies: (0, 0),
         };
         let space = fuzz.hv.current_space(fuzz.current());
         let mapped = |page: u64| {
@@ -569,13 +575,89 @@ impl Fuzz {
             }
         }
         self.note(format!("hypercall {nr} {args:#x?}"));
-        let r = hypercall(&mut self.hv, &mut self.frame, nr, &args);
+        let r = self.call_continued(nr, &args);
         if nr < 64 {
             let ok = self.frame.rax == 0;
             let e = self.stats.entry(nr).or_default();
             e.0 += 1;
             e.1 += u32::from(ok);
         }
+        r
+    }
+
+    /// Hypercall `nr`; a continuation (the syscall again) is usually re-executed at once,
+    /// as a kernel does unless an event comes first; sometimes the guest does something
+    /// else before, or never comes back to it.
+    fn call_continued(&mut self, nr: u64, args: &[u64]) -> Resume {
+        let (rip, idx) = (self.frame.rip, self.current());
+        let mut r = hypercall(&mut self.hv, &mut self.frame, nr, args);
+        for _ in 0..64 {
+            let continued = matches!(r, Resume::Guest { .. })
+                && self.hv.cpu.current == Some(idx)
+                && self.frame.rip == rip.wrapping_sub(2);
+            if !continued {
+                break;
+            }
+            if self.rng.chance(15) {
+                // Left half done (maybe partial tables): check the frames after it.
+                self.check_now = true;
+                break;
+            }
+            self.check_resume(r);
+            self.frame.rip = rip;
+            let f = &self.frame;
+            let (nr, args) = (f.rax, [f.rdi, f.rsi, f.rdx, f.r10, f.r8]);
+            self.note(format!("continuation {nr} {args:#x?}"));
+            r = hypercall(&mut self.hv, &mut self.frame, nr, &args);
+        }
+        r
+    }
+
+    /// The kernel builds a copy of its whole page-table tree in untyped frames of its
+    /// own (it could map them writable to do so) and pins, loads or unloads it: large
+    /// validations and devalidations, preempted on a small budget.
+    fn step_copy_tree(&mut self) -> Resume {
+        let idx = self.current();
+        let dom = self.hv.domains[idx].id;
+        let root = Mfn::containing(self.hv.domains[idx].vcpu.cr3);
+        let (all, _) = self.own_frames(dom).clone();
+        let mut spare: Vec<Mfn> = all
+            .into_iter()
+            .filter(|&m| self.hv.frames.type_state(m).is_some_and(|s| s.count == 0))
+            .collect();
+        let Some(new) = copy_table(self, root, 4, &mut spare) else {
+            return self.hv.resume_current();
+        };
+        let cmd = self.rng.pick(&[9u32, 9, 10, 15]); // pin L4, new baseptr, user baseptr
+        let mut ops = std::vec![MmuextOp {
+            cmd,
+            pad: 0,
+            arg1: new.0,
+            arg2: 0,
+        }];
+        if self.rng.chance(50) {
+            // ...and drop it again, or unpin the old root.
+            let (cmd, arg1) = self
+                .rng
+                .pick(&[(4u32, new.0), (4, root.0), (15, 0), (10, root.0)]);
+            ops.push(MmuextOp {
+                cmd,
+                pad: 0,
+                arg1,
+                arg2: 0,
+            });
+        }
+        let bytes: Vec<u8> = ops.iter().flat_map(|o| o.as_bytes().to_vec()).collect();
+        let va = self.guest_buffer(&bytes);
+        let args = [va, ops.len() as u64, 0, u64::from(DomId::SELF.0)];
+        self.note(format!(
+            "copied tree {:#x} -> {:#x}: mmuext {ops:x?}",
+            root.0, new.0
+        ));
+        self.owned.clear();
+        let r = self.call_continued(26, &args);
+        self.copies.0 += 1;
+        self.copies.1 += u32::from(self.frame.rax == 0);
         r
     }
 
@@ -812,6 +894,7 @@ impl Fuzz {
             // Most exceptions end a domain without handlers: rare.
             190 => self.step_exception(),
             191 => self.step_enter_user(),
+            192..=193 => self.step_copy_tree(),
             _ => {
                 self.step_registers();
                 self.hv.resume_current()
@@ -1066,7 +1149,7 @@ impl Fuzz {
                 r = self.hv.idle_wakeup(&mut self.frame);
                 self.check_resume(r);
             }
-            if i.is_multiple_of(64) {
+            if i.is_multiple_of(64) || core::mem::take(&mut self.check_now) {
                 self.check_frames();
             }
             if let Resume::Exit(_) = r {
@@ -1102,6 +1185,29 @@ impl Fuzz {
             }
         }
     }
+}
+
+/// Copies the `level` table `src` into a spare frame, and its tables below into more
+/// (depth first, as long as spare frames last: entries beyond are left empty).
+fn copy_table(fuzz: &mut Fuzz, src: Mfn, level: u32, spare: &mut Vec<Mfn>) -> Option<Mfn> {
+    let dst = spare.pop()?;
+    let mut page = [0u8; PAGE_SIZE];
+    fuzz.hv.mem.read(src.maddr(), &mut page).unwrap();
+    for slot in 0..512 {
+        if level == 1 || (level == 4 && (256..=271).contains(&slot)) {
+            continue;
+        }
+        let at = slot * 8..slot * 8 + 8;
+        let e = u64::from_le_bytes(page[at.clone()].try_into().unwrap());
+        if e & 1 == 0 {
+            continue;
+        }
+        let child = Mfn((e & 0x000f_ffff_ffff_f000) >> 12);
+        let new = copy_table(fuzz, child, level - 1, spare).map_or(0, |m| m.maddr() | (e & 0xfff));
+        page[at].copy_from_slice(&new.to_le_bytes());
+    }
+    fuzz.hv.mem.write(dst.maddr(), &page).unwrap();
+    Some(dst)
 }
 
 /// A xenstore request header plus payload: plausible, oversized or garbage.
@@ -1157,7 +1263,7 @@ fn hostile_guests_cannot_break_the_hypervisor() {
         // Every other episode with a tiny work budget: the start-of-day tables are
         // larger, so pins, root switches and unpins of them stop half-way (partial
         // tables, deferred drops) and meet whatever the guest does next.
-        let small = [300u64, 700, 1100][(e / 2 % 3) as usize];
+        let small = [300u64, 150, 600][(e / 2 % 3) as usize];
         crate::mmu::hypercalls::test_budget::set((e % 2 == 1).then_some(small));
         let mut fuzz = Fuzz::new(episode_seed);
         if fuzz.run(STEPS) {
@@ -1172,9 +1278,10 @@ fn hostile_guests_cannot_break_the_hypervisor() {
         let ok: u32 = fuzz.stats.values().map(|s| s.1).sum();
         std::eprintln!(
             "fuzz episode {e} (seed {episode_seed:#x}): {} steps, {calls} hypercalls < 64 \
-             ({ok} returned 0), {} partial tables seen",
+             ({ok} returned 0), {} partial tables seen, {:?} tree copies (used, ok)",
             fuzz.steps,
-            fuzz.partial_seen.get()
+            fuzz.partial_seen.get(),
+            fuzz.copies
         );
     }
     std::eprintln!("{episodes} episodes, {ended} ended by the guests themselves");

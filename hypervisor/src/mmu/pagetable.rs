@@ -414,10 +414,16 @@ impl<M: MachineMemory> PtCtx<'_, M> {
                         slot,
                         self.read_entry(table, slot).unwrap_or(0)
                     );
+                    if level == 1 {
+                        // As Xen's promote_l1_table, an L1 undoes itself at once (at most
+                        // 512 entries, data pages only): L1s are never partial.
+                        let _ = self.devalidate_from(table, 1, slot, false);
+                        return Err(Stop::Fail(e));
+                    }
                     // A target left partial by its own failure is now held by this
                     // entry (its general reference), as one resumed with `set`.
                     let target = self.read_entry(table, slot).map(entry_mfn).ok();
-                    if level > 1 && target.is_some() && self.deferred == target {
+                    if target.is_some() && self.deferred == target {
                         self.deferred = None;
                         set = true;
                     }

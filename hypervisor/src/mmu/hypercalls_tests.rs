@@ -854,3 +854,57 @@ fn a_bad_entry_deep_in_a_preempted_validation_fails_and_leaves_nothing() {
     assert_eq!(x.f.rax as i64, Errno::EINVAL.to_ret());
     assert_eq!(x.get_u32(pdone), 0);
 }
+
+/// Inside a multicall the preempted pin's continuation goes into its entry: the
+/// multicall is re-executed at that entry until the pin is done, then runs the next one.
+#[test]
+fn a_preempted_pin_inside_a_multicall_continues_in_its_entry() {
+    let mut x = fx(false);
+    let tables = big_tree(&x, false);
+    let (list, ops) = (x.scratch, x.scratch + 1024);
+    x.put(ops, ext(MMUEXT_PIN_L4_TABLE, tables[0].0).as_bytes());
+    let fd = u64::from(DomId::SELF.0);
+    let entries = [
+        MulticallEntry {
+            op: nr::MMUEXT_OP.into(),
+            args: [ops, 1, 0, fd, 0, 0],
+            ..Default::default()
+        },
+        MulticallEntry {
+            op: nr::XEN_VERSION.into(),
+            ..Default::default()
+        },
+    ];
+    x.put(list, entries.as_bytes());
+    let rip = x.f.rip;
+    let (mut nr, mut args) = (u64::from(nr::MULTICALL), [list, 2, 0, 0]);
+    let mut calls = 0;
+    loop {
+        calls += 1;
+        assert!(calls < 100);
+        let r = hypercall(&mut x.hv, &mut x.f, nr, &args);
+        assert!(matches!(r, Resume::Guest { .. }), "{r:?}");
+        if x.f.rip == rip {
+            break;
+        }
+        x.f.rip = rip;
+        (nr, args) = (x.f.rax, [x.f.rdi, x.f.rsi, x.f.rdx, x.f.r10]);
+    }
+    assert_eq!(x.f.rax, 0);
+    assert!(calls > 1, "preempted");
+    let result = |i: u64| {
+        let mut b = [0u8; 8];
+        let at = list + i * 64 + 8;
+        copy_from_guest(&x.hv.mem, &x.hv.frames, x.space(), at, &mut b).unwrap();
+        i64::from_le_bytes(b)
+    };
+    assert_eq!(result(0), 0, "the pin");
+    assert_eq!(
+        result(1),
+        (4 << 16) | 17,
+        "the next entry ran once after it"
+    );
+    assert_eq!(x.ty(tables[0]), (PageType::L4, 1));
+    assert!(x.hv.frames.type_state(tables[0]).unwrap().pinned);
+    assert!(tables.iter().all(|&m| x.hv.frames.partial(m).is_none()));
+}

@@ -458,6 +458,15 @@ impl EventChannels {
         self.domains.values().map(|d| d.buckets.len()).sum()
     }
 
+    /// Every guest frame `dom`'s FIFO state holds a writable reference on (control
+    /// blocks, then event-array pages); empty under the 2-level ABI.
+    pub fn fifo_frames(&self, dom: DomId) -> Vec<Mfn> {
+        match self.domains.get(&dom).map(|d| &d.abi) {
+            Some(Abi::Fifo(f)) => f.frames().collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether `dom` uses the FIFO ABI.
     pub fn is_fifo(&self, dom: DomId) -> bool {
         self.domains

@@ -27,7 +27,9 @@ use crate::mmu::guest::copy_to_guest;
 use crate::platform::{ExitStatus, GuestFrame, MachineMemory, Resume};
 use crate::sched::policy::RunState;
 use crate::testutil::{TestHv, create_domains, hypercall, test_hv_with};
-use guest_abi::event_channel::NR_VIRQS;
+use guest_abi::event_channel::Virq;
+
+const NR_VIRQS: u32 = Virq::COUNT;
 use guest_abi::layout::{
     FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64, MACH2PHYS_VIRT_START, PAGE_SIZE,
     is_canonical,

@@ -25,6 +25,10 @@ mod guest {
     use core::sync::atomic::{AtomicU32, Ordering, fence};
 
     use guest_abi::event_channel::*;
+
+    const VIRQ_TIMER: u32 = Virq::TIMER.0;
+    const VIRQ_DOM_EXC: u32 = Virq::DOM_EXC.0;
+    const NR_VIRQS: u32 = Virq::COUNT;
     use guest_abi::generated::call;
     use guest_abi::generated::vcpu_op::*;
     use guest_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
@@ -95,7 +99,7 @@ mod guest {
     fn close(port: u32) -> i64 {
         evtchn(
             EVTCHNOP_CLOSE,
-            &mut EvtchnPortArg {
+            &mut EvtchnClose {
                 port: EvtchnPort(port),
             },
         )
@@ -104,7 +108,7 @@ mod guest {
     fn unmask(port: u32) -> i64 {
         evtchn(
             EVTCHNOP_UNMASK,
-            &mut EvtchnPortArg {
+            &mut EvtchnUnmask {
                 port: EvtchnPort(port),
             },
         )

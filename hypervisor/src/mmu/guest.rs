@@ -38,8 +38,9 @@ pub struct GuestSpace {
     pub cr3: u64,
 }
 
-/// Entries of the translation cache (direct-mapped by the page number's low bits).
-const TLB_ENTRIES: usize = 4;
+/// Entries of the translation cache (direct-mapped by page number and domain: domains
+/// built from the same image use the same stack addresses).
+const TLB_ENTRIES: usize = 8;
 
 /// One remembered walk: page `page` of `dom`'s address space rooted at `cr3` is frame
 /// `frame`, and every level allowed writes if `writable`.
@@ -89,12 +90,12 @@ impl Tlb {
         }
     }
 
-    fn slot(&self, page: u64) -> &Cell<TlbEntry> {
-        &self.entries[(page as usize) % TLB_ENTRIES]
+    fn slot(&self, dom: DomId, page: u64) -> &Cell<TlbEntry> {
+        &self.entries[((page ^ u64::from(dom.0)) as usize) % TLB_ENTRIES]
     }
 
     fn lookup(&self, space: GuestSpace, page: u64, write: bool) -> Option<u64> {
-        let e = self.slot(page).get();
+        let e = self.slot(space.dom, page).get();
         (e.page == page
             && e.cr3 == space.cr3 & PTE_ADDR_MASK
             && e.dom == space.dom
@@ -103,7 +104,7 @@ impl Tlb {
     }
 
     fn insert(&self, space: GuestSpace, page: u64, frame: u64, writable: bool) {
-        self.slot(page).set(TlbEntry {
+        self.slot(space.dom, page).set(TlbEntry {
             dom: space.dom,
             cr3: space.cr3 & PTE_ADDR_MASK,
             page,

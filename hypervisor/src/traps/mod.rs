@@ -183,7 +183,7 @@ pub fn bounce_frame_words(
     cs: u64,
     error: Option<u64>,
     saved_mask: u8,
-) -> heapless::Vec<u64, 8> {
+) -> heapless::Vec<u64, MAX_BOUNCE_WORDS> {
     let mut w = heapless::Vec::new();
     let rflags = if saved_mask != 0 {
         frame.rflags & !RFLAGS_IF
@@ -697,10 +697,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         mask_events: bool,
     ) -> Result<(), BadGuestStack> {
         self.bounce_with(idx, frame, handler, mask_events, |f, cs, saved_mask| {
-            let mut words = heapless::Vec::new();
-            // At most 8 words: always fits.
-            let _ = words.extend_from_slice(&bounce_frame_words(f, cs, error, saved_mask));
-            words
+            bounce_frame_words(f, cs, error, saved_mask)
         })
     }
 

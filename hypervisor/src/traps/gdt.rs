@@ -234,11 +234,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         for_each_descriptor_run(&self.mem, gdt.frames(), entries, |first, descs| {
             self.platform.set_gdt_entries(first, descs)
         });
-        let zeros = [0u64; RUN];
         let mut at = entries;
         while at < self.cpu.gdt.loaded {
             let count = (self.cpu.gdt.loaded - at).min(RUN);
-            self.platform.set_gdt_entries(at, &zeros[..count]);
+            self.platform.set_gdt_entries(at, &ZEROS[..count]);
             at += count;
         }
         self.cpu.gdt = HwGdt {
@@ -281,6 +280,8 @@ pub(super) fn for_each_descriptor_run<M: MachineMemory>(
 
 /// Descriptors handed over (or cleared) at a time when a table is loaded.
 const RUN: usize = 32;
+/// A run of not-present descriptors (a constant: nothing to clear at each switch).
+const ZEROS: [u64; RUN] = [0; RUN];
 
 #[cfg(test)]
 #[path = "gdt_tests.rs"]

@@ -100,6 +100,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if !self.domains[idx].is_runnable() {
             return;
         }
+        // The vCPU on the CPU is neither blocked nor polling (one vCPU per domain):
+        // nothing to wake, and the policy need not be asked (a send to oneself).
+        if self.cpu.current == Some(idx) && self.domains[idx].vcpu.poll.is_none() {
+            return;
+        }
         if self.domains[idx].vcpu.poll.take().is_some() {
             let _ = self.timers.cancel_poll(id);
         }

@@ -230,7 +230,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 self.apply_wakes(wakes);
             }
             self.arm_timer(true);
-            return self.enter_current(frame);
+            // Into its event callback if an upcall is due; a bad guest stack there ends
+            // the domain, and the loop picks again (no recursion, however many fail).
+            self.deliver_event_upcall(idx, frame);
+            if self.cpu.current.is_none() {
+                continue;
+            }
+            return self.resume_current();
         }
     }
 

@@ -26,6 +26,7 @@ use crate::mmu::PageType;
 use crate::mmu::guest::copy_to_guest;
 use crate::platform::{ExitStatus, GuestFrame, MachineMemory, Resume};
 use crate::sched::policy::RunState;
+use crate::testutil::Rng;
 use crate::testutil::{TestHv, create_domains, hypercall, test_hv_with};
 use guest_abi::event_channel::Virq;
 
@@ -52,29 +53,6 @@ const DOMAIN_KIB: u32 = 8 * 1024;
 const STEPS: usize = 3000;
 const DEFAULT_EPISODES: usize = 16;
 const DEFAULT_SEED: u64 = 0x5eed_f00d_cafe_0001;
-
-/// splitmix64: small, deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
 
 /// One fuzzing run: a hypervisor with three built domains (dom0 and two domUs).
 struct Fuzz {

@@ -5,11 +5,10 @@
 //! The images are built once per test binary; QEMU and the Xen package are installed
 //! when missing (as root), else the tests fail with the command to run: they never skip.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 use xtask::bundle::GuestFile;
-use xtask::images::{Images, Profile, build_images};
-use xtask::qemu::{HvResult, HvRun, Outcome, ensure_qemu, run_hypervisor};
+use xtask::images::Images;
+use xtask::qemu::{HvResult, HvRun, Outcome, run_hypervisor};
 
 /// Hang guard for one QEMU run.
 const TIMEOUT: Duration = Duration::from_secs(240);
@@ -17,15 +16,7 @@ const TIMEOUT: Duration = Duration::from_secs(240);
 const PING_PONG: u64 = 10_000;
 
 fn images() -> &'static Images {
-    static IMAGES: OnceLock<Result<Images, String>> = OnceLock::new();
-    let built = IMAGES.get_or_init(|| {
-        ensure_qemu().map_err(|e| e.to_string())?;
-        build_images(Profile::Release).map_err(|e| e.to_string())
-    });
-    match built {
-        Ok(images) => images,
-        Err(e) => panic!("cannot prepare the QEMU tests: {e}"),
-    }
+    xtask::images::prepared()
 }
 
 fn boot(guests: Vec<GuestFile>) -> HvResult {

@@ -5,27 +5,17 @@
 //! as root; otherwise the tests fail with the install command: they never skip.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 use xtask::bench::{BenchLine, CASES, CaseKind, bench_ours, bench_ours_two_domains};
 use xtask::bundle::GuestFile;
-use xtask::images::{Images, Profile, build_images};
-use xtask::qemu::{HvResult, HvRun, Outcome, SingleGuest, ensure_qemu, run_hypervisor};
+use xtask::images::Images;
+use xtask::qemu::{HvResult, HvRun, Outcome, SingleGuest, run_hypervisor};
 
 /// Hang guard for one QEMU run; a normal run takes well under a second.
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The images, built once for all tests (which run in parallel threads).
 fn images() -> &'static Images {
-    static IMAGES: OnceLock<Result<Images, String>> = OnceLock::new();
-    let built = IMAGES.get_or_init(|| {
-        ensure_qemu().map_err(|e| e.to_string())?;
-        build_images(Profile::Release).map_err(|e| e.to_string())
-    });
-    match built {
-        Ok(images) => images,
-        Err(e) => panic!("cannot prepare the QEMU tests: {e}"),
-    }
+    xtask::images::prepared()
 }
 
 fn guest(name: &str) -> GuestFile {

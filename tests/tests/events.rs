@@ -1,4 +1,4 @@
-//! Event channels, timers and blocking in QEMU: pv-guest's `events:` lines on our
+//! Event channels (2-level and FIFO), timers and blocking in QEMU: pv-guest's `events:` lines on our
 //! hypervisor compared line by line with the same ELF as dom0 on real Xen 4.17 (the
 //! differential test), and two domains exchanging 10,000 events.
 //!
@@ -76,6 +76,7 @@ fn events_transcript_matches_xen_line_by_line() {
         "events: timer: 3 one-shot timers fired, blocked until each",
         "events: loopback: 5 sends, 5 upcalls on the bound end",
         "events: loopback: connected=true, unbound after the other end closed=true",
+        "events: fifo: link_bits=17, 5 sends, 5 upcalls through the queues",
     ] {
         assert!(
             ours_lines.iter().any(|l| l == want),

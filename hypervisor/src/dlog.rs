@@ -10,6 +10,7 @@
 //! fast path.
 
 use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Logs through core `Display` (e.g. an error type or `fmt::Arguments`).
 pub struct Disp<'a, T: fmt::Display + ?Sized>(pub &'a T);
@@ -31,16 +32,39 @@ impl<T: fmt::Debug + ?Sized> defmt::Format for Dbg<'_, T> {
     }
 }
 
+/// Whether a defmt sink is attached (the arch layer found COM2). Without one, frames
+/// would be encoded only to be dropped: the trace points skip the encoding.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Says whether trace frames have somewhere to go (the arch layer, after probing).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether trace points should encode their frames.
+#[inline(always)]
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
 /// A trace-level point (per-hypercall detail; only in `DEFMT_LOG=trace` images).
 #[cfg(target_os = "none")]
 macro_rules! hv_trace {
-    ($($t:tt)*) => { defmt::trace!($($t)*) };
+    ($($t:tt)*) => {
+        if $crate::dlog::enabled() {
+            defmt::trace!($($t)*)
+        }
+    };
 }
 
 /// A debug-level point (domain life cycle, refusals and why).
 #[cfg(target_os = "none")]
 macro_rules! hv_debug {
-    ($($t:tt)*) => { defmt::debug!($($t)*) };
+    ($($t:tt)*) => {
+        if $crate::dlog::enabled() {
+            defmt::debug!($($t)*)
+        }
+    };
 }
 
 /// A trace-level point (host build: nothing is logged).

@@ -21,17 +21,23 @@ extern crate std;
 use crate::bundle::build::Guest;
 use crate::domain::elfnotes::test_elf::{TestElf, VIRT_BASE};
 use crate::domain::runtime::DomainState;
+use crate::evtchn::ChannelState;
 use crate::mmu::PageType;
 use crate::mmu::guest::copy_to_guest;
 use crate::platform::{ExitStatus, GuestFrame, MachineMemory, Resume};
+use crate::sched::policy::RunState;
+use crate::testutil::Rng;
 use crate::testutil::{TestHv, create_domains, hypercall, test_hv_with};
+use guest_abi::event_channel::Virq;
+
+const NR_VIRQS: u32 = Virq::COUNT;
 use guest_abi::layout::{
     FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64, MACH2PHYS_VIRT_START, PAGE_SIZE,
     is_canonical,
 };
 use guest_abi::mmu::{MmuUpdate, MmuextOp, MulticallEntry};
 use guest_abi::traps::IretContext;
-use guest_abi::{DomId, Mfn};
+use guest_abi::{DomId, EvtchnPort, Mfn, VcpuId};
 use std::collections::HashMap;
 use std::format;
 use std::string::String;
@@ -45,31 +51,8 @@ const HV_SLOTS: [u64; 16] = [0xabc_0063; 16];
 const DOMAIN_KIB: u32 = 8 * 1024;
 /// Steps per episode (an episode ends earlier when every domain has ended).
 const STEPS: usize = 3000;
-const DEFAULT_EPISODES: usize = 6;
+const DEFAULT_EPISODES: usize = 16;
 const DEFAULT_SEED: u64 = 0x5eed_f00d_cafe_0001;
-
-/// splitmix64: small, deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
 
 /// One fuzzing run: a hypervisor with three built domains (dom0 and two domUs).
 struct Fuzz {
@@ -96,8 +79,25 @@ struct Fuzz {
 }
 
 /// Hypercalls the hypervisor implements (the rest are -ENOSYS): most calls go there.
-const IMPLEMENTED: [u64; 21] = [
-    0, 1, 2, 3, 4, 5, 6, 10, 12, 13, 14, 17, 18, 20, 21, 23, 25, 26, 29, 30, 32,
+const IMPLEMENTED: [u64; 24] = [
+    0, 1, 2, 3, 4, 5, 6, 10, 12, 13, 14, 15, 16, 17, 18, 20, 21, 23, 24, 25, 26, 29, 30, 32,
+];
+
+/// Port numbers at and around every limit: buckets, the 2-level ABI and the default
+/// quota (1023), the FIFO ABI (2^17), and beyond.
+const EDGE_PORTS: [u32; 12] = [
+    0,
+    1,
+    63,
+    64,
+    1023,
+    1024,
+    4095,
+    4096,
+    131_071,
+    131_072,
+    1 << 31,
+    u32::MAX,
 ];
 
 /// Segment descriptors: flat code/data at DPL 0 and 3, 32-bit code, LDT, TSS, call
@@ -458,6 +458,356 @@ impl Fuzz {
         (0..n).map(|_| self.rng.next() as u8).collect()
     }
 
+    // ---- event channels, scheduler and timers: shaped arguments -------------------------
+
+    fn current_dom(&self) -> DomId {
+        self.hv.domains[self.current()].id
+    }
+
+    /// Another domain's id (live or ended).
+    fn other_dom(&mut self) -> DomId {
+        let me = self.current_dom();
+        let others: Vec<DomId> = self
+            .hv
+            .domains
+            .iter()
+            .map(|d| d.id)
+            .filter(|&d| d != me)
+            .collect();
+        if others.is_empty() {
+            return me;
+        }
+        self.rng.pick(&others)
+    }
+
+    /// A domain id: itself, another domain, DOMID_SELF, reserved or junk ids.
+    fn any_domid(&mut self) -> u16 {
+        match self.rng.below(10) {
+            0..=2 => self.current_dom().0,
+            3..=5 => self.other_dom().0,
+            6 => DomId::SELF.0,
+            7 => self.rng.pick(&[0, 3, 4, 0x7fef]),
+            8 => self.rng.pick(&[0x7ff1, 0x7ff2, 0x7ff3, 0x7ff4, 0xffff]),
+            _ => self.rng.next() as u16,
+        }
+    }
+
+    /// The ports of `dom` that are in use (not free).
+    fn ports_in_use(&self, dom: DomId) -> Vec<u32> {
+        (0u32..)
+            .map_while(|p| Some(p).zip(self.hv.evtchn.channel(dom, EvtchnPort(p))))
+            .filter(|(_, c)| c.state != ChannelState::Free)
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    /// A port: one of its own in use, small, another domain's, at a limit, or junk.
+    fn any_port(&mut self) -> u32 {
+        let dom = match self.rng.below(8) {
+            0..=3 => self.current_dom(),
+            4 => self.other_dom(),
+            5 => return self.rng.below(8) as u32,
+            6 => return self.rng.pick(&EDGE_PORTS),
+            _ => return self.rng.next() as u32,
+        };
+        let ports = self.ports_in_use(dom);
+        if ports.is_empty() {
+            return self.rng.below(4) as u32;
+        }
+        self.rng.pick(&ports)
+    }
+
+    fn any_vcpu(&mut self) -> u32 {
+        self.rng
+            .pick(&[0, 0, 0, 0, 0, 1, 5, 31, 32, u32::MAX, self.rng.0 as u32])
+    }
+
+    fn any_virq(&mut self) -> u32 {
+        if self.rng.chance(85) {
+            self.rng.below(u64::from(NR_VIRQS)) as u32
+        } else {
+            self.rng.pick(&[NR_VIRQS, 31, 32, u32::MAX])
+        }
+    }
+
+    /// A frame for a FIFO control block or event-array page: its own (often a page
+    /// table), another domain's, beyond RAM, or absurd.
+    fn fifo_frame(&mut self) -> u64 {
+        match self.rng.below(8) {
+            0..=3 => self.own_mfn().0,
+            4 => {
+                let other = self.other_dom();
+                let all = self.own_frames(other).0.clone();
+                if all.is_empty() {
+                    self.rng.below(FRAMES as u64)
+                } else {
+                    self.rng.pick(&all).0
+                }
+            }
+            5 => FRAMES as u64 + self.rng.below(1 << 20),
+            6 => self.rng.pick(&[0, 1, u64::MAX, 1 << 52, (1 << 52) - 1]),
+            _ => self.any_mfn(),
+        }
+    }
+
+    /// A system time: 0, the past, now, the near future, the far future, negative.
+    fn any_time(&mut self) -> u64 {
+        let now = self.hv.now_ns();
+        match self.rng.below(8) {
+            0 => 0,
+            1 => self.rng.pick(&[1, now / 2, now.saturating_sub(1)]),
+            2 => now,
+            3..=5 => now.saturating_add(self.rng.below(20_000_000)),
+            6 => now.saturating_add(self.rng.pick(&[1 << 50, (1 << 50) - 1, 1 << 62])),
+            _ => self
+                .rng
+                .pick(&[u64::MAX, i64::MAX as u64, 1 << 63, self.rng.0]),
+        }
+    }
+
+    /// The argument struct of `EVTCHNOP_<cmd>`, with fields shaped for it.
+    fn evtchn_struct(&mut self, cmd: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        let put32 = |out: &mut Vec<u8>, v: u32| out.extend_from_slice(&v.to_le_bytes());
+        match cmd {
+            // bind_interdomain: often a port really offered to us.
+            0 => {
+                let me = self.current_dom();
+                let offered: Vec<(DomId, u32)> = self
+                    .hv
+                    .domains
+                    .iter()
+                    .map(|d| d.id)
+                    .flat_map(|d| self.ports_in_use(d).into_iter().map(move |p| (d, p)))
+                    .filter(|&(d, p)| {
+                        self.hv.evtchn.channel(d, EvtchnPort(p)).map(|c| c.state)
+                            == Some(ChannelState::Unbound { remote: me })
+                    })
+                    .collect();
+                let (dom, port) = if !offered.is_empty() && self.rng.chance(60) {
+                    let (d, p) = self.rng.pick(&offered);
+                    let d = if d == me && self.rng.chance(50) {
+                        DomId::SELF
+                    } else {
+                        d
+                    };
+                    (d.0, p)
+                } else {
+                    (self.any_domid(), self.any_port())
+                };
+                out.extend_from_slice(&dom.to_le_bytes());
+                out.extend_from_slice(&(self.rng.next() as u16).to_le_bytes());
+                put32(&mut out, port);
+                put32(&mut out, self.rng.next() as u32);
+            }
+            1 => {
+                let (virq, vcpu) = (self.any_virq(), self.any_vcpu());
+                put32(&mut out, virq);
+                put32(&mut out, vcpu);
+                put32(&mut out, self.rng.next() as u32);
+            }
+            3 | 4 | 9 => {
+                let port = self.any_port();
+                put32(&mut out, port);
+            }
+            5 => {
+                let dom = self.any_domid();
+                out.extend_from_slice(&dom.to_le_bytes());
+                out.extend_from_slice(&[0, 0]);
+                let port = self.any_port();
+                put32(&mut out, port);
+                out.extend_from_slice(&[0xa5; 16]);
+            }
+            6 => {
+                let dom = if self.rng.chance(70) {
+                    self.rng.pick(&[DomId::SELF.0, self.current_dom().0])
+                } else {
+                    self.any_domid()
+                };
+                let remote = self.any_domid();
+                out.extend_from_slice(&dom.to_le_bytes());
+                out.extend_from_slice(&remote.to_le_bytes());
+                put32(&mut out, self.rng.next() as u32);
+            }
+            7 => {
+                let vcpu = self.any_vcpu();
+                put32(&mut out, vcpu);
+                put32(&mut out, self.rng.next() as u32);
+            }
+            8 => {
+                let (port, vcpu) = (self.any_port(), self.any_vcpu());
+                put32(&mut out, port);
+                put32(&mut out, vcpu);
+            }
+            10 => {
+                let dom = if self.rng.chance(60) {
+                    DomId::SELF.0
+                } else {
+                    self.any_domid()
+                };
+                out.extend_from_slice(&dom.to_le_bytes());
+            }
+            11 => {
+                let gfn = self.fifo_frame();
+                out.extend_from_slice(&gfn.to_le_bytes());
+                let any_offset = self.rng.below(4096) as u32;
+                let offset =
+                    self.rng
+                        .pick(&[0, 8, 64, 4024, 4028, 4032, 4096, u32::MAX, any_offset]);
+                let vcpu = self.any_vcpu();
+                put32(&mut out, offset);
+                put32(&mut out, vcpu);
+                out.extend_from_slice(&[0xff; 8]);
+            }
+            12 => {
+                let gfn = self.fifo_frame();
+                out.extend_from_slice(&gfn.to_le_bytes());
+            }
+            13 => {
+                let port = self.any_port();
+                let any_prio = self.rng.below(32) as u32;
+                let prio = self.rng.pick(&[0, 7, 15, 16, u32::MAX, any_prio]);
+                put32(&mut out, port);
+                put32(&mut out, prio);
+            }
+            _ => out = self.random_bytes(24),
+        }
+        out
+    }
+
+    fn evtchn_cmd(&mut self) -> u32 {
+        if self.rng.chance(95) {
+            self.rng.below(14) as u32
+        } else {
+            self.rng.pick(&[14, 255, u32::MAX, self.rng.0 as u32])
+        }
+    }
+
+    /// `event_channel_op(cmd, arg)` (32) or the legacy form (16) with its struct.
+    fn shaped_evtchn(&mut self, nr: u64, args: &mut [u64; 5]) {
+        let cmd = self.evtchn_cmd();
+        let body = self.evtchn_struct(cmd);
+        let buf = if nr == 16 {
+            let mut b = cmd.to_le_bytes().to_vec();
+            b.extend_from_slice(&body);
+            b
+        } else {
+            body
+        };
+        let va = self.guest_buffer(&buf);
+        args[0] = if nr == 16 {
+            va
+        } else if self.rng.chance(95) {
+            u64::from(cmd)
+        } else {
+            u64::from(cmd) | self.rng.next() << 32
+        };
+        let ptr = if self.rng.chance(90) {
+            va
+        } else {
+            self.any_va()
+        };
+        if nr == 16 {
+            args[0] = ptr;
+        } else {
+            args[1] = ptr;
+        }
+    }
+
+    /// `sched_op` (29): yield, block, poll with port lists and timeouts, remote
+    /// shutdown, shutdown codes.
+    fn shaped_sched(&mut self, args: &mut [u64; 5]) {
+        // Shutdown (2) is left to the unshaped calls: it ends the episode's domains.
+        let cmd = self.rng.pick(&[0u32, 0, 0, 1, 3, 3, 3, 3, 4, 4, 5, 7, 99]);
+        args[0] = u64::from(cmd);
+        let arg: Vec<u8> = match cmd {
+            3 => {
+                let n = self.rng.pick(&[0u32, 1, 1, 2, 3, 8, 128, 129, u32::MAX]);
+                let listed = n.min(129);
+                let mut list = Vec::new();
+                for _ in 0..listed {
+                    let p = self.any_port();
+                    list.extend_from_slice(&p.to_le_bytes());
+                }
+                let ports = if self.rng.chance(90) {
+                    self.guest_buffer(&list)
+                } else {
+                    self.any_va()
+                };
+                // Mostly a timeout that comes: a poll without one may never return.
+                let timeout = if self.rng.chance(60) {
+                    self.hv.now_ns().saturating_add(self.rng.below(20_000_000))
+                } else {
+                    self.any_time()
+                };
+                let mut b = ports.to_le_bytes().to_vec();
+                b.extend_from_slice(&n.to_le_bytes());
+                b.extend_from_slice(&0u32.to_le_bytes());
+                b.extend_from_slice(&timeout.to_le_bytes());
+                b
+            }
+            4 => {
+                // Ending other domains is dom0's right: keep it rare.
+                let dom = if self.rng.chance(5) {
+                    self.any_domid()
+                } else {
+                    self.rng.pick(&[0x7ff2, 0xffff, self.current_dom().0])
+                };
+                let mut b = dom.to_le_bytes().to_vec();
+                b.extend_from_slice(&[0, 0]);
+                b.extend_from_slice(&(self.rng.below(8) as u32).to_le_bytes());
+                b
+            }
+            5 | 2 => (self.rng.below(8) as u32).to_le_bytes().to_vec(),
+            _ => self.random_bytes(8),
+        };
+        let va = self.guest_buffer(&arg);
+        args[1] = if self.rng.chance(90) {
+            va
+        } else {
+            self.any_va()
+        };
+    }
+
+    /// `vcpu_op(cmd, vcpu, arg)` (24): the timer commands with periods and deadlines
+    /// around their limits.
+    fn shaped_vcpu_op(&mut self, args: &mut [u64; 5]) {
+        let cmd = self
+            .rng
+            .pick(&[1u32, 3, 6, 6, 7, 8, 8, 9, 0, 2, 4, 10, 15, 16, u32::MAX]);
+        args[0] = u64::from(cmd);
+        args[1] = u64::from(self.any_vcpu());
+        let arg: Vec<u8> = match cmd {
+            6 => {
+                let period = self.rng.pick(&[
+                    0,
+                    999_999,
+                    1_000_000,
+                    10_000_000,
+                    (1 << 62) - 1,
+                    1 << 62,
+                    u64::MAX,
+                    self.rng.0,
+                ]);
+                period.to_le_bytes().to_vec()
+            }
+            8 => {
+                let mut b = self.any_time().to_le_bytes().to_vec();
+                let flags = self.rng.pick(&[0u32, 1, 2, 3, u32::MAX]);
+                b.extend_from_slice(&flags.to_le_bytes());
+                b.extend_from_slice(&[0; 4]);
+                b
+            }
+            _ => self.random_bytes(16),
+        };
+        let va = self.guest_buffer(&arg);
+        args[2] = if self.rng.chance(90) {
+            va
+        } else {
+            self.any_va()
+        };
+    }
+
     // ---- steps ----------------------------------------------------------------------------
 
     /// A hypercall with arguments shaped for its number half of the time.
@@ -466,6 +816,8 @@ impl Fuzz {
             0 => self.rng.next(),
             1 => self.rng.below(1 << 16),
             2..=7 => self.rng.below(64),
+            // Event channels, the scheduler and timers: most of their state is new.
+            8..=11 => self.rng.pick(&[32, 32, 32, 32, 16, 29, 29, 15, 24, 24]),
             _ => self.rng.pick(&IMPLEMENTED),
         };
         // iret with a bad context ends the domain: keep it rare so domains live long.
@@ -474,7 +826,12 @@ impl Fuzz {
         }
         let mut args: [u64; 5] = core::array::from_fn(|_| self.any_arg());
         let count = self.rng.pick(&[0usize, 1, 2, 3, 8, 40]);
-        if self.rng.chance(60) {
+        let shaped = if matches!(nr, 15 | 16 | 24 | 29 | 32) {
+            85
+        } else {
+            60
+        };
+        if self.rng.chance(shaped) {
             match nr {
                 1 => {
                     let buf = self.mmu_updates(count);
@@ -540,6 +897,10 @@ impl Fuzz {
                         *arg = self.region_va();
                     }
                 }
+                32 | 16 => self.shaped_evtchn(nr, &mut args),
+                29 => self.shaped_sched(&mut args),
+                24 => self.shaped_vcpu_op(&mut args),
+                15 => args[0] = self.any_time(),
                 23 => {
                     // iret: a context on the guest stack, plausible half of the time.
                     let (r1, r2, r3) = (self.rng.next(), self.rng.next(), self.rng.next());
@@ -710,7 +1071,15 @@ impl Fuzz {
             let bytes = self.random_bytes(n);
             self.hv.platform.input.extend(bytes);
         }
-        self.note("tick".into());
+        // Time passes: to the armed deadline (the one-shot timer fires), or a little.
+        let now = self.hv.platform.tsc.get();
+        let later = match (self.rng.below(3), self.hv.platform.timer) {
+            (0, Some(deadline)) => deadline.max(now),
+            (1, _) => now,
+            _ => now.saturating_add(self.rng.pick(&[1_000, 100_000, 1_000_000, 10_000_000])),
+        };
+        self.hv.platform.tsc.set(later);
+        self.note(format!("tick at {later}"));
         self.hv.timer_tick(&mut self.frame)
     }
 
@@ -962,6 +1331,112 @@ impl Fuzz {
         }
     }
 
+    /// Event channels, timers and run states, after every step:
+    /// * exactly the live domains have event channels, at most the default quota of
+    ///   ports (1023, so 1024 valid ports), port 0 reserved;
+    /// * an interdomain channel's peer is a live domain whose port points back at it;
+    /// * VIRQ numbers, notify vCPUs and priorities are in range;
+    /// * a live FIFO domain's frames are its own, writable-typed and referenced;
+    /// * the timer queue holds at most 3 entries per live vCPU plus the slice end;
+    /// * the current vCPU is the scheduler's running one, and never a blocked or polling
+    ///   one; a polling vCPU is blocked.
+    fn check_events(&self) {
+        let hv = &self.hv;
+        let mut live_vcpus = 0;
+        for d in &hv.domains {
+            let live = d.is_runnable();
+            if hv.evtchn.has_domain(d.id) != live {
+                self.fail(&format!(
+                    "d{} live {live} but evtchn registered {}",
+                    d.id.0, !live
+                ));
+            }
+            if !live {
+                continue;
+            }
+            live_vcpus += 1;
+            let mut port = 0u32;
+            while let Some(c) = hv.evtchn.channel(d.id, EvtchnPort(port)) {
+                let at = || format!("d{} port {port}: {c:?}", d.id.0);
+                if (port == 0) != (c.state == ChannelState::Reserved) {
+                    self.fail(&format!("{}: port 0 must be the only reserved one", at()));
+                }
+                if c.notify_vcpu != VcpuId(0) || c.priority > 15 {
+                    self.fail(&format!("{}: notify vCPU or priority out of range", at()));
+                }
+                match c.state {
+                    ChannelState::Interdomain {
+                        remote,
+                        remote_port,
+                    } => {
+                        let peer_live =
+                            hv.domains.iter().any(|p| p.id == remote && p.is_runnable());
+                        if !peer_live {
+                            self.fail(&format!("{}: bound to a domain that is not live", at()));
+                        }
+                        let back = hv.evtchn.channel(remote, remote_port).map(|c| c.state);
+                        let want = ChannelState::Interdomain {
+                            remote: d.id,
+                            remote_port: EvtchnPort(port),
+                        };
+                        if back != Some(want) {
+                            self.fail(&format!("{}: the peer's end is {back:?}", at()));
+                        }
+                    }
+                    ChannelState::Virq { virq } if virq >= NR_VIRQS => {
+                        self.fail(&format!("{}: no such VIRQ", at()));
+                    }
+                    _ => {}
+                }
+                port += 1;
+                if port > crate::evtchn::DEFAULT_MAX_PORT + 1 {
+                    self.fail(&format!("d{} has more ports than its quota", d.id.0));
+                }
+            }
+            if port == 0 {
+                self.fail(&format!("d{} has no event-channel bucket", d.id.0));
+            }
+            for m in hv.evtchn.fifo_frames(d.id) {
+                let st = hv.frames.type_state(m);
+                let ours = hv.frames.owner(m) == Some(d.id);
+                let held = st.is_some_and(|st| st.ty == PageType::Writable && st.count > 0)
+                    && hv.frames.ref_count(m).is_some_and(|r| r > 0);
+                if !ours || !held {
+                    self.fail(&format!("d{} FIFO frame {:#x}: {st:?}", d.id.0, m.0));
+                }
+            }
+            let id = (d.id, VcpuId(0));
+            if d.vcpu.poll.is_some() && hv.sched.state(id) != Some(RunState::Blocked) {
+                self.fail(&format!(
+                    "d{} polls but is {:?}",
+                    d.id.0,
+                    hv.sched.state(id)
+                ));
+            }
+        }
+        if hv.timers.len() > 3 * live_vcpus + 1 {
+            self.fail(&format!(
+                "{} timers for {live_vcpus} live vCPUs",
+                hv.timers.len()
+            ));
+        }
+        if let Some(idx) = hv.cpu.current {
+            let d = &hv.domains[idx];
+            let id = (d.id, VcpuId(0));
+            if hv.sched.state(id) != Some(RunState::Running) || hv.sched.current() != Some(id) {
+                self.fail(&format!(
+                    "current d{} is {:?} to the scheduler (its current: {:?})",
+                    d.id.0,
+                    hv.sched.state(id),
+                    hv.sched.current()
+                ));
+            }
+            if d.vcpu.poll.is_some() {
+                self.fail(&format!("current d{} is polling", d.id.0));
+            }
+        }
+    }
+
     /// Frame accounting and page-table references (see the module doc).
     fn check_frames(&self) {
         let frames = &self.hv.frames;
@@ -1138,19 +1613,41 @@ impl Fuzz {
             self.steps += 1;
             let mut r = self.step();
             self.check_resume(r);
+            self.check_events();
             // Every vCPU blocked: time passes to the armed deadline, as the CPU would
             // idle. With none armed nothing can ever wake them: the episode is over.
+            let mut stalled = false;
             while r == Resume::Idle {
                 let Some(deadline) = self.hv.platform.timer else {
+                    // Nothing armed: only input from outside can wake a domain (the
+                    // console port of the input domain). Once; then it is over.
+                    if self.hv.platform.input.is_empty() {
+                        self.hv.platform.input.extend(*b"wake\n");
+                        r = self.hv.idle_wakeup(&mut self.frame);
+                        self.check_resume(r);
+                        self.check_events();
+                        if r == Resume::Idle && self.hv.platform.timer.is_none() {
+                            return false;
+                        }
+                        continue;
+                    }
                     return false;
                 };
                 let now = self.hv.platform.tsc.get();
+                // A deadline the TSC cannot reach (beyond 2^64 ticks, centuries away)
+                // never fires: time cannot pass any further, the episode is over.
+                if deadline <= now && stalled {
+                    return false;
+                }
+                stalled = deadline <= now;
                 self.hv.platform.tsc.set(deadline.max(now));
                 r = self.hv.idle_wakeup(&mut self.frame);
                 self.check_resume(r);
+                self.check_events();
             }
             if i.is_multiple_of(64) || core::mem::take(&mut self.check_now) {
                 self.check_frames();
+                self.hv.sched.check_invariants();
             }
             if let Resume::Exit(_) = r {
                 return true;
@@ -1170,8 +1667,19 @@ impl Fuzz {
             self.check_resume(r);
         }
         self.check_frames();
+        self.check_events();
         if self.hv.domains.iter().any(|d| d.is_runnable()) {
             self.fail("a domain is still runnable with no current domain");
+        }
+        if self.hv.evtchn.buckets_in_use() != 0 {
+            self.fail(&format!(
+                "{} event-channel buckets not freed",
+                self.hv.evtchn.buckets_in_use()
+            ));
+        }
+        // At most the slice end is left.
+        if self.hv.timers.len() > 1 {
+            self.fail(&format!("{} timers left", self.hv.timers.len()));
         }
         if self.hv.frames.free_count() != self.initial_free {
             self.fail(&format!(

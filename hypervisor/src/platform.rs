@@ -39,6 +39,16 @@ pub trait MachineMemory {
     fn write_u64(&self, maddr: u64, v: u64) -> Result<(), BadMaddr> {
         self.write(maddr, &v.to_le_bytes())
     }
+    /// Reads one byte.
+    fn read_u8(&self, maddr: u64) -> Result<u8, BadMaddr> {
+        let mut b = [0u8; 1];
+        self.read(maddr, &mut b)?;
+        Ok(b[0])
+    }
+    /// Writes one byte.
+    fn write_u8(&self, maddr: u64, v: u8) -> Result<(), BadMaddr> {
+        self.write(maddr, &[v])
+    }
 }
 
 /// What the core needs from the machine besides memory.

@@ -403,3 +403,62 @@ fn idle_wakeup_ends_without_domains_and_refuses_a_loaded_vcpu() {
         Resume::Exit(crate::platform::ExitStatus::HypervisorFailure)
     );
 }
+
+#[test]
+fn remote_shutdown_is_for_the_control_domain_only() {
+    use guest_abi::sched::{SCHEDOP_REMOTE_SHUTDOWN, SchedRemoteShutdown};
+    let (mut hv, doms) = hv_with(3);
+    // d1 plays the control domain.
+    hv.domains[0].dom0 = true;
+    let mut f = start(&mut hv);
+    assert_eq!(f.rbx, 1);
+    let shut = |hv: &mut TestHv, f: &mut GuestFrame, d: &Dom, target: DomId| {
+        let op = SchedRemoteShutdown {
+            domain_id: target,
+            pad: 0,
+            reason: 0,
+        };
+        hv.mem.write(d.data.maddr(), op.as_bytes()).unwrap();
+        hypercall(
+            hv,
+            f,
+            u64::from(nr::SCHED_OP),
+            &[u64::from(SCHEDOP_REMOTE_SHUTDOWN), DATA_VA],
+        )
+    };
+    // Unknown domain: -ESRCH; d3 is shut down by d1 and d1 keeps running.
+    shut(&mut hv, &mut f, &doms[0], DomId(9));
+    assert_eq!(ret(&f), -3);
+    shut(&mut hv, &mut f, &doms[0], DomId(3));
+    assert_eq!((ret(&f), f.rbx), (0, 1));
+    assert!(
+        hv.platform
+            .console
+            .contains("(hv) d3 t: shut down: poweroff (by d1)")
+    );
+    // A domU may not: -EPERM.
+    hypercall(
+        &mut hv,
+        &mut f,
+        u64::from(nr::SCHED_OP),
+        &[u64::from(SCHEDOP_YIELD), 0],
+    );
+    assert_eq!(f.rbx, 2);
+    shut(&mut hv, &mut f, &doms[1], DomId(1));
+    assert_eq!(ret(&f), -1);
+    // The control domain may shut itself down.
+    hypercall(
+        &mut hv,
+        &mut f,
+        u64::from(nr::SCHED_OP),
+        &[u64::from(SCHEDOP_YIELD), 0],
+    );
+    assert_eq!(f.rbx, 1);
+    shut(&mut hv, &mut f, &doms[0], DomId::SELF);
+    assert_eq!(f.rbx, 2, "d1 ended, d2 runs");
+    assert!(
+        hv.platform
+            .console
+            .contains("(hv) d1 t: shut down: poweroff\n")
+    );
+}

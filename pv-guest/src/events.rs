@@ -15,12 +15,13 @@
 use core::arch::naked_asm;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
+use guest_abi::events::fifo::{FifoEvents, FifoQueues, init_array_page};
 use guest_abi::events::{AtomicPage, EventMemory, two_level::TwoLevel};
 use guest_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
 use guest_abi::shared_info::{SharedInfo, VcpuInfo};
 use guest_abi::start_info::StartInfo;
 use guest_abi::traps::{CALLBACKOP_REGISTER, CALLBACKTYPE_EVENT, CallbackRegister};
-use guest_abi::{Errno, EvtchnPort, VcpuId, generated::call, nr};
+use guest_abi::{Errno, EvtchnPort, Mfn, VcpuId, generated::call, nr};
 
 /// Ports whose events are counted (the demos use low port numbers).
 pub const COUNTED_PORTS: usize = 256;
@@ -35,6 +36,14 @@ static mut SHARED_INFO_PAGE: Page = Page([0; 4096]);
 
 /// The mapped shared_info, null before [`init`].
 static SHARED: AtomicPtr<AtomicPage> = AtomicPtr::new(core::ptr::null_mut());
+/// The FIFO ABI's control block (vCPU 0's, at offset 0) and first event-array page
+/// (ports 0..1024), in the kernel image; shared with the hypervisor once
+/// [`switch_to_fifo`] succeeds.
+static FIFO_CONTROL: AtomicPage = AtomicPage::new();
+static FIFO_ARRAY: AtomicPage = AtomicPage::new();
+/// The FIFO consumer's state (per-queue heads), `None` while the 2-level ABI is in use.
+static FIFO: spin::Mutex<Option<FifoQueues<&'static AtomicPage>>> = spin::Mutex::new(None);
+
 /// Events handled per port.
 static COUNTS: [AtomicU32; COUNTED_PORTS] = [const { AtomicU32::new(0) }; COUNTED_PORTS];
 /// Upcalls entered.
@@ -115,6 +124,26 @@ pub fn count(port: EvtchnPort) -> u32 {
         .map_or(0, |c| c.load(Ordering::Acquire))
 }
 
+/// Switches the domain to the FIFO event-channel ABI (`init_control` for vCPU 0, one
+/// event-array page with every word masked first, as Linux does); returns `link_bits`.
+/// Ports bound afterwards start masked: unmask them with [`fifo_unmask`].
+pub fn switch_to_fifo(si: &StartInfo) -> Result<u8, Errno> {
+    init_array_page(&FIFO_ARRAY);
+    let mfn = |page: &AtomicPage| Mfn(crate::paging::mfn_of(si, page as *const AtomicPage as u64));
+    disable();
+    *FIFO.lock() = Some(FifoQueues::new(&FIFO_CONTROL, 0)?);
+    let link_bits = guest_abi::evtchn::init_control(mfn(&FIFO_CONTROL), 0, VcpuId(0))?;
+    guest_abi::evtchn::expand_array(mfn(&FIFO_ARRAY))?;
+    Ok(link_bits)
+}
+
+/// Unmasks `port` under the FIFO ABI (guest side, then `EVTCHNOP_unmask` if it is
+/// pending, so the hypervisor links it).
+pub fn fifo_unmask(port: EvtchnPort) -> Result<(), Errno> {
+    let array = [&FIFO_ARRAY];
+    FifoEvents::new(&array[..]).unmask(port)?.complete()
+}
+
 /// Starts counting `port`'s events from 0 (a port number is reused after a close). Call
 /// with events disabled, right after the port was bound.
 pub fn reset_count(port: EvtchnPort) {
@@ -151,15 +180,28 @@ fn page() -> Option<&'static AtomicPage> {
     (!p.is_null()).then(|| unsafe { &*p })
 }
 
-/// The Rust side of the upcall: dispatch every pending, unmasked port.
+/// The Rust side of the upcall: dispatch every pending, unmasked port, through the FIFO
+/// queues once the domain switched to them, else the 2-level bitmaps.
 extern "C" fn on_upcall() {
     UPCALLS.fetch_add(1, Ordering::Relaxed);
     let Some(page) = page() else { return };
-    let _ = TwoLevel::new(page).dispatch(VcpuId(0), |port| {
+    let handle = |port: EvtchnPort| {
         if let Some(c) = COUNTS.get(port.0 as usize) {
             c.fetch_add(1, Ordering::Release);
         }
-    });
+    };
+    // The upcall runs with events masked and never nests, so the lock is free unless
+    // the interrupted code held it (switch_to_fifo, with events masked too).
+    if let Some(mut fifo) = FIFO.try_lock()
+        && let Some(queues) = fifo.as_mut()
+    {
+        // The upcall-pending flag is the 2-level ABI's and the FIFO ABI's alike.
+        page.store_u8(UPCALL_PENDING, 0);
+        let array = [&FIFO_ARRAY];
+        queues.dispatch(&array[..], handle);
+        return;
+    }
+    let _ = TwoLevel::new(page).dispatch(VcpuId(0), handle);
 }
 
 /// The event callback. On entry the stack holds Xen's bounce frame `rcx r11 rip cs rflags

@@ -5,7 +5,9 @@
 //! * a loopback channel (a domain bound to itself), five events through it, and its
 //!   other end unbound again once one end is closed;
 //! * with `peer=<domid> role=<1|2> pingpong=<n>` on the command line, `n` round trips with
-//!   a second domain over an interdomain channel (role 1 allocates, role 2 binds).
+//!   a second domain over an interdomain channel (role 1 allocates, role 2 binds);
+//! * the switch to the FIFO ABI (control block and event array in the kernel image) and
+//!   five events through a loopback channel of priority 3, consumed from the queues.
 
 use crate::events::{self, count, reset_count, wait_until};
 use crate::{StartInfo, cmdline, println};
@@ -48,6 +50,10 @@ pub fn run(si: &StartInfo) {
             Err(e) => println!("events: ping-pong failed: {e}"),
         }
     }
+    // Last: once switched, the domain stays on the FIFO ABI.
+    if let Err(e) = fifo_demo(si) {
+        println!("events: fifo demo failed: {e}");
+    }
     events::disable();
 }
 
@@ -88,6 +94,29 @@ fn loopback_demo() -> Result<(), Errno> {
     let was = matches!(connected, ChannelState::Interdomain { remote_port, .. } if remote_port == b_number);
     let now_unbound = matches!(after, ChannelState::Unbound { .. });
     println!("events: loopback: connected={was}, unbound after the other end closed={now_unbound}");
+    Ok(())
+}
+
+/// Switches to the FIFO ABI and sends events through a loopback channel whose bound end
+/// has priority 3; every event arrives through the queues.
+fn fifo_demo(si: &StartInfo) -> Result<(), Errno> {
+    let link_bits = events::switch_to_fifo(si)?;
+    events::disable();
+    let a = Port::alloc_unbound(DomId::SELF)?;
+    let b = Port::bind_interdomain(DomId::SELF, a.number())?;
+    reset_count(b.number());
+    b.set_priority(3)?;
+    // New ports start masked under FIFO; the bind left b pending, so unmasking links it.
+    events::fifo_unmask(b.number())?;
+    wait_until(|| count(b.number()) >= 1);
+    for i in 1..=LOOPBACK_EVENTS {
+        a.send()?;
+        wait_until(|| count(b.number()) > i);
+    }
+    println!(
+        "events: fifo: link_bits={link_bits}, {LOOPBACK_EVENTS} sends, {} upcalls through the queues",
+        count(b.number()) - 1
+    );
     Ok(())
 }
 

@@ -1,15 +1,14 @@
-//! Event channels, timers and blocking in QEMU: pv-guest's `events:` lines on our
+//! Event channels (2-level and FIFO), timers and blocking in QEMU: pv-guest's `events:` lines on our
 //! hypervisor compared line by line with the same ELF as dom0 on real Xen 4.17 (the
 //! differential test), and two domains exchanging 10,000 events.
 //!
 //! The images are built once per test binary; QEMU and the Xen package are installed
 //! when missing (as root), else the tests fail with the command to run: they never skip.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 use xtask::bundle::GuestFile;
-use xtask::images::{Images, Profile, build_images};
-use xtask::qemu::{HvResult, HvRun, Outcome, ensure_qemu, run_hypervisor};
+use xtask::images::Images;
+use xtask::qemu::{HvResult, HvRun, Outcome, run_hypervisor};
 
 /// Hang guard for one QEMU run.
 const TIMEOUT: Duration = Duration::from_secs(240);
@@ -17,15 +16,7 @@ const TIMEOUT: Duration = Duration::from_secs(240);
 const PING_PONG: u64 = 10_000;
 
 fn images() -> &'static Images {
-    static IMAGES: OnceLock<Result<Images, String>> = OnceLock::new();
-    let built = IMAGES.get_or_init(|| {
-        ensure_qemu().map_err(|e| e.to_string())?;
-        build_images(Profile::Release).map_err(|e| e.to_string())
-    });
-    match built {
-        Ok(images) => images,
-        Err(e) => panic!("cannot prepare the QEMU tests: {e}"),
-    }
+    xtask::images::prepared()
 }
 
 fn boot(guests: Vec<GuestFile>) -> HvResult {
@@ -85,6 +76,7 @@ fn events_transcript_matches_xen_line_by_line() {
         "events: timer: 3 one-shot timers fired, blocked until each",
         "events: loopback: 5 sends, 5 upcalls on the bound end",
         "events: loopback: connected=true, unbound after the other end closed=true",
+        "events: fifo: link_bits=17, 5 sends, 5 upcalls through the queues",
     ] {
         assert!(
             ours_lines.iter().any(|l| l == want),

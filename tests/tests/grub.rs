@@ -7,11 +7,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 use xtask::bundle::GuestFile;
-use xtask::images::{Images, Profile, build_images};
-use xtask::qemu::{HvResult, HvRun, Outcome, ensure_qemu, run_hypervisor};
+use xtask::images::Images;
+use xtask::qemu::{HvResult, HvRun, Outcome, run_hypervisor};
 use xtask::session::{End, Step, run_hypervisor_session};
 
 /// Hang guard for one QEMU run (GRUB's Debian image takes a few seconds under TCG).
@@ -22,15 +22,7 @@ const PACKAGES: &[&str] = &["grub-xen-bin", "grub-xen-host"];
 const HELLO_LINE: &str = "GRUB-PV-TEST: hello from GRUB x86_64-xen";
 
 fn images() -> &'static Images {
-    static IMAGES: OnceLock<Result<Images, String>> = OnceLock::new();
-    let built = IMAGES.get_or_init(|| {
-        ensure_qemu().map_err(|e| e.to_string())?;
-        build_images(Profile::Release).map_err(|e| e.to_string())
-    });
-    match built {
-        Ok(images) => images,
-        Err(e) => panic!("cannot prepare the QEMU tests: {e}"),
-    }
+    xtask::images::prepared()
 }
 
 /// Makes sure `grub-mkimage` and Debian's x86_64-xen GRUB files are there.

@@ -5,27 +5,17 @@
 //! as root; otherwise the tests fail with the install command: they never skip.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 use xtask::bench::{BenchLine, CASES, CaseKind, bench_ours, bench_ours_two_domains};
 use xtask::bundle::GuestFile;
-use xtask::images::{Images, Profile, build_images};
-use xtask::qemu::{HvResult, HvRun, Outcome, SingleGuest, ensure_qemu, run_hypervisor};
+use xtask::images::Images;
+use xtask::qemu::{HvResult, HvRun, Outcome, SingleGuest, run_hypervisor};
 
 /// Hang guard for one QEMU run; a normal run takes well under a second.
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The images, built once for all tests (which run in parallel threads).
 fn images() -> &'static Images {
-    static IMAGES: OnceLock<Result<Images, String>> = OnceLock::new();
-    let built = IMAGES.get_or_init(|| {
-        ensure_qemu().map_err(|e| e.to_string())?;
-        build_images(Profile::Release).map_err(|e| e.to_string())
-    });
-    match built {
-        Ok(images) => images,
-        Err(e) => panic!("cannot prepare the QEMU tests: {e}"),
-    }
+    xtask::images::prepared()
 }
 
 fn guest(name: &str) -> GuestFile {
@@ -203,6 +193,209 @@ fn hostile_mmu_attempts_are_refused_and_others_keep_running() {
     expected.push("(hv) d1 hostile-mmu: shut down: poweroff");
     expected.push("(hv) d2 console-io-only: shut down: poweroff");
     assert_run(&result, &expected, Outcome::AllPoweredOff);
+}
+
+/// What Xen 4.17 returns for each case of `hostile-evtchn` (0 or a negated errno; a
+/// few cases report a count or a flag instead).
+const HOSTILE_EVTCHN_CASES: &[(&str, i64)] = &[
+    // FIFO: frames not ours, our own L4, no such frame; offsets; vCPUs; priorities.
+    ("bind_ipi", 0),
+    ("set_priority_2level", -38),
+    ("expand_array_before_init", -95),
+    ("init_control_foreign_mfn", -22),
+    ("init_control_out_of_ram", -22),
+    ("init_control_hypervisor_mfn", -22),
+    ("init_control_own_l4", -22),
+    ("init_control_misaligned", -22),
+    ("init_control_crosses_page", -22),
+    ("init_control_vcpu1", -2),
+    ("init_control", 0),
+    ("init_control_again", -22),
+    ("expand_array_own_l4", -22),
+    ("expand_array_foreign_mfn", -22),
+    ("expand_array_out_of_ram", -22),
+    ("expand_array", 0),
+    ("set_priority_16", -22),
+    ("set_priority_max", -22),
+    ("set_priority_invalid_port", -22),
+    ("set_priority_15", 0),
+    ("fifo_send_ipi", 0),
+    ("fifo_poll_pending_ipi", 0),
+    ("reset_self", 0),
+    ("expand_array_after_reset", -95),
+    ("status_after_reset", 0),
+    ("ipi_closed_by_reset", 0),
+    ("alloc_unbound_for_peer", 0),
+    // Invalid ports; port 0 exists (reserved) but cannot be used.
+    ("send_port0", -22),
+    ("close_port0", -22),
+    ("bind_vcpu_port0", -22),
+    ("status_port0", 0),
+    ("unmask_port0", 0),
+    ("bind_loopback_port0", -22),
+    ("send_port1024", -22),
+    ("close_port1024", -22),
+    ("bind_vcpu_port1024", -22),
+    ("status_port1024", -22),
+    ("unmask_port1024", -22),
+    ("bind_loopback_port1024", -22),
+    ("send_port4096", -22),
+    ("close_port4096", -22),
+    ("bind_vcpu_port4096", -22),
+    ("status_port4096", -22),
+    ("unmask_port4096", -22),
+    ("bind_loopback_port4096", -22),
+    ("send_port_max", -22),
+    ("close_port_max", -22),
+    ("bind_vcpu_port_max", -22),
+    ("status_port_max", -22),
+    ("unmask_port_max", -22),
+    ("bind_loopback_port_max", -22),
+    // The other domain's ports, domains that do not exist.
+    ("bind_foreign_console_port", -22),
+    ("bind_foreign_port_max", -22),
+    ("bind_no_domain", -3),
+    ("alloc_unbound_in_other_domain", -1),
+    ("alloc_unbound_in_no_domain", -3),
+    ("status_foreign_port", -1),
+    ("status_foreign_port_max", -22),
+    ("status_no_domain", -3),
+    ("reset_other_domain", -1),
+    ("reset_no_domain", -3),
+    // VIRQs.
+    ("bind_virq_timer", 0),
+    ("bind_virq_timer_twice", -17),
+    ("bind_global_virq_vcpu1", -22),
+    ("bind_virq_timer_vcpu5", -2),
+    ("bind_virq_24", -22),
+    ("bind_virq_max", -22),
+    ("send_virq_port", -22),
+    ("bind_vcpu_per_vcpu_virq", -22),
+    ("bind_vcpu_vcpu1", -2),
+    ("bind_ipi_vcpu1", -2),
+    ("close_virq_timer", 0),
+    ("bind_virq_timer_after_close", 0),
+    ("close_virq_timer_again", 0),
+    // Closed ports.
+    ("alloc_unbound_self", 0),
+    ("close_unbound", 0),
+    ("send_closed", -22),
+    ("close_closed", -22),
+    ("bind_vcpu_closed", -22),
+    ("unmask_closed", 0),
+    ("status_closed", 0),
+    ("status_closed_is_closed", 0),
+    ("bind_loopback_closed", -22),
+    // The port quota (Xen's default max_evtchn_port 1023).
+    ("exhaust_ports", -28),
+    ("exhausted_at_1023", 1023),
+    ("bind_ipi_exhausted", -28),
+    ("close_all", 0),
+    ("alloc_after_close_all", 0),
+    ("close_again", 0),
+    // 100000 sends each: loopback, unbound, invalid.
+    ("loopback_alloc", 0),
+    ("loopback_bind", 0),
+    ("unbound_alloc", 0),
+    ("flood_loopback", 0),
+    ("flood_unbound", 0),
+    ("flood_invalid_port", -22),
+    ("loopback_pending", 1),
+    ("poll_pending_port", 0),
+    ("status_after_flood", 0),
+    // Ports are handed out lowest first: 1 is the peer's, 2 and 3 the loopback pair.
+    ("loopback_peer_port", 3),
+    ("close_loopback_end", 0),
+    ("other_end_unbound", 1),
+    ("send_half_closed", 0),
+    // SCHEDOP_poll and remote_shutdown.
+    ("poll_129_ports", -22),
+    ("poll_bad_port_list", -14),
+    ("poll_bad_argument", -14),
+    ("poll_invalid_port", -22),
+    ("poll_port_max", -22),
+    ("poll_port_alloc", 0),
+    ("poll_past_timeout", 0),
+    ("remote_shutdown_peer", -1),
+    // Timers.
+    ("vcpu_op_vcpu1", -2),
+    ("vcpu_op_vcpu_max", -2),
+    ("periodic_below_1ms", -22),
+    ("periodic_zero", -22),
+    ("periodic_1ms", 0),
+    ("periodic_stop", 0),
+    ("singleshot_future_in_past", -62),
+    ("singleshot_stop", 0),
+    ("set_timer_op_huge", 0),
+    ("set_timer_op_cancel", 0),
+    // The legacy hypercall 16.
+    ("compat_send_invalid", -22),
+    ("compat_status_port0", 0),
+    ("compat_unknown_cmd", -38),
+    ("compat_bad_pointer", -14),
+    ("evtchn_unknown_cmd", -38),
+    // After all that, the other domain still runs and answers.
+    ("peer_ping_pong", 10),
+    ("status_peer_port_after_peer_ended", 0),
+    ("peer_port_unbound", 1),
+    ("poll_timeout_alloc", 0),
+    ("poll_timeout", 0),
+    ("poll_timeout_waited_1ms", 1),
+];
+
+#[test]
+fn hostile_event_channel_use_is_refused_and_the_peer_keeps_running() {
+    // The peer is the bench guest in its ping-pong role: it binds the port d1 reserves
+    // for it and answers each of d1's 10 events after d1's floods.
+    let mut peer = guest("bench").cmdline("case=evtchn_ping_pong_2dom role=2 peer=1 iterations=10");
+    peer.name = "peer".into();
+    let result = boot(vec![guest("hostile-evtchn"), peer]);
+    let d = "[d1 hostile-evtchn]";
+    let lines: Vec<String> = HOSTILE_EVTCHN_CASES
+        .iter()
+        .map(|(name, want)| format!("{d} case {name}: got {want} want {want}"))
+        .collect();
+    let summary = format!(
+        "{d} hostile-evtchn: {} cases, 0 unexpected",
+        HOSTILE_EVTCHN_CASES.len()
+    );
+    let mut expected: Vec<&str> = lines.iter().map(String::as_str).collect();
+    expected.extend([
+        summary.as_str(),
+        "[d1 hostile-evtchn] hostile-evtchn: still alive",
+        "[d2 peer] BENCH done",
+        "(hv) d1 hostile-evtchn: shut down: poweroff",
+        "(hv) d2 peer: shut down: poweroff",
+        "(hv) all domains ended: 2 powered off, 0 failed",
+    ]);
+    assert_run(&result, &expected, Outcome::AllPoweredOff);
+    // Every case printed is one of the table's, each once.
+    let printed: Vec<&String> = result
+        .transcript
+        .lines
+        .iter()
+        .filter(|l| l.starts_with(&format!("{d} case ")))
+        .collect();
+    assert_eq!(
+        printed.len(),
+        HOSTILE_EVTCHN_CASES.len(),
+        "case lines: {printed:#?}"
+    );
+    // The peer's last answer came after the floods: it was still scheduled then.
+    let at = |needle: &str| {
+        result
+            .transcript
+            .lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line {needle:?}"))
+    };
+    assert!(at("case flood_invalid_port:") < at("(hv) d2 peer: shut down: poweroff"));
+    assert!(
+        !result.transcript.contains("ping-pong peer failed"),
+        "{}",
+        result.transcript.text()
+    );
 }
 
 #[test]

@@ -111,3 +111,19 @@ fn require_file(path: &Path) -> Result<()> {
         ))
     }
 }
+
+/// The release images for a test binary: QEMU made sure of (installed when running as
+/// root) and the images built, once per process however many tests ask; a failure
+/// panics with the reason (tests never skip).
+pub fn prepared() -> &'static Images {
+    static IMAGES: std::sync::OnceLock<std::result::Result<Images, String>> =
+        std::sync::OnceLock::new();
+    let built = IMAGES.get_or_init(|| {
+        crate::qemu::ensure_qemu().map_err(|e| e.to_string())?;
+        build_images(Profile::Release).map_err(|e| e.to_string())
+    });
+    match built {
+        Ok(images) => images,
+        Err(e) => panic!("cannot prepare the QEMU tests: {e}"),
+    }
+}

@@ -350,6 +350,8 @@ pub fn build<M: MachineMemory>(
         return Err(BuildError::NoMemory);
     }
     let result = populate(mem, frames, p, &kernel, &lay, dir_frames as usize);
+    // The new page tables were written directly, not through `PtCtx`.
+    frames.tlb.flush();
     if result.is_err() {
         frames.free_all_of(p.domid);
     }

@@ -149,9 +149,16 @@ impl Wakes {
 
     /// The vCPUs whose upcall became pending: kick them, or unblock them if blocked.
     pub fn upcalls(&self) -> impl Iterator<Item = (DomId, VcpuId)> + '_ {
-        (0..32u32)
-            .filter(|v| self.upcall & (1 << v) != 0)
-            .map(|v| (self.dom, VcpuId(v)))
+        // One step per set bit, lowest vCPU first.
+        let (dom, mut bits) = (self.dom, self.upcall);
+        core::iter::from_fn(move || {
+            if bits == 0 {
+                return None;
+            }
+            let v = bits.trailing_zeros();
+            bits &= bits - 1;
+            Some((dom, VcpuId(v)))
+        })
     }
 
     /// The domain in which a port became pending, if any: its vCPUs blocked in
@@ -456,6 +463,15 @@ impl EventChannels {
     /// Buckets allocated over all domains (for accounting checks).
     pub fn buckets_in_use(&self) -> usize {
         self.domains.values().map(|d| d.buckets.len()).sum()
+    }
+
+    /// Every guest frame `dom`'s FIFO state holds a writable reference on (control
+    /// blocks, then event-array pages); empty under the 2-level ABI.
+    pub fn fifo_frames(&self, dom: DomId) -> Vec<Mfn> {
+        match self.domains.get(&dom).map(|d| &d.abi) {
+            Some(Abi::Fifo(f)) => f.frames().collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Whether `dom` uses the FIFO ABI.

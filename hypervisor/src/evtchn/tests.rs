@@ -8,6 +8,7 @@ use super::table::ChannelState;
 use super::table::*;
 use crate::mmu::{FrameInfo, Frames, PageType, TypeState};
 use crate::platform::MachineMemory;
+use crate::testutil::Rng;
 use crate::testutil::{FakeMemory, leak};
 use core::mem::offset_of;
 use guest_abi::event_channel::*;
@@ -957,20 +958,6 @@ fn fifo_frames_released_on_domain_removal() {
 }
 
 // ---- hostile guests and random interleavings ---------------------------------------------
-
-/// xorshift64*: deterministic and dependency-free.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[test]
 fn fifo_survives_a_scribbling_guest() {

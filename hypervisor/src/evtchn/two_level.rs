@@ -31,8 +31,7 @@ fn locate(base: u64, bit: u32) -> (u64, u8) {
 }
 
 fn read_byte(mem: &impl MachineMemory, addr: u64) -> Option<u8> {
-    let mut b = [0u8; 1];
-    mem.read(addr, &mut b).ok().map(|()| b[0])
+    mem.read_u8(addr).ok()
 }
 
 /// Bit `bit` of the bitmap at `base` (`false` if unreadable).
@@ -46,7 +45,7 @@ pub(super) fn test_and_set_bit(mem: &impl MachineMemory, base: u64, bit: u32) ->
     let (addr, m) = locate(base, bit);
     match read_byte(mem, addr) {
         Some(b) if b & m != 0 => true,
-        Some(b) => mem.write(addr, &[b | m]).is_err(),
+        Some(b) => mem.write_u8(addr, b | m).is_err(),
         None => true,
     }
 }
@@ -55,7 +54,7 @@ pub(super) fn test_and_set_bit(mem: &impl MachineMemory, base: u64, bit: u32) ->
 pub(super) fn test_and_clear_bit(mem: &impl MachineMemory, base: u64, bit: u32) -> bool {
     let (addr, m) = locate(base, bit);
     match read_byte(mem, addr) {
-        Some(b) if b & m != 0 => mem.write(addr, &[b & !m]).is_ok(),
+        Some(b) if b & m != 0 => mem.write_u8(addr, b & !m).is_ok(),
         _ => false,
     }
 }

@@ -179,6 +179,9 @@ pub struct Frames {
     /// Page-table entries validated or devalidated so far (wrapping): lets a batch
     /// bound the work of one entry into the hypervisor.
     work: u64,
+    /// Guest translations remembered by `mmu::guest`; every change of a frame's owner or
+    /// type forgets them (as does every page-table entry written, `PtCtx`).
+    pub(crate) tlb: super::guest::Tlb,
 }
 
 impl Frames {
@@ -205,6 +208,7 @@ impl Frames {
             hint: 0,
             max_ram: 0,
             work: 0,
+            tlb: super::guest::Tlb::new(),
         };
         for range in free_ram {
             frames.release_ram(range.clone());
@@ -231,6 +235,7 @@ impl Frames {
             // The counter said there is one; if not, the table is corrupt: keep looking
             // elsewhere rather than trusting it.
             let Some(i) = found else { continue };
+            self.tlb.flush();
             self.table[i] = FrameInfo {
                 owner,
                 flags: FLAG_ALLOCATED,
@@ -328,6 +333,7 @@ impl Frames {
         if !info.is_allocated() {
             return;
         }
+        self.tlb.flush();
         let mut flags = info.flags & !(TYPE_MASK | FLAG_PINNED);
         flags |= (st.ty as u16) << TYPE_SHIFT;
         if st.pinned {
@@ -460,6 +466,7 @@ impl Frames {
     }
 
     fn mark_free(&mut self, i: usize) {
+        self.tlb.flush();
         self.max_ram = self.max_ram.max(i as u64);
         self.table[i] = FrameInfo::FREE;
         self.m2p[i] = INVALID_M2P_ENTRY;

@@ -8,6 +8,7 @@
 
 use super::Frames;
 use crate::platform::MachineMemory;
+use core::cell::Cell;
 use guest_abi::layout::{PAGE_SIZE, in_hypervisor_range, is_canonical};
 use guest_abi::{DomId, Errno, Mfn};
 
@@ -37,12 +38,95 @@ pub struct GuestSpace {
     pub cr3: u64,
 }
 
+/// Entries of the translation cache (direct-mapped by page number and domain: domains
+/// built from the same image use the same stack addresses).
+const TLB_ENTRIES: usize = 8;
+
+/// One remembered walk: page `page` of `dom`'s address space rooted at `cr3` is frame
+/// `frame`, and every level allowed writes if `writable`.
+#[derive(Clone, Copy, Debug)]
+struct TlbEntry {
+    dom: DomId,
+    cr3: u64,
+    /// `va >> 12`; `u64::MAX` (never a canonical page) marks an empty entry.
+    page: u64,
+    frame: u64,
+    writable: bool,
+}
+
+impl TlbEntry {
+    const EMPTY: TlbEntry = TlbEntry {
+        dom: DomId::INVALID,
+        cr3: 0,
+        page: u64::MAX,
+        frame: 0,
+        writable: false,
+    };
+}
+
+/// A software TLB of successful [`translate`] walks, kept in [`Frames`]: guests pass the
+/// same few pointers (their kernel stack) again and again. `Frames` forgets every entry
+/// whenever a frame's owner or type changes, and `PtCtx` whenever it writes a page-table
+/// entry, so a remembered walk is one that would give the same result now. A hit still
+/// checks that the data frame is the domain's.
+#[derive(Debug)]
+pub struct Tlb {
+    entries: [Cell<TlbEntry>; TLB_ENTRIES],
+}
+
+impl Tlb {
+    /// Empty.
+    pub const fn new() -> Tlb {
+        Tlb {
+            entries: [const { Cell::new(TlbEntry::EMPTY) }; TLB_ENTRIES],
+        }
+    }
+
+    /// Forgets every translation.
+    #[inline]
+    pub fn flush(&self) {
+        for e in &self.entries {
+            e.set(TlbEntry::EMPTY);
+        }
+    }
+
+    fn slot(&self, dom: DomId, page: u64) -> &Cell<TlbEntry> {
+        &self.entries[((page ^ u64::from(dom.0)) as usize) % TLB_ENTRIES]
+    }
+
+    fn lookup(&self, space: GuestSpace, page: u64, write: bool) -> Option<u64> {
+        let e = self.slot(space.dom, page).get();
+        (e.page == page
+            && e.cr3 == space.cr3 & PTE_ADDR_MASK
+            && e.dom == space.dom
+            && (e.writable || !write))
+            .then_some(e.frame)
+    }
+
+    fn insert(&self, space: GuestSpace, page: u64, frame: u64, writable: bool) {
+        self.slot(space.dom, page).set(TlbEntry {
+            dom: space.dom,
+            cr3: space.cr3 & PTE_ADDR_MASK,
+            page,
+            frame,
+            writable,
+        });
+    }
+}
+
+impl Default for Tlb {
+    fn default() -> Self {
+        Tlb::new()
+    }
+}
+
 /// Resolves guest VA `va` to a machine address, as a guest user-mode access (`write`:
 /// a store) would. Any failure is `Errno::EFAULT`.
 ///
 /// Refused: non-canonical addresses, the hypervisor's range, a non-present or
 /// non-user entry at any level, a read-only entry at any level for a write, a superpage,
 /// and any table or data frame not owned by `space.dom`.
+#[inline]
 pub fn translate<M: MachineMemory>(
     mem: &M,
     frames: &Frames,
@@ -53,11 +137,31 @@ pub fn translate<M: MachineMemory>(
     if !is_canonical(va) || in_hypervisor_range(va) {
         return Err(Errno::EFAULT);
     }
+    let page = va >> 12;
+    if let Some(frame) = frames.tlb.lookup(space, page, write)
+        && frames.owner(Mfn::containing(frame)) == Some(space.dom)
+    {
+        return Ok(frame | (va & (PAGE - 1)));
+    }
+    walk(mem, frames, space, va, write)
+}
+
+/// The page-table walk behind [`translate`]; remembers what it found.
+#[inline(never)]
+pub(super) fn walk<M: MachineMemory>(
+    mem: &M,
+    frames: &Frames,
+    space: GuestSpace,
+    va: u64,
+    write: bool,
+) -> Result<u64, Errno> {
     let owned = |maddr: u64| frames.owner(Mfn::containing(maddr)) == Some(space.dom);
     let mut required = PTE_PRESENT | PTE_USER;
     if write {
         required |= PTE_RW;
     }
+    // Whether every level allows writes (remembered for later stores).
+    let mut rw = PTE_RW;
 
     let mut table = space.cr3 & PTE_ADDR_MASK;
     // Levels 4, 3, 2, 1: the index of each is 9 bits of the VA starting at bit 39.
@@ -74,12 +178,14 @@ pub fn translate<M: MachineMemory>(
         if level > 1 && entry & PTE_PS != 0 {
             return Err(Errno::EFAULT);
         }
+        rw &= entry;
         table = entry & PTE_ADDR_MASK;
     }
     // `table` is now the data frame.
     if !owned(table) {
         return Err(Errno::EFAULT);
     }
+    frames.tlb.insert(space, va >> 12, table, rw != 0);
     Ok(table | (va & (PAGE - 1)))
 }
 

@@ -650,6 +650,8 @@ impl<M: MachineMemory> PtCtx<'_, M> {
     }
 
     fn write_entry(&self, table: Mfn, slot: usize, entry: u64) -> Result<(), Errno> {
+        // Remembered guest translations may go through this entry.
+        self.frames.tlb.flush();
         self.mem
             .write_u64(table.maddr() + slot as u64 * 8, entry)
             .map_err(|_| Errno::EINVAL)

@@ -539,3 +539,84 @@ fn partial_tables_refuse_other_types_and_are_taken_over_by_their_own() {
     whole.ctx().pin(w[0], 4).unwrap();
     assert_eq!(fx.states(&t), whole.states(&w));
 }
+
+#[test]
+fn remembered_translations_follow_entry_updates() {
+    use crate::mmu::guest::{GuestSpace, translate};
+    let mut fx = Fx::new();
+    let t = tree(&mut fx);
+    let other = fx.alloc(DOM);
+    fx.ctx().pin(t.l4, 4).unwrap();
+    let space = GuestSpace {
+        dom: DOM,
+        cr3: t.l4.maddr(),
+    };
+    let tr = |fx: &Fx, write| translate(&fx.mem, &fx.frames, space, 0x10, write);
+    assert_eq!(tr(&fx, true), Ok(t.data.maddr() + 0x10));
+    assert_eq!(tr(&fx, true), Ok(t.data.maddr() + 0x10), "remembered");
+    // Read-only now: stores are refused at once, loads still reach the page.
+    fx.ctx()
+        .mod_entry(t.l1.maddr(), t.data.maddr() | RO_PAGE, false)
+        .unwrap();
+    assert_eq!(tr(&fx, true), Err(Errno::EFAULT));
+    assert_eq!(tr(&fx, false), Ok(t.data.maddr() + 0x10));
+    // Another page, then nothing.
+    fx.ctx()
+        .mod_entry(t.l1.maddr(), other.maddr() | RW_PAGE, false)
+        .unwrap();
+    assert_eq!(tr(&fx, true), Ok(other.maddr() + 0x10));
+    fx.ctx().mod_entry(t.l1.maddr(), 0, false).unwrap();
+    assert_eq!(tr(&fx, false), Err(Errno::EFAULT));
+    // A remembered page that changes hands is refused.
+    fx.ctx()
+        .mod_entry(t.l1.maddr(), other.maddr() | RW_PAGE, false)
+        .unwrap();
+    assert!(tr(&fx, false).is_ok());
+    fx.ctx().mod_entry(t.l1.maddr(), 0, false).unwrap();
+    fx.frames.free(other);
+    assert_eq!(fx.frames.alloc(DomId(2)), Some(other));
+    fx.set(t.l1, 0, other.maddr() | RW_PAGE);
+    assert_eq!(tr(&fx, false), Err(Errno::EFAULT), "foreign frame");
+}
+
+#[test]
+fn remembered_translations_agree_with_fresh_walks() {
+    use crate::mmu::guest::{GuestSpace, translate, walk};
+    let mut fx = Fx::new();
+    let t = tree(&mut fx);
+    let pages = [fx.alloc(DOM), fx.alloc(DOM), fx.alloc(DOM)];
+    fx.ctx().pin(t.l4, 4).unwrap();
+    let space = GuestSpace {
+        dom: DOM,
+        cr3: t.l4.maddr(),
+    };
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for step in 0..2000 {
+        let r = next();
+        if r % 3 == 0 {
+            // Rewrite one of L1 slots 2..6 (slots 0 and 1 hold the tree's own pages).
+            let slot = 2 + (r >> 8) % 4;
+            let new = match (r >> 16) % 4 {
+                0 => 0,
+                1 => pages[((r >> 20) % 3) as usize].maddr() | RW_PAGE,
+                2 => pages[((r >> 20) % 3) as usize].maddr() | RO_PAGE,
+                _ => t.data.maddr() | RO_PAGE,
+            };
+            fx.ctx()
+                .mod_entry(t.l1.maddr() + slot * 8, new, false)
+                .unwrap();
+        } else {
+            let va = ((r >> 8) % 8) * 0x1000 + (r >> 32) % 0x1000;
+            let write = (r >> 4) & 1 == 1;
+            let got = translate(&fx.mem, &fx.frames, space, va, write);
+            let fresh = walk(&fx.mem, &fx.frames, space, va, write);
+            assert_eq!(got, fresh, "step {step}: va {va:#x} write {write}");
+        }
+    }
+}

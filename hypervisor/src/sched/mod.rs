@@ -11,7 +11,6 @@ mod policy_tests;
 
 use crate::domain::runtime::DomainState;
 use crate::hv::Hypervisor;
-use crate::hypercall::HcResult;
 use crate::hypercall::handle::GuestArray;
 use crate::hypercall::handle::{Call, GuestHandle, Outcome, Untyped};
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
@@ -20,7 +19,7 @@ use guest_abi::sched::{
     SCHEDOP_BLOCK, SCHEDOP_POLL, SCHEDOP_REMOTE_SHUTDOWN, SCHEDOP_SHUTDOWN, SCHEDOP_SHUTDOWN_CODE,
     SCHEDOP_YIELD, SchedPoll, SchedRemoteShutdown, SchedShutdown, ShutdownReason,
 };
-use guest_abi::{Errno, EvtchnPort};
+use guest_abi::{DomId, Errno, EvtchnPort};
 
 /// Most ports one `SCHEDOP_poll` may wait on (Xen's limit).
 pub const MAX_POLL_PORTS: u32 = 128;
@@ -47,7 +46,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             }),
             SCHEDOP_BLOCK => return Outcome::Block,
             SCHEDOP_POLL => return self.sched_poll(idx, arg.cast()),
-            SCHEDOP_REMOTE_SHUTDOWN => self.remote_shutdown(idx, arg.cast()),
+            SCHEDOP_REMOTE_SHUTDOWN => return self.remote_shutdown(idx, arg.cast()),
             _ => Err(Errno::ENOSYS),
         };
         ret.into()
@@ -118,23 +117,29 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         Outcome::Poll
     }
 
-    /// `SCHEDOP_remote_shutdown`: the control domain shuts another domain down; -EPERM
-    /// for anyone else (Xen's XSM default), -ESRCH for an unknown or ended domain.
-    fn remote_shutdown(&mut self, idx: usize, arg: GuestHandle<SchedRemoteShutdown>) -> HcResult {
+    /// `SCHEDOP_remote_shutdown`: the control domain shuts a domain down (itself too);
+    /// -EPERM for anyone else (Xen's XSM default), -ESRCH for an unknown or ended domain.
+    fn remote_shutdown(&mut self, idx: usize, arg: GuestHandle<SchedRemoteShutdown>) -> Outcome {
         if !self.domains[idx].dom0 {
-            return Err(Errno::EPERM);
+            return Outcome::Return(Err(Errno::EPERM));
         }
-        let op = self.read_handle(idx, arg)?;
-        let reason = ShutdownReason::from_u32(op.reason).ok_or(Errno::EINVAL)?;
-        let target = self
-            .slot_of(op.domain_id)
-            .filter(|&t| self.domains[t].is_runnable())
-            .ok_or(Errno::ESRCH)?;
+        let op = match self.read_handle(idx, arg) {
+            Ok(op) => op,
+            Err(e) => return Outcome::Return(Err(e)),
+        };
+        let Some(reason) = ShutdownReason::from_u32(op.reason) else {
+            return Outcome::Return(Err(Errno::EINVAL));
+        };
+        let target = if op.domain_id == DomId::SELF {
+            Some(idx)
+        } else {
+            self.slot_of(op.domain_id)
+        };
+        let Some(target) = target.filter(|&t| self.domains[t].is_runnable()) else {
+            return Outcome::Return(Err(Errno::ESRCH));
+        };
         if target == idx {
-            // Itself: the dispatcher cannot be told from here; Xen marks it shutting
-            // down and it stops on the way out. Record it and let the next entry end it.
-            self.domains[idx].shutdown_code.get_or_insert(reason);
-            return Err(Errno::EINVAL);
+            return Outcome::Shutdown(reason);
         }
         let reason = self.domains[target].shutdown_code.unwrap_or(reason);
         let by = self.domains[idx].id.0;
@@ -143,7 +148,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             DomainState::Shutdown(reason),
             format_args!("shut down: {} (by d{by})", reason.name()),
         );
-        Ok(0)
+        Outcome::Return(Ok(0))
     }
 
     /// Ends domain `idx` for a shutdown with `reason` (a recorded shutdown_code wins).

@@ -277,11 +277,13 @@ impl Scheduler {
     /// vCPU (no vCPU is running, or the woken one's domain is well behind the running
     /// one's in virtual time); the caller then calls `pick`.
     pub fn wake(&mut self, id: Vid, now: u64) -> Result<bool, Errno> {
-        self.settle(now);
-        let v = self.vcpus.get_mut(&id).ok_or(Errno::ENOENT)?;
-        if v.state != RunState::Blocked {
+        // Waking a vCPU that is not blocked changes nothing: not even the accounting
+        // (the running vCPU's charge is the same whenever it is settled).
+        if self.vcpus.get(&id).ok_or(Errno::ENOENT)?.state != RunState::Blocked {
             return Ok(false);
         }
+        self.settle(now);
+        let v = self.vcpus.get_mut(&id).ok_or(Errno::ENOENT)?;
         let d = self.doms.get_mut(&id.0).ok_or(Errno::ENOENT)?;
         if d.active == 0 {
             // The domain was idle: no banking of the time it slept.

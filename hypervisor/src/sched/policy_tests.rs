@@ -3,25 +3,10 @@
 extern crate std;
 
 use super::policy::*;
+use crate::testutil::Rng;
 use guest_abi::{DomId, Errno, VcpuId};
 use std::collections::BTreeMap;
 use std::vec::Vec;
-
-/// A tiny deterministic PRNG (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    /// Uniform in lo..=hi.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
 
 fn vid(d: u16, v: u32) -> Vid {
     (DomId(d), VcpuId(v))

@@ -100,6 +100,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if !self.domains[idx].is_runnable() {
             return;
         }
+        // The vCPU on the CPU is neither blocked nor polling (one vCPU per domain):
+        // nothing to wake, and the policy need not be asked (a send to oneself).
+        if self.cpu.current == Some(idx) && self.domains[idx].vcpu.poll.is_none() {
+            return;
+        }
         if self.domains[idx].vcpu.poll.take().is_some() {
             let _ = self.timers.cancel_poll(id);
         }
@@ -225,7 +230,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 self.apply_wakes(wakes);
             }
             self.arm_timer(true);
-            return self.enter_current(frame);
+            // Into its event callback if an upcall is due; a bad guest stack there ends
+            // the domain, and the loop picks again (no recursion, however many fail).
+            self.deliver_event_upcall(idx, frame);
+            if self.cpu.current.is_none() {
+                continue;
+            }
+            return self.resume_current();
         }
     }
 

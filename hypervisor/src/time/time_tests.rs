@@ -9,6 +9,7 @@ use super::{Clock, TimeScale};
 use crate::platform::{BadMaddr, MachineMemory};
 use crate::sched::policy::Vid;
 use crate::testutil::FakeMemory;
+use crate::testutil::Rng;
 use core::cell::RefCell;
 use core::mem::offset_of;
 use guest_abi::shared_info::{SharedInfo, VcpuTimeInfo};
@@ -17,20 +18,6 @@ use std::vec::Vec;
 use zerocopy::FromBytes;
 
 const MS: u64 = 1_000_000;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
 
 fn vid(d: u16, v: u32) -> Vid {
     (DomId(d), VcpuId(v))

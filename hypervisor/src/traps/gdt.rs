@@ -234,11 +234,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         for_each_descriptor_run(&self.mem, gdt.frames(), entries, |first, descs| {
             self.platform.set_gdt_entries(first, descs)
         });
-        let zeros = [0u64; DESCS_PER_FRAME];
         let mut at = entries;
         while at < self.cpu.gdt.loaded {
-            let count = (self.cpu.gdt.loaded - at).min(DESCS_PER_FRAME);
-            self.platform.set_gdt_entries(at, &zeros[..count]);
+            let count = (self.cpu.gdt.loaded - at).min(RUN);
+            self.platform.set_gdt_entries(at, &ZEROS[..count]);
             at += count;
         }
         self.cpu.gdt = HwGdt {
@@ -249,7 +248,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 }
 
 /// Reads the `entries` descriptors in use of a guest descriptor table (GDT or LDT) held in
-/// `frames`, one frame at a time, and hands each run to `put(first_index, descriptors)`.
+/// `frames`, a run of at most 32 at a time, and hands each run to `put(first_index,
+/// descriptors)`.
 /// The frames are the domain's and typed SegDesc, so a read cannot fail; if one did,
 /// zeroed (not present) descriptors are the safe outcome.
 pub(super) fn for_each_descriptor_run<M: MachineMemory>(
@@ -258,16 +258,30 @@ pub(super) fn for_each_descriptor_run<M: MachineMemory>(
     entries: usize,
     mut put: impl FnMut(usize, &[u64]),
 ) {
-    let mut descs = [0u64; DESCS_PER_FRAME];
+    // Runs of at most RUN descriptors, and only those in use: a switch between domains
+    // neither clears nor copies whole 4 KiB frames.
+    let mut descs = [0u64; RUN];
     for (i, &mfn) in frames.iter().enumerate() {
-        if mem.read(Mfn(mfn).maddr(), descs.as_mut_bytes()).is_err() {
-            descs.fill(0);
-        }
         let first = i * DESCS_PER_FRAME;
-        let count = entries.saturating_sub(first).min(DESCS_PER_FRAME);
-        put(first, &descs[..count]);
+        let in_frame = entries.saturating_sub(first).min(DESCS_PER_FRAME);
+        let mut done = 0;
+        while done < in_frame {
+            let count = (in_frame - done).min(RUN);
+            let run = &mut descs[..count];
+            let at = Mfn(mfn).maddr() + (done * 8) as u64;
+            if mem.read(at, run.as_mut_bytes()).is_err() {
+                run.fill(0);
+            }
+            put(first + done, run);
+            done += count;
+        }
     }
 }
+
+/// Descriptors handed over (or cleared) at a time when a table is loaded.
+const RUN: usize = 32;
+/// A run of not-present descriptors (a constant: nothing to clear at each switch).
+const ZEROS: [u64; RUN] = [0; RUN];
 
 #[cfg(test)]
 #[path = "gdt_tests.rs"]

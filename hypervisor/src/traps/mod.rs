@@ -183,7 +183,7 @@ pub fn bounce_frame_words(
     cs: u64,
     error: Option<u64>,
     saved_mask: u8,
-) -> heapless::Vec<u64, 8> {
+) -> heapless::Vec<u64, MAX_BOUNCE_WORDS> {
     let mut w = heapless::Vec::new();
     let rflags = if saved_mask != 0 {
         frame.rflags & !RFLAGS_IF
@@ -697,10 +697,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         mask_events: bool,
     ) -> Result<(), BadGuestStack> {
         self.bounce_with(idx, frame, handler, mask_events, |f, cs, saved_mask| {
-            let mut words = heapless::Vec::new();
-            // At most 8 words: always fits.
-            let _ = words.extend_from_slice(&bounce_frame_words(f, cs, error, saved_mask));
-            words
+            bounce_frame_words(f, cs, error, saved_mask)
         })
     }
 
@@ -756,14 +753,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     pub fn deliver_event_upcall(&mut self, idx: usize, frame: &mut GuestFrame) -> bool {
         let cb = self.domains[idx].vcpu.traps.event;
         let base = self.domains[idx].shared_info.maddr();
-        let mut pending = [0u8];
         if cb.address == 0
             || self.upcall_mask(idx) != 0
-            || self
-                .mem
-                .read(base + UPCALL_PENDING_OFF, &mut pending)
-                .is_err()
-            || pending[0] == 0
+            || self.mem.read_u8(base + UPCALL_PENDING_OFF).unwrap_or(0) == 0
         {
             return false;
         }
@@ -845,33 +837,24 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 
     /// vCPU 0's `evtchn_upcall_mask` (the virtual IF, inverted).
     pub(crate) fn upcall_mask(&self, idx: usize) -> u8 {
-        let mut b = [0u8];
         // shared_info is the domain's own frame; unreadable reads as masked.
-        match self.mem.read(
-            self.domains[idx].shared_info.maddr() + UPCALL_MASK_OFF,
-            &mut b,
-        ) {
-            Ok(()) => b[0],
-            Err(_) => 1,
-        }
+        self.mem
+            .read_u8(self.domains[idx].shared_info.maddr() + UPCALL_MASK_OFF)
+            .unwrap_or(1)
     }
 
     /// vCPU 0's `evtchn_upcall_pending`.
     pub(crate) fn upcall_pending(&self, idx: usize) -> bool {
-        let mut b = [0u8];
         self.mem
-            .read(
-                self.domains[idx].shared_info.maddr() + UPCALL_PENDING_OFF,
-                &mut b,
-            )
-            .is_ok_and(|()| b[0] != 0)
+            .read_u8(self.domains[idx].shared_info.maddr() + UPCALL_PENDING_OFF)
+            .is_ok_and(|b| b != 0)
     }
 
     /// Sets vCPU 0's `evtchn_upcall_mask`.
     pub(crate) fn set_upcall_mask(&self, idx: usize, mask: u8) {
-        let _ = self.mem.write(
+        let _ = self.mem.write_u8(
             self.domains[idx].shared_info.maddr() + UPCALL_MASK_OFF,
-            &[mask],
+            mask,
         );
     }
 

@@ -39,6 +39,7 @@ pub fn init() {
     outb(COM2 + 2, 0xc7);
     outb(COM2 + 4, 0x03);
     PRESENT.store(true, Ordering::Relaxed);
+    crate::dlog::set_enabled(true);
 }
 
 fn write_bytes(bytes: &[u8]) {

@@ -12,6 +12,8 @@ pub const MAX_RAM_RANGES: usize = 32;
 /// memory map) is accessible: MMIO and holes are refused.
 pub struct DirectMap {
     ram: heapless::Vec<Range<u64>, MAX_RAM_RANGES>,
+    /// The largest of `ram`, checked first: nearly every access lands there.
+    main: Range<u64>,
 }
 
 impl DirectMap {
@@ -23,17 +25,25 @@ impl DirectMap {
                 break;
             }
         }
-        DirectMap { ram: v }
+        let main = v
+            .iter()
+            .max_by_key(|r| r.end - r.start)
+            .cloned()
+            .unwrap_or(0..0);
+        DirectMap { ram: v, main }
     }
 
     /// Whether `[maddr, maddr + len)` lies inside one RAM range.
+    #[inline]
     pub fn contains(&self, maddr: u64, len: u64) -> bool {
         let Some(end) = maddr.checked_add(len) else {
             return false;
         };
-        self.ram.iter().any(|r| r.start <= maddr && end <= r.end)
+        (self.main.start <= maddr && end <= self.main.end)
+            || self.ram.iter().any(|r| r.start <= maddr && end <= r.end)
     }
 
+    #[inline]
     fn ptr(&self, maddr: u64, len: usize) -> Result<*mut u8, BadMaddr> {
         if self.contains(maddr, len as u64) {
             Ok((DIRECTMAP_BASE + maddr) as *mut u8)
@@ -44,6 +54,7 @@ impl DirectMap {
 }
 
 impl MachineMemory for DirectMap {
+    #[inline]
     fn read(&self, maddr: u64, buf: &mut [u8]) -> Result<(), BadMaddr> {
         let src = self.ptr(maddr, buf.len())?;
         // SAFETY: `src..src+len` is mapped RAM (checked); `buf` is a distinct Rust
@@ -52,6 +63,7 @@ impl MachineMemory for DirectMap {
         Ok(())
     }
 
+    #[inline]
     fn write(&self, maddr: u64, data: &[u8]) -> Result<(), BadMaddr> {
         let dst = self.ptr(maddr, data.len())?;
         // SAFETY: as in `read`. The core only writes frames it owns (guest frames,
@@ -60,6 +72,7 @@ impl MachineMemory for DirectMap {
         Ok(())
     }
 
+    #[inline]
     fn fill(&self, maddr: u64, byte: u8, len: usize) -> Result<(), BadMaddr> {
         let dst = self.ptr(maddr, len)?;
         // SAFETY: as in `write`.
@@ -67,6 +80,7 @@ impl MachineMemory for DirectMap {
         Ok(())
     }
 
+    #[inline]
     fn read_u64(&self, maddr: u64) -> Result<u64, BadMaddr> {
         let src = self.ptr(maddr, 8)?;
         // SAFETY: 8 mapped RAM bytes (checked); unaligned volatile-free raw read.
@@ -75,10 +89,26 @@ impl MachineMemory for DirectMap {
         }))
     }
 
+    #[inline]
     fn write_u64(&self, maddr: u64, v: u64) -> Result<(), BadMaddr> {
         let dst = self.ptr(maddr, 8)?;
         // SAFETY: as in `write`.
         unsafe { core::ptr::write_unaligned(dst as *mut u64, v.to_le()) };
+        Ok(())
+    }
+
+    #[inline]
+    fn read_u8(&self, maddr: u64) -> Result<u8, BadMaddr> {
+        let src = self.ptr(maddr, 1)?;
+        // SAFETY: one mapped RAM byte (checked); raw read, no reference created.
+        Ok(unsafe { core::ptr::read(src) })
+    }
+
+    #[inline]
+    fn write_u8(&self, maddr: u64, v: u8) -> Result<(), BadMaddr> {
+        let dst = self.ptr(maddr, 1)?;
+        // SAFETY: as in `write`.
+        unsafe { core::ptr::write(dst, v) };
         Ok(())
     }
 }

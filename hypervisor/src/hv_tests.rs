@@ -15,6 +15,7 @@ use crate::testutil::{
     TestHv, create_domains, hypercall, insert_domain, kernel_frame, map_pages, ret,
     runnable_domain, started, test_hv, test_hv_with,
 };
+use guest_abi::VcpuId;
 use guest_abi::console::XenconsInterface;
 use guest_abi::event_channel::EVTCHNOP_SEND;
 use guest_abi::layout::PAGE_SIZE;
@@ -558,8 +559,8 @@ fn unresumable_domain_is_crashed_at_switch() {
     let mut hv = new_hv();
     let g1 = add_domain(&mut hv, 1, "bad", false);
     let g2 = add_domain(&mut hv, 2, "good", false);
-    hv.domains[g1.idx].vcpu.frame.rip = 0x0000_8000_0000_0000;
-    hv.domains[g2.idx].vcpu.frame.rflags = 0x3202; // IOPL 3 asked for
+    hv.domains[g1.idx].vcpu_mut(VcpuId(0)).frame.rip = 0x0000_8000_0000_0000;
+    hv.domains[g2.idx].vcpu_mut(VcpuId(0)).frame.rflags = 0x3202; // IOPL 3 asked for
     let mut f = GuestFrame::default();
     let r = hv.start(&mut f);
     assert_eq!(r, Resume::Guest { cr3: g2.l4.maddr() });
@@ -705,7 +706,7 @@ fn built_domain_runs_prints_and_powers_off() {
     let Resume::Guest { cr3 } = hv.start(&mut f) else {
         panic!("no guest to run");
     };
-    assert_eq!(cr3, hv.domains[0].vcpu.cr3);
+    assert_eq!(cr3, hv.domains[0].vcpu(VcpuId(0)).cr3);
     assert_eq!((f.rip, f.cs, f.ss), (VIRT_BASE + 0x10, 0xe033, 0xe02b));
     assert_eq!(f.rflags & 0x200, 0x200);
     // rsi points at start_info, which starts with the magic: echo it with console_io.

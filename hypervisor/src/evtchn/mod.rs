@@ -41,12 +41,13 @@ pub const SERVICE_CONSOLE: u8 = 2;
 const COMPAT_ARG_OFFSET: u64 = 4;
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    /// The calling side of an event-channel operation from domain `idx` (its vCPU 0).
+    /// The calling side of an event-channel operation from the running vCPU of domain
+    /// `idx`.
     pub(crate) fn evtchn_caller(&self, idx: usize) -> Caller {
         let d = &self.domains[idx];
         Caller {
             dom: d.id,
-            vcpu: VcpuId(0),
+            vcpu: self.cur_vcpu(idx),
             privileged: d.dom0,
         }
     }

@@ -113,7 +113,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 return Outcome::Return(Err(e));
             }
         }
-        self.domains[idx].vcpu.poll = Some(list);
+        self.cur_mut(idx).poll = Some(list);
         Outcome::Poll
     }
 

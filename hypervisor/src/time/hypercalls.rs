@@ -19,16 +19,17 @@ pub const TIME_REFRESH_NS: u64 = 1_000_000_000;
 const SINGLESHOT_FLAGS_OFF: u64 = 8;
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    /// Refreshes vCPU 0's `vcpu_time_info` in domain `idx`'s shared_info (Xen's version
-    /// protocol: odd while the fields change).
+    /// Refreshes the running vCPU's `vcpu_time_info` in domain `idx`'s shared_info
+    /// (Xen's version protocol: odd while the fields change).
     pub(crate) fn publish_time(&mut self, idx: usize) {
+        let v = self.cur_vcpu(idx);
         let tsc = self.platform.rdtsc();
         let rec = time_record(&self.clock, tsc, XEN_PVCLOCK_TSC_STABLE_BIT);
         let d = &mut self.domains[idx];
         d.time_published_ns = rec.system_time;
         // shared_info is the domain's own frame, so this cannot fail; if it did, the
         // guest would merely see a stale clock.
-        let _ = write_shared_vcpu_time(&self.mem, d.shared_info, VcpuId(0), &rec, true);
+        let _ = write_shared_vcpu_time(&self.mem, d.shared_info, v, &rec, true);
     }
 
     /// Refreshes the running domain's time if the last refresh is older than
@@ -56,8 +57,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         Ok(0)
     }
 
-    /// `vcpu_op(cmd, vcpuid, arg)` (24): the timer commands, `up` and `is_up`. Every
-    /// domain has one vCPU, 0; others are -ENOENT as in Xen.
+    /// `vcpu_op(cmd, vcpuid, arg)` (24): the timer commands, `up` and `is_up`, on the
+    /// caller's vCPU `vcpuid`; one it does not have is -ENOENT as in Xen (every domain
+    /// has one vCPU, 0, today).
     pub(crate) fn do_vcpu_op(
         &mut self,
         idx: usize,
@@ -65,10 +67,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         vcpuid: u32,
         arg: GuestHandle<Untyped>,
     ) -> HcResult {
-        if vcpuid != 0 {
+        let target = VcpuId(vcpuid);
+        if self.domains[idx].vcpu_get(target).is_none() {
             return Err(Errno::ENOENT);
         }
-        let id = self.vid(idx);
+        let id = (self.domains[idx].id, target);
         let now = self.now_ns();
         let ret = match cmd {
             VCPUOP_UP => Ok(0),

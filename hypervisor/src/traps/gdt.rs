@@ -168,11 +168,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 return Err(e);
             }
         }
-        let old = self.domains[idx].vcpu.gdt;
+        let old = self.cur(idx).gdt;
         for &mfn in old.frames() {
             self.gdt_ctx(idx).put_type(Mfn(mfn));
         }
-        self.domains[idx].vcpu.gdt = GuestGdt {
+        self.cur_mut(idx).gdt = GuestGdt {
             frames,
             // ≤ 7168, checked above.
             entries: entries as u16,
@@ -201,7 +201,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
         self.mem.write_u64(maddr, desc).map_err(|_| Errno::EINVAL)?;
         if st.count > 0 && st.ty == PageType::SegDesc && self.cpu.gdt.owner == Some(idx) {
-            let gdt = self.domains[idx].vcpu.gdt;
+            let gdt = self.cur(idx).gdt;
             let offset = (maddr % PAGE_SIZE as u64 / 8) as usize;
             // The same frame may appear more than once in the list.
             for (i, _) in gdt
@@ -229,7 +229,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if !force && self.cpu.gdt.owner == Some(idx) {
             return;
         }
-        let gdt = self.domains[idx].vcpu.gdt;
+        let gdt = self.cur(idx).gdt;
         let entries = gdt.entries();
         for_each_descriptor_run(&self.mem, gdt.frames(), entries, |first, descs| {
             self.platform.set_gdt_entries(first, descs)

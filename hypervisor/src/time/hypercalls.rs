@@ -5,8 +5,9 @@
 use super::pvclock::{time_record, write_shared_vcpu_time, write_wallclock};
 use crate::hv::Hypervisor;
 use crate::hypercall::HcResult;
-use crate::hypercall::handle::{GuestHandle, Untyped};
+use crate::hypercall::handle::{Call, GuestHandle, Untyped};
 use crate::platform::{MachineMemory, Platform};
+use crate::sched::policy::Vid;
 use guest_abi::generated::vcpu_op::*;
 use guest_abi::shared_info::XEN_PVCLOCK_TSC_STABLE_BIT;
 use guest_abi::{Errno, VcpuId};
@@ -47,11 +48,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let _ = write_wallclock(&self.mem, self.domains[idx].shared_info, sec, nsec);
     }
 
-    /// `set_timer_op(timeout)` (15): the vCPU's single-shot timer at absolute system time
-    /// `timeout` (0 cancels).
-    pub(crate) fn do_set_timer_op(&mut self, idx: usize, timeout: u64) -> HcResult {
+    /// `set_timer_op(timeout)` (15): the calling vCPU `id`'s single-shot timer at
+    /// absolute system time `timeout` (0 cancels).
+    pub(crate) fn do_set_timer_op(&mut self, id: Vid, timeout: u64) -> HcResult {
         let now = self.now_ns();
-        let id = self.vid(idx);
         self.timers.set_timer_op(id, timeout, now)?;
         self.arm_timer(true);
         Ok(0)
@@ -62,16 +62,17 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// has one vCPU, 0, today).
     pub(crate) fn do_vcpu_op(
         &mut self,
-        idx: usize,
+        call: &Call<'_>,
         cmd: u32,
         vcpuid: u32,
         arg: GuestHandle<Untyped>,
     ) -> HcResult {
+        let idx = call.idx;
         let target = VcpuId(vcpuid);
         if self.domains[idx].vcpu_get(target).is_none() {
             return Err(Errno::ENOENT);
         }
-        let id = (self.domains[idx].id, target);
+        let id = (call.dom, target);
         let now = self.now_ns();
         let ret = match cmd {
             VCPUOP_UP => Ok(0),

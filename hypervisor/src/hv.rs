@@ -72,8 +72,9 @@ pub struct PerCpu {
     pub fpu_owner: Option<(usize, guest_abi::VcpuId)>,
     /// Whose guest descriptors the CPU's GDT holds (traps/gdt.rs).
     pub gdt: crate::traps::gdt::HwGdt,
-    /// Index of the domain whose LDT the CPU holds (traps/ldt.rs).
-    pub ldt: Option<usize>,
+    /// Index of the domain, and which of its vCPUs, whose LDT the CPU holds
+    /// (traps/ldt.rs).
+    pub ldt: Option<(usize, guest_abi::VcpuId)>,
 }
 
 /// The hypervisor.

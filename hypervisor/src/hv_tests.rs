@@ -11,6 +11,7 @@ use super::*;
 use crate::bundle::build::{Guest, bundle};
 use crate::domain::elfnotes::test_elf::{TestElf, VIRT_BASE};
 use crate::hypercall::CONSOLE_IO_MAX_PER_CALL;
+use crate::hypercall::handle::Call;
 use crate::testutil::{
     TestHv, create_domains, hypercall, insert_domain, kernel_frame, map_pages, ret,
     runnable_domain, started, test_hv, test_hv_with,
@@ -382,6 +383,35 @@ fn sched_op_compat_takes_the_reason_directly() {
     let r = call(&mut hv, &mut f, 6, SCHEDOP_SHUTDOWN as u64, 1, 0);
     assert_eq!(r, Resume::Exit(ExitStatus::SomeDomainFailed));
     assert!(console(&hv).contains("(hv) d1 t: shut down: reboot\n"));
+}
+
+#[test]
+fn the_cpu_names_the_running_vcpu_and_vcpu_op_checks_the_id() {
+    let mut hv = new_hv();
+    let g1 = add_domain(&mut hv, 1, "one", false);
+    let g2 = add_domain(&mut hv, 2, "two", false);
+    let mut f = started(&mut hv);
+    assert_eq!((hv.cpu.current, hv.cpu.vcpu), (Some(g1.idx), VcpuId(0)));
+    assert_eq!(hv.vid(g1.idx), (DomId(1), VcpuId(0)));
+    let c = hv.evtchn_caller(&Call {
+        idx: g1.idx,
+        dom: DomId(1),
+        vcpu: VcpuId(0),
+        frame: &mut f.clone(),
+    });
+    assert_eq!((c.dom, c.vcpu, c.privileged), (DomId(1), VcpuId(0), false));
+    // vcpu_op(VCPUOP_is_up = 3): vCPU 0 is up; others do not exist.
+    call(&mut hv, &mut f, 24, 3, 0, 0);
+    assert_eq!(ret(&f), 1);
+    for bad in [1u64, 2, 0xffff_ffff] {
+        call(&mut hv, &mut f, 24, 3, bad, 0);
+        assert_eq!(ret(&f), -2, "vcpu {bad}");
+    }
+    call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
+    assert_eq!((hv.cpu.current, hv.cpu.vcpu), (Some(g2.idx), VcpuId(0)));
+    assert_eq!(hv.vid(g2.idx), (DomId(2), VcpuId(0)));
+    assert_eq!(hv.cpu.fpu_owner, Some((g2.idx, VcpuId(0))));
+    assert_eq!(hv.cpu.gdt.owner, Some((g2.idx, VcpuId(0))));
 }
 
 #[test]

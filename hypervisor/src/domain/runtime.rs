@@ -234,4 +234,21 @@ mod tests {
         let d = Domain::refused(DomId(4), b"x", false, 0);
         assert!(!d.is_runnable());
     }
+
+    #[test]
+    fn a_domain_has_vcpu_0_only_and_ids_match_slots() {
+        let mut d = Domain::refused(DomId(4), b"x", false, 0);
+        assert_eq!(d.vcpus.len(), 1);
+        assert_eq!(d.vcpu(VcpuId(0)).id, VcpuId(0));
+        for (i, v) in d.vcpus.iter().enumerate() {
+            assert_eq!(v.id.0 as usize, i);
+        }
+        d.vcpu_mut(VcpuId(0)).cr3 = 0x1000;
+        assert_eq!(d.vcpu_get(VcpuId(0)).map(|v| v.cr3), Some(0x1000));
+        // Guest-chosen ids beyond the list are absent, not a panic.
+        for bad in [1, 2, 31, u32::MAX] {
+            assert!(d.vcpu_get(VcpuId(bad)).is_none(), "{bad}");
+            assert!(d.vcpu_get_mut(VcpuId(bad)).is_none(), "{bad}");
+        }
+    }
 }

@@ -122,14 +122,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     }
 
     /// Releases the LDTs of domain `idx`'s vCPUs as it ends: frame references dropped,
-    /// and the CPU's LDT emptied if it was this domain's.
+    /// and the CPU's LDT emptied if it was one of this domain's.
     pub(crate) fn release_ldt(&mut self, idx: usize) {
         for i in 0..self.domains[idx].vcpus.len() {
             let v = self.domains[idx].vcpus[i].id;
             self.put_ldt_frames(idx, v);
             self.domains[idx].vcpu_mut(v).ldt = GuestLdt::default();
         }
-        if self.cpu.ldt == Some(idx) {
+        if self.cpu.ldt.is_some_and(|(holder, _)| holder == idx) {
             self.platform.load_ldt(0);
             self.cpu.ldt = None;
         }
@@ -139,10 +139,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// it is there already, after `SET_LDT`): copies its descriptors into the
     /// hypervisor's LDT buffer and loads it, or loads no LDT.
     pub(crate) fn load_guest_ldt(&mut self, idx: usize, force: bool) {
-        if !force && self.cpu.ldt == Some(idx) {
+        let me = (idx, self.cur_vcpu(idx));
+        if !force && self.cpu.ldt == Some(me) {
             return;
         }
-        let ldt = self.cur(idx).ldt;
+        let ldt = self.domains[idx].vcpu(me.1).ldt;
         let entries = ldt.entries();
         for_each_descriptor_run(&self.mem, ldt.frames(), entries, |first, descs| {
             self.platform.set_ldt_entries(first, descs)
@@ -150,17 +151,18 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         // Entries beyond `entries` may hold another domain's descriptors: the limit of
         // the loaded LDT keeps them out of reach.
         self.platform.load_ldt(entries);
-        self.cpu.ldt = Some(idx);
+        self.cpu.ldt = Some(me);
     }
 
     /// `update_descriptor` wrote (checked) `desc` at `maddr` of domain `idx`'s frame
     /// `mfn`: if that is a frame of the LDT on the CPU, the copy there follows.
     pub(crate) fn ldt_descriptor_written(&mut self, idx: usize, mfn: Mfn, maddr: u64, desc: u64) {
-        if self.cpu.ldt != Some(idx) {
+        let me = (idx, self.cur_vcpu(idx));
+        if self.cpu.ldt != Some(me) {
             return;
         }
         debug_assert_eq!(check_descriptor(desc), Ok(desc));
-        let ldt = self.cur(idx).ldt;
+        let ldt = self.domains[idx].vcpu(me.1).ldt;
         let offset = (maddr % PAGE_SIZE as u64 / 8) as usize;
         // The same frame may appear more than once (the guest mapped it twice).
         for (i, _) in ldt

@@ -159,7 +159,7 @@ fn valid_ldt_is_typed_checked_copied_and_loaded() {
     // DPL 0 raised to 3, in the frame and in the copy the CPU uses.
     assert_eq!(x.hv.mem.read_u64(a.maddr() + 8).unwrap(), DATA_DPL3);
     assert_eq!(x.hw(), &[DATA_DPL3, DATA_DPL3, CODE64_DPL3]);
-    assert_eq!(x.hv.cpu.ldt, Some(0));
+    assert_eq!(x.hv.cpu.ldt, Some((0, VcpuId(0))));
     let ldt = x.hv.domains[0].vcpu(VcpuId(0)).ldt;
     assert_eq!(
         (ldt.base(), ldt.entries(), ldt.frames()),
@@ -317,6 +317,6 @@ fn a_domain_that_ends_gives_up_its_ldt() {
     assert_eq!(x.cur(), 1);
     assert_eq!(x.hv.domains[0].vcpu(VcpuId(0)).ldt.entries(), 0);
     assert_eq!(x.hv.platform.ldt_loaded, 0);
-    assert_eq!(x.hv.cpu.ldt, Some(1));
+    assert_eq!(x.hv.cpu.ldt, Some((1, VcpuId(0))));
     assert_eq!(x.hv.frames.owner(a), None);
 }

@@ -980,7 +980,7 @@ impl Fuzz {
     fn step_copy_tree(&mut self) -> Resume {
         let idx = self.current();
         let dom = self.hv.domains[idx].id;
-        let root = Mfn::containing(self.hv.domains[idx].vcpu.cr3);
+        let root = Mfn::containing(self.hv.cur(idx).cr3);
         let (all, _) = self.own_frames(dom).clone();
         let mut spare: Vec<Mfn> = all
             .into_iter()
@@ -1178,7 +1178,7 @@ impl Fuzz {
     /// `iret` with a ring-3 CS.
     fn step_enter_user(&mut self) -> Resume {
         let idx = self.current();
-        if self.hv.domains[idx].vcpu.user_mode {
+        if self.hv.cur(idx).user_mode {
             return self.step_hypercall();
         }
         let calls: [(u64, [u64; 3]); 2] = [
@@ -1192,7 +1192,7 @@ impl Fuzz {
             }
         }
         let root = if self.rng.chance(70) {
-            Mfn::containing(self.hv.domains[idx].vcpu.cr3)
+            Mfn::containing(self.hv.cur(idx).cr3)
         } else {
             self.own_mfn()
         };
@@ -1290,10 +1290,10 @@ impl Fuzz {
                 if !d.is_runnable() {
                     self.fail("resumes a domain that ended");
                 }
-                if cr3 != d.vcpu.active_cr3() {
+                if cr3 != self.hv.cur(idx).active_cr3() {
                     self.fail(&format!(
                         "cr3 {cr3:#x} is not the vCPU's active root {:#x}",
-                        d.vcpu.active_cr3()
+                        self.hv.cur(idx).active_cr3()
                     ));
                 }
                 let root = Mfn::containing(cr3);
@@ -1405,13 +1405,16 @@ impl Fuzz {
                     self.fail(&format!("d{} FIFO frame {:#x}: {st:?}", d.id.0, m.0));
                 }
             }
-            let id = (d.id, VcpuId(0));
-            if d.vcpu.poll.is_some() && hv.sched.state(id) != Some(RunState::Blocked) {
-                self.fail(&format!(
-                    "d{} polls but is {:?}",
-                    d.id.0,
-                    hv.sched.state(id)
-                ));
+            for v in d.vcpus.iter().filter(|v| v.poll.is_some()) {
+                let id = (d.id, v.id);
+                if hv.sched.state(id) != Some(RunState::Blocked) {
+                    self.fail(&format!(
+                        "d{} v{} polls but is {:?}",
+                        d.id.0,
+                        v.id.0,
+                        hv.sched.state(id)
+                    ));
+                }
             }
         }
         if hv.timers.len() > 3 * live_vcpus + 1 {
@@ -1422,7 +1425,7 @@ impl Fuzz {
         }
         if let Some(idx) = hv.cpu.current {
             let d = &hv.domains[idx];
-            let id = (d.id, VcpuId(0));
+            let id = (d.id, hv.cpu.vcpu);
             if hv.sched.state(id) != Some(RunState::Running) || hv.sched.current() != Some(id) {
                 self.fail(&format!(
                     "current d{} is {:?} to the scheduler (its current: {:?})",
@@ -1431,8 +1434,8 @@ impl Fuzz {
                     hv.sched.current()
                 ));
             }
-            if d.vcpu.poll.is_some() {
-                self.fail(&format!("current d{} is polling", d.id.0));
+            if d.vcpu_get(hv.cpu.vcpu).is_none_or(|v| v.poll.is_some()) {
+                self.fail(&format!("current d{} is polling or unknown", d.id.0));
             }
         }
     }
@@ -1541,7 +1544,7 @@ impl Fuzz {
         }
         // A deferred reference drop holds a general reference on a frame of its domain.
         for d in self.hv.domains.iter().filter(|d| d.is_runnable()) {
-            if let Some(m) = d.vcpu.old_table {
+            for m in d.vcpus.iter().filter_map(|v| v.old_table) {
                 if frames.owner(m) != Some(d.id) {
                     self.fail(&format!("d{} deferred drop of {:#x}", d.id.0, m.0));
                 }
@@ -1564,7 +1567,7 @@ impl Fuzz {
                     ));
                 }
             }
-            for &g in d.vcpu.gdt.frames() {
+            for &g in d.vcpus.iter().flat_map(|v| v.gdt.frames()) {
                 let st = frames.type_state(Mfn(g));
                 if !st.is_some_and(|st| st.ty == PageType::SegDesc && st.count > 0) {
                     self.fail(&format!("d{} GDT frame {g:#x}: {st:?}", d.id.0));
@@ -1583,9 +1586,11 @@ impl Fuzz {
                     continue;
                 }
                 let from_tables = expected.get(&m.0).map_or(0, |x| x.0);
-                let roots = [d.vcpu.cr3, d.vcpu.user_cr3]
+                let roots = d
+                    .vcpus
                     .iter()
-                    .filter(|&&r| r != 0 && Mfn::containing(r) == m)
+                    .flat_map(|v| [v.cr3, v.user_cr3])
+                    .filter(|&r| r != 0 && Mfn::containing(r) == m)
                     .count() as u32;
                 let partial = u32::from(frames.partial(m).is_some());
                 let want = from_tables + u32::from(st.pinned) + roots + partial;
@@ -1889,7 +1894,7 @@ fn a_long_batch_inside_a_multicall_is_continued_in_its_entry() {
     const N: u64 = 1300;
     let (list, reqs, pdone) = (scratch, scratch + 2 * PAGE, scratch + PAGE);
     // Machine-to-phys updates of one of its own frames: valid, cheap, repeatable.
-    let own = Mfn::containing(hv.domains[0].vcpu.cr3);
+    let own = Mfn::containing(hv.domains[0].vcpu(VcpuId(0)).cr3);
     let req = MmuUpdate {
         ptr: own.maddr() | 1,
         val: 5,

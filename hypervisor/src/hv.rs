@@ -12,7 +12,7 @@ use crate::bundle::{self, BundleError};
 use crate::console::{self, Cursor, Prefix, RingError};
 use crate::dlog::{Disp, hv_debug};
 use crate::domain::builder::{self, BuildParams};
-use crate::domain::runtime::{Domain, DomainState};
+use crate::domain::runtime::{Domain, DomainState, Vcpu};
 use crate::evtchn::EventChannels;
 use crate::hypercall::handle::CrashReason;
 use crate::mmu::guest::GuestSpace;
@@ -60,17 +60,21 @@ pub struct BootConfig<'a> {
 pub struct PerCpu {
     /// Index (into `domains`) of the domain whose vCPU the arch layer holds registers of.
     pub current: Option<usize>,
+    /// Which of that domain's vCPUs it is (meaningful while `current` is `Some`).
+    pub vcpu: guest_abi::VcpuId,
     /// The CR3 it runs on, cached for the hypercall fast path.
     pub cr3: u64,
     /// Whether it is in guest user mode (a `syscall` is then a guest system call, not a
     /// hypercall), cached for the hypercall fast path.
     pub user_mode: bool,
-    /// Index of the domain whose FPU registers and segment bases the CPU holds.
-    pub fpu_owner: Option<usize>,
+    /// Index of the domain, and which of its vCPUs, whose FPU registers and segment
+    /// bases the CPU holds.
+    pub fpu_owner: Option<(usize, guest_abi::VcpuId)>,
     /// Whose guest descriptors the CPU's GDT holds (traps/gdt.rs).
     pub gdt: crate::traps::gdt::HwGdt,
-    /// Index of the domain whose LDT the CPU holds (traps/ldt.rs).
-    pub ldt: Option<usize>,
+    /// Index of the domain, and which of its vCPUs, whose LDT the CPU holds
+    /// (traps/ldt.rs).
+    pub ldt: Option<(usize, guest_abi::VcpuId)>,
 }
 
 /// The hypervisor.
@@ -357,20 +361,22 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 }
             }
         }
-        let vid = (id, guest_abi::VcpuId(0));
         let weight = if weight == 0 {
             crate::sched::policy::DEFAULT_WEIGHT
         } else {
             weight
         };
-        self.sched
-            .add_vcpu(vid, weight, cap)
-            .map_err(|_| "invalid scheduler weight or cap")?;
-        self.timers
-            .add_vcpu(vid)
-            .map_err(|_| "no room for its timers")?;
-        let now = self.now_ns();
-        let _ = self.sched.wake(vid, now);
+        for i in 0..self.domains[idx].vcpus.len() {
+            let vid = (id, self.domains[idx].vcpus[i].id);
+            self.sched
+                .add_vcpu(vid, weight, cap)
+                .map_err(|_| "invalid scheduler weight or cap")?;
+            self.timers
+                .add_vcpu(vid)
+                .map_err(|_| "no room for its timers")?;
+            let now = self.now_ns();
+            let _ = self.sched.wake(vid, now);
+        }
         self.publish_wallclock(idx);
         Ok(())
     }
@@ -450,7 +456,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         cr2: u64,
     ) -> Resume {
         let vector = frame.vector;
-        let mode = if self.domains[idx].vcpu.user_mode {
+        let mode = if self.cur(idx).user_mode {
             "user"
         } else {
             "kernel"
@@ -482,12 +488,29 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         self.cpu.cr3 = cr3;
     }
 
+    /// The id of the vCPU of domain `idx` on the CPU. `idx` is the running domain
+    /// (`cpu.current`): hypercalls, traps and scheduling act on the vCPU that entered.
+    pub(crate) fn cur_vcpu(&self, idx: usize) -> guest_abi::VcpuId {
+        debug_assert_eq!(self.cpu.current, Some(idx), "not the running domain");
+        self.cpu.vcpu
+    }
+
+    /// The saved state of the running vCPU of domain `idx` (see [`Self::cur_vcpu`]).
+    pub(crate) fn cur(&self, idx: usize) -> &Vcpu {
+        self.domains[idx].vcpu(self.cur_vcpu(idx))
+    }
+
+    /// The saved state of the running vCPU of domain `idx`, mutably.
+    pub(crate) fn cur_mut(&mut self, idx: usize) -> &mut Vcpu {
+        let v = self.cur_vcpu(idx);
+        self.domains[idx].vcpu_mut(v)
+    }
+
     /// The address space of the running domain's guest pointers.
     pub(crate) fn current_space(&self, idx: usize) -> GuestSpace {
-        let d = &self.domains[idx];
         GuestSpace {
-            dom: d.id,
-            cr3: d.vcpu.cr3,
+            dom: self.domains[idx].id,
+            cr3: self.cur(idx).cr3,
         }
     }
 
@@ -513,7 +536,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let d = &mut self.domains[idx];
         hv_debug!("domain d{=u16} ended: {}", d.id.0, Disp(&what));
         d.state = state;
-        d.vcpu.poll = None;
+        for v in &mut d.vcpus {
+            v.poll = None;
+        }
         let id = d.id;
         // Its peers' ports become unbound, its FIFO frames are released: before its
         // frames go back to the allocator.

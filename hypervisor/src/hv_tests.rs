@@ -11,10 +11,12 @@ use super::*;
 use crate::bundle::build::{Guest, bundle};
 use crate::domain::elfnotes::test_elf::{TestElf, VIRT_BASE};
 use crate::hypercall::CONSOLE_IO_MAX_PER_CALL;
+use crate::hypercall::handle::Call;
 use crate::testutil::{
     TestHv, create_domains, hypercall, insert_domain, kernel_frame, map_pages, ret,
     runnable_domain, started, test_hv, test_hv_with,
 };
+use guest_abi::VcpuId;
 use guest_abi::console::XenconsInterface;
 use guest_abi::event_channel::EVTCHNOP_SEND;
 use guest_abi::layout::PAGE_SIZE;
@@ -384,6 +386,35 @@ fn sched_op_compat_takes_the_reason_directly() {
 }
 
 #[test]
+fn the_cpu_names_the_running_vcpu_and_vcpu_op_checks_the_id() {
+    let mut hv = new_hv();
+    let g1 = add_domain(&mut hv, 1, "one", false);
+    let g2 = add_domain(&mut hv, 2, "two", false);
+    let mut f = started(&mut hv);
+    assert_eq!((hv.cpu.current, hv.cpu.vcpu), (Some(g1.idx), VcpuId(0)));
+    assert_eq!(hv.vid(g1.idx), (DomId(1), VcpuId(0)));
+    let c = hv.evtchn_caller(&Call {
+        idx: g1.idx,
+        dom: DomId(1),
+        vcpu: VcpuId(0),
+        frame: &mut f.clone(),
+    });
+    assert_eq!((c.dom, c.vcpu, c.privileged), (DomId(1), VcpuId(0), false));
+    // vcpu_op(VCPUOP_is_up = 3): vCPU 0 is up; others do not exist.
+    call(&mut hv, &mut f, 24, 3, 0, 0);
+    assert_eq!(ret(&f), 1);
+    for bad in [1u64, 2, 0xffff_ffff] {
+        call(&mut hv, &mut f, 24, 3, bad, 0);
+        assert_eq!(ret(&f), -2, "vcpu {bad}");
+    }
+    call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
+    assert_eq!((hv.cpu.current, hv.cpu.vcpu), (Some(g2.idx), VcpuId(0)));
+    assert_eq!(hv.vid(g2.idx), (DomId(2), VcpuId(0)));
+    assert_eq!(hv.cpu.fpu_owner, Some((g2.idx, VcpuId(0))));
+    assert_eq!(hv.cpu.gdt.owner, Some((g2.idx, VcpuId(0))));
+}
+
+#[test]
 fn yield_switches_round_robin_and_returns_zero() {
     let mut hv = new_hv();
     let g1 = add_domain(&mut hv, 1, "one", false);
@@ -558,8 +589,8 @@ fn unresumable_domain_is_crashed_at_switch() {
     let mut hv = new_hv();
     let g1 = add_domain(&mut hv, 1, "bad", false);
     let g2 = add_domain(&mut hv, 2, "good", false);
-    hv.domains[g1.idx].vcpu.frame.rip = 0x0000_8000_0000_0000;
-    hv.domains[g2.idx].vcpu.frame.rflags = 0x3202; // IOPL 3 asked for
+    hv.domains[g1.idx].vcpu_mut(VcpuId(0)).frame.rip = 0x0000_8000_0000_0000;
+    hv.domains[g2.idx].vcpu_mut(VcpuId(0)).frame.rflags = 0x3202; // IOPL 3 asked for
     let mut f = GuestFrame::default();
     let r = hv.start(&mut f);
     assert_eq!(r, Resume::Guest { cr3: g2.l4.maddr() });
@@ -705,7 +736,7 @@ fn built_domain_runs_prints_and_powers_off() {
     let Resume::Guest { cr3 } = hv.start(&mut f) else {
         panic!("no guest to run");
     };
-    assert_eq!(cr3, hv.domains[0].vcpu.cr3);
+    assert_eq!(cr3, hv.domains[0].vcpu(VcpuId(0)).cr3);
     assert_eq!((f.rip, f.cs, f.ss), (VIRT_BASE + 0x10, 0xe033, 0xe02b));
     assert_eq!(f.rflags & 0x200, 0x200);
     // rsi points at start_info, which starts with the magic: echo it with console_io.

@@ -232,6 +232,7 @@ use crate::hv::{BootConfig, Hypervisor};
 use crate::mmu::FrameInfo;
 use crate::mmu::guest::{PTE_PRESENT, PTE_RW, PTE_USER};
 use crate::platform::{GuestFrame, Resume};
+use guest_abi::VcpuId;
 use guest_abi::layout::PAGE_SIZE;
 use guest_abi::{DomId, Mfn};
 
@@ -302,8 +303,8 @@ pub fn kernel_frame(rip: u64, rsp: u64) -> GuestFrame {
 pub fn runnable_domain(id: DomId, name: &str, dom0: bool, l4: Mfn, frame: GuestFrame) -> Domain {
     let mut d = Domain::refused(id, name.as_bytes(), dom0, 0);
     d.state = DomainState::Runnable;
-    d.vcpu.cr3 = l4.maddr();
-    d.vcpu.frame = frame;
+    d.vcpu_mut(VcpuId(0)).cr3 = l4.maddr();
+    d.vcpu_mut(VcpuId(0)).frame = frame;
     d
 }
 

@@ -84,7 +84,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             return self.no_current_domain();
         };
         // Saved first: serving the backends may crash (and so switch away from) it.
-        self.domains[idx].vcpu.frame = *frame;
+        self.cur_mut(idx).frame = *frame;
         let slice_ended = self.expire_timers();
         self.serve_backends();
         if slice_ended || self.cpu.current != Some(idx) || !self.domains[idx].is_runnable() {

@@ -1,11 +1,12 @@
-//! Run-time state of a domain: identity, how it is doing, its one vCPU, the frames the
-//! builder gave it, and its console.
+//! Run-time state of a domain: identity, how it is doing, its vCPUs (one today), the
+//! frames the builder gave it, and its console.
 
 use crate::console::{LineBuffer, Prefix, TokenBucket};
 use crate::domain::builder::BuiltDomain;
 use crate::platform::GuestFrame;
+use alloc::vec::Vec;
 use guest_abi::sched::ShutdownReason;
-use guest_abi::{DomId, EvtchnPort, Mfn};
+use guest_abi::{DomId, EvtchnPort, Mfn, VcpuId};
 
 /// Longest domain name kept.
 pub const NAME_MAX: usize = 31;
@@ -35,9 +36,11 @@ impl DomainState {
     }
 }
 
-/// The saved state of the domain's only vCPU while it does not run.
+/// The saved state of one of a domain's vCPUs while it does not run.
 #[derive(Clone, Debug, Default)]
 pub struct Vcpu {
+    /// Its id within the domain (its index in [`Domain::vcpus`]).
+    pub id: VcpuId,
     /// Registers to resume with.
     pub frame: GuestFrame,
     /// Machine address of its kernel-mode L4 (`MMUEXT_NEW_BASEPTR`).
@@ -83,8 +86,9 @@ pub struct Domain {
     pub dom0: bool,
     /// Life cycle.
     pub state: DomainState,
-    /// vCPU 0.
-    pub vcpu: Vcpu,
+    /// Its vCPUs, indexed by [`VcpuId`] (one today: vCPU 0). Reach them through
+    /// [`Domain::vcpu`] / [`Domain::vcpu_mut`].
+    pub vcpus: Vec<Vcpu>,
     /// Pages given to the domain.
     pub nr_pages: u64,
     /// Its shared_info frame (time info lives there).
@@ -113,15 +117,35 @@ pub struct Domain {
 }
 
 impl Domain {
+    /// Its vCPU `v`. Ids come from the hypervisor (the running vCPU, the scheduler's
+    /// and timers' keys), never unchecked from a guest: an unknown one is a hypervisor
+    /// bug and panics (use [`Domain::vcpu_get`] for a guest-chosen id).
+    pub fn vcpu(&self, v: VcpuId) -> &Vcpu {
+        &self.vcpus[v.0 as usize]
+    }
+
+    /// Its vCPU `v`, mutably; as [`Domain::vcpu`].
+    pub fn vcpu_mut(&mut self, v: VcpuId) -> &mut Vcpu {
+        &mut self.vcpus[v.0 as usize]
+    }
+
+    /// Its vCPU `v`, if it has one by that id (for ids a guest chose).
+    pub fn vcpu_get(&self, v: VcpuId) -> Option<&Vcpu> {
+        self.vcpus.get(usize::try_from(v.0).ok()?)
+    }
+
+    /// Its vCPU `v` mutably, if it has one by that id.
+    pub fn vcpu_get_mut(&mut self, v: VcpuId) -> Option<&mut Vcpu> {
+        self.vcpus.get_mut(usize::try_from(v.0).ok()?)
+    }
+
     /// A domain the builder produced, ready to run (`now_ns` starts its rate limiter).
     pub fn built(id: DomId, name: &[u8], dom0: bool, b: BuiltDomain, now_ns: u64) -> Self {
         let mut d = Domain::refused(id, name, dom0, now_ns);
         d.state = DomainState::Runnable;
-        d.vcpu = Vcpu {
-            frame: b.entry,
-            cr3: b.cr3,
-            ..Vcpu::default()
-        };
+        let v0 = d.vcpu_mut(VcpuId(0));
+        v0.frame = b.entry;
+        v0.cr3 = b.cr3;
         d.nr_pages = b.nr_pages;
         d.shared_info = b.shared_info;
         d.console_ring = b.console;
@@ -136,7 +160,10 @@ impl Domain {
             name: sanitize_name(name),
             dom0,
             state: DomainState::Refused,
-            vcpu: Vcpu::default(),
+            vcpus: alloc::vec![Vcpu {
+                id: VcpuId(0),
+                ..Vcpu::default()
+            }],
             nr_pages: 0,
             shared_info: Mfn(0),
             console_ring: None,
@@ -206,5 +233,22 @@ mod tests {
         assert_eq!(DomainState::Refused.report_word(), "refused");
         let d = Domain::refused(DomId(4), b"x", false, 0);
         assert!(!d.is_runnable());
+    }
+
+    #[test]
+    fn a_domain_has_vcpu_0_only_and_ids_match_slots() {
+        let mut d = Domain::refused(DomId(4), b"x", false, 0);
+        assert_eq!(d.vcpus.len(), 1);
+        assert_eq!(d.vcpu(VcpuId(0)).id, VcpuId(0));
+        for (i, v) in d.vcpus.iter().enumerate() {
+            assert_eq!(v.id.0 as usize, i);
+        }
+        d.vcpu_mut(VcpuId(0)).cr3 = 0x1000;
+        assert_eq!(d.vcpu_get(VcpuId(0)).map(|v| v.cr3), Some(0x1000));
+        // Guest-chosen ids beyond the list are absent, not a panic.
+        for bad in [1, 2, 31, u32::MAX] {
+            assert!(d.vcpu_get(VcpuId(bad)).is_none(), "{bad}");
+            assert!(d.vcpu_get_mut(VcpuId(bad)).is_none(), "{bad}");
+        }
     }
 }

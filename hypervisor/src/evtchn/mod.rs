@@ -41,13 +41,12 @@ pub const SERVICE_CONSOLE: u8 = 2;
 const COMPAT_ARG_OFFSET: u64 = 4;
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    /// The calling side of an event-channel operation from domain `idx` (its vCPU 0).
-    pub(crate) fn evtchn_caller(&self, idx: usize) -> Caller {
-        let d = &self.domains[idx];
+    /// The calling side of an event-channel operation: the vCPU that made `call`.
+    pub(crate) fn evtchn_caller(&self, call: &Call<'_>) -> Caller {
         Caller {
-            dom: d.id,
-            vcpu: VcpuId(0),
-            privileged: d.dom0,
+            dom: call.dom,
+            vcpu: call.vcpu,
+            privileged: self.domains[call.idx].dom0,
         }
     }
 
@@ -75,7 +74,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         arg: GuestHandle<Untyped>,
     ) -> Outcome {
         let idx = call.idx;
-        let caller = self.evtchn_caller(idx);
+        let caller = self.evtchn_caller(call);
         let ret = match cmd {
             EVTCHNOP_ALLOC_UNBOUND => {
                 self.evtchn_inout(idx, arg, |hv, op: &mut EvtchnAllocUnbound| {

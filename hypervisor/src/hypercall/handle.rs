@@ -6,7 +6,7 @@ use crate::hv::Hypervisor;
 use crate::platform::{GuestFrame, MachineMemory, Platform};
 use core::fmt;
 use core::marker::PhantomData;
-use guest_abi::Errno;
+use guest_abi::{DomId, Errno, VcpuId};
 use zerocopy::{FromBytes, IntoBytes};
 
 /// The pointee of a guest pointer whose type depends on the sub-operation (C `void *`):
@@ -135,12 +135,17 @@ impl<T: ?Sized> fmt::Debug for GuestArray<T> {
     }
 }
 
-/// Who is calling: the running domain's index and its saved registers. Handlers read
-/// their arguments from the typed parameters, not from `frame`; only `iret` (which loads
-/// a whole new register set) and `SHUTDOWN_suspend` (a third argument in `rdx`) use it.
+/// Who is calling: the running domain (its slot and id), the vCPU that entered, and its
+/// saved registers. Handlers read their arguments from the typed parameters, not from
+/// `frame`; only `iret` (which loads a whole new register set) and `SHUTDOWN_suspend` (a
+/// third argument in `rdx`) use it.
 pub struct Call<'a> {
     /// Index of the calling domain in `Hypervisor::domains`.
     pub idx: usize,
+    /// The calling domain.
+    pub dom: DomId,
+    /// The calling vCPU.
+    pub vcpu: VcpuId,
     /// The caller's registers.
     pub frame: &'a mut GuestFrame,
 }

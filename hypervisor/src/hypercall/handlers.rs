@@ -94,7 +94,7 @@ impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
     }
 
     fn set_timer_op(&mut self, call: &mut Call<'_>, timeout: u64) -> Outcome {
-        self.do_set_timer_op(call.idx, timeout).into()
+        self.do_set_timer_op((call.dom, call.vcpu), timeout).into()
     }
 
     fn event_channel_op_compat(
@@ -112,7 +112,7 @@ impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
         vcpuid: u32,
         arg: GuestHandle<Untyped>,
     ) -> Outcome {
-        self.do_vcpu_op(call.idx, cmd, vcpuid, arg).into()
+        self.do_vcpu_op(call, cmd, vcpuid, arg).into()
     }
 
     fn mmu_update(
@@ -136,7 +136,7 @@ impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
     }
 
     fn multicall(&mut self, call: &mut Call<'_>, calls: GuestArray<MulticallEntry>) -> Outcome {
-        self.multicall(call.idx, call.frame, calls)
+        self.multicall(call, calls)
     }
 
     fn update_va_mapping(

@@ -53,8 +53,15 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         };
         let number = frame.rax;
         let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
-        let dom = self.domains[idx].id.0;
-        let outcome = generated::dispatch(self, &mut Call { idx, frame }, number, args);
+        let (dom, vcpu) = (self.domains[idx].id, self.cur_vcpu(idx));
+        let mut call = Call {
+            idx,
+            dom,
+            vcpu,
+            frame,
+        };
+        let outcome = generated::dispatch(self, &mut call, number, args);
+        let dom = dom.0;
         if let Outcome::Return(r) = outcome {
             frame.rax = to_rax(r);
             hv_trace!(

@@ -36,13 +36,14 @@ const ENTRY_SIZE: u64 = size_of::<MulticallEntry>() as u64;
 pub const MULTICALL_BATCH: u64 = 64;
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    /// `multicall(list, nr_calls)` from the running domain, whose registers are `frame`.
+    /// `multicall(list, nr_calls)` from the running vCPU `call`; each entry runs as a
+    /// call from the same vCPU.
     pub(crate) fn multicall(
         &mut self,
-        idx: usize,
-        frame: &GuestFrame,
+        call: &Call<'_>,
         calls: GuestArray<MulticallEntry>,
     ) -> Outcome {
+        let (idx, frame) = (call.idx, &*call.frame);
         // The count is a C `unsigned int`.
         let count = u64::from(calls.len() as u32);
         for i in 0..count {
@@ -64,12 +65,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                         vector: VECTOR_MULTICALL,
                         ..*frame
                     };
-                    let mut call = Call {
+                    let mut inner = Call {
                         idx,
+                        dom: call.dom,
+                        vcpu: call.vcpu,
                         frame: &mut regs,
                     };
                     let [a0, a1, a2, a3, a4, _] = entry.args;
-                    generated::dispatch(self, &mut call, entry.op, [a0, a1, a2, a3, a4])
+                    generated::dispatch(self, &mut inner, entry.op, [a0, a1, a2, a3, a4])
                 }
             };
             let (result, pause) = match outcome {

@@ -169,7 +169,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         budget: Budget,
         f: impl FnOnce(&mut PtCtx<'_, M>) -> R,
     ) -> R {
-        let deferred = self.domains[idx].vcpu.old_table.take();
+        let deferred = self.cur_mut(idx).old_table.take();
         let mut pt = PtCtx::new(
             &self.mem,
             &mut self.frames,
@@ -180,7 +180,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         pt.deferred = deferred;
         let r = f(&mut pt);
         let deferred = pt.deferred;
-        self.domains[idx].vcpu.old_table = deferred;
+        self.cur_mut(idx).old_table = deferred;
         r
     }
 
@@ -266,7 +266,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             let work = self.frames.work().wrapping_sub(budget.start);
             // An element that left a reference drop ends the entry: the continuation
             // finishes the drop first.
-            let deferred = self.domains[idx].vcpu.old_table.is_some();
+            let deferred = self.cur(idx).old_table.is_some();
             if done >= BATCH || (done > 0 && work >= budget.limit) || deferred {
                 end = BatchEnd::Preempted { done };
                 break;
@@ -295,7 +295,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             done += 1;
         }
         if let BatchEnd::Finished(r) = end
-            && self.domains[idx].vcpu.old_table.is_some()
+            && self.cur(idx).old_table.is_some()
         {
             end = BatchEnd::Report(r);
         }
@@ -352,26 +352,26 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 Ok(true)
             }
             MMUEXT_NEW_BASEPTR => {
-                let old = Mfn::containing(self.domains[idx].vcpu.cr3);
+                let old = Mfn::containing(self.cur(idx).cr3);
                 self.with_pt(idx, budget, |pt| pt.switch_root(mfn, Some(old)))?;
                 let cr3 = mfn.maddr();
-                self.domains[idx].vcpu.cr3 = cr3;
+                self.cur_mut(idx).cr3 = cr3;
                 // Hypercalls only come from kernel mode, which runs on this root: the
                 // arch loads it on the way back.
                 self.cpu.cr3 = cr3;
                 Ok(true)
             }
             MMUEXT_NEW_USER_BASEPTR => {
-                let old = self.domains[idx].vcpu.user_cr3;
+                let old = self.cur(idx).user_cr3;
                 let old = (old != 0).then_some(Mfn::containing(old));
                 if op.arg1 == 0 {
                     if let Some(old) = old {
                         self.with_pt(idx, budget, |pt| pt.unload_root(old))?;
                     }
-                    self.domains[idx].vcpu.user_cr3 = 0;
+                    self.cur_mut(idx).user_cr3 = 0;
                 } else {
                     self.with_pt(idx, budget, |pt| pt.switch_root(mfn, old))?;
-                    self.domains[idx].vcpu.user_cr3 = mfn.maddr();
+                    self.cur_mut(idx).user_cr3 = mfn.maddr();
                 }
                 Ok(true)
             }
@@ -440,7 +440,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if scope != UVMF_LOCAL && scope != UVMF_ALL {
             self.read_vcpumask(idx, scope)?;
         }
-        let root = Mfn::containing(self.domains[idx].vcpu.cr3);
+        let root = Mfn::containing(self.cur(idx).cr3);
         let mut pt = self.pt(idx);
         let entry = pt.l1_entry_maddr(root, va)?;
         // An L1 entry: nothing to validate or devalidate below it, nothing deferred.

@@ -9,6 +9,7 @@ use crate::mmu::PageType;
 use crate::mmu::guest::{GuestSpace, copy_from_guest, copy_to_guest};
 use crate::platform::{GuestFrame, MachineMemory, Resume};
 use crate::testutil::{TestHv, create_domains, hypercall, started, test_hv_with};
+use guest_abi::VcpuId;
 use guest_abi::layout::{HYPERVISOR_VIRT_START, MACH2PHYS_VIRT_START, PAGE_SIZE};
 use guest_abi::mmu::*;
 use guest_abi::start_info::StartInfo;
@@ -157,9 +158,9 @@ fn hostile_mmu_updates_are_refused() {
     let va = x.scratch + 8 * PAGE;
     let l1e = x.l1e(va);
     let pt_frame = x.mfn(Fx::pfn_of_va(x.si.pt_base) + 3);
-    let other_dom_frame = Mfn::containing(x.hv.domains[1].vcpu.cr3);
+    let other_dom_frame = Mfn::containing(x.hv.domains[1].vcpu(VcpuId(0)).cr3);
     let hv_frame = Mfn(0); // never given to a domain
-    let l4 = x.hv.domains[0].vcpu.cr3;
+    let l4 = x.hv.domains[0].vcpu(VcpuId(0)).cr3;
     let cases = [
         (
             "write-map a page table",
@@ -279,7 +280,7 @@ fn long_batches_continue() {
 #[test]
 fn grub_page_table_switch() {
     let mut x = fx(false);
-    let old_l4 = Mfn::containing(x.hv.domains[0].vcpu.cr3);
+    let old_l4 = Mfn::containing(x.hv.domains[0].vcpu(VcpuId(0)).cr3);
     let pt_pfn = Fx::pfn_of_va(x.si.pt_base);
     let nr_pt = x.si.nr_pt_frames;
     let old_tables: Vec<Mfn> = (pt_pfn..pt_pfn + nr_pt).map(|p| x.mfn(p)).collect();
@@ -317,7 +318,7 @@ fn grub_page_table_switch() {
         ext(MMUEXT_UNPIN_TABLE, old_l4.0),
     ];
     assert_eq!(x.mmuext(&ops, 0), 0);
-    assert_eq!(x.hv.domains[0].vcpu.cr3, new[0].maddr());
+    assert_eq!(x.hv.domains[0].vcpu(VcpuId(0)).cr3, new[0].maddr());
     assert_eq!(
         x.hv.resume_current(),
         Resume::Guest {
@@ -351,10 +352,10 @@ fn grub_page_table_switch() {
 #[test]
 fn hostile_mmuext_ops_are_refused() {
     let mut x = fx(true);
-    let cur = Mfn::containing(x.hv.domains[0].vcpu.cr3);
+    let cur = Mfn::containing(x.hv.domains[0].vcpu(VcpuId(0)).cr3);
     let free = x.mfn(1600);
     let data = x.mfn(Fx::pfn_of_va(x.scratch)); // mapped writable
-    let foreign = Mfn::containing(x.hv.domains[1].vcpu.cr3);
+    let foreign = Mfn::containing(x.hv.domains[1].vcpu(VcpuId(0)).cr3);
     // A table that maps itself writable.
     x.hv.mem.fill(free.maddr(), 0, PAGE_SIZE).unwrap();
     x.hv.mem.write_u64(free.maddr(), free.maddr() | 7).unwrap();
@@ -486,7 +487,7 @@ fn hostile_mmuext_ops_are_refused() {
         let r = x.mmuext(&[ext(MMUEXT_TLB_FLUSH_LOCAL, 0), op], pdone);
         assert_eq!(r, want.to_ret(), "{what}");
         assert_eq!(x.get_u32(pdone), 1, "{what}");
-        assert_eq!(x.hv.domains[0].vcpu.cr3, cur.maddr(), "{what}");
+        assert_eq!(x.hv.domains[0].vcpu(VcpuId(0)).cr3, cur.maddr(), "{what}");
     }
     assert_eq!(x.ty(free), (PageType::None, 0));
     assert_eq!(x.ty(cur), (PageType::L4, 2));
@@ -520,7 +521,7 @@ fn hostile_mmuext_ops_are_refused() {
         ext(MMUEXT_NEW_USER_BASEPTR, 0),
     ];
     assert_eq!(x.mmuext(&ok, 0), 0);
-    assert_eq!(x.hv.domains[0].vcpu.ldt.entries(), 0);
+    assert_eq!(x.hv.domains[0].vcpu(VcpuId(0)).ldt.entries(), 0);
     assert!(x.hv.platform.invlpgs.contains(&x.scratch));
     assert!(x.hv.domains.iter().all(|d| d.is_runnable()));
 }
@@ -528,12 +529,12 @@ fn hostile_mmuext_ops_are_refused() {
 #[test]
 fn user_baseptr_takes_and_drops_a_root_reference() {
     let mut x = fx(false);
-    let cur = Mfn::containing(x.hv.domains[0].vcpu.cr3);
+    let cur = Mfn::containing(x.hv.domains[0].vcpu(VcpuId(0)).cr3);
     assert_eq!(x.mmuext(&[ext(MMUEXT_NEW_USER_BASEPTR, cur.0)], 0), 0);
-    assert_eq!(x.hv.domains[0].vcpu.user_cr3, cur.maddr());
+    assert_eq!(x.hv.domains[0].vcpu(VcpuId(0)).user_cr3, cur.maddr());
     assert_eq!(x.ty(cur), (PageType::L4, 3));
     assert_eq!(x.mmuext(&[ext(MMUEXT_NEW_USER_BASEPTR, 0)], 0), 0);
-    assert_eq!(x.hv.domains[0].vcpu.user_cr3, 0);
+    assert_eq!(x.hv.domains[0].vcpu(VcpuId(0)).user_cr3, 0);
     assert_eq!(x.ty(cur), (PageType::L4, 2));
 }
 
@@ -766,7 +767,7 @@ fn a_large_hierarchy_is_validated_and_released_across_entries() {
     let (mut x, mut y) = twins();
     let tables = big_tree(&x, false);
     assert_eq!(big_tree(&y, false), tables, "both domains are built alike");
-    let old = Mfn::containing(x.hv.domains[0].vcpu.cr3);
+    let old = Mfn::containing(x.hv.domains[0].vcpu(VcpuId(0)).cr3);
     let l4 = tables[0];
     let total = 512 * tables.len() as u64;
     assert!(total > WORK_BUDGET);
@@ -796,8 +797,12 @@ fn a_large_hierarchy_is_validated_and_released_across_entries() {
         assert!(most <= WORK_BUDGET + OVERSHOOT, "{what}: {most}");
         assert_eq!(entries_y, 1, "{what}: unlimited runs whole");
         assert_eq!(snapshot(&x), snapshot(&y), "{what}: same end state");
-        assert_eq!(x.hv.domains[0].vcpu.cr3, y.hv.domains[0].vcpu.cr3, "{what}");
-        assert_eq!(x.hv.domains[0].vcpu.old_table, None, "{what}");
+        assert_eq!(
+            x.hv.domains[0].vcpu(VcpuId(0)).cr3,
+            y.hv.domains[0].vcpu(VcpuId(0)).cr3,
+            "{what}"
+        );
+        assert_eq!(x.hv.domains[0].vcpu(VcpuId(0)).old_table, None, "{what}");
         if what != "unpin old" {
             assert!(
                 entries > 1,
@@ -834,7 +839,7 @@ fn a_bad_entry_deep_in_a_preempted_validation_fails_and_leaves_nothing() {
             "cmd {op}: nothing left typed or partial"
         );
         assert_eq!(snapshot(&y), before, "cmd {op}");
-        assert_eq!(x.hv.domains[0].vcpu.old_table, None);
+        assert_eq!(x.hv.domains[0].vcpu(VcpuId(0)).old_table, None);
     }
     // pdone counts the elements done before the failure, as without preemption.
     x.put(pdone, &[0xff; 4]);

@@ -45,8 +45,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 0
             }),
             SCHEDOP_BLOCK => return Outcome::Block,
-            SCHEDOP_POLL => return self.sched_poll(idx, arg.cast()),
-            SCHEDOP_REMOTE_SHUTDOWN => return self.remote_shutdown(idx, arg.cast()),
+            SCHEDOP_POLL => return self.sched_poll(call, arg.cast()),
+            SCHEDOP_REMOTE_SHUTDOWN => return self.remote_shutdown(call, arg.cast()),
             _ => Err(Errno::ENOSYS),
         };
         ret.into()
@@ -78,7 +78,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// `SCHEDOP_poll`: returns at once (0) if one of the ports is pending or an upcall is
     /// due; otherwise the vCPU waits for one of them, or for the absolute system time
     /// `timeout` (0: none). Events are not unmasked (unlike block).
-    fn sched_poll(&mut self, idx: usize, arg: GuestHandle<SchedPoll>) -> Outcome {
+    fn sched_poll(&mut self, call: &Call<'_>, arg: GuestHandle<SchedPoll>) -> Outcome {
+        let idx = call.idx;
         let poll = match self.read_handle(idx, arg) {
             Ok(p) => p,
             Err(e) => return Outcome::Return(Err(e)),
@@ -91,7 +92,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if list.try_reserve_exact(poll.nr_ports as usize).is_err() {
             return Outcome::Return(Err(Errno::ENOMEM));
         }
-        let dom = self.domains[idx].id;
+        let dom = call.dom;
         for i in 0..ports.len() {
             let port = match ports.get(i).map(|h| self.read_handle(idx, h)) {
                 Some(Ok(p)) => p,
@@ -107,19 +108,23 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if self.upcall_pending(idx) && self.upcall_mask(idx) == 0 {
             return Outcome::Return(Ok(0));
         }
-        if poll.timeout != 0 {
-            let id = self.vid(idx);
-            if let Err(e) = self.timers.set_poll_timeout(id, poll.timeout) {
-                return Outcome::Return(Err(e));
-            }
+        if poll.timeout != 0
+            && let Err(e) = self.timers.set_poll_timeout((dom, call.vcpu), poll.timeout)
+        {
+            return Outcome::Return(Err(e));
         }
-        self.domains[idx].vcpu.poll = Some(list);
+        self.domains[idx].vcpu_mut(call.vcpu).poll = Some(list);
         Outcome::Poll
     }
 
     /// `SCHEDOP_remote_shutdown`: the control domain shuts a domain down (itself too);
     /// -EPERM for anyone else (Xen's XSM default), -ESRCH for an unknown or ended domain.
-    fn remote_shutdown(&mut self, idx: usize, arg: GuestHandle<SchedRemoteShutdown>) -> Outcome {
+    fn remote_shutdown(
+        &mut self,
+        call: &Call<'_>,
+        arg: GuestHandle<SchedRemoteShutdown>,
+    ) -> Outcome {
+        let idx = call.idx;
         if !self.domains[idx].dom0 {
             return Outcome::Return(Err(Errno::EPERM));
         }
@@ -142,7 +147,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             return Outcome::Shutdown(reason);
         }
         let reason = self.domains[target].shutdown_code.unwrap_or(reason);
-        let by = self.domains[idx].id.0;
+        let by = call.dom.0;
         self.end_domain(
             target,
             DomainState::Shutdown(reason),

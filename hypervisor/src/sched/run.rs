@@ -23,9 +23,10 @@ use guest_abi::{DomId, VcpuId};
 pub const HOUSEKEEPING_NS: u64 = 10_000_000;
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    /// The (only) vCPU of domain `idx`.
+    /// The running vCPU of domain `idx` (the running domain), as the scheduler and the
+    /// timers name it.
     pub(crate) fn vid(&self, idx: usize) -> Vid {
-        (self.domains[idx].id, VcpuId(0))
+        (self.domains[idx].id, self.cur_vcpu(idx))
     }
 
     /// Index of domain `dom` in `domains`.
@@ -36,7 +37,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// Saves the running vCPU's registers and shows what its console printed (a good
     /// moment: it is being switched out). A corrupt ring crashes the domain.
     fn save_current(&mut self, idx: usize, frame: &GuestFrame) {
-        self.domains[idx].vcpu.frame = *frame;
+        self.cur_mut(idx).frame = *frame;
         if let Err(e) = self.drain_console(idx) {
             self.crash_for_ring(idx, e);
         }
@@ -72,24 +73,28 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let _ = self.sched.block(id, now);
         // Blocked first, then checked (Xen's vcpu_block): an event raised since the
         // caller looked — even by the console drain above — is not lost.
-        if self.domains[idx].is_runnable() && self.wake_due(idx) {
+        if self.domains[idx].is_runnable() && self.wake_due(idx, id.1) {
             self.wake_vcpu(id);
         }
         self.schedule(frame)
     }
 
-    /// Whether blocked or polling domain `idx` must run again: an upcall is due (pending
-    /// and unmasked), or one of the ports it polls is pending.
-    fn wake_due(&self, idx: usize) -> bool {
+    /// Whether blocked or polling vCPU `v` of domain `idx` must run again: an upcall is
+    /// due (pending and unmasked), or one of the ports it polls is pending.
+    fn wake_due(&self, idx: usize, v: VcpuId) -> bool {
         if self.upcall_pending(idx) && self.upcall_mask(idx) == 0 {
             return true;
         }
         let dom = self.domains[idx].id;
-        self.domains[idx].vcpu.poll.as_ref().is_some_and(|ports| {
-            ports
-                .iter()
-                .any(|&p| self.evtchn.is_pending(dom, p, &self.mem).unwrap_or(false))
-        })
+        self.domains[idx]
+            .vcpu(v)
+            .poll
+            .as_ref()
+            .is_some_and(|ports| {
+                ports
+                    .iter()
+                    .any(|&p| self.evtchn.is_pending(dom, p, &self.mem).unwrap_or(false))
+            })
     }
 
     /// Makes a blocked (or polling) vCPU runnable again.
@@ -100,12 +105,16 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if !self.domains[idx].is_runnable() {
             return;
         }
-        // The vCPU on the CPU is neither blocked nor polling (one vCPU per domain):
-        // nothing to wake, and the policy need not be asked (a send to oneself).
-        if self.cpu.current == Some(idx) && self.domains[idx].vcpu.poll.is_none() {
+        let on_cpu = self.cpu.current == Some(idx) && self.cpu.vcpu == id.1;
+        let Some(v) = self.domains[idx].vcpu_get_mut(id.1) else {
+            return;
+        };
+        // The vCPU on the CPU is neither blocked nor polling: nothing to wake, and the
+        // policy need not be asked (a send to oneself).
+        if on_cpu && v.poll.is_none() {
             return;
         }
-        if self.domains[idx].vcpu.poll.take().is_some() {
+        if v.poll.take().is_some() {
             let _ = self.timers.cancel_poll(id);
         }
         let now = self.now_ns();
@@ -125,19 +134,23 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
     }
 
-    /// Wakes the vCPU of `dom` if it polls a port that is now pending.
+    /// Wakes the vCPUs of `dom` that poll a port that is now pending.
     fn check_pollers(&mut self, dom: DomId) {
         let Some(idx) = self.slot_of(dom) else {
             return;
         };
-        let Some(ports) = &self.domains[idx].vcpu.poll else {
-            return;
-        };
-        let hit = ports
-            .iter()
-            .any(|&p| self.evtchn.is_pending(dom, p, &self.mem).unwrap_or(false));
-        if hit {
-            self.wake_vcpu((dom, VcpuId(0)));
+        for i in 0..self.domains[idx].vcpus.len() {
+            let v = &self.domains[idx].vcpus[i];
+            let Some(ports) = &v.poll else {
+                continue;
+            };
+            let hit = ports
+                .iter()
+                .any(|&p| self.evtchn.is_pending(dom, p, &self.mem).unwrap_or(false));
+            if hit {
+                let id = (dom, v.id);
+                self.wake_vcpu(id);
+            }
         }
     }
 
@@ -174,7 +187,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if let Some(prev) = self.cpu.current.take()
             && prev < self.domains.len()
         {
-            let id = self.vid(prev);
+            // The vCPU that was on the CPU (`cpu.vcpu` still names it).
+            let id = (self.domains[prev].id, self.cpu.vcpu);
             self.timers.switch_out(id);
         }
         loop {
@@ -194,7 +208,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 self.sched.remove_domain(pick.id.0);
                 continue;
             };
-            let mut next = self.domains[idx].vcpu.frame;
+            let v = pick.id.1;
+            let Some(mut next) = self.domains[idx].vcpu_get(v).map(|v| v.frame) else {
+                // A vCPU the domain does not have (defensive).
+                self.sched.remove_domain(pick.id.0);
+                continue;
+            };
             if let Err(why) = sanitize_for_iret(&mut next) {
                 let (rip, rsp) = (next.rip, next.rsp);
                 self.end_domain(
@@ -204,7 +223,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 );
                 continue;
             }
-            self.domains[idx].vcpu.frame = next;
+            self.domains[idx].vcpu_mut(v).frame = next;
             hv_debug!(
                 "switch to d{=u16} rip={=u64:#x} rsp={=u64:#x}",
                 self.domains[idx].id.0,
@@ -213,7 +232,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             );
             *frame = next;
             self.cpu.current = Some(idx);
-            let switched = self.cpu.fpu_owner != Some(idx);
+            self.cpu.vcpu = v;
+            let switched = self.cpu.fpu_owner != Some((idx, v));
             self.load_vcpu_state(idx);
             self.load_guest_gdt(idx, false);
             self.load_guest_ldt(idx, false);

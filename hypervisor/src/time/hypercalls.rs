@@ -5,8 +5,9 @@
 use super::pvclock::{time_record, write_shared_vcpu_time, write_wallclock};
 use crate::hv::Hypervisor;
 use crate::hypercall::HcResult;
-use crate::hypercall::handle::{GuestHandle, Untyped};
+use crate::hypercall::handle::{Call, GuestHandle, Untyped};
 use crate::platform::{MachineMemory, Platform};
+use crate::sched::policy::Vid;
 use guest_abi::generated::vcpu_op::*;
 use guest_abi::shared_info::XEN_PVCLOCK_TSC_STABLE_BIT;
 use guest_abi::{Errno, VcpuId};
@@ -19,16 +20,17 @@ pub const TIME_REFRESH_NS: u64 = 1_000_000_000;
 const SINGLESHOT_FLAGS_OFF: u64 = 8;
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    /// Refreshes vCPU 0's `vcpu_time_info` in domain `idx`'s shared_info (Xen's version
-    /// protocol: odd while the fields change).
+    /// Refreshes the running vCPU's `vcpu_time_info` in domain `idx`'s shared_info
+    /// (Xen's version protocol: odd while the fields change).
     pub(crate) fn publish_time(&mut self, idx: usize) {
+        let v = self.cur_vcpu(idx);
         let tsc = self.platform.rdtsc();
         let rec = time_record(&self.clock, tsc, XEN_PVCLOCK_TSC_STABLE_BIT);
         let d = &mut self.domains[idx];
         d.time_published_ns = rec.system_time;
         // shared_info is the domain's own frame, so this cannot fail; if it did, the
         // guest would merely see a stale clock.
-        let _ = write_shared_vcpu_time(&self.mem, d.shared_info, VcpuId(0), &rec, true);
+        let _ = write_shared_vcpu_time(&self.mem, d.shared_info, v, &rec, true);
     }
 
     /// Refreshes the running domain's time if the last refresh is older than
@@ -46,29 +48,31 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let _ = write_wallclock(&self.mem, self.domains[idx].shared_info, sec, nsec);
     }
 
-    /// `set_timer_op(timeout)` (15): the vCPU's single-shot timer at absolute system time
-    /// `timeout` (0 cancels).
-    pub(crate) fn do_set_timer_op(&mut self, idx: usize, timeout: u64) -> HcResult {
+    /// `set_timer_op(timeout)` (15): the calling vCPU `id`'s single-shot timer at
+    /// absolute system time `timeout` (0 cancels).
+    pub(crate) fn do_set_timer_op(&mut self, id: Vid, timeout: u64) -> HcResult {
         let now = self.now_ns();
-        let id = self.vid(idx);
         self.timers.set_timer_op(id, timeout, now)?;
         self.arm_timer(true);
         Ok(0)
     }
 
-    /// `vcpu_op(cmd, vcpuid, arg)` (24): the timer commands, `up` and `is_up`. Every
-    /// domain has one vCPU, 0; others are -ENOENT as in Xen.
+    /// `vcpu_op(cmd, vcpuid, arg)` (24): the timer commands, `up` and `is_up`, on the
+    /// caller's vCPU `vcpuid`; one it does not have is -ENOENT as in Xen (every domain
+    /// has one vCPU, 0, today).
     pub(crate) fn do_vcpu_op(
         &mut self,
-        idx: usize,
+        call: &Call<'_>,
         cmd: u32,
         vcpuid: u32,
         arg: GuestHandle<Untyped>,
     ) -> HcResult {
-        if vcpuid != 0 {
+        let idx = call.idx;
+        let target = VcpuId(vcpuid);
+        if self.domains[idx].vcpu_get(target).is_none() {
             return Err(Errno::ENOENT);
         }
-        let id = self.vid(idx);
+        let id = (call.dom, target);
         let now = self.now_ns();
         let ret = match cmd {
             VCPUOP_UP => Ok(0),

@@ -35,7 +35,7 @@ use crate::mmu::PageType;
 use crate::mmu::pagetable::PtCtx;
 use crate::platform::{MachineMemory, Platform};
 use guest_abi::layout::{FIRST_RESERVED_GDT_ENTRY, PAGE_SIZE};
-use guest_abi::{Errno, Mfn};
+use guest_abi::{Errno, Mfn, VcpuId};
 use zerocopy::IntoBytes;
 
 /// Descriptors in one frame.
@@ -93,8 +93,9 @@ impl GuestGdt {
 /// Whose guest descriptors the CPU's GDT holds now, and how many entries of it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HwGdt {
-    /// Index of the domain whose GDT is loaded (`None`: only zeroed entries).
-    pub owner: Option<usize>,
+    /// Index of the domain, and which of its vCPUs, whose GDT is loaded (`None`: only
+    /// zeroed entries).
+    pub owner: Option<(usize, VcpuId)>,
     /// Entries `0..loaded` may be non-zero.
     pub loaded: usize,
 }
@@ -168,11 +169,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 return Err(e);
             }
         }
-        let old = self.domains[idx].vcpu.gdt;
+        let old = self.cur(idx).gdt;
         for &mfn in old.frames() {
             self.gdt_ctx(idx).put_type(Mfn(mfn));
         }
-        self.domains[idx].vcpu.gdt = GuestGdt {
+        self.cur_mut(idx).gdt = GuestGdt {
             frames,
             // ≤ 7168, checked above.
             entries: entries as u16,
@@ -200,8 +201,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             return Err(Errno::EINVAL);
         }
         self.mem.write_u64(maddr, desc).map_err(|_| Errno::EINVAL)?;
-        if st.count > 0 && st.ty == PageType::SegDesc && self.cpu.gdt.owner == Some(idx) {
-            let gdt = self.domains[idx].vcpu.gdt;
+        let me = (idx, self.cur_vcpu(idx));
+        if st.count > 0 && st.ty == PageType::SegDesc && self.cpu.gdt.owner == Some(me) {
+            let gdt = self.domains[idx].vcpu(me.1).gdt;
             let offset = (maddr % PAGE_SIZE as u64 / 8) as usize;
             // The same frame may appear more than once in the list.
             for (i, _) in gdt
@@ -222,14 +224,15 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         Ok(0)
     }
 
-    /// Puts domain `idx`'s guest descriptors into the CPU's GDT as its vCPU is switched
-    /// in (`force`: also when they are there already, after `set_gdt`), and clears the
-    /// entries the previous contents used beyond them.
+    /// Puts the guest descriptors of the running vCPU of domain `idx` into the CPU's GDT
+    /// as it is switched in (`force`: also when they are there already, after
+    /// `set_gdt`), and clears the entries the previous contents used beyond them.
     pub(crate) fn load_guest_gdt(&mut self, idx: usize, force: bool) {
-        if !force && self.cpu.gdt.owner == Some(idx) {
+        let me = (idx, self.cur_vcpu(idx));
+        if !force && self.cpu.gdt.owner == Some(me) {
             return;
         }
-        let gdt = self.domains[idx].vcpu.gdt;
+        let gdt = self.domains[idx].vcpu(me.1).gdt;
         let entries = gdt.entries();
         for_each_descriptor_run(&self.mem, gdt.frames(), entries, |first, descs| {
             self.platform.set_gdt_entries(first, descs)
@@ -241,7 +244,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             at += count;
         }
         self.cpu.gdt = HwGdt {
-            owner: Some(idx),
+            owner: Some(me),
             loaded: entries,
         };
     }

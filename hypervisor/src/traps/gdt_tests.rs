@@ -9,6 +9,7 @@ use crate::mmu::PageType;
 use crate::mmu::guest::{copy_from_guest, copy_to_guest};
 use crate::platform::{GuestFrame, MachineMemory, Resume};
 use crate::testutil::{TestHv, create_domains, hypercall, ret, started, test_hv_with};
+use guest_abi::VcpuId;
 use guest_abi::layout::{FIRST_RESERVED_GDT_ENTRY, PAGE_SIZE};
 use guest_abi::start_info::StartInfo;
 use guest_abi::{DomId, Errno, Mfn, nr};
@@ -228,7 +229,7 @@ fn set_gdt_refuses_bad_sizes_frames_and_descriptors() {
     assert_eq!(x.ty(good), (PageType::None, 0));
     // Only the low 32 bits of `entries` count (C unsigned int): 2^32 + 2 is 2.
     assert_eq!(x.set_gdt(&[good], (1 << 32) + 2), 0);
-    assert_eq!(x.hv.domains[0].vcpu.gdt.entries(), 2);
+    assert_eq!(x.hv.domains[0].vcpu(VcpuId(0)).gdt.entries(), 2);
     assert_eq!(x.set_gdt(&[], 0), 0);
 
     // A frame list the guest cannot read.

@@ -23,7 +23,7 @@ use crate::hv::Hypervisor;
 use crate::mmu::guest::translate;
 use crate::platform::{MachineMemory, Platform};
 use guest_abi::layout::{PAGE_SIZE, in_hypervisor_range, is_canonical};
-use guest_abi::{Errno, Mfn};
+use guest_abi::{Errno, Mfn, VcpuId};
 
 /// Most LDT entries (`MMUEXT_SET_LDT`): a selector's 13-bit index.
 pub const LDT_MAX_ENTS: usize = 8192;
@@ -106,26 +106,30 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 entries: entries as u16,
             }
         };
-        self.put_ldt_frames(idx);
-        self.domains[idx].vcpu.ldt = new;
+        let v = self.cur_vcpu(idx);
+        self.put_ldt_frames(idx, v);
+        self.domains[idx].vcpu_mut(v).ldt = new;
         self.load_guest_ldt(idx, true);
         Ok(())
     }
 
-    /// Drops the `SegDesc` references of domain `idx`'s LDT frames.
-    fn put_ldt_frames(&mut self, idx: usize) {
-        let old = self.domains[idx].vcpu.ldt;
+    /// Drops the `SegDesc` references of the LDT frames of vCPU `v` of domain `idx`.
+    fn put_ldt_frames(&mut self, idx: usize, v: VcpuId) {
+        let old = self.domains[idx].vcpu(v).ldt;
         for &mfn in old.frames() {
             self.gdt_ctx(idx).put_type(Mfn(mfn));
         }
     }
 
-    /// Releases domain `idx`'s LDT as it ends: frame references dropped, and the CPU's
-    /// LDT emptied if it was this domain's.
+    /// Releases the LDTs of domain `idx`'s vCPUs as it ends: frame references dropped,
+    /// and the CPU's LDT emptied if it was one of this domain's.
     pub(crate) fn release_ldt(&mut self, idx: usize) {
-        self.put_ldt_frames(idx);
-        self.domains[idx].vcpu.ldt = GuestLdt::default();
-        if self.cpu.ldt == Some(idx) {
+        for i in 0..self.domains[idx].vcpus.len() {
+            let v = self.domains[idx].vcpus[i].id;
+            self.put_ldt_frames(idx, v);
+            self.domains[idx].vcpu_mut(v).ldt = GuestLdt::default();
+        }
+        if self.cpu.ldt.is_some_and(|(holder, _)| holder == idx) {
             self.platform.load_ldt(0);
             self.cpu.ldt = None;
         }
@@ -135,10 +139,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// it is there already, after `SET_LDT`): copies its descriptors into the
     /// hypervisor's LDT buffer and loads it, or loads no LDT.
     pub(crate) fn load_guest_ldt(&mut self, idx: usize, force: bool) {
-        if !force && self.cpu.ldt == Some(idx) {
+        let me = (idx, self.cur_vcpu(idx));
+        if !force && self.cpu.ldt == Some(me) {
             return;
         }
-        let ldt = self.domains[idx].vcpu.ldt;
+        let ldt = self.domains[idx].vcpu(me.1).ldt;
         let entries = ldt.entries();
         for_each_descriptor_run(&self.mem, ldt.frames(), entries, |first, descs| {
             self.platform.set_ldt_entries(first, descs)
@@ -146,17 +151,18 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         // Entries beyond `entries` may hold another domain's descriptors: the limit of
         // the loaded LDT keeps them out of reach.
         self.platform.load_ldt(entries);
-        self.cpu.ldt = Some(idx);
+        self.cpu.ldt = Some(me);
     }
 
     /// `update_descriptor` wrote (checked) `desc` at `maddr` of domain `idx`'s frame
     /// `mfn`: if that is a frame of the LDT on the CPU, the copy there follows.
     pub(crate) fn ldt_descriptor_written(&mut self, idx: usize, mfn: Mfn, maddr: u64, desc: u64) {
-        if self.cpu.ldt != Some(idx) {
+        let me = (idx, self.cur_vcpu(idx));
+        if self.cpu.ldt != Some(me) {
             return;
         }
         debug_assert_eq!(check_descriptor(desc), Ok(desc));
-        let ldt = self.domains[idx].vcpu.ldt;
+        let ldt = self.domains[idx].vcpu(me.1).ldt;
         let offset = (maddr % PAGE_SIZE as u64 / 8) as usize;
         // The same frame may appear more than once (the guest mapped it twice).
         for (i, _) in ldt

@@ -10,6 +10,7 @@ use crate::mmu::guest::{copy_from_guest, copy_to_guest};
 use crate::platform::{GuestFrame, MachineMemory, Resume};
 use crate::testutil::{TestHv, create_domains, hypercall, ret, started, test_hv_with};
 use crate::traps::gdt::DESCS_PER_FRAME;
+use guest_abi::VcpuId;
 use guest_abi::layout::{HYPERVISOR_VIRT_START, PAGE_SIZE};
 use guest_abi::mmu::{MMUEXT_SET_LDT, MmuextOp};
 use guest_abi::start_info::StartInfo;
@@ -158,8 +159,8 @@ fn valid_ldt_is_typed_checked_copied_and_loaded() {
     // DPL 0 raised to 3, in the frame and in the copy the CPU uses.
     assert_eq!(x.hv.mem.read_u64(a.maddr() + 8).unwrap(), DATA_DPL3);
     assert_eq!(x.hw(), &[DATA_DPL3, DATA_DPL3, CODE64_DPL3]);
-    assert_eq!(x.hv.cpu.ldt, Some(0));
-    let ldt = x.hv.domains[0].vcpu.ldt;
+    assert_eq!(x.hv.cpu.ldt, Some((0, VcpuId(0))));
+    let ldt = x.hv.domains[0].vcpu(VcpuId(0)).ldt;
     assert_eq!(
         (ldt.base(), ldt.entries(), ldt.frames()),
         (x.ldt_va, 3, &[a.0][..])
@@ -185,7 +186,7 @@ fn valid_ldt_is_typed_checked_copied_and_loaded() {
         ((PageType::None, 0), (PageType::None, 0))
     );
     assert_eq!(x.hv.platform.ldt_loaded, 0);
-    assert_eq!(x.hv.domains[0].vcpu.ldt.entries(), 0);
+    assert_eq!(x.hv.domains[0].vcpu(VcpuId(0)).ldt.entries(), 0);
     assert_eq!(x.map(x.ldt_va, a, 7), 0);
 }
 
@@ -254,7 +255,7 @@ fn set_ldt_refuses_bad_ranges_frames_and_descriptors() {
     }
     // Through all that, the LDT set first stayed installed and loaded.
     assert_eq!(x.hw(), &[DATA_DPL3]);
-    assert_eq!(x.hv.domains[0].vcpu.ldt.base(), x.ldt_va);
+    assert_eq!(x.hv.domains[0].vcpu(VcpuId(0)).ldt.base(), x.ldt_va);
     assert!(x.hv.domains[0].is_runnable());
 }
 
@@ -314,8 +315,8 @@ fn a_domain_that_ends_gives_up_its_ldt() {
     let shutdown = u64::from(guest_abi::sched::SCHEDOP_SHUTDOWN);
     x.call(nr::SCHED_OP, &[shutdown, x.scratch, 0]);
     assert_eq!(x.cur(), 1);
-    assert_eq!(x.hv.domains[0].vcpu.ldt.entries(), 0);
+    assert_eq!(x.hv.domains[0].vcpu(VcpuId(0)).ldt.entries(), 0);
     assert_eq!(x.hv.platform.ldt_loaded, 0);
-    assert_eq!(x.hv.cpu.ldt, Some(1));
+    assert_eq!(x.hv.cpu.ldt, Some((1, VcpuId(0))));
     assert_eq!(x.hv.frames.owner(a), None);
 }

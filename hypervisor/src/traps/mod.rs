@@ -232,7 +232,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     ) -> HcResult {
         let traps = traps.addr();
         if traps == 0 {
-            self.domains[idx].vcpu.traps.table = [TrapEntry::default(); NR_VECTORS];
+            self.cur_mut(idx).traps.table = [TrapEntry::default(); NR_VECTORS];
             return Ok(0);
         }
         let size = core::mem::size_of::<TrapInfo>() as u64;
@@ -246,7 +246,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 return Err(Errno::EINVAL);
             }
             // As Xen: entries before a bad one stay installed.
-            self.domains[idx].vcpu.traps.table[usize::from(ti.vector)] = TrapEntry {
+            self.cur_mut(idx).traps.table[usize::from(ti.vector)] = TrapEntry {
                 address: ti.address,
                 cs: ti.cs | 3,
                 flags: ti.flags,
@@ -260,7 +260,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if !is_canonical(reg.address) {
             return Err(Errno::EINVAL);
         }
-        let traps = &mut self.domains[idx].vcpu.traps;
+        let traps = &mut self.cur_mut(idx).traps;
         let mask = reg.flags & CALLBACKF_MASK_EVENTS != 0;
         let slot = match u32::from(reg.kind) {
             // Event upcalls always mask events.
@@ -327,7 +327,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 let unreg: CallbackUnregister = self.read_guest(idx, arg)?;
                 // As Xen: only the NMI callback can be unregistered.
                 if u32::from(unreg.kind) == CALLBACKTYPE_NMI {
-                    self.domains[idx].vcpu.traps.nmi = Callback::default();
+                    self.cur_mut(idx).traps.nmi = Callback::default();
                     Ok(0)
                 } else {
                     Err(Errno::EINVAL)
@@ -339,7 +339,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 
     /// `stack_switch(ss, sp)`: the kernel stack for entries from user mode.
     pub(crate) fn do_stack_switch(&mut self, idx: usize, ss: u64, sp: u64) -> HcResult {
-        let traps = &mut self.domains[idx].vcpu.traps;
+        let traps = &mut self.cur_mut(idx).traps;
         traps.kernel_ss = (ss as u16) | 3;
         // Checked when used: a bad one crashes the domain at the next entry from user mode.
         traps.kernel_sp = sp;
@@ -349,7 +349,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// `fpu_taskswitch(set)`: sets or clears the virtual CR0.TS.
     pub(crate) fn do_fpu_taskswitch(&mut self, idx: usize, set: i32) -> HcResult {
         let on = set != 0;
-        self.domains[idx].vcpu.traps.fpu_ts = on;
+        self.cur_mut(idx).traps.fpu_ts = on;
         self.platform.set_fpu_trap(on);
         Ok(0)
     }
@@ -360,7 +360,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             return Err(Errno::EINVAL);
         }
         let (fs, gs) = self.platform.segment_bases();
-        let traps = &mut self.domains[idx].vcpu.traps;
+        let traps = &mut self.cur_mut(idx).traps;
         match which {
             SEGBASE_FS => {
                 traps.fs_base = base;
@@ -395,7 +395,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         // mask in bits 39:32, which guests hand back unchanged.
         let (cs, ss) = (ctx.cs & 0xffff, ctx.ss & 0xffff);
         let to_user = cs & 3 == 3;
-        if to_user && self.domains[idx].vcpu.user_cr3 == 0 {
+        if to_user && self.cur(idx).user_cr3 == 0 {
             return Outcome::crash(format_args!("iret to user mode without a user page table"));
         }
         let mut next = *frame;
@@ -435,7 +435,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let Some(idx) = self.cpu.current else {
             return self.no_current_domain();
         };
-        let cb = self.domains[idx].vcpu.traps.syscall;
+        let cb = self.cur(idx).traps.syscall;
         if cb.address == 0 {
             frame.rip = frame.rip.wrapping_sub(2);
             return self.deliver_trap(idx, frame, VEC_UD, None);
@@ -467,7 +467,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let error = has_error_code(frame.vector).then_some(frame.error_code);
         match vector {
             VEC_NM => {
-                let traps = &mut self.domains[idx].vcpu.traps;
+                let traps = &mut self.cur_mut(idx).traps;
                 if !traps.fpu_ts {
                     // Stale CR0.TS (not the guest's): clear it and retry.
                     self.platform.set_fpu_trap(false);
@@ -479,16 +479,16 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 self.deliver_trap(idx, frame, VEC_NM, None)
             }
             VEC_PF => {
-                self.domains[idx].vcpu.traps.cr2 = cr2;
+                self.cur_mut(idx).traps.cr2 = cr2;
                 let base = self.domains[idx].shared_info.maddr();
                 let _ = self.mem.write_u64(base + ARCH_CR2_OFF, cr2);
-                if self.domains[idx].vcpu.traps.table[usize::from(VEC_PF)].address == 0 {
+                if self.cur(idx).traps.table[usize::from(VEC_PF)].address == 0 {
                     // The crash line shows the hardware's error code.
                     return self.crash_for_exception(idx, frame, cr2);
                 }
                 let mut e = frame.error_code;
                 // The U bit tells the *virtual* mode.
-                if !self.domains[idx].vcpu.user_mode {
+                if !self.cur(idx).user_mode {
                     e &= !PFEC_USER;
                 }
                 self.deliver_trap(idx, frame, VEC_PF, Some(e))
@@ -507,11 +507,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         vector: u8,
         error: Option<u64>,
     ) -> Resume {
-        let entry = self.domains[idx].vcpu.traps.table[usize::from(vector)];
+        let entry = self.cur(idx).traps.table[usize::from(vector)];
         if entry.address == 0 {
             frame.vector = u64::from(vector);
             frame.error_code = error.unwrap_or(0);
-            let cr2 = self.domains[idx].vcpu.traps.cr2;
+            let cr2 = self.cur(idx).traps.cr2;
             return self.crash_for_exception(idx, frame, cr2);
         }
         let mask = entry.flags & TI_MASK_EVENTS != 0;
@@ -536,7 +536,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// instructions a PV kernel still executes; anything else goes to the guest's #GP.
     fn emulate_gp(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
         let error = frame.error_code;
-        let user = self.domains[idx].vcpu.user_mode;
+        let user = self.cur(idx).user_mode;
         let Some(d) = self.fetch_insn(idx, frame.rip) else {
             return self.deliver_trap(idx, frame, VEC_GP, Some(error));
         };
@@ -545,8 +545,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             // A software interrupt through a DPL0 gate: error code bit 1 (IDT). The
             // vector comes from the instruction: QEMU 7.2 reports n*16+2 from CPL3.
             Insn::Int { vector } if error & 3 == 2 => {
-                let dpl =
-                    self.domains[idx].vcpu.traps.table[usize::from(vector)].flags & TI_DPL_MASK;
+                let dpl = self.cur(idx).traps.table[usize::from(vector)].flags & TI_DPL_MASK;
                 if dpl >= if user { 3 } else { 1 } {
                     frame.rip = next_rip;
                     self.deliver_trap(idx, frame, vector, None)
@@ -573,7 +572,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 let value = match frame.rcx as u32 {
                     MSR_FS_BASE => fs,
                     MSR_GS_BASE => gs,
-                    MSR_SHADOW_GS_BASE => self.domains[idx].vcpu.traps.gs_base_user,
+                    MSR_SHADOW_GS_BASE => self.cur(idx).traps.gs_base_user,
                     _ => return self.deliver_trap(idx, frame, VEC_GP, Some(0)),
                 };
                 frame.rax = value & 0xffff_ffff;
@@ -582,7 +581,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 self.resume_current()
             }
             Insn::MovFromCr { cr, gpr: reg } => {
-                let v = &self.domains[idx].vcpu;
+                let v = self.cur(idx);
                 let value = match cr {
                     0 => GUEST_CR0 | if v.traps.fpu_ts { CR0_TS } else { 0 },
                     2 => v.traps.cr2,
@@ -595,7 +594,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 self.resume_current()
             }
             Insn::Clts => {
-                self.domains[idx].vcpu.traps.fpu_ts = false;
+                self.cur_mut(idx).traps.fpu_ts = false;
                 self.platform.set_fpu_trap(false);
                 frame.rip = next_rip;
                 self.resume_current()
@@ -610,7 +609,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             return Err(());
         }
         let (fs, gs) = self.platform.segment_bases();
-        let traps = &mut self.domains[idx].vcpu.traps;
+        let traps = &mut self.cur_mut(idx).traps;
         match msr {
             MSR_FS_BASE => {
                 traps.fs_base = value;
@@ -675,10 +674,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 
     /// The address space the vCPU runs in now (user or kernel page tables).
     pub(crate) fn active_space(&self, idx: usize) -> GuestSpace {
-        let d = &self.domains[idx];
         GuestSpace {
-            dom: d.id,
-            cr3: d.vcpu.active_cr3(),
+            dom: self.domains[idx].id,
+            cr3: self.cur(idx).active_cr3(),
         }
     }
 
@@ -712,7 +710,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         words: impl FnOnce(&GuestFrame, u64, u8) -> heapless::Vec<u64, MAX_BOUNCE_WORDS>,
     ) -> Result<(), BadGuestStack> {
         let saved_mask = self.upcall_mask(idx);
-        let v = &self.domains[idx].vcpu;
+        let v = self.cur(idx);
         let from_user = v.user_mode;
         // RPL 0 in the saved CS means "interrupted the kernel".
         let (stack, cs) = if from_user {
@@ -732,7 +730,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
         let kernel = GuestSpace {
             dom: self.domains[idx].id,
-            cr3: self.domains[idx].vcpu.cr3,
+            cr3: self.cur(idx).cr3,
         };
         crate::mmu::guest::copy_to_guest(&self.mem, &self.frames, kernel, sp, &bytes[..len])
             .map_err(|_| BadGuestStack(stack))?;
@@ -751,7 +749,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// `evtchn_upcall_pending` is set and events are not masked. Returns whether it did.
     /// (For the event/timer code: call before resuming the guest.)
     pub fn deliver_event_upcall(&mut self, idx: usize, frame: &mut GuestFrame) -> bool {
-        let cb = self.domains[idx].vcpu.traps.event;
+        let cb = self.cur(idx).traps.event;
         let base = self.domains[idx].shared_info.maddr();
         if cb.address == 0
             || self.upcall_mask(idx) != 0
@@ -776,7 +774,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// GS base.
     pub(crate) fn set_guest_mode(&mut self, idx: usize, user: bool) {
         let (fs, live_gs) = self.platform.segment_bases();
-        let v = &mut self.domains[idx].vcpu;
+        let v = self.cur_mut(idx);
         if v.user_mode == user {
             return;
         }
@@ -802,14 +800,15 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// mode and root. Its data selectors are loaded later, once its GDT and LDT are on
     /// the CPU ([`Hypervisor::load_segments`]).
     pub(crate) fn load_vcpu_state(&mut self, idx: usize) {
-        if self.cpu.fpu_owner != Some(idx) {
-            if let Some(old) = self.cpu.fpu_owner
+        let me = (idx, self.cur_vcpu(idx));
+        if self.cpu.fpu_owner != Some(me) {
+            if let Some((old, old_v)) = self.cpu.fpu_owner
                 && old < self.domains.len()
                 && self.domains[old].is_runnable()
+                && let Some(v) = self.domains[old].vcpu_get_mut(old_v)
             {
                 let (fs, gs) = self.platform.segment_bases();
                 let selectors = self.platform.data_selectors();
-                let v = &mut self.domains[old].vcpu;
                 self.platform.fpu_save(&mut v.traps.fpu);
                 v.traps.selectors = selectors;
                 v.traps.fs_base = fs;
@@ -819,7 +818,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     v.traps.gs_base_kernel = gs;
                 }
             }
-            let v = &self.domains[idx].vcpu;
+            let v = self.domains[idx].vcpu(me.1);
             self.platform.fpu_restore(&v.traps.fpu);
             let gs = if v.user_mode {
                 v.traps.gs_base_user
@@ -827,9 +826,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 v.traps.gs_base_kernel
             };
             self.platform.set_segment_bases(v.traps.fs_base, gs);
-            self.cpu.fpu_owner = Some(idx);
+            self.cpu.fpu_owner = Some(me);
         }
-        let v = &self.domains[idx].vcpu;
+        let v = self.cur(idx);
         let (ts, user, cr3) = (v.traps.fpu_ts, v.user_mode, v.active_cr3());
         self.platform.set_fpu_trap(ts);
         self.set_current_mode(user, cr3);

@@ -112,7 +112,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// flat selectors), or `None` if it cannot be loaded (see [`Self::data_selector_ok`]).
     fn data_selector_base(&self, idx: usize, sel: u16) -> Option<u64> {
         let index = usize::from(sel >> SEL_INDEX_SHIFT);
-        let v = &self.domains[idx].vcpu;
+        let v = self.cur(idx);
         let desc = if sel & SEL_TABLE_LDT != 0 {
             self.guest_descriptor(v.ldt.frames(), v.ldt.entries(), index)?
         } else if index == 0 {
@@ -144,7 +144,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         self.platform.load_data_selectors(sels);
         // In kernel mode the live GS base is the kernel's: it stays.
         self.platform.set_segment_bases(bases.0, bases.1);
-        self.domains[idx].vcpu.traps.gs_base_user = base;
+        self.cur_mut(idx).traps.gs_base_user = base;
     }
 
     /// Loads the running vCPU's saved data selectors as it is switched in (its GDT and
@@ -152,7 +152,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// bases. If one was nulled: bounces to the failsafe callback, or crashes the domain
     /// without one. Returns whether the domain is still runnable.
     pub(crate) fn load_segments(&mut self, idx: usize, frame: &mut GuestFrame) -> bool {
-        let saved = self.domains[idx].vcpu.traps.selectors;
+        let saved = self.cur(idx).traps.selectors;
         let mut all_ok = true;
         let loaded = DataSelectors::from_array(saved.to_array().map(|sel| {
             let ok = self.data_selector_ok(idx, sel);
@@ -162,11 +162,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let (fs_base, gs_base) = self.platform.segment_bases();
         self.platform.load_data_selectors(loaded);
         self.platform.set_segment_bases(fs_base, gs_base);
-        self.domains[idx].vcpu.traps.selectors = loaded;
+        self.cur_mut(idx).traps.selectors = loaded;
         if all_ok {
             return true;
         }
-        let failsafe = self.domains[idx].vcpu.traps.failsafe;
+        let failsafe = self.cur(idx).traps.failsafe;
         let [ds, es, fs, gs] = saved.to_array();
         if failsafe.address == 0 {
             self.end_domain(
@@ -187,7 +187,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         );
         match bounced {
             Ok(()) => {
-                self.domains[idx].vcpu.frame = *frame;
+                self.cur_mut(idx).frame = *frame;
                 true
             }
             Err(BadGuestStack(sp)) => {

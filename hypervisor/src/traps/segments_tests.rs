@@ -11,6 +11,7 @@ use crate::platform::Resume;
 use crate::testutil::{
     CLOBBERED_SEGMENT_BASE, TestHv, create_domains, hypercall, ret, started, test_hv_with,
 };
+use guest_abi::VcpuId;
 use guest_abi::layout::PAGE_SIZE;
 use guest_abi::start_info::StartInfo;
 use guest_abi::traps::{
@@ -218,7 +219,10 @@ fn selectors_and_bases_follow_the_vcpu() {
 
     x.yield_();
     assert_eq!(x.cur(), 1);
-    assert_eq!(x.hv.domains[0].vcpu.traps.selectors.to_array(), d1);
+    assert_eq!(
+        x.hv.domains[0].vcpu(VcpuId(0)).traps.selectors.to_array(),
+        d1
+    );
     assert_eq!(x.cpu_selectors(), [0; 4], "d2's own, not d1's");
     assert_eq!(x.hv.platform.segment_bases, (0, 0));
     let d2 = [0xe02b, 0, 0xe033, 0];
@@ -232,7 +236,8 @@ fn selectors_and_bases_follow_the_vcpu() {
     assert_ne!(x.hv.platform.segment_bases.0, CLOBBERED_SEGMENT_BASE);
     assert_eq!(x.hv.platform.selector_loads, loads + 1);
     assert_eq!(
-        x.f.rip, x.hv.domains[0].vcpu.frame.rip,
+        x.f.rip,
+        x.hv.domains[0].vcpu(VcpuId(0)).frame.rip,
         "no failsafe bounce"
     );
 
@@ -277,7 +282,7 @@ fn an_unloadable_selector_is_nulled_and_bounced_to_the_failsafe_callback() {
     x.register_failsafe(CALLBACKF_MASK_EVENTS);
     d1_with_a_stale_selector(&mut x);
     x.set_upcall_mask(0, 0);
-    let saved = x.hv.domains[0].vcpu.frame;
+    let saved = x.hv.domains[0].vcpu(VcpuId(0)).frame;
 
     x.yield_();
     assert_eq!(x.cur(), 0);
@@ -348,7 +353,7 @@ fn a_bad_stack_for_the_failsafe_frame_crashes_the_domain() {
     x.register_failsafe(0);
     d1_with_a_stale_selector(&mut x);
     // d1's saved kernel stack is unmapped (canonical, so it can be resumed).
-    x.hv.domains[0].vcpu.frame.rsp = 0x10_0000_0000;
+    x.hv.domains[0].vcpu_mut(VcpuId(0)).frame.rsp = 0x10_0000_0000;
     x.yield_();
     assert_eq!(x.cur(), 1);
     assert!(
@@ -373,7 +378,10 @@ fn gs_user_sel_loads_the_guests_selector_and_its_base() {
     // RPL raised to 3.
     assert_eq!(x.call(nr::SET_SEGMENT_BASE, &[which, 0x8]), 0);
     assert_eq!(x.cpu_selectors(), [0xe02b, 0, 0, 0x0b]);
-    assert_eq!(x.hv.domains[0].vcpu.traps.gs_base_user, 0x1234_5678);
+    assert_eq!(
+        x.hv.domains[0].vcpu(VcpuId(0)).traps.gs_base_user,
+        0x1234_5678
+    );
     assert_eq!(
         x.hv.platform.segment_bases,
         (0x7000, 0x8000),
@@ -381,10 +389,10 @@ fn gs_user_sel_loads_the_guests_selector_and_its_base() {
     );
     // Unloadable (execute-only code, beyond the GDT, hypervisor data): null, base 0.
     for sel in [0x13, 0x1b, 0xe010] {
-        x.hv.domains[0].vcpu.traps.gs_base_user = 1;
+        x.hv.domains[0].vcpu_mut(VcpuId(0)).traps.gs_base_user = 1;
         assert_eq!(x.call(nr::SET_SEGMENT_BASE, &[which, sel]), 0);
         assert_eq!(x.cpu_selectors(), [0xe02b, 0, 0, 0], "{sel:#x}");
-        assert_eq!(x.hv.domains[0].vcpu.traps.gs_base_user, 0);
+        assert_eq!(x.hv.domains[0].vcpu(VcpuId(0)).traps.gs_base_user, 0);
     }
     // The flat selector: base 0; the guest's GS selector then follows the vCPU.
     assert_eq!(x.call(nr::SET_SEGMENT_BASE, &[which, 0xe02b]), 0);

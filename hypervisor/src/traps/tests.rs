@@ -8,6 +8,7 @@ use crate::testutil::{
     TestHv, hypercall, insert_domain, kernel_frame, map_pages, ret, runnable_domain, started,
     test_hv,
 };
+use guest_abi::VcpuId;
 use guest_abi::layout::PAGE_SIZE;
 use guest_abi::{DomId, Mfn, nr};
 use std::vec::Vec;
@@ -138,7 +139,7 @@ fn trap_table_is_parsed_to_the_terminator_and_null_clears() {
     let g = add_domain(&mut hv, 1);
     let mut f = started(&mut hv);
     install(&mut hv, &g, &mut f, &[(14, 0), (0x80, 3 | TI_MASK_EVENTS)]);
-    let t = &hv.domains[g.idx].vcpu.traps.table;
+    let t = &hv.domains[g.idx].vcpu(VcpuId(0)).traps.table;
     assert_eq!(t[14].address, handler(14));
     assert_eq!(t[14].cs, 0xe033, "RPL raised to 3");
     assert_eq!(t[0x80].flags, 3 | TI_MASK_EVENTS);
@@ -147,7 +148,7 @@ fn trap_table_is_parsed_to_the_terminator_and_null_clears() {
     assert_eq!(ret(&f), 0);
     assert!(
         hv.domains[g.idx]
-            .vcpu
+            .vcpu(VcpuId(0))
             .traps
             .table
             .iter()
@@ -179,8 +180,11 @@ fn hostile_trap_tables_are_refused() {
     poke(&hv, &g, KVA + 16, bad.as_bytes());
     call(&mut hv, &mut f, nr::SET_TRAP_TABLE, KVA, 0, 0);
     assert_eq!(ret(&f), -22);
-    assert_eq!(hv.domains[g.idx].vcpu.traps.table[3].address, CODE);
-    assert_eq!(hv.domains[g.idx].vcpu.traps.table[4].address, 0);
+    assert_eq!(
+        hv.domains[g.idx].vcpu(VcpuId(0)).traps.table[3].address,
+        CODE
+    );
+    assert_eq!(hv.domains[g.idx].vcpu(VcpuId(0)).traps.table[4].address, 0);
     // No terminator before the end of the mapping: -EFAULT at the unmapped page.
     let e = TrapInfo {
         vector: 5,
@@ -257,7 +261,7 @@ fn page_fault_is_bounced_with_xens_frame_and_cr2() {
             before.ss
         ]
     );
-    assert_eq!(hv.domains[g.idx].vcpu.traps.cr2, 0xdead_b000);
+    assert_eq!(hv.domains[g.idx].vcpu(VcpuId(0)).traps.cr2, 0xdead_b000);
     assert_eq!(
         hv.mem.read_u64(g.shared.maddr() + ARCH_CR2_OFF).unwrap(),
         0xdead_b000
@@ -348,7 +352,7 @@ fn iret_returns_to_the_kernel_and_restores_the_event_mask() {
     assert_eq!(f.rflags & 0x3200, 0x200, "IOPL stripped, IF on");
     assert_eq!(f.rsp, KSTACK_TOP - 0x10);
     assert_eq!(upcall_mask(&hv, &g), 1, "mask = !IF");
-    assert!(!hv.domains[g.idx].vcpu.user_mode);
+    assert!(!hv.domains[g.idx].vcpu(VcpuId(0)).user_mode);
     // VGCF_in_syscall: RCX/R11 as sysret leaves them; IF set unmasks.
     put_iret(
         &hv,
@@ -439,7 +443,7 @@ fn hostile_irets_crash_the_domain() {
 
 /// Sets up a user root, a kernel stack and a syscall callback, and irets to user mode.
 fn enter_user(hv: &mut Hv, g: &G, f: &mut GuestFrame) {
-    hv.domains[g.idx].vcpu.user_cr3 = g.user_l4.maddr();
+    hv.domains[g.idx].vcpu_mut(VcpuId(0)).user_cr3 = g.user_l4.maddr();
     call(hv, f, nr::STACK_SWITCH, 0xe02b, KSTACK_TOP, 0);
     assert_eq!(ret(f), 0);
     call(hv, f, nr::SET_CALLBACKS, 0, 0, handler(0x81));
@@ -483,7 +487,7 @@ fn enter_user(hv: &mut Hv, g: &G, f: &mut GuestFrame) {
             cr3: g.user_l4.maddr()
         }
     );
-    assert!(hv.domains[g.idx].vcpu.user_mode);
+    assert!(hv.domains[g.idx].vcpu(VcpuId(0)).user_mode);
     assert_eq!(hv.platform.segment_bases.1, 0x5000, "user GS live");
     assert_eq!((f.rip, f.rsp), (UVA, UVA + 0x1ff0));
 }
@@ -506,7 +510,7 @@ fn syscall_from_user_mode_bounces_to_the_callback_on_the_kernel_stack() {
     let user = f;
     let r = hv.hypercall(&mut f);
     assert_eq!(r, Resume::Guest { cr3: g.l4.maddr() }, "kernel root");
-    assert!(!hv.domains[g.idx].vcpu.user_mode);
+    assert!(!hv.domains[g.idx].vcpu(VcpuId(0)).user_mode);
     assert_eq!(f.rax, 17, "not answered as xen_version");
     assert_eq!(f.rip, handler(0x81));
     assert_eq!(f.rsp, KSTACK_TOP - 56);
@@ -554,7 +558,7 @@ fn syscall_without_callback_or_kernel_stack() {
     let mut f = started(&mut hv);
     install(&mut hv, &g, &mut f, &[(6, 0)]);
     enter_user(&mut hv, &g, &mut f);
-    hv.domains[g.idx].vcpu.traps.syscall = Callback::default();
+    hv.domains[g.idx].vcpu_mut(VcpuId(0)).traps.syscall = Callback::default();
     f.rip = UVA + 0x12;
     f.vector = GuestFrame::VECTOR_SYSCALL;
     hv.hypercall(&mut f);
@@ -565,7 +569,7 @@ fn syscall_without_callback_or_kernel_stack() {
     let g = add_domain(&mut hv, 1);
     let mut f = started(&mut hv);
     enter_user(&mut hv, &g, &mut f);
-    hv.domains[g.idx].vcpu.traps.kernel_sp = 0;
+    hv.domains[g.idx].vcpu_mut(VcpuId(0)).traps.kernel_sp = 0;
     f.vector = GuestFrame::VECTOR_SYSCALL;
     assert!(matches!(hv.hypercall(&mut f), Resume::Exit(_)));
     assert!(hv.platform.console.contains("bad kernel stack"));
@@ -672,19 +676,19 @@ fn privileged_instructions_are_emulated_in_kernel_mode() {
     assert_eq!(f.rip, CODE + 2);
     (f.rcx, f.rdx, f.rax) = (0xc000_0102, 0, 0x8000);
     exception(&mut hv, &mut f, 13, 0, 0);
-    assert_eq!(hv.domains[g.idx].vcpu.traps.gs_base_user, 0x8000);
+    assert_eq!(hv.domains[g.idx].vcpu(VcpuId(0)).traps.gs_base_user, 0x8000);
     hv.platform.segment_bases.1 = 0xffff_8888_0000_0000;
     f.rcx = 0xc000_0101;
     exception(&mut hv, &mut f, 13, 0, 0);
     assert_eq!((f.rdx, f.rax), (0xffff_8888, 0));
     exception(&mut hv, &mut f, 13, 0, 0);
     assert_eq!(f.r9, g.l4.maddr());
-    hv.domains[g.idx].vcpu.traps.cr2 = 0xabc;
+    hv.domains[g.idx].vcpu_mut(VcpuId(0)).traps.cr2 = 0xabc;
     exception(&mut hv, &mut f, 13, 0, 0);
     assert_eq!(f.rax, 0xabc);
-    hv.domains[g.idx].vcpu.traps.fpu_ts = true;
+    hv.domains[g.idx].vcpu_mut(VcpuId(0)).traps.fpu_ts = true;
     exception(&mut hv, &mut f, 13, 0, 0);
-    assert!(!hv.domains[g.idx].vcpu.traps.fpu_ts);
+    assert!(!hv.domains[g.idx].vcpu(VcpuId(0)).traps.fpu_ts);
     assert_eq!(f.rip, CODE + code.len() as u64);
     assert_eq!(hv.domains[g.idx].state, DomainState::Runnable);
 }
@@ -767,7 +771,7 @@ fn callback_registration() {
         call(&mut hv, &mut f, nr::CALLBACK_OP, 0, KVA, 0);
         assert_eq!(ret(&f), want, "{r:?}");
     }
-    let t = &hv.domains[g.idx].vcpu.traps;
+    let t = &hv.domains[g.idx].vcpu(VcpuId(0)).traps;
     assert_eq!(
         t.syscall,
         Callback {
@@ -797,7 +801,7 @@ fn callback_registration() {
         call(&mut hv, &mut f, nr::CALLBACK_OP, 1, KVA, 0);
         assert_eq!(ret(&f), want);
     }
-    assert_eq!(hv.domains[g.idx].vcpu.traps.nmi.address, 0);
+    assert_eq!(hv.domains[g.idx].vcpu(VcpuId(0)).traps.nmi.address, 0);
     call(&mut hv, &mut f, nr::CALLBACK_OP, 0, HV_ADDRESS, 0);
     assert_eq!(ret(&f), -14);
     call(&mut hv, &mut f, nr::CALLBACK_OP, 7, KVA, 0);
@@ -833,7 +837,8 @@ fn segment_bases() {
     }
     assert_eq!(hv.platform.segment_bases, (0x1000, 0x2000));
     assert_eq!(
-        hv.domains[g.idx].vcpu.traps.gs_base_user, 0,
+        hv.domains[g.idx].vcpu(VcpuId(0)).traps.gs_base_user,
+        0,
         "GS_USER_SEL loads base 0"
     );
 }
@@ -857,7 +862,10 @@ fn fpu_state_follows_the_domain_and_ts_gives_nm() {
     // Yield to d2: d1's registers are saved, d2's loaded, CR0.TS follows d2 (clear).
     call(&mut hv, &mut f, nr::SCHED_OP, 0, 0, 0);
     assert_eq!(hv.cpu.current, Some(h.idx));
-    assert_eq!(hv.domains[g.idx].vcpu.traps.fpu, FpuArea([1; 512]));
+    assert_eq!(
+        hv.domains[g.idx].vcpu(VcpuId(0)).traps.fpu,
+        FpuArea([1; 512])
+    );
     assert_eq!(hv.platform.fpu, FpuArea::default());
     assert_eq!(hv.platform.segment_bases.0, 0);
     assert!(!hv.platform.fpu_trap);
@@ -871,7 +879,7 @@ fn fpu_state_follows_the_domain_and_ts_gives_nm() {
     exception(&mut hv, &mut f, 7, 0, 0);
     assert_eq!(f.rip, handler(7));
     assert!(!hv.platform.fpu_trap);
-    assert!(!hv.domains[g.idx].vcpu.traps.fpu_ts);
+    assert!(!hv.domains[g.idx].vcpu(VcpuId(0)).traps.fpu_ts);
     // A stale #NM without virtual TS is just retried.
     let before = f;
     exception(&mut hv, &mut f, 7, 0, 0);

@@ -386,3 +386,31 @@ impl Rng {
         items[self.below(items.len() as u64) as usize]
     }
 }
+
+/// A hypervisor over `frames` pages with L4 slots `hv_slots`, running `count` domUs
+/// (`one`, `two`, ...; 8 MiB each) built by the real builder from the test ELF; returns
+/// it started on d1, with d1's registers (`rsi` = its start_info's address).
+pub fn started_test_domains(
+    frames: usize,
+    hv_slots: [u64; 16],
+    count: usize,
+) -> (TestHv, GuestFrame) {
+    const NAMES: [&str; 4] = ["one", "two", "three", "four"];
+    let mut hv = test_hv_with(frames, hv_slots, b"");
+    let image = crate::domain::elfnotes::test_elf::TestElf::valid().build();
+    let guests: Vec<Guest<'_>> = NAMES[..count]
+        .iter()
+        .map(|&name| Guest {
+            image: &image,
+            memory_kib: 8 * 1024,
+            dom0: false,
+            name,
+            cmdline: "",
+            weight: 0,
+            cap: 0,
+        })
+        .collect();
+    create_domains(&mut hv, &guests);
+    let f = started(&mut hv);
+    (hv, f)
+}

@@ -3,12 +3,12 @@
 extern crate std;
 
 use super::MMU_UPDATE_PREEMPTED;
-use crate::bundle::build::Guest;
-use crate::domain::elfnotes::test_elf::{TestElf, VIRT_BASE};
+use crate::domain::elfnotes::test_elf::VIRT_BASE;
 use crate::mmu::PageType;
 use crate::mmu::guest::{GuestSpace, copy_from_guest, copy_to_guest};
 use crate::platform::{GuestFrame, MachineMemory, Resume};
-use crate::testutil::{TestHv, create_domains, hypercall, started, test_hv_with};
+use crate::testutil::started_test_domains;
+use crate::testutil::{TestHv, hypercall};
 use guest_abi::VcpuId;
 use guest_abi::layout::{HYPERVISOR_VIRT_START, MACH2PHYS_VIRT_START, PAGE_SIZE};
 use guest_abi::mmu::*;
@@ -33,24 +33,7 @@ struct Fx {
 }
 
 fn fx(two: bool) -> Fx {
-    let mut hv = test_hv_with(FRAMES, HV_SLOTS, b"");
-    let image = TestElf::valid().build();
-    let guest = |name| Guest {
-        image: &image,
-        memory_kib: 8 * 1024,
-        dom0: false,
-        name,
-        cmdline: "",
-        weight: 0,
-        cap: 0,
-    };
-    let guests: Vec<Guest<'_>> = if two {
-        std::vec![guest("one"), guest("two")]
-    } else {
-        std::vec![guest("one")]
-    };
-    create_domains(&mut hv, &guests);
-    let f = started(&mut hv);
+    let (hv, f) = started_test_domains(FRAMES, HV_SLOTS, if two { 2 } else { 1 });
     let mut raw = [0u8; size_of::<StartInfo>()];
     let space = hv.current_space(0);
     copy_from_guest(&hv.mem, &hv.frames, space, f.rsi, &mut raw).unwrap();

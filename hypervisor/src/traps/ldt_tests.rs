@@ -3,12 +3,12 @@
 extern crate std;
 
 use super::{LDT_MAX_ENTS, MAX_LDT_FRAMES};
-use crate::bundle::build::Guest;
-use crate::domain::elfnotes::test_elf::{TestElf, VIRT_BASE};
+use crate::domain::elfnotes::test_elf::VIRT_BASE;
 use crate::mmu::PageType;
 use crate::mmu::guest::{copy_from_guest, copy_to_guest};
 use crate::platform::{GuestFrame, MachineMemory, Resume};
-use crate::testutil::{TestHv, create_domains, hypercall, ret, started, test_hv_with};
+use crate::testutil::started_test_domains;
+use crate::testutil::{TestHv, hypercall, ret};
 use crate::traps::gdt::DESCS_PER_FRAME;
 use guest_abi::VcpuId;
 use guest_abi::layout::{HYPERVISOR_VIRT_START, PAGE_SIZE};
@@ -41,24 +41,7 @@ struct Fx {
 }
 
 fn fx(two: bool) -> Fx {
-    let mut hv = test_hv_with(FRAMES, [0xabc_0063; 16], b"");
-    let image = TestElf::valid().build();
-    let guest = |name| Guest {
-        image: &image,
-        memory_kib: 8 * 1024,
-        dom0: false,
-        name,
-        cmdline: "",
-        weight: 0,
-        cap: 0,
-    };
-    let guests: Vec<Guest<'_>> = if two {
-        std::vec![guest("one"), guest("two")]
-    } else {
-        std::vec![guest("one")]
-    };
-    create_domains(&mut hv, &guests);
-    let f = started(&mut hv);
+    let (hv, f) = started_test_domains(FRAMES, [0xabc_0063; 16], if two { 2 } else { 1 });
     let scratch = f.rsp + PAGE;
     Fx {
         hv,

@@ -4,13 +4,11 @@
 extern crate std;
 
 use super::*;
-use crate::bundle::build::Guest;
-use crate::domain::elfnotes::test_elf::{TestElf, VIRT_BASE};
+use crate::domain::elfnotes::test_elf::VIRT_BASE;
 use crate::mmu::guest::{copy_from_guest, copy_to_guest};
 use crate::platform::Resume;
-use crate::testutil::{
-    CLOBBERED_SEGMENT_BASE, TestHv, create_domains, hypercall, ret, started, test_hv_with,
-};
+use crate::testutil::started_test_domains;
+use crate::testutil::{CLOBBERED_SEGMENT_BASE, TestHv, hypercall, ret};
 use guest_abi::VcpuId;
 use guest_abi::layout::PAGE_SIZE;
 use guest_abi::start_info::StartInfo;
@@ -43,19 +41,7 @@ struct Fx {
 }
 
 fn fx() -> Fx {
-    let mut hv = test_hv_with(FRAMES, [0xabc_0063; 16], b"");
-    let image = TestElf::valid().build();
-    let guest = |name| Guest {
-        image: &image,
-        memory_kib: 8 * 1024,
-        dom0: false,
-        name,
-        cmdline: "",
-        weight: 0,
-        cap: 0,
-    };
-    create_domains(&mut hv, &[guest("one"), guest("two")]);
-    let f = started(&mut hv);
+    let (hv, f) = started_test_domains(FRAMES, [0xabc_0063; 16], 2);
     Fx {
         scratch: f.rsp + PAGE,
         si_va: f.rsi,

@@ -32,8 +32,8 @@ fn main() {}
 #[cfg(target_os = "none")]
 mod guest {
     use core::arch::naked_asm;
-    use core::ptr::{addr_of, addr_of_mut, null, null_mut};
-    use core::sync::atomic::{AtomicU64, Ordering, fence};
+    use core::ptr::{addr_of_mut, null, null_mut};
+    use core::sync::atomic::{AtomicU64, Ordering};
 
     use guest_abi::event_channel::{
         EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_INTERDOMAIN, EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND,
@@ -43,7 +43,7 @@ mod guest {
     use guest_abi::generated::vcpu_op::VCPUOP_STOP_PERIODIC_TIMER;
     use guest_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
     use guest_abi::sched::{SCHEDOP_BLOCK, SCHEDOP_YIELD};
-    use guest_abi::shared_info::{SharedInfo, VcpuTimeInfo};
+    use guest_abi::shared_info::SharedInfo;
     use guest_abi::traps::{CALLBACKOP_REGISTER, CALLBACKTYPE_EVENT, CallbackRegister};
     use guest_abi::{DomId, Errno, EvtchnPort, nr};
     use pv_guest::{StartInfo, bytes_str, cmdline, io_println};
@@ -535,23 +535,13 @@ mod guest {
         Err(last.into())
     }
 
-    /// Xen system time of vCPU 0 now (ns), from the seqlocked `vcpu_time_info`.
+    /// Xen system time of vCPU 0 now (ns): guest-abi's seqlocked `vcpu_time_info` read.
     fn now_ns(shared: *mut SharedInfo) -> u64 {
-        loop {
-            // SAFETY: `shared` maps the shared_info page; volatile reads only.
-            let (before, t, after) = unsafe {
-                let version = addr_of!((*shared).vcpu_info[0].time.version);
-                let before = version.read_volatile();
-                fence(Ordering::Acquire);
-                let t: VcpuTimeInfo = addr_of!((*shared).vcpu_info[0].time).read_volatile();
-                fence(Ordering::Acquire);
-                (before, t, version.read_volatile())
-            };
-            if before == after && before & 1 == 0 {
-                // SAFETY: rdtsc only reads the time-stamp counter.
-                return t.system_time_at(unsafe { core::arch::x86_64::_rdtsc() });
-            }
-        }
+        // SAFETY: `shared` is the page-aligned shared_info mapping, kept for the guest's
+        // life; this guest reads it only with aligned loads (volatile or atomic), which
+        // is what the hypervisor's word-sized writes expect.
+        let page = unsafe { guest_abi::events::AtomicPage::from_ptr(shared.cast()) };
+        guest_abi::time::system_time_ns(page, guest_abi::VcpuId(0)).unwrap_or(0)
     }
 
     fn idle(si: &StartInfo, seconds: u64) {

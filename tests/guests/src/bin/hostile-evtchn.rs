@@ -22,7 +22,7 @@ fn main() {}
 #[cfg(target_os = "none")]
 mod guest {
     use core::ptr::{addr_of, addr_of_mut};
-    use core::sync::atomic::{AtomicU32, Ordering, fence};
+    use core::sync::atomic::{AtomicU32, Ordering};
 
     use guest_abi::event_channel::*;
 
@@ -35,7 +35,7 @@ mod guest {
     use guest_abi::sched::{
         SCHEDOP_POLL, SCHEDOP_REMOTE_SHUTDOWN, SCHEDOP_YIELD, SchedPoll, SchedRemoteShutdown,
     };
-    use guest_abi::shared_info::{SharedInfo, VcpuTimeInfo};
+    use guest_abi::shared_info::SharedInfo;
     use guest_abi::{DomId, Errno, EvtchnPort};
     use pv_guest::{StartInfo, VIRT_BASE, cmdline, io_println};
 
@@ -262,23 +262,13 @@ mod guest {
         }
     }
 
-    /// Xen system time (ns) from vCPU 0's seqlocked `vcpu_time_info`.
+    /// Xen system time of vCPU 0 now (ns): guest-abi's seqlocked `vcpu_time_info` read.
     fn now_ns(shared: *mut SharedInfo) -> u64 {
-        loop {
-            // SAFETY: `shared` maps shared_info; volatile reads only.
-            let (before, t, after) = unsafe {
-                let version = addr_of!((*shared).vcpu_info[0].time.version);
-                let before = version.read_volatile();
-                fence(Ordering::Acquire);
-                let t: VcpuTimeInfo = addr_of!((*shared).vcpu_info[0].time).read_volatile();
-                fence(Ordering::Acquire);
-                (before, t, version.read_volatile())
-            };
-            if before == after && before & 1 == 0 {
-                // SAFETY: rdtsc only reads the time-stamp counter.
-                return t.system_time_at(unsafe { core::arch::x86_64::_rdtsc() });
-            }
-        }
+        // SAFETY: `shared` is the page-aligned shared_info mapping, kept for the guest's
+        // life; this guest reads it only with aligned loads (volatile or atomic), which
+        // is what the hypervisor's word-sized writes expect.
+        let page = unsafe { guest_abi::events::AtomicPage::from_ptr(shared.cast()) };
+        guest_abi::time::system_time_ns(page, guest_abi::VcpuId(0)).unwrap_or(0)
     }
 
     /// Polls `port` (10 ms at a time) until it is pending; clears it. `false` if it

@@ -564,7 +564,8 @@ fn bench_is_deterministic() {
     // per two-domain case. Cases our hypervisor cannot run yet print `unsupported=` and
     // must do so identically.
     let single = || -> Vec<BenchLine> {
-        bench_ours(images(), 1000, TIMEOUT).unwrap_or_else(|e| panic!("bench run failed: {e}"))
+        bench_ours(images(), None, 1000, TIMEOUT)
+            .unwrap_or_else(|e| panic!("bench run failed: {e}"))
     };
     let two = |case: &str| -> Vec<BenchLine> {
         bench_ours_two_domains(images(), case, 1000, TIMEOUT)

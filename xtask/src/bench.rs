@@ -276,10 +276,25 @@ fn json_escape(s: &str) -> String {
     out
 }
 
-/// Runs the default cases ([`CaseKind::Single`]) on our hypervisor, deterministically.
-/// A run that does not end with every domain powered off is an error.
-pub fn bench_ours(images: &Images, iterations: u64, timeout: Duration) -> Result<Vec<BenchLine>> {
-    let guest = GuestFile::new(images.guest("bench")).cmdline(format!("iterations={iterations}"));
+/// The command line of a single-domain run: every [`CaseKind::Single`] case, or only
+/// `case`.
+pub fn single_cmdline(case: Option<&str>, iterations: u64) -> String {
+    match case {
+        Some(c) => format!("case={c} iterations={iterations}"),
+        None => format!("iterations={iterations}"),
+    }
+}
+
+/// Runs the single-domain cases ([`CaseKind::Single`], or only `case`) on our
+/// hypervisor, deterministically. A run that does not end with every domain powered off
+/// is an error.
+pub fn bench_ours(
+    images: &Images,
+    case: Option<&str>,
+    iterations: u64,
+    timeout: Duration,
+) -> Result<Vec<BenchLine>> {
+    let guest = GuestFile::new(images.guest("bench")).cmdline(single_cmdline(case, iterations));
     let result = run_hypervisor(&HvRun {
         hypervisor: images.hypervisor(),
         guests: vec![guest],
@@ -337,11 +352,17 @@ fn checked_lines(result: &HvResult, what: &str) -> Result<Vec<BenchLine>> {
     Ok(bench_lines(&result.transcript.lines))
 }
 
-/// Runs the default cases as dom0 on real Xen 4.17, deterministically.
-pub fn bench_xen(bench_elf: &Path, iterations: u64, timeout: Duration) -> Result<Vec<BenchLine>> {
+/// Runs the single-domain cases (or only `case`) as dom0 on real Xen 4.17,
+/// deterministically.
+pub fn bench_xen(
+    bench_elf: &Path,
+    case: Option<&str>,
+    iterations: u64,
+    timeout: Duration,
+) -> Result<Vec<BenchLine>> {
     let captured = run_on_xen_observed(
         bench_elf,
-        &format!("iterations={iterations}"),
+        &single_cmdline(case, iterations),
         true,
         timeout,
         Some(DONE_MARKER),
@@ -497,13 +518,14 @@ pub fn run_bench(images: &Images, opts: &BenchOptions) -> Result<Vec<Metric>> {
         .filter(|c| opts.only.is_none_or(|o| o == *c))
         .collect();
     let any_single = cases.iter().any(|c| c.kind == CaseKind::Single);
+    let only_name = opts.only.map(|c| c.name);
     let ours_single = if any_single {
-        bench_ours(images, opts.iterations, opts.timeout)?
+        bench_ours(images, only_name, opts.iterations, opts.timeout)?
     } else {
         Vec::new()
     };
     let xen_single = if opts.against_xen && any_single {
-        Some(bench_xen(&elf, opts.iterations, opts.timeout))
+        Some(bench_xen(&elf, only_name, opts.iterations, opts.timeout))
     } else {
         None
     };

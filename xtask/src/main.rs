@@ -83,8 +83,7 @@ enum Cmd {
         /// Iterations of every measured loop.
         #[arg(long, default_value_t = 100_000)]
         iterations: u64,
-        /// Run only this case (xen_version, evtchn_loopback_upcall, sched_yield_2dom,
-        /// evtchn_ping_pong_2dom, idle_host_cpu_percent).
+        /// Run only this case (one of xtask::bench::CASES; an unknown name lists them).
         #[arg(long)]
         case: Option<String>,
     },

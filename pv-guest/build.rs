@@ -1,6 +1,7 @@
-//! Links pv-guest's bare-metal images with `pv-guest.ld` and makes that script available to
-//! dependents (the test guests): a link search path set by a dependency's build script is
-//! passed to every crate linked with it, so a dependent only adds `-Tpv-guest.ld`.
+//! Links pv-guest's bare-metal images with `pv-guest.ld` (which includes xen-pv-rt's
+//! script) and makes that script available to dependents (the test guests): a link search
+//! path set by a dependency's build script is passed to every crate linked with it, so a
+//! dependent only adds `-Tpv-guest.ld`.
 
 use std::env;
 

@@ -4,6 +4,8 @@ use core::mem::offset_of;
 use static_assertions::const_assert_eq;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+use crate::{EvtchnPort, Mfn, Pfn};
+
 /// Magic string of a 64-bit PV start_info (NUL-terminated in a 32-byte field).
 pub const START_INFO_MAGIC_X86_64: &[u8] = b"xen-3.0-x86_64";
 /// Length of `cmd_line` (`MAX_GUEST_CMDLINE`).
@@ -34,10 +36,10 @@ pub struct ConsoleInfo {
 
 impl ConsoleInfo {
     /// The domU form.
-    pub const fn domu(mfn: u64, evtchn: u32) -> Self {
+    pub const fn domu(mfn: Mfn, evtchn: EvtchnPort) -> Self {
         Self {
-            word0: mfn,
-            word1: evtchn,
+            word0: mfn.0,
+            word1: evtchn.0,
             _pad: 0,
         }
     }
@@ -50,12 +52,12 @@ impl ConsoleInfo {
         }
     }
     /// domU: MFN of the console ring page.
-    pub const fn domu_mfn(&self) -> u64 {
-        self.word0
+    pub const fn domu_mfn(&self) -> Mfn {
+        Mfn(self.word0)
     }
     /// domU: event channel of the console ring.
-    pub const fn domu_evtchn(&self) -> u32 {
-        self.word1
+    pub const fn domu_evtchn(&self) -> EvtchnPort {
+        EvtchnPort(self.word1)
     }
     /// dom0: offset of `dom0_vga_console_info` in the start_info page (0 = none).
     pub const fn dom0_info_off(&self) -> u32 {
@@ -116,9 +118,56 @@ impl StartInfo {
     pub fn cmd_line_bytes(&self) -> &[u8] {
         until_nul(&self.cmd_line)
     }
+    /// The command line up to its NUL, as text: up to the first byte that is not UTF-8.
+    pub fn cmd_line_str(&self) -> &str {
+        utf8_prefix(self.cmd_line_bytes())
+    }
     /// Whether this is the initial domain (dom0): it has no console ring, only console_io.
     pub const fn is_initial_domain(&self) -> bool {
         self.flags & SIF_INITDOMAIN != 0
+    }
+    /// Whether the domain is privileged (`SIF_PRIVILEGED`).
+    pub const fn is_privileged(&self) -> bool {
+        self.flags & SIF_PRIVILEGED != 0
+    }
+    /// Total pages of the domain, as the end (exclusive) of its pseudo-physical frames.
+    pub const fn nr_pages(&self) -> Pfn {
+        Pfn(self.nr_pages)
+    }
+    /// Frame of the shared_info page (`shared_info` is its machine address).
+    pub const fn shared_info_mfn(&self) -> Mfn {
+        Mfn::containing(self.shared_info)
+    }
+    /// The xenstore ring page and its event channel; `None` for the initial domain, which
+    /// gets neither from the domain builder.
+    pub const fn xenstore(&self) -> Option<(Mfn, EvtchnPort)> {
+        if self.is_initial_domain() {
+            None
+        } else {
+            Some((Mfn(self.store_mfn), EvtchnPort(self.store_evtchn)))
+        }
+    }
+    /// The console ring page and its event channel (a domU); `None` for the initial
+    /// domain, whose console is the `console_io` hypercall.
+    pub const fn console_ring(&self) -> Option<(Mfn, EvtchnPort)> {
+        if self.is_initial_domain() {
+            None
+        } else {
+            Some((self.console.domu_mfn(), self.console.domu_evtchn()))
+        }
+    }
+    /// First pseudo-physical frame of the p2m and its page tables (only with INIT_P2M).
+    pub const fn first_p2m_pfn(&self) -> Pfn {
+        Pfn(self.first_p2m_pfn)
+    }
+}
+
+/// `bytes` as text: up to the first byte that is not UTF-8.
+pub fn utf8_prefix(bytes: &[u8]) -> &str {
+    match core::str::from_utf8(bytes) {
+        Ok(s) => s,
+        // `valid_up_to` is a char boundary, so the second conversion cannot fail.
+        Err(e) => core::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or(""),
     }
 }
 
@@ -150,9 +199,30 @@ mod tests {
 
     #[test]
     fn console_union_forms() {
-        let c = ConsoleInfo::domu(0x1234, 2);
-        assert_eq!((c.domu_mfn(), c.domu_evtchn()), (0x1234, 2));
+        let c = ConsoleInfo::domu(Mfn(0x1234), EvtchnPort(2));
+        assert_eq!((c.domu_mfn(), c.domu_evtchn()), (Mfn(0x1234), EvtchnPort(2)));
         let d = ConsoleInfo::dom0(1168, 32);
         assert_eq!((d.dom0_info_off(), d.dom0_info_size()), (1168, 32));
+    }
+
+    #[test]
+    fn typed_accessors_follow_the_domain_kind() {
+        use zerocopy::FromZeros;
+        let mut si = StartInfo::new_zeroed();
+        si.shared_info = 0x1234_5000;
+        si.store_mfn = 7;
+        si.store_evtchn = 1;
+        si.console = ConsoleInfo::domu(Mfn(8), EvtchnPort(2));
+        si.cmd_line[..4].copy_from_slice(b"a=\xffb");
+        assert_eq!(si.shared_info_mfn(), Mfn(0x12345));
+        assert_eq!(si.xenstore(), Some((Mfn(7), EvtchnPort(1))));
+        assert_eq!(si.console_ring(), Some((Mfn(8), EvtchnPort(2))));
+        assert_eq!(si.cmd_line_str(), "a=");
+        si.flags = SIF_INITDOMAIN | SIF_PRIVILEGED;
+        si.console = ConsoleInfo::dom0(0, 0);
+        assert!(si.is_privileged());
+        assert_eq!(si.console_ring(), None, "dom0 has console_io, not a ring");
+        assert_eq!(si.xenstore(), None);
+        assert_eq!(utf8_prefix(b"ok"), "ok");
     }
 }

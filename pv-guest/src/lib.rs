@@ -1,9 +1,11 @@
-//! A tiny runtime for 64-bit PV guest kernels, shared by `pv-guest` and the test guests.
+//! The demo PV kernel's library: page tables of its own, traps and a user-mode task, event
+//! channels (2-level and FIFO) and command-line parsing, shared by `pv-guest` and the test
+//! guests.
 //!
-//! It provides the entry point `_start` (boot stack, then Rust), a panic handler that
-//! reports and shuts the domain down as crashed, console printing (`println!` to the
-//! console ring for a domU or `console_io` for dom0, `io_println!` always to `console_io`),
-//! and the linker script `pv-guest.ld` (see `build.rs`).
+//! The runtime (entry point, boot stack, start_info, console printing, panic handler and
+//! linker script) is the `xen-pv-rt` crate; it is re-exported here under the names the
+//! test guests use (`pv_guest::entry!`, `pv_guest::println!`, `pv_guest::_start`,
+//! `pv_guest::VIRT_BASE`...). `pv-guest.ld` includes the runtime's `xen-pv-rt.ld`.
 //!
 //! A guest binary supplies its Xen notes (`guest_abi::xen_elf_notes!`) and its main
 //! function through [`entry!`]:
@@ -27,26 +29,20 @@
 
 pub mod cmdline;
 #[cfg(target_os = "none")]
-pub mod console;
-#[cfg(target_os = "none")]
 pub mod events;
 #[cfg(target_os = "none")]
 pub mod events_demo;
 #[cfg(target_os = "none")]
 pub mod paging;
 #[cfg(target_os = "none")]
-mod rt;
-#[cfg(target_os = "none")]
 pub mod usermode;
 
 #[cfg(target_os = "none")]
-pub use rt::{_start, poweroff, shutdown, start_info};
+pub use xen_pv_rt::{_start, console, poweroff, shutdown, start_info};
+pub use xen_pv_rt::{StartInfo, VIRT_BASE, io_println, print, println};
 
-pub use guest_abi::start_info::StartInfo;
-
-/// Where the guest images are linked and pseudo-physical page 0 is mapped (the
-/// `VIRT_BASE` note). Must match `pv-guest.ld`.
-pub const VIRT_BASE: u64 = 0xffff_ffff_8000_0000;
+#[doc(hidden)]
+pub use xen_pv_rt as __rt;
 
 /// A byte string as `&str` for printing: up to the first invalid UTF-8 byte.
 pub fn bytes_str(bytes: &[u8]) -> &str {
@@ -60,15 +56,12 @@ pub fn bytes_str(bytes: &[u8]) -> &str {
 }
 
 /// Declares the guest's main function, called by the runtime once start_info is read:
-/// `pv_guest::entry!(main)` with `fn main(&'static pv_guest::StartInfo) -> !`.
+/// `pv_guest::entry!(main)` with `fn main(&'static pv_guest::StartInfo) -> !`. Unlike
+/// `xen_pv_rt::entry!`, it emits no Xen notes: the guests declare their own.
 #[macro_export]
 macro_rules! entry {
     ($main:path) => {
-        #[unsafe(no_mangle)]
-        fn __pv_guest_main(start_info: &'static $crate::StartInfo) -> ! {
-            let main: fn(&'static $crate::StartInfo) -> ! = $main;
-            main(start_info)
-        }
+        $crate::__rt::entry!($main, manual_notes);
     };
 }
 

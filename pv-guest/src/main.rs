@@ -63,8 +63,8 @@ mod kernel {
                 "start_info: store_mfn={:#x} store_evtchn={} console_mfn={:#x} console_evtchn={}",
                 si.store_mfn,
                 si.store_evtchn,
-                si.console.domu_mfn(),
-                si.console.domu_evtchn()
+                si.console.domu_mfn().0,
+                si.console.domu_evtchn().0
             );
         }
         println!(

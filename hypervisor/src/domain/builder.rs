@@ -468,7 +468,7 @@ fn populate<M: MachineMemory>(
         Some((store, console)) => {
             si.store_mfn = store.0;
             si.store_evtchn = STORE_EVTCHN.0;
-            si.console = ConsoleInfo::domu(console.0, CONSOLE_EVTCHN.0);
+            si.console = ConsoleInfo::domu(console, CONSOLE_EVTCHN);
         }
         None => {
             si.flags = SIF_PRIVILEGED | SIF_INITDOMAIN;
@@ -676,10 +676,10 @@ mod tests {
         assert_eq!(si.shared_info, d.shared_info.maddr());
         assert_eq!(si.flags, 0);
         assert_eq!(si.store_evtchn, 1);
-        assert_eq!(si.console.domu_evtchn(), 2);
+        assert_eq!(si.console.domu_evtchn(), EvtchnPort(2));
         assert_eq!(Some((Mfn(si.store_mfn), STORE_EVTCHN)), d.store);
         assert_eq!(
-            Some((Mfn(si.console.domu_mfn()), CONSOLE_EVTCHN)),
+            Some((si.console.domu_mfn(), CONSOLE_EVTCHN)),
             d.console
         );
         assert_eq!(si.cmd_line_bytes(), b"console=hvc0 loglevel=8");
@@ -701,7 +701,7 @@ mod tests {
             Ok(d.cr3)
         );
         assert_eq!(m2p_pfn(&frames, Mfn(si.store_mfn)), 11);
-        assert_eq!(m2p_pfn(&frames, Mfn(si.console.domu_mfn())), 12);
+        assert_eq!(m2p_pfn(&frames, si.console.domu_mfn()), 12);
 
         // p2m/m2p: distinct frames of the domain, both directions agree.
         let mut seen = HashSet::new();
@@ -745,7 +745,7 @@ mod tests {
             let st = frames.type_state(Mfn(u64::from_le_bytes(b))).unwrap();
             assert_eq!((st.ty, st.count), (ty, 1), "pfn {pfn}");
         }
-        for m in [d.shared_info, Mfn(si.store_mfn), Mfn(si.console.domu_mfn())] {
+        for m in [d.shared_info, Mfn(si.store_mfn), si.console.domu_mfn()] {
             assert_eq!(frames.type_state(m).unwrap().ty, PageType::Writable);
         }
 

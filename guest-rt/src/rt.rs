@@ -1,7 +1,6 @@
-//! Entry point, start_info, shutdown and panic handling.
+//! Entry point, start_info, shutdown and the panic handler.
 
 use core::arch::naked_asm;
-use core::sync::atomic::{AtomicBool, Ordering};
 
 use guest_abi::hypercall::sched_shutdown;
 use guest_abi::sched::ShutdownReason;
@@ -20,11 +19,18 @@ static mut BOOT_STACK: Stack = Stack([0; STACK_SIZE]);
 static START_INFO: spin::Once<StartInfo> = spin::Once::new();
 
 unsafe extern "Rust" {
-    /// Defined by the guest binary with [`crate::entry!`].
-    safe fn __pv_guest_main(start_info: &'static StartInfo) -> !;
+    /// Defined by the kernel with [`crate::entry!`].
+    safe fn __xen_pv_rt_main(start_info: &'static StartInfo) -> !;
 }
 
-/// The kernel entry point (`ENTRY` note / ELF entry): the hypervisor starts the vCPU here
+unsafe extern "C" {
+    /// Defined only by the runtime's linker script (see `script_symbol.rs`): referring to
+    /// it makes a link without the script fail with an error that names the fix.
+    #[link_name = script_symbol!()]
+    static LINKER_SCRIPT_PRESENT: u8;
+}
+
+/// The kernel entry point (the `ENTRY` note and the ELF entry): Xen starts the vCPU here
 /// with `rsi` = virtual address of start_info.
 ///
 /// # Safety
@@ -49,26 +55,29 @@ pub unsafe extern "C" fn _start() -> ! {
 }
 
 extern "C" fn rust_start(start_info: *const StartInfo) -> ! {
+    core::hint::black_box(&raw const LINKER_SCRIPT_PRESENT);
     // SAFETY: `_start`'s contract: the hypervisor passed the address of a mapped start_info
     // page. It is copied (volatile, it is a hypervisor-written page) so nothing later
     // depends on that page staying intact.
     let copy = unsafe { start_info.read_volatile() };
     let si = START_INFO.call_once(|| copy);
     if !si.magic_str().starts_with(START_INFO_MAGIC_X86_64) {
-        let _ = guest_abi::hypercall::console_io_write(b"pv-guest: bad start_info magic\n");
+        let _ = guest_abi::hypercall::console_io_write(b"xen-pv-rt: bad start_info magic\n");
         shutdown(ShutdownReason::Crash);
     }
-    __pv_guest_main(si)
+    __xen_pv_rt_main(si)
 }
 
-/// The copy of start_info taken at entry.
+/// The copy of start_info taken at entry (`None` only before the kernel's main runs).
 pub fn start_info() -> Option<&'static StartInfo> {
     START_INFO.get()
 }
 
-/// Shuts the domain down for `reason`. If the hypervisor refuses, tries `crash`, and if
-/// that returns too, raises `#UD` so the hypervisor ends the domain as crashed.
+/// Shuts the domain down for `reason`, after flushing a partial console line. If the
+/// hypervisor refuses, tries `crash`, and if that returns too, raises `#UD` so the
+/// hypervisor ends the domain as crashed.
 pub fn shutdown(reason: ShutdownReason) -> ! {
+    crate::console::flush();
     let _ = sched_shutdown(reason);
     let _ = sched_shutdown(ShutdownReason::Crash);
     loop {
@@ -82,10 +91,11 @@ pub fn poweroff() -> ! {
     shutdown(ShutdownReason::Poweroff)
 }
 
-static PANICKING: AtomicBool = AtomicBool::new(false);
-
+#[cfg(feature = "panic-handler")]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    static PANICKING: AtomicBool = AtomicBool::new(false);
     // A panic while reporting a panic: stop at once.
     if !PANICKING.swap(true, Ordering::Relaxed) {
         crate::console::print_panic(info);

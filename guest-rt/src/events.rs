@@ -1,0 +1,200 @@
+//! Event delivery with the 2-level ABI: shared_info mapped into the kernel, an event
+//! callback (the "upcall") registered with the hypervisor, and a count of events per port
+//! to wait on.
+//!
+//! ```ignore
+//! let shared = xen_pv_rt::events::init(si)?;          // events masked until a block
+//! let port = guest_abi::evtchn::Port::bind_virq(Virq::TIMER, VcpuId(0))?;
+//! guest_abi::time::set_timer(guest_abi::time::system_time_ns(shared, VcpuId(0))? + 1_000_000)?;
+//! xen_pv_rt::events::wait_until(|| xen_pv_rt::events::count(port.number()) >= 1);
+//! ```
+//!
+//! The upcall entry gets Xen's bounce frame (`rcx r11 rip cs rflags rsp ss`), saves the
+//! caller-saved registers, runs guest_abi's 2-level dispatcher and returns with
+//! `HYPERVISOR_iret`, which restores the interrupted registers and event mask in one step.
+
+use core::arch::naked_asm;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+
+use guest_abi::events::{AtomicPage, EventMemory, two_level::TwoLevel};
+use guest_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
+use guest_abi::shared_info::{SharedInfo, VcpuInfo};
+use guest_abi::start_info::StartInfo;
+use guest_abi::traps::{CALLBACKOP_REGISTER, CALLBACKTYPE_EVENT, CallbackRegister};
+use guest_abi::{Errno, EvtchnPort, VcpuId, generated::call, nr};
+
+/// Ports whose events are counted ([`count`]).
+pub const COUNTED_PORTS: usize = 256;
+
+/// A page of the kernel image whose mapping is replaced by shared_info.
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+/// Never accessed through a Rust reference of this type: once remapped it is the
+/// hypervisor's shared_info, viewed only as an [`AtomicPage`].
+static mut SHARED_INFO_PAGE: Page = Page([0; 4096]);
+
+/// The mapped shared_info, null before [`shared_info`].
+static SHARED: AtomicPtr<AtomicPage> = AtomicPtr::new(core::ptr::null_mut());
+static COUNTS: [AtomicU32; COUNTED_PORTS] = [const { AtomicU32::new(0) }; COUNTED_PORTS];
+static UPCALLS: AtomicU64 = AtomicU64::new(0);
+
+const UPCALL_MASK: usize = core::mem::offset_of!(SharedInfo, vcpu_info)
+    + core::mem::offset_of!(VcpuInfo, evtchn_upcall_mask);
+const UPCALL_PENDING: usize = core::mem::offset_of!(SharedInfo, vcpu_info)
+    + core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending);
+
+/// Maps shared_info over a page of the kernel image (once) and returns it; read system
+/// time from it with `guest_abi::time::system_time_ns`.
+pub fn shared_info(si: &StartInfo) -> Result<&'static AtomicPage, Errno> {
+    let p = SHARED.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: set below to the mapped, page-aligned shared_info, never unmapped.
+        return Ok(unsafe { &*p });
+    }
+    let va = (&raw mut SHARED_INFO_PAGE).cast::<u8>();
+    // Present, writable, user (a PV kernel runs at CPL3).
+    let pte = si.shared_info_mfn().maddr() | 0x7;
+    // SAFETY: the page belongs to our image and no reference to it exists; from now on it
+    // is only accessed through the atomics of AtomicPage.
+    unsafe { update_va_mapping(va as u64, pte, UVMF_INVLPG)? };
+    // SAFETY: `va` is page-aligned, mapped to shared_info for the rest of the kernel's
+    // life, and only accessed atomically.
+    let page = unsafe { AtomicPage::from_ptr(va) };
+    SHARED.store(
+        page as *const AtomicPage as *mut AtomicPage,
+        Ordering::Release,
+    );
+    Ok(page)
+}
+
+/// Maps shared_info, masks events and registers the upcall; returns shared_info. Events
+/// stay masked until [`enable`] or a [`wait_until`].
+pub fn init(si: &StartInfo) -> Result<&'static AtomicPage, Errno> {
+    let page = shared_info(si)?;
+    page.store_u8(UPCALL_MASK, 1);
+    let reg = CallbackRegister {
+        kind: CALLBACKTYPE_EVENT as u16,
+        flags: 0,
+        pad: 0,
+        address: upcall_entry as *const () as u64,
+    };
+    // SAFETY: registers our upcall entry, which preserves every register it does not
+    // return through HYPERVISOR_iret; `reg` is a valid callback_register.
+    let r = unsafe {
+        call::callback_op(
+            CALLBACKOP_REGISTER,
+            (&raw const reg).cast::<core::ffi::c_void>(),
+        )
+    };
+    Errno::check(r).map(|_| page)
+}
+
+/// Unmasks events; an event that arrived while masked is delivered now.
+pub fn enable() {
+    let Some(page) = page() else { return };
+    page.store_u8(UPCALL_MASK, 0);
+    if page.load_u8(UPCALL_PENDING) != 0 {
+        // Any hypercall returns through the upcall when one is due.
+        let _ = guest_abi::hypercall::xen_version();
+    }
+}
+
+/// Masks events.
+pub fn disable() {
+    if let Some(page) = page() {
+        page.store_u8(UPCALL_MASK, 1);
+    }
+}
+
+/// Events handled on `port` so far (0 for ports from [`COUNTED_PORTS`] on).
+pub fn count(port: EvtchnPort) -> u32 {
+    COUNTS
+        .get(port.0 as usize)
+        .map_or(0, |c| c.load(Ordering::Acquire))
+}
+
+/// Starts counting `port`'s events from 0 (port numbers are reused after a close).
+pub fn reset_count(port: EvtchnPort) {
+    if let Some(c) = COUNTS.get(port.0 as usize) {
+        c.store(0, Ordering::Release);
+    }
+}
+
+/// Upcalls entered so far.
+pub fn upcalls() -> u64 {
+    UPCALLS.load(Ordering::Acquire)
+}
+
+/// Blocks (`SCHEDOP_block`) until `done()` holds, re-checking after every event; returns
+/// how many times it blocked. Events are left enabled. No wake-up is lost between the check
+/// and the block: events are masked for the check and the block unmasks them.
+pub fn wait_until(mut done: impl FnMut() -> bool) -> u64 {
+    let mut blocks = 0;
+    loop {
+        disable();
+        if done() {
+            enable();
+            return blocks;
+        }
+        let _ = guest_abi::sched::block();
+        blocks += 1;
+    }
+}
+
+fn page() -> Option<&'static AtomicPage> {
+    let p = SHARED.load(Ordering::Acquire);
+    // SAFETY: non-null only once pointing at the mapped shared_info (see `shared_info`).
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+extern "C" fn on_upcall() {
+    UPCALLS.fetch_add(1, Ordering::Relaxed);
+    let Some(page) = page() else { return };
+    let _ = TwoLevel::new(page).dispatch(VcpuId(0), |port: EvtchnPort| {
+        if let Some(c) = COUNTS.get(port.0 as usize) {
+            c.fetch_add(1, Ordering::Release);
+        }
+    });
+}
+
+/// The event callback: after `pop rcx; pop r11` Xen's bounce frame is a hardware
+/// interrupt frame; the 9 pushes keep the stack 16-byte aligned for the call; then
+/// `iret_context` (`rax r11 rcx flags=0`) goes below the frame for `HYPERVISOR_iret`.
+#[unsafe(naked)]
+unsafe extern "C" fn upcall_entry() {
+    naked_asm!(
+        "pop %rcx",
+        "pop %r11",
+        "push %rax",
+        "push %rcx",
+        "push %rdx",
+        "push %rsi",
+        "push %rdi",
+        "push %r8",
+        "push %r9",
+        "push %r10",
+        "push %r11",
+        "cld",
+        "call {handler}",
+        "pop %r11",
+        "pop %r10",
+        "pop %r9",
+        "pop %r8",
+        "pop %rdi",
+        "pop %rsi",
+        "pop %rdx",
+        "pop %rcx",
+        "pop %rax",
+        "push $0",
+        "push %rcx",
+        "push %r11",
+        "push %rax",
+        "mov ${iret}, %eax",
+        "syscall",
+        "ud2",
+        handler = sym on_upcall,
+        iret = const nr::IRET,
+        options(att_syntax)
+    )
+}

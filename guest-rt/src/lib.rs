@@ -84,8 +84,10 @@ pub use guest_abi as __guest_abi;
 ///
 /// Notes emitted by default: `GUEST_OS` = the crate's name, `GUEST_VERSION` = its version,
 /// `XEN_VERSION` = `"xen-3.0"`, `LOADER` = `"generic"`, `VIRT_BASE` = [`VIRT_BASE`],
-/// `PADDR_OFFSET` = 0 and `ENTRY` = the runtime's `_start`. Options after the function
-/// override or add notes:
+/// `PADDR_OFFSET` = 0; the entry point is the ELF entry, the runtime's `_start` (no `ENTRY`
+/// note, whose absolute address would turn a forgotten `relocation-model=static` into an
+/// obscure "recompile with -fPIC" link error). Options after the function override or add
+/// notes:
 ///
 /// ```ignore
 /// xen_pv_rt::entry!(main, guest_os: "my-os", guest_version: "2.1",
@@ -155,7 +157,6 @@ macro_rules! __entry_notes {
             loader: "generic",
             virt_base: $crate::VIRT_BASE,
             paddr_offset: 0,
-            entry: $crate::_start,
             $($extra)*
         }
     };

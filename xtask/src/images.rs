@@ -127,3 +127,37 @@ pub fn prepared() -> &'static Images {
         Err(e) => panic!("cannot prepare the QEMU tests: {e}"),
     }
 }
+
+/// The example kernels of `examples/`, by directory (= package and binary name). Each is a
+/// crate of its own, outside the workspace, as a kernel author's crate would be.
+pub const EXAMPLES: &[&str] = &["minimal", "timer-events"];
+
+/// `target/examples`: one target dir for every example, so they share built dependencies.
+pub fn examples_target_dir() -> PathBuf {
+    target_dir().join("examples")
+}
+
+/// Builds every example of [`EXAMPLES`] (release) the way its author would: `cargo build`
+/// in its directory, so its own `.cargo/config.toml` (target, linker script, relocation
+/// model) applies. Returns the ELF paths, in [`EXAMPLES`] order.
+pub fn build_examples() -> Result<Vec<PathBuf>> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = examples_target_dir();
+    let mut elfs = Vec::new();
+    for name in EXAMPLES {
+        let dir = crate::workspace_root().join("examples").join(name);
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(&dir)
+            .args(["build", "--release", "--target-dir"])
+            .arg(&target_dir)
+            // Flags of an outer build would replace the example's own rustflags.
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_BUILD_TARGET");
+        run_checked(&mut cmd).map_err(|e| err!("building example {name}: {e}"))?;
+        let elf = target_dir.join(TARGET).join("release").join(name);
+        require_file(&elf)?;
+        elfs.push(elf);
+    }
+    Ok(elfs)
+}

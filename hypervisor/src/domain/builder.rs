@@ -107,17 +107,26 @@ pub struct BuiltDomain {
 /// Why a kernel image was refused; `Display` gives the one-line reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BuildError {
-    /// Not ELF64, not little-endian, not EM_X86_64 or not ET_EXEC.
+    /// Not ELF64, not little-endian or not EM_X86_64.
     NotElf64X86_64,
+    /// An ELF64 x86_64 file that is not `ET_EXEC` (`ET_DYN` = linked position-independent).
+    NotExecutable {
+        /// Its `e_type`.
+        e_type: u16,
+    },
     /// Header tables or segment data outside the file, or `p_filesz > p_memsz`.
     MalformedElf,
     /// Neither PT_NOTE, SHT_NOTE nor `__xen_guest` carries Xen notes.
     NoXenNotes,
     /// More than [`elfnotes::MAX_NOTES`] notes.
     TooManyNotes,
-    /// XEN_VERSION absent or not `xen-3.0*`.
+    /// No XEN_VERSION note.
+    MissingXenVersion,
+    /// XEN_VERSION not `xen-3.0*`.
     BadXenVersion,
-    /// Neither LOADER=generic* nor GUEST_OS=linux*.
+    /// No LOADER note, and GUEST_OS is not `linux*`.
+    MissingLoader,
+    /// LOADER not `generic*`, and GUEST_OS is not `linux*`.
     BadLoader,
     /// PADDR_OFFSET given without VIRT_BASE.
     PaddrOffsetWithoutVirtBase,
@@ -125,14 +134,39 @@ pub enum BuildError {
     VirtBaseNotAligned,
     /// No PT_LOAD segment with R, W or X.
     NoLoadableSegments,
-    /// Image range empty, wrapping, or starting below VIRT_BASE.
+    /// Image range empty or wrapping.
     BadImageRange,
+    /// The image loads below VIRT_BASE.
+    ImageBelowVirtBase {
+        /// First VA the image loads at (`p_paddr + VIRT_BASE - PADDR_OFFSET`).
+        start: u64,
+        /// The VIRT_BASE note (0 if absent).
+        virt_base: u64,
+        /// Lowest `p_vaddr` of the loadable segments: where the image is linked.
+        linked_at: u64,
+    },
+    /// Two loadable segments overlap (as loaded: `p_paddr + VIRT_BASE - PADDR_OFFSET`).
+    OverlappingSegments {
+        /// `[start, end)` of the segment that starts first.
+        first: (u64, u64),
+        /// `[start, end)` of the one that starts inside it.
+        second: (u64, u64),
+    },
     /// Image outside canonical addresses.
     NonCanonicalImage,
     /// Image or start-of-day region inside the hypervisor's reserved range.
     OverlapsHypervisor,
     /// Entry point outside the image.
-    EntryOutsideImage,
+    EntryOutsideImage {
+        /// The entry point (ENTRY note, else `e_entry`).
+        entry: u64,
+        /// The VIRT_BASE note (0 if absent).
+        virt_base: u64,
+        /// Lowest `p_vaddr` of the loadable segments: where the image is linked.
+        linked_at: u64,
+        /// `[start, end)` VAs the image loads at.
+        image: (u64, u64),
+    },
     /// HYPERCALL_PAGE not a whole page-aligned page inside the image.
     HypercallPageOutsideImage,
     /// FEATURES requires a feature name Xen does not know.
@@ -159,20 +193,82 @@ pub enum BuildError {
 
 impl core::fmt::Display for BuildError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let reason = match self {
+        let reason = match *self {
             Self::NotElf64X86_64 => "not an ELF64 x86_64 executable",
+            Self::NotExecutable { e_type } => {
+                let kind = if e_type == 3 { " (ET_DYN: position-independent)" } else { "" };
+                return write!(
+                    f,
+                    "ELF type {e_type}{kind}, not ET_EXEC: link a fixed-address executable \
+                     (-C relocation-model=static or --no-pie)"
+                );
+            }
             Self::MalformedElf => "malformed ELF (tables or segments outside the file)",
-            Self::NoXenNotes => "not a Xen-ELF image (no Xen notes)",
+            Self::NoXenNotes => {
+                "not a Xen-ELF image (no Xen notes): no PT_NOTE segment, SHT_NOTE section or \
+                 __xen_guest string carries XEN_VERSION, LOADER and the addresses"
+            }
             Self::TooManyNotes => "too many ELF notes",
-            Self::BadXenVersion => "XEN_VERSION note missing or not xen-3.0",
-            Self::BadLoader => "neither LOADER=generic nor GUEST_OS=linux",
+            Self::MissingXenVersion => "XEN_VERSION note missing (Xen requires \"xen-3.0\")",
+            Self::BadXenVersion => "XEN_VERSION note is not \"xen-3.0\"",
+            Self::MissingLoader => {
+                "LOADER note missing (Xen requires LOADER \"generic\" unless GUEST_OS is linux)"
+            }
+            Self::BadLoader => "LOADER note is not \"generic\" (and GUEST_OS is not linux)",
             Self::PaddrOffsetWithoutVirtBase => "PADDR_OFFSET note without VIRT_BASE",
             Self::VirtBaseNotAligned => "VIRT_BASE is not page-aligned",
             Self::NoLoadableSegments => "no loadable segments",
-            Self::BadImageRange => "kernel image range is empty or below VIRT_BASE",
+            Self::BadImageRange => "kernel image range is empty or wraps",
+            Self::ImageBelowVirtBase {
+                start,
+                virt_base,
+                linked_at,
+            } => {
+                return write!(
+                    f,
+                    "the image loads at {start:#x} (p_paddr + VIRT_BASE - PADDR_OFFSET), below \
+                     VIRT_BASE {virt_base:#x}: it is linked at {linked_at:#x} — make p_paddr = \
+                     p_vaddr - VIRT_BASE + PADDR_OFFSET (the runtime's linker script does)"
+                );
+            }
+            Self::OverlappingSegments { first, second } => {
+                return write!(
+                    f,
+                    "loadable segments overlap: [{:#x}, {:#x}) and [{:#x}, {:#x})",
+                    first.0, first.1, second.0, second.1
+                );
+            }
             Self::NonCanonicalImage => "kernel image is not at canonical addresses",
             Self::OverlapsHypervisor => "image overlaps the hypervisor's reserved range",
-            Self::EntryOutsideImage => "entry point outside the kernel image",
+            Self::EntryOutsideImage {
+                entry,
+                virt_base,
+                linked_at,
+                image,
+            } => {
+                return if entry < virt_base {
+                    write!(
+                        f,
+                        "entry {entry:#x} lies below VIRT_BASE {virt_base:#x}: the image is \
+                         linked at {linked_at:#x} — link it at VIRT_BASE (the runtime's linker \
+                         script does)"
+                    )
+                } else if linked_at != image.0 {
+                    write!(
+                        f,
+                        "entry {entry:#x} is outside the image as loaded [{:#x}, {:#x}): it is \
+                         linked at {linked_at:#x} — make p_paddr = p_vaddr - VIRT_BASE + \
+                         PADDR_OFFSET (the runtime's linker script does)",
+                        image.0, image.1
+                    )
+                } else {
+                    write!(
+                        f,
+                        "entry {entry:#x} is outside the kernel image [{:#x}, {:#x})",
+                        image.0, image.1
+                    )
+                };
+            }
             Self::HypercallPageOutsideImage => "hypercall page not a page of the kernel image",
             Self::UnknownRequiredFeature => "kernel requires an unknown feature",
             Self::RequiredFeatureUnsupported => "kernel requires a feature it does not support",
@@ -437,8 +533,8 @@ fn populate<M: MachineMemory>(
         })
     };
 
-    // Kernel segments: file bytes, then zeroes up to memsz (a later segment may overlap
-    // an earlier one's tail, so the zeroes are written, not assumed).
+    // Kernel segments: file bytes, then zeroes up to memsz (written, not assumed: the
+    // frames may hold stale data).
     for seg in kernel.load_segments() {
         let seg = seg?;
         write_va(seg.va, seg.file)?;
@@ -901,7 +997,13 @@ mod tests {
 
         let mut t = TestElf::valid();
         t.set_note(elfnote::ENTRY, n(VIRT_BASE + 64 * PAGE));
-        assert_refused(&t.build(), 8192, BuildError::EntryOutsideImage);
+        let refusal = BuildError::EntryOutsideImage {
+            entry: VIRT_BASE + 64 * PAGE,
+            virt_base: VIRT_BASE,
+            linked_at: VIRT_BASE,
+            image: (VIRT_BASE, VIRT_BASE + 6 * PAGE),
+        };
+        assert_refused(&t.build(), 8192, refusal);
 
         let mut t = TestElf::valid();
         let hv = HYPERVISOR_VIRT_START + (1 << 30);

@@ -10,6 +10,7 @@
 //! not how Xen reads notes).
 
 use super::builder::BuildError;
+use alloc::vec::Vec;
 use elf::ElfBytes;
 use elf::abi::{EM_X86_64, ET_EXEC, PF_R, PF_W, PF_X, PT_LOAD, PT_NOTE, SHT_NOTE};
 use elf::endian::LittleEndian;
@@ -144,11 +145,13 @@ fn load_segments<'a, 'e>(
 pub fn parse(image: &[u8], dom0: bool) -> Result<KernelImage<'_>, BuildError> {
     let elf =
         ElfBytes::<LittleEndian>::minimal_parse(image).map_err(|_| BuildError::NotElf64X86_64)?;
-    if elf.ehdr.class != Class::ELF64
-        || elf.ehdr.e_machine != EM_X86_64
-        || elf.ehdr.e_type != ET_EXEC
-    {
+    if elf.ehdr.class != Class::ELF64 || elf.ehdr.e_machine != EM_X86_64 {
         return Err(BuildError::NotElf64X86_64);
+    }
+    if elf.ehdr.e_type != ET_EXEC {
+        return Err(BuildError::NotExecutable {
+            e_type: elf.ehdr.e_type,
+        });
     }
 
     let (notes, source) = find_notes(&elf)?;
@@ -169,8 +172,8 @@ pub fn parse(image: &[u8], dom0: bool) -> Result<KernelImage<'_>, BuildError> {
     });
     let virt_offset = virt_base.wrapping_sub(paddr_offset);
 
-    let (mut pstart, mut pend) = (u64::MAX, 0u64);
-    let mut any = false;
+    let (mut pstart, mut pend, mut linked_at) = (u64::MAX, 0u64, u64::MAX);
+    let mut ranges = Vec::new();
     for ph in elf.segments().into_iter().flat_map(|t| t.iter()) {
         if ph.p_type != PT_LOAD || ph.p_flags & (PF_R | PF_W | PF_X) == 0 {
             continue;
@@ -181,10 +184,31 @@ pub fn parse(image: &[u8], dom0: bool) -> Result<KernelImage<'_>, BuildError> {
             .ok_or(BuildError::BadImageRange)?;
         pstart = pstart.min(ph.p_paddr);
         pend = pend.max(end);
-        any = true;
+        linked_at = linked_at.min(ph.p_vaddr);
+        // At most e_phnum (< 65536) entries; the image is the boot bundle's, but the
+        // allocation stays fallible all the same.
+        ranges
+            .try_reserve(1)
+            .map_err(|_| BuildError::NoMemory)?;
+        ranges.push((ph.p_paddr, end));
     }
-    if !any {
+    if ranges.is_empty() {
         return Err(BuildError::NoLoadableSegments);
+    }
+    // Empty segments overlap nothing; sorted by start, an overlap is between neighbours.
+    ranges.retain(|&(start, end)| start < end);
+    ranges.sort_unstable();
+    if let Some(w) = ranges.windows(2).find(|w| w[1].0 < w[0].1) {
+        let va = |(start, end): (u64, u64)| {
+            (
+                start.wrapping_add(virt_offset),
+                end.wrapping_add(virt_offset),
+            )
+        };
+        return Err(BuildError::OverlappingSegments {
+            first: va(w[0]),
+            second: va(w[1]),
+        });
     }
     // Every segment's file bytes must be inside the image.
     for seg in load_segments(&elf, virt_offset) {
@@ -193,8 +217,15 @@ pub fn parse(image: &[u8], dom0: bool) -> Result<KernelImage<'_>, BuildError> {
 
     let kstart = pstart.wrapping_add(virt_offset);
     let kend = pend.wrapping_add(virt_offset);
-    if kstart >= kend || virt_base > kstart {
+    if kstart >= kend {
         return Err(BuildError::BadImageRange);
+    }
+    if virt_base > kstart {
+        return Err(BuildError::ImageBelowVirtBase {
+            start: kstart,
+            virt_base,
+            linked_at,
+        });
     }
     // Canonical, not crossing the non-canonical hole, clear of the hypervisor's range.
     if !is_canonical(kstart) || !is_canonical(kend - 1) || (kstart >> 63) != ((kend - 1) >> 63) {
@@ -205,7 +236,12 @@ pub fn parse(image: &[u8], dom0: bool) -> Result<KernelImage<'_>, BuildError> {
     }
     let entry = notes.entry.unwrap_or(elf.ehdr.e_entry);
     if entry < kstart || entry >= kend {
-        return Err(BuildError::EntryOutsideImage);
+        return Err(BuildError::EntryOutsideImage {
+            entry,
+            virt_base,
+            linked_at,
+            image: (kstart, kend),
+        });
     }
     if let Some(hc) = notes.hypercall_page {
         // A whole page-aligned page inside the image.
@@ -481,10 +517,15 @@ fn check_mandatory(notes: &XenNotes<'_>) -> Result<(), BuildError> {
     let loader_ok = notes.loader.is_some_and(|l| l.starts_with(b"generic"));
     let linux = notes.guest_os.is_some_and(|o| o.starts_with(b"linux"));
     if !loader_ok && !linux {
-        return Err(BuildError::BadLoader);
+        return Err(match notes.loader {
+            None => BuildError::MissingLoader,
+            Some(_) => BuildError::BadLoader,
+        });
     }
-    if !notes.xen_version.is_some_and(|v| v.starts_with(b"xen-3.0")) {
-        return Err(BuildError::BadXenVersion);
+    match notes.xen_version {
+        None => return Err(BuildError::MissingXenVersion),
+        Some(v) if !v.starts_with(b"xen-3.0") => return Err(BuildError::BadXenVersion),
+        Some(_) => {}
     }
     Ok(())
 }
@@ -769,7 +810,14 @@ mod tests {
               HYPERCALL_PAGE=0x2,LOADER=generic\0"
                 .to_vec(),
         );
-        assert_eq!(parse_t(&t).unwrap_err(), BuildError::BadImageRange);
+        assert_eq!(
+            parse_t(&t).unwrap_err(),
+            BuildError::ImageBelowVirtBase {
+                start: 0,
+                virt_base: VIRT_BASE,
+                linked_at: VIRT_BASE,
+            }
+        );
         // With an explicit ELF_PADDR_OFFSET=0 it loads like the notes version.
         t.xen_guest = Some(
             b"GUEST_OS=linux,XEN_VER=xen-3.0,VIRT_BASE=0xffffffff80000000,ELF_PADDR_OFFSET=0,\
@@ -814,7 +862,10 @@ mod tests {
         assert_eq!(parse_t(&t).unwrap_err(), BuildError::NotElf64X86_64);
         let mut t = TestElf::valid();
         t.e_type = 3; // ET_DYN
-        assert_eq!(parse_t(&t).unwrap_err(), BuildError::NotElf64X86_64);
+        assert_eq!(
+            parse_t(&t).unwrap_err(),
+            BuildError::NotExecutable { e_type: 3 }
+        );
         let mut t = TestElf::valid();
         t.class64 = false;
         assert_eq!(parse_t(&t).unwrap_err(), BuildError::NotElf64X86_64);
@@ -843,11 +894,13 @@ mod tests {
         t.set_note(elfnote::XEN_VERSION, s("xen-2.0"));
         assert_eq!(parse_t(&t).unwrap_err(), BuildError::BadXenVersion);
         t.drop_note(elfnote::XEN_VERSION);
-        assert_eq!(parse_t(&t).unwrap_err(), BuildError::BadXenVersion);
+        assert_eq!(parse_t(&t).unwrap_err(), BuildError::MissingXenVersion);
 
         let mut t = TestElf::valid();
         t.set_note(elfnote::LOADER, s("special"));
         assert_eq!(parse_t(&t).unwrap_err(), BuildError::BadLoader);
+        t.drop_note(elfnote::LOADER);
+        assert_eq!(parse_t(&t).unwrap_err(), BuildError::MissingLoader);
         t.set_note(elfnote::GUEST_OS, s("linux"));
         assert!(parse_t(&t).is_ok(), "GUEST_OS=linux stands in for LOADER");
 
@@ -862,10 +915,16 @@ mod tests {
     #[test]
     fn address_refusals() {
         let mut t = TestElf::valid();
+        let outside = |entry| BuildError::EntryOutsideImage {
+            entry,
+            virt_base: VIRT_BASE,
+            linked_at: VIRT_BASE,
+            image: (VIRT_BASE, VIRT_BASE + 6 * 4096),
+        };
         t.set_note(elfnote::ENTRY, n(VIRT_BASE + 6 * 4096));
-        assert_eq!(parse_t(&t).unwrap_err(), BuildError::EntryOutsideImage);
+        assert_eq!(parse_t(&t).unwrap_err(), outside(VIRT_BASE + 6 * 4096));
         t.set_note(elfnote::ENTRY, n(VIRT_BASE - 1));
-        assert_eq!(parse_t(&t).unwrap_err(), BuildError::EntryOutsideImage);
+        assert_eq!(parse_t(&t).unwrap_err(), outside(VIRT_BASE - 1));
 
         let mut t = TestElf::valid();
         t.set_note(elfnote::HYPERCALL_PAGE, n(VIRT_BASE + 6 * 4096));
@@ -883,7 +942,14 @@ mod tests {
         let mut t = TestElf::valid();
         t.set_note(elfnote::VIRT_BASE, n(VIRT_BASE + 4096));
         t.set_note(elfnote::PADDR_OFFSET, n(4096));
-        assert_eq!(parse_t(&t).unwrap_err(), BuildError::BadImageRange);
+        assert_eq!(
+            parse_t(&t).unwrap_err(),
+            BuildError::ImageBelowVirtBase {
+                start: VIRT_BASE,
+                virt_base: VIRT_BASE + 4096,
+                linked_at: VIRT_BASE,
+            }
+        );
 
         // Image inside the hypervisor's range.
         let hv = 0xffff_8100_0000_0000;
@@ -974,5 +1040,92 @@ mod tests {
             scan_notes(&many, &mut notes, &mut total),
             Err(BuildError::TooManyNotes)
         );
+    }
+
+    /// The refusals a kernel author meets name the mismatch and the fix in one line.
+    #[test]
+    fn refusals_name_the_mismatch_in_one_line() {
+        let msg = |t: &TestElf| std::format!("{}", parse_t(t).unwrap_err());
+
+        // Linked at the default 0x200000 of a toolchain without the runtime's script,
+        // with the runtime's notes (VIRT_BASE, PADDR_OFFSET 0, entry = e_entry).
+        let mut t = TestElf::valid();
+        for seg in &mut t.segs {
+            seg.vaddr = seg.vaddr - VIRT_BASE + 0x20_0000;
+            seg.paddr = seg.vaddr;
+        }
+        t.drop_note(elfnote::ENTRY);
+        t.drop_note(elfnote::HYPERCALL_PAGE);
+        t.entry = 0x20_0010;
+        assert_eq!(
+            msg(&t),
+            "entry 0x200010 lies below VIRT_BASE 0xffffffff80000000: the image is linked at \
+             0x200000 — link it at VIRT_BASE (the runtime's linker script does)"
+        );
+
+        // Linked at VIRT_BASE but with p_paddr = p_vaddr: loads at VIRT_BASE + VIRT_BASE.
+        let mut t = TestElf::valid();
+        for seg in &mut t.segs {
+            seg.paddr = seg.vaddr;
+        }
+        t.drop_note(elfnote::ENTRY);
+        t.drop_note(elfnote::HYPERCALL_PAGE);
+        assert_eq!(
+            msg(&t),
+            "the image loads at 0xffffffff00000000 (p_paddr + VIRT_BASE - PADDR_OFFSET), below \
+             VIRT_BASE 0xffffffff80000000: it is linked at 0xffffffff80000000 — make p_paddr = \
+             p_vaddr - VIRT_BASE + PADDR_OFFSET (the runtime's linker script does)"
+        );
+        // Without a VIRT_BASE note the same image loads where linked, but an ENTRY note
+        // from another link misses it.
+        t.drop_note(elfnote::VIRT_BASE);
+        t.drop_note(elfnote::PADDR_OFFSET);
+        t.set_note(elfnote::ENTRY, n(0x20_0010));
+        assert_eq!(
+            msg(&t),
+            "entry 0x200010 is outside the kernel image [0xffffffff80000000, 0xffffffff80006000)"
+        );
+
+        let mut t = TestElf::valid();
+        t.e_type = 3;
+        assert_eq!(
+            msg(&t),
+            "ELF type 3 (ET_DYN: position-independent), not ET_EXEC: link a fixed-address \
+             executable (-C relocation-model=static or --no-pie)"
+        );
+
+        let mut t = TestElf::valid();
+        t.drop_note(elfnote::XEN_VERSION);
+        assert_eq!(msg(&t), "XEN_VERSION note missing (Xen requires \"xen-3.0\")");
+        let mut t = TestElf::valid();
+        t.drop_note(elfnote::LOADER);
+        assert_eq!(
+            msg(&t),
+            "LOADER note missing (Xen requires LOADER \"generic\" unless GUEST_OS is linux)"
+        );
+        let mut t = TestElf::valid();
+        t.note_place = NotePlace::Nowhere;
+        assert!(msg(&t).starts_with("not a Xen-ELF image (no Xen notes): no PT_NOTE segment"));
+
+        // The data segment starts inside the text segment.
+        let mut t = TestElf::valid();
+        t.segs[1].paddr = 2 * 4096;
+        t.segs[1].vaddr = VIRT_BASE + 2 * 4096;
+        assert_eq!(
+            parse_t(&t).unwrap_err(),
+            BuildError::OverlappingSegments {
+                first: (VIRT_BASE, VIRT_BASE + 3 * 4096),
+                second: (VIRT_BASE + 2 * 4096, VIRT_BASE + 5 * 4096),
+            }
+        );
+        assert_eq!(
+            msg(&t),
+            "loadable segments overlap: [0xffffffff80000000, 0xffffffff80003000) and \
+             [0xffffffff80002000, 0xffffffff80005000)"
+        );
+        // Every message is one line.
+        for m in [msg(&t), std::format!("{}", BuildError::NoXenNotes)] {
+            assert!(!m.contains('\n'), "{m}");
+        }
     }
 }

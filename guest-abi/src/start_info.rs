@@ -200,7 +200,10 @@ mod tests {
     #[test]
     fn console_union_forms() {
         let c = ConsoleInfo::domu(Mfn(0x1234), EvtchnPort(2));
-        assert_eq!((c.domu_mfn(), c.domu_evtchn()), (Mfn(0x1234), EvtchnPort(2)));
+        assert_eq!(
+            (c.domu_mfn(), c.domu_evtchn()),
+            (Mfn(0x1234), EvtchnPort(2))
+        );
         let d = ConsoleInfo::dom0(1168, 32);
         assert_eq!((d.dom0_info_off(), d.dom0_info_size()), (1168, 32));
     }

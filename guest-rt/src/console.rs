@@ -124,7 +124,9 @@ mod kernel {
             let sink = match ring {
                 // SAFETY: the caller's contract: the ring is mapped at `va` and this writer
                 // is its only producer.
-                Some((va, port)) => Sink::Ring(unsafe { ConsoleRingWriter::new(va, EvtchnNotifier(port)) }),
+                Some((va, port)) => {
+                    Sink::Ring(unsafe { ConsoleRingWriter::new(va, EvtchnNotifier(port)) })
+                }
                 None => Sink::ConsoleIo,
             };
             Console {

@@ -52,6 +52,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[cfg(target_os = "none")]
 #[macro_use]
 mod script_symbol;
 mod virt_base;
@@ -165,11 +166,21 @@ macro_rules! __entry_notes {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __entry_check_key {
-    (xen_version) => { $crate::__entry_refuse!(xen_version); };
-    (loader) => { $crate::__entry_refuse!(loader); };
-    (virt_base) => { $crate::__entry_refuse!(virt_base); };
-    (paddr_offset) => { $crate::__entry_refuse!(paddr_offset); };
-    (entry) => { $crate::__entry_refuse!(entry); };
+    (xen_version) => {
+        $crate::__entry_refuse!(xen_version);
+    };
+    (loader) => {
+        $crate::__entry_refuse!(loader);
+    };
+    (virt_base) => {
+        $crate::__entry_refuse!(virt_base);
+    };
+    (paddr_offset) => {
+        $crate::__entry_refuse!(paddr_offset);
+    };
+    (entry) => {
+        $crate::__entry_refuse!(entry);
+    };
     ($other:ident) => {};
 }
 

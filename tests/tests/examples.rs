@@ -18,7 +18,10 @@ fn example(name: &str) -> PathBuf {
     let elfs = built
         .as_ref()
         .unwrap_or_else(|e| panic!("cannot build the examples: {e}"));
-    let i = EXAMPLES.iter().position(|e| *e == name).expect("an example");
+    let i = EXAMPLES
+        .iter()
+        .position(|e| *e == name)
+        .expect("an example");
     elfs[i].clone()
 }
 
@@ -72,7 +75,11 @@ fn boot_on_ours(name: &str) {
         .collect();
     let tagged: Vec<&str> = tagged.iter().map(String::as_str).collect();
     assert_lines(&text, &tagged, name);
-    assert_lines(&text, &[&format!("(hv) d1 {name}: shut down: poweroff")], name);
+    assert_lines(
+        &text,
+        &[&format!("(hv) d1 {name}: shut down: poweroff")],
+        name,
+    );
 }
 
 fn boot_on_xen(name: &str) {

@@ -196,7 +196,11 @@ impl core::fmt::Display for BuildError {
         let reason = match *self {
             Self::NotElf64X86_64 => "not an ELF64 x86_64 executable",
             Self::NotExecutable { e_type } => {
-                let kind = if e_type == 3 { " (ET_DYN: position-independent)" } else { "" };
+                let kind = if e_type == 3 {
+                    " (ET_DYN: position-independent)"
+                } else {
+                    ""
+                };
                 return write!(
                     f,
                     "ELF type {e_type}{kind}, not ET_EXEC: link a fixed-address executable \
@@ -774,10 +778,7 @@ mod tests {
         assert_eq!(si.store_evtchn, 1);
         assert_eq!(si.console.domu_evtchn(), EvtchnPort(2));
         assert_eq!(Some((Mfn(si.store_mfn), STORE_EVTCHN)), d.store);
-        assert_eq!(
-            Some((si.console.domu_mfn(), CONSOLE_EVTCHN)),
-            d.console
-        );
+        assert_eq!(Some((si.console.domu_mfn(), CONSOLE_EVTCHN)), d.console);
         assert_eq!(si.cmd_line_bytes(), b"console=hvc0 loglevel=8");
         assert_eq!(
             (si.mod_start, si.mod_len, si.first_p2m_pfn, si.nr_p2m_frames),

@@ -187,9 +187,7 @@ pub fn parse(image: &[u8], dom0: bool) -> Result<KernelImage<'_>, BuildError> {
         linked_at = linked_at.min(ph.p_vaddr);
         // At most e_phnum (< 65536) entries; the image is the boot bundle's, but the
         // allocation stays fallible all the same.
-        ranges
-            .try_reserve(1)
-            .map_err(|_| BuildError::NoMemory)?;
+        ranges.try_reserve(1).map_err(|_| BuildError::NoMemory)?;
         ranges.push((ph.p_paddr, end));
     }
     if ranges.is_empty() {
@@ -887,7 +885,8 @@ mod tests {
         assert_eq!(parse_t(&t).unwrap_err(), BuildError::NoXenNotes);
         assert_eq!(
             std::format!("{}", BuildError::NoXenNotes),
-            "not a Xen-ELF image (no Xen notes)"
+            "not a Xen-ELF image (no Xen notes): no PT_NOTE segment, SHT_NOTE section or \
+             __xen_guest string carries XEN_VERSION, LOADER and the addresses"
         );
 
         let mut t = TestElf::valid();
@@ -1096,7 +1095,10 @@ mod tests {
 
         let mut t = TestElf::valid();
         t.drop_note(elfnote::XEN_VERSION);
-        assert_eq!(msg(&t), "XEN_VERSION note missing (Xen requires \"xen-3.0\")");
+        assert_eq!(
+            msg(&t),
+            "XEN_VERSION note missing (Xen requires \"xen-3.0\")"
+        );
         let mut t = TestElf::valid();
         t.drop_note(elfnote::LOADER);
         assert_eq!(

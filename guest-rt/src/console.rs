@@ -122,10 +122,11 @@ mod kernel {
                 Some((va as *mut XenconsInterface, port))
             });
             let sink = match ring {
-                // SAFETY: the caller's contract: the ring is mapped at `va` and this writer
-                // is its only producer.
                 Some((va, port)) => {
-                    Sink::Ring(unsafe { ConsoleRingWriter::new(va, EvtchnNotifier(port)) })
+                    // SAFETY: the caller's contract: the ring is mapped at `va` and this
+                    // writer is its only producer.
+                    let writer = unsafe { ConsoleRingWriter::new(va, EvtchnNotifier(port)) };
+                    Sink::Ring(writer)
                 }
                 None => Sink::ConsoleIo,
             };

@@ -7,7 +7,7 @@ use xen_pv_rt::{StartInfo, println};
 xen_pv_rt::entry!(main);
 
 fn main(si: &'static StartInfo) -> ! {
-    let kind = if si.is_initial_domain() { "dom0" } else { "domU" };
+    let kind = ["domU", "dom0"][si.is_initial_domain() as usize];
     println!("minimal: hello from a {kind} of {} pages", si.nr_pages);
     println!("minimal: command line \"{}\"", si.cmd_line_str());
     match xen_version() {

@@ -16,7 +16,10 @@ const DELAY_NS: u64 = 1_000_000;
 
 fn main(si: &'static StartInfo) -> ! {
     match run(si) {
-        Ok(()) => println!("timer-events: {ROUNDS} timer events, {} upcalls", events::upcalls()),
+        Ok(()) => println!(
+            "timer-events: {ROUNDS} timer events, {} upcalls",
+            events::upcalls()
+        ),
         Err(e) => println!("timer-events: failed: {e}"),
     }
     xen_pv_rt::poweroff()

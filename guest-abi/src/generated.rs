@@ -1193,7 +1193,6 @@ pub mod call_on {
 /// what a PV guest kernel calls.
 #[cfg(target_arch = "x86_64")]
 pub mod call {
-
     /// `set_trap_table` (0): Install the virtual IDT (array ended by an entry with address 0; NULL clears).
     ///
     /// # Safety

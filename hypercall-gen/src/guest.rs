@@ -79,7 +79,7 @@ pub(crate) fn generate(def: &Definition) -> String {
         w,
         "/// The [`call_on`] wrappers with the bare-metal transport \
          ([`crate::transport::Native`]):\n/// what a PV guest kernel calls.\n\
-         #[cfg(target_arch = \"x86_64\")]\npub mod call {{\n"
+         #[cfg(target_arch = \"x86_64\")]\npub mod call {{"
     );
     for h in &def.hypercalls {
         if h.flags.contains(&Flag::Noreturn) {

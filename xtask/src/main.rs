@@ -100,6 +100,12 @@ enum Cmd {
     /// Regenerate the hypercall table, guest wrappers, dispatch and docs/hypercalls.md
     /// from hypercall-gen/hypercalls.toml.
     Gen,
+    /// Check guest-abi's public API against guest-abi/public-api.txt (or rewrite it).
+    PublicApi {
+        /// Rewrite the snapshot instead of checking it.
+        #[arg(long)]
+        write: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -207,6 +213,28 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Gen => {
             xtask::hypercalls::gen_hypercalls()?;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::PublicApi { write: true } => {
+            let path = xtask::public_api::write_snapshot()?;
+            println!("wrote {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::PublicApi { write: false } => {
+            let diff = xtask::public_api::diff_against_snapshot()?;
+            if diff.is_empty() {
+                println!(
+                    "guest-abi public API matches {}",
+                    xtask::public_api::SNAPSHOT
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(err!(
+                    "guest-abi's public API differs from {} (review the semver impact, then \
+                     `cargo xtask public-api --write`):\n{}",
+                    xtask::public_api::SNAPSHOT,
+                    diff.join("\n")
+                ))
+            }
         }
     }
 }

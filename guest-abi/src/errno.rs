@@ -8,7 +8,7 @@ macro_rules! errnos {
     ($($name:ident = $val:expr),* $(,)?) => {
         impl Errno {
             $(
-                #[allow(missing_docs)]
+                #[doc = concat!("`", stringify!($name), "` (", stringify!($val), ").")]
                 pub const $name: Errno = Errno($val);
             )*
 

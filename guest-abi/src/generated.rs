@@ -501,16 +501,699 @@ pub mod physdev_op {
     pub const PHYSDEVOP_RELEASE_MSIX: u32 = 31;
 }
 
-/// One typed `unsafe fn` per hypercall, on top of [`crate::raw`]: argument types and
-/// pointer directions come from the definition; the result is the raw `rax` (negative
-/// Xen errno on failure, see [`crate::Errno::check`]).
-#[cfg(target_arch = "x86_64")]
-pub mod call {
+/// One typed `unsafe fn` per hypercall over any [`crate::transport::Transport`]: argument
+/// types and pointer directions come from the definition; the result is the raw return
+/// value (negative Xen errno on failure, see [`crate::Errno::check`]).
+pub mod call_on {
     use super::nr;
+    use crate::transport::Transport;
 
     /// `set_trap_table` (0): Install the virtual IDT (array ended by an entry with address 0; NULL clears).
     ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn set_trap_table<T: Transport + ?Sized>(
+        t: &T,
+        traps: *const crate::traps::TrapInfo,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall1(nr::SET_TRAP_TABLE, traps as u64) }
+    }
+
+    /// `mmu_update` (1): Batch of page-table / machine-to-phys updates, validated one by one.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn mmu_update<T: Transport + ?Sized>(
+        t: &T,
+        reqs: *const crate::mmu::MmuUpdate,
+        count: u32,
+        pdone: *mut u32,
+        foreigndom: u32,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            t.hypercall4(
+                nr::MMU_UPDATE,
+                reqs as u64,
+                u64::from(count),
+                pdone as u64,
+                u64::from(foreigndom),
+            )
+        }
+    }
+
+    /// `set_gdt` (2): Install a GDT made of read-only guest frames.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn set_gdt<T: Transport + ?Sized>(
+        t: &T,
+        frame_list: *const u64,
+        entries: u32,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall2(nr::SET_GDT, frame_list as u64, u64::from(entries)) }
+    }
+
+    /// `stack_switch` (3): Set the kernel stack used on entry from guest user mode.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn stack_switch<T: Transport + ?Sized>(t: &T, ss: u64, rsp: u64) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall2(nr::STACK_SWITCH, ss, rsp) }
+    }
+
+    /// `set_callbacks` (4): Register the event, failsafe and syscall callback entry points.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn set_callbacks<T: Transport + ?Sized>(
+        t: &T,
+        event_rip: u64,
+        failsafe_rip: u64,
+        syscall_rip: u64,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall3(nr::SET_CALLBACKS, event_rip, failsafe_rip, syscall_rip) }
+    }
+
+    /// `fpu_taskswitch` (5): Set (non-zero) or clear the virtual CR0.TS.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn fpu_taskswitch<T: Transport + ?Sized>(t: &T, set: i32) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall1(nr::FPU_TASKSWITCH, set as u64) }
+    }
+
+    /// `sched_op_compat` (6): Legacy sched_op (SCHEDOP_yield, SCHEDOP_shutdown): the shutdown reason is `arg` itself.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn sched_op_compat<T: Transport + ?Sized>(t: &T, cmd: u32, arg: u64) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall2(nr::SCHED_OP_COMPAT, u64::from(cmd), arg) }
+    }
+
+    /// `platform_op` (7): Platform management (time, microcode, power) for the control domain.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn platform_op<T: Transport + ?Sized>(t: &T, op: *mut core::ffi::c_void) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall1(nr::PLATFORM_OP, op as u64) }
+    }
+
+    /// `set_debugreg` (8): Write debug register `reg` (0-7).
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn set_debugreg<T: Transport + ?Sized>(t: &T, reg: i32, value: u64) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall2(nr::SET_DEBUGREG, reg as u64, value) }
+    }
+
+    /// `get_debugreg` (9): Read debug register `reg` (0-7); the value is the result.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn get_debugreg<T: Transport + ?Sized>(t: &T, reg: i32) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall1(nr::GET_DEBUGREG, reg as u64) }
+    }
+
+    /// `update_descriptor` (10): Write one GDT/LDT descriptor at machine address `maddr`.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn update_descriptor<T: Transport + ?Sized>(t: &T, maddr: u64, desc: u64) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall2(nr::UPDATE_DESCRIPTOR, maddr, desc) }
+    }
+
+    /// `memory_op` (12): Reservations, physmap and memory map queries (cmd bits 5:0; higher bits continue).
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn memory_op<T: Transport + ?Sized>(
+        t: &T,
+        cmd: u64,
+        arg: *mut core::ffi::c_void,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall2(nr::MEMORY_OP, cmd, arg as u64) }
+    }
+
+    /// `multicall` (13): Run a batch of hypercalls; each entry's result is written back.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn multicall<T: Transport + ?Sized>(
+        t: &T,
+        calls: *mut crate::mmu::MulticallEntry,
+        nr_calls: u32,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall2(nr::MULTICALL, calls as u64, u64::from(nr_calls)) }
+    }
+
+    /// `update_va_mapping` (14): Write the L1 entry that maps `va` in the current page tables, then flush.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn update_va_mapping<T: Transport + ?Sized>(
+        t: &T,
+        va: u64,
+        new_pte: u64,
+        flags: u64,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall3(nr::UPDATE_VA_MAPPING, va, new_pte, flags) }
+    }
+
+    /// `set_timer_op` (15): One-shot timer at absolute system time (ns); 0 cancels.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn set_timer_op<T: Transport + ?Sized>(t: &T, timeout: u64) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall1(nr::SET_TIMER_OP, timeout) }
+    }
+
+    /// `event_channel_op_compat` (16): Legacy event_channel_op: `struct evtchn_op` carries cmd and argument.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn event_channel_op_compat<T: Transport + ?Sized>(
+        t: &T,
+        op: *mut core::ffi::c_void,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall1(nr::EVENT_CHANNEL_OP_COMPAT, op as u64) }
+    }
+
+    /// `xen_version` (17): Version, capabilities, features and build information.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn xen_version<T: Transport + ?Sized>(
+        t: &T,
+        cmd: u32,
+        arg: *mut core::ffi::c_void,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall2(nr::XEN_VERSION, u64::from(cmd), arg as u64) }
+    }
+
+    /// `console_io` (18): Write to (or read from) the hypervisor console.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn console_io<T: Transport + ?Sized>(
+        t: &T,
+        cmd: u32,
+        count: u32,
+        buf: *mut u8,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall3(nr::CONSOLE_IO, u64::from(cmd), u64::from(count), buf as u64) }
+    }
+
+    /// `physdev_op_compat` (19): Legacy physdev_op: `struct physdev_op` carries cmd and argument.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn physdev_op_compat<T: Transport + ?Sized>(
+        t: &T,
+        op: *mut core::ffi::c_void,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall1(nr::PHYSDEV_OP_COMPAT, op as u64) }
+    }
+
+    /// `grant_table_op` (20): Grant-table operations on an array of `count` per-command structures.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn grant_table_op<T: Transport + ?Sized>(
+        t: &T,
+        cmd: u32,
+        uop: *mut core::ffi::c_void,
+        count: u32,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            t.hypercall3(
+                nr::GRANT_TABLE_OP,
+                u64::from(cmd),
+                uop as u64,
+                u64::from(count),
+            )
+        }
+    }
+
+    /// `vm_assist` (21): Enable or disable an optional hypervisor assist for this domain.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn vm_assist<T: Transport + ?Sized>(t: &T, cmd: u32, r#type: u32) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall2(nr::VM_ASSIST, u64::from(cmd), u64::from(r#type)) }
+    }
+
+    /// `update_va_mapping_otherdomain` (22): update_va_mapping for mappings of another domain's frames.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn update_va_mapping_otherdomain<T: Transport + ?Sized>(
+        t: &T,
+        va: u64,
+        new_pte: u64,
+        flags: u64,
+        domid: u16,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            t.hypercall4(
+                nr::UPDATE_VA_MAPPING_OTHERDOMAIN,
+                va,
+                new_pte,
+                flags,
+                u64::from(domid),
+            )
+        }
+    }
+
+    /// `vcpu_op` (24): Per-vCPU control: bring up/down, timers, runstate and vcpu_info areas.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn vcpu_op<T: Transport + ?Sized>(
+        t: &T,
+        cmd: u32,
+        vcpuid: u32,
+        arg: *mut core::ffi::c_void,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall3(nr::VCPU_OP, u64::from(cmd), u64::from(vcpuid), arg as u64) }
+    }
+
+    /// `set_segment_base` (25): Set the FS base, a GS base, or the user GS selector.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn set_segment_base<T: Transport + ?Sized>(t: &T, which: u32, base: u64) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall2(nr::SET_SEGMENT_BASE, u64::from(which), base) }
+    }
+
+    /// `mmuext_op` (26): Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn mmuext_op<T: Transport + ?Sized>(
+        t: &T,
+        ops: *const crate::mmu::MmuextOp,
+        count: u32,
+        pdone: *mut u32,
+        foreigndom: u32,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            t.hypercall4(
+                nr::MMUEXT_OP,
+                ops as u64,
+                u64::from(count),
+                pdone as u64,
+                u64::from(foreigndom),
+            )
+        }
+    }
+
+    /// `xsm_op` (27): Security-module (XSM/FLASK) operations.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn xsm_op<T: Transport + ?Sized>(t: &T, op: *mut core::ffi::c_void) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall1(nr::XSM_OP, op as u64) }
+    }
+
+    /// `nmi_op` (28): Register or unregister the NMI callback.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn nmi_op<T: Transport + ?Sized>(
+        t: &T,
+        cmd: u32,
+        arg: *const core::ffi::c_void,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall2(nr::NMI_OP, u64::from(cmd), arg as u64) }
+    }
+
+    /// `sched_op` (29): Yield, block, shut down, poll.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn sched_op<T: Transport + ?Sized>(
+        t: &T,
+        cmd: u32,
+        arg: *const core::ffi::c_void,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall2(nr::SCHED_OP, u64::from(cmd), arg as u64) }
+    }
+
+    /// `callback_op` (30): Register or unregister an event, failsafe, syscall or NMI callback.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn callback_op<T: Transport + ?Sized>(
+        t: &T,
+        cmd: u32,
+        arg: *const core::ffi::c_void,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall2(nr::CALLBACK_OP, u64::from(cmd), arg as u64) }
+    }
+
+    /// `xenoprof_op` (31): Profiling (oprofile); not in the 64-bit PV table of current Xen.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn xenoprof_op<T: Transport + ?Sized>(
+        t: &T,
+        op: u32,
+        arg: *mut core::ffi::c_void,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall2(nr::XENOPROF_OP, u64::from(op), arg as u64) }
+    }
+
+    /// `event_channel_op` (32): Event channels: allocate, bind, send, close, status.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn event_channel_op<T: Transport + ?Sized>(
+        t: &T,
+        cmd: u32,
+        arg: *mut core::ffi::c_void,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall2(nr::EVENT_CHANNEL_OP, u64::from(cmd), arg as u64) }
+    }
+
+    /// `physdev_op` (33): Physical device and IRQ control (mostly for privileged or I/O domains).
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn physdev_op<T: Transport + ?Sized>(
+        t: &T,
+        cmd: u32,
+        arg: *mut core::ffi::c_void,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall2(nr::PHYSDEV_OP, u64::from(cmd), arg as u64) }
+    }
+
+    /// `hvm_op` (34): HVM parameters and controls (a PV guest uses few of them).
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn hvm_op<T: Transport + ?Sized>(
+        t: &T,
+        op: u64,
+        arg: *mut core::ffi::c_void,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall2(nr::HVM_OP, op, arg as u64) }
+    }
+
+    /// `sysctl` (35): System-wide control for the toolstack.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn sysctl<T: Transport + ?Sized>(t: &T, op: *mut core::ffi::c_void) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall1(nr::SYSCTL, op as u64) }
+    }
+
+    /// `domctl` (36): Per-domain control for the toolstack.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn domctl<T: Transport + ?Sized>(t: &T, op: *mut core::ffi::c_void) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall1(nr::DOMCTL, op as u64) }
+    }
+
+    /// `kexec_op` (37): Load and execute a crash or replacement kernel.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn kexec_op<T: Transport + ?Sized>(
+        t: &T,
+        op: u64,
+        arg: *mut core::ffi::c_void,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall2(nr::KEXEC_OP, op, arg as u64) }
+    }
+
+    /// `tmem_op` (38): Transcendent memory (removed from Xen).
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn tmem_op<T: Transport + ?Sized>(t: &T, op: *mut core::ffi::c_void) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall1(nr::TMEM_OP, op as u64) }
+    }
+
+    /// `argo_op` (39): Argo inter-domain messaging.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn argo_op<T: Transport + ?Sized>(
+        t: &T,
+        cmd: u32,
+        arg1: *mut core::ffi::c_void,
+        arg2: *mut core::ffi::c_void,
+        arg3: u64,
+        arg4: u64,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            t.hypercall5(
+                nr::ARGO_OP,
+                [u64::from(cmd), arg1 as u64, arg2 as u64, arg3, arg4],
+            )
+        }
+    }
+
+    /// `xenpmu_op` (40): Virtual performance monitoring unit.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn xenpmu_op<T: Transport + ?Sized>(
+        t: &T,
+        op: u32,
+        arg: *mut core::ffi::c_void,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall2(nr::XENPMU_OP, u64::from(op), arg as u64) }
+    }
+
+    /// `dm_op` (41): Device-model operations on a target domain.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn dm_op<T: Transport + ?Sized>(
+        t: &T,
+        domid: u16,
+        nr_bufs: u32,
+        bufs: *mut core::ffi::c_void,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall3(nr::DM_OP, u64::from(domid), u64::from(nr_bufs), bufs as u64) }
+    }
+
+    /// `hypfs_op` (42): Hypervisor file system (read/write runtime parameters).
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn hypfs_op<T: Transport + ?Sized>(
+        t: &T,
+        cmd: u32,
+        path: *const u8,
+        path_len: u64,
+        buf: *mut u8,
+        buf_len: u64,
+    ) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            t.hypercall5(
+                nr::HYPFS_OP,
+                [u64::from(cmd), path as u64, path_len, buf as u64, buf_len],
+            )
+        }
+    }
+
+    /// `arch_0` (48): First architecture-specific hypercall: `mca` (machine-check architecture, dom0) on x86.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn arch_0<T: Transport + ?Sized>(t: &T, op: *mut core::ffi::c_void) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall1(nr::ARCH_0, op as u64) }
+    }
+
+    /// `arch_1` (49): Second architecture-specific hypercall: `paging_domctl_cont` on x86 (the continuation of a toolstack paging domctl). arch_2..arch_7 (50..55) are not defined on x86.
+    ///
+    /// # Safety
+    ///
+    /// The hypervisor reads and writes the memory the pointer arguments designate and may
+    /// change the state of the domain: the caller upholds the hypercall's contract.
+    #[inline]
+    pub unsafe fn arch_1<T: Transport + ?Sized>(t: &T, u_domctl: *mut core::ffi::c_void) -> i64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { t.hypercall1(nr::ARCH_1, u_domctl as u64) }
+    }
+}
+
+/// The [`call_on`] wrappers with the bare-metal transport ([`crate::transport::Native`]):
+/// what a PV guest kernel calls.
+#[cfg(target_arch = "x86_64")]
+pub mod call {
+    /// `set_trap_table` (0): Install the virtual IDT (array ended by an entry with address 0; NULL clears).
     ///
     /// # Safety
     ///
@@ -519,12 +1202,10 @@ pub mod call {
     #[inline]
     pub unsafe fn set_trap_table(traps: *const crate::traps::TrapInfo) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall1(nr::SET_TRAP_TABLE, traps as u64) }
+        unsafe { super::call_on::set_trap_table(&crate::transport::Native, traps) }
     }
 
     /// `mmu_update` (1): Batch of page-table / machine-to-phys updates, validated one by one.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -539,19 +1220,11 @@ pub mod call {
     ) -> i64 {
         // SAFETY: forwarded to the caller.
         unsafe {
-            crate::raw::hypercall4(
-                nr::MMU_UPDATE,
-                reqs as u64,
-                u64::from(count),
-                pdone as u64,
-                u64::from(foreigndom),
-            )
+            super::call_on::mmu_update(&crate::transport::Native, reqs, count, pdone, foreigndom)
         }
     }
 
     /// `set_gdt` (2): Install a GDT made of read-only guest frames.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -560,12 +1233,10 @@ pub mod call {
     #[inline]
     pub unsafe fn set_gdt(frame_list: *const u64, entries: u32) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::SET_GDT, frame_list as u64, u64::from(entries)) }
+        unsafe { super::call_on::set_gdt(&crate::transport::Native, frame_list, entries) }
     }
 
     /// `stack_switch` (3): Set the kernel stack used on entry from guest user mode.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -574,12 +1245,10 @@ pub mod call {
     #[inline]
     pub unsafe fn stack_switch(ss: u64, rsp: u64) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::STACK_SWITCH, ss, rsp) }
+        unsafe { super::call_on::stack_switch(&crate::transport::Native, ss, rsp) }
     }
 
     /// `set_callbacks` (4): Register the event, failsafe and syscall callback entry points.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -588,12 +1257,17 @@ pub mod call {
     #[inline]
     pub unsafe fn set_callbacks(event_rip: u64, failsafe_rip: u64, syscall_rip: u64) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall3(nr::SET_CALLBACKS, event_rip, failsafe_rip, syscall_rip) }
+        unsafe {
+            super::call_on::set_callbacks(
+                &crate::transport::Native,
+                event_rip,
+                failsafe_rip,
+                syscall_rip,
+            )
+        }
     }
 
     /// `fpu_taskswitch` (5): Set (non-zero) or clear the virtual CR0.TS.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -602,12 +1276,10 @@ pub mod call {
     #[inline]
     pub unsafe fn fpu_taskswitch(set: i32) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall1(nr::FPU_TASKSWITCH, set as u64) }
+        unsafe { super::call_on::fpu_taskswitch(&crate::transport::Native, set) }
     }
 
     /// `sched_op_compat` (6): Legacy sched_op (SCHEDOP_yield, SCHEDOP_shutdown): the shutdown reason is `arg` itself.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -616,12 +1288,10 @@ pub mod call {
     #[inline]
     pub unsafe fn sched_op_compat(cmd: u32, arg: u64) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::SCHED_OP_COMPAT, u64::from(cmd), arg) }
+        unsafe { super::call_on::sched_op_compat(&crate::transport::Native, cmd, arg) }
     }
 
     /// `platform_op` (7): Platform management (time, microcode, power) for the control domain.
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -630,12 +1300,10 @@ pub mod call {
     #[inline]
     pub unsafe fn platform_op(op: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall1(nr::PLATFORM_OP, op as u64) }
+        unsafe { super::call_on::platform_op(&crate::transport::Native, op) }
     }
 
     /// `set_debugreg` (8): Write debug register `reg` (0-7).
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -644,12 +1312,10 @@ pub mod call {
     #[inline]
     pub unsafe fn set_debugreg(reg: i32, value: u64) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::SET_DEBUGREG, reg as u64, value) }
+        unsafe { super::call_on::set_debugreg(&crate::transport::Native, reg, value) }
     }
 
     /// `get_debugreg` (9): Read debug register `reg` (0-7); the value is the result.
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -658,12 +1324,10 @@ pub mod call {
     #[inline]
     pub unsafe fn get_debugreg(reg: i32) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall1(nr::GET_DEBUGREG, reg as u64) }
+        unsafe { super::call_on::get_debugreg(&crate::transport::Native, reg) }
     }
 
     /// `update_descriptor` (10): Write one GDT/LDT descriptor at machine address `maddr`.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -672,12 +1336,10 @@ pub mod call {
     #[inline]
     pub unsafe fn update_descriptor(maddr: u64, desc: u64) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::UPDATE_DESCRIPTOR, maddr, desc) }
+        unsafe { super::call_on::update_descriptor(&crate::transport::Native, maddr, desc) }
     }
 
     /// `memory_op` (12): Reservations, physmap and memory map queries (cmd bits 5:0; higher bits continue).
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -686,12 +1348,10 @@ pub mod call {
     #[inline]
     pub unsafe fn memory_op(cmd: u64, arg: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::MEMORY_OP, cmd, arg as u64) }
+        unsafe { super::call_on::memory_op(&crate::transport::Native, cmd, arg) }
     }
 
     /// `multicall` (13): Run a batch of hypercalls; each entry's result is written back.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -700,12 +1360,10 @@ pub mod call {
     #[inline]
     pub unsafe fn multicall(calls: *mut crate::mmu::MulticallEntry, nr_calls: u32) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::MULTICALL, calls as u64, u64::from(nr_calls)) }
+        unsafe { super::call_on::multicall(&crate::transport::Native, calls, nr_calls) }
     }
 
     /// `update_va_mapping` (14): Write the L1 entry that maps `va` in the current page tables, then flush.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -714,12 +1372,10 @@ pub mod call {
     #[inline]
     pub unsafe fn update_va_mapping(va: u64, new_pte: u64, flags: u64) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall3(nr::UPDATE_VA_MAPPING, va, new_pte, flags) }
+        unsafe { super::call_on::update_va_mapping(&crate::transport::Native, va, new_pte, flags) }
     }
 
     /// `set_timer_op` (15): One-shot timer at absolute system time (ns); 0 cancels.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -728,12 +1384,10 @@ pub mod call {
     #[inline]
     pub unsafe fn set_timer_op(timeout: u64) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall1(nr::SET_TIMER_OP, timeout) }
+        unsafe { super::call_on::set_timer_op(&crate::transport::Native, timeout) }
     }
 
     /// `event_channel_op_compat` (16): Legacy event_channel_op: `struct evtchn_op` carries cmd and argument.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -742,12 +1396,10 @@ pub mod call {
     #[inline]
     pub unsafe fn event_channel_op_compat(op: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall1(nr::EVENT_CHANNEL_OP_COMPAT, op as u64) }
+        unsafe { super::call_on::event_channel_op_compat(&crate::transport::Native, op) }
     }
 
     /// `xen_version` (17): Version, capabilities, features and build information.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -756,12 +1408,10 @@ pub mod call {
     #[inline]
     pub unsafe fn xen_version(cmd: u32, arg: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::XEN_VERSION, u64::from(cmd), arg as u64) }
+        unsafe { super::call_on::xen_version(&crate::transport::Native, cmd, arg) }
     }
 
     /// `console_io` (18): Write to (or read from) the hypervisor console.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -770,14 +1420,10 @@ pub mod call {
     #[inline]
     pub unsafe fn console_io(cmd: u32, count: u32, buf: *mut u8) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe {
-            crate::raw::hypercall3(nr::CONSOLE_IO, u64::from(cmd), u64::from(count), buf as u64)
-        }
+        unsafe { super::call_on::console_io(&crate::transport::Native, cmd, count, buf) }
     }
 
     /// `physdev_op_compat` (19): Legacy physdev_op: `struct physdev_op` carries cmd and argument.
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -786,12 +1432,10 @@ pub mod call {
     #[inline]
     pub unsafe fn physdev_op_compat(op: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall1(nr::PHYSDEV_OP_COMPAT, op as u64) }
+        unsafe { super::call_on::physdev_op_compat(&crate::transport::Native, op) }
     }
 
     /// `grant_table_op` (20): Grant-table operations on an array of `count` per-command structures.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -800,19 +1444,10 @@ pub mod call {
     #[inline]
     pub unsafe fn grant_table_op(cmd: u32, uop: *mut core::ffi::c_void, count: u32) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe {
-            crate::raw::hypercall3(
-                nr::GRANT_TABLE_OP,
-                u64::from(cmd),
-                uop as u64,
-                u64::from(count),
-            )
-        }
+        unsafe { super::call_on::grant_table_op(&crate::transport::Native, cmd, uop, count) }
     }
 
     /// `vm_assist` (21): Enable or disable an optional hypervisor assist for this domain.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -821,12 +1456,10 @@ pub mod call {
     #[inline]
     pub unsafe fn vm_assist(cmd: u32, r#type: u32) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::VM_ASSIST, u64::from(cmd), u64::from(r#type)) }
+        unsafe { super::call_on::vm_assist(&crate::transport::Native, cmd, r#type) }
     }
 
     /// `update_va_mapping_otherdomain` (22): update_va_mapping for mappings of another domain's frames.
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -841,19 +1474,17 @@ pub mod call {
     ) -> i64 {
         // SAFETY: forwarded to the caller.
         unsafe {
-            crate::raw::hypercall4(
-                nr::UPDATE_VA_MAPPING_OTHERDOMAIN,
+            super::call_on::update_va_mapping_otherdomain(
+                &crate::transport::Native,
                 va,
                 new_pte,
                 flags,
-                u64::from(domid),
+                domid,
             )
         }
     }
 
     /// `vcpu_op` (24): Per-vCPU control: bring up/down, timers, runstate and vcpu_info areas.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -862,14 +1493,10 @@ pub mod call {
     #[inline]
     pub unsafe fn vcpu_op(cmd: u32, vcpuid: u32, arg: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe {
-            crate::raw::hypercall3(nr::VCPU_OP, u64::from(cmd), u64::from(vcpuid), arg as u64)
-        }
+        unsafe { super::call_on::vcpu_op(&crate::transport::Native, cmd, vcpuid, arg) }
     }
 
     /// `set_segment_base` (25): Set the FS base, a GS base, or the user GS selector.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -878,12 +1505,10 @@ pub mod call {
     #[inline]
     pub unsafe fn set_segment_base(which: u32, base: u64) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::SET_SEGMENT_BASE, u64::from(which), base) }
+        unsafe { super::call_on::set_segment_base(&crate::transport::Native, which, base) }
     }
 
     /// `mmuext_op` (26): Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -898,19 +1523,11 @@ pub mod call {
     ) -> i64 {
         // SAFETY: forwarded to the caller.
         unsafe {
-            crate::raw::hypercall4(
-                nr::MMUEXT_OP,
-                ops as u64,
-                u64::from(count),
-                pdone as u64,
-                u64::from(foreigndom),
-            )
+            super::call_on::mmuext_op(&crate::transport::Native, ops, count, pdone, foreigndom)
         }
     }
 
     /// `xsm_op` (27): Security-module (XSM/FLASK) operations.
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -919,12 +1536,10 @@ pub mod call {
     #[inline]
     pub unsafe fn xsm_op(op: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall1(nr::XSM_OP, op as u64) }
+        unsafe { super::call_on::xsm_op(&crate::transport::Native, op) }
     }
 
     /// `nmi_op` (28): Register or unregister the NMI callback.
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -933,12 +1548,10 @@ pub mod call {
     #[inline]
     pub unsafe fn nmi_op(cmd: u32, arg: *const core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::NMI_OP, u64::from(cmd), arg as u64) }
+        unsafe { super::call_on::nmi_op(&crate::transport::Native, cmd, arg) }
     }
 
     /// `sched_op` (29): Yield, block, shut down, poll.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -947,12 +1560,10 @@ pub mod call {
     #[inline]
     pub unsafe fn sched_op(cmd: u32, arg: *const core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::SCHED_OP, u64::from(cmd), arg as u64) }
+        unsafe { super::call_on::sched_op(&crate::transport::Native, cmd, arg) }
     }
 
     /// `callback_op` (30): Register or unregister an event, failsafe, syscall or NMI callback.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -961,12 +1572,10 @@ pub mod call {
     #[inline]
     pub unsafe fn callback_op(cmd: u32, arg: *const core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::CALLBACK_OP, u64::from(cmd), arg as u64) }
+        unsafe { super::call_on::callback_op(&crate::transport::Native, cmd, arg) }
     }
 
     /// `xenoprof_op` (31): Profiling (oprofile); not in the 64-bit PV table of current Xen.
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -975,12 +1584,10 @@ pub mod call {
     #[inline]
     pub unsafe fn xenoprof_op(op: u32, arg: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::XENOPROF_OP, u64::from(op), arg as u64) }
+        unsafe { super::call_on::xenoprof_op(&crate::transport::Native, op, arg) }
     }
 
     /// `event_channel_op` (32): Event channels: allocate, bind, send, close, status.
-    ///
-    /// Xen's hypercall; implemented by this project's hypervisor.
     ///
     /// # Safety
     ///
@@ -989,12 +1596,10 @@ pub mod call {
     #[inline]
     pub unsafe fn event_channel_op(cmd: u32, arg: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::EVENT_CHANNEL_OP, u64::from(cmd), arg as u64) }
+        unsafe { super::call_on::event_channel_op(&crate::transport::Native, cmd, arg) }
     }
 
     /// `physdev_op` (33): Physical device and IRQ control (mostly for privileged or I/O domains).
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -1003,12 +1608,10 @@ pub mod call {
     #[inline]
     pub unsafe fn physdev_op(cmd: u32, arg: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::PHYSDEV_OP, u64::from(cmd), arg as u64) }
+        unsafe { super::call_on::physdev_op(&crate::transport::Native, cmd, arg) }
     }
 
     /// `hvm_op` (34): HVM parameters and controls (a PV guest uses few of them).
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -1017,12 +1620,10 @@ pub mod call {
     #[inline]
     pub unsafe fn hvm_op(op: u64, arg: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::HVM_OP, op, arg as u64) }
+        unsafe { super::call_on::hvm_op(&crate::transport::Native, op, arg) }
     }
 
     /// `sysctl` (35): System-wide control for the toolstack.
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -1031,12 +1632,10 @@ pub mod call {
     #[inline]
     pub unsafe fn sysctl(op: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall1(nr::SYSCTL, op as u64) }
+        unsafe { super::call_on::sysctl(&crate::transport::Native, op) }
     }
 
     /// `domctl` (36): Per-domain control for the toolstack.
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -1045,12 +1644,10 @@ pub mod call {
     #[inline]
     pub unsafe fn domctl(op: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall1(nr::DOMCTL, op as u64) }
+        unsafe { super::call_on::domctl(&crate::transport::Native, op) }
     }
 
     /// `kexec_op` (37): Load and execute a crash or replacement kernel.
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -1059,12 +1656,10 @@ pub mod call {
     #[inline]
     pub unsafe fn kexec_op(op: u64, arg: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::KEXEC_OP, op, arg as u64) }
+        unsafe { super::call_on::kexec_op(&crate::transport::Native, op, arg) }
     }
 
     /// `tmem_op` (38): Transcendent memory (removed from Xen).
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -1073,12 +1668,10 @@ pub mod call {
     #[inline]
     pub unsafe fn tmem_op(op: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall1(nr::TMEM_OP, op as u64) }
+        unsafe { super::call_on::tmem_op(&crate::transport::Native, op) }
     }
 
     /// `argo_op` (39): Argo inter-domain messaging.
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -1093,21 +1686,10 @@ pub mod call {
         arg4: u64,
     ) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe {
-            crate::raw::hypercall5(
-                nr::ARGO_OP,
-                u64::from(cmd),
-                arg1 as u64,
-                arg2 as u64,
-                arg3,
-                arg4,
-            )
-        }
+        unsafe { super::call_on::argo_op(&crate::transport::Native, cmd, arg1, arg2, arg3, arg4) }
     }
 
     /// `xenpmu_op` (40): Virtual performance monitoring unit.
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -1116,12 +1698,10 @@ pub mod call {
     #[inline]
     pub unsafe fn xenpmu_op(op: u32, arg: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall2(nr::XENPMU_OP, u64::from(op), arg as u64) }
+        unsafe { super::call_on::xenpmu_op(&crate::transport::Native, op, arg) }
     }
 
     /// `dm_op` (41): Device-model operations on a target domain.
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -1130,14 +1710,10 @@ pub mod call {
     #[inline]
     pub unsafe fn dm_op(domid: u16, nr_bufs: u32, bufs: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe {
-            crate::raw::hypercall3(nr::DM_OP, u64::from(domid), u64::from(nr_bufs), bufs as u64)
-        }
+        unsafe { super::call_on::dm_op(&crate::transport::Native, domid, nr_bufs, bufs) }
     }
 
     /// `hypfs_op` (42): Hypervisor file system (read/write runtime parameters).
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -1153,20 +1729,11 @@ pub mod call {
     ) -> i64 {
         // SAFETY: forwarded to the caller.
         unsafe {
-            crate::raw::hypercall5(
-                nr::HYPFS_OP,
-                u64::from(cmd),
-                path as u64,
-                path_len,
-                buf as u64,
-                buf_len,
-            )
+            super::call_on::hypfs_op(&crate::transport::Native, cmd, path, path_len, buf, buf_len)
         }
     }
 
     /// `arch_0` (48): First architecture-specific hypercall: `mca` (machine-check architecture, dom0) on x86.
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -1175,12 +1742,10 @@ pub mod call {
     #[inline]
     pub unsafe fn arch_0(op: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall1(nr::ARCH_0, op as u64) }
+        unsafe { super::call_on::arch_0(&crate::transport::Native, op) }
     }
 
     /// `arch_1` (49): Second architecture-specific hypercall: `paging_domctl_cont` on x86 (the continuation of a toolstack paging domctl). arch_2..arch_7 (50..55) are not defined on x86.
-    ///
-    /// Xen's hypercall; not implemented by this project's hypervisor (-ENOSYS).
     ///
     /// # Safety
     ///
@@ -1189,7 +1754,7 @@ pub mod call {
     #[inline]
     pub unsafe fn arch_1(u_domctl: *mut core::ffi::c_void) -> i64 {
         // SAFETY: forwarded to the caller.
-        unsafe { crate::raw::hypercall1(nr::ARCH_1, u_domctl as u64) }
+        unsafe { super::call_on::arch_1(&crate::transport::Native, u_domctl) }
     }
 }
 

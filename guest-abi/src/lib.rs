@@ -1,16 +1,11 @@
-//! The Xen x86_64 PV guest ABI, as a `no_std` crate for ported guest kernels and PV
-//! driver authors.
-//!
-//! This crate is the *contract* between a guest and a Xen-compatible hypervisor: numbers,
-//! layouts and the small amount of code needed to use them (hypercall instructions, ring
-//! writers, ELF notes). It contains no hypervisor internals and works on real Xen as well
-//! as on this project's hypervisor.
-//!
-//! Every `#[repr(C)]` structure carries compile-time size and offset assertions that match
-//! the Xen public headers (see `docs/` in the repository for the sources).
+#![doc = include_str!("../README.md")]
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(all(feature = "privcmd", target_os = "linux"))]
+extern crate std;
 
 pub mod console;
 pub mod elfnote;
@@ -27,15 +22,31 @@ pub mod ids;
 pub mod layout;
 pub mod mmu;
 pub mod nr;
+#[cfg(all(feature = "privcmd", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "privcmd", target_os = "linux"))))]
+pub mod privcmd;
 #[cfg(target_arch = "x86_64")]
 pub mod raw;
 pub mod sched;
 pub mod shared_info;
 pub mod start_info;
 pub mod time;
+pub mod transport;
 pub mod traps;
 pub mod version;
 pub mod xenstore;
 
 pub use errno::Errno;
 pub use ids::{DomId, EvtchnPort, GrantRef, Mfn, Pfn, VcpuId};
+
+/// The Xen public interface version this crate follows (`__XEN_INTERFACE_VERSION__`
+/// of Xen 4.17: `0x00040011`). Layouts and numbers match Xen's public headers at that
+/// version; the PV ABI they describe is stable, so kernels built on this crate run on
+/// older and newer Xen too.
+pub const XEN_INTERFACE_VERSION: u32 = 0x0004_0011;
+
+/// This crate's own ABI revision, separate from its semver: raised whenever a `#[repr(C)]`
+/// layout, a number or a wire format of this crate changes (a fix against Xen's headers
+/// or a new structure), never for a Rust-only API change. Compare it when two components
+/// built with different crate versions share memory.
+pub const ABI_REVISION: u32 = 1;

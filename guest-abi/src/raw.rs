@@ -8,8 +8,8 @@
 //! Alternatively a guest may `call` the stub for number `nr` at `hypercall_page + nr * 32`,
 //! a page the hypervisor fills when the kernel asks for it with the `HYPERCALL_PAGE` ELF note
 //! (see [`crate::xen_hypercall_page!`]). [`set_hypercall_page`] selects that route for every
-//! `hypercallN` function at run time; without it they issue `syscall` directly, which both
-//! real Xen and this project's hypervisor accept.
+//! `hypercallN` function at run time; without it they issue `syscall` directly, which
+//! Xen and Xen-compatible hypervisors accept.
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};

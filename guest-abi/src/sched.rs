@@ -105,16 +105,22 @@ mod calls {
         SCHEDOP_SHUTDOWN_CODE, SchedPoll, SchedRemoteShutdown, SchedShutdown, ShutdownReason,
     };
     use crate::errno::Errno;
-    use crate::generated::call;
+    use crate::generated::call_on;
     use crate::ids::{DomId, EvtchnPort};
+    use crate::transport::{Native, Transport};
 
     /// `SCHEDOP_block`: enables event delivery (clears `evtchn_upcall_mask`) and sleeps
     /// until an event is pending for this vCPU; returns at once if one already is. The
     /// event itself arrives as an upcall. Typical idle loop: [`crate::time::set_timer`],
     /// then `block`.
     pub fn block() -> Result<(), Errno> {
+        block_on(&Native)
+    }
+
+    /// [`block`] through `t`.
+    pub fn block_on<T: Transport + ?Sized>(t: &T) -> Result<(), Errno> {
         // SAFETY: SCHEDOP_block takes no argument buffer.
-        Errno::check(unsafe { call::sched_op(SCHEDOP_BLOCK, core::ptr::null()) }).map(drop)
+        Errno::check(unsafe { call_on::sched_op(t, SCHEDOP_BLOCK, core::ptr::null()) }).map(drop)
     }
 
     /// `SCHEDOP_poll`: sleeps until one of `ports` is pending or system time reaches
@@ -127,6 +133,15 @@ mod calls {
     /// guest_abi::sched::poll(&[EvtchnPort(2)], 5_000_000_000).unwrap();
     /// ```
     pub fn poll(ports: &[EvtchnPort], timeout_ns: u64) -> Result<(), Errno> {
+        poll_on(&Native, ports, timeout_ns)
+    }
+
+    /// [`poll`] through `t`.
+    pub fn poll_on<T: Transport + ?Sized>(
+        t: &T,
+        ports: &[EvtchnPort],
+        timeout_ns: u64,
+    ) -> Result<(), Errno> {
         if ports.len() > SCHED_POLL_MAX_PORTS {
             return Err(Errno::EINVAL);
         }
@@ -138,18 +153,28 @@ mod calls {
         };
         // SAFETY: the hypervisor reads the 24-byte argument and `nr_ports` ports from
         // `ports` (EvtchnPort is a transparent u32), both alive across the call.
-        let ret = unsafe { call::sched_op(SCHEDOP_POLL, core::ptr::from_ref(&arg).cast()) };
+        let ret = unsafe { call_on::sched_op(t, SCHEDOP_POLL, core::ptr::from_ref(&arg).cast()) };
         Errno::check(ret).map(drop)
     }
 
     /// `SCHEDOP_yield`: lets other vCPUs run.
     pub fn yield_now() -> Result<(), Errno> {
-        crate::hypercall::sched_yield()
+        yield_now_on(&Native)
+    }
+
+    /// [`yield_now`] through `t`.
+    pub fn yield_now_on<T: Transport + ?Sized>(t: &T) -> Result<(), Errno> {
+        crate::hypercall::sched_yield_on(t)
     }
 
     /// `SCHEDOP_shutdown`: see [`crate::hypercall::sched_shutdown`].
     pub fn shutdown(reason: ShutdownReason) -> Result<(), Errno> {
-        crate::hypercall::sched_shutdown(reason)
+        shutdown_on(&Native, reason)
+    }
+
+    /// [`shutdown`] through `t`.
+    pub fn shutdown_on<T: Transport + ?Sized>(t: &T, reason: ShutdownReason) -> Result<(), Errno> {
+        crate::hypercall::sched_shutdown_on(t, reason)
     }
 
     /// Powers the domain off; if the hypervisor refuses, crashes it; never returns.
@@ -170,25 +195,44 @@ mod calls {
     /// `SCHEDOP_shutdown_code`: records the reason a later shutdown will report, without
     /// shutting down.
     pub fn shutdown_code(reason: ShutdownReason) -> Result<(), Errno> {
+        shutdown_code_on(&Native, reason)
+    }
+
+    /// [`shutdown_code`] through `t`.
+    pub fn shutdown_code_on<T: Transport + ?Sized>(
+        t: &T,
+        reason: ShutdownReason,
+    ) -> Result<(), Errno> {
         let arg = SchedShutdown {
             reason: reason as u32,
         };
         // SAFETY: the hypervisor reads the 4-byte argument.
-        let ret =
-            unsafe { call::sched_op(SCHEDOP_SHUTDOWN_CODE, core::ptr::from_ref(&arg).cast()) };
+        let ret = unsafe {
+            call_on::sched_op(t, SCHEDOP_SHUTDOWN_CODE, core::ptr::from_ref(&arg).cast())
+        };
         Errno::check(ret).map(drop)
     }
 
     /// `SCHEDOP_remote_shutdown`: shuts down another domain (privileged).
     pub fn remote_shutdown(domain: DomId, reason: ShutdownReason) -> Result<(), Errno> {
+        remote_shutdown_on(&Native, domain, reason)
+    }
+
+    /// [`remote_shutdown`] through `t` (e.g. `Privcmd` in a dom0 process).
+    pub fn remote_shutdown_on<T: Transport + ?Sized>(
+        t: &T,
+        domain: DomId,
+        reason: ShutdownReason,
+    ) -> Result<(), Errno> {
         let arg = SchedRemoteShutdown {
             domain_id: domain,
             pad: 0,
             reason: reason as u32,
         };
         // SAFETY: the hypervisor reads the 8-byte argument.
-        let ret =
-            unsafe { call::sched_op(SCHEDOP_REMOTE_SHUTDOWN, core::ptr::from_ref(&arg).cast()) };
+        let ret = unsafe {
+            call_on::sched_op(t, SCHEDOP_REMOTE_SHUTDOWN, core::ptr::from_ref(&arg).cast())
+        };
         Errno::check(ret).map(drop)
     }
 }

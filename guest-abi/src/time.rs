@@ -259,31 +259,52 @@ pub use self::calls::*;
 mod calls {
     use super::{VCPU_SSHOTTMR_FUTURE, VcpuSetPeriodicTimer, VcpuSetSingleshotTimer};
     use crate::errno::Errno;
-    use crate::generated::call;
+    use crate::generated::call_on;
     use crate::generated::vcpu_op::{
         VCPUOP_SET_PERIODIC_TIMER, VCPUOP_SET_SINGLESHOT_TIMER, VCPUOP_STOP_PERIODIC_TIMER,
         VCPUOP_STOP_SINGLESHOT_TIMER,
     };
     use crate::ids::VcpuId;
+    use crate::transport::{Native, Transport};
 
     /// `set_timer_op(deadline_ns)`: one-shot timer of the calling vCPU at absolute system
     /// time `deadline_ns`; expiry raises `VIRQ_TIMER`. A past deadline fires at once. Use
     /// [`cancel_timer`] rather than a deadline of 0.
     pub fn set_timer(deadline_ns: u64) -> Result<(), Errno> {
+        set_timer_on(&Native, deadline_ns)
+    }
+
+    /// [`set_timer`] through `t`.
+    pub fn set_timer_on<T: Transport + ?Sized>(t: &T, deadline_ns: u64) -> Result<(), Errno> {
         // SAFETY: set_timer_op takes no pointer.
-        Errno::check(unsafe { call::set_timer_op(deadline_ns) }).map(drop)
+        Errno::check(unsafe { call_on::set_timer_op(t, deadline_ns) }).map(drop)
     }
 
     /// `set_timer_op(0)`: cancels the one-shot timer of the calling vCPU.
     pub fn cancel_timer() -> Result<(), Errno> {
+        cancel_timer_on(&Native)
+    }
+
+    /// [`cancel_timer`] through `t`.
+    pub fn cancel_timer_on<T: Transport + ?Sized>(t: &T) -> Result<(), Errno> {
         // SAFETY: as in `set_timer`.
-        Errno::check(unsafe { call::set_timer_op(0) }).map(drop)
+        Errno::check(unsafe { call_on::set_timer_op(t, 0) }).map(drop)
     }
 
     /// `VCPUOP_set_singleshot_timer`: one-shot timer of `vcpu` (must be the calling
     /// vCPU) at `deadline_ns`, the same timer as [`set_timer`]. With `future_only`, Xen
     /// 4.17 fails with `ETIME` for a past deadline (4.18+ fires it at once instead).
     pub fn set_singleshot_timer(
+        vcpu: VcpuId,
+        deadline_ns: u64,
+        future_only: bool,
+    ) -> Result<(), Errno> {
+        set_singleshot_timer_on(&Native, vcpu, deadline_ns, future_only)
+    }
+
+    /// [`set_singleshot_timer`] through `t`.
+    pub fn set_singleshot_timer_on<T: Transport + ?Sized>(
+        t: &T,
         vcpu: VcpuId,
         deadline_ns: u64,
         future_only: bool,
@@ -295,7 +316,8 @@ mod calls {
         };
         // SAFETY: the hypervisor reads the 16-byte argument, which lives across the call.
         let ret = unsafe {
-            call::vcpu_op(
+            call_on::vcpu_op(
+                t,
                 VCPUOP_SET_SINGLESHOT_TIMER,
                 vcpu.0,
                 core::ptr::from_mut(&mut arg).cast(),
@@ -306,19 +328,43 @@ mod calls {
 
     /// `VCPUOP_stop_singleshot_timer` for `vcpu` (the calling vCPU).
     pub fn stop_singleshot_timer(vcpu: VcpuId) -> Result<(), Errno> {
+        stop_singleshot_timer_on(&Native, vcpu)
+    }
+
+    /// [`stop_singleshot_timer`] through `t`.
+    pub fn stop_singleshot_timer_on<T: Transport + ?Sized>(
+        t: &T,
+        vcpu: VcpuId,
+    ) -> Result<(), Errno> {
         // SAFETY: the command takes no argument buffer.
-        let ret =
-            unsafe { call::vcpu_op(VCPUOP_STOP_SINGLESHOT_TIMER, vcpu.0, core::ptr::null_mut()) };
+        let ret = unsafe {
+            call_on::vcpu_op(
+                t,
+                VCPUOP_STOP_SINGLESHOT_TIMER,
+                vcpu.0,
+                core::ptr::null_mut(),
+            )
+        };
         Errno::check(ret).map(drop)
     }
 
     /// `VCPUOP_set_periodic_timer`: a `VIRQ_TIMER` every `period_ns` on `vcpu`
     /// (1 ms ..= 2^62 ns, else `EINVAL`). PV vCPUs start with a 10 ms period.
     pub fn set_periodic_timer(vcpu: VcpuId, period_ns: u64) -> Result<(), Errno> {
+        set_periodic_timer_on(&Native, vcpu, period_ns)
+    }
+
+    /// [`set_periodic_timer`] through `t`.
+    pub fn set_periodic_timer_on<T: Transport + ?Sized>(
+        t: &T,
+        vcpu: VcpuId,
+        period_ns: u64,
+    ) -> Result<(), Errno> {
         let mut arg = VcpuSetPeriodicTimer { period_ns };
         // SAFETY: the hypervisor reads the 8-byte argument, which lives across the call.
         let ret = unsafe {
-            call::vcpu_op(
+            call_on::vcpu_op(
+                t,
                 VCPUOP_SET_PERIODIC_TIMER,
                 vcpu.0,
                 core::ptr::from_mut(&mut arg).cast(),
@@ -329,9 +375,15 @@ mod calls {
 
     /// `VCPUOP_stop_periodic_timer` for `vcpu`.
     pub fn stop_periodic_timer(vcpu: VcpuId) -> Result<(), Errno> {
+        stop_periodic_timer_on(&Native, vcpu)
+    }
+
+    /// [`stop_periodic_timer`] through `t`.
+    pub fn stop_periodic_timer_on<T: Transport + ?Sized>(t: &T, vcpu: VcpuId) -> Result<(), Errno> {
         // SAFETY: the command takes no argument buffer.
-        let ret =
-            unsafe { call::vcpu_op(VCPUOP_STOP_PERIODIC_TIMER, vcpu.0, core::ptr::null_mut()) };
+        let ret = unsafe {
+            call_on::vcpu_op(t, VCPUOP_STOP_PERIODIC_TIMER, vcpu.0, core::ptr::null_mut())
+        };
         Errno::check(ret).map(drop)
     }
 }

@@ -1,6 +1,6 @@
 //! guest-abi/src/generated.rs: numbers, sub-op constants, typed raw wrappers, layouts.
 
-use crate::model::{ArgKind, Definition, Dir, Flag, Hypercall, Pointee, Scalar, Status};
+use crate::model::{ArgKind, Definition, Dir, Flag, Hypercall, Pointee, Scalar};
 use crate::{BANNER, const_name, ident};
 use std::fmt::Write;
 
@@ -56,20 +56,36 @@ pub(crate) fn generate(def: &Definition) -> String {
         let _ = writeln!(w, "}}\n");
     }
 
-    // Typed raw wrappers.
+    // Typed raw wrappers: generic over the transport (`call_on`), and the bare-metal
+    // `call` that a PV kernel uses, which goes through `Native` (the same instructions as
+    // calling `crate::raw` directly once inlined).
     let _ = writeln!(
         w,
-        "/// One typed `unsafe fn` per hypercall, on top of [`crate::raw`]: argument types \
-         and\n/// pointer directions come from the definition; the result is the raw `rax` \
-         (negative\n/// Xen errno on failure, see [`crate::Errno::check`]).\n\
-         #[cfg(target_arch = \"x86_64\")]\npub mod call {{\nuse super::nr;\n"
+        "/// One typed `unsafe fn` per hypercall over any [`crate::transport::Transport`]: \
+         argument\n/// types and pointer directions come from the definition; the result is \
+         the raw return\n/// value (negative Xen errno on failure, see \
+         [`crate::Errno::check`]).\npub mod call_on {{\nuse super::nr;\n\
+         use crate::transport::Transport;\n"
     );
     for h in &def.hypercalls {
         if h.flags.contains(&Flag::Noreturn) {
             // iret: jumped to with a frame on the stack, never called.
             continue;
         }
-        wrapper(w, def, h);
+        wrapper_on(w, def, h);
+    }
+    let _ = writeln!(w, "}}\n");
+    let _ = writeln!(
+        w,
+        "/// The [`call_on`] wrappers with the bare-metal transport \
+         ([`crate::transport::Native`]):\n/// what a PV guest kernel calls.\n\
+         #[cfg(target_arch = \"x86_64\")]\npub mod call {{"
+    );
+    for h in &def.hypercalls {
+        if h.flags.contains(&Flag::Noreturn) {
+            continue;
+        }
+        wrapper_native(w, def, h);
     }
     let _ = writeln!(w, "}}\n");
 
@@ -114,7 +130,8 @@ fn pointer(def: &Definition, to: &Pointee, dir: Dir) -> String {
     }
 }
 
-fn wrapper(w: &mut String, def: &Definition, h: &Hypercall) {
+/// The parameters (`name: Type`) and register values (`u64` expressions) of `h`.
+fn params_and_regs(def: &Definition, h: &Hypercall) -> (Vec<String>, Vec<String>) {
     let mut params = Vec::new();
     let mut regs = Vec::new();
     for a in &h.args {
@@ -135,25 +152,53 @@ fn wrapper(w: &mut String, def: &Definition, h: &Hypercall) {
             }
         }
     }
-    let status = match h.status {
-        Status::Implemented => "implemented by this project's hypervisor",
-        Status::Unimplemented => "not implemented by this project's hypervisor (-ENOSYS)",
-    };
+    (params, regs)
+}
+
+/// The doc lines shared by both wrappers of `h`. The hypervisor's implementation status
+/// stays out: it belongs to `docs/hypercalls.md`, not to the published crate.
+fn wrapper_doc(h: &Hypercall) -> String {
+    format!(
+        "/// `{}` ({}): {}\n///\n/// # Safety\n///\n\
+         /// The hypervisor reads and writes the memory the pointer arguments designate and \
+         may\n/// change the state of the domain: the caller upholds the hypercall's contract.\n",
+        h.name, h.nr, h.summary,
+    )
+}
+
+fn wrapper_on(w: &mut String, def: &Definition, h: &Hypercall) {
+    let (params, regs) = params_and_regs(def, h);
     let _ = writeln!(
         w,
-        "/// `{}` ({}): {}\n///\n/// Xen's hypercall; {status}.\n///\n/// # Safety\n///\n\
-         /// The hypervisor reads and writes the memory the pointer arguments designate and \
-         may\n/// change the state of the domain: the caller upholds the hypercall's contract.\n\
-         #[inline]\npub unsafe fn {}({}) -> i64 {{\n\
+        "{}#[inline]\npub unsafe fn {}<T: Transport + ?Sized>(t: &T{}) -> i64 {{\n\
          // SAFETY: forwarded to the caller.\n\
-         unsafe {{ crate::raw::hypercall{}(nr::{}{}) }}\n}}\n",
-        h.name,
-        h.nr,
-        h.summary,
+         unsafe {{ t.hypercall{}(nr::{}{}) }}\n}}\n",
+        wrapper_doc(h),
         ident(&h.name),
-        params.join(", "),
+        params.iter().map(|p| format!(", {p}")).collect::<String>(),
         regs.len(),
         h.name.to_uppercase(),
-        regs.iter().map(|r| format!(", {r}")).collect::<String>(),
+        if regs.len() == 5 {
+            // The five-argument form takes them as one array.
+            format!(", [{}]", regs.join(", "))
+        } else {
+            regs.iter().map(|r| format!(", {r}")).collect::<String>()
+        },
+    );
+}
+
+fn wrapper_native(w: &mut String, def: &Definition, h: &Hypercall) {
+    let (params, _) = params_and_regs(def, h);
+    let names: Vec<String> = h.args.iter().map(|a| ident(&a.name)).collect();
+    let _ = writeln!(
+        w,
+        "{}#[inline]\npub unsafe fn {}({}) -> i64 {{\n\
+         // SAFETY: forwarded to the caller.\n\
+         unsafe {{ super::call_on::{}(&crate::transport::Native{}) }}\n}}\n",
+        wrapper_doc(h),
+        ident(&h.name),
+        params.join(", "),
+        ident(&h.name),
+        names.iter().map(|n| format!(", {n}")).collect::<String>(),
     );
 }

@@ -35,9 +35,9 @@ enum Cmd {
         /// A Xen PV kernel ELF to boot instead of pv-guest.
         #[arg(long)]
         guest: Option<PathBuf>,
-        /// Guest memory in MiB.
-        #[arg(long, default_value_t = DEFAULT_MEMORY_MIB)]
-        memory: u32,
+        /// Guest memory in MiB (default: 32 on ours; 64 for dom0 on Xen).
+        #[arg(long)]
+        memory: Option<u32>,
         /// Guest command line.
         #[arg(long, default_value = "")]
         cmdline: String,
@@ -73,6 +73,12 @@ enum Cmd {
         /// with DEFMT_LOG=trace.
         #[arg(long, value_name = "FILE")]
         trace: Option<PathBuf>,
+        /// Boot the kernel as dom0 of real Xen 4.17 (Debian's build) in the same QEMU
+        /// instead of on our hypervisor; the outcome is read from Xen's console and gives
+        /// the same exit status. --memory sets dom0_mem, --hv-cmdline is appended to
+        /// Xen's command line.
+        #[arg(long, conflicts_with_all = ["trace", "name", "weight", "cap", "prefix"])]
+        on_xen: bool,
     },
     /// Run the benchmark cases (instructions per operation under deterministic QEMU, and
     /// host CPU use while idle); writes target/bench/bench.json.
@@ -100,6 +106,12 @@ enum Cmd {
     /// Regenerate the hypercall table, guest wrappers, dispatch and docs/hypercalls.md
     /// from hypercall-gen/hypercalls.toml.
     Gen,
+    /// Check guest-abi's public API against guest-abi/public-api.txt (or rewrite it).
+    PublicApi {
+        /// Rewrite the snapshot instead of checking it.
+        #[arg(long)]
+        write: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -138,13 +150,53 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             hv_cmdline,
             prefix,
             trace,
+            on_xen: true,
+        } => {
+            let _ = (dom0, prefix, name, weight, cap, trace);
+            ensure_qemu()?;
+            // pv-guest needs building; a kernel of the user's does not.
+            let kernel = match guest {
+                Some(path) => path,
+                None => build_images(Profile::Release)?.pv_guest(),
+            };
+            let run = xtask::xen::Dom0Run {
+                kernel,
+                cmdline,
+                memory_mib: memory,
+                xen_extra: hv_cmdline,
+                deterministic,
+                timeout: timeout.map(Duration::from_secs),
+                echo: true,
+            };
+            let result = xtask::xen::run_dom0(&run)?;
+            if result.outcome == Outcome::AllPoweredOff {
+                println!("xtask: {}", result.explain());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(err!("{}", result.explain()))
+            }
+        }
+        Cmd::Run {
+            guest,
+            memory,
+            cmdline,
+            timeout,
+            deterministic,
+            dom0,
+            name,
+            weight,
+            cap,
+            hv_cmdline,
+            prefix,
+            trace,
+            on_xen: false,
         } => {
             // Fail fast (with the install command) before a build when QEMU is missing.
             ensure_qemu()?;
             let images = build_images(Profile::Release)?;
             let mut run = SingleGuest {
                 path: guest,
-                memory_mib: Some(memory),
+                memory_mib: Some(memory.unwrap_or(DEFAULT_MEMORY_MIB)),
                 cmdline,
                 name,
                 dom0,
@@ -207,6 +259,28 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Gen => {
             xtask::hypercalls::gen_hypercalls()?;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::PublicApi { write: true } => {
+            let path = xtask::public_api::write_snapshot()?;
+            println!("wrote {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::PublicApi { write: false } => {
+            let diff = xtask::public_api::diff_against_snapshot()?;
+            if diff.is_empty() {
+                println!(
+                    "guest-abi public API matches {}",
+                    xtask::public_api::SNAPSHOT
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(err!(
+                    "guest-abi's public API differs from {} (review the semver impact, then \
+                     `cargo xtask public-api --write`):\n{}",
+                    xtask::public_api::SNAPSHOT,
+                    diff.join("\n")
+                ))
+            }
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Real Xen 4.17 (Debian's build) under QEMU, to run the same PV kernels as dom0.
 
-use crate::qemu::{Captured, DETERMINISTIC_ARGS, ensure_qemu, run_captured_observed};
+use crate::qemu::{
+    Captured, DETERMINISTIC_ARGS, Outcome, Transcript, ensure_qemu, run_captured_observed,
+};
 use crate::{Result, describe, err, run_checked, running_as_root, target_dir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -120,11 +122,45 @@ pub fn xen_command_with(
     deterministic: bool,
     xen_extra: &str,
 ) -> Command {
-    let xen_cmdline = if xen_extra.is_empty() {
-        XEN_CMDLINE.to_string()
-    } else {
-        format!("{XEN_CMDLINE} {xen_extra}")
+    xen_command_full(
+        qemu,
+        xen,
+        kernel,
+        dom0_cmdline,
+        deterministic,
+        &xen_cmdline(None, xen_extra),
+        XEN_MACHINE_MIB,
+    )
+}
+
+/// QEMU's memory for a Xen run: room for Xen, its heap and dom0.
+pub const XEN_MACHINE_MIB: u32 = 512;
+
+/// Xen's command line: [`XEN_CMDLINE`] with dom0's memory set to `dom0_mib` (default
+/// 64 MiB) and `extra` appended.
+pub fn xen_cmdline(dom0_mib: Option<u32>, extra: &str) -> String {
+    let mut line = match dom0_mib {
+        Some(m) => XEN_CMDLINE.replace("dom0_mem=64M,max:64M", &format!("dom0_mem={m}M,max:{m}M")),
+        None => XEN_CMDLINE.to_string(),
     };
+    if !extra.is_empty() {
+        line.push(' ');
+        line.push_str(extra);
+    }
+    line
+}
+
+/// The QEMU command that boots Xen with the full command line `xen_cmdline` and
+/// `machine_mib` MiB of RAM, `kernel` as dom0.
+pub fn xen_command_full(
+    qemu: &Path,
+    xen: &Path,
+    kernel: &Path,
+    dom0_cmdline: &str,
+    deterministic: bool,
+    xen_cmdline: &str,
+    machine_mib: u32,
+) -> Command {
     let mut cmd = Command::new(qemu);
     cmd.args(["-machine", "q35", "-cpu"])
         .arg(if deterministic {
@@ -132,7 +168,9 @@ pub fn xen_command_with(
         } else {
             "max,-smap"
         })
-        .args(["-m", "512", "-smp", "1", "-display", "none", "-no-reboot"])
+        .arg("-m")
+        .arg(machine_mib.to_string())
+        .args(["-smp", "1", "-display", "none", "-no-reboot"])
         .args(["-serial", "stdio", "-monitor", "none", "-kernel"])
         .arg(xen)
         .arg("-append")
@@ -191,6 +229,162 @@ pub fn run_on_xen_observed(
     })
 }
 
+/// Reads Xen's console to tell how a dom0 run ended, since Xen halts (`noreboot`)
+/// instead of exiting QEMU. The mapping to our hypervisor's outcomes (and so to
+/// `cargo xtask run`'s exit status) is:
+///
+/// | Xen's console | outcome | as on ours |
+/// |---|---|---|
+/// | `Hardware Dom0 halted` (`SHUTDOWN_poweroff`) | [`Outcome::AllPoweredOff`] | status 33 |
+/// | `Hardware Dom0 crashed` (`SHUTDOWN_crash`, or a fault Xen kills dom0 for) | [`Outcome::DomainFailed`] | status 37 |
+/// | `Hardware Dom0 shutdown` (reboot, watchdog, an unknown reason), `did unsupported soft reset` | [`Outcome::DomainFailed`] | status 37 |
+/// | `Panic on CPU` whose message names dom0 (`Could not construct domain 0`: the kernel was refused) | [`Outcome::DomainFailed`] | status 37 |
+/// | any other `Panic on CPU` | [`Outcome::HypervisorFailure`] | status 35 |
+///
+/// QEMU exiting by itself (a triple fault under `-no-reboot`: status 0) is
+/// [`Outcome::Reset`]; any other exit is [`Outcome::QemuError`].
+#[derive(Clone, Debug, Default)]
+pub struct Dom0Watch {
+    /// A `Panic on CPU` line was seen; the panic message lines follow.
+    panic: Option<Vec<String>>,
+    /// The decided outcome and the line that decided it.
+    end: Option<(Outcome, String)>,
+}
+
+impl Dom0Watch {
+    /// Feeds one console line; returns true once the run has ended (QEMU can be stopped).
+    pub fn line(&mut self, line: &str) -> bool {
+        if self.end.is_some() {
+            return true;
+        }
+        // Xen prefixes its lines with `(XEN) `; dom0's console_io output has none.
+        let text = line.strip_prefix("(XEN) ").unwrap_or(line).trim();
+        if let Some(msg) = &mut self.panic {
+            // The message sits between `Panic on CPU n:` and a line of stars; the run is
+            // over at the star line (the reset notice that follows adds nothing).
+            if text.starts_with("****") {
+                let message = msg.join(" ");
+                let lower = message.to_ascii_lowercase();
+                let outcome = if lower.contains("dom0") || lower.contains("domain 0") {
+                    Outcome::DomainFailed
+                } else {
+                    Outcome::HypervisorFailure
+                };
+                self.end = Some((outcome, format!("Xen panic: {message}")));
+                return true;
+            }
+            if !text.is_empty() {
+                msg.push(text.to_string());
+            }
+            return false;
+        }
+        if text.starts_with("Panic on CPU") {
+            self.panic = Some(Vec::new());
+            return false;
+        }
+        let outcome = if text.contains("Hardware Dom0 halted") {
+            Outcome::AllPoweredOff
+        } else if text.contains("Hardware Dom0 crashed")
+            || text.contains("Hardware Dom0 shutdown")
+            || (text.contains("Hardware domain 0") && text.contains("soft reset"))
+        {
+            Outcome::DomainFailed
+        } else {
+            return false;
+        };
+        self.end = Some((outcome, text.to_string()));
+        true
+    }
+
+    /// The outcome decided from the console, with the deciding line.
+    pub fn end(&self) -> Option<&(Outcome, String)> {
+        self.end.as_ref()
+    }
+}
+
+/// `cargo xtask run --on-xen`: one kernel as dom0 of Xen 4.17.
+#[derive(Clone, Debug, Default)]
+pub struct Dom0Run {
+    /// The kernel ELF.
+    pub kernel: PathBuf,
+    /// dom0's command line.
+    pub cmdline: String,
+    /// dom0's memory in MiB (`dom0_mem`); `None` = 64.
+    pub memory_mib: Option<u32>,
+    /// Appended to Xen's command line.
+    pub xen_extra: String,
+    /// Deterministic QEMU.
+    pub deterministic: bool,
+    /// Kill QEMU and fail after this long; `None` = wait for dom0 to end.
+    pub timeout: Option<Duration>,
+    /// Print each console line as it arrives.
+    pub echo: bool,
+}
+
+/// How a [`Dom0Run`] ended.
+#[derive(Clone, Debug)]
+pub struct Dom0Result {
+    /// The console.
+    pub transcript: Transcript,
+    /// The outcome, as for our hypervisor.
+    pub outcome: Outcome,
+    /// The Xen line that decided it (`None` when QEMU exited by itself).
+    pub evidence: Option<String>,
+    /// QEMU's stderr.
+    pub stderr: String,
+}
+
+impl Dom0Result {
+    /// One line for a human: the outcome and the Xen line it was read from.
+    pub fn explain(&self) -> String {
+        let what = match self.outcome {
+            Outcome::AllPoweredOff => "dom0 powered off".to_string(),
+            Outcome::DomainFailed => "dom0 crashed, was refused or did not power off".to_string(),
+            Outcome::HypervisorFailure => "Xen itself failed".to_string(),
+            other => other.explain(),
+        };
+        match &self.evidence {
+            Some(line) => format!("on Xen 4.17: {what} (Xen: \"{line}\")"),
+            None => format!("on Xen 4.17: {what}"),
+        }
+    }
+}
+
+/// Boots `run.kernel` as dom0 of Xen 4.17, console captured, and reads the outcome from
+/// Xen's console ([`Dom0Watch`]). A timeout is an error carrying the end of the
+/// transcript, as on our hypervisor.
+pub fn run_dom0(run: &Dom0Run) -> Result<Dom0Result> {
+    let qemu = ensure_qemu()?;
+    let xen = ensure_xen()?;
+    if !run.kernel.is_file() {
+        return Err(err!("dom0 kernel {} does not exist", run.kernel.display()));
+    }
+    let machine_mib = run.memory_mib.map_or(XEN_MACHINE_MIB, |m| {
+        XEN_MACHINE_MIB.max(m.saturating_add(256))
+    });
+    let cmd = xen_command_full(
+        &qemu,
+        &xen,
+        &run.kernel,
+        &run.cmdline,
+        run.deterministic,
+        &xen_cmdline(run.memory_mib, &run.xen_extra),
+        machine_mib,
+    );
+    let mut watch = Dom0Watch::default();
+    let captured = run_captured_observed(cmd, run.timeout, run.echo, |_, line| watch.line(line))?;
+    let (outcome, evidence) = match watch.end() {
+        Some((outcome, line)) => (*outcome, Some(line.clone())),
+        None => (Outcome::from_status(captured.status), None),
+    };
+    Ok(Dom0Result {
+        transcript: captured.transcript,
+        outcome,
+        evidence,
+        stderr: captured.stderr,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +410,85 @@ mod tests {
         assert!(joined.contains("-icount shift=0,align=off,sleep=off"));
         assert!(joined.contains("-initrd k a"));
         assert!(joined.contains("noreboot"));
+    }
+
+    fn watch(lines: &[&str]) -> (Option<(Outcome, String)>, usize) {
+        let mut w = Dom0Watch::default();
+        let stopped_at = lines.iter().position(|l| w.line(l)).unwrap_or(lines.len());
+        (w.end().cloned(), stopped_at)
+    }
+
+    #[test]
+    fn dom0_endings_map_to_our_outcomes() {
+        let (end, at) = watch(&[
+            "(XEN) Freed 2048kB init memory",
+            "hello from dom0",
+            "(XEN) Hardware Dom0 halted: halting machine",
+            "(XEN) never read",
+        ]);
+        assert_eq!(at, 2);
+        assert_eq!(end.unwrap().0, Outcome::AllPoweredOff);
+        for crash in [
+            "(XEN) Hardware Dom0 crashed: 'noreboot' set - not rebooting.",
+            "(XEN) Hardware Dom0 shutdown: rebooting machine",
+            "(XEN) Hardware Dom0 shutdown (unknown reason 7): 'noreboot' set - not rebooting.",
+            "(XEN) Hardware domain 0 did unsupported soft reset, rebooting.",
+        ] {
+            assert_eq!(
+                watch(&[crash]).0.unwrap().0,
+                Outcome::DomainFailed,
+                "{crash}"
+            );
+        }
+        // dom0's own output mentioning a marker without Xen's wording does not end it.
+        assert_eq!(watch(&["dom0 says: halted"]).0, None);
+    }
+
+    #[test]
+    fn panics_are_a_refused_dom0_or_a_xen_failure() {
+        let refused = [
+            "(XEN) *** Building a PV Dom0 ***",
+            "(XEN) ELF: not an ELF binary",
+            "(XEN) ",
+            "(XEN) ****************************************",
+            "(XEN) Panic on CPU 0:",
+            "(XEN) Could not construct domain 0",
+            "(XEN) ****************************************",
+            "(XEN) Manual reset required ('noreboot' specified)",
+        ];
+        let (end, at) = watch(&refused);
+        let (outcome, line) = end.unwrap();
+        assert_eq!(outcome, Outcome::DomainFailed);
+        assert_eq!(line, "Xen panic: Could not construct domain 0");
+        assert_eq!(at, 6, "stops at the star line closing the message");
+        let (end, _) = watch(&[
+            "(XEN) Panic on CPU 0:",
+            "(XEN) FATAL TRAP: vector = 14 (page fault)",
+            "(XEN) ****************************************",
+        ]);
+        assert_eq!(end.unwrap().0, Outcome::HypervisorFailure);
+    }
+
+    #[test]
+    fn dom0_memory_replaces_the_default_and_grows_the_machine() {
+        assert_eq!(xen_cmdline(None, ""), XEN_CMDLINE);
+        let line = xen_cmdline(Some(256), "loglvl=all");
+        assert!(line.contains("dom0_mem=256M,max:256M"), "{line}");
+        assert!(!line.contains("dom0_mem=64M"), "{line}");
+        assert!(line.ends_with(" loglvl=all"), "{line}");
+        let cmd = xen_command_full(
+            Path::new("q"),
+            Path::new("xen"),
+            Path::new("k"),
+            "",
+            false,
+            &line,
+            768,
+        );
+        let joined: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(joined.join(" ").contains("-m 768 -smp 1"));
     }
 }

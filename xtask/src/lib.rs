@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bundle;
 pub mod hypercalls;
 pub mod images;
+pub mod profile;
 pub mod qemu;
 pub mod session;
 pub mod trace;

@@ -87,6 +87,20 @@ enum Cmd {
         #[arg(long)]
         case: Option<String>,
     },
+    /// Profile one benchmark case: instructions per iteration per function of the
+    /// hypervisor and the bench guest (QEMU exec log of runs with N and 2N iterations);
+    /// writes target/bench/profile-CASE.txt.
+    Profile {
+        /// The case (one of xtask::bench::CASES, not the idle one).
+        #[arg(long)]
+        case: String,
+        /// N: the runs have N and 2N iterations.
+        #[arg(long, default_value_t = 200)]
+        iterations: u64,
+        /// Functions to print (the file has all).
+        #[arg(long, default_value_t = 15)]
+        top: usize,
+    },
     /// Run `cargo test` (host unit tests and the QEMU integration tests).
     Test {
         /// Extra arguments for cargo test.
@@ -182,6 +196,19 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             iterations,
             case,
         } => bench(against_xen, iterations, case.as_deref()),
+        Cmd::Profile {
+            case,
+            iterations,
+            top,
+        } => {
+            let case = named_case(&case)?;
+            ensure_qemu()?;
+            let images = build_images(Profile::Release)?;
+            let (profile, path) = xtask::profile::profile_case(&images, case, iterations)?;
+            print!("{}", profile.render(Some(top)));
+            println!("wrote {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Test { args } => {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let status = Command::new(cargo)
@@ -216,13 +243,18 @@ fn report_outcome(outcome: Outcome) -> Result<ExitCode> {
 /// of TCG time; Xen's own boot under icount takes a few seconds).
 const BENCH_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// A case of xtask::bench::CASES; an unknown name lists them.
+fn named_case(name: &str) -> Result<&'static xtask::bench::Case> {
+    case_named(name).ok_or_else(|| {
+        let names: Vec<&str> = CASES.iter().map(|c| c.name).collect();
+        err!("unknown case {name}; cases: {}", names.join(", "))
+    })
+}
+
 fn bench(against_xen: bool, iterations: u64, case: Option<&str>) -> Result<ExitCode> {
     let only = match case {
         None => None,
-        Some(name) => Some(case_named(name).ok_or_else(|| {
-            let names: Vec<&str> = CASES.iter().map(|c| c.name).collect();
-            err!("unknown case {name}; cases: {}", names.join(", "))
-        })?),
+        Some(name) => Some(named_case(name)?),
     };
     ensure_qemu()?;
     let images = build_images(Profile::Release)?;

@@ -100,6 +100,10 @@ enum Cmd {
         /// Functions to print (the file has all).
         #[arg(long, default_value_t = 15)]
         top: usize,
+        /// Also log the hypervisor's boot-only functions (xtask::profile::BOOT_ONLY;
+        /// about ten times slower).
+        #[arg(long)]
+        with_boot: bool,
     },
     /// Run `cargo test` (host unit tests and the QEMU integration tests).
     Test {
@@ -200,11 +204,13 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             case,
             iterations,
             top,
+            with_boot,
         } => {
             let case = named_case(&case)?;
             ensure_qemu()?;
             let images = build_images(Profile::Release)?;
-            let (profile, path) = xtask::profile::profile_case(&images, case, iterations)?;
+            let (profile, path) =
+                xtask::profile::profile_case(&images, case, iterations, with_boot)?;
             print!("{}", profile.render(Some(top)));
             println!("wrote {}", path.display());
             Ok(ExitCode::SUCCESS)

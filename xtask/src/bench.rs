@@ -294,15 +294,25 @@ pub fn bench_ours(
     iterations: u64,
     timeout: Duration,
 ) -> Result<Vec<BenchLine>> {
+    let result = run_hypervisor(&single_run(images, case, iterations, timeout))?;
+    checked_lines(&result, "the bench run on our hypervisor")
+}
+
+/// The deterministic run of [`bench_ours`]: one bench domain.
+pub fn single_run(
+    images: &Images,
+    case: Option<&str>,
+    iterations: u64,
+    timeout: Duration,
+) -> HvRun {
     let guest = GuestFile::new(images.guest("bench")).cmdline(single_cmdline(case, iterations));
-    let result = run_hypervisor(&HvRun {
+    HvRun {
         hypervisor: images.hypervisor(),
         guests: vec![guest],
         deterministic: true,
         timeout: Some(timeout),
         ..HvRun::default()
-    })?;
-    checked_lines(&result, "the bench run on our hypervisor")
+    }
 }
 
 /// The command lines of the two bench domains of a two-domain case (domains 1 and 2,
@@ -322,6 +332,12 @@ pub fn bench_ours_two_domains(
     iterations: u64,
     timeout: Duration,
 ) -> Result<Vec<BenchLine>> {
+    let result = run_hypervisor(&two_domain_run(images, case, iterations, timeout))?;
+    checked_lines(&result, &format!("the {case} run on our hypervisor"))
+}
+
+/// The deterministic run of [`bench_ours_two_domains`]: `bench-1` and `bench-2`.
+pub fn two_domain_run(images: &Images, case: &str, iterations: u64, timeout: Duration) -> HvRun {
     let guests = two_domain_cmdlines(case, iterations)
         .into_iter()
         .enumerate()
@@ -331,17 +347,18 @@ pub fn bench_ours_two_domains(
             g
         })
         .collect();
-    let result = run_hypervisor(&HvRun {
+    HvRun {
         hypervisor: images.hypervisor(),
         guests,
         deterministic: true,
         timeout: Some(timeout),
         ..HvRun::default()
-    })?;
-    checked_lines(&result, &format!("the {case} run on our hypervisor"))
+    }
 }
 
-fn checked_lines(result: &HvResult, what: &str) -> Result<Vec<BenchLine>> {
+/// The bench lines of a run that ended with every domain powered off; otherwise an
+/// error naming `what` with the end of the transcript.
+pub fn checked_lines(result: &HvResult, what: &str) -> Result<Vec<BenchLine>> {
     if result.outcome != Outcome::AllPoweredOff {
         return Err(err!(
             "{what} ended badly: {}; last lines:\n{}",

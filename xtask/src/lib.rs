@@ -7,6 +7,7 @@ pub mod budget;
 pub mod bundle;
 pub mod hypercalls;
 pub mod images;
+pub mod profile;
 pub mod public_api;
 pub mod qemu;
 pub mod session;

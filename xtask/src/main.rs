@@ -97,6 +97,24 @@ enum Cmd {
         #[arg(long, conflicts_with_all = ["against_xen", "case"])]
         write_budget: bool,
     },
+    /// Profile one benchmark case: instructions per iteration per function of the
+    /// hypervisor and the bench guest (QEMU exec log of runs with N and 2N iterations);
+    /// writes target/bench/profile-CASE.txt.
+    Profile {
+        /// The case (one of xtask::bench::CASES, not the idle one).
+        #[arg(long)]
+        case: String,
+        /// N: the runs have N and 2N iterations.
+        #[arg(long, default_value_t = 200)]
+        iterations: u64,
+        /// Functions to print (the file has all).
+        #[arg(long, default_value_t = 15)]
+        top: usize,
+        /// Also log the hypervisor's boot-only functions (xtask::profile::BOOT_ONLY;
+        /// about ten times slower).
+        #[arg(long)]
+        with_boot: bool,
+    },
     /// Run `cargo test` (host unit tests and the QEMU integration tests).
     Test {
         /// Extra arguments for cargo test.
@@ -242,6 +260,21 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             case,
             ..
         } => bench(against_xen, iterations, case.as_deref()),
+        Cmd::Profile {
+            case,
+            iterations,
+            top,
+            with_boot,
+        } => {
+            let case = named_case(&case)?;
+            ensure_qemu()?;
+            let images = build_images(Profile::Release)?;
+            let (profile, path) =
+                xtask::profile::profile_case(&images, case, iterations, with_boot)?;
+            print!("{}", profile.render(Some(top)));
+            println!("wrote {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Test { args } => {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let status = Command::new(cargo)
@@ -322,13 +355,18 @@ fn write_budget() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A case of xtask::bench::CASES; an unknown name lists them.
+fn named_case(name: &str) -> Result<&'static xtask::bench::Case> {
+    case_named(name).ok_or_else(|| {
+        let names: Vec<&str> = CASES.iter().map(|c| c.name).collect();
+        err!("unknown case {name}; cases: {}", names.join(", "))
+    })
+}
+
 fn bench(against_xen: bool, iterations: u64, case: Option<&str>) -> Result<ExitCode> {
     let only = match case {
         None => None,
-        Some(name) => Some(case_named(name).ok_or_else(|| {
-            let names: Vec<&str> = CASES.iter().map(|c| c.name).collect();
-            err!("unknown case {name}; cases: {}", names.join(", "))
-        })?),
+        Some(name) => Some(named_case(name)?),
     };
     ensure_qemu()?;
     let images = build_images(Profile::Release)?;

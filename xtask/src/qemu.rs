@@ -118,6 +118,8 @@ pub struct HvRun {
     pub echo: bool,
     /// Add COM2 and write its bytes (the hypervisor's defmt frames) to this file.
     pub defmt_capture: Option<PathBuf>,
+    /// More QEMU options, appended last (`cargo xtask profile` adds its `-d exec` log).
+    pub extra_args: Vec<String>,
 }
 
 /// `cargo xtask run [--guest PATH] [--memory MIB] ...`: one guest (pv-guest unless a
@@ -254,6 +256,7 @@ pub fn hypervisor_command(qemu: &Path, run: &HvRun, bundle: &Path) -> Command {
         spec.push(path);
         cmd.arg("-serial").arg(spec);
     }
+    cmd.args(&run.extra_args);
     cmd
 }
 
@@ -465,6 +468,10 @@ mod tests {
         assert!(!joined.contains("-icount"));
         assert!(joined.contains("-cpu max -display none"));
         assert!(joined.ends_with("-append loglvl=all"));
+
+        run.extra_args = vec!["-d".into(), "exec".into()];
+        let a = args(&hypervisor_command(Path::new("q"), &run, Path::new("b")));
+        assert!(a.join(" ").ends_with("-append loglvl=all -d exec"));
     }
 
     #[test]

@@ -408,6 +408,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             frame.rax = XEN_VERSION_NUMBER;
             return Resume::Guest { cr3: self.cpu.cr3 };
         }
+        // EVTCHNOP_send without the generic dispatcher (evtchn/mod.rs).
+        if frame.rax == nr::EVENT_CHANNEL_OP as u64
+            && frame.rdi as u32 == guest_abi::event_channel::EVTCHNOP_SEND
+            && frame.rip != RIP_PAST_LOWER_HALF
+        {
+            return self.evtchn_send_fast(frame);
+        }
         self.dispatch(frame)
     }
 

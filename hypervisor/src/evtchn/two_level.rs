@@ -61,11 +61,7 @@ pub(super) fn test_bit(mem: &impl MachineMemory, base: u64, bit: u32) -> bool {
 #[inline(always)]
 pub(super) fn test_and_set_bit(mem: &impl MachineMemory, base: u64, bit: u32) -> bool {
     let (addr, m) = locate(base, bit);
-    match read_byte(mem, addr) {
-        Some(b) if b & m != 0 => true,
-        Some(b) => mem.write_u8(addr, b | m).is_err(),
-        None => true,
-    }
+    !matches!(mem.fetch_or_u8(addr, m), Ok(old) if old & m == 0)
 }
 
 /// Clears bit `bit`; returns its old value (`false` if the byte is not accessible).

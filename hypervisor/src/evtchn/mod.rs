@@ -228,7 +228,15 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             privileged: self.domains[idx].dom0,
         };
         let outcome = match self.read_guest::<EvtchnSend>(idx, frame.rsi) {
-            Ok(op) => self.evtchn_send(idx, &caller, op.port),
+            // The common case inline: an event raised (or dropped) in a domain.
+            Ok(op) => match self.evtchn.send(&caller, op.port, &self.mem) {
+                Ok(SendOutcome::Delivered(wakes)) => {
+                    self.apply_wakes(wakes);
+                    Outcome::Return(Ok(0))
+                }
+                Err(e) => Outcome::Return(Err(e)),
+                Ok(to_hv) => self.evtchn_send_outcome(idx, to_hv),
+            },
             Err(e) => Outcome::Return(Err(e)),
         };
         let number = nr::EVENT_CHANNEL_OP as u64;
@@ -265,19 +273,28 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     fn evtchn_send(&mut self, idx: usize, caller: &Caller, port: EvtchnPort) -> Outcome {
         match self.evtchn.send(caller, port, &self.mem) {
             Err(e) => Outcome::Return(Err(e)),
-            Ok(SendOutcome::Delivered(wakes)) => {
+            Ok(sent) => self.evtchn_send_outcome(idx, sent),
+        }
+    }
+
+    /// What a successful `EVTCHNOP_send` of domain `idx` does next: wake the receiver,
+    /// or run the hypervisor backend behind the port.
+    #[inline(never)]
+    fn evtchn_send_outcome(&mut self, idx: usize, sent: SendOutcome) -> Outcome {
+        match sent {
+            SendOutcome::Delivered(wakes) => {
                 self.apply_wakes(wakes);
                 Outcome::Return(Ok(0))
             }
-            Ok(SendOutcome::ToHypervisor(SERVICE_CONSOLE)) => match self.drain_console(idx) {
+            SendOutcome::ToHypervisor(SERVICE_CONSOLE) => match self.drain_console(idx) {
                 Ok(()) => Outcome::Return(Ok(0)),
                 Err(e) => Outcome::Crash(console_ring_crash(e)),
             },
-            Ok(SendOutcome::ToHypervisor(SERVICE_XENSTORE)) => match self.service_xenstore(idx) {
+            SendOutcome::ToHypervisor(SERVICE_XENSTORE) => match self.service_xenstore(idx) {
                 Ok(()) => Outcome::Return(Ok(0)),
                 Err(e) => Outcome::Crash(e.crash_reason()),
             },
-            Ok(SendOutcome::ToHypervisor(_)) => Outcome::Return(Ok(0)),
+            SendOutcome::ToHypervisor(_) => Outcome::Return(Ok(0)),
         }
     }
 }

@@ -47,9 +47,10 @@ pub(crate) const SYSCALL_LEN: u64 = 2;
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// Every hypercall without a fast path of its own (see [`Hypervisor::hypercall`]).
     ///
-    /// The common case, a handler returning a value, costs one jump-table dispatch and
-    /// the return checks: `rax` is written once and the vCPU resumes (through its event
-    /// callback if an upcall became due) without going through [`Self::apply_outcome`].
+    /// The common cases, a handler returning a value or `iret` loading new registers,
+    /// cost one jump-table dispatch and the return checks: the vCPU resumes (through its
+    /// event callback if an upcall became due) without going through
+    /// [`Self::apply_outcome`].
     #[inline(never)]
     pub(crate) fn dispatch(&mut self, frame: &mut GuestFrame) -> Resume {
         let Some(idx) = self.cpu.current else {
@@ -73,6 +74,15 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 number,
                 args,
                 frame.rax as i64
+            );
+            self.resume_current()
+        } else if let Outcome::Resumed = outcome {
+            // `iret` loaded a whole register set: resume it (checked below).
+            hv_trace!(
+                "hypercall d{=u16} nr={=u64} args={:#x} -> resumed",
+                dom,
+                number,
+                args
             );
             self.resume_current()
         } else {

@@ -58,8 +58,9 @@ pub(crate) fn generate(def: &Definition) -> String {
         w,
         "/// Calls the method of hypercall `number` with the register arguments `args` (rdi, rsi,\n\
          /// rdx, r10, r8). Unknown and unimplemented numbers answer `-ENOSYS`; scalar \
-         arguments\n/// are truncated to their declared width, as Xen's C prototypes do.\n\
-         #[inline]\npub(crate) fn dispatch<H: Hypercalls + ?Sized>(\n    h: &mut H,\n    \
+         arguments\n/// are truncated to their declared width, as Xen's C prototypes do. Inlined into \
+         its\n/// callers: one call level less on every hypercall.\n\
+         #[inline(always)]\npub(crate) fn dispatch<H: Hypercalls + ?Sized>(\n    h: &mut H,\n    \
          call: &mut Call<'_>,\n    number: u64,\n    args: [u64; 5],\n) -> Outcome {{\n\
          // A number beyond u32 is as unknown as 99.\n\
          let Ok(number) = u32::try_from(number) else {{\nreturn Outcome::Return(Err(Errno::ENOSYS));\n}};\n\

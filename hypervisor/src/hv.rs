@@ -408,6 +408,22 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             frame.rax = XEN_VERSION_NUMBER;
             return Resume::Guest { cr3: self.cpu.cr3 };
         }
+        self.hypercall_other(frame)
+    }
+
+    /// Every hypercall but the `xen_version` fast path: out of line, so the fast path's
+    /// few instructions stay what they were.
+    #[inline(never)]
+    fn hypercall_other(&mut self, frame: &mut GuestFrame) -> Resume {
+        // EVTCHNOP_send without the generic dispatcher (evtchn/mod.rs). The generic path
+        // crashes the domain after a hypercall that ends the lower half: that RIP goes
+        // there.
+        if frame.rax == nr::EVENT_CHANNEL_OP as u64
+            && frame.rdi as u32 == guest_abi::event_channel::EVTCHNOP_SEND
+            && frame.rip != RIP_PAST_LOWER_HALF
+        {
+            return self.evtchn_send_fast(frame);
+        }
         self.dispatch(frame)
     }
 

@@ -49,6 +49,17 @@ pub trait MachineMemory {
     fn write_u8(&self, maddr: u64, v: u8) -> Result<(), BadMaddr> {
         self.write(maddr, &[v])
     }
+    /// ORs `bits` into the byte at `maddr`; returns the byte's old value (the event
+    /// bitmaps' test-and-set). An implementation checks the address once and should
+    /// make it one atomic read-modify-write, so bits the guest sets in the same byte
+    /// at the same time are not lost.
+    fn fetch_or_u8(&self, maddr: u64, bits: u8) -> Result<u8, BadMaddr> {
+        let old = self.read_u8(maddr)?;
+        if old & bits != bits {
+            self.write_u8(maddr, old | bits)?;
+        }
+        Ok(old)
+    }
 }
 
 /// What the core needs from the machine besides memory.

@@ -23,12 +23,13 @@ pub use table::{
     EventChannels, MAX_VCPUS, SendOutcome, Wakes,
 };
 
+use crate::dlog::hv_trace;
 use crate::hv::{Hypervisor, console_ring_crash};
-use crate::hypercall::HcResult;
 use crate::hypercall::handle::{Call, GuestHandle, Outcome, Untyped};
-use crate::platform::{MachineMemory, Platform};
+use crate::hypercall::{HcResult, to_rax};
+use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
 use guest_abi::event_channel::*;
-use guest_abi::{Errno, EvtchnPort, VcpuId};
+use guest_abi::{Errno, EvtchnPort, VcpuId, nr};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 /// Hypervisor backend behind a domain's xenstore port.
@@ -208,23 +209,92 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         Ok(0)
     }
 
+    /// `event_channel_op(EVTCHNOP_send, arg)` straight from the hypercall entry
+    /// ([`Hypervisor::hypercall`] calls it for `rax = 32`, `(u32)rdi = EVTCHNOP_send`
+    /// and a RIP the return path can use), skipping the generic dispatcher: no
+    /// [`Call`], no argument decoding, no [`Outcome`] match for the common result.
+    /// Everything the guest can observe is what [`Hypervisor::dispatch`] gives (the
+    /// same checked 4-byte copy of `struct evtchn_send`, the same [`Self::evtchn_send`],
+    /// the same trace line, upcall and crash decisions); `hv_tests.rs` runs both on the
+    /// same random inputs and compares them.
+    #[inline(never)]
+    pub(crate) fn evtchn_send_fast(&mut self, frame: &mut GuestFrame) -> Resume {
+        let Some(idx) = self.cpu.current else {
+            return self.no_current_domain();
+        };
+        let caller = Caller {
+            dom: self.domains[idx].id,
+            vcpu: self.cur_vcpu(idx),
+            privileged: self.domains[idx].dom0,
+        };
+        let outcome = match self.read_guest::<EvtchnSend>(idx, frame.rsi) {
+            // The common case inline: an event raised (or dropped) in a domain.
+            Ok(op) => match self.evtchn.send(&caller, op.port, &self.mem) {
+                Ok(SendOutcome::Delivered(wakes)) => {
+                    self.apply_wakes(wakes);
+                    Outcome::Return(Ok(0))
+                }
+                Err(e) => Outcome::Return(Err(e)),
+                Ok(to_hv) => self.evtchn_send_outcome(idx, to_hv),
+            },
+            Err(e) => Outcome::Return(Err(e)),
+        };
+        let number = nr::EVENT_CHANNEL_OP as u64;
+        if let Outcome::Return(r) = outcome {
+            frame.rax = to_rax(r);
+            hv_trace!(
+                "hypercall d{=u16} nr={=u64} args={:#x} -> {=i64}",
+                caller.dom.0,
+                number,
+                [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8],
+                frame.rax as i64
+            );
+            // What `resume_if_returnable` decides for a plain return: the syscall entry
+            // set cs to the 64-bit guest selector and rip was checked by the caller;
+            // neither changed, so only an upcall can be due.
+            return if self.cpu.current.is_some() {
+                self.enter_current(frame)
+            } else {
+                self.resume_current()
+            };
+        }
+        hv_trace!(
+            "hypercall d{=u16} nr={=u64} args={:#x} -> {}",
+            caller.dom.0,
+            number,
+            [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8],
+            outcome.trace_word()
+        );
+        let resume = self.apply_outcome(idx, number, frame, outcome);
+        self.resume_if_returnable(frame, resume)
+    }
+
     /// `EVTCHNOP_send` on `port` of domain `idx`.
     fn evtchn_send(&mut self, idx: usize, caller: &Caller, port: EvtchnPort) -> Outcome {
         match self.evtchn.send(caller, port, &self.mem) {
             Err(e) => Outcome::Return(Err(e)),
-            Ok(SendOutcome::Delivered(wakes)) => {
+            Ok(sent) => self.evtchn_send_outcome(idx, sent),
+        }
+    }
+
+    /// What a successful `EVTCHNOP_send` of domain `idx` does next: wake the receiver,
+    /// or run the hypervisor backend behind the port.
+    #[inline(never)]
+    fn evtchn_send_outcome(&mut self, idx: usize, sent: SendOutcome) -> Outcome {
+        match sent {
+            SendOutcome::Delivered(wakes) => {
                 self.apply_wakes(wakes);
                 Outcome::Return(Ok(0))
             }
-            Ok(SendOutcome::ToHypervisor(SERVICE_CONSOLE)) => match self.drain_console(idx) {
+            SendOutcome::ToHypervisor(SERVICE_CONSOLE) => match self.drain_console(idx) {
                 Ok(()) => Outcome::Return(Ok(0)),
                 Err(e) => Outcome::Crash(console_ring_crash(e)),
             },
-            Ok(SendOutcome::ToHypervisor(SERVICE_XENSTORE)) => match self.service_xenstore(idx) {
+            SendOutcome::ToHypervisor(SERVICE_XENSTORE) => match self.service_xenstore(idx) {
                 Ok(()) => Outcome::Return(Ok(0)),
                 Err(e) => Outcome::Crash(e.crash_reason()),
             },
-            Ok(SendOutcome::ToHypervisor(_)) => Outcome::Return(Ok(0)),
+            SendOutcome::ToHypervisor(_) => Outcome::Return(Ok(0)),
         }
     }
 }

@@ -312,6 +312,25 @@ impl DomainEvtchn {
         if !self.has_vcpu(vcpu) || !self.chan(port).is_some_and(Channel::usable) {
             return Raised::default();
         }
+        self.set_pending_usable(mem, port, vcpu)
+    }
+
+    /// Raises `port` on its notify vCPU; returns that vCPU and what raising did, or
+    /// `None` for a port beyond the valid ones (the send path: one channel lookup where
+    /// `chan` + [`Self::set_pending`] would make two).
+    #[inline]
+    fn raise_on_notify(&mut self, mem: &impl MachineMemory, port: u32) -> Option<(u32, Raised)> {
+        let c = self.chan(port)?;
+        let (vcpu, usable) = (c.notify_vcpu.0, c.usable());
+        if !usable || !self.has_vcpu(vcpu) {
+            return Some((vcpu, Raised::default()));
+        }
+        Some((vcpu, self.set_pending_usable(mem, port, vcpu)))
+    }
+
+    /// [`Self::set_pending`] once `port` is known valid and usable and `vcpu` exists.
+    #[inline]
+    fn set_pending_usable(&mut self, mem: &impl MachineMemory, port: u32, vcpu: u32) -> Raised {
         let si = self.shared_info;
         match &mut self.abi {
             Abi::TwoLevel => two_level::set_pending(mem, si, port, vcpu),
@@ -677,13 +696,19 @@ impl EventChannels {
                 remote,
                 remote_port,
             } => {
-                let Ok(rd) = self.domain_mut(remote) else {
+                // A loopback channel (both ends in the caller's domain) needs no second
+                // domain lookup.
+                let rd = if remote == caller.dom {
+                    d
+                } else {
+                    let Ok(rd) = self.domain_mut(remote) else {
+                        return Ok(SendOutcome::Delivered(Wakes::default()));
+                    };
+                    rd
+                };
+                let Some((rv, r)) = rd.raise_on_notify(mem, remote_port.0) else {
                     return Ok(SendOutcome::Delivered(Wakes::default()));
                 };
-                let Some(rv) = rd.chan(remote_port.0).map(|c| c.notify_vcpu.0) else {
-                    return Ok(SendOutcome::Delivered(Wakes::default()));
-                };
-                let r = rd.set_pending(mem, remote_port.0, rv);
                 Ok(SendOutcome::Delivered(Wakes::one(remote, rv, r)))
             }
             ChannelState::Ipi => {

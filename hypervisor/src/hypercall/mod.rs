@@ -45,7 +45,12 @@ pub(crate) fn to_rax(r: HcResult) -> u64 {
 pub(crate) const SYSCALL_LEN: u64 = 2;
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    /// Every hypercall except the `xen_version(XENVER_version)` fast path.
+    /// Every hypercall without a fast path of its own (see [`Hypervisor::hypercall`]).
+    ///
+    /// The common cases, a handler returning a value or `iret` loading new registers,
+    /// cost one jump-table dispatch and the return checks: the vCPU resumes (through its
+    /// event callback if an upcall became due) without going through
+    /// [`Self::apply_outcome`].
     #[inline(never)]
     pub(crate) fn dispatch(&mut self, frame: &mut GuestFrame) -> Resume {
         let Some(idx) = self.cpu.current else {
@@ -53,16 +58,15 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         };
         let number = frame.rax;
         let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
-        let (dom, vcpu) = (self.domains[idx].id, self.cur_vcpu(idx));
         let mut call = Call {
             idx,
-            dom,
-            vcpu,
+            dom: self.domains[idx].id,
+            vcpu: self.cur_vcpu(idx),
             frame,
         };
         let outcome = generated::dispatch(self, &mut call, number, args);
-        let dom = dom.0;
-        if let Outcome::Return(r) = outcome {
+        let dom = call.dom.0;
+        let resume = if let Outcome::Return(r) = outcome {
             frame.rax = to_rax(r);
             hv_trace!(
                 "hypercall d{=u16} nr={=u64} args={:#x} -> {=i64}",
@@ -71,6 +75,16 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 args,
                 frame.rax as i64
             );
+            self.resume_current()
+        } else if let Outcome::Resumed = outcome {
+            // `iret` loaded a whole register set: resume it (checked below).
+            hv_trace!(
+                "hypercall d{=u16} nr={=u64} args={:#x} -> resumed",
+                dom,
+                number,
+                args
+            );
+            self.resume_current()
         } else {
             hv_trace!(
                 "hypercall d{=u16} nr={=u64} args={:#x} -> {}",
@@ -79,8 +93,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 args,
                 outcome.trace_word()
             );
-        }
-        let resume = self.apply_outcome(idx, number, frame, outcome);
+            self.apply_outcome(idx, number, frame, outcome)
+        };
         self.resume_if_returnable(frame, resume)
     }
 

@@ -111,4 +111,13 @@ impl MachineMemory for DirectMap {
         unsafe { core::ptr::write(dst, v) };
         Ok(())
     }
+
+    #[inline]
+    fn fetch_or_u8(&self, maddr: u64, bits: u8) -> Result<u8, BadMaddr> {
+        let dst = self.ptr(maddr, 1)?;
+        // SAFETY: one mapped RAM byte (checked), always aligned for a u8; the atomic
+        // view exists only for this one locked `or`, which the guest cannot tear.
+        let byte = unsafe { core::sync::atomic::AtomicU8::from_ptr(dst) };
+        Ok(byte.fetch_or(bits, core::sync::atomic::Ordering::SeqCst))
+    }
 }

@@ -20,9 +20,16 @@
 //! from Xen, a root switch whose old root's drop was interrupted counts as done at once
 //! (Xen retries the element, as a no-op); the results and final `pdone` are the same.
 //!
-//! After any page-table change the whole TLB is flushed, whatever the guest's flush
-//! flags asked: a translation cached from a dropped writable mapping must not survive
-//! the frame becoming a page table.
+//! TLB flushes: a page-table write that takes a right away (the entry now maps another
+//! frame, nothing, or no longer allows writes) flushes the whole TLB before the guest runs
+//! again, whatever the guest's flush flags asked: a translation cached from a dropped
+//! writable mapping must not survive the frame becoming a page table (Xen gets the same
+//! from its type-change flush), and the L1 may be linked at more VAs than one. Any other
+//! write (a new mapping, more rights, the same frame with other A/D/NX/guest bits, the
+//! value the entry already held) flushes nothing, so `mmu_update` flushes only as above
+//! and `update_va_mapping` exactly what its flags ask (`UVMF_INVLPG`: that VA;
+//! `UVMF_TLB_FLUSH`: all; none: nothing), as on Xen. The MMUEXT flush and invlpg ops do
+//! what they say; unpin and root switches flush the whole TLB.
 
 use crate::hv::Hypervisor;
 use crate::hypercall::HcResult;
@@ -299,7 +306,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         {
             end = BatchEnd::Report(r);
         }
-        if flush {
+        // Also when the batch failed: an element before the failing one may have taken
+        // a right away.
+        if self.frames.take_hw_flush() | flush {
             self.platform.flush_tlb();
         }
         if pdone != 0 {
@@ -317,8 +326,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         match req.ptr & 7 {
             MMU_NORMAL_PT_UPDATE | MMU_PT_UPDATE_NO_TRANSLATE | MMU_PT_UPDATE_PRESERVE_AD => {
                 let preserve_ad = req.ptr & 7 == MMU_PT_UPDATE_PRESERVE_AD;
+                // The batch flushes if a right was taken away (Frames::take_hw_flush).
                 self.with_pt(idx, budget, |pt| pt.mod_entry(addr, req.val, preserve_ad))?;
-                Ok(true)
+                Ok(false)
             }
             MMU_MACHPHYS_UPDATE => {
                 let mfn = Mfn::containing(addr);
@@ -444,13 +454,23 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let mut pt = self.pt(idx);
         let entry = pt.l1_entry_maddr(root, va)?;
         // An L1 entry: nothing to validate or devalidate below it, nothing deferred.
-        match pt.mod_entry(entry, val, false) {
-            Ok(()) => {}
-            Err(Stop::Fail(e)) => return Err(e),
-            Err(Stop::Preempted) => return Err(Errno::EINVAL),
+        let r = pt.mod_entry(entry, val, false);
+        // A right taken away is flushed whole whatever the flags said (the L1 table may
+        // also be linked at other VAs); otherwise exactly what the guest asked for.
+        if self.frames.take_hw_flush() {
+            self.platform.flush_tlb();
+        } else if r.is_ok() {
+            match flags & UVMF_FLUSHTYPE_MASK {
+                UVMF_TLB_FLUSH => self.platform.flush_tlb(),
+                UVMF_INVLPG => self.platform.invlpg(va),
+                _ => {}
+            }
         }
-        self.platform.flush_tlb();
-        Ok(0)
+        match r {
+            Ok(()) => Ok(0),
+            Err(Stop::Fail(e)) => Err(e),
+            Err(Stop::Preempted) => Err(Errno::EINVAL),
+        }
     }
 
     /// `vm_assist(cmd, type)`: no assist is implemented (writable page tables would need

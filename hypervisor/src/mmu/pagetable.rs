@@ -776,6 +776,22 @@ impl<M: MachineMemory> PtCtx<'_, M> {
         }
         if present(new) {
             new = check_entry(new, level)?;
+            // Xen's fast path for similar entries: the same frame with the same
+            // reference-relevant rights holds exactly the references the old entry holds,
+            // so none is taken or dropped (and an unchanged entry is not even written).
+            if present(old) && self.same_references(old, new, level) {
+                if old & !new & Pte::RW.bits() != 0 {
+                    // An upper entry made read-only: writes through it must stop.
+                    self.frames.need_hw_flush();
+                    self.write_entry(table, slot, new)?;
+                } else if new != old {
+                    // Only NX, A/D or guest bits differ: no right the TLB or a
+                    // remembered walk may hold is taken away (NX adds a restriction the
+                    // guest flushes for itself, as on Xen).
+                    self.write_entry_keeping(table, slot, new)?;
+                }
+                return Ok(());
+            }
             self.get_entry_ref(new, level, false, false)?;
         }
         if let Err(e) = self.write_entry(table, slot, new) {
@@ -785,9 +801,37 @@ impl<M: MachineMemory> PtCtx<'_, M> {
             return Err(e.into());
         }
         if present(old) {
+            // A right taken away: a cached translation of it must not outlive the call
+            // (its frame may become a page table next).
+            self.frames.need_hw_flush();
             self.drop_entry_ref(old, level);
         }
         Ok(())
+    }
+
+    /// Whether present entries `old` and (checked) `new` of a `level` table hold the same
+    /// references: the same frame, and at L1 the same writability (a writable mapping
+    /// holds a `Writable` type reference, a read-only one a general reference only).
+    /// An upper entry whose target is partial holds only a general reference (its
+    /// validation was interrupted): rewriting it takes the generic path, which continues
+    /// that validation.
+    fn same_references(&self, old: u64, new: u64, level: u32) -> bool {
+        if entry_mfn(old) != entry_mfn(new) {
+            return false;
+        }
+        if level == 1 {
+            (old ^ new) & Pte::RW.bits() == 0
+        } else {
+            self.frames.partial(entry_mfn(old)).is_none()
+        }
+    }
+
+    /// Writes an entry whose new value grants every right the old one did (same frame,
+    /// same writability): remembered guest translations through it stay right.
+    fn write_entry_keeping(&self, table: Mfn, slot: usize, entry: u64) -> Result<(), Errno> {
+        self.mem
+            .write_u64(table.maddr() + slot as u64 * 8, entry)
+            .map_err(|_| Errno::EINVAL)
     }
 
     /// Machine address of the L1 entry mapping `va` under the L4 `root`, if the walk

@@ -1,0 +1,76 @@
+//! The MMU hypercalls without the generic dispatch: `mmu_update`, `mmuext_op` and
+//! `update_va_mapping` go from `Hypervisor::hypercall` straight to their handlers, with
+//! the arguments typed exactly as the generated dispatch types them, and their outcome
+//! carried out as `dispatch` does (the same trace line, `apply_outcome` for anything but
+//! a plain return, then `resume_if_returnable`). What Xen does not do here: nothing —
+//! this only skips building the generic `Call` and the dispatch `match`.
+
+use crate::dlog::hv_trace;
+use crate::hv::Hypervisor;
+use crate::hypercall::handle::{GuestArray, GuestHandle, Outcome};
+use crate::hypercall::to_rax;
+use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
+use guest_abi::nr;
+
+impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
+    /// Handles hypercall `frame.rax` if it is one of the three MMU hypercalls from a
+    /// running domain; `None` otherwise (the caller dispatches it).
+    #[inline]
+    pub(crate) fn mmu_hypercall(&mut self, frame: &mut GuestFrame) -> Option<Resume> {
+        let number = frame.rax;
+        if number != u64::from(nr::MMU_UPDATE)
+            && number != u64::from(nr::MMUEXT_OP)
+            && number != u64::from(nr::UPDATE_VA_MAPPING)
+        {
+            return None;
+        }
+        let idx = self.cpu.current?;
+        Some(self.mmu_hypercall_in(idx, number, frame))
+    }
+
+    #[inline(never)]
+    fn mmu_hypercall_in(&mut self, idx: usize, number: u64, frame: &mut GuestFrame) -> Resume {
+        let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
+        // As the generated dispatch: counts and foreigndom are C `unsigned int`s.
+        let list = |size_arg: u64| u64::from(size_arg as u32);
+        let outcome = if number == u64::from(nr::MMU_UPDATE) {
+            self.mmu_update(
+                idx,
+                GuestArray::new(args[0], list(args[1])),
+                GuestHandle::new(args[2]),
+                args[3] as u32,
+            )
+        } else if number == u64::from(nr::MMUEXT_OP) {
+            self.mmuext_op(
+                idx,
+                GuestArray::new(args[0], list(args[1])),
+                GuestHandle::new(args[2]),
+                args[3] as u32,
+            )
+        } else {
+            Outcome::from(self.update_va_mapping(idx, args[0], args[1], args[2]))
+        };
+        let dom = self.domains[idx].id.0;
+        let resume = if let Outcome::Return(r) = outcome {
+            frame.rax = to_rax(r);
+            hv_trace!(
+                "hypercall d{=u16} nr={=u64} args={:#x} -> {=i64}",
+                dom,
+                number,
+                args,
+                frame.rax as i64
+            );
+            self.resume_current()
+        } else {
+            hv_trace!(
+                "hypercall d{=u16} nr={=u64} args={:#x} -> {}",
+                dom,
+                number,
+                args,
+                outcome.trace_word()
+            );
+            self.apply_outcome(idx, number, frame, outcome)
+        };
+        self.resume_if_returnable(frame, resume)
+    }
+}

@@ -7,6 +7,9 @@
 //! at the next entry once the vCPU runs again (Xen runs the rest of the batch before the
 //! vCPU is descheduled; the guest sees the same results either way).
 //!
+//! Entries of `xen_version(XENVER_version)` and of the MMU hypercalls skip the generic
+//! dispatch (their handlers need no registers); results are the same.
+//!
 //! No entry into the hypervisor does unbounded work (a guest could otherwise stall every
 //! domain with a huge batch of entries, or of mmu_update elements, over one aliased
 //! page): after [`MULTICALL_BATCH`] entries the multicall is continued Xen-style (the
@@ -17,10 +20,11 @@
 use super::generated;
 use super::handle::{Call, GuestArray, Outcome, Pause};
 use super::to_rax;
-use crate::hv::Hypervisor;
+use crate::hv::{Hypervisor, XEN_VERSION_NUMBER};
 use crate::platform::{GuestFrame, MachineMemory, Platform};
 use core::mem::{offset_of, size_of};
 use guest_abi::mmu::MulticallEntry;
+use guest_abi::version::XENVER_VERSION;
 use guest_abi::{Errno, nr};
 use zerocopy::IntoBytes;
 
@@ -60,6 +64,15 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             };
             let outcome = match u32::try_from(entry.op) {
                 Ok(nr::MULTICALL | nr::IRET) => Outcome::Return(Err(Errno::EINVAL)),
+                // What the generic xen_version handler answers, without building a call.
+                Ok(nr::XEN_VERSION) if entry.args[0] as u32 == XENVER_VERSION => {
+                    Outcome::Return(Ok(XEN_VERSION_NUMBER))
+                }
+                // The MMU hypercalls only use the domain, never the registers.
+                _ if Self::is_mmu_call(entry.op) => {
+                    let [a0, a1, a2, a3, a4, _] = entry.args;
+                    self.mmu_call(idx, entry.op, [a0, a1, a2, a3, a4])
+                }
                 _ => {
                     let mut regs = GuestFrame {
                         vector: VECTOR_MULTICALL,

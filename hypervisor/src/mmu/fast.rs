@@ -2,8 +2,9 @@
 //! `update_va_mapping` go from `Hypervisor::hypercall` straight to their handlers, with
 //! the arguments typed exactly as the generated dispatch types them, and their outcome
 //! carried out as `dispatch` does (the same trace line, `apply_outcome` for anything but
-//! a plain return, then `resume_if_returnable`). What Xen does not do here: nothing —
-//! this only skips building the generic `Call` and the dispatch `match`.
+//! a plain return, then `resume_if_returnable`). A multicall entry of theirs runs them
+//! the same way ([`Hypervisor::mmu_call`]). What Xen does not do here: nothing — this
+//! only skips building the generic `Call` and the dispatch `match`.
 
 use crate::dlog::hv_trace;
 use crate::hv::Hypervisor;
@@ -18,22 +19,18 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     #[inline]
     pub(crate) fn mmu_hypercall(&mut self, frame: &mut GuestFrame) -> Option<Resume> {
         let number = frame.rax;
-        if number != u64::from(nr::MMU_UPDATE)
-            && number != u64::from(nr::MMUEXT_OP)
-            && number != u64::from(nr::UPDATE_VA_MAPPING)
-        {
+        if !Self::is_mmu_call(number) {
             return None;
         }
         let idx = self.cpu.current?;
         Some(self.mmu_hypercall_in(idx, number, frame))
     }
 
-    #[inline(never)]
-    fn mmu_hypercall_in(&mut self, idx: usize, number: u64, frame: &mut GuestFrame) -> Resume {
-        let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
+    /// Runs MMU hypercall `number` (one of the three) of domain `idx` with `args`.
+    pub(crate) fn mmu_call(&mut self, idx: usize, number: u64, args: [u64; 5]) -> Outcome {
         // As the generated dispatch: counts and foreigndom are C `unsigned int`s.
         let list = |size_arg: u64| u64::from(size_arg as u32);
-        let outcome = if number == u64::from(nr::MMU_UPDATE) {
+        if number == u64::from(nr::MMU_UPDATE) {
             self.mmu_update(
                 idx,
                 GuestArray::new(args[0], list(args[1])),
@@ -49,7 +46,20 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             )
         } else {
             Outcome::from(self.update_va_mapping(idx, args[0], args[1], args[2]))
-        };
+        }
+    }
+
+    /// Whether `number` is one of the three MMU hypercalls [`Self::mmu_call`] runs.
+    pub(crate) fn is_mmu_call(number: u64) -> bool {
+        number == u64::from(nr::MMU_UPDATE)
+            || number == u64::from(nr::MMUEXT_OP)
+            || number == u64::from(nr::UPDATE_VA_MAPPING)
+    }
+
+    #[inline(never)]
+    fn mmu_hypercall_in(&mut self, idx: usize, number: u64, frame: &mut GuestFrame) -> Resume {
+        let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
+        let outcome = self.mmu_call(idx, number, args);
         let dom = self.domains[idx].id.0;
         let resume = if let Outcome::Return(r) = outcome {
             frame.rax = to_rax(r);

@@ -218,6 +218,13 @@ fn for_each_chunk<M: MachineMemory>(
     Ok(())
 }
 
+/// Whether `[va, va + len)` is non-empty and inside one page: the common case (one
+/// structure), copied with one translation and no chunking.
+#[inline]
+fn in_one_page(va: u64, len: usize) -> bool {
+    len != 0 && len <= PAGE_SIZE - (va & (PAGE - 1)) as usize
+}
+
 /// Copies `buf.len()` bytes from guest VA `va`. Any bad address is `Errno::EFAULT`.
 ///
 /// On failure `buf` may be partly filled.
@@ -228,6 +235,10 @@ pub fn copy_from_guest<M: MachineMemory>(
     va: u64,
     buf: &mut [u8],
 ) -> Result<(), Errno> {
+    if in_one_page(va, buf.len()) {
+        let maddr = translate(mem, frames, space, va, false)?;
+        return mem.read(maddr, buf).map_err(|_| Errno::EFAULT);
+    }
     for_each_chunk(mem, frames, space, va, buf.len(), false, |maddr, off, n| {
         mem.read(maddr, &mut buf[off..off + n])
             .map_err(|_| Errno::EFAULT)
@@ -245,6 +256,10 @@ pub fn copy_to_guest<M: MachineMemory>(
     va: u64,
     data: &[u8],
 ) -> Result<(), Errno> {
+    if in_one_page(va, data.len()) {
+        let maddr = translate(mem, frames, space, va, true)?;
+        return mem.write(maddr, data).map_err(|_| Errno::EFAULT);
+    }
     for_each_chunk(mem, frames, space, va, data.len(), true, |maddr, off, n| {
         mem.write(maddr, &data[off..off + n])
             .map_err(|_| Errno::EFAULT)

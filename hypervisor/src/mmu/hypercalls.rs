@@ -247,7 +247,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             limit: work_budget(),
         };
         // What an earlier entry left comes first (Xen: put_old_guest_table).
-        if self.with_pt(idx, budget, |pt| pt.finish_deferred()) == Err(Stop::Preempted) {
+        if self.cur(idx).old_table.is_some()
+            && self.with_pt(idx, budget, |pt| pt.finish_deferred()) == Err(Stop::Preempted)
+        {
             return Ok(BatchEnd::Again);
         }
         if count == MMU_UPDATE_PREEMPTED && list == 0 {

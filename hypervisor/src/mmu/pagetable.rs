@@ -52,6 +52,7 @@ use crate::platform::MachineMemory;
 use bitflags::bitflags;
 use guest_abi::layout::{FIRST_HYPERVISOR_L4_SLOT, LAST_HYPERVISOR_L4_SLOT, PAGE_SIZE};
 use guest_abi::{DomId, Errno, Mfn};
+use zerocopy::IntoBytes;
 
 bitflags! {
     /// Bits of an x86_64 page-table entry other than the frame address.
@@ -81,6 +82,8 @@ bitflags! {
 pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 /// Entries per table.
 const ENTRIES: usize = PAGE_SIZE / 8;
+/// Entries read at once when looking for the present ones of an L1.
+const SCAN_CHUNK: usize = 64;
 
 /// Flags a present L1 entry may carry (an ordinary domain: no PAT/PCD/PWT).
 const L1_ALLOWED: Pte = Pte::PRESENT
@@ -381,7 +384,17 @@ impl<M: MachineMemory> PtCtx<'_, M> {
         start: usize,
         mut set: bool,
     ) -> Result<(), Stop> {
-        for slot in start..ENTRIES {
+        let mut slot = start;
+        while slot < ENTRIES {
+            if level == 1 && !set {
+                // Empty entries need nothing: skipped in bulk (counted all the same).
+                let next = self.next_present(table, slot);
+                self.frames.add_work((next - slot) as u64);
+                slot = next;
+                if slot == ENTRIES {
+                    break;
+                }
+            }
             if slot > start && level > 1 && self.over_budget() {
                 self.frames.set_partial(
                     table,
@@ -440,8 +453,56 @@ impl<M: MachineMemory> PtCtx<'_, M> {
                     return Err(Stop::Fail(e));
                 }
             }
+            slot += 1;
         }
         Ok(())
+    }
+
+    /// The first entry from `from` on of `table` that is present (or one whose read
+    /// failed: the per-entry path reports that), `ENTRIES` if none.
+    fn next_present(&self, table: Mfn, from: usize) -> usize {
+        let mut buf = [0u64; SCAN_CHUNK];
+        let mut slot = from;
+        while slot < ENTRIES {
+            let n = SCAN_CHUNK.min(ENTRIES - slot);
+            let chunk = &mut buf[..n];
+            if self
+                .mem
+                .read(table.maddr() + slot as u64 * 8, chunk.as_mut_bytes())
+                .is_err()
+            {
+                return slot;
+            }
+            match chunk.iter().position(|&e| present(u64::from_le(e))) {
+                Some(i) => return slot + i,
+                None => slot += n,
+            }
+        }
+        ENTRIES
+    }
+
+    /// The last entry at or below `upto` of `table` that is present (or one whose read
+    /// failed), `None` if none.
+    fn prev_present(&self, table: Mfn, upto: usize) -> Option<usize> {
+        let mut buf = [0u64; SCAN_CHUNK];
+        let mut end = upto + 1;
+        while end > 0 {
+            let n = SCAN_CHUNK.min(end);
+            let first = end - n;
+            let chunk = &mut buf[..n];
+            if self
+                .mem
+                .read(table.maddr() + first as u64 * 8, chunk.as_mut_bytes())
+                .is_err()
+            {
+                return Some(end - 1);
+            }
+            if let Some(i) = chunk.iter().rposition(|&e| present(u64::from_le(e))) {
+                return Some(first + i);
+            }
+            end = first;
+        }
+        None
     }
 
     /// Validates entry `slot` of a `level` table (`set`: its target's validation was
@@ -562,6 +623,15 @@ impl<M: MachineMemory> PtCtx<'_, M> {
         }
         let mut first = true;
         loop {
+            if level == 1 && !set {
+                // Empty entries hold nothing: skipped in bulk (counted all the same).
+                let Some(p) = self.prev_present(table, slot) else {
+                    self.frames.add_work(slot as u64 + 1);
+                    return Ok(());
+                };
+                self.frames.add_work((slot - p) as u64);
+                slot = p;
+            }
             if !first && level > 1 && self.over_budget() {
                 // Entries 0..=slot still hold their references.
                 self.frames.set_partial(

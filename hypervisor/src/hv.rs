@@ -408,10 +408,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             frame.rax = XEN_VERSION_NUMBER;
             return Resume::Guest { cr3: self.cpu.cr3 };
         }
-        // mmu_update, mmuext_op, update_va_mapping: without the generic dispatch.
-        if let Some(r) = self.mmu_hypercall(frame) {
-            return r;
-        }
         self.dispatch(frame)
     }
 

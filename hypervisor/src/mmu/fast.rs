@@ -1,5 +1,6 @@
 //! The MMU hypercalls without the generic dispatch: `mmu_update`, `mmuext_op` and
-//! `update_va_mapping` go from `Hypervisor::hypercall` straight to their handlers, with
+//! `update_va_mapping` go from the top of `Hypervisor::dispatch` straight to their
+//! handlers, with
 //! the arguments typed exactly as the generated dispatch types them, and their outcome
 //! carried out as `dispatch` does (the same trace line, `apply_outcome` for anything but
 //! a plain return, then `resume_if_returnable`). A multicall entry of theirs runs them
@@ -14,18 +15,6 @@ use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
 use guest_abi::nr;
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    /// Handles hypercall `frame.rax` if it is one of the three MMU hypercalls from a
-    /// running domain; `None` otherwise (the caller dispatches it).
-    #[inline]
-    pub(crate) fn mmu_hypercall(&mut self, frame: &mut GuestFrame) -> Option<Resume> {
-        let number = frame.rax;
-        if !Self::is_mmu_call(number) {
-            return None;
-        }
-        let idx = self.cpu.current?;
-        Some(self.mmu_hypercall_in(idx, number, frame))
-    }
-
     /// Runs MMU hypercall `number` (one of the three) of domain `idx` with `args`.
     pub(crate) fn mmu_call(&mut self, idx: usize, number: u64, args: [u64; 5]) -> Outcome {
         // As the generated dispatch: counts and foreigndom are C `unsigned int`s.
@@ -56,8 +45,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             || number == u64::from(nr::UPDATE_VA_MAPPING)
     }
 
-    #[inline(never)]
-    fn mmu_hypercall_in(&mut self, idx: usize, number: u64, frame: &mut GuestFrame) -> Resume {
+    /// Runs MMU hypercall `number` of the running domain `idx` from its registers and
+    /// carries out the outcome as `dispatch` does.
+    pub(crate) fn mmu_hypercall(
+        &mut self,
+        idx: usize,
+        number: u64,
+        frame: &mut GuestFrame,
+    ) -> Resume {
         let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
         let outcome = self.mmu_call(idx, number, args);
         let dom = self.domains[idx].id.0;

@@ -912,9 +912,10 @@ impl Rng {
     }
 }
 
-/// The fast entry (`Hypervisor::hypercall` -> `mmu_hypercall`) and the generic dispatch
-/// give the same results, registers, references and page tables for random mmu_update,
-/// update_va_mapping and mmuext_op calls on the entries of a live L1 (same values, other
+/// The fast entry (`dispatch` -> `mmu_hypercall`) and the generic dispatch
+/// (`dispatch_generic`: the generated `dispatch` and the handlers) give the same results,
+/// registers, references and page tables for random mmu_update, update_va_mapping and
+/// mmuext_op calls on the entries of a live L1 (same values, other
 /// A/D/NX bits, other writability, other frames, empty, forbidden flags).
 #[test]
 fn the_mmu_fast_entry_matches_the_generic_dispatch() {
@@ -976,7 +977,7 @@ fn the_mmu_fast_entry_matches_the_generic_dispatch() {
         y.f.rax = u64::from(nr);
         [y.f.rdi, y.f.rsi, y.f.rdx, y.f.r10] = args;
         y.f.vector = GuestFrame::VECTOR_SYSCALL;
-        let generic = y.hv.dispatch(&mut y.f);
+        let generic = y.hv.dispatch_generic(0, &mut y.f);
         assert_eq!(fast, generic, "step {step}");
         assert_eq!(x.f, y.f, "step {step}: registers");
         if x.f.rax == 0 {
@@ -988,7 +989,10 @@ fn the_mmu_fast_entry_matches_the_generic_dispatch() {
             assert_eq!(snapshot(&x), snapshot(&y), "step {step}: frames");
         }
     }
-    assert!(ok > 1000 && failed > 100, "both outcomes exercised: {ok} {failed}");
+    assert!(
+        ok > 1000 && failed > 100,
+        "both outcomes exercised: {ok} {failed}"
+    );
     assert_eq!(snapshot(&x), snapshot(&y));
     let mut a = [0u8; PAGE_SIZE];
     let mut b = [0u8; PAGE_SIZE];

@@ -12,6 +12,11 @@ use crate::hv::Hypervisor;
 use crate::hypercall::handle::{GuestArray, GuestHandle, Outcome};
 use crate::hypercall::to_rax;
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
+use guest_abi::layout::{in_hypervisor_range, is_canonical};
+use guest_abi::mmu::{
+    MMUEXT_INVLPG_ALL, MMUEXT_INVLPG_LOCAL, MMUEXT_TLB_FLUSH_ALL, MMUEXT_TLB_FLUSH_LOCAL,
+    MmuextOp,
+};
 use guest_abi::nr;
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
@@ -27,6 +32,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 args[3] as u32,
             )
         } else if number == u64::from(nr::MMUEXT_OP) {
+            if let Some(done) = self.mmuext_flush_only(idx, args) {
+                return done;
+            }
             self.mmuext_op(
                 idx,
                 GuestArray::new(args[0], list(args[1])),
@@ -36,6 +44,35 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         } else {
             Outcome::from(self.update_va_mapping(idx, args[0], args[1], args[2]))
         }
+    }
+
+    /// `mmuext_op` of one TLB flush or invlpg op (the commonest call, and one that
+    /// changes no page table): what the batch would do for it, without the batch
+    /// bookkeeping. `None` (nothing done) for anything else, the op unreadable included:
+    /// the batch then runs it from the start.
+    fn mmuext_flush_only(&mut self, idx: usize, args: [u64; 5]) -> Option<Outcome> {
+        let (list, count, pdone, foreigndom) = (args[0], args[1] as u32, args[2], args[3]);
+        if count != 1
+            || !self.foreigndom_is_self(idx, foreigndom as u32)
+            || self.cur(idx).old_table.is_some()
+        {
+            return None;
+        }
+        let op: MmuextOp = self.read_guest(idx, list).ok()?;
+        match op.cmd {
+            MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_TLB_FLUSH_ALL => self.platform.flush_tlb(),
+            MMUEXT_INVLPG_LOCAL | MMUEXT_INVLPG_ALL => {
+                if is_canonical(op.arg1) && !in_hypervisor_range(op.arg1) {
+                    self.platform.invlpg(op.arg1);
+                }
+            }
+            _ => return None,
+        }
+        if pdone != 0 {
+            // As the batch: one element done, a bad pdone does not change the result.
+            let _ = self.write_guest(idx, pdone, &1u32.to_le_bytes());
+        }
+        Some(Outcome::Return(Ok(0)))
     }
 
     /// Whether `number` is one of the three MMU hypercalls [`Self::mmu_call`] runs.

@@ -193,7 +193,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 
     /// Whether `foreigndom` of mmu_update/mmuext_op names the caller itself (no other
     /// domain's tables or frames may be used: no domain here is privileged for that).
-    fn foreigndom_is_self(&self, idx: usize, foreigndom: u32) -> bool {
+    pub(super) fn foreigndom_is_self(&self, idx: usize, foreigndom: u32) -> bool {
         let me = self.domains[idx].id.0;
         let fd = foreigndom as u16;
         let pfd = (foreigndom >> 16) as u16;

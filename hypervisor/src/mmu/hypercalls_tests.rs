@@ -969,7 +969,8 @@ fn the_mmu_fast_entry_matches_the_generic_dispatch() {
                 x.put(x.scratch, op.as_bytes());
                 y.put(y.scratch, op.as_bytes());
                 let fd = u64::from(DomId::SELF.0);
-                (nr::MMUEXT_OP, [x.scratch, 1, 0, fd])
+                let pdone = [0, x.scratch + 2048][rng.below(2) as usize];
+                (nr::MMUEXT_OP, [x.scratch, 1, pdone, fd])
             }
         };
         let fast = hypercall(&mut x.hv, &mut x.f, u64::from(nr), &args);
@@ -980,6 +981,10 @@ fn the_mmu_fast_entry_matches_the_generic_dispatch() {
         let generic = y.hv.dispatch_generic(0, &mut y.f);
         assert_eq!(fast, generic, "step {step}");
         assert_eq!(x.f, y.f, "step {step}: registers");
+        let pdone = x.scratch + 2048;
+        assert_eq!(x.get_u32(pdone), y.get_u32(pdone), "step {step}: pdone");
+        x.put(pdone, &[0xff; 4]);
+        y.put(pdone, &[0xff; 4]);
         if x.f.rax == 0 {
             ok += 1;
         } else {

@@ -14,8 +14,7 @@ use crate::hypercall::to_rax;
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
 use guest_abi::layout::{in_hypervisor_range, is_canonical};
 use guest_abi::mmu::{
-    MMUEXT_INVLPG_ALL, MMUEXT_INVLPG_LOCAL, MMUEXT_TLB_FLUSH_ALL, MMUEXT_TLB_FLUSH_LOCAL,
-    MmuextOp,
+    MMUEXT_INVLPG_ALL, MMUEXT_INVLPG_LOCAL, MMUEXT_TLB_FLUSH_ALL, MMUEXT_TLB_FLUSH_LOCAL, MmuextOp,
 };
 use guest_abi::nr;
 

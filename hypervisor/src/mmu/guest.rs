@@ -38,8 +38,8 @@ pub struct GuestSpace {
     pub cr3: u64,
 }
 
-/// Entries of the translation cache (direct-mapped by page number and domain: domains
-/// built from the same image use the same stack addresses).
+/// Entries of the translation cache (direct-mapped by a hash of page number, domain and
+/// root: domains built from the same image use the same stack addresses). A power of 2.
 const TLB_ENTRIES: usize = 8;
 
 /// One remembered walk: page `page` of `dom`'s address space rooted at `cr3` is frame
@@ -90,12 +90,16 @@ impl Tlb {
         }
     }
 
-    fn slot(&self, dom: DomId, page: u64) -> &Cell<TlbEntry> {
-        &self.entries[((page ^ u64::from(dom.0)) as usize) % TLB_ENTRIES]
+    /// The entry for `page` of `space`: the root takes part, so the same page under two
+    /// roots a guest switches between (its kernel stack) does not evict itself.
+    fn slot(&self, space: GuestSpace, page: u64) -> &Cell<TlbEntry> {
+        let key = page ^ u64::from(space.dom.0) ^ (space.cr3 >> 12).rotate_left(20);
+        let hash = key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - TLB_ENTRIES.ilog2());
+        &self.entries[hash as usize % TLB_ENTRIES]
     }
 
     fn lookup(&self, space: GuestSpace, page: u64, write: bool) -> Option<u64> {
-        let e = self.slot(space.dom, page).get();
+        let e = self.slot(space, page).get();
         (e.page == page
             && e.cr3 == space.cr3 & PTE_ADDR_MASK
             && e.dom == space.dom
@@ -104,7 +108,7 @@ impl Tlb {
     }
 
     fn insert(&self, space: GuestSpace, page: u64, frame: u64, writable: bool) {
-        self.slot(space.dom, page).set(TlbEntry {
+        self.slot(space, page).set(TlbEntry {
             dom: space.dom,
             cr3: space.cr3 & PTE_ADDR_MASK,
             page,

@@ -239,7 +239,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         &mut self,
         idx: usize,
         a: &BatchArgs<T>,
-        one: fn(&mut Self, usize, u64, Budget) -> Result<bool, Stop>,
+        // A function item (not a pointer), so each batch gets its element handler inline.
+        one: impl Fn(&mut Self, usize, u64, Budget) -> Result<bool, Stop>,
     ) -> Result<BatchEnd, Errno> {
         let (list, count, pdone) = (a.list.addr(), a.list.len() as u32, a.pdone.addr());
         let budget = Budget {

@@ -21,8 +21,10 @@ use super::generated;
 use super::handle::{Call, GuestArray, Outcome, Pause};
 use super::to_rax;
 use crate::hv::{Hypervisor, XEN_VERSION_NUMBER};
+use crate::mmu::guest::copy_from_guest;
 use crate::platform::{GuestFrame, MachineMemory, Platform};
 use core::mem::{offset_of, size_of};
+use guest_abi::layout::PAGE_SIZE;
 use guest_abi::mmu::MulticallEntry;
 use guest_abi::version::XENVER_VERSION;
 use guest_abi::{Errno, nr};
@@ -50,6 +52,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let (idx, frame) = (call.idx, &*call.frame);
         // The count is a C `unsigned int`.
         let count = u64::from(calls.len() as u32);
+        let mut ahead = ReadAhead::new();
         for i in 0..count {
             let Some(at) = calls.get(i).map(|h| h.addr()) else {
                 return Outcome::Return(Err(Errno::EFAULT));
@@ -58,16 +61,27 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             if i >= MULTICALL_BATCH {
                 return continue_at(at, rest, None);
             }
-            let entry: MulticallEntry = match self.read_guest(idx, at) {
+            let entry: MulticallEntry = match ahead.entry(self, idx, at, rest) {
                 Ok(e) => e,
                 Err(e) => return Outcome::Return(Err(e)),
             };
+            let pure = match u32::try_from(entry.op) {
+                Ok(nr::MULTICALL | nr::IRET) => true,
+                Ok(nr::XEN_VERSION) => entry.args[0] as u32 == XENVER_VERSION,
+                _ => false,
+            };
+            if !pure {
+                // It may change guest memory or mappings: what was read ahead is read
+                // again.
+                ahead.forget();
+            }
             let outcome = match u32::try_from(entry.op) {
                 Ok(nr::MULTICALL | nr::IRET) => Outcome::Return(Err(Errno::EINVAL)),
                 // What the generic xen_version handler answers, without building a call.
                 Ok(nr::XEN_VERSION) if entry.args[0] as u32 == XENVER_VERSION => {
                     Outcome::Return(Ok(XEN_VERSION_NUMBER))
                 }
+
                 // The MMU hypercalls only use the domain, never the registers.
                 _ if Self::is_mmu_call(entry.op) => {
                     let [a0, a1, a2, a3, a4, _] = entry.args;
@@ -117,6 +131,73 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             }
         }
         Outcome::Return(Ok(0))
+    }
+}
+
+/// Entries read ahead, in one copy, from the page of the current one: the entries a
+/// multicall is made of are mostly ones that change nothing but their own result field
+/// (`xen_version(XENVER_version)`, refused ones), after which the next entry reads the
+/// same as it did. Anything else forgets them ([`ReadAhead::forget`]). Only whole entries
+/// of the page the entry to run is on, and none past the list, are read: each read fails
+/// exactly when reading that one entry would.
+struct ReadAhead {
+    entries: [MulticallEntry; READ_AHEAD],
+    /// Guest VA of `entries[0]`.
+    at: u64,
+    /// Valid entries.
+    len: usize,
+}
+
+/// Entries [`ReadAhead`] reads at once.
+const READ_AHEAD: usize = 8;
+
+impl ReadAhead {
+    fn new() -> Self {
+        ReadAhead {
+            entries: [MulticallEntry::default(); READ_AHEAD],
+            at: 0,
+            len: 0,
+        }
+    }
+
+    fn forget(&mut self) {
+        self.len = 0;
+    }
+
+    /// The entry at guest VA `at`, `rest` entries being left in the list (`rest >= 1`).
+    fn entry<M: MachineMemory, P: Platform>(
+        &mut self,
+        hv: &Hypervisor<M, P>,
+        idx: usize,
+        at: u64,
+        rest: u64,
+    ) -> Result<MulticallEntry, Errno> {
+        let k = at.wrapping_sub(self.at) / ENTRY_SIZE;
+        if at >= self.at
+            && at.wrapping_sub(self.at).is_multiple_of(ENTRY_SIZE)
+            && k < self.len as u64
+        {
+            return Ok(self.entries[k as usize]);
+        }
+        let page = PAGE_SIZE as u64;
+        let in_page = (page - (at & (page - 1))) / ENTRY_SIZE;
+        let n = in_page.min(rest).min(READ_AHEAD as u64) as usize;
+        self.len = 0;
+        if n == 0 {
+            // The entry straddles a page boundary.
+            return hv.read_guest(idx, at);
+        }
+        let space = hv.current_space(idx);
+        copy_from_guest(
+            &hv.mem,
+            &hv.frames,
+            space,
+            at,
+            self.entries[..n].as_mut_bytes(),
+        )?;
+        self.at = at;
+        self.len = n;
+        Ok(self.entries[0])
     }
 }
 

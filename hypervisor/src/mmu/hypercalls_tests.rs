@@ -1005,3 +1005,47 @@ fn the_mmu_fast_entry_matches_the_generic_dispatch() {
     y.hv.mem.read(l1_of_first, &mut b).unwrap();
     assert_eq!(a, b, "the L1 tables");
 }
+
+/// A multicall entry that writes into a later entry changes what that entry runs, read
+/// ahead or not: entry 0 (`XENVER_extraversion`) overwrites entry 2's `op` with "-rs",
+/// so entry 2 is an unknown hypercall, not the `xen_version` it was written as; entry 1
+/// and entry 3 (pure `XENVER_version`, read ahead) are answered as usual.
+#[test]
+fn multicall_entries_see_what_earlier_entries_wrote() {
+    let mut x = fx(false);
+    let list = x.scratch + 1024;
+    let version = MulticallEntry {
+        op: nr::XEN_VERSION.into(),
+        ..Default::default()
+    };
+    let entries = [
+        MulticallEntry {
+            op: nr::XEN_VERSION.into(),
+            args: [
+                guest_abi::version::XENVER_EXTRAVERSION.into(),
+                list + 2 * 64,
+                0,
+                0,
+                0,
+                0,
+            ],
+            ..Default::default()
+        },
+        version,
+        version,
+        version,
+    ];
+    x.put(list, entries.as_bytes());
+    assert_eq!(x.call(nr::MULTICALL, [list, 4, 0, 0]), 0);
+    let result = |x: &Fx, i: u64| {
+        let mut b = [0u8; 8];
+        let at = list + i * 64 + 8;
+        copy_from_guest(&x.hv.mem, &x.hv.frames, x.space(), at, &mut b).unwrap();
+        i64::from_le_bytes(b)
+    };
+    let results: Vec<i64> = (0..4).map(|i| result(&x, i)).collect();
+    assert_eq!(
+        results,
+        [0, (4 << 16) | 17, Errno::ENOSYS.to_ret(), (4 << 16) | 17]
+    );
+}

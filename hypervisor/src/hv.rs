@@ -408,10 +408,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             frame.rax = XEN_VERSION_NUMBER;
             return Resume::Guest { cr3: self.cpu.cr3 };
         }
-        // mmu_update, mmuext_op, update_va_mapping: straight to their handlers.
-        if Self::is_mmu_call(frame.rax) {
-            return self.mmu_hypercall(frame);
-        }
         self.dispatch(frame)
     }
 

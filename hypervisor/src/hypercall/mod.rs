@@ -51,6 +51,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let Some(idx) = self.cpu.current else {
             return self.no_current_domain();
         };
+        let number = frame.rax;
+        // mmu_update, mmuext_op, update_va_mapping: straight to their handlers.
+        if Self::is_mmu_call(number) {
+            return self.mmu_hypercall(idx, number, frame);
+        }
         self.dispatch_generic(idx, frame)
     }
 

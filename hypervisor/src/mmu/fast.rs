@@ -1,6 +1,6 @@
 //! The MMU hypercalls without the generic dispatch: `mmu_update`, `mmuext_op` and
-//! `update_va_mapping` go from `Hypervisor::hypercall` (after the `xen_version` fast
-//! path) straight to their handlers, with
+//! `update_va_mapping` go from the top of `Hypervisor::dispatch` straight to their
+//! handlers, with
 //! the arguments typed exactly as the generated dispatch types them, and their outcome
 //! carried out as `dispatch` does (the same trace line, `apply_outcome` for anything but
 //! a plain return, then `resume_if_returnable`). A multicall entry of theirs runs them
@@ -81,14 +81,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             || number == u64::from(nr::UPDATE_VA_MAPPING)
     }
 
-    /// Runs MMU hypercall `frame.rax` of the running domain from its registers and
+    /// Runs MMU hypercall `number` of the running domain `idx` from its registers and
     /// carries out the outcome as `dispatch` does.
-    #[inline(never)]
-    pub(crate) fn mmu_hypercall(&mut self, frame: &mut GuestFrame) -> Resume {
-        let Some(idx) = self.cpu.current else {
-            return self.no_current_domain();
-        };
-        let number = frame.rax;
+    pub(crate) fn mmu_hypercall(
+        &mut self,
+        idx: usize,
+        number: u64,
+        frame: &mut GuestFrame,
+    ) -> Resume {
         let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
         let outcome = self.mmu_call(idx, number, args);
         let dom = self.domains[idx].id.0;

@@ -912,7 +912,7 @@ impl Rng {
     }
 }
 
-/// The fast entry (`hypercall` -> `mmu_hypercall`) and the generic dispatch
+/// The fast entry (`dispatch` -> `mmu_hypercall`) and the generic dispatch
 /// (`dispatch_generic`: the generated `dispatch` and the handlers) give the same results,
 /// registers, references and page tables for random mmu_update, update_va_mapping and
 /// mmuext_op calls on the entries of a live L1 (same values, other

@@ -34,11 +34,13 @@
 use crate::hv::Hypervisor;
 use crate::hypercall::HcResult;
 use crate::hypercall::handle::{GuestArray, GuestHandle, Outcome};
+use crate::mmu::guest::copy_from_guest;
 use crate::mmu::pagetable::{Budget, PtCtx, Stop};
 use crate::platform::{MachineMemory, Platform};
 use guest_abi::layout::{PAGE_SIZE, in_hypervisor_range, is_canonical};
 use guest_abi::mmu::*;
 use guest_abi::{DomId, Errno, Mfn};
+use zerocopy::IntoBytes;
 
 /// Elements handled per entry into the hypervisor before a continuation.
 pub const BATCH: u32 = 512;
@@ -143,6 +145,71 @@ fn decode_result(v: u32) -> Result<(), Errno> {
     }
 }
 
+/// `mmu_update` requests read ahead, in one copy, from the page of the current one:
+/// valid while no element wrote anything (a rewrite with the value already there writes
+/// nothing); any element that may have changed memory or mappings forgets them. Only
+/// whole requests of that page and of the list are read, so a read fails exactly when
+/// reading the one request would (the generic path then reads it and reports it).
+struct ReqAhead {
+    reqs: [MmuUpdate; REQ_AHEAD],
+    /// Guest VA of `reqs[0]`.
+    at: u64,
+    /// Valid requests.
+    len: usize,
+    /// Guest VA one past the list (0 if it would overflow: no read-ahead).
+    end: u64,
+}
+
+/// Requests [`ReqAhead`] reads at once.
+const REQ_AHEAD: usize = 32;
+const REQ_SIZE: u64 = size_of::<MmuUpdate>() as u64;
+
+impl ReqAhead {
+    fn new(list: GuestArray<MmuUpdate>) -> Self {
+        let count = list.len() & u64::from(!MMU_UPDATE_PREEMPTED);
+        let end = count
+            .checked_mul(REQ_SIZE)
+            .and_then(|n| list.addr().checked_add(n))
+            .unwrap_or(0);
+        ReqAhead {
+            reqs: [MmuUpdate::default(); REQ_AHEAD],
+            at: 0,
+            len: 0,
+            end,
+        }
+    }
+
+    fn forget(&mut self) {
+        self.len = 0;
+    }
+
+    /// The request at `at`, if it can be read ahead.
+    fn get<M: MachineMemory, P: Platform>(
+        &mut self,
+        hv: &Hypervisor<M, P>,
+        idx: usize,
+        at: u64,
+    ) -> Option<MmuUpdate> {
+        let off = at.wrapping_sub(self.at);
+        if at >= self.at && off.is_multiple_of(REQ_SIZE) && off / REQ_SIZE < self.len as u64 {
+            return Some(self.reqs[(off / REQ_SIZE) as usize]);
+        }
+        self.len = 0;
+        let page = PAGE_SIZE as u64;
+        let in_page = (page - (at & (page - 1))) / REQ_SIZE;
+        let in_list = self.end.checked_sub(at)? / REQ_SIZE;
+        let n = in_page.min(in_list).min(REQ_AHEAD as u64) as usize;
+        if n == 0 {
+            return None;
+        }
+        let bytes = self.reqs[..n].as_mut_bytes();
+        copy_from_guest(&hv.mem, &hv.frames, hv.current_space(idx), at, bytes).ok()?;
+        self.at = at;
+        self.len = n;
+        Some(self.reqs[0])
+    }
+}
+
 /// How a batch hypercall ended.
 enum BatchEnd {
     /// Every element done (or the first failure).
@@ -213,7 +280,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             pdone,
             foreigndom,
         };
-        let ret = self.batch(idx, &args, Self::mmu_one);
+        let mut ahead = ReqAhead::new(reqs);
+        let ret = self.batch(idx, &args, |hv: &mut Self, idx, at, budget| {
+            hv.mmu_one_quick(idx, at, budget, &mut ahead)
+        });
         finish_batch(&args, ret)
     }
 
@@ -239,8 +309,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         &mut self,
         idx: usize,
         a: &BatchArgs<T>,
-        // A function item (not a pointer), so each batch gets its element handler inline.
-        one: impl Fn(&mut Self, usize, u64, Budget) -> Result<bool, Stop>,
+        // Not a pointer, so each batch gets its element handler inline.
+        mut one: impl FnMut(&mut Self, usize, u64, Budget) -> Result<bool, Stop>,
     ) -> Result<BatchEnd, Errno> {
         let (list, count, pdone) = (a.list.addr(), a.list.len() as u32, a.pdone.addr());
         let budget = Budget {
@@ -320,6 +390,41 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             let _ = self.write_guest(idx, pdone, &total.to_le_bytes());
         }
         Ok(end)
+    }
+
+    /// [`Self::mmu_one`], for a request that rewrites a table entry keeping its
+    /// references (read ahead from the list, see [`ReqAhead`]) without the generic
+    /// entry update; anything else goes to `mmu_one`, which reads it again.
+    fn mmu_one_quick(
+        &mut self,
+        idx: usize,
+        at: u64,
+        budget: Budget,
+        ahead: &mut ReqAhead,
+    ) -> Result<bool, Stop> {
+        if let Some(req) = ahead.get(self, idx, at) {
+            let kind = req.ptr & 7;
+            if matches!(
+                kind,
+                MMU_NORMAL_PT_UPDATE | MMU_PT_UPDATE_NO_TRANSLATE | MMU_PT_UPDATE_PRESERVE_AD
+            ) {
+                // The batch runs an element only with no deferred drop (the vCPU's is
+                // None), so a fresh context is the one `with_pt` would build.
+                let preserve_ad = kind == MMU_PT_UPDATE_PRESERVE_AD;
+                let mut pt = self.pt(idx);
+                match pt.rewrite_keeping_references(req.ptr & !7, req.val, preserve_ad) {
+                    Some(Ok(false)) => return Ok(false),
+                    Some(r) => {
+                        // Memory changed: what was read ahead is read again.
+                        ahead.forget();
+                        return r.map(|_| false).map_err(Stop::Fail);
+                    }
+                    None => {}
+                }
+            }
+        }
+        ahead.forget();
+        self.mmu_one(idx, at, budget)
     }
 
     /// One `mmu_update` request at guest VA `at`; `Ok(true)` if a page table changed.
@@ -457,7 +562,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let mut pt = self.pt(idx);
         let entry = pt.l1_entry_maddr(root, va)?;
         // An L1 entry: nothing to validate or devalidate below it, nothing deferred.
-        let r = pt.mod_entry(entry, val, false);
+        let r = match pt.rewrite_keeping_references(entry, val, false) {
+            Some(r) => r.map(drop).map_err(Stop::Fail),
+            None => pt.mod_entry(entry, val, false),
+        };
         // A right taken away is flushed whole whatever the flags said (the L1 table may
         // also be linked at other VAs); otherwise exactly what the guest asked for.
         if self.frames.take_hw_flush() {

@@ -944,14 +944,29 @@ fn the_mmu_fast_entry_matches_the_generic_dispatch() {
         let flags = rng.below(4);
         let (nr, args): (u32, [u64; 4]) = match rng.below(6) {
             0 | 1 => {
-                let req = MmuUpdate {
-                    ptr: ptr | MMU_NORMAL_PT_UPDATE,
-                    val,
-                };
-                x.put(x.scratch, req.as_bytes());
-                y.put(y.scratch, req.as_bytes());
+                // 1..=6 requests: rewrites of the same value (read ahead) mixed with
+                // changes (which make the rest be read again).
+                let n = 1 + rng.below(6);
+                let mut reqs = Vec::new();
+                for i in 0..n {
+                    let (ptr, val) = if i == 0 {
+                        (ptr, val)
+                    } else {
+                        let p = x.l1e(vas[rng.below(vas.len() as u64) as usize]);
+                        let old = x.hv.mem.read_u64(p).unwrap();
+                        (p, [old, old, old ^ 0x40, 0][rng.below(4) as usize])
+                    };
+                    let kind =
+                        [MMU_NORMAL_PT_UPDATE, MMU_PT_UPDATE_PRESERVE_AD][rng.below(2) as usize];
+                    reqs.push(MmuUpdate {
+                        ptr: ptr | kind,
+                        val,
+                    });
+                }
+                x.put(x.scratch, reqs.as_bytes());
+                y.put(y.scratch, reqs.as_bytes());
                 let fd = u64::from(DomId::SELF.0);
-                (nr::MMU_UPDATE, [x.scratch, 1, x.scratch + 2048, fd])
+                (nr::MMU_UPDATE, [x.scratch, n, x.scratch + 2048, fd])
             }
             2 | 3 => (nr::UPDATE_VA_MAPPING, [va, val, flags, 0]),
             _ => {

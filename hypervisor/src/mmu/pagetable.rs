@@ -850,16 +850,7 @@ impl<M: MachineMemory> PtCtx<'_, M> {
             // reference-relevant rights holds exactly the references the old entry holds,
             // so none is taken or dropped (and an unchanged entry is not even written).
             if present(old) && self.same_references(old, new, level) {
-                if old & !new & Pte::RW.bits() != 0 {
-                    // An upper entry made read-only: writes through it must stop.
-                    self.frames.need_hw_flush();
-                    self.write_entry(table, slot, new)?;
-                } else if new != old {
-                    // Only NX, A/D or guest bits differ: no right the TLB or a
-                    // remembered walk may hold is taken away (NX adds a restriction the
-                    // guest flushes for itself, as on Xen).
-                    self.write_entry_keeping(table, slot, new)?;
-                }
+                self.rewrite(table, slot, old, new)?;
                 return Ok(());
             }
             self.get_entry_ref(new, level, false, false)?;
@@ -877,6 +868,64 @@ impl<M: MachineMemory> PtCtx<'_, M> {
             self.drop_entry_ref(old, level);
         }
         Ok(())
+    }
+
+    /// Writes `new` over `old` (present, the same references): `Ok(true)` if it wrote.
+    fn rewrite(&mut self, table: Mfn, slot: usize, old: u64, new: u64) -> Result<bool, Errno> {
+        if old & !new & Pte::RW.bits() != 0 {
+            // An upper entry made read-only: writes through it must stop.
+            self.frames.need_hw_flush();
+            self.write_entry(table, slot, new)?;
+        } else if new != old {
+            // Only NX, A/D or guest bits differ: no right the TLB or a remembered walk may
+            // hold is taken away (NX adds a restriction the guest flushes for itself, as
+            // on Xen).
+            self.write_entry_keeping(table, slot, new)?;
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// [`Self::mod_entry`] when it is a rewrite of a validated table's present entry that
+    /// keeps its references (the same frame and writability): `Some(Ok(wrote))` when done
+    /// exactly as `mod_entry` would do it, `None` (nothing done, nothing looked at that
+    /// matters) when `mod_entry` must run. Nothing may be deferred.
+    pub fn rewrite_keeping_references(
+        &mut self,
+        ptr: u64,
+        new: u64,
+        preserve_ad: bool,
+    ) -> Option<Result<bool, Errno>> {
+        if self.deferred.is_some() {
+            return None;
+        }
+        let table = Mfn::containing(ptr);
+        if !self.owned(table) {
+            return None;
+        }
+        let st = self.frames.type_state(table)?;
+        if st.count == 0 || self.frames.partial(table).is_some() {
+            return None;
+        }
+        let level = st.ty.pt_level()?;
+        let slot = ((ptr & (PAGE_SIZE as u64 - 1)) / 8) as usize;
+        if level == 4 && is_hypervisor_l4_slot(slot) {
+            return None;
+        }
+        let old = self.read_entry(table, slot).ok()?;
+        let mut new = new;
+        if preserve_ad {
+            new |= old & (Pte::ACCESSED | Pte::DIRTY).bits();
+        }
+        if !present(new) || !present(old) {
+            return None;
+        }
+        let new = check_entry(new, level).ok()?;
+        if !self.same_references(old, new, level) {
+            return None;
+        }
+        Some(self.rewrite(table, slot, old, new))
     }
 
     /// Whether present entries `old` and (checked) `new` of a `level` table hold the same

@@ -354,6 +354,20 @@ impl Frames {
         info.type_count = st.count;
     }
 
+    /// The level (1..=4) of `mfn` if it is a page table of `dom` in force: owned by
+    /// `dom`, an `Ln` type with a non-zero count, not partial. One look at the frame.
+    pub fn table_level(&self, mfn: Mfn, dom: DomId) -> Option<u32> {
+        let info = self.table[self.index(mfn)?];
+        if !info.is_allocated()
+            || info.owner != dom
+            || info.type_count == 0
+            || info.flags & PARTIAL_MASK != 0
+        {
+            return None;
+        }
+        PageType::from_bits((info.flags & TYPE_MASK) >> TYPE_SHIFT).pt_level()
+    }
+
     /// The interrupted (de)validation of an allocated frame, if any.
     pub fn partial(&self, mfn: Mfn) -> Option<Partial> {
         let info = self.table[self.index(mfn)?];

@@ -161,7 +161,7 @@ struct ReqAhead {
 }
 
 /// Requests [`ReqAhead`] reads at once.
-const REQ_AHEAD: usize = 32;
+const REQ_AHEAD: usize = 16;
 const REQ_SIZE: u64 = size_of::<MmuUpdate>() as u64;
 
 impl ReqAhead {
@@ -280,7 +280,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             pdone,
             foreigndom,
         };
-        let mut ahead = ReqAhead::new(reqs);
+        // Worth its buffer only for more than one request.
+        let mut ahead =
+            (reqs.len() & u64::from(!MMU_UPDATE_PREEMPTED) > 1).then(|| ReqAhead::new(reqs));
         let ret = self.batch(idx, &args, |hv: &mut Self, idx, at, budget| {
             hv.mmu_one_quick(idx, at, budget, &mut ahead)
         });
@@ -400,9 +402,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         idx: usize,
         at: u64,
         budget: Budget,
-        ahead: &mut ReqAhead,
+        ahead: &mut Option<ReqAhead>,
     ) -> Result<bool, Stop> {
-        if let Some(req) = ahead.get(self, idx, at) {
+        let req = match ahead {
+            Some(ahead) => ahead.get(self, idx, at),
+            // A single request: read as it is.
+            None => self.read_guest::<MmuUpdate>(idx, at).ok(),
+        };
+        if let Some(req) = req {
             let kind = req.ptr & 7;
             if matches!(
                 kind,
@@ -416,14 +423,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     Some(Ok(false)) => return Ok(false),
                     Some(r) => {
                         // Memory changed: what was read ahead is read again.
-                        ahead.forget();
+                        ahead.as_mut().map(ReqAhead::forget);
                         return r.map(|_| false).map_err(Stop::Fail);
                     }
                     None => {}
                 }
             }
         }
-        ahead.forget();
+        ahead.as_mut().map(ReqAhead::forget);
         self.mmu_one(idx, at, budget)
     }
 

@@ -901,14 +901,7 @@ impl<M: MachineMemory> PtCtx<'_, M> {
             return None;
         }
         let table = Mfn::containing(ptr);
-        if !self.owned(table) {
-            return None;
-        }
-        let st = self.frames.type_state(table)?;
-        if st.count == 0 || self.frames.partial(table).is_some() {
-            return None;
-        }
-        let level = st.ty.pt_level()?;
+        let level = self.frames.table_level(table, self.dom)?;
         let slot = ((ptr & (PAGE_SIZE as u64 - 1)) / 8) as usize;
         if level == 4 && is_hypervisor_l4_slot(slot) {
             return None;

@@ -31,14 +31,16 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 args[3] as u32,
             )
         } else if number == u64::from(nr::MMUEXT_OP) {
-            if let Some(done) = self.mmuext_flush_only(idx, args) {
-                return done;
-            }
-            self.mmuext_op(
+            let first = match self.mmuext_flush_only(idx, args) {
+                Ok(done) => return done,
+                Err(first) => first,
+            };
+            self.mmuext_op_first(
                 idx,
                 GuestArray::new(args[0], list(args[1])),
                 GuestHandle::new(args[2]),
                 args[3] as u32,
+                first,
             )
         } else {
             Outcome::from(self.update_va_mapping(idx, args[0], args[1], args[2]))
@@ -47,17 +49,21 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 
     /// `mmuext_op` of one TLB flush or invlpg op (the commonest call, and one that
     /// changes no page table): what the batch would do for it, without the batch
-    /// bookkeeping. `None` (nothing done) for anything else, the op unreadable included:
-    /// the batch then runs it from the start.
-    fn mmuext_flush_only(&mut self, idx: usize, args: [u64; 5]) -> Option<Outcome> {
+    /// bookkeeping. `Err` (nothing done) for anything else, the op unreadable included:
+    /// the batch then runs it from the start, with the op if it was read (`(va, op)`).
+    fn mmuext_flush_only(
+        &mut self,
+        idx: usize,
+        args: [u64; 5],
+    ) -> Result<Outcome, Option<(u64, MmuextOp)>> {
         let (list, count, pdone, foreigndom) = (args[0], args[1] as u32, args[2], args[3]);
         if count != 1
             || !self.foreigndom_is_self(idx, foreigndom as u32)
             || self.cur(idx).old_table.is_some()
         {
-            return None;
+            return Err(None);
         }
-        let op: MmuextOp = self.read_guest(idx, list).ok()?;
+        let op: MmuextOp = self.read_guest(idx, list).map_err(|_| None)?;
         match op.cmd {
             MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_TLB_FLUSH_ALL => self.platform.flush_tlb(),
             MMUEXT_INVLPG_LOCAL | MMUEXT_INVLPG_ALL => {
@@ -65,13 +71,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     self.platform.invlpg(op.arg1);
                 }
             }
-            _ => return None,
+            _ => return Err(Some((list, op))),
         }
         if pdone != 0 {
             // As the batch: one element done, a bad pdone does not change the result.
             let _ = self.write_guest(idx, pdone, &1u32.to_le_bytes());
         }
-        Some(Outcome::Return(Ok(0)))
+        Ok(Outcome::Return(Ok(0)))
     }
 
     /// Whether `number` is one of the three MMU hypercalls [`Self::mmu_call`] runs.

@@ -297,12 +297,31 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         pdone: GuestHandle<u32>,
         foreigndom: u32,
     ) -> Outcome {
+        self.mmuext_op_first(idx, ops, pdone, foreigndom, None)
+    }
+
+    /// [`Self::mmuext_op`], `first` being the op at its VA read just before (by the fast
+    /// entry, nothing having happened since), so it is not read twice.
+    pub(super) fn mmuext_op_first(
+        &mut self,
+        idx: usize,
+        ops: GuestArray<MmuextOp>,
+        pdone: GuestHandle<u32>,
+        foreigndom: u32,
+        mut first: Option<(u64, MmuextOp)>,
+    ) -> Outcome {
         let args = BatchArgs {
             list: ops,
             pdone,
             foreigndom,
         };
-        let ret = self.batch(idx, &args, Self::mmuext_one);
+        let ret = self.batch(idx, &args, |hv: &mut Self, idx, at, budget| {
+            let op = match first.take() {
+                Some((va, op)) if va == at => op,
+                _ => hv.read_guest(idx, at)?,
+            };
+            hv.mmuext_one(idx, op, budget)
+        });
         finish_batch(&args, ret)
     }
 
@@ -462,9 +481,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         self.read_guest::<u64>(idx, ptr).map(drop)
     }
 
-    /// One `mmuext_op` at guest VA `at`; `Ok(true)` if page tables changed.
-    fn mmuext_one(&mut self, idx: usize, at: u64, budget: Budget) -> Result<bool, Stop> {
-        let op: MmuextOp = self.read_guest(idx, at)?;
+    /// One `mmuext_op` `op` (read from the guest); `Ok(true)` if page tables changed.
+    fn mmuext_one(&mut self, idx: usize, op: MmuextOp, budget: Budget) -> Result<bool, Stop> {
         let mfn = Mfn(op.arg1);
         match op.cmd {
             MMUEXT_PIN_L1_TABLE..=MMUEXT_PIN_L4_TABLE => {

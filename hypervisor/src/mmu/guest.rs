@@ -90,47 +90,27 @@ impl Tlb {
         }
     }
 
-    /// The set (two entries, most recently inserted first) for `page` of `space`: the
-    /// root takes part, and a set holds two, so the same page under two roots a guest
-    /// switches between (its kernel stack) stays remembered under both.
-    fn set(&self, space: GuestSpace, page: u64) -> (&Cell<TlbEntry>, &Cell<TlbEntry>) {
+    /// The entry for `page` of `space`: the root takes part, so the same page under two
+    /// roots a guest switches between (its kernel stack) does not evict itself.
+    fn slot(&self, space: GuestSpace, page: u64) -> &Cell<TlbEntry> {
         let key = page ^ u64::from(space.dom.0) ^ (space.cr3 >> 12).rotate_left(20);
-        let sets = TLB_ENTRIES / 2;
-        let hash = key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - sets.ilog2());
-        let first = (hash as usize % sets) * 2;
-        (&self.entries[first], &self.entries[first + 1])
+        let hash = key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - TLB_ENTRIES.ilog2());
+        &self.entries[hash as usize % TLB_ENTRIES]
     }
 
     fn lookup(&self, space: GuestSpace, page: u64, write: bool) -> Option<u64> {
-        let hit = |e: TlbEntry| {
-            e.page == page
-                && e.cr3 == space.cr3 & PTE_ADDR_MASK
-                && e.dom == space.dom
-                && (e.writable || !write)
-        };
-        let (a, b) = self.set(space, page);
-        let (a, b) = (a.get(), b.get());
-        if hit(a) {
-            Some(a.frame)
-        } else if hit(b) {
-            Some(b.frame)
-        } else {
-            None
-        }
+        let e = self.slot(space, page).get();
+        (e.page == page
+            && e.cr3 == space.cr3 & PTE_ADDR_MASK
+            && e.dom == space.dom
+            && (e.writable || !write))
+            .then_some(e.frame)
     }
 
     fn insert(&self, space: GuestSpace, page: u64, frame: u64, writable: bool) {
-        let cr3 = space.cr3 & PTE_ADDR_MASK;
-        let (a, b) = self.set(space, page);
-        let old = a.get();
-        // The older entry makes way, unless the first one is this page's (a walk that
-        // refreshed it, e.g. now writable).
-        if !(old.page == page && old.cr3 == cr3 && old.dom == space.dom) {
-            b.set(old);
-        }
-        a.set(TlbEntry {
+        self.slot(space, page).set(TlbEntry {
             dom: space.dom,
-            cr3,
+            cr3: space.cr3 & PTE_ADDR_MASK,
             page,
             frame,
             writable,

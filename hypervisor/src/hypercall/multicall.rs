@@ -21,7 +21,7 @@ use super::generated;
 use super::handle::{Call, GuestArray, Outcome, Pause};
 use super::to_rax;
 use crate::hv::{Hypervisor, XEN_VERSION_NUMBER};
-use crate::mmu::guest::copy_from_guest;
+use crate::mmu::guest::{copy_from_guest, translate};
 use crate::platform::{GuestFrame, MachineMemory, Platform};
 use core::mem::{offset_of, size_of};
 use guest_abi::layout::PAGE_SIZE;
@@ -122,7 +122,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 // Only iret resumes a new register set, and it was refused above.
                 Outcome::Resumed => (to_rax(Err(Errno::EINVAL)), None),
             };
-            if let Err(e) = self.write_guest(idx, at + RESULT_OFFSET, result.as_bytes()) {
+            let written = if pure {
+                ahead.write_result(self, idx, at, result)
+            } else {
+                self.write_guest(idx, at + RESULT_OFFSET, result.as_bytes())
+            };
+            if let Err(e) = written {
                 return Outcome::Return(Err(e));
             }
             if let Some(pause) = pause {
@@ -146,6 +151,10 @@ struct ReadAhead {
     at: u64,
     /// Valid entries.
     len: usize,
+    /// Machine address of `entries[0]` in guest memory if the page is writable to the
+    /// guest (what `copy_to_guest` would write to): results of entries that changed
+    /// nothing are written there.
+    maddr: Option<u64>,
 }
 
 /// Entries [`ReadAhead`] reads at once.
@@ -157,6 +166,27 @@ impl ReadAhead {
             entries: [MulticallEntry::default(); READ_AHEAD],
             at: 0,
             len: 0,
+            maddr: None,
+        }
+    }
+
+    /// Writes `result` into the entry at `at` as `write_guest` would: where the
+    /// read-ahead found its page writable, if the entry is one read ahead (only entries
+    /// that changed nothing ran since, so the translation is the same).
+    fn write_result<M: MachineMemory, P: Platform>(
+        &self,
+        hv: &Hypervisor<M, P>,
+        idx: usize,
+        at: u64,
+        result: u64,
+    ) -> Result<(), Errno> {
+        let off = at.wrapping_sub(self.at);
+        match self.maddr {
+            Some(maddr) if at >= self.at && off / ENTRY_SIZE < self.len as u64 => hv
+                .mem
+                .write(maddr + off + RESULT_OFFSET, result.as_bytes())
+                .map_err(|_| Errno::EFAULT),
+            _ => hv.write_guest(idx, at + RESULT_OFFSET, result.as_bytes()),
         }
     }
 
@@ -197,6 +227,7 @@ impl ReadAhead {
         )?;
         self.at = at;
         self.len = n;
+        self.maddr = translate(&hv.mem, &hv.frames, space, at, true).ok();
         Ok(self.entries[0])
     }
 }

@@ -959,12 +959,8 @@ impl<M: MachineMemory> PtCtx<'_, M> {
             }
             table = entry_mfn(entry);
         }
-        let st = self.frames.type_state(table).ok_or(Errno::EINVAL)?;
-        if st.ty != PageType::L1
-            || st.count == 0
-            || self.frames.partial(table).is_some()
-            || !self.owned(table)
-        {
+        // A validated, whole L1 of the domain.
+        if self.frames.table_level(table, self.dom) != Some(1) {
             return Err(Errno::EINVAL);
         }
         Ok(table.maddr() + ((va >> 12) & 0x1ff) * 8)

@@ -126,10 +126,7 @@ mod guest {
             "evtchn_loopback_upcall",
             crate::events::evtchn_loopback_upcall,
         ),
-        (
-            "mmuext_tlb_flush_local",
-            crate::mmu::mmuext_tlb_flush_local,
-        ),
+        ("mmuext_tlb_flush_local", crate::mmu::mmuext_tlb_flush_local),
         ("mmuext_invlpg_local", crate::mmu::mmuext_invlpg_local),
         ("mmu_update_1pte", crate::mmu::mmu_update_1pte),
         ("mmu_update_512pte", crate::mmu::mmu_update_512pte),

@@ -93,9 +93,11 @@ impl Tlb {
     /// The entry for `page` of `space`: the root takes part, so the same page under two
     /// roots a guest switches between (its kernel stack) does not evict itself.
     fn slot(&self, space: GuestSpace, page: u64) -> &Cell<TlbEntry> {
-        let key = page ^ u64::from(space.dom.0) ^ (space.cr3 >> 12).rotate_left(20);
+        // The root's frame number is added after the hash: two roots whose frames are
+        // not a multiple of TLB_ENTRIES apart never put one page in the same slot.
+        let key = page ^ u64::from(space.dom.0);
         let hash = key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - TLB_ENTRIES.ilog2());
-        &self.entries[hash as usize % TLB_ENTRIES]
+        &self.entries[(hash.wrapping_add(space.cr3 >> 12)) as usize % TLB_ENTRIES]
     }
 
     fn lookup(&self, space: GuestSpace, page: u64, write: bool) -> Option<u64> {

@@ -53,6 +53,51 @@ pub const CASES: &[Case] = &[
         kind: CaseKind::Single,
     },
     Case {
+        name: "mmuext_tlb_flush_local",
+        unit: "instructions",
+        kind: CaseKind::Single,
+    },
+    Case {
+        name: "mmuext_invlpg_local",
+        unit: "instructions",
+        kind: CaseKind::Single,
+    },
+    Case {
+        name: "mmu_update_1pte",
+        unit: "instructions",
+        kind: CaseKind::Single,
+    },
+    Case {
+        name: "mmu_update_512pte",
+        unit: "instructions",
+        kind: CaseKind::Single,
+    },
+    Case {
+        name: "update_va_mapping",
+        unit: "instructions",
+        kind: CaseKind::Single,
+    },
+    Case {
+        name: "update_va_mapping_invlpg",
+        unit: "instructions",
+        kind: CaseKind::Single,
+    },
+    Case {
+        name: "mmuext_pin_unpin_l1",
+        unit: "instructions",
+        kind: CaseKind::Single,
+    },
+    Case {
+        name: "multicall_8_nops",
+        unit: "instructions",
+        kind: CaseKind::Single,
+    },
+    Case {
+        name: "cr3_switch",
+        unit: "instructions",
+        kind: CaseKind::Single,
+    },
+    Case {
         name: "sched_yield_2dom",
         unit: "instructions",
         kind: CaseKind::TwoDomains,

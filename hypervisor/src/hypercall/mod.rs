@@ -57,6 +57,17 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             return self.no_current_domain();
         };
         let number = frame.rax;
+        // mmu_update, mmuext_op, update_va_mapping: straight to their handlers.
+        if Self::is_mmu_call(number) {
+            return self.mmu_hypercall(idx, number, frame);
+        }
+        self.dispatch_generic(idx, frame)
+    }
+
+    /// Hypercall `frame.rax` of the running domain `idx` through the generated dispatch.
+    #[inline(always)]
+    pub(crate) fn dispatch_generic(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
+        let number = frame.rax;
         let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
         let mut call = Call {
             idx,

@@ -182,6 +182,10 @@ pub struct Frames {
     /// Guest translations remembered by `mmu::guest`; every change of a frame's owner or
     /// type forgets them (as does every page-table entry written, `PtCtx`).
     pub(crate) tlb: super::guest::Tlb,
+    /// A page-table write removed or reduced rights (another frame, no longer present
+    /// or no longer writable) that the hardware TLB may still hold: the hypercall must
+    /// flush it before the guest runs again ([`Frames::take_hw_flush`]).
+    hw_flush: bool,
 }
 
 impl Frames {
@@ -209,6 +213,7 @@ impl Frames {
             max_ram: 0,
             work: 0,
             tlb: super::guest::Tlb::new(),
+            hw_flush: false,
         };
         for range in free_ram {
             frames.release_ram(range.clone());
@@ -333,7 +338,13 @@ impl Frames {
         if !info.is_allocated() {
             return;
         }
-        self.tlb.flush();
+        // Only a change of the type in force (a count going to or from 0 included) can
+        // change what a remembered walk would find; another count of the same type not.
+        let was = (info.type_count != 0).then_some((info.flags & TYPE_MASK) >> TYPE_SHIFT);
+        let now = (st.count != 0).then_some(st.ty as u16);
+        if was != now {
+            self.tlb.flush();
+        }
         let mut flags = info.flags & !(TYPE_MASK | FLAG_PINNED);
         flags |= (st.ty as u16) << TYPE_SHIFT;
         if st.pinned {
@@ -341,6 +352,20 @@ impl Frames {
         }
         info.flags = flags;
         info.type_count = st.count;
+    }
+
+    /// The level (1..=4) of `mfn` if it is a page table of `dom` in force: owned by
+    /// `dom`, an `Ln` type with a non-zero count, not partial. One look at the frame.
+    pub fn table_level(&self, mfn: Mfn, dom: DomId) -> Option<u32> {
+        let info = self.table[self.index(mfn)?];
+        if !info.is_allocated()
+            || info.owner != dom
+            || info.type_count == 0
+            || info.flags & PARTIAL_MASK != 0
+        {
+            return None;
+        }
+        PageType::from_bits((info.flags & TYPE_MASK) >> TYPE_SHIFT).pt_level()
     }
 
     /// The interrupted (de)validation of an allocated frame, if any.
@@ -431,6 +456,17 @@ impl Frames {
             let info = &mut self.table[i];
             info.ref_count = info.ref_count.saturating_sub(1);
         }
+    }
+
+    /// Records that the hardware TLB may hold rights a page-table write removed.
+    pub fn need_hw_flush(&mut self) {
+        self.hw_flush = true;
+    }
+
+    /// Whether the hardware TLB must be flushed (see [`Frames::need_hw_flush`]); clears
+    /// the request: the caller flushes.
+    pub fn take_hw_flush(&mut self) -> bool {
+        core::mem::take(&mut self.hw_flush)
     }
 
     /// Counts `n` page-table entries validated or devalidated.

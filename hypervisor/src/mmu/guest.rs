@@ -38,8 +38,8 @@ pub struct GuestSpace {
     pub cr3: u64,
 }
 
-/// Entries of the translation cache (direct-mapped by page number and domain: domains
-/// built from the same image use the same stack addresses).
+/// Entries of the translation cache (direct-mapped by a hash of page number, domain and
+/// root: domains built from the same image use the same stack addresses). A power of 2.
 const TLB_ENTRIES: usize = 8;
 
 /// One remembered walk: page `page` of `dom`'s address space rooted at `cr3` is frame
@@ -90,12 +90,18 @@ impl Tlb {
         }
     }
 
-    fn slot(&self, dom: DomId, page: u64) -> &Cell<TlbEntry> {
-        &self.entries[((page ^ u64::from(dom.0)) as usize) % TLB_ENTRIES]
+    /// The entry for `page` of `space`: the root takes part, so the same page under two
+    /// roots a guest switches between (its kernel stack) does not evict itself.
+    fn slot(&self, space: GuestSpace, page: u64) -> &Cell<TlbEntry> {
+        // The root's frame number is added after the hash: two roots whose frames are
+        // not a multiple of TLB_ENTRIES apart never put one page in the same slot.
+        let key = page ^ u64::from(space.dom.0);
+        let hash = key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - TLB_ENTRIES.ilog2());
+        &self.entries[(hash.wrapping_add(space.cr3 >> 12)) as usize % TLB_ENTRIES]
     }
 
     fn lookup(&self, space: GuestSpace, page: u64, write: bool) -> Option<u64> {
-        let e = self.slot(space.dom, page).get();
+        let e = self.slot(space, page).get();
         (e.page == page
             && e.cr3 == space.cr3 & PTE_ADDR_MASK
             && e.dom == space.dom
@@ -104,7 +110,7 @@ impl Tlb {
     }
 
     fn insert(&self, space: GuestSpace, page: u64, frame: u64, writable: bool) {
-        self.slot(space.dom, page).set(TlbEntry {
+        self.slot(space, page).set(TlbEntry {
             dom: space.dom,
             cr3: space.cr3 & PTE_ADDR_MASK,
             page,
@@ -218,6 +224,13 @@ fn for_each_chunk<M: MachineMemory>(
     Ok(())
 }
 
+/// Whether `[va, va + len)` is non-empty and inside one page: the common case (one
+/// structure), copied with one translation and no chunking.
+#[inline]
+fn in_one_page(va: u64, len: usize) -> bool {
+    len != 0 && len <= PAGE_SIZE - (va & (PAGE - 1)) as usize
+}
+
 /// Copies `buf.len()` bytes from guest VA `va`. Any bad address is `Errno::EFAULT`.
 ///
 /// On failure `buf` may be partly filled.
@@ -228,6 +241,10 @@ pub fn copy_from_guest<M: MachineMemory>(
     va: u64,
     buf: &mut [u8],
 ) -> Result<(), Errno> {
+    if in_one_page(va, buf.len()) {
+        let maddr = translate(mem, frames, space, va, false)?;
+        return mem.read(maddr, buf).map_err(|_| Errno::EFAULT);
+    }
     for_each_chunk(mem, frames, space, va, buf.len(), false, |maddr, off, n| {
         mem.read(maddr, &mut buf[off..off + n])
             .map_err(|_| Errno::EFAULT)
@@ -245,6 +262,10 @@ pub fn copy_to_guest<M: MachineMemory>(
     va: u64,
     data: &[u8],
 ) -> Result<(), Errno> {
+    if in_one_page(va, data.len()) {
+        let maddr = translate(mem, frames, space, va, true)?;
+        return mem.write(maddr, data).map_err(|_| Errno::EFAULT);
+    }
     for_each_chunk(mem, frames, space, va, data.len(), true, |maddr, off, n| {
         mem.write(maddr, &data[off..off + n])
             .map_err(|_| Errno::EFAULT)

@@ -20,18 +20,27 @@
 //! from Xen, a root switch whose old root's drop was interrupted counts as done at once
 //! (Xen retries the element, as a no-op); the results and final `pdone` are the same.
 //!
-//! After any page-table change the whole TLB is flushed, whatever the guest's flush
-//! flags asked: a translation cached from a dropped writable mapping must not survive
-//! the frame becoming a page table.
+//! TLB flushes: a page-table write that takes a right away (the entry now maps another
+//! frame, nothing, or no longer allows writes) flushes the whole TLB before the guest runs
+//! again, whatever the guest's flush flags asked: a translation cached from a dropped
+//! writable mapping must not survive the frame becoming a page table (Xen gets the same
+//! from its type-change flush), and the L1 may be linked at more VAs than one. Any other
+//! write (a new mapping, more rights, the same frame with other A/D/NX/guest bits, the
+//! value the entry already held) flushes nothing, so `mmu_update` flushes only as above
+//! and `update_va_mapping` exactly what its flags ask (`UVMF_INVLPG`: that VA;
+//! `UVMF_TLB_FLUSH`: all; none: nothing), as on Xen. The MMUEXT flush and invlpg ops do
+//! what they say; unpin and root switches flush the whole TLB.
 
 use crate::hv::Hypervisor;
 use crate::hypercall::HcResult;
 use crate::hypercall::handle::{GuestArray, GuestHandle, Outcome};
+use crate::mmu::guest::copy_from_guest;
 use crate::mmu::pagetable::{Budget, PtCtx, Stop};
 use crate::platform::{MachineMemory, Platform};
 use guest_abi::layout::{PAGE_SIZE, in_hypervisor_range, is_canonical};
 use guest_abi::mmu::*;
 use guest_abi::{DomId, Errno, Mfn};
+use zerocopy::IntoBytes;
 
 /// Elements handled per entry into the hypervisor before a continuation.
 pub const BATCH: u32 = 512;
@@ -136,6 +145,71 @@ fn decode_result(v: u32) -> Result<(), Errno> {
     }
 }
 
+/// `mmu_update` requests read ahead, in one copy, from the page of the current one:
+/// valid while no element wrote anything (a rewrite with the value already there writes
+/// nothing); any element that may have changed memory or mappings forgets them. Only
+/// whole requests of that page and of the list are read, so a read fails exactly when
+/// reading the one request would (the generic path then reads it and reports it).
+struct ReqAhead {
+    reqs: [MmuUpdate; REQ_AHEAD],
+    /// Guest VA of `reqs[0]`.
+    at: u64,
+    /// Valid requests.
+    len: usize,
+    /// Guest VA one past the list (0 if it would overflow: no read-ahead).
+    end: u64,
+}
+
+/// Requests [`ReqAhead`] reads at once.
+const REQ_AHEAD: usize = 16;
+const REQ_SIZE: u64 = size_of::<MmuUpdate>() as u64;
+
+impl ReqAhead {
+    fn new(list: GuestArray<MmuUpdate>) -> Self {
+        let count = list.len() & u64::from(!MMU_UPDATE_PREEMPTED);
+        let end = count
+            .checked_mul(REQ_SIZE)
+            .and_then(|n| list.addr().checked_add(n))
+            .unwrap_or(0);
+        ReqAhead {
+            reqs: [MmuUpdate::default(); REQ_AHEAD],
+            at: 0,
+            len: 0,
+            end,
+        }
+    }
+
+    fn forget(&mut self) {
+        self.len = 0;
+    }
+
+    /// The request at `at`, if it can be read ahead.
+    fn get<M: MachineMemory, P: Platform>(
+        &mut self,
+        hv: &Hypervisor<M, P>,
+        idx: usize,
+        at: u64,
+    ) -> Option<MmuUpdate> {
+        let off = at.wrapping_sub(self.at);
+        if at >= self.at && off.is_multiple_of(REQ_SIZE) && off / REQ_SIZE < self.len as u64 {
+            return Some(self.reqs[(off / REQ_SIZE) as usize]);
+        }
+        self.len = 0;
+        let page = PAGE_SIZE as u64;
+        let in_page = (page - (at & (page - 1))) / REQ_SIZE;
+        let in_list = self.end.checked_sub(at)? / REQ_SIZE;
+        let n = in_page.min(in_list).min(REQ_AHEAD as u64) as usize;
+        if n == 0 {
+            return None;
+        }
+        let bytes = self.reqs[..n].as_mut_bytes();
+        copy_from_guest(&hv.mem, &hv.frames, hv.current_space(idx), at, bytes).ok()?;
+        self.at = at;
+        self.len = n;
+        Some(self.reqs[0])
+    }
+}
+
 /// How a batch hypercall ended.
 enum BatchEnd {
     /// Every element done (or the first failure).
@@ -186,7 +260,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 
     /// Whether `foreigndom` of mmu_update/mmuext_op names the caller itself (no other
     /// domain's tables or frames may be used: no domain here is privileged for that).
-    fn foreigndom_is_self(&self, idx: usize, foreigndom: u32) -> bool {
+    pub(super) fn foreigndom_is_self(&self, idx: usize, foreigndom: u32) -> bool {
         let me = self.domains[idx].id.0;
         let fd = foreigndom as u16;
         let pfd = (foreigndom >> 16) as u16;
@@ -206,7 +280,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             pdone,
             foreigndom,
         };
-        let ret = self.batch(idx, &args, Self::mmu_one);
+        // Worth its buffer only for more than one request.
+        let mut ahead =
+            (reqs.len() & u64::from(!MMU_UPDATE_PREEMPTED) > 1).then(|| ReqAhead::new(reqs));
+        let ret = self.batch(idx, &args, |hv: &mut Self, idx, at, budget| {
+            hv.mmu_one_quick(idx, at, budget, &mut ahead)
+        });
         finish_batch(&args, ret)
     }
 
@@ -218,12 +297,31 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         pdone: GuestHandle<u32>,
         foreigndom: u32,
     ) -> Outcome {
+        self.mmuext_op_first(idx, ops, pdone, foreigndom, None)
+    }
+
+    /// [`Self::mmuext_op`], `first` being the op at its VA read just before (by the fast
+    /// entry, nothing having happened since), so it is not read twice.
+    pub(super) fn mmuext_op_first(
+        &mut self,
+        idx: usize,
+        ops: GuestArray<MmuextOp>,
+        pdone: GuestHandle<u32>,
+        foreigndom: u32,
+        mut first: Option<(u64, MmuextOp)>,
+    ) -> Outcome {
         let args = BatchArgs {
             list: ops,
             pdone,
             foreigndom,
         };
-        let ret = self.batch(idx, &args, Self::mmuext_one);
+        let ret = self.batch(idx, &args, |hv: &mut Self, idx, at, budget| {
+            let op = match first.take() {
+                Some((va, op)) if va == at => op,
+                _ => hv.read_guest(idx, at)?,
+            };
+            hv.mmuext_one(idx, op, budget)
+        });
         finish_batch(&args, ret)
     }
 
@@ -232,7 +330,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         &mut self,
         idx: usize,
         a: &BatchArgs<T>,
-        one: fn(&mut Self, usize, u64, Budget) -> Result<bool, Stop>,
+        // Not a pointer, so each batch gets its element handler inline.
+        mut one: impl FnMut(&mut Self, usize, u64, Budget) -> Result<bool, Stop>,
     ) -> Result<BatchEnd, Errno> {
         let (list, count, pdone) = (a.list.addr(), a.list.len() as u32, a.pdone.addr());
         let budget = Budget {
@@ -240,7 +339,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             limit: work_budget(),
         };
         // What an earlier entry left comes first (Xen: put_old_guest_table).
-        if self.with_pt(idx, budget, |pt| pt.finish_deferred()) == Err(Stop::Preempted) {
+        if self.cur(idx).old_table.is_some()
+            && self.with_pt(idx, budget, |pt| pt.finish_deferred()) == Err(Stop::Preempted)
+        {
             return Ok(BatchEnd::Again);
         }
         if count == MMU_UPDATE_PREEMPTED && list == 0 {
@@ -299,7 +400,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         {
             end = BatchEnd::Report(r);
         }
-        if flush {
+        // Also when the batch failed: an element before the failing one may have taken
+        // a right away.
+        if self.frames.take_hw_flush() | flush {
             self.platform.flush_tlb();
         }
         if pdone != 0 {
@@ -310,6 +413,46 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         Ok(end)
     }
 
+    /// [`Self::mmu_one`], for a request that rewrites a table entry keeping its
+    /// references (read ahead from the list, see [`ReqAhead`]) without the generic
+    /// entry update; anything else goes to `mmu_one`, which reads it again.
+    fn mmu_one_quick(
+        &mut self,
+        idx: usize,
+        at: u64,
+        budget: Budget,
+        ahead: &mut Option<ReqAhead>,
+    ) -> Result<bool, Stop> {
+        let req = match ahead {
+            Some(ahead) => ahead.get(self, idx, at),
+            // A single request: read as it is.
+            None => self.read_guest::<MmuUpdate>(idx, at).ok(),
+        };
+        if let Some(req) = req {
+            let kind = req.ptr & 7;
+            if matches!(
+                kind,
+                MMU_NORMAL_PT_UPDATE | MMU_PT_UPDATE_NO_TRANSLATE | MMU_PT_UPDATE_PRESERVE_AD
+            ) {
+                // The batch runs an element only with no deferred drop (the vCPU's is
+                // None), so a fresh context is the one `with_pt` would build.
+                let preserve_ad = kind == MMU_PT_UPDATE_PRESERVE_AD;
+                let mut pt = self.pt(idx);
+                match pt.rewrite_keeping_references(req.ptr & !7, req.val, preserve_ad) {
+                    Some(Ok(false)) => return Ok(false),
+                    Some(r) => {
+                        // Memory changed: what was read ahead is read again.
+                        ahead.as_mut().map(ReqAhead::forget);
+                        return r.map(|_| false).map_err(Stop::Fail);
+                    }
+                    None => {}
+                }
+            }
+        }
+        ahead.as_mut().map(ReqAhead::forget);
+        self.mmu_one(idx, at, budget)
+    }
+
     /// One `mmu_update` request at guest VA `at`; `Ok(true)` if a page table changed.
     fn mmu_one(&mut self, idx: usize, at: u64, budget: Budget) -> Result<bool, Stop> {
         let req: MmuUpdate = self.read_guest(idx, at)?;
@@ -317,8 +460,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         match req.ptr & 7 {
             MMU_NORMAL_PT_UPDATE | MMU_PT_UPDATE_NO_TRANSLATE | MMU_PT_UPDATE_PRESERVE_AD => {
                 let preserve_ad = req.ptr & 7 == MMU_PT_UPDATE_PRESERVE_AD;
+                // The batch flushes if a right was taken away (Frames::take_hw_flush).
                 self.with_pt(idx, budget, |pt| pt.mod_entry(addr, req.val, preserve_ad))?;
-                Ok(true)
+                Ok(false)
             }
             MMU_MACHPHYS_UPDATE => {
                 let mfn = Mfn::containing(addr);
@@ -337,9 +481,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         self.read_guest::<u64>(idx, ptr).map(drop)
     }
 
-    /// One `mmuext_op` at guest VA `at`; `Ok(true)` if page tables changed.
-    fn mmuext_one(&mut self, idx: usize, at: u64, budget: Budget) -> Result<bool, Stop> {
-        let op: MmuextOp = self.read_guest(idx, at)?;
+    /// One `mmuext_op` `op` (read from the guest); `Ok(true)` if page tables changed.
+    fn mmuext_one(&mut self, idx: usize, op: MmuextOp, budget: Budget) -> Result<bool, Stop> {
         let mfn = Mfn(op.arg1);
         match op.cmd {
             MMUEXT_PIN_L1_TABLE..=MMUEXT_PIN_L4_TABLE => {
@@ -444,13 +587,26 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let mut pt = self.pt(idx);
         let entry = pt.l1_entry_maddr(root, va)?;
         // An L1 entry: nothing to validate or devalidate below it, nothing deferred.
-        match pt.mod_entry(entry, val, false) {
-            Ok(()) => {}
-            Err(Stop::Fail(e)) => return Err(e),
-            Err(Stop::Preempted) => return Err(Errno::EINVAL),
+        let r = match pt.rewrite_keeping_references(entry, val, false) {
+            Some(r) => r.map(drop).map_err(Stop::Fail),
+            None => pt.mod_entry(entry, val, false),
+        };
+        // A right taken away is flushed whole whatever the flags said (the L1 table may
+        // also be linked at other VAs); otherwise exactly what the guest asked for.
+        if self.frames.take_hw_flush() {
+            self.platform.flush_tlb();
+        } else if r.is_ok() {
+            match flags & UVMF_FLUSHTYPE_MASK {
+                UVMF_TLB_FLUSH => self.platform.flush_tlb(),
+                UVMF_INVLPG => self.platform.invlpg(va),
+                _ => {}
+            }
         }
-        self.platform.flush_tlb();
-        Ok(0)
+        match r {
+            Ok(()) => Ok(0),
+            Err(Stop::Fail(e)) => Err(e),
+            Err(Stop::Preempted) => Err(Errno::EINVAL),
+        }
     }
 
     /// `vm_assist(cmd, type)`: no assist is implemented (writable page tables would need

@@ -896,3 +896,171 @@ fn a_preempted_pin_inside_a_multicall_continues_in_its_entry() {
     assert!(x.hv.frames.type_state(tables[0]).unwrap().pinned);
     assert!(tables.iter().all(|&m| x.hv.frames.partial(m).is_none()));
 }
+
+/// Tiny deterministic PRNG (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The fast entry (`dispatch` -> `mmu_hypercall`) and the generic dispatch
+/// (`dispatch_generic`: the generated `dispatch` and the handlers) give the same results,
+/// registers, references and page tables for random mmu_update, update_va_mapping and
+/// mmuext_op calls on the entries of a live L1 (same values, other
+/// A/D/NX bits, other writability, other frames, empty, forbidden flags).
+#[test]
+fn the_mmu_fast_entry_matches_the_generic_dispatch() {
+    let (mut x, mut y) = twins();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Pages of the region after the scratch page: mapped, ours, not our stack or list.
+    let first = x.scratch + 2 * PAGE;
+    let vas: Vec<u64> = (0..24).map(|i| first + i * PAGE).collect();
+    let data: Vec<Mfn> = (1500..1504).map(|pfn| x.mfn(pfn)).collect();
+    let l1_of_first = x.l1e(first) & !0xfff;
+    let (mut ok, mut failed) = (0, 0);
+    for step in 0..3000 {
+        let va = vas[rng.below(vas.len() as u64) as usize];
+        let ptr = x.l1e(va);
+        let old = x.hv.mem.read_u64(ptr).unwrap();
+        let val = match rng.below(9) {
+            0 | 1 => old,
+            2 => old ^ 0x2,
+            3 => old ^ 0x60,
+            4 => old | (1 << 63),
+            5 => 0,
+            6 => data[rng.below(4) as usize].maddr() | 0x67,
+            7 => data[rng.below(4) as usize].maddr() | 0x25,
+            _ => old | 0x10, // PCD: refused
+        };
+        let flags = rng.below(4);
+        let (nr, args): (u32, [u64; 4]) = match rng.below(6) {
+            0 | 1 => {
+                // 1..=6 requests: rewrites of the same value (read ahead) mixed with
+                // changes (which make the rest be read again).
+                let n = 1 + rng.below(6);
+                let mut reqs = Vec::new();
+                for i in 0..n {
+                    let (ptr, val) = if i == 0 {
+                        (ptr, val)
+                    } else {
+                        let p = x.l1e(vas[rng.below(vas.len() as u64) as usize]);
+                        let old = x.hv.mem.read_u64(p).unwrap();
+                        (p, [old, old, old ^ 0x40, 0][rng.below(4) as usize])
+                    };
+                    let kind =
+                        [MMU_NORMAL_PT_UPDATE, MMU_PT_UPDATE_PRESERVE_AD][rng.below(2) as usize];
+                    reqs.push(MmuUpdate {
+                        ptr: ptr | kind,
+                        val,
+                    });
+                }
+                x.put(x.scratch, reqs.as_bytes());
+                y.put(y.scratch, reqs.as_bytes());
+                let fd = u64::from(DomId::SELF.0);
+                (nr::MMU_UPDATE, [x.scratch, n, x.scratch + 2048, fd])
+            }
+            2 | 3 => (nr::UPDATE_VA_MAPPING, [va, val, flags, 0]),
+            _ => {
+                let cmd = [
+                    MMUEXT_TLB_FLUSH_LOCAL,
+                    MMUEXT_INVLPG_LOCAL,
+                    MMUEXT_PIN_L1_TABLE,
+                    MMUEXT_UNPIN_TABLE,
+                ][rng.below(4) as usize];
+                let arg1 = match cmd {
+                    MMUEXT_INVLPG_LOCAL => va,
+                    _ => data[rng.below(4) as usize].0,
+                };
+                let op = ext(cmd, arg1);
+                x.put(x.scratch, op.as_bytes());
+                y.put(y.scratch, op.as_bytes());
+                let fd = u64::from(DomId::SELF.0);
+                let pdone = [0, x.scratch + 2048][rng.below(2) as usize];
+                (nr::MMUEXT_OP, [x.scratch, 1, pdone, fd])
+            }
+        };
+        let fast = hypercall(&mut x.hv, &mut x.f, u64::from(nr), &args);
+        // The generic path, on the twin: the same registers, through `dispatch`.
+        y.f.rax = u64::from(nr);
+        [y.f.rdi, y.f.rsi, y.f.rdx, y.f.r10] = args;
+        y.f.vector = GuestFrame::VECTOR_SYSCALL;
+        let generic = y.hv.dispatch_generic(0, &mut y.f);
+        assert_eq!(fast, generic, "step {step}");
+        assert_eq!(x.f, y.f, "step {step}: registers");
+        let pdone = x.scratch + 2048;
+        assert_eq!(x.get_u32(pdone), y.get_u32(pdone), "step {step}: pdone");
+        x.put(pdone, &[0xff; 4]);
+        y.put(pdone, &[0xff; 4]);
+        if x.f.rax == 0 {
+            ok += 1;
+        } else {
+            failed += 1;
+        }
+        if step % 100 == 99 {
+            assert_eq!(snapshot(&x), snapshot(&y), "step {step}: frames");
+        }
+    }
+    assert!(
+        ok > 1000 && failed > 100,
+        "both outcomes exercised: {ok} {failed}"
+    );
+    assert_eq!(snapshot(&x), snapshot(&y));
+    let mut a = [0u8; PAGE_SIZE];
+    let mut b = [0u8; PAGE_SIZE];
+    x.hv.mem.read(l1_of_first, &mut a).unwrap();
+    y.hv.mem.read(l1_of_first, &mut b).unwrap();
+    assert_eq!(a, b, "the L1 tables");
+}
+
+/// A multicall entry that writes into a later entry changes what that entry runs, read
+/// ahead or not: entry 0 (`XENVER_extraversion`) overwrites entry 2's `op` with "-rs",
+/// so entry 2 is an unknown hypercall, not the `xen_version` it was written as; entry 1
+/// and entry 3 (pure `XENVER_version`, read ahead) are answered as usual.
+#[test]
+fn multicall_entries_see_what_earlier_entries_wrote() {
+    let mut x = fx(false);
+    let list = x.scratch + 1024;
+    let version = MulticallEntry {
+        op: nr::XEN_VERSION.into(),
+        ..Default::default()
+    };
+    let entries = [
+        MulticallEntry {
+            op: nr::XEN_VERSION.into(),
+            args: [
+                guest_abi::version::XENVER_EXTRAVERSION.into(),
+                list + 2 * 64,
+                0,
+                0,
+                0,
+                0,
+            ],
+            ..Default::default()
+        },
+        version,
+        version,
+        version,
+    ];
+    x.put(list, entries.as_bytes());
+    assert_eq!(x.call(nr::MULTICALL, [list, 4, 0, 0]), 0);
+    let result = |x: &Fx, i: u64| {
+        let mut b = [0u8; 8];
+        let at = list + i * 64 + 8;
+        copy_from_guest(&x.hv.mem, &x.hv.frames, x.space(), at, &mut b).unwrap();
+        i64::from_le_bytes(b)
+    };
+    let results: Vec<i64> = (0..4).map(|i| result(&x, i)).collect();
+    assert_eq!(
+        results,
+        [0, (4 << 16) | 17, Errno::ENOSYS.to_ret(), (4 << 16) | 17]
+    );
+}

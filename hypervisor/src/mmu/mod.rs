@@ -1,6 +1,7 @@
 //! Machine memory: the frame table and allocator, the m2p, and checked access to guest
 //! virtual memory.
 
+mod fast;
 pub mod frames;
 pub mod guest;
 pub mod hypercalls;

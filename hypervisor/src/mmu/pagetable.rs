@@ -52,6 +52,7 @@ use crate::platform::MachineMemory;
 use bitflags::bitflags;
 use guest_abi::layout::{FIRST_HYPERVISOR_L4_SLOT, LAST_HYPERVISOR_L4_SLOT, PAGE_SIZE};
 use guest_abi::{DomId, Errno, Mfn};
+use zerocopy::IntoBytes;
 
 bitflags! {
     /// Bits of an x86_64 page-table entry other than the frame address.
@@ -81,6 +82,8 @@ bitflags! {
 pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 /// Entries per table.
 const ENTRIES: usize = PAGE_SIZE / 8;
+/// Entries read at once when looking for the present ones of an L1.
+const SCAN_CHUNK: usize = 64;
 
 /// Flags a present L1 entry may carry (an ordinary domain: no PAT/PCD/PWT).
 const L1_ALLOWED: Pte = Pte::PRESENT
@@ -381,7 +384,17 @@ impl<M: MachineMemory> PtCtx<'_, M> {
         start: usize,
         mut set: bool,
     ) -> Result<(), Stop> {
-        for slot in start..ENTRIES {
+        let mut slot = start;
+        while slot < ENTRIES {
+            if level == 1 && !set {
+                // Empty entries need nothing: skipped in bulk (counted all the same).
+                let next = self.next_present(table, slot);
+                self.frames.add_work((next - slot) as u64);
+                slot = next;
+                if slot == ENTRIES {
+                    break;
+                }
+            }
             if slot > start && level > 1 && self.over_budget() {
                 self.frames.set_partial(
                     table,
@@ -440,8 +453,56 @@ impl<M: MachineMemory> PtCtx<'_, M> {
                     return Err(Stop::Fail(e));
                 }
             }
+            slot += 1;
         }
         Ok(())
+    }
+
+    /// The first entry from `from` on of `table` that is present (or one whose read
+    /// failed: the per-entry path reports that), `ENTRIES` if none.
+    fn next_present(&self, table: Mfn, from: usize) -> usize {
+        let mut buf = [0u64; SCAN_CHUNK];
+        let mut slot = from;
+        while slot < ENTRIES {
+            let n = SCAN_CHUNK.min(ENTRIES - slot);
+            let chunk = &mut buf[..n];
+            if self
+                .mem
+                .read(table.maddr() + slot as u64 * 8, chunk.as_mut_bytes())
+                .is_err()
+            {
+                return slot;
+            }
+            match chunk.iter().position(|&e| present(u64::from_le(e))) {
+                Some(i) => return slot + i,
+                None => slot += n,
+            }
+        }
+        ENTRIES
+    }
+
+    /// The last entry at or below `upto` of `table` that is present (or one whose read
+    /// failed), `None` if none.
+    fn prev_present(&self, table: Mfn, upto: usize) -> Option<usize> {
+        let mut buf = [0u64; SCAN_CHUNK];
+        let mut end = upto + 1;
+        while end > 0 {
+            let n = SCAN_CHUNK.min(end);
+            let first = end - n;
+            let chunk = &mut buf[..n];
+            if self
+                .mem
+                .read(table.maddr() + first as u64 * 8, chunk.as_mut_bytes())
+                .is_err()
+            {
+                return Some(end - 1);
+            }
+            if let Some(i) = chunk.iter().rposition(|&e| present(u64::from_le(e))) {
+                return Some(first + i);
+            }
+            end = first;
+        }
+        None
     }
 
     /// Validates entry `slot` of a `level` table (`set`: its target's validation was
@@ -562,6 +623,15 @@ impl<M: MachineMemory> PtCtx<'_, M> {
         }
         let mut first = true;
         loop {
+            if level == 1 && !set {
+                // Empty entries hold nothing: skipped in bulk (counted all the same).
+                let Some(p) = self.prev_present(table, slot) else {
+                    self.frames.add_work(slot as u64 + 1);
+                    return Ok(());
+                };
+                self.frames.add_work((slot - p) as u64);
+                slot = p;
+            }
             if !first && level > 1 && self.over_budget() {
                 // Entries 0..=slot still hold their references.
                 self.frames.set_partial(
@@ -776,6 +846,13 @@ impl<M: MachineMemory> PtCtx<'_, M> {
         }
         if present(new) {
             new = check_entry(new, level)?;
+            // Xen's fast path for similar entries: the same frame with the same
+            // reference-relevant rights holds exactly the references the old entry holds,
+            // so none is taken or dropped (and an unchanged entry is not even written).
+            if present(old) && self.same_references(old, new, level) {
+                self.rewrite(table, slot, old, new)?;
+                return Ok(());
+            }
             self.get_entry_ref(new, level, false, false)?;
         }
         if let Err(e) = self.write_entry(table, slot, new) {
@@ -785,9 +862,88 @@ impl<M: MachineMemory> PtCtx<'_, M> {
             return Err(e.into());
         }
         if present(old) {
+            // A right taken away: a cached translation of it must not outlive the call
+            // (its frame may become a page table next).
+            self.frames.need_hw_flush();
             self.drop_entry_ref(old, level);
         }
         Ok(())
+    }
+
+    /// Writes `new` over `old` (present, the same references): `Ok(true)` if it wrote.
+    fn rewrite(&mut self, table: Mfn, slot: usize, old: u64, new: u64) -> Result<bool, Errno> {
+        if old & !new & Pte::RW.bits() != 0 {
+            // An upper entry made read-only: writes through it must stop.
+            self.frames.need_hw_flush();
+            self.write_entry(table, slot, new)?;
+        } else if new != old {
+            // Only NX, A/D or guest bits differ: no right the TLB or a remembered walk may
+            // hold is taken away (NX adds a restriction the guest flushes for itself, as
+            // on Xen).
+            self.write_entry_keeping(table, slot, new)?;
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// [`Self::mod_entry`] when it is a rewrite of a validated table's present entry that
+    /// keeps its references (the same frame and writability): `Some(Ok(wrote))` when done
+    /// exactly as `mod_entry` would do it, `None` (nothing done, nothing looked at that
+    /// matters) when `mod_entry` must run. Nothing may be deferred.
+    pub fn rewrite_keeping_references(
+        &mut self,
+        ptr: u64,
+        new: u64,
+        preserve_ad: bool,
+    ) -> Option<Result<bool, Errno>> {
+        if self.deferred.is_some() {
+            return None;
+        }
+        let table = Mfn::containing(ptr);
+        let level = self.frames.table_level(table, self.dom)?;
+        let slot = ((ptr & (PAGE_SIZE as u64 - 1)) / 8) as usize;
+        if level == 4 && is_hypervisor_l4_slot(slot) {
+            return None;
+        }
+        let old = self.read_entry(table, slot).ok()?;
+        let mut new = new;
+        if preserve_ad {
+            new |= old & (Pte::ACCESSED | Pte::DIRTY).bits();
+        }
+        if !present(new) || !present(old) {
+            return None;
+        }
+        let new = check_entry(new, level).ok()?;
+        if !self.same_references(old, new, level) {
+            return None;
+        }
+        Some(self.rewrite(table, slot, old, new))
+    }
+
+    /// Whether present entries `old` and (checked) `new` of a `level` table hold the same
+    /// references: the same frame, and at L1 the same writability (a writable mapping
+    /// holds a `Writable` type reference, a read-only one a general reference only).
+    /// An upper entry whose target is partial holds only a general reference (its
+    /// validation was interrupted): rewriting it takes the generic path, which continues
+    /// that validation.
+    fn same_references(&self, old: u64, new: u64, level: u32) -> bool {
+        if entry_mfn(old) != entry_mfn(new) {
+            return false;
+        }
+        if level == 1 {
+            (old ^ new) & Pte::RW.bits() == 0
+        } else {
+            self.frames.partial(entry_mfn(old)).is_none()
+        }
+    }
+
+    /// Writes an entry whose new value grants every right the old one did (same frame,
+    /// same writability): remembered guest translations through it stay right.
+    fn write_entry_keeping(&self, table: Mfn, slot: usize, entry: u64) -> Result<(), Errno> {
+        self.mem
+            .write_u64(table.maddr() + slot as u64 * 8, entry)
+            .map_err(|_| Errno::EINVAL)
     }
 
     /// Machine address of the L1 entry mapping `va` under the L4 `root`, if the walk
@@ -803,12 +959,8 @@ impl<M: MachineMemory> PtCtx<'_, M> {
             }
             table = entry_mfn(entry);
         }
-        let st = self.frames.type_state(table).ok_or(Errno::EINVAL)?;
-        if st.ty != PageType::L1
-            || st.count == 0
-            || self.frames.partial(table).is_some()
-            || !self.owned(table)
-        {
+        // A validated, whole L1 of the domain.
+        if self.frames.table_level(table, self.dom) != Some(1) {
             return Err(Errno::EINVAL);
         }
         Ok(table.maddr() + ((va >> 12) & 0x1ff) * 8)

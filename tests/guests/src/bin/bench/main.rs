@@ -19,6 +19,10 @@
 //!   the bits and returns with `HYPERVISOR_iret`), `evtchn_ping_pong_2dom`,
 //!   `idle_host_cpu_percent` (blocks S seconds on a VIRQ_TIMER; the host measures QEMU's
 //!   CPU time).
+//! * [`mmu`]: `mmuext_tlb_flush_local`, `mmuext_invlpg_local`, `mmu_update_1pte`,
+//!   `mmu_update_512pte` (figures per entry), `update_va_mapping`,
+//!   `update_va_mapping_invlpg`, `mmuext_pin_unpin_l1`, `multicall_8_nops` (per multicall
+//!   of 8 entries), `cr3_switch`.
 //! * [`sched`]: `sched_yield_2dom` (two domains yield in turn; role 1 times N yields).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -80,6 +84,8 @@ mod events;
 #[cfg(target_os = "none")]
 mod hypercall;
 #[cfg(target_os = "none")]
+mod mmu;
+#[cfg(target_os = "none")]
 mod sched;
 
 #[cfg(target_os = "none")]
@@ -120,6 +126,18 @@ mod guest {
             "evtchn_loopback_upcall",
             crate::events::evtchn_loopback_upcall,
         ),
+        ("mmuext_tlb_flush_local", crate::mmu::mmuext_tlb_flush_local),
+        ("mmuext_invlpg_local", crate::mmu::mmuext_invlpg_local),
+        ("mmu_update_1pte", crate::mmu::mmu_update_1pte),
+        ("mmu_update_512pte", crate::mmu::mmu_update_512pte),
+        ("update_va_mapping", crate::mmu::update_va_mapping_none),
+        (
+            "update_va_mapping_invlpg",
+            crate::mmu::update_va_mapping_invlpg,
+        ),
+        ("mmuext_pin_unpin_l1", crate::mmu::mmuext_pin_unpin_l1),
+        ("multicall_8_nops", crate::mmu::multicall_8_nops),
+        ("cr3_switch", crate::mmu::cr3_switch),
     ];
 
     /// Why a case could not be measured.

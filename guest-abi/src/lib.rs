@@ -34,6 +34,7 @@ pub mod shared_info;
 pub mod start_info;
 pub mod time;
 pub mod traps;
+pub mod vcpu;
 pub mod version;
 pub mod xenstore;
 

@@ -19,7 +19,9 @@
 //!   the bits and returns with `HYPERVISOR_iret`), `evtchn_ping_pong_2dom`,
 //!   `idle_host_cpu_percent` (blocks S seconds on a VIRQ_TIMER; the host measures QEMU's
 //!   CPU time).
-//! * [`sched`]: `sched_yield_2dom` (two domains yield in turn; role 1 times N yields).
+//! * [`sched`]: `sched_yield_1dom` (a yield with nobody else to run),
+//!   `sched_yield_2dom` (two domains yield in turn, role 1 times N yields; with `vcpus=2`
+//!   two vCPUs of this domain, vCPU 0 times N yields: the form that runs as dom0 on Xen).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
@@ -104,6 +106,9 @@ mod guest {
         pub role: u64,
         /// `peer=`: the other domain of a two-domain case.
         pub peer: DomId,
+        /// `vcpus=`: 2 runs a two-domain case between two vCPUs of this domain instead
+        /// (Xen, where the run has dom0 only).
+        pub vcpus: u64,
     }
 
     /// `Ok((iterations, total, baseline))` or why the case could not run.
@@ -120,6 +125,7 @@ mod guest {
             "evtchn_loopback_upcall",
             crate::events::evtchn_loopback_upcall,
         ),
+        ("sched_yield_1dom", crate::sched::sched_yield_1dom),
     ];
 
     /// Why a case could not be measured.
@@ -180,6 +186,7 @@ mod guest {
             n: num("iterations", DEFAULT_ITERATIONS),
             role: num("role", 1),
             peer: DomId(u16::try_from(num("peer", 0)).unwrap_or(0)),
+            vcpus: num("vcpus", 1),
         };
         match cmdline::value(cmd, "case") {
             None => {

@@ -133,10 +133,22 @@ const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, kernel_ss), 4968);
 const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, kernel_sp), 4976);
 const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, ctrlreg), 4984);
 const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, debugreg), 5048);
-const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, event_callback_eip), 5112);
-const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, failsafe_callback_eip), 5120);
-const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, syscall_callback_eip), 5128);
+const_assert_eq!(
+    core::mem::offset_of!(VcpuGuestContext, event_callback_eip),
+    5112
+);
+const_assert_eq!(
+    core::mem::offset_of!(VcpuGuestContext, failsafe_callback_eip),
+    5120
+);
+const_assert_eq!(
+    core::mem::offset_of!(VcpuGuestContext, syscall_callback_eip),
+    5128
+);
 const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, vm_assist), 5136);
 const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, fs_base), 5144);
-const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, gs_base_kernel), 5152);
+const_assert_eq!(
+    core::mem::offset_of!(VcpuGuestContext, gs_base_kernel),
+    5152
+);
 const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, gs_base_user), 5160);

@@ -602,29 +602,46 @@ fn unresumable_domain_is_crashed_at_switch() {
 fn switching_in_publishes_time() {
     let mut hv = new_hv();
     let g = add_domain(&mut hv, 1, "t", false);
+    let g2 = add_domain(&mut hv, 2, "u", false);
     hv.platform.tsc.set(3_000_000);
     let mut f = started(&mut hv);
-    let read_time = |hv: &Hv| {
+    let read_time = |hv: &Hv, idx: usize| {
         let mut b = [0u8; 32];
         hv.mem
-            .read(hv.domains[g.idx].shared_info.maddr() + 32, &mut b)
+            .read(hv.domains[idx].shared_info.maddr() + 32, &mut b)
             .unwrap();
         VcpuTimeInfo::read_from_bytes(&b).unwrap()
     };
-    let t = read_time(&hv);
+    let t = read_time(&hv, g.idx);
     assert_eq!(t.version % 2, 0);
     assert_ne!(t.version, 0);
     assert_eq!((t.tsc_timestamp, t.system_time), (3_000_000, 3_000_000));
     assert_eq!((t.tsc_to_system_mul, t.tsc_shift), (0x8000_0000, 1));
     assert_eq!(t.flags, 1);
-    // Plain hypercalls do not touch it; a switch-in does.
+    // Plain hypercalls do not touch it.
     hv.platform.tsc.set(5_000_000);
     call(&mut hv, &mut f, 17, 0, 0, 0);
-    assert_eq!(read_time(&hv), t);
+    assert_eq!(read_time(&hv, g.idx), t);
+    // A vCPU switched in for the first time gets its record...
+    assert_eq!(read_time(&hv, g2.idx).version, 0);
     call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
-    let t2 = read_time(&hv);
+    assert_eq!(hv.cpu.current, Some(g2.idx));
+    let u = read_time(&hv, g2.idx);
+    assert_eq!((u.tsc_timestamp, u.system_time), (5_000_000, 5_000_000));
+    // ...one switched in while its record is fresh keeps it (it stays exact: one
+    // linear function of the TSC)...
+    call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
+    assert_eq!(hv.cpu.current, Some(g.idx));
+    assert_eq!(read_time(&hv, g.idx), t);
+    // ...and one whose record is TIME_REFRESH_NS old gets a new one.
+    let later = 3_000_000 + crate::time::hypercalls::TIME_REFRESH_NS;
+    hv.platform.tsc.set(later);
+    call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
+    call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
+    assert_eq!(hv.cpu.current, Some(g.idx));
+    let t2 = read_time(&hv, g.idx);
     assert_eq!(t2.version, t.version + 2);
-    assert_eq!(t2.system_time, 5_000_000);
+    assert_eq!(t2.system_time, later);
 }
 
 #[test]

@@ -389,7 +389,10 @@ fn checked_lines(result: &HvResult, what: &str) -> Result<Vec<BenchLine>> {
 
 /// The dom0 command line of a two-domain case's Xen variant.
 pub fn xen_variant_cmdline(case: &str, variant: &XenVariant, iterations: u64) -> String {
-    format!("case={case} {} iterations={iterations}", variant.guest_extra)
+    format!(
+        "case={case} {} iterations={iterations}",
+        variant.guest_extra
+    )
 }
 
 /// Runs a two-domain case's stand-in ([`XenVariant`]) as dom0 on real Xen 4.17,
@@ -827,9 +830,16 @@ mod tests {
         );
         // Only two-domain cases have a Xen stand-in; the rest run on Xen as they are.
         for c in CASES {
-            assert!(c.xen.is_none() || c.kind == CaseKind::TwoDomains, "{}", c.name);
+            assert!(
+                c.xen.is_none() || c.kind == CaseKind::TwoDomains,
+                "{}",
+                c.name
+            );
         }
-        assert_eq!(case_named("sched_yield_1dom").unwrap().kind, CaseKind::Single);
+        assert_eq!(
+            case_named("sched_yield_1dom").unwrap().kind,
+            CaseKind::Single
+        );
     }
 
     #[test]

@@ -46,11 +46,32 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// `SCHEDOP_yield`: the running vCPU (registers in `frame`, result already in `rax`)
     /// lets another runnable vCPU go first, if there is one.
     pub(crate) fn yield_current(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
-        self.save_current(idx, frame);
         let now = self.now_ns();
         let id = self.vid(idx);
-        self.sched.yield_now(id, now);
+        if let Some(pick) = self.sched.yield_in_place(id, now) {
+            // Nobody else wants the CPU: the yielder goes on with a fresh slice, as if
+            // `schedule` had picked it again, but nothing of it is saved or reloaded (its
+            // registers are in `frame`, its state on the CPU).
+            self.timers.set_slice_end(Some(pick.slice_end_ns));
+            self.arm_timer(true);
+            return self.enter_current(frame);
+        }
+        self.save_current(idx, frame);
         self.schedule(frame)
+    }
+
+    /// The `SCHEDOP_yield` fast path of [`Hypervisor::hypercall`]: what the generic
+    /// dispatch does for `sched_op(SCHEDOP_yield)` (result 0, then the yield), without
+    /// building a call. The caller checked that the RIP after the `syscall` is one the
+    /// generic path would resume at (canonical, not a 32-bit code segment), so its final
+    /// check has nothing to do.
+    #[inline]
+    pub(crate) fn sched_yield_fast(&mut self, frame: &mut GuestFrame) -> Resume {
+        let Some(idx) = self.cpu.current else {
+            return self.no_current_domain();
+        };
+        frame.rax = 0;
+        self.yield_current(idx, frame)
     }
 
     /// `SCHEDOP_block`: enables event delivery (as Xen) and waits until an event is
@@ -209,12 +230,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 continue;
             };
             let v = pick.id.1;
-            let Some(mut next) = self.domains[idx].vcpu_get(v).map(|v| v.frame) else {
+            let Some(next) = self.domains[idx].vcpu_get_mut(v).map(|v| &mut v.frame) else {
                 // A vCPU the domain does not have (defensive).
                 self.sched.remove_domain(pick.id.0);
                 continue;
             };
-            if let Err(why) = sanitize_for_iret(&mut next) {
+            // Sanitised where it is saved, then copied once into the entry frame.
+            if let Err(why) = sanitize_for_iret(next) {
                 let (rip, rsp) = (next.rip, next.rsp);
                 self.end_domain(
                     idx,
@@ -223,14 +245,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 );
                 continue;
             }
-            self.domains[idx].vcpu_mut(v).frame = next;
+            *frame = *next;
             hv_debug!(
                 "switch to d{=u16} rip={=u64:#x} rsp={=u64:#x}",
                 self.domains[idx].id.0,
-                next.rip,
-                next.rsp
+                frame.rip,
+                frame.rsp
             );
-            *frame = next;
             self.cpu.current = Some(idx);
             self.cpu.vcpu = v;
             let switched = self.cpu.fpu_owner != Some((idx, v));
@@ -242,7 +263,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             if switched && !self.load_segments(idx, frame) {
                 continue;
             }
-            self.publish_time(idx);
+            self.refresh_time_if_stale(idx);
             self.timers.set_slice_end(Some(pick.slice_end_ns));
             // Its periodic timer runs only while it runs; one missed tick is sent now.
             if let Some(Expired::VirqTimer(dom, vcpu)) = self.timers.switch_in(pick.id, now) {
@@ -276,14 +297,30 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     }
 
     /// Programs the one-shot timer for the earliest deadline: guest timers, the slice
-    /// end, and (`running`: a guest is on the CPU) console housekeeping.
+    /// end, and (`running`: a guest is on the CPU) console housekeeping, due every
+    /// [`HOUSEKEEPING_NS`] on a fixed grid rather than that long after every call (so
+    /// the deadline does not move on every hypercall). The hardware is left alone when
+    /// it already holds that deadline and it has not passed yet (a passed one may have
+    /// fired and is programmed again).
     pub(crate) fn arm_timer(&mut self, running: bool) {
         let mut deadline = self.timers.earliest();
         if running {
-            let housekeeping = self.now_ns().saturating_add(HOUSEKEEPING_NS);
-            deadline = Some(deadline.map_or(housekeeping, |d| d.min(housekeeping)));
+            let now = self.now_ns();
+            if self.cpu.housekeeping_due <= now {
+                self.cpu.housekeeping_due = now.saturating_add(HOUSEKEEPING_NS);
+            }
+            let hk = self.cpu.housekeeping_due;
+            deadline = Some(deadline.map_or(hk, |d| d.min(hk)));
+        }
+        match (deadline, self.cpu.timer) {
+            (None, None) => return,
+            (Some(ns), Some((armed_ns, tsc))) if ns == armed_ns && tsc > self.platform.rdtsc() => {
+                return;
+            }
+            _ => {}
         }
         let tsc = deadline.map(|ns| self.clock.tsc_at(ns));
+        self.cpu.timer = deadline.zip(tsc);
         self.platform.set_timer(tsc);
     }
 }

@@ -4,7 +4,9 @@
 //! timer, its periodic timer and its `SCHEDOP_poll` timeout); the scheduler owns one
 //! more (the slice end). Re-programming a timer replaces its entry, so no guest can
 //! grow the queue. The queue is a `BTreeSet<(deadline, key)>`: insert, remove and
-//! earliest are O(log n). The lead programs the hardware one-shot timer with
+//! earliest are O(log n). The slice end, re-set on every switch and yield, is kept
+//! beside it (O(1)) and merged in by `earliest` and `expire`. Re-arming a timer with
+//! the deadline it already has leaves the queue alone. The lead programs the hardware one-shot timer with
 //! [`TimerQueue::earliest`] and calls [`TimerQueue::expire`] when it fires.
 //!
 //! Semantics (Xen `common/sched/core.c`, `common/domain.c`):
@@ -51,7 +53,6 @@ pub enum TimerKind {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Key {
-    Slice,
     Vcpu(DomId, VcpuId, TimerKind),
 }
 
@@ -140,6 +141,9 @@ impl TimerQueue {
         let t = self.vcpus.get_mut(&id).ok_or(Errno::ENOENT)?;
         let key = Key::Vcpu(id.0, id.1, kind);
         let slot = t.slot(kind);
+        if *slot == deadline {
+            return Ok(());
+        }
         if let Some(old) = slot.take() {
             self.queue.remove(&(old, key));
         }
@@ -262,13 +266,7 @@ impl TimerQueue {
 
     /// Sets (or with `None` clears) the scheduler's slice end.
     pub fn set_slice_end(&mut self, deadline: Option<u64>) {
-        if let Some(old) = self.slice.take() {
-            self.queue.remove(&(old, Key::Slice));
-        }
-        if let Some(d) = deadline {
-            self.queue.insert((d, Key::Slice));
-            self.slice = Some(d);
-        }
+        self.slice = deadline;
     }
 
     /// The deadline of one of `id`'s timers, if armed.
@@ -288,17 +286,21 @@ impl TimerQueue {
 
     /// The earliest pending deadline: what the hardware one-shot timer should fire at.
     pub fn earliest(&self) -> Option<u64> {
-        self.queue.first().map(|&(d, _)| d)
+        let queued = self.queue.first().map(|&(d, _)| d);
+        match (queued, self.slice) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Pending entries (at most `TIMERS_PER_VCPU` per vCPU plus one).
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.queue.len() + usize::from(self.slice.is_some())
     }
 
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.queue.is_empty() && self.slice.is_none()
     }
 
     /// Takes, in deadline order, every entry due at `now`, re-arming periodic timers a
@@ -309,18 +311,21 @@ impl TimerQueue {
 
     fn pop_due(&mut self, now: u64) -> Option<Expired> {
         loop {
-            let &(deadline, key) = self.queue.first()?;
+            // The slice end goes first among equal deadlines (it sorted first as a key).
+            let first = self.queue.first().copied();
+            if let Some(s) = self.slice
+                && s <= now
+                && first.is_none_or(|(d, _)| s <= d)
+            {
+                self.slice = None;
+                return Some(Expired::SliceEnd);
+            }
+            let (deadline, key) = first?;
             if deadline > now {
                 return None;
             }
             self.queue.remove(&(deadline, key));
-            let (dom, vcpu, kind) = match key {
-                Key::Slice => {
-                    self.slice = None;
-                    return Some(Expired::SliceEnd);
-                }
-                Key::Vcpu(d, v, k) => (d, v, k),
-            };
+            let Key::Vcpu(dom, vcpu, kind) = key;
             let Some(t) = self.vcpus.get_mut(&(dom, vcpu)) else {
                 continue;
             };

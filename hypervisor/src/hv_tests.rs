@@ -790,3 +790,56 @@ fn built_domain_runs_prints_and_powers_off() {
 
 #[path = "grub_tests.rs"]
 mod grub;
+
+/// The `SCHEDOP_yield` fast path of `hypercall` does what the generic dispatch does:
+/// same result, registers, running vCPU, scheduler and timer state, console output, for
+/// a domain alone, two domains taking turns, a command with high bits set (a C int) and
+/// a RIP the generic path refuses to resume at.
+#[test]
+fn yield_fast_path_matches_generic_dispatch() {
+    let scenarios: [(u16, u64, Option<u64>); 4] = [
+        (1, SCHEDOP_YIELD as u64, None),
+        (2, SCHEDOP_YIELD as u64, None),
+        (2, (1 << 32) | SCHEDOP_YIELD as u64, None),
+        (2, SCHEDOP_YIELD as u64, Some(RIP_PAST_LOWER_HALF)),
+    ];
+    for (doms, cmd, rip) in scenarios {
+        let setup = || {
+            let mut hv = new_hv();
+            for d in 1..=doms {
+                add_domain(&mut hv, d, "y", false);
+            }
+            let f = started(&mut hv);
+            (hv, f)
+        };
+        let (mut fast, mut ff) = setup();
+        let (mut slow, mut fs) = setup();
+        for step in 0..6u64 {
+            for (hv, f) in [(&mut fast, &mut ff), (&mut slow, &mut fs)] {
+                hv.platform.tsc.set(1_000_000 + step * 777_777);
+                f.rax = u64::from(nr::SCHED_OP);
+                f.rdi = cmd;
+                f.vector = GuestFrame::VECTOR_SYSCALL;
+                if let Some(r) = rip {
+                    f.rip = r;
+                }
+            }
+            let a = fast.hypercall(&mut ff);
+            let b = slow.dispatch(&mut fs);
+            assert_eq!(a, b, "step {step}");
+            assert_eq!(ff, fs, "step {step}");
+            assert_eq!(fast.cpu.current, slow.cpu.current);
+            assert_eq!(fast.cpu.timer, slow.cpu.timer);
+            assert_eq!(fast.platform.timer, slow.platform.timer);
+            assert_eq!(console(&fast), console(&slow));
+            for d in 1..=doms {
+                let id = (DomId(d), VcpuId(0));
+                assert_eq!(fast.sched.state(id), slow.sched.state(id));
+            }
+            assert_eq!(fast.timers.earliest(), slow.timers.earliest());
+            if !matches!(a, Resume::Guest { .. }) {
+                break;
+            }
+        }
+    }
+}

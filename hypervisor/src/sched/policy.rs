@@ -116,16 +116,19 @@ impl DomEntry {
         self.vcpus.binary_search_by_key(&v, |e| e.id).ok()
     }
 
-    /// Its two least advanced runnable vCPUs, by `(vruntime, id)`.
-    fn least_two(&self) -> [Option<VcpuEntry>; 2] {
-        let mut best: [Option<VcpuEntry>; 2] = [None, None];
-        for v in self.vcpus.iter().filter(|v| v.state == RunState::Runnable) {
-            let key = (v.vruntime, v.id);
-            if best[0].is_none_or(|b| key < (b.vruntime, b.id)) {
+    /// Its two least advanced runnable vCPUs, by `(vruntime, id)`, as indices.
+    fn least_two(&self) -> [Option<usize>; 2] {
+        let mut best: [Option<usize>; 2] = [None, None];
+        let key = |i: usize| (self.vcpus[i].vruntime, self.vcpus[i].id);
+        for (i, v) in self.vcpus.iter().enumerate() {
+            if v.state != RunState::Runnable {
+                continue;
+            }
+            if best[0].is_none_or(|b| key(i) < key(b)) {
                 best[1] = best[0];
-                best[0] = Some(*v);
-            } else if best[1].is_none_or(|b| key < (b.vruntime, b.id)) {
-                best[1] = Some(*v);
+                best[0] = Some(i);
+            } else if best[1].is_none_or(|b| key(i) < key(b)) {
+                best[1] = Some(i);
             }
         }
         best
@@ -149,6 +152,9 @@ impl DomEntry {
 #[derive(Clone, Copy, Debug)]
 struct Current {
     id: Vid,
+    /// Where it is: `doms[di].vcpus[vi]` (kept up to date when the lists change).
+    di: usize,
+    vi: usize,
     /// Time up to which its CPU use has been charged.
     since: u64,
     slice_end: u64,
@@ -262,7 +268,20 @@ impl Scheduler {
                 vruntime,
             },
         );
+        self.relocate_current();
         Ok(())
+    }
+
+    /// Finds the running vCPU again after the lists changed shape.
+    fn relocate_current(&mut self) {
+        if let Some(c) = self.current {
+            self.current = self.find(c.id).map(|(di, vi)| Current { di, vi, ..c });
+        }
+    }
+
+    /// The running vCPU's domain index.
+    fn current_dom(&self) -> Option<&DomEntry> {
+        self.current.map(|c| &self.doms[c.di])
     }
 
     /// Forgets a domain and all its vCPUs. If one of them was running the CPU is free:
@@ -279,6 +298,7 @@ impl Scheduler {
             if d.parked {
                 self.parked = self.parked.saturating_sub(1);
             }
+            self.relocate_current();
         }
     }
 
@@ -360,8 +380,8 @@ impl Scheduler {
         let preempt = match self.current {
             None => !parked,
             Some(c) if c.id.0 == id.0 || parked => false,
-            Some(c) => self
-                .dom(c.id.0)
+            Some(_) => self
+                .current_dom()
                 .is_some_and(|cd| woken_v.saturating_add(WAKEUP_GRANULARITY_NS) < cd.vruntime),
         };
         Ok(preempt)
@@ -410,7 +430,7 @@ impl Scheduler {
         if self.doms.iter().any(|d| d.eligible()) {
             return None;
         }
-        let (di, vi) = self.find(id)?;
+        let (di, vi) = (c.di, c.vi);
         if self.doms[di].parked {
             return None;
         }
@@ -425,9 +445,9 @@ impl Scheduler {
         let d = &self.doms[di];
         let slice_end = now.saturating_add(Self::slice_of(d));
         self.current = Some(Current {
-            id: c.id,
             since: now,
             slice_end,
+            ..c
         });
         Some(Pick {
             id,
@@ -449,19 +469,16 @@ impl Scheduler {
     pub fn pick(&mut self, now: u64) -> Option<Pick> {
         self.settle(now);
         let now = self.last_now;
-        if let Some(c) = self.current.take()
-            && let Some((di, vi)) = self.find(c.id)
-        {
-            let d = &mut self.doms[di];
-            d.vcpus[vi].state = RunState::Runnable;
+        if let Some(c) = self.current.take() {
+            let d = &mut self.doms[c.di];
+            d.vcpus[c.vi].state = RunState::Runnable;
             d.queued = d.queued.saturating_add(1);
             d.raise_floor();
         }
         self.update_min();
         let chosen = self.choose();
         self.yielded = None;
-        let id = chosen?;
-        let (di, vi) = self.find(id)?;
+        let (id, di, vi) = chosen?;
         let d = &mut self.doms[di];
         let v = &mut d.vcpus[vi];
         v.state = RunState::Running;
@@ -472,6 +489,8 @@ impl Scheduler {
         let slice_end_ns = now.saturating_add(Self::slice_of(d));
         self.current = Some(Current {
             id,
+            di,
+            vi,
             since: now,
             slice_end: slice_end_ns,
         });
@@ -491,32 +510,37 @@ impl Scheduler {
         }
     }
 
-    /// The two least advanced competing domains, by `(vruntime, id)`.
-    fn least_two_doms(&self) -> [Option<&DomEntry>; 2] {
-        let mut best: [Option<&DomEntry>; 2] = [None, None];
-        for d in self.doms.iter().filter(|d| d.eligible()) {
-            let key = (d.vruntime, d.id);
-            if best[0].is_none_or(|b| key < (b.vruntime, b.id)) {
+    /// The two least advanced competing domains, by `(vruntime, id)`, as indices.
+    fn least_two_doms(&self) -> [Option<usize>; 2] {
+        let mut best: [Option<usize>; 2] = [None, None];
+        let key = |i: usize| (self.doms[i].vruntime, self.doms[i].id);
+        for (i, d) in self.doms.iter().enumerate() {
+            if !d.eligible() {
+                continue;
+            }
+            if best[0].is_none_or(|b| key(i) < key(b)) {
                 best[1] = best[0];
-                best[0] = Some(d);
-            } else if best[1].is_none_or(|b| key < (b.vruntime, b.id)) {
-                best[1] = Some(d);
+                best[0] = Some(i);
+            } else if best[1].is_none_or(|b| key(i) < key(b)) {
+                best[1] = Some(i);
             }
         }
         best
     }
 
     /// The least advanced runnable candidate, skipping the yielder if anyone else can
-    /// run. Looks at no more than two domains and two vCPUs in each.
-    fn choose(&self) -> Option<Vid> {
+    /// run, with its place (`doms[di].vcpus[vi]`). Looks at no more than two domains
+    /// and two vCPUs in each.
+    fn choose(&self) -> Option<(Vid, usize, usize)> {
         let mut fallback = None;
-        for d in self.least_two_doms().into_iter().flatten() {
-            for v in d.least_two().into_iter().flatten() {
-                let id = (d.id, v.id);
+        for di in self.least_two_doms().into_iter().flatten() {
+            let d = &self.doms[di];
+            for vi in d.least_two().into_iter().flatten() {
+                let id = (d.id, d.vcpus[vi].id);
                 if self.yielded != Some(id) {
-                    return Some(id);
+                    return Some((id, di, vi));
                 }
-                fallback.get_or_insert(id);
+                fallback.get_or_insert((id, di, vi));
             }
         }
         fallback
@@ -524,10 +548,7 @@ impl Scheduler {
 
     /// Raises the domain-level floor to the least advanced active domain.
     fn update_min(&mut self) {
-        let cur = self
-            .current
-            .and_then(|c| self.dom(c.id.0))
-            .map(|d| d.vruntime);
+        let cur = self.current_dom().map(|d| d.vruntime);
         let queued = self
             .doms
             .iter()
@@ -593,15 +614,9 @@ impl Scheduler {
         // Only the part inside the current window counts against the cap.
         let in_window = now.saturating_sub(c.since.max(window_start));
         c.since = now;
-        let id = c.id;
-        let Some(di) = self.dom_slot(id.0) else {
-            return;
-        };
-        let d = &mut self.doms[di];
-        if let Some(vi) = d.vcpu_slot(id.1) {
-            let v = &mut d.vcpus[vi];
-            v.vruntime = v.vruntime.saturating_add(ran);
-        }
+        let d = &mut self.doms[c.di];
+        let v = &mut d.vcpus[c.vi];
+        v.vruntime = v.vruntime.saturating_add(ran);
         d.vruntime = d.vruntime.saturating_add(weighted(ran, d.weight));
         d.used_ns = d.used_ns.saturating_add(in_window);
         if !d.parked && d.budget_ns().is_some_and(|b| d.used_ns >= b) {
@@ -637,6 +652,8 @@ impl Scheduler {
                         running += 1;
                         active += 1;
                         assert_eq!(self.current.map(|c| c.id), Some(id));
+                        let c = self.current.unwrap();
+                        assert_eq!((self.doms[c.di].id, self.doms[c.di].vcpus[c.vi].id), id);
                     }
                     RunState::Blocked => {}
                 }

@@ -80,6 +80,8 @@ pub struct PerCpu {
     pub timer: Option<(u64, u64)>,
     /// When console housekeeping is due next while a guest runs (system time).
     pub housekeeping_due: u64,
+    /// The last two deadlines converted to TSC values, `(ns, tsc)` (sched/run.rs).
+    pub tsc_memo: [Option<(u64, u64)>; 2],
 }
 
 /// The hypervisor.

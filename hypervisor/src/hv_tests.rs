@@ -843,3 +843,41 @@ fn yield_fast_path_matches_generic_dispatch() {
         }
     }
 }
+
+/// However the timer is re-armed (skipped when unchanged, TSC values remembered), the
+/// hardware always holds the earliest deadline: guest timers, slice end, housekeeping.
+#[test]
+fn the_hardware_timer_holds_the_earliest_deadline() {
+    let mut hv = new_hv();
+    add_domain(&mut hv, 1, "a", false);
+    add_domain(&mut hv, 2, "b", false);
+    let mut f = started(&mut hv);
+    let mut rng = crate::testutil::Rng(7);
+    let mut tsc = 1_000_000u64;
+    for step in 0..400 {
+        tsc += rng.range(0, 4_000_000);
+        hv.platform.tsc.set(tsc);
+        match rng.range(0, 3) {
+            // set_timer_op: a single-shot deadline, sometimes the same as before.
+            0 => {
+                let when = tsc + rng.range(0, 3) * 5_000_000;
+                call(&mut hv, &mut f, 15, when, 0, 0);
+            }
+            1 => {
+                let _ = hv.timer_tick(&mut f);
+            }
+            _ => {
+                call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
+            }
+        }
+        let want = [hv.timers.earliest(), Some(hv.cpu.housekeeping_due)]
+            .into_iter()
+            .flatten()
+            .min();
+        assert_eq!(
+            hv.platform.timer,
+            want.map(|ns| hv.clock.tsc_at(ns)),
+            "step {step}"
+        );
+    }
+}

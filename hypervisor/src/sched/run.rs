@@ -319,8 +319,20 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             }
             _ => {}
         }
-        let tsc = deadline.map(|ns| self.clock.tsc_at(ns));
+        let tsc = deadline.map(|ns| self.tsc_at_memo(ns));
         self.cpu.timer = deadline.zip(tsc);
         self.platform.set_timer(tsc);
+    }
+
+    /// `clock.tsc_at(ns)` (a 128-bit division) remembered for the last two deadlines:
+    /// between two vCPUs taking turns the earliest deadline alternates between their
+    /// periodic timers.
+    fn tsc_at_memo(&mut self, ns: u64) -> u64 {
+        if let Some(&(_, tsc)) = self.cpu.tsc_memo.iter().flatten().find(|&&(n, _)| n == ns) {
+            return tsc;
+        }
+        let tsc = self.clock.tsc_at(ns);
+        self.cpu.tsc_memo = [Some((ns, tsc)), self.cpu.tsc_memo[0]];
+        tsc
     }
 }

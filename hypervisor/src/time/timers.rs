@@ -4,9 +4,12 @@
 //! timer, its periodic timer and its `SCHEDOP_poll` timeout); the scheduler owns one
 //! more (the slice end). Re-programming a timer replaces its entry, so no guest can
 //! grow the queue. The queue is a `BTreeSet<(deadline, key)>`: insert, remove and
-//! earliest are O(log n). The slice end, re-set on every switch and yield, is kept
-//! beside it (O(1)) and merged in by `earliest` and `expire`. Re-arming a timer with
-//! the deadline it already has leaves the queue alone. The lead programs the hardware one-shot timer with
+//! earliest are O(log n). Two kinds of entries, re-set on every context switch, are kept
+//! beside it and merged in by `earliest` and `expire`: the slice end (one value) and
+//! the periodic timers, which only run while their vCPU runs, so that at most one per
+//! physical CPU is armed (a short unsorted list, with room reserved for every vCPU at
+//! registration: no allocation on a switch). Re-arming a timer with the deadline it
+//! already has changes nothing. The lead programs the hardware one-shot timer with
 //! [`TimerQueue::earliest`] and calls [`TimerQueue::expire`] when it fires.
 //!
 //! Semantics (Xen `common/sched/core.c`, `common/domain.c`):
@@ -23,6 +26,7 @@
 
 use crate::sched::policy::Vid;
 use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::vec::Vec;
 use guest_abi::{DomId, Errno, VcpuId};
 
 /// The period every PV vCPU starts with ("100 Hz ticker").
@@ -94,6 +98,8 @@ pub struct TimerQueue {
     queue: BTreeSet<(u64, Key)>,
     vcpus: BTreeMap<Vid, VcpuTimers>,
     slice: Option<u64>,
+    /// Armed periodic timers `(deadline, vCPU)`, unsorted (as many as running vCPUs).
+    pub(super) periodic: Vec<(u64, Vid)>,
 }
 
 impl TimerQueue {
@@ -108,6 +114,11 @@ impl TimerQueue {
         if self.vcpus.contains_key(&id) {
             return Err(Errno::EEXIST);
         }
+        // Room for its periodic entry, so arming it never allocates.
+        let want = self.vcpus.len() + 1;
+        self.periodic
+            .try_reserve(want.saturating_sub(self.periodic.len()))
+            .map_err(|_| Errno::ENOMEM)?;
         self.vcpus.insert(
             id,
             VcpuTimers {
@@ -121,11 +132,12 @@ impl TimerQueue {
     /// Forgets a vCPU and its timers.
     pub fn remove_vcpu(&mut self, id: Vid) {
         if let Some(mut t) = self.vcpus.remove(&id) {
-            for kind in [TimerKind::SingleShot, TimerKind::Periodic, TimerKind::Poll] {
+            for kind in [TimerKind::SingleShot, TimerKind::Poll] {
                 if let Some(d) = t.slot(kind).take() {
                     self.queue.remove(&(d, Key::Vcpu(id.0, id.1, kind)));
                 }
             }
+            self.periodic.retain(|&(_, v)| v != id);
         }
     }
 
@@ -134,6 +146,7 @@ impl TimerQueue {
         self.vcpus.retain(|&(d, _), _| d != dom);
         self.queue
             .retain(|&(_, k)| !matches!(k, Key::Vcpu(d, _, _) if d == dom));
+        self.periodic.retain(|&(_, (d, _))| d != dom);
     }
 
     /// Arms (`Some`) or disarms (`None`) one of `id`'s timers.
@@ -142,6 +155,20 @@ impl TimerQueue {
         let key = Key::Vcpu(id.0, id.1, kind);
         let slot = t.slot(kind);
         if *slot == deadline {
+            return Ok(());
+        }
+        if kind == TimerKind::Periodic {
+            *slot = deadline;
+            let at = self.periodic.iter().position(|&(_, v)| v == id);
+            match (at, deadline) {
+                (Some(i), Some(d)) => self.periodic[i].0 = d,
+                (Some(i), None) => {
+                    self.periodic.swap_remove(i);
+                }
+                // Room was reserved at add_vcpu: this does not allocate.
+                (None, Some(d)) => self.periodic.push((d, id)),
+                (None, None) => {}
+            }
             return Ok(());
         }
         if let Some(old) = slot.take() {
@@ -287,20 +314,27 @@ impl TimerQueue {
     /// The earliest pending deadline: what the hardware one-shot timer should fire at.
     pub fn earliest(&self) -> Option<u64> {
         let queued = self.queue.first().map(|&(d, _)| d);
-        match (queued, self.slice) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let periodic = self.periodic.iter().map(|&(d, _)| d).min();
+        [queued, self.slice, periodic].into_iter().flatten().min()
     }
 
     /// Pending entries (at most `TIMERS_PER_VCPU` per vCPU plus one).
     pub fn len(&self) -> usize {
-        self.queue.len() + usize::from(self.slice.is_some())
+        self.queue.len() + usize::from(self.slice.is_some()) + self.periodic.len()
     }
 
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty() && self.slice.is_none()
+        self.len() == 0
+    }
+
+    /// The first periodic entry in `(deadline, key)` order, with its index.
+    fn first_periodic(&self) -> Option<(usize, (u64, Key))> {
+        self.periodic
+            .iter()
+            .map(|&(d, v)| (d, Key::Vcpu(v.0, v.1, TimerKind::Periodic)))
+            .enumerate()
+            .min_by_key(|&(_, e)| e)
     }
 
     /// Takes, in deadline order, every entry due at `now`, re-arming periodic timers a
@@ -311,20 +345,35 @@ impl TimerQueue {
 
     fn pop_due(&mut self, now: u64) -> Option<Expired> {
         loop {
+            // The earliest of the tree and the periodic list, in (deadline, key) order.
+            let tree = self.queue.first().copied();
+            let periodic = self.first_periodic();
+            let first = match (tree, periodic) {
+                (Some(t), Some((i, p))) if p < t => Some((Some(i), p)),
+                (Some(t), _) => Some((None, t)),
+                (None, Some((i, p))) => Some((Some(i), p)),
+                (None, None) => None,
+            };
             // The slice end goes first among equal deadlines (it sorted first as a key).
-            let first = self.queue.first().copied();
             if let Some(s) = self.slice
                 && s <= now
-                && first.is_none_or(|(d, _)| s <= d)
+                && first.is_none_or(|(_, (d, _))| s <= d)
             {
                 self.slice = None;
                 return Some(Expired::SliceEnd);
             }
-            let (deadline, key) = first?;
+            let (at, (deadline, key)) = first?;
             if deadline > now {
                 return None;
             }
-            self.queue.remove(&(deadline, key));
+            match at {
+                Some(i) => {
+                    self.periodic.swap_remove(i);
+                }
+                None => {
+                    self.queue.remove(&(deadline, key));
+                }
+            }
             let Key::Vcpu(dom, vcpu, kind) = key;
             let Some(t) = self.vcpus.get_mut(&(dom, vcpu)) else {
                 continue;
@@ -339,8 +388,8 @@ impl TimerQueue {
                     if t.period != 0 && t.running && next > now {
                         t.last_periodic = now;
                         t.periodic = Some(next);
-                        self.queue
-                            .insert((next, Key::Vcpu(dom, vcpu, TimerKind::Periodic)));
+                        // Its entry was just taken out: the room is there.
+                        self.periodic.push((next, (dom, vcpu)));
                     }
                     Expired::VirqTimer(dom, vcpu)
                 }

@@ -467,7 +467,13 @@ impl Scheduler {
     /// chooses who runs next (possibly the same vCPU). `None`: nothing can run (all
     /// blocked or parked by their cap); call again at `next_event` or on a wake-up.
     pub fn pick(&mut self, now: u64) -> Option<Pick> {
-        self.settle(now);
+        self.charge_to(now);
+        // The floor is raised below, with the running vCPU back among the queued; while
+        // its domain competes that is the same set of candidates, so raising it here too
+        // would change nothing (with its domain parked by its cap, it would).
+        if self.current.is_none_or(|c| self.doms[c.di].parked) {
+            self.update_min();
+        }
         let now = self.last_now;
         if let Some(c) = self.current.take() {
             let d = &mut self.doms[c.di];
@@ -598,12 +604,17 @@ impl Scheduler {
     /// Charges the running vCPU for the time since it was last charged, and rolls the
     /// cap window.
     fn settle(&mut self, now: u64) {
+        self.charge_to(now);
+        // Keep the floor fresh for wake-ups (it only ever moves forward).
+        self.update_min();
+    }
+
+    /// `settle` without raising the floor.
+    fn charge_to(&mut self, now: u64) {
         let now = now.max(self.last_now);
         self.last_now = now;
         let window_start = self.roll_period(now);
         self.charge_current(now, window_start);
-        // Keep the floor fresh for wake-ups (it only ever moves forward).
-        self.update_min();
     }
 
     fn charge_current(&mut self, now: u64, window_start: u64) {

@@ -445,9 +445,11 @@ fn same_decisions_as_the_tree_policy() {
             })
         };
         for step in 0..30_000 {
-            // Mostly small steps (yield storms), sometimes long runs (caps, rebases).
-            now += match rng.range(0, 9) {
-                0 => rng.range(0, 40_000_000),
+            // Mostly small steps (yield storms), sometimes long runs (caps), rarely
+            // huge ones (virtual times pass the rebase point).
+            now += match rng.range(0, 99) {
+                0 => rng.range(0, 1 << 56),
+                1..=10 => rng.range(0, 40_000_000),
                 _ => rng.range(0, 20_000),
             };
             let id = ids[rng.range(0, ids.len() as u64 - 1) as usize];

@@ -53,7 +53,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             // `schedule` had picked it again, but nothing of it is saved or reloaded (its
             // registers are in `frame`, its state on the CPU).
             self.timers.set_slice_end(Some(pick.slice_end_ns));
-            self.arm_timer(true);
+            self.arm_timer_at(true, now);
             return self.enter_current(frame);
         }
         self.save_current(idx, frame);
@@ -263,14 +263,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             if switched && !self.load_segments(idx, frame) {
                 continue;
             }
-            self.refresh_time_if_stale(idx);
+            self.refresh_time_if_stale_at(idx, now);
             self.timers.set_slice_end(Some(pick.slice_end_ns));
             // Its periodic timer runs only while it runs; one missed tick is sent now.
             if let Some(Expired::VirqTimer(dom, vcpu)) = self.timers.switch_in(pick.id, now) {
                 let wakes = self.evtchn.raise_virq(dom, vcpu, Virq::TIMER.0, &self.mem);
                 self.apply_wakes(wakes);
             }
-            self.arm_timer(true);
+            self.arm_timer_at(true, now);
             // Into its event callback if an upcall is due; a bad guest stack there ends
             // the domain, and the loop picks again (no recursion, however many fail).
             self.deliver_event_upcall(idx, frame);
@@ -303,9 +303,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// it already holds that deadline and it has not passed yet (a passed one may have
     /// fired and is programmed again).
     pub(crate) fn arm_timer(&mut self, running: bool) {
+        let now = if running { self.now_ns() } else { 0 };
+        self.arm_timer_at(running, now)
+    }
+
+    /// [`Self::arm_timer`] with system time `now` already read (used if `running`).
+    fn arm_timer_at(&mut self, running: bool, now: u64) {
         let mut deadline = self.timers.earliest();
         if running {
-            let now = self.now_ns();
             if self.cpu.housekeeping_due <= now {
                 self.cpu.housekeeping_due = now.saturating_add(HOUSEKEEPING_NS);
             }

@@ -41,6 +41,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// guest scales small (Xen rewrites it on every context switch).
     pub(crate) fn refresh_time_if_stale(&mut self, idx: usize) {
         let now = self.now_ns();
+        self.refresh_time_if_stale_at(idx, now);
+    }
+
+    /// [`Self::refresh_time_if_stale`] with system time `now` already read.
+    pub(crate) fn refresh_time_if_stale_at(&mut self, idx: usize, now: u64) {
         let stale = self
             .cur(idx)
             .time_published_ns

@@ -25,7 +25,7 @@
 //!   ([`Expired::PollTimeout`]).
 
 use crate::sched::policy::Vid;
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use guest_abi::{DomId, Errno, VcpuId};
 
@@ -92,11 +92,45 @@ impl VcpuTimers {
     }
 }
 
+/// The registered vCPUs' timers, sorted by vCPU: a few entries (one per vCPU of the
+/// boot configuration), looked up on every switch, where a binary search over a slice
+/// beats walking tree nodes.
+#[derive(Debug, Default)]
+struct VcpuMap(Vec<(Vid, VcpuTimers)>);
+
+impl VcpuMap {
+    fn slot(&self, id: &Vid) -> Result<usize, usize> {
+        self.0.binary_search_by_key(id, |&(v, _)| v)
+    }
+    fn contains_key(&self, id: &Vid) -> bool {
+        self.slot(id).is_ok()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn get(&self, id: &Vid) -> Option<&VcpuTimers> {
+        self.slot(id).ok().map(|i| &self.0[i].1)
+    }
+    fn get_mut(&mut self, id: &Vid) -> Option<&mut VcpuTimers> {
+        self.slot(id).ok().map(|i| &mut self.0[i].1)
+    }
+    /// Adds `id` (`EEXIST` if there, `ENOMEM` if the heap is exhausted).
+    fn insert(&mut self, id: Vid, t: VcpuTimers) -> Result<(), Errno> {
+        let at = self.slot(&id).err().ok_or(Errno::EEXIST)?;
+        self.0.try_reserve(1).map_err(|_| Errno::ENOMEM)?;
+        self.0.insert(at, (id, t));
+        Ok(())
+    }
+    fn remove(&mut self, id: &Vid) -> Option<VcpuTimers> {
+        self.slot(id).ok().map(|i| self.0.remove(i).1)
+    }
+}
+
 /// Every pending deadline of one physical CPU.
 #[derive(Debug, Default)]
 pub struct TimerQueue {
     queue: BTreeSet<(u64, Key)>,
-    vcpus: BTreeMap<Vid, VcpuTimers>,
+    vcpus: VcpuMap,
     slice: Option<u64>,
     /// Armed periodic timers `(deadline, vCPU)`, unsorted (as many as running vCPUs).
     pub(super) periodic: Vec<(u64, Vid)>,
@@ -125,8 +159,7 @@ impl TimerQueue {
                 period: PV_DEFAULT_PERIOD_NS,
                 ..VcpuTimers::default()
             },
-        );
-        Ok(())
+        )
     }
 
     /// Forgets a vCPU and its timers.
@@ -143,7 +176,7 @@ impl TimerQueue {
 
     /// Forgets every vCPU of a domain.
     pub fn remove_domain(&mut self, dom: DomId) {
-        self.vcpus.retain(|&(d, _), _| d != dom);
+        self.vcpus.0.retain(|&((d, _), _)| d != dom);
         self.queue
             .retain(|&(_, k)| !matches!(k, Key::Vcpu(d, _, _) if d == dom));
         self.periodic.retain(|&(_, (d, _))| d != dom);
@@ -313,9 +346,17 @@ impl TimerQueue {
 
     /// The earliest pending deadline: what the hardware one-shot timer should fire at.
     pub fn earliest(&self) -> Option<u64> {
-        let queued = self.queue.first().map(|&(d, _)| d);
-        let periodic = self.periodic.iter().map(|&(d, _)| d).min();
-        [queued, self.slice, periodic].into_iter().flatten().min()
+        let mut best = self.queue.first().map(|&(d, _)| d);
+        for d in self
+            .slice
+            .into_iter()
+            .chain(self.periodic.iter().map(|&(d, _)| d))
+        {
+            if best.is_none_or(|b| d < b) {
+                best = Some(d);
+            }
+        }
+        best
     }
 
     /// Pending entries (at most `TIMERS_PER_VCPU` per vCPU plus one).

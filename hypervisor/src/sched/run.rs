@@ -56,8 +56,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             self.arm_timer_at(true, now);
             return self.enter_current(frame);
         }
+        // Someone else may run. Saved first (the console drain may end the domain and
+        // wake dom0), then chosen at the yield's time, whose accounting is settled: the
+        // pick settles nothing more.
         self.save_current(idx, frame);
-        self.schedule(frame)
+        let pick = self.sched.pick(now);
+        self.schedule_from(frame, Some((now, pick)))
     }
 
     /// The `SCHEDOP_yield` fast path of [`Hypervisor::hypercall`]: what the generic
@@ -205,6 +209,16 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// saved, or its domain ended). With no domain left: the final report and `Exit`;
     /// with domains but none runnable: `Idle` until the earliest deadline.
     pub(crate) fn schedule(&mut self, frame: &mut GuestFrame) -> Resume {
+        self.schedule_from(frame, None)
+    }
+
+    /// [`Self::schedule`], with the policy's first choice already made at system time
+    /// `now` (`first`); later rounds (a chosen domain that cannot run) pick again.
+    fn schedule_from(
+        &mut self,
+        frame: &mut GuestFrame,
+        mut first: Option<(u64, Option<super::policy::Pick>)>,
+    ) -> Resume {
         if let Some(prev) = self.cpu.current.take()
             && prev < self.domains.len()
         {
@@ -213,8 +227,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             self.timers.switch_out(id);
         }
         loop {
-            let now = self.now_ns();
-            let Some(pick) = self.sched.pick(now) else {
+            let (now, picked) = match first.take() {
+                Some(made) => made,
+                None => {
+                    let now = self.now_ns();
+                    (now, self.sched.pick(now))
+                }
+            };
+            let Some(pick) = picked else {
                 if !self.domains.iter().any(|d| d.is_runnable()) {
                     return self.final_report();
                 }

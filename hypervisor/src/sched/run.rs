@@ -9,7 +9,7 @@
 //! until that deadline or an interrupt (no periodic tick while idle).
 
 use super::policy::Vid;
-use crate::dlog::hv_debug;
+use crate::dlog::{hv_debug, hv_trace};
 use crate::domain::runtime::DomainState;
 use crate::evtchn::Wakes;
 use crate::hv::{Hypervisor, sanitize_for_iret};
@@ -74,6 +74,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let Some(idx) = self.cpu.current else {
             return self.no_current_domain();
         };
+        // The generic path's trace line, so a trace shows every yield.
+        hv_trace!(
+            "hypercall d{=u16} nr={=u64} args={:#x} -> {}",
+            self.domains[idx].id.0,
+            frame.rax,
+            [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8],
+            "yielded"
+        );
         frame.rax = 0;
         self.yield_current(idx, frame)
     }

@@ -33,6 +33,7 @@ pub mod start_info;
 pub mod time;
 pub mod transport;
 pub mod traps;
+pub mod vcpu;
 pub mod version;
 pub mod xenstore;
 

@@ -75,6 +75,13 @@ pub struct PerCpu {
     /// Index of the domain, and which of its vCPUs, whose LDT the CPU holds
     /// (traps/ldt.rs).
     pub ldt: Option<(usize, guest_abi::VcpuId)>,
+    /// The deadline the hardware timer holds: system time and TSC (sched/run.rs
+    /// `arm_timer`); `None`: disarmed.
+    pub timer: Option<(u64, u64)>,
+    /// When console housekeeping is due next while a guest runs (system time).
+    pub housekeeping_due: u64,
+    /// The last two deadlines converted to TSC values, `(ns, tsc)` (sched/run.rs).
+    pub tsc_memo: [Option<(u64, u64)>; 2],
 }
 
 /// The hypervisor.
@@ -423,6 +430,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             && frame.rip != RIP_PAST_LOWER_HALF
         {
             return self.evtchn_send_fast(frame);
+        }
+        // `sched_op(SCHEDOP_yield)` (sched/run.rs); the command is a C int.
+        if frame.rax == nr::SCHED_OP as u64
+            && frame.rdi as u32 == guest_abi::sched::SCHEDOP_YIELD
+            && is_canonical(frame.rip)
+            && frame.cs | 3 != FLAT_RING3_CS32 as u64
+        {
+            return self.sched_yield_fast(frame);
         }
         self.dispatch(frame)
     }

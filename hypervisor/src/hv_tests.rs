@@ -602,29 +602,46 @@ fn unresumable_domain_is_crashed_at_switch() {
 fn switching_in_publishes_time() {
     let mut hv = new_hv();
     let g = add_domain(&mut hv, 1, "t", false);
+    let g2 = add_domain(&mut hv, 2, "u", false);
     hv.platform.tsc.set(3_000_000);
     let mut f = started(&mut hv);
-    let read_time = |hv: &Hv| {
+    let read_time = |hv: &Hv, idx: usize| {
         let mut b = [0u8; 32];
         hv.mem
-            .read(hv.domains[g.idx].shared_info.maddr() + 32, &mut b)
+            .read(hv.domains[idx].shared_info.maddr() + 32, &mut b)
             .unwrap();
         VcpuTimeInfo::read_from_bytes(&b).unwrap()
     };
-    let t = read_time(&hv);
+    let t = read_time(&hv, g.idx);
     assert_eq!(t.version % 2, 0);
     assert_ne!(t.version, 0);
     assert_eq!((t.tsc_timestamp, t.system_time), (3_000_000, 3_000_000));
     assert_eq!((t.tsc_to_system_mul, t.tsc_shift), (0x8000_0000, 1));
     assert_eq!(t.flags, 1);
-    // Plain hypercalls do not touch it; a switch-in does.
+    // Plain hypercalls do not touch it.
     hv.platform.tsc.set(5_000_000);
     call(&mut hv, &mut f, 17, 0, 0, 0);
-    assert_eq!(read_time(&hv), t);
+    assert_eq!(read_time(&hv, g.idx), t);
+    // A vCPU switched in for the first time gets its record...
+    assert_eq!(read_time(&hv, g2.idx).version, 0);
     call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
-    let t2 = read_time(&hv);
+    assert_eq!(hv.cpu.current, Some(g2.idx));
+    let u = read_time(&hv, g2.idx);
+    assert_eq!((u.tsc_timestamp, u.system_time), (5_000_000, 5_000_000));
+    // ...one switched in while its record is fresh keeps it (it stays exact: one
+    // linear function of the TSC)...
+    call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
+    assert_eq!(hv.cpu.current, Some(g.idx));
+    assert_eq!(read_time(&hv, g.idx), t);
+    // ...and one whose record is TIME_REFRESH_NS old gets a new one.
+    let later = 3_000_000 + crate::time::hypercalls::TIME_REFRESH_NS;
+    hv.platform.tsc.set(later);
+    call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
+    call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
+    assert_eq!(hv.cpu.current, Some(g.idx));
+    let t2 = read_time(&hv, g.idx);
     assert_eq!(t2.version, t.version + 2);
-    assert_eq!(t2.system_time, 5_000_000);
+    assert_eq!(t2.system_time, later);
 }
 
 #[test]
@@ -926,5 +943,96 @@ fn evtchn_send_fast_path_matches_generic_dispatch() {
                 panic!("seed {seed} step {step}: memory differs at {at:x?}");
             }
         }
+    }
+}
+
+/// The `SCHEDOP_yield` fast path of `hypercall` does what the generic dispatch does:
+/// same result, registers, running vCPU, scheduler and timer state, console output, for
+/// a domain alone, two domains taking turns, a command with high bits set (a C int) and
+/// a RIP the generic path refuses to resume at.
+#[test]
+fn yield_fast_path_matches_generic_dispatch() {
+    let scenarios: [(u16, u64, Option<u64>); 4] = [
+        (1, SCHEDOP_YIELD as u64, None),
+        (2, SCHEDOP_YIELD as u64, None),
+        (2, (1 << 32) | SCHEDOP_YIELD as u64, None),
+        (2, SCHEDOP_YIELD as u64, Some(RIP_PAST_LOWER_HALF)),
+    ];
+    for (doms, cmd, rip) in scenarios {
+        let setup = || {
+            let mut hv = new_hv();
+            for d in 1..=doms {
+                add_domain(&mut hv, d, "y", false);
+            }
+            let f = started(&mut hv);
+            (hv, f)
+        };
+        let (mut fast, mut ff) = setup();
+        let (mut slow, mut fs) = setup();
+        for step in 0..6u64 {
+            for (hv, f) in [(&mut fast, &mut ff), (&mut slow, &mut fs)] {
+                hv.platform.tsc.set(1_000_000 + step * 777_777);
+                f.rax = u64::from(nr::SCHED_OP);
+                f.rdi = cmd;
+                f.vector = GuestFrame::VECTOR_SYSCALL;
+                if let Some(r) = rip {
+                    f.rip = r;
+                }
+            }
+            let a = fast.hypercall(&mut ff);
+            let b = slow.dispatch(&mut fs);
+            assert_eq!(a, b, "step {step}");
+            assert_eq!(ff, fs, "step {step}");
+            assert_eq!(fast.cpu.current, slow.cpu.current);
+            assert_eq!(fast.cpu.timer, slow.cpu.timer);
+            assert_eq!(fast.platform.timer, slow.platform.timer);
+            assert_eq!(console(&fast), console(&slow));
+            for d in 1..=doms {
+                let id = (DomId(d), VcpuId(0));
+                assert_eq!(fast.sched.state(id), slow.sched.state(id));
+            }
+            assert_eq!(fast.timers.earliest(), slow.timers.earliest());
+            if !matches!(a, Resume::Guest { .. }) {
+                break;
+            }
+        }
+    }
+}
+
+/// However the timer is re-armed (skipped when unchanged, TSC values remembered), the
+/// hardware always holds the earliest deadline: guest timers, slice end, housekeeping.
+#[test]
+fn the_hardware_timer_holds_the_earliest_deadline() {
+    let mut hv = new_hv();
+    add_domain(&mut hv, 1, "a", false);
+    add_domain(&mut hv, 2, "b", false);
+    let mut f = started(&mut hv);
+    let mut rng = crate::testutil::Rng(7);
+    let mut tsc = 1_000_000u64;
+    for step in 0..400 {
+        tsc += rng.range(0, 4_000_000);
+        hv.platform.tsc.set(tsc);
+        match rng.range(0, 3) {
+            // set_timer_op: a single-shot deadline, sometimes the same as before.
+            0 => {
+                let when = tsc + rng.range(0, 3) * 5_000_000;
+                call(&mut hv, &mut f, 15, when, 0, 0);
+            }
+            1 => {
+                let _ = hv.timer_tick(&mut f);
+            }
+            _ => {
+                call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
+            }
+        }
+        let want = [hv.timers.earliest(), Some(hv.cpu.housekeeping_due)]
+            .into_iter()
+            .flatten()
+            .min();
+        assert_eq!(
+            hv.platform.timer,
+            want.map(|ns| hv.clock.tsc_at(ns)),
+            "step {step}"
+        );
     }
 }

@@ -5,8 +5,9 @@
 //! iteration. The same ELF runs on our hypervisor and as dom0 on real Xen 4.17; the
 //! results become [`Metric`]s (ours, Xen, ratio) and `target/bench/bench.json`.
 //!
-//! Two cases need two domains (our hypervisor only: the dom0-only Xen run cannot start a
-//! second one), and `idle_host_cpu_percent` runs without `-icount`: the guest blocks for
+//! Two cases need two domains. The dom0-only Xen run cannot start a second one, so such a
+//! case either has no Xen figure or runs a stand-in there ([`XenVariant`]:
+//! `sched_yield_2dom` switches between two vCPUs of dom0); and `idle_host_cpu_percent` runs without `-icount`: the guest blocks for
 //! two seconds of guest time and xtask reads QEMU's CPU time from `/proc/<pid>/stat`.
 
 use crate::bundle::GuestFile;
@@ -38,7 +39,30 @@ pub struct Case {
     pub unit: &'static str,
     /// How it runs.
     pub kind: CaseKind,
+    /// How a [`CaseKind::TwoDomains`] case runs on Xen, whose run has dom0 only; `None`:
+    /// it does not.
+    pub xen: Option<XenVariant>,
 }
+
+/// A two-domain case's stand-in on Xen: dom0 alone, with extra Xen options and guest
+/// command-line words (e.g. two vCPUs of dom0 in place of two domains).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XenVariant {
+    /// Appended to Xen's command line.
+    pub xen_extra: &'static str,
+    /// Appended to the bench guest's command line.
+    pub guest_extra: &'static str,
+}
+
+/// `sched_yield_2dom` on Xen: dom0 gets two vCPUs on the one physical CPU (`N` sets both
+/// the minimum and the maximum, so it may exceed the CPU count) and switches between
+/// them; on ours the switch is between two domains (our hypervisor has no `VCPUOP_up`
+/// for a second vCPU yet). A domain switch does at least the work of a same-domain vCPU
+/// switch on Xen (both reload CR3 and the whole register state).
+pub const XEN_TWO_VCPUS: XenVariant = XenVariant {
+    xen_extra: "dom0_max_vcpus=2",
+    guest_extra: "vcpus=2",
+};
 
 /// Every case, in report order.
 pub const CASES: &[Case] = &[
@@ -46,11 +70,19 @@ pub const CASES: &[Case] = &[
         name: "xen_version",
         unit: "instructions",
         kind: CaseKind::Single,
+        xen: None,
     },
     Case {
         name: "evtchn_loopback_upcall",
         unit: "instructions",
         kind: CaseKind::Single,
+        xen: None,
+    },
+    Case {
+        name: "sched_yield_1dom",
+        unit: "instructions",
+        kind: CaseKind::Single,
+        xen: None,
     },
     Case {
         name: "mmuext_tlb_flush_local",
@@ -101,16 +133,19 @@ pub const CASES: &[Case] = &[
         name: "sched_yield_2dom",
         unit: "instructions",
         kind: CaseKind::TwoDomains,
+        xen: Some(XEN_TWO_VCPUS),
     },
     Case {
         name: "evtchn_ping_pong_2dom",
         unit: "instructions",
         kind: CaseKind::TwoDomains,
+        xen: None,
     },
     Case {
         name: "idle_host_cpu_percent",
         unit: "percent",
         kind: CaseKind::Idle,
+        xen: None,
     },
 ];
 
@@ -414,6 +449,41 @@ pub fn checked_lines(result: &HvResult, what: &str) -> Result<Vec<BenchLine>> {
     Ok(bench_lines(&result.transcript.lines))
 }
 
+/// The dom0 command line of a two-domain case's Xen variant.
+pub fn xen_variant_cmdline(case: &str, variant: &XenVariant, iterations: u64) -> String {
+    format!(
+        "case={case} {} iterations={iterations}",
+        variant.guest_extra
+    )
+}
+
+/// Runs a two-domain case's stand-in ([`XenVariant`]) as dom0 on real Xen 4.17,
+/// deterministically.
+pub fn bench_xen_variant(
+    bench_elf: &Path,
+    case: &str,
+    variant: &XenVariant,
+    iterations: u64,
+    timeout: Duration,
+) -> Result<Vec<BenchLine>> {
+    let captured = run_on_xen_observed(
+        bench_elf,
+        &xen_variant_cmdline(case, variant, iterations),
+        true,
+        timeout,
+        Some(DONE_MARKER),
+        variant.xen_extra,
+        |_, _| {},
+    )?;
+    if !captured.transcript.contains(DONE_MARKER) {
+        return Err(err!(
+            "the {case} run on Xen did not finish; last lines:\n{}",
+            captured.transcript.tail(30)
+        ));
+    }
+    Ok(bench_lines(&captured.transcript.lines))
+}
+
 /// Runs the single-domain cases (or only `case`) as dom0 on real Xen 4.17,
 /// deterministically.
 pub fn bench_xen(
@@ -610,9 +680,18 @@ pub fn run_bench(images: &Images, opts: &BenchOptions) -> Result<Vec<Metric>> {
             }
         };
         let xen = match (&xen_single, case.kind) {
-            (_, CaseKind::TwoDomains) => {
-                Figure::Missing("needs a second domain; the Xen run has dom0 only".into())
-            }
+            (_, CaseKind::TwoDomains) => match (&case.xen, opts.against_xen) {
+                (None, _) => {
+                    Figure::Missing("needs a second domain; the Xen run has dom0 only".into())
+                }
+                (Some(_), false) => Figure::Missing("not run (--against-xen)".into()),
+                (Some(v), true) => {
+                    match bench_xen_variant(&elf, case.name, v, opts.iterations, opts.timeout) {
+                        Ok(lines) => Figure::of_case(&lines, case.name),
+                        Err(e) => failed("the Xen run", &e),
+                    }
+                }
+            },
             (None, CaseKind::Idle) if opts.against_xen => {
                 idle_xen(&elf, opts.timeout).unwrap_or_else(|e| failed("the Xen run", &e))
             }
@@ -800,6 +879,29 @@ mod tests {
         let [a, b] = two_domain_cmdlines("evtchn_ping_pong_2dom", 7);
         assert_eq!(a, "case=evtchn_ping_pong_2dom role=1 peer=2 iterations=7");
         assert_eq!(b, "case=evtchn_ping_pong_2dom role=2 peer=1 iterations=7");
+    }
+
+    #[test]
+    fn yield_2dom_runs_on_xen_as_two_vcpus_of_dom0() {
+        let case = case_named("sched_yield_2dom").unwrap();
+        let v = case.xen.unwrap();
+        assert_eq!(v.xen_extra, "dom0_max_vcpus=2");
+        assert_eq!(
+            xen_variant_cmdline(case.name, &v, 9),
+            "case=sched_yield_2dom vcpus=2 iterations=9"
+        );
+        // Only two-domain cases have a Xen stand-in; the rest run on Xen as they are.
+        for c in CASES {
+            assert!(
+                c.xen.is_none() || c.kind == CaseKind::TwoDomains,
+                "{}",
+                c.name
+            );
+        }
+        assert_eq!(
+            case_named("sched_yield_1dom").unwrap().kind,
+            CaseKind::Single
+        );
     }
 
     #[test]

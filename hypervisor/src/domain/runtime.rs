@@ -62,6 +62,9 @@ pub struct Vcpu {
     /// `old_guest_table`; see `PtCtx::deferred`): the next mmu_update/mmuext_op
     /// finishes it first.
     pub old_table: Option<guest_abi::Mfn>,
+    /// System time of its last `vcpu_time_info` update; `None`: never published
+    /// (time/hypercalls.rs).
+    pub time_published_ns: Option<u64>,
 }
 
 impl Vcpu {
@@ -108,8 +111,6 @@ pub struct Domain {
     pub shutdown_code: Option<ShutdownReason>,
     /// Scheduler weight and cap (0: Xen's defaults, 256 and none), from the bundle.
     pub sched_params: (u16, u16),
-    /// System time of the last `vcpu_time_info` update (time/mod.rs).
-    pub time_published_ns: u64,
     /// Grant table frames (GNTTABOP_setup_table).
     pub grant: crate::grant::GrantTable,
     /// State of the hypervisor's xenstore connection on the store ring.
@@ -173,7 +174,6 @@ impl Domain {
             console_io_dropping_reported: false,
             shutdown_code: None,
             sched_params: (0, 0),
-            time_published_ns: 0,
             grant: crate::grant::GrantTable::new(),
             xenstore: crate::xenstore::XsConn::default(),
         }

@@ -7,6 +7,8 @@ mod run;
 
 pub use run::HOUSEKEEPING_NS;
 #[cfg(test)]
+mod policy_ref;
+#[cfg(test)]
 mod policy_tests;
 
 use crate::domain::runtime::DomainState;

@@ -419,3 +419,121 @@ fn random_operations_keep_invariants() {
         s.check_invariants();
     }
 }
+
+/// The scan-based policy makes exactly the decisions of the tree-based one it replaced
+/// (`policy_ref.rs`), on random sequences of every operation: same picks, slices, wake
+/// verdicts, states and next events.
+#[test]
+fn same_decisions_as_the_tree_policy() {
+    use super::policy_ref;
+    for seed in [1u64, 0xfeed_beef, 0x0123_4567_89ab_cdef] {
+        let mut rng = Rng(seed);
+        let mut new = Scheduler::new(2);
+        let mut old = policy_ref::Scheduler::new(2);
+        let mut now = 0u64;
+        let ids: Vec<Vid> = (1..=4)
+            .flat_map(|d| (0..3).map(move |v| vid(d, v)))
+            .collect();
+        for &id in &ids {
+            let (w, c) = (rng.range(1, 1000) as u16, rng.range(0, 150) as u16);
+            assert_eq!(new.add_vcpu(id, w, c), old.add_vcpu(id, w, c));
+        }
+        let conv = |p: Option<policy_ref::Pick>| {
+            p.map(|p| Pick {
+                id: p.id,
+                slice_end_ns: p.slice_end_ns,
+            })
+        };
+        for step in 0..30_000 {
+            // Mostly small steps (yield storms), sometimes long runs (caps), rarely
+            // huge ones (virtual times pass the rebase point).
+            now += match rng.range(0, 99) {
+                0 => rng.range(0, 1 << 56),
+                1..=10 => rng.range(0, 40_000_000),
+                _ => rng.range(0, 20_000),
+            };
+            let id = ids[rng.range(0, ids.len() as u64 - 1) as usize];
+            match rng.range(0, 11) {
+                0..=2 => assert_eq!(new.wake(id, now), old.wake(id, now), "step {step}"),
+                3 => assert_eq!(new.block(id, now), old.block(id, now), "step {step}"),
+                4 | 5 => {
+                    if let Some(c) = new.current() {
+                        new.yield_now(c, now);
+                        old.yield_now(c, now);
+                    }
+                }
+                6 => {
+                    // A yield with a possible shortcut: the same as yield_now + pick.
+                    if let Some(c) = new.current() {
+                        old.yield_now(c, now);
+                        match new.yield_in_place(c, now) {
+                            Some(p) => {
+                                assert_eq!(Some(p), conv(old.pick(now)), "step {step}");
+                                assert_eq!(p.id, c);
+                            }
+                            None => assert_eq!(new.pick(now), conv(old.pick(now))),
+                        }
+                    }
+                }
+                7 | 8 => assert_eq!(new.pick(now), conv(old.pick(now)), "step {step}"),
+                9 => {
+                    let w = rng.range(1, 65535) as u16;
+                    let c = rng.range(0, 200) as u16;
+                    assert_eq!(new.set_params(id.0, w, c), old.set_params(id.0, w, c));
+                }
+                _ => {
+                    new.remove_domain(id.0);
+                    old.remove_domain(id.0);
+                    for v in 0..3 {
+                        let id = vid(id.0.0, v);
+                        assert_eq!(
+                            new.add_vcpu(id, DEFAULT_WEIGHT, 0),
+                            old.add_vcpu(id, DEFAULT_WEIGHT, 0)
+                        );
+                    }
+                }
+            }
+            assert_eq!(new.current(), old.current(), "step {step}");
+            assert_eq!(new.next_event(now), old.next_event(now), "step {step}");
+            for &i in &ids {
+                let map = |s: Option<policy_ref::RunState>| {
+                    s.map(|s| match s {
+                        policy_ref::RunState::Blocked => RunState::Blocked,
+                        policy_ref::RunState::Runnable => RunState::Runnable,
+                        policy_ref::RunState::Running => RunState::Running,
+                    })
+                };
+                assert_eq!(new.state(i), map(old.state(i)), "step {step} {i:?}");
+            }
+            new.check_invariants();
+        }
+    }
+}
+
+/// A yield with nobody else runnable keeps the yielder on the CPU with a fresh slice;
+/// with a runnable sibling or another domain it defers to `pick`, which switches.
+#[test]
+fn yield_in_place_only_when_alone() {
+    let mut s = Scheduler::new(1);
+    s.add_vcpu(vid(1, 0), DEFAULT_WEIGHT, 0).unwrap();
+    s.add_vcpu(vid(2, 0), DEFAULT_WEIGHT, 0).unwrap();
+    s.wake(vid(1, 0), 0).unwrap();
+    assert_eq!(s.pick(0).unwrap().id, vid(1, 0));
+    let p = s.yield_in_place(vid(1, 0), 1_000).unwrap();
+    assert_eq!(p.id, vid(1, 0));
+    assert_eq!(p.slice_end_ns, 1_000 + SLICE_NS);
+    assert_eq!(s.state(vid(1, 0)), Some(RunState::Running));
+    // A vCPU that is not running gains nothing.
+    assert_eq!(s.yield_in_place(vid(2, 0), 2_000), None);
+    s.wake(vid(2, 0), 3_000).unwrap();
+    assert_eq!(s.yield_in_place(vid(1, 0), 4_000), None);
+    assert_eq!(s.pick(4_000).unwrap().id, vid(2, 0));
+    // A capped domain whose budget is gone is not kept running by its yield.
+    let mut s = Scheduler::new(1);
+    s.add_vcpu(vid(1, 0), DEFAULT_WEIGHT, 10).unwrap();
+    s.wake(vid(1, 0), 0).unwrap();
+    s.pick(0).unwrap();
+    assert_eq!(s.yield_in_place(vid(1, 0), CAP_PERIOD_NS / 5), None);
+    assert_eq!(s.pick(CAP_PERIOD_NS / 5), None);
+    s.check_invariants();
+}

@@ -9,7 +9,7 @@
 //! until that deadline or an interrupt (no periodic tick while idle).
 
 use super::policy::Vid;
-use crate::dlog::hv_debug;
+use crate::dlog::{hv_debug, hv_trace};
 use crate::domain::runtime::DomainState;
 use crate::evtchn::Wakes;
 use crate::hv::{Hypervisor, sanitize_for_iret};
@@ -46,11 +46,44 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// `SCHEDOP_yield`: the running vCPU (registers in `frame`, result already in `rax`)
     /// lets another runnable vCPU go first, if there is one.
     pub(crate) fn yield_current(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
-        self.save_current(idx, frame);
         let now = self.now_ns();
         let id = self.vid(idx);
-        self.sched.yield_now(id, now);
-        self.schedule(frame)
+        if let Some(pick) = self.sched.yield_in_place(id, now) {
+            // Nobody else wants the CPU: the yielder goes on with a fresh slice, as if
+            // `schedule` had picked it again, but nothing of it is saved or reloaded (its
+            // registers are in `frame`, its state on the CPU).
+            self.timers.set_slice_end(Some(pick.slice_end_ns));
+            self.arm_timer_at(true, now);
+            return self.enter_current(frame);
+        }
+        // Someone else may run. Saved first (the console drain may end the domain and
+        // wake dom0), then chosen at the yield's time, whose accounting is settled: the
+        // pick settles nothing more.
+        self.save_current(idx, frame);
+        let pick = self.sched.pick(now);
+        self.schedule_from(frame, Some((now, pick)))
+    }
+
+    /// The `SCHEDOP_yield` fast path of [`Hypervisor::hypercall`]: what the generic
+    /// dispatch does for `sched_op(SCHEDOP_yield)` (result 0, then the yield), without
+    /// building a call. The caller checked that the RIP after the `syscall` is one the
+    /// generic path would resume at (canonical, not a 32-bit code segment), so its final
+    /// check has nothing to do.
+    #[inline]
+    pub(crate) fn sched_yield_fast(&mut self, frame: &mut GuestFrame) -> Resume {
+        let Some(idx) = self.cpu.current else {
+            return self.no_current_domain();
+        };
+        // The generic path's trace line, so a trace shows every yield.
+        hv_trace!(
+            "hypercall d{=u16} nr={=u64} args={:#x} -> {}",
+            self.domains[idx].id.0,
+            frame.rax,
+            [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8],
+            "yielded"
+        );
+        frame.rax = 0;
+        self.yield_current(idx, frame)
     }
 
     /// `SCHEDOP_block`: enables event delivery (as Xen) and waits until an event is
@@ -184,6 +217,16 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// saved, or its domain ended). With no domain left: the final report and `Exit`;
     /// with domains but none runnable: `Idle` until the earliest deadline.
     pub(crate) fn schedule(&mut self, frame: &mut GuestFrame) -> Resume {
+        self.schedule_from(frame, None)
+    }
+
+    /// [`Self::schedule`], with the policy's first choice already made at system time
+    /// `now` (`first`); later rounds (a chosen domain that cannot run) pick again.
+    fn schedule_from(
+        &mut self,
+        frame: &mut GuestFrame,
+        mut first: Option<(u64, Option<super::policy::Pick>)>,
+    ) -> Resume {
         if let Some(prev) = self.cpu.current.take()
             && prev < self.domains.len()
         {
@@ -192,8 +235,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             self.timers.switch_out(id);
         }
         loop {
-            let now = self.now_ns();
-            let Some(pick) = self.sched.pick(now) else {
+            let (now, picked) = match first.take() {
+                Some(made) => made,
+                None => {
+                    let now = self.now_ns();
+                    (now, self.sched.pick(now))
+                }
+            };
+            let Some(pick) = picked else {
                 if !self.domains.iter().any(|d| d.is_runnable()) {
                     return self.final_report();
                 }
@@ -209,12 +258,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 continue;
             };
             let v = pick.id.1;
-            let Some(mut next) = self.domains[idx].vcpu_get(v).map(|v| v.frame) else {
+            let Some(next) = self.domains[idx].vcpu_get_mut(v).map(|v| &mut v.frame) else {
                 // A vCPU the domain does not have (defensive).
                 self.sched.remove_domain(pick.id.0);
                 continue;
             };
-            if let Err(why) = sanitize_for_iret(&mut next) {
+            // Sanitised where it is saved, then copied once into the entry frame.
+            if let Err(why) = sanitize_for_iret(next) {
                 let (rip, rsp) = (next.rip, next.rsp);
                 self.end_domain(
                     idx,
@@ -223,14 +273,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 );
                 continue;
             }
-            self.domains[idx].vcpu_mut(v).frame = next;
+            *frame = *next;
             hv_debug!(
                 "switch to d{=u16} rip={=u64:#x} rsp={=u64:#x}",
                 self.domains[idx].id.0,
-                next.rip,
-                next.rsp
+                frame.rip,
+                frame.rsp
             );
-            *frame = next;
             self.cpu.current = Some(idx);
             self.cpu.vcpu = v;
             let switched = self.cpu.fpu_owner != Some((idx, v));
@@ -242,14 +291,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             if switched && !self.load_segments(idx, frame) {
                 continue;
             }
-            self.publish_time(idx);
+            self.refresh_time_if_stale_at(idx, now);
             self.timers.set_slice_end(Some(pick.slice_end_ns));
             // Its periodic timer runs only while it runs; one missed tick is sent now.
             if let Some(Expired::VirqTimer(dom, vcpu)) = self.timers.switch_in(pick.id, now) {
                 let wakes = self.evtchn.raise_virq(dom, vcpu, Virq::TIMER.0, &self.mem);
                 self.apply_wakes(wakes);
             }
-            self.arm_timer(true);
+            self.arm_timer_at(true, now);
             // Into its event callback if an upcall is due; a bad guest stack there ends
             // the domain, and the loop picks again (no recursion, however many fail).
             self.deliver_event_upcall(idx, frame);
@@ -276,14 +325,47 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     }
 
     /// Programs the one-shot timer for the earliest deadline: guest timers, the slice
-    /// end, and (`running`: a guest is on the CPU) console housekeeping.
+    /// end, and (`running`: a guest is on the CPU) console housekeeping, due every
+    /// [`HOUSEKEEPING_NS`] on a fixed grid rather than that long after every call (so
+    /// the deadline does not move on every hypercall). The hardware is left alone when
+    /// it already holds that deadline and it has not passed yet (a passed one may have
+    /// fired and is programmed again).
     pub(crate) fn arm_timer(&mut self, running: bool) {
+        let now = if running { self.now_ns() } else { 0 };
+        self.arm_timer_at(running, now)
+    }
+
+    /// [`Self::arm_timer`] with system time `now` already read (used if `running`).
+    fn arm_timer_at(&mut self, running: bool, now: u64) {
         let mut deadline = self.timers.earliest();
         if running {
-            let housekeeping = self.now_ns().saturating_add(HOUSEKEEPING_NS);
-            deadline = Some(deadline.map_or(housekeeping, |d| d.min(housekeeping)));
+            if self.cpu.housekeeping_due <= now {
+                self.cpu.housekeeping_due = now.saturating_add(HOUSEKEEPING_NS);
+            }
+            let hk = self.cpu.housekeeping_due;
+            deadline = Some(deadline.map_or(hk, |d| d.min(hk)));
         }
-        let tsc = deadline.map(|ns| self.clock.tsc_at(ns));
+        match (deadline, self.cpu.timer) {
+            (None, None) => return,
+            (Some(ns), Some((armed_ns, tsc))) if ns == armed_ns && tsc > self.platform.rdtsc() => {
+                return;
+            }
+            _ => {}
+        }
+        let tsc = deadline.map(|ns| self.tsc_at_memo(ns));
+        self.cpu.timer = deadline.zip(tsc);
         self.platform.set_timer(tsc);
+    }
+
+    /// `clock.tsc_at(ns)` (a 128-bit division) remembered for the last two deadlines:
+    /// between two vCPUs taking turns the earliest deadline alternates between their
+    /// periodic timers.
+    fn tsc_at_memo(&mut self, ns: u64) -> u64 {
+        if let Some(&(_, tsc)) = self.cpu.tsc_memo.iter().flatten().find(|&&(n, _)| n == ns) {
+            return tsc;
+        }
+        let tsc = self.clock.tsc_at(ns);
+        self.cpu.tsc_memo = [Some((ns, tsc)), self.cpu.tsc_memo[0]];
+        tsc
     }
 }

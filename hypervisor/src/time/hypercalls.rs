@@ -27,17 +27,30 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let tsc = self.platform.rdtsc();
         let rec = time_record(&self.clock, tsc, XEN_PVCLOCK_TSC_STABLE_BIT);
         let d = &mut self.domains[idx];
-        d.time_published_ns = rec.system_time;
+        d.vcpu_mut(v).time_published_ns = Some(rec.system_time);
         // shared_info is the domain's own frame, so this cannot fail; if it did, the
         // guest would merely see a stale clock.
         let _ = write_shared_vcpu_time(&self.mem, d.shared_info, v, &rec, true);
     }
 
-    /// Refreshes the running domain's time if the last refresh is older than
-    /// [`TIME_REFRESH_NS`].
+    /// Refreshes the running vCPU's time if it was never published or the last refresh
+    /// is older than [`TIME_REFRESH_NS`]. Called on every switch-in and timer tick: the
+    /// record (`tsc_timestamp`, `system_time`, scale) describes one linear function of
+    /// the TSC that never changes here (constant TSC, `XEN_PVCLOCK_TSC_STABLE_BIT`), so
+    /// a published record stays exact; it is refreshed only to keep the TSC delta a
+    /// guest scales small (Xen rewrites it on every context switch).
     pub(crate) fn refresh_time_if_stale(&mut self, idx: usize) {
         let now = self.now_ns();
-        if now.saturating_sub(self.domains[idx].time_published_ns) >= TIME_REFRESH_NS {
+        self.refresh_time_if_stale_at(idx, now);
+    }
+
+    /// [`Self::refresh_time_if_stale`] with system time `now` already read.
+    pub(crate) fn refresh_time_if_stale_at(&mut self, idx: usize, now: u64) {
+        let stale = self
+            .cur(idx)
+            .time_published_ns
+            .is_none_or(|t| now.saturating_sub(t) >= TIME_REFRESH_NS);
+        if stale {
             self.publish_time(idx);
         }
     }

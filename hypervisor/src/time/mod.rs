@@ -5,7 +5,7 @@
 //! `vcpu_time_info`, so the hypervisor uses exactly the same formula
 //! ([`guest_abi::shared_info::scale_delta`]) to stay consistent with them.
 
-mod hypercalls;
+pub(crate) mod hypercalls;
 pub mod pvclock;
 pub mod rtc;
 #[cfg(test)]

@@ -592,3 +592,37 @@ fn rtc_decoding() {
     .unwrap();
     assert_eq!(unix_seconds(&t), Some(1_704_067_200));
 }
+
+/// Periodic timers live beside the tree: switching vCPUs in and out moves them without
+/// allocating, and expiries still come in (deadline, key) order with the tree's entries
+/// and the slice end (which goes first on a tie).
+#[test]
+fn periodic_entries_follow_switches_in_deadline_order() {
+    let mut q = TimerQueue::new();
+    let (a, b) = (vid(1, 0), vid(2, 0));
+    q.add_vcpu(a).unwrap();
+    q.add_vcpu(b).unwrap();
+    let cap = q.periodic.capacity();
+    assert!(cap >= 2);
+    for i in 0..1000u64 {
+        let (out, inn) = if i % 2 == 0 { (a, b) } else { (b, a) };
+        q.switch_out(out);
+        assert_eq!(q.switch_in(inn, i), None);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.periodic.capacity(), cap);
+    }
+    // a runs (periodic due at 10 ms); b has a single-shot at the same time; the slice
+    // ends then too.
+    assert_eq!(q.deadline(a, TimerKind::Periodic), Some(10 * MS));
+    q.set_singleshot(b, 10 * MS, 0, 0).unwrap();
+    q.set_slice_end(Some(10 * MS));
+    assert_eq!(q.earliest(), Some(10 * MS));
+    assert_eq!(
+        q.expire(10 * MS).collect::<Vec<_>>(),
+        [Expired::SliceEnd, virq(a), virq(b)]
+    );
+    // a's periodic timer re-armed a period later; removing its domain drops it.
+    assert_eq!(q.earliest(), Some(20 * MS));
+    q.remove_domain(DomId(1));
+    assert!(q.is_empty());
+}

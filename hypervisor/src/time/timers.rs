@@ -4,7 +4,12 @@
 //! timer, its periodic timer and its `SCHEDOP_poll` timeout); the scheduler owns one
 //! more (the slice end). Re-programming a timer replaces its entry, so no guest can
 //! grow the queue. The queue is a `BTreeSet<(deadline, key)>`: insert, remove and
-//! earliest are O(log n). The lead programs the hardware one-shot timer with
+//! earliest are O(log n). Two kinds of entries, re-set on every context switch, are kept
+//! beside it and merged in by `earliest` and `expire`: the slice end (one value) and
+//! the periodic timers, which only run while their vCPU runs, so that at most one per
+//! physical CPU is armed (a short unsorted list, with room reserved for every vCPU at
+//! registration: no allocation on a switch). Re-arming a timer with the deadline it
+//! already has changes nothing. The lead programs the hardware one-shot timer with
 //! [`TimerQueue::earliest`] and calls [`TimerQueue::expire`] when it fires.
 //!
 //! Semantics (Xen `common/sched/core.c`, `common/domain.c`):
@@ -20,7 +25,8 @@
 //!   ([`Expired::PollTimeout`]).
 
 use crate::sched::policy::Vid;
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::BTreeSet;
+use alloc::vec::Vec;
 use guest_abi::{DomId, Errno, VcpuId};
 
 /// The period every PV vCPU starts with ("100 Hz ticker").
@@ -51,7 +57,6 @@ pub enum TimerKind {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Key {
-    Slice,
     Vcpu(DomId, VcpuId, TimerKind),
 }
 
@@ -87,12 +92,48 @@ impl VcpuTimers {
     }
 }
 
+/// The registered vCPUs' timers, sorted by vCPU: a few entries (one per vCPU of the
+/// boot configuration), looked up on every switch, where a binary search over a slice
+/// beats walking tree nodes.
+#[derive(Debug, Default)]
+struct VcpuMap(Vec<(Vid, VcpuTimers)>);
+
+impl VcpuMap {
+    fn slot(&self, id: &Vid) -> Result<usize, usize> {
+        self.0.binary_search_by_key(id, |&(v, _)| v)
+    }
+    fn contains_key(&self, id: &Vid) -> bool {
+        self.slot(id).is_ok()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn get(&self, id: &Vid) -> Option<&VcpuTimers> {
+        self.slot(id).ok().map(|i| &self.0[i].1)
+    }
+    fn get_mut(&mut self, id: &Vid) -> Option<&mut VcpuTimers> {
+        self.slot(id).ok().map(|i| &mut self.0[i].1)
+    }
+    /// Adds `id` (`EEXIST` if there, `ENOMEM` if the heap is exhausted).
+    fn insert(&mut self, id: Vid, t: VcpuTimers) -> Result<(), Errno> {
+        let at = self.slot(&id).err().ok_or(Errno::EEXIST)?;
+        self.0.try_reserve(1).map_err(|_| Errno::ENOMEM)?;
+        self.0.insert(at, (id, t));
+        Ok(())
+    }
+    fn remove(&mut self, id: &Vid) -> Option<VcpuTimers> {
+        self.slot(id).ok().map(|i| self.0.remove(i).1)
+    }
+}
+
 /// Every pending deadline of one physical CPU.
 #[derive(Debug, Default)]
 pub struct TimerQueue {
     queue: BTreeSet<(u64, Key)>,
-    vcpus: BTreeMap<Vid, VcpuTimers>,
+    vcpus: VcpuMap,
     slice: Option<u64>,
+    /// Armed periodic timers `(deadline, vCPU)`, unsorted (as many as running vCPUs).
+    pub(super) periodic: Vec<(u64, Vid)>,
 }
 
 impl TimerQueue {
@@ -107,32 +148,38 @@ impl TimerQueue {
         if self.vcpus.contains_key(&id) {
             return Err(Errno::EEXIST);
         }
+        // Room for its periodic entry, so arming it never allocates.
+        let want = self.vcpus.len() + 1;
+        self.periodic
+            .try_reserve(want.saturating_sub(self.periodic.len()))
+            .map_err(|_| Errno::ENOMEM)?;
         self.vcpus.insert(
             id,
             VcpuTimers {
                 period: PV_DEFAULT_PERIOD_NS,
                 ..VcpuTimers::default()
             },
-        );
-        Ok(())
+        )
     }
 
     /// Forgets a vCPU and its timers.
     pub fn remove_vcpu(&mut self, id: Vid) {
         if let Some(mut t) = self.vcpus.remove(&id) {
-            for kind in [TimerKind::SingleShot, TimerKind::Periodic, TimerKind::Poll] {
+            for kind in [TimerKind::SingleShot, TimerKind::Poll] {
                 if let Some(d) = t.slot(kind).take() {
                     self.queue.remove(&(d, Key::Vcpu(id.0, id.1, kind)));
                 }
             }
+            self.periodic.retain(|&(_, v)| v != id);
         }
     }
 
     /// Forgets every vCPU of a domain.
     pub fn remove_domain(&mut self, dom: DomId) {
-        self.vcpus.retain(|&(d, _), _| d != dom);
+        self.vcpus.0.retain(|&((d, _), _)| d != dom);
         self.queue
             .retain(|&(_, k)| !matches!(k, Key::Vcpu(d, _, _) if d == dom));
+        self.periodic.retain(|&(_, (d, _))| d != dom);
     }
 
     /// Arms (`Some`) or disarms (`None`) one of `id`'s timers.
@@ -140,6 +187,23 @@ impl TimerQueue {
         let t = self.vcpus.get_mut(&id).ok_or(Errno::ENOENT)?;
         let key = Key::Vcpu(id.0, id.1, kind);
         let slot = t.slot(kind);
+        if *slot == deadline {
+            return Ok(());
+        }
+        if kind == TimerKind::Periodic {
+            *slot = deadline;
+            let at = self.periodic.iter().position(|&(_, v)| v == id);
+            match (at, deadline) {
+                (Some(i), Some(d)) => self.periodic[i].0 = d,
+                (Some(i), None) => {
+                    self.periodic.swap_remove(i);
+                }
+                // Room was reserved at add_vcpu: this does not allocate.
+                (None, Some(d)) => self.periodic.push((d, id)),
+                (None, None) => {}
+            }
+            return Ok(());
+        }
         if let Some(old) = slot.take() {
             self.queue.remove(&(old, key));
         }
@@ -262,13 +326,7 @@ impl TimerQueue {
 
     /// Sets (or with `None` clears) the scheduler's slice end.
     pub fn set_slice_end(&mut self, deadline: Option<u64>) {
-        if let Some(old) = self.slice.take() {
-            self.queue.remove(&(old, Key::Slice));
-        }
-        if let Some(d) = deadline {
-            self.queue.insert((d, Key::Slice));
-            self.slice = Some(d);
-        }
+        self.slice = deadline;
     }
 
     /// The deadline of one of `id`'s timers, if armed.
@@ -288,17 +346,36 @@ impl TimerQueue {
 
     /// The earliest pending deadline: what the hardware one-shot timer should fire at.
     pub fn earliest(&self) -> Option<u64> {
-        self.queue.first().map(|&(d, _)| d)
+        let mut best = self.queue.first().map(|&(d, _)| d);
+        for d in self
+            .slice
+            .into_iter()
+            .chain(self.periodic.iter().map(|&(d, _)| d))
+        {
+            if best.is_none_or(|b| d < b) {
+                best = Some(d);
+            }
+        }
+        best
     }
 
     /// Pending entries (at most `TIMERS_PER_VCPU` per vCPU plus one).
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.queue.len() + usize::from(self.slice.is_some()) + self.periodic.len()
     }
 
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.len() == 0
+    }
+
+    /// The first periodic entry in `(deadline, key)` order, with its index.
+    fn first_periodic(&self) -> Option<(usize, (u64, Key))> {
+        self.periodic
+            .iter()
+            .map(|&(d, v)| (d, Key::Vcpu(v.0, v.1, TimerKind::Periodic)))
+            .enumerate()
+            .min_by_key(|&(_, e)| e)
     }
 
     /// Takes, in deadline order, every entry due at `now`, re-arming periodic timers a
@@ -309,18 +386,36 @@ impl TimerQueue {
 
     fn pop_due(&mut self, now: u64) -> Option<Expired> {
         loop {
-            let &(deadline, key) = self.queue.first()?;
+            // The earliest of the tree and the periodic list, in (deadline, key) order.
+            let tree = self.queue.first().copied();
+            let periodic = self.first_periodic();
+            let first = match (tree, periodic) {
+                (Some(t), Some((i, p))) if p < t => Some((Some(i), p)),
+                (Some(t), _) => Some((None, t)),
+                (None, Some((i, p))) => Some((Some(i), p)),
+                (None, None) => None,
+            };
+            // The slice end goes first among equal deadlines (it sorted first as a key).
+            if let Some(s) = self.slice
+                && s <= now
+                && first.is_none_or(|(_, (d, _))| s <= d)
+            {
+                self.slice = None;
+                return Some(Expired::SliceEnd);
+            }
+            let (at, (deadline, key)) = first?;
             if deadline > now {
                 return None;
             }
-            self.queue.remove(&(deadline, key));
-            let (dom, vcpu, kind) = match key {
-                Key::Slice => {
-                    self.slice = None;
-                    return Some(Expired::SliceEnd);
+            match at {
+                Some(i) => {
+                    self.periodic.swap_remove(i);
                 }
-                Key::Vcpu(d, v, k) => (d, v, k),
-            };
+                None => {
+                    self.queue.remove(&(deadline, key));
+                }
+            }
+            let Key::Vcpu(dom, vcpu, kind) = key;
             let Some(t) = self.vcpus.get_mut(&(dom, vcpu)) else {
                 continue;
             };
@@ -334,8 +429,8 @@ impl TimerQueue {
                     if t.period != 0 && t.running && next > now {
                         t.last_periodic = now;
                         t.periodic = Some(next);
-                        self.queue
-                            .insert((next, Key::Vcpu(dom, vcpu, TimerKind::Periodic)));
+                        // Its entry was just taken out: the room is there.
+                        self.periodic.push((next, (dom, vcpu)));
                     }
                     Expired::VirqTimer(dom, vcpu)
                 }

@@ -262,7 +262,11 @@ pub(super) fn for_each_descriptor_run<M: MachineMemory>(
     mut put: impl FnMut(usize, &[u64]),
 ) {
     // Runs of at most RUN descriptors, and only those in use: a switch between domains
-    // neither clears nor copies whole 4 KiB frames.
+    // neither clears nor copies whole 4 KiB frames (nor zeroes the run buffer when no
+    // table is installed, the common case).
+    if entries == 0 {
+        return;
+    }
     let mut descs = [0u64; RUN];
     for (i, &mfn) in frames.iter().enumerate() {
         let first = i * DESCS_PER_FRAME;

@@ -23,7 +23,9 @@
 //!   `mmu_update_512pte` (figures per entry), `update_va_mapping`,
 //!   `update_va_mapping_invlpg`, `mmuext_pin_unpin_l1`, `multicall_8_nops` (per multicall
 //!   of 8 entries), `cr3_switch`.
-//! * [`sched`]: `sched_yield_2dom` (two domains yield in turn; role 1 times N yields).
+//! * [`sched`]: `sched_yield_1dom` (a yield with nobody else to run),
+//!   `sched_yield_2dom` (two domains yield in turn, role 1 times N yields; with `vcpus=2`
+//!   two vCPUs of this domain, vCPU 0 times N yields: the form that runs as dom0 on Xen).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
@@ -110,6 +112,9 @@ mod guest {
         pub role: u64,
         /// `peer=`: the other domain of a two-domain case.
         pub peer: DomId,
+        /// `vcpus=`: 2 runs a two-domain case between two vCPUs of this domain instead
+        /// (Xen, where the run has dom0 only).
+        pub vcpus: u64,
     }
 
     /// `Ok((iterations, total, baseline))` or why the case could not run.
@@ -138,6 +143,7 @@ mod guest {
         ("mmuext_pin_unpin_l1", crate::mmu::mmuext_pin_unpin_l1),
         ("multicall_8_nops", crate::mmu::multicall_8_nops),
         ("cr3_switch", crate::mmu::cr3_switch),
+        ("sched_yield_1dom", crate::sched::sched_yield_1dom),
     ];
 
     /// Why a case could not be measured.
@@ -198,6 +204,7 @@ mod guest {
             n: num("iterations", DEFAULT_ITERATIONS),
             role: num("role", 1),
             peer: DomId(u16::try_from(num("peer", 0)).unwrap_or(0)),
+            vcpus: num("vcpus", 1),
         };
         match cmdline::value(cmd, "case") {
             None => {

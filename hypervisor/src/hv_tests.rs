@@ -541,6 +541,35 @@ fn hostile_console_ring_crashes_the_domain() {
     assert_eq!(hv.domains[g.idx].state, DomainState::Crashed);
 }
 
+/// A yield or a block saves the vCPU and drains its console ring first; a hostile ring
+/// crashes the domain right there, and the rest of the call must not act on the ended
+/// domain: the other domain runs on.
+#[test]
+fn hostile_console_ring_on_yield_or_block_crashes_only_that_domain() {
+    for cmd in [SCHEDOP_YIELD, guest_abi::sched::SCHEDOP_BLOCK] {
+        let mut hv = new_hv();
+        let g = add_domain(&mut hv, 1, "evil", false);
+        add_domain(&mut hv, 2, "good", false);
+        let mut f = started(&mut hv);
+        let prod = core::mem::offset_of!(XenconsInterface, out_prod) as u64;
+        hv.mem
+            .write(g.ring.maddr() + prod, &5000u32.to_le_bytes())
+            .unwrap();
+        let r = call(
+            &mut hv,
+            &mut f,
+            u64::from(nr::SCHED_OP),
+            u64::from(cmd),
+            0,
+            0,
+        );
+        assert!(matches!(r, Resume::Guest { .. }), "cmd {cmd}: {r:?}");
+        assert_eq!(f.rbx, 2, "cmd {cmd}: the other domain runs on");
+        assert_eq!(hv.domains[g.idx].state, DomainState::Crashed, "cmd {cmd}");
+        assert!(console(&hv).contains("(hv) d1 evil: crashed: console ring protocol violation"));
+    }
+}
+
 #[test]
 fn frames_are_sanitized_for_iret() {
     let mut f = GuestFrame {

@@ -98,15 +98,18 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 
     /// Takes the running vCPU off the CPU until [`Hypervisor::wake_vcpu`].
     pub(crate) fn block_vcpu(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
-        self.save_current(idx, frame);
-        let now = self.now_ns();
         let id = self.vid(idx);
-        // It is running, so it is known to the policy; a domain crashed by the drain
-        // above was removed from it already.
+        self.save_current(idx, frame);
+        if !self.domains[idx].is_runnable() {
+            // The console drain crashed it (and removed it from the policy and timers).
+            return self.schedule(frame);
+        }
+        let now = self.now_ns();
+        // It is running, so it is known to the policy.
         let _ = self.sched.block(id, now);
         // Blocked first, then checked (Xen's vcpu_block): an event raised since the
         // caller looked — even by the console drain above — is not lost.
-        if self.domains[idx].is_runnable() && self.wake_due(idx, id.1) {
+        if self.wake_due(idx, id.1) {
             self.wake_vcpu(id);
         }
         self.schedule(frame)

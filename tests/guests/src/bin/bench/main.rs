@@ -20,6 +20,9 @@
 //!   `idle_host_cpu_percent` (blocks S seconds on a VIRQ_TIMER; the host measures QEMU's
 //!   CPU time).
 //! * [`sched`]: `sched_yield_2dom` (two domains yield in turn; role 1 times N yields).
+//! * [`traps`]: `iret_hypercall` (kernel to kernel), `pagefault_bounce` (#PF to the
+//!   guest's handler and back with `iret`), `user_syscall_bounce` (guest user to kernel
+//!   and back), `fpu_taskswitch_nm` (the lazy-FPU #NM round trip), `set_segment_base`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
@@ -81,6 +84,8 @@ mod events;
 mod hypercall;
 #[cfg(target_os = "none")]
 mod sched;
+#[cfg(target_os = "none")]
+mod traps;
 
 #[cfg(target_os = "none")]
 pub use guest::*;
@@ -120,6 +125,11 @@ mod guest {
             "evtchn_loopback_upcall",
             crate::events::evtchn_loopback_upcall,
         ),
+        ("iret_hypercall", crate::traps::iret_hypercall),
+        ("pagefault_bounce", crate::traps::pagefault_bounce),
+        ("user_syscall_bounce", crate::traps::user_syscall_bounce),
+        ("fpu_taskswitch_nm", crate::traps::fpu_taskswitch_nm),
+        ("set_segment_base", crate::traps::set_segment_base),
     ];
 
     /// Why a case could not be measured.

@@ -3,6 +3,7 @@
 //! real Xen 4.17) and reading the benchmark guest's output.
 
 pub mod bench;
+pub mod budget;
 pub mod bundle;
 pub mod hypercalls;
 pub mod images;

@@ -86,6 +86,10 @@ enum Cmd {
         /// Run only this case (one of xtask::bench::CASES; an unknown name lists them).
         #[arg(long)]
         case: Option<String>,
+        /// Measure every deterministic case at the budget's iteration count and write
+        /// tests/bench-budget.toml (what the bench_budget test holds the paths to).
+        #[arg(long, conflicts_with_all = ["against_xen", "case"])]
+        write_budget: bool,
     },
     /// Run `cargo test` (host unit tests and the QEMU integration tests).
     Test {
@@ -178,9 +182,13 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             report_outcome(outcome)
         }
         Cmd::Bench {
+            write_budget: true, ..
+        } => write_budget(),
+        Cmd::Bench {
             against_xen,
             iterations,
             case,
+            ..
         } => bench(against_xen, iterations, case.as_deref()),
         Cmd::Test { args } => {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -216,6 +224,30 @@ fn report_outcome(outcome: Outcome) -> Result<ExitCode> {
 /// of TCG time; Xen's own boot under icount takes a few seconds).
 const BENCH_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Measures every budgeted case at the budget's iteration count (the committed file's,
+/// or the default for a new file) and writes tests/bench-budget.toml.
+fn write_budget() -> Result<ExitCode> {
+    use xtask::budget::{Budget, DEFAULT_ITERATIONS, budget_path, measure};
+    let iterations = Budget::load().map_or(DEFAULT_ITERATIONS, |b| b.iterations);
+    ensure_qemu()?;
+    let images = build_images(Profile::Release)?;
+    let mut figures = Vec::new();
+    for (name, figure) in measure(&images, iterations, BENCH_TIMEOUT)? {
+        match figure.value() {
+            Some(v) => figures.push((name, v)),
+            None => return Err(err!("{name} was not measured: {figure:?}")),
+        }
+    }
+    let text = Budget::from_figures(iterations, &figures).to_text()?;
+    let path = budget_path();
+    std::fs::write(&path, text).map_err(|e| err!("cannot write {}: {e}", path.display()))?;
+    for (name, v) in &figures {
+        println!("{name:<28} {v:.2}");
+    }
+    println!("wrote {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn bench(against_xen: bool, iterations: u64, case: Option<&str>) -> Result<ExitCode> {
     let only = match case {
         None => None,
@@ -238,7 +270,11 @@ fn bench(against_xen: bool, iterations: u64, case: Option<&str>) -> Result<ExitC
     }
     let dir = xtask::target_dir().join("bench");
     std::fs::create_dir_all(&dir).map_err(|e| err!("cannot create {}: {e}", dir.display()))?;
-    let path = dir.join("bench.json");
+    // A one-case run does not overwrite the full report.
+    let path = match only {
+        None => dir.join("bench.json"),
+        Some(c) => dir.join(format!("bench-{}.json", c.name)),
+    };
     std::fs::write(&path, to_json(&metrics))
         .map_err(|e| err!("cannot write {}: {e}", path.display()))?;
     println!("wrote {}", path.display());

@@ -408,6 +408,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             frame.rax = XEN_VERSION_NUMBER;
             return Resume::Guest { cr3: self.cpu.cr3 };
         }
+        // The return from every bounce (traps/mod.rs); traced runs take the generic path.
+        if frame.rax == nr::IRET as u64 && !crate::dlog::enabled() {
+            return self.iret_hypercall(frame);
+        }
         self.dispatch(frame)
     }
 

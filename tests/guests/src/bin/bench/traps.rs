@@ -411,7 +411,14 @@ fn set_user_root(mfn: u64) -> Result<(), Errno> {
         arg2: 0,
     };
     // SAFETY: one op from a live struct; the root is our own validated kernel L4.
-    let r = unsafe { call::mmuext_op(&raw const op, 1, core::ptr::null_mut(), DomId::SELF.0.into()) };
+    let r = unsafe {
+        call::mmuext_op(
+            &raw const op,
+            1,
+            core::ptr::null_mut(),
+            DomId::SELF.0.into(),
+        )
+    };
     Errno::check(r).map(drop)
 }
 

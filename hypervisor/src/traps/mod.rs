@@ -435,7 +435,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     }
 
     /// [`Hypervisor::do_iret`]; `Ok` holds the event mask now in force, `Err` the crash.
-    #[inline]
+    #[inline(always)]
     fn iret_in_place(&mut self, idx: usize, frame: &mut GuestFrame) -> Result<u8, Outcome> {
         let mut ctx = IretContext::new_zeroed();
         let space = self.current_space(idx);

@@ -497,6 +497,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// `do_iret`'s sanitising already made, and the upcall check of `enter_current`,
     /// which only an unmasked vCPU needs. Anything else (a crash) takes the generic
     /// `apply_outcome`.
+    #[inline(never)]
     pub(crate) fn iret_hypercall(&mut self, frame: &mut GuestFrame) -> Resume {
         let Some(idx) = self.cpu.current else {
             return self.no_current_domain();

@@ -435,6 +435,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     }
 
     /// [`Hypervisor::do_iret`]; `Ok` holds the event mask now in force, `Err` the crash.
+    // Always inlined into its two callers: the large `Err` is never moved around.
+    #[allow(clippy::result_large_err)]
     #[inline(always)]
     fn iret_in_place(&mut self, idx: usize, frame: &mut GuestFrame) -> Result<u8, Outcome> {
         let mut ctx = IretContext::new_zeroed();

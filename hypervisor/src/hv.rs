@@ -422,6 +422,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// few instructions stay what they were.
     #[inline(never)]
     fn hypercall_other(&mut self, frame: &mut GuestFrame) -> Resume {
+        // The return from every bounce (traps/mod.rs); traced runs take the generic path.
+        if frame.rax == nr::IRET as u64 && !crate::dlog::enabled() {
+            return self.iret_hypercall(frame);
+        }
         // EVTCHNOP_send without the generic dispatcher (evtchn/mod.rs). The generic path
         // crashes the domain after a hypercall that ends the lower half: that RIP goes
         // there.

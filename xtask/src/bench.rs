@@ -139,6 +139,31 @@ pub const CASES: &[Case] = &[
         xen: None,
     },
     Case {
+        name: "iret_hypercall",
+        unit: "instructions",
+        kind: CaseKind::Single,
+    },
+    Case {
+        name: "pagefault_bounce",
+        unit: "instructions",
+        kind: CaseKind::Single,
+    },
+    Case {
+        name: "user_syscall_bounce",
+        unit: "instructions",
+        kind: CaseKind::Single,
+    },
+    Case {
+        name: "fpu_taskswitch_nm",
+        unit: "instructions",
+        kind: CaseKind::Single,
+    },
+    Case {
+        name: "set_segment_base",
+        unit: "instructions",
+        kind: CaseKind::Single,
+    },
+    Case {
         name: "sched_yield_2dom",
         unit: "instructions",
         kind: CaseKind::TwoDomains,

@@ -25,7 +25,8 @@ use crate::hv::{Hypervisor, XEN_VERSION_NUMBER, exception_mnemonic, sanitize_for
 use crate::hypercall::HcResult;
 use crate::hypercall::handle::Outcome;
 use crate::hypercall::handle::{GuestHandle, Untyped};
-use crate::mmu::guest::{GuestSpace, copy_from_guest};
+use crate::mmu::Frames;
+use crate::mmu::guest::{GuestSpace, copy_from_guest, copy_to_guest, translate};
 use crate::platform::{DataSelectors, FpuArea, GuestFrame, MachineMemory, Platform, Resume};
 use core::mem::offset_of;
 use emulate::{Insn, MAX_INSN_LEN};
@@ -33,6 +34,7 @@ use guest_abi::Errno;
 use guest_abi::layout::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64, in_hypervisor_range, is_canonical};
 use guest_abi::shared_info::{ArchVcpuInfo, SharedInfo, VcpuInfo};
 use guest_abi::traps::*;
+use zerocopy::{FromZeros, IntoBytes};
 
 /// Vectors of the virtual IDT.
 pub const NR_VECTORS: usize = 256;
@@ -221,6 +223,46 @@ pub fn bounce_frame_address(stack: u64, len: u64) -> Result<u64, BadGuestStack> 
     Ok(sp)
 }
 
+/// [`copy_from_guest`] for the small objects of the trap paths (an `iret_context`): one
+/// translation and one copy when `buf` lies within one page, which is exactly what
+/// `copy_from_guest` does for its single chunk; the general copy otherwise.
+#[inline]
+fn guest_read<M: MachineMemory>(
+    mem: &M,
+    frames: &Frames,
+    space: GuestSpace,
+    va: u64,
+    buf: &mut [u8],
+) -> Result<(), Errno> {
+    if in_one_page(va, buf.len()) {
+        let maddr = translate(mem, frames, space, va, false)?;
+        return mem.read(maddr, buf).map_err(|_| Errno::EFAULT);
+    }
+    copy_from_guest(mem, frames, space, va, buf)
+}
+
+/// [`copy_to_guest`] for a bounce frame, as [`guest_read`].
+#[inline]
+fn guest_write<M: MachineMemory>(
+    mem: &M,
+    frames: &Frames,
+    space: GuestSpace,
+    va: u64,
+    data: &[u8],
+) -> Result<(), Errno> {
+    if in_one_page(va, data.len()) {
+        let maddr = translate(mem, frames, space, va, true)?;
+        return mem.write(maddr, data).map_err(|_| Errno::EFAULT);
+    }
+    copy_to_guest(mem, frames, space, va, data)
+}
+
+/// Whether `[va, va + len)` is non-empty and inside one 4 KiB page (so it cannot wrap).
+#[inline]
+fn in_one_page(va: u64, len: usize) -> bool {
+    len != 0 && (va & 0xfff) as usize + len <= 4096
+}
+
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     // ---- hypercalls ---------------------------------------------------------------------
 
@@ -381,48 +423,101 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 
     /// `iret`: returns from a bounce frame with the `iret_context` at the guest's RSP,
     /// to guest kernel or (CS RPL 3) user mode. Never returns to the caller's stub.
+    ///
+    /// The context is validated into the frame in place (no copy of the frame): when it
+    /// cannot be made safe the domain crashes, and a crashed domain's frame is never
+    /// resumed (the scheduler loads the next vCPU's).
     pub(crate) fn do_iret(&mut self, idx: usize, frame: &mut GuestFrame) -> Outcome {
-        let ctx: IretContext = match self.read_guest(idx, frame.rsp) {
-            Ok(ctx) => ctx,
+        match self.iret_in_place(idx, frame) {
+            Ok(_) => Outcome::Resumed,
+            Err(crash) => crash,
+        }
+    }
+
+    /// [`Hypervisor::do_iret`]; `Ok` holds the event mask now in force, `Err` the crash.
+    // Always inlined into its two callers: the large `Err` is never moved around.
+    #[allow(clippy::result_large_err)]
+    #[inline(always)]
+    fn iret_in_place(&mut self, idx: usize, frame: &mut GuestFrame) -> Result<u8, Outcome> {
+        let mut ctx = IretContext::new_zeroed();
+        let space = self.current_space(idx);
+        match guest_read(
+            &self.mem,
+            &self.frames,
+            space,
+            frame.rsp,
+            ctx.as_mut_bytes(),
+        ) {
+            Ok(()) => {}
             Err(_) => {
                 let rsp = frame.rsp;
-                return Outcome::crash(format_args!(
+                return Err(Outcome::crash(format_args!(
                     "iret: unreadable iret_context at rsp={rsp:#x}"
-                ));
+                )));
             }
-        };
+        }
         // Selectors are 16 bits: a bounce frame's CS word also carries the saved event
         // mask in bits 39:32, which guests hand back unchanged.
         let (cs, ss) = (ctx.cs & 0xffff, ctx.ss & 0xffff);
         let to_user = cs & 3 == 3;
         if to_user && self.cur(idx).user_cr3 == 0 {
-            return Outcome::crash(format_args!("iret to user mode without a user page table"));
+            return Err(Outcome::crash(format_args!(
+                "iret to user mode without a user page table"
+            )));
         }
-        let mut next = *frame;
-        next.rax = ctx.rax;
-        next.rip = ctx.rip;
-        next.cs = cs | 3;
-        next.rflags = (ctx.rflags & !(RFLAGS_IOPL | RFLAGS_VM)) | RFLAGS_IF;
-        next.rsp = ctx.rsp;
-        next.ss = ss | 3;
+        frame.rax = ctx.rax;
+        frame.rip = ctx.rip;
+        frame.cs = cs | 3;
+        frame.rflags = (ctx.rflags & !(RFLAGS_IOPL | RFLAGS_VM)) | RFLAGS_IF;
+        frame.rsp = ctx.rsp;
+        frame.ss = ss | 3;
         if ctx.flags & VGCF_IN_SYSCALL != 0 {
             // Xen leaves with sysret: RCX and R11 come back as RIP and RFLAGS.
-            next.rcx = next.rip;
-            next.r11 = next.rflags;
+            frame.rcx = frame.rip;
+            frame.r11 = frame.rflags;
         } else {
-            next.rcx = ctx.rcx;
-            next.r11 = ctx.r11;
+            frame.rcx = ctx.rcx;
+            frame.r11 = ctx.r11;
         }
-        if let Err(why) = sanitize_for_iret(&mut next) {
+        if let Err(why) = sanitize_for_iret(frame) {
             let (rip, cs) = (ctx.rip, ctx.cs);
-            return Outcome::crash(format_args!("iret: {why} (rip={rip:#x} cs={cs:#x})"));
+            return Err(Outcome::crash(format_args!(
+                "iret: {why} (rip={rip:#x} cs={cs:#x})"
+            )));
         }
-        self.set_upcall_mask(idx, u8::from(ctx.rflags & RFLAGS_IF == 0));
+        let mask = u8::from(ctx.rflags & RFLAGS_IF == 0);
+        self.set_upcall_mask(idx, mask);
         if to_user {
             self.set_guest_mode(idx, true);
         }
-        *frame = next;
-        Outcome::Resumed
+        Ok(mask)
+    }
+
+    /// The `iret` hypercall from guest kernel mode, without the generic dispatch: the
+    /// same [`Hypervisor::do_iret`], then straight back into the guest. What the generic
+    /// path adds after a successful iret is `resume_if_returnable`, whose RIP checks
+    /// `do_iret`'s sanitising already made, and the upcall check of `enter_current`,
+    /// which only an unmasked vCPU needs. Anything else (a crash) takes the generic
+    /// `apply_outcome`.
+    #[inline(never)]
+    pub(crate) fn iret_hypercall(&mut self, frame: &mut GuestFrame) -> Resume {
+        let Some(idx) = self.cpu.current else {
+            return self.no_current_domain();
+        };
+        match self.iret_in_place(idx, frame) {
+            // Masked: no upcall can be due.
+            Ok(1) => self.resume_current(),
+            Ok(_) => self.enter_current(frame),
+            Err(outcome) => self.iret_failed(idx, frame, outcome),
+        }
+    }
+
+    /// The generic end of a failed `iret` (the domain crashes).
+    #[cold]
+    #[inline(never)]
+    fn iret_failed(&mut self, idx: usize, frame: &mut GuestFrame, outcome: Outcome) -> Resume {
+        let r = self.apply_outcome(idx, u64::from(guest_abi::nr::IRET), frame, outcome);
+        self.resume_if_returnable(frame, r)
     }
 
     // ---- entries ------------------------------------------------------------------------
@@ -686,6 +781,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// to kernel mode (from user mode: onto the `stack_switch` stack), push the bounce
     /// frame (with `error` if given), mask events if asked, resume at `handler` with
     /// TF NT RF VM AC cleared. The running vCPU only.
+    ///
+    /// The frame's words are [`bounce_frame_words`]'s, built in place (no `heapless`
+    /// vector, no byte loop).
     pub(crate) fn bounce(
         &mut self,
         idx: usize,
@@ -694,9 +792,38 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         error: Option<u64>,
         mask_events: bool,
     ) -> Result<(), BadGuestStack> {
-        self.bounce_with(idx, frame, handler, mask_events, |f, cs, saved_mask| {
-            bounce_frame_words(f, cs, error, saved_mask)
-        })
+        let saved_mask = self.upcall_mask(idx);
+        let (from_user, stack, cs) = self.bounce_origin(idx, frame);
+        let rflags = if saved_mask != 0 {
+            frame.rflags & !RFLAGS_IF
+        } else {
+            frame.rflags | RFLAGS_IF
+        };
+        let cs_word = (cs & 0xffff) | (u64::from(saved_mask) << 32);
+        let mut w = [0u64; MAX_BOUNCE_WORDS];
+        let n = match error {
+            Some(e) => {
+                w[..8].copy_from_slice(&[
+                    frame.rcx, frame.r11, e, frame.rip, cs_word, rflags, frame.rsp, frame.ss,
+                ]);
+                8
+            }
+            None => {
+                w[..7].copy_from_slice(&[
+                    frame.rcx, frame.r11, frame.rip, cs_word, rflags, frame.rsp, frame.ss,
+                ]);
+                7
+            }
+        };
+        self.push_bounce_frame(
+            idx,
+            frame,
+            handler,
+            mask_events,
+            from_user,
+            stack,
+            &mut w[..n],
+        )
     }
 
     /// [`Hypervisor::bounce`] with the frame's words from `words(frame, cs, saved_mask)`
@@ -710,19 +837,48 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         words: impl FnOnce(&GuestFrame, u64, u8) -> heapless::Vec<u64, MAX_BOUNCE_WORDS>,
     ) -> Result<(), BadGuestStack> {
         let saved_mask = self.upcall_mask(idx);
-        let v = self.cur(idx);
-        let from_user = v.user_mode;
-        // RPL 0 in the saved CS means "interrupted the kernel".
-        let (stack, cs) = if from_user {
-            (v.traps.kernel_sp, frame.cs | 3)
-        } else {
-            (frame.rsp, frame.cs & !3)
-        };
+        let (from_user, stack, cs) = self.bounce_origin(idx, frame);
         let words = words(frame, cs, saved_mask);
-        let mut bytes = [0u8; MAX_BOUNCE_WORDS * 8];
-        for (i, w) in words.iter().enumerate() {
-            bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        let mut w = [0u64; MAX_BOUNCE_WORDS];
+        w[..words.len()].copy_from_slice(&words);
+        let n = words.len();
+        self.push_bounce_frame(
+            idx,
+            frame,
+            handler,
+            mask_events,
+            from_user,
+            stack,
+            &mut w[..n],
+        )
+    }
+
+    /// Whether the running vCPU is in user mode, the stack a bounce frame goes below
+    /// and the CS it records (RPL 0 in the saved CS means "interrupted the kernel").
+    #[inline]
+    fn bounce_origin(&self, idx: usize, frame: &GuestFrame) -> (bool, u64, u64) {
+        let v = self.cur(idx);
+        if v.user_mode {
+            (true, v.traps.kernel_sp, frame.cs | 3)
+        } else {
+            (false, frame.rsp, frame.cs & !3)
         }
+    }
+
+    /// Writes `words` (lowest address first) below `stack` on the kernel's page tables
+    /// after switching to kernel mode, and points the frame at `handler`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn push_bounce_frame(
+        &mut self,
+        idx: usize,
+        frame: &mut GuestFrame,
+        handler: u64,
+        mask_events: bool,
+        from_user: bool,
+        stack: u64,
+        words: &mut [u64],
+    ) -> Result<(), BadGuestStack> {
         let len = words.len() * 8;
         let sp = bounce_frame_address(stack, len as u64)?;
         if from_user {
@@ -732,7 +888,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             dom: self.domains[idx].id,
             cr3: self.cur(idx).cr3,
         };
-        crate::mmu::guest::copy_to_guest(&self.mem, &self.frames, kernel, sp, &bytes[..len])
+        for w in words.iter_mut() {
+            *w = w.to_le();
+        }
+        guest_write(&self.mem, &self.frames, kernel, sp, words.as_bytes())
             .map_err(|_| BadGuestStack(stack))?;
         if mask_events {
             self.set_upcall_mask(idx, 1);

@@ -901,3 +901,167 @@ fn event_upcall_is_delivered_when_pending_and_unmasked() {
     assert_eq!(upcall_mask(&hv, &g), 1);
     assert!(!hv.deliver_event_upcall(g.idx, &mut f), "masked now");
 }
+
+// ---- fast paths against the generic ones ---------------------------------------------
+
+/// One hostile-ish `iret_context` and where it lies, from the PRNG.
+fn random_iret(rng: &mut crate::testutil::Rng) -> (u64, IretContext) {
+    let r: [u64; 6] = core::array::from_fn(|_| rng.next());
+    let rip = rng.pick(&[
+        CODE + 0x40,
+        UVA + 0x10,
+        0x0000_8000_0000_0000,
+        0xffff_ffff_8000_0000,
+        HV_ADDRESS,
+        0xfff,
+        r[0],
+    ]);
+    let cs = rng.pick(&[
+        0xe030u64,
+        0xe033,
+        0xe020,
+        0xe023,
+        0x10,
+        0xe030 | 1 << 32,
+        r[1],
+    ]);
+    let ss = rng.pick(&[0xe02bu64, 0xe028, 0, r[2]]);
+    let rsp = rng.pick(&[KSTACK_TOP - 0x10, UVA + 0x1ff0, 0x0000_8000_0000_0000, r[3]]);
+    let rflags = rng.pick(&[0x202u64, 0x2, 0x3246, 0x2_0202, r[4]]);
+    let flags = rng.pick(&[0u64, VGCF_IN_SYSCALL, r[5]]);
+    let ctx = IretContext {
+        rax: rng.next(),
+        r11: rng.next(),
+        rcx: rng.next(),
+        flags,
+        rip,
+        cs,
+        rflags,
+        rsp,
+        ss,
+    };
+    // Inside a page, across two mapped pages, at a page end, unmapped, hypervisor.
+    let at = rng.pick(&[
+        KSTACK_TOP - 0x200,
+        KVA + 0x3000 - 0x20,
+        KSTACK_TOP - 0x48,
+        KSTACK_TOP - 0x40,
+        KVA - 0x1000,
+        HV_ADDRESS,
+        KVA + 0x2ff8,
+    ]);
+    (at, ctx)
+}
+
+/// Everything an `iret` may change, for comparing two hypervisors.
+fn observable(hv: &Hv, g: &G, f: &GuestFrame, r: Resume) -> std::string::String {
+    let v = hv.domains[g.idx].vcpu(VcpuId(0));
+    std::format!(
+        "{r:?} {f:?} state={:?} user={} mask={} gs={:?} console={}",
+        hv.domains[g.idx].state,
+        v.user_mode,
+        upcall_mask(hv, g),
+        hv.platform.segment_bases,
+        hv.platform.console
+    )
+}
+
+#[test]
+fn iret_fast_path_matches_the_generic_dispatch() {
+    let mut rng = crate::testutil::Rng(0x1e7_2024);
+    for round in 0..400 {
+        let (at, ctx) = random_iret(&mut rng);
+        let user_root = rng.chance(50);
+        let pending = rng.chance(50);
+        let callback = rng.chance(70);
+        let mask = rng.pick(&[0u8, 1]);
+        let mut out = std::vec::Vec::new();
+        for fast in [true, false] {
+            let mut hv = new_hv();
+            let g = add_domain(&mut hv, 1);
+            let mut f = started(&mut hv);
+            if user_root {
+                hv.domains[g.idx].vcpu_mut(VcpuId(0)).user_cr3 = g.user_l4.maddr();
+            }
+            if callback {
+                call(&mut hv, &mut f, nr::SET_CALLBACKS, handler(0x80), 0, 0);
+            }
+            hv.mem
+                .write(g.shared.maddr() + UPCALL_MASK_OFF, &[mask])
+                .unwrap();
+            hv.mem
+                .write(g.shared.maddr() + UPCALL_PENDING_OFF, &[u8::from(pending)])
+                .unwrap();
+            if at >= KVA && at + 72 <= KVA + (KPAGES as u64) * 4096 {
+                put_iret(&hv, &g, at, ctx);
+            }
+            f.rsp = at;
+            f.rax = u64::from(nr::IRET);
+            let r = if fast {
+                hv.hypercall(&mut f)
+            } else {
+                hv.dispatch(&mut f)
+            };
+            // The frame of a crashed domain is never resumed: compare it only otherwise.
+            let f_seen = if matches!(r, Resume::Guest { .. }) {
+                f
+            } else {
+                GuestFrame::default()
+            };
+            out.push(observable(&hv, &g, &f_seen, r));
+        }
+        assert_eq!(out[0], out[1], "round {round}: {at:#x} {ctx:?}");
+    }
+}
+
+#[test]
+fn bounce_writes_the_words_of_bounce_frame_words() {
+    let mut rng = crate::testutil::Rng(0xb0_0ce);
+    for round in 0..200 {
+        let mut hv = new_hv();
+        let g = add_domain(&mut hv, 1);
+        let mut f = started(&mut hv);
+        let user = rng.chance(50);
+        if user {
+            hv.domains[g.idx].vcpu_mut(VcpuId(0)).user_cr3 = g.user_l4.maddr();
+            call(
+                &mut hv,
+                &mut f,
+                nr::STACK_SWITCH,
+                0xe02b,
+                KSTACK_TOP - 0x300,
+                0,
+            );
+            hv.set_guest_mode(g.idx, true);
+        }
+        let mask = rng.pick(&[0u8, 1]);
+        hv.mem
+            .write(g.shared.maddr() + UPCALL_MASK_OFF, &[mask])
+            .unwrap();
+        f.rcx = rng.next();
+        f.r11 = rng.next();
+        f.rip = rng.next();
+        let any = rng.next();
+        f.cs = rng.pick(&[0xe033u64, 0xe023, any]);
+        f.rflags = rng.next();
+        f.rsp = if user {
+            rng.next()
+        } else {
+            KSTACK_TOP - 0x100 - rng.below(0x800)
+        };
+        f.ss = rng.next();
+        let error = rng.chance(50).then(|| rng.next());
+        let before = f;
+        let cs = if user { before.cs | 3 } else { before.cs & !3 };
+        let want = bounce_frame_words(&before, cs, error, mask);
+        let idx = g.idx;
+        hv.bounce(idx, &mut f, handler(14), error, rng.chance(50))
+            .unwrap();
+        let got: std::vec::Vec<u64> = (0..want.len())
+            .map(|i| peek_u64(&hv, &g, f.rsp + 8 * i as u64))
+            .collect();
+        assert_eq!(&got[..], &want[..], "round {round}");
+        let stack = if user { KSTACK_TOP - 0x300 } else { before.rsp };
+        assert_eq!(f.rsp, (stack & !15) - 8 * want.len() as u64);
+    }
+}

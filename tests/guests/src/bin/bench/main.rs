@@ -26,6 +26,9 @@
 //! * [`sched`]: `sched_yield_1dom` (a yield with nobody else to run),
 //!   `sched_yield_2dom` (two domains yield in turn, role 1 times N yields; with `vcpus=2`
 //!   two vCPUs of this domain, vCPU 0 times N yields: the form that runs as dom0 on Xen).
+//! * [`traps`]: `iret_hypercall` (kernel to kernel), `pagefault_bounce` (#PF to the
+//!   guest's handler and back with `iret`), `user_syscall_bounce` (guest user to kernel
+//!   and back), `fpu_taskswitch_nm` (the lazy-FPU #NM round trip), `set_segment_base`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
@@ -89,6 +92,8 @@ mod hypercall;
 mod mmu;
 #[cfg(target_os = "none")]
 mod sched;
+#[cfg(target_os = "none")]
+mod traps;
 
 #[cfg(target_os = "none")]
 pub use guest::*;
@@ -144,6 +149,11 @@ mod guest {
         ("multicall_8_nops", crate::mmu::multicall_8_nops),
         ("cr3_switch", crate::mmu::cr3_switch),
         ("sched_yield_1dom", crate::sched::sched_yield_1dom),
+        ("iret_hypercall", crate::traps::iret_hypercall),
+        ("pagefault_bounce", crate::traps::pagefault_bounce),
+        ("user_syscall_bounce", crate::traps::user_syscall_bounce),
+        ("fpu_taskswitch_nm", crate::traps::fpu_taskswitch_nm),
+        ("set_segment_base", crate::traps::set_segment_base),
     ];
 
     /// Why a case could not be measured.

@@ -142,26 +142,31 @@ pub const CASES: &[Case] = &[
         name: "iret_hypercall",
         unit: "instructions",
         kind: CaseKind::Single,
+        xen: None,
     },
     Case {
         name: "pagefault_bounce",
         unit: "instructions",
         kind: CaseKind::Single,
+        xen: None,
     },
     Case {
         name: "user_syscall_bounce",
         unit: "instructions",
         kind: CaseKind::Single,
+        xen: None,
     },
     Case {
         name: "fpu_taskswitch_nm",
         unit: "instructions",
         kind: CaseKind::Single,
+        xen: None,
     },
     Case {
         name: "set_segment_base",
         unit: "instructions",
         kind: CaseKind::Single,
+        xen: None,
     },
     Case {
         name: "sched_yield_2dom",

@@ -443,6 +443,16 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         {
             return self.sched_yield_fast(frame);
         }
+        // fpu_taskswitch and set_segment_base (not the GS selector load): register-only
+        // calls (traps/mod.rs); the RIP checks are the generic return's.
+        if (frame.rax == nr::FPU_TASKSWITCH as u64
+            || (frame.rax == nr::SET_SEGMENT_BASE as u64
+                && frame.rdi as u32 != guest_abi::traps::SEGBASE_GS_USER_SEL))
+            && is_canonical(frame.rip)
+            && frame.cs | 3 != FLAT_RING3_CS32 as u64
+        {
+            return self.cpu_state_fast(frame);
+        }
         self.dispatch(frame)
     }
 

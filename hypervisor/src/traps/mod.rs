@@ -421,6 +421,34 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         Ok(0)
     }
 
+    /// `fpu_taskswitch` or `set_segment_base` (any `which` but the GS selector load)
+    /// straight from the hypercall entry: the same handler as [`Hypervisor::dispatch`]
+    /// runs, with the same result in RAX and the same trace line, then the vCPU resumes
+    /// (through its event callback if an upcall is due). The caller checked what the
+    /// generic `resume_if_returnable` checks (a canonical RIP, not a 32-bit code
+    /// segment); neither handler changes RIP or CS. `traps/tests.rs` compares both paths.
+    #[inline(never)]
+    pub(crate) fn cpu_state_fast(&mut self, frame: &mut GuestFrame) -> Resume {
+        let Some(idx) = self.cpu.current else {
+            return self.no_current_domain();
+        };
+        let number = frame.rax;
+        let r = if number == u64::from(guest_abi::nr::FPU_TASKSWITCH) {
+            self.do_fpu_taskswitch(idx, frame.rdi as i32)
+        } else {
+            self.do_set_segment_base(idx, frame.rdi as u32, frame.rsi)
+        };
+        frame.rax = crate::hypercall::to_rax(r);
+        crate::dlog::hv_trace!(
+            "hypercall d{=u16} nr={=u64} args={:#x} -> {=i64}",
+            self.domains[idx].id.0,
+            number,
+            [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8],
+            frame.rax as i64
+        );
+        self.enter_current(frame)
+    }
+
     /// `iret`: returns from a bounce frame with the `iret_context` at the guest's RSP,
     /// to guest kernel or (CS RPL 3) user mode. Never returns to the caller's stub.
     ///

@@ -1065,3 +1065,83 @@ fn bounce_writes_the_words_of_bounce_frame_words() {
         assert_eq!(f.rsp, (stack & !15) - 8 * want.len() as u64);
     }
 }
+
+/// `fpu_taskswitch` and `set_segment_base` through `Hypervisor::hypercall` (the fast
+/// path) and through the generic dispatch give the same registers, vCPU and CPU state
+/// and resume decision, for random arguments, RIPs, code segments and pending upcalls.
+#[test]
+fn cpu_state_fast_path_matches_the_generic_dispatch() {
+    let mut rng = crate::testutil::Rng(0xf5_0025);
+    for round in 0..600 {
+        let number = rng.pick(&[nr::FPU_TASKSWITCH, nr::SET_SEGMENT_BASE]);
+        let any = rng.next();
+        let which = rng.pick(&[0u64, 1, 2, 3, 4, 1 << 32, any]);
+        let base = rng.pick(&[
+            0u64,
+            0x7fff_ffff_f000,
+            0x0000_8000_0000_0000,
+            HV_ADDRESS,
+            any,
+        ]);
+        let set = rng.pick(&[0u64, 1, 1 << 32, u64::MAX, any]);
+        let rip = rng.pick(&[CODE + 0x40, 0x0000_8000_0000_0000, 0x1_0000_0000, any]);
+        let cs = rng.pick(&[0xe033u64, 0xe023, any & 0xffff]);
+        let (pending, callback, mask) = (rng.chance(50), rng.chance(70), rng.pick(&[0u8, 1]));
+        let ts_before = rng.chance(50);
+        let mut out = std::vec::Vec::new();
+        for fast in [true, false] {
+            let mut hv = new_hv();
+            let g = add_domain(&mut hv, 1);
+            let mut f = started(&mut hv);
+            if callback {
+                call(&mut hv, &mut f, nr::SET_CALLBACKS, handler(0x80), 0, 0);
+            }
+            call(
+                &mut hv,
+                &mut f,
+                nr::FPU_TASKSWITCH,
+                u64::from(ts_before),
+                0,
+                0,
+            );
+            hv.platform.segment_bases = (0x1000, 0x2000);
+            hv.mem
+                .write(g.shared.maddr() + UPCALL_MASK_OFF, &[mask])
+                .unwrap();
+            hv.mem
+                .write(g.shared.maddr() + UPCALL_PENDING_OFF, &[u8::from(pending)])
+                .unwrap();
+            f.rax = u64::from(number);
+            f.rdi = if number == nr::FPU_TASKSWITCH {
+                set
+            } else {
+                which
+            };
+            f.rsi = base;
+            f.rip = rip;
+            f.cs = cs;
+            let r = if fast {
+                hv.hypercall(&mut f)
+            } else {
+                hv.dispatch(&mut f)
+            };
+            let f_seen = if matches!(r, Resume::Guest { .. }) {
+                f
+            } else {
+                GuestFrame::default()
+            };
+            let t = &hv.domains[g.idx].vcpu(VcpuId(0)).traps;
+            out.push(std::format!(
+                "{} ts={} cpu_ts={} fs={:#x} gsk={:#x} gsu={:#x} sel={:?}",
+                observable(&hv, &g, &f_seen, r),
+                t.fpu_ts,
+                hv.platform.fpu_trap,
+                t.fs_base,
+                t.gs_base_kernel,
+                t.gs_base_user,
+                hv.platform.selectors,
+            ));
+        }
+        assert_eq!(out[0], out[1], "round {round}");
+    }
+}

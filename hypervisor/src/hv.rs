@@ -463,8 +463,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let Some(idx) = self.cpu.current else {
             return self.no_current_domain();
         };
-        let r = self.handle_exception(idx, frame, cr2);
-        self.resume_if_returnable(frame, r)
+        // Ends with `resume_if_returnable`'s decision (traps/mod.rs).
+        self.handle_exception(idx, frame, cr2)
     }
 
     /// `r`, unless it resumes the current domain at a RIP `iretq` would fault on in the

@@ -577,8 +577,82 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     }
 
     /// An exception the running guest took: emulated, bounced to its handler, or (no
-    /// handler) the end of the domain.
+    /// handler) the end of the domain; then resumed as `resume_if_returnable` decides.
+    ///
+    /// The exceptions that are only bounced (every vector below 32 but #GP and #UD,
+    /// which may be emulated) take [`Hypervisor::bounce_exception`] when the guest has a
+    /// handler and its stack takes the frame; everything else, crashes included, the
+    /// general [`Hypervisor::exception_generic`].
+    #[inline]
     pub(crate) fn handle_exception(
+        &mut self,
+        idx: usize,
+        frame: &mut GuestFrame,
+        cr2: u64,
+    ) -> Resume {
+        let vector = frame.vector;
+        if vector < 32
+            && vector != u64::from(VEC_GP)
+            && vector != u64::from(VEC_UD)
+            && let Some(r) = self.bounce_exception(idx, frame, vector as u8, cr2)
+        {
+            return r;
+        }
+        let r = self.exception_generic(idx, frame, cr2);
+        self.resume_if_returnable(frame, r)
+    }
+
+    /// Bounces exception `vector` (not #GP, not #UD) to the guest's handler with what
+    /// [`Hypervisor::exception_generic`] does for it, or returns `None` having changed
+    /// nothing the generic path does not redo identically: no handler (or a
+    /// non-canonical one), #NM with the virtual TS clear, a stack that cannot take the
+    /// frame (a partial copy across pages is rewritten the same way). The CR2 writes of
+    /// a #PF come first, as there. The resume is `resume_if_returnable`'s decision with
+    /// its checks already known: the handler is canonical and CS the 64-bit kernel
+    /// selector, so only an upcall can be due, and none is with events masked.
+    #[inline]
+    fn bounce_exception(
+        &mut self,
+        idx: usize,
+        frame: &mut GuestFrame,
+        vector: u8,
+        cr2: u64,
+    ) -> Option<Resume> {
+        let v = self.cur(idx);
+        let entry = v.traps.table[usize::from(vector)];
+        if entry.address == 0 || !is_canonical(entry.address) {
+            return None;
+        }
+        let error = match vector {
+            VEC_NM if !v.traps.fpu_ts => return None,
+            // The U bit tells the *virtual* mode.
+            VEC_PF if v.user_mode => Some(frame.error_code),
+            VEC_PF => Some(frame.error_code & !PFEC_USER),
+            _ => has_error_code(u64::from(vector)).then_some(frame.error_code),
+        };
+        if vector == VEC_PF {
+            self.cur_mut(idx).traps.cr2 = cr2;
+            let base = self.domains[idx].shared_info.maddr();
+            let _ = self.mem.write_u64(base + ARCH_CR2_OFF, cr2);
+        }
+        let mask_events = entry.flags & TI_MASK_EVENTS != 0;
+        self.bounce_masked(idx, frame, entry.address, error, mask_events)
+            .ok()?;
+        if vector == VEC_NM {
+            // As Xen: delivering #NM clears the virtual TS.
+            self.cur_mut(idx).traps.fpu_ts = false;
+            self.platform.set_fpu_trap(false);
+        }
+        // Read again: the frame may have been written over shared_info.
+        if mask_events || self.upcall_mask(idx) != 0 || !self.upcall_pending(idx) {
+            return Some(self.resume_current());
+        }
+        Some(self.enter_current(frame))
+    }
+
+    /// [`Hypervisor::handle_exception`] for everything: emulation, bounces, crashes.
+    #[inline(never)]
+    pub(crate) fn exception_generic(
         &mut self,
         idx: usize,
         frame: &mut GuestFrame,
@@ -820,38 +894,85 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         error: Option<u64>,
         mask_events: bool,
     ) -> Result<(), BadGuestStack> {
-        let saved_mask = self.upcall_mask(idx);
-        let (from_user, stack, cs) = self.bounce_origin(idx, frame);
+        self.bounce_masked(idx, frame, handler, error, mask_events)
+            .map(drop)
+    }
+
+    /// [`Hypervisor::bounce`]; `Ok` holds the event mask now in force. One look-up of
+    /// the domain and vCPU; the frame is written first, with a constant length (one
+    /// checked translation when it does not cross a page), so a bad stack changes
+    /// nothing but what a partial copy wrote; then the mode switch and the mask.
+    #[inline(always)]
+    fn bounce_masked(
+        &mut self,
+        idx: usize,
+        frame: &mut GuestFrame,
+        handler: u64,
+        error: Option<u64>,
+        mask_events: bool,
+    ) -> Result<u8, BadGuestStack> {
+        let d = &self.domains[idx];
+        let mask_at = d.shared_info.maddr() + UPCALL_MASK_OFF;
+        let v = d.vcpu(self.cur_vcpu(idx));
+        let from_user = v.user_mode;
+        let (stack, cs) = if from_user {
+            (v.traps.kernel_sp, frame.cs | 3)
+        } else {
+            (frame.rsp, frame.cs & !3)
+        };
+        let kernel = GuestSpace {
+            dom: d.id,
+            cr3: v.cr3,
+        };
+        let saved_mask = self.mem.read_u8(mask_at).unwrap_or(1);
         let rflags = if saved_mask != 0 {
             frame.rflags & !RFLAGS_IF
         } else {
             frame.rflags | RFLAGS_IF
         };
         let cs_word = (cs & 0xffff) | (u64::from(saved_mask) << 32);
-        let mut w = [0u64; MAX_BOUNCE_WORDS];
-        let n = match error {
-            Some(e) => {
-                w[..8].copy_from_slice(&[
-                    frame.rcx, frame.r11, e, frame.rip, cs_word, rflags, frame.rsp, frame.ss,
-                ]);
-                8
-            }
+        let (rcx, r11, rip, rsp, ss) = (frame.rcx, frame.r11, frame.rip, frame.rsp, frame.ss);
+        let sp = match error {
+            Some(e) => self.write_bounce_frame(
+                kernel,
+                stack,
+                [rcx, r11, e, rip, cs_word, rflags, rsp, ss],
+            )?,
             None => {
-                w[..7].copy_from_slice(&[
-                    frame.rcx, frame.r11, frame.rip, cs_word, rflags, frame.rsp, frame.ss,
-                ]);
-                7
+                self.write_bounce_frame(kernel, stack, [rcx, r11, rip, cs_word, rflags, rsp, ss])?
             }
         };
-        self.push_bounce_frame(
-            idx,
-            frame,
-            handler,
-            mask_events,
-            from_user,
-            stack,
-            &mut w[..n],
-        )
+        if from_user {
+            self.set_guest_mode(idx, false);
+        }
+        let mask = if mask_events {
+            let _ = self.mem.write_u8(mask_at, 1);
+            1
+        } else {
+            saved_mask
+        };
+        frame.rip = handler;
+        frame.cs = u64::from(FLAT_KERNEL_CS64);
+        frame.ss = u64::from(FLAT_KERNEL_SS64);
+        frame.rsp = sp;
+        frame.rflags &= !(RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_VM | RFLAGS_AC);
+        Ok(mask)
+    }
+
+    /// Writes `words` (lowest address first) below `stack` through the kernel's page
+    /// tables; returns the new stack pointer.
+    #[inline(always)]
+    fn write_bounce_frame<const N: usize>(
+        &self,
+        kernel: GuestSpace,
+        stack: u64,
+        words: [u64; N],
+    ) -> Result<u64, BadGuestStack> {
+        let sp = bounce_frame_address(stack, (N * 8) as u64)?;
+        let words = words.map(u64::to_le);
+        guest_write(&self.mem, &self.frames, kernel, sp, words.as_bytes())
+            .map_err(|_| BadGuestStack(stack))?;
+        Ok(sp)
     }
 
     /// [`Hypervisor::bounce`] with the frame's words from `words(frame, cs, saved_mask)`

@@ -1145,3 +1145,100 @@ fn cpu_state_fast_path_matches_the_generic_dispatch() {
         assert_eq!(out[0], out[1], "round {round}");
     }
 }
+
+/// Everything a bounce may change: `observable` plus CR2 (vCPU and shared_info), the
+/// virtual and real TS, the root on the CPU and the guest's kernel pages.
+fn observable_bounce(hv: &Hv, g: &G, f: &GuestFrame, r: Resume) -> std::string::String {
+    let t = &hv.domains[g.idx].vcpu(VcpuId(0)).traps;
+    let mut pages = std::vec![0u8; KPAGES * 4096];
+    for (i, m) in g.kpages.iter().enumerate() {
+        hv.mem
+            .read(m.maddr(), &mut pages[i * 4096..(i + 1) * 4096])
+            .unwrap();
+    }
+    std::format!(
+        "{} cr2={:#x} si_cr2={:#x} ts={} cpu_ts={} cr3={:#x} pages={:x}",
+        observable(hv, g, f, r),
+        t.cr2,
+        hv.mem.read_u64(g.shared.maddr() + ARCH_CR2_OFF).unwrap(),
+        t.fpu_ts,
+        hv.platform.fpu_trap,
+        hv.cpu.cr3,
+        pages.iter().fold(0u64, |h, &b| h
+            .wrapping_mul(0x100_0000_01b3)
+            .wrapping_add(u64::from(b))),
+    )
+}
+
+/// An exception through `guest_exception` (the bounce fast path where it applies) and
+/// through the generic handling plus `resume_if_returnable` give the same registers,
+/// memory, vCPU state and resume decision: random vectors, handlers (with and without
+/// event masking), modes, stacks (good, across pages, unmapped, non-canonical), masks,
+/// pending upcalls and virtual TS.
+#[test]
+fn exception_fast_path_matches_the_generic_handling() {
+    let mut rng = crate::testutil::Rng(0xe_1407);
+    for round in 0..800 {
+        let r32 = rng.below(32);
+        let vector = rng.pick(&[14u64, 14, 7, 7, 0, 1, 3, 8, 13, 6, 17, 31, r32]);
+        let handled = rng.chance(85);
+        let flags = rng.pick(&[0u8, TI_MASK_EVENTS]);
+        let user = rng.chance(40);
+        let any = rng.next();
+        let stack = rng.pick(&[
+            KSTACK_TOP - 0x100,
+            KVA + 0x3000 + 0x28,
+            KVA + 0x2000 + 0x10,
+            KVA - 0x1000,
+            0x0000_8000_0000_0010,
+            any,
+        ]);
+        let (mask, pending, callback) = (rng.pick(&[0u8, 1]), rng.chance(50), rng.chance(70));
+        let ts = rng.chance(70);
+        let (error, cr2, rflags) = (rng.next(), rng.next(), rng.next());
+        let mut out = std::vec::Vec::new();
+        for fast in [true, false] {
+            let mut hv = new_hv();
+            let g = add_domain(&mut hv, 1);
+            let mut f = started(&mut hv);
+            if handled {
+                install(&mut hv, &g, &mut f, &[(vector as u8, flags)]);
+            }
+            if callback {
+                call(&mut hv, &mut f, nr::SET_CALLBACKS, handler(0x80), 0, 0);
+            }
+            call(&mut hv, &mut f, nr::FPU_TASKSWITCH, u64::from(ts), 0, 0);
+            if user {
+                hv.domains[g.idx].vcpu_mut(VcpuId(0)).user_cr3 = g.user_l4.maddr();
+                call(&mut hv, &mut f, nr::STACK_SWITCH, 0xe02b, stack, 0);
+                hv.set_guest_mode(g.idx, true);
+                f.rsp = UVA + 0x800;
+                f.cs = 0xe033;
+            } else {
+                f.rsp = stack;
+            }
+            hv.mem
+                .write(g.shared.maddr() + UPCALL_MASK_OFF, &[mask])
+                .unwrap();
+            hv.mem
+                .write(g.shared.maddr() + UPCALL_PENDING_OFF, &[u8::from(pending)])
+                .unwrap();
+            f.vector = vector;
+            f.error_code = error;
+            f.rflags = rflags;
+            let r = if fast {
+                hv.guest_exception(&mut f, cr2)
+            } else {
+                let r = hv.exception_generic(g.idx, &mut f, cr2);
+                hv.resume_if_returnable(&mut f, r)
+            };
+            let f_seen = if matches!(r, Resume::Guest { .. }) {
+                f
+            } else {
+                GuestFrame::default()
+            };
+            out.push(observable_bounce(&hv, &g, &f_seen, r));
+        }
+        assert_eq!(out[0], out[1], "round {round}: vector {vector} user {user}");
+    }
+}

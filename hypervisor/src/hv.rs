@@ -422,38 +422,40 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// few instructions stay what they were.
     #[inline(never)]
     fn hypercall_other(&mut self, frame: &mut GuestFrame) -> Resume {
-        // The return from every bounce (traps/mod.rs); traced runs take the generic path.
-        if frame.rax == nr::IRET as u64 && !crate::dlog::enabled() {
-            return self.iret_hypercall(frame);
+        const IRET: u64 = nr::IRET as u64;
+        const EVENT_CHANNEL_OP: u64 = nr::EVENT_CHANNEL_OP as u64;
+        const SCHED_OP: u64 = nr::SCHED_OP as u64;
+        const FPU_TASKSWITCH: u64 = nr::FPU_TASKSWITCH as u64;
+        const SET_SEGMENT_BASE: u64 = nr::SET_SEGMENT_BASE as u64;
+        // The RIP checks of the generic return (`resume_if_returnable`) for the fast
+        // paths that return to the caller.
+        let returnable = || is_canonical(frame.rip) && frame.cs | 3 != FLAT_RING3_CS32 as u64;
+        match frame.rax {
+            // The return from every bounce (traps/mod.rs); traced runs take the generic
+            // path.
+            IRET if !crate::dlog::enabled() => self.iret_hypercall(frame),
+            // EVTCHNOP_send without the generic dispatcher (evtchn/mod.rs). The generic
+            // path crashes the domain after a hypercall that ends the lower half: that
+            // RIP goes there.
+            EVENT_CHANNEL_OP
+                if frame.rdi as u32 == guest_abi::event_channel::EVTCHNOP_SEND
+                    && frame.rip != RIP_PAST_LOWER_HALF =>
+            {
+                self.evtchn_send_fast(frame)
+            }
+            // `sched_op(SCHEDOP_yield)` (sched/run.rs); the command is a C int.
+            SCHED_OP if frame.rdi as u32 == guest_abi::sched::SCHEDOP_YIELD && returnable() => {
+                self.sched_yield_fast(frame)
+            }
+            // Register-only calls (traps/mod.rs); not the GS selector load.
+            FPU_TASKSWITCH if returnable() => self.cpu_state_fast(frame),
+            SET_SEGMENT_BASE
+                if frame.rdi as u32 != guest_abi::traps::SEGBASE_GS_USER_SEL && returnable() =>
+            {
+                self.cpu_state_fast(frame)
+            }
+            _ => self.dispatch(frame),
         }
-        // EVTCHNOP_send without the generic dispatcher (evtchn/mod.rs). The generic path
-        // crashes the domain after a hypercall that ends the lower half: that RIP goes
-        // there.
-        if frame.rax == nr::EVENT_CHANNEL_OP as u64
-            && frame.rdi as u32 == guest_abi::event_channel::EVTCHNOP_SEND
-            && frame.rip != RIP_PAST_LOWER_HALF
-        {
-            return self.evtchn_send_fast(frame);
-        }
-        // `sched_op(SCHEDOP_yield)` (sched/run.rs); the command is a C int.
-        if frame.rax == nr::SCHED_OP as u64
-            && frame.rdi as u32 == guest_abi::sched::SCHEDOP_YIELD
-            && is_canonical(frame.rip)
-            && frame.cs | 3 != FLAT_RING3_CS32 as u64
-        {
-            return self.sched_yield_fast(frame);
-        }
-        // fpu_taskswitch and set_segment_base (not the GS selector load): register-only
-        // calls (traps/mod.rs); the RIP checks are the generic return's.
-        if (frame.rax == nr::FPU_TASKSWITCH as u64
-            || (frame.rax == nr::SET_SEGMENT_BASE as u64
-                && frame.rdi as u32 != guest_abi::traps::SEGBASE_GS_USER_SEL))
-            && is_canonical(frame.rip)
-            && frame.cs | 3 != FLAT_RING3_CS32 as u64
-        {
-            return self.cpu_state_fast(frame);
-        }
-        self.dispatch(frame)
     }
 
     /// An exception taken while the guest ran (`frame.vector`, `frame.error_code`; `cr2`

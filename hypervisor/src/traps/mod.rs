@@ -226,7 +226,7 @@ pub fn bounce_frame_address(stack: u64, len: u64) -> Result<u64, BadGuestStack> 
 /// [`copy_from_guest`] for the small objects of the trap paths (an `iret_context`): one
 /// translation and one copy when `buf` lies within one page, which is exactly what
 /// `copy_from_guest` does for its single chunk; the general copy otherwise.
-#[inline]
+#[inline(always)]
 fn guest_read<M: MachineMemory>(
     mem: &M,
     frames: &Frames,
@@ -238,11 +238,18 @@ fn guest_read<M: MachineMemory>(
         let maddr = translate(mem, frames, space, va, false)?;
         return mem.read(maddr, buf).map_err(|_| Errno::EFAULT);
     }
+    if let Some((first, next)) = split_in_two_pages(va, buf.len()) {
+        let (a, b) = buf.split_at_mut(first);
+        let maddr = translate(mem, frames, space, va, false)?;
+        mem.read(maddr, a).map_err(|_| Errno::EFAULT)?;
+        let maddr = translate(mem, frames, space, next, false)?;
+        return mem.read(maddr, b).map_err(|_| Errno::EFAULT);
+    }
     copy_from_guest(mem, frames, space, va, buf)
 }
 
 /// [`copy_to_guest`] for a bounce frame, as [`guest_read`].
-#[inline]
+#[inline(always)]
 fn guest_write<M: MachineMemory>(
     mem: &M,
     frames: &Frames,
@@ -254,7 +261,26 @@ fn guest_write<M: MachineMemory>(
         let maddr = translate(mem, frames, space, va, true)?;
         return mem.write(maddr, data).map_err(|_| Errno::EFAULT);
     }
+    // As `copy_to_guest`: the first page is written before the second is translated.
+    if let Some((first, next)) = split_in_two_pages(va, data.len()) {
+        let (a, b) = data.split_at(first);
+        let maddr = translate(mem, frames, space, va, true)?;
+        mem.write(maddr, a).map_err(|_| Errno::EFAULT)?;
+        let maddr = translate(mem, frames, space, next, true)?;
+        return mem.write(maddr, b).map_err(|_| Errno::EFAULT);
+    }
     copy_to_guest(mem, frames, space, va, data)
+}
+
+/// For `[va, va + len)` that crosses exactly one page boundary (and does not wrap): the
+/// bytes in the first page and the address of the second.
+#[inline(always)]
+fn split_in_two_pages(va: u64, len: usize) -> Option<(usize, u64)> {
+    let first = 4096 - (va & 0xfff) as usize;
+    if len <= first || len - first > 4096 {
+        return None;
+    }
+    Some((first, va.checked_add(first as u64)?))
 }
 
 /// Whether `[va, va + len)` is non-empty and inside one 4 KiB page (so it cannot wrap).
@@ -446,6 +472,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8],
             frame.rax as i64
         );
+        // `enter_current` bounces only with an upcall pending.
+        if !self.upcall_pending(idx) {
+            return self.resume_current();
+        }
         self.enter_current(frame)
     }
 

@@ -497,7 +497,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         {
             return self.resume_current();
         }
-        // Through the event callback if one is registered.
+        self.enter_with_upcall_due(frame)
+    }
+
+    /// The end of [`Self::resume_if_returnable`] with an upcall pending and unmasked:
+    /// through the event callback if one is registered. Out of line so that the common
+    /// return above saves no registers.
+    #[inline(never)]
+    fn enter_with_upcall_due(&mut self, frame: &mut GuestFrame) -> Resume {
         self.enter_current(frame)
     }
 

@@ -433,28 +433,34 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// few instructions stay what they were.
     #[inline(never)]
     fn hypercall_other(&mut self, frame: &mut GuestFrame) -> Resume {
-        // The return from every bounce (traps/mod.rs); traced runs take the generic path.
-        if frame.rax == nr::IRET as u64 && !crate::dlog::enabled() {
-            return self.iret_hypercall(frame);
+        // One jump on the number, then only that path's conditions: every other
+        // hypercall reaches `dispatch` after a few compares.
+        const IRET: u64 = nr::IRET as u64;
+        const EVENT_CHANNEL_OP: u64 = nr::EVENT_CHANNEL_OP as u64;
+        const SCHED_OP: u64 = nr::SCHED_OP as u64;
+        match frame.rax {
+            // The return from every bounce (traps/mod.rs); traced runs take the generic
+            // path.
+            IRET if !crate::dlog::enabled() => self.iret_hypercall(frame),
+            // EVTCHNOP_send without the generic dispatcher (evtchn/mod.rs). The generic
+            // path crashes the domain after a hypercall that ends the lower half: that
+            // RIP goes there.
+            EVENT_CHANNEL_OP
+                if frame.rdi as u32 == guest_abi::event_channel::EVTCHNOP_SEND
+                    && frame.rip != RIP_PAST_LOWER_HALF =>
+            {
+                self.evtchn_send_fast(frame)
+            }
+            // `sched_op(SCHEDOP_yield)` (sched/run.rs); the command is a C int.
+            SCHED_OP
+                if frame.rdi as u32 == guest_abi::sched::SCHEDOP_YIELD
+                    && is_canonical(frame.rip)
+                    && frame.cs | 3 != FLAT_RING3_CS32 as u64 =>
+            {
+                self.sched_yield_fast(frame)
+            }
+            _ => self.dispatch(frame),
         }
-        // EVTCHNOP_send without the generic dispatcher (evtchn/mod.rs). The generic path
-        // crashes the domain after a hypercall that ends the lower half: that RIP goes
-        // there.
-        if frame.rax == nr::EVENT_CHANNEL_OP as u64
-            && frame.rdi as u32 == guest_abi::event_channel::EVTCHNOP_SEND
-            && frame.rip != RIP_PAST_LOWER_HALF
-        {
-            return self.evtchn_send_fast(frame);
-        }
-        // `sched_op(SCHEDOP_yield)` (sched/run.rs); the command is a C int.
-        if frame.rax == nr::SCHED_OP as u64
-            && frame.rdi as u32 == guest_abi::sched::SCHEDOP_YIELD
-            && is_canonical(frame.rip)
-            && frame.cs | 3 != FLAT_RING3_CS32 as u64
-        {
-            return self.sched_yield_fast(frame);
-        }
-        self.dispatch(frame)
     }
 
     /// An exception taken while the guest ran (`frame.vector`, `frame.error_code`; `cr2`

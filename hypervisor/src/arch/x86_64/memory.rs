@@ -53,10 +53,10 @@ impl DirectMap {
     }
 }
 
-/// Copies `len` bytes from `src` to `dst`. A copy of 8..=16 bytes whose size is only
-/// known at run time (a batch of one `mmu_update` request) is two overlapping 8-byte
-/// moves each way instead of a call to `memcpy`; a size known at compile time folds to
-/// its own moves either way.
+/// Copies `len` bytes from `src` to `dst`. A copy of 8..=32 bytes whose size is only
+/// known at run time (a batch of one `mmu_update` request or `mmuext_op`) is a few
+/// overlapping 8-byte moves instead of a call to `memcpy`; a size known at compile time
+/// folds to its own moves either way.
 ///
 /// # Safety
 ///
@@ -64,16 +64,26 @@ impl DirectMap {
 /// bytes, the two ranges disjoint.
 #[inline(always)]
 unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
-    if (8..=16).contains(&len) {
-        // SAFETY: both ranges hold `len >= 8` bytes, so the 8 bytes at 0 and at
-        // `len - 8` are inside them; unaligned accesses, values not references. Both
-        // loads come before the stores (disjoint ranges, so the order is only for
-        // clarity).
+    if (8..=32).contains(&len) {
+        // SAFETY: both ranges hold `len >= 8` bytes; every 8-byte access below starts at
+        // 0, 8 (only when `len > 16`), `len - 16` (only when `len > 16`) or `len - 8`, so
+        // lies inside them. Unaligned accesses of values, no references. The ranges are
+        // disjoint, so loads and stores do not interfere; overlapping stores write the
+        // same bytes twice.
         unsafe {
-            let head = core::ptr::read_unaligned(src as *const u64);
-            let tail = core::ptr::read_unaligned(src.add(len - 8) as *const u64);
-            core::ptr::write_unaligned(dst as *mut u64, head);
-            core::ptr::write_unaligned(dst.add(len - 8) as *mut u64, tail);
+            let load = |at: usize| core::ptr::read_unaligned(src.add(at) as *const u64);
+            let store = |at: usize, v: u64| core::ptr::write_unaligned(dst.add(at) as *mut u64, v);
+            if len > 16 {
+                let (a, b, c, d) = (load(0), load(8), load(len - 16), load(len - 8));
+                store(0, a);
+                store(8, b);
+                store(len - 16, c);
+                store(len - 8, d);
+            } else {
+                let (a, d) = (load(0), load(len - 8));
+                store(0, a);
+                store(len - 8, d);
+            }
         }
     } else {
         // SAFETY: the caller's contract.

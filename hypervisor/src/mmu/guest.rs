@@ -142,7 +142,7 @@ pub fn translate<M: MachineMemory>(
     va: u64,
     write: bool,
 ) -> Result<u64, Errno> {
-    // A cache hit implies the canonical/hypervisor-range checks (see `lean_maddr`); a
+    // A cache hit implies the canonical/hypervisor-range checks (see `cached_maddr`); a
     // miss makes them in `walk`.
     let page = va >> 12;
     if let Some(frame) = frames.tlb.lookup(space, page, write)
@@ -163,7 +163,7 @@ pub(super) fn walk<M: MachineMemory>(
     write: bool,
 ) -> Result<u64, Errno> {
     // Checked again here (not only in `translate`) so that the cache provably holds only
-    // canonical pages outside the hypervisor's range: `lean_maddr` relies on it.
+    // canonical pages outside the hypervisor's range: `cached_maddr` relies on it.
     if !is_canonical(va) || in_hypervisor_range(va) {
         return Err(Errno::EFAULT);
     }
@@ -241,31 +241,48 @@ fn in_one_page(va: u64, len: usize) -> bool {
 /// arguments and small structures, which the compiler then copies with a few moves.
 pub const LEAN_COPY_MAX: usize = 64;
 
-/// The machine address of `[va, va + len)` when the lean path applies: `len` is
-/// 1..=[`LEAN_COPY_MAX`], the range lies within one page and that page's translation
-/// (with write rights for `write`) is cached, for a data frame `space.dom` still owns.
-/// `None` sends the caller to the generic path, which decides everything itself.
-///
-/// The checks [`translate`] makes before its cache lookup are implied by a hit: only
-/// [`walk`] fills the cache, after refusing non-canonical pages and the hypervisor's
-/// range, and both properties hold for a whole page (`va >> 12` is compared exactly; an
-/// empty entry's page is never a canonical one). Being within one page also rules out
-/// wrapping past the top of the address space.
+/// Whether the lean path of [`copy_from_guest`]/[`copy_to_guest`] applies: `len` is
+/// 1..=[`LEAN_COPY_MAX`] and `[va, va + len)` lies within one page (so it cannot wrap past
+/// the top of the address space either).
 #[inline(always)]
-fn lean_maddr(frames: &Frames, space: GuestSpace, va: u64, len: usize, write: bool) -> Option<u64> {
-    let offset = va & (PAGE - 1);
-    if len.wrapping_sub(1) >= LEAN_COPY_MAX || offset as usize + len > PAGE_SIZE {
-        return None;
-    }
+fn lean_fits(va: u64, len: usize) -> bool {
+    len.wrapping_sub(1) < LEAN_COPY_MAX && (va & (PAGE - 1)) as usize + len <= PAGE_SIZE
+}
+
+/// The machine address of `va` if its page's translation (with write rights for
+/// `write`) is cached, for a data frame `space.dom` still owns: [`translate`]'s cache
+/// hit. `None` means `translate` would walk.
+///
+/// The checks `translate` leaves to [`walk`] are implied by a hit: only `walk` fills the
+/// cache, after refusing non-canonical pages and the hypervisor's range, and both
+/// properties hold for a whole page (`va >> 12` is compared exactly; an empty entry's
+/// page is never a canonical one).
+#[inline(always)]
+fn cached_maddr(frames: &Frames, space: GuestSpace, va: u64, write: bool) -> Option<u64> {
     let frame = frames.tlb.lookup(space, va >> 12, write)?;
-    (frames.owner(Mfn::containing(frame)) == Some(space.dom)).then_some(frame | offset)
+    (frames.owner(Mfn::containing(frame)) == Some(space.dom)).then_some(frame | (va & (PAGE - 1)))
+}
+
+/// [`translate`] for the lean path: the cache hit inline, the walk out of line.
+#[inline(always)]
+fn lean_translate<M: MachineMemory>(
+    mem: &M,
+    frames: &Frames,
+    space: GuestSpace,
+    va: u64,
+    write: bool,
+) -> Result<u64, Errno> {
+    match cached_maddr(frames, space, va, write) {
+        Some(maddr) => Ok(maddr),
+        None => walk(mem, frames, space, va, write),
+    }
 }
 
 /// Copies `buf.len()` bytes from guest VA `va`. Any bad address is `Errno::EFAULT`.
 ///
 /// On failure `buf` may be partly filled. Inline so that a small copy of a known size
-/// (a hypercall argument) whose page is in the translation cache costs one cache check
-/// and a few moves; everything else takes [`copy_from_guest_generic`].
+/// (a hypercall argument) within one page costs the cache check (a walk on a miss) and
+/// a few moves; everything else takes [`copy_from_guest_generic`].
 #[inline]
 pub fn copy_from_guest<M: MachineMemory>(
     mem: &M,
@@ -274,7 +291,8 @@ pub fn copy_from_guest<M: MachineMemory>(
     va: u64,
     buf: &mut [u8],
 ) -> Result<(), Errno> {
-    if let Some(maddr) = lean_maddr(frames, space, va, buf.len(), false) {
+    if lean_fits(va, buf.len()) {
+        let maddr = lean_translate(mem, frames, space, va, false)?;
         return mem.read(maddr, buf).map_err(|_| Errno::EFAULT);
     }
     copy_from_guest_generic(mem, frames, space, va, buf)
@@ -311,7 +329,8 @@ pub fn copy_to_guest<M: MachineMemory>(
     va: u64,
     data: &[u8],
 ) -> Result<(), Errno> {
-    if let Some(maddr) = lean_maddr(frames, space, va, data.len(), true) {
+    if lean_fits(va, data.len()) {
+        let maddr = lean_translate(mem, frames, space, va, true)?;
         return mem.write(maddr, data).map_err(|_| Errno::EFAULT);
     }
     copy_to_guest_generic(mem, frames, space, va, data)
@@ -596,7 +615,8 @@ mod tests {
                 1 => 0,
                 _ => 1 + (next() % 80) as usize,
             };
-            if lean_maddr(&f.frames, f.space, va, len, r & 0x200 != 0).is_some() {
+            if lean_fits(va, len) && cached_maddr(&f.frames, f.space, va, r & 0x200 != 0).is_some()
+            {
                 if r & 0x200 != 0 {
                     lean_writes += 1;
                 } else {
@@ -651,7 +671,11 @@ mod tests {
         f.read(BASE, &mut b).unwrap();
         f.read(BASE + PAGE, &mut b).unwrap();
         f.read(BASE + 3 * PAGE, &mut b).unwrap();
-        let lean = |va, len, write| lean_maddr(&f.frames, f.space, va, len, write);
+        let lean = |va: u64, len, write| {
+            (lean_fits(va, len))
+                .then(|| cached_maddr(&f.frames, f.space, va, write))
+                .flatten()
+        };
         assert_eq!(lean(BASE + 8, 64, false), Some(f.data[0].maddr() + 8));
         assert_eq!(
             lean(BASE + PAGE - 64, 64, true),
@@ -669,12 +693,12 @@ mod tests {
             dom: DomId(2),
             cr3: f.space.cr3,
         };
-        assert_eq!(lean_maddr(&f.frames, other, BASE, 8, false), None);
+        assert_eq!(cached_maddr(&f.frames, other, BASE, false), None);
         let root = GuestSpace {
             dom: DOM,
             cr3: f.space.cr3 + PAGE,
         };
-        assert_eq!(lean_maddr(&f.frames, root, BASE, 8, false), None);
+        assert_eq!(cached_maddr(&f.frames, root, BASE, false), None);
         // A flush forgets everything.
         f.frames.tlb.flush();
         assert_eq!(lean(BASE + 8, 8, false), None);

@@ -5,6 +5,12 @@
 //! through frames the domain owns. Nothing here trusts the hardware MMU's view: the
 //! hypervisor's own mappings (L4 slots 256..=271) are refused before any walk, and a
 //! page-table entry pointing at a frame the guest does not own ends the walk.
+//!
+//! Fast path (what Xen does differently: it lets the hardware MMU fault on a guest
+//! pointer and fixes up through its exception table): a copy of at most
+//! [`LEAN_COPY_MAX`] bytes within one page is inlined into its caller, so a hypercall
+//! argument whose page is in the translation cache costs the cache compare, the owner
+//! check of the cached frame and a few moves; a miss walks the tables as always.
 
 use super::Frames;
 use crate::platform::MachineMemory;

@@ -25,7 +25,18 @@ use alloc::vec::Vec;
 use core::fmt::{self, Write as _};
 use core::ops::Range;
 use guest_abi::layout::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64, is_canonical};
+use guest_abi::shared_info::{SharedInfo, VcpuInfo};
 use guest_abi::{DomId, nr, version};
+
+/// Offset in shared_info of vCPU 0's `evtchn_upcall_pending`, followed by its
+/// `evtchn_upcall_mask` (read as a pair on every return to the guest).
+const UPCALL_PENDING_MASK_OFF: u64 = (core::mem::offset_of!(SharedInfo, vcpu_info)
+    + core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending))
+    as u64;
+const _: () = assert!(
+    core::mem::offset_of!(VcpuInfo, evtchn_upcall_mask)
+        == core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending) + 1
+);
 
 /// What `XENVER_version` returns: `(major << 16) | minor`. We implement (a subset of)
 /// the Xen 4.17 ABI and say so, so guests that check for "at least 3.x" or 4.x work.
@@ -422,6 +433,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// few instructions stay what they were.
     #[inline(never)]
     fn hypercall_other(&mut self, frame: &mut GuestFrame) -> Resume {
+        // One jump on the number, then only that path's conditions: every other
+        // hypercall reaches `dispatch` after a few compares.
         const IRET: u64 = nr::IRET as u64;
         const EVENT_CHANNEL_OP: u64 = nr::EVENT_CHANNEL_OP as u64;
         const SCHED_OP: u64 = nr::SCHED_OP as u64;
@@ -478,13 +491,45 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let (Resume::Guest { .. }, Some(idx)) = (r, self.cpu.current) else {
             return r;
         };
+        if !is_canonical(frame.rip)
+            || (frame.cs | 3 == FLAT_RING3_CS32 as u64 && frame.rip > u64::from(u32::MAX))
+        {
+            return self.crash_unreturnable(idx, frame);
+        }
+        // Resumable. The common case, no upcall due, decided from vCPU 0's pending and
+        // mask bytes read together: exactly when `deliver_event_upcall` would do nothing
+        // (it delivers only if pending != 0 and mask == 0; an unreadable byte reads as
+        // "not pending" or "masked" there, and as "no upcall" here).
+        let mut due = [0u8; 2];
+        let base = self.domains[idx].shared_info.maddr();
+        if self
+            .mem
+            .read(base + UPCALL_PENDING_MASK_OFF, &mut due)
+            .is_err()
+            || due[0] == 0
+            || due[1] != 0
+        {
+            return self.resume_current();
+        }
+        self.enter_with_upcall_due(frame)
+    }
+
+    /// The end of [`Self::resume_if_returnable`] with an upcall pending and unmasked:
+    /// through the event callback if one is registered. Out of line so that the common
+    /// return above saves no registers.
+    #[inline(never)]
+    fn enter_with_upcall_due(&mut self, frame: &mut GuestFrame) -> Resume {
+        self.enter_current(frame)
+    }
+
+    /// The end of [`Self::resume_if_returnable`] for a RIP `iretq` would fault on.
+    #[cold]
+    #[inline(never)]
+    fn crash_unreturnable(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
         let why = if !is_canonical(frame.rip) {
             "non-canonical rip"
-        } else if frame.cs | 3 == FLAT_RING3_CS32 as u64 && frame.rip > u64::from(u32::MAX) {
-            "rip beyond the 32-bit code segment"
         } else {
-            // Resumable: through the event callback if an upcall is due.
-            return self.enter_current(frame);
+            "rip beyond the 32-bit code segment"
         };
         let (rip, rsp) = (frame.rip, frame.rsp);
         self.end_domain(

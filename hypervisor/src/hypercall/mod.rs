@@ -172,7 +172,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         Ok(value)
     }
 
-    /// Writes `data` to the running domain's VA `va`.
+    /// Writes `data` to the running domain's VA `va`. Out of line: its callers mostly
+    /// write a result on a cold path, which should not make them save registers.
+    #[inline(never)]
     pub(crate) fn write_guest(&self, idx: usize, va: u64, data: &[u8]) -> Result<(), Errno> {
         copy_to_guest(&self.mem, &self.frames, self.current_space(idx), va, data)
     }

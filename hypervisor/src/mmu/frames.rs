@@ -287,6 +287,7 @@ impl Frames {
     }
 
     /// Owner of an allocated frame (`None` if free, not RAM or out of range).
+    #[inline]
     pub fn owner(&self, mfn: Mfn) -> Option<DomId> {
         let info = self.table[self.index(mfn)?];
         info.is_allocated().then_some(info.owner)

@@ -5,6 +5,12 @@
 //! through frames the domain owns. Nothing here trusts the hardware MMU's view: the
 //! hypervisor's own mappings (L4 slots 256..=271) are refused before any walk, and a
 //! page-table entry pointing at a frame the guest does not own ends the walk.
+//!
+//! Fast path (what Xen does differently: it lets the hardware MMU fault on a guest
+//! pointer and fixes up through its exception table): a copy of at most
+//! [`LEAN_COPY_MAX`] bytes within one page is inlined into its caller, so a hypercall
+//! argument whose page is in the translation cache costs the cache compare, the owner
+//! check of the cached frame and a few moves; a miss walks the tables as always.
 
 use super::Frames;
 use crate::platform::MachineMemory;
@@ -92,6 +98,7 @@ impl Tlb {
 
     /// The entry for `page` of `space`: the root takes part, so the same page under two
     /// roots a guest switches between (its kernel stack) does not evict itself.
+    #[inline(always)]
     fn slot(&self, space: GuestSpace, page: u64) -> &Cell<TlbEntry> {
         // The root's frame number is added after the hash: two roots whose frames are
         // not a multiple of TLB_ENTRIES apart never put one page in the same slot.
@@ -100,6 +107,7 @@ impl Tlb {
         &self.entries[(hash.wrapping_add(space.cr3 >> 12)) as usize % TLB_ENTRIES]
     }
 
+    #[inline(always)]
     fn lookup(&self, space: GuestSpace, page: u64, write: bool) -> Option<u64> {
         let e = self.slot(space, page).get();
         (e.page == page
@@ -140,9 +148,8 @@ pub fn translate<M: MachineMemory>(
     va: u64,
     write: bool,
 ) -> Result<u64, Errno> {
-    if !is_canonical(va) || in_hypervisor_range(va) {
-        return Err(Errno::EFAULT);
-    }
+    // A cache hit implies the canonical/hypervisor-range checks (see `cached_maddr`); a
+    // miss makes them in `walk`.
     let page = va >> 12;
     if let Some(frame) = frames.tlb.lookup(space, page, write)
         && frames.owner(Mfn::containing(frame)) == Some(space.dom)
@@ -161,6 +168,11 @@ pub(super) fn walk<M: MachineMemory>(
     va: u64,
     write: bool,
 ) -> Result<u64, Errno> {
+    // Checked again here (not only in `translate`) so that the cache provably holds only
+    // canonical pages outside the hypervisor's range: `cached_maddr` relies on it.
+    if !is_canonical(va) || in_hypervisor_range(va) {
+        return Err(Errno::EFAULT);
+    }
     let owned = |maddr: u64| frames.owner(Mfn::containing(maddr)) == Some(space.dom);
     let mut required = PTE_PRESENT | PTE_USER;
     if write {
@@ -231,10 +243,70 @@ fn in_one_page(va: u64, len: usize) -> bool {
     len != 0 && len <= PAGE_SIZE - (va & (PAGE - 1)) as usize
 }
 
+/// Largest copy the lean path of [`copy_from_guest`]/[`copy_to_guest`] takes: hypercall
+/// arguments and small structures, which the compiler then copies with a few moves.
+pub const LEAN_COPY_MAX: usize = 64;
+
+/// Whether the lean path of [`copy_from_guest`]/[`copy_to_guest`] applies: `len` is
+/// 1..=[`LEAN_COPY_MAX`] and `[va, va + len)` lies within one page (so it cannot wrap past
+/// the top of the address space either).
+#[inline(always)]
+fn lean_fits(va: u64, len: usize) -> bool {
+    len.wrapping_sub(1) < LEAN_COPY_MAX && (va & (PAGE - 1)) as usize + len <= PAGE_SIZE
+}
+
+/// The machine address of `va` if its page's translation (with write rights for
+/// `write`) is cached, for a data frame `space.dom` still owns: [`translate`]'s cache
+/// hit. `None` means `translate` would walk.
+///
+/// The checks `translate` leaves to [`walk`] are implied by a hit: only `walk` fills the
+/// cache, after refusing non-canonical pages and the hypervisor's range, and both
+/// properties hold for a whole page (`va >> 12` is compared exactly; an empty entry's
+/// page is never a canonical one).
+#[inline(always)]
+fn cached_maddr(frames: &Frames, space: GuestSpace, va: u64, write: bool) -> Option<u64> {
+    let frame = frames.tlb.lookup(space, va >> 12, write)?;
+    (frames.owner(Mfn::containing(frame)) == Some(space.dom)).then_some(frame | (va & (PAGE - 1)))
+}
+
+/// [`translate`] for the lean path: the cache hit inline, the walk out of line.
+#[inline(always)]
+fn lean_translate<M: MachineMemory>(
+    mem: &M,
+    frames: &Frames,
+    space: GuestSpace,
+    va: u64,
+    write: bool,
+) -> Result<u64, Errno> {
+    match cached_maddr(frames, space, va, write) {
+        Some(maddr) => Ok(maddr),
+        None => walk(mem, frames, space, va, write),
+    }
+}
+
 /// Copies `buf.len()` bytes from guest VA `va`. Any bad address is `Errno::EFAULT`.
 ///
-/// On failure `buf` may be partly filled.
+/// On failure `buf` may be partly filled. Inline so that a small copy of a known size
+/// (a hypercall argument) within one page costs the cache check (a walk on a miss) and
+/// a few moves; everything else takes [`copy_from_guest_generic`].
+#[inline]
 pub fn copy_from_guest<M: MachineMemory>(
+    mem: &M,
+    frames: &Frames,
+    space: GuestSpace,
+    va: u64,
+    buf: &mut [u8],
+) -> Result<(), Errno> {
+    if lean_fits(va, buf.len()) {
+        let maddr = lean_translate(mem, frames, space, va, false)?;
+        return mem.read(maddr, buf).map_err(|_| Errno::EFAULT);
+    }
+    copy_from_guest_generic(mem, frames, space, va, buf)
+}
+
+/// [`copy_from_guest`] without the lean path: same results, out of line.
+#[inline(never)]
+pub fn copy_from_guest_generic<M: MachineMemory>(
     mem: &M,
     frames: &Frames,
     space: GuestSpace,
@@ -254,8 +326,25 @@ pub fn copy_from_guest<M: MachineMemory>(
 /// Copies `data` to guest VA `va` (needs writable mappings). Any bad address is `EFAULT`.
 ///
 /// On failure the pages before the bad one may already be written (as with Xen's
-/// `copy_to_guest`).
+/// `copy_to_guest`). Lean for small cached copies, as [`copy_from_guest`].
+#[inline]
 pub fn copy_to_guest<M: MachineMemory>(
+    mem: &M,
+    frames: &Frames,
+    space: GuestSpace,
+    va: u64,
+    data: &[u8],
+) -> Result<(), Errno> {
+    if lean_fits(va, data.len()) {
+        let maddr = lean_translate(mem, frames, space, va, true)?;
+        return mem.write(maddr, data).map_err(|_| Errno::EFAULT);
+    }
+    copy_to_guest_generic(mem, frames, space, va, data)
+}
+
+/// [`copy_to_guest`] without the lean path: same results, out of line.
+#[inline(never)]
+pub fn copy_to_guest_generic<M: MachineMemory>(
     mem: &M,
     frames: &Frames,
     space: GuestSpace,
@@ -452,5 +541,172 @@ mod tests {
             copy_from_guest(&f.mem, &f.frames, other, BASE + PAGE, &mut b),
             Err(Errno::EFAULT)
         );
+    }
+
+    /// Reference copy without the translation cache: every page-bounded chunk is walked
+    /// from the root (what the cache must be equivalent to).
+    fn reference_read(f: &Fixture, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        va.checked_add(buf.len() as u64 - 1).ok_or(Errno::EFAULT)?;
+        let mut done = 0;
+        while done < buf.len() {
+            let cur = va + done as u64;
+            let n = ((PAGE - (cur & (PAGE - 1))) as usize).min(buf.len() - done);
+            let maddr = walk(&f.mem, &f.frames, f.space, cur, false)?;
+            f.mem
+                .read(maddr, &mut buf[done..done + n])
+                .map_err(|_| Errno::EFAULT)?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Whether a write of `len` bytes at `va` would succeed, decided without the cache.
+    fn reference_writable(f: &Fixture, va: u64, len: usize) -> Result<(), Errno> {
+        if len == 0 {
+            return Ok(());
+        }
+        va.checked_add(len as u64 - 1).ok_or(Errno::EFAULT)?;
+        let mut done = 0;
+        while done < len {
+            let cur = va + done as u64;
+            walk(&f.mem, &f.frames, f.space, cur, true)?;
+            done += ((PAGE - (cur & (PAGE - 1))) as usize).min(len - done);
+        }
+        Ok(())
+    }
+
+    /// Property: with a warm (and sometimes flushed) translation cache, the lean path of
+    /// `copy_from_guest`/`copy_to_guest` gives what uncached walks give, on random
+    /// addresses: mapped, page-crossing, unmapped, foreign, read-only, hypervisor,
+    /// non-canonical, wrapping; and page-table entries that change (with the flush every
+    /// page-table write does).
+    #[test]
+    fn lean_path_equals_uncached_walks() {
+        let f = fixture();
+        let l1 = f.l1.maddr();
+        let original: std::vec::Vec<u64> = (0..6)
+            .map(|i| f.mem.read_u64(l1 + i * 8).unwrap())
+            .collect();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut lean_reads, mut lean_writes) = (0, 0);
+        for _ in 0..20_000 {
+            let r = next();
+            let va = match r % 8 {
+                // Mostly the mapped pages (0..=3 own, 4 foreign, 5 unmapped), near their
+                // ends so that copies cross pages.
+                0..=4 => {
+                    let off = if r & 0x100 != 0 {
+                        PAGE - (next() % 80)
+                    } else {
+                        next() % PAGE
+                    };
+                    (BASE - PAGE) + (next() % 7) * PAGE + off
+                }
+                5 => HYPERVISOR_VIRT_START + (next() % (1 << 40)),
+                6 => [0x0000_8000_0000_0000, u64::MAX - (next() % 64), 0, next()]
+                    [(r >> 8) as usize % 4],
+                _ => BASE + (next() % 4) * PAGE + (next() % 64),
+            };
+            let len = match next() % 10 {
+                0 => (next() % 5000) as usize,
+                1 => 0,
+                _ => 1 + (next() % 80) as usize,
+            };
+            if lean_fits(va, len) && cached_maddr(&f.frames, f.space, va, r & 0x200 != 0).is_some()
+            {
+                if r & 0x200 != 0 {
+                    lean_writes += 1;
+                } else {
+                    lean_reads += 1;
+                }
+            }
+            if r & 0x200 == 0 {
+                let mut got = std::vec![0u8; len];
+                let mut want = std::vec![0u8; len];
+                let g = f.read(va, &mut got);
+                let w = reference_read(&f, va, &mut want);
+                assert_eq!(g, w, "read va={va:#x} len={len}");
+                if g.is_ok() {
+                    assert_eq!(got, want, "read va={va:#x} len={len}");
+                }
+            } else {
+                let data: std::vec::Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                let w = reference_writable(&f, va, len);
+                let g = f.write(va, &data);
+                assert_eq!(g, w, "write va={va:#x} len={len}");
+                if g.is_ok() {
+                    let mut back = std::vec![0u8; len];
+                    reference_read(&f, va, &mut back).unwrap();
+                    assert_eq!(back, data, "write va={va:#x} len={len}");
+                }
+            }
+            // Now and then an L1 entry changes (as a page-table write would: with a flush).
+            if next() % 64 == 0 {
+                let i = next() % 6;
+                let pte = match next() % 4 {
+                    0 => original[i as usize] & !PTE_RW,
+                    1 => original[i as usize] & !PTE_PRESENT,
+                    2 => original[4],
+                    _ => original[i as usize],
+                };
+                f.mem.write_u64(l1 + i * 8, pte).unwrap();
+                f.frames.tlb.flush();
+            }
+        }
+        // The lean path really ran, for both directions.
+        assert!(
+            lean_reads > 500 && lean_writes > 200,
+            "{lean_reads} {lean_writes}"
+        );
+    }
+
+    #[test]
+    fn lean_path_bounds() {
+        let f = fixture();
+        let mut b = [0u8; 64];
+        // Warm the cache for pages 0 and 1 (writable) and 3 (read-only).
+        f.read(BASE, &mut b).unwrap();
+        f.read(BASE + PAGE, &mut b).unwrap();
+        f.read(BASE + 3 * PAGE, &mut b).unwrap();
+        let lean = |va: u64, len, write| {
+            (lean_fits(va, len))
+                .then(|| cached_maddr(&f.frames, f.space, va, write))
+                .flatten()
+        };
+        assert_eq!(lean(BASE + 8, 64, false), Some(f.data[0].maddr() + 8));
+        assert_eq!(
+            lean(BASE + PAGE - 64, 64, true),
+            Some(f.data[0].maddr() + PAGE - 64)
+        );
+        // Too long, empty, or crossing a page: generic path.
+        assert_eq!(lean(BASE, 65, false), None);
+        assert_eq!(lean(BASE, 0, false), None);
+        assert_eq!(lean(BASE + PAGE - 63, 64, false), None);
+        // Read-only page: reads only.
+        assert!(lean(BASE + 3 * PAGE, 8, false).is_some());
+        assert_eq!(lean(BASE + 3 * PAGE, 8, true), None);
+        // Another root or domain does not hit.
+        let other = GuestSpace {
+            dom: DomId(2),
+            cr3: f.space.cr3,
+        };
+        assert_eq!(cached_maddr(&f.frames, other, BASE, false), None);
+        let root = GuestSpace {
+            dom: DOM,
+            cr3: f.space.cr3 + PAGE,
+        };
+        assert_eq!(cached_maddr(&f.frames, root, BASE, false), None);
+        // A flush forgets everything.
+        f.frames.tlb.flush();
+        assert_eq!(lean(BASE + 8, 8, false), None);
     }
 }

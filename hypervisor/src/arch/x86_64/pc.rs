@@ -50,9 +50,11 @@ impl Platform for Pc {
         }
     }
 
+    #[inline]
     fn segment_bases(&self) -> (u64, u64) {
         (FsBase::read().as_u64(), GsBase::read().as_u64())
     }
+    #[inline]
     fn set_segment_bases(&mut self, fs: u64, gs: u64) {
         // The core passes canonical bases; truncating keeps a bad one from faulting in
         // the hypervisor. The hypervisor itself never uses FS or GS.

@@ -427,18 +427,22 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if which != SEGBASE_GS_USER_SEL && !is_canonical(base) {
             return Err(Errno::EINVAL);
         }
-        let (fs, gs) = self.platform.segment_bases();
+        // Only the base asked for is written (the CPU holds the others as they are).
         let traps = &mut self.cur_mut(idx).traps;
         match which {
             SEGBASE_FS => {
                 traps.fs_base = base;
-                self.platform.set_segment_bases(base, gs);
+                self.platform.set_fs_base(base);
             }
-            SEGBASE_GS_USER => traps.gs_base_user = base,
+            SEGBASE_GS_USER => {
+                // Hypercalls come from kernel mode: the user GS base is the inactive one.
+                traps.gs_base_user = base;
+                self.platform.set_inactive_gs_base(base);
+            }
             SEGBASE_GS_KERNEL => {
-                // Hypercalls come from kernel mode: the kernel GS base is the live one.
+                // ... and the kernel GS base the live one.
                 traps.gs_base_kernel = base;
-                self.platform.set_segment_bases(fs, base);
+                self.platform.set_gs_base(base);
             }
             // The selector is the low 16 bits (traps/segments.rs).
             SEGBASE_GS_USER_SEL => self.load_gs_user_selector(idx, base as u16),
@@ -835,18 +839,20 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if !is_canonical(value) {
             return Err(());
         }
-        let (fs, gs) = self.platform.segment_bases();
         let traps = &mut self.cur_mut(idx).traps;
         match msr {
             MSR_FS_BASE => {
                 traps.fs_base = value;
-                self.platform.set_segment_bases(value, gs);
+                self.platform.set_fs_base(value);
             }
             MSR_GS_BASE => {
                 traps.gs_base_kernel = value;
-                self.platform.set_segment_bases(fs, value);
+                self.platform.set_gs_base(value);
             }
-            MSR_SHADOW_GS_BASE => traps.gs_base_user = value,
+            MSR_SHADOW_GS_BASE => {
+                traps.gs_base_user = value;
+                self.platform.set_inactive_gs_base(value);
+            }
             _ => return Err(()),
         }
         Ok(())
@@ -1111,25 +1117,21 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// Switches the running vCPU between guest kernel and user mode: page-table root and
     /// GS base.
     pub(crate) fn set_guest_mode(&mut self, idx: usize, user: bool) {
-        let (fs, live_gs) = self.platform.segment_bases();
-        let v = self.cur_mut(idx);
-        if v.user_mode == user {
+        if self.cur(idx).user_mode == user {
             return;
         }
-        v.traps.fs_base = fs;
+        // The running vCPU's other-mode GS base waits in the CPU's inactive slot
+        // (`load_vcpu_state` puts it there, and every change of it goes there too), so
+        // one swap makes it live, as Xen's toggle_guest_mode. FS is shared by both modes.
+        let left = self.platform.swap_gs_bases();
+        let v = self.cur_mut(idx);
         if v.user_mode {
-            v.traps.gs_base_user = live_gs;
+            v.traps.gs_base_user = left;
         } else {
-            v.traps.gs_base_kernel = live_gs;
+            v.traps.gs_base_kernel = left;
         }
         v.user_mode = user;
-        let gs = if user {
-            v.traps.gs_base_user
-        } else {
-            v.traps.gs_base_kernel
-        };
         let cr3 = v.active_cr3();
-        self.platform.set_segment_bases(fs, gs);
         self.set_current_mode(user, cr3);
     }
 
@@ -1158,12 +1160,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             }
             let v = self.domains[idx].vcpu(me.1);
             self.platform.fpu_restore(&v.traps.fpu);
-            let gs = if v.user_mode {
-                v.traps.gs_base_user
+            let (gs, inactive) = if v.user_mode {
+                (v.traps.gs_base_user, v.traps.gs_base_kernel)
             } else {
-                v.traps.gs_base_kernel
+                (v.traps.gs_base_kernel, v.traps.gs_base_user)
             };
             self.platform.set_segment_bases(v.traps.fs_base, gs);
+            // Where `set_guest_mode` finds the other mode's GS base.
+            self.platform.set_inactive_gs_base(inactive);
             self.cpu.fpu_owner = Some(me);
         }
         let v = self.cur(idx);

@@ -248,6 +248,51 @@ fn guest_read<M: MachineMemory>(
     copy_from_guest(mem, frames, space, va, buf)
 }
 
+/// The `iret_context` at `va`, as [`guest_read`] reads it. Within one page the copy
+/// goes straight from the one translation into the context, which no other code sees
+/// before it is whole, so the compiler keeps it in registers (no zeroing, no memcpy
+/// call); across pages (rare) the general read runs out of line.
+#[inline(always)]
+fn read_iret_context<M: MachineMemory>(
+    mem: &M,
+    frames: &Frames,
+    space: GuestSpace,
+    va: u64,
+) -> Result<IretContext, Errno> {
+    if !in_one_page(va, size_of::<IretContext>()) {
+        return read_iret_context_split(mem, frames, space, va);
+    }
+    let maddr = translate(mem, frames, space, va, false)?;
+    let mut ctx = IretContext::new_zeroed();
+    // Eight words and one: a copy of at most eight words is inlined (nine would be a
+    // `memcpy` call). Both parts lie in the page just translated (so `maddr + 64`
+    // is inside its frame: no overflow).
+    let (head, _) = ctx.as_mut_bytes().split_at_mut(IRET_HEAD);
+    mem.read(maddr, head).map_err(|_| Errno::EFAULT)?;
+    ctx.ss = mem
+        .read_u64(maddr + IRET_HEAD as u64)
+        .map_err(|_| Errno::EFAULT)?;
+    Ok(ctx)
+}
+
+/// The bytes of an `iret_context` before its last word (`ss`).
+const IRET_HEAD: usize = size_of::<IretContext>() - 8;
+const _: () = assert!(core::mem::offset_of!(IretContext, ss) == IRET_HEAD);
+
+/// [`read_iret_context`] of a context that crosses a page boundary.
+#[cold]
+#[inline(never)]
+fn read_iret_context_split<M: MachineMemory>(
+    mem: &M,
+    frames: &Frames,
+    space: GuestSpace,
+    va: u64,
+) -> Result<IretContext, Errno> {
+    let mut ctx = IretContext::new_zeroed();
+    guest_read(mem, frames, space, va, ctx.as_mut_bytes())?;
+    Ok(ctx)
+}
+
 /// [`copy_to_guest`] for a bounce frame, as [`guest_read`].
 #[inline(always)]
 fn guest_write<M: MachineMemory>(
@@ -501,23 +546,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     #[allow(clippy::result_large_err)]
     #[inline(always)]
     fn iret_in_place(&mut self, idx: usize, frame: &mut GuestFrame) -> Result<u8, Outcome> {
-        let mut ctx = IretContext::new_zeroed();
         let space = self.current_space(idx);
-        match guest_read(
-            &self.mem,
-            &self.frames,
-            space,
-            frame.rsp,
-            ctx.as_mut_bytes(),
-        ) {
-            Ok(()) => {}
-            Err(_) => {
-                let rsp = frame.rsp;
-                return Err(Outcome::crash(format_args!(
-                    "iret: unreadable iret_context at rsp={rsp:#x}"
-                )));
-            }
-        }
+        let Ok(ctx) = read_iret_context(&self.mem, &self.frames, space, frame.rsp) else {
+            let rsp = frame.rsp;
+            return Err(Outcome::crash(format_args!(
+                "iret: unreadable iret_context at rsp={rsp:#x}"
+            )));
+        };
         // Selectors are 16 bits: a bounce frame's CS word also carries the saved event
         // mask in bits 39:32, which guests hand back unchanged.
         let (cs, ss) = (ctx.cs & 0xffff, ctx.ss & 0xffff);

@@ -264,14 +264,12 @@ fn read_iret_context<M: MachineMemory>(
     }
     let maddr = translate(mem, frames, space, va, false)?;
     let mut ctx = IretContext::new_zeroed();
-    // Eight words and one: a copy of at most eight words is inlined (nine would be a
-    // `memcpy` call). Both parts lie in the page just translated (so `maddr + 64`
-    // is inside its frame: no overflow).
+    // All but the last word (`ss`, which iret never uses: the guest always gets the flat
+    // ring-3 SS): a copy of at most eight words is inlined, nine would be a `memcpy`
+    // call. The whole context lies in the page just translated, so what is readable (and
+    // what crashes the guest) is the same as for a copy of all of it.
     let (head, _) = ctx.as_mut_bytes().split_at_mut(IRET_HEAD);
     mem.read(maddr, head).map_err(|_| Errno::EFAULT)?;
-    ctx.ss = mem
-        .read_u64(maddr + IRET_HEAD as u64)
-        .map_err(|_| Errno::EFAULT)?;
     Ok(ctx)
 }
 
@@ -555,23 +553,24 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         };
         // Selectors are 16 bits: a bounce frame's CS word also carries the saved event
         // mask in bits 39:32, which guests hand back unchanged.
-        let (cs, ss) = (ctx.cs & 0xffff, ctx.ss & 0xffff);
+        let cs = ctx.cs & 0xffff;
         let to_user = cs & 3 == 3;
         if to_user && self.cur(idx).user_cr3 == 0 {
             return Err(Outcome::crash(format_args!(
                 "iret to user mode without a user page table"
             )));
         }
+        // CS gets RPL 3, SS the flat ring-3 selector and RFLAGS its guest bits (IOPL and
+        // VM cleared, IF set) in `sanitize_for_iret`.
         frame.rax = ctx.rax;
         frame.rip = ctx.rip;
-        frame.cs = cs | 3;
-        frame.rflags = (ctx.rflags & !(RFLAGS_IOPL | RFLAGS_VM)) | RFLAGS_IF;
+        frame.cs = cs;
+        frame.rflags = ctx.rflags;
         frame.rsp = ctx.rsp;
-        frame.ss = ss | 3;
         if ctx.flags & VGCF_IN_SYSCALL != 0 {
             // Xen leaves with sysret: RCX and R11 come back as RIP and RFLAGS.
-            frame.rcx = frame.rip;
-            frame.r11 = frame.rflags;
+            frame.rcx = ctx.rip;
+            frame.r11 = (ctx.rflags & !(RFLAGS_IOPL | RFLAGS_VM)) | RFLAGS_IF;
         } else {
             frame.rcx = ctx.rcx;
             frame.r11 = ctx.r11;

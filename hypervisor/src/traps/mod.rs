@@ -704,15 +704,21 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             let _ = self.mem.write_u64(base + ARCH_CR2_OFF, cr2);
         }
         let mask_events = entry.flags & TI_MASK_EVENTS != 0;
-        self.bounce_masked(idx, frame, entry.address, error, mask_events)
+        let (mask, on_shared_info) = self
+            .bounce_masked(idx, frame, entry.address, error, mask_events)
             .ok()?;
         if vector == VEC_NM {
             // As Xen: delivering #NM clears the virtual TS.
             self.cur_mut(idx).traps.fpu_ts = false;
             self.platform.set_fpu_trap(false);
         }
-        // Read again: the frame may have been written over shared_info.
-        if mask_events || self.upcall_mask(idx) != 0 || !self.upcall_pending(idx) {
+        // Read again if the frame may have been written over shared_info.
+        let mask = if on_shared_info {
+            self.upcall_mask(idx)
+        } else {
+            mask
+        };
+        if mask_events || mask != 0 || !self.upcall_pending(idx) {
             return Some(self.resume_current());
         }
         Some(self.enter_current(frame))
@@ -968,7 +974,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             .map(drop)
     }
 
-    /// [`Hypervisor::bounce`]; `Ok` holds the event mask now in force. One look-up of
+    /// [`Hypervisor::bounce`]; `Ok` holds the event mask now in force, and whether the
+    /// frame may have been written over the domain's shared_info page (then the mask
+    /// must be read again to be known). One look-up of
     /// the domain and vCPU; the frame is written first, with a constant length (one
     /// checked translation when it does not cross a page), so a bad stack changes
     /// nothing but what a partial copy wrote; then the mode switch and the mask.
@@ -980,7 +988,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         handler: u64,
         error: Option<u64>,
         mask_events: bool,
-    ) -> Result<u8, BadGuestStack> {
+    ) -> Result<(u8, bool), BadGuestStack> {
         let d = &self.domains[idx];
         let mask_at = d.shared_info.maddr() + UPCALL_MASK_OFF;
         let v = d.vcpu(self.cur_vcpu(idx));
@@ -1002,15 +1010,20 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         };
         let cs_word = (cs & 0xffff) | (u64::from(saved_mask) << 32);
         let (rcx, r11, rip, rsp, ss) = (frame.rcx, frame.r11, frame.rip, frame.rsp, frame.ss);
-        let sp = match error {
+        let shared_page = mask_at >> 12;
+        let (sp, on_shared_info) = match error {
             Some(e) => self.write_bounce_frame(
                 kernel,
                 stack,
                 [rcx, r11, e, rip, cs_word, rflags, rsp, ss],
+                shared_page,
             )?,
-            None => {
-                self.write_bounce_frame(kernel, stack, [rcx, r11, rip, cs_word, rflags, rsp, ss])?
-            }
+            None => self.write_bounce_frame(
+                kernel,
+                stack,
+                [rcx, r11, rip, cs_word, rflags, rsp, ss],
+                shared_page,
+            )?,
         };
         if from_user {
             self.set_guest_mode(idx, false);
@@ -1026,23 +1039,32 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         frame.ss = u64::from(FLAT_KERNEL_SS64);
         frame.rsp = sp;
         frame.rflags &= !(RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_VM | RFLAGS_AC);
-        Ok(mask)
+        Ok((mask, on_shared_info))
     }
 
     /// Writes `words` (lowest address first) below `stack` through the kernel's page
-    /// tables; returns the new stack pointer.
+    /// tables; returns the new stack pointer and whether the frame may lie on machine
+    /// page `shared_page` (known not to when it is within one page, the common case).
     #[inline(always)]
     fn write_bounce_frame<const N: usize>(
         &self,
         kernel: GuestSpace,
         stack: u64,
         words: [u64; N],
-    ) -> Result<u64, BadGuestStack> {
+        shared_page: u64,
+    ) -> Result<(u64, bool), BadGuestStack> {
         let sp = bounce_frame_address(stack, (N * 8) as u64)?;
         let words = words.map(u64::to_le);
-        guest_write(&self.mem, &self.frames, kernel, sp, words.as_bytes())
-            .map_err(|_| BadGuestStack(stack))?;
-        Ok(sp)
+        let bytes = words.as_bytes();
+        let bad = |_| BadGuestStack(stack);
+        if in_one_page(sp, bytes.len()) {
+            // `guest_write`'s one-page case, keeping the machine address.
+            let maddr = translate(&self.mem, &self.frames, kernel, sp, true).map_err(bad)?;
+            self.mem.write(maddr, bytes).map_err(|_| BadGuestStack(stack))?;
+            return Ok((sp, maddr >> 12 == shared_page));
+        }
+        guest_write(&self.mem, &self.frames, kernel, sp, bytes).map_err(bad)?;
+        Ok((sp, true))
     }
 
     /// [`Hypervisor::bounce`] with the frame's words from `words(frame, cs, saved_mask)`

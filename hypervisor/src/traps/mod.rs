@@ -620,7 +620,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 
     /// A `syscall` while the vCPU is in guest user mode: a system call of the guest, to
     /// its syscall callback (no callback: #UD at the `syscall`, as Xen).
-    #[cold]
     #[inline(never)]
     pub(crate) fn guest_syscall(&mut self, frame: &mut GuestFrame) -> Resume {
         let Some(idx) = self.cpu.current else {
@@ -698,14 +697,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             VEC_PF => Some(frame.error_code & !PFEC_USER),
             _ => has_error_code(u64::from(vector)).then_some(frame.error_code),
         };
-        if vector == VEC_PF {
-            self.cur_mut(idx).traps.cr2 = cr2;
-            let base = self.domains[idx].shared_info.maddr();
-            let _ = self.mem.write_u64(base + ARCH_CR2_OFF, cr2);
-        }
         let mask_events = entry.flags & TI_MASK_EVENTS != 0;
+        let cr2 = (vector == VEC_PF).then_some(cr2);
         let (mask, on_shared_info) = self
-            .bounce_masked(idx, frame, entry.address, error, mask_events)
+            .bounce_masked(idx, frame, entry.address, error, mask_events, cr2)
             .ok()?;
         if vector == VEC_NM {
             // As Xen: delivering #NM clears the virtual TS.
@@ -970,13 +965,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         error: Option<u64>,
         mask_events: bool,
     ) -> Result<(), BadGuestStack> {
-        self.bounce_masked(idx, frame, handler, error, mask_events)
+        self.bounce_masked(idx, frame, handler, error, mask_events, None)
             .map(drop)
     }
 
     /// [`Hypervisor::bounce`]; `Ok` holds the event mask now in force, and whether the
     /// frame may have been written over the domain's shared_info page (then the mask
-    /// must be read again to be known). One look-up of
+    /// must be read again to be known). A #PF's `cr2` is stored first (vCPU and
+    /// shared_info), as `exception_generic` does. One look-up of
     /// the domain and vCPU; the frame is written first, with a constant length (one
     /// checked translation when it does not cross a page), so a bad stack changes
     /// nothing but what a partial copy wrote; then the mode switch and the mask.
@@ -988,10 +984,18 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         handler: u64,
         error: Option<u64>,
         mask_events: bool,
+        cr2: Option<u64>,
     ) -> Result<(u8, bool), BadGuestStack> {
-        let d = &self.domains[idx];
-        let mask_at = d.shared_info.maddr() + UPCALL_MASK_OFF;
-        let v = d.vcpu(self.cur_vcpu(idx));
+        let vcpu = self.cur_vcpu(idx);
+        let d = &mut self.domains[idx];
+        let shared = d.shared_info.maddr();
+        let mask_at = shared + UPCALL_MASK_OFF;
+        let id = d.id;
+        let v = d.vcpu_mut(vcpu);
+        if let Some(cr2) = cr2 {
+            v.traps.cr2 = cr2;
+            let _ = self.mem.write_u64(shared + ARCH_CR2_OFF, cr2);
+        }
         let from_user = v.user_mode;
         let (stack, cs) = if from_user {
             (v.traps.kernel_sp, frame.cs | 3)
@@ -999,7 +1003,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             (frame.rsp, frame.cs & !3)
         };
         let kernel = GuestSpace {
-            dom: d.id,
+            dom: id,
             cr3: v.cr3,
         };
         let saved_mask = self.mem.read_u8(mask_at).unwrap_or(1);

@@ -1064,7 +1064,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if in_one_page(sp, bytes.len()) {
             // `guest_write`'s one-page case, keeping the machine address.
             let maddr = translate(&self.mem, &self.frames, kernel, sp, true).map_err(bad)?;
-            self.mem.write(maddr, bytes).map_err(|_| BadGuestStack(stack))?;
+            self.mem
+                .write(maddr, bytes)
+                .map_err(|_| BadGuestStack(stack))?;
             return Ok((sp, maddr >> 12 == shared_page));
         }
         guest_write(&self.mem, &self.frames, kernel, sp, bytes).map_err(bad)?;

@@ -530,7 +530,14 @@ fn gs_bases_follow_mode_switches_domain_switches_and_updates() {
     );
     assert_eq!(hv.platform.inactive_gs_base, 0x8888);
     assert_eq!(hv.platform.segment_bases.1, 0x6000);
-    call(&mut hv, &mut f, nr::SET_SEGMENT_BASE, u64::from(SEGBASE_FS), 0xf00, 0);
+    call(
+        &mut hv,
+        &mut f,
+        nr::SET_SEGMENT_BASE,
+        u64::from(SEGBASE_FS),
+        0xf00,
+        0,
+    );
     assert_eq!(hv.platform.segment_bases, (0xf00, 0x6000));
     assert_eq!(hv.platform.inactive_gs_base, 0x8888);
     // To d2 and back: d2 gets its own bases, d1 finds its three again.
@@ -545,7 +552,7 @@ fn gs_bases_follow_mode_switches_domain_switches_and_updates() {
     // Back to user mode: the user base set while in the kernel is the live one.
     let at = KSTACK_TOP - 0x200;
     put_iret(
-        &mut hv,
+        &hv,
         &g,
         at,
         IretContext {

@@ -12,6 +12,12 @@
 //! Also here: the instruction emulation a PV kernel relies on (FS/GS base MSRs, reads of
 //! CR0/CR2/CR3/CR4, `clts`, Xen's forced-emulation `cpuid`), and the per-vCPU CPU state
 //! switched with the domain (FPU/SSE registers, virtual CR0.TS, FS/GS bases).
+//!
+//! GS bases, as Xen: while a vCPU's state is on the CPU, its other mode's GS base waits
+//! in the shadow GS MSR, so a kernel<->user switch is one `swapgs` (plus a read of the
+//! base left behind, which the guest may have changed by loading GS); FS is shared by
+//! both modes and not touched. `set_segment_base` and the emulated `wrmsr` write only
+//! the base named.
 
 pub mod emulate;
 pub mod gdt;

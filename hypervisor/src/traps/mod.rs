@@ -257,7 +257,7 @@ fn guest_read<M: MachineMemory>(
 /// The `iret_context` at `va`, as [`guest_read`] reads it. Within one page the copy
 /// goes straight from the one translation into the context, which no other code sees
 /// before it is whole, so the compiler keeps it in registers (no zeroing, no memcpy
-/// call); across pages (rare) the general read runs out of line.
+/// call); across pages, the general two-page read into a context of its own.
 #[inline(always)]
 fn read_iret_context<M: MachineMemory>(
     mem: &M,
@@ -284,8 +284,7 @@ const IRET_HEAD: usize = size_of::<IretContext>() - 8;
 const _: () = assert!(core::mem::offset_of!(IretContext, ss) == IRET_HEAD);
 
 /// [`read_iret_context`] of a context that crosses a page boundary.
-#[cold]
-#[inline(never)]
+#[inline(always)]
 fn read_iret_context_split<M: MachineMemory>(
     mem: &M,
     frames: &Frames,

@@ -102,6 +102,16 @@ pub trait Platform {
     fn segment_bases(&self) -> (u64, u64);
     /// Loads the guest's FS base and active GS base (both canonical: the core checks).
     fn set_segment_bases(&mut self, fs: u64, gs: u64);
+    /// Loads the FS base alone (canonical: the core checks).
+    fn set_fs_base(&mut self, fs: u64);
+    /// Loads the active GS base alone (canonical: the core checks).
+    fn set_gs_base(&mut self, gs: u64);
+    /// Sets the inactive GS base the CPU keeps aside (the shadow GS base MSR; canonical:
+    /// the core checks). The core keeps the running vCPU's other-mode GS base there.
+    fn set_inactive_gs_base(&mut self, gs: u64);
+    /// Exchanges the active and inactive GS bases (`swapgs`) and returns the one now
+    /// inactive: the previously active base, as the guest left it.
+    fn swap_gs_bases(&mut self) -> u64;
     /// Saves the FPU/SSE registers (FXSAVE) into `area`; works whatever CR0.TS is.
     fn fpu_save(&mut self, area: &mut FpuArea);
     /// Loads the FPU/SSE registers (FXRSTOR) from `area` (written only by `fpu_save` or

@@ -68,6 +68,8 @@ pub struct FakePlatform {
     pub invlpgs: Vec<u64>,
     /// The "CPU's" FS and active GS bases.
     pub segment_bases: (u64, u64),
+    /// The "CPU's" inactive GS base (the shadow GS base MSR).
+    pub inactive_gs_base: u64,
     /// The "CPU's" FPU registers (what `fpu_save` stores, `fpu_restore` loads).
     pub fpu: crate::platform::FpuArea,
     /// CR0.TS.
@@ -128,6 +130,7 @@ impl FakePlatform {
             invlpgs: Vec::new(),
 
             segment_bases: (0, 0),
+            inactive_gs_base: 0,
             fpu: crate::platform::FpuArea([0xee; 512]),
             fpu_trap: false,
             gdt: vec![0; guest_abi::layout::FIRST_RESERVED_GDT_ENTRY],
@@ -176,6 +179,19 @@ impl Platform for FakePlatform {
     }
     fn set_segment_bases(&mut self, fs: u64, gs: u64) {
         self.segment_bases = (fs, gs);
+    }
+    fn set_fs_base(&mut self, fs: u64) {
+        self.segment_bases.0 = fs;
+    }
+    fn set_gs_base(&mut self, gs: u64) {
+        self.segment_bases.1 = gs;
+    }
+    fn set_inactive_gs_base(&mut self, gs: u64) {
+        self.inactive_gs_base = gs;
+    }
+    fn swap_gs_bases(&mut self) -> u64 {
+        core::mem::swap(&mut self.segment_bases.1, &mut self.inactive_gs_base);
+        self.inactive_gs_base
     }
     fn fpu_save(&mut self, area: &mut crate::platform::FpuArea) {
         *area = self.fpu;

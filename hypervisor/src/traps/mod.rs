@@ -12,6 +12,12 @@
 //! Also here: the instruction emulation a PV kernel relies on (FS/GS base MSRs, reads of
 //! CR0/CR2/CR3/CR4, `clts`, Xen's forced-emulation `cpuid`), and the per-vCPU CPU state
 //! switched with the domain (FPU/SSE registers, virtual CR0.TS, FS/GS bases).
+//!
+//! GS bases, as Xen: while a vCPU's state is on the CPU, its other mode's GS base waits
+//! in the shadow GS MSR, so a kernel<->user switch is one `swapgs` (plus a read of the
+//! base left behind, which the guest may have changed by loading GS); FS is shared by
+//! both modes and not touched. `set_segment_base` and the emulated `wrmsr` write only
+//! the base named.
 
 pub mod emulate;
 pub mod gdt;
@@ -248,6 +254,48 @@ fn guest_read<M: MachineMemory>(
     copy_from_guest(mem, frames, space, va, buf)
 }
 
+/// The `iret_context` at `va`, as [`guest_read`] reads it. Within one page the copy
+/// goes straight from the one translation into the context, which no other code sees
+/// before it is whole, so the compiler keeps it in registers (no zeroing, no memcpy
+/// call); across pages, the general two-page read into a context of its own.
+#[inline(always)]
+fn read_iret_context<M: MachineMemory>(
+    mem: &M,
+    frames: &Frames,
+    space: GuestSpace,
+    va: u64,
+) -> Result<IretContext, Errno> {
+    if !in_one_page(va, size_of::<IretContext>()) {
+        return read_iret_context_split(mem, frames, space, va);
+    }
+    let maddr = translate(mem, frames, space, va, false)?;
+    let mut ctx = IretContext::new_zeroed();
+    // All but the last word (`ss`, which iret never uses: the guest always gets the flat
+    // ring-3 SS): a copy of at most eight words is inlined, nine would be a `memcpy`
+    // call. The whole context lies in the page just translated, so what is readable (and
+    // what crashes the guest) is the same as for a copy of all of it.
+    let (head, _) = ctx.as_mut_bytes().split_at_mut(IRET_HEAD);
+    mem.read(maddr, head).map_err(|_| Errno::EFAULT)?;
+    Ok(ctx)
+}
+
+/// The bytes of an `iret_context` before its last word (`ss`).
+const IRET_HEAD: usize = size_of::<IretContext>() - 8;
+const _: () = assert!(core::mem::offset_of!(IretContext, ss) == IRET_HEAD);
+
+/// [`read_iret_context`] of a context that crosses a page boundary.
+#[inline(always)]
+fn read_iret_context_split<M: MachineMemory>(
+    mem: &M,
+    frames: &Frames,
+    space: GuestSpace,
+    va: u64,
+) -> Result<IretContext, Errno> {
+    let mut ctx = IretContext::new_zeroed();
+    guest_read(mem, frames, space, va, ctx.as_mut_bytes())?;
+    Ok(ctx)
+}
+
 /// [`copy_to_guest`] for a bounce frame, as [`guest_read`].
 #[inline(always)]
 fn guest_write<M: MachineMemory>(
@@ -427,18 +475,22 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if which != SEGBASE_GS_USER_SEL && !is_canonical(base) {
             return Err(Errno::EINVAL);
         }
-        let (fs, gs) = self.platform.segment_bases();
+        // Only the base asked for is written (the CPU holds the others as they are).
         let traps = &mut self.cur_mut(idx).traps;
         match which {
             SEGBASE_FS => {
                 traps.fs_base = base;
-                self.platform.set_segment_bases(base, gs);
+                self.platform.set_fs_base(base);
             }
-            SEGBASE_GS_USER => traps.gs_base_user = base,
+            SEGBASE_GS_USER => {
+                // Hypercalls come from kernel mode: the user GS base is the inactive one.
+                traps.gs_base_user = base;
+                self.platform.set_inactive_gs_base(base);
+            }
             SEGBASE_GS_KERNEL => {
-                // Hypercalls come from kernel mode: the kernel GS base is the live one.
+                // ... and the kernel GS base the live one.
                 traps.gs_base_kernel = base;
-                self.platform.set_segment_bases(fs, base);
+                self.platform.set_gs_base(base);
             }
             // The selector is the low 16 bits (traps/segments.rs).
             SEGBASE_GS_USER_SEL => self.load_gs_user_selector(idx, base as u16),
@@ -497,42 +549,33 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     #[allow(clippy::result_large_err)]
     #[inline(always)]
     fn iret_in_place(&mut self, idx: usize, frame: &mut GuestFrame) -> Result<u8, Outcome> {
-        let mut ctx = IretContext::new_zeroed();
         let space = self.current_space(idx);
-        match guest_read(
-            &self.mem,
-            &self.frames,
-            space,
-            frame.rsp,
-            ctx.as_mut_bytes(),
-        ) {
-            Ok(()) => {}
-            Err(_) => {
-                let rsp = frame.rsp;
-                return Err(Outcome::crash(format_args!(
-                    "iret: unreadable iret_context at rsp={rsp:#x}"
-                )));
-            }
-        }
+        let Ok(ctx) = read_iret_context(&self.mem, &self.frames, space, frame.rsp) else {
+            let rsp = frame.rsp;
+            return Err(Outcome::crash(format_args!(
+                "iret: unreadable iret_context at rsp={rsp:#x}"
+            )));
+        };
         // Selectors are 16 bits: a bounce frame's CS word also carries the saved event
         // mask in bits 39:32, which guests hand back unchanged.
-        let (cs, ss) = (ctx.cs & 0xffff, ctx.ss & 0xffff);
+        let cs = ctx.cs & 0xffff;
         let to_user = cs & 3 == 3;
         if to_user && self.cur(idx).user_cr3 == 0 {
             return Err(Outcome::crash(format_args!(
                 "iret to user mode without a user page table"
             )));
         }
+        // CS gets RPL 3, SS the flat ring-3 selector and RFLAGS its guest bits (IOPL and
+        // VM cleared, IF set) in `sanitize_for_iret`.
         frame.rax = ctx.rax;
         frame.rip = ctx.rip;
-        frame.cs = cs | 3;
-        frame.rflags = (ctx.rflags & !(RFLAGS_IOPL | RFLAGS_VM)) | RFLAGS_IF;
+        frame.cs = cs;
+        frame.rflags = ctx.rflags;
         frame.rsp = ctx.rsp;
-        frame.ss = ss | 3;
         if ctx.flags & VGCF_IN_SYSCALL != 0 {
             // Xen leaves with sysret: RCX and R11 come back as RIP and RFLAGS.
-            frame.rcx = frame.rip;
-            frame.r11 = frame.rflags;
+            frame.rcx = ctx.rip;
+            frame.r11 = (ctx.rflags & !(RFLAGS_IOPL | RFLAGS_VM)) | RFLAGS_IF;
         } else {
             frame.rcx = ctx.rcx;
             frame.r11 = ctx.r11;
@@ -582,7 +625,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 
     /// A `syscall` while the vCPU is in guest user mode: a system call of the guest, to
     /// its syscall callback (no callback: #UD at the `syscall`, as Xen).
-    #[cold]
     #[inline(never)]
     pub(crate) fn guest_syscall(&mut self, frame: &mut GuestFrame) -> Resume {
         let Some(idx) = self.cpu.current else {
@@ -660,21 +702,23 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             VEC_PF => Some(frame.error_code & !PFEC_USER),
             _ => has_error_code(u64::from(vector)).then_some(frame.error_code),
         };
-        if vector == VEC_PF {
-            self.cur_mut(idx).traps.cr2 = cr2;
-            let base = self.domains[idx].shared_info.maddr();
-            let _ = self.mem.write_u64(base + ARCH_CR2_OFF, cr2);
-        }
         let mask_events = entry.flags & TI_MASK_EVENTS != 0;
-        self.bounce_masked(idx, frame, entry.address, error, mask_events)
+        let cr2 = (vector == VEC_PF).then_some(cr2);
+        let (mask, on_shared_info) = self
+            .bounce_masked(idx, frame, entry.address, error, mask_events, cr2)
             .ok()?;
         if vector == VEC_NM {
             // As Xen: delivering #NM clears the virtual TS.
             self.cur_mut(idx).traps.fpu_ts = false;
             self.platform.set_fpu_trap(false);
         }
-        // Read again: the frame may have been written over shared_info.
-        if mask_events || self.upcall_mask(idx) != 0 || !self.upcall_pending(idx) {
+        // Read again if the frame may have been written over shared_info.
+        let mask = if on_shared_info {
+            self.upcall_mask(idx)
+        } else {
+            mask
+        };
+        if mask_events || mask != 0 || !self.upcall_pending(idx) {
             return Some(self.resume_current());
         }
         Some(self.enter_current(frame))
@@ -835,18 +879,20 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if !is_canonical(value) {
             return Err(());
         }
-        let (fs, gs) = self.platform.segment_bases();
         let traps = &mut self.cur_mut(idx).traps;
         match msr {
             MSR_FS_BASE => {
                 traps.fs_base = value;
-                self.platform.set_segment_bases(value, gs);
+                self.platform.set_fs_base(value);
             }
             MSR_GS_BASE => {
                 traps.gs_base_kernel = value;
-                self.platform.set_segment_bases(fs, value);
+                self.platform.set_gs_base(value);
             }
-            MSR_SHADOW_GS_BASE => traps.gs_base_user = value,
+            MSR_SHADOW_GS_BASE => {
+                traps.gs_base_user = value;
+                self.platform.set_inactive_gs_base(value);
+            }
             _ => return Err(()),
         }
         Ok(())
@@ -924,11 +970,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         error: Option<u64>,
         mask_events: bool,
     ) -> Result<(), BadGuestStack> {
-        self.bounce_masked(idx, frame, handler, error, mask_events)
+        self.bounce_masked(idx, frame, handler, error, mask_events, None)
             .map(drop)
     }
 
-    /// [`Hypervisor::bounce`]; `Ok` holds the event mask now in force. One look-up of
+    /// [`Hypervisor::bounce`]; `Ok` holds the event mask now in force, and whether the
+    /// frame may have been written over the domain's shared_info page (then the mask
+    /// must be read again to be known). A #PF's `cr2` is stored first (vCPU and
+    /// shared_info), as `exception_generic` does. One look-up of
     /// the domain and vCPU; the frame is written first, with a constant length (one
     /// checked translation when it does not cross a page), so a bad stack changes
     /// nothing but what a partial copy wrote; then the mode switch and the mask.
@@ -940,10 +989,18 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         handler: u64,
         error: Option<u64>,
         mask_events: bool,
-    ) -> Result<u8, BadGuestStack> {
-        let d = &self.domains[idx];
-        let mask_at = d.shared_info.maddr() + UPCALL_MASK_OFF;
-        let v = d.vcpu(self.cur_vcpu(idx));
+        cr2: Option<u64>,
+    ) -> Result<(u8, bool), BadGuestStack> {
+        let vcpu = self.cur_vcpu(idx);
+        let d = &mut self.domains[idx];
+        let shared = d.shared_info.maddr();
+        let mask_at = shared + UPCALL_MASK_OFF;
+        let id = d.id;
+        let v = d.vcpu_mut(vcpu);
+        if let Some(cr2) = cr2 {
+            v.traps.cr2 = cr2;
+            let _ = self.mem.write_u64(shared + ARCH_CR2_OFF, cr2);
+        }
         let from_user = v.user_mode;
         let (stack, cs) = if from_user {
             (v.traps.kernel_sp, frame.cs | 3)
@@ -951,7 +1008,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             (frame.rsp, frame.cs & !3)
         };
         let kernel = GuestSpace {
-            dom: d.id,
+            dom: id,
             cr3: v.cr3,
         };
         let saved_mask = self.mem.read_u8(mask_at).unwrap_or(1);
@@ -962,15 +1019,20 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         };
         let cs_word = (cs & 0xffff) | (u64::from(saved_mask) << 32);
         let (rcx, r11, rip, rsp, ss) = (frame.rcx, frame.r11, frame.rip, frame.rsp, frame.ss);
-        let sp = match error {
+        let shared_page = mask_at >> 12;
+        let (sp, on_shared_info) = match error {
             Some(e) => self.write_bounce_frame(
                 kernel,
                 stack,
                 [rcx, r11, e, rip, cs_word, rflags, rsp, ss],
+                shared_page,
             )?,
-            None => {
-                self.write_bounce_frame(kernel, stack, [rcx, r11, rip, cs_word, rflags, rsp, ss])?
-            }
+            None => self.write_bounce_frame(
+                kernel,
+                stack,
+                [rcx, r11, rip, cs_word, rflags, rsp, ss],
+                shared_page,
+            )?,
         };
         if from_user {
             self.set_guest_mode(idx, false);
@@ -986,23 +1048,34 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         frame.ss = u64::from(FLAT_KERNEL_SS64);
         frame.rsp = sp;
         frame.rflags &= !(RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_VM | RFLAGS_AC);
-        Ok(mask)
+        Ok((mask, on_shared_info))
     }
 
     /// Writes `words` (lowest address first) below `stack` through the kernel's page
-    /// tables; returns the new stack pointer.
+    /// tables; returns the new stack pointer and whether the frame may lie on machine
+    /// page `shared_page` (known not to when it is within one page, the common case).
     #[inline(always)]
     fn write_bounce_frame<const N: usize>(
         &self,
         kernel: GuestSpace,
         stack: u64,
         words: [u64; N],
-    ) -> Result<u64, BadGuestStack> {
+        shared_page: u64,
+    ) -> Result<(u64, bool), BadGuestStack> {
         let sp = bounce_frame_address(stack, (N * 8) as u64)?;
         let words = words.map(u64::to_le);
-        guest_write(&self.mem, &self.frames, kernel, sp, words.as_bytes())
-            .map_err(|_| BadGuestStack(stack))?;
-        Ok(sp)
+        let bytes = words.as_bytes();
+        let bad = |_| BadGuestStack(stack);
+        if in_one_page(sp, bytes.len()) {
+            // `guest_write`'s one-page case, keeping the machine address.
+            let maddr = translate(&self.mem, &self.frames, kernel, sp, true).map_err(bad)?;
+            self.mem
+                .write(maddr, bytes)
+                .map_err(|_| BadGuestStack(stack))?;
+            return Ok((sp, maddr >> 12 == shared_page));
+        }
+        guest_write(&self.mem, &self.frames, kernel, sp, bytes).map_err(bad)?;
+        Ok((sp, true))
     }
 
     /// [`Hypervisor::bounce`] with the frame's words from `words(frame, cs, saved_mask)`
@@ -1111,25 +1184,21 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// Switches the running vCPU between guest kernel and user mode: page-table root and
     /// GS base.
     pub(crate) fn set_guest_mode(&mut self, idx: usize, user: bool) {
-        let (fs, live_gs) = self.platform.segment_bases();
-        let v = self.cur_mut(idx);
-        if v.user_mode == user {
+        if self.cur(idx).user_mode == user {
             return;
         }
-        v.traps.fs_base = fs;
+        // The running vCPU's other-mode GS base waits in the CPU's inactive slot
+        // (`load_vcpu_state` puts it there, and every change of it goes there too), so
+        // one swap makes it live, as Xen's toggle_guest_mode. FS is shared by both modes.
+        let left = self.platform.swap_gs_bases();
+        let v = self.cur_mut(idx);
         if v.user_mode {
-            v.traps.gs_base_user = live_gs;
+            v.traps.gs_base_user = left;
         } else {
-            v.traps.gs_base_kernel = live_gs;
+            v.traps.gs_base_kernel = left;
         }
         v.user_mode = user;
-        let gs = if user {
-            v.traps.gs_base_user
-        } else {
-            v.traps.gs_base_kernel
-        };
         let cr3 = v.active_cr3();
-        self.platform.set_segment_bases(fs, gs);
         self.set_current_mode(user, cr3);
     }
 
@@ -1158,12 +1227,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             }
             let v = self.domains[idx].vcpu(me.1);
             self.platform.fpu_restore(&v.traps.fpu);
-            let gs = if v.user_mode {
-                v.traps.gs_base_user
+            let (gs, inactive) = if v.user_mode {
+                (v.traps.gs_base_user, v.traps.gs_base_kernel)
             } else {
-                v.traps.gs_base_kernel
+                (v.traps.gs_base_kernel, v.traps.gs_base_user)
             };
             self.platform.set_segment_bases(v.traps.fs_base, gs);
+            // Where `set_guest_mode` finds the other mode's GS base.
+            self.platform.set_inactive_gs_base(inactive);
             self.cpu.fpu_owner = Some(me);
         }
         let v = self.cur(idx);

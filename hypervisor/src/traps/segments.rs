@@ -144,6 +144,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         self.platform.load_data_selectors(sels);
         // In kernel mode the live GS base is the kernel's: it stays.
         self.platform.set_segment_bases(bases.0, bases.1);
+        self.platform.set_inactive_gs_base(base);
         self.cur_mut(idx).traps.gs_base_user = base;
     }
 

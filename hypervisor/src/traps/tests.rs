@@ -492,6 +492,85 @@ fn enter_user(hv: &mut Hv, g: &G, f: &mut GuestFrame) {
     assert_eq!((f.rip, f.rsp), (UVA, UVA + 0x1ff0));
 }
 
+/// A `syscall` from user mode at UVA+0x12 (the guest's own system call 17).
+fn user_syscall(hv: &mut Hv, f: &mut GuestFrame) -> Resume {
+    f.rax = 17;
+    f.rip = UVA + 0x12;
+    f.rcx = UVA + 0x12;
+    f.r11 = 0x202;
+    f.rflags = 0x202;
+    f.vector = GuestFrame::VECTOR_SYSCALL;
+    hv.hypercall(f)
+}
+
+#[test]
+fn gs_bases_follow_mode_switches_domain_switches_and_updates() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let h = add_domain(&mut hv, 2);
+    let mut f = started(&mut hv);
+    enter_user(&mut hv, &g, &mut f);
+    // In user mode the kernel's GS base waits in the inactive slot.
+    assert_eq!(hv.platform.inactive_gs_base, 0x6000);
+    // The guest loads GS itself: the live user base changes behind the core's back.
+    hv.platform.segment_bases.1 = 0x7777;
+    user_syscall(&mut hv, &mut f);
+    assert_eq!(hv.platform.segment_bases.1, 0x6000, "kernel GS live");
+    assert_eq!(hv.platform.inactive_gs_base, 0x7777, "user GS as left");
+    let t = &hv.domains[g.idx].vcpu(VcpuId(0)).traps;
+    assert_eq!(t.gs_base_user, 0x7777);
+    // Each base alone: the user one goes to the inactive slot, the others live.
+    call(
+        &mut hv,
+        &mut f,
+        nr::SET_SEGMENT_BASE,
+        u64::from(SEGBASE_GS_USER),
+        0x8888,
+        0,
+    );
+    assert_eq!(hv.platform.inactive_gs_base, 0x8888);
+    assert_eq!(hv.platform.segment_bases.1, 0x6000);
+    call(
+        &mut hv,
+        &mut f,
+        nr::SET_SEGMENT_BASE,
+        u64::from(SEGBASE_FS),
+        0xf00,
+        0,
+    );
+    assert_eq!(hv.platform.segment_bases, (0xf00, 0x6000));
+    assert_eq!(hv.platform.inactive_gs_base, 0x8888);
+    // To d2 and back: d2 gets its own bases, d1 finds its three again.
+    call(&mut hv, &mut f, nr::SCHED_OP, 0, 0, 0);
+    assert_eq!(hv.cpu.current, Some(h.idx));
+    assert_eq!(hv.platform.inactive_gs_base, 0);
+    assert_eq!(hv.platform.segment_bases.1, 0);
+    call(&mut hv, &mut f, nr::SCHED_OP, 0, 0, 0);
+    assert_eq!(hv.cpu.current, Some(g.idx));
+    assert_eq!(hv.platform.segment_bases.1, 0x6000);
+    assert_eq!(hv.platform.inactive_gs_base, 0x8888);
+    // Back to user mode: the user base set while in the kernel is the live one.
+    let at = KSTACK_TOP - 0x200;
+    put_iret(
+        &hv,
+        &g,
+        at,
+        IretContext {
+            rip: UVA,
+            cs: 0xe033,
+            rflags: 0x202,
+            rsp: UVA + 0x1ff0,
+            ss: 0xe02b,
+            ..Default::default()
+        },
+    );
+    f.rsp = at;
+    call(&mut hv, &mut f, nr::IRET, 0, 0, 0);
+    assert!(hv.domains[g.idx].vcpu(VcpuId(0)).user_mode);
+    assert_eq!(hv.platform.segment_bases.1, 0x8888);
+    assert_eq!(hv.platform.inactive_gs_base, 0x6000);
+}
+
 #[test]
 fn syscall_from_user_mode_bounces_to_the_callback_on_the_kernel_stack() {
     let mut hv = new_hv();
@@ -1132,7 +1211,7 @@ fn cpu_state_fast_path_matches_the_generic_dispatch() {
             };
             let t = &hv.domains[g.idx].vcpu(VcpuId(0)).traps;
             out.push(std::format!(
-                "{} ts={} cpu_ts={} fs={:#x} gsk={:#x} gsu={:#x} sel={:?}",
+                "{} ts={} cpu_ts={} fs={:#x} gsk={:#x} gsu={:#x} sel={:?} cpu={:x?}/{:#x}",
                 observable(&hv, &g, &f_seen, r),
                 t.fpu_ts,
                 hv.platform.fpu_trap,
@@ -1140,6 +1219,8 @@ fn cpu_state_fast_path_matches_the_generic_dispatch() {
                 t.gs_base_kernel,
                 t.gs_base_user,
                 hv.platform.selectors,
+                hv.platform.segment_bases,
+                hv.platform.inactive_gs_base,
             ));
         }
         assert_eq!(out[0], out[1], "round {round}");

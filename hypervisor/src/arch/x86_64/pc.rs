@@ -5,7 +5,7 @@ use super::{cpu, descriptors, rtc, serial};
 use crate::platform::{DataSelectors, FpuArea, Platform, RtcTime};
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{DS, ES, FS, GS, Segment};
-use x86_64::registers::model_specific::{FsBase, GsBase};
+use x86_64::registers::model_specific::{FsBase, GsBase, KernelGsBase};
 use x86_64::structures::gdt::SegmentSelector;
 
 /// The machine, as the core sees it.
@@ -60,6 +60,21 @@ impl Platform for Pc {
         // the hypervisor. The hypervisor itself never uses FS or GS.
         FsBase::write(VirtAddr::new_truncate(fs));
         GsBase::write(VirtAddr::new_truncate(gs));
+    }
+    fn set_fs_base(&mut self, fs: u64) {
+        FsBase::write(VirtAddr::new_truncate(fs));
+    }
+    fn set_gs_base(&mut self, gs: u64) {
+        GsBase::write(VirtAddr::new_truncate(gs));
+    }
+    fn set_inactive_gs_base(&mut self, gs: u64) {
+        KernelGsBase::write(VirtAddr::new_truncate(gs));
+    }
+    fn swap_gs_bases(&mut self) -> u64 {
+        // SAFETY: the hypervisor never uses GS (nor swapgs on entry or exit), so
+        // exchanging the two GS bases only changes guest state the core tracks.
+        unsafe { GS::swap() };
+        KernelGsBase::read().as_u64()
     }
     fn fpu_save(&mut self, area: &mut FpuArea) {
         cpu::fxsave(area);

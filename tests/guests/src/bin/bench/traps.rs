@@ -279,7 +279,9 @@ pub fn set_segment_base(ctx: &Ctx) -> Figures {
 
 // ---- user_syscall_bounce ----------------------------------------------------------------
 
-#[repr(C, align(16))]
+/// Page-aligned, as a kernel stack is (Linux's task stacks are whole pages): the bounce
+/// frame at its top and the `iret_context` below it lie in one page.
+#[repr(C, align(4096))]
 struct Stack([u8; 8192]);
 
 /// Kernel stack for entries from user mode (`stack_switch`).

@@ -107,7 +107,7 @@ pub(crate) fn generate(def: &Definition) -> String {
     let _ = writeln!(
         w,
         "\n## ABI structures\n\nSizes and offsets from the Xen public headers (x86_64). Those with a\n\
-         Rust type are checked at compile time in `guest-abi/src/generated.rs`.\n\n\
+         Rust type are checked at compile time in `xen-pv-abi/src/generated.rs`.\n\n\
          | struct | C name | size | fields (offset) | Rust type |\n|---|---|---|---|---|"
     );
     for st in &def.structs {
@@ -119,8 +119,8 @@ pub(crate) fn generate(def: &Definition) -> String {
         let rust = st
             .rust
             .as_ref()
-            .map_or("— (not yet in guest-abi)".to_owned(), |r| {
-                format!("`guest_abi::{r}`")
+            .map_or("— (not yet in xen-pv-abi)".to_owned(), |r| {
+                format!("`xen_pv_abi::{r}`")
             });
         let _ = writeln!(
             w,
@@ -133,7 +133,7 @@ pub(crate) fn generate(def: &Definition) -> String {
     }
     let _ = writeln!(
         w,
-        "\n## Constants\n\nSub-operation constants live in `guest_abi::generated::<hypercall>`, e.g."
+        "\n## Constants\n\nSub-operation constants live in `xen_pv_abi::generated::<hypercall>`, e.g."
     );
     let example = def.hypercalls.iter().find_map(|h| {
         h.subops
@@ -143,7 +143,7 @@ pub(crate) fn generate(def: &Definition) -> String {
     if let Some((h, g, op)) = example {
         let _ = writeln!(
             w,
-            "`guest_abi::generated::{}::{}` = {}.",
+            "`xen_pv_abi::generated::{}::{}` = {}.",
             h.name,
             const_name(&g.prefix, &op.name),
             op.nr

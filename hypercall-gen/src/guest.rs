@@ -1,4 +1,4 @@
-//! guest-abi/src/generated.rs: numbers, sub-op constants, typed raw wrappers, layouts.
+//! xen-pv-abi/src/generated.rs: numbers, sub-op constants, typed raw wrappers, layouts.
 
 use crate::model::{ArgKind, Definition, Dir, Flag, Hypercall, Pointee, Scalar};
 use crate::{BANNER, const_name, ident};
@@ -120,7 +120,7 @@ fn pointer(def: &Definition, to: &Pointee, dir: Dir) -> String {
         Pointee::Scalar(s) => s.rust().to_owned(),
         Pointee::Struct(name) => match def.abi_struct(name).and_then(|s| s.rust.as_ref()) {
             Some(rust) => format!("crate::{rust}"),
-            // Not (yet) a Rust type in guest-abi: an untyped pointer.
+            // Not (yet) a Rust type in xen-pv-abi: an untyped pointer.
             None => "core::ffi::c_void".to_owned(),
         },
     };

@@ -17,7 +17,7 @@ pub(crate) fn generate(def: &Definition) -> String {
         "//! The [`Hypercalls`] trait (one method per implemented hypercall) and [`dispatch`],\n\
          //! which decodes the five register arguments into typed ones.\n//!\n//! {BANNER}\n\n\
          use super::handle::{{{}}};\n\
-         use guest_abi::{{Errno, nr}};\n",
+         use xen_pv_abi::{{Errno, nr}};\n",
         handle_imports(def, &implemented)
     );
     let _ = writeln!(
@@ -94,7 +94,7 @@ fn pointee(def: &Definition, to: &Pointee) -> String {
                 .abi_struct(name)
                 .and_then(|s| s.rust.as_deref())
                 .expect("checked: implemented hypercalls only use structs with a rust path");
-            format!("guest_abi::{rust}")
+            format!("xen_pv_abi::{rust}")
         }
     }
 }

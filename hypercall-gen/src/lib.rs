@@ -1,5 +1,5 @@
 //! hypercall-gen: one definition (`hypercall-gen/hypercalls.toml`) generates the
-//! hypercall numbers and guest wrappers (guest-abi), the hypervisor's `Hypercalls` trait
+//! hypercall numbers and guest wrappers (xen-pv-abi), the hypervisor's `Hypercalls` trait
 //! and dispatch, and the reference table `docs/hypercalls.md`.
 //!
 //! The library is what `cargo xtask gen` and the tests call; `src/main.rs` is a thin
@@ -18,8 +18,8 @@ use std::process::{Command, Stdio};
 
 /// The definition, relative to the repository root.
 pub const DEFINITION: &str = "hypercall-gen/hypercalls.toml";
-/// Generated guest-abi module.
-pub const GUEST_OUT: &str = "guest-abi/src/generated.rs";
+/// Generated xen-pv-abi module.
+pub const GUEST_OUT: &str = "xen-pv-abi/src/generated.rs";
 /// Generated hypervisor module.
 pub const HV_OUT: &str = "hypervisor/src/hypercall/generated.rs";
 /// Generated reference.

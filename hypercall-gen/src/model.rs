@@ -256,7 +256,7 @@ impl Hypercall {
 pub struct AbiStruct {
     pub name: String,
     pub c: String,
-    /// Path inside guest-abi, if the struct exists there.
+    /// Path inside xen-pv-abi, if the struct exists there.
     pub rust: Option<String>,
     pub size: u64,
     /// (field, offset), sorted by offset then name.
@@ -455,7 +455,7 @@ fn check_pointee(
         Some(s) if implemented && s.rust.is_none() => Err(src.err(
             ty.span().start,
             format_args!(
-                "struct {t} is used by an implemented hypercall but has no `rust` path in guest-abi"
+                "struct {t} is used by an implemented hypercall but has no `rust` path in xen-pv-abi"
             ),
         )),
         Some(_) => Ok(Pointee::Struct(t.to_owned())),

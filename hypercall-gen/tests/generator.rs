@@ -11,7 +11,7 @@ fn outputs() -> [hypercall_gen::Output; 3] {
 }
 
 #[test]
-fn guest_abi_output() {
+fn xen_pv_abi_output() {
     insta::assert_snapshot!("guest", outputs()[0].content);
 }
 

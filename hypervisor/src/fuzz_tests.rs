@@ -28,20 +28,20 @@ use crate::platform::{ExitStatus, GuestFrame, MachineMemory, Resume};
 use crate::sched::policy::RunState;
 use crate::testutil::Rng;
 use crate::testutil::{TestHv, create_domains, hypercall, test_hv_with};
-use guest_abi::event_channel::Virq;
+use xen_pv_abi::event_channel::Virq;
 
 const NR_VIRQS: u32 = Virq::COUNT;
-use guest_abi::layout::{
-    FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64, MACH2PHYS_VIRT_START, PAGE_SIZE,
-    is_canonical,
-};
-use guest_abi::mmu::{MmuUpdate, MmuextOp, MulticallEntry};
-use guest_abi::traps::IretContext;
-use guest_abi::{DomId, EvtchnPort, Mfn, VcpuId};
 use std::collections::HashMap;
 use std::format;
 use std::string::String;
 use std::vec::Vec;
+use xen_pv_abi::layout::{
+    FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64, MACH2PHYS_VIRT_START, PAGE_SIZE,
+    is_canonical,
+};
+use xen_pv_abi::mmu::{MmuUpdate, MmuextOp, MulticallEntry};
+use xen_pv_abi::traps::IretContext;
+use xen_pv_abi::{DomId, EvtchnPort, Mfn, VcpuId};
 use zerocopy::IntoBytes;
 
 const FRAMES: usize = 8192;
@@ -1031,7 +1031,7 @@ impl Fuzz {
             let mut table = Vec::new();
             for vector in 0..=255u8 {
                 let handler = self.region_va();
-                let entry = guest_abi::traps::TrapInfo {
+                let entry = xen_pv_abi::traps::TrapInfo {
                     vector,
                     flags: self.rng.below(8) as u8,
                     cs: FLAT_RING3_CS64,
@@ -1872,7 +1872,7 @@ fn a_long_multicall_is_continued_not_run_whole() {
     const N: u64 = 300;
     let entries: Vec<u8> = (0..N)
         .flat_map(|_| {
-            let e = multicall_entry(guest_abi::nr::XEN_VERSION, [0; 5]);
+            let e = multicall_entry(xen_pv_abi::nr::XEN_VERSION, [0; 5]);
             e.as_bytes().to_vec()
         })
         .collect();
@@ -1903,8 +1903,8 @@ fn a_long_batch_inside_a_multicall_is_continued_in_its_entry() {
     put(&hv, reqs, &reqs_bytes);
     let self_dom = u64::from(DomId::SELF.0);
     let calls = [
-        multicall_entry(guest_abi::nr::MMU_UPDATE, [reqs, N, pdone, self_dom, 0]),
-        multicall_entry(guest_abi::nr::XEN_VERSION, [0; 5]),
+        multicall_entry(xen_pv_abi::nr::MMU_UPDATE, [reqs, N, pdone, self_dom, 0]),
+        multicall_entry(xen_pv_abi::nr::XEN_VERSION, [0; 5]),
     ];
     put(&hv, list, calls.as_bytes());
     let took = run_to_completion(&mut hv, &mut f, 13, [list, 2, 0, 0, 0]);
@@ -1930,7 +1930,7 @@ fn a_long_batch_inside_a_multicall_is_continued_in_its_entry() {
 #[test]
 fn page_table_work_bounds_a_batch() {
     use crate::mmu::hypercalls::WORK_BUDGET;
-    use guest_abi::start_info::StartInfo;
+    use xen_pv_abi::start_info::StartInfo;
     let (mut hv, mut f, scratch) = one_domain();
     // The domain's last frame: not mapped by the start-of-day tables, so it can be
     // pinned as an (empty) L1.
@@ -1982,7 +1982,7 @@ fn a_syscall_at_the_end_of_the_lower_half_crashes_only_its_domain() {
         let r = hypercall(
             &mut hv,
             &mut f,
-            guest_abi::nr::XEN_VERSION.into(),
+            xen_pv_abi::nr::XEN_VERSION.into(),
             &[cmd, 0],
         );
         assert_eq!(r, Resume::Exit(ExitStatus::SomeDomainFailed), "{path} path");

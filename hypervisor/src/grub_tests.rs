@@ -3,7 +3,7 @@
 //! `hv_tests.rs` (this is a child module of it).
 
 use super::*;
-use guest_abi::grant_table::{
+use xen_pv_abi::grant_table::{
     GNTST_BAD_DOMAIN, GNTST_BAD_VIRT_ADDR, GNTST_GENERAL_ERROR, GNTST_PERMISSION_DENIED,
     GNTTABOP_GET_VERSION, GNTTABOP_QUERY_SIZE, GNTTABOP_SET_VERSION, GNTTABOP_SETUP_TABLE,
     GTF_PERMIT_ACCESS, GnttabQuerySize, GnttabSetupTable, GrantEntryV1,
@@ -217,7 +217,7 @@ fn store_ring(hv: &Hv, g: &TestDomain) -> Mfn {
 
 #[test]
 fn xenstore_kick_answers_requests_of_the_domain() {
-    use guest_abi::xenstore::{XS_DIRECTORY, XS_ERROR, XenstoreDomainInterface, XsdSockmsg};
+    use xen_pv_abi::xenstore::{XS_DIRECTORY, XS_ERROR, XenstoreDomainInterface, XsdSockmsg};
     let mut hv = new_hv();
     let g = add_domain(&mut hv, 1, "grub", false);
     let mut f = started(&mut hv);
@@ -246,7 +246,7 @@ fn xenstore_kick_answers_requests_of_the_domain() {
 
 #[test]
 fn hostile_xenstore_ring_crashes_only_that_domain() {
-    use guest_abi::xenstore::XenstoreDomainInterface;
+    use xen_pv_abi::xenstore::XenstoreDomainInterface;
     let mut hv = new_hv();
     let g = add_domain(&mut hv, 1, "evil", false);
     add_domain(&mut hv, 2, "good", false);
@@ -282,7 +282,7 @@ fn in_indices(hv: &Hv, ring: Mfn) -> (u32, u32) {
 fn in_bytes(hv: &Hv, ring: Mfn, from: u32, len: usize) -> std::vec::Vec<u8> {
     (0..len)
         .map(|i| {
-            let slot = guest_abi::console::in_slot(from.wrapping_add(i as u32)) as u64;
+            let slot = xen_pv_abi::console::in_slot(from.wrapping_add(i as u32)) as u64;
             let mut b = [0u8];
             hv.mem.read(ring.maddr() + slot, &mut b).unwrap();
             b[0]

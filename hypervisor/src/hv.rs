@@ -24,9 +24,9 @@ use crate::time::timers::TimerQueue;
 use alloc::vec::Vec;
 use core::fmt::{self, Write as _};
 use core::ops::Range;
-use guest_abi::layout::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64, is_canonical};
-use guest_abi::shared_info::{SharedInfo, VcpuInfo};
-use guest_abi::{DomId, nr, version};
+use xen_pv_abi::layout::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64, is_canonical};
+use xen_pv_abi::shared_info::{SharedInfo, VcpuInfo};
+use xen_pv_abi::{DomId, nr, version};
 
 /// Offset in shared_info of vCPU 0's `evtchn_upcall_pending`, followed by its
 /// `evtchn_upcall_mask` (read as a pair on every return to the guest).
@@ -72,7 +72,7 @@ pub struct PerCpu {
     /// Index (into `domains`) of the domain whose vCPU the arch layer holds registers of.
     pub current: Option<usize>,
     /// Which of that domain's vCPUs it is (meaningful while `current` is `Some`).
-    pub vcpu: guest_abi::VcpuId,
+    pub vcpu: xen_pv_abi::VcpuId,
     /// The CR3 it runs on, cached for the hypercall fast path.
     pub cr3: u64,
     /// Whether it is in guest user mode (a `syscall` is then a guest system call, not a
@@ -80,12 +80,12 @@ pub struct PerCpu {
     pub user_mode: bool,
     /// Index of the domain, and which of its vCPUs, whose FPU registers and segment
     /// bases the CPU holds.
-    pub fpu_owner: Option<(usize, guest_abi::VcpuId)>,
+    pub fpu_owner: Option<(usize, xen_pv_abi::VcpuId)>,
     /// Whose guest descriptors the CPU's GDT holds (traps/gdt.rs).
     pub gdt: crate::traps::gdt::HwGdt,
     /// Index of the domain, and which of its vCPUs, whose LDT the CPU holds
     /// (traps/ldt.rs).
-    pub ldt: Option<(usize, guest_abi::VcpuId)>,
+    pub ldt: Option<(usize, xen_pv_abi::VcpuId)>,
     /// The deadline the hardware timer holds: system time and TSC (sched/run.rs
     /// `arm_timer`); `None`: disarmed.
     pub timer: Option<(u64, u64)>,
@@ -451,19 +451,19 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             // path crashes the domain after a hypercall that ends the lower half: that
             // RIP goes there.
             EVENT_CHANNEL_OP
-                if frame.rdi as u32 == guest_abi::event_channel::EVTCHNOP_SEND
+                if frame.rdi as u32 == xen_pv_abi::event_channel::EVTCHNOP_SEND
                     && frame.rip != RIP_PAST_LOWER_HALF =>
             {
                 self.evtchn_send_fast(frame)
             }
             // `sched_op(SCHEDOP_yield)` (sched/run.rs); the command is a C int.
-            SCHED_OP if frame.rdi as u32 == guest_abi::sched::SCHEDOP_YIELD && returnable() => {
+            SCHED_OP if frame.rdi as u32 == xen_pv_abi::sched::SCHEDOP_YIELD && returnable() => {
                 self.sched_yield_fast(frame)
             }
             // Register-only calls (traps/mod.rs); not the GS selector load.
             FPU_TASKSWITCH if returnable() => self.cpu_state_fast(frame),
             SET_SEGMENT_BASE
-                if frame.rdi as u32 != guest_abi::traps::SEGBASE_GS_USER_SEL && returnable() =>
+                if frame.rdi as u32 != xen_pv_abi::traps::SEGBASE_GS_USER_SEL && returnable() =>
             {
                 self.cpu_state_fast(frame)
             }
@@ -582,7 +582,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 
     /// The id of the vCPU of domain `idx` on the CPU. `idx` is the running domain
     /// (`cpu.current`): hypercalls, traps and scheduling act on the vCPU that entered.
-    pub(crate) fn cur_vcpu(&self, idx: usize) -> guest_abi::VcpuId {
+    pub(crate) fn cur_vcpu(&self, idx: usize) -> xen_pv_abi::VcpuId {
         debug_assert_eq!(self.cpu.current, Some(idx), "not the running domain");
         self.cpu.vcpu
     }
@@ -644,8 +644,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 let dom0 = self.domains[i].id;
                 let wakes = self.evtchn.raise_virq(
                     dom0,
-                    guest_abi::VcpuId(0),
-                    guest_abi::event_channel::Virq::DOM_EXC.0,
+                    xen_pv_abi::VcpuId(0),
+                    xen_pv_abi::event_channel::Virq::DOM_EXC.0,
                     &self.mem,
                 );
                 self.apply_wakes(wakes);
@@ -686,7 +686,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let mut powered_off = 0usize;
         for i in 0..self.domains.len() {
             let d = &self.domains[i];
-            if d.state == DomainState::Shutdown(guest_abi::sched::ShutdownReason::Poweroff) {
+            if d.state == DomainState::Shutdown(xen_pv_abi::sched::ShutdownReason::Poweroff) {
                 powered_off += 1;
             }
             Self::log_domain_to(

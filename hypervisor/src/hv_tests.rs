@@ -16,14 +16,14 @@ use crate::testutil::{
     TestHv, create_domains, hypercall, insert_domain, kernel_frame, map_pages, ret,
     runnable_domain, started, test_hv, test_hv_with,
 };
-use guest_abi::VcpuId;
-use guest_abi::console::XenconsInterface;
-use guest_abi::event_channel::EVTCHNOP_SEND;
-use guest_abi::layout::PAGE_SIZE;
-use guest_abi::sched::{SCHEDOP_SHUTDOWN, SCHEDOP_SHUTDOWN_CODE, SCHEDOP_YIELD};
-use guest_abi::shared_info::VcpuTimeInfo;
-use guest_abi::{EvtchnPort, Mfn};
 use std::string::String;
+use xen_pv_abi::VcpuId;
+use xen_pv_abi::console::XenconsInterface;
+use xen_pv_abi::event_channel::EVTCHNOP_SEND;
+use xen_pv_abi::layout::PAGE_SIZE;
+use xen_pv_abi::sched::{SCHEDOP_SHUTDOWN, SCHEDOP_SHUTDOWN_CODE, SCHEDOP_YIELD};
+use xen_pv_abi::shared_info::VcpuTimeInfo;
+use xen_pv_abi::{EvtchnPort, Mfn};
 use zerocopy::FromBytes;
 
 type Hv = TestHv;
@@ -491,7 +491,7 @@ fn exception_mnemonics() {
 fn ring_produce(hv: &Hv, ring: Mfn, at: u32, bytes: &[u8]) {
     let out = core::mem::offset_of!(XenconsInterface, out) as u64;
     for (i, &b) in bytes.iter().enumerate() {
-        let slot = guest_abi::console::out_slot(at + i as u32) as u64;
+        let slot = xen_pv_abi::console::out_slot(at + i as u32) as u64;
         hv.mem.write(ring.maddr() + out + slot, &[b]).unwrap();
     }
     let prod = core::mem::offset_of!(XenconsInterface, out_prod) as u64;
@@ -546,7 +546,7 @@ fn hostile_console_ring_crashes_the_domain() {
 /// domain: the other domain runs on.
 #[test]
 fn hostile_console_ring_on_yield_or_block_crashes_only_that_domain() {
-    for cmd in [SCHEDOP_YIELD, guest_abi::sched::SCHEDOP_BLOCK] {
+    for cmd in [SCHEDOP_YIELD, xen_pv_abi::sched::SCHEDOP_BLOCK] {
         let mut hv = new_hv();
         let g = add_domain(&mut hv, 1, "evil", false);
         add_domain(&mut hv, 2, "good", false);
@@ -849,7 +849,7 @@ fn observable(hv: &Hv) -> (std::vec::Vec<u8>, String) {
 fn evtchn_send_fast_path_matches_generic_dispatch() {
     use crate::evtchn::Caller;
     use crate::testutil::Rng;
-    use guest_abi::event_channel::{EVTCHNOP_SEND, EVTCHNOP_STATUS};
+    use xen_pv_abi::event_channel::{EVTCHNOP_SEND, EVTCHNOP_STATUS};
     let build = || {
         let mut hv = new_hv();
         let g1 = add_domain(&mut hv, 1, "a", false);

@@ -133,7 +133,7 @@ impl FakePlatform {
             inactive_gs_base: 0,
             fpu: crate::platform::FpuArea([0xee; 512]),
             fpu_trap: false,
-            gdt: vec![0; guest_abi::layout::FIRST_RESERVED_GDT_ENTRY],
+            gdt: vec![0; xen_pv_abi::layout::FIRST_RESERVED_GDT_ENTRY],
             ldt: vec![0; crate::traps::ldt::LDT_MAX_ENTS],
             ldt_loaded: 0,
             selectors: Default::default(),
@@ -248,9 +248,9 @@ use crate::hv::{BootConfig, Hypervisor};
 use crate::mmu::FrameInfo;
 use crate::mmu::guest::{PTE_PRESENT, PTE_RW, PTE_USER};
 use crate::platform::{GuestFrame, Resume};
-use guest_abi::VcpuId;
-use guest_abi::layout::PAGE_SIZE;
-use guest_abi::{DomId, Mfn};
+use xen_pv_abi::VcpuId;
+use xen_pv_abi::layout::PAGE_SIZE;
+use xen_pv_abi::{DomId, Mfn};
 
 /// The hypervisor every host test drives.
 pub type TestHv = Hypervisor<FakeMemory, FakePlatform>;

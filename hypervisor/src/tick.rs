@@ -25,8 +25,8 @@ use crate::domain::runtime::DomainState;
 use crate::hv::Hypervisor;
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
 use core::mem::offset_of;
-use guest_abi::Mfn;
-use guest_abi::console::{XENCONS_IN_SIZE, XenconsInterface, in_slot};
+use xen_pv_abi::Mfn;
+use xen_pv_abi::console::{XENCONS_IN_SIZE, XenconsInterface, in_slot};
 
 const IN_OFF: u64 = offset_of!(XenconsInterface, in_) as u64;
 const IN_CONS_OFF: u64 = offset_of!(XenconsInterface, in_cons) as u64;

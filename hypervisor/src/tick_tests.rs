@@ -10,11 +10,11 @@ use crate::sched::policy::SLICE_NS;
 use crate::testutil::{
     TestHv, hypercall, insert_domain, kernel_frame, map_pages, ret, runnable_domain, test_hv,
 };
-use guest_abi::event_channel::*;
-use guest_abi::layout::PAGE_SIZE;
-use guest_abi::sched::{SCHEDOP_BLOCK, SCHEDOP_POLL, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD, SchedPoll};
-use guest_abi::shared_info::SharedInfo;
-use guest_abi::{DomId, EvtchnPort, Mfn, nr};
+use xen_pv_abi::event_channel::*;
+use xen_pv_abi::layout::PAGE_SIZE;
+use xen_pv_abi::sched::{SCHEDOP_BLOCK, SCHEDOP_POLL, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD, SchedPoll};
+use xen_pv_abi::shared_info::SharedInfo;
+use xen_pv_abi::{DomId, EvtchnPort, Mfn, nr};
 use zerocopy::{FromBytes, IntoBytes};
 
 const RIP: u64 = 0xffff_ffff_8000_1000;
@@ -406,7 +406,7 @@ fn idle_wakeup_ends_without_domains_and_refuses_a_loaded_vcpu() {
 
 #[test]
 fn remote_shutdown_is_for_the_control_domain_only() {
-    use guest_abi::sched::{SCHEDOP_REMOTE_SHUTDOWN, SchedRemoteShutdown};
+    use xen_pv_abi::sched::{SCHEDOP_REMOTE_SHUTDOWN, SchedRemoteShutdown};
     let (mut hv, doms) = hv_with(3);
     // d1 plays the control domain.
     hv.domains[0].dom0 = true;

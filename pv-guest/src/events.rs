@@ -3,7 +3,7 @@
 //! kernel code can wait on.
 //!
 //! The upcall entry (`upcall_entry`, assembly) gets Xen's bounce frame (`rcx r11 rip cs
-//! rflags rsp ss`), saves the caller-saved registers, runs [`on_upcall`] — guest_abi's
+//! rflags rsp ss`), saves the caller-saved registers, runs [`on_upcall`] — xen_pv_abi's
 //! 2-level dispatcher, which scans the pending bitmaps in Xen's race-free order — and
 //! returns with `HYPERVISOR_iret`, which restores the interrupted registers and the event
 //! mask in one step.
@@ -15,13 +15,13 @@
 use core::arch::naked_asm;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
-use guest_abi::events::fifo::{FifoEvents, FifoQueues, init_array_page};
-use guest_abi::events::{AtomicPage, EventMemory, two_level::TwoLevel};
-use guest_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
-use guest_abi::shared_info::{SharedInfo, VcpuInfo};
-use guest_abi::start_info::StartInfo;
-use guest_abi::traps::{CALLBACKOP_REGISTER, CALLBACKTYPE_EVENT, CallbackRegister};
-use guest_abi::{Errno, EvtchnPort, Mfn, VcpuId, generated::call, nr};
+use xen_pv_abi::events::fifo::{FifoEvents, FifoQueues, init_array_page};
+use xen_pv_abi::events::{AtomicPage, EventMemory, two_level::TwoLevel};
+use xen_pv_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
+use xen_pv_abi::shared_info::{SharedInfo, VcpuInfo};
+use xen_pv_abi::start_info::StartInfo;
+use xen_pv_abi::traps::{CALLBACKOP_REGISTER, CALLBACKTYPE_EVENT, CallbackRegister};
+use xen_pv_abi::{Errno, EvtchnPort, Mfn, VcpuId, generated::call, nr};
 
 /// Ports whose events are counted (the demos use low port numbers).
 pub const COUNTED_PORTS: usize = 256;
@@ -106,7 +106,7 @@ pub fn enable() {
     if page.load_u8(UPCALL_PENDING) != 0 {
         // Any hypercall returns through the upcall when one is due (Linux and Mini-OS
         // use xen_version for this too).
-        let _ = guest_abi::hypercall::xen_version();
+        let _ = xen_pv_abi::hypercall::xen_version();
     }
 }
 
@@ -132,8 +132,8 @@ pub fn switch_to_fifo(si: &StartInfo) -> Result<u8, Errno> {
     let mfn = |page: &AtomicPage| Mfn(crate::paging::mfn_of(si, page as *const AtomicPage as u64));
     disable();
     *FIFO.lock() = Some(FifoQueues::new(&FIFO_CONTROL, 0)?);
-    let link_bits = guest_abi::evtchn::init_control(mfn(&FIFO_CONTROL), 0, VcpuId(0))?;
-    guest_abi::evtchn::expand_array(mfn(&FIFO_ARRAY))?;
+    let link_bits = xen_pv_abi::evtchn::init_control(mfn(&FIFO_CONTROL), 0, VcpuId(0))?;
+    xen_pv_abi::evtchn::expand_array(mfn(&FIFO_ARRAY))?;
     Ok(link_bits)
 }
 
@@ -169,7 +169,7 @@ pub fn wait_until(mut done: impl FnMut() -> bool) -> u64 {
         }
         // Unmasks events and returns once one is pending (at once if one already is):
         // an event after the check above is never missed.
-        let _ = guest_abi::sched::block();
+        let _ = xen_pv_abi::sched::block();
         blocks += 1;
     }
 }

@@ -11,10 +11,10 @@
 
 use crate::events::{self, count, reset_count, wait_until};
 use crate::{StartInfo, cmdline, println};
-use guest_abi::event_channel::{ChannelState, Virq};
-use guest_abi::evtchn::Port;
-use guest_abi::time::{set_timer, stop_periodic_timer, system_time_ns};
-use guest_abi::{DomId, Errno, EvtchnPort, VcpuId};
+use xen_pv_abi::event_channel::{ChannelState, Virq};
+use xen_pv_abi::evtchn::Port;
+use xen_pv_abi::time::{set_timer, stop_periodic_timer, system_time_ns};
+use xen_pv_abi::{DomId, Errno, EvtchnPort, VcpuId};
 
 /// One-shot timers the demo waits for.
 const TIMER_ROUNDS: u32 = 3;
@@ -162,7 +162,7 @@ fn bind_when_offered(peer: DomId) -> Result<Port, Errno> {
                 return Ok(port);
             }
         }
-        let _ = guest_abi::hypercall::sched_yield();
+        let _ = xen_pv_abi::hypercall::sched_yield();
     }
     Err(Errno::ESRCH)
 }

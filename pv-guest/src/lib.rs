@@ -7,11 +7,11 @@
 //! test guests use (`pv_guest::entry!`, `pv_guest::println!`, `pv_guest::_start`,
 //! `pv_guest::VIRT_BASE`...). `pv-guest.ld` includes the runtime's `xen-pv-rt.ld`.
 //!
-//! A guest binary supplies its Xen notes (`guest_abi::xen_elf_notes!`) and its main
+//! A guest binary supplies its Xen notes (`xen_pv_abi::xen_elf_notes!`) and its main
 //! function through [`entry!`]:
 //!
 //! ```ignore
-//! guest_abi::xen_elf_notes! {
+//! xen_pv_abi::xen_elf_notes! {
 //!     guest_os: "my-guest", xen_version: "xen-3.0", loader: "generic",
 //!     virt_base: pv_guest::VIRT_BASE, paddr_offset: 0, entry: pv_guest::_start,
 //! }

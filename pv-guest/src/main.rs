@@ -9,15 +9,17 @@ fn main() {}
 
 #[cfg(target_os = "none")]
 mod kernel {
-    use guest_abi::hypercall::{xen_capabilities, xen_extraversion, xen_get_features, xen_version};
-    use guest_abi::version::{CapabilitiesInfo, XENVER_VERSION};
-    use guest_abi::{nr, raw};
     use pv_guest::{StartInfo, bytes_str, io_println, println};
+    use xen_pv_abi::hypercall::{
+        xen_capabilities, xen_extraversion, xen_get_features, xen_version,
+    };
+    use xen_pv_abi::version::{CapabilitiesInfo, XENVER_VERSION};
+    use xen_pv_abi::{nr, raw};
 
-    guest_abi::xen_hypercall_page!(hypercall_page);
+    xen_pv_abi::xen_hypercall_page!(hypercall_page);
 
     // No SUPPORTED_FEATURES note: Xen would then insist on XENFEAT_dom0 for dom0.
-    guest_abi::xen_elf_notes! {
+    xen_pv_abi::xen_elf_notes! {
         guest_os: "pv-guest",
         guest_version: "0.1",
         xen_version: "xen-3.0",
@@ -118,20 +120,20 @@ mod kernel {
                 [u64::from(XENVER_VERSION), 0, 0, 0, 0],
             )
         };
-        match guest_abi::Errno::check(ret) {
+        match xen_pv_abi::Errno::check(ret) {
             Ok(v) => println!("hypercall page: xen_version={}.{}", v >> 16, v & 0xffff),
             Err(e) => println!("hypercall page: xen_version failed: {e}"),
         }
     }
 
     /// Maps shared_info (pv_guest::events) and prints the system time of vCPU 0 read
-    /// with the pvclock version protocol (guest_abi::time). Skipped when the hypervisor
+    /// with the pvclock version protocol (xen_pv_abi::time). Skipped when the hypervisor
     /// cannot map it.
     fn print_time(si: &StartInfo) {
         let Ok(shared) = pv_guest::events::shared_info(si) else {
             return;
         };
-        match guest_abi::time::system_time_ns(shared, guest_abi::VcpuId(0)) {
+        match xen_pv_abi::time::system_time_ns(shared, xen_pv_abi::VcpuId(0)) {
             Ok(ns) => println!("time: system_time_ns={ns}"),
             Err(e) => println!("time: unreadable: {e}"),
         }

@@ -20,12 +20,12 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use guest_abi::generated::call::mmuext_op;
-use guest_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
-use guest_abi::mmu::{
+use xen_pv_abi::generated::call::mmuext_op;
+use xen_pv_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
+use xen_pv_abi::mmu::{
     MMUEXT_NEW_BASEPTR, MMUEXT_NEW_USER_BASEPTR, MMUEXT_PIN_L4_TABLE, MMUEXT_UNPIN_TABLE, MmuextOp,
 };
-use guest_abi::{DomId, Errno};
+use xen_pv_abi::{DomId, Errno};
 
 use crate::{StartInfo, VIRT_BASE};
 

@@ -13,11 +13,11 @@
 use core::arch::naked_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use guest_abi::hypercall::{UVMF_INVLPG, hypercall_raw, update_va_mapping};
-use guest_abi::layout::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64};
-use guest_abi::mmu::{MMUEXT_NEW_USER_BASEPTR, MmuextOp};
-use guest_abi::traps::{CALLBACKOP_REGISTER, CALLBACKTYPE_SYSCALL, CallbackRegister, TrapInfo};
-use guest_abi::{Errno, nr};
+use xen_pv_abi::hypercall::{UVMF_INVLPG, hypercall_raw, update_va_mapping};
+use xen_pv_abi::layout::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64};
+use xen_pv_abi::mmu::{MMUEXT_NEW_USER_BASEPTR, MmuextOp};
+use xen_pv_abi::traps::{CALLBACKOP_REGISTER, CALLBACKTYPE_SYSCALL, CallbackRegister, TrapInfo};
+use xen_pv_abi::{Errno, nr};
 
 use crate::paging::{self, UserRange, mfn_of};
 use crate::{StartInfo, println};
@@ -25,7 +25,7 @@ use crate::{StartInfo, println};
 /// `iret` hypercall number, for the assembly below.
 const HYPERVISOR_IRET: u32 = nr::IRET;
 /// `VGCF_in_syscall`.
-const VGCF_IN_SYSCALL: u64 = guest_abi::traps::VGCF_IN_SYSCALL;
+const VGCF_IN_SYSCALL: u64 = xen_pv_abi::traps::VGCF_IN_SYSCALL;
 
 /// System call numbers of this toy kernel.
 const SYS_SAY: u64 = 1;
@@ -113,13 +113,13 @@ extern "C" fn page_fault(error: u64, rip: u64) -> u64 {
     let va = page as u64;
     if cr2 & !0xfff != va {
         println!("pv-guest: unexpected page fault at {cr2:#x} error={error:#x} rip={rip:#x}");
-        crate::shutdown(guest_abi::sched::ShutdownReason::Crash);
+        crate::shutdown(xen_pv_abi::sched::ShutdownReason::Crash);
     }
     let pte = (DEMAND_MFN.load(Ordering::Relaxed) << 12) | 0x7;
     // SAFETY: maps our own page's frame back at its own address.
     if unsafe { update_va_mapping(va, pte, UVMF_INVLPG) }.is_err() {
         println!("pv-guest: cannot map the demand page back");
-        crate::shutdown(guest_abi::sched::ShutdownReason::Crash);
+        crate::shutdown(xen_pv_abi::sched::ShutdownReason::Crash);
     }
     LAST_FAULT.store(cr2, Ordering::Relaxed);
     0
@@ -166,7 +166,7 @@ extern "C" fn fatal_trap(vector: u64, frame: *const u64) -> ! {
     // SAFETY: `frame` points at the words the hypervisor pushed (at least 5).
     let (w0, w1) = unsafe { (frame.read(), frame.add(1).read()) };
     println!("pv-guest: fatal trap vector={vector} [{w0:#x} {w1:#x}]");
-    crate::shutdown(guest_abi::sched::ShutdownReason::Crash)
+    crate::shutdown(xen_pv_abi::sched::ShutdownReason::Crash)
 }
 
 macro_rules! fatal_entry {
@@ -272,7 +272,7 @@ fn install_user_root(si: &StartInfo) -> Result<(), Errno> {
                 &raw const op as u64,
                 1,
                 0,
-                u64::from(guest_abi::DomId::SELF.0),
+                u64::from(xen_pv_abi::DomId::SELF.0),
                 0,
             ],
         )

@@ -1,5 +1,5 @@
 //! `cargo xtask gen`: regenerates the outputs of `hypercall-gen/hypercalls.toml`
-//! (guest-abi numbers and wrappers, the hypervisor's dispatch, `docs/hypercalls.md`).
+//! (xen-pv-abi numbers and wrappers, the hypervisor's dispatch, `docs/hypercalls.md`).
 
 use crate::{Result, err, workspace_root};
 

@@ -124,7 +124,7 @@ enum Cmd {
     /// Regenerate the hypercall table, guest wrappers, dispatch and docs/hypercalls.md
     /// from hypercall-gen/hypercalls.toml.
     Gen,
-    /// Check guest-abi's public API against guest-abi/public-api.txt (or rewrite it).
+    /// Check xen-pv-abi's public API against xen-pv-abi/public-api.txt (or rewrite it).
     PublicApi {
         /// Rewrite the snapshot instead of checking it.
         #[arg(long)]
@@ -302,13 +302,13 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             let diff = xtask::public_api::diff_against_snapshot()?;
             if diff.is_empty() {
                 println!(
-                    "guest-abi public API matches {}",
+                    "xen-pv-abi public API matches {}",
                     xtask::public_api::SNAPSHOT
                 );
                 Ok(ExitCode::SUCCESS)
             } else {
                 Err(err!(
-                    "guest-abi's public API differs from {} (review the semver impact, then \
+                    "xen-pv-abi's public API differs from {} (review the semver impact, then \
                      `cargo xtask public-api --write`):\n{}",
                     xtask::public_api::SNAPSHOT,
                     diff.join("\n")

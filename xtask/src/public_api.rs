@@ -1,5 +1,5 @@
-//! guest-abi's public API as a sorted list of lines, made by parsing its source with
-//! `syn`, and compared with the committed snapshot `guest-abi/public-api.txt`.
+//! xen-pv-abi's public API as a sorted list of lines, made by parsing its source with
+//! `syn`, and compared with the committed snapshot `xen-pv-abi/public-api.txt`.
 //!
 //! Why not `cargo semver-checks` or `cargo public-api`: there is no published version to
 //! compare with yet, rustdoc JSON needs nightly, and building cargo-semver-checks in CI
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use syn::{Attribute, ImplItem, Item, TraitItem, Visibility};
 
 /// The committed snapshot, relative to the workspace root.
-pub const SNAPSHOT: &str = "guest-abi/public-api.txt";
+pub const SNAPSHOT: &str = "xen-pv-abi/public-api.txt";
 
 /// The public API of the crate whose `src/lib.rs` is under `crate_dir`, one item per line,
 /// sorted.
@@ -32,9 +32,9 @@ pub fn public_api(crate_dir: &Path, crate_name: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// guest-abi's public API, as the snapshot holds it (one line each, newline-terminated).
-pub fn guest_abi_api_text() -> Result<String> {
-    let lines = public_api(&workspace_root().join("guest-abi"), "guest_abi")?;
+/// xen-pv-abi's public API, as the snapshot holds it (one line each, newline-terminated).
+pub fn xen_pv_abi_api_text() -> Result<String> {
+    let lines = public_api(&workspace_root().join("xen-pv-abi"), "xen_pv_abi")?;
     let mut s = lines.join("\n");
     s.push('\n');
     Ok(s)
@@ -45,7 +45,7 @@ pub fn diff_against_snapshot() -> Result<Vec<String>> {
     let path = workspace_root().join(SNAPSHOT);
     let committed =
         std::fs::read_to_string(&path).map_err(|e| err!("cannot read {}: {e}", path.display()))?;
-    let now = guest_abi_api_text()?;
+    let now = xen_pv_abi_api_text()?;
     let old: std::collections::BTreeSet<&str> = committed.lines().collect();
     let new: std::collections::BTreeSet<&str> = now.lines().collect();
     let mut diff: Vec<String> = old.difference(&new).map(|l| format!("- {l}")).collect();
@@ -56,7 +56,7 @@ pub fn diff_against_snapshot() -> Result<Vec<String>> {
 /// Rewrites the snapshot.
 pub fn write_snapshot() -> Result<PathBuf> {
     let path = workspace_root().join(SNAPSHOT);
-    std::fs::write(&path, guest_abi_api_text()?)
+    std::fs::write(&path, xen_pv_abi_api_text()?)
         .map_err(|e| err!("cannot write {}: {e}", path.display()))?;
     Ok(path)
 }
@@ -352,11 +352,11 @@ mod tests {
     }
 
     #[test]
-    fn guest_abi_matches_its_committed_public_api() {
+    fn xen_pv_abi_matches_its_committed_public_api() {
         let diff = diff_against_snapshot().unwrap();
         assert!(
             diff.is_empty(),
-            "guest-abi's public API changed; review, then `cargo xtask public-api --write`:\n{}",
+            "xen-pv-abi's public API changed; review, then `cargo xtask public-api --write`:\n{}",
             diff.join("\n")
         );
     }

@@ -1,7 +1,7 @@
 #![no_std]
 #![no_main]
 
-use guest_abi::hypercall::xen_version;
+use xen_pv_abi::hypercall::xen_version;
 use xen_pv_rt::{StartInfo, println};
 
 xen_pv_rt::entry!(main);

@@ -3,10 +3,10 @@
 #![no_std]
 #![no_main]
 
-use guest_abi::event_channel::Virq;
-use guest_abi::evtchn::Port;
-use guest_abi::time::{set_timer, stop_periodic_timer, system_time_ns};
-use guest_abi::{Errno, VcpuId};
+use xen_pv_abi::event_channel::Virq;
+use xen_pv_abi::evtchn::Port;
+use xen_pv_abi::time::{set_timer, stop_periodic_timer, system_time_ns};
+use xen_pv_abi::{Errno, VcpuId};
 use xen_pv_rt::{StartInfo, events, println};
 
 xen_pv_rt::entry!(main);

@@ -12,7 +12,7 @@ use crate::hypercall::HcResult;
 use crate::hypercall::handle::GuestArray;
 use crate::mmu::guest::copy_from_guest;
 use crate::platform::{MachineMemory, Platform};
-use guest_abi::{Errno, nr};
+use xen_pv_abi::{Errno, nr};
 
 /// Bytes copied from the guest at a time.
 pub const CONSOLE_IO_CHUNK: usize = 128;

@@ -16,8 +16,8 @@ pub use mode::raw_requested;
 
 use crate::platform::{BadMaddr, MachineMemory, Platform};
 use core::mem::offset_of;
-use guest_abi::console::{XENCONS_OUT_SIZE, XenconsInterface, out_slot};
-use guest_abi::{DomId, Mfn};
+use xen_pv_abi::console::{XENCONS_OUT_SIZE, XenconsInterface, out_slot};
+use xen_pv_abi::{DomId, Mfn};
 
 /// Longest line kept before a partial line is flushed (excluding prefix and newline).
 pub const LINE_MAX: usize = 256;

@@ -17,16 +17,16 @@ use crate::mmu::pagetable::PtCtx;
 use crate::mmu::{Frames, MAX_FRAMES};
 use crate::platform::{BadMaddr, GuestFrame, MachineMemory};
 use core::mem::offset_of;
-use guest_abi::layout::{
+use xen_pv_abi::layout::{
     FIRST_HYPERVISOR_L4_SLOT, FLAT_KERNEL_CS64, FLAT_KERNEL_SS64, HYPERVISOR_VIRT_END,
     HYPERVISOR_VIRT_START, PAGE_SIZE, is_canonical,
 };
-use guest_abi::shared_info::{ArchSharedInfo, SharedInfo, VcpuInfo, XEN_LEGACY_MAX_VCPUS};
-use guest_abi::start_info::{
+use xen_pv_abi::shared_info::{ArchSharedInfo, SharedInfo, VcpuInfo, XEN_LEGACY_MAX_VCPUS};
+use xen_pv_abi::start_info::{
     ConsoleInfo, MAX_GUEST_CMDLINE, SIF_INITDOMAIN, SIF_PRIVILEGED, START_INFO_MAGIC_X86_64,
     StartInfo,
 };
-use guest_abi::{DomId, EvtchnPort, Mfn};
+use xen_pv_abi::{DomId, EvtchnPort, Mfn};
 use zerocopy::{FromZeros, IntoBytes};
 
 /// Event channel of the xenstore ring in every domU (as `xl` allocates it).
@@ -677,7 +677,7 @@ pub fn hypercall_page() -> [u8; PAGE_SIZE] {
     let mut page = [0xcc; PAGE_SIZE];
     for (nr, stub) in page.chunks_exact_mut(32).enumerate() {
         let nr = nr as u32;
-        if nr == guest_abi::nr::IRET {
+        if nr == xen_pv_abi::nr::IRET {
             // push rcx; push r11; push rax; mov eax, 23; syscall — never returns.
             stub[..11].copy_from_slice(&[0x51, 0x41, 0x53, 0x50, 0xb8, 23, 0, 0, 0, 0x0f, 0x05]);
         } else {
@@ -700,10 +700,10 @@ mod tests {
     use crate::mmu::{FrameInfo, PageType};
 
     use crate::testutil::{FakeMemory, leak};
-    use guest_abi::elfnote;
-    use guest_abi::layout::INVALID_M2P_ENTRY;
     use std::collections::HashSet;
     use std::vec::Vec;
+    use xen_pv_abi::elfnote;
+    use xen_pv_abi::layout::INVALID_M2P_ENTRY;
     use zerocopy::FromBytes;
 
     /// 32 MiB of machine memory; the first MiB is not free RAM.

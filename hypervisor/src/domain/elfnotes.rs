@@ -15,9 +15,9 @@ use elf::ElfBytes;
 use elf::abi::{EM_X86_64, ET_EXEC, PF_R, PF_W, PF_X, PT_LOAD, PT_NOTE, SHT_NOTE};
 use elf::endian::LittleEndian;
 use elf::file::Class;
-use guest_abi::elfnote;
-use guest_abi::layout::{HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START, PAGE_SIZE, is_canonical};
-use guest_abi::version::feature;
+use xen_pv_abi::elfnote;
+use xen_pv_abi::layout::{HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START, PAGE_SIZE, is_canonical};
+use xen_pv_abi::version::feature;
 
 /// Most notes scanned in one image (Xen's `ELF_MAX_TOTAL_NOTE_COUNT`).
 pub const MAX_NOTES: usize = 65536;
@@ -533,9 +533,9 @@ fn check_mandatory(notes: &XenNotes<'_>) -> Result<(), BuildError> {
 #[cfg(test)]
 pub mod test_elf {
     extern crate std;
-    use guest_abi::elfnote;
     use std::vec;
     use std::vec::Vec;
+    use xen_pv_abi::elfnote;
 
     /// One PT_LOAD segment.
     #[derive(Clone)]

@@ -5,8 +5,8 @@ use crate::console::{LineBuffer, Prefix, TokenBucket};
 use crate::domain::builder::BuiltDomain;
 use crate::platform::GuestFrame;
 use alloc::vec::Vec;
-use guest_abi::sched::ShutdownReason;
-use guest_abi::{DomId, EvtchnPort, Mfn, VcpuId};
+use xen_pv_abi::sched::ShutdownReason;
+use xen_pv_abi::{DomId, EvtchnPort, Mfn, VcpuId};
 
 /// Longest domain name kept.
 pub const NAME_MAX: usize = 31;
@@ -57,11 +57,11 @@ pub struct Vcpu {
     /// Trap table, callbacks, kernel stack, segment bases, FPU state (traps/mod.rs).
     pub traps: crate::traps::VcpuTraps,
     /// The ports it waits on in `SCHEDOP_poll` (sched/run.rs), while it does.
-    pub poll: Option<alloc::vec::Vec<guest_abi::EvtchnPort>>,
+    pub poll: Option<alloc::vec::Vec<xen_pv_abi::EvtchnPort>>,
     /// A page-table reference drop an interrupted hypercall left to finish (Xen's
     /// `old_guest_table`; see `PtCtx::deferred`): the next mmu_update/mmuext_op
     /// finishes it first.
-    pub old_table: Option<guest_abi::Mfn>,
+    pub old_table: Option<xen_pv_abi::Mfn>,
     /// System time of its last `vcpu_time_info` update; `None`: never published
     /// (time/hypercalls.rs).
     pub time_published_ns: Option<u64>,

@@ -13,18 +13,18 @@ use crate::mmu::{Frames, PageType, TypeState};
 use crate::platform::MachineMemory;
 use alloc::vec::Vec;
 use core::mem::{offset_of, size_of};
-use guest_abi::event_channel::{
+use xen_pv_abi::event_channel::{
     EVTCHN_FIFO_EVENT_WORDS_PER_PAGE, EVTCHN_FIFO_LINK_MASK, EVTCHN_FIFO_MAX_QUEUES,
     EvtchnFifoControlBlock,
 };
 
-/// Bit numbers of the event-word flags (guest-abi defines them as masks).
-const EVTCHN_FIFO_PENDING: u32 = guest_abi::event_channel::EVTCHN_FIFO_PENDING.trailing_zeros();
-const EVTCHN_FIFO_MASKED: u32 = guest_abi::event_channel::EVTCHN_FIFO_MASKED.trailing_zeros();
-const EVTCHN_FIFO_LINKED: u32 = guest_abi::event_channel::EVTCHN_FIFO_LINKED.trailing_zeros();
-const EVTCHN_FIFO_BUSY: u32 = guest_abi::event_channel::EVTCHN_FIFO_BUSY.trailing_zeros();
-use guest_abi::layout::PAGE_SIZE;
-use guest_abi::{DomId, Errno, Mfn};
+/// Bit numbers of the event-word flags (xen-pv-abi defines them as masks).
+const EVTCHN_FIFO_PENDING: u32 = xen_pv_abi::event_channel::EVTCHN_FIFO_PENDING.trailing_zeros();
+const EVTCHN_FIFO_MASKED: u32 = xen_pv_abi::event_channel::EVTCHN_FIFO_MASKED.trailing_zeros();
+const EVTCHN_FIFO_LINKED: u32 = xen_pv_abi::event_channel::EVTCHN_FIFO_LINKED.trailing_zeros();
+const EVTCHN_FIFO_BUSY: u32 = xen_pv_abi::event_channel::EVTCHN_FIFO_BUSY.trailing_zeros();
+use xen_pv_abi::layout::PAGE_SIZE;
+use xen_pv_abi::{DomId, Errno, Mfn};
 
 /// Size of a control block; it must lie inside one page.
 pub const CONTROL_BLOCK_SIZE: u32 = size_of::<EvtchnFifoControlBlock>() as u32;
@@ -159,7 +159,7 @@ pub(super) fn set_pending(
             *old = 0;
         }
         if (ov, oq) != (v, q) {
-            chan.last_vcpu = guest_abi::VcpuId(vcpu);
+            chan.last_vcpu = xen_pv_abi::VcpuId(vcpu);
             chan.last_priority = q as u8;
         }
         let tail = fifo.vcpus[v].tail[q];

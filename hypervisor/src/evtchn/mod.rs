@@ -28,8 +28,8 @@ use crate::hv::{Hypervisor, console_ring_crash};
 use crate::hypercall::handle::{Call, GuestHandle, Outcome, Untyped};
 use crate::hypercall::{HcResult, to_rax};
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
-use guest_abi::event_channel::*;
-use guest_abi::{Errno, EvtchnPort, VcpuId, nr};
+use xen_pv_abi::event_channel::*;
+use xen_pv_abi::{Errno, EvtchnPort, VcpuId, nr};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 /// Hypervisor backend behind a domain's xenstore port.
@@ -145,7 +145,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 self.evtchn_inout(idx, arg, |hv, op: &mut EvtchnInitControl| {
                     op.link_bits = hv.evtchn.init_control(
                         &caller,
-                        guest_abi::Mfn(op.control_gfn),
+                        xen_pv_abi::Mfn(op.control_gfn),
                         op.offset,
                         VcpuId(op.vcpu),
                         &hv.mem,
@@ -160,7 +160,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     .evtchn
                     .expand_array(
                         &caller,
-                        guest_abi::Mfn(op.array_gfn),
+                        xen_pv_abi::Mfn(op.array_gfn),
                         &self.mem,
                         &mut self.frames,
                     )

@@ -36,14 +36,14 @@ use crate::platform::MachineMemory;
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use guest_abi::event_channel::{
+use xen_pv_abi::event_channel::{
     EVTCHN_FIFO_LINK_BITS, EVTCHN_FIFO_MAX_EVENT_ARRAY_PAGES, EVTCHN_FIFO_NR_CHANNELS,
     EVTCHN_FIFO_PRIORITY_DEFAULT, EVTCHN_FIFO_PRIORITY_MIN, EVTCHNSTAT_CLOSED,
     EVTCHNSTAT_INTERDOMAIN, EVTCHNSTAT_IPI, EVTCHNSTAT_UNBOUND, EVTCHNSTAT_VIRQ, EvtchnStatus,
     Virq,
 };
-use guest_abi::shared_info::XEN_LEGACY_MAX_VCPUS;
-use guest_abi::{DomId, Errno, EvtchnPort, Mfn, VcpuId};
+use xen_pv_abi::shared_info::XEN_LEGACY_MAX_VCPUS;
+use xen_pv_abi::{DomId, Errno, EvtchnPort, Mfn, VcpuId};
 
 /// Channels per bucket (Xen: a page of 64-byte `struct evtchn`).
 pub const EVTCHNS_PER_BUCKET: u32 = 64;

@@ -11,12 +11,12 @@ use crate::platform::MachineMemory;
 use crate::testutil::Rng;
 use crate::testutil::{FakeMemory, leak};
 use core::mem::offset_of;
-use guest_abi::event_channel::*;
-use guest_abi::layout::PAGE_SIZE;
-use guest_abi::shared_info::{SharedInfo, VcpuInfo};
-use guest_abi::{DomId, Errno, EvtchnPort, Mfn, VcpuId};
 use std::collections::BTreeMap;
 use std::vec::Vec;
+use xen_pv_abi::event_channel::*;
+use xen_pv_abi::layout::PAGE_SIZE;
+use xen_pv_abi::shared_info::{SharedInfo, VcpuInfo};
+use xen_pv_abi::{DomId, Errno, EvtchnPort, Mfn, VcpuId};
 
 // The VIRQ numbers as plain integers, as the table takes them.
 const VIRQ_TIMER: u32 = Virq::TIMER.0;

@@ -10,9 +10,9 @@
 use super::table::Raised;
 use crate::platform::MachineMemory;
 use core::mem::{offset_of, size_of};
-use guest_abi::Mfn;
-use guest_abi::layout::PAGE_SIZE;
-use guest_abi::shared_info::{EVTCHN_2L_NR_CHANNELS, SharedInfo, VcpuInfo, XEN_LEGACY_MAX_VCPUS};
+use xen_pv_abi::Mfn;
+use xen_pv_abi::layout::PAGE_SIZE;
+use xen_pv_abi::shared_info::{EVTCHN_2L_NR_CHANNELS, SharedInfo, VcpuInfo, XEN_LEGACY_MAX_VCPUS};
 
 /// Ports of the 2-level ABI.
 pub const NR_CHANNELS: u32 = EVTCHN_2L_NR_CHANNELS as u32;

@@ -14,15 +14,15 @@
 use crate::hv::Hypervisor;
 use crate::hypercall::handle::{GuestArray, Untyped};
 use crate::platform::{MachineMemory, Platform};
-use guest_abi::grant_table::{
+use xen_pv_abi::grant_table::{
     GNTST_BAD_DOMAIN, GNTST_BAD_VIRT_ADDR, GNTST_GENERAL_ERROR, GNTST_OKAY,
     GNTST_PERMISSION_DENIED, GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE,
     GNTTABOP_GET_VERSION, GNTTABOP_QUERY_SIZE, GNTTABOP_SET_VERSION, GNTTABOP_SETUP_TABLE,
     GTF_PERMIT_ACCESS, GnttabGetVersion, GnttabQuerySize, GnttabSetVersion, GnttabSetupTable,
     GrantEntryV1,
 };
-use guest_abi::layout::PAGE_SIZE;
-use guest_abi::{DomId, Errno, Mfn};
+use xen_pv_abi::layout::PAGE_SIZE;
+use xen_pv_abi::{DomId, Errno, Mfn};
 use zerocopy::IntoBytes;
 
 use crate::hypercall::HcResult;

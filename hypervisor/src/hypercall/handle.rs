@@ -6,7 +6,7 @@ use crate::hv::Hypervisor;
 use crate::platform::{GuestFrame, MachineMemory, Platform};
 use core::fmt;
 use core::marker::PhantomData;
-use guest_abi::{DomId, Errno, VcpuId};
+use xen_pv_abi::{DomId, Errno, VcpuId};
 use zerocopy::{FromBytes, IntoBytes};
 
 /// The pointee of a guest pointer whose type depends on the sub-operation (C `void *`):
@@ -218,7 +218,7 @@ pub enum Outcome {
     /// pending, an upcall is due, or the poll timer fires (`SCHEDOP_poll`).
     Poll,
     /// The domain shuts itself down.
-    Shutdown(guest_abi::sched::ShutdownReason),
+    Shutdown(xen_pv_abi::sched::ShutdownReason),
     /// The domain broke a rule it cannot recover from: crash it.
     Crash(CrashReason),
     /// The handler loaded a complete new register set into `call.frame` (`iret`):

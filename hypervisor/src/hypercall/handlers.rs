@@ -7,7 +7,7 @@ use super::generated::Hypercalls;
 use super::handle::{Call, GuestArray, GuestHandle, Outcome, Untyped};
 use crate::hv::Hypervisor;
 use crate::platform::{MachineMemory, Platform};
-use guest_abi::mmu::{MmuUpdate, MmuextOp, MulticallEntry};
+use xen_pv_abi::mmu::{MmuUpdate, MmuextOp, MulticallEntry};
 
 impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
     // ---- traps, callbacks, user mode: traps/mod.rs ----
@@ -15,7 +15,7 @@ impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
     fn set_trap_table(
         &mut self,
         call: &mut Call<'_>,
-        traps: GuestHandle<guest_abi::traps::TrapInfo>,
+        traps: GuestHandle<xen_pv_abi::traps::TrapInfo>,
     ) -> Outcome {
         self.do_set_trap_table(call.idx, traps).into()
     }

@@ -26,8 +26,8 @@ use crate::domain::runtime::DomainState;
 use crate::hv::Hypervisor;
 use crate::mmu::guest::{copy_from_guest, copy_to_guest};
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
-use guest_abi::Errno;
 use handle::{Call, Outcome, Pause};
+use xen_pv_abi::Errno;
 use zerocopy::{FromBytes, IntoBytes};
 
 /// What a handler that never switches domains returns.

@@ -24,10 +24,10 @@ use crate::hv::{Hypervisor, XEN_VERSION_NUMBER};
 use crate::mmu::guest::{copy_from_guest, translate};
 use crate::platform::{GuestFrame, MachineMemory, Platform};
 use core::mem::{offset_of, size_of};
-use guest_abi::layout::PAGE_SIZE;
-use guest_abi::mmu::MulticallEntry;
-use guest_abi::version::XENVER_VERSION;
-use guest_abi::{Errno, nr};
+use xen_pv_abi::layout::PAGE_SIZE;
+use xen_pv_abi::mmu::MulticallEntry;
+use xen_pv_abi::version::XENVER_VERSION;
+use xen_pv_abi::{Errno, nr};
 use zerocopy::IntoBytes;
 
 /// `GuestFrame::vector` of a hypercall made from inside a multicall.

@@ -7,15 +7,15 @@ use super::HcResult;
 use super::handle::{GuestHandle, Untyped};
 use crate::hv::{Hypervisor, XEN_VERSION_NUMBER};
 use crate::platform::{MachineMemory, Platform};
-use guest_abi::Errno;
-use guest_abi::layout::{HYPERVISOR_VIRT_START, PAGE_SIZE};
-use guest_abi::version::{self as v, CompileInfo, FeatureInfo, PlatformParameters, feature};
+use xen_pv_abi::Errno;
+use xen_pv_abi::layout::{HYPERVISOR_VIRT_START, PAGE_SIZE};
+use xen_pv_abi::version::{self as v, CompileInfo, FeatureInfo, PlatformParameters, feature};
 use zerocopy::IntoBytes;
 
 /// `XENVER_extraversion`: appended to "4.17"; says this is not Xen itself.
 pub const EXTRAVERSION: &[u8] = b"-rs";
 /// `XENVER_capabilities`: 64-bit PV guests only.
-pub const CAPABILITIES: &[u8] = guest_abi::version::CAPABILITY_X86_64_PV.as_bytes();
+pub const CAPABILITIES: &[u8] = xen_pv_abi::version::CAPABILITY_X86_64_PV.as_bytes();
 /// `XENVER_changeset`.
 pub const CHANGESET: &[u8] = b"unavailable";
 

@@ -12,11 +12,11 @@ use crate::hv::Hypervisor;
 use crate::hypercall::handle::{GuestArray, GuestHandle, Outcome};
 use crate::hypercall::to_rax;
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
-use guest_abi::layout::{in_hypervisor_range, is_canonical};
-use guest_abi::mmu::{
+use xen_pv_abi::layout::{in_hypervisor_range, is_canonical};
+use xen_pv_abi::mmu::{
     MMUEXT_INVLPG_ALL, MMUEXT_INVLPG_LOCAL, MMUEXT_TLB_FLUSH_ALL, MMUEXT_TLB_FLUSH_LOCAL, MmuextOp,
 };
-use guest_abi::nr;
+use xen_pv_abi::nr;
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// Runs MMU hypercall `number` (one of the three) of domain `idx` with `args`.

@@ -11,8 +11,8 @@
 //! one allocation touches at most `GROUPS + GROUP_FRAMES` entries, never the whole table.
 
 use core::ops::Range;
-use guest_abi::layout::{INVALID_M2P_ENTRY, PAGE_SIZE};
-use guest_abi::{DomId, Mfn};
+use xen_pv_abi::layout::{INVALID_M2P_ENTRY, PAGE_SIZE};
+use xen_pv_abi::{DomId, Mfn};
 
 /// Machine frames the hypervisor can manage: 4 GiB of machine address space.
 pub const MAX_FRAMES: usize = 1 << 20;

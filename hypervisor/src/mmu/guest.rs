@@ -15,8 +15,8 @@
 use super::Frames;
 use crate::platform::MachineMemory;
 use core::cell::Cell;
-use guest_abi::layout::{PAGE_SIZE, in_hypervisor_range, is_canonical};
-use guest_abi::{DomId, Errno, Mfn};
+use xen_pv_abi::layout::{PAGE_SIZE, in_hypervisor_range, is_canonical};
+use xen_pv_abi::{DomId, Errno, Mfn};
 
 /// Page-table entry bit: present.
 pub const PTE_PRESENT: u64 = 1 << 0;
@@ -366,7 +366,7 @@ mod tests {
     use super::*;
     use crate::mmu::FrameInfo;
     use crate::testutil::{FakeMemory, leak};
-    use guest_abi::layout::HYPERVISOR_VIRT_START;
+    use xen_pv_abi::layout::HYPERVISOR_VIRT_START;
 
     const DOM: DomId = DomId(1);
     const TABLE: u64 = PTE_PRESENT | PTE_RW | PTE_USER | PTE_ACCESSED | PTE_DIRTY;

@@ -37,9 +37,9 @@ use crate::hypercall::handle::{GuestArray, GuestHandle, Outcome};
 use crate::mmu::guest::copy_from_guest;
 use crate::mmu::pagetable::{Budget, PtCtx, Stop};
 use crate::platform::{MachineMemory, Platform};
-use guest_abi::layout::{PAGE_SIZE, in_hypervisor_range, is_canonical};
-use guest_abi::mmu::*;
-use guest_abi::{DomId, Errno, Mfn};
+use xen_pv_abi::layout::{PAGE_SIZE, in_hypervisor_range, is_canonical};
+use xen_pv_abi::mmu::*;
+use xen_pv_abi::{DomId, Errno, Mfn};
 use zerocopy::IntoBytes;
 
 /// Elements handled per entry into the hypervisor before a continuation.

@@ -9,12 +9,12 @@ use crate::mmu::guest::{GuestSpace, copy_from_guest, copy_to_guest};
 use crate::platform::{GuestFrame, MachineMemory, Resume};
 use crate::testutil::started_test_domains;
 use crate::testutil::{TestHv, hypercall};
-use guest_abi::VcpuId;
-use guest_abi::layout::{HYPERVISOR_VIRT_START, MACH2PHYS_VIRT_START, PAGE_SIZE};
-use guest_abi::mmu::*;
-use guest_abi::start_info::StartInfo;
-use guest_abi::{DomId, Errno, Mfn, nr};
 use std::vec::Vec;
+use xen_pv_abi::VcpuId;
+use xen_pv_abi::layout::{HYPERVISOR_VIRT_START, MACH2PHYS_VIRT_START, PAGE_SIZE};
+use xen_pv_abi::mmu::*;
+use xen_pv_abi::start_info::StartInfo;
+use xen_pv_abi::{DomId, Errno, Mfn, nr};
 use zerocopy::{FromBytes, IntoBytes};
 
 type Hv = TestHv;
@@ -1037,7 +1037,7 @@ fn multicall_entries_see_what_earlier_entries_wrote() {
         MulticallEntry {
             op: nr::XEN_VERSION.into(),
             args: [
-                guest_abi::version::XENVER_EXTRAVERSION.into(),
+                xen_pv_abi::version::XENVER_EXTRAVERSION.into(),
                 list + 2 * 64,
                 0,
                 0,

@@ -7,9 +7,9 @@ use crate::hypercall::HcResult;
 use crate::hypercall::handle::{GuestHandle, Untyped};
 use crate::mmu::MAX_FRAMES;
 use crate::platform::{MachineMemory, Platform};
-use guest_abi::layout::MACH2PHYS_VIRT_START;
-use guest_abi::mmu::*;
-use guest_abi::{DomId, Errno};
+use xen_pv_abi::layout::MACH2PHYS_VIRT_START;
+use xen_pv_abi::mmu::*;
+use xen_pv_abi::{DomId, Errno};
 
 /// Bits 5..0 of the command are the sub-op (the rest is a continuation start extent).
 const MEMOP_CMD_MASK: u64 = 0x3f;

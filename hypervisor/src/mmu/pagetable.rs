@@ -50,8 +50,8 @@ use super::frames::{Frames, PageType, Partial, TypeState};
 use crate::dlog::{Dbg, hv_debug};
 use crate::platform::MachineMemory;
 use bitflags::bitflags;
-use guest_abi::layout::{FIRST_HYPERVISOR_L4_SLOT, LAST_HYPERVISOR_L4_SLOT, PAGE_SIZE};
-use guest_abi::{DomId, Errno, Mfn};
+use xen_pv_abi::layout::{FIRST_HYPERVISOR_L4_SLOT, LAST_HYPERVISOR_L4_SLOT, PAGE_SIZE};
+use xen_pv_abi::{DomId, Errno, Mfn};
 use zerocopy::IntoBytes;
 
 bitflags! {

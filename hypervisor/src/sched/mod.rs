@@ -17,11 +17,11 @@ use crate::hypercall::handle::GuestArray;
 use crate::hypercall::handle::{Call, GuestHandle, Outcome, Untyped};
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
 use alloc::vec::Vec;
-use guest_abi::sched::{
+use xen_pv_abi::sched::{
     SCHEDOP_BLOCK, SCHEDOP_POLL, SCHEDOP_REMOTE_SHUTDOWN, SCHEDOP_SHUTDOWN, SCHEDOP_SHUTDOWN_CODE,
     SCHEDOP_YIELD, SchedPoll, SchedRemoteShutdown, SchedShutdown, ShutdownReason,
 };
-use guest_abi::{DomId, Errno, EvtchnPort};
+use xen_pv_abi::{DomId, Errno, EvtchnPort};
 
 /// Most ports one `SCHEDOP_poll` may wait on (Xen's limit).
 pub const MAX_POLL_PORTS: u32 = 128;

@@ -30,7 +30,7 @@
 //! before is treated as the newest seen (time never runs backwards here).
 
 use alloc::collections::{BTreeMap, BTreeSet};
-use guest_abi::{DomId, Errno, VcpuId};
+use xen_pv_abi::{DomId, Errno, VcpuId};
 
 /// A vCPU: its domain and its number there.
 pub type Vid = (DomId, VcpuId);

@@ -4,9 +4,9 @@ extern crate std;
 
 use super::policy::*;
 use crate::testutil::Rng;
-use guest_abi::{DomId, Errno, VcpuId};
 use std::collections::BTreeMap;
 use std::vec::Vec;
+use xen_pv_abi::{DomId, Errno, VcpuId};
 
 fn vid(d: u16, v: u32) -> Vid {
     (DomId(d), VcpuId(v))

@@ -15,8 +15,8 @@ use crate::evtchn::Wakes;
 use crate::hv::{Hypervisor, sanitize_for_iret};
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
 use crate::time::timers::Expired;
-use guest_abi::event_channel::Virq;
-use guest_abi::{DomId, VcpuId};
+use xen_pv_abi::event_channel::Virq;
+use xen_pv_abi::{DomId, VcpuId};
 
 /// While a guest runs, the hypervisor looks at its consoles and xenstore rings at least
 /// this often (GRUB polls its rings without kicking): 10 ms.

@@ -8,9 +8,9 @@ use crate::hypercall::HcResult;
 use crate::hypercall::handle::{Call, GuestHandle, Untyped};
 use crate::platform::{MachineMemory, Platform};
 use crate::sched::policy::Vid;
-use guest_abi::generated::vcpu_op::*;
-use guest_abi::shared_info::XEN_PVCLOCK_TSC_STABLE_BIT;
-use guest_abi::{Errno, VcpuId};
+use xen_pv_abi::generated::vcpu_op::*;
+use xen_pv_abi::shared_info::XEN_PVCLOCK_TSC_STABLE_BIT;
+use xen_pv_abi::{Errno, VcpuId};
 
 /// How often the running vCPU's `vcpu_time_info` is refreshed at the latest (Xen's
 /// calibration epoch).

@@ -3,7 +3,7 @@
 //! Xen system time is nanoseconds since the hypervisor booted. Guests compute it
 //! themselves from the TSC with the `(mul, shift)` pair we publish in their
 //! `vcpu_time_info`, so the hypervisor uses exactly the same formula
-//! ([`guest_abi::shared_info::scale_delta`]) to stay consistent with them.
+//! ([`xen_pv_abi::shared_info::scale_delta`]) to stay consistent with them.
 
 pub(crate) mod hypercalls;
 pub mod pvclock;
@@ -12,7 +12,7 @@ pub mod rtc;
 mod time_tests;
 pub mod timers;
 
-use guest_abi::shared_info::scale_delta;
+use xen_pv_abi::shared_info::scale_delta;
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 

@@ -12,8 +12,8 @@ use super::Clock;
 use crate::platform::{BadMaddr, MachineMemory};
 use core::mem::{offset_of, size_of};
 use core::sync::atomic::{Ordering, compiler_fence};
-use guest_abi::shared_info::{SharedInfo, VcpuInfo, VcpuTimeInfo, XEN_LEGACY_MAX_VCPUS};
-use guest_abi::{Mfn, VcpuId};
+use xen_pv_abi::shared_info::{SharedInfo, VcpuInfo, VcpuTimeInfo, XEN_LEGACY_MAX_VCPUS};
+use xen_pv_abi::{Mfn, VcpuId};
 use zerocopy::{FromBytes, IntoBytes};
 
 const NS_PER_SEC: u64 = 1_000_000_000;

@@ -12,9 +12,9 @@ use crate::testutil::FakeMemory;
 use crate::testutil::Rng;
 use core::cell::RefCell;
 use core::mem::offset_of;
-use guest_abi::shared_info::{SharedInfo, VcpuTimeInfo};
-use guest_abi::{DomId, Errno, Mfn, VcpuId};
 use std::vec::Vec;
+use xen_pv_abi::shared_info::{SharedInfo, VcpuTimeInfo};
+use xen_pv_abi::{DomId, Errno, Mfn, VcpuId};
 use zerocopy::FromBytes;
 
 const MS: u64 = 1_000_000;
@@ -420,7 +420,7 @@ fn guest_reads_consistent_time() {
     assert_eq!(got.tsc_shift, TimeScale::from_hz(2_600_000_000).shift);
 }
 
-const XEN_PVCLOCK_TSC_STABLE_BIT_FOR_TEST: u8 = guest_abi::shared_info::XEN_PVCLOCK_TSC_STABLE_BIT;
+const XEN_PVCLOCK_TSC_STABLE_BIT_FOR_TEST: u8 = xen_pv_abi::shared_info::XEN_PVCLOCK_TSC_STABLE_BIT;
 
 #[test]
 fn wallclock_protocol() {

@@ -27,7 +27,7 @@
 use crate::sched::policy::Vid;
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
-use guest_abi::{DomId, Errno, VcpuId};
+use xen_pv_abi::{DomId, Errno, VcpuId};
 
 /// The period every PV vCPU starts with ("100 Hz ticker").
 pub const PV_DEFAULT_PERIOD_NS: u64 = 10_000_000;

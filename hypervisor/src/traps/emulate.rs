@@ -2,7 +2,7 @@
 //! and Xen's CPUID leaves. Pure functions: the caller fetched the bytes at the guest's
 //! RIP with `copy_from_guest` and applies the result to the saved registers.
 
-use guest_abi::traps::{XEN_CPUID_FIRST_LEAF, XEN_EMULATE_PREFIX};
+use xen_pv_abi::traps::{XEN_CPUID_FIRST_LEAF, XEN_EMULATE_PREFIX};
 
 /// An instruction the hypervisor knows how to handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -34,8 +34,8 @@ use crate::hypercall::handle::GuestArray;
 use crate::mmu::PageType;
 use crate::mmu::pagetable::PtCtx;
 use crate::platform::{MachineMemory, Platform};
-use guest_abi::layout::{FIRST_RESERVED_GDT_ENTRY, PAGE_SIZE};
-use guest_abi::{Errno, Mfn, VcpuId};
+use xen_pv_abi::layout::{FIRST_RESERVED_GDT_ENTRY, PAGE_SIZE};
+use xen_pv_abi::{Errno, Mfn, VcpuId};
 use zerocopy::IntoBytes;
 
 /// Descriptors in one frame.

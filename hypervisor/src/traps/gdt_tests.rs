@@ -9,11 +9,11 @@ use crate::mmu::guest::{copy_from_guest, copy_to_guest};
 use crate::platform::{GuestFrame, MachineMemory, Resume};
 use crate::testutil::started_test_domains;
 use crate::testutil::{TestHv, hypercall, ret};
-use guest_abi::VcpuId;
-use guest_abi::layout::{FIRST_RESERVED_GDT_ENTRY, PAGE_SIZE};
-use guest_abi::start_info::StartInfo;
-use guest_abi::{DomId, Errno, Mfn, nr};
 use std::vec::Vec;
+use xen_pv_abi::VcpuId;
+use xen_pv_abi::layout::{FIRST_RESERVED_GDT_ENTRY, PAGE_SIZE};
+use xen_pv_abi::start_info::StartInfo;
+use xen_pv_abi::{DomId, Errno, Mfn, nr};
 use zerocopy::{FromBytes, IntoBytes};
 
 const FRAMES: usize = 16384;
@@ -321,7 +321,7 @@ fn each_domain_runs_with_its_own_descriptors() {
     assert_eq!(x.hw(2), CODE64_DPL3);
 
     // Yield to d2, which has no GDT: d1's entries are gone.
-    let yield_ = u64::from(guest_abi::sched::SCHEDOP_YIELD);
+    let yield_ = u64::from(xen_pv_abi::sched::SCHEDOP_YIELD);
     x.call(nr::SCHED_OP, &[yield_, 0, 0]);
     assert_eq!(x.hv.cpu.current, Some(1));
     assert_eq!((x.hw(1), x.hw(2)), (0, 0));
@@ -342,8 +342,8 @@ fn a_gdt_frame_cannot_become_a_page_table() {
     // All zero: a valid (empty) L1 as much as a valid GDT frame.
     let z = x.free_frame(0);
     x.fill(z, &[]);
-    let pin = guest_abi::mmu::MmuextOp {
-        cmd: guest_abi::mmu::MMUEXT_PIN_L1_TABLE,
+    let pin = xen_pv_abi::mmu::MmuextOp {
+        cmd: xen_pv_abi::mmu::MMUEXT_PIN_L1_TABLE,
         pad: 0,
         arg1: z.0,
         arg2: 0,

@@ -22,8 +22,8 @@ use super::gdt::{DESCS_PER_FRAME, check_descriptor, for_each_descriptor_run};
 use crate::hv::Hypervisor;
 use crate::mmu::guest::translate;
 use crate::platform::{MachineMemory, Platform};
-use guest_abi::layout::{PAGE_SIZE, in_hypervisor_range, is_canonical};
-use guest_abi::{Errno, Mfn, VcpuId};
+use xen_pv_abi::layout::{PAGE_SIZE, in_hypervisor_range, is_canonical};
+use xen_pv_abi::{Errno, Mfn, VcpuId};
 
 /// Most LDT entries (`MMUEXT_SET_LDT`): a selector's 13-bit index.
 pub const LDT_MAX_ENTS: usize = 8192;

@@ -10,12 +10,12 @@ use crate::platform::{GuestFrame, MachineMemory, Resume};
 use crate::testutil::started_test_domains;
 use crate::testutil::{TestHv, hypercall, ret};
 use crate::traps::gdt::DESCS_PER_FRAME;
-use guest_abi::VcpuId;
-use guest_abi::layout::{HYPERVISOR_VIRT_START, PAGE_SIZE};
-use guest_abi::mmu::{MMUEXT_SET_LDT, MmuextOp};
-use guest_abi::start_info::StartInfo;
-use guest_abi::{DomId, Errno, Mfn, nr};
 use std::vec::Vec;
+use xen_pv_abi::VcpuId;
+use xen_pv_abi::layout::{HYPERVISOR_VIRT_START, PAGE_SIZE};
+use xen_pv_abi::mmu::{MMUEXT_SET_LDT, MmuextOp};
+use xen_pv_abi::start_info::StartInfo;
+use xen_pv_abi::{DomId, Errno, Mfn, nr};
 use zerocopy::{FromBytes, IntoBytes};
 
 const FRAMES: usize = 16384;
@@ -266,7 +266,7 @@ fn update_descriptor_changes_the_loaded_ldt() {
 #[test]
 fn each_domain_runs_with_its_own_ldt() {
     let mut x = fx(true);
-    let yield_ = u64::from(guest_abi::sched::SCHEDOP_YIELD);
+    let yield_ = u64::from(xen_pv_abi::sched::SCHEDOP_YIELD);
     x.ldt_page(0, 0, &[DATA_DPL3, DATA_DPL3]);
     assert_eq!(x.set_ldt(x.ldt_va, 2), 0);
 
@@ -295,7 +295,7 @@ fn a_domain_that_ends_gives_up_its_ldt() {
     assert_eq!(x.set_ldt(x.ldt_va, 1), 0);
     // d1 powers off (reason 0 at the scratch page); d2 runs next, without LDT.
     x.put(x.scratch, &0u32.to_le_bytes());
-    let shutdown = u64::from(guest_abi::sched::SCHEDOP_SHUTDOWN);
+    let shutdown = u64::from(xen_pv_abi::sched::SCHEDOP_SHUTDOWN);
     x.call(nr::SCHED_OP, &[shutdown, x.scratch, 0]);
     assert_eq!(x.cur(), 1);
     assert_eq!(x.hv.domains[0].vcpu(VcpuId(0)).ldt.entries(), 0);

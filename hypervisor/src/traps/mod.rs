@@ -36,10 +36,10 @@ use crate::mmu::guest::{GuestSpace, copy_from_guest, copy_to_guest, translate};
 use crate::platform::{DataSelectors, FpuArea, GuestFrame, MachineMemory, Platform, Resume};
 use core::mem::offset_of;
 use emulate::{Insn, MAX_INSN_LEN};
-use guest_abi::Errno;
-use guest_abi::layout::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64, in_hypervisor_range, is_canonical};
-use guest_abi::shared_info::{ArchVcpuInfo, SharedInfo, VcpuInfo};
-use guest_abi::traps::*;
+use xen_pv_abi::Errno;
+use xen_pv_abi::layout::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64, in_hypervisor_range, is_canonical};
+use xen_pv_abi::shared_info::{ArchVcpuInfo, SharedInfo, VcpuInfo};
+use xen_pv_abi::traps::*;
 use zerocopy::{FromZeros, IntoBytes};
 
 /// Vectors of the virtual IDT.
@@ -511,7 +511,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             return self.no_current_domain();
         };
         let number = frame.rax;
-        let r = if number == u64::from(guest_abi::nr::FPU_TASKSWITCH) {
+        let r = if number == u64::from(xen_pv_abi::nr::FPU_TASKSWITCH) {
             self.do_fpu_taskswitch(idx, frame.rdi as i32)
         } else {
             self.do_set_segment_base(idx, frame.rdi as u32, frame.rsi)
@@ -617,7 +617,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     #[cold]
     #[inline(never)]
     fn iret_failed(&mut self, idx: usize, frame: &mut GuestFrame, outcome: Outcome) -> Resume {
-        let r = self.apply_outcome(idx, u64::from(guest_abi::nr::IRET), frame, outcome);
+        let r = self.apply_outcome(idx, u64::from(xen_pv_abi::nr::IRET), frame, outcome);
         self.resume_if_returnable(frame, r)
     }
 

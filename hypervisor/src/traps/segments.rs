@@ -27,8 +27,8 @@ use super::{BadGuestStack, MAX_BOUNCE_WORDS};
 use crate::domain::runtime::DomainState;
 use crate::hv::Hypervisor;
 use crate::platform::{DataSelectors, GuestFrame, MachineMemory, Platform};
-use guest_abi::Mfn;
-use guest_abi::layout::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64};
+use xen_pv_abi::Mfn;
+use xen_pv_abi::layout::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64};
 
 /// Descriptor bits.
 const DESC_PRESENT: u64 = 1 << 47;

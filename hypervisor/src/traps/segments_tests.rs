@@ -9,15 +9,15 @@ use crate::mmu::guest::{copy_from_guest, copy_to_guest};
 use crate::platform::Resume;
 use crate::testutil::started_test_domains;
 use crate::testutil::{CLOBBERED_SEGMENT_BASE, TestHv, hypercall, ret};
-use guest_abi::VcpuId;
-use guest_abi::layout::PAGE_SIZE;
-use guest_abi::start_info::StartInfo;
-use guest_abi::traps::{
+use std::vec::Vec;
+use xen_pv_abi::VcpuId;
+use xen_pv_abi::layout::PAGE_SIZE;
+use xen_pv_abi::start_info::StartInfo;
+use xen_pv_abi::traps::{
     CALLBACKF_MASK_EVENTS, CALLBACKOP_REGISTER, CALLBACKTYPE_FAILSAFE, CallbackRegister,
     SEGBASE_GS_USER_SEL,
 };
-use guest_abi::{Mfn, nr};
-use std::vec::Vec;
+use xen_pv_abi::{Mfn, nr};
 use zerocopy::IntoBytes;
 
 const FRAMES: usize = 16384;
@@ -60,7 +60,7 @@ impl Fx {
         ret(&self.f)
     }
     fn yield_(&mut self) {
-        let cmd = u64::from(guest_abi::sched::SCHEDOP_YIELD);
+        let cmd = u64::from(xen_pv_abi::sched::SCHEDOP_YIELD);
         assert_eq!(self.call(nr::SCHED_OP, &[cmd, 0, 0]), 0);
     }
     fn put(&self, va: u64, bytes: &[u8]) {
@@ -236,7 +236,7 @@ fn selectors_and_bases_follow_the_vcpu() {
 fn yielding_to_itself_reloads_nothing() {
     let mut x = fx();
     // Power off d2: d1 is alone and its yield runs d1 again.
-    let shutdown = u64::from(guest_abi::sched::SCHEDOP_SHUTDOWN);
+    let shutdown = u64::from(xen_pv_abi::sched::SCHEDOP_SHUTDOWN);
     x.yield_();
     x.put(x.scratch, &0u32.to_le_bytes());
     assert_eq!(x.call(nr::SCHED_OP, &[shutdown, x.scratch, 0]), 0);

@@ -8,10 +8,10 @@ use crate::testutil::{
     TestHv, hypercall, insert_domain, kernel_frame, map_pages, ret, runnable_domain, started,
     test_hv,
 };
-use guest_abi::VcpuId;
-use guest_abi::layout::PAGE_SIZE;
-use guest_abi::{DomId, Mfn, nr};
 use std::vec::Vec;
+use xen_pv_abi::VcpuId;
+use xen_pv_abi::layout::PAGE_SIZE;
+use xen_pv_abi::{DomId, Mfn, nr};
 use zerocopy::IntoBytes;
 
 type Hv = TestHv;

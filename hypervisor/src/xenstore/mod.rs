@@ -20,11 +20,11 @@ use crate::hypercall::handle::CrashReason;
 use crate::platform::{BadMaddr, MachineMemory, Platform};
 use core::fmt::Write as _;
 use core::mem::offset_of;
-use guest_abi::xenstore::{
+use xen_pv_abi::xenstore::{
     XENSTORE_PAYLOAD_MAX, XENSTORE_RING_SIZE, XS_DIRECTORY, XS_ERROR, XS_READ, XS_WRITE,
     XenstoreDomainInterface, XsdSockmsg,
 };
-use guest_abi::{DomId, Mfn};
+use xen_pv_abi::{DomId, Mfn};
 use zerocopy::{FromBytes, IntoBytes};
 
 /// `XS_GET_DOMAIN_PATH`.

@@ -3,16 +3,16 @@
 #![no_std]
 
 #[doc(hidden)]
-pub use guest_abi as __guest_abi;
-#[doc(hidden)]
 pub use pv_guest as __pv_guest;
+#[doc(hidden)]
+pub use xen_pv_abi as __xen_pv_abi;
 
 /// The Xen notes every test guest carries (except `no-notes`): the mandatory three, plus
 /// VIRT_BASE/PADDR_OFFSET for pv-guest's linker script and ENTRY. No HYPERCALL_PAGE.
 #[macro_export]
 macro_rules! standard_notes {
     ($name:literal) => {
-        $crate::__guest_abi::xen_elf_notes! {
+        $crate::__xen_pv_abi::xen_elf_notes! {
             guest_os: $name,
             guest_version: "0.1",
             xen_version: "xen-3.0",

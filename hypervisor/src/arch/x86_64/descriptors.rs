@@ -5,10 +5,10 @@
 
 use super::Racy;
 use core::mem::size_of;
-use guest_abi::layout::FIRST_RESERVED_GDT_ENTRY;
 use x86_64::VirtAddr;
 use x86_64::instructions::tables::{self, DescriptorTablePointer};
 use x86_64::structures::gdt::SegmentSelector;
+use xen_pv_abi::layout::FIRST_RESERVED_GDT_ENTRY;
 
 /// Hypervisor 64-bit code.
 pub const HV_CS: u16 = 0xe008;

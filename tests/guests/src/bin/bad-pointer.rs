@@ -7,10 +7,10 @@ fn main() {}
 
 #[cfg(target_os = "none")]
 mod guest {
-    use guest_abi::hypercall::hypercall_raw;
-    use guest_abi::nr::{CONSOLE_IO, CONSOLEIO_WRITE, XEN_VERSION};
-    use guest_abi::version::XENVER_EXTRAVERSION;
     use pv_guest::{StartInfo, println};
+    use xen_pv_abi::hypercall::hypercall_raw;
+    use xen_pv_abi::nr::{CONSOLE_IO, CONSOLEIO_WRITE, XEN_VERSION};
+    use xen_pv_abi::version::XENVER_EXTRAVERSION;
 
     /// Inside the hypervisor's direct map (PML4 slot 262), never guest-accessible.
     const HYPERVISOR_ADDRESS: u64 = 0xffff_8300_0010_0000;

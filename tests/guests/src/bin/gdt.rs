@@ -11,10 +11,10 @@ fn main() {}
 #[cfg(target_os = "none")]
 mod guest {
     use core::arch::asm;
-    use guest_abi::hypercall::hypercall_raw;
-    use guest_abi::mmu::{MMUEXT_SET_LDT, MmuextOp};
-    use guest_abi::nr::{MMUEXT_OP, SET_GDT, UPDATE_DESCRIPTOR, UPDATE_VA_MAPPING};
     use pv_guest::{StartInfo, VIRT_BASE, println};
+    use xen_pv_abi::hypercall::hypercall_raw;
+    use xen_pv_abi::mmu::{MMUEXT_SET_LDT, MmuextOp};
+    use xen_pv_abi::nr::{MMUEXT_OP, SET_GDT, UPDATE_DESCRIPTOR, UPDATE_VA_MAPPING};
 
     const PAGE: u64 = 4096;
     /// update_va_mapping flag: invalidate this one address.

@@ -24,20 +24,20 @@ mod guest {
     use core::ptr::{addr_of, addr_of_mut};
     use core::sync::atomic::{AtomicU32, Ordering};
 
-    use guest_abi::event_channel::*;
+    use xen_pv_abi::event_channel::*;
 
     const VIRQ_TIMER: u32 = Virq::TIMER.0;
     const VIRQ_DOM_EXC: u32 = Virq::DOM_EXC.0;
     const NR_VIRQS: u32 = Virq::COUNT;
-    use guest_abi::generated::call;
-    use guest_abi::generated::vcpu_op::*;
-    use guest_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
-    use guest_abi::sched::{
+    use pv_guest::{StartInfo, VIRT_BASE, cmdline, io_println};
+    use xen_pv_abi::generated::call;
+    use xen_pv_abi::generated::vcpu_op::*;
+    use xen_pv_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
+    use xen_pv_abi::sched::{
         SCHEDOP_POLL, SCHEDOP_REMOTE_SHUTDOWN, SCHEDOP_YIELD, SchedPoll, SchedRemoteShutdown,
     };
-    use guest_abi::shared_info::SharedInfo;
-    use guest_abi::{DomId, Errno, EvtchnPort};
-    use pv_guest::{StartInfo, VIRT_BASE, cmdline, io_println};
+    use xen_pv_abi::shared_info::SharedInfo;
+    use xen_pv_abi::{DomId, Errno, EvtchnPort};
 
     test_guests::standard_notes!("hostile-evtchn");
     pv_guest::entry!(main);
@@ -262,13 +262,13 @@ mod guest {
         }
     }
 
-    /// Xen system time of vCPU 0 now (ns): guest-abi's seqlocked `vcpu_time_info` read.
+    /// Xen system time of vCPU 0 now (ns): xen-pv-abi's seqlocked `vcpu_time_info` read.
     fn now_ns(shared: *mut SharedInfo) -> u64 {
         // SAFETY: `shared` is the page-aligned shared_info mapping, kept for the guest's
         // life; this guest reads it only with aligned loads (volatile or atomic), which
         // is what the hypervisor's word-sized writes expect.
-        let page = unsafe { guest_abi::events::AtomicPage::from_ptr(shared.cast()) };
-        guest_abi::time::system_time_ns(page, guest_abi::VcpuId(0)).unwrap_or(0)
+        let page = unsafe { xen_pv_abi::events::AtomicPage::from_ptr(shared.cast()) };
+        xen_pv_abi::time::system_time_ns(page, xen_pv_abi::VcpuId(0)).unwrap_or(0)
     }
 
     /// Polls `port` (10 ms at a time) until it is pending; clears it. `false` if it

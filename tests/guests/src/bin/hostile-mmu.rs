@@ -8,10 +8,10 @@ fn main() {}
 
 #[cfg(target_os = "none")]
 mod guest {
-    use guest_abi::hypercall::hypercall_raw;
-    use guest_abi::mmu::*;
-    use guest_abi::nr::{MMU_UPDATE, MMUEXT_OP, UPDATE_VA_MAPPING};
     use pv_guest::{StartInfo, VIRT_BASE, println};
+    use xen_pv_abi::hypercall::hypercall_raw;
+    use xen_pv_abi::mmu::*;
+    use xen_pv_abi::nr::{MMU_UPDATE, MMUEXT_OP, UPDATE_VA_MAPPING};
 
     /// Inside the hypervisor's direct map (PML4 slot 262).
     const HYPERVISOR_ADDRESS: u64 = 0xffff_8300_0010_0000;

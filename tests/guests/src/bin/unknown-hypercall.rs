@@ -6,8 +6,8 @@ fn main() {}
 
 #[cfg(target_os = "none")]
 mod guest {
-    use guest_abi::hypercall::hypercall_raw;
     use pv_guest::{StartInfo, println};
+    use xen_pv_abi::hypercall::hypercall_raw;
 
     test_guests::standard_notes!("unknown-hypercall");
     pv_guest::entry!(main);

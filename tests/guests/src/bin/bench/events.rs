@@ -5,18 +5,18 @@ use core::arch::naked_asm;
 use core::ptr::{addr_of_mut, null_mut};
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use guest_abi::event_channel::{
+use pv_guest::{StartInfo, io_println};
+use xen_pv_abi::event_channel::{
     EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_INTERDOMAIN, EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND,
     EvtchnSend,
 };
-use guest_abi::generated::call;
-use guest_abi::generated::vcpu_op::VCPUOP_STOP_PERIODIC_TIMER;
-use guest_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
-use guest_abi::sched::{SCHEDOP_BLOCK, SCHEDOP_YIELD};
-use guest_abi::shared_info::SharedInfo;
-use guest_abi::traps::{CALLBACKOP_REGISTER, CALLBACKTYPE_EVENT, CallbackRegister};
-use guest_abi::{DomId, Errno, EvtchnPort, nr};
-use pv_guest::{StartInfo, io_println};
+use xen_pv_abi::generated::call;
+use xen_pv_abi::generated::vcpu_op::VCPUOP_STOP_PERIODIC_TIMER;
+use xen_pv_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
+use xen_pv_abi::sched::{SCHEDOP_BLOCK, SCHEDOP_YIELD};
+use xen_pv_abi::shared_info::SharedInfo;
+use xen_pv_abi::traps::{CALLBACKOP_REGISTER, CALLBACKTYPE_EVENT, CallbackRegister};
+use xen_pv_abi::{DomId, Errno, EvtchnPort, nr};
 
 use crate::sched::sched_op;
 use crate::{Ctx, Failure, Figures, timed, timed_empty};
@@ -307,13 +307,13 @@ fn bind_peer(peer: DomId) -> Result<EvtchnPort, Failure> {
     Err(last.into())
 }
 
-/// Xen system time of vCPU 0 now (ns): guest-abi's seqlocked `vcpu_time_info` read.
+/// Xen system time of vCPU 0 now (ns): xen-pv-abi's seqlocked `vcpu_time_info` read.
 fn now_ns(shared: *mut SharedInfo) -> u64 {
     // SAFETY: `shared` is the page-aligned shared_info mapping, kept for the guest's
     // life; this guest reads it only with aligned loads (volatile or atomic), which
     // is what the hypervisor's word-sized writes expect.
-    let page = unsafe { guest_abi::events::AtomicPage::from_ptr(shared.cast()) };
-    guest_abi::time::system_time_ns(page, guest_abi::VcpuId(0)).unwrap_or(0)
+    let page = unsafe { xen_pv_abi::events::AtomicPage::from_ptr(shared.cast()) };
+    xen_pv_abi::time::system_time_ns(page, xen_pv_abi::VcpuId(0)).unwrap_or(0)
 }
 
 pub fn idle(si: &StartInfo, seconds: u64) {

@@ -100,8 +100,8 @@ pub use guest::*;
 
 #[cfg(target_os = "none")]
 mod guest {
-    use guest_abi::{DomId, Errno};
     use pv_guest::{StartInfo, bytes_str, cmdline, io_println};
+    use xen_pv_abi::{DomId, Errno};
 
     test_guests::standard_notes!("bench");
     pv_guest::entry!(main);

@@ -21,16 +21,16 @@
 
 use core::ptr::null_mut;
 
-use guest_abi::generated::call;
-use guest_abi::mmu::{
+use pv_guest::StartInfo;
+use pv_guest::paging::kernel_l4;
+use xen_pv_abi::generated::call;
+use xen_pv_abi::mmu::{
     MMU_NORMAL_PT_UPDATE, MMUEXT_INVLPG_LOCAL, MMUEXT_NEW_BASEPTR, MMUEXT_PIN_L1_TABLE,
     MMUEXT_PIN_L4_TABLE, MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_UNPIN_TABLE, MmuUpdate, MmuextOp,
     MulticallEntry, UVMF_INVLPG, UVMF_NONE,
 };
-use guest_abi::version::XENVER_VERSION;
-use guest_abi::{DomId, Errno, nr};
-use pv_guest::StartInfo;
-use pv_guest::paging::kernel_l4;
+use xen_pv_abi::version::XENVER_VERSION;
+use xen_pv_abi::{DomId, Errno, nr};
 
 use crate::{Ctx, Failure, Figures, timed, timed_empty};
 
@@ -232,7 +232,7 @@ pub fn multicall_8_nops(ctx: &Ctx) -> Figures {
     };
     multicall()?;
     let total = timed(ctx.n, &mut multicall)?;
-    let version = guest_abi::hypercall::xen_version()?;
+    let version = xen_pv_abi::hypercall::xen_version()?;
     let want = (u64::from(version.0) << 16) | u64::from(version.1);
     if calls.iter().any(|c| c.result != want) {
         return Err(Failure::Wrong("multicall_results"));

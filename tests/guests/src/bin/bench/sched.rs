@@ -4,12 +4,12 @@
 use core::ptr::{addr_of, null, null_mut};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use guest_abi::Errno;
-use guest_abi::generated::call;
-use guest_abi::generated::vcpu_op::{VCPUOP_DOWN, VCPUOP_INITIALISE, VCPUOP_IS_UP, VCPUOP_UP};
-use guest_abi::layout::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64};
-use guest_abi::sched::{SCHEDOP_BLOCK, SCHEDOP_YIELD};
-use guest_abi::vcpu::{VGCF_IN_KERNEL, VcpuGuestContext};
+use xen_pv_abi::Errno;
+use xen_pv_abi::generated::call;
+use xen_pv_abi::generated::vcpu_op::{VCPUOP_DOWN, VCPUOP_INITIALISE, VCPUOP_IS_UP, VCPUOP_UP};
+use xen_pv_abi::layout::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64};
+use xen_pv_abi::sched::{SCHEDOP_BLOCK, SCHEDOP_YIELD};
+use xen_pv_abi::vcpu::{VGCF_IN_KERNEL, VcpuGuestContext};
 use zerocopy::FromZeros;
 
 use crate::{Ctx, Failure, Figures, timed, timed_empty};

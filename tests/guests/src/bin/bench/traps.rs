@@ -10,17 +10,17 @@ use core::arch::naked_asm;
 use core::ptr::addr_of;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use guest_abi::generated::call;
-use guest_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
-use guest_abi::layout::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64};
-use guest_abi::mmu::{MMUEXT_NEW_USER_BASEPTR, MmuextOp};
-use guest_abi::shared_info::SharedInfo;
-use guest_abi::traps::{
+use pv_guest::StartInfo;
+use xen_pv_abi::generated::call;
+use xen_pv_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
+use xen_pv_abi::layout::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64};
+use xen_pv_abi::mmu::{MMUEXT_NEW_USER_BASEPTR, MmuextOp};
+use xen_pv_abi::shared_info::SharedInfo;
+use xen_pv_abi::traps::{
     CALLBACKOP_REGISTER, CALLBACKTYPE_SYSCALL, CallbackRegister, SEGBASE_FS, TrapInfo,
     VGCF_IN_SYSCALL,
 };
-use guest_abi::{DomId, Errno, nr};
-use pv_guest::StartInfo;
+use xen_pv_abi::{DomId, Errno, nr};
 
 use crate::{Ctx, Failure, Figures};
 

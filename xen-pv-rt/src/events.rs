@@ -4,24 +4,24 @@
 //!
 //! ```ignore
 //! let shared = xen_pv_rt::events::init(si)?;          // events masked until a block
-//! let port = guest_abi::evtchn::Port::bind_virq(Virq::TIMER, VcpuId(0))?;
-//! guest_abi::time::set_timer(guest_abi::time::system_time_ns(shared, VcpuId(0))? + 1_000_000)?;
+//! let port = xen_pv_abi::evtchn::Port::bind_virq(Virq::TIMER, VcpuId(0))?;
+//! xen_pv_abi::time::set_timer(xen_pv_abi::time::system_time_ns(shared, VcpuId(0))? + 1_000_000)?;
 //! xen_pv_rt::events::wait_until(|| xen_pv_rt::events::count(port.number()) >= 1);
 //! ```
 //!
 //! The upcall entry gets Xen's bounce frame (`rcx r11 rip cs rflags rsp ss`), saves the
-//! caller-saved registers, runs guest_abi's 2-level dispatcher and returns with
+//! caller-saved registers, runs xen_pv_abi's 2-level dispatcher and returns with
 //! `HYPERVISOR_iret`, which restores the interrupted registers and event mask in one step.
 
 use core::arch::naked_asm;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
-use guest_abi::events::{AtomicPage, EventMemory, two_level::TwoLevel};
-use guest_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
-use guest_abi::shared_info::{SharedInfo, VcpuInfo};
-use guest_abi::start_info::StartInfo;
-use guest_abi::traps::{CALLBACKOP_REGISTER, CALLBACKTYPE_EVENT, CallbackRegister};
-use guest_abi::{Errno, EvtchnPort, VcpuId, generated::call, nr};
+use xen_pv_abi::events::{AtomicPage, EventMemory, two_level::TwoLevel};
+use xen_pv_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
+use xen_pv_abi::shared_info::{SharedInfo, VcpuInfo};
+use xen_pv_abi::start_info::StartInfo;
+use xen_pv_abi::traps::{CALLBACKOP_REGISTER, CALLBACKTYPE_EVENT, CallbackRegister};
+use xen_pv_abi::{Errno, EvtchnPort, VcpuId, generated::call, nr};
 
 /// Ports whose events are counted ([`count`]).
 pub const COUNTED_PORTS: usize = 256;
@@ -45,7 +45,7 @@ const UPCALL_PENDING: usize = core::mem::offset_of!(SharedInfo, vcpu_info)
     + core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending);
 
 /// Maps shared_info over a page of the kernel image (once) and returns it; read system
-/// time from it with `guest_abi::time::system_time_ns`.
+/// time from it with `xen_pv_abi::time::system_time_ns`.
 pub fn shared_info(si: &StartInfo) -> Result<&'static AtomicPage, Errno> {
     let p = SHARED.load(Ordering::Acquire);
     if !p.is_null() {
@@ -96,7 +96,7 @@ pub fn enable() {
     page.store_u8(UPCALL_MASK, 0);
     if page.load_u8(UPCALL_PENDING) != 0 {
         // Any hypercall returns through the upcall when one is due.
-        let _ = guest_abi::hypercall::xen_version();
+        let _ = xen_pv_abi::hypercall::xen_version();
     }
 }
 
@@ -137,7 +137,7 @@ pub fn wait_until(mut done: impl FnMut() -> bool) -> u64 {
             enable();
             return blocks;
         }
-        let _ = guest_abi::sched::block();
+        let _ = xen_pv_abi::sched::block();
         blocks += 1;
     }
 }

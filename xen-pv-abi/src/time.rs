@@ -153,9 +153,9 @@ pub fn read_time_info<M: EventMemory + ?Sized>(
 /// the TSC value and the record belong together.
 ///
 /// ```
-/// use guest_abi::events::{AtomicPage, EventMemory};
-/// use guest_abi::time::system_time_ns_with;
-/// use guest_abi::VcpuId;
+/// use xen_pv_abi::events::{AtomicPage, EventMemory};
+/// use xen_pv_abi::time::system_time_ns_with;
+/// use xen_pv_abi::VcpuId;
 ///
 /// let shared_info = AtomicPage::new();
 /// shared_info.store_u32(32, 2); // vcpu_info[0].time.version
@@ -225,15 +225,15 @@ pub fn rdtsc() -> u64 {
 /// Current Xen system time (ns) of `vcpu` (the calling vCPU) from `shared_info`.
 ///
 /// ```no_run
-/// use guest_abi::events::AtomicPage;
-/// use guest_abi::VcpuId;
+/// use xen_pv_abi::events::AtomicPage;
+/// use xen_pv_abi::VcpuId;
 /// # let shared_info_va = 0usize as *mut u8;
 /// // SAFETY (example): shared_info is mapped at `shared_info_va` for good.
 /// let shared_info = unsafe { AtomicPage::from_ptr(shared_info_va) };
-/// let now = guest_abi::time::system_time_ns(shared_info, VcpuId(0)).unwrap();
+/// let now = xen_pv_abi::time::system_time_ns(shared_info, VcpuId(0)).unwrap();
 /// // Wake up in 10 ms (VIRQ_TIMER must be bound to see it).
-/// guest_abi::time::set_timer(now + 10_000_000).unwrap();
-/// guest_abi::sched::block().unwrap();
+/// xen_pv_abi::time::set_timer(now + 10_000_000).unwrap();
+/// xen_pv_abi::sched::block().unwrap();
 /// ```
 #[cfg(target_arch = "x86_64")]
 pub fn system_time_ns<M: EventMemory + ?Sized>(

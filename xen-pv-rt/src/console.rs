@@ -66,11 +66,11 @@ pub use kernel::*;
 mod kernel {
     use core::fmt::{self, Write};
 
-    use guest_abi::console::{ConsoleRingWriter, EvtchnNotifier, XenconsInterface};
-    use guest_abi::hypercall::console_io_write;
-    use guest_abi::layout::{MACH2PHYS_VIRT_END, MACH2PHYS_VIRT_START, PAGE_SIZE};
-    use guest_abi::start_info::StartInfo;
-    use guest_abi::{Mfn, Pfn};
+    use xen_pv_abi::console::{ConsoleRingWriter, EvtchnNotifier, XenconsInterface};
+    use xen_pv_abi::hypercall::console_io_write;
+    use xen_pv_abi::layout::{MACH2PHYS_VIRT_END, MACH2PHYS_VIRT_START, PAGE_SIZE};
+    use xen_pv_abi::start_info::StartInfo;
+    use xen_pv_abi::{Mfn, Pfn};
 
     use super::LineBuffer;
     use crate::VIRT_BASE;

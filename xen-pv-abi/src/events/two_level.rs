@@ -27,8 +27,8 @@ const BITS: u32 = u64::BITS;
 /// `M` is the page: `&'static AtomicPage` in a guest, a fake in tests.
 ///
 /// ```
-/// use guest_abi::events::{AtomicPage, EventMemory, two_level::TwoLevel};
-/// use guest_abi::{EvtchnPort, VcpuId};
+/// use xen_pv_abi::events::{AtomicPage, EventMemory, two_level::TwoLevel};
+/// use xen_pv_abi::{EvtchnPort, VcpuId};
 ///
 /// let page = AtomicPage::new(); // stands for shared_info
 /// let events = TwoLevel::new(&page);

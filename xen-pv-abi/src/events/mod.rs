@@ -126,7 +126,7 @@ impl<T: EventMemory + ?Sized> EventMemory for &T {
 /// page that is already mapped.
 ///
 /// ```
-/// use guest_abi::events::{AtomicPage, EventMemory};
+/// use xen_pv_abi::events::{AtomicPage, EventMemory};
 ///
 /// let page = AtomicPage::new();
 /// page.store_u64(2048, 1 << 5);

@@ -75,8 +75,8 @@ pub fn init_array_page<P: EventMemory + ?Sized>(page: &P) {
 /// Event-word operations on the event array `A` (shared by all vCPUs).
 ///
 /// ```
-/// use guest_abi::events::{AtomicPage, Resend, fifo::{FifoEvents, init_array_page}};
-/// use guest_abi::EvtchnPort;
+/// use xen_pv_abi::events::{AtomicPage, Resend, fifo::{FifoEvents, init_array_page}};
+/// use xen_pv_abi::EvtchnPort;
 ///
 /// let page = AtomicPage::new();
 /// init_array_page(&page);
@@ -84,7 +84,7 @@ pub fn init_array_page<P: EventMemory + ?Sized>(page: &P) {
 /// let events = FifoEvents::new(&pages[..]);
 /// assert!(events.is_masked(EvtchnPort(5)).unwrap());
 /// assert_eq!(events.unmask(EvtchnPort(5)).unwrap(), Resend::Nothing);
-/// assert_eq!(events.is_masked(EvtchnPort(1024)), Err(guest_abi::Errno::ENOENT));
+/// assert_eq!(events.is_masked(EvtchnPort(1024)), Err(xen_pv_abi::Errno::ENOENT));
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub struct FifoEvents<'a, A: ?Sized> {
@@ -162,8 +162,8 @@ const HEAD: usize = offset_of!(EvtchnFifoControlBlock, head);
 /// The queues of one vCPU: its control block and the consumer's local queue heads.
 ///
 /// ```
-/// use guest_abi::events::{AtomicPage, EventMemory, fifo::{FifoQueues, init_array_page}};
-/// use guest_abi::EvtchnPort;
+/// use xen_pv_abi::events::{AtomicPage, EventMemory, fifo::{FifoQueues, init_array_page}};
+/// use xen_pv_abi::EvtchnPort;
 ///
 /// let array_page = AtomicPage::new();
 /// init_array_page(&array_page);

@@ -117,8 +117,8 @@ macro_rules! xen_elf_note {
 /// Declares all Xen ELF notes of a guest kernel in one place.
 ///
 /// ```text
-/// guest_abi::xen_hypercall_page!(hypercall_page);
-/// guest_abi::xen_elf_notes! {
+/// xen_pv_abi::xen_hypercall_page!(hypercall_page);
+/// xen_pv_abi::xen_elf_notes! {
 ///     guest_os: "pv-guest",
 ///     guest_version: "0.1",
 ///     xen_version: "xen-3.0",

@@ -2,9 +2,9 @@
 
 use core::arch::naked_asm;
 
-use guest_abi::hypercall::sched_shutdown;
-use guest_abi::sched::ShutdownReason;
-use guest_abi::start_info::{START_INFO_MAGIC_X86_64, StartInfo};
+use xen_pv_abi::hypercall::sched_shutdown;
+use xen_pv_abi::sched::ShutdownReason;
+use xen_pv_abi::start_info::{START_INFO_MAGIC_X86_64, StartInfo};
 
 /// Size of the boot stack (Xen's own boot stack is a single page).
 const STACK_SIZE: usize = 64 * 1024;
@@ -62,7 +62,7 @@ extern "C" fn rust_start(start_info: *const StartInfo) -> ! {
     let copy = unsafe { start_info.read_volatile() };
     let si = START_INFO.call_once(|| copy);
     if !si.magic_str().starts_with(START_INFO_MAGIC_X86_64) {
-        let _ = guest_abi::hypercall::console_io_write(b"xen-pv-rt: bad start_info magic\n");
+        let _ = xen_pv_abi::hypercall::console_io_write(b"xen-pv-rt: bad start_info magic\n");
         shutdown(ShutdownReason::Crash);
     }
     __xen_pv_rt_main(si)

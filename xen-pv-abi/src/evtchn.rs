@@ -11,9 +11,9 @@
 //! [`Port`] uses [`Native`].
 //!
 //! ```no_run
-//! use guest_abi::evtchn::Port;
-//! use guest_abi::event_channel::Virq;
-//! use guest_abi::{DomId, VcpuId};
+//! use xen_pv_abi::evtchn::Port;
+//! use xen_pv_abi::event_channel::Virq;
+//! use xen_pv_abi::{DomId, VcpuId};
 //!
 //! // Timer interrupts on vCPU 0.
 //! let timer = Port::bind_virq(Virq::TIMER, VcpuId(0))?;
@@ -24,7 +24,7 @@
 //! // Keep the timer channel for the life of the kernel.
 //! let timer_port = timer.into_raw();
 //! # let _ = (number, timer_port);
-//! # Ok::<(), guest_abi::Errno>(())
+//! # Ok::<(), xen_pv_abi::Errno>(())
 //! ```
 
 use crate::errno::Errno;

@@ -128,9 +128,9 @@ mod calls {
     /// a port is already pending. `EINVAL` for more than 128 ports or an invalid port.
     ///
     /// ```no_run
-    /// use guest_abi::EvtchnPort;
+    /// use xen_pv_abi::EvtchnPort;
     /// // Wait for the console port, at most until system time 5 s.
-    /// guest_abi::sched::poll(&[EvtchnPort(2)], 5_000_000_000).unwrap();
+    /// xen_pv_abi::sched::poll(&[EvtchnPort(2)], 5_000_000_000).unwrap();
     /// ```
     pub fn poll(ports: &[EvtchnPort], timeout_ns: u64) -> Result<(), Errno> {
         poll_on(&Native, ports, timeout_ns)

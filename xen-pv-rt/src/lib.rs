@@ -1,11 +1,11 @@
-//! A minimal runtime for Xen x86_64 PV guest kernels, the companion of the `guest-abi`
+//! A minimal runtime for Xen x86_64 PV guest kernels, the companion of the `xen-pv-abi`
 //! crate (as `cortex-m-rt` is of `cortex-m`).
 //!
-//! `guest-abi` is the ABI: types, numbers and hypercall wrappers, usable anywhere — in a
+//! `xen-pv-abi` is the ABI: types, numbers and hypercall wrappers, usable anywhere — in a
 //! kernel, in host tests, in a Linux process. This crate is what only a *kernel* wants and
 //! what would get in the way everywhere else: the `_start` symbol and boot stack, a
 //! `#[panic_handler]`, the linker script and the Xen ELF notes. Keeping them apart lets a
-//! program link `guest-abi` without inheriting an entry point or a panic handler.
+//! program link `xen-pv-abi` without inheriting an entry point or a panic handler.
 //!
 //! It provides:
 //! * [`entry!`]: declares the kernel's `fn main(&'static StartInfo) -> !` and emits the
@@ -68,15 +68,15 @@ pub use console::console;
 #[cfg(target_os = "none")]
 pub use rt::{_start, poweroff, shutdown, start_info};
 
-pub use guest_abi::sched::ShutdownReason;
-pub use guest_abi::start_info::StartInfo;
 pub use virt_base::VIRT_BASE;
+pub use xen_pv_abi::sched::ShutdownReason;
+pub use xen_pv_abi::start_info::StartInfo;
 
 /// The name of the linker script the build script provides (`-C link-arg=-T` + this).
 pub const LINKER_SCRIPT: &str = "xen-pv-rt.ld";
 
 #[doc(hidden)]
-pub use guest_abi as __guest_abi;
+pub use xen_pv_abi as __xen_pv_abi;
 
 /// Declares the kernel's main function and its Xen ELF notes.
 ///
@@ -98,10 +98,10 @@ pub use guest_abi as __guest_abi;
 /// * `guest_os`, `guest_version`: string literals replacing the defaults;
 /// * `features`, `pae_mode` (string literals), `supported_features` (a `u32` bitmap: a
 ///   kernel that lists it must include bit 11, `XENFEAT_dom0`, to boot as dom0),
-///   `hypercall_page` (a static declared with `guest_abi::xen_hypercall_page!`),
+///   `hypercall_page` (a static declared with `xen_pv_abi::xen_hypercall_page!`),
 ///   `init_p2m`, `mod_start_pfn`, `suspend_cancel`: added notes;
 /// * `manual_notes`: emit no notes at all (declare them yourself with
-///   `guest_abi::xen_elf_notes!`, using [`VIRT_BASE`] and [`_start`](crate::_start)).
+///   `xen_pv_abi::xen_elf_notes!`, using [`VIRT_BASE`] and [`_start`](crate::_start)).
 ///
 /// `xen_version`, `loader`, `virt_base`, `paddr_offset` and `entry` belong to the runtime
 /// and its linker script, and are refused.
@@ -141,7 +141,7 @@ macro_rules! __entry_notes {
     ([$($os:tt)*] [$($ver:tt)*] [$($extra:tt)*] guest_version: $v:literal $(, $($rest:tt)*)?) => {
         $crate::__entry_notes!([$($os)*] [$v] [$($extra)*] $($($rest)*)?);
     };
-    // Added notes, passed on to guest_abi::xen_elf_notes!.
+    // Added notes, passed on to xen_pv_abi::xen_elf_notes!.
     ([$($os:tt)*] [$($ver:tt)*] [$($extra:tt)*] $key:ident : $v:literal $(, $($rest:tt)*)?) => {
         $crate::__entry_check_key!($key);
         $crate::__entry_notes!([$($os)*] [$($ver)*] [$($extra)* $key: $v,] $($($rest)*)?);
@@ -153,7 +153,7 @@ macro_rules! __entry_notes {
     ([$($os:tt)*] [$($ver:tt)*] [$($extra:tt)*]) => {
         $crate::__str_note!(GUEST_OS, $($os)*);
         $crate::__str_note!(GUEST_VERSION, $($ver)*);
-        $crate::__guest_abi::xen_elf_notes! {
+        $crate::__xen_pv_abi::xen_elf_notes! {
             xen_version: "xen-3.0",
             loader: "generic",
             virt_base: $crate::VIRT_BASE,
@@ -196,7 +196,7 @@ macro_rules! __entry_refuse {
     };
 }
 
-/// A string note whose text may be a macro call (`env!`), which guest_abi's note macro
+/// A string note whose text may be a macro call (`env!`), which xen_pv_abi's note macro
 /// (taking a literal) cannot accept.
 #[doc(hidden)]
 #[macro_export]
@@ -212,7 +212,7 @@ macro_rules! __str_note {
             ::core::concat!("1: .asciz \"", $($text)*, "\""),
             "2: .balign 4",
             ".popsection",
-            ty = const $crate::__guest_abi::elfnote::$ty,
+            ty = const $crate::__xen_pv_abi::elfnote::$ty,
             options(att_syntax)
         );
     };

@@ -174,8 +174,8 @@ pub mod fake {
     //! A transport for host tests: it records every hypercall and answers with a closure.
     //!
     //! ```
-    //! use guest_abi::transport::fake::Fake;
-    //! use guest_abi::{Errno, hypercall, nr};
+    //! use xen_pv_abi::transport::fake::Fake;
+    //! use xen_pv_abi::{Errno, hypercall, nr};
     //!
     //! // A hypervisor that reports version 4.17 and refuses everything else.
     //! let xen = Fake::new(|call| match call.op {

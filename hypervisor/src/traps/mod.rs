@@ -27,7 +27,8 @@ pub mod segments;
 mod tests;
 
 use crate::domain::runtime::DomainState;
-use crate::hv::{Hypervisor, XEN_VERSION_NUMBER, exception_mnemonic, sanitize_for_iret};
+use crate::domain::runtime::Vcpu;
+use crate::hv::{Hypervisor, PerCpu, XEN_VERSION_NUMBER, exception_mnemonic, sanitize_for_iret};
 use crate::hypercall::HcResult;
 use crate::hypercall::handle::Outcome;
 use crate::hypercall::handle::{GuestHandle, Untyped};
@@ -320,6 +321,52 @@ fn guest_write<M: MachineMemory>(
     copy_to_guest(mem, frames, space, va, data)
 }
 
+/// Writes `words` (lowest address first) below `stack` through the kernel's page
+/// tables; returns the new stack pointer and whether the frame may lie on machine
+/// page `shared_page` (known not to when it is within one page, the common case).
+#[inline(always)]
+fn write_bounce_frame<M: MachineMemory, const N: usize>(
+    mem: &M,
+    frames: &Frames,
+    kernel: GuestSpace,
+    stack: u64,
+    words: [u64; N],
+    shared_page: u64,
+) -> Result<(u64, bool), BadGuestStack> {
+    let sp = bounce_frame_address(stack, (N * 8) as u64)?;
+    let words = words.map(u64::to_le);
+    let bytes = words.as_bytes();
+    let bad = |_| BadGuestStack(stack);
+    if in_one_page(sp, bytes.len()) {
+        // `guest_write`'s one-page case, keeping the machine address.
+        let maddr = translate(mem, frames, kernel, sp, true).map_err(bad)?;
+        mem.write(maddr, bytes).map_err(|_| BadGuestStack(stack))?;
+        return Ok((sp, maddr >> 12 == shared_page));
+    }
+    guest_write(mem, frames, kernel, sp, bytes).map_err(bad)?;
+    Ok((sp, true))
+}
+
+/// [`Hypervisor::set_guest_mode`] of `v`, the vCPU on the CPU, into the mode it is not
+/// in (`user`), for callers that hold it already: one look-up of the vCPU per trap.
+#[inline(always)]
+fn switch_guest_mode<P: Platform>(platform: &mut P, cpu: &mut PerCpu, v: &mut Vcpu, user: bool) {
+    debug_assert_ne!(v.user_mode, user, "already in that mode");
+    // The running vCPU's other-mode GS base waits in the CPU's inactive slot
+    // (`load_vcpu_state` puts it there, and every change of it goes there too), so one
+    // swap makes it live, as Xen's toggle_guest_mode. FS is shared by both modes.
+    let left = platform.swap_gs_bases();
+    let (cr3, slot) = if user {
+        (v.user_cr3, &mut v.traps.gs_base_kernel)
+    } else {
+        (v.cr3, &mut v.traps.gs_base_user)
+    };
+    *slot = left;
+    v.user_mode = user;
+    cpu.user_mode = user;
+    cpu.cr3 = cr3;
+}
+
 /// For `[va, va + len)` that crosses exactly one page boundary (and does not wrap): the
 /// bytes in the first page and the address of the second.
 #[inline(always)]
@@ -549,7 +596,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     #[allow(clippy::result_large_err)]
     #[inline(always)]
     fn iret_in_place(&mut self, idx: usize, frame: &mut GuestFrame) -> Result<u8, Outcome> {
-        let space = self.current_space(idx);
+        // One look-up of the domain and vCPU for the whole iret.
+        let vcpu = self.cur_vcpu(idx);
+        let d = &mut self.domains[idx];
+        let mask_at = d.shared_info.maddr() + UPCALL_MASK_OFF;
+        let dom = d.id;
+        let v = d.vcpu_mut(vcpu);
+        let space = GuestSpace { dom, cr3: v.cr3 };
         let Ok(ctx) = read_iret_context(&self.mem, &self.frames, space, frame.rsp) else {
             let rsp = frame.rsp;
             return Err(Outcome::crash(format_args!(
@@ -560,7 +613,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         // mask in bits 39:32, which guests hand back unchanged.
         let cs = ctx.cs & 0xffff;
         let to_user = cs & 3 == 3;
-        if to_user && self.cur(idx).user_cr3 == 0 {
+        if to_user && v.user_cr3 == 0 {
             return Err(Outcome::crash(format_args!(
                 "iret to user mode without a user page table"
             )));
@@ -587,9 +640,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             )));
         }
         let mask = u8::from(ctx.rflags & RFLAGS_IF == 0);
-        self.set_upcall_mask(idx, mask);
-        if to_user {
-            self.set_guest_mode(idx, true);
+        let _ = self.mem.write_u8(mask_at, mask);
+        if to_user && !v.user_mode {
+            switch_guest_mode(&mut self.platform, &mut self.cpu, v, true);
         }
         Ok(mask)
     }
@@ -635,8 +688,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             frame.rip = frame.rip.wrapping_sub(2);
             return self.deliver_trap(idx, frame, VEC_UD, None);
         }
-        match self.bounce(idx, frame, cb.address, None, cb.mask_events) {
-            Ok(()) => {
+        // `bounce` inlined: a system call has no error code and no CR2.
+        match self.bounce_masked(idx, frame, cb.address, None, cb.mask_events, None) {
+            Ok(_) => {
                 frame.rflags &= !RFLAGS_DF;
                 self.resume_current()
             }
@@ -1020,14 +1074,19 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let cs_word = (cs & 0xffff) | (u64::from(saved_mask) << 32);
         let (rcx, r11, rip, rsp, ss) = (frame.rcx, frame.r11, frame.rip, frame.rsp, frame.ss);
         let shared_page = mask_at >> 12;
+        let (mem, frames) = (&self.mem, &self.frames);
         let (sp, on_shared_info) = match error {
-            Some(e) => self.write_bounce_frame(
+            Some(e) => write_bounce_frame(
+                mem,
+                frames,
                 kernel,
                 stack,
                 [rcx, r11, e, rip, cs_word, rflags, rsp, ss],
                 shared_page,
             )?,
-            None => self.write_bounce_frame(
+            None => write_bounce_frame(
+                mem,
+                frames,
                 kernel,
                 stack,
                 [rcx, r11, rip, cs_word, rflags, rsp, ss],
@@ -1035,7 +1094,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             )?,
         };
         if from_user {
-            self.set_guest_mode(idx, false);
+            switch_guest_mode(&mut self.platform, &mut self.cpu, v, false);
         }
         let mask = if mask_events {
             let _ = self.mem.write_u8(mask_at, 1);
@@ -1049,33 +1108,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         frame.rsp = sp;
         frame.rflags &= !(RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_VM | RFLAGS_AC);
         Ok((mask, on_shared_info))
-    }
-
-    /// Writes `words` (lowest address first) below `stack` through the kernel's page
-    /// tables; returns the new stack pointer and whether the frame may lie on machine
-    /// page `shared_page` (known not to when it is within one page, the common case).
-    #[inline(always)]
-    fn write_bounce_frame<const N: usize>(
-        &self,
-        kernel: GuestSpace,
-        stack: u64,
-        words: [u64; N],
-        shared_page: u64,
-    ) -> Result<(u64, bool), BadGuestStack> {
-        let sp = bounce_frame_address(stack, (N * 8) as u64)?;
-        let words = words.map(u64::to_le);
-        let bytes = words.as_bytes();
-        let bad = |_| BadGuestStack(stack);
-        if in_one_page(sp, bytes.len()) {
-            // `guest_write`'s one-page case, keeping the machine address.
-            let maddr = translate(&self.mem, &self.frames, kernel, sp, true).map_err(bad)?;
-            self.mem
-                .write(maddr, bytes)
-                .map_err(|_| BadGuestStack(stack))?;
-            return Ok((sp, maddr >> 12 == shared_page));
-        }
-        guest_write(&self.mem, &self.frames, kernel, sp, bytes).map_err(bad)?;
-        Ok((sp, true))
     }
 
     /// [`Hypervisor::bounce`] with the frame's words from `words(frame, cs, saved_mask)`
@@ -1184,22 +1216,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// Switches the running vCPU between guest kernel and user mode: page-table root and
     /// GS base.
     pub(crate) fn set_guest_mode(&mut self, idx: usize, user: bool) {
-        if self.cur(idx).user_mode == user {
-            return;
+        let vcpu = self.cur_vcpu(idx);
+        let v = self.domains[idx].vcpu_mut(vcpu);
+        if v.user_mode != user {
+            switch_guest_mode(&mut self.platform, &mut self.cpu, v, user);
         }
-        // The running vCPU's other-mode GS base waits in the CPU's inactive slot
-        // (`load_vcpu_state` puts it there, and every change of it goes there too), so
-        // one swap makes it live, as Xen's toggle_guest_mode. FS is shared by both modes.
-        let left = self.platform.swap_gs_bases();
-        let v = self.cur_mut(idx);
-        if v.user_mode {
-            v.traps.gs_base_user = left;
-        } else {
-            v.traps.gs_base_kernel = left;
-        }
-        v.user_mode = user;
-        let cr3 = v.active_cr3();
-        self.set_current_mode(user, cr3);
     }
 
     /// Puts vCPU `idx`'s CPU state on the CPU as it is scheduled: FPU/SSE registers and

@@ -104,6 +104,27 @@ pub(crate) fn generate(def: &Definition) -> String {
     for h in &def.hypercalls {
         let _ = writeln!(w, "* **{} `{}`**: {}", h.nr, h.name, h.summary);
     }
+    let noted: Vec<_> = def
+        .hypercalls
+        .iter()
+        .flat_map(|h| h.subops.iter().map(move |g| (h, g)))
+        .flat_map(|(h, g)| g.ops.iter().map(move |o| (h, g, o)))
+        .filter_map(|(h, g, o)| o.note.as_ref().map(|n| (h, g, o, n)))
+        .collect();
+    if !noted.is_empty() {
+        let _ = writeln!(w, "\n## Sub-operation notes\n");
+        for (h, g, o, note) in noted {
+            let _ = writeln!(
+                w,
+                "* **{} `{}` / {} `{}{}`**: {note}",
+                h.nr,
+                h.name,
+                o.nr,
+                g.prefix,
+                o.name.to_uppercase()
+            );
+        }
+    }
     let _ = writeln!(
         w,
         "\n## ABI structures\n\nSizes and offsets from the Xen public headers (x86_64). Those with a\n\

@@ -75,6 +75,7 @@ struct RawOp {
     status: Option<Spanned<String>>,
     #[serde(default)]
     flags: Vec<Spanned<String>>,
+    note: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +219,8 @@ pub struct Op {
     /// `None`: not stated (treated as unimplemented).
     pub status: Option<Status>,
     pub flags: Vec<Flag>,
+    /// Semantics worth a line in the docs (privilege, errors, deviations from Xen).
+    pub note: Option<String>,
 }
 
 /// A group of sub-operation constants.
@@ -632,6 +635,7 @@ fn check_subops(
             arg,
             status,
             flags: parse_flags(src, &o.flags)?,
+            note: o.note.clone(),
         });
     }
     ops.sort_by_key(|o| o.nr);

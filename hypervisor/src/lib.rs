@@ -16,6 +16,7 @@ extern crate alloc;
 
 pub mod bundle;
 pub mod console;
+pub mod control;
 pub mod dlog;
 pub mod domain;
 pub mod evtchn;

@@ -73,9 +73,9 @@ pub mod nr {
     pub const PHYSDEV_OP: u32 = 33;
     /// `hvm_op`: HVM parameters and controls (a PV guest uses few of them).
     pub const HVM_OP: u32 = 34;
-    /// `sysctl`: System-wide control for the toolstack.
+    /// `sysctl`: System-wide control for the toolstack: control domain only (-EPERM otherwise); `interface_version` must be 0x15 (Xen 4.17) or -EACCES; unknown commands -ENOSYS.
     pub const SYSCTL: u32 = 35;
-    /// `domctl`: Per-domain control for the toolstack.
+    /// `domctl`: Per-domain control for the toolstack: control domain only (-EPERM otherwise, checked before the target is looked up); `interface_version` must be 0x15 (Xen 4.17) or -EACCES; unknown commands -ENOSYS; a target that does not exist (or was destroyed) -ESRCH.
     pub const DOMCTL: u32 = 36;
     /// `kexec_op`: Load and execute a crash or replacement kernel.
     pub const KEXEC_OP: u32 = 37;
@@ -499,6 +499,60 @@ pub mod physdev_op {
     pub const PHYSDEVOP_PREPARE_MSIX: u32 = 30;
     /// `PHYSDEVOP_release_msix` (selected by `cmd`).
     pub const PHYSDEVOP_RELEASE_MSIX: u32 = 31;
+}
+
+/// Sub-operation numbers of `sysctl` (35).
+pub mod sysctl {
+    /// `XEN_SYSCTL_readconsole` (selected by `op.cmd`).
+    pub const XEN_SYSCTL_READCONSOLE: u32 = 1;
+    /// `XEN_SYSCTL_physinfo` (selected by `op.cmd`).
+    pub const XEN_SYSCTL_PHYSINFO: u32 = 3;
+    /// `XEN_SYSCTL_getdomaininfolist` (selected by `op.cmd`).
+    pub const XEN_SYSCTL_GETDOMAININFOLIST: u32 = 6;
+}
+
+/// Sub-operation numbers of `domctl` (36).
+pub mod domctl {
+    /// `XEN_DOMCTL_createdomain` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_CREATEDOMAIN: u32 = 1;
+    /// `XEN_DOMCTL_destroydomain` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_DESTROYDOMAIN: u32 = 2;
+    /// `XEN_DOMCTL_pausedomain` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_PAUSEDOMAIN: u32 = 3;
+    /// `XEN_DOMCTL_unpausedomain` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_UNPAUSEDOMAIN: u32 = 4;
+    /// `XEN_DOMCTL_getdomaininfo` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_GETDOMAININFO: u32 = 5;
+    /// `XEN_DOMCTL_setvcpuaffinity` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_SETVCPUAFFINITY: u32 = 9;
+    /// `XEN_DOMCTL_shadow_op` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_SHADOW_OP: u32 = 10;
+    /// `XEN_DOMCTL_max_mem` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_MAX_MEM: u32 = 11;
+    /// `XEN_DOMCTL_setvcpucontext` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_SETVCPUCONTEXT: u32 = 12;
+    /// `XEN_DOMCTL_getvcpucontext` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_GETVCPUCONTEXT: u32 = 13;
+    /// `XEN_DOMCTL_getvcpuinfo` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_GETVCPUINFO: u32 = 14;
+    /// `XEN_DOMCTL_max_vcpus` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_MAX_VCPUS: u32 = 15;
+    /// `XEN_DOMCTL_setdomainhandle` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_SETDOMAINHANDLE: u32 = 17;
+    /// `XEN_DOMCTL_irq_permission` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_IRQ_PERMISSION: u32 = 19;
+    /// `XEN_DOMCTL_iomem_permission` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_IOMEM_PERMISSION: u32 = 20;
+    /// `XEN_DOMCTL_ioport_permission` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_IOPORT_PERMISSION: u32 = 21;
+    /// `XEN_DOMCTL_subscribe` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_SUBSCRIBE: u32 = 29;
+    /// `XEN_DOMCTL_gethvmcontext` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_GETHVMCONTEXT: u32 = 33;
+    /// `XEN_DOMCTL_set_target` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_SET_TARGET: u32 = 46;
+    /// `XEN_DOMCTL_set_virq_handler` (selected by `op.cmd`).
+    pub const XEN_DOMCTL_SET_VIRQ_HANDLER: u32 = 66;
 }
 
 /// One typed `unsafe fn` per hypercall over any [`crate::transport::Transport`]: argument
@@ -1031,26 +1085,26 @@ pub mod call_on {
         unsafe { t.hypercall2(nr::HVM_OP, op, arg as u64) }
     }
 
-    /// `sysctl` (35): System-wide control for the toolstack.
+    /// `sysctl` (35): System-wide control for the toolstack: control domain only (-EPERM otherwise); `interface_version` must be 0x15 (Xen 4.17) or -EACCES; unknown commands -ENOSYS.
     ///
     /// # Safety
     ///
     /// The hypervisor reads and writes the memory the pointer arguments designate and may
     /// change the state of the domain: the caller upholds the hypercall's contract.
     #[inline]
-    pub unsafe fn sysctl<T: Transport + ?Sized>(t: &T, op: *mut core::ffi::c_void) -> i64 {
+    pub unsafe fn sysctl<T: Transport + ?Sized>(t: &T, op: *mut crate::domctl::Sysctl) -> i64 {
         // SAFETY: forwarded to the caller.
         unsafe { t.hypercall1(nr::SYSCTL, op as u64) }
     }
 
-    /// `domctl` (36): Per-domain control for the toolstack.
+    /// `domctl` (36): Per-domain control for the toolstack: control domain only (-EPERM otherwise, checked before the target is looked up); `interface_version` must be 0x15 (Xen 4.17) or -EACCES; unknown commands -ENOSYS; a target that does not exist (or was destroyed) -ESRCH.
     ///
     /// # Safety
     ///
     /// The hypervisor reads and writes the memory the pointer arguments designate and may
     /// change the state of the domain: the caller upholds the hypercall's contract.
     #[inline]
-    pub unsafe fn domctl<T: Transport + ?Sized>(t: &T, op: *mut core::ffi::c_void) -> i64 {
+    pub unsafe fn domctl<T: Transport + ?Sized>(t: &T, op: *mut crate::domctl::Domctl) -> i64 {
         // SAFETY: forwarded to the caller.
         unsafe { t.hypercall1(nr::DOMCTL, op as u64) }
     }
@@ -1623,26 +1677,26 @@ pub mod call {
         unsafe { super::call_on::hvm_op(&crate::transport::Native, op, arg) }
     }
 
-    /// `sysctl` (35): System-wide control for the toolstack.
+    /// `sysctl` (35): System-wide control for the toolstack: control domain only (-EPERM otherwise); `interface_version` must be 0x15 (Xen 4.17) or -EACCES; unknown commands -ENOSYS.
     ///
     /// # Safety
     ///
     /// The hypervisor reads and writes the memory the pointer arguments designate and may
     /// change the state of the domain: the caller upholds the hypercall's contract.
     #[inline]
-    pub unsafe fn sysctl(op: *mut core::ffi::c_void) -> i64 {
+    pub unsafe fn sysctl(op: *mut crate::domctl::Sysctl) -> i64 {
         // SAFETY: forwarded to the caller.
         unsafe { super::call_on::sysctl(&crate::transport::Native, op) }
     }
 
-    /// `domctl` (36): Per-domain control for the toolstack.
+    /// `domctl` (36): Per-domain control for the toolstack: control domain only (-EPERM otherwise, checked before the target is looked up); `interface_version` must be 0x15 (Xen 4.17) or -EACCES; unknown commands -ENOSYS; a target that does not exist (or was destroyed) -ESRCH.
     ///
     /// # Safety
     ///
     /// The hypervisor reads and writes the memory the pointer arguments designate and may
     /// change the state of the domain: the caller upholds the hypercall's contract.
     #[inline]
-    pub unsafe fn domctl(op: *mut core::ffi::c_void) -> i64 {
+    pub unsafe fn domctl(op: *mut crate::domctl::Domctl) -> i64 {
         // SAFETY: forwarded to the caller.
         unsafe { super::call_on::domctl(&crate::transport::Native, op) }
     }
@@ -1778,6 +1832,26 @@ const _: () = assert!(
 const _: () = assert!(
     core::mem::offset_of!(crate::version::CompileInfo, compile_date) == 112,
     "struct xen_compile_info.compile_date"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::domctl::Domctl>() == 144,
+    "size of struct xen_domctl"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::Domctl, cmd) == 0,
+    "struct xen_domctl.cmd"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::Domctl, interface_version) == 4,
+    "struct xen_domctl.interface_version"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::Domctl, domain) == 8,
+    "struct xen_domctl.domain"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::Domctl, u) == 16,
+    "struct xen_domctl.u"
 );
 const _: () = assert!(
     core::mem::size_of::<crate::event_channel::EvtchnAllocUnbound>() == 8,
@@ -1964,6 +2038,94 @@ const _: () = assert!(
     "struct xen_feature_info.submap"
 );
 const _: () = assert!(
+    core::mem::size_of::<crate::domctl::GetDomainInfo>() == 112,
+    "size of struct xen_domctl_getdomaininfo"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfo, domain) == 0,
+    "struct xen_domctl_getdomaininfo.domain"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfo, flags) == 4,
+    "struct xen_domctl_getdomaininfo.flags"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfo, tot_pages) == 8,
+    "struct xen_domctl_getdomaininfo.tot_pages"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfo, max_pages) == 16,
+    "struct xen_domctl_getdomaininfo.max_pages"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfo, outstanding_pages) == 24,
+    "struct xen_domctl_getdomaininfo.outstanding_pages"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfo, shr_pages) == 32,
+    "struct xen_domctl_getdomaininfo.shr_pages"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfo, paged_pages) == 40,
+    "struct xen_domctl_getdomaininfo.paged_pages"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfo, shared_info_frame) == 48,
+    "struct xen_domctl_getdomaininfo.shared_info_frame"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfo, cpu_time) == 56,
+    "struct xen_domctl_getdomaininfo.cpu_time"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfo, nr_online_vcpus) == 64,
+    "struct xen_domctl_getdomaininfo.nr_online_vcpus"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfo, max_vcpu_id) == 68,
+    "struct xen_domctl_getdomaininfo.max_vcpu_id"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfo, ssidref) == 72,
+    "struct xen_domctl_getdomaininfo.ssidref"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfo, handle) == 76,
+    "struct xen_domctl_getdomaininfo.handle"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfo, cpupool) == 92,
+    "struct xen_domctl_getdomaininfo.cpupool"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfo, gpaddr_bits) == 96,
+    "struct xen_domctl_getdomaininfo.gpaddr_bits"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfo, arch_emulation_flags) == 104,
+    "struct xen_domctl_getdomaininfo.arch_emulation_flags"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::domctl::GetDomainInfoList>() == 24,
+    "size of struct xen_sysctl_getdomaininfolist"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfoList, first_domain) == 0,
+    "struct xen_sysctl_getdomaininfolist.first_domain"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfoList, max_domains) == 4,
+    "struct xen_sysctl_getdomaininfolist.max_domains"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfoList, buffer) == 8,
+    "struct xen_sysctl_getdomaininfolist.buffer"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::GetDomainInfoList, num_domains) == 16,
+    "struct xen_sysctl_getdomaininfolist.num_domains"
+);
+const _: () = assert!(
     core::mem::size_of::<crate::grant_table::GnttabGetVersion>() == 8,
     "size of struct gnttab_get_version"
 );
@@ -2082,6 +2244,22 @@ const _: () = assert!(
 const _: () = assert!(
     core::mem::offset_of!(crate::sched::SchedShutdown, reason) == 0,
     "struct sched_shutdown.reason"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::domctl::Sysctl>() == 136,
+    "size of struct xen_sysctl"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::Sysctl, cmd) == 0,
+    "struct xen_sysctl.cmd"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::Sysctl, interface_version) == 4,
+    "struct xen_sysctl.interface_version"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::domctl::Sysctl, u) == 8,
+    "struct xen_sysctl.u"
 );
 const _: () = assert!(
     core::mem::size_of::<crate::traps::TrapInfo>() == 16,

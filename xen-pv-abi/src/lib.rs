@@ -8,6 +8,7 @@
 extern crate std;
 
 pub mod console;
+pub mod domctl;
 pub mod elfnote;
 pub mod errno;
 pub mod event_channel;

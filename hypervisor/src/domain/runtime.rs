@@ -22,6 +22,8 @@ pub enum DomainState {
     Crashed,
     /// The builder refused its image; it never ran.
     Refused,
+    /// Ended by the control domain (`XEN_DOMCTL_destroydomain`).
+    Destroyed,
 }
 
 impl DomainState {
@@ -32,6 +34,7 @@ impl DomainState {
             DomainState::Shutdown(r) => r.name(),
             DomainState::Crashed => "crashed",
             DomainState::Refused => "refused",
+            DomainState::Destroyed => "destroyed",
         }
     }
 }
@@ -65,6 +68,9 @@ pub struct Vcpu {
     /// System time of its last `vcpu_time_info` update; `None`: never published
     /// (time/hypercalls.rs).
     pub time_published_ns: Option<u64>,
+    /// While its domain is paused: whether it must be made runnable at unpause (it was
+    /// runnable when paused, or something woke it since).
+    pub wake_on_unpause: bool,
 }
 
 impl Vcpu {
@@ -115,6 +121,12 @@ pub struct Domain {
     pub grant: crate::grant::GrantTable,
     /// State of the hypervisor's xenstore connection on the store ring.
     pub xenstore: crate::xenstore::XsConn,
+    /// Controller pauses (`XEN_DOMCTL_pausedomain`) not yet undone: while non-zero its
+    /// vCPUs are kept blocked in the scheduler (control/mod.rs).
+    pub pause_count: u32,
+    /// Destroyed by the control domain (`XEN_DOMCTL_destroydomain`): it no longer exists
+    /// for domctl/sysctl, whatever its [`DomainState`] says for the final report.
+    pub destroyed: bool,
 }
 
 impl Domain {
@@ -176,6 +188,8 @@ impl Domain {
             sched_params: (0, 0),
             grant: crate::grant::GrantTable::new(),
             xenstore: crate::xenstore::XsConn::default(),
+            pause_count: 0,
+            destroyed: false,
         }
     }
 

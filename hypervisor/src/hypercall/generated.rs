@@ -211,6 +211,28 @@ pub(crate) trait Hypercalls {
         cmd: u32,
         arg: GuestHandle<Untyped>,
     ) -> Outcome;
+
+    /// `sysctl` (35): System-wide control for the toolstack: control domain only (-EPERM otherwise); `interface_version` must be 0x15 (Xen 4.17) or -EACCES; unknown commands -ENOSYS.
+    ///
+    /// * `op`: guest pointer, inout
+    ///
+    /// Flags: preemptible, privileged.
+    fn sysctl(
+        &mut self,
+        call: &mut Call<'_>,
+        op: GuestHandle<xen_pv_abi::domctl::Sysctl>,
+    ) -> Outcome;
+
+    /// `domctl` (36): Per-domain control for the toolstack: control domain only (-EPERM otherwise, checked before the target is looked up); `interface_version` must be 0x15 (Xen 4.17) or -EACCES; unknown commands -ENOSYS; a target that does not exist (or was destroyed) -ESRCH.
+    ///
+    /// * `op`: guest pointer, inout
+    ///
+    /// Flags: preemptible, privileged.
+    fn domctl(
+        &mut self,
+        call: &mut Call<'_>,
+        op: GuestHandle<xen_pv_abi::domctl::Domctl>,
+    ) -> Outcome;
 }
 
 /// Calls the method of hypercall `number` with the register arguments `args` (rdi, rsi,
@@ -276,6 +298,8 @@ pub(crate) fn dispatch<H: Hypercalls + ?Sized>(
         nr::SCHED_OP => h.sched_op(call, args[0] as u32, GuestHandle::new(args[1])),
         nr::CALLBACK_OP => h.callback_op(call, args[0] as u32, GuestHandle::new(args[1])),
         nr::EVENT_CHANNEL_OP => h.event_channel_op(call, args[0] as u32, GuestHandle::new(args[1])),
+        nr::SYSCTL => h.sysctl(call, GuestHandle::new(args[0])),
+        nr::DOMCTL => h.domctl(call, GuestHandle::new(args[0])),
         _ => Outcome::Return(Err(Errno::ENOSYS)),
     }
 }

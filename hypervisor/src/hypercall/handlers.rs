@@ -156,4 +156,22 @@ impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
     fn memory_op(&mut self, call: &mut Call<'_>, cmd: u64, arg: GuestHandle<Untyped>) -> Outcome {
         self.memory_op(call.idx, cmd, arg).into()
     }
+
+    // ---- toolstack control: control/mod.rs ----
+
+    fn sysctl(
+        &mut self,
+        call: &mut Call<'_>,
+        op: GuestHandle<xen_pv_abi::domctl::Sysctl>,
+    ) -> Outcome {
+        self.do_sysctl(call.idx, op).into()
+    }
+
+    fn domctl(
+        &mut self,
+        call: &mut Call<'_>,
+        op: GuestHandle<xen_pv_abi::domctl::Domctl>,
+    ) -> Outcome {
+        self.do_domctl(call.idx, op).into()
+    }
 }

@@ -142,6 +142,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             return;
         }
         let on_cpu = self.cpu.current == Some(idx) && self.cpu.vcpu == id.1;
+        let paused = self.domains[idx].pause_count > 0;
         let Some(v) = self.domains[idx].vcpu_get_mut(id.1) else {
             return;
         };
@@ -150,8 +151,16 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if on_cpu && v.poll.is_none() {
             return;
         }
-        if v.poll.take().is_some() {
+        let polled = v.poll.take().is_some();
+        if paused {
+            // Kept off the CPU by the controller: it runs at unpause (control/mod.rs).
+            v.wake_on_unpause = true;
+        }
+        if polled {
             let _ = self.timers.cancel_poll(id);
+        }
+        if paused {
+            return;
         }
         let now = self.now_ns();
         // Waking a vCPU that is not blocked changes nothing.

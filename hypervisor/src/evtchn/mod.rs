@@ -134,8 +134,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 .map(|()| 0),
             EVTCHNOP_RESET => match self.read_handle::<EvtchnReset>(idx, arg.cast()) {
                 Err(e) => Err(e),
-                // No domain is ever paused here: resetting another one is -EINVAL, as
-                // in Xen for a running domain.
+                // Resetting another domain is -EINVAL, as in Xen for a running domain
+                // (Xen allows it once that domain is paused; not yet here).
                 Ok(op) => self
                     .evtchn
                     .reset(&caller, op.dom, false, &self.mem, &mut self.frames)

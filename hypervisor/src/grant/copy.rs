@@ -18,10 +18,10 @@ use crate::mmu::PageType;
 use crate::platform::{MachineMemory, Platform};
 use core::mem::offset_of;
 use xen_pv_abi::grant_table::{
-    GNTCOPY_DEST_GREF, GNTCOPY_SOURCE_GREF, GNTST_BAD_COPY_ARG, GNTST_BAD_DOMAIN,
-    GNTST_BAD_GNTREF, GNTST_BAD_PAGE, GNTST_GENERAL_ERROR, GNTST_OKAY,
-    GNTST_PERMISSION_DENIED, GNTTABOP_COPY, GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY,
-    GTF_TYPE_MASK, GTF_WRITING, GnttabCopy, GnttabCopyPtr,
+    GNTCOPY_DEST_GREF, GNTCOPY_SOURCE_GREF, GNTST_BAD_COPY_ARG, GNTST_BAD_DOMAIN, GNTST_BAD_GNTREF,
+    GNTST_BAD_PAGE, GNTST_GENERAL_ERROR, GNTST_OKAY, GNTST_PERMISSION_DENIED, GNTTABOP_COPY,
+    GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_TYPE_MASK, GTF_WRITING, GnttabCopy,
+    GnttabCopyPtr,
 };
 use xen_pv_abi::layout::PAGE_SIZE;
 use xen_pv_abi::{DomId, Errno, Mfn};
@@ -109,18 +109,17 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         };
         let len = u64::from(op.len);
         let page = PAGE_SIZE as u64;
-        let status = if u64::from(op.source.offset) + len > page
-            || u64::from(op.dest.offset) + len > page
-        {
-            GNTST_BAD_COPY_ARG
-        } else {
-            let from = src.mfn.maddr() + u64::from(op.source.offset);
-            let to = dst.mfn.maddr() + u64::from(op.dest.offset);
-            match self.mem.copy(from, to, usize::from(op.len)) {
-                Ok(()) => GNTST_OKAY,
-                Err(_) => GNTST_GENERAL_ERROR,
-            }
-        };
+        let status =
+            if u64::from(op.source.offset) + len > page || u64::from(op.dest.offset) + len > page {
+                GNTST_BAD_COPY_ARG
+            } else {
+                let from = src.mfn.maddr() + u64::from(op.source.offset);
+                let to = dst.mfn.maddr() + u64::from(op.dest.offset);
+                match self.mem.copy(from, to, usize::from(op.len)) {
+                    Ok(()) => GNTST_OKAY,
+                    Err(_) => GNTST_GENERAL_ERROR,
+                }
+            };
         self.copy_release(&dst);
         self.copy_release(&src);
         status

@@ -93,7 +93,7 @@ pub trait MachineMemory {
     /// implementation should make it one locked `cmpxchg`, so a guest changing the word
     /// at the same time is either seen or sees the new value, never half of each.
     fn cmpxchg_u32(&self, maddr: u64, current: u32, new: u32) -> Result<u32, BadMaddr> {
-        if maddr % 4 != 0 {
+        if !maddr.is_multiple_of(4) {
             return Err(BadMaddr(maddr));
         }
         let mut b = [0u8; 4];

@@ -180,7 +180,7 @@ impl MachineMemory for DirectMap {
     #[inline]
     fn cmpxchg_u32(&self, maddr: u64, current: u32, new: u32) -> Result<u32, BadMaddr> {
         // An atomic view needs natural alignment; a misaligned address is refused.
-        if maddr % 4 != 0 {
+        if !maddr.is_multiple_of(4) {
             return Err(BadMaddr(maddr));
         }
         let dst = self.ptr(maddr, 4)?;

@@ -820,6 +820,9 @@ fn built_domain_runs_prints_and_powers_off() {
 #[path = "grub_tests.rs"]
 mod grub;
 
+#[path = "grant_copy_tests.rs"]
+mod grant_copy;
+
 /// Everything of `hv` a hypercall can change, for comparing two hypervisors.
 fn observable(hv: &Hv) -> (std::vec::Vec<u8>, String) {
     let mut mem = std::vec![0u8; NR_FRAMES * PAGE_SIZE];

@@ -60,6 +60,50 @@ pub trait MachineMemory {
         }
         Ok(old)
     }
+    /// Copies `len` bytes from machine address `from` to `to` (the ranges may overlap,
+    /// as `memmove`). The default goes through a small buffer.
+    fn copy(&self, from: u64, to: u64, len: usize) -> Result<(), BadMaddr> {
+        let mut buf = [0u8; 256];
+        let (mut done, end) = (0usize, len);
+        // Backwards when the destination starts inside the source, so no byte is
+        // overwritten before it is read.
+        let backwards = to > from && to < from.saturating_add(len as u64);
+        while done < end {
+            let n = (end - done).min(buf.len());
+            let at = if backwards { end - done - n } else { done } as u64;
+            let src = from.checked_add(at).ok_or(BadMaddr(from))?;
+            let dst = to.checked_add(at).ok_or(BadMaddr(to))?;
+            self.read(src, &mut buf[..n])?;
+            self.write(dst, &buf[..n])?;
+            done += n;
+        }
+        Ok(())
+    }
+    /// ANDs `bits` into the byte at `maddr`; returns the old value. Atomic in the same
+    /// way as [`MachineMemory::fetch_or_u8`] (the grant entries' flag clearing).
+    fn fetch_and_u8(&self, maddr: u64, bits: u8) -> Result<u8, BadMaddr> {
+        let old = self.read_u8(maddr)?;
+        if old & bits != old {
+            self.write_u8(maddr, old & bits)?;
+        }
+        Ok(old)
+    }
+    /// Compare-and-exchange of the little-endian u32 at `maddr` (which must be 4-byte
+    /// aligned): writes `new` if it holds `current`; returns the value it held. An
+    /// implementation should make it one locked `cmpxchg`, so a guest changing the word
+    /// at the same time is either seen or sees the new value, never half of each.
+    fn cmpxchg_u32(&self, maddr: u64, current: u32, new: u32) -> Result<u32, BadMaddr> {
+        if !maddr.is_multiple_of(4) {
+            return Err(BadMaddr(maddr));
+        }
+        let mut b = [0u8; 4];
+        self.read(maddr, &mut b)?;
+        let old = u32::from_le_bytes(b);
+        if old == current {
+            self.write(maddr, &new.to_le_bytes())?;
+        }
+        Ok(old)
+    }
 }
 
 /// What the core needs from the machine besides memory.

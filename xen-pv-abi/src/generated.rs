@@ -2126,6 +2126,30 @@ const _: () = assert!(
     "struct xen_sysctl_getdomaininfolist.num_domains"
 );
 const _: () = assert!(
+    core::mem::size_of::<crate::grant_table::GnttabCopy>() == 40,
+    "size of struct gnttab_copy"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabCopy, source) == 0,
+    "struct gnttab_copy.source"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabCopy, dest) == 16,
+    "struct gnttab_copy.dest"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabCopy, len) == 32,
+    "struct gnttab_copy.len"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabCopy, flags) == 34,
+    "struct gnttab_copy.flags"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabCopy, status) == 36,
+    "struct gnttab_copy.status"
+);
+const _: () = assert!(
     core::mem::size_of::<crate::grant_table::GnttabGetVersion>() == 8,
     "size of struct gnttab_get_version"
 );

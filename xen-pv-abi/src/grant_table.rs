@@ -15,10 +15,16 @@ pub const GNTST_OKAY: i16 = 0;
 pub const GNTST_GENERAL_ERROR: i16 = -1;
 /// `GNTST_bad_domain`.
 pub const GNTST_BAD_DOMAIN: i16 = -2;
+/// `GNTST_bad_gntref`.
+pub const GNTST_BAD_GNTREF: i16 = -3;
 /// `GNTST_bad_virt_addr`.
 pub const GNTST_BAD_VIRT_ADDR: i16 = -5;
 /// `GNTST_permission_denied`.
 pub const GNTST_PERMISSION_DENIED: i16 = -8;
+/// `GNTST_bad_page`.
+pub const GNTST_BAD_PAGE: i16 = -9;
+/// `GNTST_bad_copy_arg`.
+pub const GNTST_BAD_COPY_ARG: i16 = -10;
 
 /// Grant reference the toolstack reserves for the console ring.
 pub const GNTTAB_RESERVED_CONSOLE: u32 = 0;
@@ -27,6 +33,20 @@ pub const GNTTAB_RESERVED_XENSTORE: u32 = 1;
 
 /// `GTF_permit_access` in [`GrantEntryV1::flags`].
 pub const GTF_PERMIT_ACCESS: u16 = 1;
+/// `GTF_type_mask`: the entry-type bits of [`GrantEntryV1::flags`].
+pub const GTF_TYPE_MASK: u16 = 3;
+/// `GTF_readonly`: the grantee may only read the frame.
+pub const GTF_READONLY: u16 = 1 << 2;
+/// `GTF_reading`: set by the hypervisor while the frame is being read (or mapped).
+pub const GTF_READING: u16 = 1 << 3;
+/// `GTF_writing`: set by the hypervisor while the frame is being written (or mapped
+/// writable).
+pub const GTF_WRITING: u16 = 1 << 4;
+
+/// `GNTCOPY_source_gref` in [`GnttabCopy::flags`]: the source is a grant reference.
+pub const GNTCOPY_SOURCE_GREF: u16 = 1 << 0;
+/// `GNTCOPY_dest_gref` in [`GnttabCopy::flags`]: the destination is a grant reference.
+pub const GNTCOPY_DEST_GREF: u16 = 1 << 1;
 
 /// `struct gnttab_setup_table` (24 bytes).
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
@@ -84,6 +104,46 @@ pub struct GnttabGetVersion {
     pub version: u32,
 }
 
+/// One side of a [`GnttabCopy`] (16 bytes): a grant reference of `domid` or, for the
+/// caller's own memory (`domid = DOMID_SELF`), a frame number (MFN for a PV guest).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct GnttabCopyPtr {
+    /// The union `u`: `ref` (grant_ref_t, low 32 bits) or `gmfn` (xen_pfn_t).
+    pub u: u64,
+    /// Granting domain (gref) or `DOMID_SELF` (frame).
+    pub domid: DomId,
+    /// Byte offset in the page.
+    pub offset: u16,
+    /// Padding.
+    pub _pad: u32,
+}
+
+impl GnttabCopyPtr {
+    /// The union read as a grant reference.
+    pub const fn gref(&self) -> u32 {
+        self.u as u32
+    }
+}
+
+/// `struct gnttab_copy` (40 bytes): one element of `GNTTABOP_copy`.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct GnttabCopy {
+    /// IN: where the bytes come from.
+    pub source: GnttabCopyPtr,
+    /// IN: where they go.
+    pub dest: GnttabCopyPtr,
+    /// IN: bytes to copy (offset + len within the page on both sides).
+    pub len: u16,
+    /// IN: `GNTCOPY_*`.
+    pub flags: u16,
+    /// OUT: `GNTST_*`.
+    pub status: i16,
+    /// Padding.
+    pub _pad: u16,
+}
+
 /// `struct grant_entry_v1` (8 bytes): one entry of a version-1 grant table.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
@@ -109,3 +169,11 @@ const_assert_eq!(size_of::<GnttabSetVersion>(), 4);
 const_assert_eq!(size_of::<GnttabGetVersion>(), 8);
 const_assert_eq!(offset_of!(GnttabGetVersion, version), 4);
 const_assert_eq!(size_of::<GrantEntryV1>(), 8);
+const_assert_eq!(size_of::<GnttabCopyPtr>(), 16);
+const_assert_eq!(offset_of!(GnttabCopyPtr, domid), 8);
+const_assert_eq!(offset_of!(GnttabCopyPtr, offset), 10);
+const_assert_eq!(size_of::<GnttabCopy>(), 40);
+const_assert_eq!(offset_of!(GnttabCopy, dest), 16);
+const_assert_eq!(offset_of!(GnttabCopy, len), 32);
+const_assert_eq!(offset_of!(GnttabCopy, flags), 34);
+const_assert_eq!(offset_of!(GnttabCopy, status), 36);

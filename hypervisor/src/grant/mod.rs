@@ -1,6 +1,7 @@
-//! `grant_table_op` (20), the minimum a PV guest needs to own a grant table:
-//! `GNTTABOP_set_version`, `GNTTABOP_get_version`, `GNTTABOP_setup_table` and
-//! `GNTTABOP_query_size`. Grant *use* (map, copy, transfer) comes with real backends.
+//! `grant_table_op` (20): what a PV guest needs to own a grant table
+//! (`GNTTABOP_set_version`, `GNTTABOP_get_version`, `GNTTABOP_setup_table`,
+//! `GNTTABOP_query_size`) and `GNTTABOP_copy` ([`copy`]). Mapping and transfer come
+//! later.
 //!
 //! The grant frames are allocated on demand, owned by the domain (so its page tables may
 //! map them writable, as Xen lets a PV guest map its shared grant frames) but outside its
@@ -12,11 +13,11 @@
 //! version is `-EINVAL`, as in Xen.
 
 use crate::hv::Hypervisor;
-use crate::hypercall::handle::{GuestArray, Untyped};
+use crate::hypercall::handle::{GuestArray, Outcome, Untyped};
 use crate::platform::{MachineMemory, Platform};
 use xen_pv_abi::grant_table::{
     GNTST_BAD_DOMAIN, GNTST_BAD_VIRT_ADDR, GNTST_GENERAL_ERROR, GNTST_OKAY,
-    GNTST_PERMISSION_DENIED, GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE,
+    GNTST_PERMISSION_DENIED, GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE, GNTTABOP_COPY,
     GNTTABOP_GET_VERSION, GNTTABOP_QUERY_SIZE, GNTTABOP_SET_VERSION, GNTTABOP_SETUP_TABLE,
     GTF_PERMIT_ACCESS, GnttabGetVersion, GnttabQuerySize, GnttabSetVersion, GnttabSetupTable,
     GrantEntryV1,
@@ -27,6 +28,9 @@ use zerocopy::IntoBytes;
 
 use crate::hypercall::HcResult;
 use core::mem::offset_of;
+
+mod copy;
+pub use copy::COPY_BATCH;
 
 /// Most grant frames a domain may have (Xen's default `max_grant_frames` is 64; GRUB and
 /// Mini-OS use one).
@@ -68,7 +72,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         idx: usize,
         cmd: u32,
         uop: GuestArray<Untyped>,
-    ) -> HcResult {
+    ) -> Outcome {
+        if cmd == GNTTABOP_COPY {
+            return self.gnttab_copy(idx, uop);
+        }
+        self.grant_table_op_one(idx, cmd, uop).into()
+    }
+
+    fn grant_table_op_one(&mut self, idx: usize, cmd: u32, uop: GuestArray<Untyped>) -> HcResult {
         // Xen handles exactly one of these per call.
         if uop.len() != 1 {
             return match cmd {

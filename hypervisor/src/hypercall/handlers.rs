@@ -77,7 +77,7 @@ impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
         cmd: u32,
         uop: GuestArray<Untyped>,
     ) -> Outcome {
-        self.grant_table_op(call.idx, cmd, uop).into()
+        self.grant_table_op(call.idx, cmd, uop)
     }
 
     fn sched_op(&mut self, call: &mut Call<'_>, cmd: u32, arg: GuestHandle<Untyped>) -> Outcome {

@@ -158,4 +158,42 @@ impl MachineMemory for DirectMap {
         let byte = unsafe { core::sync::atomic::AtomicU8::from_ptr(dst) };
         Ok(byte.fetch_or(bits, core::sync::atomic::Ordering::SeqCst))
     }
+
+    #[inline]
+    fn copy(&self, from: u64, to: u64, len: usize) -> Result<(), BadMaddr> {
+        let src = self.ptr(from, len)?;
+        let dst = self.ptr(to, len)?;
+        // SAFETY: both ranges are mapped RAM (checked); `copy` allows them to overlap.
+        // Raw pointers only, no reference into machine memory is created.
+        unsafe { core::ptr::copy(src as *const u8, dst, len) };
+        Ok(())
+    }
+
+    #[inline]
+    fn fetch_and_u8(&self, maddr: u64, bits: u8) -> Result<u8, BadMaddr> {
+        let dst = self.ptr(maddr, 1)?;
+        // SAFETY: as in `fetch_or_u8`: one checked, aligned RAM byte, one locked `and`.
+        let byte = unsafe { core::sync::atomic::AtomicU8::from_ptr(dst) };
+        Ok(byte.fetch_and(bits, core::sync::atomic::Ordering::SeqCst))
+    }
+
+    #[inline]
+    fn cmpxchg_u32(&self, maddr: u64, current: u32, new: u32) -> Result<u32, BadMaddr> {
+        // An atomic view needs natural alignment; a misaligned address is refused.
+        if !maddr.is_multiple_of(4) {
+            return Err(BadMaddr(maddr));
+        }
+        let dst = self.ptr(maddr, 4)?;
+        // SAFETY: 4 mapped RAM bytes (checked), 4-byte aligned (checked; the direct map
+        // keeps the alignment of machine addresses); the atomic view exists only for
+        // this one locked `cmpxchg`, no reference outlives it.
+        let word = unsafe { core::sync::atomic::AtomicU32::from_ptr(dst as *mut u32) };
+        let r = word.compare_exchange(
+            current.to_le(),
+            new.to_le(),
+            core::sync::atomic::Ordering::SeqCst,
+            core::sync::atomic::Ordering::SeqCst,
+        );
+        Ok(u32::from_le(r.unwrap_or_else(|v| v)))
+    }
 }

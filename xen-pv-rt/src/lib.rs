@@ -35,7 +35,10 @@
 //!
 //! # A kernel
 //!
-//! ```ignore
+//! (Shown as text: a doctest cannot be `#![no_main]`; `examples/minimal` is this kernel,
+//! built and booted by the repository's CI.)
+//!
+//! ```text
 //! #![no_std]
 //! #![no_main]
 //!
@@ -90,7 +93,7 @@ pub use xen_pv_abi as __xen_pv_abi;
 /// obscure "recompile with -fPIC" link error). Options after the function override or add
 /// notes:
 ///
-/// ```ignore
+/// ```text
 /// xen_pv_rt::entry!(main, guest_os: "my-os", guest_version: "2.1",
 ///                   supported_features: 1 << 11, features: "!writable_page_tables");
 /// ```

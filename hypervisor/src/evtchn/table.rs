@@ -161,6 +161,13 @@ impl Wakes {
         })
     }
 
+    /// Whether every vCPU named by [`Self::upcalls`] is vCPU `vcpu` of `dom` (true when
+    /// there is none).
+    pub fn upcalls_only(&self, dom: DomId, vcpu: VcpuId) -> bool {
+        let me = 1u32.checked_shl(vcpu.0).unwrap_or(0);
+        self.upcall == 0 || (self.dom == dom && self.upcall == me)
+    }
+
     /// The domain in which a port became pending, if any: its vCPUs blocked in
     /// `SCHEDOP_poll` should re-check their ports with [`EventChannels::is_pending`]
     /// (Xen's `evtchn_check_pollers`).
@@ -168,7 +175,7 @@ impl Wakes {
         self.poll.then_some(self.dom)
     }
 
-    fn add(&mut self, dom: DomId, vcpu: u32, r: Raised) {
+    pub(super) fn add(&mut self, dom: DomId, vcpu: u32, r: Raised) {
         if r.upcall || r.newly_pending {
             self.dom = dom;
         }

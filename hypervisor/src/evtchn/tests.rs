@@ -1245,3 +1245,28 @@ fn run_random(seed: u64, steps: usize) {
     }
     assert_eq!(fx.ev.buckets_in_use(), 0, "every bucket returned");
 }
+
+/// `Wakes::upcalls_only` (the send-to-oneself shortcut of `apply_wakes`) answers true
+/// exactly when every vCPU `upcalls` names is the given one.
+#[test]
+fn wakes_upcalls_only_matches_upcalls() {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..2000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut w = Wakes::default();
+        for i in 0..(x % 3) {
+            let dom = DomId(((x >> (8 + i)) % 2) as u16);
+            let vcpu = ((x >> (16 + 4 * i)) % 4) as u32;
+            let r = super::table::Raised {
+                upcall: (x >> (40 + i)) & 1 == 1,
+                newly_pending: (x >> (50 + i)) & 1 == 1,
+            };
+            w.add(dom, vcpu, r);
+        }
+        let (dom, vcpu) = (DomId((x >> 60) as u16 % 2), VcpuId(((x >> 61) % 4) as u32));
+        let want = w.upcalls().all(|id| id == (dom, vcpu));
+        assert_eq!(w.upcalls_only(dom, vcpu), want, "{w:?} {dom:?} {vcpu:?}");
+    }
+}

@@ -297,6 +297,19 @@ pub fn copy_from_guest<M: MachineMemory>(
     va: u64,
     buf: &mut [u8],
 ) -> Result<(), Errno> {
+    copy_from_guest_inline(mem, frames, space, va, buf)
+}
+
+/// [`copy_from_guest`] always inlined, for a hot path's argument of a known size (the
+/// compiler may otherwise keep `copy_from_guest` out of line).
+#[inline(always)]
+pub fn copy_from_guest_inline<M: MachineMemory>(
+    mem: &M,
+    frames: &Frames,
+    space: GuestSpace,
+    va: u64,
+    buf: &mut [u8],
+) -> Result<(), Errno> {
     if lean_fits(va, buf.len()) {
         let maddr = lean_translate(mem, frames, space, va, false)?;
         return mem.read(maddr, buf).map_err(|_| Errno::EFAULT);

@@ -171,12 +171,31 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// (a blocked or polling vCPU returns from its hypercall), and vCPUs polling a port
     /// that became pending too.
     pub(crate) fn apply_wakes(&mut self, wakes: Wakes) {
+        if self.wakes_nothing(&wakes) {
+            return;
+        }
         for id in wakes.upcalls() {
             self.wake_vcpu(id);
         }
         if let Some(dom) = wakes.poll_check() {
             self.check_pollers(dom);
         }
+    }
+
+    /// Whether `apply_wakes(wakes)` would change nothing, told cheaply for the common
+    /// send to oneself: every upcall is the running vCPU's (`wake_vcpu` leaves a vCPU on
+    /// the CPU that does not poll alone) and no vCPU of the running domain polls (so
+    /// `check_pollers` finds none). Any other case answers `false` and takes the loop.
+    #[inline]
+    fn wakes_nothing(&self, wakes: &Wakes) -> bool {
+        let Some(idx) = self.cpu.current else {
+            return wakes.is_empty();
+        };
+        let d = &self.domains[idx];
+        let poll_dom = wakes.poll_check();
+        (poll_dom.is_none() || poll_dom == Some(d.id))
+            && wakes.upcalls_only(d.id, self.cpu.vcpu)
+            && d.vcpus.iter().all(|v| v.poll.is_none())
     }
 
     /// Wakes the vCPUs of `dom` that poll a port that is now pending.

@@ -157,6 +157,8 @@ pub struct BadGuestStack(pub u64);
 /// Byte offsets in the domain's shared_info of vCPU 0's event mask and CR2.
 const UPCALL_MASK_OFF: u64 =
     (offset_of!(SharedInfo, vcpu_info) + offset_of!(VcpuInfo, evtchn_upcall_mask)) as u64;
+// `deliver_event_upcall` reads the two bytes at once.
+const _: () = assert!(UPCALL_MASK_OFF == UPCALL_PENDING_OFF + 1 && UPCALL_MASK_OFF % 4096 != 0);
 const UPCALL_PENDING_OFF: u64 =
     (offset_of!(SharedInfo, vcpu_info) + offset_of!(VcpuInfo, evtchn_upcall_pending)) as u64;
 const ARCH_CR2_OFF: u64 = (offset_of!(SharedInfo, vcpu_info)
@@ -689,7 +691,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             return self.deliver_trap(idx, frame, VEC_UD, None);
         }
         // `bounce` inlined: a system call has no error code and no CR2.
-        match self.bounce_masked(idx, frame, cb.address, None, cb.mask_events, None) {
+        match self.bounce_masked(idx, frame, cb.address, None, cb.mask_events, None, None) {
             Ok(_) => {
                 frame.rflags &= !RFLAGS_DF;
                 self.resume_current()
@@ -759,7 +761,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let mask_events = entry.flags & TI_MASK_EVENTS != 0;
         let cr2 = (vector == VEC_PF).then_some(cr2);
         let (mask, on_shared_info) = self
-            .bounce_masked(idx, frame, entry.address, error, mask_events, cr2)
+            .bounce_masked(idx, frame, entry.address, error, mask_events, cr2, None)
             .ok()?;
         if vector == VEC_NM {
             // As Xen: delivering #NM clears the virtual TS.
@@ -1024,7 +1026,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         error: Option<u64>,
         mask_events: bool,
     ) -> Result<(), BadGuestStack> {
-        self.bounce_masked(idx, frame, handler, error, mask_events, None)
+        self.bounce_masked(idx, frame, handler, error, mask_events, None, None)
             .map(drop)
     }
 
@@ -1035,6 +1037,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// the domain and vCPU; the frame is written first, with a constant length (one
     /// checked translation when it does not cross a page), so a bad stack changes
     /// nothing but what a partial copy wrote; then the mode switch and the mask.
+    /// `known_mask`: the event mask as the caller just read it (nothing written since),
+    /// so it is not read again; `None` reads it.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn bounce_masked(
         &mut self,
@@ -1044,6 +1049,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         error: Option<u64>,
         mask_events: bool,
         cr2: Option<u64>,
+        known_mask: Option<u8>,
     ) -> Result<(u8, bool), BadGuestStack> {
         let vcpu = self.cur_vcpu(idx);
         let d = &mut self.domains[idx];
@@ -1065,7 +1071,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             dom: id,
             cr3: v.cr3,
         };
-        let saved_mask = self.mem.read_u8(mask_at).unwrap_or(1);
+        let saved_mask = match known_mask {
+            Some(m) => m,
+            None => self.mem.read_u8(mask_at).unwrap_or(1),
+        };
         let rflags = if saved_mask != 0 {
             frame.rflags & !RFLAGS_IF
         } else {
@@ -1193,15 +1202,21 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// (For the event/timer code: call before resuming the guest.)
     pub fn deliver_event_upcall(&mut self, idx: usize, frame: &mut GuestFrame) -> bool {
         let cb = self.cur(idx).traps.event;
+        if cb.address == 0 {
+            return false;
+        }
+        // Pending and mask read together (adjacent bytes of one page: both readable or
+        // neither). Unreadable counts as "no upcall", as an unreadable mask reads as
+        // masked and an unreadable pending byte as not pending. The mask read here is
+        // the one the bounce frame records: nothing writes it in between.
         let base = self.domains[idx].shared_info.maddr();
-        if cb.address == 0
-            || self.upcall_mask(idx) != 0
-            || self.mem.read_u8(base + UPCALL_PENDING_OFF).unwrap_or(0) == 0
+        let mut due = [0u8; 2];
+        if self.mem.read(base + UPCALL_PENDING_OFF, &mut due).is_err() || due[0] == 0 || due[1] != 0
         {
             return false;
         }
-        match self.bounce(idx, frame, cb.address, None, true) {
-            Ok(()) => true,
+        match self.bounce_masked(idx, frame, cb.address, None, true, None, Some(due[1])) {
+            Ok(_) => true,
             Err(BadGuestStack(sp)) => {
                 self.end_domain(
                     idx,

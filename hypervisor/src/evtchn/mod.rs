@@ -241,7 +241,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             // The common case inline: an event raised (or dropped) in a domain.
             Ok(op) => match self.evtchn.send(&caller, op.port, &self.mem) {
                 Ok(SendOutcome::Delivered(wakes)) => {
-                    self.apply_wakes(wakes);
+                    // A send to oneself wakes nobody: told here, without the call.
+                    if !self.wakes_nothing(&wakes) {
+                        self.apply_wakes(wakes);
+                    }
                     Outcome::Return(Ok(0))
                 }
                 Err(e) => Outcome::Return(Err(e)),

@@ -186,8 +186,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// send to oneself: every upcall is the running vCPU's (`wake_vcpu` leaves a vCPU on
     /// the CPU that does not poll alone) and no vCPU of the running domain polls (so
     /// `check_pollers` finds none). Any other case answers `false` and takes the loop.
-    #[inline]
-    fn wakes_nothing(&self, wakes: &Wakes) -> bool {
+    #[inline(always)]
+    pub(crate) fn wakes_nothing(&self, wakes: &Wakes) -> bool {
         let Some(idx) = self.cpu.current else {
             return wakes.is_empty();
         };

@@ -663,6 +663,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         match self.iret_in_place(idx, frame) {
             // Masked: no upcall can be due.
             Ok(1) => self.resume_current(),
+            // Unmasked: an upcall is due only if one is pending (`deliver_event_upcall`
+            // does nothing otherwise; an unreadable byte reads as not pending there).
+            Ok(_) if !self.upcall_pending(idx) => self.resume_current(),
             Ok(_) => self.enter_current(frame),
             Err(outcome) => self.iret_failed(idx, frame, outcome),
         }

@@ -158,7 +158,8 @@ pub struct BadGuestStack(pub u64);
 const UPCALL_MASK_OFF: u64 =
     (offset_of!(SharedInfo, vcpu_info) + offset_of!(VcpuInfo, evtchn_upcall_mask)) as u64;
 // `deliver_event_upcall` reads the two bytes at once.
-const _: () = assert!(UPCALL_MASK_OFF == UPCALL_PENDING_OFF + 1 && UPCALL_MASK_OFF % 4096 != 0);
+const _: () =
+    assert!(UPCALL_MASK_OFF == UPCALL_PENDING_OFF + 1 && !UPCALL_MASK_OFF.is_multiple_of(4096));
 const UPCALL_PENDING_OFF: u64 =
     (offset_of!(SharedInfo, vcpu_info) + offset_of!(VcpuInfo, evtchn_upcall_pending)) as u64;
 const ARCH_CR2_OFF: u64 = (offset_of!(SharedInfo, vcpu_info)

@@ -637,7 +637,17 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         self.evtchn.remove_domain(id, &mut self.frames);
         self.sched.remove_domain(id);
         self.timers.remove_domain(id);
-        self.frames.free_all_of(id);
+        // Its grant mappings of other domains' frames go first; its own frames that
+        // others still map stay allocated until they are unmapped.
+        self.release_grant_maps(idx);
+        if self.has_grant_mappers(id) {
+            let domains = &self.domains;
+            self.frames.free_all_of_keeping(id, |mfn| {
+                crate::grant::grant_mapped_by_others(domains, id, mfn)
+            });
+        } else {
+            self.frames.free_all_of(id);
+        }
         // The control domain learns of it through VIRQ_DOM_EXC (Xen's rule).
         for i in 0..self.domains.len() {
             if self.domains[i].dom0 && self.domains[i].is_runnable() {

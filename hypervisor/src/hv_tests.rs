@@ -1123,3 +1123,6 @@ fn resume_if_returnable_matches_enter_current() {
         assert!(delivered > 0, "seed {seed}: no upcall delivered");
     }
 }
+
+#[path = "grant_map_tests.rs"]
+mod grant_map;

@@ -2162,6 +2162,38 @@ const _: () = assert!(
     "struct gnttab_get_version.version"
 );
 const _: () = assert!(
+    core::mem::size_of::<crate::grant_table::GnttabMapGrantRef>() == 32,
+    "size of struct gnttab_map_grant_ref"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabMapGrantRef, host_addr) == 0,
+    "struct gnttab_map_grant_ref.host_addr"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabMapGrantRef, flags) == 8,
+    "struct gnttab_map_grant_ref.flags"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabMapGrantRef, r#ref) == 12,
+    "struct gnttab_map_grant_ref.ref"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabMapGrantRef, dom) == 16,
+    "struct gnttab_map_grant_ref.dom"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabMapGrantRef, status) == 18,
+    "struct gnttab_map_grant_ref.status"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabMapGrantRef, handle) == 20,
+    "struct gnttab_map_grant_ref.handle"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabMapGrantRef, dev_bus_addr) == 24,
+    "struct gnttab_map_grant_ref.dev_bus_addr"
+);
+const _: () = assert!(
     core::mem::size_of::<crate::grant_table::GnttabQuerySize>() == 16,
     "size of struct gnttab_query_size"
 );
@@ -2208,6 +2240,26 @@ const _: () = assert!(
 const _: () = assert!(
     core::mem::offset_of!(crate::grant_table::GnttabSetupTable, frame_list) == 16,
     "struct gnttab_setup_table.frame_list"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::grant_table::GnttabUnmapGrantRef>() == 24,
+    "size of struct gnttab_unmap_grant_ref"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabUnmapGrantRef, host_addr) == 0,
+    "struct gnttab_unmap_grant_ref.host_addr"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabUnmapGrantRef, dev_bus_addr) == 8,
+    "struct gnttab_unmap_grant_ref.dev_bus_addr"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabUnmapGrantRef, handle) == 16,
+    "struct gnttab_unmap_grant_ref.handle"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabUnmapGrantRef, status) == 20,
+    "struct gnttab_unmap_grant_ref.status"
 );
 const _: () = assert!(
     core::mem::size_of::<crate::mmu::MmuUpdate>() == 16,

@@ -17,8 +17,14 @@ pub const GNTST_GENERAL_ERROR: i16 = -1;
 pub const GNTST_BAD_DOMAIN: i16 = -2;
 /// `GNTST_bad_gntref`.
 pub const GNTST_BAD_GNTREF: i16 = -3;
+/// `GNTST_bad_handle`.
+pub const GNTST_BAD_HANDLE: i16 = -4;
 /// `GNTST_bad_virt_addr`.
 pub const GNTST_BAD_VIRT_ADDR: i16 = -5;
+/// `GNTST_bad_dev_addr`.
+pub const GNTST_BAD_DEV_ADDR: i16 = -6;
+/// `GNTST_no_device_space`: no maptrack handle left.
+pub const GNTST_NO_DEVICE_SPACE: i16 = -7;
 /// `GNTST_permission_denied`.
 pub const GNTST_PERMISSION_DENIED: i16 = -8;
 /// `GNTST_bad_page`.
@@ -42,6 +48,17 @@ pub const GTF_READING: u16 = 1 << 3;
 /// `GTF_writing`: set by the hypervisor while the frame is being written (or mapped
 /// writable).
 pub const GTF_WRITING: u16 = 1 << 4;
+
+/// `GNTMAP_device_map`: also report a bus address for the frame.
+pub const GNTMAP_DEVICE_MAP: u32 = 1 << 0;
+/// `GNTMAP_host_map`: map the frame at `host_addr`.
+pub const GNTMAP_HOST_MAP: u32 = 1 << 1;
+/// `GNTMAP_readonly`: map it read-only.
+pub const GNTMAP_READONLY: u32 = 1 << 2;
+/// `GNTMAP_application_map`: a user-accessible mapping.
+pub const GNTMAP_APPLICATION_MAP: u32 = 1 << 3;
+/// `GNTMAP_contains_pte`: `host_addr` is the machine address of the PTE to write.
+pub const GNTMAP_CONTAINS_PTE: u32 = 1 << 4;
 
 /// `GNTCOPY_source_gref` in [`GnttabCopy::flags`]: the source is a grant reference.
 pub const GNTCOPY_SOURCE_GREF: u16 = 1 << 0;
@@ -144,6 +161,42 @@ pub struct GnttabCopy {
     pub _pad: u16,
 }
 
+/// `struct gnttab_map_grant_ref` (32 bytes): one element of `GNTTABOP_map_grant_ref`.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct GnttabMapGrantRef {
+    /// IN: virtual address to map at (or PTE machine address with `GNTMAP_contains_pte`).
+    pub host_addr: u64,
+    /// IN: `GNTMAP_*`.
+    pub flags: u32,
+    /// IN: grant reference in `dom`'s table.
+    pub r#ref: u32,
+    /// IN: the granting domain.
+    pub dom: DomId,
+    /// OUT: `GNTST_*`.
+    pub status: i16,
+    /// OUT: handle for the unmap.
+    pub handle: u32,
+    /// OUT: bus address of the frame (`GNTMAP_device_map`).
+    pub dev_bus_addr: u64,
+}
+
+/// `struct gnttab_unmap_grant_ref` (24 bytes): one element of `GNTTABOP_unmap_grant_ref`.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct GnttabUnmapGrantRef {
+    /// IN: the address the mapping was made at (0: no host mapping to remove).
+    pub host_addr: u64,
+    /// IN: the bus address returned by the map (0: none).
+    pub dev_bus_addr: u64,
+    /// IN: the map's handle.
+    pub handle: u32,
+    /// OUT: `GNTST_*`.
+    pub status: i16,
+    /// Padding.
+    pub _pad: u16,
+}
+
 /// `struct grant_entry_v1` (8 bytes): one entry of a version-1 grant table.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
@@ -169,6 +222,17 @@ const_assert_eq!(size_of::<GnttabSetVersion>(), 4);
 const_assert_eq!(size_of::<GnttabGetVersion>(), 8);
 const_assert_eq!(offset_of!(GnttabGetVersion, version), 4);
 const_assert_eq!(size_of::<GrantEntryV1>(), 8);
+const_assert_eq!(size_of::<GnttabMapGrantRef>(), 32);
+const_assert_eq!(offset_of!(GnttabMapGrantRef, flags), 8);
+const_assert_eq!(offset_of!(GnttabMapGrantRef, r#ref), 12);
+const_assert_eq!(offset_of!(GnttabMapGrantRef, dom), 16);
+const_assert_eq!(offset_of!(GnttabMapGrantRef, status), 18);
+const_assert_eq!(offset_of!(GnttabMapGrantRef, handle), 20);
+const_assert_eq!(offset_of!(GnttabMapGrantRef, dev_bus_addr), 24);
+const_assert_eq!(size_of::<GnttabUnmapGrantRef>(), 24);
+const_assert_eq!(offset_of!(GnttabUnmapGrantRef, dev_bus_addr), 8);
+const_assert_eq!(offset_of!(GnttabUnmapGrantRef, handle), 16);
+const_assert_eq!(offset_of!(GnttabUnmapGrantRef, status), 20);
 const_assert_eq!(size_of::<GnttabCopyPtr>(), 16);
 const_assert_eq!(offset_of!(GnttabCopyPtr, domid), 8);
 const_assert_eq!(offset_of!(GnttabCopyPtr, offset), 10);

@@ -9,8 +9,8 @@
 //! and the frame must be the caller's. A written frame must be able to take a writable
 //! type: never a page table or descriptor page.
 //!
-//! No mappings exist yet, so no other user holds an entry's reading/writing bits: a
-//! copy clears them when it is done.
+//! A copy clears the bits it set when it is done, except those the copier's grant
+//! mappings of the entry hold (see [`super::map`]).
 
 use crate::hv::Hypervisor;
 use crate::hypercall::handle::{GuestArray, Outcome, Untyped};
@@ -31,7 +31,7 @@ use xen_pv_abi::{DomId, Errno, Mfn};
 pub const COPY_BATCH: u64 = 64;
 
 /// Version-1 entries per grant frame.
-const ENTRIES_PER_FRAME: u32 = (PAGE_SIZE / 8) as u32;
+pub(super) const ENTRIES_PER_FRAME: u32 = (PAGE_SIZE / 8) as u32;
 
 /// Times a shared entry's `cmpxchg` is retried when the guest keeps changing it (Xen).
 const ENTRY_RETRIES: u32 = 4;
@@ -165,9 +165,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let entry = table.maddr() + u64::from(r % ENTRIES_PER_FRAME) * 8;
         let set = GTF_READING | if write { GTF_WRITING } else { 0 };
         self.copy_pin_entry(entry, me, write, set)?;
+        // The bits the caller's grant mappings of this entry hold stay set after the copy.
+        let held = super::map::held_bits(&self.domains[idx].grant.maps, owner, r);
         let claimed = Claimed {
             mfn: Mfn(0),
-            entry: Some((entry, set)),
+            entry: Some((entry, set & !held)),
         };
         // The frame is read after the entry is pinned: the granter may not change it
         // while the bits are set.
@@ -187,7 +189,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// Sets `set` in the shared entry at `entry` if it permits access to `me` (and
     /// writing, if `write`), with a `cmpxchg` of flags and domid together so the guest
     /// cannot change either in between.
-    fn copy_pin_entry(&self, entry: u64, me: DomId, write: bool, set: u16) -> Result<(), i16> {
+    pub(super) fn copy_pin_entry(
+        &self,
+        entry: u64,
+        me: DomId,
+        write: bool,
+        set: u16,
+    ) -> Result<(), i16> {
         let mut word = [0u8; 4];
         self.mem
             .read(entry, &mut word)

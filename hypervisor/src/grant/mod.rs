@@ -1,7 +1,7 @@
 //! `grant_table_op` (20): what a PV guest needs to own a grant table
 //! (`GNTTABOP_set_version`, `GNTTABOP_get_version`, `GNTTABOP_setup_table`,
-//! `GNTTABOP_query_size`) and `GNTTABOP_copy` ([`copy`]). Mapping and transfer come
-//! later.
+//! `GNTTABOP_query_size`), `GNTTABOP_copy` ([`copy`]) and the PV host mappings of
+//! `GNTTABOP_map_grant_ref` / `GNTTABOP_unmap_grant_ref` ([`map`]). Transfer comes later.
 //!
 //! The grant frames are allocated on demand, owned by the domain (so its page tables may
 //! map them writable, as Xen lets a PV guest map its shared grant frames) but outside its
@@ -18,9 +18,9 @@ use crate::platform::{MachineMemory, Platform};
 use xen_pv_abi::grant_table::{
     GNTST_BAD_DOMAIN, GNTST_BAD_VIRT_ADDR, GNTST_GENERAL_ERROR, GNTST_OKAY,
     GNTST_PERMISSION_DENIED, GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE, GNTTABOP_COPY,
-    GNTTABOP_GET_VERSION, GNTTABOP_QUERY_SIZE, GNTTABOP_SET_VERSION, GNTTABOP_SETUP_TABLE,
-    GTF_PERMIT_ACCESS, GnttabGetVersion, GnttabQuerySize, GnttabSetVersion, GnttabSetupTable,
-    GrantEntryV1,
+    GNTTABOP_GET_VERSION, GNTTABOP_MAP_GRANT_REF, GNTTABOP_QUERY_SIZE, GNTTABOP_SET_VERSION,
+    GNTTABOP_SETUP_TABLE, GNTTABOP_UNMAP_GRANT_REF, GTF_PERMIT_ACCESS, GnttabGetVersion,
+    GnttabQuerySize, GnttabSetVersion, GnttabSetupTable, GrantEntryV1,
 };
 use xen_pv_abi::layout::PAGE_SIZE;
 use xen_pv_abi::{DomId, Errno, Mfn};
@@ -30,7 +30,9 @@ use crate::hypercall::HcResult;
 use core::mem::offset_of;
 
 mod copy;
+mod map;
 pub use copy::COPY_BATCH;
+pub use map::{GrantMap, MAP_BATCH, MAX_MAPTRACK, grant_mapped_by_others};
 
 /// Most grant frames a domain may have (Xen's default `max_grant_frames` is 64; GRUB and
 /// Mini-OS use one).
@@ -43,6 +45,9 @@ const GRANT_VERSION: u32 = 1;
 #[derive(Clone, Debug, Default)]
 pub struct GrantTable {
     frames: heapless::Vec<Mfn, MAX_GRANT_FRAMES>,
+    /// The domain's grant mappings of other domains' frames (its maptrack), indexed by
+    /// handle; at most [`MAX_MAPTRACK`].
+    maps: alloc::vec::Vec<Option<GrantMap>>,
 }
 
 impl GrantTable {
@@ -50,12 +55,18 @@ impl GrantTable {
     pub const fn new() -> Self {
         GrantTable {
             frames: heapless::Vec::new(),
+            maps: alloc::vec::Vec::new(),
         }
     }
 
     /// The grant frames allocated so far.
     pub fn frames(&self) -> &[Mfn] {
         &self.frames
+    }
+
+    /// The maptrack: the grant mappings the domain holds, by handle.
+    pub fn maps(&self) -> &[Option<GrantMap>] {
+        &self.maps
     }
 }
 
@@ -73,8 +84,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         cmd: u32,
         uop: GuestArray<Untyped>,
     ) -> Outcome {
-        if cmd == GNTTABOP_COPY {
-            return self.gnttab_copy(idx, uop);
+        match cmd {
+            GNTTABOP_COPY => return self.gnttab_copy(idx, uop),
+            GNTTABOP_MAP_GRANT_REF => return self.gnttab_map_batch(idx, cmd, uop, true),
+            GNTTABOP_UNMAP_GRANT_REF => return self.gnttab_map_batch(idx, cmd, uop, false),
+            _ => {}
         }
         self.grant_table_op_one(idx, cmd, uop).into()
     }

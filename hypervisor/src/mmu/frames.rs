@@ -306,6 +306,20 @@ impl Frames {
         count
     }
 
+    /// Frees every frame of `dom` but those `keep` says to keep; returns how many.
+    pub fn free_all_of_keeping(&mut self, dom: DomId, keep: impl Fn(Mfn) -> bool) -> usize {
+        let mut count = 0;
+        for i in 0..self.len {
+            let info = self.table[i];
+            let mfn = Mfn(i as u64);
+            if info.is_allocated() && info.owner == dom && !keep(mfn) {
+                self.mark_free(i);
+                count += 1;
+            }
+        }
+        count
+    }
+
     /// Sets `m2p[mfn] = pfn`.
     ///
     /// Ignored for frames that are not allocated (free frames keep an invalid entry).
@@ -427,6 +441,25 @@ impl Frames {
             },
         );
         true
+    }
+
+    /// Drops a writable type reference and its general reference taken by
+    /// [`Frames::hold_writable`] (nothing if the frame holds none).
+    pub fn put_writable(&mut self, mfn: Mfn) {
+        let Some(st) = self.type_state(mfn) else {
+            return;
+        };
+        if st.ty != PageType::Writable || st.count == 0 {
+            return;
+        }
+        self.set_type_state(
+            mfn,
+            TypeState {
+                count: st.count - 1,
+                ..st
+            },
+        );
+        self.put_ref(mfn);
     }
 
     /// General reference count of an allocated frame.

@@ -119,6 +119,11 @@ fn present(entry: u64) -> bool {
     entry & Pte::PRESENT.bits() != 0
 }
 
+/// Whether a present L1 entry is a grant mapping (made by `GNTTABOP_map_grant_ref`).
+pub fn is_grant_entry(entry: u64) -> bool {
+    present(entry) && entry & Pte::GNTTAB.bits() != 0
+}
+
 /// Why a typing operation of a preemptible context stopped before its end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
@@ -696,6 +701,12 @@ impl<M: MachineMemory> PtCtx<'_, M> {
     /// reference); when interrupted the entry keeps a general reference.
     fn put_entry_ref(&mut self, entry: u64, level: u32, set: bool) -> Result<(), Interrupted> {
         let target = entry_mfn(entry);
+        if level == 1 && is_grant_entry(entry) {
+            // Its references belong to the mapper's maptrack entry, dropped by the unmap
+            // or the mapper's death; the entry can never be validated again (check_entry
+            // refuses the grant bit), so the dead PTE is harmless.
+            return Ok(());
+        }
         if level == 1 && entry & Pte::RW.bits() == 0 {
             self.frames.put_ref(target);
             Ok(())
@@ -840,6 +851,10 @@ impl<M: MachineMemory> PtCtx<'_, M> {
             return Err(Errno::EINVAL.into());
         }
         let old = self.read_entry(table, slot)?;
+        if level == 1 && is_grant_entry(old) {
+            // Only GNTTABOP_unmap_grant_ref removes a grant mapping.
+            return Err(Errno::EINVAL.into());
+        }
         let mut new = new;
         if preserve_ad {
             new |= old & (Pte::ACCESSED | Pte::DIRTY).bits();
@@ -907,6 +922,10 @@ impl<M: MachineMemory> PtCtx<'_, M> {
             return None;
         }
         let old = self.read_entry(table, slot).ok()?;
+        if level == 1 && is_grant_entry(old) {
+            // `mod_entry` refuses it.
+            return None;
+        }
         let mut new = new;
         if preserve_ad {
             new |= old & (Pte::ACCESSED | Pte::DIRTY).bits();
@@ -944,6 +963,45 @@ impl<M: MachineMemory> PtCtx<'_, M> {
         self.mem
             .write_u64(table.maddr() + slot as u64 * 8, entry)
             .map_err(|_| Errno::EINVAL)
+    }
+
+    /// Writes the grant mapping `new` (present, with [`Pte::GNTTAB`]; its references
+    /// taken by the caller) into the L1 entry at machine address `ptr`, which must be in
+    /// a validated L1 of the domain and not hold a grant mapping already. What a present
+    /// old entry held is dropped, as `mod_entry` does.
+    pub fn install_grant(&mut self, ptr: u64, new: u64) -> Result<(), Errno> {
+        let table = Mfn::containing(ptr);
+        if self.frames.table_level(table, self.dom) != Some(1) {
+            return Err(Errno::EINVAL);
+        }
+        let slot = ((ptr & (PAGE_SIZE as u64 - 1)) / 8) as usize;
+        let old = self.read_entry(table, slot)?;
+        if is_grant_entry(old) {
+            return Err(Errno::EINVAL);
+        }
+        self.write_entry(table, slot, new)?;
+        if present(old) {
+            self.frames.need_hw_flush();
+            self.run_whole(|pt| pt.drop_entry_ref(old, 1));
+        }
+        Ok(())
+    }
+
+    /// Clears the grant mapping of `mfn` in the L1 entry at `ptr` (a validated L1 of the
+    /// domain). `EINVAL`, nothing changed, if the entry is not that grant mapping.
+    pub fn remove_grant(&mut self, ptr: u64, mfn: Mfn) -> Result<(), Errno> {
+        let table = Mfn::containing(ptr);
+        if self.frames.table_level(table, self.dom) != Some(1) {
+            return Err(Errno::EINVAL);
+        }
+        let slot = ((ptr & (PAGE_SIZE as u64 - 1)) / 8) as usize;
+        let old = self.read_entry(table, slot)?;
+        if !is_grant_entry(old) || entry_mfn(old) != mfn {
+            return Err(Errno::EINVAL);
+        }
+        self.write_entry(table, slot, 0)?;
+        self.frames.need_hw_flush();
+        Ok(())
     }
 
     /// Machine address of the L1 entry mapping `va` under the L4 `root`, if the walk

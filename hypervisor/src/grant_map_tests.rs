@@ -1,0 +1,530 @@
+//! Host tests of `GNTTABOP_map_grant_ref` / `GNTTABOP_unmap_grant_ref`: read-only and
+//! writable host mappings written through, every error status, pin counts of two
+//! mappings, the page-table rule, `mmu_update` refused on a grant PTE, and the death of
+//! either side. A child module of `hv_tests.rs` (its domains and helpers).
+
+use super::*;
+use crate::grant::MAX_MAPTRACK;
+use crate::hypercall::handle::{GuestArray, Outcome};
+use crate::mmu::PageType;
+use crate::mmu::pagetable::{ADDR_MASK, PtCtx, Pte, Stop, entry_mfn};
+use std::vec::Vec;
+use xen_pv_abi::Errno;
+use xen_pv_abi::grant_table::{
+    GNTMAP_CONTAINS_PTE, GNTMAP_DEVICE_MAP, GNTMAP_HOST_MAP, GNTMAP_READONLY, GNTST_BAD_DEV_ADDR,
+    GNTST_BAD_DOMAIN, GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_GENERAL_ERROR,
+    GNTST_NO_DEVICE_SPACE, GNTST_OKAY, GNTTABOP_MAP_GRANT_REF, GNTTABOP_SETUP_TABLE,
+    GNTTABOP_UNMAP_GRANT_REF, GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_WRITING,
+    GnttabMapGrantRef, GnttabSetupTable, GnttabUnmapGrantRef, GrantEntryV1,
+};
+use zerocopy::{FromBytes, IntoBytes};
+
+const OPS_OFF: usize = 0x1000;
+/// Page 5 of the granter's data: the granted frame.
+const BUF: usize = 5;
+/// First free L1 slot after the data pages.
+fn map_va(i: u64) -> u64 {
+    DATA_VA + (DATA_PAGES as u64 + i) * PAGE_SIZE as u64
+}
+
+struct Fx {
+    hv: Hv,
+    doms: Vec<TestDomain>,
+    tables: Vec<Mfn>,
+}
+
+/// Domains 1..=3, page tables validated (pinned L4), one grant frame each.
+fn fx() -> Fx {
+    let mut hv = new_hv();
+    let doms: Vec<TestDomain> = (1..=3)
+        .map(|id| add_domain(&mut hv, id, "g", false))
+        .collect();
+    let mut tables = Vec::new();
+    for g in &doms {
+        let dom = hv.domains[g.idx].id;
+        let slots = hv.hypervisor_l4_slots;
+        PtCtx::new(&hv.mem, &mut hv.frames, dom, &slots)
+            .pin(g.l4, 4)
+            .unwrap();
+        let op = GnttabSetupTable {
+            dom: DomId::SELF,
+            nr_frames: 1,
+            frame_list: DATA_VA + 0x100,
+            ..Default::default()
+        };
+        put(&hv, g, 0, op.as_bytes());
+        run_as(&mut hv, g.idx);
+        let out = hv.grant_table_op(g.idx, GNTTABOP_SETUP_TABLE, GuestArray::new(DATA_VA, 1));
+        assert_eq!(out, Outcome::Return(Ok(0)));
+        let mfn = u64::from_le_bytes(get(&hv, g, 0x100, 8).try_into().unwrap());
+        tables.push(Mfn(mfn));
+    }
+    Fx { hv, doms, tables }
+}
+
+fn run_as(hv: &mut Hv, idx: usize) {
+    hv.cpu.current = Some(idx);
+    hv.cpu.vcpu = VcpuId(0);
+}
+
+fn mop(va: u64, flags: u32, r: u32, dom: u16) -> GnttabMapGrantRef {
+    GnttabMapGrantRef {
+        host_addr: va,
+        flags,
+        r#ref: r,
+        dom: DomId(dom),
+        status: 0x55,
+        handle: 0xdead,
+        dev_bus_addr: 0,
+    }
+}
+
+impl Fx {
+    fn d(&self, id: u16) -> &TestDomain {
+        &self.doms[usize::from(id) - 1]
+    }
+    fn grant(&self, id: u16, r: u32, flags: u16, to: u16, frame: Mfn) {
+        let e = GrantEntryV1 {
+            flags,
+            domid: DomId(to),
+            frame: frame.0 as u32,
+        };
+        let t = self.tables[usize::from(id) - 1];
+        self.hv
+            .mem
+            .write(t.maddr() + u64::from(r) * 8, e.as_bytes())
+            .unwrap();
+    }
+    fn entry_flags(&self, id: u16, r: u32) -> u16 {
+        let t = self.tables[usize::from(id) - 1];
+        let mut b = [0u8; 2];
+        self.hv
+            .mem
+            .read(t.maddr() + u64::from(r) * 8, &mut b)
+            .unwrap();
+        u16::from_le_bytes(b)
+    }
+    /// Runs `cmd` from domain `id` on the elements `bytes` (of `size` each).
+    fn call(&mut self, id: u16, cmd: u32, bytes: &[u8], n: u64) -> Outcome {
+        let g = &self.doms[usize::from(id) - 1];
+        put(&self.hv, g, OPS_OFF, bytes);
+        let idx = g.idx;
+        run_as(&mut self.hv, idx);
+        self.hv
+            .grant_table_op(idx, cmd, GuestArray::new(DATA_VA + OPS_OFF as u64, n))
+    }
+    /// One map from domain `id`: the element as written back.
+    fn map(&mut self, id: u16, op: GnttabMapGrantRef) -> GnttabMapGrantRef {
+        let out = self.call(id, GNTTABOP_MAP_GRANT_REF, op.as_bytes(), 1);
+        assert_eq!(out, Outcome::Return(Ok(0)));
+        let b = get(&self.hv, self.d(id), OPS_OFF, 32);
+        let back = GnttabMapGrantRef::read_from_bytes(&b).unwrap();
+        assert_eq!(back.host_addr, op.host_addr, "input unchanged");
+        back
+    }
+    fn unmap(&mut self, id: u16, host_addr: u64, handle: u32, bus: u64) -> i16 {
+        let op = GnttabUnmapGrantRef {
+            host_addr,
+            dev_bus_addr: bus,
+            handle,
+            status: 0x55,
+            _pad: 0,
+        };
+        let out = self.call(id, GNTTABOP_UNMAP_GRANT_REF, op.as_bytes(), 1);
+        assert_eq!(out, Outcome::Return(Ok(0)));
+        let b = get(&self.hv, self.d(id), OPS_OFF + 20, 2);
+        i16::from_le_bytes([b[0], b[1]])
+    }
+    /// The L1 entry of `va` in domain `id`'s tables.
+    fn pte(&mut self, id: u16, va: u64) -> u64 {
+        let (l4, dom) = (self.d(id).l4, DomId(id));
+        let slots = self.hv.hypervisor_l4_slots;
+        let pt = PtCtx::new(&self.hv.mem, &mut self.hv.frames, dom, &slots);
+        let at = pt.l1_entry_maddr(l4, va).unwrap();
+        self.hv.mem.read_u64(at).unwrap()
+    }
+    fn refs(&self, mfn: Mfn) -> (u32, PageType, u32) {
+        let st = self.hv.frames.type_state(mfn).unwrap();
+        (self.hv.frames.ref_count(mfn).unwrap(), st.ty, st.count)
+    }
+}
+
+#[test]
+fn writable_map_writes_through_and_unmaps() {
+    let mut fx = fx();
+    let frame = fx.d(1).data[BUF];
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 2, frame);
+    let before = fx.refs(frame);
+    let out = fx.map(2, mop(map_va(0), GNTMAP_HOST_MAP, 10, 1));
+    assert_eq!(out.status, GNTST_OKAY);
+    assert_eq!(out.handle, 0);
+    assert_eq!(out.dev_bus_addr, 0);
+    assert_eq!(
+        fx.entry_flags(1, 10),
+        GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING
+    );
+    let pte = fx.pte(2, map_va(0));
+    assert_eq!(entry_mfn(pte), frame);
+    assert_ne!(pte & Pte::RW.bits(), 0);
+    assert_ne!(pte & Pte::GNTTAB.bits(), 0);
+    assert_eq!(
+        fx.refs(frame),
+        (before.0 + 1, PageType::Writable, before.2 + 1)
+    );
+    // A write through the mapping (the machine address the PTE gives) lands in the
+    // granter's frame.
+    let idx2 = fx.d(2).idx;
+    fx.hv
+        .mem
+        .write((pte & ADDR_MASK) + 16, b"through the grant")
+        .unwrap();
+    let mut b = [0u8; 17];
+    fx.hv.mem.read(frame.maddr() + 16, &mut b).unwrap();
+    assert_eq!(&b, b"through the grant");
+
+    assert_eq!(fx.unmap(2, map_va(0), 0, 0), GNTST_OKAY);
+    assert_eq!(fx.pte(2, map_va(0)), 0);
+    assert_eq!(fx.entry_flags(1, 10), GTF_PERMIT_ACCESS);
+    assert_eq!(fx.refs(frame), before);
+    assert!(fx.hv.domains[idx2].grant.maps()[0].is_none());
+    // The handle is gone.
+    assert_eq!(fx.unmap(2, map_va(0), 0, 0), GNTST_BAD_HANDLE);
+}
+
+#[test]
+fn readonly_map_and_device_bus_address() {
+    let mut fx = fx();
+    let frame = fx.d(1).data[BUF];
+    fx.grant(1, 12, GTF_PERMIT_ACCESS | GTF_READONLY, 2, frame);
+    let before = fx.refs(frame);
+    // A read-only entry refuses a writable map.
+    let out = fx.map(2, mop(map_va(0), GNTMAP_HOST_MAP, 12, 1));
+    assert_eq!(out.status, GNTST_GENERAL_ERROR);
+    assert_eq!(fx.entry_flags(1, 12), GTF_PERMIT_ACCESS | GTF_READONLY);
+    let flags = GNTMAP_HOST_MAP | GNTMAP_READONLY | GNTMAP_DEVICE_MAP;
+    let out = fx.map(2, mop(map_va(0), flags, 12, 1));
+    assert_eq!(out.status, GNTST_OKAY);
+    assert_eq!(out.dev_bus_addr, frame.maddr());
+    assert_eq!(
+        fx.entry_flags(1, 12),
+        GTF_PERMIT_ACCESS | GTF_READONLY | GTF_READING
+    );
+    let pte = fx.pte(2, map_va(0));
+    assert_eq!(pte & ADDR_MASK, frame.maddr());
+    assert_eq!(pte & Pte::RW.bits(), 0);
+    // A general reference only: the type is untouched.
+    assert_eq!(fx.refs(frame), (before.0 + 1, before.1, before.2));
+    fx.hv.mem.write(frame.maddr(), b"granter").unwrap();
+    let mut b = [0u8; 7];
+    fx.hv.mem.read(pte & ADDR_MASK, &mut b).unwrap();
+    assert_eq!(&b, b"granter");
+    // The hypervisor's own guest accesses go through owned frames only.
+    let idx2 = fx.d(2).idx;
+    run_as(&mut fx.hv, idx2);
+    assert_eq!(fx.hv.write_guest(idx2, map_va(0), b"x"), Err(Errno::EFAULT));
+    // Wrong bus address, then the right one.
+    assert_eq!(
+        fx.unmap(2, map_va(0), out.handle, 0x1000),
+        GNTST_BAD_DEV_ADDR
+    );
+    assert_eq!(
+        fx.unmap(2, map_va(0), out.handle, frame.maddr()),
+        GNTST_OKAY
+    );
+    assert_eq!(fx.entry_flags(1, 12), GTF_PERMIT_ACCESS | GTF_READONLY);
+    assert_eq!(fx.refs(frame), before);
+}
+
+#[test]
+fn every_error_status() {
+    let mut fx = fx();
+    let frame = fx.d(1).data[BUF];
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 2, frame);
+    fx.grant(1, 11, GTF_PERMIT_ACCESS, 3, frame);
+    fx.grant(1, 13, GTF_PERMIT_ACCESS | 0x20, 2, frame);
+    let foreign = fx.d(3).data[BUF];
+    fx.grant(1, 14, GTF_PERMIT_ACCESS, 2, foreign);
+    let h = GNTMAP_HOST_MAP;
+    let cases: [(GnttabMapGrantRef, i16); 13] = [
+        (mop(map_va(0), 0, 10, 1), GNTST_BAD_GNTREF),
+        (
+            mop(map_va(0), GNTMAP_DEVICE_MAP, 10, 1),
+            GNTST_GENERAL_ERROR,
+        ),
+        (
+            mop(map_va(0), h | GNTMAP_CONTAINS_PTE, 10, 1),
+            GNTST_GENERAL_ERROR,
+        ),
+        (mop(map_va(0), h, 10, 9), GNTST_BAD_DOMAIN),
+        (mop(map_va(0), h, 10, DomId::SELF.0), GNTST_BAD_DOMAIN),
+        (mop(map_va(0), h, 512, 1), GNTST_BAD_GNTREF),
+        (mop(map_va(0), h, u32::MAX, 1), GNTST_BAD_GNTREF),
+        // Not permitted / granted to another domain / cache attributes / not the
+        // granter's frame.
+        (mop(map_va(0), h, 20, 1), GNTST_GENERAL_ERROR),
+        (mop(map_va(0), h, 11, 1), GNTST_GENERAL_ERROR),
+        (mop(map_va(0), h, 13, 1), GNTST_GENERAL_ERROR),
+        (mop(map_va(0), h, 14, 1), GNTST_GENERAL_ERROR),
+        // No L1 for the address / a hypervisor address.
+        (mop(0x4000_0000, h, 10, 1), GNTST_GENERAL_ERROR),
+        (mop(0xffff_8000_0000_0000, h, 10, 1), GNTST_GENERAL_ERROR),
+    ];
+    let before = fx.refs(frame);
+    for (op, want) in cases {
+        let out = fx.map(2, op);
+        assert_eq!(out.status, want, "{op:?}");
+        assert_eq!(out.handle, 0xdead, "no handle on failure");
+    }
+    // Nothing was left behind by the failures.
+    assert_eq!(fx.entry_flags(1, 10), GTF_PERMIT_ACCESS);
+    assert_eq!(fx.refs(frame), before);
+    assert!(
+        fx.hv.domains[fx.d(2).idx]
+            .grant
+            .maps()
+            .iter()
+            .all(Option::is_none)
+    );
+    // A PTE already holding a grant mapping cannot take another.
+    assert_eq!(fx.map(2, mop(map_va(0), h, 10, 1)).status, GNTST_OKAY);
+    assert_eq!(
+        fx.map(2, mop(map_va(0), h, 10, 1)).status,
+        GNTST_GENERAL_ERROR
+    );
+    // Unmap: unknown handles, a wrong address, an address without the mapping.
+    assert_eq!(fx.unmap(2, map_va(0), 1, 0), GNTST_BAD_HANDLE);
+    assert_eq!(fx.unmap(2, map_va(0), u32::MAX, 0), GNTST_BAD_HANDLE);
+    assert_eq!(fx.unmap(2, map_va(1), 0, 0), GNTST_GENERAL_ERROR);
+    assert_eq!(fx.unmap(2, 0x4000_0000, 0, 0), GNTST_GENERAL_ERROR);
+    assert_eq!(fx.unmap(3, map_va(0), 0, 0), GNTST_BAD_HANDLE);
+    assert_eq!(fx.unmap(2, map_va(0), 0, 0), GNTST_OKAY);
+    assert_eq!(fx.refs(frame), before);
+    // An unreadable element is -EFAULT.
+    let idx2 = fx.d(2).idx;
+    run_as(&mut fx.hv, idx2);
+    let out = fx
+        .hv
+        .grant_table_op(idx2, GNTTABOP_MAP_GRANT_REF, GuestArray::new(0x1000, 1));
+    assert_eq!(out, Outcome::Return(Err(Errno::EFAULT)));
+}
+
+#[test]
+fn maptrack_is_bounded() {
+    let mut fx = fx();
+    let frame = fx.d(1).data[BUF];
+    fx.grant(1, 10, GTF_PERMIT_ACCESS | GTF_READONLY, 2, frame);
+    let ro = GNTMAP_HOST_MAP | GNTMAP_READONLY;
+    for i in 0..MAX_MAPTRACK as u64 {
+        let out = fx.map(2, mop(map_va(i), ro, 10, 1));
+        assert_eq!((out.status, out.handle), (GNTST_OKAY, i as u32));
+    }
+    let out = fx.map(2, mop(map_va(300), ro, 10, 1));
+    assert_eq!(out.status, GNTST_NO_DEVICE_SPACE);
+    // A freed handle is reused.
+    assert_eq!(fx.unmap(2, map_va(7), 7, 0), GNTST_OKAY);
+    let out = fx.map(2, mop(map_va(300), ro, 10, 1));
+    assert_eq!((out.status, out.handle), (GNTST_OKAY, 7));
+}
+
+#[test]
+fn pin_counts_of_two_mappings() {
+    let mut fx = fx();
+    let frame = fx.d(1).data[BUF];
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 2, frame);
+    let before = fx.refs(frame);
+    let w = fx.map(2, mop(map_va(0), GNTMAP_HOST_MAP, 10, 1));
+    let r = fx.map(2, mop(map_va(1), GNTMAP_HOST_MAP | GNTMAP_READONLY, 10, 1));
+    assert_eq!((w.status, r.status), (GNTST_OKAY, GNTST_OKAY));
+    assert_ne!(w.handle, r.handle);
+    assert_eq!(fx.refs(frame).0, before.0 + 2);
+    // The granter cannot revoke a mapped entry: both bits stay while mapped writable.
+    assert_eq!(fx.unmap(2, map_va(0), w.handle, 0), GNTST_OKAY);
+    assert_eq!(fx.entry_flags(1, 10), GTF_PERMIT_ACCESS | GTF_READING);
+    assert_eq!(fx.refs(frame), (before.0 + 1, before.1, before.2));
+    assert_eq!(fx.unmap(2, map_va(1), r.handle, 0), GNTST_OKAY);
+    assert_eq!(fx.entry_flags(1, 10), GTF_PERMIT_ACCESS);
+    assert_eq!(fx.refs(frame), before);
+}
+
+#[test]
+fn page_table_frame_is_refused_for_a_writable_map() {
+    let mut fx = fx();
+    let l4 = fx.d(1).l4;
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 2, l4);
+    let out = fx.map(2, mop(map_va(0), GNTMAP_HOST_MAP, 10, 1));
+    assert_eq!(out.status, GNTST_GENERAL_ERROR);
+    assert_eq!(fx.entry_flags(1, 10), GTF_PERMIT_ACCESS);
+    // Read-only is allowed, as in Xen.
+    let out = fx.map(2, mop(map_va(0), GNTMAP_HOST_MAP | GNTMAP_READONLY, 10, 1));
+    assert_eq!(out.status, GNTST_OKAY);
+    // And a writably mapped frame cannot become a page table.
+    let frame = fx.d(1).data[BUF];
+    fx.grant(1, 11, GTF_PERMIT_ACCESS, 2, frame);
+    assert_eq!(
+        fx.map(2, mop(map_va(1), GNTMAP_HOST_MAP, 11, 1)).status,
+        GNTST_OKAY
+    );
+    let slots = fx.hv.hypervisor_l4_slots;
+    let mut pt = PtCtx::new(&fx.hv.mem, &mut fx.hv.frames, DomId(1), &slots);
+    assert!(pt.pin(frame, 1).is_err());
+}
+
+#[test]
+fn page_table_updates_cannot_touch_a_grant_pte() {
+    let mut fx = fx();
+    let frame = fx.d(1).data[BUF];
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 2, frame);
+    assert_eq!(
+        fx.map(2, mop(map_va(0), GNTMAP_HOST_MAP, 10, 1)).status,
+        GNTST_OKAY
+    );
+    let pte = fx.pte(2, map_va(0));
+    let own = fx.d(2).data[0];
+    let idx2 = fx.d(2).idx;
+    run_as(&mut fx.hv, idx2);
+    // update_va_mapping: neither zapping, nor rewriting, nor the same value.
+    for val in [0, own.maddr() | 7, pte, pte & !Pte::RW.bits()] {
+        assert_eq!(
+            fx.hv.update_va_mapping(idx2, map_va(0), val, 0),
+            Err(Errno::EINVAL)
+        );
+    }
+    // mmu_update's entry write.
+    let l4 = fx.d(2).l4;
+    let slots = fx.hv.hypervisor_l4_slots;
+    let mut pt = PtCtx::new(&fx.hv.mem, &mut fx.hv.frames, DomId(2), &slots);
+    let at = pt.l1_entry_maddr(l4, map_va(0)).unwrap();
+    assert_eq!(pt.mod_entry(at, 0, false), Err(Stop::Fail(Errno::EINVAL)));
+    // Nor can a guest write the grant marker anywhere, to copy the mapping elsewhere.
+    let at1 = pt.l1_entry_maddr(l4, map_va(1)).unwrap();
+    assert_eq!(
+        pt.mod_entry(at1, pte, false),
+        Err(Stop::Fail(Errno::EINVAL))
+    );
+    assert_eq!(
+        pt.mod_entry(at1, pte & !Pte::GNTTAB.bits(), false),
+        Err(Stop::Fail(Errno::EINVAL)),
+        "a foreign frame without the marker"
+    );
+    assert_eq!(fx.pte(2, map_va(0)), pte);
+    assert_eq!(fx.unmap(2, map_va(0), 0, 0), GNTST_OKAY);
+}
+
+#[test]
+fn mapper_death_releases_its_mappings() {
+    let mut fx = fx();
+    let frame = fx.d(1).data[BUF];
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 2, frame);
+    let before = fx.refs(frame);
+    assert_eq!(
+        fx.map(2, mop(map_va(0), GNTMAP_HOST_MAP, 10, 1)).status,
+        GNTST_OKAY
+    );
+    assert_eq!(
+        fx.map(2, mop(map_va(1), GNTMAP_HOST_MAP | GNTMAP_READONLY, 10, 1))
+            .status,
+        GNTST_OKAY
+    );
+    let idx2 = fx.d(2).idx;
+    fx.hv
+        .end_domain(idx2, DomainState::Crashed, format_args!("test"));
+    assert_eq!(fx.entry_flags(1, 10), GTF_PERMIT_ACCESS);
+    assert_eq!(fx.refs(frame), before);
+    assert!(fx.hv.domains[idx2].grant.maps().is_empty());
+    assert_eq!(
+        fx.hv.frames.owner(fx.d(2).l4),
+        None,
+        "the mapper's frames freed"
+    );
+}
+
+#[test]
+fn granter_death_keeps_a_mapped_frame_until_unmapped() {
+    let mut fx = fx();
+    let frame = fx.d(1).data[BUF];
+    let other = fx.d(1).data[BUF + 1];
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 2, frame);
+    let out = fx.map(2, mop(map_va(0), GNTMAP_HOST_MAP, 10, 1));
+    assert_eq!(out.status, GNTST_OKAY);
+    let idx1 = fx.d(1).idx;
+    fx.hv
+        .end_domain(idx1, DomainState::Crashed, format_args!("test"));
+    assert_eq!(
+        fx.hv.frames.owner(frame),
+        Some(DomId(1)),
+        "kept while mapped"
+    );
+    assert_eq!(fx.hv.frames.owner(other), None);
+    let free = fx.hv.frames.free_count();
+    // Still mapped; then unmapped and freed.
+    assert_eq!(fx.pte(2, map_va(0)) & ADDR_MASK, frame.maddr());
+    assert_eq!(fx.unmap(2, map_va(0), out.handle, 0), GNTST_OKAY);
+    assert_eq!(fx.hv.frames.owner(frame), None);
+    assert_eq!(fx.hv.frames.free_count(), free + 1);
+}
+
+#[test]
+fn copy_keeps_the_bits_a_mapping_holds() {
+    use xen_pv_abi::grant_table::{GNTCOPY_SOURCE_GREF, GNTTABOP_COPY, GnttabCopy, GnttabCopyPtr};
+    let mut fx = fx();
+    let frame = fx.d(1).data[BUF];
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 2, frame);
+    let ro = GNTMAP_HOST_MAP | GNTMAP_READONLY;
+    assert_eq!(fx.map(2, mop(map_va(0), ro, 10, 1)).status, GNTST_OKAY);
+    let op = GnttabCopy {
+        source: GnttabCopyPtr {
+            u: 10,
+            domid: DomId(1),
+            offset: 0,
+            _pad: 0,
+        },
+        dest: GnttabCopyPtr {
+            u: fx.d(2).data[BUF].0,
+            domid: DomId::SELF,
+            offset: 0,
+            _pad: 0,
+        },
+        len: 8,
+        flags: GNTCOPY_SOURCE_GREF,
+        ..Default::default()
+    };
+    assert_eq!(
+        fx.call(2, GNTTABOP_COPY, op.as_bytes(), 1),
+        Outcome::Return(Ok(0))
+    );
+    assert_eq!(get(&fx.hv, fx.d(2), OPS_OFF + 36, 2), [0, 0]);
+    assert_eq!(fx.entry_flags(1, 10), GTF_PERMIT_ACCESS | GTF_READING);
+}
+
+#[test]
+fn long_batch_continues() {
+    let mut fx = fx();
+    let frame = fx.d(1).data[BUF];
+    fx.grant(1, 10, GTF_PERMIT_ACCESS | GTF_READONLY, 2, frame);
+    let n = crate::grant::MAP_BATCH + 3;
+    let ops: Vec<u8> = (0..n)
+        .flat_map(|i| {
+            mop(map_va(i), GNTMAP_HOST_MAP | GNTMAP_READONLY, 10, 1)
+                .as_bytes()
+                .to_vec()
+        })
+        .collect();
+    let out = fx.call(2, GNTTABOP_MAP_GRANT_REF, &ops, n);
+    let Outcome::Continue { args, .. } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(args[0], u64::from(GNTTABOP_MAP_GRANT_REF));
+    assert_eq!(args[2], 3);
+    let idx2 = fx.d(2).idx;
+    let rest = fx.hv.grant_table_op(
+        idx2,
+        GNTTABOP_MAP_GRANT_REF,
+        GuestArray::new(args[1], args[2]),
+    );
+    assert_eq!(rest, Outcome::Return(Ok(0)));
+    for i in 0..n as usize {
+        let b = get(&fx.hv, fx.d(2), OPS_OFF + i * 32 + 18, 6);
+        assert_eq!(i16::from_le_bytes([b[0], b[1]]), GNTST_OKAY);
+        assert_eq!(u32::from_le_bytes(b[2..6].try_into().unwrap()), i as u32);
+    }
+}

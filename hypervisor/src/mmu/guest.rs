@@ -149,14 +149,8 @@ pub fn translate<M: MachineMemory>(
     write: bool,
 ) -> Result<u64, Errno> {
     // A cache hit implies the canonical/hypervisor-range checks (see `cached_maddr`); a
-    // miss makes them in `walk`.
-    let page = va >> 12;
-    if let Some(frame) = frames.tlb.lookup(space, page, write)
-        && frames.owner(Mfn::containing(frame)) == Some(space.dom)
-    {
-        return Ok(frame | (va & (PAGE - 1)));
-    }
-    walk(mem, frames, space, va, write)
+    // miss makes them in `walk`. Same body as the lean path's, not forced inline.
+    lean_translate(mem, frames, space, va, write)
 }
 
 /// The page-table walk behind [`translate`]; remembers what it found.
@@ -239,7 +233,7 @@ fn for_each_chunk<M: MachineMemory>(
 /// Whether `[va, va + len)` is non-empty and inside one page: the common case (one
 /// structure), copied with one translation and no chunking.
 #[inline]
-fn in_one_page(va: u64, len: usize) -> bool {
+pub(crate) fn in_one_page(va: u64, len: usize) -> bool {
     len != 0 && len <= PAGE_SIZE - (va & (PAGE - 1)) as usize
 }
 

@@ -33,7 +33,7 @@ use crate::hypercall::HcResult;
 use crate::hypercall::handle::Outcome;
 use crate::hypercall::handle::{GuestHandle, Untyped};
 use crate::mmu::Frames;
-use crate::mmu::guest::{GuestSpace, copy_from_guest, copy_to_guest, translate};
+use crate::mmu::guest::{GuestSpace, copy_from_guest, copy_to_guest, in_one_page, translate};
 use crate::platform::{DataSelectors, FpuArea, GuestFrame, MachineMemory, Platform, Resume};
 use core::mem::offset_of;
 use emulate::{Insn, MAX_INSN_LEN};
@@ -379,12 +379,6 @@ fn split_in_two_pages(va: u64, len: usize) -> Option<(usize, u64)> {
         return None;
     }
     Some((first, va.checked_add(first as u64)?))
-}
-
-/// Whether `[va, va + len)` is non-empty and inside one 4 KiB page (so it cannot wrap).
-#[inline]
-fn in_one_page(va: u64, len: usize) -> bool {
-    len != 0 && (va & 0xfff) as usize + len <= 4096
 }
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {

@@ -1,0 +1,1 @@
+//! xenstored: the xenstore protocol served to every domain.

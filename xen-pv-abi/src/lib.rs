@@ -20,6 +20,7 @@ pub mod grant_table;
 #[cfg(target_arch = "x86_64")]
 pub mod hypercall;
 pub mod ids;
+pub mod kit;
 pub mod layout;
 pub mod mmu;
 pub mod nr;

@@ -15,6 +15,9 @@ use crate::transport::Transport;
 /// (`GNTTABOP_map_grant_ref` with `GNTMAP_host_map`, plus `GNTMAP_readonly` if
 /// `readonly`), through `t`. The [`Mapping`] keeps `t` and unmaps when dropped.
 ///
+/// This is for a PV kernel, whose page tables the hypervisor edits; a Linux process
+/// (`Privcmd`) maps grants with Linux's `gntdev` instead.
+///
 /// Errors: `Error::Errno(EINVAL)` for an unaligned or zero `host_addr`,
 /// `Error::Errno(_)` when the hypercall fails, `Error::Status(GNTST_*)` when the
 /// hypervisor refuses the map (bad reference, no permission...).

@@ -38,10 +38,10 @@
 //! # Ok::<(), Errno>(())
 //! ```
 
-mod copy;
-mod grants;
-mod mapping;
-mod xenbus;
+pub mod copy;
+pub mod grants;
+pub mod mapping;
+pub mod xenbus;
 
 pub use copy::{CopyBatch, CopyPtr, CopyStatuses};
 pub use grants::{Grant, GrantTable};

@@ -517,4 +517,71 @@ mod tests {
         assert_eq!(again, (8..16).collect::<Vec<_>>());
         assert_eq!(t.free_count(), 0);
     }
+
+    #[test]
+    fn random_grants_drops_and_peer_activity_never_lose_or_double_a_reference() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut heap = Heap::new(40);
+        let t: GrantTable<64> = heap.table();
+        let mut live: Vec<Grant<'_, 64>> = Vec::new();
+        // References the peer holds mapped (live or deferred).
+        let mut mapped: Vec<GrantRef> = Vec::new();
+        let (mut max_deferred, mut exhausted) = (0, false);
+        for _ in 0..5000 {
+            match rnd(5) {
+                0 | 1 => match t.grant_access(DomId(1), Mfn(rnd(1000)), rnd(2) == 0) {
+                    Ok(g) => {
+                        assert!(!mapped.contains(&g.gref()), "a mapped ref was reused");
+                        live.push(g)
+                    }
+                    Err(e) => {
+                        assert_eq!(e, Errno::ENOSPC);
+                        exhausted = true;
+                    }
+                },
+                2 if !live.is_empty() => {
+                    let g = live.swap_remove(rnd(live.len() as u64) as usize);
+                    if rnd(2) == 0 {
+                        drop(g);
+                    } else if let Err(g) = g.end() {
+                        assert!(mapped.contains(&g.gref()));
+                        live.push(g);
+                    }
+                }
+                3 if !live.is_empty() => {
+                    let r = live[rnd(live.len() as u64) as usize].gref();
+                    if !mapped.contains(&r) {
+                        peer(&t, r).fetch_or(GTF_READING, Ordering::SeqCst);
+                        mapped.push(r);
+                    }
+                }
+                _ if !mapped.is_empty() => {
+                    let r = mapped.swap_remove(rnd(mapped.len() as u64) as usize);
+                    peer(&t, r).fetch_and(!GTF_READING, Ordering::SeqCst);
+                    t.retry_deferred();
+                }
+                _ => {}
+            }
+            let deferred = t.deferred_count();
+            assert_eq!(live.len() + deferred + t.free_count(), t.capacity());
+            assert!(deferred <= mapped.len());
+            max_deferred = max_deferred.max(deferred);
+        }
+        assert!(
+            max_deferred >= 2 && exhausted,
+            "the walk exercised deferral and ENOSPC"
+        );
+        drop(live);
+        for r in mapped.drain(..) {
+            peer(&t, r).fetch_and(!GTF_READING, Ordering::SeqCst);
+        }
+        t.retry_deferred();
+        assert_eq!(t.free_count(), t.capacity());
+    }
 }

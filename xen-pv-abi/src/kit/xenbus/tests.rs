@@ -526,3 +526,69 @@ fn directory_skips_empty_names_and_parse_rejects_junk() {
     assert_eq!(parse_u32(b"1x"), None);
     assert_eq!(parse_u32(b"\0"), None);
 }
+
+/// Deterministic xorshift for the randomized test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn random_chunking_and_interleaved_events_keep_replies_and_event_order_intact() {
+    for seed in 1..=20u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let page = Page::new();
+        let start = rng.next() as u32;
+        for off in [XS_REQ_CONS_OFFSET, XS_REQ_PROD_OFFSET] {
+            page.ring().store_u32(off, start);
+        }
+        for off in [XS_RSP_CONS_OFFSET, XS_RSP_PROD_OFFSET] {
+            page.ring().store_u32(off, start.wrapping_add(77));
+        }
+        let server = RefCell::new(Server::new(page.ring()));
+        let kicks = Cell::new(0);
+        let mut xs = client(&page, &server, &kicks);
+        let mut expected_events = Vec::new();
+        for i in 0..30 {
+            let n_events = rng.below(3) as usize;
+            {
+                let mut s = server.borrow_mut();
+                s.chunk = 1 + rng.below(400) as usize;
+                s.events_before_reply = n_events;
+            }
+            let len = rng.below(3000) as usize;
+            let value: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let path = std::format!("k/{i}");
+            xs.write(TxId::NONE, &path, &value).unwrap();
+            let write_id = *server.borrow().req_ids.last().unwrap();
+            for e in 0..n_events {
+                expected_events.push(std::format!("before/{write_id}/{e}").into_bytes());
+            }
+            server.borrow_mut().events_before_reply = 0;
+            assert_eq!(
+                xs.read(TxId::NONE, &path).unwrap(),
+                &value[..],
+                "seed {seed}"
+            );
+            if rng.below(4) == 0 {
+                while let Some(ev) = xs.next_watch_event().unwrap() {
+                    assert_eq!(ev.path, &expected_events.remove(0)[..], "seed {seed}");
+                }
+            }
+        }
+        while let Some(ev) = xs.next_watch_event().unwrap() {
+            assert_eq!(ev.path, &expected_events.remove(0)[..]);
+        }
+        assert!(expected_events.is_empty(), "seed {seed}");
+        assert!(!xs.is_broken());
+    }
+}

@@ -1020,7 +1020,7 @@ fn add_to_physmap_is_refused_for_pv_as_xen() {
         (x(DomId::SELF.0, XENMAPSPACE_GRANT_TABLE), 0, Errno::EACCES),
         (
             x(DomId::SELF.0, XENMAPSPACE_GRANT_TABLE),
-            (XENMAPIDX_GRANT_TABLE_STATUS as u64) << 6,
+            XENMAPIDX_GRANT_TABLE_STATUS << 6,
             Errno::EDOM,
         ),
         (x(1, XENMAPSPACE_SHARED_INFO), 0, Errno::EACCES),

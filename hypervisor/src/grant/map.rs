@@ -358,7 +358,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// Writes grant PTE `pte` at machine address `ptr`, which must be 8-byte aligned in a
     /// validated L1 of the domain (Xen: "misaligned PTE address", an L1 it owns).
     fn install_grant_at(&mut self, idx: usize, ptr: u64, pte: u64) -> Result<(), ()> {
-        if ptr % 8 != 0 {
+        if !ptr.is_multiple_of(8) {
             return Err(());
         }
         let dom = self.domains[idx].id;
@@ -420,7 +420,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let new_addr = req.new_addr.unwrap_or(0);
         let ptr = if map.contains_pte {
             // Replace is not available in this addressing mode.
-            if new_addr != 0 || req.host_addr % 8 != 0 {
+            if new_addr != 0 || !req.host_addr.is_multiple_of(8) {
                 return Err(GNTST_GENERAL_ERROR);
             }
             req.host_addr

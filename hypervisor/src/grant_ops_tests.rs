@@ -1278,3 +1278,71 @@ fn random_hostile_sequences_keep_the_invariants() {
         "{maps_ok} {copies_ok} {unmaps_ok}"
     );
 }
+
+#[test]
+fn a_pinned_entry_belongs_to_its_mapper() {
+    let mut fx = fx();
+    let frame = fx.d(1).data[BUF];
+    fx.grant_v1(1, 10, GTF_PERMIT_ACCESS, 2, frame);
+    let m = fx.map(2, mop(map_va(0), GNTMAP_HOST_MAP | GNTMAP_READONLY, 10, 1));
+    assert_eq!(m.status, GNTST_OKAY);
+    // The granter hands the entry to domain 3 while domain 2 maps it: domain 3 is
+    // refused (Xen: the active entry's domid), for maps and copies alike.
+    let bits = fx.flags(1, 10) & (GTF_READING | GTF_WRITING);
+    fx.grant_v1(1, 10, GTF_PERMIT_ACCESS | bits, 3, frame);
+    assert_eq!(
+        fx.map(3, mop(map_va(0), GNTMAP_HOST_MAP | GNTMAP_READONLY, 10, 1))
+            .status,
+        GNTST_GENERAL_ERROR
+    );
+    let op = GnttabCopy {
+        source: gref_copy(10, 1, 0),
+        dest: frame_copy(fx.d(3).data[BUF], 0),
+        len: 8,
+        flags: GNTCOPY_SOURCE_GREF,
+        status: 0,
+        _pad: 0,
+    };
+    assert_eq!(fx.copy(3, op), GNTST_GENERAL_ERROR);
+    // Domain 2 still copies through its pin (the pinned frame), and upgrading to a
+    // writable pin checks only GTF_readonly.
+    let op2 = GnttabCopy {
+        dest: frame_copy(fx.d(2).data[BUF], 0),
+        ..op
+    };
+    assert_eq!(fx.copy(2, op2), GNTST_OKAY);
+    let w = fx.map(2, mop(map_va(1), GNTMAP_HOST_MAP, 10, 1));
+    assert_eq!(w.status, GNTST_OKAY);
+    assert_eq!(
+        fx.flags(1, 10),
+        GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING
+    );
+    assert_eq!(fx.unmap(2, map_va(1), w.handle, 0), GNTST_OKAY);
+    assert_eq!(fx.flags(1, 10), GTF_PERMIT_ACCESS | GTF_READING);
+    assert_eq!(fx.unmap(2, map_va(0), m.handle, 0), GNTST_OKAY);
+    assert_eq!(fx.flags(1, 10), GTF_PERMIT_ACCESS);
+    assert!(fx.table(1).active().is_empty());
+}
+
+#[test]
+fn granter_death_keeps_mapped_frames_and_status_until_the_last_unmap() {
+    let mut fx = fx();
+    fx.set_version(1, 2).0.unwrap();
+    let frame = fx.d(1).data[BUF];
+    fx.grant_v2(
+        1,
+        10,
+        GrantEntryV2::full_page(GTF_PERMIT_ACCESS, DomId(2), frame.0),
+    );
+    let m = fx.map(2, mop(map_va(0), GNTMAP_HOST_MAP, 10, 1));
+    assert_eq!(m.status, GNTST_OKAY);
+    let st = fx.table(1).status_frames()[0];
+    let idx = fx.idx(1);
+    fx.hv
+        .end_domain(idx, DomainState::Crashed, format_args!("test"));
+    // The mapped frame stays, the status frame is freed with the rest.
+    assert_eq!(fx.hv.frames.owner(frame), Some(DomId(1)));
+    assert_eq!(fx.hv.frames.owner(st), None);
+    assert_eq!(fx.unmap(2, map_va(0), m.handle, 0), GNTST_OKAY);
+    assert_eq!(fx.hv.frames.owner(frame), None);
+}

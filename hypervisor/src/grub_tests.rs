@@ -35,11 +35,20 @@ fn frame_list(hv: &Hv, g: &TestDomain, n: usize) -> std::vec::Vec<u64> {
 }
 
 #[test]
-fn grant_version_1_only() {
+fn grant_set_version_as_xen() {
     let mut hv = new_hv();
     let g = add_domain(&mut hv, 1, "t", false);
     let mut f = started(&mut hv);
-    for (version, expect) in [(1u32, 0i64), (2, -38), (0, -22), (3, -22), (u32::MAX, -22)] {
+    // (asked, return, version in force after).
+    let cases = [
+        (1u32, 0i64, 1u32),
+        (2, 0, 2),
+        (0, -22, 2),
+        (3, -22, 2),
+        (u32::MAX, -22, 2),
+        (1, 0, 1),
+    ];
+    for (version, expect, after) in cases {
         put(&hv, &g, 0, &version.to_le_bytes());
         call(
             &mut hv,
@@ -51,9 +60,11 @@ fn grant_version_1_only() {
         );
         assert_eq!(ret(&f), expect, "version {version}");
         // The version in force is written back.
-        assert_eq!(get(&hv, &g, 0, 4), 1u32.to_le_bytes());
+        assert_eq!(get(&hv, &g, 0, 4), after.to_le_bytes());
     }
-    // Exactly one op per call, as in Xen; unknown ops are ENOSYS; bad pointers EFAULT.
+    // set_version reads one op whatever the count (Xen does not look at it); unknown
+    // ops are ENOSYS; bad pointers EFAULT.
+    put(&hv, &g, 0, &1u32.to_le_bytes());
     call(
         &mut hv,
         &mut f,
@@ -62,7 +73,7 @@ fn grant_version_1_only() {
         DATA_VA,
         2,
     );
-    assert_eq!(ret(&f), -22);
+    assert_eq!(ret(&f), 0);
     call(&mut hv, &mut f, GNTTAB, 99, DATA_VA, 1);
     assert_eq!(ret(&f), -38);
     call(
@@ -137,7 +148,8 @@ fn setup_table_gives_owned_zeroed_frames_with_seeded_refs() {
         1,
     );
     assert_eq!(ret(&f), 0);
-    assert_eq!(get(&hv, &g, 4, 8), [3, 0, 0, 0, 4, 0, 0, 0]);
+    // Xen's default limit: 64 frames.
+    assert_eq!(get(&hv, &g, 4, 8), [3, 0, 0, 0, 64, 0, 0, 0]);
 
     // The frames go back to the allocator with the domain.
     let free_before = hv.frames.free_count();
@@ -154,7 +166,7 @@ fn setup_table_refuses_hostile_requests_in_status() {
     add_domain(&mut hv, 2, "other", false);
     let mut f = started(&mut hv);
     let owned = hv.frames.count_of(DomId(1));
-    for n in [5, 1000, u32::MAX] {
+    for n in [65, 1000] {
         assert_eq!(
             setup_table(&mut hv, &g, &mut f, DomId::SELF, n),
             GNTST_GENERAL_ERROR
@@ -169,11 +181,31 @@ fn setup_table_refuses_hostile_requests_in_status() {
         GNTST_BAD_DOMAIN
     );
     assert_eq!(hv.frames.count_of(DomId(1)), owned, "nothing allocated");
-    // A frame_list pointing into the hypervisor: status, not a crash.
+    // A frame_list pointing into the hypervisor, or one too long for the address space:
+    // -EFAULT before anything else (Xen's guest_handle_okay).
+    for (list, n) in [(HV_ADDRESS, 1), (DATA_VA + 0x100, u32::MAX)] {
+        let op = GnttabSetupTable {
+            dom: DomId::SELF,
+            nr_frames: n,
+            frame_list: list,
+            ..Default::default()
+        };
+        put(&hv, &g, 0, op.as_bytes());
+        call(
+            &mut hv,
+            &mut f,
+            GNTTAB,
+            GNTTABOP_SETUP_TABLE as u64,
+            DATA_VA,
+            1,
+        );
+        assert_eq!(ret(&f), -14);
+    }
+    // A list the guest has not mapped: the status says so.
     let op = GnttabSetupTable {
         dom: DomId::SELF,
         nr_frames: 1,
-        frame_list: HV_ADDRESS,
+        frame_list: 0x4000_0000,
         ..Default::default()
     };
     put(&hv, &g, 0, op.as_bytes());

@@ -1126,3 +1126,6 @@ fn resume_if_returnable_matches_enter_current() {
 
 #[path = "grant_map_tests.rs"]
 mod grant_map;
+
+#[path = "grant_ops_tests.rs"]
+mod grant_ops;

@@ -2126,6 +2126,26 @@ const _: () = assert!(
     "struct xen_sysctl_getdomaininfolist.num_domains"
 );
 const _: () = assert!(
+    core::mem::size_of::<crate::grant_table::GnttabCacheFlush>() == 16,
+    "size of struct gnttab_cache_flush"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabCacheFlush, a) == 0,
+    "struct gnttab_cache_flush.a"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabCacheFlush, offset) == 8,
+    "struct gnttab_cache_flush.offset"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabCacheFlush, length) == 10,
+    "struct gnttab_cache_flush.length"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabCacheFlush, op) == 12,
+    "struct gnttab_cache_flush.op"
+);
+const _: () = assert!(
     core::mem::size_of::<crate::grant_table::GnttabCopy>() == 40,
     "size of struct gnttab_copy"
 );
@@ -2148,6 +2168,26 @@ const _: () = assert!(
 const _: () = assert!(
     core::mem::offset_of!(crate::grant_table::GnttabCopy, status) == 36,
     "struct gnttab_copy.status"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::grant_table::GnttabGetStatusFrames>() == 16,
+    "size of struct gnttab_get_status_frames"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabGetStatusFrames, nr_frames) == 0,
+    "struct gnttab_get_status_frames.nr_frames"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabGetStatusFrames, dom) == 4,
+    "struct gnttab_get_status_frames.dom"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabGetStatusFrames, status) == 6,
+    "struct gnttab_get_status_frames.status"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabGetStatusFrames, frame_list) == 8,
+    "struct gnttab_get_status_frames.frame_list"
 );
 const _: () = assert!(
     core::mem::size_of::<crate::grant_table::GnttabGetVersion>() == 8,
@@ -2240,6 +2280,62 @@ const _: () = assert!(
 const _: () = assert!(
     core::mem::offset_of!(crate::grant_table::GnttabSetupTable, frame_list) == 16,
     "struct gnttab_setup_table.frame_list"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::grant_table::GnttabSwapGrantRef>() == 12,
+    "size of struct gnttab_swap_grant_ref"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabSwapGrantRef, ref_a) == 0,
+    "struct gnttab_swap_grant_ref.ref_a"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabSwapGrantRef, ref_b) == 4,
+    "struct gnttab_swap_grant_ref.ref_b"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabSwapGrantRef, status) == 8,
+    "struct gnttab_swap_grant_ref.status"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::grant_table::GnttabTransfer>() == 24,
+    "size of struct gnttab_transfer"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabTransfer, mfn) == 0,
+    "struct gnttab_transfer.mfn"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabTransfer, domid) == 8,
+    "struct gnttab_transfer.domid"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabTransfer, r#ref) == 12,
+    "struct gnttab_transfer.ref"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabTransfer, status) == 16,
+    "struct gnttab_transfer.status"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::grant_table::GnttabUnmapAndReplace>() == 24,
+    "size of struct gnttab_unmap_and_replace"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabUnmapAndReplace, host_addr) == 0,
+    "struct gnttab_unmap_and_replace.host_addr"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabUnmapAndReplace, new_addr) == 8,
+    "struct gnttab_unmap_and_replace.new_addr"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabUnmapAndReplace, handle) == 16,
+    "struct gnttab_unmap_and_replace.handle"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::GnttabUnmapAndReplace, status) == 20,
+    "struct gnttab_unmap_and_replace.status"
 );
 const _: () = assert!(
     core::mem::size_of::<crate::grant_table::GnttabUnmapGrantRef>() == 24,
@@ -2356,4 +2452,28 @@ const _: () = assert!(
 const _: () = assert!(
     core::mem::offset_of!(crate::traps::TrapInfo, address) == 8,
     "struct trap_info.address"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::grant_table::XenAddToPhysmap>() == 24,
+    "size of struct xen_add_to_physmap"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::XenAddToPhysmap, domid) == 0,
+    "struct xen_add_to_physmap.domid"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::XenAddToPhysmap, size) == 2,
+    "struct xen_add_to_physmap.size"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::XenAddToPhysmap, space) == 4,
+    "struct xen_add_to_physmap.space"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::XenAddToPhysmap, idx) == 8,
+    "struct xen_add_to_physmap.idx"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::grant_table::XenAddToPhysmap, gpfn) == 16,
+    "struct xen_add_to_physmap.gpfn"
 );

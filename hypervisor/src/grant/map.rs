@@ -1,53 +1,50 @@
-//! `GNTTABOP_map_grant_ref` and `GNTTABOP_unmap_grant_ref` for a PV `GNTMAP_host_map`,
-//! with Xen 4.17's checks and per-element `GNTST_*` statuses.
+//! `GNTTABOP_map_grant_ref`, `GNTTABOP_unmap_grant_ref` and `GNTTABOP_unmap_and_replace`
+//! for a PV domain, as Xen 4.17's `map_grant_ref` / `unmap_common` and
+//! `create_grant_pv_mapping` / `replace_grant_pv_mapping`.
 //!
-//! A map checks the granting domain's v1 entry as `GNTTABOP_copy` does (permit_access to
-//! the mapper, not `GTF_readonly` for a writable map), sets `GTF_reading` (and
-//! `GTF_writing`) in it, takes a general reference on the granted frame (a writable type
-//! reference too for a writable map, so a page table or descriptor page is refused) and
-//! writes a PTE with Xen's grant marker ([`Pte::GNTTAB`]) into the existing L1 entry of
-//! `host_addr` in the mapper's current page tables. The mapping is recorded in the
-//! mapper's maptrack ([`GrantMap`]); its index is the handle. The status bits of an
-//! entry stay set while any maptrack entry of the mapper holds them (the mapper is the
-//! only domain an entry names, so its maptrack holds every pin of the entry).
+//! A map pins the entry ([`super::entry`]; full-page `GTF_permit_access` entries only:
+//! sub-page and transitive entries are copy-only, as Xen), then takes on the granted
+//! frame a general reference per part (`GNTMAP_host_map`, `GNTMAP_device_map`) and, for
+//! a writable part, a writable type reference (so a page table or descriptor page is
+//! refused: "could not pin"). A host part writes a PTE with Xen's grant marker
+//! ([`Pte::GNTTAB`]) into the L1 entry of `host_addr` in the mapper's current page
+//! tables or, with `GNTMAP_contains_pte`, into the L1 entry whose machine address
+//! `host_addr` is (8-byte aligned, in a validated L1 of the mapper). A device part only
+//! reports the bus address (the machine address: no IOMMU). The mapping is recorded in
+//! the mapper's maptrack ([`GrantMap`]; its index is the handle) and in the granter's
+//! pins ([`super::Active`]).
+//!
+//! An unmap removes the host part if `host_addr` is not 0 (the PTE there must be this
+//! grant mapping) and the device part if `dev_bus_addr` is not 0; the handle is freed
+//! when neither is left. `unmap_and_replace` moves the PTE of `new_addr` (cleared there)
+//! into the grant PTE's place, or clears it when `new_addr` is 0; it is refused for a
+//! `GNTMAP_contains_pte` mapping with a `new_addr`, as Xen.
 //!
 //! `mmu_update` and `update_va_mapping` refuse to change a PTE holding a grant mapping,
-//! and a guest entry may never carry the grant marker; only the unmap (by handle and
-//! `host_addr`) removes it. An L1 devalidated while it holds one leaves its references
-//! to the maptrack entry; such a mapping is released when the mapper ends (Xen crashes
-//! the domain there instead).
-//!
-//! Not implemented: `GNTMAP_contains_pte` and a `GNTMAP_device_map` without
-//! `GNTMAP_host_map` (both `GNTST_general_error`), the guest-available PTE bits of the
-//! flags (ignored), grant entries asking for cache attributes (`GNTST_general_error`,
-//! as Xen for RAM).
+//! and a guest entry may never carry the grant marker. An L1 devalidated while it holds
+//! one leaves its references to the maptrack entry; such a mapping is released when the
+//! mapper ends (Xen crashes the domain there instead).
 
-use super::copy::ENTRIES_PER_FRAME;
+use super::Active;
 use crate::domain::runtime::Domain;
 use crate::hv::Hypervisor;
 use crate::hypercall::handle::{GuestArray, Outcome, Untyped};
-use crate::mmu::pagetable::{ADDR_MASK, PtCtx, Pte};
+use crate::mmu::pagetable::{ADDR_MASK, PtCtx, Pte, is_grant_entry};
 use crate::platform::{MachineMemory, Platform};
 use alloc::vec::Vec;
 use core::mem::offset_of;
 use xen_pv_abi::grant_table::{
     GNTMAP_CONTAINS_PTE, GNTMAP_DEVICE_MAP, GNTMAP_HOST_MAP, GNTMAP_READONLY, GNTST_BAD_DEV_ADDR,
-    GNTST_BAD_DOMAIN, GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_GENERAL_ERROR,
-    GNTST_NO_DEVICE_SPACE, GNTST_OKAY, GTF_READING, GTF_WRITING, GnttabMapGrantRef,
-    GnttabUnmapGrantRef,
+    GNTST_BAD_DOMAIN, GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_GENERAL_ERROR, GNTST_NO_SPACE,
+    GNTST_OKAY, GNTTABOP_MAP_GRANT_REF, GNTTABOP_UNMAP_AND_REPLACE, GnttabMapGrantRef,
+    GnttabUnmapAndReplace, GnttabUnmapGrantRef,
 };
 use xen_pv_abi::layout::{in_hypervisor_range, is_canonical};
 use xen_pv_abi::{DomId, Errno, Mfn};
 use zerocopy::IntoBytes;
 
-/// Most grant mappings a domain may hold at once (its maptrack size).
-pub const MAX_MAPTRACK: usize = 256;
-
 /// Elements of a map or unmap batch done per entry into the hypervisor.
 pub const MAP_BATCH: u64 = 64;
-
-/// Entry cache attributes (`GTF_PWT`, `GTF_PCD`, `GTF_PAT`).
-const GTF_CACHE_MASK: u16 = 0xe0;
 
 /// One grant mapping in the mapper's maptrack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,50 +55,55 @@ pub struct GrantMap {
     pub gref: u32,
     /// The mapped frame.
     pub mfn: Mfn,
-    /// Mapped read-only (a general reference only) or writable (a writable type
-    /// reference too).
+    /// Mapped read-only (general references only) or writable (a writable type
+    /// reference per part too).
     pub readonly: bool,
-    /// `GNTMAP_device_map` was asked too (the bus address was reported).
+    /// The host part (`GNTMAP_host_map`) is still mapped.
+    pub host: bool,
+    /// The device part (`GNTMAP_device_map`) is still held.
     pub device: bool,
+    /// The host part was made with `GNTMAP_contains_pte` (`host_addr` is a PTE address).
+    pub contains_pte: bool,
 }
 
-/// The status bits the mappings in `maps` hold on entry `gref` of `granter`.
-pub(super) fn held_bits(maps: &[Option<GrantMap>], granter: DomId, gref: u32) -> u16 {
-    let mut bits = 0;
-    for m in maps.iter().flatten() {
-        if m.granter == granter && m.gref == gref {
-            bits |= GTF_READING | if m.readonly { 0 } else { GTF_WRITING };
-        }
+impl GrantMap {
+    /// Pins (host and device parts) the mapping holds.
+    fn parts(&self) -> u32 {
+        u32::from(self.host) + u32::from(self.device)
     }
-    bits
+}
+
+/// What an unmap element asks for.
+struct UnmapReq {
+    host_addr: u64,
+    dev_bus_addr: u64,
+    handle: u32,
+    /// `unmap_and_replace`'s `new_addr` (`None` for a plain unmap).
+    new_addr: Option<u64>,
 }
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    /// `GNTTABOP_map_grant_ref` / `GNTTABOP_unmap_grant_ref` on `count` elements: each
-    /// status (and a map's handle and bus address) written back; `-EFAULT` when an
-    /// element cannot be read or written. After [`MAP_BATCH`] elements it continues.
+    /// `GNTTABOP_map_grant_ref`, `GNTTABOP_unmap_grant_ref` or
+    /// `GNTTABOP_unmap_and_replace` on `count` elements: each status (and a map's handle
+    /// and bus address) written back; `-EFAULT` when the array is not a guest range or
+    /// an element cannot be read or written. After [`MAP_BATCH`] elements it continues.
     pub(crate) fn gnttab_map_batch(
         &mut self,
         idx: usize,
         cmd: u32,
         uop: GuestArray<Untyped>,
-        map: bool,
     ) -> Outcome {
         let count = uop.len();
-        if count > i32::MAX as u64 {
-            return Outcome::Return(Err(Errno::EINVAL));
-        }
-        let size = if map {
-            size_of::<GnttabMapGrantRef>()
-        } else {
-            size_of::<GnttabUnmapGrantRef>()
+        let size = match cmd {
+            GNTTABOP_MAP_GRANT_REF => size_of::<GnttabMapGrantRef>(),
+            GNTTABOP_UNMAP_AND_REPLACE => size_of::<GnttabUnmapAndReplace>(),
+            _ => size_of::<GnttabUnmapGrantRef>(),
         } as u64;
-        let Some(end) = count
-            .checked_mul(size)
-            .and_then(|n| uop.addr().checked_add(n))
-        else {
-            return Outcome::Return(Err(Errno::EFAULT));
-        };
+        // Xen: `guest_handle_okay(uop, count)`.
+        match count.checked_mul(size) {
+            Some(n) if super::guest_range_ok(uop.addr(), n) => {}
+            _ => return Outcome::Return(Err(Errno::EFAULT)),
+        }
         let mut at = uop.addr();
         let mut flush = false;
         let mut ret = Ok(0);
@@ -113,17 +115,15 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     then: None,
                 };
             }
-            let r = if map {
-                self.map_elem(idx, at, &mut flush)
-            } else {
-                self.unmap_elem(idx, at, &mut flush)
+            let r = match cmd {
+                GNTTABOP_MAP_GRANT_REF => self.map_elem(idx, at, &mut flush),
+                _ => self.unmap_elem(idx, at, cmd == GNTTABOP_UNMAP_AND_REPLACE, &mut flush),
             };
             if let Err(e) = r {
                 ret = Err(e);
                 break;
             }
             at += size;
-            debug_assert!(at <= end);
         }
         self.gnttab_flush(flush);
         Outcome::Return(ret)
@@ -151,104 +151,187 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         self.write_guest(idx, at + from as u64, &op.as_bytes()[from..])
     }
 
-    fn unmap_elem(&mut self, idx: usize, at: u64, flush: &mut bool) -> Result<(), Errno> {
-        let op: GnttabUnmapGrantRef = self.read_guest(idx, at)?;
-        let status = match self.unmap_one(idx, &op) {
+    fn unmap_elem(
+        &mut self,
+        idx: usize,
+        at: u64,
+        replace: bool,
+        flush: &mut bool,
+    ) -> Result<(), Errno> {
+        let (req, status_off) = if replace {
+            let op: GnttabUnmapAndReplace = self.read_guest(idx, at)?;
+            let req = UnmapReq {
+                host_addr: op.host_addr,
+                dev_bus_addr: 0,
+                handle: op.handle,
+                new_addr: Some(op.new_addr),
+            };
+            (req, offset_of!(GnttabUnmapAndReplace, status))
+        } else {
+            let op: GnttabUnmapGrantRef = self.read_guest(idx, at)?;
+            let req = UnmapReq {
+                host_addr: op.host_addr,
+                dev_bus_addr: op.dev_bus_addr,
+                handle: op.handle,
+                new_addr: None,
+            };
+            (req, offset_of!(GnttabUnmapGrantRef, status))
+        };
+        let status = match self.unmap_one(idx, &req) {
             Ok(()) => {
                 *flush = true;
                 GNTST_OKAY
             }
             Err(s) => s,
         };
-        const STATUS_OFF: u64 = offset_of!(GnttabUnmapGrantRef, status) as u64;
-        self.write_guest(idx, at + STATUS_OFF, &status.to_le_bytes())
+        self.write_guest(idx, at + status_off as u64, &status.to_le_bytes())
     }
 
     /// One map: the handle and bus address, or the `GNTST_*` status.
     fn map_one(&mut self, idx: usize, op: &GnttabMapGrantRef) -> Result<(u32, u64), i16> {
-        if op.flags & (GNTMAP_HOST_MAP | GNTMAP_DEVICE_MAP) == 0 {
+        let host = op.flags & GNTMAP_HOST_MAP != 0;
+        let device = op.flags & GNTMAP_DEVICE_MAP != 0;
+        if !host && !device {
             return Err(GNTST_BAD_GNTREF);
         }
-        if op.flags & GNTMAP_HOST_MAP == 0 || op.flags & GNTMAP_CONTAINS_PTE != 0 {
-            return Err(GNTST_GENERAL_ERROR);
-        }
         let readonly = op.flags & GNTMAP_READONLY != 0;
+        let contains_pte = op.flags & GNTMAP_CONTAINS_PTE != 0;
         // Xen looks the domain up by id: DOMID_SELF is not one.
-        let granter_idx = self
-            .domains
-            .iter()
-            .position(|d| d.id == op.dom && d.is_runnable())
-            .ok_or(GNTST_BAD_DOMAIN)?;
-        let granter = op.dom;
+        let g = self.grant_domain(op.dom).ok_or(GNTST_BAD_DOMAIN)?;
         let me = self.domains[idx].id;
         let handle = self.free_handle(idx)?;
-        let r = op.r#ref;
-        let table = *self.domains[granter_idx]
-            .grant
-            .frames()
-            .get((r / ENTRIES_PER_FRAME) as usize)
-            .ok_or(GNTST_BAD_GNTREF)?;
-        let entry = table.maddr() + u64::from(r % ENTRIES_PER_FRAME) * 8;
-        let set = GTF_READING | if readonly { 0 } else { GTF_WRITING };
-        let held = held_bits(&self.domains[idx].grant.maps, granter, r);
-        self.copy_pin_entry(entry, me, !readonly, set)?;
-        // Undoes the pin on failure from here on.
-        let unpin = |hv: &Self| {
-            let _ = hv.mem.fetch_and_u8(entry, !((set & !held) as u8));
-        };
-        let mut word = [0u8; 8];
-        if self.mem.read(entry, &mut word).is_err() {
-            unpin(self);
-            return Err(GNTST_GENERAL_ERROR);
+        // Room for a new pin record, so nothing fails after the PTE is written.
+        if self.domains[g].grant.active.try_reserve(1).is_err() {
+            return Err(GNTST_NO_SPACE);
         }
-        let flags = u16::from_le_bytes([word[0], word[1]]);
-        let mfn = Mfn(u64::from(u32::from_le_bytes([
-            word[4], word[5], word[6], word[7],
-        ])));
-        // As Xen: RAM cannot be mapped with other cache attributes; the frame must be the
-        // granter's, and writable-typable for a writable map ("could not pin").
-        let got = flags & GTF_CACHE_MASK == 0
-            && self.frames.owner(mfn) == Some(granter)
-            && if readonly {
+        let pin = self.pin_entry(me, g, op.r#ref, !readonly, true, false)?;
+        let mfn = pin.mfn;
+        let parts = u32::from(host) + u32::from(device);
+        // One general reference per part, a writable type reference too per writable
+        // part (Xen: device part first, then host part).
+        let mut taken = 0;
+        while taken < parts {
+            let ok = if readonly {
                 self.frames.get_ref(mfn)
             } else {
                 self.frames.hold_writable(mfn)
             };
-        if !got {
-            unpin(self);
+            if !ok {
+                break;
+            }
+            taken += 1;
+        }
+        let undo_refs = |hv: &mut Self, n: u32| {
+            for _ in 0..n {
+                hv.drop_map_refs(mfn, readonly);
+            }
+        };
+        if taken < parts {
+            undo_refs(self, taken);
+            self.unpin(&pin);
             return Err(GNTST_GENERAL_ERROR);
         }
-        let pte = (mfn.maddr() & ADDR_MASK)
-            | (Pte::PRESENT | Pte::USER | Pte::ACCESSED | Pte::DIRTY | Pte::NX | Pte::GNTTAB)
-                .bits()
-            | if readonly { 0 } else { Pte::RW.bits() };
-        if let Err(()) = self.install_grant_pte(idx, op.host_addr, pte) {
-            self.drop_map_refs(mfn, readonly);
-            unpin(self);
-            return Err(GNTST_GENERAL_ERROR);
+        if host {
+            // Guest-available PTE bits come from the flags' top half (Xen's
+            // `grant_to_pte_flags`); a 64-bit PV kernel runs in ring 3, so always user.
+            let avail = (u64::from(op.flags >> 16) & 0x7) << 9;
+            let pte = (mfn.maddr() & ADDR_MASK)
+                | (Pte::PRESENT | Pte::USER | Pte::ACCESSED | Pte::DIRTY | Pte::NX | Pte::GNTTAB)
+                    .bits()
+                | avail
+                | if readonly { 0 } else { Pte::RW.bits() };
+            let r = if contains_pte {
+                self.install_grant_at(idx, op.host_addr, pte)
+            } else {
+                self.install_grant_pte(idx, op.host_addr, pte)
+            };
+            if r.is_err() {
+                undo_refs(self, taken);
+                self.unpin(&pin);
+                return Err(GNTST_GENERAL_ERROR);
+            }
         }
-        let device = op.flags & GNTMAP_DEVICE_MAP != 0;
+        self.add_pin(g, op.r#ref, me, mfn, readonly, parts);
         self.domains[idx].grant.maps[handle as usize] = Some(GrantMap {
-            granter,
-            gref: r,
+            granter: op.dom,
+            gref: op.r#ref,
             mfn,
             readonly,
+            host,
             device,
+            contains_pte,
         });
-        // Without an IOMMU the bus address is the machine address (Xen).
-        let bus = if device { mfn.maddr() } else { 0 };
-        Ok((handle, bus))
+        // Without an IOMMU the bus address is the machine address (Xen reports it for
+        // every map).
+        Ok((handle, mfn.maddr()))
     }
 
-    /// A free maptrack slot of the domain (the table grows, fallibly, up to
-    /// [`MAX_MAPTRACK`]).
+    /// Records `parts` pins of entry `gref` of slot `g` (room was reserved).
+    fn add_pin(&mut self, g: usize, gref: u32, me: DomId, mfn: Mfn, readonly: bool, parts: u32) {
+        let active = &mut self.domains[g].grant.active;
+        let i = match active.binary_search_by_key(&gref, |a| a.gref) {
+            Ok(i) => i,
+            Err(i) => {
+                active.insert(
+                    i,
+                    Active {
+                        gref,
+                        mapper: me,
+                        mfn,
+                        readers: 0,
+                        writers: 0,
+                    },
+                );
+                i
+            }
+        };
+        let a = &mut active[i];
+        if readonly {
+            a.readers += parts;
+        } else {
+            a.writers += parts;
+        }
+    }
+
+    /// Drops `parts` pins of entry `gref` of running slot `g` and clears the status
+    /// bits no pin holds any more.
+    fn drop_pin(&mut self, g: usize, gref: u32, readonly: bool, parts: u32) {
+        let table = &mut self.domains[g].grant;
+        let Ok(i) = table.active.binary_search_by_key(&gref, |a| a.gref) else {
+            return;
+        };
+        let a = &mut table.active[i];
+        if readonly {
+            a.readers = a.readers.saturating_sub(parts);
+        } else {
+            a.writers = a.writers.saturating_sub(parts);
+        }
+        let held = a.bits();
+        if held == 0 {
+            table.active.remove(i);
+        }
+        let mut clear = 0;
+        if held & xen_pv_abi::grant_table::GTF_READING == 0 {
+            clear |= xen_pv_abi::grant_table::GTF_READING;
+        }
+        if !readonly && held & xen_pv_abi::grant_table::GTF_WRITING == 0 {
+            clear |= xen_pv_abi::grant_table::GTF_WRITING;
+        }
+        if let (Some(at), true) = (table.status_maddr(gref), clear != 0) {
+            let _ = self.mem.fetch_and_u8(at, !(clear as u8));
+        }
+    }
+
+    /// A free maptrack slot of the domain (the table grows, fallibly, up to its
+    /// maptrack limit; `GNTST_no_space` beyond).
     fn free_handle(&mut self, idx: usize) -> Result<u32, i16> {
+        let max = self.domains[idx].grant.limits.max_maps();
         let maps = &mut self.domains[idx].grant.maps;
         if let Some(i) = maps.iter().position(Option::is_none) {
             return Ok(i as u32);
         }
-        if maps.len() >= MAX_MAPTRACK || maps.try_reserve(1).is_err() {
-            return Err(GNTST_NO_DEVICE_SPACE);
+        if maps.len() >= max || maps.try_reserve(1).is_err() {
+            return Err(GNTST_NO_SPACE);
         }
         maps.push(None);
         Ok((maps.len() - 1) as u32)
@@ -267,11 +350,20 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 
     fn install_grant_pte(&mut self, idx: usize, va: u64, pte: u64) -> Result<(), ()> {
         let ptr = self.grant_pte_maddr(idx, va)?;
-        let dom = self.domains[idx].id;
-        let mut pt = PtCtx::new(&self.mem, &mut self.frames, dom, &self.hypervisor_l4_slots);
-        pt.install_grant(ptr, pte).map_err(drop)?;
+        self.install_grant_at(idx, ptr, pte)?;
         self.platform.invlpg(va);
         Ok(())
+    }
+
+    /// Writes grant PTE `pte` at machine address `ptr`, which must be 8-byte aligned in a
+    /// validated L1 of the domain (Xen: "misaligned PTE address", an L1 it owns).
+    fn install_grant_at(&mut self, idx: usize, ptr: u64, pte: u64) -> Result<(), ()> {
+        if !ptr.is_multiple_of(8) {
+            return Err(());
+        }
+        let dom = self.domains[idx].id;
+        let mut pt = PtCtx::new(&self.mem, &mut self.frames, dom, &self.hypervisor_l4_slots);
+        pt.install_grant(ptr, pte).map_err(drop)
     }
 
     fn drop_map_refs(&mut self, mfn: Mfn, readonly: bool) {
@@ -283,34 +375,126 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     }
 
     /// One unmap: `Ok` or the `GNTST_*` status.
-    fn unmap_one(&mut self, idx: usize, op: &GnttabUnmapGrantRef) -> Result<(), i16> {
+    fn unmap_one(&mut self, idx: usize, req: &UnmapReq) -> Result<(), i16> {
         let map = self.domains[idx]
             .grant
             .maps
-            .get(op.handle as usize)
+            .get(req.handle as usize)
             .copied()
             .flatten()
             .ok_or(GNTST_BAD_HANDLE)?;
-        if op.dev_bus_addr != 0 && map.device && op.dev_bus_addr != map.mfn.maddr() {
+        if req.dev_bus_addr != 0 && map.device && req.dev_bus_addr != map.mfn.maddr() {
             return Err(GNTST_BAD_DEV_ADDR);
         }
-        // The PTE at host_addr must be this mapping (Xen: the L1 entry's frame and grant
-        // marker); nothing changes otherwise.
-        let ptr = self
-            .grant_pte_maddr(idx, op.host_addr)
-            .map_err(|()| GNTST_GENERAL_ERROR)?;
-        let dom = self.domains[idx].id;
-        let mut pt = PtCtx::new(&self.mem, &mut self.frames, dom, &self.hypervisor_l4_slots);
-        pt.remove_grant(ptr, map.mfn)
-            .map_err(|_| GNTST_GENERAL_ERROR)?;
-        self.platform.invlpg(op.host_addr);
-        self.release_map(idx, op.handle as usize);
+        let mut host_done = false;
+        if req.host_addr != 0 && map.host {
+            self.remove_host_part(idx, &map, req)?;
+            host_done = true;
+        }
+        let dev_done = req.dev_bus_addr != 0 && map.device;
+        let slot = &mut self.domains[idx].grant.maps[req.handle as usize];
+        if let Some(m) = slot.as_mut() {
+            m.host &= !host_done;
+            m.device &= !dev_done;
+        }
+        let left = slot.map_or(0, |m| m.parts());
+        if left == 0 {
+            *slot = None;
+        }
+        let parts = u32::from(host_done) + u32::from(dev_done);
+        for _ in 0..parts {
+            self.drop_map_refs(map.mfn, map.readonly);
+        }
+        if let Some(g) = self.granter_slot(&map) {
+            self.drop_pin(g, map.gref, map.readonly, parts);
+        } else if left == 0 {
+            self.free_orphan(map.mfn, map.granter);
+        }
         Ok(())
     }
 
+    /// Removes the grant PTE of a host part (`replace_grant_pv_mapping`): the entry at
+    /// `host_addr` must map this frame with the grant marker and the mapping's
+    /// writability; with a `new_addr`, the PTE there moves into its place.
+    fn remove_host_part(&mut self, idx: usize, map: &GrantMap, req: &UnmapReq) -> Result<(), i16> {
+        let new_addr = req.new_addr.unwrap_or(0);
+        let ptr = if map.contains_pte {
+            // Replace is not available in this addressing mode.
+            if new_addr != 0 || !req.host_addr.is_multiple_of(8) {
+                return Err(GNTST_GENERAL_ERROR);
+            }
+            req.host_addr
+        } else {
+            self.grant_pte_maddr(idx, req.host_addr)
+                .map_err(|()| GNTST_GENERAL_ERROR)?
+        };
+        let dom = self.domains[idx].id;
+        let table = Mfn::containing(ptr);
+        if self.frames.table_level(table, dom) != Some(1) {
+            return Err(GNTST_GENERAL_ERROR);
+        }
+        let old = self.mem.read_u64(ptr).map_err(|_| GNTST_GENERAL_ERROR)?;
+        let rw = old & Pte::RW.bits() != 0;
+        if !is_grant_entry(old) || Mfn::containing(old & ADDR_MASK) != map.mfn || rw == map.readonly
+        {
+            return Err(GNTST_GENERAL_ERROR);
+        }
+        let replacement = if new_addr != 0 {
+            // Moving the grant PTE onto itself would leave it without its maptrack entry.
+            if self.grant_pte_maddr(idx, new_addr) == Ok(ptr) {
+                return Err(GNTST_GENERAL_ERROR);
+            }
+            self.steal_pte(idx, new_addr)?
+        } else {
+            0
+        };
+        if replacement == 0 {
+            let mut pt = PtCtx::new(&self.mem, &mut self.frames, dom, &self.hypervisor_l4_slots);
+            pt.remove_grant(ptr, map.mfn)
+                .map_err(|_| GNTST_GENERAL_ERROR)?;
+        } else {
+            // The stolen entry keeps the references it held, now from this slot.
+            self.mem
+                .write_u64(ptr, replacement)
+                .map_err(|_| GNTST_GENERAL_ERROR)?;
+            self.frames.need_hw_flush();
+        }
+        if !map.contains_pte {
+            self.platform.invlpg(req.host_addr);
+        }
+        Ok(())
+    }
+
+    /// Clears the L1 entry of `va` and returns what it held (Xen's
+    /// `steal_linear_address`): its references go with it to the caller's slot.
+    fn steal_pte(&mut self, idx: usize, va: u64) -> Result<u64, i16> {
+        let ptr = self
+            .grant_pte_maddr(idx, va)
+            .map_err(|()| GNTST_GENERAL_ERROR)?;
+        let old = self.mem.read_u64(ptr).map_err(|_| GNTST_GENERAL_ERROR)?;
+        self.mem
+            .write_u64(ptr, 0)
+            .map_err(|_| GNTST_GENERAL_ERROR)?;
+        self.platform.invlpg(va);
+        self.frames.need_hw_flush();
+        Ok(old)
+    }
+
+    /// The slot of a mapping's granter if it still runs.
+    fn granter_slot(&self, map: &GrantMap) -> Option<usize> {
+        self.grant_domain(map.granter)
+    }
+
+    /// Frees a frame whose owner ended while it was mapped, once nothing maps it.
+    fn free_orphan(&mut self, mfn: Mfn, owner: DomId) {
+        if self.frames.owner(mfn) == Some(owner) && !self.frame_grant_mapped(mfn) {
+            self.frames.free(mfn);
+        }
+    }
+
     /// Forgets maptrack entry `handle` of domain `idx` (its PTE already gone or dead):
-    /// drops its frame references, clears the entry's status bits no other mapping
-    /// holds, and frees the frame if its owner ended and nothing else maps it.
+    /// drops its frame references and pins, and frees the frame if its owner ended and
+    /// nothing else maps it.
     fn release_map(&mut self, idx: usize, handle: usize) {
         let Some(map) = self.domains[idx]
             .grant
@@ -320,32 +504,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         else {
             return;
         };
-        self.drop_map_refs(map.mfn, map.readonly);
-        let granter = self
-            .domains
-            .iter()
-            .position(|d| d.id == map.granter && d.is_runnable());
-        match granter {
-            Some(g) => {
-                let held = held_bits(&self.domains[idx].grant.maps, map.granter, map.gref);
-                let set = GTF_READING | if map.readonly { 0 } else { GTF_WRITING };
-                if let Some(&table) = self.domains[g]
-                    .grant
-                    .frames()
-                    .get((map.gref / ENTRIES_PER_FRAME) as usize)
-                {
-                    let entry = table.maddr() + u64::from(map.gref % ENTRIES_PER_FRAME) * 8;
-                    let _ = self.mem.fetch_and_u8(entry, !((set & !held) as u8));
-                }
-            }
-            None => {
-                // The granter ended while mapped: its frame was kept for this mapping.
-                if self.frames.owner(map.mfn) == Some(map.granter)
-                    && !self.frame_grant_mapped(map.mfn)
-                {
-                    self.frames.free(map.mfn);
-                }
-            }
+        for _ in 0..map.parts() {
+            self.drop_map_refs(map.mfn, map.readonly);
+        }
+        match self.granter_slot(&map) {
+            Some(g) => self.drop_pin(g, map.gref, map.readonly, map.parts()),
+            None => self.free_orphan(map.mfn, map.granter),
         }
     }
 

@@ -1,12 +1,14 @@
 //! `memory_op` (12), the basics: `maximum_ram_page`, `current_reservation`,
 //! `maximum_reservation`, `memory_map` (`-ENOSYS`: no map was set, Xen's answer) and
-//! `machphys_mapping`. Everything else is `-ENOSYS`.
+//! `machphys_mapping`, and `add_to_physmap` refused as Xen 4.17 refuses it for a PV
+//! (non-translated) domain. Everything else is `-ENOSYS`.
 
 use crate::hv::Hypervisor;
 use crate::hypercall::HcResult;
 use crate::hypercall::handle::{GuestHandle, Untyped};
 use crate::mmu::MAX_FRAMES;
 use crate::platform::{MachineMemory, Platform};
+use xen_pv_abi::grant_table::{XENMAPSPACE_GMFN_FOREIGN, XenAddToPhysmap};
 use xen_pv_abi::layout::MACH2PHYS_VIRT_START;
 use xen_pv_abi::mmu::*;
 use xen_pv_abi::{DomId, Errno};
@@ -27,10 +29,16 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION => {
                 let domid = self.read_handle::<DomId>(idx, arg.cast())?;
                 let target = self.domain_for_memop(idx, domid)?;
-                // Memory is fixed at build time: current = maximum.
-                Ok(self.domains[target].nr_pages)
+                // Memory is fixed at build time, less what GNTTABOP_transfer gave away.
+                let d = &self.domains[target];
+                if cmd & MEMOP_CMD_MASK == XENMEM_CURRENT_RESERVATION {
+                    Ok(d.nr_pages.saturating_sub(d.grant.transferred_out()))
+                } else {
+                    Ok(d.nr_pages)
+                }
             }
             XENMEM_MEMORY_MAP => Err(Errno::ENOSYS),
+            XENMEM_ADD_TO_PHYSMAP => self.add_to_physmap(idx, cmd, arg),
             XENMEM_MACHPHYS_MAPPING => {
                 let map = MachphysMapping {
                     v_start: MACH2PHYS_VIRT_START,
@@ -42,6 +50,35 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             }
             _ => Err(Errno::ENOSYS),
         }
+    }
+
+    /// `XENMEM_add_to_physmap`: Xen's checks in its order (`memory.c`): a continuation
+    /// start that does not fit the 16-bit `size` is `-EDOM`, an unreadable argument
+    /// `-EFAULT`, `XENMAPSPACE_gmfn_foreign` `-ENOSYS`, an unknown domain `-ESRCH`, and
+    /// then `xatp_permission_check` answers `-EACCES` for every PV domain: nothing in a
+    /// PV guest's frame space is remapped, grant and status frames included (a PV guest
+    /// gets their MFNs from `setup_table` / `get_status_frames` and maps them itself).
+    fn add_to_physmap(&mut self, idx: usize, cmd: u64, arg: GuestHandle<Untyped>) -> HcResult {
+        const MEMOP_EXTENT_SHIFT: u32 = 6;
+        if cmd >> MEMOP_EXTENT_SHIFT > u64::from(u16::MAX) {
+            return Err(Errno::EDOM);
+        }
+        let xatp = self.read_handle::<XenAddToPhysmap>(idx, arg.cast())?;
+        if xatp.space == XENMAPSPACE_GMFN_FOREIGN {
+            return Err(Errno::ENOSYS);
+        }
+        let me = self.domains[idx].id;
+        let known = xatp.domid == DomId::SELF
+            || xatp.domid == me
+            || self
+                .domains
+                .iter()
+                .any(|d| d.id == xatp.domid && d.is_runnable());
+        if !known {
+            return Err(Errno::ESRCH);
+        }
+        // Every domain here is PV: `!paging_mode_translate(d)`.
+        Err(Errno::EACCES)
     }
 
     /// The domain a reservation query names: itself (DOMID_SELF or its id); dom0 may

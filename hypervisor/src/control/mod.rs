@@ -212,7 +212,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 flags |= dominf::SHUTDOWN;
                 code = ShutdownReason::Crash as u32;
             }
-            DomainState::Refused | DomainState::Destroyed => flags |= dominf::DYING,
+            DomainState::Refused | DomainState::Destroyed | DomainState::Killed => {
+                flags |= dominf::DYING
+            }
         }
         flags |= code << dominf::SHUTDOWN_SHIFT;
         let tot_pages = self.frames.count_of(d.id) as u64;

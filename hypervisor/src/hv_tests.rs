@@ -999,9 +999,10 @@ fn observable(hv: &Hv) -> (std::vec::Vec<u8>, String) {
 /// The `EVTCHNOP_send` fast path (`Hypervisor::hypercall` -> `evtchn_send_fast`) gives
 /// exactly what the generic dispatcher gives: two identical hypervisors, one entered
 /// through `hypercall`, the other through `dispatch`, run the same random steps: sends
-/// on loopback, cross-domain, IPI, unbound, hypervisor and invalid ports through good
-/// and bad pointers, with random pending/mask/selector/upcall bits, event callbacks set
-/// or not, a hostile console ring (crash) and yields. Registers, the `Resume`, all of
+/// on loopback, cross-domain, IPI, unbound (the rings' ports, reserved for dom0) and
+/// invalid ports through good and bad pointers, with random pending/mask/selector/upcall
+/// bits, event callbacks set or not, a scribbled console ring (not the hypervisor's to
+/// read) and yields. Registers, the `Resume`, all of
 /// machine memory, domain states, the event-channel tables and the console must match
 /// after every step.
 #[test]
@@ -1041,9 +1042,6 @@ fn evtchn_send_fast_path_matches_generic_dispatch() {
         let (mut fast, mut ff, g, ports) = build();
         let (mut slow, mut sf, _, _) = build();
         assert_eq!(observable(&fast), observable(&slow));
-        // A yield drains the console ring first; with a hostile ring that crashes the
-        // domain inside `yield_current` (a separate matter): no yields from one.
-        let mut hostile = [false; 2];
         for step in 0..120 {
             let what = rng.below(100);
             let cur = fast.cpu.current.map(|i| fast.domains[i].id.0);
@@ -1100,18 +1098,14 @@ fn evtchn_send_fast_path_matches_generic_dispatch() {
                     hypercall(hv, f, 4, &[rip, 0, 0]);
                 }
             } else if what < 91 {
-                // A hostile console ring: the next console send crashes the domain.
+                // A hostile console ring: nothing in the hypervisor reads it.
                 let prod = core::mem::offset_of!(XenconsInterface, out_prod) as u64;
-                hostile[usize::from(cur - 1)] = true;
                 for hv in [&fast, &slow] {
                     hv.mem
                         .write(gd.ring.maddr() + prod, &5000u32.to_le_bytes())
                         .unwrap();
                 }
             } else if what < 96 {
-                if hostile[usize::from(cur - 1)] {
-                    continue;
-                }
                 for (hv, f) in [(&mut fast, &mut ff), (&mut slow, &mut sf)] {
                     hypercall(hv, f, 29, &[u64::from(SCHEDOP_YIELD), 0]);
                 }

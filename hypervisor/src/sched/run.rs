@@ -48,9 +48,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             self.arm_timer();
             return self.enter_current(frame);
         }
-        // Someone else may run. Saved first (the console drain may end the domain and
-        // wake dom0), then chosen at the yield's time, whose accounting is settled: the
-        // pick settles nothing more.
+        // Someone else may run. Saved, then chosen at the yield's time, whose accounting
+        // is settled: the pick settles nothing more.
         self.save_current(idx, frame);
         let pick = self.sched.pick(now);
         self.schedule_from(frame, Some((now, pick)))
@@ -92,15 +91,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     pub(crate) fn block_vcpu(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
         let id = self.vid(idx);
         self.save_current(idx, frame);
-        if !self.domains[idx].is_runnable() {
-            // The console drain crashed it (and removed it from the policy and timers).
-            return self.schedule(frame);
-        }
         let now = self.now_ns();
         // It is running, so it is known to the policy.
         let _ = self.sched.block(id, now);
         // Blocked first, then checked (Xen's vcpu_block): an event raised since the
-        // caller looked — even by the console drain above — is not lost.
+        // caller looked is not lost.
         if self.wake_due(idx, id.1) {
             self.wake_vcpu(id);
         }

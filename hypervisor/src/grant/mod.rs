@@ -419,7 +419,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 
     /// Grows domain `t`'s table to at least `nr_frames` grant frames (and, in v2, the
     /// status frames they need). On failure nothing new stays allocated.
-    fn grow_table(&mut self, t: usize, nr_frames: usize) -> Result<(), ()> {
+    pub(crate) fn grow_table(&mut self, t: usize, nr_frames: usize) -> Result<(), ()> {
         let dom = self.domains[t].id;
         let have = self.domains[t].grant.frames.len();
         let want_status = if self.domains[t].grant.version == 2 {

@@ -12,7 +12,7 @@ use std::vec::Vec;
 use xen_pv_abi::Errno;
 use xen_pv_abi::grant_table::{
     GNTMAP_CONTAINS_PTE, GNTMAP_DEVICE_MAP, GNTMAP_HOST_MAP, GNTMAP_READONLY, GNTST_BAD_DEV_ADDR,
-    GNTST_BAD_DOMAIN, GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_GENERAL_ERROR,
+    GNTST_BAD_DOMAIN, GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_BAD_PAGE, GNTST_GENERAL_ERROR,
     GNTST_NO_DEVICE_SPACE, GNTST_OKAY, GNTTABOP_MAP_GRANT_REF, GNTTABOP_SETUP_TABLE,
     GNTTABOP_UNMAP_GRANT_REF, GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_WRITING,
     GnttabMapGrantRef, GnttabSetupTable, GnttabUnmapGrantRef, GrantEntryV1,
@@ -264,7 +264,7 @@ fn every_error_status() {
         (mop(map_va(0), h, 20, 1), GNTST_GENERAL_ERROR),
         (mop(map_va(0), h, 11, 1), GNTST_GENERAL_ERROR),
         (mop(map_va(0), h, 13, 1), GNTST_GENERAL_ERROR),
-        (mop(map_va(0), h, 14, 1), GNTST_GENERAL_ERROR),
+        (mop(map_va(0), h, 14, 1), GNTST_BAD_PAGE),
         // No L1 for the address / a hypervisor address.
         (mop(0x4000_0000, h, 10, 1), GNTST_GENERAL_ERROR),
         (mop(0xffff_8000_0000_0000, h, 10, 1), GNTST_GENERAL_ERROR),

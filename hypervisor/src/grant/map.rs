@@ -32,7 +32,7 @@ use alloc::vec::Vec;
 use core::mem::offset_of;
 use xen_pv_abi::grant_table::{
     GNTMAP_CONTAINS_PTE, GNTMAP_DEVICE_MAP, GNTMAP_HOST_MAP, GNTMAP_READONLY, GNTST_BAD_DEV_ADDR,
-    GNTST_BAD_DOMAIN, GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_GENERAL_ERROR,
+    GNTST_BAD_DOMAIN, GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_BAD_PAGE, GNTST_GENERAL_ERROR,
     GNTST_NO_DEVICE_SPACE, GNTST_OKAY, GTF_READING, GTF_WRITING, GnttabMapGrantRef,
     GnttabUnmapGrantRef,
 };
@@ -205,10 +205,15 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let mfn = Mfn(u64::from(u32::from_le_bytes([
             word[4], word[5], word[6], word[7],
         ])));
-        // As Xen: RAM cannot be mapped with other cache attributes; the frame must be the
-        // granter's, and writable-typable for a writable map ("could not pin").
+        // As Xen: a frame that is not the granter's fails its page lookup first
+        // (get_paged_frame: GNTST_bad_page).
+        if self.frames.owner(mfn) != Some(granter) {
+            unpin(self);
+            return Err(GNTST_BAD_PAGE);
+        }
+        // RAM cannot be mapped with other cache attributes, and the frame must be
+        // writable-typable for a writable map ("could not pin").
         let got = flags & GTF_CACHE_MASK == 0
-            && self.frames.owner(mfn) == Some(granter)
             && if readonly {
                 self.frames.get_ref(mfn)
             } else {

@@ -9,7 +9,8 @@
 //! `host_addr` in the mapper's current page tables. The mapping is recorded in the
 //! mapper's maptrack ([`GrantMap`]); its index is the handle. The status bits of an
 //! entry stay set while any maptrack entry of the mapper holds them (the mapper is the
-//! only domain an entry names, so its maptrack holds every pin of the entry).
+//! only domain an entry names, so its maptrack holds every pin of the entry). As Xen's
+//! 8-bit pin counters, an entry takes no further mapping once 128 of one kind exist.
 //!
 //! `mmu_update` and `update_va_mapping` refuse to change a PTE holding a grant mapping,
 //! and a guest entry may never carry the grant marker; only the unmap (by handle and
@@ -74,6 +75,23 @@ pub(super) fn held_bits(maps: &[Option<GrantMap>], granter: DomId, gref: u32) ->
         }
     }
     bits
+}
+
+/// Whether one of Xen's 8-bit pin counters of entry `gref` of `granter` (host and
+/// device mappings, read-only and writable, counted separately) has reached 128 in
+/// `maps`: Xen then refuses any further map of the entry ("risk of counter overflow").
+fn pin_counter_full(maps: &[Option<GrantMap>], granter: DomId, gref: u32) -> bool {
+    let mut counts = [0u32; 4];
+    for m in maps.iter().flatten() {
+        if m.granter == granter && m.gref == gref {
+            let kind = usize::from(!m.readonly);
+            counts[kind] += 1;
+            if m.device {
+                counts[2 + kind] += 1;
+            }
+        }
+    }
+    counts.iter().any(|&c| c >= 128)
 }
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
@@ -188,6 +206,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             .frames()
             .get((r / ENTRIES_PER_FRAME) as usize)
             .ok_or(GNTST_BAD_GNTREF)?;
+        if pin_counter_full(&self.domains[idx].grant.maps, granter, r) {
+            return Err(GNTST_GENERAL_ERROR);
+        }
         let entry = table.maddr() + u64::from(r % ENTRIES_PER_FRAME) * 8;
         let set = GTF_READING | if readonly { 0 } else { GTF_WRITING };
         let held = held_bits(&self.domains[idx].grant.maps, granter, r);

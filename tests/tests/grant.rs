@@ -1,6 +1,7 @@
 //! Grant tables and the control hypercalls from unprivileged domains, in QEMU:
 //! `hostile-grant` (every bad map, unmap and copy answered with Xen 4.17's exact
-//! `GNTST_*` status, maptrack exhaustion, then normal use still works), `grant-peer`
+//! `GNTST_*` status, maptrack exhaustion, then normal use still works; the same guest
+//! as dom0 on real Xen 4.17 gets the same statuses), `grant-peer`
 //! (a page stays readable to its mapper after the granter crashed, and unmaps cleanly),
 //! and `domu-control` (a domU's domctl, sysctl and foreign alloc_unbound are `-EPERM`).
 //!
@@ -58,6 +59,9 @@ fn assert_run(result: &HvResult, expected: &[String], outcome: Outcome) {
     );
 }
 
+/// The one case whose answer is our limit rather than Xen's.
+const MAPTRACK_CASE: &str = "map_maptrack_full";
+
 /// Each case of `hostile-grant` and Xen 4.17's answer: a `GNTST_*` status (0 okay,
 /// -1 general_error, -2 bad_domain, -3 bad_gntref, -4 bad_handle, -7 no_device_space,
 /// -8 permission_denied, -9 bad_page, -10 bad_copy_arg) or a value the guest read.
@@ -99,8 +103,12 @@ const HOSTILE_GRANT_CASES: &[(&str, i64)] = &[
     ("copy_to_readonly_entry", -1),
     ("copy_good", 0),
     ("copy_good_copied", 0x3c),
-    // Maptrack exhaustion (our limit; Xen's default is far higher).
-    ("map_maptrack_full", -7),
+    // One entry mapped over and over: the 129th read-only mapping is refused.
+    ("map_same_entry_129th", -1),
+    ("unmap_all_failures", 0),
+    // Maptrack exhaustion, one entry per mapping (our limit; Xen's default is far
+    // higher, so there the maps simply go on).
+    (MAPTRACK_CASE, -7),
     ("unmap_all_failures", 0),
     ("entry_idle_after_unmaps", 1),
     // Normal use afterwards.
@@ -119,6 +127,7 @@ fn hostile_grant_use_gets_xens_statuses_and_normal_use_still_works() {
         .collect();
     expected.extend([
         format!("{d} hostile-grant: I am d1"),
+        format!("{d} same entry mapped 128 times"),
         format!("{d} maptrack full after {MAX_MAPTRACK} maps"),
         format!(
             "{d} hostile-grant: {} cases, 0 unexpected",
@@ -231,5 +240,39 @@ fn domu_control_hypercalls_are_refused_with_eperm() {
         !result.transcript.contains("destroyed"),
         "{}",
         result.transcript.text()
+    );
+}
+
+#[test]
+fn hostile_grant_statuses_are_those_of_real_xen() {
+    // The same guest as dom0 of Xen 4.17: every status of the table but the maptrack
+    // limit is Xen's own answer.
+    let kernel = images().guest("hostile-grant");
+    let captured = xtask::xen::run_on_xen(&kernel, "", false, TIMEOUT, None)
+        .unwrap_or_else(|e| panic!("running hostile-grant on Xen 4.17 failed: {e}"));
+    let transcript = &captured.transcript;
+    let mut expected: Vec<String> = HOSTILE_GRANT_CASES
+        .iter()
+        .filter(|(name, _)| *name != MAPTRACK_CASE)
+        .map(|(name, want)| format!("case {name}: got {want} want {want}"))
+        .collect();
+    expected.extend([
+        "hostile-grant: I am d0".to_string(),
+        "same entry mapped 128 times".into(),
+        "hostile-grant: still alive".into(),
+    ]);
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|l| !transcript.contains(l))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing on Xen: {missing:#?}\n--- transcript ---\n{}",
+        transcript.text()
+    );
+    assert!(
+        transcript.contains("Hardware Dom0 halted"),
+        "dom0 did not power off cleanly on Xen:\n{}",
+        transcript.text()
     );
 }

@@ -6,10 +6,12 @@
 //! Xen 4.17 answers), then a normal map and copy must still work, and the guest ends
 //! with `hostile-grant: N cases, M unexpected` and powers off.
 //!
-//! The maptrack case maps one grant at [`MAPTRACK_PAGES`] spare pages until the
-//! hypervisor refuses with `GNTST_no_device_space` and prints how many mappings it got
-//! (`maptrack full after <n> maps`); the limit is the hypervisor's (ours: 256; Xen's
-//! default is far larger), so the test, not this guest, knows the expected count.
+//! Two cases map at up to [`MAPTRACK_PAGES`] spare pages until the hypervisor refuses:
+//! one entry over and over (Xen keeps 8-bit pin counters per entry and refuses the
+//! 129th mapping of a kind with `GNTST_general_error`: `same entry mapped 128 times`),
+//! then one entry per mapping until the maptrack is full (`GNTST_no_device_space`,
+//! `maptrack full after <n> maps`: the limit is the hypervisor's, ours 256, Xen's
+//! default far larger, so the test, not this guest, knows the count).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
@@ -52,6 +54,8 @@ mod guest {
     const OUT_OF_RAM: u32 = 11;
     const LOW: u32 = 12;
     const PAGE_TABLE: u32 = 13;
+    /// The first of the [`MAPTRACK_PAGES`] entries of the maptrack case.
+    const MANY_FIRST: u32 = 100;
 
     static CASES: AtomicU32 = AtomicU32::new(0);
     static UNEXPECTED: AtomicU32 = AtomicU32::new(0);
@@ -116,6 +120,38 @@ mod guest {
             let mut u = unmap_req(&m);
             case("unmap_after_map", unmap_status(&mut u), 0);
         }
+    }
+
+    /// Maps `gref(i)` read-only at page `i` of `spare` for i = 0, 1, … until a map fails
+    /// or `max` are mapped, then unmaps them all (a failure there is a case of its
+    /// own). Returns how many mapped and the last map's status (0 if none failed).
+    fn map_many(me: DomId, gref: impl Fn(usize) -> u32, spare: u64, max: usize) -> (usize, i64) {
+        let mut handles = [0u32; MAPTRACK_PAGES];
+        let mut mapped = 0;
+        let mut last = 0;
+        while mapped < max.min(MAPTRACK_PAGES) {
+            let va = spare + (mapped * PAGE) as u64;
+            let mut m = map_req(me, gref(mapped), va, GNTMAP_READONLY);
+            last = map_status(&mut m);
+            if last != i64::from(GNTST_OKAY) {
+                break;
+            }
+            handles[mapped] = m.handle;
+            mapped += 1;
+        }
+        let mut failures = 0u32;
+        for (i, &handle) in handles.iter().enumerate().take(mapped) {
+            let mut u = GnttabUnmapGrantRef {
+                host_addr: spare + (i * PAGE) as u64,
+                handle,
+                ..GnttabUnmapGrantRef::default()
+            };
+            if unmap_status(&mut u) != 0 {
+                failures += 1;
+            }
+        }
+        case("unmap_all_failures", i64::from(failures), 0);
+        (mapped, last)
     }
 
     fn va_of<T>(p: *const T) -> u64 {
@@ -270,34 +306,21 @@ mod guest {
         let last = unsafe { (&raw const DEST).cast::<u8>().add(PAGE - 1).read_volatile() };
         case("copy_good_copied", i64::from(last), 0x3c);
 
-        // ---- maptrack exhaustion ---------------------------------------------------
+        // ---- one entry mapped over and over: Xen's 8-bit pin counter ------------------
         let spare = va_of(&raw const SPARE);
-        let mut handles = [0u32; MAPTRACK_PAGES];
-        let mut mapped = 0;
-        let mut last = 0;
-        while mapped < MAPTRACK_PAGES {
-            let mut m = map_req(me, GOOD, spare + (mapped * PAGE) as u64, GNTMAP_READONLY);
-            last = map_status(&mut m);
-            if last != i64::from(GNTST_OKAY) {
-                break;
-            }
-            handles[mapped] = m.handle;
-            mapped += 1;
+        let (mapped, last) = map_many(me, |_| GOOD, spare, MAPTRACK_PAGES);
+        println!("same entry mapped {mapped} times");
+        case("map_same_entry_129th", last, -1);
+        // ---- maptrack exhaustion: one entry per mapping ----------------------------
+        for i in 0..MAPTRACK_PAGES as u32 {
+            t.set(MANY_FIRST + i, GTF_PERMIT_ACCESS, me, granted);
         }
+        let (mapped, last) = map_many(me, |i| MANY_FIRST + i as u32, spare, MAPTRACK_PAGES);
         println!("maptrack full after {mapped} maps");
         case("map_maptrack_full", last, i64::from(GNTST_NO_DEVICE_SPACE));
-        let mut unmapped_bad = 0u32;
-        for (i, &handle) in handles.iter().enumerate().take(mapped) {
-            let mut u = GnttabUnmapGrantRef {
-                host_addr: spare + (i * PAGE) as u64,
-                handle,
-                ..GnttabUnmapGrantRef::default()
-            };
-            if unmap_status(&mut u) != 0 {
-                unmapped_bad += 1;
-            }
+        for i in 0..MAPTRACK_PAGES as u32 {
+            t.clear(MANY_FIRST + i);
         }
-        case("unmap_all_failures", i64::from(unmapped_bad), 0);
         // The entry's status bits are gone with the last mapping.
         case("entry_idle_after_unmaps", i64::from(t.flags(GOOD)), 1);
 

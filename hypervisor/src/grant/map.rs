@@ -20,8 +20,8 @@
 //!
 //! Not implemented: `GNTMAP_contains_pte` and a `GNTMAP_device_map` without
 //! `GNTMAP_host_map` (both `GNTST_general_error`), the guest-available PTE bits of the
-//! flags (ignored), grant entries asking for cache attributes (`GNTST_general_error`,
-//! as Xen for RAM).
+//! flags (ignored). An entry's cache attributes (`GTF_PWT`, `GTF_PCD`, `GTF_PAT`) are
+//! ignored: Xen 4.17 applies them to MMIO only, and maps RAM with the default ones.
 
 use super::copy::ENTRIES_PER_FRAME;
 use crate::domain::runtime::Domain;
@@ -46,9 +46,6 @@ pub const MAX_MAPTRACK: usize = 256;
 
 /// Elements of a map or unmap batch done per entry into the hypervisor.
 pub const MAP_BATCH: u64 = 64;
-
-/// Entry cache attributes (`GTF_PWT`, `GTF_PCD`, `GTF_PAT`).
-const GTF_CACHE_MASK: u16 = 0xe0;
 
 /// One grant mapping in the mapper's maptrack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,7 +219,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             unpin(self);
             return Err(GNTST_GENERAL_ERROR);
         }
-        let flags = u16::from_le_bytes([word[0], word[1]]);
         let mfn = Mfn(u64::from(u32::from_le_bytes([
             word[4], word[5], word[6], word[7],
         ])));
@@ -232,14 +228,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             unpin(self);
             return Err(GNTST_BAD_PAGE);
         }
-        // RAM cannot be mapped with other cache attributes, and the frame must be
-        // writable-typable for a writable map ("could not pin").
-        let got = flags & GTF_CACHE_MASK == 0
-            && if readonly {
-                self.frames.get_ref(mfn)
-            } else {
-                self.frames.hold_writable(mfn)
-            };
+        // The frame must be writable-typable for a writable map ("could not pin"). An
+        // entry's cache attributes only apply to MMIO in Xen; RAM is mapped with the
+        // default ones whatever the entry asks.
+        let got = if readonly {
+            self.frames.get_ref(mfn)
+        } else {
+            self.frames.hold_writable(mfn)
+        };
         if !got {
             unpin(self);
             return Err(GNTST_GENERAL_ERROR);

@@ -81,6 +81,9 @@ const HOSTILE_GRANT_CASES: &[(&str, i64)] = &[
     ("map_page_table_writable", -1),
     ("map_page_table_readonly", 0),
     ("unmap_after_map", 0),
+    // Cache attributes apply to MMIO only: RAM is mapped anyway.
+    ("map_entry_with_cache_attribute", 0),
+    ("unmap_after_map", 0),
     // Host addresses without a guest L1 entry.
     ("map_at_hypervisor_address", -1),
     ("map_where_no_l1", -1),

@@ -54,6 +54,11 @@ mod guest {
     const OUT_OF_RAM: u32 = 11;
     const LOW: u32 = 12;
     const PAGE_TABLE: u32 = 13;
+    const CACHE_ATTR: u32 = 14;
+    /// Xen 4.17 maps RAM with the default caching whatever the entry asks: okay.
+    const CACHE_ATTR_WANT: i64 = 0;
+    /// `GTF_PWT`: an entry asking for write-through caching.
+    const GTF_PWT: u16 = 1 << 5;
     /// The first of the [`MAPTRACK_PAGES`] entries of the maptrack case.
     const MANY_FIRST: u32 = 100;
 
@@ -188,6 +193,7 @@ mod guest {
         t.set(OUT_OF_RAM, GTF_PERMIT_ACCESS, me, OUT_OF_RAM_MFN);
         t.set(LOW, GTF_PERMIT_ACCESS, me, LOW_MFN);
         t.set(PAGE_TABLE, GTF_PERMIT_ACCESS, me, l4);
+        t.set(CACHE_ATTR, GTF_PERMIT_ACCESS | GTF_PWT, me, granted);
 
         // ---- map: flags, domains, references -------------------------------------
         let mut m = map_req(me, GOOD, map_at, 0);
@@ -233,6 +239,14 @@ mod guest {
             va_of(&raw const OTHER),
             GNTMAP_READONLY,
             0,
+        );
+        map_case(
+            "map_entry_with_cache_attribute",
+            me,
+            CACHE_ATTR,
+            map_at,
+            GNTMAP_READONLY,
+            CACHE_ATTR_WANT,
         );
         // ---- map: host addresses ---------------------------------------------------
         map_case(

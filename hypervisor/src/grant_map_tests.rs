@@ -309,17 +309,21 @@ fn maptrack_is_bounded() {
     };
     fx.hv.domains[idx2].grant = GrantTable::with_limits(limits).unwrap();
     let frame = fx.d(1).data[BUF];
-    fx.grant(1, 10, GTF_PERMIT_ACCESS | GTF_READONLY, 2, frame);
+    // One entry per mapping: an entry takes at most 128 mappings of a kind.
+    let last = 10 + MAPTRACK_PER_FRAME;
+    for r in 10..=last {
+        fx.grant(1, r, GTF_PERMIT_ACCESS | GTF_READONLY, 2, frame);
+    }
     let ro = GNTMAP_HOST_MAP | GNTMAP_READONLY;
     for i in 0..u64::from(MAPTRACK_PER_FRAME) {
-        let out = fx.map(2, mop(map_va(i), ro, 10, 1));
+        let out = fx.map(2, mop(map_va(i), ro, 10 + i as u32, 1));
         assert_eq!((out.status, out.handle), (GNTST_OKAY, i as u32));
     }
-    let out = fx.map(2, mop(map_va(300), ro, 10, 1));
+    let out = fx.map(2, mop(map_va(300), ro, last, 1));
     assert_eq!(out.status, GNTST_NO_SPACE);
     // A freed handle is reused.
     assert_eq!(fx.unmap(2, map_va(7), 7, 0), GNTST_OKAY);
-    let out = fx.map(2, mop(map_va(300), ro, 10, 1));
+    let out = fx.map(2, mop(map_va(300), ro, last, 1));
     assert_eq!((out.status, out.handle), (GNTST_OKAY, 7));
 }
 
@@ -524,4 +528,24 @@ fn long_batch_continues() {
         assert_eq!(i16::from_le_bytes([b[0], b[1]]), GNTST_OKAY);
         assert_eq!(u32::from_le_bytes(b[2..6].try_into().unwrap()), i as u32);
     }
+}
+
+#[test]
+fn an_entry_takes_at_most_128_mappings_of_a_kind() {
+    // Xen keeps 8-bit pin counters per entry and refuses a map once one reached 128.
+    let mut fx = fx();
+    let frame = fx.d(1).data[BUF];
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 2, frame);
+    let ro = GNTMAP_HOST_MAP | GNTMAP_READONLY;
+    for i in 0..128 {
+        assert_eq!(fx.map(2, mop(map_va(i), ro, 10, 1)).status, GNTST_OKAY);
+    }
+    let out = fx.map(2, mop(map_va(200), ro, 10, 1));
+    assert_eq!(out.status, GNTST_GENERAL_ERROR);
+    // While one counter is full, no map of the entry goes through, writable ones too;
+    // one unmap makes room again.
+    let w = fx.map(2, mop(map_va(201), GNTMAP_HOST_MAP, 10, 1));
+    assert_eq!(w.status, GNTST_GENERAL_ERROR);
+    assert_eq!(fx.unmap(2, map_va(5), 5, 0), GNTST_OKAY);
+    assert_eq!(fx.map(2, mop(map_va(200), ro, 10, 1)).status, GNTST_OKAY);
 }

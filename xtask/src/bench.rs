@@ -169,6 +169,24 @@ pub const CASES: &[Case] = &[
         xen: None,
     },
     Case {
+        name: "grant_map_unmap",
+        unit: "instructions",
+        kind: CaseKind::Single,
+        xen: None,
+    },
+    Case {
+        name: "grant_copy_4k",
+        unit: "instructions",
+        kind: CaseKind::Single,
+        xen: None,
+    },
+    Case {
+        name: "memcpy_4k",
+        unit: "instructions",
+        kind: CaseKind::Single,
+        xen: None,
+    },
+    Case {
         name: "sched_yield_2dom",
         unit: "instructions",
         kind: CaseKind::TwoDomains,

@@ -38,6 +38,9 @@ pub(super) struct Pin {
     pub trans: Option<Box<Pin>>,
 }
 
+/// Pins of one kind an entry holds before further pins are refused (Xen's 8-bit counters).
+const PIN_LIMIT: u32 = 128;
+
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// Pins entry `gref` of domain slot `granter` for domain `me`. `map` applies the
     /// mapping rules (no sub-page or transitive entries); `transitive` allows following
@@ -64,8 +67,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let v2 = g.version == 2;
         let act = g.active_of(gref).copied();
         if let Some(a) = act {
-            // Pinned by someone else, or a counter about to overflow.
-            if a.mapper != me || a.readers.max(a.writers) >= u32::MAX / 2 {
+            // Pinned by someone else, or a pin counter at 128: Xen keeps 8-bit counters
+            // per kind and refuses a pin once one has bit 7 set (`act->pin & 0x80808080`),
+            // so the 129th mapping of a kind fails. Ours count host and device parts
+            // together per access, so mixed uses reach the limit a little earlier.
+            if a.mapper != me || a.readers.max(a.writers) >= PIN_LIMIT {
                 return Err(GNTST_GENERAL_ERROR);
             }
         }

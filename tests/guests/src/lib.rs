@@ -2,6 +2,9 @@
 //! pv-guest's runtime, and exercises one behaviour of the hypervisor.
 #![no_std]
 
+#[cfg(target_os = "none")]
+pub mod grant;
+
 #[doc(hidden)]
 pub use pv_guest as __pv_guest;
 #[doc(hidden)]

@@ -29,6 +29,9 @@
 //! * [`traps`]: `iret_hypercall` (kernel to kernel), `pagefault_bounce` (#PF to the
 //!   guest's handler and back with `iret`), `user_syscall_bounce` (guest user to kernel
 //!   and back), `fpu_taskswitch_nm` (the lazy-FPU #NM round trip), `set_segment_base`.
+//! * [`grant`]: `grant_map_unmap` (map + unmap of a page granted to ourselves),
+//!   `grant_copy_4k` (one 4 KiB `GNTTABOP_copy` from a granted page), `memcpy_4k` (the
+//!   same 4 KiB copy in the guest, for comparison).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
@@ -86,6 +89,8 @@ macro_rules! timed_loop {
 
 #[cfg(target_os = "none")]
 mod events;
+#[cfg(target_os = "none")]
+mod grant;
 #[cfg(target_os = "none")]
 mod hypercall;
 #[cfg(target_os = "none")]
@@ -154,6 +159,9 @@ mod guest {
         ("user_syscall_bounce", crate::traps::user_syscall_bounce),
         ("fpu_taskswitch_nm", crate::traps::fpu_taskswitch_nm),
         ("set_segment_base", crate::traps::set_segment_base),
+        ("grant_map_unmap", crate::grant::grant_map_unmap),
+        ("grant_copy_4k", crate::grant::grant_copy_4k),
+        ("memcpy_4k", crate::grant::memcpy_4k),
     ];
 
     /// Why a case could not be measured.

@@ -60,7 +60,7 @@ fn table_va(si: &StartInfo, mfn: u64) -> Result<u64, Failure> {
 }
 
 /// The L1 entry mapping `va`: (its machine address, the VA where it can be read).
-fn l1_entry(si: &StartInfo, va: u64) -> Result<(u64, *const u64), Failure> {
+pub(crate) fn l1_entry(si: &StartInfo, va: u64) -> Result<(u64, *const u64), Failure> {
     let mut mfn = kernel_l4(si);
     for shift in [39u32, 30, 21, 12] {
         let index = (va >> shift) & 0x1ff;

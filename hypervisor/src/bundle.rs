@@ -57,8 +57,11 @@ pub struct BundleEntry {
     pub weight: u16,
     /// Scheduler cap in percent of one CPU (0 = no cap).
     pub cap: u16,
-    /// Reserved, zero.
-    pub reserved: [u8; 4],
+    /// Most grant frames (xl's `max_grant_frames`; 0 = Xen's default, 64).
+    pub max_grant_frames: u16,
+    /// Most maptrack frames, 256 mappings each (xl's `max_maptrack_frames`; 0 = Xen's
+    /// default, 1024).
+    pub max_maptrack_frames: u16,
 }
 
 const_assert_eq!(core::mem::size_of::<BundleHeader>(), 16);
@@ -81,6 +84,10 @@ pub struct GuestSpec<'a> {
     pub weight: u16,
     /// Scheduler cap in percent (0 = none).
     pub cap: u16,
+    /// Most grant frames (0 = default).
+    pub max_grant_frames: u16,
+    /// Most maptrack frames (0 = default).
+    pub max_maptrack_frames: u16,
 }
 
 /// Why a module could not be read as a bundle.
@@ -106,6 +113,8 @@ pub fn parse(module: &[u8]) -> Result<Vec<GuestSpec<'_>>, BundleError> {
             cmdline: b"",
             weight: 0,
             cap: 0,
+            max_grant_frames: 0,
+            max_maptrack_frames: 0,
         });
         return Ok(out);
     }
@@ -145,6 +154,8 @@ pub fn parse(module: &[u8]) -> Result<Vec<GuestSpec<'_>>, BundleError> {
             cmdline,
             weight: e.weight,
             cap: e.cap,
+            max_grant_frames: e.max_grant_frames,
+            max_maptrack_frames: e.max_maptrack_frames,
         });
     }
     Ok(out)
@@ -179,6 +190,10 @@ pub mod build {
         pub weight: u16,
         /// Scheduler cap in percent of one CPU (0 = none).
         pub cap: u16,
+        /// Most grant frames (0 = default).
+        pub max_grant_frames: u16,
+        /// Most maptrack frames (0 = default).
+        pub max_maptrack_frames: u16,
     }
 
     /// Packs guests into bundle bytes. Fails on too many guests or over-long strings.
@@ -216,7 +231,8 @@ pub mod build {
                 cmdline,
                 weight: g.weight,
                 cap: g.cap,
-                reserved: [0; 4],
+                max_grant_frames: g.max_grant_frames,
+                max_maptrack_frames: g.max_maptrack_frames,
             });
             offset = (offset + g.image.len() as u64).next_multiple_of(4096);
         }
@@ -247,6 +263,8 @@ mod tests {
                 cmdline: "x y",
                 weight: 0,
                 cap: 0,
+                max_grant_frames: 0,
+                max_maptrack_frames: 3,
             },
             Guest {
                 image: b"\x7fELF two!",
@@ -256,6 +274,8 @@ mod tests {
                 cmdline: "",
                 weight: 0,
                 cap: 0,
+                max_grant_frames: 0,
+                max_maptrack_frames: 3,
             },
         ])
         .unwrap();
@@ -271,6 +291,7 @@ mod tests {
             (g[1].image, g[1].memory_kib, g[1].dom0),
             (&b"\x7fELF two!"[..], 8192, true)
         );
+        assert_eq!((g[1].max_grant_frames, g[1].max_maptrack_frames), (0, 3));
     }
 
     #[test]
@@ -290,6 +311,8 @@ mod tests {
             cmdline: "",
             weight: 0,
             cap: 0,
+            max_grant_frames: 0,
+            max_maptrack_frames: 0,
         }])
         .unwrap();
         assert_eq!(parse(&b[..20]), Err(BundleError::Truncated));

@@ -15,6 +15,7 @@ use crate::dlog::{Disp, hv_debug};
 use crate::domain::builder::{self, BuildParams};
 use crate::domain::runtime::{Domain, DomainState, Vcpu};
 use crate::evtchn::EventChannels;
+use crate::grant::{GrantLimits, GrantTable};
 use crate::mmu::guest::GuestSpace;
 use crate::mmu::{FrameInfo, Frames};
 use crate::platform::{ExitStatus, GuestFrame, MachineMemory, Platform, Resume};
@@ -318,6 +319,17 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                         );
                         let mut d = Domain::built(id, spec.name, dom0, built, now);
                         d.sched_params = (spec.weight, spec.cap);
+                        let limits = grant_limits(&spec);
+                        match GrantTable::with_limits(limits) {
+                            Ok(table) => d.grant = table,
+                            Err(_) => self.log_domain(
+                                &d,
+                                format_args!(
+                                    "grant limits {}/{} out of range: Xen's defaults used",
+                                    limits.max_grant_frames, limits.max_maptrack_frames
+                                ),
+                            ),
+                        }
                         self.log_domain(&d, format_args!("built: {pages} pages, entry {entry:#x}"));
                         d
                     }
@@ -749,3 +761,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 #[cfg(test)]
 #[path = "hv_tests.rs"]
 mod tests;
+
+/// A bundle entry's grant-table limits; 0 stands for Xen's default.
+fn grant_limits(spec: &crate::bundle::GuestSpec<'_>) -> GrantLimits {
+    let default = GrantLimits::default();
+    let or_default = |v: u16, d: u32| if v == 0 { d } else { u32::from(v) };
+    GrantLimits {
+        max_grant_frames: or_default(spec.max_grant_frames, default.max_grant_frames),
+        max_maptrack_frames: or_default(spec.max_maptrack_frames, default.max_maptrack_frames),
+    }
+}

@@ -24,6 +24,11 @@ pub struct GuestFile {
     pub weight: u16,
     /// Scheduler cap in percent of one CPU (0 = none).
     pub cap: u16,
+    /// Most grant frames (xl's `max_grant_frames`; 0 = Xen's default, 64).
+    pub max_grant_frames: u16,
+    /// Most maptrack frames of 256 mappings (xl's `max_maptrack_frames`; 0 = Xen's
+    /// default, 1024).
+    pub max_maptrack_frames: u16,
 }
 
 impl GuestFile {
@@ -38,6 +43,8 @@ impl GuestFile {
             dom0: false,
             weight: 0,
             cap: 0,
+            max_grant_frames: 0,
+            max_maptrack_frames: 0,
         }
     }
 
@@ -91,6 +98,8 @@ pub fn write_bundle(guests: &[GuestFile]) -> Result<PathBuf> {
             cmdline: &g.cmdline,
             weight: g.weight,
             cap: g.cap,
+            max_grant_frames: g.max_grant_frames,
+            max_maptrack_frames: g.max_maptrack_frames,
         })
         .collect();
     let bytes = bundle(&entries).map_err(|e| err!("cannot build the boot bundle: {e}"))?;

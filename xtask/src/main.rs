@@ -69,6 +69,13 @@ enum Cmd {
         /// Scheduler cap of the guest in percent of one CPU (0 = none).
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=100))]
         cap: u16,
+        /// Most grant frames of the guest (xl's max_grant_frames; Xen's default 64).
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=64))]
+        max_grant_frames: u16,
+        /// Most maptrack frames of the guest, 256 mappings each (xl's max_maptrack_frames;
+        /// Xen's default 1024).
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        max_maptrack_frames: u16,
         /// Hypervisor command line.
         #[arg(long, default_value = "")]
         hv_cmdline: String,
@@ -177,12 +184,15 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             name,
             weight,
             cap,
+            max_grant_frames,
+            max_maptrack_frames,
             hv_cmdline,
             prefix,
             trace,
             on_xen: true,
         } => {
             let _ = (dom0, no_control_domain, prefix, name, weight, cap, trace);
+            let _ = (max_grant_frames, max_maptrack_frames);
             ensure_qemu()?;
             // pv-guest needs building; a kernel of the user's does not.
             let kernel = match guest {
@@ -217,6 +227,8 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             name,
             weight,
             cap,
+            max_grant_frames,
+            max_maptrack_frames,
             hv_cmdline,
             prefix,
             trace,
@@ -233,6 +245,8 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                 dom0,
                 weight,
                 cap,
+                max_grant_frames,
+                max_maptrack_frames,
             }
             .to_run(&images);
             run.cmdline = hv_cmdline;

@@ -155,6 +155,8 @@ impl HvRun {
                 dom0: true,
                 weight: 0,
                 cap: 0,
+                max_grant_frames: 0,
+                max_maptrack_frames: 0,
             });
         }
         all.extend(self.guests.iter().cloned());
@@ -181,6 +183,10 @@ pub struct SingleGuest {
     pub weight: u16,
     /// Scheduler cap in percent of one CPU (0 = none).
     pub cap: u16,
+    /// Most grant frames (0 = Xen's default, 64).
+    pub max_grant_frames: u16,
+    /// Most maptrack frames of 256 mappings (0 = Xen's default, 1024).
+    pub max_maptrack_frames: u16,
 }
 
 impl SingleGuest {
@@ -202,6 +208,8 @@ impl SingleGuest {
                 dom0: self.dom0,
                 weight: self.weight,
                 cap: self.cap,
+                max_grant_frames: self.max_grant_frames,
+                max_maptrack_frames: self.max_maptrack_frames,
             }],
             ..HvRun::default()
         }

@@ -45,6 +45,8 @@
 pub mod ring;
 pub mod wire;
 
+#[cfg(test)]
+mod model_tests;
 mod populate;
 #[cfg(test)]
 mod tests;

@@ -227,6 +227,8 @@ struct Conn {
     target: Option<DomId>,
     /// Dropped for a protocol violation or flooding: requests ignored, no output.
     ignored: bool,
+    /// `@releaseDomain` already fired for this domain's shutdown (cleared by `XS_RESUME`).
+    shutdown_reported: bool,
 }
 
 impl Conn {
@@ -239,6 +241,7 @@ impl Conn {
             next_txid: 1,
             target: None,
             ignored: false,
+            shutdown_reported: false,
         }
     }
 }
@@ -456,6 +459,17 @@ impl Xenstored {
             if self.release_perms.is_empty() {
                 self.release_perms = perms_dom0();
             }
+        }
+        self.fire(&mut None, "@releaseDomain", false, None, None);
+    }
+
+    /// The domain shut down (crashed, powered off, suspended) but still exists: fires
+    /// `@releaseDomain` once, as Xen 4.17's `check_domains` does, until `XS_RESUME`
+    /// re-arms it. The connection stays.
+    pub fn notify_shutdown(&mut self, domid: DomId) {
+        match self.conns.get_mut(&domid.0) {
+            Some(c) if domid.0 != 0 && !c.shutdown_reported => c.shutdown_reported = true,
+            _ => return,
         }
         self.fire(&mut None, "@releaseDomain", false, None, None);
     }
@@ -805,6 +819,8 @@ impl Xenstored {
                 }
                 if ty == XS_RELEASE {
                     self.release(DomId(dom), false);
+                } else if let Some(c) = self.conns.get_mut(&dom) {
+                    c.shutdown_reported = false;
                 }
                 ok()
             }
@@ -921,11 +937,14 @@ impl Xenstored {
         if !path.starts_with('@') && c.out.iter().any(|m| m.is_event && m.bytes == msg) {
             return;
         }
-        if to != 0
-            && (c.out.len() >= limits.output_messages_per_domain
-                || c.out_bytes + msg.len() > limits.output_bytes_per_domain)
+        if c.out.len() >= limits.output_messages_per_domain
+            || c.out_bytes + msg.len() > limits.output_bytes_per_domain
         {
-            self.drop_connection(DomId(to));
+            // dom0 is never dropped: its surplus events are lost instead (Xen drops
+            // events at the memory quota).
+            if to != 0 {
+                self.drop_connection(DomId(to));
+            }
             return;
         }
         c.out_bytes += msg.len();

@@ -712,6 +712,39 @@ fn special_watches() {
 }
 
 #[test]
+fn shutdown_fires_release_once_until_resume() {
+    let mut s = store();
+    send(&mut s, 0, XS_WATCH, 0, &two("@releaseDomain", "r"));
+    events(&mut s, 0);
+    s.notify_shutdown(DomId(1));
+    s.notify_shutdown(DomId(1));
+    assert_eq!(events(&mut s, 0).len(), 1);
+    assert!(s.is_introduced(DomId(1)));
+    ok(&mut s, 0, XS_RESUME, 0, &z("1"));
+    s.notify_shutdown(DomId(1));
+    assert_eq!(events(&mut s, 0).len(), 1);
+    s.notify_shutdown(DomId(9)); // unknown: nothing
+    assert_eq!(events(&mut s, 0).len(), 0);
+}
+
+#[test]
+fn dom0_is_never_dropped_but_its_queue_is_capped() {
+    let limits = Limits {
+        output_messages_per_domain: 10,
+        ..Limits::default()
+    };
+    let mut s = Xenstored::new(limits);
+    send(&mut s, 0, XS_WATCH, 0, &two("/", "t"));
+    for i in 0..100 {
+        s.write_local(&format!("/x{i}"), b"").unwrap();
+    }
+    assert!(!s.is_dropped(DomId(0)));
+    assert_eq!(s.conns[&0].out.len(), 10);
+    drain(&mut s, 0);
+    ok(&mut s, 0, XS_READ, 0, &z("/x1"));
+}
+
+#[test]
 fn release_with_node_removal() {
     let mut s = store();
     ok(&mut s, 1, XS_WRITE, 0, &wr("data", "x"));

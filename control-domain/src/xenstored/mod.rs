@@ -264,6 +264,11 @@ struct Txn {
     /// Change of each domain's node count.
     delta: BTreeMap<u16, i64>,
     created: bool,
+    /// Nodes written or removed so far (to spot an operation that failed half-way).
+    mutations: u64,
+    /// An operation failed after changing nodes: the commit must fail (`ENOMEM`, as
+    /// Xen's `fail_transaction`).
+    failed: bool,
 }
 
 /// Who issues an operation.
@@ -638,7 +643,14 @@ impl Xenstored {
         if !notid && h.tx_id != 0 {
             tx = Some(self.txns.remove(&key).ok_or(Errno::ENOENT)?);
         }
+        let before = tx.as_ref().map(|t| t.mutations);
         let r = self.dispatch_in(caller, ty, h.tx_id, &mut tx, p);
+        if let Some(t) = tx.as_mut()
+            && r.is_err()
+            && Some(t.mutations) != before
+        {
+            t.failed = true;
+        }
         if let Some(t) = tx {
             // Still open (anything but a transaction end, or a connection reset).
             if self.conns.contains_key(&caller.dom.0) {
@@ -775,6 +787,8 @@ impl Xenstored {
                         events: Vec::new(),
                         delta: BTreeMap::new(),
                         created: false,
+                        mutations: 0,
+                        failed: false,
                     },
                 );
                 let mut s = String::new();
@@ -1049,6 +1063,7 @@ impl Xenstored {
         node.generation = self.generation;
         match tx {
             Some(t) => {
+                t.mutations += 1;
                 t.writes.insert(String::from(path), Some(node));
             }
             None => {
@@ -1064,6 +1079,7 @@ impl Xenstored {
         }
         match tx {
             Some(t) => {
+                t.mutations += 1;
                 t.writes.insert(String::from(path), None);
             }
             None => {
@@ -1404,6 +1420,9 @@ impl Xenstored {
     }
 
     fn commit(&mut self, caller: Caller, t: Txn) -> Res<()> {
+        if t.failed {
+            return Err(Errno::ENOMEM);
+        }
         if t.created && !caller.privileged() {
             let tx = Some(t);
             let cnt = self.count(&tx, caller.dom.0);

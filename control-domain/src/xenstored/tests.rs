@@ -953,6 +953,38 @@ fn transaction_node_quota_checked_at_commit() {
 }
 
 #[test]
+fn transaction_failing_half_way_cannot_commit() {
+    let limits = Limits {
+        transaction_nodes: 6,
+        ..Limits::default()
+    };
+    let mut s = Xenstored::new(limits);
+    s.introduce(DomId(1)).unwrap();
+    s.mkdir_local("/local/domain/1").unwrap();
+    s.set_perms_local(
+        "/local/domain/1",
+        &[Perm {
+            domid: DomId(1),
+            access: Access::None,
+        }],
+    )
+    .unwrap();
+    for i in 0..6 {
+        s.write_local(&format!("/local/domain/1/t/{i}"), b"")
+            .unwrap();
+    }
+    let id = ok(&mut s, 1, XS_TRANSACTION_START, 0, b"\0");
+    let tx: u32 = std::str::from_utf8(&id[..id.len() - 1])
+        .unwrap()
+        .parse()
+        .unwrap();
+    // rm walks more nodes than the transaction may touch: ENOSPC part-way.
+    assert_eq!(err(&mut s, 1, XS_RM, tx, &z("t")), "ENOSPC");
+    assert_eq!(err(&mut s, 1, XS_TRANSACTION_END, tx, &z("T")), "ENOMEM");
+    assert_eq!(s.directory_local("/local/domain/1/t").unwrap().count(), 6);
+}
+
+#[test]
 fn directory_part_pages_with_generation() {
     let mut s = store();
     let names: Vec<String> = (0..300).map(|i| format!("child-number-{i:04}")).collect();

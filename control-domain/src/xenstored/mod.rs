@@ -32,7 +32,22 @@
 //!   transaction ids `ENOENT`, replies above 4096 bytes `E2BIG`; errors outside Xen's
 //!   `xsd_errors` table go out as `EINVAL`.
 //!
+//! * Domains: `XS_INTRODUCE`/`XS_RELEASE`/`XS_RESUME`/`XS_IS_DOMAIN_INTRODUCED`/
+//!   `XS_SET_TARGET` argument checks and errors as `xenstored_domain.c`; `release` with
+//!   node removal deletes the domain's nodes and strips it from other nodes' permissions;
+//!   `notify_shutdown` fires `@releaseDomain` once per shutdown until `XS_RESUME`.
+//!
+//! Use by the kernel: one [`ring::RingConn`] per introduced domain, created afresh on each
+//! introduction; call [`ring::RingConn::service`] on every event from the domain and for
+//! every domain in [`Xenstored::domains_with_output`]; send an event when it says
+//! `notify`; stop servicing a ring after a [`ring::Violation`] (the store has dropped
+//! that connection) until the domain is released and introduced again.
+//!
 //! Deliberate deviations:
+//! * Introducing an introduced domain changes nothing (Xen also resets the connection
+//!   and zeroes the ring indices; the kernel owns the ring here and decides).
+//! * A failed transaction commit never leaves partial changes; a transaction in which an
+//!   operation failed half-way fails its commit with `ENOMEM` (Xen: `fail_transaction`).
 //! * A connection whose queued output (mostly watch events it does not consume) exceeds
 //!   `Limits::output_messages_per_domain` or `output_bytes_per_domain` is dropped; Xen
 //!   drops such events at its memory quota and drops the connection when events are 20 s

@@ -35,6 +35,9 @@ enum Op {
     Unwatch(usize, u8),
     TxStart,
     TxEnd(bool),
+    /// The issuing domain (1 or 2) dies and is destroyed (`release(.., true)`), then a
+    /// fresh domain with the same id is introduced with an empty home.
+    Reincarnate,
 }
 
 const PATHS: &[&str] = &[
@@ -68,6 +71,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => (p, 0u8..2).prop_map(|(p, t)| Op::Unwatch(p, t)),
         1 => Just(Op::TxStart),
         1 => any::<bool>().prop_map(Op::TxEnd),
+        1 => Just(Op::Reincarnate),
     ]
 }
 
@@ -294,7 +298,7 @@ impl Model {
                     None => Err("ENOENT".to_string()),
                 }
             }
-            Op::TxStart | Op::TxEnd(_) => unreachable!(),
+            Op::TxStart | Op::TxEnd(_) | Op::Reincarnate => unreachable!(),
         }
     }
 
@@ -358,6 +362,7 @@ fn wire(op: &Op) -> (u32, Vec<u8>) {
         Op::Unwatch(i, t) => (XS_UNWATCH, [z(PATHS[*i]), z(&format!("t{t}"))].concat()),
         Op::TxStart => (XS_TRANSACTION_START, z("")),
         Op::TxEnd(c) => (XS_TRANSACTION_END, z(if *c { "T" } else { "F" })),
+        Op::Reincarnate => unreachable!(),
     }
 }
 
@@ -570,6 +575,60 @@ fn run(steps: Vec<(u16, Op)>) -> Result<(), TestCaseError> {
                         prop_assert!(conflict || t.diverged, "EAGAIN without a conflict");
                     }
                 }
+            }
+            Op::Reincarnate => {
+                if dom == 0 {
+                    continue;
+                }
+                s.release(DomId(dom), true);
+                s.introduce(DomId(dom)).unwrap();
+                let home = format!("/local/domain/{dom}");
+                s.mkdir_local(&home).unwrap();
+                s.set_perms_local(
+                    &home,
+                    &[Perm {
+                        domid: DomId(dom),
+                        access: Access::None,
+                    }],
+                )
+                .unwrap();
+                for d in [0u16, 1, 2] {
+                    drain(&mut s, d);
+                }
+                // Model: the home and every node the domain owned go (with subtrees),
+                // the domain leaves all other permission lists, its watches and
+                // transaction are gone.
+                let mut doomed: Vec<String> = vec![home.clone()];
+                doomed.extend(
+                    m.t.iter()
+                        .filter(|(k, n)| n.1[0].0 == dom && k.as_str() != "/")
+                        .map(|(k, _)| k.clone()),
+                );
+                for d in doomed {
+                    let gone: Vec<String> = m.t.keys().filter(|k| under(k, &d)).cloned().collect();
+                    if !gone.is_empty() {
+                        m.log.push(parent(&d));
+                    }
+                    for g in gone {
+                        m.t.remove(&g);
+                        m.log.push(g);
+                    }
+                }
+                for (k, n) in m.t.iter_mut() {
+                    let before = n.1.len();
+                    let first = n.1[0];
+                    let mut rest: Vec<P> =
+                        n.1[1..].iter().copied().filter(|p| p.0 != dom).collect();
+                    rest.insert(0, first);
+                    n.1 = rest;
+                    if n.1.len() != before {
+                        m.log.push(k.clone());
+                    }
+                }
+                m.watches.remove(&dom);
+                txs.remove(&dom);
+                m.t.insert(home.clone(), (Vec::new(), vec![(dom, 0)]));
+                m.log.push(home);
             }
             Op::Watch(..) | Op::Unwatch(..) => {
                 let (r, ev) = real(&mut s, dom, 0, &op);

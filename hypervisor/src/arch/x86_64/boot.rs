@@ -51,6 +51,24 @@ pvh_start32:
     xor %eax, %eax
     rep stosl
 
+    /* The GDT is in .bss: zero it (as for the tables) and write the hypervisor's
+       descriptors from BOOT_DESCRIPTORS (descriptors.rs), 16-byte {{offset, desc}}. */
+    mov ${gdt} - {off}, %edi
+    mov ${gdt_size} / 4, %ecx
+    xor %eax, %eax
+    rep stosl
+    mov ${gdt} - {off}, %edi
+    mov ${boot_descs} - {off}, %ebx
+    mov ${boot_descs_len}, %ecx
+5:  mov (%ebx), %eax
+    mov 8(%ebx), %edx
+    mov %edx, (%edi, %eax)
+    mov 12(%ebx), %edx
+    mov %edx, 4(%edi, %eax)
+    add $16, %ebx
+    dec %ecx
+    jnz 5b
+
     /* 2048 PDEs: 2 MiB pages 0..4 GiB, present, writable, large, global. */
     mov ${tables} - {off} + 2 * 4096, %edi
     mov $0x183, %eax
@@ -147,6 +165,9 @@ hv_gdtr:
     dm_slot = const paging::DIRECTMAP_SLOT,
     gdt = sym GDT,
     gdt_limit = const size_of::<descriptors::Gdt>() - 1,
+    gdt_size = const size_of::<descriptors::Gdt>(),
+    boot_descs = sym descriptors::BOOT_DESCRIPTORS,
+    boot_descs_len = const descriptors::BOOT_DESCRIPTORS_LEN,
     hv_cs = const HV_CS,
     hv_ds = const HV_DS,
     stack = sym HV_STACK,

@@ -342,10 +342,10 @@ fn image_end_phys() -> u64 {
     virt_to_phys(&raw const __image_end)
 }
 
-/// A `ret` instruction in `.data` (placed there explicitly: the compiler would move an
-/// unwritten static to `.rodata`), for `debug-exec-data`.
-#[unsafe(link_section = ".data.debug_ret")]
-static RET_IN_DATA: [u8; 1] = [0xc3];
+/// Room for a `ret` instruction in writable, non-executable memory (`.bss`, written at
+/// run time: an initialised static would cost a page of `.data` in the image file), for
+/// `debug-exec-data`.
+static RET_IN_DATA: Racy<[u8; 1]> = Racy::new([0]);
 
 /// Debug command-line words that break W^X on purpose, to show the page tables enforce
 /// it: each must end in `PANIC: hypervisor exception vector=14`.
@@ -357,9 +357,12 @@ fn debug_wx_violations(cmdline: &[u8]) {
         unsafe { core::ptr::write_volatile(text, 0xcc) };
     }
     if cmdline_has(cmdline, b"debug-exec-data") {
+        let ret = RET_IN_DATA.get().cast::<u8>();
+        // SAFETY: boot is single-threaded and nothing else references the byte.
+        unsafe { core::ptr::write_volatile(ret, 0xc3) };
         // SAFETY: deliberately jumps into non-executable data (a `ret`, were it
         // executable); the #PF on the instruction fetch stops the hypervisor.
-        let data_fn: extern "C" fn() = unsafe { core::mem::transmute(RET_IN_DATA.as_ptr()) };
+        let data_fn: extern "C" fn() = unsafe { core::mem::transmute(ret) };
         data_fn();
     }
 }

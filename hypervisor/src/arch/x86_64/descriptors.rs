@@ -167,6 +167,8 @@ pub struct Tss {
 }
 static_assertions::const_assert_eq!(size_of::<Tss>(), 104);
 
+/// All zero, so it lives in `.bss` (no page of `.data` in the image file for it); `load`
+/// fills in the non-zero fields.
 static TSS: Racy<Tss> = Racy::new(Tss {
     _reserved0: 0,
     rsp: [0; 3],
@@ -174,8 +176,7 @@ static TSS: Racy<Tss> = Racy::new(Tss {
     ist: [0; 7],
     _reserved2: 0,
     _reserved3: 0,
-    // Past the TSS limit: no I/O bitmap, so CPL3 has no port access (IOPL is 0).
-    iomap_base: size_of::<Tss>() as u16,
+    iomap_base: 0,
 });
 
 /// IDT gate (16 bytes).
@@ -223,6 +224,8 @@ pub unsafe fn load(stack_top: u64, df_stack_top: u64, stub: impl Fn(usize) -> u6
     unsafe {
         (*tss).rsp[0] = stack_top;
         (*tss).ist[0] = df_stack_top;
+        // Past the TSS limit: no I/O bitmap, so CPL3 has no port access (IOPL is 0).
+        (*tss).iomap_base = size_of::<Tss>() as u16;
     }
     let base = tss as u64;
     let limit = (size_of::<Tss>() - 1) as u64;

@@ -26,6 +26,7 @@ pub mod hypercall;
 pub mod mmu;
 pub mod platform;
 pub mod sched;
+pub mod sort;
 pub mod tick;
 pub mod time;
 pub mod traps;

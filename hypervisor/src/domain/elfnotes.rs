@@ -195,7 +195,7 @@ pub fn parse(image: &[u8], dom0: bool) -> Result<KernelImage<'_>, BuildError> {
     }
     // Empty segments overlap nothing; sorted by start, an overlap is between neighbours.
     ranges.retain(|&(start, end)| start < end);
-    ranges.sort_unstable();
+    crate::sort::sort_unstable(&mut ranges);
     if let Some(w) = ranges.windows(2).find(|w| w[1].0 < w[0].1) {
         let va = |(start, end): (u64, u64)| {
             (

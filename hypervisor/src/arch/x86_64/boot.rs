@@ -51,6 +51,24 @@ pvh_start32:
     xor %eax, %eax
     rep stosl
 
+    /* The GDT is in .bss: zero it (as for the tables) and write the hypervisor's
+       descriptors from BOOT_DESCRIPTORS (descriptors.rs), 16-byte {{offset, desc}}. */
+    mov ${gdt} - {off}, %edi
+    mov ${gdt_size} / 4, %ecx
+    xor %eax, %eax
+    rep stosl
+    mov ${gdt} - {off}, %edi
+    mov ${boot_descs} - {off}, %ebx
+    mov ${boot_descs_len}, %ecx
+5:  mov (%ebx), %eax
+    mov 8(%ebx), %edx
+    mov %edx, (%edi, %eax)
+    mov 12(%ebx), %edx
+    mov %edx, 4(%edi, %eax)
+    add $16, %ebx
+    dec %ecx
+    jnz 5b
+
     /* 2048 PDEs: 2 MiB pages 0..4 GiB, present, writable, large, global. */
     mov ${tables} - {off} + 2 * 4096, %edi
     mov $0x183, %eax
@@ -147,6 +165,9 @@ hv_gdtr:
     dm_slot = const paging::DIRECTMAP_SLOT,
     gdt = sym GDT,
     gdt_limit = const size_of::<descriptors::Gdt>() - 1,
+    gdt_size = const size_of::<descriptors::Gdt>(),
+    boot_descs = sym descriptors::BOOT_DESCRIPTORS,
+    boot_descs_len = const descriptors::BOOT_DESCRIPTORS_LEN,
     hv_cs = const HV_CS,
     hv_ds = const HV_DS,
     stack = sym HV_STACK,
@@ -321,10 +342,10 @@ fn image_end_phys() -> u64 {
     virt_to_phys(&raw const __image_end)
 }
 
-/// A `ret` instruction in `.data` (placed there explicitly: the compiler would move an
-/// unwritten static to `.rodata`), for `debug-exec-data`.
-#[unsafe(link_section = ".data.debug_ret")]
-static RET_IN_DATA: [u8; 1] = [0xc3];
+/// Room for a `ret` instruction in writable, non-executable memory (`.bss`, written at
+/// run time: an initialised static would cost a page of `.data` in the image file), for
+/// `debug-exec-data`.
+static RET_IN_DATA: Racy<[u8; 1]> = Racy::new([0]);
 
 /// Debug command-line words that break W^X on purpose, to show the page tables enforce
 /// it: each must end in `PANIC: hypervisor exception vector=14`.
@@ -336,9 +357,12 @@ fn debug_wx_violations(cmdline: &[u8]) {
         unsafe { core::ptr::write_volatile(text, 0xcc) };
     }
     if cmdline_has(cmdline, b"debug-exec-data") {
+        let ret = RET_IN_DATA.get().cast::<u8>();
+        // SAFETY: boot is single-threaded and nothing else references the byte.
+        unsafe { core::ptr::write_volatile(ret, 0xc3) };
         // SAFETY: deliberately jumps into non-executable data (a `ret`, were it
         // executable); the #PF on the instruction fetch stops the hypervisor.
-        let data_fn: extern "C" fn() = unsafe { core::mem::transmute(RET_IN_DATA.as_ptr()) };
+        let data_fn: extern "C" fn() = unsafe { core::mem::transmute(ret) };
         data_fn();
     }
 }

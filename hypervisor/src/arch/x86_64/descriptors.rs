@@ -42,15 +42,32 @@ const CODE32_DPL3: u64 = 0x00cf_fb00_0000_ffff;
 const DATA_DPL3: u64 = 0x00cf_f300_0000_ffff;
 const CODE64_DPL3: u64 = 0x00af_fb00_0000_ffff;
 
-const fn initial_gdt() -> Gdt {
-    let mut g = [0u64; GDT_ENTRIES];
-    g[idx(HV_CS)] = CODE64_DPL0;
-    g[idx(HV_DS)] = DATA_DPL0;
-    g[idx(GUEST_CS32)] = CODE32_DPL3;
-    g[idx(GUEST_DS)] = DATA_DPL3;
-    g[idx(GUEST_CS64)] = CODE64_DPL3;
-    // The TSS descriptor needs the TSS address: filled in by `load`.
-    Gdt(g)
+/// The hypervisor's own descriptors as (byte offset in the GDT, descriptor). The 32-bit
+/// boot stub (boot.rs) writes them into the zeroed GDT before loading it, so the 64 KiB
+/// table can live in `.bss` instead of taking 64 KiB of the image file in `.data`.
+#[repr(C)]
+pub struct BootDescriptor {
+    pub offset: u64,
+    pub desc: u64,
+}
+
+/// How many [`BOOT_DESCRIPTORS`] there are.
+pub const BOOT_DESCRIPTORS_LEN: usize = 5;
+
+/// See [`BootDescriptor`]; the TSS descriptor needs the TSS address: filled in by `load`.
+pub static BOOT_DESCRIPTORS: [BootDescriptor; BOOT_DESCRIPTORS_LEN] = [
+    boot_desc(HV_CS, CODE64_DPL0),
+    boot_desc(HV_DS, DATA_DPL0),
+    boot_desc(GUEST_CS32, CODE32_DPL3),
+    boot_desc(GUEST_DS, DATA_DPL3),
+    boot_desc(GUEST_CS64, CODE64_DPL3),
+];
+
+const fn boot_desc(sel: u16, desc: u64) -> BootDescriptor {
+    BootDescriptor {
+        offset: (idx(sel) * 8) as u64,
+        desc,
+    }
 }
 
 /// Writes guest descriptors into GDT entries `first..first + descs.len()`, stopping at
@@ -133,9 +150,9 @@ unsafe fn lldt(sel: u16) {
     unsafe { core::arch::asm!("lldt {0:x}", in(reg) sel, options(nostack, preserves_flags)) }
 }
 
-/// The GDT. Statically initialised (the 32-bit boot stub loads it by physical address
-/// before any Rust runs); it lives in `.data`.
-pub static GDT: Racy<Gdt> = Racy::new(initial_gdt());
+/// The GDT, in `.bss`: the 32-bit boot stub zeroes it, writes [`BOOT_DESCRIPTORS`] and
+/// loads it by physical address before any Rust runs.
+pub static GDT: Racy<Gdt> = Racy::new(Gdt([0; GDT_ENTRIES]));
 
 /// 64-bit TSS.
 #[repr(C, packed(4))]
@@ -150,6 +167,8 @@ pub struct Tss {
 }
 static_assertions::const_assert_eq!(size_of::<Tss>(), 104);
 
+/// All zero, so it lives in `.bss` (no page of `.data` in the image file for it); `load`
+/// fills in the non-zero fields.
 static TSS: Racy<Tss> = Racy::new(Tss {
     _reserved0: 0,
     rsp: [0; 3],
@@ -157,8 +176,7 @@ static TSS: Racy<Tss> = Racy::new(Tss {
     ist: [0; 7],
     _reserved2: 0,
     _reserved3: 0,
-    // Past the TSS limit: no I/O bitmap, so CPL3 has no port access (IOPL is 0).
-    iomap_base: size_of::<Tss>() as u16,
+    iomap_base: 0,
 });
 
 /// IDT gate (16 bytes).
@@ -206,6 +224,8 @@ pub unsafe fn load(stack_top: u64, df_stack_top: u64, stub: impl Fn(usize) -> u6
     unsafe {
         (*tss).rsp[0] = stack_top;
         (*tss).ist[0] = df_stack_top;
+        // Past the TSS limit: no I/O bitmap, so CPL3 has no port access (IOPL is 0).
+        (*tss).iomap_base = size_of::<Tss>() as u16;
     }
     let base = tss as u64;
     let limit = (size_of::<Tss>() - 1) as u64;

@@ -133,7 +133,7 @@ pub fn ram_below_4g(memmap: &[HvmMemmapEntry]) -> heapless::Vec<Range<u64>, 32> 
             break;
         }
     }
-    ram.sort_unstable_by_key(|r| r.start);
+    crate::sort::sort_unstable_by_key(&mut ram, |r| r.start);
     let mut merged: heapless::Vec<Range<u64>, 32> = heapless::Vec::new();
     for r in ram {
         match merged.last_mut() {

@@ -4,7 +4,7 @@
 use core::fmt;
 use xen_pv_abi::domctl::{
     Domctl, GetDomainInfo, GetDomainInfoList, Sysctl, XEN_DOMCTL_GETDOMAININFO,
-    XEN_SYSCTL_GETDOMAININFOLIST,
+    XEN_DOMCTL_PAUSEDOMAIN, XEN_DOMCTL_UNPAUSEDOMAIN, XEN_SYSCTL_GETDOMAININFOLIST,
 };
 use xen_pv_abi::generated::call;
 use xen_pv_abi::generated::grant_table_op::{GNTTABOP_MAP_GRANT_REF, GNTTABOP_UNMAP_GRANT_REF};
@@ -87,6 +87,18 @@ pub fn domain_info(id: DomId) -> Result<GetDomainInfo, Errno> {
         return Err(Errno::ESRCH);
     }
     Ok(info)
+}
+
+/// `domctl pausedomain` (`pause`) or `unpausedomain` of `id`: a counted controller pause.
+pub fn set_paused(id: DomId, pause: bool) -> Result<(), Errno> {
+    let cmd = if pause {
+        XEN_DOMCTL_PAUSEDOMAIN
+    } else {
+        XEN_DOMCTL_UNPAUSEDOMAIN
+    };
+    let mut req = Domctl::new(cmd, id.0);
+    // SAFETY: `req` is a valid domctl, alive for the call.
+    Errno::check(unsafe { call::domctl(&raw mut req) }).map(drop)
 }
 
 /// `HVMOP_get_param` of domain `id`.

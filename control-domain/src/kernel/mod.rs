@@ -63,6 +63,12 @@ struct Kernel {
 const INPUT_READS: usize = 8;
 
 fn main(si: &'static StartInfo) -> ! {
+    // First of all, before the domUs run any further: they stay paused until their
+    // rings are mapped and they are introduced (as xl builds a domain paused and
+    // unpauses it once the backends are set up), so no early console output is lost.
+    let mut held = [DomId(0); window::MAX_DOMAINS];
+    let n_held = hold_domains(&mut held);
+    let held = &held[..n_held];
     heap::init();
     let cmdline = si.cmd_line_bytes();
     let mut out = Serial;
@@ -95,6 +101,11 @@ fn main(si: &'static StartInfo) -> ! {
         seen_console: events::count(virq_console),
     };
     k.discover();
+    for &id in held {
+        if let Err(e) = hyp::set_paused(id, false) {
+            k.say(format_args!("d{}: unpause failed: {e}", id.0));
+        }
+    }
     loop {
         let generation = events::upcalls();
         let again = k.serve();
@@ -106,6 +117,31 @@ fn main(si: &'static StartInfo) -> ! {
             events::wait_until(|| events::upcalls() != generation);
         }
     }
+}
+
+/// Puts a controller pause on every live domU (at most `held.len()`); returns how many
+/// are held (in `held`).
+fn hold_domains(held: &mut [DomId]) -> usize {
+    let mut buf = [GetDomainInfo::default(); 16];
+    let mut n_held = 0;
+    let mut first = 1u16;
+    while let Ok(n) = hyp::domain_list(first, &mut buf) {
+        for info in &buf[..n] {
+            let ended = info.flags & (dominf::DYING | dominf::SHUTDOWN) != 0;
+            if info.domain == 0 || ended || n_held == held.len() {
+                continue;
+            }
+            if hyp::set_paused(DomId(info.domain), true).is_ok() {
+                held[n_held] = DomId(info.domain);
+                n_held += 1;
+            }
+        }
+        match buf[..n].last().map(|l| l.domain.checked_add(1)) {
+            Some(Some(next)) if n == buf.len() => first = next,
+            _ => break,
+        }
+    }
+    n_held
 }
 
 impl Kernel {

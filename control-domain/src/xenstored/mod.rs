@@ -32,7 +32,22 @@
 //!   transaction ids `ENOENT`, replies above 4096 bytes `E2BIG`; errors outside Xen's
 //!   `xsd_errors` table go out as `EINVAL`.
 //!
+//! * Domains: `XS_INTRODUCE`/`XS_RELEASE`/`XS_RESUME`/`XS_IS_DOMAIN_INTRODUCED`/
+//!   `XS_SET_TARGET` argument checks and errors as `xenstored_domain.c`; `release` with
+//!   node removal deletes the domain's nodes and strips it from other nodes' permissions;
+//!   `notify_shutdown` fires `@releaseDomain` once per shutdown until `XS_RESUME`.
+//!
+//! Use by the kernel: one [`ring::RingConn`] per introduced domain, created afresh on each
+//! introduction; call [`ring::RingConn::service`] on every event from the domain and for
+//! every domain in [`Xenstored::domains_with_output`]; send an event when it says
+//! `notify`; stop servicing a ring after a [`ring::Violation`] (the store has dropped
+//! that connection) until the domain is released and introduced again.
+//!
 //! Deliberate deviations:
+//! * Introducing an introduced domain changes nothing (Xen also resets the connection
+//!   and zeroes the ring indices; the kernel owns the ring here and decides).
+//! * A failed transaction commit never leaves partial changes; a transaction in which an
+//!   operation failed half-way fails its commit with `ENOMEM` (Xen: `fail_transaction`).
 //! * A connection whose queued output (mostly watch events it does not consume) exceeds
 //!   `Limits::output_messages_per_domain` or `output_bytes_per_domain` is dropped; Xen
 //!   drops such events at its memory quota and drops the connection when events are 20 s
@@ -45,6 +60,8 @@
 pub mod ring;
 pub mod wire;
 
+#[cfg(test)]
+mod model_tests;
 mod populate;
 #[cfg(test)]
 mod tests;
@@ -225,6 +242,8 @@ struct Conn {
     target: Option<DomId>,
     /// Dropped for a protocol violation or flooding: requests ignored, no output.
     ignored: bool,
+    /// `@releaseDomain` already fired for this domain's shutdown (cleared by `XS_RESUME`).
+    shutdown_reported: bool,
 }
 
 impl Conn {
@@ -237,6 +256,7 @@ impl Conn {
             next_txid: 1,
             target: None,
             ignored: false,
+            shutdown_reported: false,
         }
     }
 }
@@ -259,6 +279,11 @@ struct Txn {
     /// Change of each domain's node count.
     delta: BTreeMap<u16, i64>,
     created: bool,
+    /// Nodes written or removed so far (to spot an operation that failed half-way).
+    mutations: u64,
+    /// An operation failed after changing nodes: the commit must fail (`ENOMEM`, as
+    /// Xen's `fail_transaction`).
+    failed: bool,
 }
 
 /// Who issues an operation.
@@ -458,6 +483,17 @@ impl Xenstored {
         self.fire(&mut None, "@releaseDomain", false, None, None);
     }
 
+    /// The domain shut down (crashed, powered off, suspended) but still exists: fires
+    /// `@releaseDomain` once, as Xen 4.17's `check_domains` does, until `XS_RESUME`
+    /// re-arms it. The connection stays.
+    pub fn notify_shutdown(&mut self, domid: DomId) {
+        match self.conns.get_mut(&domid.0) {
+            Some(c) if domid.0 != 0 && !c.shutdown_reported => c.shutdown_reported = true,
+            _ => return,
+        }
+        self.fire(&mut None, "@releaseDomain", false, None, None);
+    }
+
     /// Is `domid` connected (dom0 always is).
     pub fn is_introduced(&self, domid: DomId) -> bool {
         self.conns.contains_key(&domid.0)
@@ -622,7 +658,14 @@ impl Xenstored {
         if !notid && h.tx_id != 0 {
             tx = Some(self.txns.remove(&key).ok_or(Errno::ENOENT)?);
         }
+        let before = tx.as_ref().map(|t| t.mutations);
         let r = self.dispatch_in(caller, ty, h.tx_id, &mut tx, p);
+        if let Some(t) = tx.as_mut()
+            && r.is_err()
+            && Some(t.mutations) != before
+        {
+            t.failed = true;
+        }
         if let Some(t) = tx {
             // Still open (anything but a transaction end, or a connection reset).
             if self.conns.contains_key(&caller.dom.0) {
@@ -759,6 +802,8 @@ impl Xenstored {
                         events: Vec::new(),
                         delta: BTreeMap::new(),
                         created: false,
+                        mutations: 0,
+                        failed: false,
                     },
                 );
                 let mut s = String::new();
@@ -803,6 +848,8 @@ impl Xenstored {
                 }
                 if ty == XS_RELEASE {
                     self.release(DomId(dom), false);
+                } else if let Some(c) = self.conns.get_mut(&dom) {
+                    c.shutdown_reported = false;
                 }
                 ok()
             }
@@ -919,11 +966,14 @@ impl Xenstored {
         if !path.starts_with('@') && c.out.iter().any(|m| m.is_event && m.bytes == msg) {
             return;
         }
-        if to != 0
-            && (c.out.len() >= limits.output_messages_per_domain
-                || c.out_bytes + msg.len() > limits.output_bytes_per_domain)
+        if c.out.len() >= limits.output_messages_per_domain
+            || c.out_bytes + msg.len() > limits.output_bytes_per_domain
         {
-            self.drop_connection(DomId(to));
+            // dom0 is never dropped: its surplus events are lost instead (Xen drops
+            // events at the memory quota).
+            if to != 0 {
+                self.drop_connection(DomId(to));
+            }
             return;
         }
         c.out_bytes += msg.len();
@@ -1028,6 +1078,7 @@ impl Xenstored {
         node.generation = self.generation;
         match tx {
             Some(t) => {
+                t.mutations += 1;
                 t.writes.insert(String::from(path), Some(node));
             }
             None => {
@@ -1043,6 +1094,7 @@ impl Xenstored {
         }
         match tx {
             Some(t) => {
+                t.mutations += 1;
                 t.writes.insert(String::from(path), None);
             }
             None => {
@@ -1383,6 +1435,9 @@ impl Xenstored {
     }
 
     fn commit(&mut self, caller: Caller, t: Txn) -> Res<()> {
+        if t.failed {
+            return Err(Errno::ENOMEM);
+        }
         if t.created && !caller.privileged() {
             let tx = Some(t);
             let cnt = self.count(&tx, caller.dom.0);

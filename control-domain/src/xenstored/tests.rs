@@ -712,6 +712,39 @@ fn special_watches() {
 }
 
 #[test]
+fn shutdown_fires_release_once_until_resume() {
+    let mut s = store();
+    send(&mut s, 0, XS_WATCH, 0, &two("@releaseDomain", "r"));
+    events(&mut s, 0);
+    s.notify_shutdown(DomId(1));
+    s.notify_shutdown(DomId(1));
+    assert_eq!(events(&mut s, 0).len(), 1);
+    assert!(s.is_introduced(DomId(1)));
+    ok(&mut s, 0, XS_RESUME, 0, &z("1"));
+    s.notify_shutdown(DomId(1));
+    assert_eq!(events(&mut s, 0).len(), 1);
+    s.notify_shutdown(DomId(9)); // unknown: nothing
+    assert_eq!(events(&mut s, 0).len(), 0);
+}
+
+#[test]
+fn dom0_is_never_dropped_but_its_queue_is_capped() {
+    let limits = Limits {
+        output_messages_per_domain: 10,
+        ..Limits::default()
+    };
+    let mut s = Xenstored::new(limits);
+    send(&mut s, 0, XS_WATCH, 0, &two("/", "t"));
+    for i in 0..100 {
+        s.write_local(&format!("/x{i}"), b"").unwrap();
+    }
+    assert!(!s.is_dropped(DomId(0)));
+    assert_eq!(s.conns[&0].out.len(), 10);
+    drain(&mut s, 0);
+    ok(&mut s, 0, XS_READ, 0, &z("/x1"));
+}
+
+#[test]
 fn release_with_node_removal() {
     let mut s = store();
     ok(&mut s, 1, XS_WRITE, 0, &wr("data", "x"));
@@ -917,6 +950,38 @@ fn transaction_node_quota_checked_at_commit() {
     // Xen's commit check is `count >= quota`.
     assert_eq!(err(&mut s, 1, XS_TRANSACTION_END, tx, &z("T")), "ENOSPC");
     assert!(s.read_local("/local/domain/1/a").is_none());
+}
+
+#[test]
+fn transaction_failing_half_way_cannot_commit() {
+    let limits = Limits {
+        transaction_nodes: 6,
+        ..Limits::default()
+    };
+    let mut s = Xenstored::new(limits);
+    s.introduce(DomId(1)).unwrap();
+    s.mkdir_local("/local/domain/1").unwrap();
+    s.set_perms_local(
+        "/local/domain/1",
+        &[Perm {
+            domid: DomId(1),
+            access: Access::None,
+        }],
+    )
+    .unwrap();
+    for i in 0..6 {
+        s.write_local(&format!("/local/domain/1/t/{i}"), b"")
+            .unwrap();
+    }
+    let id = ok(&mut s, 1, XS_TRANSACTION_START, 0, b"\0");
+    let tx: u32 = std::str::from_utf8(&id[..id.len() - 1])
+        .unwrap()
+        .parse()
+        .unwrap();
+    // rm walks more nodes than the transaction may touch: ENOSPC part-way.
+    assert_eq!(err(&mut s, 1, XS_RM, tx, &z("t")), "ENOSPC");
+    assert_eq!(err(&mut s, 1, XS_TRANSACTION_END, tx, &z("T")), "ENOMEM");
+    assert_eq!(s.directory_local("/local/domain/1/t").unwrap().count(), 6);
 }
 
 #[test]

@@ -361,8 +361,9 @@ impl Kernel {
             }
             Err(v) => {
                 let id = d.id;
+                // xenstored dropped the connection itself; the ring is not serviced
+                // again (the domain stays introduced until it ends).
                 let ring = d.store.take();
-                self.store.release(id, false);
                 if let Some(r) = ring {
                     self.close(r);
                 }

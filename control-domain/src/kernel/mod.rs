@@ -132,7 +132,15 @@ fn hold_domains(held: &mut [(DomId, bool)]) -> usize {
     while let Ok(n) = hyp::domain_list(first, &mut buf) {
         for info in &buf[..n] {
             let ended = info.flags & (dominf::DYING | dominf::SHUTDOWN) != 0;
-            if info.domain == 0 || ended || n_held == held.len() {
+            if info.domain == 0 || ended {
+                continue;
+            }
+            if n_held == held.len() {
+                // More domains than can be served: they run unserved rather than
+                // staying paused for ever.
+                if info.flags & dominf::PAUSED != 0 {
+                    let _ = hyp::set_paused(DomId(info.domain), false);
+                }
                 continue;
             }
             if hyp::set_paused(DomId(info.domain), true).is_ok() {

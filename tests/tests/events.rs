@@ -104,7 +104,7 @@ fn two_domains_exchange_ten_thousand_events() {
     for want in [
         format!("[d1 ping] events: ping-pong: {PING_PONG} round trips with d2 (role 1)"),
         format!("[d2 pong] events: ping-pong: {PING_PONG} round trips with d1 (role 2)"),
-        "(hv) all domains ended: 2 powered off, 0 failed".to_string(),
+        "(hv) all domains ended: 3 powered off, 0 failed".to_string(),
     ] {
         assert!(
             result.transcript.contains(&want),

@@ -206,6 +206,47 @@ fn grub_rescue_image_reaches_its_prompt() {
     );
 }
 
+/// Two GRUBs at their rescue prompts: typed keys go to d1 until Ctrl-a is typed three
+/// times, then to d2 (the control domain's focus switch, announced on the console).
+#[test]
+fn ctrl_a_three_times_moves_typed_input_to_the_next_domain() {
+    let image = mkimage("grub-rescue-x86_64-xen", &["-p", "(memdisk)/boot/grub"]);
+    let mut run = run_of(image.clone(), 64);
+    let mut second = GuestFile::new(image);
+    second.memory_mib = 64;
+    run.guests[0].name = "rescue-a".into();
+    second.name = "rescue-b".into();
+    run.guests.push(second);
+    let result = run_hypervisor_session(
+        &run,
+        &[
+            Step::new("[d1 rescue-a] grub rescue>", b"AB"),
+            Step::new("AB", b"\x01\x01\x01"),
+            Step::new(
+                "[d0 control] *** console input to d2 rescue-b (type Ctrl-a three times to switch)",
+                b"ZQXJ",
+            ),
+            Step::new("ZQXJ", b""),
+        ],
+        End::AfterLastStep,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let t = &result.transcript;
+    let typed_to = |text: &str| {
+        t.lines
+            .iter()
+            .filter(|l| l.contains(text))
+            .map(|l| l.split("] ").next().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_outcome(
+        &result,
+        typed_to("AB") == ["[d1 rescue-a"] && typed_to("ZQXJ") == ["[d2 rescue-b"],
+        None,
+        "focus switch",
+    );
+}
+
 #[test]
 fn debian_grub_runs_typed_commands_and_halts() {
     ensure_grub_xen();

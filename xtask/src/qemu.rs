@@ -151,7 +151,7 @@ impl HvRun {
                 path,
                 name: CONTROL_DOMAIN_NAME.to_string(),
                 memory_mib: CONTROL_DOMAIN_MEMORY_MIB,
-                cmdline: self.control_cmdline.clone(),
+                cmdline: control_cmdline(&self.control_cmdline, &self.guests),
                 dom0: true,
                 weight: 0,
                 cap: 0,
@@ -162,6 +162,23 @@ impl HvRun {
         all.extend(self.guests.iter().cloned());
         all
     }
+}
+
+/// The control domain's command line: `cmdline`, then a `name.<id>=<name>` word per
+/// guest (ids 1, 2, ... in bundle order): no hypercall tells a control domain the names,
+/// which its console prefixes and xenstore show. A name with whitespace is left out (the
+/// control domain then calls that domain `domain<id>`).
+fn control_cmdline(cmdline: &str, guests: &[GuestFile]) -> String {
+    let mut words: Vec<String> = Vec::new();
+    if !cmdline.is_empty() {
+        words.push(cmdline.to_string());
+    }
+    for (i, g) in guests.iter().enumerate() {
+        if !g.name.is_empty() && !g.name.contains(char::is_whitespace) {
+            words.push(format!("name.{}={}", i + 1, g.name));
+        }
+    }
+    words.join(" ")
 }
 
 /// `cargo xtask run [--guest PATH] [--memory MIB] ...`: one guest (pv-guest unless a
@@ -536,7 +553,7 @@ mod tests {
         assert_eq!(names, ["control", "a", "b"]);
         assert!(all[0].dom0 && !all[1].dom0 && !all[2].dom0);
         assert_eq!(all[0].path, Path::new("/img/control-domain"));
-        assert_eq!(all[0].cmdline, "console=raw");
+        assert_eq!(all[0].cmdline, "console=raw name.1=a name.2=b");
         assert_eq!(all[0].memory_mib, CONTROL_DOMAIN_MEMORY_MIB);
         // Its memory counts for QEMU's.
         let a = args(&hypervisor_command(Path::new("q"), &run, Path::new("b")));

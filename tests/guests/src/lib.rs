@@ -26,3 +26,28 @@ macro_rules! standard_notes {
         }
     };
 }
+
+/// The MFN of this domain's first grant-table frame (`GNTTABOP_setup_table` of one
+/// frame), if it has one. A domU with a control domain has it from the start (refs 0 and
+/// 1 grant its rings to dom0), so "a frame past all of ours" must skip it: it is ours.
+#[cfg(target_os = "none")]
+pub fn grant_frame() -> Option<u64> {
+    use xen_pv_abi::grant_table::{GNTST_OKAY, GnttabSetupTable};
+    let mut frame = 0u64;
+    let mut op = GnttabSetupTable {
+        dom: xen_pv_abi::DomId::SELF,
+        nr_frames: 1,
+        frame_list: &raw mut frame as u64,
+        ..Default::default()
+    };
+    // SAFETY: one valid setup_table request whose frame list is `frame`, alive for the
+    // call; it only writes `op.status` and `frame`.
+    let r = unsafe {
+        xen_pv_abi::generated::call::grant_table_op(
+            xen_pv_abi::generated::grant_table_op::GNTTABOP_SETUP_TABLE,
+            (&raw mut op).cast(),
+            1,
+        )
+    };
+    (r == 0 && op.status == GNTST_OKAY).then_some(frame)
+}

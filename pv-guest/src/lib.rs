@@ -27,6 +27,9 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod cmdline;
 #[cfg(target_os = "none")]
 pub mod events;
@@ -34,8 +37,13 @@ pub mod events;
 pub mod events_demo;
 #[cfg(target_os = "none")]
 pub mod paging;
+pub mod split;
+#[cfg(target_os = "none")]
+pub mod split_demo;
 #[cfg(target_os = "none")]
 pub mod usermode;
+#[cfg(target_os = "none")]
+pub mod xenbus;
 
 #[cfg(target_os = "none")]
 pub use xen_pv_rt::{_start, console, poweroff, shutdown, start_info};

@@ -29,6 +29,9 @@
 //! * [`traps`]: `iret_hypercall` (kernel to kernel), `pagefault_bounce` (#PF to the
 //!   guest's handler and back with `iret`), `user_syscall_bounce` (guest user to kernel
 //!   and back), `fpu_taskswitch_nm` (the lazy-FPU #NM round trip), `set_segment_base`.
+//! * [`xenstore`]: `xenstore_read_roundtrip` (one `XS_READ` through the control
+//!   domain's xenstored; at most 2,000 iterations; `unsupported=no_xenstore` as dom0 on
+//!   Xen, which has no xenstored in the bench run).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
@@ -94,6 +97,8 @@ mod mmu;
 mod sched;
 #[cfg(target_os = "none")]
 mod traps;
+#[cfg(target_os = "none")]
+mod xenstore;
 
 #[cfg(target_os = "none")]
 pub use guest::*;
@@ -154,6 +159,11 @@ mod guest {
         ("user_syscall_bounce", crate::traps::user_syscall_bounce),
         ("fpu_taskswitch_nm", crate::traps::fpu_taskswitch_nm),
         ("set_segment_base", crate::traps::set_segment_base),
+        // Last: it leaves pv-guest's upcall registered (the others set up their own).
+        (
+            "xenstore_read_roundtrip",
+            crate::xenstore::xenstore_read_roundtrip,
+        ),
     ];
 
     /// Why a case could not be measured.

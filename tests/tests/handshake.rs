@@ -19,13 +19,23 @@ const MESSAGES: u32 = 64;
 /// pv-guest's unit tests pin to the same value).
 const TOTAL: &str = "0x240ab0dc";
 
-/// The lines of `text` that carry `marker`, cut to start at it, in order.
-fn lines_with<'a>(lines: &'a [String], prefix: &str) -> Vec<&'a str> {
+/// The text of domain `id`'s console lines (`[d<id> <name>] text`; the control domain
+/// prints ring output with the names it knows, the hypervisor console_io output with the
+/// bundle's), in order.
+fn lines_of(lines: &[String], id: u16) -> Vec<&str> {
+    let tag = format!("[d{id} ");
     lines
         .iter()
-        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|l| l.strip_prefix(tag.as_str()))
+        .filter_map(|l| l.split_once("] ").map(|(_, text)| text.trim_end()))
+        .collect()
+}
+
+/// The `split: ` lines of domain `id`.
+fn split_lines(lines: &[String], id: u16) -> Vec<&str> {
+    lines_of(lines, id)
+        .into_iter()
         .filter(|l| l.starts_with("split: "))
-        .map(str::trim_end)
         .collect()
 }
 
@@ -73,7 +83,7 @@ fn frontend_and_backend_connect_exchange_and_close() {
         "{text}"
     );
 
-    let front = lines_with(lines, "[d1 front] ");
+    let front = split_lines(lines, 1);
     let front_want: Vec<String> = [
         "split: front: state -> Initialising",
         "split: front: granted page gref=8 event-channel=",
@@ -109,7 +119,7 @@ fn frontend_and_backend_connect_exchange_and_close() {
         .parse()
         .unwrap_or_else(|_| panic!("bad port {granted:?}\n{text}"));
 
-    let back = lines_with(lines, "[d2 back] ");
+    let back = split_lines(lines, 2);
     let back_want: Vec<String> = vec![
         "split: back: state -> InitWait".to_string(),
         format!("split: back: frontend is Initialised: ring-ref=8 event-channel={port}"),
@@ -126,9 +136,17 @@ fn frontend_and_backend_connect_exchange_and_close() {
         "{text}"
     );
 
+    for id in [1, 2] {
+        assert!(
+            lines_of(lines, id).contains(&"pv-guest: powering off"),
+            "d{id} did not say it powers off:\n{text}"
+        );
+    }
     for want in [
-        "[d1 front] pv-guest: powering off",
-        "[d2 back] pv-guest: powering off",
+        "(hv) d1 front: shut down: poweroff",
+        "(hv) d2 back: shut down: poweroff",
+        "(hv) d0 control: shut down: poweroff",
+        "(hv) all domains ended: 3 powered off, 0 failed",
     ] {
         assert!(
             result.transcript.contains(want),

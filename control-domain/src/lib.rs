@@ -7,5 +7,6 @@
 
 extern crate alloc;
 
+pub mod cmdline;
 pub mod console;
 pub mod xenstored;

@@ -8,13 +8,7 @@ fn main() {
 }
 
 #[cfg(target_os = "none")]
-mod kernel {
-    use xen_pv_rt::{StartInfo, println};
+extern crate alloc;
 
-    xen_pv_rt::entry!(main);
-
-    fn main(_si: &'static StartInfo) -> ! {
-        println!("control: nothing to serve yet");
-        xen_pv_rt::poweroff()
-    }
-}
+#[cfg(target_os = "none")]
+mod kernel;

@@ -1625,7 +1625,8 @@ impl Fuzz {
             while r == Resume::Idle {
                 let Some(deadline) = self.hv.platform.timer else {
                     // Nothing armed: only input from outside can wake a domain (the
-                    // console port of the input domain). Once; then it is over.
+                    // control domain's VIRQ_CONSOLE, if it bound it). Once; then it is
+                    // over.
                     if self.hv.platform.input.is_empty() {
                         self.hv.platform.input.extend(*b"wake\n");
                         r = self.hv.idle_wakeup(&mut self.frame);

@@ -9,12 +9,12 @@
 //! domain ends); domains are kept sorted by id.
 
 use crate::bundle::{self, BundleError};
-use crate::console::{self, Cursor, Prefix, RingError};
+use crate::console::input::InputRing;
+use crate::console::{Cursor, Prefix};
 use crate::dlog::{Disp, hv_debug};
 use crate::domain::builder::{self, BuildParams};
 use crate::domain::runtime::{Domain, DomainState, Vcpu};
 use crate::evtchn::EventChannels;
-use crate::hypercall::handle::CrashReason;
 use crate::mmu::guest::GuestSpace;
 use crate::mmu::{FrameInfo, Frames};
 use crate::platform::{ExitStatus, GuestFrame, MachineMemory, Platform, Resume};
@@ -89,8 +89,6 @@ pub struct PerCpu {
     /// The deadline the hardware timer holds: system time and TSC (sched/run.rs
     /// `arm_timer`); `None`: disarmed.
     pub timer: Option<(u64, u64)>,
-    /// When console housekeeping is due next while a guest runs (system time).
-    pub housekeeping_due: u64,
     /// The last two deadlines converted to TSC values, `(ns, tsc)` (sched/run.rs).
     pub tsc_memo: [Option<(u64, u64)>; 2],
 }
@@ -117,6 +115,8 @@ pub struct Hypervisor<M: MachineMemory, P: Platform> {
     pub(crate) wallclock: (u64, u32),
     /// Who left the serial line unfinished (console/mod.rs).
     pub(crate) cursor: Cursor,
+    /// Typed bytes waiting for the control domain (console/input.rs).
+    pub(crate) console_input: InputRing,
 }
 
 /// RFLAGS bits a guest may set: CF PF AF ZF SF TF DF OF AC ID. IOPL, NT, RF, VM, VIF
@@ -225,19 +225,6 @@ impl fmt::Write for LineWriter {
     }
 }
 
-/// Why a domain whose console output ring is corrupt is crashed.
-pub(crate) fn console_ring_crash(e: RingError) -> CrashReason {
-    match e {
-        RingError::ProtocolViolation { cons, prod } => CrashReason::new(format_args!(
-            "console ring protocol violation (out_cons={cons:#x} out_prod={prod:#x})"
-        )),
-        RingError::BadFrame(m) => CrashReason::new(format_args!(
-            "console ring frame not in RAM (maddr={:#x})",
-            m.0
-        )),
-    }
-}
-
 /// ` cr2=0x..` after a page fault's crash line, nothing otherwise.
 struct Cr2Suffix(Option<u64>);
 
@@ -271,6 +258,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             timers: TimerQueue::new(),
             wallclock: (0, 0),
             cursor: Cursor::new(),
+            console_input: InputRing::new(),
         }
     }
 
@@ -357,9 +345,15 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
     }
 
-    /// Gives a built domain its event channels (the xenstore and console ports the
-    /// builder wrote into start_info), its vCPU to the scheduler and timers, and its
-    /// wall clock.
+    /// Gives a built domain its event channels, its first grant frame, its vCPU to the
+    /// scheduler and timers, and its wall clock.
+    ///
+    /// A domU's xenstore and console ports (the ones the builder wrote into start_info)
+    /// are allocated unbound for domain 0, as the toolstack's `alloc_unbound{dom=guest,
+    /// remote=0}`: the control domain binds them with `bind_interdomain` (without one,
+    /// nobody does and the rings are not served). Its first grant frame, with refs 0
+    /// (console) and 1 (xenstore) granting the rings to domain 0, exists from now on:
+    /// the control domain maps them before the domU may ever call `setup_table`.
     pub(crate) fn start_domain(&mut self, idx: usize) -> Result<(), &'static str> {
         let d = &self.domains[idx];
         let (id, shared_info) = (d.id, d.shared_info);
@@ -368,16 +362,19 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         self.evtchn
             .add_domain(id, shared_info, 1, crate::evtchn::DEFAULT_MAX_PORT)
             .map_err(|_| "no room for its event channels")?;
-        for (ring, service) in [
-            (store, crate::evtchn::SERVICE_XENSTORE),
-            (console, crate::evtchn::SERVICE_CONSOLE),
-        ] {
-            if let Some((_, want)) = ring {
-                let port = self.evtchn.alloc_hypervisor_port(id, service, &self.mem);
-                if port != Ok(want) {
-                    return Err("its ring ports could not be bound");
-                }
+        let builder = crate::evtchn::Caller {
+            dom: id,
+            vcpu: xen_pv_abi::VcpuId(0),
+            privileged: true,
+        };
+        for (_, want) in [store, console].into_iter().flatten() {
+            let port = self.evtchn.alloc_unbound(&builder, id, DomId(0), &self.mem);
+            if port != Ok(want) {
+                return Err("its ring ports could not be allocated");
             }
+        }
+        if (store.is_some() || console.is_some()) && self.add_grant_frame(idx).is_err() {
+            return Err("no memory for its grant table");
         }
         let weight = if weight == 0 {
             crate::sched::policy::DEFAULT_WEIGHT
@@ -407,7 +404,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// Reads the wall clock, chooses the first vCPU to run and writes its registers into
     /// `frame`. With no runnable domain, prints the final report and stops.
     pub fn start(&mut self, frame: &mut GuestFrame) -> Resume {
-        self.apply_console_mode();
         self.schedule(frame)
     }
 
@@ -606,11 +602,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
     }
 
-    /// Ends a domain: shows the rest of its console output, prints `(hv) d<id> <name>:
+    /// Ends a domain: shows the rest of its console_io line, prints `(hv) d<id> <name>:
     /// <what>`, returns all its frames to the allocator and records how it ended.
+    ///
+    /// The end of a control domain that ran ends the run: every domain still running is
+    /// ended as [`DomainState::Killed`] (the control domain powers off only after every
+    /// domU ended, so one still running means something went wrong).
     pub(crate) fn end_domain(&mut self, idx: usize, state: DomainState, what: fmt::Arguments<'_>) {
-        // The ring may be garbage by now; whatever is readable is shown, nothing more.
-        let _ = self.drain_console(idx);
+        let was_running = self.domains[idx].is_runnable();
         let d = &mut self.domains[idx];
         let prefix = Prefix {
             id: d.id,
@@ -664,31 +663,17 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if self.cpu.current == Some(idx) {
             self.cpu.current = None;
         }
-    }
-
-    /// Crashes a domain whose console ring is corrupt.
-    pub(crate) fn crash_for_ring(&mut self, idx: usize, e: RingError) {
-        let why = console_ring_crash(e);
-        self.end_domain(idx, DomainState::Crashed, format_args!("crashed: {why}"));
-    }
-
-    /// Prints what the domain has put in its console ring since the last drain.
-    pub(crate) fn drain_console(&mut self, idx: usize) -> Result<(), RingError> {
-        let d = &mut self.domains[idx];
-        let Some((ring, _)) = d.console_ring else {
-            return Ok(());
-        };
-        let prefix = Prefix {
-            id: d.id,
-            name: &d.name,
-        };
-        let (platform, cursor) = (&mut self.platform, &mut self.cursor);
-        let n = console::drain(&self.mem, platform, cursor, ring, &mut d.console, prefix)?;
-        if n > 0 && self.domains[idx].is_runnable() {
-            // Room in the ring again: a guest waiting for it is told (xenconsoled does).
-            self.notify_console(idx);
+        if self.domains[idx].dom0 && was_running {
+            for i in 0..self.domains.len() {
+                if self.domains[i].is_runnable() {
+                    self.end_domain(
+                        i,
+                        DomainState::Killed,
+                        format_args!("killed at exit: the control domain ended"),
+                    );
+                }
+            }
         }
-        Ok(())
     }
 
     /// Prints one line per domain and the summary, and says how QEMU should exit.

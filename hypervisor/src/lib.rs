@@ -29,7 +29,6 @@ pub mod sched;
 pub mod tick;
 pub mod time;
 pub mod traps;
-pub mod xenstore;
 
 #[cfg(test)]
 mod fuzz_tests;

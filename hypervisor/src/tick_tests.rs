@@ -5,7 +5,6 @@
 extern crate std;
 
 use super::*;
-use crate::sched::HOUSEKEEPING_NS;
 use crate::sched::policy::SLICE_NS;
 use crate::testutil::{
     TestHv, hypercall, insert_domain, kernel_frame, map_pages, ret, runnable_domain, test_hv,
@@ -92,8 +91,7 @@ fn start_arms_the_slice_end() {
     let (mut hv, _) = hv_with(2);
     let f = start(&mut hv);
     assert_eq!(f.rbx, 1, "the lowest id runs first");
-    // Slice end and housekeeping are both 10 ms away.
-    assert_eq!(SLICE_NS, HOUSEKEEPING_NS);
+    // The slice end is the only deadline: nothing is polled.
     assert_eq!(hv.platform.timer, Some(SLICE_NS));
 }
 
@@ -446,7 +444,8 @@ fn remote_shutdown_is_for_the_control_domain_only() {
     assert_eq!(f.rbx, 2);
     shut(&mut hv, &mut f, &doms[1], DomId(1));
     assert_eq!(ret(&f), -1);
-    // The control domain may shut itself down.
+    // The control domain may shut itself down; that ends the run, and d2, still
+    // running, is killed and counts as failed.
     hypercall(
         &mut hv,
         &mut f,
@@ -454,11 +453,15 @@ fn remote_shutdown_is_for_the_control_domain_only() {
         &[u64::from(SCHEDOP_YIELD), 0],
     );
     assert_eq!(f.rbx, 1);
-    shut(&mut hv, &mut f, &doms[0], DomId::SELF);
-    assert_eq!(f.rbx, 2, "d1 ended, d2 runs");
-    assert!(
-        hv.platform
-            .console
-            .contains("(hv) d1 t: shut down: poweroff\n")
+    let r = shut(&mut hv, &mut f, &doms[0], DomId::SELF);
+    assert_eq!(
+        r,
+        Resume::Exit(crate::platform::ExitStatus::SomeDomainFailed)
     );
+    assert!(hv.platform.console.ends_with(
+        "(hv) d1 t: shut down: poweroff\n\
+         (hv) d2 t: killed at exit: the control domain ended\n\
+         (hv) d1 t: poweroff\n(hv) d2 t: killed at exit\n(hv) d3 t: poweroff\n\
+         (hv) all domains ended: 2 powered off, 1 failed\n"
+    ));
 }

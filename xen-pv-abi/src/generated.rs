@@ -71,7 +71,7 @@ pub mod nr {
     pub const EVENT_CHANNEL_OP: u32 = 32;
     /// `physdev_op`: Physical device and IRQ control (mostly for privileged or I/O domains).
     pub const PHYSDEV_OP: u32 = 33;
-    /// `hvm_op`: HVM parameters and controls (a PV guest uses few of them).
+    /// `hvm_op`: HVM parameters and controls. Here only `HVMOP_get_param` for the control domain, to find a boot-built PV domU's xenstore and console rings and ports (a deviation: Xen answers -EINVAL for PV domains); other operations -ENOSYS.
     pub const HVM_OP: u32 = 34;
     /// `sysctl`: System-wide control for the toolstack: control domain only (-EPERM otherwise); `interface_version` must be 0x15 (Xen 4.17) or -EACCES; unknown commands -ENOSYS.
     pub const SYSCTL: u32 = 35;
@@ -499,6 +499,14 @@ pub mod physdev_op {
     pub const PHYSDEVOP_PREPARE_MSIX: u32 = 30;
     /// `PHYSDEVOP_release_msix` (selected by `cmd`).
     pub const PHYSDEVOP_RELEASE_MSIX: u32 = 31;
+}
+
+/// Sub-operation numbers of `hvm_op` (34).
+pub mod hvm_op {
+    /// `HVMOP_set_param` (selected by `op`).
+    pub const HVMOP_SET_PARAM: u64 = 0;
+    /// `HVMOP_get_param` (selected by `op`).
+    pub const HVMOP_GET_PARAM: u64 = 1;
 }
 
 /// Sub-operation numbers of `sysctl` (35).
@@ -1069,7 +1077,7 @@ pub mod call_on {
         unsafe { t.hypercall2(nr::PHYSDEV_OP, u64::from(cmd), arg as u64) }
     }
 
-    /// `hvm_op` (34): HVM parameters and controls (a PV guest uses few of them).
+    /// `hvm_op` (34): HVM parameters and controls. Here only `HVMOP_get_param` for the control domain, to find a boot-built PV domU's xenstore and console rings and ports (a deviation: Xen answers -EINVAL for PV domains); other operations -ENOSYS.
     ///
     /// # Safety
     ///
@@ -1665,7 +1673,7 @@ pub mod call {
         unsafe { super::call_on::physdev_op(&crate::transport::Native, cmd, arg) }
     }
 
-    /// `hvm_op` (34): HVM parameters and controls (a PV guest uses few of them).
+    /// `hvm_op` (34): HVM parameters and controls. Here only `HVMOP_get_param` for the control domain, to find a boot-built PV domU's xenstore and console rings and ports (a deviation: Xen answers -EINVAL for PV domains); other operations -ENOSYS.
     ///
     /// # Safety
     ///
@@ -2356,4 +2364,20 @@ const _: () = assert!(
 const _: () = assert!(
     core::mem::offset_of!(crate::traps::TrapInfo, address) == 8,
     "struct trap_info.address"
+);
+const _: () = assert!(
+    core::mem::size_of::<crate::hvm::XenHvmParam>() == 16,
+    "size of struct xen_hvm_param"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::hvm::XenHvmParam, domid) == 0,
+    "struct xen_hvm_param.domid"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::hvm::XenHvmParam, index) == 4,
+    "struct xen_hvm_param.index"
+);
+const _: () = assert!(
+    core::mem::offset_of!(crate::hvm::XenHvmParam, value) == 8,
+    "struct xen_hvm_param.value"
 );

@@ -17,6 +17,7 @@ pub mod events;
 pub mod evtchn;
 pub mod generated;
 pub mod grant_table;
+pub mod hvm;
 #[cfg(target_arch = "x86_64")]
 pub mod hypercall;
 pub mod ids;

@@ -1,4 +1,5 @@
-//! Building the bare-metal images: the hypervisor, pv-guest and the test guests.
+//! Building the bare-metal images: the hypervisor, the control domain, pv-guest and the
+//! test guests.
 
 use crate::{Result, err, run_checked, target_dir};
 use std::path::{Path, PathBuf};
@@ -49,6 +50,11 @@ impl Images {
         self.dir.join("hypervisor")
     }
 
+    /// The control domain's kernel ELF (dom0 `control` of every bundle by default).
+    pub fn control_domain(&self) -> PathBuf {
+        self.dir.join("control-domain")
+    }
+
     /// The pv-guest ELF.
     pub fn pv_guest(&self) -> PathBuf {
         self.dir.join("pv-guest")
@@ -66,7 +72,8 @@ pub fn images_target_dir() -> PathBuf {
     target_dir().join("images")
 }
 
-/// Builds the hypervisor, pv-guest and the test guests for the bare-metal target.
+/// Builds the hypervisor, the control domain, pv-guest and the test guests for the
+/// bare-metal target.
 pub fn build_images(profile: Profile) -> Result<Images> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target_dir = images_target_dir();
@@ -78,10 +85,12 @@ pub fn build_images(profile: Profile) -> Result<Images> {
         cmd.arg("--release");
     }
     // One `--bins` covers every selected package (cargo refuses it twice); the
-    // hypervisor package has only the `hypervisor` binary.
+    // hypervisor and control-domain packages have one binary each.
     cmd.args([
         "-p",
         "hypervisor",
+        "-p",
+        "control-domain",
         "-p",
         "pv-guest",
         "-p",

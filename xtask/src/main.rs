@@ -24,13 +24,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Build the hypervisor, pv-guest and the test guests (target/images/).
+    /// Build the hypervisor, the control domain, pv-guest and the test guests
+    /// (target/images/).
     Build {
         /// Build with the dev profile instead of --release.
         #[arg(long)]
         debug: bool,
     },
-    /// Boot the hypervisor with pv-guest (or --guest PATH) in QEMU.
+    /// Boot the hypervisor with pv-guest (or --guest PATH) in QEMU, behind the control
+    /// domain (dom0 `control`: xenstore and the console backend) unless --dom0 or
+    /// --no-control-domain is given.
     Run {
         /// A Xen PV kernel ELF to boot instead of pv-guest.
         #[arg(long)]
@@ -48,9 +51,15 @@ enum Cmd {
         /// Deterministic QEMU (icount, fixed RTC, one vCPU, no RDRAND).
         #[arg(long)]
         deterministic: bool,
-        /// Build the guest as dom0 (id 0).
+        /// Build the guest as dom0 (id 0) in place of the control domain (the bundle then
+        /// has no control domain: the guest has no xenstore or console backend).
         #[arg(long)]
         dom0: bool,
+        /// Boot the guest without the control domain: it gets ids 1, 2, ... as usual but
+        /// has no xenstore or console backend (its console ring output is not shown;
+        /// console_io still is). The run ends when the guest ends.
+        #[arg(long)]
+        no_control_domain: bool,
         /// Guest name (default: file stem, at most 31 bytes).
         #[arg(long)]
         name: Option<String>,
@@ -64,8 +73,10 @@ enum Cmd {
         #[arg(long, default_value = "")]
         hv_cmdline: String,
         /// Keep the `[d1 name] ` prefix on every guest line on a terminal too (by
-        /// default an interactive run passes the guest's console through raw,
-        /// `console=raw`, so full-screen guests like GRUB show right).
+        /// default an interactive run has the control domain pass the guest's console
+        /// through raw, `console=raw` on its command line, so full-screen guests like
+        /// GRUB show right). Typing Ctrl-a three times moves console input to the next
+        /// domain.
         #[arg(long)]
         prefix: bool,
         /// Record the hypervisor's defmt trace (every hypercall, domain life cycle) and
@@ -77,7 +88,7 @@ enum Cmd {
         /// instead of on our hypervisor; the outcome is read from Xen's console and gives
         /// the same exit status. --memory sets dom0_mem, --hv-cmdline is appended to
         /// Xen's command line.
-        #[arg(long, conflicts_with_all = ["trace", "name", "weight", "cap", "prefix"])]
+        #[arg(long, conflicts_with_all = ["trace", "name", "weight", "cap", "prefix", "no_control_domain"])]
         on_xen: bool,
     },
     /// Run the benchmark cases (instructions per operation under deterministic QEMU, and
@@ -162,6 +173,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             timeout,
             deterministic,
             dom0,
+            no_control_domain,
             name,
             weight,
             cap,
@@ -170,7 +182,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             trace,
             on_xen: true,
         } => {
-            let _ = (dom0, prefix, name, weight, cap, trace);
+            let _ = (dom0, no_control_domain, prefix, name, weight, cap, trace);
             ensure_qemu()?;
             // pv-guest needs building; a kernel of the user's does not.
             let kernel = match guest {
@@ -201,6 +213,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             timeout,
             deterministic,
             dom0,
+            no_control_domain,
             name,
             weight,
             cap,
@@ -223,6 +236,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             }
             .to_run(&images);
             run.cmdline = hv_cmdline;
+            run.no_control_domain = no_control_domain;
             run.deterministic = deterministic;
             run.timeout = timeout.map(Duration::from_secs);
             run.echo = true;
@@ -240,8 +254,12 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                 Some(_) => run_hypervisor(&run)?.outcome,
                 None => {
                     let terminal = std::io::stdin().is_terminal();
-                    run.cmdline =
-                        interactive_cmdline(&run.cmdline, run.guests.len(), terminal, prefix);
+                    run.control_cmdline = interactive_cmdline(
+                        &run.control_cmdline,
+                        run.guests.len(),
+                        terminal,
+                        prefix,
+                    );
                     run_hypervisor_interactive(&run)?
                 }
             };

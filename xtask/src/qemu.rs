@@ -120,6 +120,63 @@ pub struct HvRun {
     pub defmt_capture: Option<PathBuf>,
     /// More QEMU options, appended last (`cargo xtask profile` adds its `-d exec` log).
     pub extra_args: Vec<String>,
+    /// Boot without the control domain (`--no-control-domain`): the guests then have no
+    /// xenstore or console backend.
+    pub no_control_domain: bool,
+    /// The control domain's kernel; `None`: `control-domain` next to the hypervisor ELF
+    /// (where `cargo xtask build` puts it).
+    pub control_domain: Option<PathBuf>,
+    /// The control domain's command line (`console=raw` passes the console of the
+    /// domain with input focus through untouched).
+    pub control_cmdline: String,
+}
+
+/// Name of the control domain in every bundle.
+pub const CONTROL_DOMAIN_NAME: &str = "control";
+/// Memory of the control domain, MiB.
+pub const CONTROL_DOMAIN_MEMORY_MIB: u32 = 32;
+
+impl HvRun {
+    /// The guests of the bundle, in order: the control domain (dom0 `control`, booted
+    /// first) unless [`HvRun::no_control_domain`] is set or one of the guests is dom0
+    /// already, then [`HvRun::guests`].
+    pub fn bundle_guests(&self) -> Vec<GuestFile> {
+        let mut all = Vec::with_capacity(self.guests.len() + 1);
+        if !self.no_control_domain && !self.guests.iter().any(|g| g.dom0) {
+            let path = self
+                .control_domain
+                .clone()
+                .unwrap_or_else(|| self.hypervisor.with_file_name("control-domain"));
+            all.push(GuestFile {
+                path,
+                name: CONTROL_DOMAIN_NAME.to_string(),
+                memory_mib: CONTROL_DOMAIN_MEMORY_MIB,
+                cmdline: control_cmdline(&self.control_cmdline, &self.guests),
+                dom0: true,
+                weight: 0,
+                cap: 0,
+            });
+        }
+        all.extend(self.guests.iter().cloned());
+        all
+    }
+}
+
+/// The control domain's command line: `cmdline`, then a `name.<id>=<name>` word per
+/// guest (ids 1, 2, ... in bundle order): no hypercall tells a control domain the names,
+/// which its console prefixes and xenstore show. A name with whitespace is left out (the
+/// control domain then calls that domain `domain<id>`).
+fn control_cmdline(cmdline: &str, guests: &[GuestFile]) -> String {
+    let mut words: Vec<String> = Vec::new();
+    if !cmdline.is_empty() {
+        words.push(cmdline.to_string());
+    }
+    for (i, g) in guests.iter().enumerate() {
+        if !g.name.is_empty() && !g.name.contains(char::is_whitespace) {
+            words.push(format!("name.{}={}", i + 1, g.name));
+        }
+    }
+    words.join(" ")
 }
 
 /// `cargo xtask run [--guest PATH] [--memory MIB] ...`: one guest (pv-guest unless a
@@ -153,6 +210,7 @@ impl SingleGuest {
             .unwrap_or_else(|| crate::bundle::default_name(&path));
         HvRun {
             hypervisor: images.hypervisor(),
+            control_domain: Some(images.control_domain()),
             guests: vec![GuestFile {
                 path,
                 name,
@@ -230,7 +288,7 @@ pub struct HvResult {
 pub fn hypervisor_command(qemu: &Path, run: &HvRun, bundle: &Path) -> Command {
     let mut cmd = Command::new(qemu);
     cmd.args(["-machine", "q35", "-m"])
-        .arg(format!("{}M", machine_memory_mib(&run.guests)))
+        .arg(format!("{}M", machine_memory_mib(&run.bundle_guests())))
         .args(["-cpu"])
         .arg(if run.deterministic {
             "max,-rdrand,-rdseed"
@@ -273,7 +331,7 @@ pub fn run_hypervisor_observed(
     mut observe: impl FnMut(u32, &str),
 ) -> Result<HvResult> {
     let qemu = ensure_qemu()?;
-    let bundle = write_bundle(&run.guests)?;
+    let bundle = write_bundle(&run.bundle_guests())?;
     let cmd = hypervisor_command(&qemu, run, &bundle);
     let captured = run_captured_observed(cmd, run.timeout, run.echo, |pid, line| {
         observe(pid, line);
@@ -286,10 +344,10 @@ pub fn run_hypervisor_observed(
     })
 }
 
-/// The hypervisor command line of an interactive run: `console=raw` is added (the
-/// guest's ring output reaches the terminal untouched, as with `xl console`, so GRUB's
-/// screen lines up) when exactly one guest boots, the console is a terminal, and
-/// per-line prefixes were not asked for.
+/// The control domain's command line of an interactive run: `console=raw` is added
+/// (the control domain passes the guest's ring output to the terminal untouched, as
+/// with `xl console`, so GRUB's screen lines up) when exactly one guest boots, the
+/// console is a terminal, and per-line prefixes were not asked for.
 pub fn interactive_cmdline(cmdline: &str, guests: usize, terminal: bool, prefix: bool) -> String {
     if guests != 1 || !terminal || prefix {
         return cmdline.to_string();
@@ -304,7 +362,7 @@ pub fn interactive_cmdline(cmdline: &str, guests: usize, terminal: bool, prefix:
 /// Boots the hypervisor with the guests, console on this terminal.
 pub fn run_hypervisor_interactive(run: &HvRun) -> Result<Outcome> {
     let qemu = ensure_qemu()?;
-    let bundle = write_bundle(&run.guests)?;
+    let bundle = write_bundle(&run.bundle_guests())?;
     let mut cmd = hypervisor_command(&qemu, run, &bundle);
     let status = cmd
         .status()
@@ -472,6 +530,34 @@ mod tests {
         run.extra_args = vec!["-d".into(), "exec".into()];
         let a = args(&hypervisor_command(Path::new("q"), &run, Path::new("b")));
         assert!(a.join(" ").ends_with("-append loglvl=all -d exec"));
+    }
+
+    #[test]
+    fn the_control_domain_leads_every_bundle_unless_left_out() {
+        let mut run = HvRun {
+            hypervisor: "/img/hypervisor".into(),
+            guests: vec![GuestFile::new("/x/a"), GuestFile::new("/x/b")],
+            control_cmdline: "console=raw".into(),
+            ..HvRun::default()
+        };
+        let all = run.bundle_guests();
+        let names: Vec<&str> = all.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["control", "a", "b"]);
+        assert!(all[0].dom0 && !all[1].dom0 && !all[2].dom0);
+        assert_eq!(all[0].path, Path::new("/img/control-domain"));
+        assert_eq!(all[0].cmdline, "console=raw name.1=a name.2=b");
+        assert_eq!(all[0].memory_mib, CONTROL_DOMAIN_MEMORY_MIB);
+        // Its memory counts for QEMU's.
+        let a = args(&hypervisor_command(Path::new("q"), &run, Path::new("b")));
+        assert!(a.join(" ").contains("-m 256M"));
+        run.control_domain = Some("/elsewhere/cd".into());
+        assert_eq!(run.bundle_guests()[0].path, Path::new("/elsewhere/cd"));
+        // --no-control-domain, or a guest of the user's as dom0: the guests alone.
+        run.no_control_domain = true;
+        assert_eq!(run.bundle_guests(), run.guests);
+        run.no_control_domain = false;
+        run.guests[1].dom0 = true;
+        assert_eq!(run.bundle_guests(), run.guests);
     }
 
     #[test]

@@ -164,7 +164,7 @@ pub fn run_session(
 /// Boots the hypervisor with the guests and plays `steps` on its serial console.
 pub fn run_hypervisor_session(run: &HvRun, steps: &[Step], end: End) -> Result<HvResult> {
     let qemu = ensure_qemu()?;
-    let bundle = write_bundle(&run.guests)?;
+    let bundle = write_bundle(&run.bundle_guests())?;
     let cmd = hypervisor_command(&qemu, run, &bundle);
     let timeout = run.timeout.unwrap_or(Duration::from_secs(300));
     let out = run_session(cmd, timeout, steps, end)?;

@@ -1,6 +1,7 @@
 //! The toolstack's privileged control hypercalls, for the control domain only:
 //! `domctl` (36) getdomaininfo, pausedomain, unpausedomain, destroydomain and `sysctl`
-//! (35) getdomaininfolist, with Xen 4.17's numbers, layouts and errors.
+//! (35) getdomaininfolist, with Xen 4.17's numbers, layouts and errors; and
+//! `hvm_op` (34) `HVMOP_get_param` for the domUs' rings and ports (`hvm.rs`).
 //!
 //! Order of the checks (every guest value is hostile): the request is copied in
 //! (-EFAULT), its interface version checked (-EACCES), then the caller's privilege
@@ -19,6 +20,7 @@ use xen_pv_abi::sched::ShutdownReason;
 use xen_pv_abi::{DomId, Errno};
 use zerocopy::{FromBytes, IntoBytes};
 
+mod hvm;
 #[cfg(test)]
 mod tests;
 
@@ -107,7 +109,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     }
 
     /// The index of existing domain `dom`, or -ESRCH.
-    fn existing(&self, dom: DomId) -> Result<usize, Errno> {
+    pub(super) fn existing(&self, dom: DomId) -> Result<usize, Errno> {
         self.domains
             .iter()
             .position(|d| d.id == dom && exists(d))
@@ -212,7 +214,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 flags |= dominf::SHUTDOWN;
                 code = ShutdownReason::Crash as u32;
             }
-            DomainState::Refused | DomainState::Destroyed => flags |= dominf::DYING,
+            DomainState::Refused | DomainState::Destroyed | DomainState::Killed => {
+                flags |= dominf::DYING
+            }
         }
         flags |= code << dominf::SHUTDOWN_SHIFT;
         let tot_pages = self.frames.count_of(d.id) as u64;

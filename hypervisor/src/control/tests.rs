@@ -426,3 +426,84 @@ fn getdomaininfolist_lists_existing_domains_in_order() {
     );
     assert_eq!(list(&mut s, &mut f, 0, 8), [0, 1, 5]);
 }
+
+const HVM_OP: u64 = 34;
+
+/// `hvm_op(op, &param)` from the running domain: the result and the param copied back.
+fn hvm(
+    s: &mut Setup,
+    f: &mut GuestFrame,
+    op: u64,
+    domid: u16,
+    index: u32,
+) -> (i64, xen_pv_abi::hvm::XenHvmParam) {
+    let caller = f.rbx as u16;
+    let req = xen_pv_abi::hvm::XenHvmParam {
+        domid: DomId(domid),
+        index,
+        value: 0x5555,
+        ..Default::default()
+    };
+    s.put(caller, REQ_OFF, req.as_bytes());
+    hypercall(&mut s.hv, f, HVM_OP, &[op, DATA_VA + REQ_OFF]);
+    (ret(f), s.get(caller, REQ_OFF))
+}
+
+#[test]
+fn hvm_get_param_gives_the_control_domain_the_rings_and_ports() {
+    use xen_pv_abi::hvm::*;
+    let mut s = Setup::new(&[0, 1, 2]);
+    s.hv.domains[1].store_ring = Some((Mfn(0x1234), EvtchnPort(1)));
+    s.hv.domains[1].console_ring = Some((Mfn(0x1235), EvtchnPort(2)));
+    let mut f = started(&mut s.hv);
+    assert_eq!(f.rbx, 0);
+    for (index, want) in [
+        (HVM_PARAM_STORE_PFN, 0x1234),
+        (HVM_PARAM_STORE_EVTCHN, 1),
+        (HVM_PARAM_CONSOLE_PFN, 0x1235),
+        (HVM_PARAM_CONSOLE_EVTCHN, 2),
+    ] {
+        let (r, p) = hvm(&mut s, &mut f, HVMOP_GET_PARAM, 1, index);
+        assert_eq!((r, p.value, p.index, p.domid), (0, want, index, DomId(1)));
+    }
+    // Other indices, and domains without rings (the caller itself): -EINVAL, the
+    // request untouched.
+    for (dom, index) in [
+        (1, 0),
+        (1, 3),
+        (1, 16),
+        (1, 19),
+        (1, HVM_NR_PARAMS),
+        (1, u32::MAX),
+        (2, HVM_PARAM_STORE_PFN),
+        (0, HVM_PARAM_CONSOLE_EVTCHN),
+        (DomId::SELF.0, HVM_PARAM_STORE_PFN),
+    ] {
+        let (r, p) = hvm(&mut s, &mut f, HVMOP_GET_PARAM, dom, index);
+        assert_eq!((r, p.value), (err(Errno::EINVAL), 0x5555), "d{dom} {index}");
+    }
+    // Unknown domains: -ESRCH.
+    for dom in [3, 0x7fef, DomId::XEN.0] {
+        let (r, _) = hvm(&mut s, &mut f, HVMOP_GET_PARAM, dom, HVM_PARAM_STORE_PFN);
+        assert_eq!(r, err(Errno::ESRCH), "d{dom}");
+    }
+    // set_param: as Xen for a PV target; unknown operations: -ENOSYS.
+    let (r, _) = hvm(&mut s, &mut f, HVMOP_SET_PARAM, 1, HVM_PARAM_STORE_PFN);
+    assert_eq!(r, err(Errno::EINVAL));
+    let (r, _) = hvm(&mut s, &mut f, HVMOP_SET_PARAM, 9, HVM_PARAM_STORE_PFN);
+    assert_eq!(r, err(Errno::ESRCH));
+    for op in [2, 0x10, u64::MAX] {
+        let (r, _) = hvm(&mut s, &mut f, op, 1, HVM_PARAM_STORE_PFN);
+        assert_eq!(r, err(Errno::ENOSYS), "op {op}");
+    }
+    // A bad pointer: -EFAULT.
+    hypercall(&mut s.hv, &mut f, HVM_OP, &[HVMOP_GET_PARAM, 0x1000]);
+    assert_eq!(ret(&f), err(Errno::EFAULT));
+    // A domU may not ask, whatever it names: -EPERM.
+    hypercall(&mut s.hv, &mut f, 29, &[SCHEDOP_YIELD as u64, 0]);
+    assert_eq!(f.rbx, 1);
+    for dom in [0, 1, 2, 9, DomId::SELF.0] {
+        let (r, p) = hvm(&mut s, &mut f, HVMOP_GET_PARAM, dom, HVM_PARAM_STORE_PFN);
+        assert_eq!((r, p.value), (err(Errno::EPERM), 0x5555), "d{dom}");
+    }
+}

@@ -24,6 +24,9 @@ pub enum DomainState {
     Refused,
     /// Ended by the control domain (`XEN_DOMCTL_destroydomain`).
     Destroyed,
+    /// Still running when the control domain ended, which ends the run (hv.rs
+    /// `end_domain`); counts as failed.
+    Killed,
 }
 
 impl DomainState {
@@ -35,6 +38,7 @@ impl DomainState {
             DomainState::Crashed => "crashed",
             DomainState::Refused => "refused",
             DomainState::Destroyed => "destroyed",
+            DomainState::Killed => "killed at exit",
         }
     }
 }
@@ -106,7 +110,7 @@ pub struct Domain {
     pub console_ring: Option<(Mfn, EvtchnPort)>,
     /// Xenstore ring frame and port (domU only).
     pub store_ring: Option<(Mfn, EvtchnPort)>,
-    /// Partial console line.
+    /// Partial console_io line.
     pub console: LineBuffer,
     /// console_io rate limiter (not applied to dom0).
     pub console_io_bucket: TokenBucket,
@@ -119,8 +123,6 @@ pub struct Domain {
     pub sched_params: (u16, u16),
     /// Grant table frames (GNTTABOP_setup_table).
     pub grant: crate::grant::GrantTable,
-    /// State of the hypervisor's xenstore connection on the store ring.
-    pub xenstore: crate::xenstore::XsConn,
     /// Controller pauses (`XEN_DOMCTL_pausedomain`) not yet undone: while non-zero its
     /// vCPUs are kept blocked in the scheduler (control/mod.rs).
     pub pause_count: u32,
@@ -187,7 +189,6 @@ impl Domain {
             shutdown_code: None,
             sched_params: (0, 0),
             grant: crate::grant::GrantTable::new(),
-            xenstore: crate::xenstore::XsConn::default(),
             pause_count: 0,
             destroyed: false,
         }

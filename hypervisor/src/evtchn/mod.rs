@@ -4,9 +4,9 @@
 //! as a thin adapter from the generated typed arguments to the table.
 //!
 //! Path of an event: `send(p)` looks up the caller's channel `p`; an interdomain channel
-//! raises the peer's port on the peer's notify vCPU, an IPI its own; a port whose other
-//! end is a backend inside the hypervisor (console, xenstore) runs that backend, which
-//! answers with [`EventChannels::raise`]. Raising goes through the receiving domain's
+//! raises the peer's port on the peer's notify vCPU, an IPI its own (the guests' console
+//! and xenstore backends are the control domain's: a domU's ring ports are interdomain
+//! channels to it). Raising goes through the receiving domain's
 //! ABI and returns [`Wakes`]: the vCPUs whose `evtchn_upcall_pending` went 0 -> 1, which
 //! the scheduler unblocks, and whether pollers must re-check their ports. When such a
 //! vCPU next runs with events unmasked, the trap layer bounces it into its event
@@ -24,18 +24,13 @@ pub use table::{
 };
 
 use crate::dlog::hv_trace;
-use crate::hv::{Hypervisor, console_ring_crash};
+use crate::hv::Hypervisor;
 use crate::hypercall::handle::{Call, GuestHandle, Outcome, Untyped};
 use crate::hypercall::{HcResult, to_rax};
 use crate::platform::{GuestFrame, MachineMemory, Platform, Resume};
 use xen_pv_abi::event_channel::*;
 use xen_pv_abi::{Errno, EvtchnPort, VcpuId, nr};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes};
-
-/// Hypervisor backend behind a domain's xenstore port.
-pub const SERVICE_XENSTORE: u8 = 1;
-/// Hypervisor backend behind a domain's console port.
-pub const SERVICE_CONSOLE: u8 = 2;
 
 /// Where the argument of the legacy hypercall 16 (`struct evtchn_op { u32 cmd; union }`)
 /// keeps the sub-operation's struct.
@@ -48,22 +43,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             dom: call.dom,
             vcpu: call.vcpu,
             privileged: self.domains[call.idx].dom0,
-        }
-    }
-
-    /// Raises domain `idx`'s console port: output drained or input arrived.
-    pub(crate) fn notify_console(&mut self, idx: usize) {
-        if let Some((_, port)) = self.domains[idx].console_ring {
-            let wakes = self.evtchn.raise(self.domains[idx].id, port, &self.mem);
-            self.apply_wakes(wakes);
-        }
-    }
-
-    /// Raises domain `idx`'s xenstore port: responses written.
-    pub(crate) fn notify_store(&mut self, idx: usize) {
-        if let Some((_, port)) = self.domains[idx].store_ring {
-            let wakes = self.evtchn.raise(self.domains[idx].id, port, &self.mem);
-            self.apply_wakes(wakes);
         }
     }
 
@@ -114,7 +93,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 .map(|()| 0),
             EVTCHNOP_SEND => match self.read_handle::<EvtchnSend>(idx, arg.cast()) {
                 Err(e) => Err(e),
-                Ok(op) => return self.evtchn_send(idx, &caller, op.port),
+                Ok(op) => return self.evtchn_send(&caller, op.port),
             },
             EVTCHNOP_STATUS => self.evtchn_inout(idx, arg, |hv, op: &mut EvtchnStatus| {
                 *op = hv.evtchn.status(&caller, op.dom, op.port)?;
@@ -248,7 +227,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     Outcome::Return(Ok(0))
                 }
                 Err(e) => Outcome::Return(Err(e)),
-                Ok(to_hv) => self.evtchn_send_outcome(idx, to_hv),
             },
             Err(e) => Outcome::Return(Err(e)),
         };
@@ -282,32 +260,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         self.resume_if_returnable(frame, resume)
     }
 
-    /// `EVTCHNOP_send` on `port` of domain `idx`.
-    fn evtchn_send(&mut self, idx: usize, caller: &Caller, port: EvtchnPort) -> Outcome {
+    /// `EVTCHNOP_send` on `port` of the caller: wakes the receiver.
+    fn evtchn_send(&mut self, caller: &Caller, port: EvtchnPort) -> Outcome {
         match self.evtchn.send(caller, port, &self.mem) {
             Err(e) => Outcome::Return(Err(e)),
-            Ok(sent) => self.evtchn_send_outcome(idx, sent),
-        }
-    }
-
-    /// What a successful `EVTCHNOP_send` of domain `idx` does next: wake the receiver,
-    /// or run the hypervisor backend behind the port.
-    #[inline(never)]
-    fn evtchn_send_outcome(&mut self, idx: usize, sent: SendOutcome) -> Outcome {
-        match sent {
-            SendOutcome::Delivered(wakes) => {
+            Ok(SendOutcome::Delivered(wakes)) => {
                 self.apply_wakes(wakes);
                 Outcome::Return(Ok(0))
             }
-            SendOutcome::ToHypervisor(SERVICE_CONSOLE) => match self.drain_console(idx) {
-                Ok(()) => Outcome::Return(Ok(0)),
-                Err(e) => Outcome::Crash(console_ring_crash(e)),
-            },
-            SendOutcome::ToHypervisor(SERVICE_XENSTORE) => match self.service_xenstore(idx) {
-                Ok(()) => Outcome::Return(Ok(0)),
-                Err(e) => Outcome::Crash(e.crash_reason()),
-            },
-            SendOutcome::ToHypervisor(_) => Outcome::Return(Ok(0)),
         }
     }
 }

@@ -9,11 +9,8 @@
 //!   per-domain quota. Port 0 is reserved. As in Xen, a port is *valid* once its bucket
 //!   exists, even while free (`status` says closed, `unmask` succeeds doing nothing).
 //! * A channel is free, unbound (reserved for one remote domain), interdomain, a VIRQ,
-//!   an IPI, or [`ChannelState::Hypervisor`]: a port whose other end is a backend inside
-//!   the hypervisor (console, xenstore). A guest `send` on it returns
-//!   [`SendOutcome::ToHypervisor`]; the backend notifies the guest with
-//!   [`EventChannels::raise`]. To the guest it looks like an interdomain port to
-//!   `DOMID_XEN`; it can close it like any other.
+//!   or an IPI. No backend lives in the hypervisor: a domU's console and xenstore ports
+//!   are allocated unbound for the control domain at boot (hv.rs `start_domain`).
 //! * Delivery goes through the domain's current ABI: 2-level (`two_level.rs`, bitmaps in
 //!   shared_info) until its first `init_control`, FIFO (`fifo.rs`) afterwards, back to
 //!   2-level on `reset`. Both write guest memory only by byte copies.
@@ -79,11 +76,6 @@ pub enum ChannelState {
     },
     /// Inter-vCPU channel: `send` raises it on its own `notify_vcpu`.
     Ipi,
-    /// Connected to a backend inside the hypervisor, identified by `service`.
-    Hypervisor {
-        /// Which backend (the caller's numbering).
-        service: u8,
-    },
 }
 
 /// One port of a domain.
@@ -206,8 +198,6 @@ pub(super) struct Raised {
 pub enum SendOutcome {
     /// The event was raised (or dropped, for an unbound port).
     Delivered(Wakes),
-    /// The port belongs to a backend in the hypervisor: run that service.
-    ToHypervisor(u8),
 }
 
 /// The delivery ABI in use by a domain.
@@ -623,20 +613,6 @@ impl EventChannels {
         Ok(EvtchnPort(port))
     }
 
-    /// A port of `dom` whose other end is hypervisor backend `service` (console,
-    /// xenstore), for the domain builder. Notifies vCPU 0.
-    pub fn alloc_hypervisor_port(
-        &mut self,
-        dom: DomId,
-        service: u8,
-        mem: &impl MachineMemory,
-    ) -> Result<EvtchnPort, Errno> {
-        let d = self.domain_mut(dom)?;
-        let port = d.get_free_port(mem)?;
-        d.bind(port, ChannelState::Hypervisor { service }, 0);
-        Ok(EvtchnPort(port))
-    }
-
     /// `EVTCHNOP_close`: -EINVAL for an invalid or free port. Closing one end of an
     /// interdomain channel leaves the other end unbound, reserved for this domain.
     pub fn close(
@@ -654,7 +630,7 @@ impl EventChannels {
         let mut peer = None;
         match c.state {
             ChannelState::Free | ChannelState::Reserved => return Err(Errno::EINVAL),
-            ChannelState::Unbound { .. } | ChannelState::Ipi | ChannelState::Hypervisor { .. } => {}
+            ChannelState::Unbound { .. } | ChannelState::Ipi => {}
             ChannelState::Virq { virq } => {
                 let v = if Virq(virq).is_per_vcpu() {
                     c.notify_vcpu.0
@@ -724,7 +700,6 @@ impl EventChannels {
                 Ok(SendOutcome::Delivered(Wakes::one(caller.dom, v, r)))
             }
             ChannelState::Unbound { .. } => Ok(SendOutcome::Delivered(Wakes::default())),
-            ChannelState::Hypervisor { service } => Ok(SendOutcome::ToHypervisor(service)),
             _ => Err(Errno::EINVAL),
         }
     }
@@ -753,7 +728,6 @@ impl EventChannels {
             } => (EVTCHNSTAT_INTERDOMAIN, u32::from(remote.0), remote_port.0),
             ChannelState::Virq { virq } => (EVTCHNSTAT_VIRQ, virq, 0),
             ChannelState::Ipi => (EVTCHNSTAT_IPI, 0, 0),
-            ChannelState::Hypervisor { .. } => (EVTCHNSTAT_INTERDOMAIN, u32::from(DomId::XEN.0), 0),
         };
         Ok(EvtchnStatus {
             dom,
@@ -816,9 +790,7 @@ impl EventChannels {
         let c = d.chan_mut(port.0).ok_or(Errno::EINVAL)?;
         match c.state {
             ChannelState::Virq { virq } if !Virq(virq).is_per_vcpu() => c.notify_vcpu = vcpu,
-            ChannelState::Unbound { .. }
-            | ChannelState::Interdomain { .. }
-            | ChannelState::Hypervisor { .. } => c.notify_vcpu = vcpu,
+            ChannelState::Unbound { .. } | ChannelState::Interdomain { .. } => c.notify_vcpu = vcpu,
             _ => return Err(Errno::EINVAL),
         }
         Ok(())
@@ -852,22 +824,6 @@ impl EventChannels {
         }
         self.domain_mut(target)?.destroy_fifo(frames);
         Ok(())
-    }
-
-    /// Raises hypervisor port `port` of `dom` (the backend notifies the guest). Nothing
-    /// happens unless the port is a [`ChannelState::Hypervisor`] port.
-    pub fn raise(&mut self, dom: DomId, port: EvtchnPort, mem: &impl MachineMemory) -> Wakes {
-        let Ok(d) = self.domain_mut(dom) else {
-            return Wakes::default();
-        };
-        match d.chan(port.0) {
-            Some(c) if matches!(c.state, ChannelState::Hypervisor { .. }) => {
-                let v = c.notify_vcpu.0;
-                let r = d.set_pending(mem, port.0, v);
-                Wakes::one(dom, v, r)
-            }
-            _ => Wakes::default(),
-        }
     }
 
     /// Raises `virq` of `dom`: a per-vCPU VIRQ on `vcpu`, a global one wherever it was

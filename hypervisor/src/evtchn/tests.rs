@@ -505,7 +505,6 @@ fn status_reports_every_state() {
     let ub = fx.unbound(me(1), 0x7ff0, 2).unwrap();
     let virq = fx.ev.bind_virq(&me(1), VIRQ_DEBUG, v(1), &fx.mem).unwrap();
     let ipi = fx.ev.bind_ipi(&me(1), v(1), &fx.mem).unwrap();
-    let hv = fx.ev.alloc_hypervisor_port(d(1), 3, &fx.mem).unwrap();
     let st = |fx: &Fx, port: u32| fx.ev.status(&me(1), DomId::SELF, p(port)).unwrap();
     let s = st(&fx, pa);
     assert_eq!(
@@ -523,8 +522,6 @@ fn status_reports_every_state() {
         (st(&fx, ipi.0).status, st(&fx, ipi.0).vcpu),
         (EVTCHNSTAT_IPI, 1)
     );
-    let s = st(&fx, hv.0);
-    assert_eq!((s.status, s.u0, s.u1), (EVTCHNSTAT_INTERDOMAIN, 0x7ff2, 0));
     assert_eq!(st(&fx, 0).status, EVTCHNSTAT_CLOSED);
     assert_eq!(st(&fx, 63).status, EVTCHNSTAT_CLOSED);
     let err = |c: Caller, dom: u16, port: u32| fx.ev.status(&c, d(dom), p(port)).err();
@@ -537,32 +534,6 @@ fn status_reports_every_state() {
     );
     assert_eq!(err(me(1), 8, 1), Some(Errno::ESRCH));
     assert_eq!(err(privileged(1), 2, pb), None);
-}
-
-#[test]
-fn hypervisor_ports_go_to_the_backend() {
-    let mut fx = Fx::new(&[(1, 2)]);
-    let con = fx.ev.alloc_hypervisor_port(d(1), 7, &fx.mem).unwrap();
-    let ipi = fx.ev.bind_ipi(&me(1), v(0), &fx.mem).unwrap();
-    assert_eq!(fx.send(me(1), con.0), Ok(SendOutcome::ToHypervisor(7)));
-    assert!(!fx.pending(1, con.0), "a kick raises nothing in the guest");
-    let w = fx.ev.raise(d(1), con, &fx.mem);
-    assert_eq!(upcalls(&w), [(d(1), v(0))]);
-    assert!(fx.pending(1, con.0));
-    // raise() only acts on hypervisor ports.
-    assert!(fx.ev.raise(d(1), ipi, &fx.mem).is_empty());
-    assert!(!fx.pending(1, ipi.0));
-    assert!(fx.ev.raise(d(1), p(900), &fx.mem).is_empty());
-    assert!(fx.ev.raise(d(4), con, &fx.mem).is_empty());
-    // The guest may move and close it; afterwards the backend's raise is a no-op.
-    fx.ev.bind_vcpu(&me(1), con, v(1)).unwrap();
-    fx.ev.close(&me(1), con, &fx.mem).unwrap();
-    assert!(fx.ev.raise(d(1), con, &fx.mem).is_empty());
-    assert_eq!(fx.send(me(1), con.0), Err(Errno::EINVAL));
-    assert_eq!(
-        fx.ev.alloc_hypervisor_port(d(9), 1, &fx.mem),
-        Err(Errno::ESRCH)
-    );
 }
 
 #[test]

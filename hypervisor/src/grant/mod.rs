@@ -191,11 +191,13 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 
     /// Allocates, zeroes and records one more grant frame. The first one gets the
     /// entries the toolstack seeds: console and xenstore rings granted to dom0, their
-    /// backend domain.
-    fn add_grant_frame(&mut self, idx: usize) -> Result<(), ()> {
+    /// backend domain (hv.rs `start_domain` allocates it when the domain starts).
+    pub(crate) fn add_grant_frame(&mut self, idx: usize) -> Result<(), ()> {
         let dom = self.domains[idx].id;
         let mfn = self.frames.alloc(dom).ok_or(())?;
-        if self.mem.fill(mfn.maddr(), 0, PAGE_SIZE).is_err() {
+        // The hypervisor writes grant entries (seeds, GTF_reading/writing): the frame
+        // keeps a writable type for the domain's life, so it never becomes a page table.
+        if self.mem.fill(mfn.maddr(), 0, PAGE_SIZE).is_err() || !self.frames.hold_writable(mfn) {
             self.frames.free(mfn);
             return Err(());
         }

@@ -212,6 +212,12 @@ pub(crate) trait Hypercalls {
         arg: GuestHandle<Untyped>,
     ) -> Outcome;
 
+    /// `hvm_op` (34): HVM parameters and controls. Here only `HVMOP_get_param` for the control domain, to find a boot-built PV domU's xenstore and console rings and ports (a deviation: Xen answers -EINVAL for PV domains); other operations -ENOSYS.
+    ///
+    /// * `op`: u64
+    /// * `arg`: guest pointer, inout
+    fn hvm_op(&mut self, call: &mut Call<'_>, op: u64, arg: GuestHandle<Untyped>) -> Outcome;
+
     /// `sysctl` (35): System-wide control for the toolstack: control domain only (-EPERM otherwise); `interface_version` must be 0x15 (Xen 4.17) or -EACCES; unknown commands -ENOSYS.
     ///
     /// * `op`: guest pointer, inout
@@ -298,6 +304,7 @@ pub(crate) fn dispatch<H: Hypercalls + ?Sized>(
         nr::SCHED_OP => h.sched_op(call, args[0] as u32, GuestHandle::new(args[1])),
         nr::CALLBACK_OP => h.callback_op(call, args[0] as u32, GuestHandle::new(args[1])),
         nr::EVENT_CHANNEL_OP => h.event_channel_op(call, args[0] as u32, GuestHandle::new(args[1])),
+        nr::HVM_OP => h.hvm_op(call, args[0], GuestHandle::new(args[1])),
         nr::SYSCTL => h.sysctl(call, GuestHandle::new(args[0])),
         nr::DOMCTL => h.domctl(call, GuestHandle::new(args[0])),
         _ => Outcome::Return(Err(Errno::ENOSYS)),

@@ -157,7 +157,11 @@ impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
         self.memory_op(call.idx, cmd, arg).into()
     }
 
-    // ---- toolstack control: control/mod.rs ----
+    // ---- toolstack control: control/mod.rs, control/hvm.rs ----
+
+    fn hvm_op(&mut self, call: &mut Call<'_>, op: u64, arg: GuestHandle<Untyped>) -> Outcome {
+        self.do_hvm_op(call.idx, op, arg).into()
+    }
 
     fn sysctl(
         &mut self,

@@ -5,7 +5,6 @@
 pub mod policy;
 mod run;
 
-pub use run::HOUSEKEEPING_NS;
 #[cfg(test)]
 mod policy_ref;
 #[cfg(test)]

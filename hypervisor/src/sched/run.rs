@@ -18,10 +18,6 @@ use crate::time::timers::Expired;
 use xen_pv_abi::event_channel::Virq;
 use xen_pv_abi::{DomId, VcpuId};
 
-/// While a guest runs, the hypervisor looks at its consoles and xenstore rings at least
-/// this often (GRUB polls its rings without kicking): 10 ms.
-pub const HOUSEKEEPING_NS: u64 = 10_000_000;
-
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// The running vCPU of domain `idx` (the running domain), as the scheduler and the
     /// timers name it.
@@ -34,13 +30,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         self.domains.binary_search_by_key(&dom, |d| d.id).ok()
     }
 
-    /// Saves the running vCPU's registers and shows what its console printed (a good
-    /// moment: it is being switched out). A corrupt ring crashes the domain.
+    /// Saves the running vCPU's registers (it is being switched out).
     fn save_current(&mut self, idx: usize, frame: &GuestFrame) {
         self.cur_mut(idx).frame = *frame;
-        if let Err(e) = self.drain_console(idx) {
-            self.crash_for_ring(idx, e);
-        }
     }
 
     /// `SCHEDOP_yield`: the running vCPU (registers in `frame`, result already in `rax`)
@@ -53,12 +45,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             // `schedule` had picked it again, but nothing of it is saved or reloaded (its
             // registers are in `frame`, its state on the CPU).
             self.timers.set_slice_end(Some(pick.slice_end_ns));
-            self.arm_timer_at(true, now);
+            self.arm_timer();
             return self.enter_current(frame);
         }
-        // Someone else may run. Saved first (the console drain may end the domain and
-        // wake dom0), then chosen at the yield's time, whose accounting is settled: the
-        // pick settles nothing more.
+        // Someone else may run. Saved, then chosen at the yield's time, whose accounting
+        // is settled: the pick settles nothing more.
         self.save_current(idx, frame);
         let pick = self.sched.pick(now);
         self.schedule_from(frame, Some((now, pick)))
@@ -100,15 +91,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     pub(crate) fn block_vcpu(&mut self, idx: usize, frame: &mut GuestFrame) -> Resume {
         let id = self.vid(idx);
         self.save_current(idx, frame);
-        if !self.domains[idx].is_runnable() {
-            // The console drain crashed it (and removed it from the policy and timers).
-            return self.schedule(frame);
-        }
         let now = self.now_ns();
         // It is running, so it is known to the policy.
         let _ = self.sched.block(id, now);
         // Blocked first, then checked (Xen's vcpu_block): an event raised since the
-        // caller looked — even by the console drain above — is not lost.
+        // caller looked is not lost.
         if self.wake_due(idx, id.1) {
             self.wake_vcpu(id);
         }
@@ -277,7 +264,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 if !self.domains.iter().any(|d| d.is_runnable()) {
                     return self.final_report();
                 }
-                self.arm_timer(false);
+                self.arm_timer();
                 return Resume::Idle;
             };
             let Some(idx) = self
@@ -329,7 +316,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 let wakes = self.evtchn.raise_virq(dom, vcpu, Virq::TIMER.0, &self.mem);
                 self.apply_wakes(wakes);
             }
-            self.arm_timer_at(true, now);
+            self.arm_timer();
             // Into its event callback if an upcall is due; a bad guest stack there ends
             // the domain, and the loop picks again (no recursion, however many fail).
             self.deliver_event_upcall(idx, frame);
@@ -355,27 +342,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         self.resume_current()
     }
 
-    /// Programs the one-shot timer for the earliest deadline: guest timers, the slice
-    /// end, and (`running`: a guest is on the CPU) console housekeeping, due every
-    /// [`HOUSEKEEPING_NS`] on a fixed grid rather than that long after every call (so
-    /// the deadline does not move on every hypercall). The hardware is left alone when
-    /// it already holds that deadline and it has not passed yet (a passed one may have
-    /// fired and is programmed again).
-    pub(crate) fn arm_timer(&mut self, running: bool) {
-        let now = if running { self.now_ns() } else { 0 };
-        self.arm_timer_at(running, now)
-    }
-
-    /// [`Self::arm_timer`] with system time `now` already read (used if `running`).
-    fn arm_timer_at(&mut self, running: bool, now: u64) {
-        let mut deadline = self.timers.earliest();
-        if running {
-            if self.cpu.housekeeping_due <= now {
-                self.cpu.housekeeping_due = now.saturating_add(HOUSEKEEPING_NS);
-            }
-            let hk = self.cpu.housekeeping_due;
-            deadline = Some(deadline.map_or(hk, |d| d.min(hk)));
-        }
+    /// Programs the one-shot timer for the earliest deadline: guest timers and the
+    /// slice end (nothing is polled). The hardware is left alone when it already holds
+    /// that deadline and it has not passed yet (a passed one may have fired and is
+    /// programmed again).
+    pub(crate) fn arm_timer(&mut self) {
+        let deadline = self.timers.earliest();
         match (deadline, self.cpu.timer) {
             (None, None) => return,
             (Some(ns), Some((armed_ns, tsc))) if ns == armed_ns && tsc > self.platform.rdtsc() => {

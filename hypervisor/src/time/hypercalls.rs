@@ -66,7 +66,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     pub(crate) fn do_set_timer_op(&mut self, id: Vid, timeout: u64) -> HcResult {
         let now = self.now_ns();
         self.timers.set_timer_op(id, timeout, now)?;
-        self.arm_timer(true);
+        self.arm_timer();
         Ok(0)
     }
 
@@ -109,7 +109,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             VCPUOP_STOP_SINGLESHOT_TIMER => self.timers.stop_singleshot(id).map(|()| 0),
             _ => Err(Errno::ENOSYS),
         };
-        self.arm_timer(true);
+        self.arm_timer();
         ret
     }
 }

@@ -1,0 +1,403 @@
+//! The bare-metal kernel: discovers the boot-built domains, maps their rings, and serves
+//! xenstore and the consoles, driven by events only.
+
+mod heap;
+mod hyp;
+mod window;
+
+use alloc::vec::Vec;
+use control_domain::cmdline::domain_name;
+use control_domain::console::{self, Backend, Output};
+use control_domain::xenstored::ring::RingConn;
+use control_domain::xenstored::{self, DomainInfo, Limits, Xenstored};
+use hyp::{
+    HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN, HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN,
+};
+use window::{Mapping, Window};
+use xen_pv_abi::domctl::{GetDomainInfo, dominf};
+use xen_pv_abi::event_channel::Virq;
+use xen_pv_abi::grant_table::{GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE};
+use xen_pv_abi::{DomId, EvtchnPort, VcpuId, evtchn};
+use xen_pv_rt::{StartInfo, events};
+
+xen_pv_rt::entry!(main, supported_features: 1 << 11);
+
+/// Serial output: `console_io` writes, which the hypervisor prints verbatim for dom0.
+struct Serial;
+
+impl Output for Serial {
+    fn write(&mut self, bytes: &[u8]) {
+        // Nothing to do about a failed console write.
+        let _ = xen_pv_abi::hypercall::console_io_write(bytes);
+    }
+}
+
+/// A ring page mapped from a domain and the local end of its event channel.
+struct Ring {
+    map: Mapping,
+    port: EvtchnPort,
+}
+
+/// One served domain.
+struct Served {
+    id: DomId,
+    console: Option<Ring>,
+    store: Option<Ring>,
+    conn: RingConn,
+}
+
+struct Kernel {
+    cmdline: &'static [u8],
+    store: Xenstored,
+    console: Backend,
+    out: Serial,
+    window: Window,
+    domains: Vec<Served>,
+    dom_exc: EvtchnPort,
+    virq_console: EvtchnPort,
+    seen_dom_exc: u32,
+    seen_console: u32,
+}
+
+/// Reads of typed input per wake-up (128 bytes each, the hypervisor's buffer size).
+const INPUT_READS: usize = 8;
+
+fn main(si: &'static StartInfo) -> ! {
+    // First of all, before the domUs run any further: they stay paused until their
+    // rings are mapped and they are introduced (as xl builds a domain paused and
+    // unpauses it once the backends are set up), so no early console output is lost.
+    let mut held = [DomId(0); window::MAX_DOMAINS];
+    let n_held = hold_domains(&mut held);
+    let held = &held[..n_held];
+    heap::init();
+    let cmdline = si.cmd_line_bytes();
+    let mut out = Serial;
+    let mut console = Backend::new(
+        &domain_name(cmdline, DomId(0)),
+        console::raw_requested(cmdline),
+    );
+    let virqs = events::init(si).and_then(|_| {
+        let exc = evtchn::bind_virq(Virq::DOM_EXC, VcpuId(0))?;
+        let con = evtchn::bind_virq(Virq::CONSOLE, VcpuId(0))?;
+        Ok((exc, con))
+    });
+    let (dom_exc, virq_console) = match virqs {
+        Ok(v) => v,
+        Err(e) => {
+            console.say(&mut out, format_args!("cannot set up events: {e}"));
+            xen_pv_rt::shutdown(xen_pv_rt::ShutdownReason::Crash)
+        }
+    };
+    let mut k = Kernel {
+        cmdline,
+        store: Xenstored::new(Limits::default()),
+        console,
+        out,
+        window: Window::new(),
+        domains: Vec::new(),
+        dom_exc,
+        virq_console,
+        seen_dom_exc: events::count(dom_exc),
+        seen_console: events::count(virq_console),
+    };
+    k.discover();
+    for &id in held {
+        if let Err(e) = hyp::set_paused(id, false) {
+            k.say(format_args!("d{}: unpause failed: {e}", id.0));
+        }
+    }
+    loop {
+        let generation = events::upcalls();
+        let again = k.serve();
+        if k.domains.is_empty() {
+            xen_pv_rt::poweroff()
+        }
+        if !again {
+            // Blocks with events enabled; any upcall (a ring kick, a VIRQ) ends it.
+            events::wait_until(|| events::upcalls() != generation);
+        }
+    }
+}
+
+/// Puts a controller pause on every live domU (at most `held.len()`); returns how many
+/// are held (in `held`).
+fn hold_domains(held: &mut [DomId]) -> usize {
+    let mut buf = [GetDomainInfo::default(); 16];
+    let mut n_held = 0;
+    let mut first = 1u16;
+    while let Ok(n) = hyp::domain_list(first, &mut buf) {
+        for info in &buf[..n] {
+            let ended = info.flags & (dominf::DYING | dominf::SHUTDOWN) != 0;
+            if info.domain == 0 || ended || n_held == held.len() {
+                continue;
+            }
+            if hyp::set_paused(DomId(info.domain), true).is_ok() {
+                held[n_held] = DomId(info.domain);
+                n_held += 1;
+            }
+        }
+        match buf[..n].last().map(|l| l.domain.checked_add(1)) {
+            Some(Some(next)) if n == buf.len() => first = next,
+            _ => break,
+        }
+    }
+    n_held
+}
+
+impl Kernel {
+    fn say(&mut self, args: core::fmt::Arguments<'_>) {
+        self.console.say(&mut self.out, args);
+    }
+
+    /// Sets up every existing domain but ourselves.
+    fn discover(&mut self) {
+        let mut buf = [GetDomainInfo::default(); 16];
+        let mut first = 1u16;
+        loop {
+            let n = match hyp::domain_list(first, &mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.say(format_args!("getdomaininfolist: {e}"));
+                    return;
+                }
+            };
+            for info in &buf[..n] {
+                let ended = info.flags & (dominf::DYING | dominf::SHUTDOWN) != 0;
+                if info.domain != 0 && !ended {
+                    self.set_up(info);
+                }
+            }
+            let Some(last) = buf[..n].last() else { return };
+            if n < buf.len() {
+                return;
+            }
+            match last.domain.checked_add(1) {
+                Some(next) => first = next,
+                None => return,
+            }
+        }
+    }
+
+    /// Maps a domain's rings, binds its ports, writes its xenstore tree and introduces it.
+    /// What fails is reported and left unserved; the domain is still followed until it
+    /// ends.
+    fn set_up(&mut self, info: &GetDomainInfo) {
+        let id = DomId(info.domain);
+        if self.domains.iter().any(|d| d.id == id) || self.domains.try_reserve(1).is_err() {
+            return;
+        }
+        let name = domain_name(self.cmdline, id);
+        let param = |index| hyp::hvm_param(id, index);
+        let params = (|| {
+            Ok::<_, xen_pv_abi::Errno>((
+                param(HVM_PARAM_STORE_PFN)?,
+                param(HVM_PARAM_STORE_EVTCHN)?,
+                param(HVM_PARAM_CONSOLE_PFN)?,
+                param(HVM_PARAM_CONSOLE_EVTCHN)?,
+            ))
+        })();
+        let mut served = Served {
+            id,
+            console: None,
+            store: None,
+            conn: RingConn::default(),
+        };
+        let (store_mfn, store_port, console_mfn, console_port) = match params {
+            Ok(p) => p,
+            Err(e) => {
+                self.say(format_args!("d{} {name}: no ring parameters: {e}", id.0));
+                self.domains.push(served);
+                return;
+            }
+        };
+        served.store = self.connect(id, &name, "xenstore", GNTTAB_RESERVED_XENSTORE, store_port);
+        served.console = self.connect(id, &name, "console", GNTTAB_RESERVED_CONSOLE, console_port);
+        if served.console.is_some() && self.console.add(id, &name).is_err() {
+            self.say(format_args!("d{} {name}: console not served", id.0));
+        }
+        if served.store.is_some() {
+            let dom = DomainInfo {
+                domid: id,
+                name: &name,
+                uuid: info.handle,
+                memory_kib: info.max_pages.saturating_mul(4),
+                store_mfn,
+                store_port: store_port as u32,
+                console_mfn,
+                console_port: console_port as u32,
+            };
+            let r = xenstored::populate_domain(&mut self.store, &dom)
+                .and_then(|()| self.store.introduce(id));
+            if let Err(e) = r {
+                self.say(format_args!(
+                    "d{} {name}: not introduced to xenstored: {e}",
+                    id.0
+                ));
+            }
+        }
+        self.domains.push(served);
+    }
+
+    /// Maps grant `gref` of `id` and binds its port `remote` (a u64 parameter).
+    fn connect(
+        &mut self,
+        id: DomId,
+        name: &str,
+        what: &str,
+        gref: u32,
+        remote: u64,
+    ) -> Option<Ring> {
+        let Ok(remote) = u32::try_from(remote) else {
+            self.say(format_args!("d{} {name}: bad {what} port {remote}", id.0));
+            return None;
+        };
+        let map = match self.window.map(id, gref) {
+            Ok(m) => m,
+            Err(e) => {
+                self.say(format_args!(
+                    "d{} {name}: cannot map the {what} ring: {e}",
+                    id.0
+                ));
+                return None;
+            }
+        };
+        match evtchn::bind_interdomain(id, EvtchnPort(remote)) {
+            Ok(port) => {
+                events::reset_count(port);
+                Some(Ring { map, port })
+            }
+            Err(e) => {
+                self.say(format_args!(
+                    "d{} {name}: cannot bind the {what} port: {e}",
+                    id.0
+                ));
+                let _ = self.window.unmap(map);
+                None
+            }
+        }
+    }
+
+    /// Serves everything once; returns whether work was left for another round.
+    fn serve(&mut self) -> bool {
+        let mut again = false;
+        let c = events::count(self.virq_console);
+        if c != self.seen_console {
+            self.seen_console = c;
+            again |= self.route_input();
+        }
+        for i in 0..self.domains.len() {
+            self.drain_console(i);
+            self.service_store(i);
+        }
+        // Requests may have queued watch events for domains served before them.
+        let waiting: Vec<DomId> = self.store.domains_with_output().collect();
+        for id in waiting {
+            if let Some(i) = self.domains.iter().position(|d| d.id == id) {
+                self.service_store(i);
+            }
+        }
+        let e = events::count(self.dom_exc);
+        if e != self.seen_dom_exc {
+            self.seen_dom_exc = e;
+            self.reap();
+        }
+        again
+    }
+
+    /// Moves typed bytes to the focus domain; true if the input buffer may hold more.
+    fn route_input(&mut self) -> bool {
+        for _ in 0..INPUT_READS {
+            let mut buf = [0u8; 128];
+            let n = match hyp::console_read(&mut buf) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            let domains = &mut self.domains;
+            self.console.input(&buf[..n], &mut self.out, |id, bytes| {
+                let Some(ring) = domains
+                    .iter_mut()
+                    .find(|d| d.id == id)
+                    .and_then(|d| d.console.as_mut())
+                else {
+                    return Ok(0);
+                };
+                let n = console::feed_input(&mut ring.map.page(), bytes)?;
+                if n > 0 {
+                    let _ = evtchn::send(ring.port);
+                }
+                Ok(n)
+            });
+        }
+        true
+    }
+
+    fn drain_console(&mut self, i: usize) {
+        let d = &mut self.domains[i];
+        let Some(ring) = d.console.as_mut() else {
+            return;
+        };
+        if self
+            .console
+            .drain(d.id, &mut ring.map.page(), &mut self.out)
+            > 0
+        {
+            // Room in the ring again: a guest waiting for it is told (xenconsoled does).
+            let _ = evtchn::send(ring.port);
+        }
+    }
+
+    fn service_store(&mut self, i: usize) {
+        let d = &mut self.domains[i];
+        let Some(ring) = d.store.as_mut() else { return };
+        match d.conn.service(&mut ring.map.page(), &mut self.store, d.id) {
+            Ok(s) => {
+                if s.notify {
+                    let _ = evtchn::send(ring.port);
+                }
+            }
+            Err(v) => {
+                let id = d.id;
+                let ring = d.store.take();
+                self.store.release(id, false);
+                if let Some(r) = ring {
+                    self.close(r);
+                }
+                let name = domain_name(self.cmdline, id);
+                self.say(format_args!(
+                    "d{} {name}: xenstore ring protocol violation ({v:?}), not served any more",
+                    id.0
+                ));
+            }
+        }
+    }
+
+    /// Tears down every domain that shut down, crashed or is gone.
+    fn reap(&mut self) {
+        let mut i = 0;
+        while i < self.domains.len() {
+            let ended = match hyp::domain_info(self.domains[i].id) {
+                Ok(info) => info.flags & (dominf::SHUTDOWN | dominf::DYING) != 0,
+                Err(_) => true,
+            };
+            if !ended {
+                i += 1;
+                continue;
+            }
+            let mut d = self.domains.remove(i);
+            // Its last words, then the rest of its unfinished line.
+            let mut page = d.console.as_mut().map(|r| r.map.page());
+            self.console.remove(d.id, page.as_mut(), &mut self.out);
+            self.store.release(d.id, true);
+            for ring in [d.console.take(), d.store.take()].into_iter().flatten() {
+                self.close(ring);
+            }
+        }
+    }
+
+    fn close(&mut self, ring: Ring) {
+        let _ = evtchn::close(ring.port);
+        if let Err(e) = self.window.unmap(ring.map) {
+            self.say(format_args!("unmap failed: {e}"));
+        }
+    }
+}

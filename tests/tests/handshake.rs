@@ -19,21 +19,20 @@ const MESSAGES: u32 = 64;
 /// pv-guest's unit tests pin to the same value).
 const TOTAL: &str = "0x240ab0dc";
 
-/// The text of domain `id`'s console lines (`[d<id> <name>] text`; the control domain
-/// prints ring output with the names it knows, the hypervisor console_io output with the
-/// bundle's), in order.
-fn lines_of(lines: &[String], id: u16) -> Vec<&str> {
-    let tag = format!("[d{id} ");
+/// The text of domain `id`'s console lines, `[d<id> <name>] text` (the control domain
+/// prints the ring output with the names xtask passes it), in order.
+fn lines_of<'a>(lines: &'a [String], id: u16, name: &str) -> Vec<&'a str> {
+    let tag = format!("[d{id} {name}] ");
     lines
         .iter()
         .filter_map(|l| l.strip_prefix(tag.as_str()))
-        .filter_map(|l| l.split_once("] ").map(|(_, text)| text.trim_end()))
+        .map(str::trim_end)
         .collect()
 }
 
 /// The `split: ` lines of domain `id`.
-fn split_lines(lines: &[String], id: u16) -> Vec<&str> {
-    lines_of(lines, id)
+fn split_lines<'a>(lines: &'a [String], id: u16, name: &str) -> Vec<&'a str> {
+    lines_of(lines, id, name)
         .into_iter()
         .filter(|l| l.starts_with("split: "))
         .collect()
@@ -83,7 +82,7 @@ fn frontend_and_backend_connect_exchange_and_close() {
         "{text}"
     );
 
-    let front = split_lines(lines, 1);
+    let front = split_lines(lines, 1, "front");
     let front_want: Vec<String> = [
         "split: front: state -> Initialising",
         "split: front: granted page gref=8 event-channel=",
@@ -119,7 +118,7 @@ fn frontend_and_backend_connect_exchange_and_close() {
         .parse()
         .unwrap_or_else(|_| panic!("bad port {granted:?}\n{text}"));
 
-    let back = split_lines(lines, 2);
+    let back = split_lines(lines, 2, "back");
     let back_want: Vec<String> = vec![
         "split: back: state -> InitWait".to_string(),
         format!("split: back: frontend is Initialised: ring-ref=8 event-channel={port}"),
@@ -136,9 +135,9 @@ fn frontend_and_backend_connect_exchange_and_close() {
         "{text}"
     );
 
-    for id in [1, 2] {
+    for (id, name) in [(1, "front"), (2, "back")] {
         assert!(
-            lines_of(lines, id).contains(&"pv-guest: powering off"),
+            lines_of(lines, id, name).contains(&"pv-guest: powering off"),
             "d{id} did not say it powers off:\n{text}"
         );
     }

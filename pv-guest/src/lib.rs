@@ -1,6 +1,6 @@
 //! The demo PV kernel's library: page tables of its own, traps and a user-mode task, event
-//! channels (2-level and FIFO), a xenstore connection ([`xenbus`]), the split-driver
-//! handshake demo ([`split_demo`], its pure parts in [`split`]) and command-line parsing,
+//! channels (2-level and FIFO), a xenstore connection (`xenbus`), the split-driver
+//! handshake demo (`split_demo`, its pure parts in [`split`]) and command-line parsing,
 //! shared by `pv-guest` and the test guests.
 //!
 //! The runtime (entry point, boot stack, start_info, console printing, panic handler and

@@ -1,4 +1,4 @@
-//! The pure parts of the split-driver demo ([`crate::split_demo`]): the roles from the
+//! The pure parts of the split-driver demo (`split_demo`): the roles from the
 //! command line, the xenstore paths of both ends, the layout of the shared page and the
 //! messages with their checksums. Host-tested.
 //!

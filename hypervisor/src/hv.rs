@@ -343,6 +343,17 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 self.end_domain(at, DomainState::Refused, format_args!("refused: {why}"));
             }
         }
+        // With a control domain the domUs start paused (one controller pause, as xl
+        // builds a domain paused): the control domain unpauses each once its rings are
+        // mapped and it is introduced, so that no domU prints into (or ends with) a
+        // console ring nobody has mapped yet.
+        if self.domains.iter().any(|d| d.dom0 && d.is_runnable()) {
+            for i in 0..self.domains.len() {
+                if !self.domains[i].dom0 && self.domains[i].is_runnable() {
+                    let _ = self.pause_domain(i);
+                }
+            }
+        }
     }
 
     /// Gives a built domain its event channels, its first grant frame, its vCPU to the

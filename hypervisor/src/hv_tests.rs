@@ -866,6 +866,12 @@ fn with_a_control_domain_domu_rings_are_prepared_for_it() {
     // The control domain itself has no rings and no grant frame yet.
     assert_eq!(hv.domains[0].console_ring, None);
     assert!(hv.domains[0].grant.frames().is_empty());
+    // The domUs start with one controller pause, the control domain without: it runs
+    // first and unpauses them once their rings are served.
+    let pauses: std::vec::Vec<u32> = hv.domains.iter().map(|d| d.pause_count).collect();
+    assert_eq!(pauses, [0, 1, 1]);
+    let first = hv.sched.pick(hv.now_ns()).map(|p| p.id.0);
+    assert_eq!(first, Some(DomId(0)), "only the control domain can run");
 }
 
 /// How a run with a control domain ends: when it ends. Its poweroff is no failure, its

@@ -66,7 +66,7 @@ fn main(si: &'static StartInfo) -> ! {
     // First of all, before the domUs run any further: they stay paused until their
     // rings are mapped and they are introduced (as xl builds a domain paused and
     // unpauses it once the backends are set up), so no early console output is lost.
-    let mut held = [DomId(0); window::MAX_DOMAINS];
+    let mut held = [(DomId(0), false); window::MAX_DOMAINS];
     let n_held = hold_domains(&mut held);
     let held = &held[..n_held];
     heap::init();
@@ -101,9 +101,12 @@ fn main(si: &'static StartInfo) -> ! {
         seen_console: events::count(virq_console),
     };
     k.discover();
-    for &id in held {
-        if let Err(e) = hyp::set_paused(id, false) {
-            k.say(format_args!("d{}: unpause failed: {e}", id.0));
+    for &(id, built_paused) in held {
+        // Our hold, and the pause the hypervisor builds a domU with.
+        for _ in 0..1 + usize::from(built_paused) {
+            if let Err(e) = hyp::set_paused(id, false) {
+                k.say(format_args!("d{}: unpause failed: {e}", id.0));
+            }
         }
     }
     loop {
@@ -120,8 +123,9 @@ fn main(si: &'static StartInfo) -> ! {
 }
 
 /// Puts a controller pause on every live domU (at most `held.len()`); returns how many
-/// are held (in `held`).
-fn hold_domains(held: &mut [DomId]) -> usize {
+/// are held (in `held`, each with whether it was paused already: the hypervisor builds
+/// domUs paused when there is a control domain, which then unpauses them).
+fn hold_domains(held: &mut [(DomId, bool)]) -> usize {
     let mut buf = [GetDomainInfo::default(); 16];
     let mut n_held = 0;
     let mut first = 1u16;
@@ -132,7 +136,7 @@ fn hold_domains(held: &mut [DomId]) -> usize {
                 continue;
             }
             if hyp::set_paused(DomId(info.domain), true).is_ok() {
-                held[n_held] = DomId(info.domain);
+                held[n_held] = (DomId(info.domain), info.flags & dominf::PAUSED != 0);
                 n_held += 1;
             }
         }

@@ -128,7 +128,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 
     /// Adds a controller pause to domain `t` (not the running one). At the first, each
     /// vCPU is blocked in the scheduler, remembering whether it wanted the CPU.
-    fn pause_domain(&mut self, t: usize) -> Result<(), Errno> {
+    pub(crate) fn pause_domain(&mut self, t: usize) -> Result<(), Errno> {
         let d = &mut self.domains[t];
         d.pause_count = d.pause_count.checked_add(1).ok_or(Errno::EINVAL)?;
         if d.pause_count > 1 || !d.is_runnable() {

@@ -1,6 +1,7 @@
 //! The demo PV kernel's library: page tables of its own, traps and a user-mode task, event
-//! channels (2-level and FIFO) and command-line parsing, shared by `pv-guest` and the test
-//! guests.
+//! channels (2-level and FIFO), a xenstore connection (`xenbus`), the split-driver
+//! handshake demo (`split_demo`, its pure parts in [`split`]) and command-line parsing,
+//! shared by `pv-guest` and the test guests.
 //!
 //! The runtime (entry point, boot stack, start_info, console printing, panic handler and
 //! linker script) is the `xen-pv-rt` crate; it is re-exported here under the names the
@@ -27,6 +28,9 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod cmdline;
 #[cfg(target_os = "none")]
 pub mod events;
@@ -34,8 +38,13 @@ pub mod events;
 pub mod events_demo;
 #[cfg(target_os = "none")]
 pub mod paging;
+pub mod split;
+#[cfg(target_os = "none")]
+pub mod split_demo;
 #[cfg(target_os = "none")]
 pub mod usermode;
+#[cfg(target_os = "none")]
+pub mod xenbus;
 
 #[cfg(target_os = "none")]
 pub use xen_pv_rt::{_start, console, poweroff, shutdown, start_info};

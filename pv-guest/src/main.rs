@@ -36,6 +36,15 @@ mod kernel {
         println!("pv-guest: hello via console ring");
         io_println!("pv-guest: hello via console_io");
         print_start_info(si);
+        // `demo=front|back peer=<id>`: the split-driver handshake only.
+        if let Some(req) = pv_guest::split::request(si.cmd_line_bytes()) {
+            match req {
+                Ok(req) => pv_guest::split_demo::run(si, req),
+                Err(e) => println!("split: bad command line: {e:?}"),
+            }
+            println!("pv-guest: powering off");
+            pv_guest::poweroff()
+        }
         print_version();
         print_via_hypercall_page();
         print_time(si);

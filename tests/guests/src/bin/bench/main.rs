@@ -32,6 +32,9 @@
 //! * [`grant`]: `grant_map_unmap` (map + unmap of a page granted to ourselves),
 //!   `grant_copy_4k` (one 4 KiB `GNTTABOP_copy` from a granted page), `memcpy_4k` (the
 //!   same 4 KiB copy in the guest, for comparison).
+//! * [`xenstore`]: `xenstore_read_roundtrip` (one `XS_READ` through the control
+//!   domain's xenstored; at most 2,000 iterations; `unsupported=no_xenstore` as dom0 on
+//!   Xen, which has no xenstored in the bench run).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
@@ -99,6 +102,8 @@ mod mmu;
 mod sched;
 #[cfg(target_os = "none")]
 mod traps;
+#[cfg(target_os = "none")]
+mod xenstore;
 
 #[cfg(target_os = "none")]
 pub use guest::*;
@@ -162,6 +167,11 @@ mod guest {
         ("grant_map_unmap", crate::grant::grant_map_unmap),
         ("grant_copy_4k", crate::grant::grant_copy_4k),
         ("memcpy_4k", crate::grant::memcpy_4k),
+        // Last: it leaves pv-guest's upcall registered (the others set up their own).
+        (
+            "xenstore_read_roundtrip",
+            crate::xenstore::xenstore_read_roundtrip,
+        ),
     ];
 
     /// Why a case could not be measured.

@@ -319,7 +319,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                         );
                         let mut d = Domain::built(id, spec.name, dom0, built, now);
                         d.sched_params = (spec.weight, spec.cap);
-                        let limits = grant_limits(&spec);
+                        let limits = grant_limits(spec);
                         match GrantTable::with_limits(limits) {
                             Ok(table) => d.grant = table,
                             Err(_) => self.log_domain(

@@ -144,6 +144,8 @@ impl Fuzz {
             cmdline: "fuzz",
             weight: 0,
             cap: 0,
+            max_grant_frames: 0,
+            max_maptrack_frames: 0,
         };
         create_domains(
             &mut hv,
@@ -1815,6 +1817,8 @@ fn one_domain() -> (TestHv, GuestFrame, u64) {
         cmdline: "",
         weight: 0,
         cap: 0,
+        max_grant_frames: 0,
+        max_maptrack_frames: 0,
     };
     create_domains(&mut hv, &[guest]);
     let f = crate::testutil::started(&mut hv);

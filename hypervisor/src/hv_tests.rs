@@ -684,6 +684,8 @@ fn refused_guests_get_ids_and_count_as_failed() {
         cmdline: "",
         weight: 0,
         cap: 0,
+        max_grant_frames: 0,
+        max_maptrack_frames: 0,
     };
     let b = bundle(&[
         guest("first", false),
@@ -746,6 +748,8 @@ fn built_domain_runs_prints_and_powers_off() {
             cmdline: "",
             weight: 0,
             cap: 0,
+            max_grant_frames: 0,
+            max_maptrack_frames: 0,
         }],
     );
     assert_eq!(
@@ -806,6 +810,8 @@ fn with_a_control_domain_domu_rings_are_prepared_for_it() {
         cmdline: "",
         weight: 0,
         cap: 0,
+        max_grant_frames: 0,
+        max_maptrack_frames: 0,
     };
     create_domains(
         &mut hv,

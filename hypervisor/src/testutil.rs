@@ -424,6 +424,8 @@ pub fn started_test_domains(
             cmdline: "",
             weight: 0,
             cap: 0,
+            max_grant_frames: 0,
+            max_maptrack_frames: 0,
         })
         .collect();
     create_domains(&mut hv, &guests);

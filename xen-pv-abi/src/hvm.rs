@@ -5,7 +5,10 @@
 //! the domains Xen built at boot. Xen 4.17 numbers and layout (`public/hvm/hvm_op.h`,
 //! `public/hvm/params.h`).
 
+use crate::errno::Errno;
+use crate::generated::call_on;
 use crate::ids::DomId;
+use crate::transport::{Native, Transport};
 use static_assertions::const_assert_eq;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -43,3 +46,52 @@ pub struct XenHvmParam {
 const_assert_eq!(core::mem::size_of::<XenHvmParam>(), 16);
 const_assert_eq!(core::mem::offset_of!(XenHvmParam, index), 4);
 const_assert_eq!(core::mem::offset_of!(XenHvmParam, value), 8);
+
+/// `hvm_op(HVMOP_get_param)`: parameter `index` (an `HVM_PARAM_*`) of domain `dom`
+/// ([`DomId::SELF`] for the caller's own). Reading another domain's needs privilege
+/// (`EPERM` otherwise); an index at or above [`HVM_NR_PARAMS`] is `EINVAL`.
+pub fn get_param(dom: DomId, index: u32) -> Result<u64, Errno> {
+    get_param_on(&Native, dom, index)
+}
+
+/// [`get_param`] through `t`.
+pub fn get_param_on<T: Transport + ?Sized>(t: &T, dom: DomId, index: u32) -> Result<u64, Errno> {
+    let mut p = XenHvmParam {
+        domid: dom,
+        index,
+        ..Default::default()
+    };
+    // SAFETY: `p` is a live xen_hvm_param (16 bytes), which the hypervisor reads and
+    // whose `value` it writes.
+    let ret = unsafe { call_on::hvm_op(t, HVMOP_GET_PARAM, core::ptr::from_mut(&mut p).cast()) };
+    Errno::check(ret)?;
+    Ok(p.value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nr;
+    use crate::transport::fake::Fake;
+
+    #[test]
+    fn get_param_passes_domain_and_index_and_reads_the_value() {
+        let t = Fake::new(|call| {
+            assert_eq!((call.op, call.args[0]), (nr::HVM_OP, HVMOP_GET_PARAM));
+            // SAFETY: the wrapper passes a live XenHvmParam.
+            let p = unsafe { &mut *(call.args[1] as *mut XenHvmParam) };
+            if p.index >= HVM_NR_PARAMS {
+                return Errno::EINVAL.to_ret();
+            }
+            p.value = u64::from(p.domid.0) << 32 | u64::from(p.index);
+            0
+        });
+        assert_eq!(get_param_on(&t, DomId(3), HVM_PARAM_STORE_PFN), Ok(3 << 32 | 1));
+        assert_eq!(
+            get_param_on(&t, DomId(1), HVM_PARAM_CONSOLE_EVTCHN),
+            Ok(1 << 32 | 18)
+        );
+        assert_eq!(get_param_on(&t, DomId(1), HVM_NR_PARAMS), Err(Errno::EINVAL));
+        assert_eq!(t.count(), 3);
+    }
+}

@@ -74,6 +74,24 @@ pub fn console_io_write_on<T: Transport + ?Sized>(t: &T, bytes: &[u8]) -> Result
     Ok(())
 }
 
+/// `console_io(CONSOLEIO_read)`: takes up to `buf.len()` bytes typed on the hypervisor
+/// console into `buf`; returns how many (0 when none are waiting). Only the domain the
+/// console input is switched to (dom0 / the control domain) may read it.
+pub fn console_io_read(buf: &mut [u8]) -> Result<usize, Errno> {
+    console_io_read_on(&Native, buf)
+}
+
+/// [`console_io_read`] through `t`. At most `u32::MAX` bytes are asked for at once.
+pub fn console_io_read_on<T: Transport + ?Sized>(t: &T, buf: &mut [u8]) -> Result<usize, Errno> {
+    let count = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+    // SAFETY: the hypervisor writes at most `count` bytes into `buf`, which is ours and
+    // at least that long.
+    let ret = unsafe { call_on::console_io(t, nr::CONSOLEIO_READ, count, buf.as_mut_ptr()) };
+    let n = Errno::check(ret)?;
+    // A count beyond the buffer is never believed.
+    Ok(usize::try_from(n).unwrap_or(usize::MAX).min(buf.len()))
+}
+
 /// `xen_version(XENVER_version)`: `(major, minor)`.
 pub fn xen_version() -> Result<(u16, u16), Errno> {
     xen_version_on(&Native)
@@ -278,6 +296,26 @@ mod tests {
             t.calls()[1].args[2],
             text.as_ptr() as u64 + XENCONS_OUT_SIZE as u64
         );
+    }
+
+    #[test]
+    fn console_io_read_passes_the_buffer_and_caps_the_count() {
+        let mut buf = [0u8; 16];
+        let addr = buf.as_ptr() as u64;
+        let t = Fake::new(|call| {
+            assert_eq!(call.op, nr::CONSOLE_IO);
+            assert_eq!(call.args[0], u64::from(nr::CONSOLEIO_READ));
+            assert_eq!((call.args[1], call.args[2]), (16, addr));
+            // SAFETY: the wrapper passes its 16-byte buffer.
+            unsafe { (call.args[2] as *mut u8).write_bytes(b'k', 3) };
+            3
+        });
+        assert_eq!(console_io_read_on(&t, &mut buf), Ok(3));
+        assert_eq!(&buf[..4], b"kkk\0");
+        let t = Fake::new(|_| 1000);
+        assert_eq!(console_io_read_on(&t, &mut buf), Ok(16));
+        let t = Fake::new(|_| Errno::EPERM.to_ret());
+        assert_eq!(console_io_read_on(&t, &mut buf), Err(Errno::EPERM));
     }
 
     #[test]

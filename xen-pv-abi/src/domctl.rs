@@ -411,11 +411,14 @@ mod tests {
         assert_eq!(pausedomain_on(&t, DomId(0)), Err(Errno::EINVAL));
         assert_eq!(
             *seen.borrow(),
-            (3, [
-                (XEN_DOMCTL_PAUSEDOMAIN, 7),
-                (XEN_DOMCTL_UNPAUSEDOMAIN, 7),
-                (XEN_DOMCTL_PAUSEDOMAIN, 0)
-            ])
+            (
+                3,
+                [
+                    (XEN_DOMCTL_PAUSEDOMAIN, 7),
+                    (XEN_DOMCTL_UNPAUSEDOMAIN, 7),
+                    (XEN_DOMCTL_PAUSEDOMAIN, 0)
+                ]
+            )
         );
     }
 }

@@ -86,12 +86,18 @@ mod tests {
             p.value = u64::from(p.domid.0) << 32 | u64::from(p.index);
             0
         });
-        assert_eq!(get_param_on(&t, DomId(3), HVM_PARAM_STORE_PFN), Ok(3 << 32 | 1));
+        assert_eq!(
+            get_param_on(&t, DomId(3), HVM_PARAM_STORE_PFN),
+            Ok(3 << 32 | 1)
+        );
         assert_eq!(
             get_param_on(&t, DomId(1), HVM_PARAM_CONSOLE_EVTCHN),
             Ok(1 << 32 | 18)
         );
-        assert_eq!(get_param_on(&t, DomId(1), HVM_NR_PARAMS), Err(Errno::EINVAL));
+        assert_eq!(
+            get_param_on(&t, DomId(1), HVM_NR_PARAMS),
+            Err(Errno::EINVAL)
+        );
         assert_eq!(t.count(), 3);
     }
 }

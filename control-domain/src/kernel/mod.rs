@@ -2,7 +2,6 @@
 //! xenstore and the consoles, driven by events only.
 
 mod heap;
-mod hyp;
 mod window;
 
 use alloc::vec::Vec;
@@ -10,14 +9,15 @@ use control_domain::cmdline::domain_name;
 use control_domain::console::{self, Backend, Output};
 use control_domain::xenstored::ring::RingConn;
 use control_domain::xenstored::{self, DomainInfo, Limits, Xenstored};
-use hyp::{
-    HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN, HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN,
-};
 use window::{Mapping, Window};
-use xen_pv_abi::domctl::{GetDomainInfo, dominf};
+use xen_pv_abi::domctl::{self, GetDomainInfo, dominf};
 use xen_pv_abi::event_channel::Virq;
 use xen_pv_abi::grant_table::{GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE};
-use xen_pv_abi::{DomId, EvtchnPort, VcpuId, evtchn};
+use xen_pv_abi::hvm::{
+    self, HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN, HVM_PARAM_STORE_EVTCHN,
+    HVM_PARAM_STORE_PFN,
+};
+use xen_pv_abi::{DomId, EvtchnPort, GrantRef, VcpuId, evtchn, hypercall};
 use xen_pv_rt::{StartInfo, events};
 
 xen_pv_rt::entry!(main, supported_features: 1 << 11);
@@ -104,7 +104,7 @@ fn main(si: &'static StartInfo) -> ! {
     for &(id, built_paused) in held {
         // Our hold, and the pause the hypervisor builds a domU with.
         for _ in 0..1 + usize::from(built_paused) {
-            if let Err(e) = hyp::set_paused(id, false) {
+            if let Err(e) = domctl::unpausedomain(id) {
                 k.say(format_args!("d{}: unpause failed: {e}", id.0));
             }
         }
@@ -129,7 +129,7 @@ fn hold_domains(held: &mut [(DomId, bool)]) -> usize {
     let mut buf = [GetDomainInfo::default(); 16];
     let mut n_held = 0;
     let mut first = 1u16;
-    while let Ok(n) = hyp::domain_list(first, &mut buf) {
+    while let Ok(n) = domctl::getdomaininfolist(DomId(first), &mut buf) {
         for info in &buf[..n] {
             let ended = info.flags & (dominf::DYING | dominf::SHUTDOWN) != 0;
             if info.domain == 0 || ended {
@@ -139,11 +139,11 @@ fn hold_domains(held: &mut [(DomId, bool)]) -> usize {
                 // More domains than can be served: they run unserved rather than
                 // staying paused for ever.
                 if info.flags & dominf::PAUSED != 0 {
-                    let _ = hyp::set_paused(DomId(info.domain), false);
+                    let _ = domctl::unpausedomain(DomId(info.domain));
                 }
                 continue;
             }
-            if hyp::set_paused(DomId(info.domain), true).is_ok() {
+            if domctl::pausedomain(DomId(info.domain)).is_ok() {
                 held[n_held] = (DomId(info.domain), info.flags & dominf::PAUSED != 0);
                 n_held += 1;
             }
@@ -166,7 +166,7 @@ impl Kernel {
         let mut buf = [GetDomainInfo::default(); 16];
         let mut first = 1u16;
         loop {
-            let n = match hyp::domain_list(first, &mut buf) {
+            let n = match domctl::getdomaininfolist(DomId(first), &mut buf) {
                 Ok(n) => n,
                 Err(e) => {
                     self.say(format_args!("getdomaininfolist: {e}"));
@@ -199,7 +199,7 @@ impl Kernel {
             return;
         }
         let name = domain_name(self.cmdline, id);
-        let param = |index| hyp::hvm_param(id, index);
+        let param = |index| hvm::get_param(id, index);
         let params = (|| {
             Ok::<_, xen_pv_abi::Errno>((
                 param(HVM_PARAM_STORE_PFN)?,
@@ -222,8 +222,20 @@ impl Kernel {
                 return;
             }
         };
-        served.store = self.connect(id, &name, "xenstore", GNTTAB_RESERVED_XENSTORE, store_port);
-        served.console = self.connect(id, &name, "console", GNTTAB_RESERVED_CONSOLE, console_port);
+        served.store = self.connect(
+            id,
+            &name,
+            "xenstore",
+            GrantRef(GNTTAB_RESERVED_XENSTORE),
+            store_port,
+        );
+        served.console = self.connect(
+            id,
+            &name,
+            "console",
+            GrantRef(GNTTAB_RESERVED_CONSOLE),
+            console_port,
+        );
         if served.console.is_some() && self.console.add(id, &name).is_err() {
             self.say(format_args!("d{} {name}: console not served", id.0));
         }
@@ -256,7 +268,7 @@ impl Kernel {
         id: DomId,
         name: &str,
         what: &str,
-        gref: u32,
+        gref: GrantRef,
         remote: u64,
     ) -> Option<Ring> {
         let Ok(remote) = u32::try_from(remote) else {
@@ -320,7 +332,7 @@ impl Kernel {
     fn route_input(&mut self) -> bool {
         for _ in 0..INPUT_READS {
             let mut buf = [0u8; 128];
-            let n = match hyp::console_read(&mut buf) {
+            let n = match hypercall::console_io_read(&mut buf) {
                 Ok(0) | Err(_) => return false,
                 Ok(n) => n,
             };
@@ -388,7 +400,7 @@ impl Kernel {
     fn reap(&mut self) {
         let mut i = 0;
         while i < self.domains.len() {
-            let ended = match hyp::domain_info(self.domains[i].id) {
+            let ended = match domctl::getdomaininfo(self.domains[i].id) {
                 Ok(info) => info.flags & (dominf::SHUTDOWN | dominf::DYING) != 0,
                 Err(_) => true,
             };

@@ -3,13 +3,15 @@
 //! existing L1 entry at `host_addr`, which every page of the image has).
 //!
 //! The pages are never touched through Rust references: only through [`Page`]'s volatile
-//! accesses while mapped.
+//! accesses while mapped. The grant mappings are the ABI kit's owned
+//! [`kit::Mapping`]s; the window adds the slot bookkeeping.
 
-use super::hyp::{self, Failed};
 use control_domain::console::SharedPage;
 use control_domain::xenstored::ring::RingPage;
 use core::sync::atomic::{Ordering, fence};
-use xen_pv_abi::DomId;
+use xen_pv_abi::kit::{self, Error};
+use xen_pv_abi::transport::Native;
+use xen_pv_abi::{DomId, Errno, GrantRef};
 
 /// Domains served at once at most (two pages each).
 pub const MAX_DOMAINS: usize = 32;
@@ -27,10 +29,13 @@ pub struct Window {
     used: [bool; SLOTS],
 }
 
-/// A grant mapping in the window.
+/// A grant mapping in the window, on slot `slot`.
+///
+/// Given back through [`Window::unmap`]; dropped otherwise, the kit still unmaps it but
+/// its slot stays taken (the window cannot know whether that unmap worked).
 pub struct Mapping {
     slot: usize,
-    handle: u32,
+    map: kit::Mapping<Native>,
 }
 
 impl Window {
@@ -46,26 +51,29 @@ impl Window {
         (&raw mut WINDOW).cast::<u8>().wrapping_add(slot * PAGE) as u64
     }
 
-    /// Maps grant `gref` of `dom` onto a free window page.
-    pub fn map(&mut self, dom: DomId, gref: u32) -> Result<Mapping, Failed> {
+    /// Maps grant `gref` of `dom` (writable) onto a free window page. A failed map
+    /// leaves the page free.
+    pub fn map(&mut self, dom: DomId, gref: GrantRef) -> Result<Mapping, Error> {
         let slot = self
             .used
             .iter()
             .position(|u| !u)
-            .ok_or(Failed::Errno(xen_pv_abi::Errno::ENOSPC))?;
-        // SAFETY: a free window page: nothing references it (the window is only reached
-        // through `Page`s of live mappings).
-        let handle = unsafe { hyp::map_grant(dom, gref, Self::va(slot))? };
+            .ok_or(Error::Errno(Errno::ENOSPC))?;
+        // SAFETY: a free window page of the image (so its L1 table exists): nothing
+        // references it, as the window is only reached through `Page`s of live
+        // mappings; after the returned mapping goes, the slot is only reused once
+        // `unmap` reports the page unmapped.
+        let map = unsafe { kit::map_grant(Native, dom, gref, Self::va(slot), false)? };
         self.used[slot] = true;
-        Ok(Mapping { slot, handle })
+        Ok(Mapping { slot, map })
     }
 
     /// Removes a mapping (its `Page`s must be gone: it takes the mapping by value).
-    pub fn unmap(&mut self, m: Mapping) -> Result<(), Failed> {
-        // SAFETY: `m` was the only way to reach the page and is consumed here.
-        let r = unsafe { hyp::unmap_grant(Self::va(m.slot), m.handle) };
+    pub fn unmap(&mut self, m: Mapping) -> Result<(), Error> {
+        let slot = m.slot;
+        let r = m.map.unmap();
         if r.is_ok() {
-            self.used[m.slot] = false;
+            self.used[slot] = false;
         }
         // A failed unmap leaves the slot in use: never mapped over.
         r
@@ -76,7 +84,7 @@ impl Mapping {
     /// Access to the mapped page.
     pub fn page(&mut self) -> Page<'_> {
         Page {
-            base: Window::va(self.slot) as *mut u8,
+            base: self.map.as_ptr(),
             _m: core::marker::PhantomData,
         }
     }

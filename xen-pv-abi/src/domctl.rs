@@ -6,6 +6,10 @@
 //! [`XEN_SYSCTL_INTERFACE_VERSION`]; any other value is refused with `EACCES`) and a
 //! 128-byte union whose meaning depends on the command. The union is kept as bytes here:
 //! read or write a payload such as [`GetDomainInfo`] at its start with zerocopy.
+//!
+//! Safe wrappers cover what a control domain needs to follow the other domains:
+//! [`getdomaininfolist`], [`getdomaininfo`], [`pausedomain`] and [`unpausedomain`] (each
+//! with an `_on` form over a [`Transport`]).
 
 use crate::errno::Errno;
 use crate::generated::call_on;

@@ -3,7 +3,7 @@
 //! and event channels (`HVM_PARAM_STORE_PFN`, `HVM_PARAM_STORE_EVTCHN`,
 //! `HVM_PARAM_CONSOLE_PFN`, `HVM_PARAM_CONSOLE_EVTCHN`), as Xen's init-dom0less does for
 //! the domains Xen built at boot. Xen 4.17 numbers and layout (`public/hvm/hvm_op.h`,
-//! `public/hvm/params.h`).
+//! `public/hvm/params.h`). [`get_param`] reads one.
 
 use crate::errno::Errno;
 use crate::generated::call_on;

@@ -43,6 +43,8 @@ mod guest {
     const MAX_NODES: u32 = 1100;
     const MAX_WATCHES: u32 = 200;
     const MAX_TRANSACTIONS: u32 = 50;
+    /// Leaves per directory while filling the node quota.
+    const PER_DIR: u32 = 50;
     /// A value whose node record exceeds the 2048-byte record quota.
     const BIG_VALUE: usize = 3000;
     /// Characters of a path component that makes the path exceed the 2048-byte limit.
@@ -188,17 +190,27 @@ mod guest {
     }
 
     /// Nodes under `data/fill` until the node quota refuses one; then frees them.
+    ///
+    /// Every operation creates exactly one node: the directories `data/fill/d<j>` are
+    /// made before their leaves, and hold at most [`PER_DIR`] children each, because a
+    /// directory's record counts its children's names against the 2048-byte record
+    /// quota (Xen does so too) and must not hit that one first.
     fn nodes(xs: &mut Client, c: &mut Cases) {
         let r = xs.mkdir(TxId::NONE, "data/fill");
         c.result("mkdir_fill", &r, "ok");
         let mut written = 0;
         let mut last = Ok(());
         for i in 0..MAX_NODES {
-            last = xs.write(
-                TxId::NONE,
-                Path::of(format_args!("data/fill/n{i}")).as_str(),
-                b"v",
-            );
+            let (dir, leaf) = (i / (PER_DIR + 1), i % (PER_DIR + 1));
+            last = if leaf == 0 {
+                xs.mkdir(
+                    TxId::NONE,
+                    Path::of(format_args!("data/fill/d{dir}")).as_str(),
+                )
+            } else {
+                let p = Path::of(format_args!("data/fill/d{dir}/n{leaf}"));
+                xs.write(TxId::NONE, p.as_str(), b"v")
+            };
             if last.is_err() {
                 break;
             }
@@ -209,12 +221,34 @@ mod guest {
         let r = xs.mkdir(TxId::NONE, "data/one-more");
         c.result("node_quota_mkdir", &r, "ENOSPC");
         // Overwriting an existing node creates none: still allowed.
-        let r = xs.write(TxId::NONE, "data/fill/n0", b"again");
+        let r = xs.write(TxId::NONE, "data/fill/d0/n1", b"again");
         c.result("node_quota_overwrite", &r, "ok");
         let r = xs.rm(TxId::NONE, "data/fill");
         c.result("rm_fill", &r, "ok");
         let r = xs.write(TxId::NONE, "data/after-rm", b"1");
         c.result("node_after_rm", &r, "ok");
+
+        // One directory with ever more children: its record outgrows the record quota
+        // long before the node quota is reached.
+        let r = xs.mkdir(TxId::NONE, "data/wide");
+        c.result("mkdir_wide", &r, "ok");
+        let mut children = 0;
+        let mut last = Ok(());
+        for i in 0..MAX_NODES {
+            last = xs.write(
+                TxId::NONE,
+                Path::of(format_args!("data/wide/c{i}")).as_str(),
+                b"",
+            );
+            if last.is_err() {
+                break;
+            }
+            children += 1;
+        }
+        println!("hostile-xenstore: {children} children in one directory before the quota");
+        c.result("directory_record_quota", &last, "ENOSPC");
+        let r = xs.rm(TxId::NONE, "data/wide");
+        c.result("rm_wide", &r, "ok");
     }
 
     /// Watches until the watch quota refuses one; then removes them.

@@ -1,6 +1,7 @@
 //! Grant tables and the control hypercalls from unprivileged domains, in QEMU:
 //! `hostile-grant` (every bad map, unmap and copy answered with Xen 4.17's exact
-//! `GNTST_*` status, maptrack exhaustion, then normal use still works; the same guest
+//! `GNTST_*` status, maptrack exhaustion, version-2 status-frame, sub-page and transitive
+//! abuse, then normal use still works; the same guest
 //! as dom0 on real Xen 4.17 gets the same statuses), `grant-peer`
 //! (a page stays readable to its mapper after the granter crashed, and unmaps cleanly),
 //! and `domu-control` (a domU's domctl, sysctl and foreign alloc_unbound are `-EPERM`).

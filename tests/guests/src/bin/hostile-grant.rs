@@ -12,6 +12,13 @@
 //! then one entry per mapping until the maptrack is full (`GNTST_no_space`,
 //! `maptrack full after <n> maps`: the limit is the hypervisor's, ours 256, Xen's
 //! default far larger, so the test, not this guest, knows the count).
+//!
+//! Then version 2: `get_status_frames` with too many frames, a list in the hypervisor's
+//! range, an absent domain and (as a domU only) the control domain; the status frame
+//! mapped writable and pinned as an L1; an entry's status word zeroed while it is
+//! mapped; a sub-page entry whose window runs past the page; transitive entries to
+//! themselves and through an absent domain; `set_version 1` while an entry or the
+//! status frame is mapped; and back to version 1 for the normal use at the end.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]

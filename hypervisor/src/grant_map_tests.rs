@@ -465,6 +465,70 @@ fn granter_death_keeps_a_mapped_frame_until_unmapped() {
 }
 
 #[test]
+fn end_of_run_accounting_counts_a_dead_granters_frame_until_unmapped() {
+    let mut fx = fx();
+    let frame = fx.d(1).data[BUF];
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 2, frame);
+    let out = fx.map(2, mop(map_va(0), GNTMAP_HOST_MAP, 10, 1));
+    assert_eq!(out.status, GNTST_OKAY);
+    let idx1 = fx.d(1).idx;
+    fx.hv
+        .end_domain(idx1, DomainState::Crashed, format_args!("test"));
+    // Reported now, the kept frame counts (d2 still runs: its frames do not).
+    fx.hv.platform.console.clear();
+    let _ = fx.hv.final_report();
+    assert!(
+        fx.hv
+            .platform
+            .console
+            .contains("(hv) frames: 1 still owned by ended domains\n"),
+        "{}",
+        fx.hv.platform.console
+    );
+    // Unmapped, then the mapper ends too: nothing is left.
+    assert_eq!(fx.unmap(2, map_va(0), out.handle, 0), GNTST_OKAY);
+    let idx2 = fx.d(2).idx;
+    fx.hv
+        .end_domain(idx2, DomainState::Crashed, format_args!("test"));
+    fx.hv.platform.console.clear();
+    let _ = fx.hv.final_report();
+    assert!(
+        fx.hv
+            .platform
+            .console
+            .contains("(hv) frames: 0 still owned by ended domains\n(hv) all domains ended:"),
+        "{}",
+        fx.hv.platform.console
+    );
+}
+
+#[test]
+fn a_mapper_ending_frees_the_dead_granters_frame() {
+    let mut fx = fx();
+    let frame = fx.d(1).data[BUF];
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 2, frame);
+    let out = fx.map(2, mop(map_va(0), GNTMAP_HOST_MAP, 10, 1));
+    assert_eq!(out.status, GNTST_OKAY);
+    let (idx1, idx2) = (fx.d(1).idx, fx.d(2).idx);
+    fx.hv
+        .end_domain(idx1, DomainState::Crashed, format_args!("test"));
+    // The mapper ends without unmapping: its maps go, and with them the kept frame.
+    fx.hv
+        .end_domain(idx2, DomainState::Crashed, format_args!("test"));
+    assert_eq!(fx.hv.frames.owner(frame), None);
+    fx.hv.platform.console.clear();
+    let _ = fx.hv.final_report();
+    assert!(
+        fx.hv
+            .platform
+            .console
+            .contains("(hv) frames: 0 still owned by ended domains\n"),
+        "{}",
+        fx.hv.platform.console
+    );
+}
+
+#[test]
 fn copy_keeps_the_bits_a_mapping_holds() {
     use xen_pv_abi::grant_table::{GNTCOPY_SOURCE_GREF, GNTTABOP_COPY, GnttabCopy, GnttabCopyPtr};
     let mut fx = fx();

@@ -699,7 +699,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
     }
 
-    /// Prints one line per domain and the summary, and says how QEMU should exit.
+    /// Prints one line per domain, the frames the ended domains still own
+    /// (`frames: <n> still owned by ended domains`, 0 unless something leaked) and the
+    /// summary, and says how QEMU should exit.
     pub(crate) fn final_report(&mut self) -> Resume {
         let mut powered_off = 0usize;
         for i in 0..self.domains.len() {
@@ -715,6 +717,15 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             );
         }
         let failed = self.domains.len() - powered_off;
+        // Every domain has ended: each frame one of them still owns is a leak (a granted
+        // frame outlives its granter only until the last unmap).
+        let domains = &self.domains;
+        let still_owned = self
+            .frames
+            .count_owned(|owner| domains.iter().any(|d| d.id == owner && !d.is_runnable()));
+        self.log(format_args!(
+            "frames: {still_owned} still owned by ended domains"
+        ));
         self.log(format_args!(
             "all domains ended: {powered_off} powered off, {failed} failed"
         ));

@@ -83,6 +83,8 @@ fn pv_guest_boots_prints_and_powers_off() {
             "[d1 pv-guest] events: timer: 3 one-shot timers fired, blocked until each",
             "[d1 pv-guest] events: loopback: 5 sends, 5 upcalls on the bound end",
             "(hv) d1 pv-guest: shut down: poweroff",
+            // Every frame of the ended domains was freed.
+            "(hv) frames: 0 still owned by ended domains",
             "(hv) all domains ended: 2 powered off, 0 failed",
         ],
         Outcome::AllPoweredOff,

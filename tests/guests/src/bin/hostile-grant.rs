@@ -12,6 +12,13 @@
 //! then one entry per mapping until the maptrack is full (`GNTST_no_space`,
 //! `maptrack full after <n> maps`: the limit is the hypervisor's, ours 256, Xen's
 //! default far larger, so the test, not this guest, knows the count).
+//!
+//! Then version 2: `get_status_frames` with too many frames, a list in the hypervisor's
+//! range, an absent domain and (as a domU only) the control domain; the status frame
+//! mapped writable and pinned as an L1; an entry's status word zeroed while it is
+//! mapped; a sub-page entry whose window runs past the page; transitive entries to
+//! themselves and through an absent domain; `set_version 1` while an entry or the
+//! status frame is mapped; and back to version 1 for the normal use at the end.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
@@ -23,12 +30,19 @@ mod guest {
 
     use pv_guest::paging::{kernel_l4, mfn_of};
     use pv_guest::{StartInfo, println};
-    use test_guests::grant::{Table, copy, copy_from_gref, map, map_req, unmap, unmap_req};
-    use xen_pv_abi::DomId;
-    use xen_pv_abi::grant_table::{
-        GNTMAP_READONLY, GNTST_NO_SPACE, GNTST_OKAY, GTF_PERMIT_ACCESS, GTF_READONLY, GnttabCopy,
-        GnttabMapGrantRef, GnttabUnmapGrantRef,
+    use test_guests::grant::{
+        PTE_RW, Table, copy, copy_from_gref, map, map_req, op_raw, unmap, unmap_req, yield_cpu,
     };
+    use xen_pv_abi::DomId;
+    use xen_pv_abi::generated::call::mmuext_op;
+    use xen_pv_abi::grant_table::{
+        GNTMAP_READONLY, GNTST_NO_SPACE, GNTST_OKAY, GNTTABOP_GET_STATUS_FRAMES,
+        GNTTABOP_SET_VERSION, GTF_PERMIT_ACCESS, GTF_READONLY, GTF_SUB_PAGE, GTF_TRANSITIVE,
+        GnttabCopy, GnttabGetStatusFrames, GnttabMapGrantRef, GnttabSetVersion,
+        GnttabUnmapGrantRef, GrantEntryV2,
+    };
+    use xen_pv_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
+    use xen_pv_abi::mmu::{MMUEXT_PIN_L1_TABLE, MmuextOp};
 
     test_guests::standard_notes!("hostile-grant");
     pv_guest::entry!(main);
@@ -59,6 +73,12 @@ mod guest {
     const CACHE_ATTR_WANT: i64 = 0;
     /// `GTF_PWT`: an entry asking for write-through caching.
     const GTF_PWT: u16 = 1 << 5;
+    /// Yields before powering off (see the end of `main`).
+    const RELAY_YIELDS: usize = 50;
+    /// v2 cases: a sub-page entry and two transitive ones.
+    const SUB_PAGE: u32 = 15;
+    const TRANS_SELF: u32 = 16;
+    const TRANS_ABSENT: u32 = 17;
     /// The first of the [`MAPTRACK_PAGES`] entries of the maptrack case.
     const MANY_FIRST: u32 = 100;
 
@@ -80,6 +100,8 @@ mod guest {
     static mut MAP_AT: Page = Page([0; PAGE]);
     /// Another spare page.
     static mut OTHER: Page = Page([0; PAGE]);
+    /// Where the status frame is mapped (its own frame is mapped back afterwards).
+    static mut STATUS_AT: Page = Page([0; PAGE]);
     /// The maptrack case's spare pages.
     static mut SPARE: Pages = Pages([0; PAGE * MAPTRACK_PAGES]);
 
@@ -157,6 +179,178 @@ mod guest {
         }
         case("unmap_all_failures", i64::from(failures), 0);
         (mapped, last)
+    }
+
+    /// `GNTTABOP_set_version`: the errno, else 0.
+    fn set_version(version: u32) -> i64 {
+        let mut op = GnttabSetVersion { version };
+        // SAFETY: one live set_version struct.
+        unsafe { op_raw(GNTTABOP_SET_VERSION, &mut op, 1) }
+    }
+
+    /// `GNTTABOP_get_status_frames` of `dom` into `list`: the errno, else the status.
+    fn get_status_frames(dom: DomId, nr_frames: u32, list: u64) -> i64 {
+        let mut op = GnttabGetStatusFrames {
+            nr_frames,
+            dom,
+            frame_list: list,
+            ..GnttabGetStatusFrames::default()
+        };
+        // SAFETY: one live struct; `list` is either room for `nr_frames` MFNs of ours
+        // or an address the hypervisor must refuse (or a count it must refuse first).
+        match unsafe { op_raw(GNTTABOP_GET_STATUS_FRAMES, &mut op, 1) } {
+            0 => i64::from(op.status),
+            e => e,
+        }
+    }
+
+    /// One `mmuext_op` on ourselves: the errno, else 0.
+    fn mmuext(cmd: u32, arg1: u64) -> i64 {
+        let op = MmuextOp {
+            cmd,
+            pad: 0,
+            arg1,
+            arg2: 0,
+        };
+        let mut done = 0u32;
+        // SAFETY: one live op; pinning a frame that is no page table must be refused.
+        unsafe { mmuext_op(&op, 1, &mut done, u32::from(DomId::SELF.0)) }
+    }
+
+    /// Points the page at `va` at machine frame `mfn` (writable): the errno, else 0.
+    fn remap(va: u64, mfn: u64) -> i64 {
+        // SAFETY: `va` is one of our spare pages, which nothing references.
+        match unsafe { update_va_mapping(va, (mfn << 12) | PTE_RW, UVMF_INVLPG) } {
+            Ok(()) => 0,
+            Err(e) => e.to_ret(),
+        }
+    }
+
+    /// Writes v2 entry `gref` in our (single) grant frame mapped at `TABLE_PAGE`:
+    /// the rest first, the flags last.
+    fn set_v2(gref: u32, e: GrantEntryV2) {
+        let at = (&raw const TABLE_PAGE as u64 + u64::from(gref) * 16) as *mut u64;
+        let word0 = u64::from(e.flags) | u64::from(e.domid.0) << 16 | u64::from(e.word1) << 32;
+        // SAFETY: TABLE_PAGE maps our grant frame, 256 v2 entries; gref < 256.
+        unsafe {
+            at.add(1).write_volatile(e.word2);
+            at.write_volatile(word0 & !0xffff);
+            at.write_volatile(word0);
+        }
+    }
+
+    /// The v2 cases: status frames (too many, a bad list, another domain's, made a page
+    /// table, scribbled on while an entry is mapped), sub-page and transitive entries,
+    /// and switching back to v1 while a status frame or an entry is still in use.
+    fn v2_cases(si: &StartInfo, t: &Table, me: DomId, granted: u64, dest: u64) {
+        case("set_version_2", set_version(2), 0);
+        let mut list = [0u64; 2];
+        let list_va = list.as_mut_ptr() as u64;
+        case("status_frames_one", get_status_frames(me, 1, list_va), 0);
+        let status_mfn = list[0];
+        // Room for the list is there (the spare pages): the count alone is refused.
+        let spare = va_of(&raw const SPARE);
+        case(
+            "status_frames_too_many",
+            get_status_frames(me, 1000, spare),
+            -1,
+        );
+        case(
+            "status_frames_list_in_hypervisor",
+            get_status_frames(me, 1, HYPERVISOR_ADDRESS),
+            -14,
+        );
+        case(
+            "status_frames_of_absent_domain",
+            get_status_frames(NO_DOMAIN, 1, list_va),
+            -2,
+        );
+        if me != DomId(0) {
+            // A domU asking about the control domain (on Xen this guest is dom0).
+            case(
+                "status_frames_of_other_domain",
+                get_status_frames(DomId(0), 1, list_va),
+                -8,
+            );
+        }
+        // Our status frame mapped writable in one of our pages (Xen shares it so).
+        let status_va = va_of(&raw const STATUS_AT);
+        let status_home = mfn_of(si, status_va);
+        case("map_status_frame_writable", remap(status_va, status_mfn), 0);
+        case(
+            "pin_status_frame_as_l1",
+            mmuext(MMUEXT_PIN_L1_TABLE, status_mfn),
+            -22,
+        );
+        let status_word = |gref: u32| (status_va + u64::from(gref) * 2) as *mut u16;
+        // A mapped entry: GTF_reading in its status word; we scribble it away.
+        set_v2(
+            GOOD,
+            GrantEntryV2::full_page(GTF_PERMIT_ACCESS, me, granted),
+        );
+        let map_at = va_of(&raw const MAP_AT);
+        let mut m = map_req(me, GOOD, map_at, GNTMAP_READONLY);
+        case("v2_map_good", map_status(&mut m), 0);
+        // SAFETY: STATUS_AT maps our status frame; entry GOOD's word is in it.
+        let st = unsafe { status_word(GOOD).read_volatile() };
+        case("v2_status_reading_while_mapped", i64::from(st), 8);
+        // SAFETY: as above; the hypervisor must not trust what we write there.
+        unsafe { status_word(GOOD).write_volatile(0) };
+        case("set_version_1_while_entry_mapped", set_version(1), -16);
+        let mut u = unmap_req(&m);
+        case("v2_unmap_after_scribble", unmap_status(&mut u), 0);
+        // SAFETY: as above.
+        let st = unsafe { status_word(GOOD).read_volatile() };
+        case("v2_status_idle_after_unmap", i64::from(st), 0);
+        // A sub-page entry whose window runs past the page end.
+        set_v2(
+            SUB_PAGE,
+            GrantEntryV2::sub_page(GTF_PERMIT_ACCESS | GTF_SUB_PAGE, me, granted, 4000, 200),
+        );
+        let mut c = copy_from_gref(me, SUB_PAGE, dest, 96);
+        c.source.offset = 4000;
+        c.dest.offset = 4000;
+        case("copy_sub_page_past_page_end_inside", copy_status(c), 0);
+        let mut c = copy_from_gref(me, SUB_PAGE, dest, 8);
+        c.source.offset = 3992;
+        case("copy_sub_page_before_window", copy_status(c), -1);
+        let mut c = copy_from_gref(me, SUB_PAGE, dest, 200);
+        c.source.offset = 4000;
+        case("copy_sub_page_whole_window", copy_status(c), -10);
+        map_case(
+            "map_sub_page_entry",
+            me,
+            SUB_PAGE,
+            map_at,
+            GNTMAP_READONLY,
+            -1,
+        );
+        // Transitive entries: to itself, and through a domain that does not exist.
+        set_v2(
+            TRANS_SELF,
+            GrantEntryV2::transitive(GTF_TRANSITIVE, me, me, TRANS_SELF),
+        );
+        set_v2(
+            TRANS_ABSENT,
+            GrantEntryV2::transitive(GTF_TRANSITIVE, me, NO_DOMAIN, GOOD),
+        );
+        let c = copy_from_gref(me, TRANS_SELF, dest, 8);
+        case("copy_transitive_to_itself", copy_status(c), -1);
+        let c = copy_from_gref(me, TRANS_ABSENT, dest, 8);
+        case("copy_transitive_via_absent_domain", copy_status(c), -1);
+        map_case(
+            "map_transitive_entry",
+            me,
+            TRANS_SELF,
+            map_at,
+            GNTMAP_READONLY,
+            -1,
+        );
+        // Back to v1: refused while the status frame is mapped, fine once it is not.
+        case("set_version_1_while_status_mapped", set_version(1), -16);
+        case("unmap_status_frame", remap(status_va, status_home), 0);
+        case("set_version_1", set_version(1), 0);
+        case("v1_entry_cleared", i64::from(t.flags(GOOD)), 0);
     }
 
     fn va_of<T>(p: *const T) -> u64 {
@@ -338,6 +532,12 @@ mod guest {
         // The entry's status bits are gone with the last mapping.
         case("entry_idle_after_unmaps", i64::from(t.flags(GOOD)), 1);
 
+        // ---- grant table v2: status frames, sub-page and transitive entries -------
+        v2_cases(si, &t, me, granted, dest);
+        // Version 1 again: the table beyond the reserved entries was cleared.
+        t.set(GOOD, GTF_PERMIT_ACCESS, me, granted);
+        t.set(NOT_PERMITTED, GTF_PERMIT_ACCESS, NO_DOMAIN, granted);
+
         // ---- a normal map still works ----------------------------------------------
         let mut m = map_req(me, GOOD, map_at, GNTMAP_READONLY);
         case("map_after_all_that", map_status(&mut m), 0);
@@ -363,6 +563,11 @@ mod guest {
             UNEXPECTED.load(Ordering::Relaxed)
         );
         println!("hostile-grant: still alive");
+        // Let the control domain relay our console ring before the hypervisor's
+        // shutdown line: a line it relays in two pieces around that would be split.
+        for _ in 0..RELAY_YIELDS {
+            yield_cpu();
+        }
         pv_guest::poweroff()
     }
 }

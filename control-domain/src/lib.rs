@@ -9,4 +9,5 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod console;
+pub mod vswitch;
 pub mod xenstored;

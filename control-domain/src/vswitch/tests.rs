@@ -586,3 +586,92 @@ proptest! {
         prop_assert_eq!(sw.unknown_port_drops(), unknown);
     }
 }
+
+// The MAC table against a model (a BTreeMap with the same learn/expire rules). A tiny
+// table with many keys makes probe runs collide, wrap around and shift on removal.
+
+#[derive(Clone, Debug)]
+enum TableOp {
+    Learn(u16, u8, u16),
+    Lookup(u16, u8),
+    Forget(u16),
+    Expire,
+}
+
+fn arb_table_op() -> impl Strategy<Value = (TableOp, u64)> {
+    (
+        prop_oneof![
+            6 => (1u16..4, 0u8..12, 0u16..3).prop_map(|(v, m, p)| TableOp::Learn(v, m, p)),
+            4 => (1u16..4, 0u8..12).prop_map(|(v, m)| TableOp::Lookup(v, m)),
+            1 => (0u16..3).prop_map(TableOp::Forget),
+            1 => Just(TableOp::Expire),
+        ],
+        0u64..20,
+    )
+}
+
+proptest! {
+    #[test]
+    fn mac_table_matches_model(
+        seed in any::<u64>(),
+        limit in 1usize..8,
+        ops in prop::collection::vec(arb_table_op(), 1..300),
+    ) {
+        use super::table::{Learned, MacTable};
+        use std::collections::BTreeMap;
+        const AGING: u64 = 50;
+        let mut t = MacTable::new(limit, AGING, seed).unwrap();
+        let mut m: BTreeMap<(u16, u8), (u16, u64)> = BTreeMap::new();
+        let expired = |last: u64, now: u64| now.saturating_sub(last) >= AGING;
+        let mut now = 0;
+        for (op, dt) in ops {
+            now += dt;
+            match op {
+                TableOp::Learn(vid, n, port) => {
+                    let got = t.learn(v(vid), &mac(n), PortId(port), now);
+                    let want = if let Some(e) = m.get_mut(&(vid, n)) {
+                        *e = (port, e.1.max(now));
+                        Learned::Refreshed
+                    } else {
+                        if m.len() >= limit {
+                            m.retain(|_, e| !expired(e.1, now));
+                        }
+                        if m.len() >= limit {
+                            Learned::Full
+                        } else {
+                            m.insert((vid, n), (port, now));
+                            Learned::New
+                        }
+                    };
+                    prop_assert_eq!(got, want);
+                }
+                TableOp::Lookup(vid, n) => {
+                    let want = match m.get(&(vid, n)) {
+                        Some(&(p, last)) if !expired(last, now) => Some(PortId(p)),
+                        Some(_) => {
+                            m.remove(&(vid, n));
+                            None
+                        }
+                        None => None,
+                    };
+                    prop_assert_eq!(t.lookup(v(vid), &mac(n), now), want);
+                }
+                TableOp::Forget(p) => {
+                    t.forget_port(PortId(p));
+                    m.retain(|_, e| e.0 != p);
+                }
+                TableOp::Expire => {
+                    t.expire(now);
+                    m.retain(|_, e| !expired(e.1, now));
+                }
+            }
+            prop_assert_eq!(t.len(), m.len());
+        }
+        // Every surviving entry is still reachable.
+        for (&(vid, n), &(p, last)) in &m {
+            if !expired(last, now) {
+                prop_assert_eq!(t.lookup(v(vid), &mac(n), now), Some(PortId(p)));
+            }
+        }
+    }
+}

@@ -123,14 +123,14 @@ pub trait RingProtocol {
 
 /// Access to the shared ring memory, by byte offset.
 ///
-/// The rings only pass ranges inside the first `len()` bytes, and `u32` offsets that are
+/// The rings only pass ranges inside the first [`byte_len`](Self::byte_len) bytes, and `u32` offsets that are
 /// 4-aligned. Every access must be one the compiler keeps (volatile or atomic): the peer
 /// reads and writes the memory concurrently. The rings issue the fences between
 /// accesses themselves. An implementation may panic on a range the rings never pass,
 /// but must not touch memory outside the ring.
 pub trait RingMemory {
     /// Size of the shared area in bytes (4096 for a one-page ring).
-    fn len(&self) -> usize;
+    fn byte_len(&self) -> usize;
     /// Loads the `u32` at `off`.
     fn load_u32(&self, off: usize) -> u32;
     /// Stores `v` at `off`.
@@ -142,8 +142,8 @@ pub trait RingMemory {
 }
 
 impl<T: RingMemory + ?Sized> RingMemory for &T {
-    fn len(&self) -> usize {
-        (**self).len()
+    fn byte_len(&self) -> usize {
+        (**self).byte_len()
     }
     fn load_u32(&self, off: usize) -> u32 {
         (**self).load_u32(off)
@@ -164,6 +164,39 @@ impl<T: RingMemory + ?Sized> RingMemory for &T {
 ///
 /// Ranges outside the ring (which the rings never pass) panic rather than touch other
 /// memory.
+///
+/// A block backend in a PV kernel, serving a frontend's ring page (the grant
+/// reference and event channel come from the frontend's xenstore keys):
+///
+/// ```no_run
+/// use xen_pv_abi::blkif::{BlkifProtocol, BlkifResponse, BLKIF_RSP_EOPNOTSUPP};
+/// use xen_pv_abi::kit::{map_grant, Error, ring::{BackRing, RawRingPage}};
+/// use xen_pv_abi::transport::Native;
+/// use xen_pv_abi::{evtchn, DomId, EvtchnPort, GrantRef};
+/// # const WINDOW: u64 = 0x7000_0000;
+/// let (front, gref, port) = (DomId(5), GrantRef(8), EvtchnPort(9));
+/// // SAFETY: WINDOW is a free page of this kernel's address space.
+/// let page = unsafe { map_grant(Native, front, gref, WINDOW, false)? };
+/// // SAFETY: the mapping is one page and lives until `page` is dropped, after `ring`.
+/// let raw = unsafe { RawRingPage::new(page.host_addr() as *mut u8, 4096) };
+/// let mut ring = BackRing::<BlkifProtocol, _>::new(raw)?;
+/// loop {
+///     while let Some(req) = ring.next_request()? {
+///         let rsp = BlkifResponse { id: req.id, operation: req.operation, status: BLKIF_RSP_EOPNOTSUPP, ..Default::default() };
+///         ring.push_response(&rsp)?;
+///     }
+///     if ring.push_responses_and_check_notify() {
+///         evtchn::send(port)?;
+///     }
+///     if !ring.final_check_for_requests()? {
+///         break; // block on `port`, then go round again
+///     }
+/// }
+/// # Ok::<(), Error>(())
+/// ```
+///
+/// A [`RingError`] converts to an [`Errno`] (`EIO` for a broken peer) and to a
+/// [`kit::Error`](super::Error), so `?` works; a backend should disconnect on it.
 #[derive(Clone, Copy, Debug)]
 pub struct RawRingPage {
     base: NonNull<u8>,
@@ -212,7 +245,7 @@ impl RawRingPage {
 }
 
 impl RingMemory for RawRingPage {
-    fn len(&self) -> usize {
+    fn byte_len(&self) -> usize {
         self.len
     }
     fn load_u32(&self, off: usize) -> u32 {
@@ -281,7 +314,7 @@ impl<const WORDS: usize> core::fmt::Debug for PageBuffer<WORDS> {
 }
 
 impl<const WORDS: usize> RingMemory for PageBuffer<WORDS> {
-    fn len(&self) -> usize {
+    fn byte_len(&self) -> usize {
         WORDS * 4
     }
     fn load_u32(&self, off: usize) -> u32 {
@@ -339,6 +372,12 @@ impl From<RingError> for Errno {
     }
 }
 
+impl From<RingError> for super::Error {
+    fn from(e: RingError) -> super::Error {
+        super::Error::Errno(e.into())
+    }
+}
+
 impl core::fmt::Display for RingError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
@@ -374,7 +413,7 @@ impl Geometry {
     fn new<P: RingProtocol, M: RingMemory>(mem: &M) -> Result<Self, Errno> {
         let fits = core::mem::size_of::<P::Request>() <= P::SLOT_SIZE
             && core::mem::size_of::<P::Response>() <= P::SLOT_SIZE;
-        let size = ring_size(mem.len(), P::SLOT_SIZE);
+        let size = ring_size(mem.byte_len(), P::SLOT_SIZE);
         if !fits || size == 0 {
             return Err(Errno::EINVAL);
         }

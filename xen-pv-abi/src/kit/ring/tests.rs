@@ -291,23 +291,29 @@ struct Checked<'a> {
 }
 
 impl RingMemory for Checked<'_> {
-    fn len(&self) -> usize {
-        self.mem.len()
+    fn byte_len(&self) -> usize {
+        self.mem.byte_len()
     }
     fn load_u32(&self, off: usize) -> u32 {
-        assert!(off <= RSP_EVENT_OFFSET && off % 4 == 0, "load at {off}");
+        assert!(
+            off <= RSP_EVENT_OFFSET && off.is_multiple_of(4),
+            "load at {off}"
+        );
         self.accesses.set(self.accesses.get() + 1);
         self.mem.load_u32(off)
     }
     fn store_u32(&self, off: usize, v: u32) {
-        assert!(off <= RSP_EVENT_OFFSET && off % 4 == 0, "store at {off}");
+        assert!(
+            off <= RSP_EVENT_OFFSET && off.is_multiple_of(4),
+            "store at {off}"
+        );
         self.accesses.set(self.accesses.get() + 1);
         self.mem.store_u32(off, v)
     }
     fn read(&self, off: usize, dst: &mut [u8]) {
         let rel = off - RING_HEADER_SIZE;
         assert!(
-            rel % self.slot == 0 && rel / self.slot < self.size,
+            rel.is_multiple_of(self.slot) && rel / self.slot < self.size,
             "read at {off}"
         );
         assert!(dst.len() <= self.slot);
@@ -322,7 +328,7 @@ impl RingMemory for Checked<'_> {
         assert!(off >= RING_HEADER_SIZE, "write at {off}");
         let rel = off - RING_HEADER_SIZE;
         assert!(
-            rel % self.slot == 0 && rel / self.slot < self.size,
+            rel.is_multiple_of(self.slot) && rel / self.slot < self.size,
             "write at {off}"
         );
         assert!(src.len() <= self.slot);
@@ -484,7 +490,6 @@ fn raw_ring_page_over_heap_memory() {
         b.push_responses();
         assert_eq!(f.next_response().unwrap().map(|r| r.id), Some(id));
     }
-    drop((f, b));
     assert_eq!(backing[0] as u32, 300); // req_prod, little-endian
 }
 

@@ -552,3 +552,56 @@ fn blkif_variants_and_netif_extras_share_the_slot() {
     assert_eq!(slot.extra().gso(), gso);
     assert_eq!(NETTXF_EXTRA_INFO, 8);
 }
+
+/// Both ends on their own threads, sharing one buffer: every request is answered once,
+/// in order, with the fences doing their job across the wrap.
+#[test]
+fn front_and_back_on_two_threads() {
+    const N: u64 = 20_000;
+    const SPIN_LIMIT: u64 = 50_000_000;
+    let p = page();
+    let (mut f, mut b) = rings_at(&p, u32::MAX - 7);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let (mut answered, mut spins) = (0u64, 0u64);
+            while answered < N {
+                match b.next_request().unwrap() {
+                    Some(r) => {
+                        assert_eq!(r, req(answered));
+                        let rsp = BlkifResponse {
+                            id: r.id,
+                            ..Default::default()
+                        };
+                        b.push_response(&rsp).unwrap();
+                        b.push_responses_and_check_notify();
+                        answered += 1;
+                    }
+                    None => {
+                        spins += 1;
+                        assert!(spins < SPIN_LIMIT, "backend starved");
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        });
+        let (mut sent, mut received, mut spins) = (0u64, 0u64, 0u64);
+        while received < N {
+            while sent < N && !f.is_full() {
+                f.push_request(&req(sent)).unwrap();
+                sent += 1;
+            }
+            f.push_requests_and_check_notify();
+            match f.next_response().unwrap() {
+                Some(rsp) => {
+                    assert_eq!(rsp.id, received);
+                    received += 1;
+                }
+                None => {
+                    spins += 1;
+                    assert!(spins < SPIN_LIMIT, "frontend starved");
+                    std::thread::yield_now();
+                }
+            }
+        }
+    });
+}

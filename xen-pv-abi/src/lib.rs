@@ -7,6 +7,7 @@
 #[cfg(all(feature = "privcmd", target_os = "linux"))]
 extern crate std;
 
+pub mod blkif;
 pub mod console;
 pub mod domctl;
 pub mod elfnote;
@@ -24,6 +25,7 @@ pub mod ids;
 pub mod kit;
 pub mod layout;
 pub mod mmu;
+pub mod netif;
 pub mod nr;
 #[cfg(all(feature = "privcmd", target_os = "linux"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "privcmd", target_os = "linux"))))]

@@ -6,6 +6,8 @@
 //! | [`map_grant`] / [`Mapping`] | a foreign frame mapped at a virtual address | `Drop` or [`Mapping::unmap`] |
 //! | [`CopyBatch`] | up to `N` `GNTTABOP_copy` operations | — (a plain value) |
 //! | [`XenbusClient`] | a connection over the xenstore ring | — |
+//! | [`FrontRing`] / [`BackRing`] | one end of an `io/ring.h` request/response ring | — (the page belongs to the caller) |
+//! | [`DeviceState`] | a split driver's xenbus handshake state (pure logic) | — |
 //!
 //! Everything that issues hypercalls takes a [`Transport`](crate::transport::Transport),
 //! so the same driver code runs in a PV kernel ([`Native`](crate::transport::Native)),
@@ -39,13 +41,17 @@
 //! ```
 
 pub mod copy;
+pub mod device;
 pub mod grants;
 pub mod mapping;
+pub mod ring;
 pub mod xenbus;
 
 pub use copy::{CopyBatch, CopyPtr, CopyStatuses};
+pub use device::{DeviceState, Role, Transition, Work};
 pub use grants::{Grant, GrantTable};
 pub use mapping::{Mapping, map_grant};
+pub use ring::{BackRing, FrontRing, PageBuffer, RawRingPage, RingError, RingMemory, RingProtocol};
 pub use xenbus::{
     Directory, RawStoreRing, StoreRing, TxId, Wait, WatchEvent, XenbusClient, errno_from_xs_error,
 };

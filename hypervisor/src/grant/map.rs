@@ -148,7 +148,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
         // Xen writes back status, handle and bus address; the input is unchanged.
         let from = offset_of!(GnttabMapGrantRef, status);
-        self.write_guest(idx, at + from as u64, &op.as_bytes()[from..])
+        self.write_elem(idx, at + from as u64, &op.as_bytes()[from..])
     }
 
     fn unmap_elem(
@@ -184,7 +184,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             }
             Err(s) => s,
         };
-        self.write_guest(idx, at + status_off as u64, &status.to_le_bytes())
+        self.write_elem(idx, at + status_off as u64, &status.to_le_bytes())
     }
 
     /// One map: the handle and bus address, or the `GNTST_*` status.

@@ -680,6 +680,19 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
     }
 
+    /// Writes an element's results (a status, a handle) back: what
+    /// [`Self::write_guest`] does, with the one-page translation inlined for the hot
+    /// map, unmap and copy loops (same checks, same `EFAULT`s).
+    #[inline(always)]
+    pub(crate) fn write_elem(&self, idx: usize, va: u64, data: &[u8]) -> Result<(), Errno> {
+        if crate::mmu::guest::in_one_page(va, data.len()) {
+            let space = self.current_space(idx);
+            let maddr = crate::mmu::guest::translate(&self.mem, &self.frames, space, va, true)?;
+            return self.mem.write(maddr, data).map_err(|_| Errno::EFAULT);
+        }
+        self.write_guest(idx, va, data)
+    }
+
     /// The slot of running domain `dom` (by id: `DOMID_SELF` is not one).
     pub(crate) fn grant_domain(&self, dom: DomId) -> Option<usize> {
         self.domains

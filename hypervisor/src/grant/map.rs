@@ -272,16 +272,19 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let i = match active.binary_search_by_key(&gref, |a| a.gref) {
             Ok(i) => i,
             Err(i) => {
-                active.insert(
-                    i,
-                    Active {
-                        gref,
-                        mapper: me,
-                        mfn,
-                        readers: 0,
-                        writers: 0,
-                    },
-                );
+                let a = Active {
+                    gref,
+                    mapper: me,
+                    mfn,
+                    readers: 0,
+                    writers: 0,
+                };
+                // At the end (the common case) without `insert`'s move of the tail.
+                if i == active.len() {
+                    active.push(a);
+                } else {
+                    active.insert(i, a);
+                }
                 i
             }
         };
@@ -308,7 +311,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
         let held = a.bits();
         if held == 0 {
-            table.active.remove(i);
+            if i + 1 == table.active.len() {
+                table.active.pop();
+            } else {
+                table.active.remove(i);
+            }
         }
         let mut clear = 0;
         if held & xen_pv_abi::grant_table::GTF_READING == 0 {

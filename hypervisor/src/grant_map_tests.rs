@@ -700,3 +700,47 @@ fn write_elem_equals_write_guest() {
         assert_eq!(got_back, want_back, "va={va:#x} len={len}");
     }
 }
+
+/// `unmap_and_replace` of a self-grant: the translation cache forgets the walks through
+/// the grant PTE and through the stolen entry of `new_addr`.
+#[test]
+fn replace_forgets_cached_walks_of_both_entries() {
+    use xen_pv_abi::grant_table::{GNTTABOP_UNMAP_AND_REPLACE, GnttabUnmapAndReplace};
+    let mut fx = fx();
+    let frame = fx.d(1).data[BUF];
+    fx.grant(1, 11, GTF_PERMIT_ACCESS, 1, frame);
+    let idx = fx.d(1).idx;
+    let out = fx.map(1, mop(map_va(0), GNTMAP_HOST_MAP, 11, 1));
+    assert_eq!(out.status, GNTST_OKAY);
+    let new_addr = DATA_VA + 2 * PAGE_SIZE as u64;
+    let stolen = fx.d(1).data[2];
+    fx.hv.mem.write(frame.maddr(), &[7; 8]).unwrap();
+    fx.hv.mem.write(stolen.maddr(), &[9; 8]).unwrap();
+    run_as(&mut fx.hv, idx);
+    // Both cached.
+    assert_eq!(
+        fx.hv.read_guest::<u64>(idx, map_va(0)),
+        Ok(u64::from_le_bytes([7; 8]))
+    );
+    assert_eq!(
+        fx.hv.read_guest::<u64>(idx, new_addr),
+        Ok(u64::from_le_bytes([9; 8]))
+    );
+    let op = GnttabUnmapAndReplace {
+        host_addr: map_va(0),
+        new_addr,
+        handle: out.handle,
+        status: 0x55,
+        _pad: 0,
+    };
+    let r = fx.call(1, GNTTABOP_UNMAP_AND_REPLACE, op.as_bytes(), 1);
+    assert_eq!(r, Outcome::Return(Ok(0)));
+    let b = get(&fx.hv, fx.d(1), OPS_OFF + 20, 2);
+    assert_eq!(i16::from_le_bytes([b[0], b[1]]), GNTST_OKAY);
+    run_as(&mut fx.hv, idx);
+    assert_eq!(fx.hv.read_guest::<u64>(idx, new_addr), Err(Errno::EFAULT));
+    assert_eq!(
+        fx.hv.read_guest::<u64>(idx, map_va(0)),
+        Ok(u64::from_le_bytes([9; 8]))
+    );
+}

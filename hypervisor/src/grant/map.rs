@@ -460,7 +460,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             pt.remove_grant(ptr, map.mfn)
                 .map_err(|_| GNTST_GENERAL_ERROR)?;
         } else {
-            // The stolen entry keeps the references it held, now from this slot.
+            // The stolen entry keeps the references it held, now from this slot. Walks
+            // remembered through the grant PTE end in its frame.
+            self.frames.tlb.forget_frame(map.mfn);
             self.mem
                 .write_u64(ptr, replacement)
                 .map_err(|_| GNTST_GENERAL_ERROR)?;
@@ -479,6 +481,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             .grant_pte_maddr(idx, va)
             .map_err(|()| GNTST_GENERAL_ERROR)?;
         let old = self.mem.read_u64(ptr).map_err(|_| GNTST_GENERAL_ERROR)?;
+        // Walks remembered through the entry end in the frame it mapped.
+        if old & Pte::PRESENT.bits() != 0 {
+            self.frames
+                .tlb
+                .forget_frame(crate::mmu::pagetable::entry_mfn(old));
+        }
         self.mem
             .write_u64(ptr, 0)
             .map_err(|_| GNTST_GENERAL_ERROR)?;

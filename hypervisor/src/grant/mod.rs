@@ -14,6 +14,11 @@
 //! mappings stay pinned between hypercalls. The status bits (`GTF_reading`,
 //! `GTF_writing`: in the entry's flags in v1, in the status frames in v2) are set while
 //! an entry is pinned or copied and cleared when neither is left.
+//!
+//! Speed (what Xen does differently): elements are read and their results written back
+//! through the guest translation cache, inlined ([`crate::mmu::guest`]); Xen uses the
+//! hardware MMU with exception fix-ups. A grant PTE installed into an empty L1 entry
+//! keeps that cache, and removing one forgets only the walks ending in its frame.
 
 use crate::hv::Hypervisor;
 use crate::hypercall::handle::{GuestArray, Outcome, Untyped};

@@ -73,7 +73,9 @@ impl TlbEntry {
 /// A software TLB of successful [`translate`] walks, kept in [`Frames`]: guests pass the
 /// same few pointers (their kernel stack) again and again. `Frames` forgets every entry
 /// whenever a frame's owner or type changes, and `PtCtx` whenever it writes a page-table
-/// entry, so a remembered walk is one that would give the same result now. A hit still
+/// entry (a grant PTE written into an empty L1 entry forgets nothing, one removed forgets
+/// the walks ending in its frame: [`Tlb::forget_frame`]), so a remembered walk is one
+/// that would give the same result now. A hit still
 /// checks that the data frame is the domain's.
 #[derive(Debug)]
 pub struct Tlb {

@@ -613,3 +613,134 @@ fn an_entry_takes_at_most_128_mappings_of_a_kind() {
     assert_eq!(fx.unmap(2, map_va(5), 5, 0), GNTST_OKAY);
     assert_eq!(fx.map(2, mop(map_va(200), ro, 10, 1)).status, GNTST_OKAY);
 }
+
+/// A self-grant mapped and read through keeps nothing in the translation cache after
+/// the unmap (the unmap forgets only the mapped frame's walks), and a map into an empty
+/// slot keeps the walks already cached.
+#[test]
+fn self_grant_unmap_forgets_cached_walks_through_it() {
+    let mut fx = fx();
+    let frame = fx.d(1).data[BUF];
+    fx.grant(1, 11, GTF_PERMIT_ACCESS, 1, frame);
+    let idx = fx.d(1).idx;
+    for round in 0..3u8 {
+        run_as(&mut fx.hv, idx);
+        // Not mapped yet: a fault, nothing cached.
+        assert_eq!(fx.hv.read_guest::<u64>(idx, map_va(0)), Err(Errno::EFAULT));
+        let out = fx.map(1, mop(map_va(0), GNTMAP_HOST_MAP, 11, 1));
+        assert_eq!(out.status, GNTST_OKAY);
+        // Our own frame, so reachable (and cached) through the grant mapping.
+        fx.hv.mem.write(frame.maddr() + 8, &[round; 8]).unwrap();
+        run_as(&mut fx.hv, idx);
+        assert_eq!(
+            fx.hv.read_guest::<u64>(idx, map_va(0) + 8),
+            Ok(u64::from_le_bytes([round; 8]))
+        );
+        assert_eq!(fx.unmap(1, map_va(0), out.handle, 0), GNTST_OKAY);
+        run_as(&mut fx.hv, idx);
+        assert_eq!(
+            fx.hv.read_guest::<u64>(idx, map_va(0) + 8),
+            Err(Errno::EFAULT)
+        );
+        assert_eq!(
+            fx.hv.write_elem(idx, map_va(0) + 8, &[1, 2]),
+            Err(Errno::EFAULT)
+        );
+    }
+}
+
+/// `write_elem` (the inlined write-back of grant op results) gives what `write_guest`
+/// gives on random addresses: same result, same bytes written.
+#[test]
+fn write_elem_equals_write_guest() {
+    let mut fx = fx();
+    let idx = fx.d(1).idx;
+    run_as(&mut fx.hv, idx);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let span = (DATA_PAGES as u64 + 2) * PAGE_SIZE as u64;
+    for _ in 0..4000 {
+        let va = match next() % 6 {
+            0 => xen_pv_abi::layout::HYPERVISOR_VIRT_START + next() % 4096,
+            1 => 0x0000_8000_0000_0000 - next() % 16,
+            2 => DATA_VA + (next() % (DATA_PAGES as u64)) * PAGE_SIZE as u64 + 4096 - next() % 24,
+            _ => DATA_VA - PAGE_SIZE as u64 + next() % span,
+        };
+        let len = [1usize, 2, 8, 16, 24, 40, 70][next() as usize % 7];
+        let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let before: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        // Reference: write_guest after the same initial bytes.
+        let _ = fx.hv.write_guest(idx, va, &before);
+        let want = fx.hv.write_guest(idx, va, &data);
+        let mut want_back = vec![0u8; len];
+        let want_read = crate::mmu::guest::copy_from_guest(
+            &fx.hv.mem,
+            &fx.hv.frames,
+            fx.hv.current_space(idx),
+            va,
+            &mut want_back,
+        );
+        let _ = fx.hv.write_guest(idx, va, &before);
+        let got = fx.hv.write_elem(idx, va, &data);
+        let mut got_back = vec![0u8; len];
+        let got_read = crate::mmu::guest::copy_from_guest(
+            &fx.hv.mem,
+            &fx.hv.frames,
+            fx.hv.current_space(idx),
+            va,
+            &mut got_back,
+        );
+        assert_eq!(got, want, "va={va:#x} len={len}");
+        assert_eq!(got_read, want_read);
+        assert_eq!(got_back, want_back, "va={va:#x} len={len}");
+    }
+}
+
+/// `unmap_and_replace` of a self-grant: the translation cache forgets the walks through
+/// the grant PTE and through the stolen entry of `new_addr`.
+#[test]
+fn replace_forgets_cached_walks_of_both_entries() {
+    use xen_pv_abi::grant_table::{GNTTABOP_UNMAP_AND_REPLACE, GnttabUnmapAndReplace};
+    let mut fx = fx();
+    let frame = fx.d(1).data[BUF];
+    fx.grant(1, 11, GTF_PERMIT_ACCESS, 1, frame);
+    let idx = fx.d(1).idx;
+    let out = fx.map(1, mop(map_va(0), GNTMAP_HOST_MAP, 11, 1));
+    assert_eq!(out.status, GNTST_OKAY);
+    let new_addr = DATA_VA + 2 * PAGE_SIZE as u64;
+    let stolen = fx.d(1).data[2];
+    fx.hv.mem.write(frame.maddr(), &[7; 8]).unwrap();
+    fx.hv.mem.write(stolen.maddr(), &[9; 8]).unwrap();
+    run_as(&mut fx.hv, idx);
+    // Both cached.
+    assert_eq!(
+        fx.hv.read_guest::<u64>(idx, map_va(0)),
+        Ok(u64::from_le_bytes([7; 8]))
+    );
+    assert_eq!(
+        fx.hv.read_guest::<u64>(idx, new_addr),
+        Ok(u64::from_le_bytes([9; 8]))
+    );
+    let op = GnttabUnmapAndReplace {
+        host_addr: map_va(0),
+        new_addr,
+        handle: out.handle,
+        status: 0x55,
+        _pad: 0,
+    };
+    let r = fx.call(1, GNTTABOP_UNMAP_AND_REPLACE, op.as_bytes(), 1);
+    assert_eq!(r, Outcome::Return(Ok(0)));
+    let b = get(&fx.hv, fx.d(1), OPS_OFF + 20, 2);
+    assert_eq!(i16::from_le_bytes([b[0], b[1]]), GNTST_OKAY);
+    run_as(&mut fx.hv, idx);
+    assert_eq!(fx.hv.read_guest::<u64>(idx, new_addr), Err(Errno::EFAULT));
+    assert_eq!(
+        fx.hv.read_guest::<u64>(idx, map_va(0)),
+        Ok(u64::from_le_bytes([9; 8]))
+    );
+}

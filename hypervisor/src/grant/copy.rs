@@ -69,7 +69,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             // `h` plus a field offset inside the element: `get` checked the element's
             // start; the copy checks the rest.
             let at = h.addr().wrapping_add(STATUS_OFF);
-            if let Err(e) = self.write_guest(idx, at, &status.to_le_bytes()) {
+            if let Err(e) = self.write_elem(idx, at, &status.to_le_bytes()) {
                 return Outcome::Return(Err(e));
             }
         }

@@ -86,7 +86,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             len: PAGE_SIZE as u16,
             trans: None,
         };
-        let flags = self.read_u16(hdr)?;
+        // Only v2 has transitive entries (in v1 `set_status` reads the header anyway,
+        // with the same error if it cannot).
+        let flags = if v2 { self.read_u16(hdr)? } else { 0 };
         if v2 && flags & GTF_TYPE_MASK == GTF_TRANSITIVE && act.is_none() {
             self.set_status(hdr, status, v2, false, write, map, me)?;
             let r = self.follow_transitive(&mut pin, hdr, transitive);

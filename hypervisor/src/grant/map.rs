@@ -148,7 +148,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
         // Xen writes back status, handle and bus address; the input is unchanged.
         let from = offset_of!(GnttabMapGrantRef, status);
-        self.write_guest(idx, at + from as u64, &op.as_bytes()[from..])
+        self.write_elem(idx, at + from as u64, &op.as_bytes()[from..])
     }
 
     fn unmap_elem(
@@ -184,7 +184,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             }
             Err(s) => s,
         };
-        self.write_guest(idx, at + status_off as u64, &status.to_le_bytes())
+        self.write_elem(idx, at + status_off as u64, &status.to_le_bytes())
     }
 
     /// One map: the handle and bus address, or the `GNTST_*` status.
@@ -272,16 +272,19 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let i = match active.binary_search_by_key(&gref, |a| a.gref) {
             Ok(i) => i,
             Err(i) => {
-                active.insert(
-                    i,
-                    Active {
-                        gref,
-                        mapper: me,
-                        mfn,
-                        readers: 0,
-                        writers: 0,
-                    },
-                );
+                let a = Active {
+                    gref,
+                    mapper: me,
+                    mfn,
+                    readers: 0,
+                    writers: 0,
+                };
+                // At the end (the common case) without `insert`'s move of the tail.
+                if i == active.len() {
+                    active.push(a);
+                } else {
+                    active.insert(i, a);
+                }
                 i
             }
         };
@@ -308,7 +311,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
         let held = a.bits();
         if held == 0 {
-            table.active.remove(i);
+            if i + 1 == table.active.len() {
+                table.active.pop();
+            } else {
+                table.active.remove(i);
+            }
         }
         let mut clear = 0;
         if held & xen_pv_abi::grant_table::GTF_READING == 0 {
@@ -453,7 +460,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             pt.remove_grant(ptr, map.mfn)
                 .map_err(|_| GNTST_GENERAL_ERROR)?;
         } else {
-            // The stolen entry keeps the references it held, now from this slot.
+            // The stolen entry keeps the references it held, now from this slot. Walks
+            // remembered through the grant PTE end in its frame.
+            self.frames.tlb.forget_frame(map.mfn);
             self.mem
                 .write_u64(ptr, replacement)
                 .map_err(|_| GNTST_GENERAL_ERROR)?;
@@ -472,6 +481,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             .grant_pte_maddr(idx, va)
             .map_err(|()| GNTST_GENERAL_ERROR)?;
         let old = self.mem.read_u64(ptr).map_err(|_| GNTST_GENERAL_ERROR)?;
+        // Walks remembered through the entry end in the frame it mapped.
+        if old & Pte::PRESENT.bits() != 0 {
+            self.frames
+                .tlb
+                .forget_frame(crate::mmu::pagetable::entry_mfn(old));
+        }
         self.mem
             .write_u64(ptr, 0)
             .map_err(|_| GNTST_GENERAL_ERROR)?;

@@ -73,7 +73,9 @@ impl TlbEntry {
 /// A software TLB of successful [`translate`] walks, kept in [`Frames`]: guests pass the
 /// same few pointers (their kernel stack) again and again. `Frames` forgets every entry
 /// whenever a frame's owner or type changes, and `PtCtx` whenever it writes a page-table
-/// entry, so a remembered walk is one that would give the same result now. A hit still
+/// entry (a grant PTE written into an empty L1 entry forgets nothing, one removed forgets
+/// the walks ending in its frame: [`Tlb::forget_frame`]), so a remembered walk is one
+/// that would give the same result now. A hit still
 /// checks that the data frame is the domain's.
 #[derive(Debug)]
 pub struct Tlb {
@@ -93,6 +95,18 @@ impl Tlb {
     pub fn flush(&self) {
         for e in &self.entries {
             e.set(TlbEntry::EMPTY);
+        }
+    }
+
+    /// Forgets the translations whose data frame is `mfn`: the only ones a change of
+    /// an L1 entry that mapped `mfn` can make stale (an L1 table is only ever read as
+    /// the last level of a walk, since no L2-L4 entry may point at one).
+    #[inline]
+    pub fn forget_frame(&self, mfn: Mfn) {
+        for e in &self.entries {
+            if e.get().frame == mfn.maddr() {
+                e.set(TlbEntry::EMPTY);
+            }
         }
     }
 
@@ -656,7 +670,8 @@ mod tests {
                     assert_eq!(back, data, "write va={va:#x} len={len}");
                 }
             }
-            // Now and then an L1 entry changes (as a page-table write would: with a flush).
+            // Now and then an L1 entry changes (as a page-table write would: with a flush, or
+            // with the precise invalidation grant PTE changes use).
             if next() % 64 == 0 {
                 let i = next() % 6;
                 let pte = match next() % 4 {
@@ -665,8 +680,17 @@ mod tests {
                     2 => original[4],
                     _ => original[i as usize],
                 };
+                let was = f.mem.read_u64(l1 + i * 8).unwrap();
                 f.mem.write_u64(l1 + i * 8, pte).unwrap();
-                f.frames.tlb.flush();
+                if next() % 2 == 0 {
+                    f.frames.tlb.flush();
+                } else if was & PTE_PRESENT != 0 {
+                    // The grant-table rule: forget only walks ending in the old frame
+                    // (a non-present old entry was in no remembered walk).
+                    f.frames
+                        .tlb
+                        .forget_frame(Mfn::containing(was & PTE_ADDR_MASK));
+                }
             }
         }
         // The lean path really ran, for both directions.

@@ -738,6 +738,14 @@ impl<M: MachineMemory> PtCtx<'_, M> {
             .map_err(|_| Errno::EINVAL)
     }
 
+    /// [`Self::write_entry`] for a caller that has already made the remembered
+    /// translations the change could affect forgotten (or knows there are none).
+    fn write_entry_keep_cache(&self, table: Mfn, slot: usize, entry: u64) -> Result<(), Errno> {
+        self.mem
+            .write_u64(table.maddr() + slot as u64 * 8, entry)
+            .map_err(|_| Errno::EINVAL)
+    }
+
     /// Runs a top-level operation: finishes the deferred drop first, and in a context
     /// without budget also the one the operation left.
     fn op(&mut self, f: impl FnOnce(&mut Self) -> Result<(), Stop>) -> Result<(), Stop> {
@@ -979,7 +987,12 @@ impl<M: MachineMemory> PtCtx<'_, M> {
         if is_grant_entry(old) {
             return Err(Errno::EINVAL);
         }
-        self.write_entry(table, slot, new)?;
+        if present(old) {
+            self.write_entry(table, slot, new)?;
+        } else {
+            // No remembered walk went through a non-present entry: the cache stays.
+            self.write_entry_keep_cache(table, slot, new)?;
+        }
         if present(old) {
             self.frames.need_hw_flush();
             self.run_whole(|pt| pt.drop_entry_ref(old, 1));
@@ -999,7 +1012,9 @@ impl<M: MachineMemory> PtCtx<'_, M> {
         if !is_grant_entry(old) || entry_mfn(old) != mfn {
             return Err(Errno::EINVAL);
         }
-        self.write_entry(table, slot, 0)?;
+        // Only walks ending in `mfn` can have gone through this L1 entry.
+        self.frames.tlb.forget_frame(mfn);
+        self.write_entry_keep_cache(table, slot, 0)?;
         self.frames.need_hw_flush();
         Ok(())
     }

@@ -307,9 +307,13 @@ extern "C" fn idle_loop(frame: *mut GuestFrame) -> ! {
 /// than a hang.
 #[inline(always)]
 fn with_hv(f: impl FnOnce(&mut super::boot::Hv) -> Resume) -> u64 {
-    let Some(hv) = HV.get() else {
-        panic!("guest entry before the hypervisor was initialised");
-    };
+    if !HV.is_completed() {
+        not_initialised();
+    }
+    // SAFETY: `is_completed` returned true, so the value is initialised, and a `Once`
+    // never changes it afterwards. (`get` would do the same check but leaves the
+    // compiler an `Option<&_>` it materialises with a conditional move on every entry.)
+    let hv = unsafe { HV.get_unchecked() };
     let Some(mut hv) = hv.try_lock() else {
         panic!("hypervisor re-entered");
     };
@@ -327,6 +331,13 @@ fn with_hv(f: impl FnOnce(&mut super::boot::Hv) -> Resume) -> u64 {
             enter_idle()
         }
     }
+}
+
+/// A guest entry before boot finished: a hypervisor bug.
+#[cold]
+#[inline(never)]
+fn not_initialised() -> ! {
+    panic!("guest entry before the hypervisor was initialised");
 }
 
 /// `syscall` from the guest: a hypercall. Returns the CR3 to resume with.

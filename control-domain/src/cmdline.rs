@@ -5,6 +5,8 @@
 //! them in xenstore, which this domain serves). Whoever builds the boot bundle passes them
 //! here, one word per domain: `name.<id>=<name>`; `name.0=` names the control domain
 //! itself (default [`OWN_DEFAULT_NAME`]). A domain without a word is called `domain<id>`.
+//!
+//! Device words (`vbd.`, `vif.`, `dev.<kind>.`) are parsed by [`crate::devices`].
 
 use alloc::format;
 use alloc::string::String;

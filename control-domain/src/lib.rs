@@ -1,6 +1,7 @@
 //! The control domain's services, portable and host-tested: xenstored (the xenstore
 //! protocol, its tree, permissions, watches, transactions and quotas) and the console
-//! backend (line prefixes, filtering, input focus). The kernel that runs them on the
+//! backend (line prefixes, filtering, input focus), and the toolstack's device directories
+//! ([`devices`]). The kernel that runs them on the
 //! hypervisor is `src/main.rs`.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -9,5 +10,6 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod console;
+pub mod devices;
 pub mod vswitch;
 pub mod xenstored;

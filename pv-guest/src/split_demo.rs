@@ -261,13 +261,27 @@ fn own_grant_table() -> Result<GrantTable<GRANT_ENTRIES>, Failed> {
     Ok(unsafe { GrantTable::new(va as *mut GrantEntryV1, GRANT_ENTRIES) })
 }
 
+/// The peer domain the toolstack named at `at` (`backend-id`, `frontend-id`); it must be
+/// the one the command line names (`peer=`), which the demo's roles were given for.
+fn toolstack_peer(xs: &mut Client, at: &Path, peer: DomId) -> Result<DomId, Failed> {
+    let v = xs.read(TxId::NONE, at.as_str()).at("read peer id")?;
+    match crate::cmdline::parse_u64(v).and_then(|d| u16::try_from(d).ok()) {
+        Some(d) if d == peer.0 => Ok(DomId(d)),
+        Some(_) => protocol("read peer id", "the toolstack names another peer"),
+        None => protocol("read peer id", "not a domain id"),
+    }
+}
+
 fn front(si: &StartInfo, xs: &mut Client, wait: StoreWait, req: Request) -> Result<(), Failed> {
     let (role, back) = (Role::Front, req.peer);
     let me = own_domid(xs)?;
     // The toolstack's entry, else our own under data/.
     let toolstack = Layout::Toolstack.front_dir(me);
     let (layout, dir, back_dir) = match read_path(xs, &toolstack.join("backend"))? {
-        Some(b) => (Layout::Toolstack, toolstack, b),
+        Some(b) => {
+            toolstack_peer(xs, &toolstack.join("backend-id"), back)?;
+            (Layout::Toolstack, toolstack, b)
+        }
         None => {
             let dir = Layout::SelfMade.front_dir(me);
             let b = Layout::SelfMade.back_dir(back, me);
@@ -387,7 +401,10 @@ fn back(xs: &mut Client, wait: StoreWait, req: Request) -> Result<(), Failed> {
     let me = own_domid(xs)?;
     let toolstack = Layout::Toolstack.back_dir(me, front);
     let (layout, dir, front_dir) = match read_path(xs, &toolstack.join("frontend"))? {
-        Some(f) => (Layout::Toolstack, toolstack, f),
+        Some(f) => {
+            toolstack_peer(xs, &toolstack.join("frontend-id"), front)?;
+            (Layout::Toolstack, toolstack, f)
+        }
         None => {
             let dir = Layout::SelfMade.back_dir(me, front);
             let f = Layout::SelfMade.front_dir(front);

@@ -4,6 +4,10 @@
 //! states, exchange 64 messages through the page (the backend answers each with its
 //! checksum), tear down in order and power off.
 //!
+//! The control domain, as the toolstack, creates the demo device (`dev.demo.1=2`): the
+//! frontend directory `/local/domain/1/device/demo/0` and the backend directory
+//! `/local/domain/2/backend/demo/1/0`, which both ends use (the "toolstack layout").
+//!
 //! The images are built once per test binary; QEMU is installed when missing (as root),
 //! else the test fails with the command to run: it never skips.
 
@@ -52,6 +56,34 @@ fn in_order(got: &[&str], want: &[String]) -> Result<(), String> {
 
 #[test]
 fn frontend_and_backend_connect_exchange_and_close() {
+    handshake(Layout::Toolstack);
+}
+
+/// Without the device word each end makes its directory under its own `data/`.
+#[test]
+fn without_a_toolstack_device_the_ends_make_their_own_layout() {
+    handshake(Layout::SelfMade);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Toolstack,
+    SelfMade,
+}
+
+fn handshake(layout: Layout) {
+    let (devices, front_at, back_at) = match layout {
+        Layout::Toolstack => (
+            vec!["dev.demo.1=2".to_string()],
+            "(toolstack layout) at /local/domain/1/device/demo/0",
+            "(toolstack layout) at /local/domain/2/backend/demo/1/0",
+        ),
+        Layout::SelfMade => (
+            Vec::new(),
+            "(self-made layout) at /local/domain/1/data/device/demo/0",
+            "(self-made layout) at /local/domain/2/data/backend/demo/1/0",
+        ),
+    };
     let images = xtask::images::prepared();
     let kernel = images.pv_guest();
     let side = |name: &str, cmdline: &str| GuestFile {
@@ -66,6 +98,7 @@ fn frontend_and_backend_connect_exchange_and_close() {
         ],
         deterministic: true,
         timeout: Some(TIMEOUT),
+        devices,
         ..HvRun::default()
     };
     let result = run_hypervisor(&run).unwrap_or_else(|e| panic!("QEMU run failed: {e}"));
@@ -82,8 +115,15 @@ fn frontend_and_backend_connect_exchange_and_close() {
         "{text}"
     );
 
+    // The toolstack made the device (or not), and both ends found (or made) it.
+    assert_eq!(
+        lines_of(lines, 0, "control").contains(&"d1 front: device demo/0, backend d2"),
+        layout == Layout::Toolstack,
+        "{text}"
+    );
     let front = split_lines(lines, 1, "front");
     let front_want: Vec<String> = [
+        &format!("split: front: d1 with backend d2 {front_at}"),
         "split: front: state -> Initialising",
         "split: front: granted page gref=8 event-channel=",
         "split: front: state -> Initialised",
@@ -120,6 +160,7 @@ fn frontend_and_backend_connect_exchange_and_close() {
 
     let back = split_lines(lines, 2, "back");
     let back_want: Vec<String> = vec![
+        format!("split: back: d2 serving frontend d1 {back_at}"),
         "split: back: state -> InitWait".to_string(),
         format!("split: back: frontend is Initialised: ring-ref=8 event-channel={port}"),
         "split: back: state -> Connected".to_string(),

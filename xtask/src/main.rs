@@ -95,8 +95,14 @@ enum Cmd {
         /// instead of on our hypervisor; the outcome is read from Xen's console and gives
         /// the same exit status. --memory sets dom0_mem, --hv-cmdline is appended to
         /// Xen's command line.
-        #[arg(long, conflicts_with_all = ["trace", "name", "weight", "cap", "prefix", "no_control_domain"])]
+        #[arg(long, conflicts_with_all = ["trace", "name", "weight", "cap", "prefix", "no_control_domain", "dev"])]
         on_xen: bool,
+        /// A device the control domain sets up as the toolstack (repeatable; the guest is
+        /// domain 1): `vbd.<fe>=<disk>[,<vdev>][,ro]`, `vif.<fe>=<mac>[,vlan=<n>|,trunk=<n>;<n>...]`
+        /// or `dev.<kind>.<fe>=<be>`. Appended to the control domain's command line; it
+        /// reports every word it refuses.
+        #[arg(long, value_name = "WORD", conflicts_with_all = ["dom0", "no_control_domain"])]
+        dev: Vec<String>,
     },
     /// Run the benchmark cases (instructions per operation under deterministic QEMU, and
     /// host CPU use while idle); writes target/bench/bench.json.
@@ -190,8 +196,18 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             prefix,
             trace,
             on_xen: true,
+            dev,
         } => {
-            let _ = (dom0, no_control_domain, prefix, name, weight, cap, trace);
+            let _ = (
+                dom0,
+                no_control_domain,
+                prefix,
+                name,
+                weight,
+                cap,
+                trace,
+                dev,
+            );
             let _ = (max_grant_frames, max_maptrack_frames);
             ensure_qemu()?;
             // pv-guest needs building; a kernel of the user's does not.
@@ -233,6 +249,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             prefix,
             trace,
             on_xen: false,
+            dev,
         } => {
             // Fail fast (with the install command) before a build when QEMU is missing.
             ensure_qemu()?;
@@ -251,6 +268,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             .to_run(&images);
             run.cmdline = hv_cmdline;
             run.no_control_domain = no_control_domain;
+            run.devices = dev;
             run.deterministic = deterministic;
             run.timeout = timeout.map(Duration::from_secs);
             run.echo = true;
@@ -423,4 +441,38 @@ fn bench(against_xen: bool, iterations: u64, case: Option<&str>) -> Result<ExitC
         .map_err(|e| err!("cannot write {}: {e}", path.display()))?;
     println!("wrote {}", path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent_and_dev_repeats() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "run",
+            "--dev",
+            "vbd.1=disk,ro",
+            "--dev",
+            "dev.demo.1=0",
+        ])
+        .unwrap();
+        let Cmd::Run { dev, .. } = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(dev, ["vbd.1=disk,ro", "dev.demo.1=0"]);
+        // The devices need the control domain.
+        for other in ["--dom0", "--no-control-domain", "--on-xen"] {
+            assert!(Cli::try_parse_from(["xtask", "run", "--dev", "x", other]).is_err());
+        }
+        let help = Cli::command()
+            .find_subcommand_mut("run")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("--dev <WORD>"), "{help}");
+    }
 }

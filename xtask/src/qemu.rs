@@ -129,6 +129,11 @@ pub struct HvRun {
     /// The control domain's command line (`console=raw` passes the console of the
     /// domain with input focus through untouched).
     pub control_cmdline: String,
+    /// Device words for the control domain, the toolstack (`vbd.<fe>=<disk>[,<vdev>][,ro]`,
+    /// `vif.<fe>=<mac>[,vlan=<n>|,trunk=<n>;<n>…]`, `dev.<kind>.<fe>=<be>`; grammar in
+    /// control-domain's `devices` module), appended to its command line. Words with
+    /// whitespace are left out.
+    pub devices: Vec<String>,
 }
 
 /// Name of the control domain in every bundle.
@@ -151,7 +156,7 @@ impl HvRun {
                 path,
                 name: CONTROL_DOMAIN_NAME.to_string(),
                 memory_mib: CONTROL_DOMAIN_MEMORY_MIB,
-                cmdline: control_cmdline(&self.control_cmdline, &self.guests),
+                cmdline: control_cmdline(&self.control_cmdline, &self.guests, &self.devices),
                 dom0: true,
                 weight: 0,
                 cap: 0,
@@ -167,8 +172,9 @@ impl HvRun {
 /// The control domain's command line: `cmdline`, then a `name.<id>=<name>` word per
 /// guest (ids 1, 2, ... in bundle order): no hypercall tells a control domain the names,
 /// which its console prefixes and xenstore show. A name with whitespace is left out (the
-/// control domain then calls that domain `domain<id>`).
-fn control_cmdline(cmdline: &str, guests: &[GuestFile]) -> String {
+/// control domain then calls that domain `domain<id>`). Then the device words (those
+/// without whitespace; the control domain checks the rest and reports what it refuses).
+fn control_cmdline(cmdline: &str, guests: &[GuestFile], devices: &[String]) -> String {
     let mut words: Vec<String> = Vec::new();
     if !cmdline.is_empty() {
         words.push(cmdline.to_string());
@@ -178,6 +184,12 @@ fn control_cmdline(cmdline: &str, guests: &[GuestFile]) -> String {
             words.push(format!("name.{}={}", i + 1, g.name));
         }
     }
+    words.extend(
+        devices
+            .iter()
+            .filter(|d| !d.is_empty() && !d.contains(char::is_whitespace))
+            .cloned(),
+    );
     words.join(" ")
 }
 
@@ -554,6 +566,17 @@ mod tests {
         assert!(all[0].dom0 && !all[1].dom0 && !all[2].dom0);
         assert_eq!(all[0].path, Path::new("/img/control-domain"));
         assert_eq!(all[0].cmdline, "console=raw name.1=a name.2=b");
+        // Device words follow the names; words with whitespace are left out.
+        run.devices = vec![
+            "dev.demo.1=2".into(),
+            "vbd.1=x y".into(),
+            "vbd.2=d,ro".into(),
+        ];
+        assert_eq!(
+            run.bundle_guests()[0].cmdline,
+            "console=raw name.1=a name.2=b dev.demo.1=2 vbd.2=d,ro"
+        );
+        run.devices.clear();
         assert_eq!(all[0].memory_mib, CONTROL_DOMAIN_MEMORY_MIB);
         // Its memory counts for QEMU's.
         let a = args(&hypervisor_command(Path::new("q"), &run, Path::new("b")));

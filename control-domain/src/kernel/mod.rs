@@ -7,6 +7,7 @@ mod window;
 use alloc::vec::Vec;
 use control_domain::cmdline::domain_name;
 use control_domain::console::{self, Backend, Output};
+use control_domain::devices::{self, Device};
 use control_domain::xenstored::ring::RingConn;
 use control_domain::xenstored::{self, DomainInfo, Limits, Xenstored};
 use window::{Mapping, Window};
@@ -48,6 +49,8 @@ struct Served {
 
 struct Kernel {
     cmdline: &'static [u8],
+    /// The devices the command line configures (the toolstack's part of them).
+    devices: Vec<Device>,
     store: Xenstored,
     console: Backend,
     out: Serial,
@@ -88,8 +91,18 @@ fn main(si: &'static StartInfo) -> ! {
             xen_pv_rt::shutdown(xen_pv_rt::ShutdownReason::Crash)
         }
     };
+    let devices = devices::parse_devices(cmdline, |word, why| {
+        console.say(
+            &mut out,
+            format_args!(
+                "device word {:?} refused: {why}",
+                core::str::from_utf8(word).unwrap_or("(not UTF-8)")
+            ),
+        );
+    });
     let mut k = Kernel {
         cmdline,
+        devices,
         store: Xenstored::new(Limits::default()),
         console,
         out,
@@ -101,6 +114,7 @@ fn main(si: &'static StartInfo) -> ! {
         seen_console: events::count(virq_console),
     };
     k.discover();
+    k.report_orphan_devices();
     for &(id, built_paused) in held {
         // Our hold, and the pause the hypervisor builds a domU with.
         for _ in 0..1 + usize::from(built_paused) {
@@ -250,8 +264,11 @@ impl Kernel {
                 console_mfn,
                 console_port: console_port as u32,
             };
-            let r = xenstored::populate_domain(&mut self.store, &dom)
-                .and_then(|()| self.store.introduce(id));
+            let r = xenstored::populate_domain(&mut self.store, &dom).and_then(|()| {
+                // The toolstack's device directories exist before the domain can look.
+                self.add_devices(id, &name);
+                self.store.introduce(id)
+            });
             if let Err(e) = r {
                 self.say(format_args!(
                     "d{} {name}: not introduced to xenstored: {e}",
@@ -260,6 +277,47 @@ impl Kernel {
             }
         }
         self.domains.push(served);
+    }
+
+    /// Writes the xenstore directories of every configured device whose frontend is `id`
+    /// (and whose backend domain exists); reports each.
+    fn add_devices(&mut self, id: DomId, name: &str) {
+        for i in 0..self.devices.len() {
+            let d = &self.devices[i];
+            if d.frontend != id {
+                continue;
+            }
+            let (kind, devid, be) = (d.kind.clone(), d.devid, d.backend);
+            let r = match domctl::getdomaininfo(be) {
+                Ok(_) => devices::write_device(&mut self.store, d),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => self.say(format_args!(
+                    "d{} {name}: device {kind}/{devid}, backend d{}",
+                    id.0, be.0
+                )),
+                Err(e) => self.say(format_args!(
+                    "d{} {name}: device {kind}/{devid} (backend d{}) not created: {e}",
+                    id.0, be.0
+                )),
+            }
+        }
+    }
+
+    /// Reports configured devices whose frontend domain is not served.
+    fn report_orphan_devices(&mut self) {
+        for i in 0..self.devices.len() {
+            let d = &self.devices[i];
+            if self.domains.iter().any(|s| s.id == d.frontend) {
+                continue;
+            }
+            let (kind, fe) = (d.kind.clone(), d.frontend);
+            self.say(format_args!(
+                "device {kind} of d{}: no such domain, not created",
+                fe.0
+            ));
+        }
     }
 
     /// Maps grant `gref` of `id` and binds its port `remote` (a u64 parameter).

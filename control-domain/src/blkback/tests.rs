@@ -78,6 +78,8 @@ struct Counting<D> {
     flushes: usize,
     features: DiskFeatures,
     log: Vec<&'static str>,
+    /// Make reads, writes and flushes fail with this.
+    fail: Option<DiskError>,
 }
 
 impl<D: Disk> Counting<D> {
@@ -88,6 +90,7 @@ impl<D: Disk> Counting<D> {
             flushes: 0,
             features,
             log: Vec::new(),
+            fail: None,
         }
     }
 }
@@ -104,15 +107,18 @@ impl<D: Disk> Disk for Counting<D> {
     }
     fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         self.log.push("read");
+        self.fail.map_or(Ok(()), Err)?;
         self.inner.read(sector, buf)
     }
     fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), DiskError> {
         self.log.push("write");
+        self.fail.map_or(Ok(()), Err)?;
         self.inner.write(sector, buf)
     }
     fn flush(&mut self) -> Result<(), DiskError> {
         self.log.push("flush");
         self.flushes += 1;
+        self.fail.map_or(Ok(()), Err)?;
         self.inner.flush()
     }
     fn discard(&mut self, sector: u64, count: u64, secure: bool) -> Result<(), DiskError> {
@@ -874,7 +880,6 @@ fn blkback_random_garbage_never_panics_and_is_bounded() {
         if rng.below(4) == 0 {
             disk.set_read_only(true);
         }
-        let mut prod = 0u32;
         for _ in 0..20 {
             // Garbage in every slot, small numbers where they matter half the time.
             for slot in 0..32usize {
@@ -902,7 +907,7 @@ fn blkback_random_garbage_never_panics_and_is_bounded() {
                 page.write(64 + slot * 112, zerocopy::IntoBytes::as_bytes(&req));
             }
             // Mostly plausible producer indices, sometimes wild ones.
-            prod = match rng.below(8) {
+            let prod = match rng.below(8) {
                 0 => rng.next() as u32,
                 _ => h.back.rsp_prod_pvt().wrapping_add(rng.below(33) as u32),
             };
@@ -919,7 +924,6 @@ fn blkback_random_garbage_never_panics_and_is_bounded() {
             // The frontend "consumes" the responses by moving rsp_event along.
             page.store_u32(12, h.back.rsp_prod_pvt().wrapping_add(1));
         }
-        let _ = prod;
         let s = h.bb.stats();
         assert!(s.sectors_read + s.sectors_written <= (s.ok + s.errors) * 4096 * 8);
     }
@@ -1053,4 +1057,38 @@ fn blkback_xenstore_keys() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), keys.len());
+}
+
+#[test]
+fn blkback_disk_failures_become_responses() {
+    let page = PageBuffer::new();
+    let mut h = Harness::new(&page);
+    let mut disk = Counting::new(RamDisk::new(16).unwrap());
+    h.gio.grant(1, &[]);
+    let full = seg(1, 0, 7);
+    disk.fail = Some(DiskError::Io);
+    for op in [BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER] {
+        assert_eq!(
+            h.one(rw(op, 1, 0, &[full]), &mut disk).status,
+            BLKIF_RSP_ERROR
+        );
+    }
+    assert_eq!(
+        h.one(rw(BLKIF_OP_FLUSH_DISKCACHE, 2, 0, &[]), &mut disk)
+            .status,
+        BLKIF_RSP_ERROR
+    );
+    disk.fail = Some(DiskError::Unsupported);
+    assert_eq!(
+        h.one(rw(BLKIF_OP_FLUSH_DISKCACHE, 3, 0, &[]), &mut disk)
+            .status,
+        BLKIF_RSP_EOPNOTSUPP
+    );
+    disk.fail = None;
+    assert_eq!(
+        h.one(rw(BLKIF_OP_READ, 4, 8, &[full]), &mut disk).status,
+        BLKIF_RSP_OKAY
+    );
+    let s = h.bb.stats();
+    assert_eq!((s.ok, s.errors, s.unsupported), (1, 4, 1));
 }

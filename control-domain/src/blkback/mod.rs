@@ -50,10 +50,22 @@ use xen_pv_abi::blkif::{
 };
 use xen_pv_abi::kit::ring::{BackRing, RingError, RingMemory};
 use xen_pv_abi::{DomId, Errno, GrantRef};
-use zerocopy::FromBytes;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Bytes of a granted frame.
 const PAGE: usize = 4096;
+
+/// One page-aligned page of a bounce buffer: every buffer page is one frame of the
+/// control domain, so a segment (which never crosses a page) is one grant copy.
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C, align(4096))]
+struct Page([u8; PAGE]);
+
+impl core::fmt::Debug for Page {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Page")
+    }
+}
 /// Default `feature-max-indirect-segments`: 32 segments (128 KiB) in one indirect page,
 /// enough for Linux to issue large requests while keeping the per-device bounce buffer
 /// at 128 KiB.
@@ -90,8 +102,11 @@ pub struct GrantSegment {
 }
 
 /// Grant copies between a frontend's frames and a local buffer: the kernel implements
-/// this with a `kit::CopyBatch` (one `GNTTABOP_copy` for the whole slice, each segment
-/// a `CopyPtr::Grant` ↔ `CopyPtr::Local` of the buffer's frame).
+/// this with a `kit::CopyBatch` (one `GNTTABOP_copy` for the whole slice, or a few
+/// when the batch is smaller), each segment a `CopyPtr::Grant { domid, gref, offset }`
+/// ↔ `CopyPtr::Local { frame, offset }` where `frame` is the MFN of the buffer page at
+/// `buf.as_ptr() + buf_offset / 4096 * 4096` (the backend's buffers are page-aligned)
+/// and the local offset equals `offset`.
 pub trait GrantIo {
     /// Copies every segment of `segs` in direction `dir` between frames that `domid`
     /// granted and `buf` (only read for [`Direction::ToFrontend`]), and stores each
@@ -172,9 +187,9 @@ pub struct Blkback {
     frontend: DomId,
     cfg: BlkbackConfig,
     /// Bounce buffer: segment `i` occupies page `i`, at the same offset as in its frame.
-    data: Vec<u8>,
+    data: Vec<Page>,
     /// Indirect segment pages as copied in.
-    indirect: Vec<u8>,
+    indirect: Vec<Page>,
     /// The segments of the current request.
     segs: Vec<BlkifRequestSegment>,
     copies: Vec<GrantSegment>,
@@ -197,8 +212,8 @@ impl Blkback {
         Ok(Blkback {
             frontend,
             cfg,
-            data: zeroed(max_segs * PAGE)?,
-            indirect: zeroed(indirect_pages * PAGE)?,
+            data: zeroed(max_segs)?,
+            indirect: zeroed(indirect_pages)?,
             segs: with_capacity(max_segs)?,
             copies: with_capacity(copies)?,
             status: with_capacity(copies)?,
@@ -399,7 +414,7 @@ impl Blkback {
             self.frontend,
             Direction::FromFrontend,
             &self.copies,
-            &mut self.indirect,
+            self.indirect.as_mut_bytes(),
             &mut self.status,
         )
         .map_err(|_| BLKIF_RSP_ERROR)?;
@@ -410,8 +425,9 @@ impl Blkback {
         for i in 0..n {
             let at = (i / BLKIF_SEGMENTS_PER_INDIRECT_PAGE) * PAGE
                 + (i % BLKIF_SEGMENTS_PER_INDIRECT_PAGE) * seg_size;
-            let seg = BlkifRequestSegment::read_from_bytes(&self.indirect[at..at + seg_size])
-                .map_err(|_| BLKIF_RSP_ERROR)?;
+            let seg =
+                BlkifRequestSegment::read_from_bytes(&self.indirect.as_bytes()[at..at + seg_size])
+                    .map_err(|_| BLKIF_RSP_ERROR)?;
             self.segs.push(seg);
         }
         self.transfer(
@@ -477,7 +493,8 @@ impl Blkback {
         }
         let mut at = sector;
         for c in &self.copies {
-            let buf = &mut self.data[c.buf_offset..c.buf_offset + usize::from(c.len)];
+            let data = self.data.as_mut_bytes();
+            let buf = &mut data[c.buf_offset..c.buf_offset + usize::from(c.len)];
             if write {
                 disk.write(at, buf).map_err(disk_status)?;
             } else {
@@ -499,7 +516,7 @@ impl Blkback {
             self.frontend,
             dir,
             &self.copies,
-            &mut self.data,
+            self.data.as_mut_bytes(),
             &mut self.status,
         )
         .map_err(|_| BLKIF_RSP_ERROR)?;
@@ -518,10 +535,10 @@ fn disk_status(e: DiskError) -> Fail {
     }
 }
 
-fn zeroed(len: usize) -> Result<Vec<u8>, Errno> {
+fn zeroed(pages: usize) -> Result<Vec<Page>, Errno> {
     let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| Errno::ENOMEM)?;
-    v.resize(len, 0);
+    v.try_reserve_exact(pages).map_err(|_| Errno::ENOMEM)?;
+    v.resize(pages, Page([0; PAGE]));
     Ok(v)
 }
 

@@ -46,6 +46,8 @@ impl GrantIo for FakeGrants {
         self.calls += 1;
         self.segments += segs.len();
         assert_eq!(segs.len(), status.len());
+        // The buffer is page-aligned, so a segment is one frame-local copy.
+        assert_eq!(buf.as_ptr() as usize % PAGE, 0);
         if self.broken {
             return Err(Errno::EFAULT);
         }

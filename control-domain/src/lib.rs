@@ -8,6 +8,7 @@
 
 extern crate alloc;
 
+pub mod blkback;
 pub mod cmdline;
 pub mod console;
 pub mod devices;

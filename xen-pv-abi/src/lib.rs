@@ -24,6 +24,7 @@ pub mod ids;
 pub mod kit;
 pub mod layout;
 pub mod mmu;
+pub mod modules;
 pub mod nr;
 #[cfg(all(feature = "privcmd", target_os = "linux"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "privcmd", target_os = "linux"))))]

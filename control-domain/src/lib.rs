@@ -9,5 +9,6 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod console;
+pub mod modules;
 pub mod vswitch;
 pub mod xenstored;

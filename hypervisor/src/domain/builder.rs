@@ -620,7 +620,7 @@ fn populate<M: MachineMemory>(
         write_va(va, &hypercall_page())?;
     }
     if lay.initrd_len > 0 {
-        write_modules(p.modules, &mut |off, data| {
+        write_modules(p.modules, |off, data| {
             write_va(lay.va(lay.initrd_pfn) + off, data)
         })?;
     }
@@ -753,10 +753,10 @@ fn populate<M: MachineMemory>(
 /// Writes the module table for `modules` through `write(offset, bytes)`: header, entries,
 /// then each module at the offset [`initrd_len`] assumes. Padding is left as it is (the
 /// builder's frames are zeroed).
-fn write_modules(
-    modules: &[ModuleSpec<'_>],
-    write: &mut dyn FnMut(u64, &[u8]) -> Result<(), BuildError>,
-) -> Result<(), BuildError> {
+fn write_modules<W>(modules: &[ModuleSpec<'_>], mut write: W) -> Result<(), BuildError>
+where
+    W: FnMut(u64, &[u8]) -> Result<(), BuildError>,
+{
     let count = u32::try_from(modules.len()).map_err(|_| BuildError::BadModules)?;
     write(0, ModulesHeader::new(count).as_bytes())?;
     let mut at = size_of::<ModulesHeader>() as u64;

@@ -12,5 +12,6 @@ pub mod blkback;
 pub mod cmdline;
 pub mod console;
 pub mod devices;
+pub mod modules;
 pub mod vswitch;
 pub mod xenstored;

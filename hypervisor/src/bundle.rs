@@ -2,7 +2,9 @@
 //!
 //! QEMU 7.2's PVH loader passes exactly one module (`-initrd`). xtask packs every guest
 //! to start into one file: a header, one [`BundleEntry`] per guest, then the kernel
-//! images. A module that is not a bundle (for instance a bare ELF) is taken as a single
+//! images. Entries flagged [`ENTRY_FLAG_MODULE`] are not guests but named boot modules
+//! (disk images, for instance): the domain builder hands them all to dom0 as its initrd
+//! (see `xen_pv_abi::modules`). A module that is not a bundle (for instance a bare ELF) is taken as a single
 //! guest with default settings.
 //!
 //! The module is input from the person running the machine, not from a guest, but it is
@@ -24,6 +26,11 @@ pub const DEFAULT_GUEST_MEMORY_KIB: u32 = 32 * 1024;
 /// Entry flag: build this guest as the initial domain (dom0: SIF_INITDOMAIN, no console
 /// or xenstore ring, the dom0 console form in start_info).
 pub const ENTRY_FLAG_DOM0: u32 = 1 << 0;
+
+/// Entry flag: not a guest but a boot module for dom0. Its `offset`/`len` give the
+/// module's bytes and `name` its name (at most 31 bytes); the other fields are ignored
+/// and written as zero. Cannot be combined with [`ENTRY_FLAG_DOM0`].
+pub const ENTRY_FLAG_MODULE: u32 = 1 << 1;
 
 /// Bundle header (16 bytes).
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
@@ -90,6 +97,24 @@ pub struct GuestSpec<'a> {
     pub max_maptrack_frames: u16,
 }
 
+/// A boot module for dom0, borrowed from the bundle bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModuleSpec<'a> {
+    /// Name (no NUL).
+    pub name: &'a [u8],
+    /// The module's bytes.
+    pub data: &'a [u8],
+}
+
+/// Everything a boot module carries: guests to build and modules for dom0.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bundle<'a> {
+    /// Guests, in bundle order.
+    pub guests: Vec<GuestSpec<'a>>,
+    /// Modules ([`ENTRY_FLAG_MODULE`] entries), in bundle order.
+    pub modules: Vec<ModuleSpec<'a>>,
+}
+
 /// Why a module could not be read as a bundle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BundleError {
@@ -99,11 +124,21 @@ pub enum BundleError {
     TooManyEntries(u32),
     /// An entry's image lies outside the module.
     ImageOutOfBounds(usize),
+    /// An entry is flagged both dom0 and module.
+    BadFlags(usize),
 }
 
-/// The guests of a boot module: a bundle, or a single bare kernel image.
+/// The guests of a boot module: a bundle, or a single bare kernel image. Module entries
+/// are left out (see [`parse_bundle`]).
 pub fn parse(module: &[u8]) -> Result<Vec<GuestSpec<'_>>, BundleError> {
+    parse_bundle(module).map(|b| b.guests)
+}
+
+/// The guests and dom0 modules of a boot module: a bundle, or a single bare kernel image
+/// (then no modules).
+pub fn parse_bundle(module: &[u8]) -> Result<Bundle<'_>, BundleError> {
     let mut out = Vec::new();
+    let mut modules = Vec::new();
     if !module.starts_with(&BUNDLE_MAGIC) {
         out.push(GuestSpec {
             image: module,
@@ -116,7 +151,10 @@ pub fn parse(module: &[u8]) -> Result<Vec<GuestSpec<'_>>, BundleError> {
             max_grant_frames: 0,
             max_maptrack_frames: 0,
         });
-        return Ok(out);
+        return Ok(Bundle {
+            guests: out,
+            modules,
+        });
     }
     let (header, rest) =
         BundleHeader::read_from_prefix(module).map_err(|_| BundleError::Truncated)?;
@@ -142,6 +180,13 @@ pub fn parse(module: &[u8]) -> Result<Vec<GuestSpec<'_>>, BundleError> {
         let cmd_off = entry_off + core::mem::offset_of!(BundleEntry, cmdline);
         let name = until_nul(&module[name_off..name_off + 32]);
         let cmdline = until_nul(&module[cmd_off..cmd_off + 1024]);
+        if e.flags & ENTRY_FLAG_MODULE != 0 {
+            if e.flags & ENTRY_FLAG_DOM0 != 0 {
+                return Err(BundleError::BadFlags(i));
+            }
+            modules.push(ModuleSpec { name, data: image });
+            continue;
+        }
         out.push(GuestSpec {
             image,
             memory_kib: if e.memory_kib == 0 {
@@ -158,7 +203,10 @@ pub fn parse(module: &[u8]) -> Result<Vec<GuestSpec<'_>>, BundleError> {
             max_maptrack_frames: e.max_maptrack_frames,
         });
     }
-    Ok(out)
+    Ok(Bundle {
+        guests: out,
+        modules,
+    })
 }
 
 fn until_nul(b: &[u8]) -> &[u8] {
@@ -196,26 +244,63 @@ pub mod build {
         pub max_maptrack_frames: u16,
     }
 
+    /// A boot module for dom0 to put in a bundle.
+    #[derive(Clone, Debug)]
+    pub struct Module<'a> {
+        /// Name, at most 31 bytes.
+        pub name: &'a str,
+        /// The module's bytes.
+        pub data: &'a [u8],
+    }
+
     /// Packs guests into bundle bytes. Fails on too many guests or over-long strings.
     pub fn bundle(guests: &[Guest<'_>]) -> Result<Vec<u8>, &'static str> {
-        if guests.len() > MAX_BUNDLE_ENTRIES {
-            return Err("too many guests for one bundle");
+        bundle_with_modules(guests, &[])
+    }
+
+    /// Packs guests, then modules for dom0 ([`ENTRY_FLAG_MODULE`] entries), into bundle
+    /// bytes. Fails on too many entries or over-long strings.
+    pub fn bundle_with_modules(
+        guests: &[Guest<'_>],
+        modules: &[Module<'_>],
+    ) -> Result<Vec<u8>, &'static str> {
+        let module_guests: Vec<Guest<'_>> = modules
+            .iter()
+            .map(|m| Guest {
+                image: m.data,
+                memory_kib: 0,
+                dom0: false,
+                name: m.name,
+                cmdline: "",
+                weight: 0,
+                cap: 0,
+                max_grant_frames: 0,
+                max_maptrack_frames: 0,
+            })
+            .collect();
+        let all: Vec<(&Guest<'_>, bool)> = guests
+            .iter()
+            .map(|g| (g, false))
+            .chain(module_guests.iter().map(|g| (g, true)))
+            .collect();
+        if all.len() > MAX_BUNDLE_ENTRIES {
+            return Err("too many guests and modules for one bundle");
         }
         let header = BundleHeader {
             magic: BUNDLE_MAGIC,
-            count: guests.len() as u32,
+            count: all.len() as u32,
             reserved: 0,
         };
         let mut out = Vec::from(header.as_bytes());
         let mut offset = (core::mem::size_of::<BundleHeader>()
-            + guests.len() * core::mem::size_of::<BundleEntry>()) as u64;
+            + all.len() * core::mem::size_of::<BundleEntry>()) as u64;
         offset = offset.next_multiple_of(4096);
         let mut entries = Vec::new();
-        for g in guests {
+        for &(g, is_module) in &all {
             let mut name = [0u8; 32];
             let mut cmdline = [0u8; 1024];
             if g.name.len() >= name.len() {
-                return Err("guest name longer than 31 bytes");
+                return Err("guest or module name longer than 31 bytes");
             }
             if g.cmdline.len() >= cmdline.len() {
                 return Err("guest command line longer than 1023 bytes");
@@ -226,7 +311,13 @@ pub mod build {
                 offset,
                 len: g.image.len() as u64,
                 memory_kib: g.memory_kib,
-                flags: if g.dom0 { ENTRY_FLAG_DOM0 } else { 0 },
+                flags: if is_module {
+                    ENTRY_FLAG_MODULE
+                } else if g.dom0 {
+                    ENTRY_FLAG_DOM0
+                } else {
+                    0
+                },
                 name,
                 cmdline,
                 weight: g.weight,
@@ -239,7 +330,7 @@ pub mod build {
         for e in &entries {
             out.extend_from_slice(e.as_bytes());
         }
-        for (g, e) in guests.iter().zip(&entries) {
+        for ((g, _), e) in all.iter().zip(&entries) {
             out.resize(e.offset as usize, 0);
             out.extend_from_slice(g.image);
         }
@@ -249,7 +340,7 @@ pub mod build {
 
 #[cfg(test)]
 mod tests {
-    use super::build::{Guest, bundle};
+    use super::build::{Guest, Module, bundle, bundle_with_modules};
     use super::*;
 
     #[test]
@@ -322,5 +413,113 @@ mod tests {
         let mut many = bundle(&[]).unwrap();
         many[8..12].copy_from_slice(&100_000u32.to_le_bytes());
         assert_eq!(parse(&many), Err(BundleError::TooManyEntries(100_000)));
+    }
+
+    fn guest(name: &str, dom0: bool) -> Guest<'_> {
+        Guest {
+            image: b"\x7fELF",
+            memory_kib: 0,
+            dom0,
+            name,
+            cmdline: "",
+            weight: 0,
+            cap: 0,
+            max_grant_frames: 0,
+            max_maptrack_frames: 0,
+        }
+    }
+
+    #[test]
+    fn modules_round_trip_and_are_not_guests() {
+        let disk = [0xa5u8; 5000];
+        let b = bundle_with_modules(
+            &[guest("control", true), guest("u", false)],
+            &[
+                Module {
+                    name: "disk0",
+                    data: &disk,
+                },
+                Module {
+                    name: "empty",
+                    data: b"",
+                },
+            ],
+        )
+        .unwrap();
+        let all = parse_bundle(&b).unwrap();
+        assert_eq!(all.guests.len(), 2);
+        assert_eq!(
+            (all.guests[0].name, all.guests[0].dom0),
+            (&b"control"[..], true)
+        );
+        assert_eq!(
+            all.modules,
+            [
+                ModuleSpec {
+                    name: b"disk0",
+                    data: &disk
+                },
+                ModuleSpec {
+                    name: b"empty",
+                    data: b""
+                }
+            ]
+        );
+        // `parse` keeps to the guests.
+        assert_eq!(parse(&b).unwrap(), all.guests);
+        // A bare image has no modules.
+        assert!(parse_bundle(b"\x7fELF").unwrap().modules.is_empty());
+        // Names are limited as guests' are.
+        let long = "m".repeat(32);
+        assert!(
+            bundle_with_modules(
+                &[],
+                &[Module {
+                    name: &long,
+                    data: b""
+                }]
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn hostile_module_entries_are_refused() {
+        let b = bundle_with_modules(
+            &[guest("g", false)],
+            &[Module {
+                name: "d",
+                data: b"xyz",
+            }],
+        )
+        .unwrap();
+        let entry1 = core::mem::size_of::<BundleHeader>() + core::mem::size_of::<BundleEntry>();
+        let flags = entry1 + core::mem::offset_of!(BundleEntry, flags);
+        let len = entry1 + core::mem::offset_of!(BundleEntry, len);
+        // Flagged both dom0 and module.
+        let mut t = b.clone();
+        t[flags..flags + 4].copy_from_slice(&(ENTRY_FLAG_MODULE | ENTRY_FLAG_DOM0).to_le_bytes());
+        assert_eq!(parse_bundle(&t), Err(BundleError::BadFlags(1)));
+        // Module bytes past the end of the bundle, or a wrapping length.
+        for bad in [b.len() as u64, u64::MAX] {
+            let mut t = b.clone();
+            t[len..len + 8].copy_from_slice(&bad.to_le_bytes());
+            assert_eq!(parse_bundle(&t), Err(BundleError::ImageOutOfBounds(1)));
+        }
+        // Entry table cut inside the module entry.
+        let only = bundle_with_modules(
+            &[],
+            &[Module {
+                name: "d",
+                data: b"xyz",
+            }],
+        )
+        .unwrap();
+        assert_eq!(parse_bundle(&only).unwrap().modules.len(), 1);
+        assert_eq!(parse_bundle(&only[..16 + 100]), Err(BundleError::Truncated));
+        // Unknown flag bits are ignored, as before.
+        let mut t = b.clone();
+        t[flags..flags + 4].copy_from_slice(&(ENTRY_FLAG_MODULE | 1 << 7).to_le_bytes());
+        assert_eq!(parse_bundle(&t).unwrap().modules.len(), 1);
     }
 }

@@ -197,7 +197,10 @@ fn describe_bundle_error(e: BundleError, out: &mut LineWriter) {
             bundle::MAX_BUNDLE_ENTRIES
         ),
         BundleError::ImageOutOfBounds(i) => {
-            write!(out, "image of guest {i} lies outside the module")
+            write!(out, "image of entry {i} lies outside the module")
+        }
+        BundleError::BadFlags(i) => {
+            write!(out, "entry {i} is flagged both dom0 and module")
         }
     };
 }
@@ -266,8 +269,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// Builds one domain per guest of the boot module; refusals are reported on the
     /// console. Call once.
     pub fn create_domains(&mut self, module: &[u8]) {
-        let specs = match bundle::parse(module) {
-            Ok(specs) => specs,
+        let (specs, modules) = match bundle::parse_bundle(module) {
+            Ok(b) => (b.guests, b.modules),
             Err(e) => {
                 let mut w = LineWriter::new();
                 describe_bundle_error(e, &mut w);
@@ -278,6 +281,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 return;
             }
         };
+        if !modules.is_empty() && !specs.iter().any(|s| s.dom0) {
+            self.log(format_args!(
+                "boot module: {} dom0 modules ignored: no guest is dom0",
+                modules.len()
+            ));
+        }
         let mut next_domu_id = 1u16;
         let mut have_dom0 = false;
         for spec in &specs {
@@ -305,6 +314,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     memory_kib: spec.memory_kib,
                     dom0,
                     cmdline: spec.cmdline,
+                    // Xen gives boot modules to dom0 only.
+                    modules: if dom0 { &modules } else { &[] },
                     hypervisor_l4_slots: &self.hypervisor_l4_slots,
                 };
                 match builder::build(&self.mem, &mut self.frames, &params) {

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 use xtask::bench::{BenchLine, CASES, CaseKind, bench_ours, bench_ours_two_domains};
-use xtask::bundle::GuestFile;
+use xtask::bundle::{DiskFile, GuestFile};
 use xtask::images::Images;
 use xtask::qemu::{HvResult, HvRun, Outcome, SingleGuest, run_hypervisor};
 
@@ -85,6 +85,38 @@ fn pv_guest_boots_prints_and_powers_off() {
             "(hv) d1 pv-guest: shut down: poweroff",
             // Every frame of the ended domains was freed.
             "(hv) frames: 0 still owned by ended domains",
+            "(hv) all domains ended: 2 powered off, 0 failed",
+        ],
+        Outcome::AllPoweredOff,
+    );
+}
+
+#[test]
+fn disks_reach_the_control_domain_as_named_boot_modules() {
+    let dir = std::env::temp_dir().join(format!("qemu-disks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a.img"), dir.join("b.img"));
+    std::fs::write(&a, vec![0xa5u8; 5000]).unwrap();
+    std::fs::write(&b, vec![0x5au8; 70_000]).unwrap();
+    let mut run = SingleGuest::default().to_run(images());
+    run.disks = vec![
+        DiskFile {
+            path: a,
+            name: "xvda".into(),
+        },
+        DiskFile {
+            path: b,
+            name: "data".into(),
+        },
+    ];
+    let result = boot_run(run);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_run(
+        &result,
+        &[
+            "[d0 control] disk xvda: 5000 bytes",
+            "[d0 control] disk data: 70000 bytes",
+            "[d1 pv-guest] pv-guest: hello via console ring",
             "(hv) all domains ended: 2 powered off, 0 failed",
         ],
         Outcome::AllPoweredOff,

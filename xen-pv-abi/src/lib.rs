@@ -25,6 +25,7 @@ pub mod ids;
 pub mod kit;
 pub mod layout;
 pub mod mmu;
+pub mod modules;
 pub mod netif;
 pub mod nr;
 #[cfg(all(feature = "privcmd", target_os = "linux"))]

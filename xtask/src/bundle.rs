@@ -1,7 +1,7 @@
 //! Packing guest kernels into a boot bundle file (the hypervisor's `-initrd` module).
 
 use crate::{Result, err, target_dir};
-use hypervisor::bundle::build::{Guest, bundle};
+use hypervisor::bundle::build::{Guest, Module, bundle_with_modules};
 use std::path::{Path, PathBuf};
 
 /// Default guest memory, MiB.
@@ -55,6 +55,52 @@ impl GuestFile {
     }
 }
 
+/// A disk image handed to the control domain (dom0) as a named boot module
+/// (`cargo xtask run --disk NAME=PATH`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskFile {
+    /// The image file.
+    pub path: PathBuf,
+    /// Name the control domain finds the disk by (at most 31 bytes).
+    pub name: String,
+}
+
+impl DiskFile {
+    /// Parses `NAME=PATH` (the `--disk` argument).
+    pub fn parse(arg: &str) -> std::result::Result<Self, String> {
+        let (name, path) = arg
+            .split_once('=')
+            .ok_or_else(|| format!("--disk {arg}: expected NAME=PATH"))?;
+        if name.is_empty() || name.len() > 31 {
+            return Err(format!("--disk {arg}: NAME must have 1 to 31 bytes"));
+        }
+        if path.is_empty() {
+            return Err(format!("--disk {arg}: PATH is empty"));
+        }
+        Ok(DiskFile {
+            path: PathBuf::from(path),
+            name: name.to_string(),
+        })
+    }
+}
+
+/// Extra dom0 memory, MiB, for these disks: the module table and every image rounded up
+/// to pages, then to MiB, plus room for the p2m and page tables that map them (1 MiB,
+/// and 1 MiB more per 64 MiB). 0 for no disks. A file that cannot be read counts 0
+/// (writing the bundle then reports it).
+pub fn disks_memory_mib(disks: &[DiskFile]) -> u32 {
+    if disks.is_empty() {
+        return 0;
+    }
+    let table = xen_pv_abi::modules::data_start(disks.len() as u64).unwrap_or(u64::MAX);
+    let bytes = disks.iter().fold(table, |acc, d| {
+        let len = std::fs::metadata(&d.path).map(|m| m.len()).unwrap_or(0);
+        acc.saturating_add(len.next_multiple_of(4096))
+    });
+    let mib = bytes.div_ceil(1 << 20);
+    u32::try_from(mib.saturating_add(1 + mib.div_ceil(64))).unwrap_or(u32::MAX)
+}
+
 /// A file's stem, cut to 31 bytes on a character boundary (the bundle's name limit).
 pub fn default_name(path: &Path) -> String {
     let stem = path
@@ -75,11 +121,12 @@ pub fn machine_memory_mib(guests: &[GuestFile]) -> u64 {
     (guests_total + 64).max(256)
 }
 
-/// Packs the guests into `target/images/bundle-<names>.bin` and returns its path.
+/// Packs the guests, then the disks as dom0 modules, into
+/// `target/images/bundle-<names>-<hash>.bin` and returns its path.
 ///
 /// Writers of the same name (tests run in parallel) never see a half-written file: the
 /// bundle is written to a file unique to this call, then renamed into place.
-pub fn write_bundle(guests: &[GuestFile]) -> Result<PathBuf> {
+pub fn write_bundle(guests: &[GuestFile], disks: &[DiskFile]) -> Result<PathBuf> {
     let images: Vec<Vec<u8>> = guests
         .iter()
         .map(|g| {
@@ -102,7 +149,23 @@ pub fn write_bundle(guests: &[GuestFile]) -> Result<PathBuf> {
             max_maptrack_frames: g.max_maptrack_frames,
         })
         .collect();
-    let bytes = bundle(&entries).map_err(|e| err!("cannot build the boot bundle: {e}"))?;
+    let disk_bytes: Vec<Vec<u8>> = disks
+        .iter()
+        .map(|d| {
+            std::fs::read(&d.path)
+                .map_err(|e| err!("cannot read disk image {}: {e}", d.path.display()))
+        })
+        .collect::<Result<_>>()?;
+    let modules: Vec<Module<'_>> = disks
+        .iter()
+        .zip(&disk_bytes)
+        .map(|(d, data)| Module {
+            name: &d.name,
+            data,
+        })
+        .collect();
+    let bytes = bundle_with_modules(&entries, &modules)
+        .map_err(|e| err!("cannot build the boot bundle: {e}"))?;
 
     let dir = target_dir().join("images");
     std::fs::create_dir_all(&dir).map_err(|e| err!("cannot create {}: {e}", dir.display()))?;
@@ -168,6 +231,51 @@ mod tests {
         assert_eq!(machine_memory_mib(std::slice::from_ref(&g)), 256);
         g.memory_mib = 512;
         assert_eq!(machine_memory_mib(&[g.clone(), g]), 1088);
+    }
+
+    #[test]
+    fn disk_arguments_parse() {
+        assert_eq!(
+            DiskFile::parse("xvda=/tmp/a=b.img"),
+            Ok(DiskFile {
+                path: "/tmp/a=b.img".into(),
+                name: "xvda".into()
+            })
+        );
+        for bad in ["noequals", "=/p", "d=", &format!("{}=/p", "n".repeat(32))] {
+            assert!(DiskFile::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn disks_are_modules_of_the_bundle_and_size_dom0() {
+        let dir = std::env::temp_dir().join(format!("xtask-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let disk = dir.join("d.img");
+        std::fs::write(&disk, vec![0x5a; 3 << 20]).unwrap();
+        let kernel = dir.join("k");
+        std::fs::write(&kernel, b"\x7fELF").unwrap();
+        let d = DiskFile {
+            path: disk.clone(),
+            name: "xvda".into(),
+        };
+        // 3 MiB + a table page → 4 MiB, + 1 + 1 for the tables.
+        assert_eq!(disks_memory_mib(std::slice::from_ref(&d)), 6);
+        assert_eq!(disks_memory_mib(&[]), 0);
+        let path = write_bundle(&[GuestFile::new(&kernel)], std::slice::from_ref(&d)).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let b = hypervisor::bundle::parse_bundle(&bytes).unwrap();
+        assert_eq!(b.guests.len(), 1);
+        assert_eq!(b.modules.len(), 1);
+        assert_eq!(b.modules[0].name, b"xvda");
+        assert_eq!(b.modules[0].data.len(), 3 << 20);
+        let missing = DiskFile {
+            path: dir.join("missing"),
+            name: "x".into(),
+        };
+        assert!(write_bundle(&[GuestFile::new(&kernel)], &[missing]).is_err());
+        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -79,6 +79,11 @@ enum Cmd {
         /// Hypervisor command line.
         #[arg(long, default_value = "")]
         hv_cmdline: String,
+        /// Give the control domain the disk image PATH under NAME (repeatable): the
+        /// images reach it as named boot modules of its initrd, and its memory grows by
+        /// their size (rounded up to MiB).
+        #[arg(long = "disk", value_name = "NAME=PATH", value_parser = parse_disk)]
+        disks: Vec<xtask::bundle::DiskFile>,
         /// Keep the `[d1 name] ` prefix on every guest line on a terminal too (by
         /// default an interactive run has the control domain pass the guest's console
         /// through raw, `console=raw` on its command line, so full-screen guests like
@@ -195,9 +200,15 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             hv_cmdline,
             prefix,
             trace,
+            disks,
             on_xen: true,
             dev,
         } => {
+            if !disks.is_empty() {
+                return Err(err!(
+                    "--disk is for our hypervisor's control domain, not --on-xen"
+                ));
+            }
             let _ = (
                 dom0,
                 no_control_domain,
@@ -248,6 +259,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             hv_cmdline,
             prefix,
             trace,
+            disks,
             on_xen: false,
             dev,
         } => {
@@ -269,6 +281,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             run.cmdline = hv_cmdline;
             run.no_control_domain = no_control_domain;
             run.devices = dev;
+            run.disks = disks;
             run.deterministic = deterministic;
             run.timeout = timeout.map(Duration::from_secs);
             run.echo = true;
@@ -441,6 +454,11 @@ fn bench(against_xen: bool, iterations: u64, case: Option<&str>) -> Result<ExitC
         .map_err(|e| err!("cannot write {}: {e}", path.display()))?;
     println!("wrote {}", path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--disk NAME=PATH`.
+fn parse_disk(arg: &str) -> std::result::Result<xtask::bundle::DiskFile, String> {
+    xtask::bundle::DiskFile::parse(arg)
 }
 
 #[cfg(test)]

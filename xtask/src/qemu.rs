@@ -1,7 +1,7 @@
 //! Running QEMU: finding (or installing) it, booting the hypervisor with a bundle of
 //! guests, capturing the serial console, and reading the exit status.
 
-use crate::bundle::{GuestFile, machine_memory_mib, write_bundle};
+use crate::bundle::{DiskFile, GuestFile, disks_memory_mib, machine_memory_mib, write_bundle};
 use crate::{Result, describe, err, find_on_path, run_checked, running_as_root};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -126,6 +126,9 @@ pub struct HvRun {
     /// The control domain's kernel; `None`: `control-domain` next to the hypervisor ELF
     /// (where `cargo xtask build` puts it).
     pub control_domain: Option<PathBuf>,
+    /// Disk images for the control domain, passed as named boot modules (its initrd);
+    /// its memory grows by their size. Ignored without a control domain.
+    pub disks: Vec<DiskFile>,
     /// The control domain's command line (`console=raw` passes the console of the
     /// domain with input focus through untouched).
     pub control_cmdline: String,
@@ -144,7 +147,8 @@ pub const CONTROL_DOMAIN_MEMORY_MIB: u32 = 32;
 impl HvRun {
     /// The guests of the bundle, in order: the control domain (dom0 `control`, booted
     /// first) unless [`HvRun::no_control_domain`] is set or one of the guests is dom0
-    /// already, then [`HvRun::guests`].
+    /// already, then [`HvRun::guests`]. The control domain's memory covers
+    /// [`HvRun::disks`] too.
     pub fn bundle_guests(&self) -> Vec<GuestFile> {
         let mut all = Vec::with_capacity(self.guests.len() + 1);
         if !self.no_control_domain && !self.guests.iter().any(|g| g.dom0) {
@@ -155,7 +159,7 @@ impl HvRun {
             all.push(GuestFile {
                 path,
                 name: CONTROL_DOMAIN_NAME.to_string(),
-                memory_mib: CONTROL_DOMAIN_MEMORY_MIB,
+                memory_mib: CONTROL_DOMAIN_MEMORY_MIB.saturating_add(disks_memory_mib(&self.disks)),
                 cmdline: control_cmdline(&self.control_cmdline, &self.guests, &self.devices),
                 dom0: true,
                 weight: 0,
@@ -166,6 +170,22 @@ impl HvRun {
         }
         all.extend(self.guests.iter().cloned());
         all
+    }
+
+    /// The disks of the bundle: [`HvRun::disks`] when the control domain is in it,
+    /// else none. A guest of the user's flagged dom0 gets them too (its memory is not
+    /// grown: size it yourself).
+    pub fn bundle_disks(&self) -> &[DiskFile] {
+        if self.no_control_domain && !self.guests.iter().any(|g| g.dom0) {
+            &[]
+        } else {
+            &self.disks
+        }
+    }
+
+    /// Writes this run's bundle (guests and disks); returns its path.
+    pub fn write_bundle(&self) -> Result<PathBuf> {
+        write_bundle(&self.bundle_guests(), self.bundle_disks())
     }
 }
 
@@ -351,7 +371,7 @@ pub fn run_hypervisor_observed(
     mut observe: impl FnMut(u32, &str),
 ) -> Result<HvResult> {
     let qemu = ensure_qemu()?;
-    let bundle = write_bundle(&run.bundle_guests())?;
+    let bundle = run.write_bundle()?;
     let cmd = hypervisor_command(&qemu, run, &bundle);
     let captured = run_captured_observed(cmd, run.timeout, run.echo, |pid, line| {
         observe(pid, line);
@@ -382,7 +402,7 @@ pub fn interactive_cmdline(cmdline: &str, guests: usize, terminal: bool, prefix:
 /// Boots the hypervisor with the guests, console on this terminal.
 pub fn run_hypervisor_interactive(run: &HvRun) -> Result<Outcome> {
     let qemu = ensure_qemu()?;
-    let bundle = write_bundle(&run.bundle_guests())?;
+    let bundle = run.write_bundle()?;
     let mut cmd = hypervisor_command(&qemu, run, &bundle);
     let status = cmd
         .status()
@@ -589,6 +609,36 @@ mod tests {
         run.no_control_domain = false;
         run.guests[1].dom0 = true;
         assert_eq!(run.bundle_guests(), run.guests);
+    }
+
+    #[test]
+    fn disks_grow_the_control_domain_and_go_where_dom0_is() {
+        let dir = std::env::temp_dir().join(format!("xtask-qemu-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = dir.join("d.img");
+        std::fs::write(&img, vec![0u8; 100 << 10]).unwrap();
+        let mut run = HvRun {
+            hypervisor: "/img/hypervisor".into(),
+            guests: vec![GuestFile::new("/x/a")],
+            disks: vec![DiskFile {
+                path: img,
+                name: "xvda".into(),
+            }],
+            ..HvRun::default()
+        };
+        // 100 KiB + a table page → 1 MiB, + 2 MiB for the p2m and tables.
+        assert_eq!(
+            run.bundle_guests()[0].memory_mib,
+            CONTROL_DOMAIN_MEMORY_MIB + 3
+        );
+        assert_eq!(run.bundle_disks().len(), 1);
+        // A guest of the user's as dom0 gets them; no dom0 at all: nobody.
+        run.guests[0].dom0 = true;
+        assert_eq!(run.bundle_disks().len(), 1);
+        run.guests[0].dom0 = false;
+        run.no_control_domain = true;
+        assert!(run.bundle_disks().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

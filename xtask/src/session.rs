@@ -2,7 +2,6 @@
 //! for text to appear and type input, as a person at the terminal would (GRUB's prompt
 //! is not followed by a newline, so waiting works on raw bytes, not on lines).
 
-use crate::bundle::write_bundle;
 use crate::qemu::{HvResult, HvRun, Outcome, Transcript, ensure_qemu, hypervisor_command};
 use crate::{Result, describe, err};
 use std::io::{Read, Write};
@@ -164,7 +163,7 @@ pub fn run_session(
 /// Boots the hypervisor with the guests and plays `steps` on its serial console.
 pub fn run_hypervisor_session(run: &HvRun, steps: &[Step], end: End) -> Result<HvResult> {
     let qemu = ensure_qemu()?;
-    let bundle = write_bundle(&run.bundle_guests())?;
+    let bundle = run.write_bundle()?;
     let cmd = hypervisor_command(&qemu, run, &bundle);
     let timeout = run.timeout.unwrap_or(Duration::from_secs(300));
     let out = run_session(cmd, timeout, steps, end)?;

@@ -8,6 +8,7 @@ use alloc::vec::Vec;
 use control_domain::cmdline::domain_name;
 use control_domain::console::{self, Backend, Output};
 use control_domain::devices::{self, Device};
+use control_domain::modules;
 use control_domain::xenstored::ring::RingConn;
 use control_domain::xenstored::{self, DomainInfo, Limits, Xenstored};
 use window::{Mapping, Window};
@@ -113,6 +114,7 @@ fn main(si: &'static StartInfo) -> ! {
         seen_dom_exc: events::count(dom_exc),
         seen_console: events::count(virq_console),
     };
+    k.list_disks(si);
     k.discover();
     k.report_orphan_devices();
     for &(id, built_paused) in held {
@@ -173,6 +175,34 @@ fn hold_domains(held: &mut [(DomId, bool)]) -> usize {
 impl Kernel {
     fn say(&mut self, args: core::fmt::Arguments<'_>) {
         self.console.say(&mut self.out, args);
+    }
+
+    /// Names every boot module (disk image) of the initrd, one line each.
+    fn list_disks(&mut self, si: &'static StartInfo) {
+        let Some((va, len)) = modules::initrd_range(si) else {
+            return;
+        };
+        // SAFETY: the hypervisor maps [mod_start, mod_start + mod_len) in the initial
+        // mapping, before the p2m list (initrd_range checked both ends), as ordinary
+        // pages of ours; nothing in this kernel writes or unmaps them, so they stay
+        // valid, initialised and unchanged for the kernel's lifetime.
+        let initrd: &'static [u8] = unsafe { core::slice::from_raw_parts(va as *const u8, len) };
+        let table = match modules::parse(initrd) {
+            Ok(t) => t,
+            Err(e) => {
+                self.say(format_args!("initrd: not a module table ({e:?})"));
+                return;
+            }
+        };
+        for (i, m) in table.iter().enumerate() {
+            match m {
+                Ok(m) => {
+                    let name = core::str::from_utf8(m.name).unwrap_or("?");
+                    self.say(format_args!("disk {name}: {} bytes", m.data.len()));
+                }
+                Err(e) => self.say(format_args!("initrd: module {i}: {e:?}")),
+            }
+        }
     }
 
     /// Sets up every existing domain but ourselves.

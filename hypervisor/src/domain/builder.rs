@@ -1,8 +1,9 @@
 //! The domain builder: Xen's start-of-day layout of a 64-bit PV domain.
 //!
 //! One contiguous VA region starting at VIRT_BASE maps pseudo-physical frames 0.. in
-//! order (`va = VIRT_BASE + pfn * 4096`). After the kernel image, page-aligned: the p2m
-//! list, start_info, the xenstore and console rings (domU only), the bootstrap page tables
+//! order (`va = VIRT_BASE + pfn * 4096`). After the kernel image, page-aligned: dom0's
+//! initrd (the boot modules behind an `xen_pv_abi::modules` table; as Xen places a PV
+//! dom0's initrd, `start_info.mod_start` is its VA, not a PFN), the p2m list, start_info, the xenstore and console rings (domU only), the bootstrap page tables
 //! (L4, L3s, L2s, L1s; mapped read-only), one page of boot stack, then padding to a 4 MiB
 //! boundary with at least 512 KiB free after the stack. Frames beyond the region belong
 //! to the domain and are in the p2m, unmapped.
@@ -12,6 +13,7 @@
 //! (the builder has no heap, and the p2m cannot locate itself).
 
 use super::elfnotes::{self, KernelImage};
+use crate::bundle::ModuleSpec;
 use crate::mmu::guest::{PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_RW, PTE_USER};
 use crate::mmu::pagetable::PtCtx;
 use crate::mmu::{Frames, MAX_FRAMES};
@@ -21,6 +23,7 @@ use xen_pv_abi::layout::{
     FIRST_HYPERVISOR_L4_SLOT, FLAT_KERNEL_CS64, FLAT_KERNEL_SS64, HYPERVISOR_VIRT_END,
     HYPERVISOR_VIRT_START, PAGE_SIZE, is_canonical,
 };
+use xen_pv_abi::modules::{MODULE_ALIGN, MODULE_NAME_LEN, ModuleEntry, ModulesHeader};
 use xen_pv_abi::shared_info::{ArchSharedInfo, SharedInfo, VcpuInfo, XEN_LEGACY_MAX_VCPUS};
 use xen_pv_abi::start_info::{
     ConsoleInfo, MAX_GUEST_CMDLINE, SIF_INITDOMAIN, SIF_PRIVILEGED, START_INFO_MAGIC_X86_64,
@@ -66,6 +69,9 @@ pub struct BuildParams<'a> {
     pub dom0: bool,
     /// Command line for start_info.
     pub cmdline: &'a [u8],
+    /// Boot modules for dom0, handed over as its initrd (ignored for a domU: Xen gives
+    /// boot modules to dom0 only).
+    pub modules: &'a [ModuleSpec<'a>],
     /// The hypervisor's L4 entries for slots 256..=271, copied into the guest's L4.
     pub hypervisor_l4_slots: &'a [u64; 16],
 }
@@ -181,6 +187,15 @@ pub enum BuildError {
     RegionOutOfRange,
     /// The domain's memory does not cover the start-of-day region.
     MemoryTooSmall,
+    /// dom0's memory does not cover the start-of-day region with its boot modules.
+    MemoryTooSmallForModules {
+        /// Size of the initrd (module table and modules), KiB, rounded up.
+        modules_kib: u64,
+        /// The domain's memory, KiB.
+        memory_kib: u64,
+    },
+    /// A boot module's name is longer than 31 bytes, or the modules' total size overflows.
+    BadModules,
     /// Not enough free machine frames.
     NoMemory,
     /// The domain id is one of Xen's reserved ids.
@@ -280,6 +295,17 @@ impl core::fmt::Display for BuildError {
             Self::NotDom0Capable => "kernel does not support dom0 operation",
             Self::RegionOutOfRange => "start-of-day region leaves the canonical address space",
             Self::MemoryTooSmall => "memory too small for the kernel's start-of-day layout",
+            Self::MemoryTooSmallForModules {
+                modules_kib,
+                memory_kib,
+            } => {
+                return write!(
+                    f,
+                    "memory ({memory_kib} KiB) too small for the start-of-day layout with \
+                     {modules_kib} KiB of boot modules: give dom0 more memory"
+                );
+            }
+            Self::BadModules => "boot module name longer than 31 bytes, or modules too large",
             Self::NoMemory => "not enough free memory",
             Self::InvalidDomId => "reserved domain id",
             Self::MachineMemory => "machine memory access failed",
@@ -300,6 +326,9 @@ impl From<BadMaddr> for BuildError {
 struct Layout {
     virt_base: u64,
     nr_pages: u64,
+    /// The initrd (dom0's module table), right after the image; `initrd_len` = 0: none.
+    initrd_pfn: u64,
+    initrd_len: u64,
     p2m_pfn: u64,
     p2m_pages: u64,
     start_info_pfn: u64,
@@ -331,12 +360,40 @@ fn tables_for(start: u64, end: u64, shift: u32) -> u64 {
     ((end - 1) >> shift) - (start >> shift) + 1
 }
 
-fn layout(k: &KernelImage<'_>, nr_pages: u64, dom0: bool) -> Result<Layout, BuildError> {
+/// Bytes of the initrd for these modules: the table, then each module at an aligned
+/// offset (the layout [`write_modules`] writes). 0 for no modules.
+fn initrd_len(modules: &[ModuleSpec<'_>]) -> Result<u64, BuildError> {
+    if modules.is_empty() {
+        return Ok(0);
+    }
+    let mut end =
+        xen_pv_abi::modules::data_start(modules.len() as u64).ok_or(BuildError::BadModules)?;
+    for m in modules {
+        if m.name.len() >= MODULE_NAME_LEN {
+            return Err(BuildError::BadModules);
+        }
+        end = end
+            .checked_next_multiple_of(MODULE_ALIGN)
+            .and_then(|start| start.checked_add(m.data.len() as u64))
+            .ok_or(BuildError::BadModules)?;
+    }
+    Ok(end)
+}
+
+fn layout(
+    k: &KernelImage<'_>,
+    nr_pages: u64,
+    dom0: bool,
+    initrd_len: u64,
+) -> Result<Layout, BuildError> {
     let vb = k.virt_base;
     // parse() guarantees virt_base <= kstart < kend.
     let image_pages = (k.kend - vb).div_ceil(PAGE);
+    let initrd_pages = initrd_len.div_ceil(PAGE);
     let p2m_pages = nr_pages.div_ceil(PER_PAGE);
-    let p2m_pfn = image_pages;
+    let p2m_pfn = image_pages
+        .checked_add(initrd_pages)
+        .ok_or(BuildError::RegionOutOfRange)?;
     let start_info_pfn = p2m_pfn + p2m_pages;
     let rings_pfn = (!dom0).then_some(start_info_pfn + 1);
     let pt_pfn = start_info_pfn + if dom0 { 1 } else { 3 };
@@ -369,11 +426,20 @@ fn layout(k: &KernelImage<'_>, nr_pages: u64, dom0: bool) -> Result<Layout, Buil
         );
         if 1 + nr_l3 + nr_l2 + nr_l1 <= nr_pt {
             if region_pages > nr_pages {
-                return Err(BuildError::MemoryTooSmall);
+                return Err(if initrd_len > 0 {
+                    BuildError::MemoryTooSmallForModules {
+                        modules_kib: initrd_len.div_ceil(1024),
+                        memory_kib: nr_pages * 4,
+                    }
+                } else {
+                    BuildError::MemoryTooSmall
+                });
             }
             return Ok(Layout {
                 virt_base: vb,
                 nr_pages,
+                initrd_pfn: image_pages,
+                initrd_len,
                 p2m_pfn,
                 p2m_pages,
                 start_info_pfn,
@@ -442,7 +508,8 @@ pub fn build<M: MachineMemory>(
     if nr_pages > frames.free_count() as u64 {
         return Err(BuildError::NoMemory);
     }
-    let lay = layout(&kernel, nr_pages, p.dom0)?;
+    let modules = if p.dom0 { p.modules } else { &[] };
+    let lay = layout(&kernel, nr_pages, p.dom0, initrd_len(modules)?)?;
     let dir_frames = lay.p2m_pages.div_ceil(PER_PAGE);
     // Fail before touching anything if the frames cannot all be had.
     let needed = nr_pages + 1 + dir_frames;
@@ -552,6 +619,11 @@ fn populate<M: MachineMemory>(
     if let Some(va) = kernel.hypercall_page {
         write_va(va, &hypercall_page())?;
     }
+    if lay.initrd_len > 0 {
+        write_modules(p.modules, |off, data| {
+            write_va(lay.va(lay.initrd_pfn) + off, data)
+        })?;
+    }
 
     // Special pages (zeroed already: the console ring starts CONNECTED, index 0).
     let mfn_of = |pfn: u64| p2m.get(mem, pfn);
@@ -578,6 +650,12 @@ fn populate<M: MachineMemory>(
     si.pt_base = lay.va(lay.pt_pfn);
     si.nr_pt_frames = lay.nr_pt();
     si.mfn_list = lay.va(lay.p2m_pfn);
+    if lay.initrd_len > 0 {
+        // A VA inside the initial mapping, as Xen gives a PV dom0 a mapped initrd
+        // (SIF_MOD_START_PFN stays clear).
+        si.mod_start = lay.va(lay.initrd_pfn);
+        si.mod_len = lay.initrd_len;
+    }
     let cmd_len = p.cmdline.len().min(MAX_GUEST_CMDLINE - 1);
     si.cmd_line[..cmd_len].copy_from_slice(&p.cmdline[..cmd_len]);
     write_va(lay.va(lay.start_info_pfn), si.as_bytes())?;
@@ -672,6 +750,41 @@ fn populate<M: MachineMemory>(
     })
 }
 
+/// Writes the module table for `modules` through `write(offset, bytes)`: header, entries,
+/// then each module at the offset [`initrd_len`] assumes. Padding is left as it is (the
+/// builder's frames are zeroed).
+fn write_modules<W>(modules: &[ModuleSpec<'_>], mut write: W) -> Result<(), BuildError>
+where
+    W: FnMut(u64, &[u8]) -> Result<(), BuildError>,
+{
+    let count = u32::try_from(modules.len()).map_err(|_| BuildError::BadModules)?;
+    write(0, ModulesHeader::new(count).as_bytes())?;
+    let mut at = size_of::<ModulesHeader>() as u64;
+    let mut end =
+        xen_pv_abi::modules::data_start(u64::from(count)).ok_or(BuildError::BadModules)?;
+    for m in modules {
+        let offset = end
+            .checked_next_multiple_of(MODULE_ALIGN)
+            .ok_or(BuildError::BadModules)?;
+        let mut name = [0u8; MODULE_NAME_LEN];
+        name.get_mut(..m.name.len())
+            .ok_or(BuildError::BadModules)?
+            .copy_from_slice(m.name);
+        let entry = ModuleEntry {
+            name,
+            offset,
+            len: m.data.len() as u64,
+        };
+        write(at, entry.as_bytes())?;
+        write(offset, m.data)?;
+        at += size_of::<ModuleEntry>() as u64;
+        end = offset
+            .checked_add(m.data.len() as u64)
+            .ok_or(BuildError::BadModules)?;
+    }
+    Ok(())
+}
+
 /// The 64-bit PV hypercall page: 128 stubs of 32 bytes, `int3` padding.
 pub fn hypercall_page() -> [u8; PAGE_SIZE] {
     let mut page = [0xcc; PAGE_SIZE];
@@ -737,6 +850,7 @@ mod tests {
             memory_kib,
             dom0,
             cmdline: b"console=hvc0 loglevel=8",
+            modules: &[],
             hypervisor_l4_slots: &HV_SLOTS,
         }
     }
@@ -959,12 +1073,126 @@ mod tests {
         assert_eq!(frames.count_of(dom), 4096 + 1);
     }
 
+    fn dom0_image() -> Vec<u8> {
+        let mut t = TestElf::valid();
+        t.set_note(
+            elfnote::SUPPORTED_FEATURES,
+            (1u32 << 11).to_le_bytes().to_vec(),
+        );
+        t.build()
+    }
+
+    #[test]
+    fn dom0_gets_its_modules_as_a_mapped_initrd() {
+        let (mem, mut frames) = machine();
+        let image = dom0_image();
+        let disk: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let modules = [
+            ModuleSpec {
+                name: b"disk0",
+                data: &disk,
+            },
+            ModuleSpec {
+                name: b"tiny",
+                data: b"abc",
+            },
+        ];
+        let mut p = params(&image, true, 16384);
+        p.modules = &modules;
+        let d = build(&mem, &mut frames, &p).unwrap();
+        let dom = DomId(0);
+        let mut raw = [0u8; size_of::<StartInfo>()];
+        read_guest(&mem, &frames, &d, dom, d.entry.rsi, &mut raw);
+        let si = StartInfo::read_from_bytes(&raw).unwrap();
+        // A VA (no SIF_MOD_START_PFN), page-aligned, after the image, before the p2m.
+        assert_eq!(si.flags & xen_pv_abi::start_info::SIF_MOD_START_PFN, 0);
+        assert!(si.mod_start > d.virt_base && si.mod_start.is_multiple_of(PAGE));
+        assert_eq!(si.mod_len, 4096 + 12288 + 3);
+        assert!(si.mod_start + si.mod_len <= si.mfn_list);
+        assert!(si.mfn_list + d.nr_pages * 8 <= d.start_info_va);
+        // Read the whole initrd back through the guest's page tables and parse it.
+        let mut initrd = std::vec![0u8; si.mod_len as usize];
+        read_guest(&mem, &frames, &d, dom, si.mod_start, &mut initrd);
+        let table = xen_pv_abi::modules::parse(&initrd).unwrap();
+        let got: Vec<_> = table.iter().map(Result::unwrap).collect();
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].name, got[0].data), (&b"disk0"[..], &disk[..]));
+        assert_eq!((got[1].name, got[1].data), (&b"tiny"[..], &b"abc"[..]));
+        // The initrd pages are ordinary writable guest pages.
+        let space = GuestSpace { dom, cr3: d.cr3 };
+        assert!(translate(&mem, &frames, space, si.mod_start + si.mod_len - 1, true).is_ok());
+    }
+
+    #[test]
+    fn domu_gets_no_module_and_dom0_without_modules_no_initrd() {
+        let modules = [ModuleSpec {
+            name: b"disk0",
+            data: b"data",
+        }];
+        for dom0 in [false, true] {
+            let (mem, mut frames) = machine();
+            let image = if dom0 {
+                dom0_image()
+            } else {
+                TestElf::valid().build()
+            };
+            let mut p = params(&image, dom0, 16384);
+            if !dom0 {
+                p.modules = &modules;
+            }
+            let d = build(&mem, &mut frames, &p).unwrap();
+            let dom = p.domid;
+            let mut raw = [0u8; size_of::<StartInfo>()];
+            read_guest(&mem, &frames, &d, dom, d.entry.rsi, &mut raw);
+            let si = StartInfo::read_from_bytes(&raw).unwrap();
+            assert_eq!((si.mod_start, si.mod_len), (0, 0), "dom0={dom0}");
+        }
+    }
+
+    #[test]
+    fn dom0_too_small_for_its_modules_is_refused_clearly() {
+        let (mem, mut frames) = machine();
+        let before = frames.free_count();
+        let image = dom0_image();
+        let disk = std::vec![1u8; 20 << 20];
+        let modules = [ModuleSpec {
+            name: b"big",
+            data: &disk,
+        }];
+        let mut p = params(&image, true, 16384);
+        p.modules = &modules;
+        let e = build(&mem, &mut frames, &p).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BuildError::MemoryTooSmallForModules {
+                    modules_kib: 20484,
+                    memory_kib: 16384
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(std::format!("{e}").contains("give dom0 more memory"));
+        assert_eq!(frames.free_count(), before);
+        // Over-long names are refused.
+        let modules = [ModuleSpec {
+            name: &[b'n'; 32],
+            data: b"",
+        }];
+        p.modules = &modules;
+        assert_eq!(
+            build(&mem, &mut frames, &p).unwrap_err(),
+            BuildError::BadModules
+        );
+        assert_eq!(frames.free_count(), before);
+    }
+
     #[test]
     fn layout_grows_tables_and_padding() {
         let image = TestElf::valid().build();
         let k = elfnotes::parse(&image, false).unwrap();
         // Large p2m (256 MiB domain = 65536 pages → 128 p2m pages): region over 4 MiB.
-        let lay = layout(&k, 65536, false).unwrap();
+        let lay = layout(&k, 65536, false, 0).unwrap();
         assert_eq!(lay.p2m_pages, 128);
         let stack_end = lay.stack_pfn + 1;
         assert_eq!(lay.region_pages % REGION_ALIGN_PAGES, 0);

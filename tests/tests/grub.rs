@@ -319,16 +319,31 @@ fn ext2_image(name: &str, files: &[(&str, &[u8])]) -> PathBuf {
 
 /// Debian's prebuilt GRUB, unmodified, finds `/boot/grub/grub.cfg` on a vbd the control
 /// domain serves from a boot module (its memdisk config searches every disk for it),
-/// reads it through our block backend and runs it.
+/// reads it through our block backend and runs it; the config writes GRUB's
+/// environment block and reads it back (the disk is writable, copy-on-write).
 #[test]
 fn debian_grub_reads_its_config_from_our_disk() {
     ensure_grub_xen();
+    // save_env writes the environment block in place (GRUB's disk write), load_env
+    // reads it back: through the copy-on-write overlay of the control domain's disk.
+    let cfg = concat!(
+        "echo \"GRUB-PV-TEST: from-our-disk\"\n",
+        "set marker=written-to-our-disk\n",
+        "save_env -f /boot/grub/grubenv marker\n",
+        "unset marker\n",
+        "load_env -f /boot/grub/grubenv\n",
+        "echo \"GRUB-PV-TEST: env $marker\"\n",
+        "halt\n",
+    );
+    // An empty GRUB environment block: its header, padded with '#' to 1 KiB.
+    let mut env = b"# GRUB Environment Block\n".to_vec();
+    env.resize(1024, b'#');
     let image = ext2_image(
         "from-our-disk",
-        &[(
-            "boot/grub/grub.cfg",
-            b"echo \"GRUB-PV-TEST: from-our-disk\"\nhalt\n",
-        )],
+        &[
+            ("boot/grub/grub.cfg", cfg.as_bytes()),
+            ("boot/grub/grubenv", &env),
+        ],
     );
     let mut run = run_of(DEBIAN_IMAGE.into(), 128);
     run.disks = vec![DiskFile {
@@ -339,20 +354,23 @@ fn debian_grub_reads_its_config_from_our_disk() {
     let result = run_hypervisor(&run).unwrap_or_else(|e| panic!("{e}"));
     let t = &result.transcript;
     // After GRUB's progress indicator for the file, on the same line.
-    let printed = t
-        .lines
-        .iter()
-        .any(|l| l.starts_with("[d1 ") && guest_text(l).ends_with("GRUB-PV-TEST: from-our-disk"));
+    let printed = |marker: &str| {
+        t.lines
+            .iter()
+            .any(|l| l.starts_with("[d1 ") && guest_text(l).ends_with(marker))
+    };
     let halted = t.contains("(hv) d1 grub-x86_64-xen: shut down: poweroff");
     assert_outcome(
         &result,
-        printed && halted,
+        printed("GRUB-PV-TEST: from-our-disk")
+            && printed("GRUB-PV-TEST: env written-to-our-disk")
+            && halted,
         Some(Outcome::AllPoweredOff),
         "Debian's GRUB reading grub.cfg from a vbd",
     );
 }
 
-/// GRUB loads a PV kernel (pv-guest) from our disk and boots it: on the hand-off it
+/// GRUB loads a PV kernel (pv-guest) from our disk (read-only) and boots it: on the hand-off it
 /// closes its vbd (state 6, then 1), the backend goes back to InitWait, and the kernel
 /// runs.
 #[test]
@@ -374,7 +392,7 @@ fn debian_grub_boots_a_kernel_from_our_disk() {
         path: image,
         name: "bootdisk".into(),
     }];
-    run.devices = vec!["vbd.1=bootdisk,xvda".into()];
+    run.devices = vec!["vbd.1=bootdisk,xvda,ro".into()];
     let result = run_hypervisor(&run).unwrap_or_else(|e| panic!("{e}"));
     let t = &result.transcript;
     let loaded = t

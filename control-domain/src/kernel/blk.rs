@@ -15,9 +15,11 @@ use control_domain::devices::{Device, DeviceSpec};
 use control_domain::xenstored::Xenstored;
 use core::fmt::Write as _;
 use xen_pv_abi::blkif::BlkifProtocol;
+use xen_pv_abi::kit::device::{DeviceState, Work};
 use xen_pv_abi::kit::ring::{BackRing, RawRingPage};
 use xen_pv_abi::kit::{self, CopyBatch, CopyPtr};
 use xen_pv_abi::transport::Native;
+use xen_pv_abi::xenstore::XenbusState;
 use xen_pv_abi::{DomId, Errno, EvtchnPort, GrantRef, Mfn, evtchn};
 use xen_pv_rt::VIRT_BASE;
 
@@ -27,16 +29,6 @@ const OVERLAY_CHUNKS: usize = 256;
 const BATCH: usize = 16;
 /// The only ring layout served (a 64-bit frontend).
 const PROTOCOL: &[u8] = b"x86_64-abi";
-
-/// Xenbus states (control-plane doc §4.3).
-mod state {
-    pub const INITIALISING: u8 = 1;
-    pub const INIT_WAIT: u8 = 2;
-    pub const INITIALISED: u8 = 3;
-    pub const CONNECTED: u8 = 4;
-    pub const CLOSING: u8 = 5;
-    pub const CLOSED: u8 = 6;
-}
 
 /// A connected ring: the frontend's page in the window and the bound event channel.
 struct Conn {
@@ -54,8 +46,8 @@ pub struct Vbd {
     disk: SliceDisk<'static>,
     back: Blkback,
     conn: Option<Conn>,
-    /// The backend state last written.
-    state: u8,
+    /// The xenbus handshake (the backend's published state).
+    xb: DeviceState,
     /// Served no more (protocol violation or frontend gone).
     dead: bool,
 }
@@ -155,7 +147,7 @@ impl Vbd {
             store.write_local(&path(&be_path, k), v.as_bytes())?;
         }
         store.write_local(&path(&be_path, "hotplug-status"), b"connected")?;
-        let mut vbd = Vbd {
+        let vbd = Vbd {
             frontend: dev.frontend,
             devid: dev.devid,
             fe_path: dev.frontend_path(),
@@ -163,10 +155,11 @@ impl Vbd {
             disk,
             back,
             conn: None,
-            state: state::INITIALISING,
+            xb: DeviceState::backend(),
             dead: false,
         };
-        vbd.set_state(store, state::INIT_WAIT)?;
+        // InitWait, with every key written, before the frontend is introduced.
+        store.write_local(&path(&vbd.be_path, "state"), b"2")?;
         Ok(vbd)
     }
 
@@ -175,15 +168,15 @@ impl Vbd {
         self.frontend
     }
 
-    fn set_state(&mut self, store: &mut Xenstored, s: u8) -> Result<(), Errno> {
-        let v = [b'0' + s];
-        store.write_local(&path(&self.be_path, "state"), &v)?;
-        self.state = s;
-        Ok(())
+    /// Writes the handshake's state to the backend's `state` node.
+    fn publish(&self, store: &mut Xenstored) {
+        let v = [b'0' + self.xb.state() as u8];
+        // Nothing better to do if dom0's own write fails (a full store).
+        let _ = store.write_local(&path(&self.be_path, "state"), &v);
     }
 
-    /// Follows the frontend's state and serves the ring. Returns whether work is left
-    /// for another round; `say` hears of what goes wrong.
+    /// Follows the frontend's state (the kit's xenbus machine) and serves the ring.
+    /// Returns whether work is left for another round; `say` hears of what happens.
     pub fn poll(
         &mut self,
         store: &mut Xenstored,
@@ -194,55 +187,52 @@ impl Vbd {
         if self.dead {
             return false;
         }
-        let fe = read_u32(store, &self.fe_path, "state").unwrap_or(0);
-        let fe = u8::try_from(fe).unwrap_or(0);
-        if self.conn.is_none() {
-            match (self.state, fe) {
-                (state::INIT_WAIT, state::INITIALISED | state::CONNECTED) => {
-                    match self.connect(store, window) {
-                        Ok(()) => {
-                            let _ = self.set_state(store, state::CONNECTED);
-                            say(format_args!(
-                                "d{} vbd/{}: connected",
-                                self.frontend.0, self.devid
-                            ));
-                        }
-                        Err(e) => {
-                            say(format_args!(
-                                "d{} vbd/{}: cannot connect: {e}",
-                                self.frontend.0, self.devid
-                            ));
-                            let _ = self.set_state(store, state::CLOSED);
-                        }
-                    }
-                }
-                // Closed, and the frontend starts afresh (GRUB's hand-off, a reboot).
-                (state::CLOSING | state::CLOSED, state::INITIALISING) => {
-                    let _ = self.set_state(store, state::INIT_WAIT);
+        // A missing or unparsable state (a hostile or vanished frontend) is Unknown,
+        // which closes the device.
+        let fe = read_u32(store, &self.fe_path, "state")
+            .and_then(XenbusState::from_u32)
+            .unwrap_or(XenbusState::Unknown);
+        let before = self.xb.state();
+        let t = self.xb.peer_changed(fe);
+        match t.work {
+            Work::Connect => match self.connect(store, window) {
+                Ok(()) => say(format_args!(
+                    "d{} vbd/{}: connected",
+                    self.frontend.0, self.devid
+                )),
+                Err(e) => {
                     say(format_args!(
-                        "d{} vbd/{}: frontend reinitialising, backend in InitWait",
+                        "d{} vbd/{}: cannot connect: {e}",
                         self.frontend.0, self.devid
                     ));
+                    self.xb.failed();
+                    self.disconnect(window);
                 }
-                (state::INIT_WAIT | state::CONNECTED, state::CLOSING | state::CLOSED) => {
-                    let _ = self.set_state(store, fe);
-                }
-                _ => {}
+            },
+            Work::Disconnect => {
+                self.disconnect(window);
+                let st = self.back.stats();
+                say(format_args!(
+                    "d{} vbd/{}: disconnected ({} requests, {} sectors read, {} written)",
+                    self.frontend.0,
+                    self.devid,
+                    st.ok + st.errors + st.unsupported,
+                    st.sectors_read,
+                    st.sectors_written
+                ));
             }
-            return false;
+            Work::None | Work::Publish => {}
         }
-        if matches!(fe, state::CLOSING | state::CLOSED) || fe == 0 {
-            self.disconnect(window);
-            let st = self.back.stats();
-            say(format_args!(
-                "d{} vbd/{}: disconnected ({} requests, {} sectors read, {} written)",
-                self.frontend.0,
-                self.devid,
-                st.ok + st.errors + st.unsupported,
-                st.sectors_read,
-                st.sectors_written
-            ));
-            let _ = self.set_state(store, if fe == 0 { state::CLOSED } else { fe });
+        if self.xb.state() != before {
+            self.publish(store);
+            if self.xb.state() == XenbusState::InitWait {
+                say(format_args!(
+                    "d{} vbd/{}: frontend reinitialising, backend in InitWait",
+                    self.frontend.0, self.devid
+                ));
+            }
+        }
+        if self.xb.state() != XenbusState::Connected {
             return false;
         }
         let Some(c) = self.conn.as_mut() else {
@@ -260,8 +250,9 @@ impl Vbd {
                     "d{} vbd/{}: ring protocol violation ({:?}), device closed",
                     self.frontend.0, self.devid, d.error
                 ));
+                self.xb.failed();
                 self.disconnect(window);
-                let _ = self.set_state(store, state::CLOSED);
+                self.publish(store);
                 self.dead = true;
                 false
             }

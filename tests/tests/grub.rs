@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
-use xtask::bundle::GuestFile;
+use xtask::bundle::{DiskFile, GuestFile};
 use xtask::images::Images;
 use xtask::qemu::{HvResult, HvRun, Outcome, run_hypervisor};
 use xtask::session::{End, Step, run_hypervisor_session};
@@ -269,6 +269,150 @@ fn debian_grub_runs_typed_commands_and_halts() {
         welcome && executed && halted,
         Some(Outcome::AllPoweredOff),
         "Debian's grub-x86_64-xen.bin",
+    );
+}
+
+/// Makes `target/grub/<name>.ext2`: an ext2 file system holding `files` (path, contents),
+/// made with e2fsprogs' `mkfs.ext2 -d` (installed with apt-get when missing and root).
+fn ext2_image(name: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    let tool = Path::new("/usr/sbin/mkfs.ext2");
+    let hint = "apt-get install -y e2fsprogs";
+    if !tool.exists() {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+        assert!(
+            root,
+            "mkfs.ext2 is not installed; install it with: sudo {hint}"
+        );
+        let status = Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "e2fsprogs"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .unwrap_or_else(|e| panic!("could not run apt-get: {e}; install with: {hint}"));
+        assert!(
+            status.success() && tool.exists(),
+            "installing e2fsprogs failed; try: {hint}"
+        );
+    }
+    let root = grub_dir().join(format!("{name}-root"));
+    let _ = std::fs::remove_dir_all(&root);
+    for (path, contents) in files {
+        let file = root.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, contents).unwrap();
+    }
+    let image = grub_dir().join(format!("{name}.ext2"));
+    let _ = std::fs::remove_file(&image);
+    let status = Command::new(tool)
+        .args(["-q", "-F", "-b", "1024", "-d"])
+        .stdout(std::process::Stdio::null())
+        .arg(&root)
+        .arg(&image)
+        .arg("4M")
+        .status()
+        .unwrap_or_else(|e| panic!("could not run mkfs.ext2: {e}; install with: {hint}"));
+    assert!(status.success(), "mkfs.ext2 -d {} failed", root.display());
+    image
+}
+
+/// Debian's prebuilt GRUB, unmodified, finds `/boot/grub/grub.cfg` on a vbd the control
+/// domain serves from a boot module (its memdisk config searches every disk for it),
+/// reads it through our block backend and runs it; the config writes GRUB's
+/// environment block and reads it back (the disk is writable, copy-on-write).
+#[test]
+fn debian_grub_reads_its_config_from_our_disk() {
+    ensure_grub_xen();
+    // save_env writes the environment block in place (GRUB's disk write), load_env
+    // reads it back: through the copy-on-write overlay of the control domain's disk.
+    let cfg = concat!(
+        "echo \"GRUB-PV-TEST: from-our-disk\"\n",
+        "set marker=written-to-our-disk\n",
+        "save_env -f /boot/grub/grubenv marker\n",
+        "unset marker\n",
+        "load_env -f /boot/grub/grubenv\n",
+        "echo \"GRUB-PV-TEST: env $marker\"\n",
+        "halt\n",
+    );
+    // An empty GRUB environment block: its header, padded with '#' to 1 KiB.
+    let mut env = b"# GRUB Environment Block\n".to_vec();
+    env.resize(1024, b'#');
+    let image = ext2_image(
+        "from-our-disk",
+        &[
+            ("boot/grub/grub.cfg", cfg.as_bytes()),
+            ("boot/grub/grubenv", &env),
+        ],
+    );
+    let mut run = run_of(DEBIAN_IMAGE.into(), 128);
+    run.disks = vec![DiskFile {
+        path: image,
+        name: "bootdisk".into(),
+    }];
+    run.devices = vec!["vbd.1=bootdisk,xvda".into()];
+    let result = run_hypervisor(&run).unwrap_or_else(|e| panic!("{e}"));
+    let t = &result.transcript;
+    // After GRUB's progress indicator for the file, on the same line.
+    let printed = |marker: &str| {
+        t.lines
+            .iter()
+            .any(|l| l.starts_with("[d1 ") && guest_text(l).ends_with(marker))
+    };
+    let halted = t.contains("(hv) d1 grub-x86_64-xen: shut down: poweroff");
+    assert_outcome(
+        &result,
+        printed("GRUB-PV-TEST: from-our-disk")
+            && printed("GRUB-PV-TEST: env written-to-our-disk")
+            && halted,
+        Some(Outcome::AllPoweredOff),
+        "Debian's GRUB reading grub.cfg from a vbd",
+    );
+}
+
+/// GRUB loads a PV kernel (pv-guest) from our disk (read-only) and boots it: on the hand-off it
+/// closes its vbd (state 6, then 1), the backend goes back to InitWait, and the kernel
+/// runs.
+#[test]
+fn debian_grub_boots_a_kernel_from_our_disk() {
+    ensure_grub_xen();
+    let kernel = std::fs::read(images().pv_guest()).unwrap();
+    let image = ext2_image(
+        "kernel-on-our-disk",
+        &[
+            (
+                "boot/grub/grub.cfg",
+                b"echo \"GRUB-PV-TEST: loading\"\nlinux /boot/pv-guest\nboot\n",
+            ),
+            ("boot/pv-guest", &kernel),
+        ],
+    );
+    let mut run = run_of(DEBIAN_IMAGE.into(), 128);
+    run.disks = vec![DiskFile {
+        path: image,
+        name: "bootdisk".into(),
+    }];
+    run.devices = vec!["vbd.1=bootdisk,xvda,ro".into()];
+    let result = run_hypervisor(&run).unwrap_or_else(|e| panic!("{e}"));
+    let t = &result.transcript;
+    let loaded = t
+        .lines
+        .iter()
+        .any(|l| l.starts_with("[d1 ") && guest_text(l).ends_with("GRUB-PV-TEST: loading"));
+    let booted = t.contains("[d1 grub-x86_64-xen] pv-guest: hello via console ring");
+    // Served, closed at the hand-off, and waiting for the next frontend.
+    let handed_off = [
+        "[d0 control] d1 vbd/51712: connected",
+        "[d0 control] d1 vbd/51712: disconnected",
+        "[d0 control] d1 vbd/51712: frontend reinitialising, backend in InitWait",
+    ]
+    .iter()
+    .all(|l| t.lines.iter().any(|x| x.starts_with(l)));
+    assert_outcome(
+        &result,
+        loaded && booted && handed_off,
+        Some(Outcome::AllPoweredOff),
+        "Debian's GRUB booting pv-guest from a vbd",
     );
 }
 

@@ -1,13 +1,14 @@
 //! The bare-metal kernel: discovers the boot-built domains, maps their rings, and serves
 //! xenstore and the consoles, driven by events only.
 
+mod blk;
 mod heap;
 mod window;
 
 use alloc::vec::Vec;
 use control_domain::cmdline::domain_name;
 use control_domain::console::{self, Backend, Output};
-use control_domain::devices::{self, Device};
+use control_domain::devices::{self, Device, DeviceSpec};
 use control_domain::modules;
 use control_domain::xenstored::ring::RingConn;
 use control_domain::xenstored::{self, DomainInfo, Limits, Xenstored};
@@ -61,6 +62,11 @@ struct Kernel {
     virq_console: EvtchnPort,
     seen_dom_exc: u32,
     seen_console: u32,
+    /// The boot modules (disk images), by name.
+    disks: Vec<(&'static [u8], &'static [u8])>,
+    /// The block backends of configured vbds with a disk.
+    vbds: Vec<blk::Vbd>,
+    gio: blk::CopyIo,
 }
 
 /// Reads of typed input per wake-up (128 bytes each, the hypervisor's buffer size).
@@ -113,6 +119,9 @@ fn main(si: &'static StartInfo) -> ! {
         virq_console,
         seen_dom_exc: events::count(dom_exc),
         seen_console: events::count(virq_console),
+        disks: Vec::new(),
+        vbds: Vec::new(),
+        gio: blk::CopyIo::new(p2m(si)),
     };
     k.list_disks(si);
     k.discover();
@@ -199,6 +208,9 @@ impl Kernel {
                 Ok(m) => {
                     let name = core::str::from_utf8(m.name).unwrap_or("?");
                     self.say(format_args!("disk {name}: {} bytes", m.data.len()));
+                    if self.disks.try_reserve(1).is_ok() {
+                        self.disks.push((m.name, m.data));
+                    }
                 }
                 Err(e) => self.say(format_args!("initrd: module {i}: {e:?}")),
             }
@@ -323,15 +335,48 @@ impl Kernel {
                 Err(e) => Err(e),
             };
             match r {
-                Ok(()) => self.say(format_args!(
-                    "d{} {name}: device {kind}/{devid}, backend d{}",
-                    id.0, be.0
-                )),
+                Ok(()) => {
+                    self.say(format_args!(
+                        "d{} {name}: device {kind}/{devid}, backend d{}",
+                        id.0, be.0
+                    ));
+                    self.add_vbd(i, name);
+                }
                 Err(e) => self.say(format_args!(
                     "d{} {name}: device {kind}/{devid} (backend d{}) not created: {e}",
                     id.0, be.0
                 )),
             }
+        }
+    }
+
+    /// Starts the block backend of device `i` if it is a vbd of ours with a disk.
+    fn add_vbd(&mut self, i: usize, name: &str) {
+        let d = &self.devices[i];
+        let DeviceSpec::Vbd { disk, .. } = &d.spec else {
+            return;
+        };
+        if d.backend != DomId(0) {
+            return;
+        }
+        let (fe, devid) = (d.frontend, d.devid);
+        let Some(&(_, image)) = self.disks.iter().find(|(n, _)| *n == disk.as_bytes()) else {
+            let disk = disk.clone();
+            self.say(format_args!(
+                "d{} {name}: vbd/{devid}: no disk named {disk}, not served",
+                fe.0
+            ));
+            return;
+        };
+        if self.vbds.try_reserve(1).is_err() {
+            return;
+        }
+        match blk::Vbd::new(&mut self.store, &self.devices[i], image) {
+            Ok(v) => self.vbds.push(v),
+            Err(e) => self.say(format_args!(
+                "d{} {name}: vbd/{devid}: backend not started: {e}",
+                fe.0
+            )),
         }
     }
 
@@ -401,6 +446,7 @@ impl Kernel {
             self.drain_console(i);
             self.service_store(i);
         }
+        again |= self.serve_vbds();
         // Requests may have queued watch events for domains served before them.
         let waiting: Vec<DomId> = self.store.domains_with_output().collect();
         for id in waiting {
@@ -412,6 +458,18 @@ impl Kernel {
         if e != self.seen_dom_exc {
             self.seen_dom_exc = e;
             self.reap();
+        }
+        again
+    }
+
+    /// Follows every block frontend and serves its ring; true if work is left.
+    fn serve_vbds(&mut self) -> bool {
+        let mut again = false;
+        for v in &mut self.vbds {
+            let (console, out) = (&mut self.console, &mut self.out);
+            again |= v.poll(&mut self.store, &mut self.window, &mut self.gio, &mut |a| {
+                console.say(out, a)
+            });
         }
         again
     }
@@ -497,6 +555,15 @@ impl Kernel {
                 continue;
             }
             let mut d = self.domains.remove(i);
+            let window = &mut self.window;
+            self.vbds.retain_mut(|v| {
+                if v.frontend() == d.id {
+                    v.release(window);
+                    false
+                } else {
+                    true
+                }
+            });
             // Its last words, then the rest of its unfinished line.
             let mut page = d.console.as_mut().map(|r| r.map.page());
             self.console.remove(d.id, page.as_mut(), &mut self.out);
@@ -513,4 +580,18 @@ impl Kernel {
             self.say(format_args!("unmap failed: {e}"));
         }
     }
+}
+
+/// The p2m list (`nr_pages` machine frame numbers, `mfn_list` in start_info).
+fn p2m(si: &'static StartInfo) -> &'static [u64] {
+    let Ok(n) = usize::try_from(si.nr_pages) else {
+        return &[];
+    };
+    if si.mfn_list == 0 || !si.mfn_list.is_multiple_of(8) {
+        return &[];
+    }
+    // SAFETY: the hypervisor maps the p2m list, `nr_pages` u64s at `mfn_list` (8-aligned,
+    // checked), in the initial mapping as ordinary pages of ours; this kernel never
+    // writes or unmaps them, so they stay valid and unchanged for its lifetime.
+    unsafe { core::slice::from_raw_parts(si.mfn_list as *const u64, n) }
 }

@@ -81,6 +81,12 @@ impl Window {
 }
 
 impl Mapping {
+    /// The mapped page's address (for the kit's ring views, which access it only
+    /// atomically or volatile).
+    pub fn as_ptr(&mut self) -> *mut u8 {
+        self.map.as_ptr()
+    }
+
     /// Access to the mapped page.
     pub fn page(&mut self) -> Page<'_> {
         Page {

@@ -40,6 +40,7 @@
 //! # Ok::<(), Errno>(())
 //! ```
 
+pub mod blkfront;
 pub mod copy;
 pub mod device;
 pub mod grants;

@@ -380,7 +380,7 @@ pub fn connect<S: Store + ?Sized, W: Wait + ?Sized>(
     let bp = &backend.path[..backend.path_len];
     let sectors = read_u64(store, Path::join(bp, "sectors")?.as_str()?)?;
     let sector_size = read_opt(store, bp, "sector-size", BLKIF_SECTOR_SIZE)?;
-    if sector_size == 0 || sector_size % BLKIF_SECTOR_SIZE != 0 || sector_size > PAGE_SIZE as u64 {
+    if sector_size == 0 || !sector_size.is_multiple_of(BLKIF_SECTOR_SIZE) || sector_size > PAGE_SIZE as u64 {
         return Err(Errno::EINVAL);
     }
     let info = read_opt(store, bp, "info", 0)?;
@@ -646,11 +646,11 @@ impl<'t, M: RingMemory, const N: usize, P: DataPages, E: Notify> Blkfront<'t, M,
 
     fn check_range(&self, sector: u64, len: usize) -> Result<(), Errno> {
         let align = self.info.sector_size.max(SECTOR as u32) as u64;
-        if len == 0 || len > MAX_REQUEST_BYTES || (len as u64) % align != 0 {
+        if len == 0 || len > MAX_REQUEST_BYTES || !(len as u64).is_multiple_of(align) {
             return Err(Errno::EINVAL);
         }
         let start = sector.checked_mul(BLKIF_SECTOR_SIZE).ok_or(Errno::EINVAL)?;
-        if start % align != 0 {
+        if !start.is_multiple_of(align) {
             return Err(Errno::EINVAL);
         }
         let end = sector

@@ -380,7 +380,10 @@ pub fn connect<S: Store + ?Sized, W: Wait + ?Sized>(
     let bp = &backend.path[..backend.path_len];
     let sectors = read_u64(store, Path::join(bp, "sectors")?.as_str()?)?;
     let sector_size = read_opt(store, bp, "sector-size", BLKIF_SECTOR_SIZE)?;
-    if sector_size == 0 || !sector_size.is_multiple_of(BLKIF_SECTOR_SIZE) || sector_size > PAGE_SIZE as u64 {
+    if sector_size == 0
+        || !sector_size.is_multiple_of(BLKIF_SECTOR_SIZE)
+        || sector_size > PAGE_SIZE as u64
+    {
         return Err(Errno::EINVAL);
     }
     let info = read_opt(store, bp, "info", 0)?;

@@ -545,6 +545,56 @@ const FREE_SLOT: Slot = Slot {
 /// [`MAX_REQUEST_BYTES`] each and inside the disk (`EINVAL` otherwise); writes to a
 /// read-only disk give `EROFS`, flushes without `feature-flush-cache` or
 /// `feature-barrier` `EOPNOTSUPP`, and a full device (ring or pages) `EBUSY`.
+///
+/// On the host, with a backend that acknowledges everything in the same program:
+///
+/// ```
+/// use core::cell::RefCell;
+/// use xen_pv_abi::blkif::{BLKIF_RSP_OKAY, BlkifProtocol, BlkifResponse};
+/// use xen_pv_abi::grant_table::GrantEntryV1;
+/// use xen_pv_abi::kit::GrantTable;
+/// use xen_pv_abi::kit::blkfront::{Blkfront, DataPages, DiskInfo, Op};
+/// use xen_pv_abi::kit::ring::{BackRing, FrontRing, PageBuffer};
+/// use xen_pv_abi::{DomId, Errno, Mfn};
+///
+/// struct Pages(RefCell<[[u8; 4096]; 2]>);
+/// impl DataPages for Pages {
+///     fn count(&self) -> usize { 2 }
+///     fn frame(&self, page: usize) -> Mfn { Mfn(0x100 + page as u64) }
+///     fn read(&self, page: usize, off: usize, dst: &mut [u8]) {
+///         dst.copy_from_slice(&self.0.borrow()[page][off..off + dst.len()]);
+///     }
+///     fn write(&self, page: usize, off: usize, src: &[u8]) {
+///         self.0.borrow_mut()[page][off..off + src.len()].copy_from_slice(src);
+///     }
+/// }
+///
+/// let mut entries = [GrantEntryV1::default(); 16];
+/// // SAFETY: `entries` outlives the table and is only used through it meanwhile.
+/// let table = unsafe { GrantTable::<16>::new(entries.as_mut_ptr(), 16) };
+/// let ring_page = PageBuffer::<1024>::new();
+/// let pages = Pages(RefCell::new([[0; 4096]; 2]));
+/// let info = DiskInfo { sectors: 64, sector_size: 512, flush: true, ..Default::default() };
+/// let ring = FrontRing::init(&ring_page)?;
+/// let mut disk = Blkfront::new(ring, &table, DomId(0), &pages, || {}, info);
+///
+/// let id = disk.submit_write(8, &[0xab; 1024])?;
+/// assert_eq!(disk.submit_write(63, &[0; 1024]), Err(Errno::EINVAL)); // past the end
+///
+/// // The backend's side (a real one copies the data through the grant).
+/// let mut back = BackRing::<BlkifProtocol, _>::new(&ring_page)?;
+/// while let Some(req) = back.next_request()? {
+///     assert_eq!((req.nr_segments, req.seg[0].last_sect), (1, 1));
+///     let rsp = BlkifResponse { id: req.id, operation: req.operation, status: BLKIF_RSP_OKAY, ..Default::default() };
+///     back.push_response(&rsp)?;
+/// }
+/// back.push_responses();
+///
+/// let done = disk.poll(|_, _, _| {})?.expect("answered");
+/// assert_eq!((done.id, done.op, done.result), (id, Op::Write, Ok(())));
+/// assert_eq!(table.free_count(), 8); // the data grant was ended
+/// # Ok::<(), Errno>(())
+/// ```
 pub struct Blkfront<'t, M: RingMemory, const N: usize, P: DataPages, E: Notify> {
     ring: FrontRing<BlkifProtocol, M>,
     table: &'t GrantTable<N>,

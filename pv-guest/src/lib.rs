@@ -31,6 +31,8 @@
 #[cfg(test)]
 extern crate std;
 
+#[cfg(target_os = "none")]
+pub mod blk_demo;
 pub mod cmdline;
 #[cfg(target_os = "none")]
 pub mod events;

@@ -36,6 +36,12 @@ mod kernel {
         println!("pv-guest: hello via console ring");
         io_println!("pv-guest: hello via console_io");
         print_start_info(si);
+        // `demo=blk`: the first PV disk through the kit's blkfront only.
+        if pv_guest::cmdline::value(si.cmd_line_bytes(), "demo") == Some(&b"blk"[..]) {
+            pv_guest::blk_demo::run(si);
+            println!("pv-guest: powering off");
+            pv_guest::poweroff()
+        }
         // `demo=front|back peer=<id>`: the split-driver handshake only.
         if let Some(req) = pv_guest::split::request(si.cmd_line_bytes()) {
             match req {

@@ -37,7 +37,7 @@ use crate::xenbus::{self, Client, StoreWait};
 use crate::{StartInfo, bytes_str, println};
 
 /// Grant entries of the one grant frame the frontend sets up (4 KiB / 8 bytes).
-const GRANT_ENTRIES: usize = 512;
+pub(crate) const GRANT_ENTRIES: usize = 512;
 /// Store round trips a state wait may take before giving up.
 const MAX_STATE_WAITS: u32 = 100_000;
 /// Retries of a transaction that keeps meeting concurrent changes.
@@ -231,6 +231,12 @@ fn store(base: *mut u8, off: usize, v: u32) {
 
 /// `GNTTABOP_setup_table` for one frame, mapped at [`GRANT_FRAME`], as a [`GrantTable`].
 fn own_grant_table() -> Result<GrantTable<GRANT_ENTRIES>, Failed> {
+    setup_grant_table().at("setup grant table")
+}
+
+/// `GNTTABOP_setup_table` for one frame, mapped at [`GRANT_FRAME`], as a [`GrantTable`]
+/// (for any demo of this kernel; call it once).
+pub(crate) fn setup_grant_table() -> Result<GrantTable<GRANT_ENTRIES>, kit::Error> {
     let mut frames = [0u64; 1];
     let mut op = GnttabSetupTable {
         dom: DomId::SELF,
@@ -243,19 +249,16 @@ fn own_grant_table() -> Result<GrantTable<GRANT_ENTRIES>, Failed> {
     let r = unsafe {
         call::grant_table_op(GNTTABOP_SETUP_TABLE, core::ptr::from_mut(&mut op).cast(), 1)
     };
-    Errno::check(r).at("setup_table")?;
+    Errno::check(r)?;
     if op.status != GNTST_OKAY {
-        return Err(Failed(
-            "setup_table",
-            Error::Kit(kit::Error::Status(op.status)),
-        ));
+        return Err(kit::Error::Status(op.status));
     }
     let va = (&raw mut GRANT_FRAME).cast::<u8>() as u64;
     // Present, writable, user (a PV kernel runs in ring 3).
     let pte = (frames[0] << 12) | 0x7;
     // SAFETY: the page is reserved for the grant frame and never accessed as a Rust
     // value; from now on the table below is its only user.
-    unsafe { update_va_mapping(va, pte, UVMF_INVLPG) }.at("map grant frame")?;
+    unsafe { update_va_mapping(va, pte, UVMF_INVLPG) }?;
     // SAFETY: the frame is mapped at `va` for the kernel's life, holds 512 v1 entries,
     // is only accessed through this table, and entries 8.. are unused (a fresh frame).
     Ok(unsafe { GrantTable::new(va as *mut GrantEntryV1, GRANT_ENTRIES) })

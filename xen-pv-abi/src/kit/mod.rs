@@ -8,6 +8,7 @@
 //! | [`XenbusClient`] | a connection over the xenstore ring | — |
 //! | [`FrontRing`] / [`BackRing`] | one end of an `io/ring.h` request/response ring | — (the page belongs to the caller) |
 //! | [`DeviceState`] | a split driver's xenbus handshake state (pure logic) | — |
+//! | [`Blkfront`](blkfront::Blkfront) | a PV disk's ring end, data grants and requests in flight ([`blkfront`]) | `Drop` (data grants ended or deferred) |
 //!
 //! Everything that issues hypercalls takes a [`Transport`](crate::transport::Transport),
 //! so the same driver code runs in a PV kernel ([`Native`](crate::transport::Native)),
@@ -40,6 +41,7 @@
 //! # Ok::<(), Errno>(())
 //! ```
 
+pub mod blkfront;
 pub mod copy;
 pub mod device;
 pub mod grants;

@@ -1,0 +1,243 @@
+//! A PV disk through the kit's [`blkfront`] (`demo=blk`): connects to the first
+//! `device/vbd/*` the toolstack created, prints the disk's size, reads its first
+//! sectors and prints their checksum; then, on a writable disk, writes a pattern over
+//! sectors 8..16, reads it back and compares, restores what was there and flushes; and
+//! closes the device. Every line starts with `blk: `.
+//!
+//! The kernel glue is small: the grant table ([`split_demo::setup_grant_table`]), the
+//! ring and data pages as statics (their MFNs from the p2m), an unbound event channel
+//! for the backend, and waits that block until that channel (or the store's) fires.
+
+use xen_pv_abi::blkif::BlkifProtocol;
+use xen_pv_abi::console::EvtchnNotifier;
+use xen_pv_abi::kit::blkfront::{self, Blkfront, DataPages, PAGE_SIZE};
+use xen_pv_abi::kit::ring::{FrontRing, RawRingPage};
+use xen_pv_abi::kit::{Directory, TxId};
+use xen_pv_abi::{Errno, EvtchnPort, Mfn, evtchn};
+
+use crate::events::{self, count, wait_until};
+use crate::split_demo::setup_grant_table;
+use crate::xenbus::{self, StoreWait};
+use crate::{StartInfo, println};
+
+/// Data pages: enough for one request of 11 segments.
+const DATA_PAGES: usize = 11;
+/// Store round trips a state wait may take.
+const MAX_STATE_WAITS: u32 = 100_000;
+/// First sector of the write test, and its length in sectors.
+const TEST_SECTOR: u64 = 8;
+const TEST_SECTORS: usize = 8;
+
+#[repr(C, align(4096))]
+struct Page([u8; PAGE_SIZE]);
+
+/// The shared ring (only accessed through [`RawRingPage`]).
+static mut RING: Page = Page([0; PAGE_SIZE]);
+/// The data pages (only accessed through [`StaticPages`], by raw pointer).
+static mut DATA: [Page; DATA_PAGES] = [const { Page([0; PAGE_SIZE]) }; DATA_PAGES];
+
+/// [`DATA`] as the frontend's data pages.
+struct StaticPages<'a>(&'a StartInfo);
+
+impl StaticPages<'_> {
+    fn base(page: usize) -> *mut u8 {
+        assert!(page < DATA_PAGES);
+        // SAFETY: in bounds of the static array (checked above); only a pointer is made.
+        unsafe { (&raw mut DATA).cast::<Page>().add(page).cast::<u8>() }
+    }
+}
+
+impl DataPages for StaticPages<'_> {
+    fn count(&self) -> usize {
+        DATA_PAGES
+    }
+    fn frame(&self, page: usize) -> Mfn {
+        Mfn(crate::paging::mfn_of(self.0, Self::base(page) as u64))
+    }
+    fn read(&self, page: usize, offset: usize, dst: &mut [u8]) {
+        assert!(offset + dst.len() <= PAGE_SIZE);
+        let p = Self::base(page);
+        for (i, d) in dst.iter_mut().enumerate() {
+            // SAFETY: inside the page (asserted); the backend may write it while it
+            // is granted, hence volatile.
+            *d = unsafe { p.add(offset + i).read_volatile() };
+        }
+    }
+    fn write(&self, page: usize, offset: usize, src: &[u8]) {
+        assert!(offset + src.len() <= PAGE_SIZE);
+        let p = Self::base(page);
+        for (i, s) in src.iter().enumerate() {
+            // SAFETY: as in `read`.
+            unsafe { p.add(offset + i).write_volatile(*s) };
+        }
+    }
+}
+
+fn checksum(b: &[u8]) -> u32 {
+    // FNV-1a: enough to compare runs by eye.
+    b.iter().fold(0x811c_9dc5u32, |h, &x| {
+        (h ^ u32::from(x)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Runs the demo; prints every step or where it failed.
+pub fn run(si: &StartInfo) {
+    if let Err(e) = events::init(si) {
+        println!("blk: cannot set up event delivery: {e}");
+        return;
+    }
+    match demo(si) {
+        Ok(()) => println!("blk: done"),
+        Err((step, e)) => println!("blk: failed: {step}: {e}"),
+    }
+    events::disable();
+}
+
+type Step = (&'static str, Errno);
+
+fn at(step: &'static str) -> impl FnOnce(Errno) -> Step {
+    move |e| (step, e)
+}
+
+fn demo(si: &StartInfo) -> Result<(), Step> {
+    let mut xs = xenbus::connect(si).map_err(at("xenstore"))?;
+    let (_, store_port) = si.xenstore().ok_or(("xenstore", Errno::ENODEV))?;
+    let mut store_wait = StoreWait(store_port);
+
+    // The first disk the toolstack gave us.
+    let mut name = [0u8; 16];
+    let len = {
+        let mut dir: Directory<'_> = xs
+            .directory(TxId::NONE, "device/vbd")
+            .map_err(at("list device/vbd"))?;
+        let first = dir.next().ok_or(("list device/vbd", Errno::ENODEV))?;
+        let n = name
+            .get_mut(..first.len())
+            .ok_or(("device name", Errno::EINVAL))?;
+        n.copy_from_slice(first);
+        first.len()
+    };
+    let name = core::str::from_utf8(&name[..len]).map_err(|_| ("device name", Errno::EINVAL))?;
+    let dev = crate::split::Path::of(format_args!("device/vbd/{name}"));
+    let dev = dev.as_str();
+    let backend = blkfront::probe(&mut xs, dev).map_err(at("probe"))?;
+    println!(
+        "blk: {dev}: backend d{} at {}",
+        backend.domid.0,
+        backend.path()
+    );
+
+    let table = setup_grant_table().map_err(|_| ("grant table", Errno::EIO))?;
+    let ring_va = (&raw mut RING).cast::<u8>();
+    // SAFETY: RING is a page of this kernel reserved for the ring and only accessed
+    // through this view (and the backend's mapping of its grant).
+    let ring_mem = unsafe { RawRingPage::new(ring_va, PAGE_SIZE) };
+    let ring = FrontRing::<BlkifProtocol, _>::init(ring_mem).map_err(at("ring"))?;
+    let ring_mfn = Mfn(crate::paging::mfn_of(si, ring_va as u64));
+    let ring_grant = table
+        .grant_access(backend.domid, ring_mfn, false)
+        .map_err(at("grant ring"))?;
+    events::disable();
+    let port = evtchn::alloc_unbound(backend.domid).map_err(at("alloc_unbound"))?;
+    events::reset_count(port);
+    events::enable();
+
+    let info = blkfront::connect(
+        &mut xs,
+        dev,
+        &backend,
+        ring_grant.gref(),
+        port,
+        &mut store_wait,
+        MAX_STATE_WAITS,
+    )
+    .map_err(at("connect"))?;
+    println!(
+        "blk: connected: {} sectors of 512 bytes (sector-size {}), info {:#x}, flush {}",
+        info.sectors, info.sector_size, info.info, info.flush
+    );
+
+    let r = io(si, &table, &backend, ring, port, info);
+    let closed = blkfront::close(&mut xs, dev, &backend, &mut store_wait, MAX_STATE_WAITS);
+    // The backend has unmapped the ring once it is Closed.
+    let ended = ring_grant.end().is_ok();
+    let _ = evtchn::close(port);
+    println!("blk: closed ({closed:?}), ring grant ended: {ended}");
+    r
+}
+
+/// A wait that blocks until `port` has an event it has not seen.
+fn port_wait(port: EvtchnPort) -> impl FnMut() -> Result<(), Errno> {
+    let mut seen = count(port);
+    move || {
+        wait_until(|| count(port) != seen);
+        seen = count(port);
+        Ok(())
+    }
+}
+
+fn io(
+    si: &StartInfo,
+    table: &xen_pv_abi::kit::GrantTable<{ crate::split_demo::GRANT_ENTRIES }>,
+    backend: &blkfront::Backend,
+    ring: FrontRing<BlkifProtocol, RawRingPage>,
+    port: EvtchnPort,
+    info: blkfront::DiskInfo,
+) -> Result<(), Step> {
+    let mut wait = port_wait(port);
+    let mut disk = Blkfront::new(
+        ring,
+        table,
+        backend.domid,
+        StaticPages(si),
+        EvtchnNotifier(port),
+        info,
+    );
+    disk.set_max_waits(1_000_000);
+    let mut first = [0u8; 4096];
+    let n = (info.sectors.min(8) as usize) * 512;
+    if n == 0 {
+        return Err(("read", Errno::ENODATA));
+    }
+    disk.read(0, &mut first[..n], &mut wait)
+        .map_err(at("read sectors 0..8"))?;
+    println!(
+        "blk: read {n} bytes from sector 0, checksum {:#010x}",
+        checksum(&first[..n])
+    );
+
+    let end = TEST_SECTOR + TEST_SECTORS as u64;
+    if info.read_only() || info.sectors < end {
+        println!("blk: read-only or small disk: no write test");
+        return Ok(());
+    }
+    let mut saved = [0u8; TEST_SECTORS * 512];
+    disk.read(TEST_SECTOR, &mut saved, &mut wait)
+        .map_err(at("save"))?;
+    let mut pattern = [0u8; TEST_SECTORS * 512];
+    for (i, b) in pattern.iter_mut().enumerate() {
+        *b = (i as u8) ^ 0x5a;
+    }
+    disk.write(TEST_SECTOR, &pattern, &mut wait)
+        .map_err(at("write pattern"))?;
+    let mut back = [0u8; TEST_SECTORS * 512];
+    disk.read(TEST_SECTOR, &mut back, &mut wait)
+        .map_err(at("read pattern"))?;
+    let same = back == pattern;
+    disk.write(TEST_SECTOR, &saved, &mut wait)
+        .map_err(at("restore"))?;
+    if info.flush || info.barrier {
+        disk.flush(&mut wait).map_err(at("flush"))?;
+    }
+    println!(
+        "blk: wrote {} sectors at {TEST_SECTOR}, read back {}, restored",
+        TEST_SECTORS,
+        if same { "equal" } else { "DIFFERENT" }
+    );
+    let past = disk.read(info.sectors, &mut back[..512], &mut wait);
+    println!("blk: read past the end: {past:?}");
+    if !same {
+        return Err(("compare", Errno::EIO));
+    }
+    Ok(())
+}

@@ -53,7 +53,7 @@ pub mod nr {
     pub const IRET: u32 = 23;
     /// `vcpu_op`: Per-vCPU control: bring up/down, timers, runstate and vcpu_info areas.
     pub const VCPU_OP: u32 = 24;
-    /// `set_segment_base`: Set the FS base, a GS base, or the user GS selector.
+    /// `set_segment_base`: Set the FS base, a GS base, or the user GS selector; a non-canonical base or an unknown `which` is -EINVAL (Xen 4.17).
     pub const SET_SEGMENT_BASE: u32 = 25;
     /// `mmuext_op`: Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops.
     pub const MMUEXT_OP: u32 = 26;
@@ -931,7 +931,7 @@ pub mod call_on {
         unsafe { t.hypercall3(nr::VCPU_OP, u64::from(cmd), u64::from(vcpuid), arg as u64) }
     }
 
-    /// `set_segment_base` (25): Set the FS base, a GS base, or the user GS selector.
+    /// `set_segment_base` (25): Set the FS base, a GS base, or the user GS selector; a non-canonical base or an unknown `which` is -EINVAL (Xen 4.17).
     ///
     /// # Safety
     ///
@@ -1558,7 +1558,7 @@ pub mod call {
         unsafe { super::call_on::vcpu_op(&crate::transport::Native, cmd, vcpuid, arg) }
     }
 
-    /// `set_segment_base` (25): Set the FS base, a GS base, or the user GS selector.
+    /// `set_segment_base` (25): Set the FS base, a GS base, or the user GS selector; a non-canonical base or an unknown `which` is -EINVAL (Xen 4.17).
     ///
     /// # Safety
     ///

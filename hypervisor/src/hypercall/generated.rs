@@ -168,7 +168,7 @@ pub(crate) trait Hypercalls {
         arg: GuestHandle<Untyped>,
     ) -> Outcome;
 
-    /// `set_segment_base` (25): Set the FS base, a GS base, or the user GS selector.
+    /// `set_segment_base` (25): Set the FS base, a GS base, or the user GS selector; a non-canonical base or an unknown `which` is -EINVAL (Xen 4.17).
     ///
     /// * `which`: u32
     /// * `base`: u64

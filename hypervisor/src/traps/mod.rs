@@ -538,7 +538,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             }
             // The selector is the low 16 bits (traps/segments.rs).
             SEGBASE_GS_USER_SEL => self.load_gs_user_selector(idx, base as u16),
-            _ => return Err(Errno::ENOSYS),
+            // Xen 4.17 answers an unknown `which` with -EINVAL.
+            _ => return Err(Errno::EINVAL),
         }
         Ok(0)
     }

@@ -902,7 +902,10 @@ fn segment_bases() {
         (SEGBASE_GS_USER_SEL, 0xe02b, 0),
         // Xen never fails it: an unloadable selector is loaded as null.
         (SEGBASE_GS_USER_SEL, 0x1234, 0),
-        (9, 0, -38),
+        // An unknown `which` is -EINVAL (Xen 4.17), whatever the base.
+        (9, 0, -22),
+        (4, 0x5000, -22),
+        (u32::MAX, 1 << 47, -22),
     ] {
         call(
             &mut hv,

@@ -346,20 +346,37 @@ fn shutdown_with_bad_reason_is_einval_and_code_wins() {
     let mut hv = new_hv();
     let g = add_domain(&mut hv, 1, "t", false);
     let mut f = started(&mut hv);
+    let code = |hv: &mut TestHv, f: &mut GuestFrame, v: u32| {
+        put(hv, &g, 0, &v.to_le_bytes());
+        call(hv, f, 29, SCHEDOP_SHUTDOWN_CODE as u64, DATA_VA, 0);
+        ret(f)
+    };
     put(&hv, &g, 0, &6u32.to_le_bytes());
     call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, DATA_VA, 0);
     assert_eq!(ret(&f), -22);
-    call(
-        &mut hv,
-        &mut f,
-        29,
-        SCHEDOP_SHUTDOWN_CODE as u64,
-        DATA_VA,
-        0,
-    );
-    assert_eq!(ret(&f), -22);
-    // Record "crash" first; a later poweroff is reported as crash, as in Xen.
-    put(&hv, &g, 0, &3u32.to_le_bytes());
+    // shutdown_code takes any value, as Xen 4.17; 0xffffffff is Xen's "none" (its low
+    // byte is 0xff) and records nothing.
+    assert_eq!(code(&mut hv, &mut f, u32::MAX), 0);
+    assert_eq!(hv.domains[g.idx].shutdown_code, None);
+    // Record "crash" (0x103's low byte) first; a later code does not replace it, and a
+    // later poweroff is reported as crash, as in Xen.
+    assert_eq!(code(&mut hv, &mut f, 0x103), 0);
+    assert_eq!(code(&mut hv, &mut f, 9), 0);
+    assert_eq!(hv.domains[g.idx].shutdown_code, Some(3));
+    assert_eq!(hv.domains[g.idx].state, DomainState::Runnable);
+    put(&hv, &g, 0, &0u32.to_le_bytes());
+    let r = call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, DATA_VA, 0);
+    assert_eq!(r, Resume::Exit(ExitStatus::SomeDomainFailed));
+    assert!(console(&hv).contains("(hv) d1 t: shut down: crash\n"));
+    assert!(console(&hv).ends_with("(hv) frames: 0 still owned by ended domains\n(hv) all domains ended: 0 powered off, 1 failed\n"));
+}
+
+#[test]
+fn unknown_shutdown_code_is_kept_and_reported() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "t", false);
+    let mut f = started(&mut hv);
+    put(&hv, &g, 0, &7u32.to_le_bytes());
     call(
         &mut hv,
         &mut f,
@@ -369,12 +386,13 @@ fn shutdown_with_bad_reason_is_einval_and_code_wins() {
         0,
     );
     assert_eq!(ret(&f), 0);
-    assert_eq!(hv.domains[g.idx].state, DomainState::Runnable);
+    assert_eq!(hv.domains[g.idx].shutdown_code, Some(7));
+    // The domain keeps running until it shuts down; then the recorded code wins.
     put(&hv, &g, 0, &0u32.to_le_bytes());
     let r = call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, DATA_VA, 0);
     assert_eq!(r, Resume::Exit(ExitStatus::SomeDomainFailed));
-    assert!(console(&hv).contains("(hv) d1 t: shut down: crash\n"));
-    assert!(console(&hv).ends_with("(hv) frames: 0 still owned by ended domains\n(hv) all domains ended: 0 powered off, 1 failed\n"));
+    assert_eq!(hv.domains[g.idx].state, DomainState::ShutdownOther(7));
+    assert!(console(&hv).contains("(hv) d1 t: shut down: unknown reason 7\n"));
 }
 
 #[test]

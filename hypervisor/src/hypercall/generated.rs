@@ -189,7 +189,7 @@ pub(crate) trait Hypercalls {
         foreigndom: u32,
     ) -> Outcome;
 
-    /// `sched_op` (29): Yield, block, shut down, poll.
+    /// `sched_op` (29): Yield, block, shut down, poll. `shutdown_code` keeps any code (its low byte, the first one recorded) and answers 0, as Xen 4.17; `shutdown` with an unknown reason is -EINVAL here (a deviation: Xen shuts down with that code).
     ///
     /// * `cmd`: u32
     /// * `arg`: guest pointer, in

@@ -25,6 +25,9 @@ use xen_pv_abi::{DomId, Errno, EvtchnPort};
 /// Most ports one `SCHEDOP_poll` may wait on (Xen's limit).
 pub const MAX_POLL_PORTS: u32 = 128;
 
+/// Xen's `SHUTDOWN_CODE_INVALID` as a byte: no shutdown code recorded.
+const SHUTDOWN_CODE_NONE: u8 = 0xff;
+
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     pub(crate) fn do_sched_op(
         &mut self,
@@ -39,10 +42,14 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 Ok(reason) => return Outcome::Shutdown(reason),
                 Err(e) => Err(e),
             },
-            SCHEDOP_SHUTDOWN_CODE => self.read_shutdown_reason(idx, arg.cast()).map(|reason| {
-                // As in Xen, the first recorded code wins.
+            SCHEDOP_SHUTDOWN_CODE => self.read_handle(idx, arg.cast::<SchedShutdown>()).map(|s| {
+                // As in Xen 4.17: any code is kept as its low byte (0xff is Xen's "none
+                // recorded"), the first one recorded wins, and the call succeeds.
+                let code = s.reason as u8;
                 let d = &mut self.domains[idx];
-                d.shutdown_code.get_or_insert(reason);
+                if code != SHUTDOWN_CODE_NONE && d.shutdown_code.is_none() {
+                    d.shutdown_code = Some(code);
+                }
                 0
             }),
             SCHEDOP_BLOCK => return Outcome::Block,
@@ -147,13 +154,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if target == idx {
             return Outcome::Shutdown(reason);
         }
-        let reason = self.domains[target].shutdown_code.unwrap_or(reason);
         let by = call.dom.0;
-        self.end_domain(
-            target,
-            DomainState::Shutdown(reason),
-            format_args!("shut down: {} (by d{by})", reason.name()),
-        );
+        self.end_shutdown(target, reason as u8, format_args!(" (by d{by})"));
         Outcome::Return(Ok(0))
     }
 
@@ -164,12 +166,26 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         reason: ShutdownReason,
         frame: &mut GuestFrame,
     ) -> Resume {
-        let reason = self.domains[idx].shutdown_code.unwrap_or(reason);
-        self.end_domain(
-            idx,
-            DomainState::Shutdown(reason),
-            format_args!("shut down: {}", reason.name()),
-        );
+        self.end_shutdown(idx, reason as u8, format_args!(""));
         self.schedule(frame)
+    }
+
+    /// Ends domain `idx` for a shutdown with Xen's byte `code`; a code recorded by
+    /// `SCHEDOP_shutdown_code` wins. A code that is no `SHUTDOWN_*` reason ends it as
+    /// [`DomainState::ShutdownOther`] (Xen reports it to the toolstack as it is).
+    fn end_shutdown(&mut self, idx: usize, code: u8, by: core::fmt::Arguments<'_>) {
+        let code = self.domains[idx].shutdown_code.unwrap_or(code);
+        match ShutdownReason::from_u32(u32::from(code)) {
+            Some(r) => self.end_domain(
+                idx,
+                DomainState::Shutdown(r),
+                format_args!("shut down: {}{by}", r.name()),
+            ),
+            None => self.end_domain(
+                idx,
+                DomainState::ShutdownOther(code),
+                format_args!("shut down: unknown reason {code}{by}"),
+            ),
+        }
     }
 }

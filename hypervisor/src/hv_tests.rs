@@ -342,7 +342,7 @@ fn shutdown_flushes_console_io_frees_frames_and_reports() {
 }
 
 #[test]
-fn shutdown_with_bad_reason_is_einval_and_code_wins() {
+fn shutdown_code_wins() {
     let mut hv = new_hv();
     let g = add_domain(&mut hv, 1, "t", false);
     let mut f = started(&mut hv);
@@ -351,9 +351,6 @@ fn shutdown_with_bad_reason_is_einval_and_code_wins() {
         call(hv, f, 29, SCHEDOP_SHUTDOWN_CODE as u64, DATA_VA, 0);
         ret(f)
     };
-    put(&hv, &g, 0, &6u32.to_le_bytes());
-    call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, DATA_VA, 0);
-    assert_eq!(ret(&f), -22);
     // shutdown_code takes any value, as Xen 4.17; 0xffffffff is Xen's "none" (its low
     // byte is 0xff) and records nothing.
     assert_eq!(code(&mut hv, &mut f, u32::MAX), 0);
@@ -393,6 +390,35 @@ fn unknown_shutdown_code_is_kept_and_reported() {
     assert_eq!(r, Resume::Exit(ExitStatus::SomeDomainFailed));
     assert_eq!(hv.domains[g.idx].state, DomainState::ShutdownOther(7));
     assert!(console(&hv).contains("(hv) d1 t: shut down: unknown reason 7\n"));
+}
+
+#[test]
+fn shutdown_with_any_reason_shuts_down() {
+    // Xen 4.17 shuts down with the reason's low byte, known or not.
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "t", false);
+    let mut f = started(&mut hv);
+    put(&hv, &g, 0, &0x206u32.to_le_bytes());
+    let r = call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, DATA_VA, 0);
+    assert_eq!(r, Resume::Exit(ExitStatus::SomeDomainFailed));
+    assert_eq!(hv.domains[g.idx].state, DomainState::ShutdownOther(6));
+    // The legacy sched_op_compat (6) takes the reason itself.
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "t", false);
+    let mut f = started(&mut hv);
+    let r = call(
+        &mut hv,
+        &mut f,
+        6,
+        SCHEDOP_SHUTDOWN as u64,
+        0x1_0000_0000,
+        0,
+    );
+    assert_eq!(r, Resume::Exit(ExitStatus::AllPoweredOff));
+    assert_eq!(
+        hv.domains[g.idx].state,
+        DomainState::Shutdown(xen_pv_abi::sched::ShutdownReason::Poweroff)
+    );
 }
 
 #[test]

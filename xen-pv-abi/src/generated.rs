@@ -61,7 +61,7 @@ pub mod nr {
     pub const XSM_OP: u32 = 27;
     /// `nmi_op`: Register or unregister the NMI callback.
     pub const NMI_OP: u32 = 28;
-    /// `sched_op`: Yield, block, shut down, poll. `shutdown_code` keeps any code (its low byte, the first one recorded) and answers 0, as Xen 4.17; `shutdown` with an unknown reason is -EINVAL here (a deviation: Xen shuts down with that code).
+    /// `sched_op`: Yield, block, shut down, poll. As Xen 4.17, a shutdown reason is kept as its low byte, known or not: `shutdown` ends the domain with it, `shutdown_code` records the first one (0xff: none) and answers 0; `remote_shutdown` checks -EFAULT, then -ESRCH (unknown id; `DOMID_SELF` is none), then -EPERM (control domain only), and a target that already ended answers 0.
     pub const SCHED_OP: u32 = 29;
     /// `callback_op`: Register or unregister an event, failsafe, syscall or NMI callback.
     pub const CALLBACK_OP: u32 = 30;
@@ -997,7 +997,7 @@ pub mod call_on {
         unsafe { t.hypercall2(nr::NMI_OP, u64::from(cmd), arg as u64) }
     }
 
-    /// `sched_op` (29): Yield, block, shut down, poll. `shutdown_code` keeps any code (its low byte, the first one recorded) and answers 0, as Xen 4.17; `shutdown` with an unknown reason is -EINVAL here (a deviation: Xen shuts down with that code).
+    /// `sched_op` (29): Yield, block, shut down, poll. As Xen 4.17, a shutdown reason is kept as its low byte, known or not: `shutdown` ends the domain with it, `shutdown_code` records the first one (0xff: none) and answers 0; `remote_shutdown` checks -EFAULT, then -ESRCH (unknown id; `DOMID_SELF` is none), then -EPERM (control domain only), and a target that already ended answers 0.
     ///
     /// # Safety
     ///
@@ -1613,7 +1613,7 @@ pub mod call {
         unsafe { super::call_on::nmi_op(&crate::transport::Native, cmd, arg) }
     }
 
-    /// `sched_op` (29): Yield, block, shut down, poll. `shutdown_code` keeps any code (its low byte, the first one recorded) and answers 0, as Xen 4.17; `shutdown` with an unknown reason is -EINVAL here (a deviation: Xen shuts down with that code).
+    /// `sched_op` (29): Yield, block, shut down, poll. As Xen 4.17, a shutdown reason is kept as its low byte, known or not: `shutdown` ends the domain with it, `shutdown_code` records the first one (0xff: none) and answers 0; `remote_shutdown` checks -EFAULT, then -ESRCH (unknown id; `DOMID_SELF` is none), then -EPERM (control domain only), and a target that already ended answers 0.
     ///
     /// # Safety
     ///

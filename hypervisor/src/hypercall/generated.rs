@@ -189,7 +189,7 @@ pub(crate) trait Hypercalls {
         foreigndom: u32,
     ) -> Outcome;
 
-    /// `sched_op` (29): Yield, block, shut down, poll. `shutdown_code` keeps any code (its low byte, the first one recorded) and answers 0, as Xen 4.17; `shutdown` with an unknown reason is -EINVAL here (a deviation: Xen shuts down with that code).
+    /// `sched_op` (29): Yield, block, shut down, poll. As Xen 4.17, a shutdown reason is kept as its low byte, known or not: `shutdown` ends the domain with it, `shutdown_code` records the first one (0xff: none) and answers 0; `remote_shutdown` checks -EFAULT, then -ESRCH (unknown id; `DOMID_SELF` is none), then -EPERM (control domain only), and a target that already ended answers 0.
     ///
     /// * `cmd`: u32
     /// * `arg`: guest pointer, in

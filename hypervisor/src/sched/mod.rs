@@ -20,7 +20,7 @@ use xen_pv_abi::sched::{
     SCHEDOP_BLOCK, SCHEDOP_POLL, SCHEDOP_REMOTE_SHUTDOWN, SCHEDOP_SHUTDOWN, SCHEDOP_SHUTDOWN_CODE,
     SCHEDOP_YIELD, SchedPoll, SchedRemoteShutdown, SchedShutdown, ShutdownReason,
 };
-use xen_pv_abi::{DomId, Errno, EvtchnPort};
+use xen_pv_abi::{Errno, EvtchnPort};
 
 /// Most ports one `SCHEDOP_poll` may wait on (Xen's limit).
 pub const MAX_POLL_PORTS: u32 = 128;
@@ -38,8 +38,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let idx = call.idx;
         let ret = match cmd {
             SCHEDOP_YIELD => return Outcome::Yield,
-            SCHEDOP_SHUTDOWN => match self.read_shutdown_reason(idx, arg.cast()) {
-                Ok(reason) => return Outcome::Shutdown(reason),
+            // Xen 4.17 shuts down with any code, kept as its low byte.
+            SCHEDOP_SHUTDOWN => match self.read_handle(idx, arg.cast::<SchedShutdown>()) {
+                Ok(s) => return Outcome::Shutdown(s.reason as u8),
                 Err(e) => Err(e),
             },
             SCHEDOP_SHUTDOWN_CODE => self.read_handle(idx, arg.cast::<SchedShutdown>()).map(|s| {
@@ -65,22 +66,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let ret = match cmd {
             SCHEDOP_YIELD => return Outcome::Yield,
             SCHEDOP_BLOCK => return Outcome::Block,
-            SCHEDOP_SHUTDOWN => match u32::try_from(arg).ok().and_then(ShutdownReason::from_u32) {
-                Some(reason) => return Outcome::Shutdown(reason),
-                None => Err(Errno::EINVAL),
-            },
+            // Any code, as its low byte (Xen 4.17).
+            SCHEDOP_SHUTDOWN => return Outcome::Shutdown(arg as u8),
             _ => Err(Errno::ENOSYS),
         };
         ret.into()
-    }
-
-    fn read_shutdown_reason(
-        &self,
-        idx: usize,
-        arg: GuestHandle<SchedShutdown>,
-    ) -> Result<ShutdownReason, Errno> {
-        let s = self.read_handle(idx, arg)?;
-        ShutdownReason::from_u32(s.reason).ok_or(Errno::EINVAL)
     }
 
     /// `SCHEDOP_poll`: returns at once (0) if one of the ports is pending or an upcall is
@@ -125,48 +115,50 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         Outcome::Poll
     }
 
-    /// `SCHEDOP_remote_shutdown`: the control domain shuts a domain down (itself too);
-    /// -EPERM for anyone else (Xen's XSM default), -ESRCH for an unknown or ended domain.
+    /// `SCHEDOP_remote_shutdown`, in Xen 4.17's order: the argument (-EFAULT), the
+    /// target by its id (-ESRCH: unknown, refused or destroyed; `DOMID_SELF` is no id),
+    /// then the permission (-EPERM unless the caller is the control domain, XSM's
+    /// default), then the target shuts down with the reason's low byte, whatever it is
+    /// (its own recorded code wins); a target that already ended stays as it is (0, as
+    /// Xen for a domain shut down but not yet destroyed). The control domain may name
+    /// itself.
     fn remote_shutdown(
         &mut self,
         call: &Call<'_>,
         arg: GuestHandle<SchedRemoteShutdown>,
     ) -> Outcome {
         let idx = call.idx;
-        if !self.domains[idx].dom0 {
-            return Outcome::Return(Err(Errno::EPERM));
-        }
         let op = match self.read_handle(idx, arg) {
             Ok(op) => op,
             Err(e) => return Outcome::Return(Err(e)),
         };
-        let Some(reason) = ShutdownReason::from_u32(op.reason) else {
-            return Outcome::Return(Err(Errno::EINVAL));
-        };
-        let target = if op.domain_id == DomId::SELF {
-            Some(idx)
-        } else {
-            self.slot_of(op.domain_id)
-        };
-        let Some(target) = target.filter(|&t| self.domains[t].is_runnable()) else {
+        let Some(target) = self.slot_of(op.domain_id).filter(|&t| {
+            !matches!(
+                self.domains[t].state,
+                DomainState::Refused | DomainState::Destroyed
+            )
+        }) else {
             return Outcome::Return(Err(Errno::ESRCH));
         };
+        if !self.domains[idx].dom0 {
+            return Outcome::Return(Err(Errno::EPERM));
+        }
+        if !self.domains[target].is_runnable() {
+            return Outcome::Return(Ok(0));
+        }
+        let code = op.reason as u8;
         if target == idx {
-            return Outcome::Shutdown(reason);
+            return Outcome::Shutdown(code);
         }
         let by = call.dom.0;
-        self.end_shutdown(target, reason as u8, format_args!(" (by d{by})"));
+        self.end_shutdown(target, code, format_args!(" (by d{by})"));
         Outcome::Return(Ok(0))
     }
 
-    /// Ends domain `idx` for a shutdown with `reason` (a recorded shutdown_code wins).
-    pub(crate) fn shutdown(
-        &mut self,
-        idx: usize,
-        reason: ShutdownReason,
-        frame: &mut GuestFrame,
-    ) -> Resume {
-        self.end_shutdown(idx, reason as u8, format_args!(""));
+    /// Ends domain `idx` for a shutdown with Xen's byte `code` (a recorded
+    /// shutdown_code wins).
+    pub(crate) fn shutdown(&mut self, idx: usize, code: u8, frame: &mut GuestFrame) -> Resume {
+        self.end_shutdown(idx, code, format_args!(""));
         self.schedule(frame)
     }
 

@@ -7,7 +7,7 @@
 pub mod nr {
     /// `set_trap_table`: Install the virtual IDT (array ended by an entry with address 0; NULL clears).
     pub const SET_TRAP_TABLE: u32 = 0;
-    /// `mmu_update`: Batch of page-table / machine-to-phys updates, validated one by one.
+    /// `mmu_update`: Batch of page-table / machine-to-phys updates, validated one by one. `foreigndom` as Xen 4.17: an unknown page-table owner (bits 31:16) or frame owner (bits 15:0; the caller's own number too, only `DOMID_SELF` names it) is -ESRCH; another domain or `DOMID_XEN` is -EPERM for a domU at the first request. Deviations: the control domain gets -ESRCH there (foreign mappings not implemented), and `DOMID_IO` is -ESRCH.
     pub const MMU_UPDATE: u32 = 1;
     /// `set_gdt`: Install a GDT made of read-only guest frames.
     pub const SET_GDT: u32 = 2;
@@ -55,7 +55,7 @@ pub mod nr {
     pub const VCPU_OP: u32 = 24;
     /// `set_segment_base`: Set the FS base, a GS base, or the user GS selector; a non-canonical base or an unknown `which` is -EINVAL (Xen 4.17).
     pub const SET_SEGMENT_BASE: u32 = 25;
-    /// `mmuext_op`: Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops.
+    /// `mmuext_op`: Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops. `foreigndom` (bits 15:0 only) as Xen 4.17: the caller's own number or an unknown domain is -ESRCH; another domain, `DOMID_IO` or `DOMID_XEN` is -EPERM for a domU before any op. Deviation: the control domain gets -ESRCH there (foreign operations not implemented).
     pub const MMUEXT_OP: u32 = 26;
     /// `xsm_op`: Security-module (XSM/FLASK) operations.
     pub const XSM_OP: u32 = 27;
@@ -585,7 +585,7 @@ pub mod call_on {
         unsafe { t.hypercall1(nr::SET_TRAP_TABLE, traps as u64) }
     }
 
-    /// `mmu_update` (1): Batch of page-table / machine-to-phys updates, validated one by one.
+    /// `mmu_update` (1): Batch of page-table / machine-to-phys updates, validated one by one. `foreigndom` as Xen 4.17: an unknown page-table owner (bits 31:16) or frame owner (bits 15:0; the caller's own number too, only `DOMID_SELF` names it) is -ESRCH; another domain or `DOMID_XEN` is -EPERM for a domU at the first request. Deviations: the control domain gets -ESRCH there (foreign mappings not implemented), and `DOMID_IO` is -ESRCH.
     ///
     /// # Safety
     ///
@@ -943,7 +943,7 @@ pub mod call_on {
         unsafe { t.hypercall2(nr::SET_SEGMENT_BASE, u64::from(which), base) }
     }
 
-    /// `mmuext_op` (26): Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops.
+    /// `mmuext_op` (26): Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops. `foreigndom` (bits 15:0 only) as Xen 4.17: the caller's own number or an unknown domain is -ESRCH; another domain, `DOMID_IO` or `DOMID_XEN` is -EPERM for a domU before any op. Deviation: the control domain gets -ESRCH there (foreign operations not implemented).
     ///
     /// # Safety
     ///
@@ -1267,7 +1267,7 @@ pub mod call {
         unsafe { super::call_on::set_trap_table(&crate::transport::Native, traps) }
     }
 
-    /// `mmu_update` (1): Batch of page-table / machine-to-phys updates, validated one by one.
+    /// `mmu_update` (1): Batch of page-table / machine-to-phys updates, validated one by one. `foreigndom` as Xen 4.17: an unknown page-table owner (bits 31:16) or frame owner (bits 15:0; the caller's own number too, only `DOMID_SELF` names it) is -ESRCH; another domain or `DOMID_XEN` is -EPERM for a domU at the first request. Deviations: the control domain gets -ESRCH there (foreign mappings not implemented), and `DOMID_IO` is -ESRCH.
     ///
     /// # Safety
     ///
@@ -1570,7 +1570,7 @@ pub mod call {
         unsafe { super::call_on::set_segment_base(&crate::transport::Native, which, base) }
     }
 
-    /// `mmuext_op` (26): Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops.
+    /// `mmuext_op` (26): Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops. `foreigndom` (bits 15:0 only) as Xen 4.17: the caller's own number or an unknown domain is -ESRCH; another domain, `DOMID_IO` or `DOMID_XEN` is -EPERM for a domU before any op. Deviation: the control domain gets -ESRCH there (foreign operations not implemented).
     ///
     /// # Safety
     ///

@@ -19,7 +19,7 @@ pub(crate) trait Hypercalls {
         traps: GuestHandle<xen_pv_abi::traps::TrapInfo>,
     ) -> Outcome;
 
-    /// `mmu_update` (1): Batch of page-table / machine-to-phys updates, validated one by one.
+    /// `mmu_update` (1): Batch of page-table / machine-to-phys updates, validated one by one. `foreigndom` as Xen 4.17: an unknown page-table owner (bits 31:16) or frame owner (bits 15:0; the caller's own number too, only `DOMID_SELF` names it) is -ESRCH; another domain or `DOMID_XEN` is -EPERM for a domU at the first request. Deviations: the control domain gets -ESRCH there (foreign mappings not implemented), and `DOMID_IO` is -ESRCH.
     ///
     /// * `reqs`: guest array of `count` elements, in
     /// * `pdone`: guest pointer, out
@@ -174,7 +174,7 @@ pub(crate) trait Hypercalls {
     /// * `base`: u64
     fn set_segment_base(&mut self, call: &mut Call<'_>, which: u32, base: u64) -> Outcome;
 
-    /// `mmuext_op` (26): Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops.
+    /// `mmuext_op` (26): Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops. `foreigndom` (bits 15:0 only) as Xen 4.17: the caller's own number or an unknown domain is -ESRCH; another domain, `DOMID_IO` or `DOMID_XEN` is -EPERM for a domU before any op. Deviation: the control domain gets -ESRCH there (foreign operations not implemented).
     ///
     /// * `ops`: guest array of `count` elements, in
     /// * `pdone`: guest pointer, out

@@ -45,7 +45,7 @@ pub mod nr {
     pub const PHYSDEV_OP_COMPAT: u32 = 19;
     /// `grant_table_op`: Grant-table operations on an array of `count` per-command structures.
     pub const GRANT_TABLE_OP: u32 = 20;
-    /// `vm_assist`: Enable or disable an optional hypervisor assist for this domain.
+    /// `vm_assist`: Enable or disable an optional hypervisor assist for this domain. As Xen 4.17 for 64-bit PV: a type outside 0-5 and 32 is -EINVAL, then an unknown command -ENOSYS; enable records types 0, 1, 3, 4, 5 (nothing here depends on them). Deviation: enabling 2 `writable_pagetables` (no write emulation) or 32 `m2p_strict` is -EINVAL.
     pub const VM_ASSIST: u32 = 21;
     /// `update_va_mapping_otherdomain`: update_va_mapping for mappings of another domain's frames.
     pub const UPDATE_VA_MAPPING_OTHERDOMAIN: u32 = 22;
@@ -876,7 +876,7 @@ pub mod call_on {
         }
     }
 
-    /// `vm_assist` (21): Enable or disable an optional hypervisor assist for this domain.
+    /// `vm_assist` (21): Enable or disable an optional hypervisor assist for this domain. As Xen 4.17 for 64-bit PV: a type outside 0-5 and 32 is -EINVAL, then an unknown command -ENOSYS; enable records types 0, 1, 3, 4, 5 (nothing here depends on them). Deviation: enabling 2 `writable_pagetables` (no write emulation) or 32 `m2p_strict` is -EINVAL.
     ///
     /// # Safety
     ///
@@ -1509,7 +1509,7 @@ pub mod call {
         unsafe { super::call_on::grant_table_op(&crate::transport::Native, cmd, uop, count) }
     }
 
-    /// `vm_assist` (21): Enable or disable an optional hypervisor assist for this domain.
+    /// `vm_assist` (21): Enable or disable an optional hypervisor assist for this domain. As Xen 4.17 for 64-bit PV: a type outside 0-5 and 32 is -EINVAL, then an unknown command -ENOSYS; enable records types 0, 1, 3, 4, 5 (nothing here depends on them). Deviation: enabling 2 `writable_pagetables` (no write emulation) or 32 `m2p_strict` is -EINVAL.
     ///
     /// # Safety
     ///

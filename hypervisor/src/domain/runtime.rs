@@ -124,6 +124,9 @@ pub struct Domain {
     /// Code recorded by SCHEDOP_shutdown_code (Xen keeps any byte, known reason or
     /// not); it wins over a later shutdown's reason (as in Xen).
     pub shutdown_code: Option<u8>,
+    /// `VMASST_TYPE_*` bits the domain enabled with `vm_assist` (only assists that change
+    /// nothing here are accepted: mmu/hypercalls.rs).
+    pub vm_assist: u64,
     /// Scheduler weight and cap (0: Xen's defaults, 256 and none), from the bundle.
     pub sched_params: (u16, u16),
     /// Grant table frames (GNTTABOP_setup_table).
@@ -192,6 +195,7 @@ impl Domain {
             console_io_bucket: TokenBucket::new(now_ns),
             console_io_dropping_reported: false,
             shutdown_code: None,
+            vm_assist: 0,
             sched_params: (0, 0),
             grant: crate::grant::GrantTable::new(),
             pause_count: 0,

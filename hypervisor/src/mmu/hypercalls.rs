@@ -688,16 +688,35 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
     }
 
-    /// `vm_assist(cmd, type)`: no assist is implemented (writable page tables would need
-    /// write emulation), so enabling any is refused; disabling one Xen knows is a no-op.
-    pub(crate) fn vm_assist(&mut self, cmd: u32, ty: u32) -> HcResult {
-        let known = matches!(ty, 0..=5 | VMASST_TYPE_M2P_STRICT);
-        match cmd {
-            VMASST_CMD_ENABLE => Err(Errno::EINVAL),
-            VMASST_CMD_DISABLE if known => Ok(0),
-            VMASST_CMD_DISABLE => Err(Errno::EINVAL),
-            _ => Err(Errno::ENOSYS),
+    /// `vm_assist(cmd, type)`, in Xen 4.17's order: a type outside what Xen accepts for a
+    /// 64-bit PV domain is -EINVAL, then an unknown command -ENOSYS. Disabling any of
+    /// them is 0. Enabling records the bit for the assists that change nothing here:
+    /// the 4 GiB segment ones and `pae_extended_cr3` (32-bit guests only),
+    /// `architectural_iopl` (no domain has I/O ports), `runstate_update_flag` (no
+    /// runstate area can be registered). Enabling `writable_pagetables` (the guest would
+    /// then write its page tables directly and expect the writes to be emulated) or
+    /// `m2p_strict` (its user page tables would have to lose the read-only M2P) stays
+    /// -EINVAL: a deviation, which Linux and Mini-OS ignore.
+    pub(crate) fn vm_assist(&mut self, idx: usize, cmd: u32, ty: u32) -> HcResult {
+        const ACCEPTED: u64 = 1 << VMASST_TYPE_4GB_SEGMENTS
+            | 1 << VMASST_TYPE_4GB_SEGMENTS_NOTIFY
+            | 1 << VMASST_TYPE_PAE_EXTENDED_CR3
+            | 1 << VMASST_TYPE_ARCHITECTURAL_IOPL
+            | 1 << VMASST_TYPE_RUNSTATE_UPDATE_FLAG;
+        const XEN_PV64: u64 =
+            ACCEPTED | 1 << VMASST_TYPE_WRITABLE_PAGETABLES | 1 << VMASST_TYPE_M2P_STRICT;
+        let bit = 1u64.checked_shl(ty).unwrap_or(0);
+        if bit & XEN_PV64 == 0 {
+            return Err(Errno::EINVAL);
         }
+        let d = &mut self.domains[idx];
+        match cmd {
+            VMASST_CMD_ENABLE if bit & ACCEPTED != 0 => d.vm_assist |= bit,
+            VMASST_CMD_ENABLE => return Err(Errno::EINVAL),
+            VMASST_CMD_DISABLE => d.vm_assist &= !bit,
+            _ => return Err(Errno::ENOSYS),
+        }
+        Ok(0)
     }
 }
 

@@ -256,25 +256,41 @@ fn console_io_work_per_call_is_bounded() {
     let mut hv = new_hv();
     let g = add_domain(&mut hv, 0, "big", true);
     let mut f = started(&mut hv);
-    // 32 KiB mapped: a count of 4 GiB - 1 prints the first 16 KiB only, and succeeds.
+    // 32 KiB mapped, then nothing: a count of 4 GiB - 1 is read 16 KiB per entry into
+    // the hypervisor (Xen's continuation: the count left, the buffer advanced) and fails
+    // at the first byte past the mapping, as Xen, after printing what came before.
     let mut text = std::vec::Vec::new();
     for i in 0..(DATA_PAGES * PAGE_SIZE / 16) {
         text.extend_from_slice(std::format!("line {i:010}\n").as_bytes());
     }
     put(&hv, &g, 0, &text);
+    let per_entry = u64::from(CONSOLE_IO_MAX_PER_CALL);
+    let rip = f.rip;
     call(&mut hv, &mut f, 18, 0, u32::MAX as u64, DATA_VA);
-    assert_eq!(ret(&f), 0);
+    // Continued: the same syscall again, with what is left.
+    assert_eq!((f.rip, f.rax), (rip - 2, 18));
     assert_eq!(
-        console(&hv).lines().count(),
-        CONSOLE_IO_MAX_PER_CALL as usize / 16
+        (f.rdi, f.rsi, f.rdx),
+        (0, u64::from(u32::MAX) - per_entry, DATA_VA + per_entry)
     );
-    // The control domain's bytes are printed as they are.
+    assert_eq!(console(&hv).lines().count(), per_entry as usize / 16);
+    let mut entries = 1;
+    while f.rax == 18 && f.rip == rip - 2 {
+        f.rip = rip;
+        hv.hypercall(&mut f);
+        entries += 1;
+        assert!(entries <= 3, "one entry per 16 KiB");
+    }
+    assert_eq!((entries, ret(&f)), (3, -14));
+    // The control domain's bytes are printed as they are: all 32 KiB.
+    assert_eq!(console(&hv).lines().count(), DATA_PAGES * PAGE_SIZE / 16);
     assert!(console(&hv).starts_with("line 0000000000\nline 0000000001\n"));
-    assert!(console(&hv).ends_with("\nline 0000001023\n"));
+    assert!(console(&hv).ends_with("\nline 0000002047\n"));
     // Only the low 32 bits of count matter (`unsigned int` in Xen).
     hv.platform.console.clear();
+    f.rip = rip;
     call(&mut hv, &mut f, 18, 0, (1 << 32) | 16, DATA_VA);
-    assert_eq!(console(&hv), "line 0000000000\n");
+    assert_eq!((ret(&f), console(&hv).as_str()), (0, "line 0000000000\n"));
 }
 
 #[test]
@@ -1332,3 +1348,28 @@ mod grant_map;
 
 #[path = "grant_ops_tests.rs"]
 mod grant_ops;
+
+#[test]
+fn console_io_reads_dropped_bytes_too() {
+    // Past the rate limit a domU's bytes are not printed, but they are still read: an
+    // unreadable buffer is -EFAULT (Xen reads every byte, whatever it prints).
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "one", false);
+    let mut f = started(&mut hv);
+    let chunk = 16 * 1024usize;
+    let mut line = std::vec![b'x'; chunk - 1];
+    line.push(b'\n');
+    put(&hv, &g, 0, &line);
+    for _ in 0..8 {
+        call(&mut hv, &mut f, 18, 0, chunk as u64, DATA_VA);
+        assert_eq!(ret(&f), 0);
+    }
+    assert!(console(&hv).contains("console_io rate limit, dropping output"));
+    let past = console(&hv).len();
+    let unmapped = DATA_VA + (DATA_PAGES * PAGE_SIZE) as u64;
+    call(&mut hv, &mut f, 18, 0, 16, unmapped);
+    assert_eq!(ret(&f), -14);
+    call(&mut hv, &mut f, 18, 0, 16, DATA_VA);
+    assert_eq!(ret(&f), 0);
+    assert_eq!(console(&hv).len(), past, "dropped, not printed");
+}

@@ -39,7 +39,7 @@ pub mod nr {
     pub const EVENT_CHANNEL_OP_COMPAT: u32 = 16;
     /// `xen_version`: Version, capabilities, features and build information.
     pub const XEN_VERSION: u32 = 17;
-    /// `console_io`: Write to (or read from) the hypervisor console.
+    /// `console_io`: Write to (or read from) the hypervisor console. A write reads its whole buffer, 16 KiB per entry into the hypervisor and then continued, and fails with -EFAULT at the first byte it cannot read (the bytes before it printed), as Xen 4.17.
     pub const CONSOLE_IO: u32 = 18;
     /// `physdev_op_compat`: Legacy physdev_op: `struct physdev_op` carries cmd and argument.
     pub const PHYSDEV_OP_COMPAT: u32 = 19;
@@ -820,7 +820,7 @@ pub mod call_on {
         unsafe { t.hypercall2(nr::XEN_VERSION, u64::from(cmd), arg as u64) }
     }
 
-    /// `console_io` (18): Write to (or read from) the hypervisor console.
+    /// `console_io` (18): Write to (or read from) the hypervisor console. A write reads its whole buffer, 16 KiB per entry into the hypervisor and then continued, and fails with -EFAULT at the first byte it cannot read (the bytes before it printed), as Xen 4.17.
     ///
     /// # Safety
     ///
@@ -1473,7 +1473,7 @@ pub mod call {
         unsafe { super::call_on::xen_version(&crate::transport::Native, cmd, arg) }
     }
 
-    /// `console_io` (18): Write to (or read from) the hypervisor console.
+    /// `console_io` (18): Write to (or read from) the hypervisor console. A write reads its whole buffer, 16 KiB per entry into the hypervisor and then continued, and fails with -EFAULT at the first byte it cannot read (the bytes before it printed), as Xen 4.17.
     ///
     /// # Safety
     ///

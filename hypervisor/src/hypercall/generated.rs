@@ -124,10 +124,12 @@ pub(crate) trait Hypercalls {
     /// * `arg`: guest pointer, inout
     fn xen_version(&mut self, call: &mut Call<'_>, cmd: u32, arg: GuestHandle<Untyped>) -> Outcome;
 
-    /// `console_io` (18): Write to (or read from) the hypervisor console.
+    /// `console_io` (18): Write to (or read from) the hypervisor console. A write reads its whole buffer, 16 KiB per entry into the hypervisor and then continued, and fails with -EFAULT at the first byte it cannot read (the bytes before it printed), as Xen 4.17.
     ///
     /// * `cmd`: u32
     /// * `buf`: guest array of `count` elements, inout
+    ///
+    /// Flags: preemptible.
     fn console_io(&mut self, call: &mut Call<'_>, cmd: u32, buf: GuestArray<u8>) -> Outcome;
 
     /// `grant_table_op` (20): Grant-table operations on an array of `count` per-command structures.

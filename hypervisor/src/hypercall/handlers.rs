@@ -68,7 +68,7 @@ impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
     }
 
     fn console_io(&mut self, call: &mut Call<'_>, cmd: u32, buf: GuestArray<u8>) -> Outcome {
-        self.do_console_io(call.idx, cmd, buf).into()
+        self.do_console_io(call.idx, cmd, buf)
     }
 
     fn grant_table_op(

@@ -235,7 +235,7 @@ enum BatchEnd {
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// The typing context for the running domain (runs everything to its end).
-    fn pt(&mut self, idx: usize) -> PtCtx<'_, M> {
+    pub(crate) fn pt(&mut self, idx: usize) -> PtCtx<'_, M> {
         PtCtx::new(
             &self.mem,
             &mut self.frames,

@@ -831,7 +831,7 @@ fn hypercall_page_msr_fills_an_own_writable_frame() {
         l1.maddr(),
         other.kpages[0].maddr(),
         (NR_FRAMES as u64 + 5) << 12,
-        u64::MAX & !0xfff,
+        !0xfffu64,
     ] {
         hv.mem.fill(g.upages[0].maddr(), 0, PAGE_SIZE).unwrap();
         f.rip = CODE;

@@ -256,25 +256,41 @@ fn console_io_work_per_call_is_bounded() {
     let mut hv = new_hv();
     let g = add_domain(&mut hv, 0, "big", true);
     let mut f = started(&mut hv);
-    // 32 KiB mapped: a count of 4 GiB - 1 prints the first 16 KiB only, and succeeds.
+    // 32 KiB mapped, then nothing: a count of 4 GiB - 1 is read 16 KiB per entry into
+    // the hypervisor (Xen's continuation: the count left, the buffer advanced) and fails
+    // at the first byte past the mapping, as Xen, after printing what came before.
     let mut text = std::vec::Vec::new();
     for i in 0..(DATA_PAGES * PAGE_SIZE / 16) {
         text.extend_from_slice(std::format!("line {i:010}\n").as_bytes());
     }
     put(&hv, &g, 0, &text);
+    let per_entry = u64::from(CONSOLE_IO_MAX_PER_CALL);
+    let rip = f.rip;
     call(&mut hv, &mut f, 18, 0, u32::MAX as u64, DATA_VA);
-    assert_eq!(ret(&f), 0);
+    // Continued: the same syscall again, with what is left.
+    assert_eq!((f.rip, f.rax), (rip - 2, 18));
     assert_eq!(
-        console(&hv).lines().count(),
-        CONSOLE_IO_MAX_PER_CALL as usize / 16
+        (f.rdi, f.rsi, f.rdx),
+        (0, u64::from(u32::MAX) - per_entry, DATA_VA + per_entry)
     );
-    // The control domain's bytes are printed as they are.
+    assert_eq!(console(&hv).lines().count(), per_entry as usize / 16);
+    let mut entries = 1;
+    while f.rax == 18 && f.rip == rip - 2 {
+        f.rip = rip;
+        hv.hypercall(&mut f);
+        entries += 1;
+        assert!(entries <= 3, "one entry per 16 KiB");
+    }
+    assert_eq!((entries, ret(&f)), (3, -14));
+    // The control domain's bytes are printed as they are: all 32 KiB.
+    assert_eq!(console(&hv).lines().count(), DATA_PAGES * PAGE_SIZE / 16);
     assert!(console(&hv).starts_with("line 0000000000\nline 0000000001\n"));
-    assert!(console(&hv).ends_with("\nline 0000001023\n"));
+    assert!(console(&hv).ends_with("\nline 0000002047\n"));
     // Only the low 32 bits of count matter (`unsigned int` in Xen).
     hv.platform.console.clear();
+    f.rip = rip;
     call(&mut hv, &mut f, 18, 0, (1 << 32) | 16, DATA_VA);
-    assert_eq!(console(&hv), "line 0000000000\n");
+    assert_eq!((ret(&f), console(&hv).as_str()), (0, "line 0000000000\n"));
 }
 
 #[test]
@@ -342,33 +358,24 @@ fn shutdown_flushes_console_io_frees_frames_and_reports() {
 }
 
 #[test]
-fn shutdown_with_bad_reason_is_einval_and_code_wins() {
+fn shutdown_code_wins() {
     let mut hv = new_hv();
     let g = add_domain(&mut hv, 1, "t", false);
     let mut f = started(&mut hv);
-    put(&hv, &g, 0, &6u32.to_le_bytes());
-    call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, DATA_VA, 0);
-    assert_eq!(ret(&f), -22);
-    call(
-        &mut hv,
-        &mut f,
-        29,
-        SCHEDOP_SHUTDOWN_CODE as u64,
-        DATA_VA,
-        0,
-    );
-    assert_eq!(ret(&f), -22);
-    // Record "crash" first; a later poweroff is reported as crash, as in Xen.
-    put(&hv, &g, 0, &3u32.to_le_bytes());
-    call(
-        &mut hv,
-        &mut f,
-        29,
-        SCHEDOP_SHUTDOWN_CODE as u64,
-        DATA_VA,
-        0,
-    );
-    assert_eq!(ret(&f), 0);
+    let code = |hv: &mut TestHv, f: &mut GuestFrame, v: u32| {
+        put(hv, &g, 0, &v.to_le_bytes());
+        call(hv, f, 29, SCHEDOP_SHUTDOWN_CODE as u64, DATA_VA, 0);
+        ret(f)
+    };
+    // shutdown_code takes any value, as Xen 4.17; 0xffffffff is Xen's "none" (its low
+    // byte is 0xff) and records nothing.
+    assert_eq!(code(&mut hv, &mut f, u32::MAX), 0);
+    assert_eq!(hv.domains[g.idx].shutdown_code, None);
+    // Record "crash" (0x103's low byte) first; a later code does not replace it, and a
+    // later poweroff is reported as crash, as in Xen.
+    assert_eq!(code(&mut hv, &mut f, 0x103), 0);
+    assert_eq!(code(&mut hv, &mut f, 9), 0);
+    assert_eq!(hv.domains[g.idx].shutdown_code, Some(3));
     assert_eq!(hv.domains[g.idx].state, DomainState::Runnable);
     put(&hv, &g, 0, &0u32.to_le_bytes());
     let r = call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, DATA_VA, 0);
@@ -378,15 +385,67 @@ fn shutdown_with_bad_reason_is_einval_and_code_wins() {
 }
 
 #[test]
+fn unknown_shutdown_code_is_kept_and_reported() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "t", false);
+    let mut f = started(&mut hv);
+    put(&hv, &g, 0, &7u32.to_le_bytes());
+    call(
+        &mut hv,
+        &mut f,
+        29,
+        SCHEDOP_SHUTDOWN_CODE as u64,
+        DATA_VA,
+        0,
+    );
+    assert_eq!(ret(&f), 0);
+    assert_eq!(hv.domains[g.idx].shutdown_code, Some(7));
+    // The domain keeps running until it shuts down; then the recorded code wins.
+    put(&hv, &g, 0, &0u32.to_le_bytes());
+    let r = call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, DATA_VA, 0);
+    assert_eq!(r, Resume::Exit(ExitStatus::SomeDomainFailed));
+    assert_eq!(hv.domains[g.idx].state, DomainState::ShutdownOther(7));
+    assert!(console(&hv).contains("(hv) d1 t: shut down: unknown reason 7\n"));
+}
+
+#[test]
+fn shutdown_with_any_reason_shuts_down() {
+    // Xen 4.17 shuts down with the reason's low byte, known or not.
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "t", false);
+    let mut f = started(&mut hv);
+    put(&hv, &g, 0, &0x206u32.to_le_bytes());
+    let r = call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, DATA_VA, 0);
+    assert_eq!(r, Resume::Exit(ExitStatus::SomeDomainFailed));
+    assert_eq!(hv.domains[g.idx].state, DomainState::ShutdownOther(6));
+    // The legacy sched_op_compat (6) takes the reason itself.
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "t", false);
+    let mut f = started(&mut hv);
+    let r = call(
+        &mut hv,
+        &mut f,
+        6,
+        SCHEDOP_SHUTDOWN as u64,
+        0x1_0000_0000,
+        0,
+    );
+    assert_eq!(r, Resume::Exit(ExitStatus::AllPoweredOff));
+    assert_eq!(
+        hv.domains[g.idx].state,
+        DomainState::Shutdown(xen_pv_abi::sched::ShutdownReason::Poweroff)
+    );
+}
+
+#[test]
 fn sched_op_compat_takes_the_reason_directly() {
     let mut hv = new_hv();
     add_domain(&mut hv, 1, "t", false);
     let mut f = started(&mut hv);
-    call(&mut hv, &mut f, 6, SCHEDOP_SHUTDOWN as u64, 1 << 32, 0);
-    assert_eq!(ret(&f), -22);
     call(&mut hv, &mut f, 6, SCHEDOP_YIELD as u64, 0, 0);
     assert_eq!(ret(&f), 0);
-    let r = call(&mut hv, &mut f, 6, SCHEDOP_SHUTDOWN as u64, 1, 0);
+    // Xen keeps the low byte: 0x101 is reboot.
+    let r = call(&mut hv, &mut f, 6, SCHEDOP_SHUTDOWN as u64, 0x101, 0);
     assert_eq!(r, Resume::Exit(ExitStatus::SomeDomainFailed));
     assert!(console(&hv).contains("(hv) d1 t: shut down: reboot\n"));
 }
@@ -1288,3 +1347,28 @@ mod grant_map;
 
 #[path = "grant_ops_tests.rs"]
 mod grant_ops;
+
+#[test]
+fn console_io_reads_dropped_bytes_too() {
+    // Past the rate limit a domU's bytes are not printed, but they are still read: an
+    // unreadable buffer is -EFAULT (Xen reads every byte, whatever it prints).
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1, "one", false);
+    let mut f = started(&mut hv);
+    let chunk = 16 * 1024usize;
+    let mut line = std::vec![b'x'; chunk - 1];
+    line.push(b'\n');
+    put(&hv, &g, 0, &line);
+    for _ in 0..8 {
+        call(&mut hv, &mut f, 18, 0, chunk as u64, DATA_VA);
+        assert_eq!(ret(&f), 0);
+    }
+    assert!(console(&hv).contains("console_io rate limit, dropping output"));
+    let past = console(&hv).len();
+    let unmapped = DATA_VA + (DATA_PAGES * PAGE_SIZE) as u64;
+    call(&mut hv, &mut f, 18, 0, 16, unmapped);
+    assert_eq!(ret(&f), -14);
+    call(&mut hv, &mut f, 18, 0, 16, DATA_VA);
+    assert_eq!(ret(&f), 0);
+    assert_eq!(console(&hv).len(), past, "dropped, not printed");
+}

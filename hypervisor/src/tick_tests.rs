@@ -404,17 +404,18 @@ fn idle_wakeup_ends_without_domains_and_refuses_a_loaded_vcpu() {
 
 #[test]
 fn remote_shutdown_is_for_the_control_domain_only() {
-    use xen_pv_abi::sched::{SCHEDOP_REMOTE_SHUTDOWN, SchedRemoteShutdown};
+    use crate::domain::runtime::DomainState;
+    use xen_pv_abi::sched::{SCHEDOP_REMOTE_SHUTDOWN, SchedRemoteShutdown, ShutdownReason};
     let (mut hv, doms) = hv_with(3);
     // d1 plays the control domain.
     hv.domains[0].dom0 = true;
     let mut f = start(&mut hv);
     assert_eq!(f.rbx, 1);
-    let shut = |hv: &mut TestHv, f: &mut GuestFrame, d: &Dom, target: DomId| {
+    let shut_code = |hv: &mut TestHv, f: &mut GuestFrame, d: &Dom, target: DomId, reason| {
         let op = SchedRemoteShutdown {
             domain_id: target,
             pad: 0,
-            reason: 0,
+            reason,
         };
         hv.mem.write(d.data.maddr(), op.as_bytes()).unwrap();
         hypercall(
@@ -423,6 +424,9 @@ fn remote_shutdown_is_for_the_control_domain_only() {
             u64::from(nr::SCHED_OP),
             &[u64::from(SCHEDOP_REMOTE_SHUTDOWN), DATA_VA],
         )
+    };
+    let shut = |hv: &mut TestHv, f: &mut GuestFrame, d: &Dom, target: DomId| {
+        shut_code(hv, f, d, target, 0)
     };
     // Unknown domain: -ESRCH; d3 is shut down by d1 and d1 keeps running.
     shut(&mut hv, &mut f, &doms[0], DomId(9));
@@ -434,7 +438,19 @@ fn remote_shutdown_is_for_the_control_domain_only() {
             .console
             .contains("(hv) d3 t: shut down: poweroff (by d1)")
     );
-    // A domU may not: -EPERM.
+    // A domain that already ended: 0 and nothing changes (Xen: shut down, not destroyed).
+    shut_code(&mut hv, &mut f, &doms[0], DomId(3), 1);
+    assert_eq!(ret(&f), 0);
+    assert_eq!(
+        hv.domains[2].state,
+        DomainState::Shutdown(ShutdownReason::Poweroff)
+    );
+    // DOMID_SELF names no domain (Xen looks the id up as it is): -ESRCH, even for the
+    // control domain.
+    shut(&mut hv, &mut f, &doms[0], DomId::SELF);
+    assert_eq!(ret(&f), -3);
+    // A domU may not: -EPERM, but only once the target exists (Xen's order: -ESRCH
+    // first), and the argument is read first of all (-EFAULT).
     hypercall(
         &mut hv,
         &mut f,
@@ -444,6 +460,20 @@ fn remote_shutdown_is_for_the_control_domain_only() {
     assert_eq!(f.rbx, 2);
     shut(&mut hv, &mut f, &doms[1], DomId(1));
     assert_eq!(ret(&f), -1);
+    shut_code(&mut hv, &mut f, &doms[1], DomId(1), 77);
+    assert_eq!(ret(&f), -1);
+    shut(&mut hv, &mut f, &doms[1], DomId(9));
+    assert_eq!(ret(&f), -3);
+    shut(&mut hv, &mut f, &doms[1], DomId::SELF);
+    assert_eq!(ret(&f), -3);
+    hypercall(
+        &mut hv,
+        &mut f,
+        u64::from(nr::SCHED_OP),
+        &[u64::from(SCHEDOP_REMOTE_SHUTDOWN), 0x10],
+    );
+    assert_eq!(ret(&f), -14);
+    assert!(hv.domains[0].is_runnable() && hv.domains[1].is_runnable());
     // The control domain may shut itself down; that ends the run, and d2, still
     // running, is killed and counts as failed.
     hypercall(
@@ -453,7 +483,7 @@ fn remote_shutdown_is_for_the_control_domain_only() {
         &[u64::from(SCHEDOP_YIELD), 0],
     );
     assert_eq!(f.rbx, 1);
-    let r = shut(&mut hv, &mut f, &doms[0], DomId::SELF);
+    let r = shut(&mut hv, &mut f, &doms[0], DomId(1));
     assert_eq!(
         r,
         Resume::Exit(crate::platform::ExitStatus::SomeDomainFailed)
@@ -464,4 +494,34 @@ fn remote_shutdown_is_for_the_control_domain_only() {
          (hv) d1 t: poweroff\n(hv) d2 t: killed at exit\n(hv) d3 t: poweroff\n\
          (hv) frames: 0 still owned by ended domains\n(hv) all domains ended: 2 powered off, 1 failed\n"
     ));
+}
+
+#[test]
+fn remote_shutdown_keeps_any_code() {
+    use crate::domain::runtime::DomainState;
+    use xen_pv_abi::sched::{SCHEDOP_REMOTE_SHUTDOWN, SchedRemoteShutdown};
+    let (mut hv, doms) = hv_with(2);
+    hv.domains[0].dom0 = true;
+    let mut f = start(&mut hv);
+    assert_eq!(f.rbx, 1);
+    // Xen 4.17 passes the reason on as its low byte, known or not: 0x107 is code 7.
+    let op = SchedRemoteShutdown {
+        domain_id: DomId(2),
+        pad: 0,
+        reason: 0x107,
+    };
+    hv.mem.write(doms[0].data.maddr(), op.as_bytes()).unwrap();
+    hypercall(
+        &mut hv,
+        &mut f,
+        u64::from(nr::SCHED_OP),
+        &[u64::from(SCHEDOP_REMOTE_SHUTDOWN), DATA_VA],
+    );
+    assert_eq!((ret(&f), f.rbx), (0, 1));
+    assert_eq!(hv.domains[1].state, DomainState::ShutdownOther(7));
+    assert!(
+        hv.platform
+            .console
+            .contains("(hv) d2 t: shut down: unknown reason 7 (by d1)\n")
+    );
 }

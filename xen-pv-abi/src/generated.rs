@@ -7,7 +7,7 @@
 pub mod nr {
     /// `set_trap_table`: Install the virtual IDT (array ended by an entry with address 0; NULL clears).
     pub const SET_TRAP_TABLE: u32 = 0;
-    /// `mmu_update`: Batch of page-table / machine-to-phys updates, validated one by one.
+    /// `mmu_update`: Batch of page-table / machine-to-phys updates, validated one by one. `foreigndom` as Xen 4.17: an unknown page-table owner (bits 31:16) or frame owner (bits 15:0; the caller's own number too, only `DOMID_SELF` names it) is -ESRCH; another domain or `DOMID_XEN` is -EPERM for a domU at the first request. Deviations: the control domain gets -ESRCH there (foreign mappings not implemented), and `DOMID_IO` is -ESRCH.
     pub const MMU_UPDATE: u32 = 1;
     /// `set_gdt`: Install a GDT made of read-only guest frames.
     pub const SET_GDT: u32 = 2;
@@ -39,13 +39,13 @@ pub mod nr {
     pub const EVENT_CHANNEL_OP_COMPAT: u32 = 16;
     /// `xen_version`: Version, capabilities, features and build information.
     pub const XEN_VERSION: u32 = 17;
-    /// `console_io`: Write to (or read from) the hypervisor console.
+    /// `console_io`: Write to (or read from) the hypervisor console. A write reads its whole buffer, 16 KiB per entry into the hypervisor and then continued, and fails with -EFAULT at the first byte it cannot read (the bytes before it printed), as Xen 4.17.
     pub const CONSOLE_IO: u32 = 18;
     /// `physdev_op_compat`: Legacy physdev_op: `struct physdev_op` carries cmd and argument.
     pub const PHYSDEV_OP_COMPAT: u32 = 19;
     /// `grant_table_op`: Grant-table operations on an array of `count` per-command structures.
     pub const GRANT_TABLE_OP: u32 = 20;
-    /// `vm_assist`: Enable or disable an optional hypervisor assist for this domain.
+    /// `vm_assist`: Enable or disable an optional hypervisor assist for this domain. As Xen 4.17 for 64-bit PV: a type outside 0-5 and 32 is -EINVAL, then an unknown command -ENOSYS; enable records types 0, 1, 3, 4, 5 (nothing here depends on them). Deviation: enabling 2 `writable_pagetables` (no write emulation) or 32 `m2p_strict` is -EINVAL.
     pub const VM_ASSIST: u32 = 21;
     /// `update_va_mapping_otherdomain`: update_va_mapping for mappings of another domain's frames.
     pub const UPDATE_VA_MAPPING_OTHERDOMAIN: u32 = 22;
@@ -53,15 +53,15 @@ pub mod nr {
     pub const IRET: u32 = 23;
     /// `vcpu_op`: Per-vCPU control: bring up/down, timers, runstate and vcpu_info areas.
     pub const VCPU_OP: u32 = 24;
-    /// `set_segment_base`: Set the FS base, a GS base, or the user GS selector.
+    /// `set_segment_base`: Set the FS base, a GS base, or the user GS selector; a non-canonical base or an unknown `which` is -EINVAL (Xen 4.17).
     pub const SET_SEGMENT_BASE: u32 = 25;
-    /// `mmuext_op`: Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops.
+    /// `mmuext_op`: Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops. `foreigndom` (bits 15:0 only) as Xen 4.17: the caller's own number or an unknown domain is -ESRCH; another domain, `DOMID_IO` or `DOMID_XEN` is -EPERM for a domU before any op. Deviation: the control domain gets -ESRCH there (foreign operations not implemented).
     pub const MMUEXT_OP: u32 = 26;
     /// `xsm_op`: Security-module (XSM/FLASK) operations.
     pub const XSM_OP: u32 = 27;
     /// `nmi_op`: Register or unregister the NMI callback.
     pub const NMI_OP: u32 = 28;
-    /// `sched_op`: Yield, block, shut down, poll.
+    /// `sched_op`: Yield, block, shut down, poll. As Xen 4.17, a shutdown reason is kept as its low byte, known or not: `shutdown` ends the domain with it, `shutdown_code` records the first one (0xff: none) and answers 0; `remote_shutdown` checks -EFAULT, then -ESRCH (unknown id; `DOMID_SELF` is none), then -EPERM (control domain only), and a target that already ended answers 0.
     pub const SCHED_OP: u32 = 29;
     /// `callback_op`: Register or unregister an event, failsafe, syscall or NMI callback.
     pub const CALLBACK_OP: u32 = 30;
@@ -585,7 +585,7 @@ pub mod call_on {
         unsafe { t.hypercall1(nr::SET_TRAP_TABLE, traps as u64) }
     }
 
-    /// `mmu_update` (1): Batch of page-table / machine-to-phys updates, validated one by one.
+    /// `mmu_update` (1): Batch of page-table / machine-to-phys updates, validated one by one. `foreigndom` as Xen 4.17: an unknown page-table owner (bits 31:16) or frame owner (bits 15:0; the caller's own number too, only `DOMID_SELF` names it) is -ESRCH; another domain or `DOMID_XEN` is -EPERM for a domU at the first request. Deviations: the control domain gets -ESRCH there (foreign mappings not implemented), and `DOMID_IO` is -ESRCH.
     ///
     /// # Safety
     ///
@@ -820,7 +820,7 @@ pub mod call_on {
         unsafe { t.hypercall2(nr::XEN_VERSION, u64::from(cmd), arg as u64) }
     }
 
-    /// `console_io` (18): Write to (or read from) the hypervisor console.
+    /// `console_io` (18): Write to (or read from) the hypervisor console. A write reads its whole buffer, 16 KiB per entry into the hypervisor and then continued, and fails with -EFAULT at the first byte it cannot read (the bytes before it printed), as Xen 4.17.
     ///
     /// # Safety
     ///
@@ -876,7 +876,7 @@ pub mod call_on {
         }
     }
 
-    /// `vm_assist` (21): Enable or disable an optional hypervisor assist for this domain.
+    /// `vm_assist` (21): Enable or disable an optional hypervisor assist for this domain. As Xen 4.17 for 64-bit PV: a type outside 0-5 and 32 is -EINVAL, then an unknown command -ENOSYS; enable records types 0, 1, 3, 4, 5 (nothing here depends on them). Deviation: enabling 2 `writable_pagetables` (no write emulation) or 32 `m2p_strict` is -EINVAL.
     ///
     /// # Safety
     ///
@@ -931,7 +931,7 @@ pub mod call_on {
         unsafe { t.hypercall3(nr::VCPU_OP, u64::from(cmd), u64::from(vcpuid), arg as u64) }
     }
 
-    /// `set_segment_base` (25): Set the FS base, a GS base, or the user GS selector.
+    /// `set_segment_base` (25): Set the FS base, a GS base, or the user GS selector; a non-canonical base or an unknown `which` is -EINVAL (Xen 4.17).
     ///
     /// # Safety
     ///
@@ -943,7 +943,7 @@ pub mod call_on {
         unsafe { t.hypercall2(nr::SET_SEGMENT_BASE, u64::from(which), base) }
     }
 
-    /// `mmuext_op` (26): Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops.
+    /// `mmuext_op` (26): Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops. `foreigndom` (bits 15:0 only) as Xen 4.17: the caller's own number or an unknown domain is -ESRCH; another domain, `DOMID_IO` or `DOMID_XEN` is -EPERM for a domU before any op. Deviation: the control domain gets -ESRCH there (foreign operations not implemented).
     ///
     /// # Safety
     ///
@@ -997,7 +997,7 @@ pub mod call_on {
         unsafe { t.hypercall2(nr::NMI_OP, u64::from(cmd), arg as u64) }
     }
 
-    /// `sched_op` (29): Yield, block, shut down, poll.
+    /// `sched_op` (29): Yield, block, shut down, poll. As Xen 4.17, a shutdown reason is kept as its low byte, known or not: `shutdown` ends the domain with it, `shutdown_code` records the first one (0xff: none) and answers 0; `remote_shutdown` checks -EFAULT, then -ESRCH (unknown id; `DOMID_SELF` is none), then -EPERM (control domain only), and a target that already ended answers 0.
     ///
     /// # Safety
     ///
@@ -1267,7 +1267,7 @@ pub mod call {
         unsafe { super::call_on::set_trap_table(&crate::transport::Native, traps) }
     }
 
-    /// `mmu_update` (1): Batch of page-table / machine-to-phys updates, validated one by one.
+    /// `mmu_update` (1): Batch of page-table / machine-to-phys updates, validated one by one. `foreigndom` as Xen 4.17: an unknown page-table owner (bits 31:16) or frame owner (bits 15:0; the caller's own number too, only `DOMID_SELF` names it) is -ESRCH; another domain or `DOMID_XEN` is -EPERM for a domU at the first request. Deviations: the control domain gets -ESRCH there (foreign mappings not implemented), and `DOMID_IO` is -ESRCH.
     ///
     /// # Safety
     ///
@@ -1473,7 +1473,7 @@ pub mod call {
         unsafe { super::call_on::xen_version(&crate::transport::Native, cmd, arg) }
     }
 
-    /// `console_io` (18): Write to (or read from) the hypervisor console.
+    /// `console_io` (18): Write to (or read from) the hypervisor console. A write reads its whole buffer, 16 KiB per entry into the hypervisor and then continued, and fails with -EFAULT at the first byte it cannot read (the bytes before it printed), as Xen 4.17.
     ///
     /// # Safety
     ///
@@ -1509,7 +1509,7 @@ pub mod call {
         unsafe { super::call_on::grant_table_op(&crate::transport::Native, cmd, uop, count) }
     }
 
-    /// `vm_assist` (21): Enable or disable an optional hypervisor assist for this domain.
+    /// `vm_assist` (21): Enable or disable an optional hypervisor assist for this domain. As Xen 4.17 for 64-bit PV: a type outside 0-5 and 32 is -EINVAL, then an unknown command -ENOSYS; enable records types 0, 1, 3, 4, 5 (nothing here depends on them). Deviation: enabling 2 `writable_pagetables` (no write emulation) or 32 `m2p_strict` is -EINVAL.
     ///
     /// # Safety
     ///
@@ -1558,7 +1558,7 @@ pub mod call {
         unsafe { super::call_on::vcpu_op(&crate::transport::Native, cmd, vcpuid, arg) }
     }
 
-    /// `set_segment_base` (25): Set the FS base, a GS base, or the user GS selector.
+    /// `set_segment_base` (25): Set the FS base, a GS base, or the user GS selector; a non-canonical base or an unknown `which` is -EINVAL (Xen 4.17).
     ///
     /// # Safety
     ///
@@ -1570,7 +1570,7 @@ pub mod call {
         unsafe { super::call_on::set_segment_base(&crate::transport::Native, which, base) }
     }
 
-    /// `mmuext_op` (26): Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops.
+    /// `mmuext_op` (26): Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops. `foreigndom` (bits 15:0 only) as Xen 4.17: the caller's own number or an unknown domain is -ESRCH; another domain, `DOMID_IO` or `DOMID_XEN` is -EPERM for a domU before any op. Deviation: the control domain gets -ESRCH there (foreign operations not implemented).
     ///
     /// # Safety
     ///
@@ -1613,7 +1613,7 @@ pub mod call {
         unsafe { super::call_on::nmi_op(&crate::transport::Native, cmd, arg) }
     }
 
-    /// `sched_op` (29): Yield, block, shut down, poll.
+    /// `sched_op` (29): Yield, block, shut down, poll. As Xen 4.17, a shutdown reason is kept as its low byte, known or not: `shutdown` ends the domain with it, `shutdown_code` records the first one (0xff: none) and answers 0; `remote_shutdown` checks -EFAULT, then -ESRCH (unknown id; `DOMID_SELF` is none), then -EPERM (control domain only), and a target that already ended answers 0.
     ///
     /// # Safety
     ///

@@ -5,36 +5,59 @@
 //! bytes are filtered, prefixed and rate-limited by a token bucket; the control domain's
 //! are printed verbatim (it prints the domUs' console rings with their prefixes
 //! itself). Reading is the control domain's only (`-EPERM` otherwise), from the serial
-//! input ring (console/input.rs). Work per call is bounded: at most
-//! [`CONSOLE_IO_MAX_PER_CALL`] bytes of one call are printed, the rest is dropped and the
-//! call still returns 0 (Xen would continue the call instead; a guest printing more than
-//! 16 KiB in one hypercall is not worth a continuation mechanism yet).
+//! input ring (console/input.rs). As in Xen 4.17, a write reads every byte of its
+//! buffer (a domU's bytes past the rate limit are read and dropped) and fails with
+//! -EFAULT at the first one it cannot read, after printing those before it; the work of
+//! one entry into the hypervisor is bounded: after [`CONSOLE_IO_MAX_PER_CALL`] bytes the
+//! call is continued with the rest (Xen's continuation: the count left and the buffer
+//! advanced).
 
 use crate::console::Prefix;
 use crate::hv::Hypervisor;
 use crate::hypercall::HcResult;
-use crate::hypercall::handle::GuestArray;
+use crate::hypercall::handle::{GuestArray, Outcome};
 use crate::mmu::guest::{copy_from_guest, copy_to_guest};
 use crate::platform::{MachineMemory, Platform};
 use xen_pv_abi::{Errno, nr};
 
 /// Bytes copied from the guest at a time.
 pub const CONSOLE_IO_CHUNK: usize = 128;
-/// Most bytes of one call that are printed.
+/// Most bytes one entry into the hypervisor reads of a write; the rest is continued.
 pub const CONSOLE_IO_MAX_PER_CALL: u32 = 16 * 1024;
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
-    pub(crate) fn do_console_io(&mut self, idx: usize, cmd: u32, buf: GuestArray<u8>) -> HcResult {
+    pub(crate) fn do_console_io(&mut self, idx: usize, cmd: u32, buf: GuestArray<u8>) -> Outcome {
         match cmd {
             nr::CONSOLEIO_WRITE => self.console_io_write(idx, buf),
-            nr::CONSOLEIO_READ => self.console_io_read(idx, buf),
+            nr::CONSOLEIO_READ => Outcome::Return(self.console_io_read(idx, buf)),
             // What Xen answers for an unknown console_io command.
-            _ => Err(Errno::ENOSYS),
+            _ => Outcome::Return(Err(Errno::ENOSYS)),
         }
     }
 
-    fn console_io_write(&mut self, idx: usize, buf: GuestArray<u8>) -> HcResult {
+    /// `CONSOLEIO_write`: up to [`CONSOLE_IO_MAX_PER_CALL`] bytes now, then a
+    /// continuation for the rest (if any).
+    fn console_io_write(&mut self, idx: usize, buf: GuestArray<u8>) -> Outcome {
         let wanted = buf.len().min(u64::from(CONSOLE_IO_MAX_PER_CALL));
+        if let Err(e) = self.console_io_write_some(idx, buf.addr(), wanted) {
+            return Outcome::Return(Err(e));
+        }
+        let left = buf.len() - wanted;
+        if left == 0 {
+            return Outcome::Return(Ok(0));
+        }
+        // `wanted` bytes from the buffer were read: its address plus them did not wrap.
+        let next = buf.addr().wrapping_add(wanted);
+        Outcome::Continue {
+            args: [u64::from(nr::CONSOLEIO_WRITE), left, next, 0, 0],
+            then: None,
+        }
+    }
+
+    /// Reads `wanted` bytes at `addr` and prints those the rate limit allows (all for
+    /// the control domain); -EFAULT at the first unreadable chunk, the bytes before it
+    /// printed.
+    fn console_io_write_some(&mut self, idx: usize, addr: u64, wanted: u64) -> HcResult {
         let allowed = if self.domains[idx].dom0 {
             wanted
         } else {
@@ -55,10 +78,19 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let space = self.current_space(idx);
         let mut chunk = [0u8; CONSOLE_IO_CHUNK];
         let mut done = 0u64;
-        while done < allowed {
-            let n = (allowed - done).min(CONSOLE_IO_CHUNK as u64) as usize;
-            let va = buf.addr().checked_add(done).ok_or(Errno::EFAULT)?;
+        while done < wanted {
+            let n = (wanted - done).min(CONSOLE_IO_CHUNK as u64) as usize;
+            let va = addr.checked_add(done).ok_or(Errno::EFAULT)?;
             copy_from_guest(&self.mem, &self.frames, space, va, &mut chunk[..n])?;
+            done += n as u64;
+            // Past the rate limit: read (for -EFAULT, as Xen) but not printed. The
+            // granted bytes are the first ones.
+            let printed =
+                n.min(usize::try_from(allowed.saturating_sub(done - n as u64)).unwrap_or(n));
+            if printed == 0 {
+                continue;
+            }
+            let n = printed;
             let d = &mut self.domains[idx];
             let (platform, cursor) = (&mut self.platform, &mut self.cursor);
             if d.dom0 {
@@ -70,7 +102,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 };
                 d.console.feed(platform, cursor, prefix, &chunk[..n]);
             }
-            done += n as u64;
         }
         Ok(0)
     }

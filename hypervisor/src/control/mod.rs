@@ -185,7 +185,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let d = &self.domains[i];
         let mut flags = 0;
         // Bits 31:16 read all ones while no reason is recorded (Xen keeps `~0`).
-        let mut code = d.shutdown_code.map_or(0xffff, |r| r as u32);
+        let mut code = d.shutdown_code.map_or(0xffff, u32::from);
         match d.state {
             DomainState::Runnable => {
                 if d.pause_count > 0 {
@@ -209,6 +209,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             DomainState::Shutdown(r) => {
                 flags |= dominf::SHUTDOWN;
                 code = r as u32;
+            }
+            DomainState::ShutdownOther(c) => {
+                flags |= dominf::SHUTDOWN;
+                code = u32::from(c);
             }
             DomainState::Crashed => {
                 flags |= dominf::SHUTDOWN;

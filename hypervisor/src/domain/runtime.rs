@@ -18,6 +18,10 @@ pub enum DomainState {
     Runnable,
     /// Shut itself down (sched_op SHUTDOWN).
     Shutdown(ShutdownReason),
+    /// Shut down with a code that is no `SHUTDOWN_*` reason (recorded by
+    /// `SCHEDOP_shutdown_code` or given to `SCHEDOP_remote_shutdown`, which Xen 4.17
+    /// accept as they are); counts as failed.
+    ShutdownOther(u8),
     /// Killed by the hypervisor (unhandled exception, protocol violation).
     Crashed,
     /// The builder refused its image; it never ran.
@@ -35,6 +39,7 @@ impl DomainState {
         match self {
             DomainState::Runnable => "running",
             DomainState::Shutdown(r) => r.name(),
+            DomainState::ShutdownOther(_) => "unknown reason",
             DomainState::Crashed => "crashed",
             DomainState::Refused => "refused",
             DomainState::Destroyed => "destroyed",
@@ -116,9 +121,12 @@ pub struct Domain {
     pub console_io_bucket: TokenBucket,
     /// Whether the "dropping output" notice was printed already.
     pub console_io_dropping_reported: bool,
-    /// Reason recorded by SCHEDOP_shutdown_code; it wins over a later shutdown's reason
-    /// (as in Xen).
-    pub shutdown_code: Option<ShutdownReason>,
+    /// Code recorded by SCHEDOP_shutdown_code (Xen keeps any byte, known reason or
+    /// not); it wins over a later shutdown's reason (as in Xen).
+    pub shutdown_code: Option<u8>,
+    /// `VMASST_TYPE_*` bits the domain enabled with `vm_assist` (only assists that change
+    /// nothing here are accepted: mmu/hypercalls.rs).
+    pub vm_assist: u64,
     /// Scheduler weight and cap (0: Xen's defaults, 256 and none), from the bundle.
     pub sched_params: (u16, u16),
     /// Grant table frames (GNTTABOP_setup_table).
@@ -187,6 +195,7 @@ impl Domain {
             console_io_bucket: TokenBucket::new(now_ns),
             console_io_dropping_reported: false,
             shutdown_code: None,
+            vm_assist: 0,
             sched_params: (0, 0),
             grant: crate::grant::GrantTable::new(),
             pause_count: 0,

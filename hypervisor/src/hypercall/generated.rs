@@ -19,7 +19,7 @@ pub(crate) trait Hypercalls {
         traps: GuestHandle<xen_pv_abi::traps::TrapInfo>,
     ) -> Outcome;
 
-    /// `mmu_update` (1): Batch of page-table / machine-to-phys updates, validated one by one.
+    /// `mmu_update` (1): Batch of page-table / machine-to-phys updates, validated one by one. `foreigndom` as Xen 4.17: an unknown page-table owner (bits 31:16) or frame owner (bits 15:0; the caller's own number too, only `DOMID_SELF` names it) is -ESRCH; another domain or `DOMID_XEN` is -EPERM for a domU at the first request. Deviations: the control domain gets -ESRCH there (foreign mappings not implemented), and `DOMID_IO` is -ESRCH.
     ///
     /// * `reqs`: guest array of `count` elements, in
     /// * `pdone`: guest pointer, out
@@ -124,10 +124,12 @@ pub(crate) trait Hypercalls {
     /// * `arg`: guest pointer, inout
     fn xen_version(&mut self, call: &mut Call<'_>, cmd: u32, arg: GuestHandle<Untyped>) -> Outcome;
 
-    /// `console_io` (18): Write to (or read from) the hypervisor console.
+    /// `console_io` (18): Write to (or read from) the hypervisor console. A write reads its whole buffer, 16 KiB per entry into the hypervisor and then continued, and fails with -EFAULT at the first byte it cannot read (the bytes before it printed), as Xen 4.17.
     ///
     /// * `cmd`: u32
     /// * `buf`: guest array of `count` elements, inout
+    ///
+    /// Flags: preemptible.
     fn console_io(&mut self, call: &mut Call<'_>, cmd: u32, buf: GuestArray<u8>) -> Outcome;
 
     /// `grant_table_op` (20): Grant-table operations on an array of `count` per-command structures.
@@ -143,7 +145,7 @@ pub(crate) trait Hypercalls {
         uop: GuestArray<Untyped>,
     ) -> Outcome;
 
-    /// `vm_assist` (21): Enable or disable an optional hypervisor assist for this domain.
+    /// `vm_assist` (21): Enable or disable an optional hypervisor assist for this domain. As Xen 4.17 for 64-bit PV: a type outside 0-5 and 32 is -EINVAL, then an unknown command -ENOSYS; enable records types 0, 1, 3, 4, 5 (nothing here depends on them). Deviation: enabling 2 `writable_pagetables` (no write emulation) or 32 `m2p_strict` is -EINVAL.
     ///
     /// * `cmd`: u32
     /// * `type`: u32
@@ -168,13 +170,13 @@ pub(crate) trait Hypercalls {
         arg: GuestHandle<Untyped>,
     ) -> Outcome;
 
-    /// `set_segment_base` (25): Set the FS base, a GS base, or the user GS selector.
+    /// `set_segment_base` (25): Set the FS base, a GS base, or the user GS selector; a non-canonical base or an unknown `which` is -EINVAL (Xen 4.17).
     ///
     /// * `which`: u32
     /// * `base`: u64
     fn set_segment_base(&mut self, call: &mut Call<'_>, which: u32, base: u64) -> Outcome;
 
-    /// `mmuext_op` (26): Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops.
+    /// `mmuext_op` (26): Batch of extended MMU operations: pin/unpin, base pointers, TLB, LDT, page ops. `foreigndom` (bits 15:0 only) as Xen 4.17: the caller's own number or an unknown domain is -ESRCH; another domain, `DOMID_IO` or `DOMID_XEN` is -EPERM for a domU before any op. Deviation: the control domain gets -ESRCH there (foreign operations not implemented).
     ///
     /// * `ops`: guest array of `count` elements, in
     /// * `pdone`: guest pointer, out
@@ -189,7 +191,7 @@ pub(crate) trait Hypercalls {
         foreigndom: u32,
     ) -> Outcome;
 
-    /// `sched_op` (29): Yield, block, shut down, poll.
+    /// `sched_op` (29): Yield, block, shut down, poll. As Xen 4.17, a shutdown reason is kept as its low byte, known or not: `shutdown` ends the domain with it, `shutdown_code` records the first one (0xff: none) and answers 0; `remote_shutdown` checks -EFAULT, then -ESRCH (unknown id; `DOMID_SELF` is none), then -EPERM (control domain only), and a target that already ended answers 0.
     ///
     /// * `cmd`: u32
     /// * `arg`: guest pointer, in

@@ -217,8 +217,9 @@ pub enum Outcome {
     /// `rax = 0`, then wait until a port the handler recorded in the vCPU's poll list is
     /// pending, an upcall is due, or the poll timer fires (`SCHEDOP_poll`).
     Poll,
-    /// The domain shuts itself down.
-    Shutdown(xen_pv_abi::sched::ShutdownReason),
+    /// The domain shuts itself down with this code (Xen keeps a byte: a `SHUTDOWN_*`
+    /// reason or any other value).
+    Shutdown(u8),
     /// The domain broke a rule it cannot recover from: crash it.
     Crash(CrashReason),
     /// The handler loaded a complete new register set into `call.frame` (`iret`):

@@ -68,7 +68,7 @@ impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
     }
 
     fn console_io(&mut self, call: &mut Call<'_>, cmd: u32, buf: GuestArray<u8>) -> Outcome {
-        self.do_console_io(call.idx, cmd, buf).into()
+        self.do_console_io(call.idx, cmd, buf)
     }
 
     fn grant_table_op(
@@ -149,8 +149,8 @@ impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
         self.update_va_mapping(call.idx, va, new_pte, flags).into()
     }
 
-    fn vm_assist(&mut self, _call: &mut Call<'_>, cmd: u32, r#type: u32) -> Outcome {
-        self.vm_assist(cmd, r#type).into()
+    fn vm_assist(&mut self, call: &mut Call<'_>, cmd: u32, r#type: u32) -> Outcome {
+        self.vm_assist(call.idx, cmd, r#type).into()
     }
 
     fn memory_op(&mut self, call: &mut Call<'_>, cmd: u64, arg: GuestHandle<Untyped>) -> Outcome {

@@ -31,6 +31,7 @@
 //! `UVMF_TLB_FLUSH`: all; none: nothing), as on Xen. The MMUEXT flush and invlpg ops do
 //! what they say; unpin and root switches flush the whole TLB.
 
+use crate::domain::runtime::DomainState;
 use crate::hv::Hypervisor;
 use crate::hypercall::HcResult;
 use crate::hypercall::handle::{GuestArray, GuestHandle, Outcome};
@@ -87,6 +88,14 @@ struct BatchArgs<T> {
     list: GuestArray<T>,
     pdone: GuestHandle<u32>,
     foreigndom: u32,
+    kind: BatchKind,
+}
+
+/// Which batch hypercall a [`BatchArgs`] is (they read `foreigndom` differently).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BatchKind {
+    MmuUpdate,
+    MmuextOp,
 }
 
 /// The result of a batch, or its continuation with the elements not done yet.
@@ -226,7 +235,7 @@ enum BatchEnd {
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// The typing context for the running domain (runs everything to its end).
-    fn pt(&mut self, idx: usize) -> PtCtx<'_, M> {
+    pub(crate) fn pt(&mut self, idx: usize) -> PtCtx<'_, M> {
         PtCtx::new(
             &self.mem,
             &mut self.frames,
@@ -258,13 +267,56 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         r
     }
 
-    /// Whether `foreigndom` of mmu_update/mmuext_op names the caller itself (no other
-    /// domain's tables or frames may be used: no domain here is privileged for that).
+    /// Whether `foreigndom` of mmu_update/mmuext_op names the caller itself as the owner
+    /// of both the frames (`DOMID_SELF`: Xen 4.17 refuses the caller's own number) and
+    /// the page tables (PFD + 1 in bits 31:16: 0 or the caller's id).
     pub(super) fn foreigndom_is_self(&self, idx: usize, foreigndom: u32) -> bool {
         let me = self.domains[idx].id.0;
-        let fd = foreigndom as u16;
         let pfd = (foreigndom >> 16) as u16;
-        (fd == DomId::SELF.0 || fd == me) && (pfd == 0 || pfd.wrapping_sub(1) == me)
+        foreigndom as u16 == DomId::SELF.0 && (pfd == 0 || pfd.wrapping_sub(1) == me)
+    }
+
+    /// Whom `foreigndom` names, checked in Xen 4.17's order: for mmu_update
+    /// (`with_pt_owner`) first the page-table owner (bits 31:16, PFD + 1; an unknown one
+    /// is -ESRCH), then for both calls the frames' owner (`get_pg_owner`, bits 15:0):
+    /// `DOMID_SELF` is the caller, the caller's own number or an unknown domain is
+    /// -ESRCH, `DOMID_XEN` and an existing domain are another owner. `DOMID_IO` is
+    /// another owner for mmuext_op (which refuses it as a whole); for mmu_update Xen maps
+    /// I/O frames with it, which is not implemented here: -ESRCH.
+    fn foreign_owner(
+        &self,
+        idx: usize,
+        foreigndom: u32,
+        with_pt_owner: bool,
+    ) -> Result<bool, Errno> {
+        let me = self.domains[idx].id.0;
+        let exists = |id: u16| {
+            self.slot_of(DomId(id)).is_some_and(|t| {
+                !matches!(
+                    self.domains[t].state,
+                    DomainState::Refused | DomainState::Destroyed
+                )
+            })
+        };
+        let mut other = false;
+        let pfd = (foreigndom >> 16) as u16;
+        if with_pt_owner && pfd != 0 && pfd - 1 != me {
+            if !exists(pfd - 1) {
+                return Err(Errno::ESRCH);
+            }
+            other = true;
+        }
+        let fd = foreigndom as u16;
+        if fd == DomId::SELF.0 {
+            return Ok(other);
+        }
+        if fd == me {
+            return Err(Errno::ESRCH);
+        }
+        if fd == DomId::XEN.0 || (fd == DomId::IO.0 && !with_pt_owner) || exists(fd) {
+            return Ok(true);
+        }
+        Err(Errno::ESRCH)
     }
 
     /// `mmu_update(reqs, count, pdone, foreigndom)` from the running domain.
@@ -279,6 +331,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             list: reqs,
             pdone,
             foreigndom,
+            kind: BatchKind::MmuUpdate,
         };
         // Worth its buffer only for more than one request.
         let mut ahead =
@@ -314,6 +367,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             list: ops,
             pdone,
             foreigndom,
+            kind: BatchKind::MmuextOp,
         };
         let ret = self.batch(idx, &args, |hv: &mut Self, idx, at, budget| {
             let op = match first.take() {
@@ -357,8 +411,24 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         } else {
             0
         };
+        // Another domain's frames or tables. Xen lets only a privileged caller (XSM's
+        // default) use them; the control domain's foreign mappings are not implemented
+        // here, so it keeps -ESRCH. A domU gets Xen's -EPERM: mmuext_op before any op,
+        // mmu_update at its first request (by then an unreadable request is -EFAULT and
+        // an unknown command -ENOSYS, as there).
+        let mut refused = false;
         if !self.foreigndom_is_self(idx, foreigndom) {
-            return Err(Errno::ESRCH);
+            let is_update = a.kind == BatchKind::MmuUpdate;
+            let other = self.foreign_owner(idx, foreigndom, is_update)?;
+            if other {
+                if self.domains[idx].dom0 {
+                    return Err(Errno::ESRCH);
+                }
+                if !is_update {
+                    return Err(Errno::EPERM);
+                }
+                refused = true;
+            }
         }
         let mut done = 0u32;
         let mut flush = false;
@@ -375,6 +445,15 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             let at = u64::from(done)
                 .checked_mul(elem_size)
                 .and_then(|off| list.checked_add(off));
+            if refused {
+                let e = match at.map(|at| self.read_guest::<MmuUpdate>(idx, at)) {
+                    Some(Ok(req)) if req.ptr & 7 <= MMU_PT_UPDATE_NO_TRANSLATE => Errno::EPERM,
+                    Some(Ok(_)) => Errno::ENOSYS,
+                    _ => Errno::EFAULT,
+                };
+                end = BatchEnd::Finished(Err(e));
+                break;
+            }
             let r = match at {
                 Some(at) => one(self, idx, at, budget),
                 None => Err(Stop::Fail(Errno::EFAULT)),
@@ -609,16 +688,35 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
     }
 
-    /// `vm_assist(cmd, type)`: no assist is implemented (writable page tables would need
-    /// write emulation), so enabling any is refused; disabling one Xen knows is a no-op.
-    pub(crate) fn vm_assist(&mut self, cmd: u32, ty: u32) -> HcResult {
-        let known = matches!(ty, 0..=5 | VMASST_TYPE_M2P_STRICT);
-        match cmd {
-            VMASST_CMD_ENABLE => Err(Errno::EINVAL),
-            VMASST_CMD_DISABLE if known => Ok(0),
-            VMASST_CMD_DISABLE => Err(Errno::EINVAL),
-            _ => Err(Errno::ENOSYS),
+    /// `vm_assist(cmd, type)`, in Xen 4.17's order: a type outside what Xen accepts for a
+    /// 64-bit PV domain is -EINVAL, then an unknown command -ENOSYS. Disabling any of
+    /// them is 0. Enabling records the bit for the assists that change nothing here:
+    /// the 4 GiB segment ones and `pae_extended_cr3` (32-bit guests only),
+    /// `architectural_iopl` (no domain has I/O ports), `runstate_update_flag` (no
+    /// runstate area can be registered). Enabling `writable_pagetables` (the guest would
+    /// then write its page tables directly and expect the writes to be emulated) or
+    /// `m2p_strict` (its user page tables would have to lose the read-only M2P) stays
+    /// -EINVAL: a deviation, which Linux and Mini-OS ignore.
+    pub(crate) fn vm_assist(&mut self, idx: usize, cmd: u32, ty: u32) -> HcResult {
+        const ACCEPTED: u64 = 1 << VMASST_TYPE_4GB_SEGMENTS
+            | 1 << VMASST_TYPE_4GB_SEGMENTS_NOTIFY
+            | 1 << VMASST_TYPE_PAE_EXTENDED_CR3
+            | 1 << VMASST_TYPE_ARCHITECTURAL_IOPL
+            | 1 << VMASST_TYPE_RUNSTATE_UPDATE_FLAG;
+        const XEN_PV64: u64 =
+            ACCEPTED | 1 << VMASST_TYPE_WRITABLE_PAGETABLES | 1 << VMASST_TYPE_M2P_STRICT;
+        let bit = 1u64.checked_shl(ty).unwrap_or(0);
+        if bit & XEN_PV64 == 0 {
+            return Err(Errno::EINVAL);
         }
+        let d = &mut self.domains[idx];
+        match cmd {
+            VMASST_CMD_ENABLE if bit & ACCEPTED != 0 => d.vm_assist |= bit,
+            VMASST_CMD_ENABLE => return Err(Errno::EINVAL),
+            VMASST_CMD_DISABLE => d.vm_assist &= !bit,
+            _ => return Err(Errno::ENOSYS),
+        }
+        Ok(0)
     }
 }
 

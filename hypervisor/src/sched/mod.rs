@@ -20,10 +20,13 @@ use xen_pv_abi::sched::{
     SCHEDOP_BLOCK, SCHEDOP_POLL, SCHEDOP_REMOTE_SHUTDOWN, SCHEDOP_SHUTDOWN, SCHEDOP_SHUTDOWN_CODE,
     SCHEDOP_YIELD, SchedPoll, SchedRemoteShutdown, SchedShutdown, ShutdownReason,
 };
-use xen_pv_abi::{DomId, Errno, EvtchnPort};
+use xen_pv_abi::{Errno, EvtchnPort};
 
 /// Most ports one `SCHEDOP_poll` may wait on (Xen's limit).
 pub const MAX_POLL_PORTS: u32 = 128;
+
+/// Xen's `SHUTDOWN_CODE_INVALID` as a byte: no shutdown code recorded.
+const SHUTDOWN_CODE_NONE: u8 = 0xff;
 
 impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     pub(crate) fn do_sched_op(
@@ -35,14 +38,19 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let idx = call.idx;
         let ret = match cmd {
             SCHEDOP_YIELD => return Outcome::Yield,
-            SCHEDOP_SHUTDOWN => match self.read_shutdown_reason(idx, arg.cast()) {
-                Ok(reason) => return Outcome::Shutdown(reason),
+            // Xen 4.17 shuts down with any code, kept as its low byte.
+            SCHEDOP_SHUTDOWN => match self.read_handle(idx, arg.cast::<SchedShutdown>()) {
+                Ok(s) => return Outcome::Shutdown(s.reason as u8),
                 Err(e) => Err(e),
             },
-            SCHEDOP_SHUTDOWN_CODE => self.read_shutdown_reason(idx, arg.cast()).map(|reason| {
-                // As in Xen, the first recorded code wins.
+            SCHEDOP_SHUTDOWN_CODE => self.read_handle(idx, arg.cast::<SchedShutdown>()).map(|s| {
+                // As in Xen 4.17: any code is kept as its low byte (0xff is Xen's "none
+                // recorded"), the first one recorded wins, and the call succeeds.
+                let code = s.reason as u8;
                 let d = &mut self.domains[idx];
-                d.shutdown_code.get_or_insert(reason);
+                if code != SHUTDOWN_CODE_NONE && d.shutdown_code.is_none() {
+                    d.shutdown_code = Some(code);
+                }
                 0
             }),
             SCHEDOP_BLOCK => return Outcome::Block,
@@ -58,22 +66,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let ret = match cmd {
             SCHEDOP_YIELD => return Outcome::Yield,
             SCHEDOP_BLOCK => return Outcome::Block,
-            SCHEDOP_SHUTDOWN => match u32::try_from(arg).ok().and_then(ShutdownReason::from_u32) {
-                Some(reason) => return Outcome::Shutdown(reason),
-                None => Err(Errno::EINVAL),
-            },
+            // Any code, as its low byte (Xen 4.17).
+            SCHEDOP_SHUTDOWN => return Outcome::Shutdown(arg as u8),
             _ => Err(Errno::ENOSYS),
         };
         ret.into()
-    }
-
-    fn read_shutdown_reason(
-        &self,
-        idx: usize,
-        arg: GuestHandle<SchedShutdown>,
-    ) -> Result<ShutdownReason, Errno> {
-        let s = self.read_handle(idx, arg)?;
-        ShutdownReason::from_u32(s.reason).ok_or(Errno::EINVAL)
     }
 
     /// `SCHEDOP_poll`: returns at once (0) if one of the ports is pending or an upcall is
@@ -118,58 +115,69 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         Outcome::Poll
     }
 
-    /// `SCHEDOP_remote_shutdown`: the control domain shuts a domain down (itself too);
-    /// -EPERM for anyone else (Xen's XSM default), -ESRCH for an unknown or ended domain.
+    /// `SCHEDOP_remote_shutdown`, in Xen 4.17's order: the argument (-EFAULT), the
+    /// target by its id (-ESRCH: unknown, refused or destroyed; `DOMID_SELF` is no id),
+    /// then the permission (-EPERM unless the caller is the control domain, XSM's
+    /// default), then the target shuts down with the reason's low byte, whatever it is
+    /// (its own recorded code wins); a target that already ended stays as it is (0, as
+    /// Xen for a domain shut down but not yet destroyed). The control domain may name
+    /// itself.
     fn remote_shutdown(
         &mut self,
         call: &Call<'_>,
         arg: GuestHandle<SchedRemoteShutdown>,
     ) -> Outcome {
         let idx = call.idx;
-        if !self.domains[idx].dom0 {
-            return Outcome::Return(Err(Errno::EPERM));
-        }
         let op = match self.read_handle(idx, arg) {
             Ok(op) => op,
             Err(e) => return Outcome::Return(Err(e)),
         };
-        let Some(reason) = ShutdownReason::from_u32(op.reason) else {
-            return Outcome::Return(Err(Errno::EINVAL));
-        };
-        let target = if op.domain_id == DomId::SELF {
-            Some(idx)
-        } else {
-            self.slot_of(op.domain_id)
-        };
-        let Some(target) = target.filter(|&t| self.domains[t].is_runnable()) else {
+        let Some(target) = self.slot_of(op.domain_id).filter(|&t| {
+            !matches!(
+                self.domains[t].state,
+                DomainState::Refused | DomainState::Destroyed
+            )
+        }) else {
             return Outcome::Return(Err(Errno::ESRCH));
         };
-        if target == idx {
-            return Outcome::Shutdown(reason);
+        if !self.domains[idx].dom0 {
+            return Outcome::Return(Err(Errno::EPERM));
         }
-        let reason = self.domains[target].shutdown_code.unwrap_or(reason);
+        if !self.domains[target].is_runnable() {
+            return Outcome::Return(Ok(0));
+        }
+        let code = op.reason as u8;
+        if target == idx {
+            return Outcome::Shutdown(code);
+        }
         let by = call.dom.0;
-        self.end_domain(
-            target,
-            DomainState::Shutdown(reason),
-            format_args!("shut down: {} (by d{by})", reason.name()),
-        );
+        self.end_shutdown(target, code, format_args!(" (by d{by})"));
         Outcome::Return(Ok(0))
     }
 
-    /// Ends domain `idx` for a shutdown with `reason` (a recorded shutdown_code wins).
-    pub(crate) fn shutdown(
-        &mut self,
-        idx: usize,
-        reason: ShutdownReason,
-        frame: &mut GuestFrame,
-    ) -> Resume {
-        let reason = self.domains[idx].shutdown_code.unwrap_or(reason);
-        self.end_domain(
-            idx,
-            DomainState::Shutdown(reason),
-            format_args!("shut down: {}", reason.name()),
-        );
+    /// Ends domain `idx` for a shutdown with Xen's byte `code` (a recorded
+    /// shutdown_code wins).
+    pub(crate) fn shutdown(&mut self, idx: usize, code: u8, frame: &mut GuestFrame) -> Resume {
+        self.end_shutdown(idx, code, format_args!(""));
         self.schedule(frame)
+    }
+
+    /// Ends domain `idx` for a shutdown with Xen's byte `code`; a code recorded by
+    /// `SCHEDOP_shutdown_code` wins. A code that is no `SHUTDOWN_*` reason ends it as
+    /// [`DomainState::ShutdownOther`] (Xen reports it to the toolstack as it is).
+    fn end_shutdown(&mut self, idx: usize, code: u8, by: core::fmt::Arguments<'_>) {
+        let code = self.domains[idx].shutdown_code.unwrap_or(code);
+        match ShutdownReason::from_u32(u32::from(code)) {
+            Some(r) => self.end_domain(
+                idx,
+                DomainState::Shutdown(r),
+                format_args!("shut down: {}{by}", r.name()),
+            ),
+            None => self.end_domain(
+                idx,
+                DomainState::ShutdownOther(code),
+                format_args!("shut down: unknown reason {code}{by}"),
+            ),
+        }
     }
 }

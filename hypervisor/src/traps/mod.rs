@@ -538,7 +538,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             }
             // The selector is the low 16 bits (traps/segments.rs).
             SEGBASE_GS_USER_SEL => self.load_gs_user_selector(idx, base as u16),
-            _ => return Err(Errno::ENOSYS),
+            // Xen 4.17 answers an unknown `which` with -EINVAL.
+            _ => return Err(Errno::EINVAL),
         }
         Ok(0)
     }
@@ -898,6 +899,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                     MSR_FS_BASE => fs,
                     MSR_GS_BASE => gs,
                     MSR_SHADOW_GS_BASE => self.cur(idx).traps.gs_base_user,
+                    // Xen's hypercall-page MSR reads as zero.
+                    emulate::XEN_HYPERCALL_PAGE_MSR => 0,
                     _ => return self.deliver_trap(idx, frame, VEC_GP, Some(0)),
                 };
                 frame.rax = value & 0xffff_ffff;
@@ -928,8 +931,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
     }
 
-    /// wrmsr of the segment-base MSRs (kernel mode); `Err` means #GP.
+    /// wrmsr of the segment-base MSRs and Xen's hypercall-page MSR (kernel mode); `Err`
+    /// means #GP.
     fn write_msr(&mut self, idx: usize, msr: u32, value: u64) -> Result<(), ()> {
+        if msr == emulate::XEN_HYPERCALL_PAGE_MSR {
+            return self.write_hypercall_page_msr(idx, value);
+        }
         if !is_canonical(value) {
             return Err(());
         }
@@ -950,6 +957,25 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             _ => return Err(()),
         }
         Ok(())
+    }
+
+    /// wrmsr 0x40000000 (CPUID leaf 0x40000002 advertises it), as Xen 4.17's
+    /// `guest_wrmsr_xen`: `value` is a frame (an MFN, for a PV guest) with page index 0
+    /// in bits 11:0; the frame must be the domain's and able to take the writable type
+    /// (not a page or descriptor table). It is filled as the builder fills the ELF note's
+    /// hypercall page. #GP otherwise.
+    fn write_hypercall_page_msr(&mut self, idx: usize, value: u64) -> Result<(), ()> {
+        if value & 0xfff != 0 {
+            return Err(());
+        }
+        let mfn = xen_pv_abi::Mfn(value >> 12);
+        let page = crate::domain::builder::hypercall_page();
+        let mut pt = self.pt(idx);
+        pt.get_type(mfn, crate::mmu::PageType::Writable)
+            .map_err(|_| ())?;
+        let r = pt.mem.write(mfn.maddr(), &page);
+        pt.put_type(mfn);
+        r.map_err(|_| ())
     }
 
     /// #UD: Xen's forced-emulation `cpuid`; anything else (plain `ud2` included) is the

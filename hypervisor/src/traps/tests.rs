@@ -797,6 +797,56 @@ fn bad_msr_writes_and_user_mode_privileged_instructions_are_gp() {
 }
 
 #[test]
+fn hypercall_page_msr_fills_an_own_writable_frame() {
+    // As Xen 4.17 (`guest_wrmsr_xen`): wrmsr 0x40000000 with an MFN and page index 0
+    // fills that frame with the hypercall page; anything else is #GP. It reads as 0.
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let other = add_domain(&mut hv, 2);
+    let mut f = started(&mut hv);
+    install(&mut hv, &g, &mut f, &[(13, 0)]);
+    poke(&hv, &g, CODE, &[0x0f, 0x30, 0x0f, 0x32]);
+    let target = g.upages[1];
+    hv.mem.fill(target.maddr(), 0xcc, PAGE_SIZE).unwrap();
+    f.rip = CODE;
+    let wrmsr = |f: &mut GuestFrame, value: u64| {
+        (f.rcx, f.rdx, f.rax) = (0x4000_0000, value >> 32, value & 0xffff_ffff);
+    };
+    wrmsr(&mut f, target.maddr());
+    exception(&mut hv, &mut f, 13, 0, 0);
+    assert_eq!(f.rip, CODE + 2);
+    let mut page = std::vec![0u8; PAGE_SIZE];
+    hv.mem.read(target.maddr(), &mut page).unwrap();
+    assert_eq!(page[..], crate::domain::builder::hypercall_page()[..]);
+    (f.rcx, f.rdx, f.rax) = (0x4000_0000, 0x55, 0x66);
+    exception(&mut hv, &mut f, 13, 0, 0);
+    assert_eq!((f.rip, f.rdx, f.rax), (CODE + 4, 0, 0));
+    // #GP: a page index, a page table, another domain's frame, no frame at all.
+    let l1 = hv.frames.alloc(DomId(1)).unwrap();
+    hv.mem.fill(l1.maddr(), 0, PAGE_SIZE).unwrap();
+    hv.pt(g.idx).pin(l1, 1).unwrap();
+    let before = hv.frames.free_count();
+    for value in [
+        g.upages[0].maddr() | 1,
+        l1.maddr(),
+        other.kpages[0].maddr(),
+        (NR_FRAMES as u64 + 5) << 12,
+        !0xfffu64,
+    ] {
+        hv.mem.fill(g.upages[0].maddr(), 0, PAGE_SIZE).unwrap();
+        f.rip = CODE;
+        f.rsp = KSTACK_TOP - 0x100;
+        wrmsr(&mut f, value);
+        exception(&mut hv, &mut f, 13, 0, 0);
+        assert_eq!(f.rip, handler(13), "{value:#x}");
+    }
+    assert_eq!(hv.mem.read_u64(g.upages[0].maddr()).unwrap(), 0);
+    assert_eq!(hv.mem.read_u64(l1.maddr()).unwrap(), 0);
+    assert_eq!(hv.frames.free_count(), before);
+    assert!(hv.domains.iter().all(|d| d.state == DomainState::Runnable));
+}
+
+#[test]
 fn forced_cpuid_is_emulated_and_ud2_is_delivered() {
     let mut hv = new_hv();
     let g = add_domain(&mut hv, 1);
@@ -902,7 +952,10 @@ fn segment_bases() {
         (SEGBASE_GS_USER_SEL, 0xe02b, 0),
         // Xen never fails it: an unloadable selector is loaded as null.
         (SEGBASE_GS_USER_SEL, 0x1234, 0),
-        (9, 0, -38),
+        // An unknown `which` is -EINVAL (Xen 4.17), whatever the base.
+        (9, 0, -22),
+        (4, 0x5000, -22),
+        (u32::MAX, 1 << 47, -22),
     ] {
         call(
             &mut hv,

@@ -1,6 +1,8 @@
 //! Host tests: a fake backend serves the ring out of a `PageBuffer`, resolving the
 //! frontend's grants through the entries of a local grant table.
 
+extern crate std;
+
 use super::*;
 use crate::blkif::{BLKIF_RSP_ERROR, BlkifResponse};
 use crate::grant_table::{GTF_PERMIT_ACCESS, GTF_READONLY, GrantEntryV1};

@@ -36,6 +36,23 @@ static mut RING: Page = Page([0; PAGE_SIZE]);
 /// The data pages (only accessed through [`StaticPages`], by raw pointer).
 static mut DATA: [Page; DATA_PAGES] = [const { Page([0; PAGE_SIZE]) }; DATA_PAGES];
 
+/// The demo's I/O buffers. They are 16 KiB together: on the stack they pushed the
+/// kernel's 64 KiB boot stack (which has no guard page) into the statics below it and
+/// corrupted the event code's `SHARED` pointer, so the next upcall faulted.
+struct Buffers {
+    first: [u8; 4096],
+    saved: [u8; TEST_SECTORS * 512],
+    pattern: [u8; TEST_SECTORS * 512],
+    back: [u8; TEST_SECTORS * 512],
+}
+
+static BUFFERS: spin::Mutex<Buffers> = spin::Mutex::new(Buffers {
+    first: [0; 4096],
+    saved: [0; TEST_SECTORS * 512],
+    pattern: [0; TEST_SECTORS * 512],
+    back: [0; TEST_SECTORS * 512],
+});
+
 /// [`DATA`] as the frontend's data pages.
 struct StaticPages<'a>(&'a StartInfo);
 
@@ -194,7 +211,14 @@ fn io(
         info,
     );
     disk.set_max_waits(1_000_000);
-    let mut first = [0u8; 4096];
+    // Not the stack: see `Buffers`. Only this demo takes the lock, once.
+    let mut bufs = BUFFERS.try_lock().ok_or(("buffers", Errno::EBUSY))?;
+    let Buffers {
+        first,
+        saved,
+        pattern,
+        back,
+    } = &mut *bufs;
     let n = (info.sectors.min(8) as usize) * 512;
     if n == 0 {
         return Err(("read", Errno::ENODATA));
@@ -211,20 +235,17 @@ fn io(
         println!("blk: read-only or small disk: no write test");
         return Ok(());
     }
-    let mut saved = [0u8; TEST_SECTORS * 512];
-    disk.read(TEST_SECTOR, &mut saved, &mut wait)
+    disk.read(TEST_SECTOR, saved, &mut wait)
         .map_err(at("save"))?;
-    let mut pattern = [0u8; TEST_SECTORS * 512];
     for (i, b) in pattern.iter_mut().enumerate() {
         *b = (i as u8) ^ 0x5a;
     }
-    disk.write(TEST_SECTOR, &pattern, &mut wait)
+    disk.write(TEST_SECTOR, pattern, &mut wait)
         .map_err(at("write pattern"))?;
-    let mut back = [0u8; TEST_SECTORS * 512];
-    disk.read(TEST_SECTOR, &mut back, &mut wait)
+    disk.read(TEST_SECTOR, back, &mut wait)
         .map_err(at("read pattern"))?;
     let same = back == pattern;
-    disk.write(TEST_SECTOR, &saved, &mut wait)
+    disk.write(TEST_SECTOR, saved, &mut wait)
         .map_err(at("restore"))?;
     if info.flush || info.barrier {
         disk.flush(&mut wait).map_err(at("flush"))?;

@@ -3,50 +3,14 @@
 use alloc::vec::Vec;
 use xen_pv_abi::Errno;
 
-/// `XS_CONTROL` (also `XS_DEBUG`).
-pub const XS_CONTROL: u32 = 0;
-/// `XS_DIRECTORY`.
-pub const XS_DIRECTORY: u32 = 1;
-/// `XS_READ`.
-pub const XS_READ: u32 = 2;
-/// `XS_GET_PERMS`.
-pub const XS_GET_PERMS: u32 = 3;
-/// `XS_WATCH`.
-pub const XS_WATCH: u32 = 4;
-/// `XS_UNWATCH`.
-pub const XS_UNWATCH: u32 = 5;
-/// `XS_TRANSACTION_START`.
-pub const XS_TRANSACTION_START: u32 = 6;
-/// `XS_TRANSACTION_END`.
-pub const XS_TRANSACTION_END: u32 = 7;
-/// `XS_INTRODUCE`.
-pub const XS_INTRODUCE: u32 = 8;
-/// `XS_RELEASE`.
-pub const XS_RELEASE: u32 = 9;
-/// `XS_GET_DOMAIN_PATH`.
-pub const XS_GET_DOMAIN_PATH: u32 = 10;
-/// `XS_WRITE`.
-pub const XS_WRITE: u32 = 11;
-/// `XS_MKDIR`.
-pub const XS_MKDIR: u32 = 12;
-/// `XS_RM`.
-pub const XS_RM: u32 = 13;
-/// `XS_SET_PERMS`.
-pub const XS_SET_PERMS: u32 = 14;
-/// `XS_WATCH_EVENT` (server → client only).
-pub const XS_WATCH_EVENT: u32 = 15;
-/// `XS_ERROR` (server → client only).
-pub const XS_ERROR: u32 = 16;
-/// `XS_IS_DOMAIN_INTRODUCED`.
-pub const XS_IS_DOMAIN_INTRODUCED: u32 = 17;
-/// `XS_RESUME`.
-pub const XS_RESUME: u32 = 18;
-/// `XS_SET_TARGET`.
-pub const XS_SET_TARGET: u32 = 19;
-/// `XS_RESET_WATCHES` (20 was the removed `XS_RESTRICT`).
-pub const XS_RESET_WATCHES: u32 = 21;
-/// `XS_DIRECTORY_PART`.
-pub const XS_DIRECTORY_PART: u32 = 22;
+// The message types are the ABI's (`io/xs_wire.h`), re-exported so xenstored's modules
+// name them from one place.
+pub use xen_pv_abi::xenstore::{
+    XS_CONTROL, XS_DIRECTORY, XS_DIRECTORY_PART, XS_ERROR, XS_GET_DOMAIN_PATH, XS_GET_PERMS,
+    XS_INTRODUCE, XS_IS_DOMAIN_INTRODUCED, XS_MKDIR, XS_READ, XS_RELEASE, XS_RESET_WATCHES,
+    XS_RESUME, XS_RM, XS_SET_PERMS, XS_SET_TARGET, XS_TRANSACTION_END, XS_TRANSACTION_START,
+    XS_UNWATCH, XS_WATCH, XS_WATCH_EVENT, XS_WRITE,
+};
 
 /// Largest relative path (`XENSTORE_REL_PATH_MAX`).
 pub const XENSTORE_REL_PATH_MAX: usize = 2048;

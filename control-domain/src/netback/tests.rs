@@ -715,3 +715,46 @@ fn two_vifs_through_the_switch() {
         assert_eq!(tx.responses(), vec![(1, 0), (2, 0), (3, 0)]);
     }
 }
+
+/// An access-port frame reaches a trunk vif tagged with the access VLAN.
+#[test]
+fn access_to_trunk_vif_is_tagged() {
+    let (dom_a, dom_b) = (DomId(1), DomId(2));
+    let mut sw = Switch::new(SwitchConfig::default()).unwrap();
+    let pa = sw.add_port(PortConfig::Access(v(10))).unwrap();
+    sw.add_port(PortConfig::Trunk {
+        allowed: [v(10)].into_iter().collect(),
+        native: None,
+    })
+    .unwrap();
+    let mut nba = Netback::new(dom_a, NetbackConfig::default()).unwrap();
+    let mut nbb = Netback::new(dom_b, NetbackConfig::default()).unwrap();
+    let (txpage, rxpage) = (PageBuffer::new(), PageBuffer::new());
+    let mut tx = Tx::new(&txpage);
+    let mut rx = Rx::new(&rxpage);
+    let mut gio_a = FakeGrants::for_dom(dom_a);
+    let mut gio_b = FakeGrants::for_dom(dom_b);
+    rx.post(&mut gio_b, 7, 100);
+    let f = eth([0xff; 6], [2, 0, 0, 0, 0, 0xa], 1514);
+    gio_a.grant(1, 0, &f);
+    tx.push(&[slot(1, 0, 0, 1, 1514)]);
+    let mut sent = Vec::new();
+    nba.service_tx(&mut tx.back, &mut gio_a, |f, m| {
+        sent.push((f.to_vec(), m));
+        true
+    })
+    .unwrap();
+    let mut out = [0u8; MAX_FRAME];
+    let Forward::Deliver { to, .. } = sw.forward(pa, &sent[0].0, 0) else {
+        panic!("dropped");
+    };
+    let n = to[0].egress.write(&sent[0].0, &mut out).unwrap();
+    nbb.deliver_rx(&mut rx.back, &out[..n], sent[0].1, &mut gio_b)
+        .unwrap();
+    let r = rx.next().unwrap();
+    assert_eq!((r.id, r.status), (7, 1518));
+    let got = &gio_b.pages[&100][..1518];
+    assert_eq!(&got[..12], &f[..12]);
+    assert_eq!(&got[12..16], &[0x81, 0x00, 0x00, 10]);
+    assert_eq!(&got[16..], &f[12..]);
+}

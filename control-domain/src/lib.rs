@@ -13,5 +13,6 @@ pub mod cmdline;
 pub mod console;
 pub mod devices;
 pub mod modules;
+pub mod netback;
 pub mod vswitch;
 pub mod xenstored;

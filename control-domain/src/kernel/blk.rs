@@ -42,6 +42,8 @@ pub struct Vbd {
     frontend: DomId,
     devid: u32,
     fe_path: String,
+    /// `<fe_path>/state`, read every serve round (kept to avoid formatting it each time).
+    fe_state: String,
     be_path: String,
     disk: SliceDisk<'static>,
     back: Blkback,
@@ -86,6 +88,22 @@ impl GrantIo for CopyIo {
         status: &mut [i16],
     ) -> Result<(), Errno> {
         let base = buf.as_mut_ptr() as u64;
+        // The hypervisor writes wherever the frames and offsets say, so blkback's
+        // segment contract is checked rather than trusted: a segment outside `buf` or
+        // crossing one of its pages would overwrite other memory of this kernel.
+        if !base.is_multiple_of(4096) || status.len() != segs.len() {
+            return Err(Errno::EINVAL);
+        }
+        for s in segs {
+            let in_buf = s
+                .buf_offset
+                .checked_add(usize::from(s.len))
+                .is_some_and(|end| end <= buf.len());
+            let same_offset = s.buf_offset % 4096 == usize::from(s.offset);
+            if !in_buf || !same_offset || usize::from(s.offset) + usize::from(s.len) > 4096 {
+                return Err(Errno::EINVAL);
+            }
+        }
         for (chunk, st) in segs.chunks(BATCH).zip(status.chunks_mut(BATCH)) {
             self.batch.clear();
             for s in chunk {
@@ -122,9 +140,12 @@ fn path(dir: &str, key: &str) -> String {
     s
 }
 
-fn read_u32(store: &Xenstored, dir: &str, key: &str) -> Option<u32> {
-    let v = store.read_local(&path(dir, key))?;
+fn parse_u32(v: &[u8]) -> Option<u32> {
     core::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+fn read_u32(store: &Xenstored, dir: &str, key: &str) -> Option<u32> {
+    parse_u32(store.read_local(&path(dir, key))?)
 }
 
 impl Vbd {
@@ -151,6 +172,7 @@ impl Vbd {
             frontend: dev.frontend,
             devid: dev.devid,
             fe_path: dev.frontend_path(),
+            fe_state: path(&dev.frontend_path(), "state"),
             be_path,
             disk,
             back,
@@ -189,7 +211,9 @@ impl Vbd {
         }
         // A missing or unparsable state (a hostile or vanished frontend) is Unknown,
         // which closes the device.
-        let fe = read_u32(store, &self.fe_path, "state")
+        let fe = store
+            .read_local(&self.fe_state)
+            .and_then(parse_u32)
             .and_then(XenbusState::from_u32)
             .unwrap_or(XenbusState::Unknown);
         let before = self.xb.state();

@@ -447,10 +447,12 @@ impl Kernel {
             self.service_store(i);
         }
         again |= self.serve_vbds();
-        // Requests may have queued watch events for domains served before them.
-        let waiting: Vec<DomId> = self.store.domains_with_output().collect();
-        for id in waiting {
-            if let Some(i) = self.domains.iter().position(|d| d.id == id) {
+        // Requests may have queued watch events for domains served before them. No
+        // allocation here: a guest can fill the heap up to its xenstore quota, and an
+        // infallible allocation failing would stop the control domain.
+        for i in 0..self.domains.len() {
+            let id = self.domains[i].id;
+            if self.store.domains_with_output().any(|d| d == id) {
                 self.service_store(i);
             }
         }

@@ -31,7 +31,9 @@ use crate::hv::Hypervisor;
 use crate::hypercall::handle::{GuestArray, Outcome, Untyped};
 use crate::mmu::pagetable::{ADDR_MASK, PtCtx, Pte, is_grant_entry};
 use crate::platform::{MachineMemory, Platform};
+use alloc::collections::BinaryHeap;
 use alloc::vec::Vec;
+use core::cmp::Reverse;
 use core::mem::offset_of;
 use xen_pv_abi::grant_table::{
     GNTMAP_CONTAINS_PTE, GNTMAP_DEVICE_MAP, GNTMAP_HOST_MAP, GNTMAP_READONLY, GNTST_BAD_DEV_ADDR,
@@ -252,6 +254,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             }
         }
         self.add_pin(g, op.r#ref, me, mfn, readonly, parts);
+        // `handle` is the lowest free slot: it leaves the free set now.
+        self.domains[idx].grant.free_handles.pop();
         self.domains[idx].grant.maps[handle as usize] = Some(GrantMap {
             granter: op.dom,
             gref: op.r#ref,
@@ -329,19 +333,32 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
     }
 
-    /// A free maptrack slot of the domain (the table grows, fallibly, up to its
-    /// maptrack limit; `GNTST_no_space` beyond).
+    /// The lowest free maptrack slot of the domain, left in the free set until the map
+    /// succeeds (the table grows, fallibly, up to its maptrack limit; `GNTST_no_space`
+    /// beyond).
     fn free_handle(&mut self, idx: usize) -> Result<u32, i16> {
         let max = self.domains[idx].grant.limits.max_maps();
-        let maps = &mut self.domains[idx].grant.maps;
-        if let Some(i) = maps.iter().position(Option::is_none) {
-            return Ok(i as u32);
+        let g = &mut self.domains[idx].grant;
+        if let Some(&Reverse(h)) = g.free_handles.peek() {
+            return Ok(h);
         }
-        if maps.len() >= max || maps.try_reserve(1).is_err() {
+        // Room for every slot in the free set, so freeing one never allocates.
+        let room = (g.maps.len() + 1).saturating_sub(g.free_handles.len());
+        if g.maps.len() >= max
+            || g.maps.try_reserve(1).is_err()
+            || g.free_handles.try_reserve(room).is_err()
+        {
             return Err(GNTST_NO_SPACE);
         }
-        maps.push(None);
-        Ok((maps.len() - 1) as u32)
+        g.maps.push(None);
+        let h = (g.maps.len() - 1) as u32;
+        g.free_handles.push(Reverse(h));
+        Ok(h)
+    }
+
+    /// Returns emptied slot `handle` to the free set (its capacity covers every slot).
+    fn free_slot(&mut self, idx: usize, handle: u32) {
+        self.domains[idx].grant.free_handles.push(Reverse(handle));
     }
 
     /// The machine address of the L1 entry of `va` in the running vCPU's page tables.
@@ -407,6 +424,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let left = slot.map_or(0, |m| m.parts());
         if left == 0 {
             *slot = None;
+            self.free_slot(idx, req.handle);
         }
         let parts = u32::from(host_done) + u32::from(dev_done);
         for _ in 0..parts {
@@ -519,6 +537,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         else {
             return;
         };
+        self.free_slot(idx, handle as u32);
         for _ in 0..map.parts() {
             self.drop_map_refs(map.mfn, map.readonly);
         }
@@ -542,6 +561,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             self.release_map(idx, h);
         }
         self.domains[idx].grant.maps = Vec::new();
+        self.domains[idx].grant.free_handles = BinaryHeap::new();
     }
 
     /// Whether another domain maps anything of `dom` through a grant.

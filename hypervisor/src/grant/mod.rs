@@ -23,7 +23,9 @@
 use crate::hv::Hypervisor;
 use crate::hypercall::handle::{GuestArray, Outcome, Untyped};
 use crate::platform::{MachineMemory, Platform};
+use alloc::collections::BinaryHeap;
 use alloc::vec::Vec;
+use core::cmp::Reverse;
 use xen_pv_abi::grant_table::{
     GNTST_BAD_DOMAIN, GNTST_BAD_VIRT_ADDR, GNTST_GENERAL_ERROR, GNTST_OKAY,
     GNTST_PERMISSION_DENIED, GNTTAB_NR_RESERVED_ENTRIES, GNTTAB_RESERVED_CONSOLE,
@@ -139,6 +141,10 @@ pub struct GrantTable {
     /// The domain's grant mappings of other domains' frames (its maptrack), indexed by
     /// handle.
     maps: Vec<Option<GrantMap>>,
+    /// The free slots of `maps`, lowest first: a map finds its handle without scanning
+    /// the maptrack (up to 262144 slots) per element. Its capacity always covers
+    /// `maps.len()`, so pushing a freed handle never allocates.
+    free_handles: BinaryHeap<Reverse<u32>>,
     /// The pins of this table's entries, sorted by `gref`.
     active: Vec<Active>,
     /// Pages the domain gave away with `GNTTABOP_transfer` and may receive back (its
@@ -164,6 +170,7 @@ impl GrantTable {
             frames: Vec::new(),
             status: Vec::new(),
             maps: Vec::new(),
+            free_handles: BinaryHeap::new(),
             active: Vec::new(),
             headroom: 0,
         }

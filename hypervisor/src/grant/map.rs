@@ -525,28 +525,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
     }
 
-    /// Forgets maptrack entry `handle` of domain `idx` (its PTE already gone or dead):
-    /// drops its frame references and pins, and frees the frame if its owner ended and
-    /// nothing else maps it.
-    fn release_map(&mut self, idx: usize, handle: usize) {
-        let Some(map) = self.domains[idx]
-            .grant
-            .maps
-            .get_mut(handle)
-            .and_then(Option::take)
-        else {
-            return;
-        };
-        self.free_slot(idx, handle as u32);
-        for _ in 0..map.parts() {
-            self.drop_map_refs(map.mfn, map.readonly);
-        }
-        match self.granter_slot(&map) {
-            Some(g) => self.drop_pin(g, map.gref, map.readonly, map.parts()),
-            None => self.free_orphan(map.mfn, map.granter),
-        }
-    }
-
     /// Whether any domain's maptrack maps `mfn`.
     fn frame_grant_mapped(&self, mfn: Mfn) -> bool {
         self.domains
@@ -555,13 +533,75 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     }
 
     /// Releases every grant mapping of domain `idx`, which is ending (its page tables
-    /// are never used again, so the PTEs are left as they are).
+    /// are never used again, so the PTEs are left as they are). Frames of ended granters
+    /// are freed after one look at every maptrack, not one per mapping.
     pub(crate) fn release_grant_maps(&mut self, idx: usize) {
-        for h in 0..self.domains[idx].grant.maps.len() {
-            self.release_map(idx, h);
-        }
-        self.domains[idx].grant.maps = Vec::new();
+        let maps = core::mem::take(&mut self.domains[idx].grant.maps);
         self.domains[idx].grant.free_handles = BinaryHeap::new();
+        let mut orphans: Vec<(Mfn, DomId)> = Vec::new();
+        let room = orphans.try_reserve(maps.len()).is_ok();
+        for map in maps.into_iter().flatten() {
+            for _ in 0..map.parts() {
+                self.drop_map_refs(map.mfn, map.readonly);
+            }
+            match self.granter_slot(&map) {
+                Some(g) => self.drop_pin(g, map.gref, map.readonly, map.parts()),
+                None if room => orphans.push((map.mfn, map.granter)),
+                None => self.free_orphan(map.mfn, map.granter),
+            }
+        }
+        if orphans.is_empty() {
+            return;
+        }
+        match self.mapped_frames(None) {
+            Some(mapped) => {
+                for (mfn, owner) in orphans {
+                    if self.frames.owner(mfn) == Some(owner) && mapped.binary_search(&mfn).is_err()
+                    {
+                        self.frames.free(mfn);
+                    }
+                }
+            }
+            None => {
+                for (mfn, owner) in orphans {
+                    self.free_orphan(mfn, owner);
+                }
+            }
+        }
+    }
+
+    /// The frames (sorted, deduplicated) any domain other than `granter` maps through a
+    /// grant of `granter`, or through any grant for `None`; `None` if the list cannot be
+    /// allocated.
+    pub(crate) fn mapped_frames(&self, granter: Option<DomId>) -> Option<Vec<Mfn>> {
+        let wanted = |d: &Domain, m: &GrantMap| granter.is_none_or(|g| d.id != g && m.granter == g);
+        let n = self
+            .domains
+            .iter()
+            .map(|d| {
+                d.grant
+                    .maps
+                    .iter()
+                    .flatten()
+                    .filter(|m| wanted(d, m))
+                    .count()
+            })
+            .sum();
+        let mut v: Vec<Mfn> = Vec::new();
+        v.try_reserve(n).ok()?;
+        for d in &self.domains {
+            v.extend(
+                d.grant
+                    .maps
+                    .iter()
+                    .flatten()
+                    .filter(|m| wanted(d, m))
+                    .map(|m| m.mfn),
+            );
+        }
+        v.sort_unstable();
+        v.dedup();
+        Some(v)
     }
 
     /// Whether another domain maps anything of `dom` through a grant.

@@ -744,3 +744,82 @@ fn replace_forgets_cached_walks_of_both_entries() {
         Ok(u64::from_le_bytes([9; 8]))
     );
 }
+
+/// Handles come from a free set, not a scan of the maptrack: a map takes the lowest free
+/// handle, a failed map takes none, an unmap frees its handle (checked against a model
+/// over a random sequence).
+#[test]
+fn handles_are_the_lowest_free_slot() {
+    let mut fx = fx();
+    let frame = fx.d(1).data[BUF];
+    fx.grant(1, 10, GTF_PERMIT_ACCESS | GTF_READONLY, 2, frame);
+    let dev = GNTMAP_DEVICE_MAP | GNTMAP_READONLY;
+    let mut live: Vec<u32> = Vec::new();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..400 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        match seed % 4 {
+            0 | 1 if live.len() < 40 => {
+                let want = (0u32..).find(|h| !live.contains(h)).unwrap();
+                let out = fx.map(2, mop(0, dev, 10, 1));
+                assert_eq!((out.status, out.handle), (GNTST_OKAY, want));
+                live.push(want);
+            }
+            2 => {
+                // Refused after the handle was chosen: it stays free.
+                let out = fx.map(2, mop(0, dev, 100_000, 1));
+                assert_eq!(out.status, GNTST_BAD_GNTREF);
+            }
+            _ if !live.is_empty() => {
+                let h = live.swap_remove((seed >> 8) as usize % live.len());
+                assert_eq!(fx.unmap(2, 0, h, frame.maddr()), GNTST_OKAY);
+            }
+            _ => {}
+        }
+    }
+    let idx2 = fx.d(2).idx;
+    let maps = fx.hv.domains[idx2].grant.maps();
+    let held = maps.iter().filter(|m| m.is_some()).count();
+    assert_eq!(held, live.len());
+}
+
+/// A mapper ending with several mappings of a dead granter's frames frees each frame
+/// no one else maps, and keeps the one a third domain still maps until it unmaps it.
+#[test]
+fn a_mapper_ending_frees_only_unshared_orphans() {
+    let mut fx = fx();
+    let (shared, own) = (fx.d(1).data[BUF], fx.d(1).data[BUF + 1]);
+    let frame_of_1 = fx.d(1).data[0];
+    fx.grant(1, 10, GTF_PERMIT_ACCESS | GTF_READONLY, 2, shared);
+    fx.grant(1, 11, GTF_PERMIT_ACCESS | GTF_READONLY, 2, own);
+    fx.grant(1, 12, GTF_PERMIT_ACCESS | GTF_READONLY, 3, shared);
+    let dev = GNTMAP_DEVICE_MAP | GNTMAP_READONLY;
+    for (r, n) in [(10, 3), (11, 2)] {
+        for _ in 0..n {
+            assert_eq!(fx.map(2, mop(0, dev, r, 1)).status, GNTST_OKAY);
+        }
+    }
+    let out = fx.map(3, mop(0, dev, 12, 1));
+    assert_eq!(out.status, GNTST_OKAY);
+    let (idx1, idx2) = (fx.d(1).idx, fx.d(2).idx);
+    fx.hv
+        .end_domain(idx1, DomainState::Crashed, format_args!("test"));
+    assert_eq!(
+        fx.hv.frames.owner(frame_of_1),
+        None,
+        "an unmapped frame goes"
+    );
+    assert_eq!(fx.hv.frames.owner(own), Some(DomId(1)));
+    fx.hv
+        .end_domain(idx2, DomainState::Crashed, format_args!("test"));
+    assert_eq!(fx.hv.frames.owner(own), None);
+    assert_eq!(
+        fx.hv.frames.owner(shared),
+        Some(DomId(1)),
+        "domain 3 maps it"
+    );
+    assert_eq!(fx.unmap(3, 0, out.handle, shared.maddr()), GNTST_OKAY);
+    assert_eq!(fx.hv.frames.owner(shared), None);
+}

@@ -674,10 +674,16 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         // others still map stay allocated until they are unmapped.
         self.release_grant_maps(idx);
         if self.has_grant_mappers(id) {
-            let domains = &self.domains;
-            self.frames.free_all_of_keeping(id, |mfn| {
-                crate::grant::grant_mapped_by_others(domains, id, mfn)
-            });
+            // One sorted list instead of a scan of every maptrack per frame of `id`.
+            if let Some(mapped) = self.mapped_frames(Some(id)) {
+                self.frames
+                    .free_all_of_keeping(id, |mfn| mapped.binary_search(&mfn).is_ok());
+            } else {
+                let domains = &self.domains;
+                self.frames.free_all_of_keeping(id, |mfn| {
+                    crate::grant::grant_mapped_by_others(domains, id, mfn)
+                });
+            }
         } else {
             self.frames.free_all_of(id);
         }

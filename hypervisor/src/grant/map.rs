@@ -31,7 +31,9 @@ use crate::hv::Hypervisor;
 use crate::hypercall::handle::{GuestArray, Outcome, Untyped};
 use crate::mmu::pagetable::{ADDR_MASK, PtCtx, Pte, is_grant_entry};
 use crate::platform::{MachineMemory, Platform};
+use alloc::collections::BinaryHeap;
 use alloc::vec::Vec;
+use core::cmp::Reverse;
 use core::mem::offset_of;
 use xen_pv_abi::grant_table::{
     GNTMAP_CONTAINS_PTE, GNTMAP_DEVICE_MAP, GNTMAP_HOST_MAP, GNTMAP_READONLY, GNTST_BAD_DEV_ADDR,
@@ -252,6 +254,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             }
         }
         self.add_pin(g, op.r#ref, me, mfn, readonly, parts);
+        // `handle` is the lowest free slot: it leaves the free set now.
+        self.domains[idx].grant.free_handles.pop();
         self.domains[idx].grant.maps[handle as usize] = Some(GrantMap {
             granter: op.dom,
             gref: op.r#ref,
@@ -329,19 +333,32 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
     }
 
-    /// A free maptrack slot of the domain (the table grows, fallibly, up to its
-    /// maptrack limit; `GNTST_no_space` beyond).
+    /// The lowest free maptrack slot of the domain, left in the free set until the map
+    /// succeeds (the table grows, fallibly, up to its maptrack limit; `GNTST_no_space`
+    /// beyond).
     fn free_handle(&mut self, idx: usize) -> Result<u32, i16> {
         let max = self.domains[idx].grant.limits.max_maps();
-        let maps = &mut self.domains[idx].grant.maps;
-        if let Some(i) = maps.iter().position(Option::is_none) {
-            return Ok(i as u32);
+        let g = &mut self.domains[idx].grant;
+        if let Some(&Reverse(h)) = g.free_handles.peek() {
+            return Ok(h);
         }
-        if maps.len() >= max || maps.try_reserve(1).is_err() {
+        // Room for every slot in the free set, so freeing one never allocates.
+        let room = (g.maps.len() + 1).saturating_sub(g.free_handles.len());
+        if g.maps.len() >= max
+            || g.maps.try_reserve(1).is_err()
+            || g.free_handles.try_reserve(room).is_err()
+        {
             return Err(GNTST_NO_SPACE);
         }
-        maps.push(None);
-        Ok((maps.len() - 1) as u32)
+        g.maps.push(None);
+        let h = (g.maps.len() - 1) as u32;
+        g.free_handles.push(Reverse(h));
+        Ok(h)
+    }
+
+    /// Returns emptied slot `handle` to the free set (its capacity covers every slot).
+    fn free_slot(&mut self, idx: usize, handle: u32) {
+        self.domains[idx].grant.free_handles.push(Reverse(handle));
     }
 
     /// The machine address of the L1 entry of `va` in the running vCPU's page tables.
@@ -407,6 +424,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let left = slot.map_or(0, |m| m.parts());
         if left == 0 {
             *slot = None;
+            self.free_slot(idx, req.handle);
         }
         let parts = u32::from(host_done) + u32::from(dev_done);
         for _ in 0..parts {
@@ -507,27 +525,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
     }
 
-    /// Forgets maptrack entry `handle` of domain `idx` (its PTE already gone or dead):
-    /// drops its frame references and pins, and frees the frame if its owner ended and
-    /// nothing else maps it.
-    fn release_map(&mut self, idx: usize, handle: usize) {
-        let Some(map) = self.domains[idx]
-            .grant
-            .maps
-            .get_mut(handle)
-            .and_then(Option::take)
-        else {
-            return;
-        };
-        for _ in 0..map.parts() {
-            self.drop_map_refs(map.mfn, map.readonly);
-        }
-        match self.granter_slot(&map) {
-            Some(g) => self.drop_pin(g, map.gref, map.readonly, map.parts()),
-            None => self.free_orphan(map.mfn, map.granter),
-        }
-    }
-
     /// Whether any domain's maptrack maps `mfn`.
     fn frame_grant_mapped(&self, mfn: Mfn) -> bool {
         self.domains
@@ -536,12 +533,75 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     }
 
     /// Releases every grant mapping of domain `idx`, which is ending (its page tables
-    /// are never used again, so the PTEs are left as they are).
+    /// are never used again, so the PTEs are left as they are). Frames of ended granters
+    /// are freed after one look at every maptrack, not one per mapping.
     pub(crate) fn release_grant_maps(&mut self, idx: usize) {
-        for h in 0..self.domains[idx].grant.maps.len() {
-            self.release_map(idx, h);
+        let maps = core::mem::take(&mut self.domains[idx].grant.maps);
+        self.domains[idx].grant.free_handles = BinaryHeap::new();
+        let mut orphans: Vec<(Mfn, DomId)> = Vec::new();
+        let room = orphans.try_reserve(maps.len()).is_ok();
+        for map in maps.into_iter().flatten() {
+            for _ in 0..map.parts() {
+                self.drop_map_refs(map.mfn, map.readonly);
+            }
+            match self.granter_slot(&map) {
+                Some(g) => self.drop_pin(g, map.gref, map.readonly, map.parts()),
+                None if room => orphans.push((map.mfn, map.granter)),
+                None => self.free_orphan(map.mfn, map.granter),
+            }
         }
-        self.domains[idx].grant.maps = Vec::new();
+        if orphans.is_empty() {
+            return;
+        }
+        match self.mapped_frames(None) {
+            Some(mapped) => {
+                for (mfn, owner) in orphans {
+                    if self.frames.owner(mfn) == Some(owner) && mapped.binary_search(&mfn).is_err()
+                    {
+                        self.frames.free(mfn);
+                    }
+                }
+            }
+            None => {
+                for (mfn, owner) in orphans {
+                    self.free_orphan(mfn, owner);
+                }
+            }
+        }
+    }
+
+    /// The frames (sorted, deduplicated) any domain other than `granter` maps through a
+    /// grant of `granter`, or through any grant for `None`; `None` if the list cannot be
+    /// allocated.
+    pub(crate) fn mapped_frames(&self, granter: Option<DomId>) -> Option<Vec<Mfn>> {
+        let wanted = |d: &Domain, m: &GrantMap| granter.is_none_or(|g| d.id != g && m.granter == g);
+        let n = self
+            .domains
+            .iter()
+            .map(|d| {
+                d.grant
+                    .maps
+                    .iter()
+                    .flatten()
+                    .filter(|m| wanted(d, m))
+                    .count()
+            })
+            .sum();
+        let mut v: Vec<Mfn> = Vec::new();
+        v.try_reserve(n).ok()?;
+        for d in &self.domains {
+            v.extend(
+                d.grant
+                    .maps
+                    .iter()
+                    .flatten()
+                    .filter(|m| wanted(d, m))
+                    .map(|m| m.mfn),
+            );
+        }
+        v.sort_unstable();
+        v.dedup();
+        Some(v)
     }
 
     /// Whether another domain maps anything of `dom` through a grant.

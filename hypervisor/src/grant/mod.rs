@@ -23,7 +23,9 @@
 use crate::hv::Hypervisor;
 use crate::hypercall::handle::{GuestArray, Outcome, Untyped};
 use crate::platform::{MachineMemory, Platform};
+use alloc::collections::BinaryHeap;
 use alloc::vec::Vec;
+use core::cmp::Reverse;
 use xen_pv_abi::grant_table::{
     GNTST_BAD_DOMAIN, GNTST_BAD_VIRT_ADDR, GNTST_GENERAL_ERROR, GNTST_OKAY,
     GNTST_PERMISSION_DENIED, GNTTAB_NR_RESERVED_ENTRIES, GNTTAB_RESERVED_CONSOLE,
@@ -139,6 +141,10 @@ pub struct GrantTable {
     /// The domain's grant mappings of other domains' frames (its maptrack), indexed by
     /// handle.
     maps: Vec<Option<GrantMap>>,
+    /// The free slots of `maps`, lowest first: a map finds its handle without scanning
+    /// the maptrack (up to 262144 slots) per element. Its capacity always covers
+    /// `maps.len()`, so pushing a freed handle never allocates.
+    free_handles: BinaryHeap<Reverse<u32>>,
     /// The pins of this table's entries, sorted by `gref`.
     active: Vec<Active>,
     /// Pages the domain gave away with `GNTTABOP_transfer` and may receive back (its
@@ -164,6 +170,7 @@ impl GrantTable {
             frames: Vec::new(),
             status: Vec::new(),
             maps: Vec::new(),
+            free_handles: BinaryHeap::new(),
             active: Vec::new(),
             headroom: 0,
         }
@@ -381,22 +388,26 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if self.grow_table(t, nr_frames as usize).is_err() {
             return GNTST_GENERAL_ERROR;
         }
-        let frames = self.domains[t].grant.frames.clone();
-        self.write_frame_list(idx, frame_list, &frames[..nr_frames as usize])
+        self.write_frame_list(idx, frame_list, t, false, nr_frames as usize)
     }
 
-    /// Writes `frames` to the guest array at `list`: `GNTST_bad_virt_addr` if a slot
-    /// cannot be written (the others still are, as Xen).
-    fn write_frame_list(&mut self, idx: usize, list: u64, frames: &[Mfn]) -> i16 {
-        let mut status = GNTST_OKAY;
-        for (i, mfn) in frames.iter().enumerate() {
+    /// Writes the first `n` grant frames (status frames if `status`) of slot `t` to the
+    /// guest array at `list`: `GNTST_bad_virt_addr` if a slot cannot be written (the
+    /// others still are, as Xen). Read one at a time: no copy of the list is allocated.
+    fn write_frame_list(&mut self, idx: usize, list: u64, t: usize, status: bool, n: usize) -> i16 {
+        let mut result = GNTST_OKAY;
+        for i in 0..n {
+            let g = &self.domains[t].grant;
+            let Some(&mfn) = (if status { &g.status } else { &g.frames }).get(i) else {
+                return GNTST_GENERAL_ERROR;
+            };
             // The caller checked that the whole list is a guest range.
             let slot = list.wrapping_add(i as u64 * 8);
             if self.write_guest(idx, slot, &mfn.0.to_le_bytes()).is_err() {
-                status = GNTST_BAD_VIRT_ADDR;
+                result = GNTST_BAD_VIRT_ADDR;
             }
         }
-        status
+        result
     }
 
     /// `GNTTABOP_get_status_frames`: the MFNs of the first `nr_frames` status frames.
@@ -408,12 +419,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let status = match self.grant_target(idx, op.dom) {
             Target::Refused(status) => status,
             Target::Slot(t) => {
-                let g = &self.domains[t].grant;
-                if op.nr_frames as usize > g.status.len() {
+                if op.nr_frames as usize > self.domains[t].grant.status.len() {
                     GNTST_GENERAL_ERROR
                 } else {
-                    let frames = g.status[..op.nr_frames as usize].to_vec();
-                    self.write_frame_list(idx, op.frame_list, &frames)
+                    self.write_frame_list(idx, op.frame_list, t, true, op.nr_frames as usize)
                 }
             }
         };
@@ -570,8 +579,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             }
             self.unpopulate_status(idx)?;
         }
-        let frames = self.domains[idx].grant.frames.clone();
-        for mfn in &frames {
+        for mfn in &self.domains[idx].grant.frames {
             // Grant frames are RAM the hypervisor allocated.
             let _ = self.mem.fill(mfn.maddr(), 0, PAGE_SIZE);
         }

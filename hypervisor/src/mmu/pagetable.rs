@@ -903,7 +903,9 @@ impl<M: MachineMemory> PtCtx<'_, M> {
             // Only NX, A/D or guest bits differ: no right the TLB or a remembered walk may
             // hold is taken away (NX adds a restriction the guest flushes for itself, as
             // on Xen).
-            self.write_entry_keeping(table, slot, new)?;
+            // The new value grants every right the old one did (same frame, same
+            // writability): remembered guest translations through it stay right.
+            self.write_entry_keep_cache(table, slot, new)?;
         } else {
             return Ok(false);
         }
@@ -963,14 +965,6 @@ impl<M: MachineMemory> PtCtx<'_, M> {
         } else {
             self.frames.partial(entry_mfn(old)).is_none()
         }
-    }
-
-    /// Writes an entry whose new value grants every right the old one did (same frame,
-    /// same writability): remembered guest translations through it stay right.
-    fn write_entry_keeping(&self, table: Mfn, slot: usize, entry: u64) -> Result<(), Errno> {
-        self.mem
-            .write_u64(table.maddr() + slot as u64 * 8, entry)
-            .map_err(|_| Errno::EINVAL)
     }
 
     /// Writes the grant mapping `new` (present, with [`Pte::GNTTAB`]; its references

@@ -9,7 +9,7 @@
 //! domains exist), then the command (-ENOSYS), then the target (-ESRCH). Results are
 //! copied back as the whole request, as Xen does.
 
-use crate::domain::runtime::{Domain, DomainState};
+use crate::domain::runtime::DomainState;
 use crate::hv::Hypervisor;
 use crate::hypercall::HcResult;
 use crate::hypercall::handle::GuestHandle;
@@ -39,7 +39,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             dc::XEN_DOMCTL_GETDOMAININFO => {
                 // Xen 4.17: the first existing domain from `domain` on is described.
                 let target = (0..self.domains.len())
-                    .find(|&i| self.domains[i].id >= dom && exists(&self.domains[i]))
+                    .find(|&i| self.domains[i].id >= dom && self.domains[i].exists())
                     .ok_or(Errno::ESRCH)?;
                 let info = self.domain_info(target);
                 req.domain = info.domain;
@@ -88,7 +88,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                         break;
                     }
                     let d = &self.domains[i];
-                    if d.id < first || !exists(d) {
+                    if d.id < first || !d.exists() {
                         continue;
                     }
                     let info = self.domain_info(i);
@@ -110,10 +110,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
 
     /// The index of existing domain `dom`, or -ESRCH.
     pub(super) fn existing(&self, dom: DomId) -> Result<usize, Errno> {
-        self.domains
-            .iter()
-            .position(|d| d.id == dom && exists(d))
-            .ok_or(Errno::ESRCH)
+        self.existing_slot(dom).ok_or(Errno::ESRCH)
     }
 
     /// The index of existing domain `dom` that is not the caller `idx` (Xen refuses to
@@ -236,9 +233,4 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             ..GetDomainInfo::default()
         }
     }
-}
-
-/// Whether domctl/sysctl see domain `d`: built and not destroyed.
-fn exists(d: &Domain) -> bool {
-    !d.destroyed && d.state != DomainState::Refused
 }

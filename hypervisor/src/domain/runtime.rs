@@ -140,6 +140,14 @@ pub struct Domain {
 }
 
 impl Domain {
+    /// Found by its id, as Xen's `rcu_lock_domain_by_id` finds a domain: built (not
+    /// refused) and not destroyed; a domain that shut down or crashed still exists until
+    /// the control domain destroys it. The one notion of existence every hypercall that
+    /// names another domain uses (`existing_slot` of the core).
+    pub fn exists(&self) -> bool {
+        !self.destroyed && self.state != DomainState::Refused
+    }
+
     /// Its vCPU `v`. Ids come from the hypervisor (the running vCPU, the scheduler's
     /// and timers' keys), never unchecked from a guest: an unknown one is a hypervisor
     /// bug and panics (use [`Domain::vcpu_get`] for a guest-chosen id).

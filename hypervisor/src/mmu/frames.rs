@@ -10,6 +10,7 @@
 //! [`GROUP_FRAMES`] frames is only scanned when its counter says it holds a free frame, so
 //! one allocation touches at most `GROUPS + GROUP_FRAMES` entries, never the whole table.
 
+use alloc::vec::Vec;
 use core::ops::Range;
 use xen_pv_abi::layout::{INVALID_M2P_ENTRY, PAGE_SIZE};
 use xen_pv_abi::{DomId, Mfn};
@@ -176,6 +177,9 @@ pub struct Frames {
     hint: usize,
     /// Highest frame ever handed to the allocator (`XENMEM_maximum_ram_page`).
     max_ram: u64,
+    /// Allocated frames per owner, sorted by owner (a domain's `tot_pages` without a
+    /// scan of the table).
+    owned: Vec<(DomId, usize)>,
     /// Page-table entries validated or devalidated so far (wrapping): lets a batch
     /// bound the work of one entry into the hypervisor.
     work: u64,
@@ -211,6 +215,7 @@ impl Frames {
             free: 0,
             hint: 0,
             max_ram: 0,
+            owned: Vec::new(),
             work: 0,
             tlb: super::guest::Tlb::new(),
             hw_flush: false,
@@ -229,6 +234,15 @@ impl Frames {
         if self.free == 0 || owner == DomId::INVALID {
             return None;
         }
+        let slot = match self.owned.binary_search_by_key(&owner, |e| e.0) {
+            Ok(k) => k,
+            Err(k) => {
+                // A new owner (domain build): no frame if its counter cannot be kept.
+                self.owned.try_reserve(1).ok()?;
+                self.owned.insert(k, (owner, 0));
+                k
+            }
+        };
         for step in 0..GROUPS {
             let group = (self.hint + step) % GROUPS;
             if self.group_free[group] == 0 {
@@ -251,7 +265,11 @@ impl Frames {
             self.group_free[group] -= 1;
             self.free -= 1;
             self.hint = group;
+            self.owned[slot].1 += 1;
             return Some(Mfn(i as u64));
+        }
+        if self.owned[slot].1 == 0 {
+            self.owned.remove(slot);
         }
         None
     }
@@ -518,12 +536,11 @@ impl Frames {
         self.free
     }
 
-    /// Frames currently allocated to `dom` (O(MAX_FRAMES); for accounting checks).
+    /// Frames currently allocated to `dom` (Xen's `tot_pages`; a lookup, no scan).
     pub fn count_of(&self, dom: DomId) -> usize {
-        self.table[..self.len]
-            .iter()
-            .filter(|f| f.is_allocated() && f.owner == dom)
-            .count()
+        self.owned
+            .binary_search_by_key(&dom, |e| e.0)
+            .map_or(0, |k| self.owned[k].1)
     }
 
     /// How many allocated frames have an owner `owned` accepts (one pass over the
@@ -545,6 +562,15 @@ impl Frames {
     }
 
     fn mark_free(&mut self, i: usize) {
+        if self.table[i].is_allocated() {
+            let owner = self.table[i].owner;
+            if let Ok(k) = self.owned.binary_search_by_key(&owner, |e| e.0) {
+                self.owned[k].1 -= 1;
+                if self.owned[k].1 == 0 {
+                    self.owned.remove(k);
+                }
+            }
+        }
         self.tlb.flush();
         self.max_ram = self.max_ram.max(i as u64);
         self.table[i] = FrameInfo::FREE;
@@ -739,5 +765,37 @@ mod tests {
         assert!(!f.set_partial(Mfn(99), Some(p)));
         f.free(m);
         assert_eq!(f.partial(m), None);
+    }
+
+    #[test]
+    fn per_owner_counts_follow_every_alloc_and_free() {
+        let mut f = frames(256, &[0..256 * PAGE]);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut held: Vec<Mfn> = Vec::new();
+        for _ in 0..4000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let dom = DomId((x % 4) as u16);
+            match (x >> 8) % 3 {
+                0 | 1 => {
+                    if let Some(m) = f.alloc(dom) {
+                        held.push(m);
+                    }
+                }
+                _ if !held.is_empty() => {
+                    let m = held.swap_remove((x >> 16) as usize % held.len());
+                    f.free(m);
+                }
+                _ => {
+                    f.free_all_of(dom);
+                    held.retain(|&m| f.owner(m).is_some());
+                }
+            }
+            for d in 0..4 {
+                let scan = f.count_owned(|o| o == DomId(d));
+                assert_eq!(f.count_of(DomId(d)), scan);
+            }
+        }
     }
 }

@@ -31,7 +31,6 @@
 //! `UVMF_TLB_FLUSH`: all; none: nothing), as on Xen. The MMUEXT flush and invlpg ops do
 //! what they say; unpin and root switches flush the whole TLB.
 
-use crate::domain::runtime::DomainState;
 use crate::hv::Hypervisor;
 use crate::hypercall::HcResult;
 use crate::hypercall::handle::{GuestArray, GuestHandle, Outcome};
@@ -290,14 +289,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         with_pt_owner: bool,
     ) -> Result<bool, Errno> {
         let me = self.domains[idx].id.0;
-        let exists = |id: u16| {
-            self.slot_of(DomId(id)).is_some_and(|t| {
-                !matches!(
-                    self.domains[t].state,
-                    DomainState::Refused | DomainState::Destroyed
-                )
-            })
-        };
+        let exists = |id: u16| self.existing_slot(DomId(id)).is_some();
         let mut other = false;
         let pfd = (foreigndom >> 16) as u16;
         if with_pt_owner && pfd != 0 && pfd - 1 != me {

@@ -70,10 +70,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let me = self.domains[idx].id;
         let known = xatp.domid == DomId::SELF
             || xatp.domid == me
-            || self
-                .domains
-                .iter()
-                .any(|d| d.id == xatp.domid && d.is_runnable());
+            || self.existing_slot(xatp.domid).is_some();
         if !known {
             return Err(Errno::ESRCH);
         }
@@ -88,11 +85,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if domid == DomId::SELF || domid == me.id {
             return Ok(idx);
         }
-        let other = self
-            .domains
-            .iter()
-            .position(|d| d.id == domid && d.is_runnable())
-            .ok_or(Errno::ESRCH)?;
+        let other = self.existing_slot(domid).ok_or(Errno::ESRCH)?;
         if me.dom0 {
             Ok(other)
         } else {

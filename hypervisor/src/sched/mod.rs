@@ -132,12 +132,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             Ok(op) => op,
             Err(e) => return Outcome::Return(Err(e)),
         };
-        let Some(target) = self.slot_of(op.domain_id).filter(|&t| {
-            !matches!(
-                self.domains[t].state,
-                DomainState::Refused | DomainState::Destroyed
-            )
-        }) else {
+        let Some(target) = self.existing_slot(op.domain_id) else {
             return Outcome::Return(Err(Errno::ESRCH));
         };
         if !self.domains[idx].dom0 {

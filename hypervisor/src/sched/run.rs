@@ -30,6 +30,11 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         self.domains.binary_search_by_key(&dom, |d| d.id).ok()
     }
 
+    /// The slot of domain `dom` if it exists ([`Domain::exists`](crate::domain::Domain::exists)).
+    pub(crate) fn existing_slot(&self, dom: DomId) -> Option<usize> {
+        self.slot_of(dom).filter(|&t| self.domains[t].exists())
+    }
+
     /// Saves the running vCPU's registers (it is being switched out).
     fn save_current(&mut self, idx: usize, frame: &GuestFrame) {
         self.cur_mut(idx).frame = *frame;

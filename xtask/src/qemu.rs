@@ -142,7 +142,7 @@ pub struct HvRun {
 /// Name of the control domain in every bundle.
 pub const CONTROL_DOMAIN_NAME: &str = "control";
 /// Memory of the control domain, MiB.
-pub const CONTROL_DOMAIN_MEMORY_MIB: u32 = 32;
+pub const CONTROL_DOMAIN_MEMORY_MIB: u32 = 48;
 
 impl HvRun {
     /// The guests of the bundle, in order: the control domain (dom0 `control`, booted

@@ -5,7 +5,12 @@
 use linked_list_allocator::LockedHeap;
 
 /// Heap size; in `.bss`, so it costs nothing in the image file.
-pub const HEAP_SIZE: usize = 4 << 20;
+pub const HEAP_SIZE: usize = 16 << 20;
+
+/// What xenstored may keep for all domUs together (`Limits::memory_total`): its fairness
+/// rule bounds their total by twice this, 8 MiB, which leaves the other half of the heap
+/// to dom0's own nodes, the backends' buffers and the rest of the kernel.
+pub const STORE_DOMU_BUDGET: usize = HEAP_SIZE / 4;
 
 #[repr(C, align(4096))]
 struct Area([u8; HEAP_SIZE]);

@@ -110,7 +110,10 @@ fn main(si: &'static StartInfo) -> ! {
     let mut k = Kernel {
         cmdline,
         devices,
-        store: Xenstored::new(Limits::default()),
+        store: Xenstored::new(Limits {
+            memory_total: heap::STORE_DOMU_BUDGET,
+            ..Limits::default()
+        }),
         console,
         out,
         window: Window::new(),

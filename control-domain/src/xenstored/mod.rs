@@ -55,7 +55,23 @@
 //! * Permission entries naming a non-existent domain are kept (Xen marks them ignored);
 //!   domain ids in permission strings must be decimal and < 65536 (Xen uses `strtol`).
 //! * `XS_CONTROL` is `ENOSYS` for dom0; no live update, no `XS_GET/SET_QUOTA`/features.
-//! * The watch-rate limiter and the per-domain memory accounting of Xen are not modelled.
+//! * The watch-rate limiter of Xen is not modelled.
+//!
+//! # Memory
+//!
+//! Every byte a domU makes the store keep is charged to it ([`Xenstored::memory_of`]):
+//! the nodes it owns (path, record, bookkeeping), its watches, its open transactions'
+//! copies and read sets, and its queued output. As Xen 4.17's `domain_can_read`, a domU
+//! at `Limits::memory_per_domain` (Xen's hard quota, 2.5 MiB) has no further request
+//! read until its charge drops, and an operation that would take it over answers
+//! `ENOMEM` before changing anything. Beyond Xen, because this xenstored lives in a
+//! fixed heap: while all domUs together hold `Limits::memory_total`, only domUs below
+//! their fair share (`memory_total / domUs`) are read, so one hostile domain (or a few)
+//! can neither exhaust the heap nor starve the others. Domains above their share got
+//! there below the total and the others stop at their share, so all domUs together
+//! never hold more than twice `memory_total` (plus one request each). The charges are conservative
+//! estimates of the heap each structure takes; every allocation whose size a guest
+//! chooses is fallible, so what remains infallible is bounded by one request.
 
 pub mod ring;
 pub mod wire;
@@ -103,6 +119,13 @@ pub struct Limits {
     /// Queued outgoing bytes of one domU beyond which it is dropped (Xen's hard memory
     /// quota, 2.5 MiB).
     pub output_bytes_per_domain: usize,
+    /// Bytes one domU may make the store keep (`quota-memory-per-domain-hard`, 2.5 MiB):
+    /// at it, its requests are not read; an operation that would pass it is `ENOMEM`.
+    pub memory_per_domain: usize,
+    /// Bytes all domUs together may make the store keep; past it only domUs below their
+    /// fair share are read, which bounds the domUs' total by twice this. Set from the
+    /// heap the store lives in.
+    pub memory_total: usize,
 }
 
 impl Default for Limits {
@@ -118,6 +141,8 @@ impl Default for Limits {
             transaction_nodes: 1024,
             output_messages_per_domain: 1024,
             output_bytes_per_domain: 2 * 1024 * 1024 + 512 * 1024,
+            memory_per_domain: 2 * 1024 * 1024 + 512 * 1024,
+            memory_total: 8 * 1024 * 1024,
         }
     }
 }
@@ -218,6 +243,22 @@ impl Node {
     fn record_size(&self) -> usize {
         24 + 8 * self.perms.len() + self.value.len() + self.childlen()
     }
+    /// Bytes charged to the owner for this node at `path`: the record plus the map
+    /// entry, the path and the per-child string headers.
+    fn cost(&self, path: &str) -> usize {
+        node_cost(path.len(), self.record_size(), self.children.len())
+    }
+}
+
+/// Heap bookkeeping charged per node beyond its path and record (map entry, vectors).
+const NODE_OVERHEAD: usize = 128;
+/// Heap bookkeeping charged per child name (its `String` header).
+const CHILD_OVERHEAD: usize = 24;
+/// Heap bookkeeping charged per watch and per transaction read-set entry.
+const ENTRY_OVERHEAD: usize = 64;
+
+fn node_cost(path_len: usize, record: usize, children: usize) -> usize {
+    path_len + record + NODE_OVERHEAD + children * CHILD_OVERHEAD
 }
 
 struct Watch {
@@ -235,6 +276,8 @@ struct OutMsg {
 
 struct Conn {
     watches: Vec<Watch>,
+    /// Bytes charged for `watches`.
+    watch_bytes: usize,
     out: VecDeque<OutMsg>,
     out_bytes: usize,
     outstanding: usize,
@@ -250,6 +293,7 @@ impl Conn {
     fn new() -> Self {
         Conn {
             watches: Vec::new(),
+            watch_bytes: 0,
             out: VecDeque::new(),
             out_bytes: 0,
             outstanding: 0,
@@ -284,6 +328,8 @@ struct Txn {
     /// An operation failed after changing nodes: the commit must fail (`ENOMEM`, as
     /// Xen's `fail_transaction`).
     failed: bool,
+    /// Bytes charged to the owner for `writes` and `accessed`.
+    bytes: usize,
 }
 
 /// Who issues an operation.
@@ -311,6 +357,8 @@ pub struct Xenstored {
     nodes: BTreeMap<String, Node>,
     generation: u64,
     counts: BTreeMap<u16, usize>,
+    /// Bytes of committed nodes charged to each owner.
+    node_mem: BTreeMap<u16, usize>,
     conns: BTreeMap<u16, Conn>,
     txns: BTreeMap<(u16, u32), Txn>,
     introduce_perms: Vec<Perm>,
@@ -386,13 +434,14 @@ impl Xenstored {
             nodes: BTreeMap::new(),
             generation: 0,
             counts: BTreeMap::new(),
+            node_mem: BTreeMap::new(),
             conns: BTreeMap::new(),
             txns: BTreeMap::new(),
             introduce_perms: perms_dom0(),
             release_perms: perms_dom0(),
             pending_initial: None,
         };
-        s.nodes.insert(
+        s.insert_node(
             String::from("/"),
             Node {
                 value: Vec::new(),
@@ -456,8 +505,9 @@ impl Xenstored {
                     let _ = self.rm_local(&p);
                 }
             }
-            for n in self.nodes.values_mut() {
+            for (p, n) in self.nodes.iter_mut() {
                 let before = n.perms.len();
+                let cost_before = n.cost(p);
                 let mut i = 1;
                 while i < n.perms.len() {
                     if n.perms[i].domid == domid {
@@ -469,6 +519,8 @@ impl Xenstored {
                 if n.perms.len() != before {
                     self.generation += 1;
                     n.generation = self.generation;
+                    let m = self.node_mem.entry(n.owner()).or_insert(0);
+                    *m = m.saturating_sub(cost_before - n.cost(p));
                 }
             }
             self.introduce_perms.retain(|p| p.domid != domid);
@@ -514,6 +566,7 @@ impl Xenstored {
         if let Some(c) = self.conns.get_mut(&domid.0) {
             c.ignored = true;
             c.watches.clear();
+            c.watch_bytes = 0;
             c.out.clear();
             c.out_bytes = 0;
             c.outstanding = 0;
@@ -522,13 +575,97 @@ impl Xenstored {
     }
 
     /// May another request of `domid` be read now? False while it leaves
-    /// `outstanding_per_domain` replies unconsumed (Xen's `domain_can_read`), or when the
-    /// connection is unknown or dropped.
+    /// `outstanding_per_domain` replies unconsumed or holds `memory_per_domain` bytes
+    /// (Xen's `domain_can_read`), while all domUs hold `memory_total` and it holds at
+    /// least its fair share of that, or when the connection is unknown or dropped.
     pub fn accepts_request(&self, domid: DomId) -> bool {
-        match self.conns.get(&domid.0) {
-            None => false,
-            Some(c) => {
-                !c.ignored && (domid.0 == 0 || c.outstanding < self.limits.outstanding_per_domain)
+        let Some(c) = self.conns.get(&domid.0) else {
+            return false;
+        };
+        if c.ignored {
+            return false;
+        }
+        if domid.0 == 0 {
+            return true;
+        }
+        if c.outstanding >= self.limits.outstanding_per_domain {
+            return false;
+        }
+        let mine = self.memory_of(domid);
+        if mine >= self.limits.memory_per_domain {
+            return false;
+        }
+        let (total, domus) = self
+            .conns
+            .keys()
+            .filter(|&&d| d != 0)
+            .fold((0usize, 0usize), |(t, n), &d| {
+                (t.saturating_add(self.memory_of(DomId(d))), n + 1)
+            });
+        total < self.limits.memory_total || mine < self.limits.memory_total / domus.max(1)
+    }
+
+    /// Bytes `domid` makes the store keep: nodes it owns, its watches, its open
+    /// transactions and its queued output (see the module doc's "Memory").
+    pub fn memory_of(&self, domid: DomId) -> usize {
+        self.memory_with(domid.0, &None)
+    }
+
+    /// [`memory_of`](Self::memory_of) counting also `tx`, the transaction of the request
+    /// being served (out of `txns` while it runs).
+    fn memory_with(&self, dom: u16, tx: &Option<Txn>) -> usize {
+        let nodes = self.node_mem.get(&dom).copied().unwrap_or(0);
+        let conn = self
+            .conns
+            .get(&dom)
+            .map_or(0, |c| c.watch_bytes.saturating_add(c.out_bytes));
+        let txns = self
+            .txns
+            .range((dom, 0)..=(dom, u32::MAX))
+            .fold(0usize, |a, (_, t)| a.saturating_add(t.bytes));
+        let current = tx.as_ref().map_or(0, |t| t.bytes);
+        nodes
+            .saturating_add(conn)
+            .saturating_add(txns)
+            .saturating_add(current)
+    }
+
+    /// `ENOMEM` if a domU caller adding `more` bytes would pass its memory quota.
+    fn check_memory(&self, caller: Caller, tx: &Option<Txn>, more: usize) -> Res<()> {
+        if caller.privileged() {
+            return Ok(());
+        }
+        let after = self.memory_with(caller.dom.0, tx).saturating_add(more);
+        if after > self.limits.memory_per_domain {
+            return Err(Errno::ENOMEM);
+        }
+        Ok(())
+    }
+
+    /// Inserts a committed node, moving the memory charges of the node it replaces.
+    fn insert_node(&mut self, path: String, node: Node) {
+        let cost = node.cost(&path);
+        let owner = node.owner();
+        let len = path.len();
+        if let Some(old) = self.nodes.insert(path, node) {
+            self.uncharge_node(len, &old);
+        }
+        let m = self.node_mem.entry(owner).or_insert(0);
+        *m = m.saturating_add(cost);
+    }
+
+    /// Removes a committed node and its memory charge.
+    fn remove_node(&mut self, path: &str) {
+        if let Some(old) = self.nodes.remove(path) {
+            self.uncharge_node(path.len(), &old);
+        }
+    }
+
+    fn uncharge_node(&mut self, path_len: usize, n: &Node) {
+        if let Some(m) = self.node_mem.get_mut(&n.owner()) {
+            *m = m.saturating_sub(node_cost(path_len, n.record_size(), n.children.len()));
+            if *m == 0 {
+                self.node_mem.remove(&n.owner());
             }
         }
     }
@@ -776,7 +913,10 @@ impl Xenstored {
                     .iter()
                     .position(|w| w.path == path && w.token == v[1])
                     .ok_or(Errno::ENOENT)?;
-                conn.watches.remove(i);
+                let w = conn.watches.remove(i);
+                conn.watch_bytes = conn
+                    .watch_bytes
+                    .saturating_sub(watch_cost(&w.path, &w.token));
                 ok()
             }
             XS_TRANSACTION_START => {
@@ -804,6 +944,7 @@ impl Xenstored {
                         created: false,
                         mutations: 0,
                         failed: false,
+                        bytes: 0,
                     },
                 );
                 let mut s = String::new();
@@ -893,6 +1034,7 @@ impl Xenstored {
             XS_RESET_WATCHES => {
                 if let Some(c) = self.conns.get_mut(&caller.dom.0) {
                     c.watches.clear();
+                    c.watch_bytes = 0;
                 }
                 self.txns.retain(|k, _| k.0 != caller.dom.0);
                 *tx = None;
@@ -920,6 +1062,9 @@ impl Xenstored {
         };
         if let Some(c) = self.conns.get_mut(&to.0) {
             if c.ignored {
+                return;
+            }
+            if c.out.try_reserve(1).is_err() {
                 return;
             }
             c.out_bytes += msg.len();
@@ -964,6 +1109,9 @@ impl Xenstored {
             return;
         }
         if !path.starts_with('@') && c.out.iter().any(|m| m.is_event && m.bytes == msg) {
+            return;
+        }
+        if c.out.try_reserve(1).is_err() {
             return;
         }
         if c.out.len() >= limits.output_messages_per_domain
@@ -1040,6 +1188,7 @@ impl Xenstored {
                 }
                 t.accessed
                     .insert(String::from(path), base.map(|n| n.generation));
+                t.bytes = t.bytes.saturating_add(path.len() + ENTRY_OVERHEAD);
             }
             return Ok(base.cloned());
         }
@@ -1079,10 +1228,15 @@ impl Xenstored {
         match tx {
             Some(t) => {
                 t.mutations += 1;
-                t.writes.insert(String::from(path), Some(node));
+                let cost = node.cost(path);
+                let old = t.writes.insert(String::from(path), Some(node));
+                t.bytes = t
+                    .bytes
+                    .saturating_add(cost)
+                    .saturating_sub(write_cost(path, &old));
             }
             None => {
-                self.nodes.insert(String::from(path), node);
+                self.insert_node(String::from(path), node);
             }
         }
         Ok(())
@@ -1095,10 +1249,14 @@ impl Xenstored {
         match tx {
             Some(t) => {
                 t.mutations += 1;
-                t.writes.insert(String::from(path), None);
+                let old = t.writes.insert(String::from(path), None);
+                t.bytes = t
+                    .bytes
+                    .saturating_add(node_cost(path.len(), 0, 0))
+                    .saturating_sub(write_cost(path, &old));
             }
             None => {
-                self.nodes.remove(path);
+                self.remove_node(path);
             }
         }
         Ok(())
@@ -1145,6 +1303,7 @@ impl Xenstored {
         if !self.valid_nodename(path) {
             return Err(Errno::EINVAL);
         }
+        self.check_memory(caller, tx, value.len())?;
         let mut v = Vec::new();
         v.try_reserve(value.len()).map_err(|_| Errno::ENOMEM)?;
         v.extend_from_slice(value);
@@ -1231,6 +1390,15 @@ impl Xenstored {
                     return Err(Errno::ENOSPC);
                 }
             }
+            // The new nodes and the parent's new child name, before anything changes.
+            let new_bytes = missing.iter().enumerate().fold(
+                basename(top).len() + 1 + CHILD_OVERHEAD,
+                |a, (i, m)| {
+                    let data = if i == 0 { value.len() } else { 0 };
+                    a.saturating_add(node_cost(m.len(), 48 + 8 * perms.len() + data, 1))
+                },
+            );
+            self.check_memory(caller, tx, new_bytes)?;
         }
         if let Some(t) = tx {
             t.created = true;
@@ -1423,6 +1591,7 @@ impl Xenstored {
         let mut tok = Vec::new();
         tok.try_reserve(token.len()).map_err(|_| Errno::ENOMEM)?;
         tok.extend_from_slice(token);
+        conn.watch_bytes = conn.watch_bytes.saturating_add(watch_cost(&abs, token));
         conn.watches.push(Watch {
             path: abs.clone(),
             token: tok,
@@ -1461,10 +1630,10 @@ impl Xenstored {
                 Some(mut n) => {
                     self.generation += 1;
                     n.generation = self.generation;
-                    self.nodes.insert(path, n);
+                    self.insert_node(path, n);
                 }
                 None => {
-                    self.nodes.remove(&path);
+                    self.remove_node(&path);
                 }
             }
         }
@@ -1596,6 +1765,20 @@ fn children_bytes(n: &Node) -> Res<Vec<u8>> {
         out.push(0);
     }
     Ok(out)
+}
+
+/// Bytes charged for a transaction's write entry at `path` (`None`: no entry).
+fn write_cost(path: &str, w: &Option<Option<Node>>) -> usize {
+    match w {
+        None => 0,
+        Some(Some(n)) => n.cost(path),
+        Some(None) => node_cost(path.len(), 0, 0),
+    }
+}
+
+/// Bytes charged for one watch.
+fn watch_cost(path: &str, token: &[u8]) -> usize {
+    path.len() + token.len() + ENTRY_OVERHEAD
 }
 
 fn err_body(e: Errno) -> Vec<u8> {

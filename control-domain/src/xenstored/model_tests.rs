@@ -464,6 +464,38 @@ fn same_tree(s: &Xenstored, m: &Tree) -> Result<(), TestCaseError> {
         .map(|(d, c)| (*d, *c))
         .collect();
     prop_assert_eq!(real_counts, counts);
+    // Memory charges never drift from what the store holds.
+    let mut mem: BTreeMap<u16, usize> = BTreeMap::new();
+    for (k, n) in &s.nodes {
+        *mem.entry(n.owner()).or_default() += n.cost(k);
+    }
+    let real_mem: BTreeMap<u16, usize> = s
+        .node_mem
+        .iter()
+        .filter(|(_, m)| **m > 0)
+        .map(|(d, m)| (*d, *m))
+        .collect();
+    prop_assert_eq!(real_mem, mem);
+    for t in s.txns.values() {
+        let want = t
+            .writes
+            .iter()
+            .map(|(k, w)| write_cost(k, &Some(w.clone())))
+            .sum::<usize>()
+            + t.accessed
+                .keys()
+                .map(|k| k.len() + ENTRY_OVERHEAD)
+                .sum::<usize>();
+        prop_assert_eq!(t.bytes, want);
+    }
+    for c in s.conns.values() {
+        let want: usize = c
+            .watches
+            .iter()
+            .map(|w| watch_cost(&w.path, &w.token))
+            .sum();
+        prop_assert_eq!(c.watch_bytes, want);
+    }
     Ok(())
 }
 

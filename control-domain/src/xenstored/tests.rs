@@ -1126,3 +1126,99 @@ fn populate_writes_the_xl_tree() {
         perms(&["n0", "r3"])
     );
 }
+
+/// Fills `dom`'s memory quota with 1900-byte values at long paths until a write fails;
+/// returns the error.
+fn fill_memory(s: &mut Xenstored, dom: u16, tag: &str) -> String {
+    let value = vec![b'v'; 1900];
+    let long = "d".repeat(1500);
+    for i in 0..2000 {
+        // Fan-out of 40 keeps every parent record below 2048 bytes.
+        let mut p = z(&format!("{tag}{}/{}/{long}", i / 40, i % 40));
+        p.pop();
+        p.push(0);
+        p.extend_from_slice(&value);
+        let (t, b) = call(s, dom, XS_WRITE, 0, &p);
+        if t == XS_ERROR {
+            return String::from_utf8_lossy(&b)
+                .trim_end_matches('\0')
+                .to_string();
+        }
+    }
+    panic!("2000 writes of 3.4 KiB all accepted");
+}
+
+#[test]
+fn a_domu_cannot_pass_its_memory_quota_and_removal_gives_it_back() {
+    let mut s = Xenstored::new(Limits::default());
+    s.introduce(DomId(1)).unwrap();
+    ok(&mut s, 0, XS_MKDIR, 0, &z("/local/domain/1"));
+    ok(&mut s, 0, XS_SET_PERMS, 0, b"/local/domain/1\0b1\0");
+    let base = s.memory_of(DomId(1));
+    assert_eq!(fill_memory(&mut s, 1, "n"), "ENOMEM");
+    let full = s.memory_of(DomId(1));
+    assert!(full <= s.limits().memory_per_domain, "{full}");
+    assert!(full > s.limits().memory_per_domain - 8192, "{full}");
+    // A transaction's copies count too, and go when it ends.
+    let id = ok(&mut s, 1, XS_TRANSACTION_START, 0, b"\0");
+    let tx: u32 = core::str::from_utf8(&id[..id.len() - 1])
+        .unwrap()
+        .parse()
+        .unwrap();
+    let before = s.memory_of(DomId(1));
+    ok(&mut s, 1, XS_READ, tx, &z("/local/domain/1"));
+    assert!(s.memory_of(DomId(1)) > before);
+    ok(&mut s, 1, XS_TRANSACTION_END, tx, b"F\0");
+    assert_eq!(s.memory_of(DomId(1)), before);
+    // Removing everything returns the charge exactly (no drift).
+    for k in 0..50 {
+        call(&mut s, 1, XS_RM, 0, &z(&format!("n{k}")));
+    }
+    assert_eq!(s.memory_of(DomId(1)), base);
+}
+
+#[test]
+fn past_the_total_only_domains_below_their_fair_share_are_read() {
+    let limits = Limits {
+        memory_per_domain: 300 * 1024,
+        memory_total: 400 * 1024,
+        ..Limits::default()
+    };
+    let mut s = Xenstored::new(limits);
+    for d in 1..=3u16 {
+        s.introduce(DomId(d)).unwrap();
+        let home = format!("/local/domain/{d}");
+        ok(&mut s, 0, XS_MKDIR, 0, &z(&home));
+        ok(
+            &mut s,
+            0,
+            XS_SET_PERMS,
+            0,
+            format!("{home}\0b{d}\0").as_bytes(),
+        );
+    }
+    assert_eq!(fill_memory(&mut s, 1, "a"), "ENOMEM");
+    assert!(!s.accepts_request(DomId(1)) || s.memory_of(DomId(1)) < 300 * 1024);
+    // d2 fills until the total is reached: then d1 (above 400/3 KiB) is not read, d3
+    // (nothing) still is, and dom0 always is.
+    for i in 0..200 {
+        if !s.accepts_request(DomId(2)) {
+            break;
+        }
+        let mut p = z(&format!("b{}/{}/{}", i / 40, i % 40, "e".repeat(1500)));
+        p.pop();
+        p.push(0);
+        p.extend_from_slice(&[b'w'; 1900]);
+        call(&mut s, 2, XS_WRITE, 0, &p);
+    }
+    let total: usize = (1..=3).map(|d| s.memory_of(DomId(d))).sum();
+    assert!(total >= 400 * 1024, "{total}");
+    assert!(!s.accepts_request(DomId(1)));
+    assert!(!s.accepts_request(DomId(2)));
+    assert!(s.accepts_request(DomId(3)));
+    assert!(s.accepts_request(DomId(0)));
+    // Domains above their share were frozen below the total, the others stop at their
+    // share: the total stays below twice the cap (plus one request).
+    assert!(total < 2 * 400 * 1024, "{total}");
+    assert!(s.memory_of(DomId(2)) < 400 * 1024 / 3 + 8192);
+}

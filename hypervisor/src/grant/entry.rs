@@ -8,7 +8,6 @@
 use super::Active;
 use crate::hv::Hypervisor;
 use crate::platform::{MachineMemory, Platform};
-use alloc::boxed::Box;
 use xen_pv_abi::grant_table::{
     GNTST_BAD_DOMAIN, GNTST_BAD_GNTREF, GNTST_BAD_PAGE, GNTST_GENERAL_ERROR, GTF_PERMIT_ACCESS,
     GTF_READING, GTF_READONLY, GTF_SUB_PAGE, GTF_TRANSITIVE, GTF_TYPE_MASK, GTF_WRITING,
@@ -34,8 +33,32 @@ pub(super) struct Pin {
     pub mfn: Mfn,
     pub start: u16,
     pub len: u16,
-    /// The pin of the entry a transitive entry leads to.
-    pub trans: Option<Box<Pin>>,
+    /// The pin of the entry a transitive entry leads to (one level: that entry is
+    /// never transitive itself). Inline, so following a transitive entry allocates
+    /// nothing on the guest's path.
+    pub trans: Option<PinStatus>,
+}
+
+/// What undoing a pin's status bits needs: the entry and the kind of pin.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PinStatus {
+    pub granter: usize,
+    pub granter_id: DomId,
+    pub gref: u32,
+    pub status: u64,
+    pub write: bool,
+}
+
+impl Pin {
+    fn status_ref(&self) -> PinStatus {
+        PinStatus {
+            granter: self.granter,
+            granter_id: self.granter_id,
+            gref: self.gref,
+            status: self.status,
+            write: self.write,
+        }
+    }
 }
 
 /// Pins of one kind an entry holds before further pins are refused (Xen's 8-bit counters).
@@ -93,7 +116,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             self.set_status(hdr, status, v2, false, write, map, me)?;
             let r = self.follow_transitive(&mut pin, hdr, transitive);
             if let Err(s) = r {
-                self.unpin_status(&pin);
+                self.unpin_status(&pin.status_ref());
                 return Err(s);
             }
             return Ok(pin);
@@ -106,7 +129,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             } else {
                 let r = self.entry_frame(&mut pin, hdr, v2, granter_id);
                 if let Err(s) = r {
-                    self.unpin_status(&pin);
+                    self.unpin_status(&pin.status_ref());
                     return Err(s);
                 }
             }
@@ -174,7 +197,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         pin.mfn = inner.mfn;
         pin.start = inner.start;
         pin.len = inner.len;
-        pin.trans = Some(Box::new(inner));
+        pin.trans = Some(inner.status_ref());
         Ok(())
     }
 
@@ -242,12 +265,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     /// cleared (Xen's `reduce_status_for_pin`), here and in a transitive entry's target.
     pub(super) fn unpin(&mut self, pin: &Pin) {
         if let Some(inner) = &pin.trans {
-            self.unpin(inner);
+            self.unpin_status(inner);
         }
-        self.unpin_status(pin);
+        self.unpin_status(&pin.status_ref());
     }
 
-    fn unpin_status(&self, pin: &Pin) {
+    fn unpin_status(&self, pin: &PinStatus) {
         let d = &self.domains[pin.granter];
         // The granter ended since: its table frames are gone.
         if d.id != pin.granter_id || !d.is_runnable() {

@@ -21,10 +21,19 @@ use xen_pv_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
 use xen_pv_abi::shared_info::{SharedInfo, VcpuInfo};
 use xen_pv_abi::start_info::StartInfo;
 use xen_pv_abi::traps::{CALLBACKOP_REGISTER, CALLBACKTYPE_EVENT, CallbackRegister};
-use xen_pv_abi::{Errno, EvtchnPort, VcpuId, generated::call, nr};
+use xen_pv_abi::events::fifo::{FifoEvents, FifoQueues, init_array_page};
+use xen_pv_abi::{Errno, EvtchnPort, Mfn, VcpuId, generated::call, nr};
 
 /// Ports whose events are counted ([`count`]).
 pub const COUNTED_PORTS: usize = 256;
+
+/// The FIFO ABI's control block (vCPU 0's, at offset 0) and first event-array page
+/// (ports 0..1024), in the kernel image; shared with the hypervisor once
+/// [`switch_to_fifo`] succeeds.
+static FIFO_CONTROL: AtomicPage = AtomicPage::new();
+static FIFO_ARRAY: AtomicPage = AtomicPage::new();
+/// The FIFO consumer's state (per-queue heads), `None` while the 2-level ABI is in use.
+static FIFO: spin::Mutex<Option<FifoQueues<&'static AtomicPage>>> = spin::Mutex::new(None);
 
 /// A page of the kernel image whose mapping is replaced by shared_info.
 #[repr(C, align(4096))]
@@ -114,6 +123,37 @@ pub fn count(port: EvtchnPort) -> u32 {
         .map_or(0, |c| c.load(Ordering::Acquire))
 }
 
+/// Switches the domain to the FIFO event-channel ABI (`init_control` for vCPU 0, one
+/// event-array page with every word masked first, as Linux does); returns `link_bits`.
+/// Ports bound afterwards start masked: unmask them with [`fifo_unmask`].
+pub fn switch_to_fifo(si: &StartInfo) -> Result<u8, Errno> {
+    init_array_page(&FIFO_ARRAY);
+    let mfn = |page: &AtomicPage| own_mfn(si, page as *const AtomicPage as u64);
+    disable();
+    *FIFO.lock() = Some(FifoQueues::new(&FIFO_CONTROL, 0)?);
+    let link_bits = xen_pv_abi::evtchn::init_control(mfn(&FIFO_CONTROL), 0, VcpuId(0))?;
+    xen_pv_abi::evtchn::expand_array(mfn(&FIFO_ARRAY))?;
+    Ok(link_bits)
+}
+
+/// Unmasks `port` under the FIFO ABI (guest side, then `EVTCHNOP_unmask` if it is
+/// pending, so the hypervisor links it).
+pub fn fifo_unmask(port: EvtchnPort) -> Result<(), Errno> {
+    let array = [&FIFO_ARRAY];
+    FifoEvents::new(&array[..]).unmask(port)?.complete()
+}
+
+/// The machine frame of a page of the kernel image (mapped at `VIRT_BASE + pfn * 4096`),
+/// from the p2m list.
+fn own_mfn(si: &StartInfo, va: u64) -> Mfn {
+    let pfn = (va - crate::VIRT_BASE) >> 12;
+    assert!(pfn < si.nr_pages, "not a page of the kernel image");
+    let list = si.mfn_list as *const u64;
+    // SAFETY: the domain builder maps mfn_list with one entry per page of the domain,
+    // and `pfn < nr_pages` was checked.
+    Mfn(unsafe { list.add(pfn as usize).read_volatile() })
+}
+
 /// Starts counting `port`'s events from 0 (port numbers are reused after a close).
 pub fn reset_count(port: EvtchnPort) {
     if let Some(c) = COUNTS.get(port.0 as usize) {
@@ -148,14 +188,28 @@ fn page() -> Option<&'static AtomicPage> {
     (!p.is_null()).then(|| unsafe { &*p })
 }
 
+/// The Rust side of the upcall: dispatch every pending, unmasked port, through the FIFO
+/// queues once the domain switched to them, else the 2-level bitmaps.
 extern "C" fn on_upcall() {
     UPCALLS.fetch_add(1, Ordering::Relaxed);
     let Some(page) = page() else { return };
-    let _ = TwoLevel::new(page).dispatch(VcpuId(0), |port: EvtchnPort| {
+    let handle = |port: EvtchnPort| {
         if let Some(c) = COUNTS.get(port.0 as usize) {
             c.fetch_add(1, Ordering::Release);
         }
-    });
+    };
+    // The upcall runs with events masked and never nests, so the lock is free unless
+    // the interrupted code held it (switch_to_fifo, with events masked too).
+    if let Some(mut fifo) = FIFO.try_lock()
+        && let Some(queues) = fifo.as_mut()
+    {
+        // The upcall-pending flag is the 2-level ABI's and the FIFO ABI's alike.
+        page.store_u8(UPCALL_PENDING, 0);
+        let array = [&FIFO_ARRAY];
+        queues.dispatch(&array[..], handle);
+        return;
+    }
+    let _ = TwoLevel::new(page).dispatch(VcpuId(0), handle);
 }
 
 /// The event callback: after `pop rcx; pop r11` Xen's bounce frame is a hardware

@@ -124,6 +124,35 @@ fn disks_reach_the_control_domain_as_named_boot_modules() {
 }
 
 #[test]
+fn a_boot_stack_overflow_hits_the_guard_page_and_crashes_only_that_guest() {
+    let result = boot(vec![guest("stack-overflow"), guest("console-io-only")]);
+    let text = result.transcript.text();
+    assert!(
+        text.contains("[d1 stack-overflow] stack-overflow: survived"),
+        "8 levels of stack did not fit:\n{text}"
+    );
+    assert!(
+        result
+            .transcript
+            .line_starting_with("(hv) d1 stack-overflow: crashed: #PF")
+            .is_some(),
+        "no page-fault crash report for the overflow:\n{text}"
+    );
+    assert_eq!(
+        text.matches("stack-overflow: survived").count(),
+        1,
+        "the 1 MiB recursion returned:\n{text}"
+    );
+    assert!(
+        result
+            .transcript
+            .line_starting_with("(hv) d2 console-io-only: shut down: poweroff")
+            .is_some(),
+        "the other guest did not finish:\n{text}"
+    );
+}
+
+#[test]
 fn privileged_instruction_crashes_the_guest() {
     let result = boot(vec![guest("privileged")]);
     assert_run(

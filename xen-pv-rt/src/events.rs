@@ -16,12 +16,12 @@
 use core::arch::naked_asm;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
+use xen_pv_abi::events::fifo::{FifoEvents, FifoQueues, init_array_page};
 use xen_pv_abi::events::{AtomicPage, EventMemory, two_level::TwoLevel};
 use xen_pv_abi::hypercall::{UVMF_INVLPG, update_va_mapping};
 use xen_pv_abi::shared_info::{SharedInfo, VcpuInfo};
 use xen_pv_abi::start_info::StartInfo;
 use xen_pv_abi::traps::{CALLBACKOP_REGISTER, CALLBACKTYPE_EVENT, CallbackRegister};
-use xen_pv_abi::events::fifo::{FifoEvents, FifoQueues, init_array_page};
 use xen_pv_abi::{Errno, EvtchnPort, Mfn, VcpuId, generated::call, nr};
 
 /// Ports whose events are counted ([`count`]).

@@ -8,12 +8,21 @@ use xen_pv_abi::start_info::{START_INFO_MAGIC_X86_64, StartInfo};
 
 /// Size of the boot stack (Xen's own boot stack is a single page).
 const STACK_SIZE: usize = 64 * 1024;
+/// The page below the stack, unmapped at entry so that an overflow faults (and the
+/// domain crashes) instead of overwriting whatever `.bss` lies below.
+const GUARD_SIZE: usize = 4096;
 
-#[repr(C, align(16))]
-struct Stack([u8; STACK_SIZE]);
+#[repr(C, align(4096))]
+struct Stack {
+    guard: [u8; GUARD_SIZE],
+    stack: [u8; STACK_SIZE],
+}
 
 /// The kernel stack; only `_start` touches it, by address.
-static mut BOOT_STACK: Stack = Stack([0; STACK_SIZE]);
+static mut BOOT_STACK: Stack = Stack {
+    guard: [0; GUARD_SIZE],
+    stack: [0; STACK_SIZE],
+};
 
 /// A copy of start_info, taken before anything else runs.
 static START_INFO: spin::Once<StartInfo> = spin::Once::new();
@@ -48,7 +57,7 @@ pub unsafe extern "C" fn _start() -> ! {
         "call {rust_start}",
         "ud2",
         stack = sym BOOT_STACK,
-        size = const STACK_SIZE,
+        size = const GUARD_SIZE + STACK_SIZE,
         rust_start = sym rust_start,
         options(att_syntax)
     )
@@ -65,7 +74,19 @@ extern "C" fn rust_start(start_info: *const StartInfo) -> ! {
         let _ = xen_pv_abi::hypercall::console_io_write(b"xen-pv-rt: bad start_info magic\n");
         shutdown(ShutdownReason::Crash);
     }
+    unmap_guard();
     __xen_pv_rt_main(si)
+}
+
+/// Unmaps the stack's guard page. Nothing refers to it; a refusal (a hypervisor that
+/// does not allow it) only leaves the stack unguarded.
+fn unmap_guard() {
+    let guard = (&raw const BOOT_STACK).cast::<u8>() as u64;
+    // SAFETY: the guard page is a page-aligned page of our own `.bss` that no code or
+    // data uses (the stack starts above it), so removing its mapping breaks nothing.
+    let _ = unsafe {
+        xen_pv_abi::hypercall::update_va_mapping(guard, 0, xen_pv_abi::hypercall::UVMF_INVLPG)
+    };
 }
 
 /// The copy of start_info taken at entry (`None` only before the kernel's main runs).

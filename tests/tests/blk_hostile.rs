@@ -1,0 +1,199 @@
+//! Hostile block frontends against the control domain's blkback, while a well-behaved
+//! domain keeps its I/O going: `hostile-blkfront` (d1) sends requests blkback must
+//! refuse and breaks three rings, pv-guest `demo=blk` (d2) reads, writes and checks its
+//! own vbd meanwhile, and `hostile-blkfront mode=crash` (d3) crashes with a full ring of
+//! writes outstanding. Afterwards nothing may be left: no frame of an ended domain, no
+//! grant mapping the control domain forgot.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use xtask::bundle::{DiskFile, GuestFile};
+use xtask::qemu::{HvRun, Outcome, run_hypervisor};
+
+/// Hang guard for the QEMU run.
+const TIMEOUT: Duration = Duration::from_secs(300);
+/// Disk size: 1 MiB = 2048 sectors of 512 bytes.
+const DISK_BYTES: usize = 1 << 20;
+/// `BLKIF_RSP_OKAY`, `BLKIF_RSP_ERROR`, `BLKIF_RSP_EOPNOTSUPP`.
+const OKAY: i16 = 0;
+const ERROR: i16 = -1;
+const EOPNOTSUPP: i16 = -2;
+
+/// Every request case of `hostile-blkfront` and the status it must get (Xen's blkback
+/// answers an unknown operation and a discard the disk cannot do with EOPNOTSUPP).
+const CASES: &[(&str, i16)] = &[
+    ("good_read", OKAY),
+    ("read_past_end", ERROR),
+    ("read_at_end", ERROR),
+    ("write_past_end", ERROR),
+    ("sector_overflows_u64", ERROR),
+    ("sector_u64_max", ERROR),
+    ("zero_segments", ERROR),
+    ("twelve_segments", ERROR),
+    ("255_segments", ERROR),
+    ("first_after_last", ERROR),
+    ("last_sect_crosses_page", ERROR),
+    ("first_sect_past_page", ERROR),
+    ("never_granted_ref", ERROR),
+    ("ref_beyond_table", ERROR),
+    ("grant_for_another_domain", ERROR),
+    ("revoked_grant", ERROR),
+    ("read_into_read_only_grant", ERROR),
+    ("bad_grant_in_last_segment", ERROR),
+    ("unknown_operation_99", EOPNOTSUPP),
+    ("reserved_operation_4", EOPNOTSUPP),
+    ("flush_with_bad_segment", ERROR),
+    ("discard_not_advertised", EOPNOTSUPP),
+    ("indirect_zero_segments", ERROR),
+    ("indirect_over_max_segments", ERROR),
+    ("indirect_flush", ERROR),
+    ("indirect_page_never_granted", ERROR),
+    ("write_to_read_only_vbd", ERROR),
+    ("read_from_read_only_vbd", OKAY),
+    ("read_after_violations", OKAY),
+];
+
+/// The ring violations: name, vbd, devid.
+const VIOLATIONS: &[(&str, &str, u32)] = &[
+    ("producer_far_ahead", "xvdb", 51728),
+    ("flood_of_two_rings", "xvdc", 51744),
+    ("producer_backwards", "xvdd", 51760),
+];
+
+/// FNV-1a over `b`: the checksum `demo=blk` prints.
+fn checksum(b: &[u8]) -> u32 {
+    b.iter().fold(0x811c_9dc5u32, |h, &x| {
+        (h ^ u32::from(x)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// `len` bytes of xorshift64 output from `seed`.
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut s = seed;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Writes the image `name` under the test's target directory.
+fn disk_image(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("CARGO_TARGET_TMPDIR has a parent")
+        .join("blk");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    path
+}
+
+/// The lines the run must print.
+fn expected_lines(bytes: &[u8]) -> Vec<String> {
+    let h = "[d1 hostile-blkfront]";
+    let g = "[d2 pv-guest] blk:";
+    let sectors = bytes.len() / 512;
+    let mut lines: Vec<String> = CASES
+        .iter()
+        .map(|(name, want)| format!("{h} case {name}: got {want} want {want}"))
+        .collect();
+    for (name, vdev, devid) in VIOLATIONS {
+        lines.push(format!(
+            "{h} violation {name} on {vdev}: backend state 6, ring grant ended: true"
+        ));
+        lines.push(format!(
+            "[d0 control] d1 vbd/{devid}: ring protocol violation (ProducerOverflow"
+        ));
+    }
+    lines.extend([
+        format!("{h} hostile-blkfront: {} cases, 0 unexpected", CASES.len()),
+        format!("{h} hostile-blkfront: xvda closed (Ok(())), ring grant ended: Some(true)"),
+        "(hv) d1 hostile-blkfront: shut down: poweroff".into(),
+        // The well-behaved domain, meanwhile.
+        format!("{g} connected: {sectors} sectors of 512 bytes (sector-size 512)"),
+        format!(
+            "{g} read 4096 bytes from sector 0, checksum {:#010x}",
+            checksum(&bytes[..4096])
+        ),
+        format!("{g} wrote 8 sectors at 8, read back equal, restored"),
+        format!("{g} closed (Ok(())), ring grant ended: true"),
+        format!("{g} done"),
+        "[d0 control] d2 vbd/51712: disconnected (6 requests, 24 sectors read, 16 written)".into(),
+        "(hv) d2 pv-guest: shut down: poweroff".into(),
+        // The domain that crashed mid-I/O.
+        "[d3 hostile-blkfront] hostile-blkfront: posted 32 writes of 11 segments, crashing \
+         before any response"
+            .into(),
+        "(hv) d3 hostile-blkfront: shut down: crash".into(),
+        // Nothing left behind.
+        "(hv) d0 control: shut down: poweroff".into(),
+        "(hv) frames: 0 still owned by ended domains".into(),
+        "(hv) grant maps: 0 still held when their domains ended".into(),
+        "(hv) all domains ended: 3 powered off, 1 failed".into(),
+    ]);
+    lines
+}
+
+#[test]
+fn hostile_blkfronts_are_refused_while_a_good_domain_keeps_its_io() {
+    let bytes = random_bytes(0x6a09_e667_f3bc_c908, DISK_BYTES);
+    let image = disk_image("blk-hostile.img", &bytes);
+    let images = xtask::images::prepared();
+    let hostile = GuestFile::new(images.guest("hostile-blkfront"));
+    let mut good = GuestFile::new(images.pv_guest());
+    good.cmdline = "demo=blk".into();
+    let crasher = GuestFile::new(images.guest("hostile-blkfront")).cmdline("mode=crash");
+    let run = HvRun {
+        hypervisor: images.hypervisor(),
+        guests: vec![hostile, good, crasher],
+        deterministic: true,
+        timeout: Some(TIMEOUT),
+        disks: vec![DiskFile {
+            path: image,
+            name: "h".into(),
+        }],
+        devices: vec![
+            "vbd.1=h,xvda,rw".into(),
+            "vbd.1=h,xvdb,ro".into(),
+            "vbd.1=h,xvdc,rw".into(),
+            "vbd.1=h,xvdd,rw".into(),
+            "vbd.2=h,rw".into(),
+            "vbd.3=h,rw".into(),
+        ],
+        ..HvRun::default()
+    };
+    let start = Instant::now();
+    let result = run_hypervisor(&run).unwrap_or_else(|e| panic!("QEMU run failed: {e}"));
+    eprintln!("QEMU run took {:?}", start.elapsed());
+    let text = result.transcript.text();
+    let lines = expected_lines(&bytes);
+    let missing: Vec<&String> = lines
+        .iter()
+        .filter(|l| !text.contains(l.as_str()))
+        .collect();
+    // d3 crashed on purpose: the run ends with a failed domain, never a hypervisor fault.
+    assert!(
+        missing.is_empty() && result.outcome == Outcome::DomainFailed,
+        "missing lines {missing:#?}, outcome {:?} ({})\n--- transcript ---\n{text}\
+         --- QEMU stderr ---\n{}",
+        result.outcome,
+        result.outcome.explain(),
+        result.stderr
+    );
+    // The hostile domain's good requests were served, so its vbd was not closed early.
+    assert!(
+        !text.contains("d1 vbd/51712: ring protocol violation"),
+        "xvda was closed\n{text}"
+    );
+}
+
+#[test]
+fn checksum_is_fnv1a() {
+    assert_eq!(checksum(b""), 0x811c_9dc5);
+    assert_eq!(checksum(b"a"), 0xe40c_292c);
+}

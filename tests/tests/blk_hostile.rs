@@ -1,6 +1,6 @@
 //! Hostile block frontends against the control domain's blkback, while a well-behaved
 //! domain keeps its I/O going: `hostile-blkfront` (d1) sends requests blkback must
-//! refuse and breaks three rings, pv-guest `demo=blk` (d2) reads, writes and checks its
+//! refuse, breaks three rings and four handshakes, pv-guest `demo=blk` (d2) reads, writes and checks its
 //! own vbd meanwhile, and `hostile-blkfront mode=crash` (d3) crashes with a full ring of
 //! writes outstanding. Afterwards nothing may be left: no frame of an ended domain, no
 //! grant mapping the control domain forgot.
@@ -60,6 +60,18 @@ const VIOLATIONS: &[(&str, &str, u32)] = &[
     ("producer_backwards", "xvdd", 51760),
 ];
 
+/// The broken handshakes: the guest's name of the case, vbd, devid, and what the
+/// control domain says each time it cannot connect (a never-granted ring ref and a
+/// read-only ring grant fail the map with `GNTST_general_error`, as on Xen).
+const HANDSHAKES: &[(&str, &str, u32, &str)] = &[
+    ("RingNeverGranted", "xvde", 51776, "grant status -1"),
+    ("RingGrantedReadOnly", "xvdf", 51792, "grant status -1"),
+    ("BadEventChannel", "xvdg", 51808, "EINVAL"),
+    ("ForeignProtocol", "xvdh", 51824, "EOPNOTSUPP"),
+];
+/// Attempts of each broken handshake (the guest's `HANDSHAKE_TRIES`).
+const HANDSHAKE_TRIES: usize = 3;
+
 /// FNV-1a over `b`: the checksum `demo=blk` prints.
 fn checksum(b: &[u8]) -> u32 {
     b.iter().fold(0x811c_9dc5u32, |h, &x| {
@@ -108,6 +120,21 @@ fn expected_lines(bytes: &[u8]) -> Vec<String> {
         ));
         lines.push(format!(
             "[d0 control] d1 vbd/{devid}: ring protocol violation (ProducerOverflow"
+        ));
+    }
+    for (name, vdev, devid, _) in HANDSHAKES {
+        // No ring grant to end when none was made; otherwise the backend unmapped it.
+        let ended = if *name == "RingNeverGranted" {
+            "no grant"
+        } else {
+            "true"
+        };
+        lines.push(format!(
+            "{h} handshake {name} on {vdev}: backend state 6, ring grant ended: {ended}"
+        ));
+        lines.push(format!(
+            "[d0 control] d1 vbd/{devid}: frontend gone: 0 requests (0 ok, 0 failed, 0 \
+             unsupported)"
         ));
     }
     // What each vbd of d1 served, said when d1 ended (its rings were unmapped before):
@@ -192,6 +219,10 @@ fn hostile_blkfronts_are_refused_while_a_good_domain_keeps_its_io() {
             "vbd.1=h,xvdb,ro".into(),
             "vbd.1=h,xvdc,rw".into(),
             "vbd.1=h,xvdd,rw".into(),
+            "vbd.1=h,xvde,rw".into(),
+            "vbd.1=h,xvdf,rw".into(),
+            "vbd.1=h,xvdg,rw".into(),
+            "vbd.1=h,xvdh,rw".into(),
             "vbd.2=h,rw".into(),
             "vbd.3=h,rw".into(),
         ],
@@ -201,6 +232,9 @@ fn hostile_blkfronts_are_refused_while_a_good_domain_keeps_its_io() {
     let result = run_hypervisor(&run).unwrap_or_else(|e| panic!("QEMU run failed: {e}"));
     eprintln!("QEMU run took {:?}", start.elapsed());
     let text = result.transcript.text();
+    if std::env::var_os("BLK_HOSTILE_SHOW").is_some() {
+        eprintln!("{text}");
+    }
     let lines = expected_lines(&bytes);
     let missing: Vec<&String> = lines
         .iter()
@@ -215,6 +249,16 @@ fn hostile_blkfronts_are_refused_while_a_good_domain_keeps_its_io() {
         result.outcome.explain(),
         result.stderr
     );
+    // Every broken handshake was refused each time it was tried, and nothing else.
+    for (_, _, devid, why) in HANDSHAKES {
+        let refused = format!("[d0 control] d1 vbd/{devid}: cannot connect: {why}\n");
+        let any = format!("[d0 control] d1 vbd/{devid}: cannot connect:");
+        assert_eq!(
+            (text.matches(&refused).count(), text.matches(&any).count()),
+            (HANDSHAKE_TRIES, HANDSHAKE_TRIES),
+            "refusals of vbd/{devid}\n{text}"
+        );
+    }
     // The hostile domain's good requests were served, so its vbd was not closed early.
     assert!(
         !text.contains("d1 vbd/51712: ring protocol violation"),

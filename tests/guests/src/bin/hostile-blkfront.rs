@@ -3,7 +3,7 @@
 //! / [`blkfront::connect`], its own ring page, grants and event channel per vbd) and
 //! then writes raw requests and ring indices.
 //!
-//! Default mode, four vbds (`vbd.<me>=<disk>,xvda`, `xvdb,ro`, `xvdc`, `xvdd`):
+//! Default mode, eight vbds (`vbd.<me>=<disk>,xvda`, `xvdb,ro`, `xvdc` .. `xvdh`):
 //!
 //! * on xvda, requests the backend must refuse one by one, each printed as
 //!   `case <name>: got <status> want <status>` (`BLKIF_RSP_ERROR` = -1, or
@@ -17,8 +17,12 @@
 //!   producer index moved backwards. The guest then reads each backend's state (Closed
 //!   = 6) and ends the ring grant, which succeeds only once the backend unmapped it:
 //!   `violation <name> on <vdev>: backend state <n>, ring grant ended: <bool>`;
-//! * xvda still serves afterwards (`case read_after_violations`), is closed normally,
-//!   and the guest prints `hostile-blkfront: N cases, M unexpected` and powers off.
+//! * xvda still serves afterwards (`case read_after_violations`) and is closed normally;
+//! * broken handshakes, one vbd each (xvde..xvdh), each tried a few times: a `ring-ref`
+//!   never granted, a ring granted read-only, an `event-channel` never allocated, the
+//!   32-bit `protocol`; each printed as `handshake <how> on <vdev>: backend state <n>,
+//!   ring grant ended: <bool or "no grant">`;
+//! * the guest prints `hostile-blkfront: N cases, M unexpected` and powers off.
 //!
 //! `mode=crash`, one vbd: posts a full ring of 11-segment writes, notifies the backend
 //! and crashes itself (`SCHEDOP_shutdown` crash) before reading any response, so the
@@ -77,6 +81,17 @@ mod guest {
     const MAX_POLLS: u32 = 200_000;
     /// Store round trips a state wait may take.
     const MAX_STATE_WAITS: u32 = 100_000;
+    /// Broken handshakes, one vbd each (xvde..xvdh): devid, vdev, case.
+    const HANDSHAKES: [(u32, &str, BadConnect); 4] = [
+        (51776, "xvde", BadConnect::RingNeverGranted),
+        (51792, "xvdf", BadConnect::RingGrantedReadOnly),
+        (51808, "xvdg", BadConnect::BadEventChannel),
+        (51824, "xvdh", BadConnect::ForeignProtocol),
+    ];
+    /// Attempts of each broken handshake (each maps and must unmap the ring).
+    const HANDSHAKE_TRIES: u32 = 3;
+    /// An event channel port we never allocated.
+    const NO_PORT: u32 = 4000;
     /// Slots of a one-page blkif ring.
     const RING_SLOTS: u32 = 32;
     /// Bytes of a ring slot.
@@ -86,7 +101,7 @@ mod guest {
     struct Page([u8; PAGE]);
 
     /// One ring page per vbd (only accessed through [`RawRingPage`]).
-    static mut RINGS: [Page; 4] = [const { Page([0; PAGE]) }; 4];
+    static mut RINGS: [Page; 8] = [const { Page([0; PAGE]) }; 8];
     /// The data pages (the backend copies in and out; we never read them as values).
     static mut DATA: [Page; DATA_PAGES] = [const { Page([0; PAGE]) }; DATA_PAGES];
 
@@ -97,6 +112,19 @@ mod guest {
     fn data_va(i: usize) -> u64 {
         // SAFETY: only the address of an element of the static is taken.
         unsafe { (&raw mut DATA).cast::<Page>().add(i) as u64 }
+    }
+
+    /// How a broken handshake is broken.
+    #[derive(Clone, Copy, Debug)]
+    enum BadConnect {
+        /// `ring-ref` names an entry we never granted.
+        RingNeverGranted,
+        /// The ring is granted read-only: the backend cannot map it writable.
+        RingGrantedReadOnly,
+        /// `event-channel` names a port we never allocated.
+        BadEventChannel,
+        /// `protocol` is the 32-bit layout, which the backend does not serve.
+        ForeignProtocol,
     }
 
     /// One connected vbd: its device path, backend, ring and event channel.
@@ -546,6 +574,114 @@ mod guest {
         println!(
             "hostile-blkfront: {} closed ({closed:?}), ring grant ended: {ended:?}",
             a.name
+        );
+        for (i, (devid, vdev, how)) in HANDSHAKES.iter().enumerate() {
+            bad_handshake(si, xs, table, 4 + i, *devid, vdev, *how);
+        }
+    }
+
+    /// Reads the backend's state, waiting until it is `want` (bounded): the last value.
+    fn backend_state(xs: &mut Client, backend: &Backend, want: XenbusState) -> Option<u64> {
+        let state = Path::of(format_args!("{}/state", backend.path()));
+        let mut seen = None;
+        for _ in 0..MAX_POLLS {
+            seen = xs
+                .read(TxId::NONE, state.as_str())
+                .ok()
+                .and_then(cmdline::parse_u64);
+            if seen == Some(want as u64) {
+                break;
+            }
+            yield_cpu();
+        }
+        seen
+    }
+
+    /// A handshake broken as `how`, tried [`HANDSHAKE_TRIES`] times (Closed →
+    /// Initialising → Initialised, which the backend answers with InitWait, then
+    /// Closed when it cannot connect): prints the backend's last state and whether the
+    /// ring grant could be ended afterwards (the backend unmapped the ring each time).
+    fn bad_handshake(
+        si: &StartInfo,
+        xs: &mut Client,
+        table: &GrantTable<GRANT_ENTRIES>,
+        slot: usize,
+        devid: u32,
+        vdev: &str,
+        how: BadConnect,
+    ) {
+        let dev = Path::of(format_args!("device/vbd/{devid}"));
+        let backend = match blkfront::probe(xs, dev.as_str()) {
+            Ok(b) => b,
+            Err(e) => {
+                println!("hostile-blkfront: {vdev}: probe: {e}");
+                return;
+            }
+        };
+        // SAFETY: only the address of an element of the static is taken.
+        let ring_va = unsafe { (&raw mut RINGS).cast::<Page>().add(slot).cast::<u8>() };
+        // SAFETY: the page is this vbd's ring only, accessed through this view.
+        let mem = unsafe { RawRingPage::new(ring_va, PAGE) };
+        if FrontRing::<BlkifProtocol, _>::init(mem).is_err() {
+            return;
+        }
+        let mfn = Mfn(pv_guest::paging::mfn_of(si, ring_va as u64));
+        let be = backend.domid;
+        let grant = match how {
+            BadConnect::RingNeverGranted => None,
+            BadConnect::RingGrantedReadOnly => table.grant_access(be, mfn, true).ok(),
+            _ => table.grant_access(be, mfn, false).ok(),
+        };
+        let ring_ref = grant.as_ref().map_or(NEVER_GRANTED, |g| g.gref().0);
+        let port = match how {
+            BadConnect::BadEventChannel => None,
+            _ => {
+                events::disable();
+                let p = evtchn::alloc_unbound(be).ok();
+                events::enable();
+                p
+            }
+        };
+        let port_no = port.map_or(NO_PORT, |p| p.0);
+        let protocol: &[u8] = match how {
+            BadConnect::ForeignProtocol => b"x86_32-abi",
+            _ => b"x86_64-abi",
+        };
+        let key = |k: &str| Path::of(format_args!("{}/{k}", dev.as_str()));
+        let mut last = None;
+        for _ in 0..HANDSHAKE_TRIES {
+            let _ = xs.write(TxId::NONE, key("state").as_str(), b"1");
+            if backend_state(xs, &backend, XenbusState::InitWait) != Some(2) {
+                break;
+            }
+            let r = Path::of(format_args!("{ring_ref}"));
+            let p = Path::of(format_args!("{port_no}"));
+            let _ = xs.write(TxId::NONE, key("ring-ref").as_str(), r.as_str().as_bytes());
+            let _ = xs.write(
+                TxId::NONE,
+                key("event-channel").as_str(),
+                p.as_str().as_bytes(),
+            );
+            let _ = xs.write(TxId::NONE, key("protocol").as_str(), protocol);
+            let _ = xs.write(TxId::NONE, key("state").as_str(), b"3");
+            last = backend_state(xs, &backend, XenbusState::Closed);
+            let _ = xs.write(TxId::NONE, key("state").as_str(), b"6");
+        }
+        let ended = match grant.map(|g| g.end()) {
+            None => "no grant",
+            Some(Ok(_)) => "true",
+            Some(Err(g)) => {
+                let _ = g.leak();
+                "false"
+            }
+        };
+        if let Some(p) = port {
+            let _ = evtchn::close(p);
+        }
+        println!(
+            "handshake {how:?} on {vdev}: backend state {}, ring grant ended: {}",
+            last.map_or(-1, |s| s as i64),
+            ended
         );
     }
 

@@ -1,9 +1,10 @@
-//! Hostile block frontends against the control domain's blkback, while a well-behaved
-//! domain keeps its I/O going: `hostile-blkfront` (d1) sends requests blkback must
-//! refuse, breaks three rings and four handshakes, pv-guest `demo=blk` (d2) reads, writes and checks its
-//! own vbd meanwhile, and `hostile-blkfront mode=crash` (d3) crashes with a full ring of
-//! writes outstanding. Afterwards nothing may be left: no frame of an ended domain, no
-//! grant mapping the control domain forgot.
+//! Hostile block frontends against the control domain's blkback, while well-behaved
+//! domains keep their I/O going: `hostile-blkfront` (d1) sends requests blkback must
+//! refuse, breaks three rings and four handshakes; pv-guest `demo=blk` (d2) reads,
+//! writes and checks its own vbd; `hostile-blkfront mode=crash` (d3) crashes with a full
+//! ring of writes outstanding; and `hostile-blkfront mode=good` (d4) writes, reads back
+//! and compares from d1's first case to its last. Afterwards nothing may be left: no
+//! frame of an ended domain, no grant mapping the control domain forgot.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -139,9 +140,8 @@ fn expected_lines(bytes: &[u8]) -> Vec<String> {
     }
     // What each vbd of d1 served, said when d1 ended (its rings were unmapped before):
     // xvda every case but the two on xvdb, xvdb those two, xvdc nothing (the flood was
-    // refused as a whole), xvdd its four good reads.
-    // The last three cases are xvdb's two and a read that is okay: none is a failure of
-    // xvda.
+    // refused as a whole), xvdd its four good reads. The last three cases (xvdb's two
+    // and a read that is okay) are no failure of xvda.
     let errors = CASES[..CASES.len() - 3]
         .iter()
         .filter(|(_, w)| *w == ERROR)
@@ -191,7 +191,7 @@ fn expected_lines(bytes: &[u8]) -> Vec<String> {
         "(hv) d0 control: shut down: poweroff".into(),
         "(hv) frames: 0 still owned by ended domains".into(),
         "(hv) grant maps: 0 still held when their domains ended".into(),
-        "(hv) all domains ended: 3 powered off, 1 failed".into(),
+        "(hv) all domains ended: 4 powered off, 1 failed".into(),
     ]);
     lines
 }
@@ -205,9 +205,10 @@ fn hostile_blkfronts_are_refused_while_a_good_domain_keeps_its_io() {
     let mut good = GuestFile::new(images.pv_guest());
     good.cmdline = "demo=blk".into();
     let crasher = GuestFile::new(images.guest("hostile-blkfront")).cmdline("mode=crash");
+    let steady = GuestFile::new(images.guest("hostile-blkfront")).cmdline("mode=good peer=1");
     let run = HvRun {
         hypervisor: images.hypervisor(),
-        guests: vec![hostile, good, crasher],
+        guests: vec![hostile, good, crasher, steady],
         deterministic: true,
         timeout: Some(TIMEOUT),
         disks: vec![DiskFile {
@@ -225,6 +226,7 @@ fn hostile_blkfronts_are_refused_while_a_good_domain_keeps_its_io() {
             "vbd.1=h,xvdh,rw".into(),
             "vbd.2=h,rw".into(),
             "vbd.3=h,rw".into(),
+            "vbd.4=h,rw".into(),
         ],
         ..HvRun::default()
     };
@@ -249,6 +251,29 @@ fn hostile_blkfronts_are_refused_while_a_good_domain_keeps_its_io() {
         result.outcome.explain(),
         result.stderr
     );
+    // d4 wrote, read back and compared all the time d1 was hostile, without a failure:
+    // two requests of 8 sectors a round, all served.
+    let steady = "[d4 hostile-blkfront] good: ";
+    let rounds: u32 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(steady)?
+                .strip_suffix(" rounds while the hostile domain ran, 0 failed")
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no successful 'good:' line of d4\n{text}"));
+    assert!(rounds > 0, "d4 did no I/O while d1 was hostile\n{text}");
+    for line in [
+        format!("{steady}closed (Ok(())), ring grant ended: Some(true)"),
+        format!(
+            "[d0 control] d4 vbd/51712: disconnected ({} requests, {} sectors read, {} written)",
+            2 * rounds,
+            8 * rounds,
+            8 * rounds
+        ),
+    ] {
+        assert!(text.contains(&line), "missing {line:?}\n{text}");
+    }
     // Every broken handshake was refused each time it was tried, and nothing else.
     for (_, _, devid, why) in HANDSHAKES {
         let refused = format!("[d0 control] d1 vbd/{devid}: cannot connect: {why}\n");

@@ -24,6 +24,13 @@
 //!   ring grant ended: <bool or "no grant">`;
 //! * the guest prints `hostile-blkfront: N cases, M unexpected` and powers off.
 //!
+//! The default mode publishes `data/phase` (readable by every domain): `started` before
+//! its first case, `done` after the last handshake. `mode=good peer=<id>`, one vbd, is
+//! the well-behaved domain that runs alongside: it waits for the peer's `started`, then
+//! writes a pattern, reads it back and compares, round after round, until the peer's
+//! `done`: `good: <n> rounds while the hostile domain ran, <m> failed` (at most
+//! [`MAX_GOOD_ROUNDS`]).
+//!
 //! `mode=crash`, one vbd: posts a full ring of 11-segment writes, notifies the backend
 //! and crashes itself (`SCHEDOP_shutdown` crash) before reading any response, so the
 //! control domain must clean up a ring whose frontend vanished mid-I/O.
@@ -92,6 +99,8 @@ mod guest {
     const HANDSHAKE_TRIES: u32 = 3;
     /// An event channel port we never allocated.
     const NO_PORT: u32 = 4000;
+    /// Rounds of `mode=good` at most (it stops earlier when the peer is done).
+    const MAX_GOOD_ROUNDS: u32 = 5000;
     /// Slots of a one-page blkif ring.
     const RING_SLOTS: u32 = 32;
     /// Bytes of a ring slot.
@@ -274,11 +283,33 @@ mod guest {
                 pv_guest::poweroff()
             }
         };
-        let crash = cmdline::value(si.cmd_line_bytes(), "mode") == Some(b"crash".as_slice());
-        if crash {
+        let mode = cmdline::value(si.cmd_line_bytes(), "mode");
+        if mode == Some(b"crash".as_slice()) {
             crash_mid_io(si, &mut xs, &mut wait, &table)
         }
+        if mode == Some(b"good".as_slice()) {
+            let peer = cmdline::value(si.cmd_line_bytes(), "peer").and_then(cmdline::parse_u64);
+            match peer {
+                Some(p) => good(si, &mut xs, &mut wait, &table, p),
+                None => println!("hostile-blkfront: mode=good without peer="),
+            }
+            pv_guest::poweroff()
+        }
+        // Owned by us, readable by every other domain.
+        let own = xs
+            .read(TxId::NONE, "domid")
+            .ok()
+            .and_then(cmdline::parse_u64)
+            .unwrap_or(0);
+        let perm = Path::of(format_args!("r{own}"));
+        let published = xs
+            .write(TxId::NONE, "data/phase", b"started")
+            .and_then(|()| xenbus::set_perms(&mut xs, TxId::NONE, "data/phase", &[perm.as_str()]));
+        if let Err(e) = published {
+            println!("hostile-blkfront: cannot publish data/phase: {e}");
+        }
         hostile(si, &mut xs, &mut wait, &table);
+        let _ = xs.write(TxId::NONE, "data/phase", b"done");
         println!(
             "hostile-blkfront: {} cases, {} unexpected",
             RUN.load(Ordering::Relaxed),
@@ -722,6 +753,93 @@ mod guest {
             v.name,
             seen.map_or(-1, |s| s as i64)
         );
+    }
+
+    /// Fills data page `i` with the pattern of `round`.
+    fn fill(i: usize, round: u32) {
+        let p = data_va(i) as *mut u8;
+        for k in 0..PAGE {
+            // SAFETY: inside data page `i`; volatile as the backend may read it.
+            unsafe {
+                p.add(k)
+                    .write_volatile((k as u32 ^ round.wrapping_mul(0x9e37)) as u8)
+            };
+        }
+    }
+
+    /// Whether data pages `a` and `b` hold the same bytes.
+    fn same(a: usize, b: usize) -> bool {
+        let (pa, pb) = (data_va(a) as *const u8, data_va(b) as *const u8);
+        // SAFETY: inside the two data pages; volatile as the backend writes them.
+        (0..PAGE).all(|k| unsafe { pa.add(k).read_volatile() == pb.add(k).read_volatile() })
+    }
+
+    /// The peer's `data/phase`.
+    fn peer_phase(xs: &mut Client, peer: u64) -> Option<[u8; 7]> {
+        let path = Path::of(format_args!("/local/domain/{peer}/data/phase"));
+        let v = xs.read(TxId::NONE, path.as_str()).ok()?;
+        let mut out = [0u8; 7];
+        let n = v.len().min(7);
+        out[..n].copy_from_slice(&v[..n]);
+        Some(out)
+    }
+
+    /// `mode=good`: write, read back and compare while the peer is hostile.
+    fn good(
+        si: &StartInfo,
+        xs: &mut Client,
+        wait: &mut StoreWait,
+        table: &GrantTable<GRANT_ENTRIES>,
+        peer: u64,
+    ) {
+        let mut v = match connect(si, xs, wait, table, 0, DEVIDS[0], NAMES[0]) {
+            Ok(v) => v,
+            Err((step, e)) => {
+                println!("good: {step}: {e}");
+                return;
+            }
+        };
+        let be = v.backend.domid;
+        let (Some(src), Some(dst)) = (
+            grant_page(si, table, 0, be, true),
+            grant_page(si, table, 1, be, false),
+        ) else {
+            return;
+        };
+        let mut started = false;
+        for _ in 0..MAX_POLLS {
+            if peer_phase(xs, peer).is_some() {
+                started = true;
+                break;
+            }
+            yield_cpu();
+        }
+        if !started {
+            println!("good: the peer never started");
+        }
+        let (mut rounds, mut failed) = (0u32, 0u32);
+        while rounds < MAX_GOOD_ROUNDS {
+            if peer_phase(xs, peer) == Some(*b"done\0\0\0") {
+                break;
+            }
+            let sector = 64 + u64::from(rounds % 64) * 8;
+            fill(0, rounds);
+            fill(1, !rounds);
+            let mut w = rw(BLKIF_OP_WRITE, sector, &[seg(src, 0, 7)]);
+            let mut r = rw(BLKIF_OP_READ, sector, &[seg(dst, 0, 7)]);
+            let ok = exchange(&mut v, &mut w) == Some(BLKIF_RSP_OKAY)
+                && exchange(&mut v, &mut r) == Some(BLKIF_RSP_OKAY)
+                && same(0, 1);
+            if !ok {
+                failed += 1;
+            }
+            rounds += 1;
+        }
+        println!("good: {rounds} rounds while the hostile domain ran, {failed} failed");
+        let closed = blkfront::close(xs, v.dev.as_str(), &v.backend, wait, MAX_STATE_WAITS);
+        let ended = v.ring_grant.take().map(|g| g.end().is_ok());
+        let _ = evtchn::close(v.port);
+        println!("good: closed ({closed:?}), ring grant ended: {ended:?}");
     }
 
     /// `mode=crash`: a full ring of writes, a notify, and a crash before any response.

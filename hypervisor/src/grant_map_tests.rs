@@ -496,7 +496,7 @@ fn end_of_run_accounting_counts_a_dead_granters_frame_until_unmapped() {
         fx.hv
             .platform
             .console
-            .contains("(hv) frames: 0 still owned by ended domains\n(hv) all domains ended:"),
+            .contains("(hv) frames: 0 still owned by ended domains\n(hv) grant maps: 0 still held when their domains ended\n(hv) all domains ended:"),
         "{}",
         fx.hv.platform.console
     );
@@ -519,10 +519,10 @@ fn a_mapper_ending_frees_the_dead_granters_frame() {
     fx.hv.platform.console.clear();
     let _ = fx.hv.final_report();
     assert!(
-        fx.hv
-            .platform
-            .console
-            .contains("(hv) frames: 0 still owned by ended domains\n"),
+        fx.hv.platform.console.contains(
+            "(hv) frames: 0 still owned by ended domains\n(hv) grant maps: 1 still held \
+                 when their domains ended\n"
+        ),
         "{}",
         fx.hv.platform.console
     );
@@ -822,4 +822,36 @@ fn a_mapper_ending_frees_only_unshared_orphans() {
     );
     assert_eq!(fx.unmap(3, 0, out.handle, shared.maddr()), GNTST_OKAY);
     assert_eq!(fx.hv.frames.owner(shared), None);
+}
+
+#[test]
+fn end_of_run_counts_each_map_a_domain_held_when_it_ended() {
+    let mut fx = fx();
+    let a = fx.d(1).data[BUF];
+    let b = fx.d(1).data[BUF + 1];
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 2, a);
+    fx.grant(1, 11, GTF_PERMIT_ACCESS, 2, b);
+    let first = fx.map(2, mop(map_va(0), GNTMAP_HOST_MAP, 10, 1));
+    let second = fx.map(2, mop(map_va(1), GNTMAP_HOST_MAP, 11, 1));
+    assert_eq!((first.status, second.status), (GNTST_OKAY, GNTST_OKAY));
+    assert_eq!(fx.hv.domains[fx.d(2).idx].grant.live_maps(), 2);
+    // One unmapped: only the other one counts when d2 ends.
+    assert_eq!(fx.unmap(2, map_va(0), first.handle, 0), GNTST_OKAY);
+    assert_eq!(fx.hv.domains[fx.d(2).idx].grant.live_maps(), 1);
+    let (idx1, idx2) = (fx.d(1).idx, fx.d(2).idx);
+    fx.hv
+        .end_domain(idx2, DomainState::Crashed, format_args!("test"));
+    fx.hv
+        .end_domain(idx1, DomainState::Crashed, format_args!("test"));
+    assert_eq!(fx.hv.domains[idx2].grant.live_maps(), 0, "released");
+    fx.hv.platform.console.clear();
+    let _ = fx.hv.final_report();
+    let console = &fx.hv.platform.console;
+    assert!(
+        console.contains(
+            "(hv) frames: 0 still owned by ended domains\n(hv) grant maps: 1 still held when \
+             their domains ended\n"
+        ),
+        "{console}"
+    );
 }

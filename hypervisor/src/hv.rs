@@ -118,6 +118,9 @@ pub struct Hypervisor<M: MachineMemory, P: Platform> {
     pub(crate) cursor: Cursor,
     /// Typed bytes waiting for the control domain (console/input.rs).
     pub(crate) console_input: InputRing,
+    /// Grant mappings (maptrack entries) the domains still held when they ended, which
+    /// the hypervisor then released for them: a backend that forgot to unmap shows here.
+    pub(crate) maps_left_at_end: u64,
 }
 
 /// RFLAGS bits a guest may set: CF PF AF ZF SF TF DF OF AC ID. IOPL, NT, RF, VM, VIF
@@ -263,6 +266,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             wallclock: (0, 0),
             cursor: Cursor::new(),
             console_input: InputRing::new(),
+            maps_left_at_end: 0,
         }
     }
 
@@ -672,6 +676,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         self.timers.remove_domain(id);
         // Its grant mappings of other domains' frames go first; its own frames that
         // others still map stay allocated until they are unmapped.
+        let held = self.domains[idx].grant.live_maps();
+        self.maps_left_at_end = self.maps_left_at_end.saturating_add(held as u64);
         self.release_grant_maps(idx);
         if self.has_grant_mappers(id) {
             // One sorted list instead of a scan of every maptrack per frame of `id`.
@@ -717,8 +723,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     }
 
     /// Prints one line per domain, the frames the ended domains still own
-    /// (`frames: <n> still owned by ended domains`, 0 unless something leaked) and the
-    /// summary, and says how QEMU should exit.
+    /// (`frames: <n> still owned by ended domains`, 0 unless something leaked), the
+    /// grant mappings the domains still held when they ended (`grant maps: <n> still
+    /// held when their domains ended`, 0 when every mapper unmapped what it mapped) and
+    /// the summary, and says how QEMU should exit.
     pub(crate) fn final_report(&mut self) -> Resume {
         let mut powered_off = 0usize;
         for i in 0..self.domains.len() {
@@ -742,6 +750,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             .count_owned(|owner| domains.iter().any(|d| d.id == owner && !d.is_runnable()));
         self.log(format_args!(
             "frames: {still_owned} still owned by ended domains"
+        ));
+        let maps = self.maps_left_at_end;
+        self.log(format_args!(
+            "grant maps: {maps} still held when their domains ended"
         ));
         self.log(format_args!(
             "all domains ended: {powered_off} powered off, {failed} failed"

@@ -350,7 +350,7 @@ fn shutdown_flushes_console_io_frees_frames_and_reports() {
         "[d1 pv-guest] bye\n\
          (hv) d1 pv-guest: shut down: poweroff\n\
          (hv) d1 pv-guest: poweroff\n\
-         (hv) frames: 0 still owned by ended domains\n(hv) all domains ended: 1 powered off, 0 failed\n"
+         (hv) frames: 0 still owned by ended domains\n(hv) grant maps: 0 still held when their domains ended\n(hv) all domains ended: 1 powered off, 0 failed\n"
     );
     assert_eq!(hv.frames.count_of(DomId(1)), 0);
     // Its pages, the three it got by hand, and the grant frame it got at start.
@@ -381,7 +381,7 @@ fn shutdown_code_wins() {
     let r = call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, DATA_VA, 0);
     assert_eq!(r, Resume::Exit(ExitStatus::SomeDomainFailed));
     assert!(console(&hv).contains("(hv) d1 t: shut down: crash\n"));
-    assert!(console(&hv).ends_with("(hv) frames: 0 still owned by ended domains\n(hv) all domains ended: 0 powered off, 1 failed\n"));
+    assert!(console(&hv).ends_with("(hv) frames: 0 still owned by ended domains\n(hv) grant maps: 0 still held when their domains ended\n(hv) all domains ended: 0 powered off, 1 failed\n"));
 }
 
 #[test]
@@ -508,7 +508,7 @@ fn yield_switches_round_robin_and_returns_zero() {
     let r = call(&mut hv, &mut f, 29, SCHEDOP_SHUTDOWN as u64, DATA_VA, 0);
     assert_eq!(r, Resume::Exit(ExitStatus::AllPoweredOff));
     assert!(console(&hv).ends_with(
-        "(hv) d1 one: poweroff\n(hv) d2 two: poweroff\n(hv) frames: 0 still owned by ended domains\n(hv) all domains ended: 2 powered off, 0 failed\n"
+        "(hv) d1 one: poweroff\n(hv) d2 two: poweroff\n(hv) frames: 0 still owned by ended domains\n(hv) grant maps: 0 still held when their domains ended\n(hv) all domains ended: 2 powered off, 0 failed\n"
     ));
 }
 
@@ -539,7 +539,7 @@ fn guest_exceptions_crash_only_that_domain() {
         "(hv) d2 pv-guest: crashed: #PF in guest kernel vector=14 error=0x6 rip=0xffffffff80002000 cr2=0x1000\n"
     ));
     assert!(console(&hv).ends_with(
-        "(hv) d1 privileged: crashed\n(hv) d2 pv-guest: crashed\n(hv) frames: 0 still owned by ended domains\n(hv) all domains ended: 0 powered off, 2 failed\n"
+        "(hv) d1 privileged: crashed\n(hv) d2 pv-guest: crashed\n(hv) frames: 0 still owned by ended domains\n(hv) grant maps: 0 still held when their domains ended\n(hv) all domains ended: 0 powered off, 2 failed\n"
     ));
 }
 
@@ -713,7 +713,7 @@ fn no_domains_means_failure() {
     assert_eq!(hv.start(&mut f), Resume::Exit(ExitStatus::SomeDomainFailed));
     assert_eq!(
         console(&hv),
-        "(hv) frames: 0 still owned by ended domains\n(hv) all domains ended: 0 powered off, 0 failed\n"
+        "(hv) frames: 0 still owned by ended domains\n(hv) grant maps: 0 still held when their domains ended\n(hv) all domains ended: 0 powered off, 0 failed\n"
     );
 }
 
@@ -769,7 +769,7 @@ fn refused_guests_get_ids_and_count_as_failed() {
     assert_eq!(
         console(&hv),
         "(hv) d0 privileged: refused\n(hv) d1 first: refused\n(hv) d2 third: refused\n\
-         (hv) d3 again: refused\n(hv) frames: 0 still owned by ended domains\n(hv) all domains ended: 0 powered off, 4 failed\n"
+         (hv) d3 again: refused\n(hv) frames: 0 still owned by ended domains\n(hv) grant maps: 0 still held when their domains ended\n(hv) all domains ended: 0 powered off, 4 failed\n"
     );
 }
 
@@ -848,7 +848,7 @@ fn built_domain_runs_prints_and_powers_off() {
     assert_eq!(r, Resume::Exit(ExitStatus::AllPoweredOff));
     assert!(console(&hv).ends_with(
         "[d1 e2e] xen-3.0-x86_64\n(hv) d1 e2e: shut down: poweroff\n\
-         (hv) d1 e2e: poweroff\n(hv) frames: 0 still owned by ended domains\n(hv) all domains ended: 1 powered off, 0 failed\n"
+         (hv) d1 e2e: poweroff\n(hv) frames: 0 still owned by ended domains\n(hv) grant maps: 0 still held when their domains ended\n(hv) all domains ended: 1 powered off, 0 failed\n"
     ));
     assert_eq!(hv.frames.free_count(), free, "every frame came back");
 }
@@ -962,7 +962,7 @@ fn the_run_ends_with_the_control_domain() {
     assert_eq!(r, Resume::Exit(ExitStatus::AllPoweredOff));
     assert!(console(&hv).ends_with(
         "(hv) d0 control: poweroff\n(hv) d1 guest: poweroff\n\
-         (hv) frames: 0 still owned by ended domains\n(hv) all domains ended: 2 powered off, 0 failed\n"
+         (hv) frames: 0 still owned by ended domains\n(hv) grant maps: 0 still held when their domains ended\n(hv) all domains ended: 2 powered off, 0 failed\n"
     ));
 
     // The control domain crashes while a domU runs: the run ends, both count as failed.
@@ -980,7 +980,7 @@ fn the_run_ends_with_the_control_domain() {
         out.ends_with(
             "(hv) d1 guest: killed at exit: the control domain ended\n\
          (hv) d0 control: crashed\n(hv) d1 guest: killed at exit\n\
-         (hv) frames: 0 still owned by ended domains\n(hv) all domains ended: 0 powered off, 2 failed\n"
+         (hv) frames: 0 still owned by ended domains\n(hv) grant maps: 0 still held when their domains ended\n(hv) all domains ended: 0 powered off, 2 failed\n"
         ),
         "{out}"
     );

@@ -492,7 +492,7 @@ fn remote_shutdown_is_for_the_control_domain_only() {
         "(hv) d1 t: shut down: poweroff\n\
          (hv) d2 t: killed at exit: the control domain ended\n\
          (hv) d1 t: poweroff\n(hv) d2 t: killed at exit\n(hv) d3 t: poweroff\n\
-         (hv) frames: 0 still owned by ended domains\n(hv) all domains ended: 2 powered off, 1 failed\n"
+         (hv) frames: 0 still owned by ended domains\n(hv) grant maps: 0 still held when their domains ended\n(hv) all domains ended: 2 powered off, 1 failed\n"
     ));
 }
 

@@ -328,9 +328,23 @@ impl Vbd {
         }
     }
 
-    /// The frontend domain ended: releases the ring and serves no more.
-    pub fn release(&mut self, window: &mut Window) {
+    /// The frontend domain ended: releases the ring and serves no more. `say` hears
+    /// what was still mapped and what the vbd served (a frontend that crashed mid-I/O
+    /// has its last requests answered with errors: its grants are gone).
+    pub fn release(&mut self, window: &mut Window, say: &mut dyn FnMut(core::fmt::Arguments<'_>)) {
+        let mapped = self.conn.is_some();
         self.disconnect(window);
         self.dead = true;
+        let st = self.back.stats();
+        say(format_args!(
+            "d{} vbd/{}: frontend gone{}: {} requests ({} ok, {} failed, {} unsupported)",
+            self.frontend.0,
+            self.devid,
+            if mapped { ", ring unmapped" } else { "" },
+            st.ok + st.errors + st.unsupported,
+            st.ok,
+            st.errors,
+            st.unsupported
+        ));
     }
 }

@@ -560,10 +560,10 @@ impl Kernel {
                 continue;
             }
             let mut d = self.domains.remove(i);
-            let window = &mut self.window;
+            let (window, console, out) = (&mut self.window, &mut self.console, &mut self.out);
             self.vbds.retain_mut(|v| {
                 if v.frontend() == d.id {
-                    v.release(window);
+                    v.release(window, &mut |a| console.say(out, a));
                     false
                 } else {
                     true

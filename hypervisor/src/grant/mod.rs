@@ -209,6 +209,11 @@ impl GrantTable {
         &self.maps
     }
 
+    /// Live entries of the maptrack: the grant mappings the domain holds now.
+    pub fn live_maps(&self) -> usize {
+        self.maps.iter().filter(|m| m.is_some()).count()
+    }
+
     /// Pages given away by `GNTTABOP_transfer` and not received back.
     pub fn transferred_out(&self) -> u64 {
         self.headroom

@@ -130,6 +130,24 @@ pub enum Disconnect {
     TooManyExtras,
 }
 
+impl core::fmt::Display for Disconnect {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Disconnect::Ring(e) => write!(f, "{e}"),
+            Disconnect::SlotCrossesPage => f.write_str("a tx slot crosses its page"),
+            Disconnect::TooManySlots => {
+                write!(f, "a tx frame has more than {MAX_TX_SLOTS} slots")
+            }
+            Disconnect::TooManyExtras => {
+                write!(
+                    f,
+                    "a tx frame has more than {MAX_TX_EXTRAS} extra-info slots"
+                )
+            }
+        }
+    }
+}
+
 /// What one [`Netback::service_tx`] call did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TxServiced {
@@ -560,9 +578,10 @@ fn push<M: RingMemory>(
 /// domain acting as its own toolstack writes a consistent set.
 ///
 /// Chosen conservatively for what this backend does: `feature-rx-copy = 1` (the only rx
-/// mode; Linux netfront gives up without it) and `feature-rx-flip = 0`; `feature-sg = 1`
-/// because multi-slot tx frames are served (rx never needs more than one slot since
-/// frames are at most [`MAX_FRAME`] bytes); no GSO and no IPv6 checksum offload (frames
+/// mode; Linux netfront gives up without it) and `feature-rx-flip = 0`; `feature-sg = 0`
+/// so frontends keep frames within one MTU and never need several rx slots (multi-slot
+/// tx frames, which a frontend without scatter-gather still sends for a frame crossing
+/// a page boundary, are served all the same); no GSO and no IPv6 checksum offload (frames
 /// would exceed one page or need checksum work here); no multicast control, no split
 /// event channels, no control ring, and no `multi-queue-max-queues` (one queue).
 pub fn backend_keys(mac: &[u8; 6]) -> Vec<(&'static str, String)> {
@@ -577,7 +596,7 @@ pub fn backend_keys(mac: &[u8; 6]) -> Vec<(&'static str, String)> {
         ),
         ("feature-rx-copy", String::from("1")),
         ("feature-rx-flip", String::from("0")),
-        ("feature-sg", String::from("1")),
+        ("feature-sg", String::from("0")),
         ("feature-gso-tcpv4", String::from("0")),
         ("feature-gso-tcpv6", String::from("0")),
         ("feature-ipv6-csum-offload", String::from("0")),

@@ -581,7 +581,7 @@ fn keys_are_conservative() {
     assert_eq!(get("mac"), Some("00:16:3e:0a:bc:01"));
     assert_eq!(get("feature-rx-copy"), Some("1"));
     assert_eq!(get("feature-rx-flip"), Some("0"));
-    assert_eq!(get("feature-sg"), Some("1"));
+    assert_eq!(get("feature-sg"), Some("0"));
     assert_eq!(get("feature-gso-tcpv4"), Some("0"));
     assert_eq!(get("feature-gso-tcpv6"), Some("0"));
     assert_eq!(get("multi-queue-max-queues"), None);

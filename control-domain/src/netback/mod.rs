@@ -64,6 +64,9 @@ pub const MAX_FRAME: usize = 1514 + 4;
 pub const MAX_TX_SLOTS: usize = 18;
 /// Extra-info slots one tx frame may carry (one of each defined type).
 pub const MAX_TX_EXTRAS: usize = 4;
+/// Bytes a [`Netback`] allocates for its buffers in [`Netback::new`] (tx bounce pages,
+/// rx bounce page, the assembled frame), not counting the allocator's alignment waste.
+pub const BUFFER_BYTES: usize = (MAX_TX_SLOTS + 1) * PAGE + MAX_FRAME;
 /// Default tx slots consumed per [`Netback::service_tx`] call: one 1-page tx ring.
 pub const DEFAULT_SLOTS_PER_CALL: u32 = 256;
 
@@ -278,6 +281,18 @@ impl Netback {
     /// Why the vif was disconnected, if it was.
     pub fn disconnected(&self) -> Option<Disconnect> {
         self.broken
+    }
+
+    /// Forgets the tx frame in progress, whose slots belong to rings that are gone: for
+    /// a vif connecting again on new rings. Counters and a [`Disconnect`] are kept (a
+    /// vif that broke the protocol stays closed).
+    pub fn reset(&mut self) {
+        let p = &mut self.pending;
+        p.slots.clear();
+        p.extras = 0;
+        p.in_extras = false;
+        p.fail = None;
+        self.frame.clear();
     }
 
     /// Consumes up to `slots_per_call` tx slots, hands each complete, valid frame to

@@ -118,18 +118,13 @@ mod guest {
                 return Err(("backend not in InitWait with rx-copy", i, Errno::EINVAL));
             }
             let grefs = [0, 1, 2].map(|k| GREF0 + (3 * i + k) as u32);
-            for k in 0..3 {
+            for (k, &gref) in grefs.iter().enumerate() {
                 let flags = if i == 0 && k == 2 {
                     GTF_PERMIT_ACCESS | GTF_READONLY
                 } else {
                     GTF_PERMIT_ACCESS
                 };
-                table.set(
-                    grefs[k],
-                    flags,
-                    DomId(0),
-                    mfn_of(si, page(3 * i + k) as u64),
-                );
+                table.set(gref, flags, DomId(0), mfn_of(si, page(3 * i + k) as u64));
             }
             // SAFETY: our own pages, used for nothing else, accessed by the kit's ring
             // only atomically or volatile (the backend writes them concurrently).

@@ -184,8 +184,8 @@ impl Vbd {
         let st = self.back.stats();
         say(format_args!(
             "d{} vbd/{}: frontend gone{}: {} requests ({} ok, {} failed, {} unsupported)",
-            self.frontend.0,
-            self.devid,
+            self.dev.frontend.0,
+            self.dev.devid,
             if mapped { ", ring unmapped" } else { "" },
             st.ok + st.errors + st.unsupported,
             st.ok,

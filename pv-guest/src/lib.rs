@@ -39,6 +39,8 @@ pub mod events;
 #[cfg(target_os = "none")]
 pub mod events_demo;
 #[cfg(target_os = "none")]
+pub mod net_demo;
+#[cfg(target_os = "none")]
 pub mod paging;
 pub mod split;
 #[cfg(target_os = "none")]

@@ -73,8 +73,10 @@ pub const PAGE_SIZE: usize = 4096;
 /// Longest frame sent or accepted: 1514 bytes of Ethernet frame plus a 4-byte 802.1Q
 /// tag.
 pub const MAX_FRAME: usize = 1514 + 4;
-/// Most buffers per direction (the slots of a one-page ring: 256 for both).
-pub const MAX_BUFFERS: usize = 256;
+/// Most buffers per direction. A one-page ring has 256 slots for both, but a few
+/// dozen buffers already keep a TCP window in flight, and the frontend's bookkeeping
+/// stays small enough for a kernel stack.
+pub const MAX_BUFFERS: usize = 64;
 /// Longest xenstore path the handshake builds.
 const MAX_PATH: usize = 128;
 

@@ -8,6 +8,8 @@
 //!   sends 1 MiB of xorshift bytes and prints their checksum;
 //! * `net=probe ip=10.0.0.3/24 peer=10.0.0.1 [tries=N]`: broadcasts N ARP requests
 //!   for the peer, 500 ms apart, and prints whether one was answered;
+//! * `delay=<ms>` makes a client or probe wait that long before it starts, so that
+//!   the other interfaces of a test are up (a sniffer sees its broadcasts);
 //! * `net=sniff`: on a trunk port, counts received frames per 802.1Q VLAN id until it
 //!   has seen two VLANs (and a few frames more) or a time limit passes, then prints
 //!   `net: vlan <vid> frames <n>` lines.
@@ -193,6 +195,9 @@ struct Args {
     ip: Option<(Ipv4Address, u8)>,
     peer: Option<Ipv4Address>,
     tries: u32,
+    /// Milliseconds to wait after connecting before a client connects or a probe
+    /// starts (so every interface in a test is up first).
+    delay_ms: u64,
 }
 
 fn parse_ipv4(v: &[u8]) -> Option<Ipv4Address> {
@@ -231,6 +236,9 @@ fn parse_args(cmd: &[u8]) -> Option<Args> {
     let tries = cmdline::value(cmd, "tries")
         .and_then(cmdline::parse_u64)
         .map_or(20, |n| n.clamp(1, 1000) as u32);
+    let delay_ms = cmdline::value(cmd, "delay")
+        .and_then(cmdline::parse_u64)
+        .map_or(0, |n| n.min(60_000));
     let need_ip = role != Role::Sniff;
     let need_peer = matches!(role, Role::Client | Role::Probe);
     if (need_ip && ip.is_none()) || (need_peer && peer.is_none()) {
@@ -241,6 +249,7 @@ fn parse_args(cmd: &[u8]) -> Option<Args> {
         ip,
         peer,
         tries,
+        delay_ms,
     })
 }
 
@@ -535,7 +544,7 @@ fn tcp_role(
     let mut bytes = 0usize;
     let mut chunk = [0u8; 1024];
     let mut connects = 0u32;
-    let mut next_connect = 0u64;
+    let mut next_connect = start.saturating_add(args.delay_ms * 1_000_000);
     let mut closing_since: Option<u64> = None;
     let limit = start.saturating_add(ROLE_LIMIT_NS);
     loop {
@@ -641,6 +650,12 @@ fn probe(si: &StartInfo, args: &Args, nic: &mut Nic<'_>, port: EvtchnPort) -> Re
     req[22..28].copy_from_slice(&mac);
     req[28..32].copy_from_slice(&ip.octets());
     req[38..42].copy_from_slice(&peer.octets());
+    // Frames that arrive meanwhile are dropped; the buffers go back to the ring.
+    let start = now_ns(si).saturating_add(args.delay_ms * 1_000_000);
+    while now_ns(si) < start {
+        nic.poll_rx(|_| {}).map_err(at("rx"))?;
+        wait(nic, port, start);
+    }
     for _ in 0..args.tries {
         let _ = nic.reclaim_tx();
         nic.transmit(&req).map_err(at("send ARP request"))?;

@@ -14,5 +14,6 @@ pub mod console;
 pub mod devices;
 pub mod modules;
 pub mod netback;
+pub mod vif;
 pub mod vswitch;
 pub mod xenstored;

@@ -4,8 +4,22 @@
 
 use linked_list_allocator::LockedHeap;
 
-/// Heap size; in `.bss`, so it costs nothing in the image file.
-pub const HEAP_SIZE: usize = 4 << 20;
+/// Heap size; in `.bss`, so it costs nothing in the image file (the control domain
+/// has 32 MiB).
+///
+/// Budget: the vifs' netback buffers (about 80 KiB each, allocated at boot before any
+/// guest runs, so a guest filling the heap later cannot take them) and the switch
+/// (MAC table and ports, under 64 KiB); then, shared and allocated fallibly on guest
+/// requests, the copy-on-write overlays of writable disks (up to 1 MiB each) and
+/// xenstored's nodes, watches and queued replies (bounded per domain by its quotas).
+pub const HEAP_SIZE: usize = 8 << 20;
+
+/// Vifs whose buffers the budget above plans for, with room for two writable disks'
+/// overlays and 4 MiB of xenstore data besides.
+const PLANNED_VIFS: usize = 8;
+/// Per vif: the buffers, two pages of alignment slack, and the bookkeeping.
+const VIF_BYTES: usize = control_domain::netback::BUFFER_BYTES + 2 * 4096 + 4096;
+const _: () = assert!(HEAP_SIZE >= PLANNED_VIFS * VIF_BYTES + 64 * 1024 + (2 << 20) + (4 << 20));
 
 #[repr(C, align(4096))]
 struct Area([u8; HEAP_SIZE]);

@@ -1,8 +1,10 @@
 //! The bare-metal kernel: discovers the boot-built domains, maps their rings, and serves
 //! xenstore and the consoles, driven by events only.
 
+mod backend;
 mod blk;
 mod heap;
+mod net;
 mod window;
 
 use alloc::vec::Vec;
@@ -66,7 +68,9 @@ struct Kernel {
     disks: Vec<(&'static [u8], &'static [u8])>,
     /// The block backends of configured vbds with a disk.
     vbds: Vec<blk::Vbd>,
-    gio: blk::CopyIo,
+    /// The switch and the network backends of configured vifs.
+    net: net::Net,
+    gio: backend::CopyIo,
 }
 
 /// Reads of typed input per wake-up (128 bytes each, the hypervisor's buffer size).
@@ -86,12 +90,12 @@ fn main(si: &'static StartInfo) -> ! {
         &domain_name(cmdline, DomId(0)),
         console::raw_requested(cmdline),
     );
-    let virqs = events::init(si).and_then(|_| {
+    let virqs = events::init(si).and_then(|shared_info| {
         let exc = evtchn::bind_virq(Virq::DOM_EXC, VcpuId(0))?;
         let con = evtchn::bind_virq(Virq::CONSOLE, VcpuId(0))?;
-        Ok((exc, con))
+        Ok((exc, con, shared_info))
     });
-    let (dom_exc, virq_console) = match virqs {
+    let (dom_exc, virq_console, shared_info) = match virqs {
         Ok(v) => v,
         Err(e) => {
             console.say(&mut out, format_args!("cannot set up events: {e}"));
@@ -121,7 +125,8 @@ fn main(si: &'static StartInfo) -> ! {
         seen_console: events::count(virq_console),
         disks: Vec::new(),
         vbds: Vec::new(),
-        gio: blk::CopyIo::new(p2m(si)),
+        net: net::Net::new(p2m(si), Some(shared_info)),
+        gio: backend::CopyIo::new(p2m(si)),
     };
     k.list_disks(si);
     k.discover();
@@ -138,6 +143,8 @@ fn main(si: &'static StartInfo) -> ! {
         let generation = events::upcalls();
         let again = k.serve();
         if k.domains.is_empty() {
+            let (console, out) = (&mut k.console, &mut k.out);
+            k.net.summary(&mut |a| console.say(out, a));
             xen_pv_rt::poweroff()
         }
         if !again {
@@ -341,6 +348,7 @@ impl Kernel {
                         id.0, be.0
                     ));
                     self.add_vbd(i, name);
+                    self.add_vif(i, name);
                 }
                 Err(e) => self.say(format_args!(
                     "d{} {name}: device {kind}/{devid} (backend d{}) not created: {e}",
@@ -377,6 +385,21 @@ impl Kernel {
                 "d{} {name}: vbd/{devid}: backend not started: {e}",
                 fe.0
             )),
+        }
+    }
+
+    /// Starts the network backend of device `i` if it is a vif of ours.
+    fn add_vif(&mut self, i: usize, name: &str) {
+        let d = &self.devices[i];
+        if !matches!(d.spec, DeviceSpec::Vif { .. }) || d.backend != DomId(0) {
+            return;
+        }
+        let (fe, devid) = (d.frontend, d.devid);
+        if let Err(e) = self.net.add(&mut self.store, &self.devices[i]) {
+            self.say(format_args!(
+                "d{} {name}: vif/{devid}: backend not started: {e}",
+                fe.0
+            ));
         }
     }
 
@@ -447,6 +470,12 @@ impl Kernel {
             self.service_store(i);
         }
         again |= self.serve_vbds();
+        let (console, out) = (&mut self.console, &mut self.out);
+        again |= self
+            .net
+            .serve(&mut self.store, &mut self.window, &mut self.gio, &mut |a| {
+                console.say(out, a)
+            });
         // Requests may have queued watch events for domains served before them. No
         // allocation here: a guest can fill the heap up to its xenstore quota, and an
         // infallible allocation failing would stop the control domain.
@@ -566,6 +595,7 @@ impl Kernel {
                     true
                 }
             });
+            self.net.release(&mut self.store, &mut self.window, d.id);
             // Its last words, then the rest of its unfinished line.
             let mut page = d.console.as_mut().map(|r| r.map.page());
             self.console.remove(d.id, page.as_mut(), &mut self.out);

@@ -15,7 +15,9 @@ use xen_pv_abi::{DomId, Errno, GrantRef};
 
 /// Domains served at once at most (two pages each).
 pub const MAX_DOMAINS: usize = 32;
-const SLOTS: usize = 2 * MAX_DOMAINS;
+/// Two pages per domain (xenstore, console) and two per device (a vif's tx and rx
+/// rings; a vbd uses one).
+const SLOTS: usize = 2 * MAX_DOMAINS + 2 * control_domain::devices::MAX_DEVICES;
 const PAGE: usize = 4096;
 
 #[repr(C, align(4096))]

@@ -64,6 +64,9 @@ pub const MAX_FRAME: usize = 1514 + 4;
 pub const MAX_TX_SLOTS: usize = 18;
 /// Extra-info slots one tx frame may carry (one of each defined type).
 pub const MAX_TX_EXTRAS: usize = 4;
+/// Bytes a [`Netback`] allocates for its buffers in [`Netback::new`] (tx bounce pages,
+/// rx bounce page, the assembled frame), not counting the allocator's alignment waste.
+pub const BUFFER_BYTES: usize = (MAX_TX_SLOTS + 1) * PAGE + MAX_FRAME;
 /// Default tx slots consumed per [`Netback::service_tx`] call: one 1-page tx ring.
 pub const DEFAULT_SLOTS_PER_CALL: u32 = 256;
 
@@ -128,6 +131,24 @@ pub enum Disconnect {
     TooManySlots,
     /// More than [`MAX_TX_EXTRAS`] extra-info slots in one frame.
     TooManyExtras,
+}
+
+impl core::fmt::Display for Disconnect {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Disconnect::Ring(e) => write!(f, "{e}"),
+            Disconnect::SlotCrossesPage => f.write_str("a tx slot crosses its page"),
+            Disconnect::TooManySlots => {
+                write!(f, "a tx frame has more than {MAX_TX_SLOTS} slots")
+            }
+            Disconnect::TooManyExtras => {
+                write!(
+                    f,
+                    "a tx frame has more than {MAX_TX_EXTRAS} extra-info slots"
+                )
+            }
+        }
+    }
 }
 
 /// What one [`Netback::service_tx`] call did.
@@ -260,6 +281,18 @@ impl Netback {
     /// Why the vif was disconnected, if it was.
     pub fn disconnected(&self) -> Option<Disconnect> {
         self.broken
+    }
+
+    /// Forgets the tx frame in progress, whose slots belong to rings that are gone: for
+    /// a vif connecting again on new rings. Counters and a [`Disconnect`] are kept (a
+    /// vif that broke the protocol stays closed).
+    pub fn reset(&mut self) {
+        let p = &mut self.pending;
+        p.slots.clear();
+        p.extras = 0;
+        p.in_extras = false;
+        p.fail = None;
+        self.frame.clear();
     }
 
     /// Consumes up to `slots_per_call` tx slots, hands each complete, valid frame to
@@ -560,9 +593,10 @@ fn push<M: RingMemory>(
 /// domain acting as its own toolstack writes a consistent set.
 ///
 /// Chosen conservatively for what this backend does: `feature-rx-copy = 1` (the only rx
-/// mode; Linux netfront gives up without it) and `feature-rx-flip = 0`; `feature-sg = 1`
-/// because multi-slot tx frames are served (rx never needs more than one slot since
-/// frames are at most [`MAX_FRAME`] bytes); no GSO and no IPv6 checksum offload (frames
+/// mode; Linux netfront gives up without it) and `feature-rx-flip = 0`; `feature-sg = 0`
+/// so frontends keep frames within one MTU and never need several rx slots (multi-slot
+/// tx frames, which a frontend without scatter-gather still sends for a frame crossing
+/// a page boundary, are served all the same); no GSO and no IPv6 checksum offload (frames
 /// would exceed one page or need checksum work here); no multicast control, no split
 /// event channels, no control ring, and no `multi-queue-max-queues` (one queue).
 pub fn backend_keys(mac: &[u8; 6]) -> Vec<(&'static str, String)> {
@@ -577,7 +611,7 @@ pub fn backend_keys(mac: &[u8; 6]) -> Vec<(&'static str, String)> {
         ),
         ("feature-rx-copy", String::from("1")),
         ("feature-rx-flip", String::from("0")),
-        ("feature-sg", String::from("1")),
+        ("feature-sg", String::from("0")),
         ("feature-gso-tcpv4", String::from("0")),
         ("feature-gso-tcpv6", String::from("0")),
         ("feature-ipv6-csum-offload", String::from("0")),

@@ -581,7 +581,7 @@ fn keys_are_conservative() {
     assert_eq!(get("mac"), Some("00:16:3e:0a:bc:01"));
     assert_eq!(get("feature-rx-copy"), Some("1"));
     assert_eq!(get("feature-rx-flip"), Some("0"));
-    assert_eq!(get("feature-sg"), Some("1"));
+    assert_eq!(get("feature-sg"), Some("0"));
     assert_eq!(get("feature-gso-tcpv4"), Some("0"));
     assert_eq!(get("feature-gso-tcpv6"), Some("0"));
     assert_eq!(get("multi-queue-max-queues"), None);
@@ -757,4 +757,31 @@ fn access_to_trunk_vif_is_tagged() {
     assert_eq!(&got[..12], &f[..12]);
     assert_eq!(&got[12..16], &[0x81, 0x00, 0x00, 10]);
     assert_eq!(&got[16..], &f[12..]);
+}
+
+#[test]
+fn reset_forgets_a_half_sent_frame() {
+    let mut gio = FakeGrants::default();
+    let mut nb = netback();
+    let data = bytes(100, 4);
+    gio.grant(1, 0, &data[..50]);
+    gio.grant(2, 0, &data[50..]);
+    let old = PageBuffer::new();
+    let mut tx = Tx::new(&old);
+    // The first slot of a two-slot frame, then the rings go away.
+    tx.push(&[slot(1, 0, NETTXF_MORE_DATA | NETTXF_EXTRA_INFO, 1, 100)]);
+    let (r, frames) = service(&mut nb, &mut tx, &mut gio);
+    assert_eq!((r.unwrap().frames, frames.len()), (0, 0));
+    nb.reset();
+    // New rings: a one-slot frame is a whole frame, answered alone.
+    let new = PageBuffer::new();
+    let mut tx = Tx::new(&new);
+    let one = bytes(60, 5);
+    gio.grant(3, 0, &one);
+    tx.push(&[slot(3, 0, 0, 7, 60)]);
+    let (r, frames) = service(&mut nb, &mut tx, &mut gio);
+    assert_eq!(r.unwrap().frames, 1);
+    assert_eq!(frames[0].0, one);
+    assert_eq!(tx.responses(), vec![(7, NETIF_RSP_OKAY)]);
+    assert_eq!(nb.stats().tx_frames, 1);
 }

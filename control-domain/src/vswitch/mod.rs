@@ -317,6 +317,44 @@ impl PortStats {
         .into_iter()
     }
 
+    /// Adds `other`'s counters to these (saturating): totals over a port's lives.
+    pub fn accumulate(&mut self, other: &PortStats) {
+        let PortStats {
+            rx_frames,
+            rx_bytes,
+            forwarded,
+            tx_frames,
+            tx_bytes,
+            drop_runt,
+            drop_oversize,
+            drop_bad_tag,
+            drop_tagged_on_access,
+            drop_untagged_on_trunk,
+            drop_vlan_not_allowed,
+            drop_same_port,
+            drop_no_egress,
+            learn_full,
+        } = other;
+        for (mine, theirs) in [
+            (&mut self.rx_frames, rx_frames),
+            (&mut self.rx_bytes, rx_bytes),
+            (&mut self.forwarded, forwarded),
+            (&mut self.tx_frames, tx_frames),
+            (&mut self.tx_bytes, tx_bytes),
+            (&mut self.drop_runt, drop_runt),
+            (&mut self.drop_oversize, drop_oversize),
+            (&mut self.drop_bad_tag, drop_bad_tag),
+            (&mut self.drop_tagged_on_access, drop_tagged_on_access),
+            (&mut self.drop_untagged_on_trunk, drop_untagged_on_trunk),
+            (&mut self.drop_vlan_not_allowed, drop_vlan_not_allowed),
+            (&mut self.drop_same_port, drop_same_port),
+            (&mut self.drop_no_egress, drop_no_egress),
+            (&mut self.learn_full, learn_full),
+        ] {
+            *mine = mine.saturating_add(*theirs);
+        }
+    }
+
     fn count_drop(&mut self, why: DropReason) {
         let c = match why {
             DropReason::Runt => &mut self.drop_runt,

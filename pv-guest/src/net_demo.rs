@@ -32,9 +32,10 @@ use xen_pv_abi::kit::{Directory, TxId};
 use xen_pv_abi::netif::{NetifRxProtocol, NetifTxProtocol};
 use xen_pv_abi::{Errno, EvtchnPort, Mfn, VcpuId, evtchn, sched};
 
+use crate::net_args::{Args, Role, parse_args};
 use crate::split_demo::{GRANT_ENTRIES, setup_grant_table};
 use crate::xenbus::{self, StoreWait};
-use crate::{StartInfo, cmdline, events, println};
+use crate::{StartInfo, events, println};
 
 /// Tx buffer pages, then rx buffer pages.
 const TX_PAGES: usize = 8;
@@ -180,77 +181,6 @@ impl Stream {
             self.used += 1;
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Role {
-    Server,
-    Client,
-    Probe,
-    Sniff,
-}
-
-struct Args {
-    role: Role,
-    ip: Option<(Ipv4Address, u8)>,
-    peer: Option<Ipv4Address>,
-    tries: u32,
-    /// Milliseconds to wait after connecting before a client connects or a probe
-    /// starts (so every interface in a test is up first).
-    delay_ms: u64,
-}
-
-fn parse_ipv4(v: &[u8]) -> Option<Ipv4Address> {
-    let mut parts = v.split(|&b| b == b'.');
-    let mut o = [0u8; 4];
-    for byte in &mut o {
-        let n = cmdline::parse_u64(parts.next()?)?;
-        *byte = u8::try_from(n).ok()?;
-    }
-    parts
-        .next()
-        .is_none()
-        .then_some(Ipv4Address::new(o[0], o[1], o[2], o[3]))
-}
-
-fn parse_args(cmd: &[u8]) -> Option<Args> {
-    let role = match cmdline::value(cmd, "net")? {
-        b"server" => Role::Server,
-        b"client" => Role::Client,
-        b"probe" => Role::Probe,
-        b"sniff" => Role::Sniff,
-        _ => return None,
-    };
-    let ip = match cmdline::value(cmd, "ip") {
-        None => None,
-        Some(v) => {
-            let slash = v.iter().position(|&b| b == b'/')?;
-            let prefix = cmdline::parse_u64(&v[slash + 1..]).filter(|&p| p <= 32)?;
-            Some((parse_ipv4(&v[..slash])?, prefix as u8))
-        }
-    };
-    let peer = match cmdline::value(cmd, "peer") {
-        None => None,
-        Some(v) => Some(parse_ipv4(v)?),
-    };
-    let tries = cmdline::value(cmd, "tries")
-        .and_then(cmdline::parse_u64)
-        .map_or(20, |n| n.clamp(1, 1000) as u32);
-    let delay_ms = cmdline::value(cmd, "delay")
-        .and_then(cmdline::parse_u64)
-        .map_or(0, |n| n.min(60_000));
-    let need_ip = role != Role::Sniff;
-    let need_peer = matches!(role, Role::Client | Role::Probe);
-    if (need_ip && ip.is_none()) || (need_peer && peer.is_none()) {
-        return None;
-    }
-    Some(Args {
-        role,
-        ip,
-        peer,
-        tries,
-        delay_ms,
-    })
 }
 
 type Step = (&'static str, Errno);

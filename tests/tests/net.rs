@@ -103,6 +103,12 @@ fn tcp_crosses_vlan_10_and_vlan_20_stays_isolated() {
         .filter(|l| l.starts_with("(hv)") && l.contains("fault"))
         .collect();
     assert!(faults.is_empty(), "hypervisor faults: {faults:#?}");
+    for l in text
+        .lines()
+        .filter(|l| l.contains(" net: ") || l.contains(" vif/"))
+    {
+        eprintln!("{l}");
+    }
     eprintln!("demo=net: 4 domUs in {took:?}");
 }
 

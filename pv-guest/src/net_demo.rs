@@ -23,7 +23,7 @@ use smoltcp::iface::{Config, Interface, SocketSet, SocketStorage};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
 use xen_pv_abi::console::EvtchnNotifier;
 use xen_pv_abi::kit::blkfront::DataPages;
 use xen_pv_abi::kit::netfront::{self, MAX_FRAME, Mac, Netfront, PAGE_SIZE};

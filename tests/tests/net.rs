@@ -75,6 +75,7 @@ fn tcp_crosses_vlan_10_and_vlan_20_stays_isolated() {
         "(hv) all domains ended: 5 powered off, 0 failed".into(),
     ];
     for d in 1..=4 {
+        lines.push(format!("[d0 control] d{d} vif/0: connected"));
         lines.push(format!(
             "[d{d} pv-guest] net: device/vif/0: connected to d0, mac 00:16:3e:00:00:0{d}"
         ));

@@ -46,8 +46,8 @@ fn tcp_crosses_vlan_10_and_vlan_20_stays_isolated() {
         hypervisor: images.hypervisor(),
         guests: vec![
             guest("demo=net net=server ip=10.0.0.1/24"),
-            guest("demo=net net=client ip=10.0.0.2/24 peer=10.0.0.1 delay=3000"),
-            guest("demo=net net=probe ip=10.0.0.3/24 peer=10.0.0.1 tries=16 delay=3000"),
+            guest("demo=net net=client ip=10.0.0.2/24 peer=10.0.0.1 delay=5000"),
+            guest("demo=net net=probe ip=10.0.0.3/24 peer=10.0.0.1 tries=16 delay=5000"),
             guest("demo=net net=sniff"),
         ],
         deterministic: true,

@@ -38,6 +38,9 @@ pub mod cmdline;
 pub mod events;
 #[cfg(target_os = "none")]
 pub mod events_demo;
+pub mod net_args;
+#[cfg(target_os = "none")]
+pub mod net_demo;
 #[cfg(target_os = "none")]
 pub mod paging;
 pub mod split;

@@ -42,6 +42,12 @@ mod kernel {
             println!("pv-guest: powering off");
             pv_guest::poweroff()
         }
+        // `demo=net net=<role> ...`: the first vif through the kit's netfront.
+        if pv_guest::cmdline::value(si.cmd_line_bytes(), "demo") == Some(&b"net"[..]) {
+            pv_guest::net_demo::run(si);
+            println!("pv-guest: powering off");
+            pv_guest::poweroff()
+        }
         // `demo=front|back peer=<id>`: the split-driver handshake only.
         if let Some(req) = pv_guest::split::request(si.cmd_line_bytes()) {
             match req {

@@ -9,6 +9,7 @@
 //! | [`FrontRing`] / [`BackRing`] | one end of an `io/ring.h` request/response ring | — (the page belongs to the caller) |
 //! | [`DeviceState`] | a split driver's xenbus handshake state (pure logic) | — |
 //! | [`Blkfront`](blkfront::Blkfront) | a PV disk's ring end, data grants and requests in flight ([`blkfront`]) | `Drop` (data grants ended or deferred) |
+//! | [`Netfront`](netfront::Netfront) | a vif's tx and rx ring ends, buffer grants and frames in flight ([`netfront`]) | `Drop` (buffer grants ended or deferred) |
 //!
 //! Everything that issues hypercalls takes a [`Transport`](crate::transport::Transport),
 //! so the same driver code runs in a PV kernel ([`Native`](crate::transport::Native)),
@@ -46,6 +47,7 @@ pub mod copy;
 pub mod device;
 pub mod grants;
 pub mod mapping;
+pub mod netfront;
 pub mod ring;
 pub mod xenbus;
 

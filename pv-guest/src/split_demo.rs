@@ -37,7 +37,7 @@ use crate::xenbus::{self, Client, StoreWait};
 use crate::{StartInfo, bytes_str, println};
 
 /// Grant entries of the one grant frame the frontend sets up (4 KiB / 8 bytes).
-pub(crate) const GRANT_ENTRIES: usize = 512;
+pub const GRANT_ENTRIES: usize = 512;
 /// Store round trips a state wait may take before giving up.
 const MAX_STATE_WAITS: u32 = 100_000;
 /// Retries of a transaction that keeps meeting concurrent changes.
@@ -236,7 +236,7 @@ fn own_grant_table() -> Result<GrantTable<GRANT_ENTRIES>, Failed> {
 
 /// `GNTTABOP_setup_table` for one frame, mapped at [`GRANT_FRAME`], as a [`GrantTable`]
 /// (for any demo of this kernel; call it once).
-pub(crate) fn setup_grant_table() -> Result<GrantTable<GRANT_ENTRIES>, kit::Error> {
+pub fn setup_grant_table() -> Result<GrantTable<GRANT_ENTRIES>, kit::Error> {
     let mut frames = [0u64; 1];
     let mut op = GnttabSetupTable {
         dom: DomId::SELF,

@@ -453,6 +453,15 @@ fn traced_run(
                 case.name
             ));
         }
+        // The control domain does the case's backend work, and its kernel is linked at
+        // the bench guest's addresses: its PCs would be counted as the guest's functions.
+        CaseKind::Served(_) => {
+            return Err(err!(
+                "{} runs through the control domain, whose code shares the bench guest's \
+                 addresses: a per-function profile would mix the two",
+                case.name
+            ));
+        }
     };
     let dir = crate::target_dir().join("bench");
     std::fs::create_dir_all(&dir).map_err(|e| err!("cannot create {}: {e}", dir.display()))?;

@@ -428,14 +428,15 @@ pub fn parse_bench_line(line: &str) -> Option<BenchLine> {
     parse_marked_line(line, "BENCH ")
 }
 
-/// The block cases' `BENCH_STEPS name=<case> iterations=N submit=S wait=W complete=C`
-/// line: TSC totals of the request's three steps (see the bench guest's `blk` module).
+/// The block cases' `BENCH_STEPS name=<case> iterations=N submit=S notify=E wait=W
+/// complete=C` line: TSC totals of the request's three steps and of the notifications
+/// inside the first (see the bench guest's `blk` module).
 pub fn parse_steps_line(line: &str) -> Option<BenchLine> {
     parse_marked_line(line, "BENCH_STEPS ")
 }
 
 /// The steps of a [`parse_steps_line`] line per iteration, for the console:
-/// `submit 1234.00, wait ..., complete ...`.
+/// `submit 1234.00, notify ..., wait ..., complete ...`.
 pub fn steps_summary(line: &BenchLine) -> Option<String> {
     let n: f64 = line
         .get("iterations")?
@@ -443,7 +444,7 @@ pub fn steps_summary(line: &BenchLine) -> Option<String> {
         .ok()
         .filter(|&n| n > 0)? as f64;
     let mut parts = Vec::new();
-    for key in ["submit", "wait", "complete"] {
+    for key in ["submit", "notify", "wait", "complete"] {
         let v: u64 = line.get(key)?.parse().ok()?;
         parts.push(format!("{key} {:.2}", v as f64 / n));
     }

@@ -7,9 +7,10 @@
 //! data page, push the request, `EVTCHNOP_send` to the backend), then
 //! [`Blkfront::wait_response`] (block on our port until the backend's answer), then
 //! [`Blkfront::poll`] (take the response, copy the data out of the granted page, end the
-//! grant). The BENCH line carries, besides the usual figures, the TSC totals of those
-//! three steps (`submit=`, `wait=`, `complete=`): under `-icount` the middle one counts
-//! everything the hypervisor and the control domain do for the request.
+//! grant). A `BENCH_STEPS` line before the BENCH line has the TSC totals of those three
+//! steps (`submit=`, `wait=`, `complete=`) and of the notifications inside `submit`
+//! (`notify=`): under `-icount` `wait` counts everything the hypervisor and the control
+//! domain do for the request.
 //!
 //! `blk_read_throughput` runs in real time (no `-icount`): sequential 128 KiB reads, each
 //! three requests in flight at once (the kit's blkfront has no indirect segments, so a
@@ -19,12 +20,13 @@
 //! How the domain finds its disk and connects is [`with_disk`]; a later case over
 //! another device of the control domain (a vif) would follow the same pattern.
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use pv_guest::StartInfo;
 use pv_guest::events::{self, count, wait_until};
 use pv_guest::split_demo::{GRANT_ENTRIES, setup_grant_table};
 use pv_guest::xenbus::{self, StoreWait};
 use xen_pv_abi::blkif::BlkifProtocol;
-use xen_pv_abi::console::EvtchnNotifier;
+use xen_pv_abi::console::{EvtchnNotifier, Notify};
 use xen_pv_abi::kit::TxId;
 use xen_pv_abi::kit::blkfront::{self, Blkfront, DataPages, DiskInfo, PAGE_SIZE};
 use xen_pv_abi::kit::ring::{FrontRing, RawRingPage};
@@ -97,8 +99,23 @@ impl DataPages for StaticPages<'_> {
     }
 }
 
+/// TSC total of the frontend's notifications (`EVTCHNOP_send` to the backend).
+static NOTIFY_TSC: AtomicU64 = AtomicU64::new(0);
+
+/// [`EvtchnNotifier`] that adds the time of each send to [`NOTIFY_TSC`] (about ten
+/// instructions of its own per request).
+pub struct TimedNotify(EvtchnNotifier);
+
+impl Notify for TimedNotify {
+    fn notify(&mut self) {
+        let t0 = rdtsc();
+        self.0.notify();
+        NOTIFY_TSC.fetch_add(rdtsc().wrapping_sub(t0), Ordering::Relaxed);
+    }
+}
+
 /// The connected disk of [`with_disk`].
-pub type Disk<'t, 's> = Blkfront<'t, RawRingPage, GRANT_ENTRIES, StaticPages<'s>, EvtchnNotifier>;
+pub type Disk<'t, 's> = Blkfront<'t, RawRingPage, GRANT_ENTRIES, StaticPages<'s>, TimedNotify>;
 
 /// A wait that blocks until `port` has an event it has not seen.
 pub struct PortWait {
@@ -188,7 +205,7 @@ fn connected<R>(
         &table,
         backend.domid,
         StaticPages(si),
-        EvtchnNotifier(port),
+        TimedNotify(EvtchnNotifier(port)),
         info,
     );
     disk.set_max_waits(1_000_000);
@@ -218,6 +235,8 @@ enum Kind {
 /// The TSC totals of the three steps of every iteration.
 #[derive(Default)]
 struct Steps {
+    /// Part of `submit`: the `EVTCHNOP_send` calls.
+    notify: u64,
     submit: u64,
     wait: u64,
     complete: u64,
@@ -300,17 +319,21 @@ fn round_trips(ctx: &Ctx, name: &str, kind: Kind) -> Figures {
             one(disk, wait, kind, i, &mut warm)?;
         }
         let mut steps = Steps::default();
+        NOTIFY_TSC.store(0, Ordering::Relaxed);
         let start = rdtsc();
         for i in 0..n {
             one(disk, wait, kind, i, &mut steps)?;
         }
-        Ok((rdtsc().wrapping_sub(start), steps))
+        let total = rdtsc().wrapping_sub(start);
+        steps.notify = NOTIFY_TSC.load(Ordering::Relaxed);
+        Ok((total, steps))
     })?;
     let baseline = empty(n);
     // The step totals ride on the BENCH line: `report` prints the usual figures after.
     pv_guest::io_println!(
-        "BENCH_STEPS name={name} iterations={n} submit={} wait={} complete={}",
+        "BENCH_STEPS name={name} iterations={n} submit={} notify={} wait={} complete={}",
         steps.submit,
+        steps.notify,
         steps.wait,
         steps.complete
     );

@@ -127,10 +127,10 @@ pub const BLK_VBD: Served = Served {
     guest_extra: "",
 };
 
-/// [`BLK_VBD`] in real time, for the throughput (64 MiB read).
+/// [`BLK_VBD`] in real time, for the throughput (256 MiB read: some tenths of a second).
 pub const BLK_VBD_REALTIME: Served = Served {
     deterministic: false,
-    guest_extra: "mib=64",
+    guest_extra: "mib=256",
     ..BLK_VBD
 };
 
@@ -1242,6 +1242,101 @@ mod tests {
             case_named("sched_yield_1dom").unwrap().kind,
             CaseKind::Single
         );
+    }
+
+    #[test]
+    fn rates_come_from_bytes_and_nanoseconds() {
+        let line = |s: &str| parse_bench_line(s).unwrap();
+        let ok = [line(
+            "[d1 bench] BENCH name=blk_read_throughput bytes=1000000 ns=2000000",
+        )];
+        assert_eq!(
+            Figure::rate_of_case(&ok, "blk_read_throughput"),
+            Figure::Value(500.0)
+        );
+        for bad in [
+            "BENCH name=blk_read_throughput bytes=1 ns=0",
+            "BENCH name=blk_read_throughput bytes=x ns=1",
+            "BENCH name=blk_read_throughput ns=1",
+        ] {
+            assert_eq!(
+                Figure::rate_of_case(&[line(bad)], "blk_read_throughput"),
+                Figure::Missing("malformed BENCH line".into()),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            Figure::rate_of_case(
+                &[line("BENCH name=blk_read_throughput unsupported=no_vbd")],
+                "blk_read_throughput"
+            ),
+            Figure::Missing("unsupported: no_vbd".into())
+        );
+        assert!(
+            Figure::rate_of_case(&[], "blk_read_throughput")
+                .value()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn step_lines_are_apart_from_bench_lines() {
+        let text = "[d1 bench] BENCH_STEPS name=blk_read_4k iterations=4 submit=40 notify=20 wait=400 complete=8";
+        // Not a BENCH line: the case's figure comes from its own line.
+        assert!(parse_bench_line(text).is_none());
+        let steps = parse_steps_line(text).unwrap();
+        assert_eq!(steps.name, "blk_read_4k");
+        assert_eq!(
+            steps_summary(&steps).unwrap(),
+            "submit 10.00, notify 5.00, wait 100.00, complete 2.00"
+        );
+        let zero =
+            parse_steps_line("BENCH_STEPS name=x iterations=0 submit=1 notify=1 wait=1 complete=1")
+                .unwrap();
+        assert!(steps_summary(&zero).is_none());
+        assert!(parse_steps_line("BENCH name=blk_read_4k iterations=1").is_none());
+    }
+
+    #[test]
+    fn served_cases_name_their_disks_devices_and_determinism() {
+        for name in ["blk_read_4k", "blk_write_4k", "blk_flush"] {
+            let c = case_named(name).unwrap();
+            assert_eq!(c.kind, CaseKind::Served(&BLK_VBD), "{name}");
+            assert!(c.deterministic() && c.xen.is_none(), "{name}");
+        }
+        let t = case_named("blk_read_throughput").unwrap();
+        assert_eq!((t.unit, t.deterministic()), ("MB/s", false));
+        assert!(!case_named("idle_host_cpu_percent").unwrap().deterministic());
+        assert!(case_named("sched_yield_2dom").unwrap().deterministic());
+        // The vbd names the disk the run hands to the control domain.
+        assert_eq!(BLK_VBD.devices, ["vbd.1=bench"]);
+        assert_eq!(BLK_VBD.disks[0].name, "bench");
+        assert_eq!(BLK_VBD_REALTIME.disks, BLK_VBD.disks);
+    }
+
+    #[test]
+    fn bench_disks_are_deterministic_and_written_once() {
+        let d = BenchDisk {
+            name: "t",
+            bytes: 4096 + 12,
+            seed: 7,
+        };
+        let a = d.contents();
+        assert_eq!(a.len(), 4108);
+        assert_eq!(a, d.contents());
+        assert_ne!(
+            a,
+            BenchDisk { seed: 8, ..d }.contents(),
+            "the seed picks the bytes"
+        );
+        let dir = std::env::temp_dir().join(format!("xtask-benchdisk-{}", std::process::id()));
+        let f = d.write_in(&dir).unwrap();
+        assert_eq!(f.name, "t");
+        assert_eq!(std::fs::read(&f.path).unwrap(), a);
+        // Again: the same file, still right.
+        assert_eq!(d.write_in(&dir).unwrap(), f);
+        assert_eq!(std::fs::read(&f.path).unwrap(), a);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

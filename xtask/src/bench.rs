@@ -330,7 +330,7 @@ pub const CASES: &[Case] = &[
     },
     Case {
         name: "blk_read_throughput",
-        unit: "MB/s",
+        unit: RATE_UNIT,
         kind: CaseKind::Served(&BLK_VBD_REALTIME),
         xen: None,
     },
@@ -353,6 +353,9 @@ pub const CASES: &[Case] = &[
         xen: None,
     },
 ];
+
+/// The unit of a rate (`bytes=` and `ns=` on the BENCH line): 10^6 bytes per second.
+pub const RATE_UNIT: &str = "MB/s";
 
 /// The last line of every bench guest run.
 pub const DONE_MARKER: &str = "BENCH done";
@@ -1006,10 +1009,10 @@ pub fn run_bench(images: &Images, opts: &BenchOptions) -> Result<Vec<Metric>> {
                                 println!("{:<24} steps per iteration: {summary}", case.name);
                             }
                         }
-                        if served.deterministic {
-                            Figure::of_case(&lines, case.name)
-                        } else {
+                        if case.unit == RATE_UNIT {
                             Figure::rate_of_case(&lines, case.name)
+                        } else {
+                            Figure::of_case(&lines, case.name)
                         }
                     }
                     Err(e) => failed("the run", &e),

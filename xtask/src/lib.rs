@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod budget;
+pub mod conformance;
 pub mod bundle;
 pub mod hypercalls;
 pub mod images;

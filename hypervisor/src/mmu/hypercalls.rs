@@ -598,10 +598,16 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 Ok(true)
             }
             MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_TLB_FLUSH_ALL => Ok(true),
-            MMUEXT_TLB_FLUSH_MULTI => Ok(self.read_vcpumask(idx, op.arg2).map(|()| true)?),
+            // Xen 4.17: an unreadable vCPU mask is -EINVAL here (-EFAULT in
+            // update_va_mapping).
+            MMUEXT_TLB_FLUSH_MULTI => Ok(self
+                .read_vcpumask(idx, op.arg2)
+                .map(|()| true)
+                .map_err(|_| Errno::EINVAL)?),
             MMUEXT_INVLPG_LOCAL | MMUEXT_INVLPG_ALL | MMUEXT_INVLPG_MULTI => {
                 if op.cmd == MMUEXT_INVLPG_MULTI {
-                    self.read_vcpumask(idx, op.arg2)?;
+                    self.read_vcpumask(idx, op.arg2)
+                        .map_err(|_| Errno::EINVAL)?;
                 }
                 if is_canonical(op.arg1) && !in_hypervisor_range(op.arg1) {
                     self.platform.invlpg(op.arg1);
@@ -641,6 +647,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 pt.put_type(mfn);
                 Ok(r.map(|()| false).map_err(|_| Errno::EINVAL)?)
             }
+            // PV superpages are gone from Xen 4.17: the commands remain, refused.
+            MMUEXT_MARK_SUPER | MMUEXT_UNMARK_SUPER => Err(Errno::EOPNOTSUPP.into()),
             _ => Err(Errno::ENOSYS.into()),
         }
     }

@@ -893,7 +893,8 @@ fn callback_registration() {
         (reg(CALLBACKTYPE_EVENT, 0, CODE + 16), 0),
         (reg(CALLBACKTYPE_NMI, 0, CODE + 24), 0),
         (reg(CALLBACKTYPE_SYSCALL, 0, 0x0000_8000_0000_0000), -22),
-        (reg(99, 0, CODE), -22),
+        (reg(99, 0, CODE), -38),
+        (reg(99, 0, 0x0000_8000_0000_0000), -22),
     ];
     for (r, want) in cases {
         poke(&hv, &g, KVA, r.as_bytes());

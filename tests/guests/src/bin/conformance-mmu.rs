@@ -78,7 +78,6 @@ mod guest {
     const UVMF_NONE: u64 = 0;
     const UVMF_TLB_FLUSH: u64 = 1;
     const UVMF_INVLPG: u64 = 2;
-    const UVMF_MULTI: u64 = 3;
     const UVMF_ALL: u64 = 4;
 
     #[repr(C, align(4096))]
@@ -437,13 +436,17 @@ mod guest {
         s.check("invlpg", uvm(va(DATA2), pte, UVMF_INVLPG), 0);
         s.check("invlpg_all", uvm(va(DATA2), pte, UVMF_INVLPG | UVMF_ALL), 0);
         let mask = 1u64;
-        let multi = (&raw const mask as u64) | UVMF_MULTI;
-        s.check("multi_mask", uvm(va(DATA2), pte, multi), 0);
+        // A vCPU mask pointer in place of UVMF_LOCAL/UVMF_ALL (UVMF_MULTI is 0).
+        let multi = &raw const mask as u64;
+        s.check("invlpg_mask", uvm(va(DATA2), pte, multi | UVMF_INVLPG), 0);
+        s.check("flush_mask", uvm(va(DATA2), pte, multi | UVMF_TLB_FLUSH), 0);
         s.check(
-            "multi_bad_mask",
-            uvm(va(DATA2), pte, NO_L1_ADDRESS | UVMF_MULTI),
+            "invlpg_bad_mask",
+            uvm(va(DATA2), pte, NO_L1_ADDRESS | UVMF_INVLPG),
             EFAULT,
         );
+        // Flush type 3 is no flush type: nothing is flushed, the update stands.
+        s.check("flush_type_3", uvm(va(DATA2), pte, NO_L1_ADDRESS | 3), 0);
         s.check("hypervisor_va", uvm(HYPERVISOR_ADDRESS, pte, UVMF_INVLPG), EINVAL);
         s.check("va_without_l1", uvm(NO_L1_ADDRESS, pte, UVMF_INVLPG), EINVAL);
         s.check("non_canonical_va", uvm(0x8000_0000_0000_0000, pte, UVMF_INVLPG), EINVAL);
@@ -610,8 +613,8 @@ mod guest {
         s.check("feature_auto_translated_physmap", bit(2), 0);
         s.check("feature_dom0", bit(11), 1);
         s.check("feature_writable_page_tables", bit(0), 0);
-        feat = [1, 0];
-        s.check("get_features_1", xen_version(6, fp), EINVAL);
+        let mut feat1 = [1u32, 0];
+        s.check("get_features_1", xen_version(6, feat1.as_mut_ptr() as u64), EINVAL);
         let mut caps = [0u8; 1024];
         s.check("capabilities", xen_version(3, caps.as_mut_ptr() as u64), 0);
         s.check_bool("capabilities_x86_64", caps.starts_with(b"xen-3.0-x86_64"), true);

@@ -16,7 +16,7 @@ use xtask::qemu::{HvRun, Outcome, run_hypervisor};
 use xtask::xen::{Dom0Run, run_dom0};
 
 /// Hang guard for one QEMU run.
-const TIMEOUT: Duration = Duration::from_secs(300);
+const TIMEOUT: Duration = Duration::from_secs(120);
 /// dom0's memory on both hypervisors, MiB (Xen's `dom0_mem` default of the runner).
 const DOM0_MIB: u32 = 64;
 

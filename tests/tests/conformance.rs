@@ -91,7 +91,10 @@ fn on_xen(k: &Kernel) -> Run {
         r.explain()
     );
     Run {
-        cases: parse_cases(r.transcript.lines.iter().map(String::as_str), k.default_area),
+        cases: parse_cases(
+            r.transcript.lines.iter().map(String::as_str),
+            k.default_area,
+        ),
         text,
         seconds: start.elapsed().as_secs_f64(),
     }
@@ -121,7 +124,10 @@ fn on_ours(k: &Kernel) -> Run {
         r.outcome.explain()
     );
     Run {
-        cases: parse_cases(r.transcript.lines.iter().map(String::as_str), k.default_area),
+        cases: parse_cases(
+            r.transcript.lines.iter().map(String::as_str),
+            k.default_area,
+        ),
         text,
         seconds: start.elapsed().as_secs_f64(),
     }
@@ -133,7 +139,10 @@ fn conforms(k: &Kernel) {
     let (xen, ours) = std::thread::scope(|s| {
         let xen = s.spawn(|| on_xen(k));
         let ours = on_ours(k);
-        (xen.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), ours)
+        (
+            xen.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            ours,
+        )
     });
     let c = compare(&xen.cases, &ours.cases, &deviations, k.areas);
     println!(
@@ -180,6 +189,10 @@ fn every_deviation_names_a_kernel_area() {
         .collect();
     for d in load_deviations().unwrap_or_else(|e| panic!("{e}")) {
         let area = d.name.split('.').next().unwrap_or("");
-        assert!(areas.contains(&area), "deviation {} names no kernel's area", d.name);
+        assert!(
+            areas.contains(&area),
+            "deviation {} names no kernel's area",
+            d.name
+        );
     }
 }

@@ -142,8 +142,8 @@ pub fn load_deviations() -> Result<Vec<Deviation>> {
 }
 
 fn read_deviations(path: &Path) -> Result<Vec<Deviation>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| err!("cannot read {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| err!("cannot read {}: {e}", path.display()))?;
     parse_deviations(&text)
 }
 
@@ -166,7 +166,12 @@ pub struct Comparison {
 /// case failing on Xen (its `want` is wrong), a case failing on ours unless `deviations`
 /// lists it with exactly the observed answer, a listed deviation of this kernel (one
 /// whose area is in `areas`) that passes on ours or was not run (stale).
-pub fn compare(xen: &[Case], ours: &[Case], deviations: &[Deviation], areas: &[&str]) -> Comparison {
+pub fn compare(
+    xen: &[Case],
+    ours: &[Case],
+    deviations: &[Deviation],
+    areas: &[&str],
+) -> Comparison {
     let mut c = Comparison {
         cases: xen.len(),
         ..Comparison::default()
@@ -179,7 +184,8 @@ pub fn compare(xen: &[Case], ours: &[Case], deviations: &[Deviation], areas: &[&
     let mut used = BTreeSet::new();
     for k in xen {
         let Some(&o) = ours_by.get(k.name.as_str()) else {
-            c.problems.push(format!("{}: runs on Xen but not on ours", k.name));
+            c.problems
+                .push(format!("{}: runs on Xen but not on ours", k.name));
             continue;
         };
         match (&k.verdict, o) {
@@ -227,9 +233,14 @@ pub fn compare(xen: &[Case], ours: &[Case], deviations: &[Deviation], areas: &[&
     }
     for d in deviations {
         let area = d.name.split('.').next().unwrap_or("");
-        if areas.contains(&area) && !used.contains(d.name.as_str()) && !xen_names.contains(d.name.as_str()) {
-            c.problems
-                .push(format!("{}: listed as a deviation but no such case (stale entry)", d.name));
+        if areas.contains(&area)
+            && !used.contains(d.name.as_str())
+            && !xen_names.contains(d.name.as_str())
+        {
+            c.problems.push(format!(
+                "{}: listed as a deviation but no such case (stale entry)",
+                d.name
+            ));
         }
     }
     c
@@ -266,11 +277,20 @@ mod tests {
             cases,
             vec![
                 case("mmu.pin_l1", Verdict::Pass),
-                case("mmu.pin_l2", Verdict::Fail { got: -16, want: -22 }),
+                case(
+                    "mmu.pin_l2",
+                    Verdict::Fail {
+                        got: -16,
+                        want: -22
+                    }
+                ),
                 case("traps.x", Verdict::Skip("no FIFO here".into())),
                 case("grant.map_good", Verdict::Pass),
                 case("grant.unmap_after_map", Verdict::Pass),
-                case("grant.unmap_after_map#2", Verdict::Fail { got: -1, want: 0 }),
+                case(
+                    "grant.unmap_after_map#2",
+                    Verdict::Fail { got: -1, want: 0 }
+                ),
             ]
         );
     }
@@ -281,7 +301,9 @@ mod tests {
         let d = parse_deviations(text).unwrap();
         assert_eq!(d[0].ours, -1);
         assert!(parse_deviations(&format!("{text}{text}")).is_err());
-        assert!(parse_deviations("[[deviation]]\nname = \"a.b\"\nours = 1\nreason = \" \"\n").is_err());
+        assert!(
+            parse_deviations("[[deviation]]\nname = \"a.b\"\nours = 1\nreason = \" \"\n").is_err()
+        );
         assert!(parse_deviations("[[deviation]]\nname = \"a.b\"\nours = 1\n").is_err());
         assert!(parse_deviations("").unwrap().is_empty());
     }
@@ -322,7 +344,10 @@ mod tests {
             dev("other.gone", 1),
         ];
         let c = compare(&xen, &ours, &devs, &["m"]);
-        assert_eq!((c.cases, c.both_pass, c.deviations, c.skipped), (8, 2, 1, 1));
+        assert_eq!(
+            (c.cases, c.both_pass, c.deviations, c.skipped),
+            (8, 2, 1, 1)
+        );
         let p = c.problems.join("\n");
         for needle in [
             "m.wrong_dev: ours answers -2, the deviation lists -1",

@@ -4,8 +4,8 @@
 
 pub mod bench;
 pub mod budget;
-pub mod conformance;
 pub mod bundle;
+pub mod conformance;
 pub mod hypercalls;
 pub mod images;
 pub mod profile;

@@ -665,9 +665,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if !is_canonical(va) || in_hypervisor_range(va) {
             return Err(Errno::EINVAL);
         }
-        // Anything above the flush type other than UVMF_ALL is a vCPU mask pointer.
+        // With a flush type (TLB_FLUSH or INVLPG), anything above it other than
+        // UVMF_ALL is a vCPU mask pointer; flush types 0 and 3 flush nothing, and Xen
+        // 4.17 does not look at the rest then.
         let scope = flags & !UVMF_FLUSHTYPE_MASK;
-        if scope != UVMF_LOCAL && scope != UVMF_ALL {
+        let flushes = matches!(flags & UVMF_FLUSHTYPE_MASK, UVMF_TLB_FLUSH | UVMF_INVLPG);
+        if flushes && scope != UVMF_LOCAL && scope != UVMF_ALL {
             self.read_vcpumask(idx, scope)?;
         }
         let root = Mfn::containing(self.cur(idx).cr3);

@@ -524,7 +524,8 @@ fn hostile_mmuext_ops_are_refused() {
                 arg1: 0,
                 arg2: HYPERVISOR_VIRT_START,
             },
-            Errno::EFAULT,
+            // Xen 4.17: vcpumask_to_pcpumask failing is -EINVAL in mmuext_op.
+            Errno::EINVAL,
         ),
     ] {
         let r = x.mmuext(&[ext(MMUEXT_TLB_FLUSH_LOCAL, 0), op], pdone);
@@ -1135,4 +1136,46 @@ fn multicall_entries_see_what_earlier_entries_wrote() {
         results,
         [0, (4 << 16) | 17, Errno::ENOSYS.to_ret(), (4 << 16) | 17]
     );
+}
+
+/// Xen 4.17's answers the conformance suite found (tests/tests/conformance.rs): the
+/// mask pointer of update_va_mapping is read only with a flush type, an unreadable
+/// mask is -EFAULT there but -EINVAL in mmuext_op, and the superpage commands are
+/// -EOPNOTSUPP.
+#[test]
+fn flush_masks_and_superpage_commands_answer_as_xen() {
+    let mut x = fx(true);
+    let data = x.mfn(Fx::pfn_of_va(x.scratch));
+    let pte = data.maddr() | 7;
+    let unmapped = 0x0000_1000_0000_0000u64;
+    for (flags, want) in [
+        (unmapped | 3, 0),
+        (unmapped, 0),
+        (unmapped | UVMF_INVLPG, Errno::EFAULT.to_ret()),
+        (unmapped | UVMF_TLB_FLUSH, Errno::EFAULT.to_ret()),
+        (UVMF_ALL | UVMF_INVLPG, 0),
+    ] {
+        let r = x.call(nr::UPDATE_VA_MAPPING, [x.scratch, pte, flags, 0]);
+        assert_eq!(r, want, "flags {flags:#x}");
+    }
+    let op = |cmd, arg1, arg2| MmuextOp {
+        cmd,
+        pad: 0,
+        arg1,
+        arg2,
+    };
+    assert_eq!(
+        x.mmuext(&[op(MMUEXT_TLB_FLUSH_MULTI, 0, unmapped)], 0),
+        Errno::EINVAL.to_ret()
+    );
+    assert_eq!(
+        x.mmuext(&[op(MMUEXT_INVLPG_MULTI, x.scratch, unmapped)], 0),
+        Errno::EINVAL.to_ret()
+    );
+    for cmd in [MMUEXT_MARK_SUPER, MMUEXT_UNMARK_SUPER] {
+        assert_eq!(
+            x.mmuext(&[op(cmd, data.0, 0)], 0),
+            Errno::EOPNOTSUPP.to_ret()
+        );
+    }
 }

@@ -58,7 +58,10 @@ mod guest {
 
     /// `EVENT_CHANNEL_OP(cmd, arg)` on a buffer of 32-bit words.
     fn ev(cmd: u64, arg: &mut [u32]) -> i64 {
-        hc(nr::EVENT_CHANNEL_OP, [cmd, arg.as_mut_ptr() as u64, 0, 0, 0])
+        hc(
+            nr::EVENT_CHANNEL_OP,
+            [cmd, arg.as_mut_ptr() as u64, 0, 0, 0],
+        )
     }
 
     fn alloc_unbound(dom: u64, remote: u64) -> (i64, u32) {
@@ -117,7 +120,11 @@ mod guest {
         s.check("alloc_unbound_self", r, 0);
         s.check_bool("alloc_unbound_port_nonzero", a != 0, true);
         s.check("status_unbound", status(SELF, a).1, STAT_UNBOUND);
-        s.check("alloc_unbound_absent_domain", alloc_unbound(NO_DOMAIN, SELF).0, ESRCH);
+        s.check(
+            "alloc_unbound_absent_domain",
+            alloc_unbound(NO_DOMAIN, SELF).0,
+            ESRCH,
+        );
         let (r, spare) = alloc_unbound(SELF, NO_DOMAIN);
         s.check("alloc_unbound_absent_remote", r, 0);
         s.check("close_unbound", port_op(CLOSE, spare), 0);
@@ -125,10 +132,26 @@ mod guest {
         s.check("bind_interdomain_loopback", r, 0);
         s.check_bool("loopback_ports_differ", a != b, true);
         s.check("status_interdomain", status(SELF, b).1, STAT_INTERDOMAIN);
-        s.check("bind_interdomain_connected_port", bind_interdomain(SELF, a).0, EINVAL);
-        s.check("bind_interdomain_port_0", bind_interdomain(SELF, 0).0, EINVAL);
-        s.check("bind_interdomain_port_huge", bind_interdomain(SELF, 100_000).0, EINVAL);
-        s.check("bind_interdomain_absent_domain", bind_interdomain(NO_DOMAIN, 1).0, ESRCH);
+        s.check(
+            "bind_interdomain_connected_port",
+            bind_interdomain(SELF, a).0,
+            EINVAL,
+        );
+        s.check(
+            "bind_interdomain_port_0",
+            bind_interdomain(SELF, 0).0,
+            EINVAL,
+        );
+        s.check(
+            "bind_interdomain_port_huge",
+            bind_interdomain(SELF, 100_000).0,
+            EINVAL,
+        );
+        s.check(
+            "bind_interdomain_absent_domain",
+            bind_interdomain(NO_DOMAIN, 1).0,
+            ESRCH,
+        );
         // Send: the other end's pending bit.
         set_bit(page, MASK, a, true);
         set_bit(page, PENDING, a, false);
@@ -145,7 +168,11 @@ mod guest {
         s.check("status_port_0", status(SELF, 0).1, STAT_CLOSED);
         s.check("status_huge_port", status(SELF, 100_000).0, EINVAL);
         s.check("status_absent_domain", status(NO_DOMAIN, 1).0, ESRCH);
-        s.check("status_bad_pointer", hc(nr::EVENT_CHANNEL_OP, [STATUS, HYPERVISOR_ADDRESS, 0, 0, 0]), EFAULT);
+        s.check(
+            "status_bad_pointer",
+            hc(nr::EVENT_CHANNEL_OP, [STATUS, HYPERVISOR_ADDRESS, 0, 0, 0]),
+            EFAULT,
+        );
         // VIRQs.
         let (r, t) = bind_virq(0, 0);
         s.check("bind_virq_timer", r, 0);
@@ -155,7 +182,11 @@ mod guest {
         s.check("bind_virq_absent_vcpu", bind_virq(1, 5).0, ENOENT);
         // A global VIRQ (VIRQ_CON_RING) only on vCPU 0.
         s.check("bind_global_virq_vcpu_1", bind_virq(8, 1).0, EINVAL);
-        s.check("bind_vcpu_per_vcpu_virq", ev(BIND_VCPU, &mut [t, 0]), EINVAL);
+        s.check(
+            "bind_vcpu_per_vcpu_virq",
+            ev(BIND_VCPU, &mut [t, 0]),
+            EINVAL,
+        );
         // IPIs.
         let (r, i) = bind_ipi(0);
         s.check("bind_ipi", r, 0);
@@ -167,7 +198,11 @@ mod guest {
         // Rebinding an interdomain port to a vCPU.
         s.check("bind_vcpu_interdomain", ev(BIND_VCPU, &mut [a, 0]), 0);
         s.check("bind_vcpu_absent_vcpu", ev(BIND_VCPU, &mut [a, 5]), ENOENT);
-        s.check("bind_vcpu_closed_port", ev(BIND_VCPU, &mut [100, 0]), EINVAL);
+        s.check(
+            "bind_vcpu_closed_port",
+            ev(BIND_VCPU, &mut [100, 0]),
+            EINVAL,
+        );
         // Close.
         s.check("close_ipi", port_op(CLOSE, i), 0);
         s.check("close_twice", port_op(CLOSE, i), EINVAL);
@@ -175,11 +210,19 @@ mod guest {
         s.check("close_virq", port_op(CLOSE, t), 0);
         s.check("close_loopback_end", port_op(CLOSE, b), 0);
         s.check("other_end_unbound", status(SELF, a).1, STAT_UNBOUND);
-        s.check("unknown_command", hc(nr::EVENT_CHANNEL_OP, [99, 0, 0, 0, 0]), ENOSYS);
+        s.check(
+            "unknown_command",
+            hc(nr::EVENT_CHANNEL_OP, [99, 0, 0, 0, 0]),
+            ENOSYS,
+        );
         let (_, b) = bind_interdomain(SELF, a);
         // FIFO: errors while the 2-level ABI is in use.
         s.area("fifo");
-        s.check("expand_array_before_init", ev(EXPAND_ARRAY, &mut [0, 0]), EOPNOTSUPP);
+        s.check(
+            "expand_array_before_init",
+            ev(EXPAND_ARRAY, &mut [0, 0]),
+            EOPNOTSUPP,
+        );
         s.check("set_priority_2level", ev(SET_PRIORITY, &mut [a, 5]), ENOSYS);
         let mut ic = [0u32; 6];
         ic[0] = 0xffff_fff0;
@@ -187,12 +230,24 @@ mod guest {
         // A page of ours for the control block (a PV gfn is the machine frame).
         let gfn = mfn_of_va((&raw const CONTROL) as u64) as u32;
         ic = [gfn, 0, 1, 0, 0, 0];
-        s.check("init_control_misaligned_offset", ev(INIT_CONTROL, &mut ic), EINVAL);
+        s.check(
+            "init_control_misaligned_offset",
+            ev(INIT_CONTROL, &mut ic),
+            EINVAL,
+        );
         // The 72-byte control block must fit in the page.
         ic = [gfn, 0, 4088, 0, 0, 0];
-        s.check("init_control_offset_past_page", ev(INIT_CONTROL, &mut ic), EINVAL);
+        s.check(
+            "init_control_offset_past_page",
+            ev(INIT_CONTROL, &mut ic),
+            EINVAL,
+        );
         ic = [gfn, 0, 0, 5, 0, 0];
-        s.check("init_control_absent_vcpu", ev(INIT_CONTROL, &mut ic), ENOENT);
+        s.check(
+            "init_control_absent_vcpu",
+            ev(INIT_CONTROL, &mut ic),
+            ENOENT,
+        );
         (a, b)
     }
 
@@ -221,26 +276,58 @@ mod guest {
 
     fn timer_sched_cases(s: &mut Suite, page: &AtomicPage, a: u32, b: u32) {
         s.area("timer");
-        s.check("set_timer_op_cancel", hc(nr::SET_TIMER_OP, [0, 0, 0, 0, 0]), 0);
-        s.check("set_timer_op_past", hc(nr::SET_TIMER_OP, [1, 0, 0, 0, 0]), 0);
-        s.check("set_timer_op_far_future", hc(nr::SET_TIMER_OP, [u64::MAX, 0, 0, 0, 0]), 0);
-        s.check("set_timer_op_cancel_again", hc(nr::SET_TIMER_OP, [0, 0, 0, 0, 0]), 0);
+        s.check(
+            "set_timer_op_cancel",
+            hc(nr::SET_TIMER_OP, [0, 0, 0, 0, 0]),
+            0,
+        );
+        s.check(
+            "set_timer_op_past",
+            hc(nr::SET_TIMER_OP, [1, 0, 0, 0, 0]),
+            0,
+        );
+        s.check(
+            "set_timer_op_far_future",
+            hc(nr::SET_TIMER_OP, [u64::MAX, 0, 0, 0, 0]),
+            0,
+        );
+        s.check(
+            "set_timer_op_cancel_again",
+            hc(nr::SET_TIMER_OP, [0, 0, 0, 0, 0]),
+            0,
+        );
         s.area("sched");
         s.check("yield", sched(0, 0), 0);
         s.check("compat_yield", hc(nr::SCHED_OP_COMPAT, [0, 0, 0, 0, 0]), 0);
         s.check("unknown_command", sched(99, 0), ENOSYS);
-        s.check("shutdown_code_poweroff", sched(5, [0u32].as_ptr() as u64), 0);
+        s.check(
+            "shutdown_code_poweroff",
+            sched(5, [0u32].as_ptr() as u64),
+            0,
+        );
         s.check("shutdown_bad_pointer", sched(2, HYPERVISOR_ADDRESS), EFAULT);
         let rs = [NO_DOMAIN as u32, 0];
-        s.check("remote_shutdown_absent", sched(4, rs.as_ptr() as u64), ESRCH);
+        s.check(
+            "remote_shutdown_absent",
+            sched(4, rs.as_ptr() as u64),
+            ESRCH,
+        );
         // Poll.
         let p64 = [0u32; 130];
         s.check("poll_129_ports", poll(&p64, 129, 0), EINVAL);
-        s.check("poll_bad_list", hc(nr::SCHED_OP, [3, HYPERVISOR_ADDRESS, 0, 0, 0]), EFAULT);
+        s.check(
+            "poll_bad_list",
+            hc(nr::SCHED_OP, [3, HYPERVISOR_ADDRESS, 0, 0, 0]),
+            EFAULT,
+        );
         let bad = [100_000u32];
         s.check("poll_huge_port", poll(&bad, 1, 0), EINVAL);
         let arg = [HYPERVISOR_ADDRESS, 1, 0];
-        s.check("poll_list_in_hypervisor", sched(3, arg.as_ptr() as u64), EFAULT);
+        s.check(
+            "poll_list_in_hypervisor",
+            sched(3, arg.as_ptr() as u64),
+            EFAULT,
+        );
         // A pending port: poll returns at once.
         let _ = port_op(SEND, b);
         s.check("poll_pending_port", poll(&[a], 1, 0), 0);
@@ -255,7 +342,11 @@ mod guest {
         let _ = sched(0, 0);
         s.check("block_with_timer_due", sched(1, 0), 0);
         pv_guest::events::disable();
-        s.check_bool("timer_event_delivered", pv_guest::events::count(EvtchnPort(t)) > 0, true);
+        s.check_bool(
+            "timer_event_delivered",
+            pv_guest::events::count(EvtchnPort(t)) > 0,
+            true,
+        );
         let _ = port_op(CLOSE, t);
     }
 
@@ -275,7 +366,11 @@ mod guest {
         s.check_bool("query_size_max_at_least_nr", q[2] >= q[1] && q[2] > 0, true);
         let mut q = [NO_DOMAIN as u32, 0, 0, 0];
         s.check("query_size_absent", gnttab(6, &mut q, 1), 0);
-        s.check("query_size_absent_status", i64::from(q[3] as u16 as i16), -2);
+        s.check(
+            "query_size_absent_status",
+            i64::from(q[3] as u16 as i16),
+            -2,
+        );
         let mut v = [SELF as u32, 0];
         s.check("get_version", gnttab(10, &mut v, 1), 0);
         s.check("version_is_1", i64::from(v[1]), 1);
@@ -288,12 +383,24 @@ mod guest {
         let fl = frames.as_mut_ptr() as u64;
         let mut st = [SELF as u32, 1000, 0, 0, fl as u32, (fl >> 32) as u32];
         s.check("setup_table_too_many", gnttab(2, &mut st, 1), 0);
-        s.check("setup_table_too_many_status", i64::from(st[2] as u16 as i16), -1);
+        s.check(
+            "setup_table_too_many_status",
+            i64::from(st[2] as u16 as i16),
+            -1,
+        );
         let mut st = [NO_DOMAIN as u32, 1, 0, 0, fl as u32, (fl >> 32) as u32];
         s.check("setup_table_absent", gnttab(2, &mut st, 1), 0);
-        s.check("setup_table_absent_status", i64::from(st[2] as u16 as i16), -2);
+        s.check(
+            "setup_table_absent_status",
+            i64::from(st[2] as u16 as i16),
+            -2,
+        );
         let mut st = [SELF as u32, 1, 0, 0, 0x10, 0xffff_8300];
-        s.check("setup_table_list_in_hypervisor", gnttab(2, &mut st, 1), EFAULT);
+        s.check(
+            "setup_table_list_in_hypervisor",
+            gnttab(2, &mut st, 1),
+            EFAULT,
+        );
         s.check("map_count_0", gnttab(0, &mut [0], 0), 0);
         s.check("copy_count_0", gnttab(5, &mut [0], 0), 0);
         s.check("unknown_command", gnttab(99, &mut [0], 1), ENOSYS);
@@ -323,7 +430,11 @@ mod guest {
         timer_sched_cases(&mut s, page, a, b);
         gnttab_cases(&mut s);
         s.area("evtchn");
-        s.check("reset_absent_domain", ev(RESET, &mut [NO_DOMAIN as u32]), ESRCH);
+        s.check(
+            "reset_absent_domain",
+            ev(RESET, &mut [NO_DOMAIN as u32]),
+            ESRCH,
+        );
         s.check("reset_self", ev(RESET, &mut [SELF as u32]), 0);
         s.check("reset_closed_loopback", status(SELF, a).1, STAT_CLOSED);
         s.finish()

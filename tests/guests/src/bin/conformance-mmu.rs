@@ -247,7 +247,11 @@ mod guest {
         reset(L1A);
         // An L1 mapping a live page table writable.
         write(L1A, 0, (l4_mfn() << 12) | P | RW | US);
-        s.check("pin_l1_mapping_live_l4_writable", ro_pin(L1A, PIN_L1), EBUSY);
+        s.check(
+            "pin_l1_mapping_live_l4_writable",
+            ro_pin(L1A, PIN_L1),
+            EBUSY,
+        );
         reset(L1A);
         write(L1A, 0, (free_frame() << 12) | P | US);
         s.check("pin_l1_mapping_free_frame", ro_pin(L1A, PIN_L1), EBUSY);
@@ -306,13 +310,21 @@ mod guest {
         write(L4A, 260, maddr(DATA) | P | RW | US);
         s.check("pin_l4_junk_in_xen_slot", ro_pin(L4A, PIN_L4), 0);
         let slot = read(L4A, 260);
-        s.check_bool("xen_slot_replaced", slot != (maddr(DATA) | P | RW | US), true);
+        s.check_bool(
+            "xen_slot_replaced",
+            slot != (maddr(DATA) | P | RW | US),
+            true,
+        );
         reset(L4A);
         write(L4A, 0, maddr(L4A) | P | RW | US);
         s.check("pin_l4_self_map_writable", ro_pin(L4A, PIN_L4), EINVAL);
         reset(L4A);
         s.check("pin_l4_writable_page", ext(PIN_L4, mfn(DATA)), EINVAL);
-        s.check("pin_foreign_domain", ext_dom(PIN_L1, mfn(L1A), 0, NO_DOMAIN), ESRCH);
+        s.check(
+            "pin_foreign_domain",
+            ext_dom(PIN_L1, mfn(L1A), 0, NO_DOMAIN),
+            ESRCH,
+        );
         s.check("pin_frame_out_of_ram", ext(PIN_L1, OUT_OF_RAM_MFN), EINVAL);
     }
 
@@ -325,33 +337,53 @@ mod guest {
         let _ = ro_pin(L1A, PIN_L1);
         let e0 = maddr(L1A);
         s.check("normal_map_data_readonly", mmu(e0, maddr(DATA) | P | US), 0);
-        s.check("normal_map_data_writable", mmu(e0, maddr(DATA) | P | RW | US), 0);
+        s.check(
+            "normal_map_data_writable",
+            mmu(e0, maddr(DATA) | P | RW | US),
+            0,
+        );
         s.check(
             "normal_map_page_table_writable",
             mmu(e0 + 8, (l4 << 12) | P | RW | US),
             EBUSY,
         );
-        s.check("normal_map_free_frame", mmu(e0 + 8, (free_frame() << 12) | P | US), EBUSY);
-        s.check("normal_clear_entry", mmu(e0, 0), 0);
         s.check(
-            "preserve_ad",
-            mmu(e0 | 2, maddr(DATA) | P | US | 0x60),
-            0,
+            "normal_map_free_frame",
+            mmu(e0 + 8, (free_frame() << 12) | P | US),
+            EBUSY,
         );
-        s.check("entry_written", (read(L1A, 0) & ADDR) as i64 >> 12, mfn(DATA) as i64);
+        s.check("normal_clear_entry", mmu(e0, 0), 0);
+        s.check("preserve_ad", mmu(e0 | 2, maddr(DATA) | P | US | 0x60), 0);
+        s.check(
+            "entry_written",
+            (read(L1A, 0) & ADDR) as i64 >> 12,
+            mfn(DATA) as i64,
+        );
         // Low bits 3..7 of ptr are the command: 4 is no command.
         s.check("bad_command_4", mmu(e0 | 4, 0), ENOSYS);
         // A PV guest's frames are machine frames: "no translate" is a normal update.
         s.check("no_translate_on_pv", mmu(e0 | 3, 0), 0);
         s.check("normal_on_writable_page", mmu(maddr(DATA), 0), 0);
-        s.check("normal_on_frame_out_of_ram", mmu(OUT_OF_RAM_MFN << 12, 0), EINVAL);
+        s.check(
+            "normal_on_frame_out_of_ram",
+            mmu(OUT_OF_RAM_MFN << 12, 0),
+            EINVAL,
+        );
         // The live L4's hypervisor slot.
-        s.check("write_l4_xen_slot", mmu((l4 << 12) + 262 * 8, maddr(DATA) | P | US), EINVAL);
+        s.check(
+            "write_l4_xen_slot",
+            mmu((l4 << 12) + 262 * 8, maddr(DATA) | P | US),
+            EINVAL,
+        );
         // XSA-182: a read-only self map of the L4 is allowed, making it writable by a
         // flags-only change (Xen's old fast path) is not.
         let slot = (l4 << 12) + 300 * 8;
         s.check("l4_self_map_readonly", mmu(slot, (l4 << 12) | P | US), 0);
-        s.check("xsa182_l4_fast_path", mmu(slot, (l4 << 12) | P | RW | US), EINVAL);
+        s.check(
+            "xsa182_l4_fast_path",
+            mmu(slot, (l4 << 12) | P | RW | US),
+            EINVAL,
+        );
         s.check("l4_self_map_cleared", mmu(slot, 0), 0);
         let _ = ext(UNPIN, mfn(L1A));
         reset(L1A);
@@ -364,7 +396,11 @@ mod guest {
         let r = mmu_batch(&reqs, &mut done, DOMID_SELF);
         s.check("batch_stops_at_bad", r, ENOSYS);
         s.check("batch_done_count", i64::from(done), 1);
-        s.check("foreign_domain", mmu_batch(&reqs[..1], &mut done, NO_DOMAIN), ESRCH);
+        s.check(
+            "foreign_domain",
+            mmu_batch(&reqs[..1], &mut done, NO_DOMAIN),
+            ESRCH,
+        );
         s.check(
             "requests_in_hypervisor",
             hc(nr::MMU_UPDATE, [HYPERVISOR_ADDRESS, 1, 0, DOMID_SELF, 0]),
@@ -372,8 +408,16 @@ mod guest {
         );
         // M2P.
         s.check("machphys_own_frame", mmu(maddr(DATA) | 1, pfn), 0);
-        s.check("machphys_free_frame", mmu((free_frame() << 12) | 1, pfn), EINVAL);
-        s.check("machphys_out_of_ram", mmu((OUT_OF_RAM_MFN << 12) | 1, pfn), EINVAL);
+        s.check(
+            "machphys_free_frame",
+            mmu((free_frame() << 12) | 1, pfn),
+            EINVAL,
+        );
+        s.check(
+            "machphys_out_of_ram",
+            mmu((OUT_OF_RAM_MFN << 12) | 1, pfn),
+            EINVAL,
+        );
     }
 
     // ---- mmuext_op ------------------------------------------------------------------
@@ -382,14 +426,26 @@ mod guest {
         s.area("mmuext");
         let l4 = l4_mfn();
         s.check("new_baseptr_same", ext(NEW_BASEPTR, l4), 0);
-        s.check("new_baseptr_writable_page", ext(NEW_BASEPTR, mfn(DATA)), EINVAL);
+        s.check(
+            "new_baseptr_writable_page",
+            ext(NEW_BASEPTR, mfn(DATA)),
+            EINVAL,
+        );
         s.check("new_user_baseptr_zero", ext(NEW_USER_BASEPTR, 0), 0);
         s.check("tlb_flush_local", ext(TLB_FLUSH_LOCAL, 0), 0);
         s.check("invlpg_local", ext(INVLPG_LOCAL, va(DATA)), 0);
         let mask = 1u64;
         let maskp = &raw const mask as u64;
-        s.check("tlb_flush_multi", ext_dom(TLB_FLUSH_MULTI, 0, maskp, DOMID_SELF), 0);
-        s.check("invlpg_multi", ext_dom(INVLPG_MULTI, va(DATA), maskp, DOMID_SELF), 0);
+        s.check(
+            "tlb_flush_multi",
+            ext_dom(TLB_FLUSH_MULTI, 0, maskp, DOMID_SELF),
+            0,
+        );
+        s.check(
+            "invlpg_multi",
+            ext_dom(INVLPG_MULTI, va(DATA), maskp, DOMID_SELF),
+            0,
+        );
         s.check(
             "tlb_flush_multi_bad_mask",
             ext_dom(TLB_FLUSH_MULTI, 0, NO_L1_ADDRESS, DOMID_SELF),
@@ -403,10 +459,18 @@ mod guest {
         s.check("clear_page", ext(CLEAR_PAGE, mfn(DATA)), 0);
         s.check("clear_page_cleared", read(DATA, 9) as i64, 0);
         write(DATA2, 3, 0x77);
-        s.check("copy_page", ext_dom(COPY_PAGE, mfn(DATA), mfn(DATA2), DOMID_SELF), 0);
+        s.check(
+            "copy_page",
+            ext_dom(COPY_PAGE, mfn(DATA), mfn(DATA2), DOMID_SELF),
+            0,
+        );
         s.check("copy_page_copied", read(DATA, 3) as i64, 0x77);
         let _ = ro_pin(L1A, PIN_L1);
-        s.check("clear_page_of_page_table", ext(CLEAR_PAGE, mfn(L1A)), EINVAL);
+        s.check(
+            "clear_page_of_page_table",
+            ext(CLEAR_PAGE, mfn(L1A)),
+            EINVAL,
+        );
         s.check(
             "copy_page_onto_page_table",
             ext_dom(COPY_PAGE, mfn(L1A), mfn(DATA), DOMID_SELF),
@@ -447,9 +511,21 @@ mod guest {
         );
         // Flush type 3 is no flush type: nothing is flushed, the update stands.
         s.check("flush_type_3", uvm(va(DATA2), pte, NO_L1_ADDRESS | 3), 0);
-        s.check("hypervisor_va", uvm(HYPERVISOR_ADDRESS, pte, UVMF_INVLPG), EINVAL);
-        s.check("va_without_l1", uvm(NO_L1_ADDRESS, pte, UVMF_INVLPG), EINVAL);
-        s.check("non_canonical_va", uvm(0x8000_0000_0000_0000, pte, UVMF_INVLPG), EINVAL);
+        s.check(
+            "hypervisor_va",
+            uvm(HYPERVISOR_ADDRESS, pte, UVMF_INVLPG),
+            EINVAL,
+        );
+        s.check(
+            "va_without_l1",
+            uvm(NO_L1_ADDRESS, pte, UVMF_INVLPG),
+            EINVAL,
+        );
+        s.check(
+            "non_canonical_va",
+            uvm(0x8000_0000_0000_0000, pte, UVMF_INVLPG),
+            EINVAL,
+        );
         s.check(
             "otherdomain_absent",
             hc(
@@ -458,7 +534,11 @@ mod guest {
             ),
             ESRCH,
         );
-        s.check("map_live_l4_readonly", uvm(va(DATA2), (l4_mfn() << 12) | P | US, 2), 0);
+        s.check(
+            "map_live_l4_readonly",
+            uvm(va(DATA2), (l4_mfn() << 12) | P | US, 2),
+            0,
+        );
         s.check(
             "map_live_l4_writable",
             uvm(va(DATA2), (l4_mfn() << 12) | P | RW | US, 2),
@@ -488,20 +568,36 @@ mod guest {
         write(GDT, 1, DATA_DPL3);
         s.check("set_gdt_writable_frame", set_gdt(&[mfn(GDT)], 3), EINVAL);
         let _ = ro(GDT);
-        s.check("set_gdt_too_many_entries", set_gdt(&[mfn(GDT)], 65536), EINVAL);
+        s.check(
+            "set_gdt_too_many_entries",
+            set_gdt(&[mfn(GDT)], 65536),
+            EINVAL,
+        );
         s.check(
             "set_gdt_list_in_hypervisor",
             hc(nr::SET_GDT, [HYPERVISOR_ADDRESS, 3, 0, 0, 0]),
             EFAULT,
         );
-        s.check("set_gdt_frame_out_of_ram", set_gdt(&[OUT_OF_RAM_MFN], 3), EINVAL);
+        s.check(
+            "set_gdt_frame_out_of_ram",
+            set_gdt(&[OUT_OF_RAM_MFN], 3),
+            EINVAL,
+        );
         s.check("set_gdt_ok", set_gdt(&[mfn(GDT)], 3), 0);
         s.check("gdt_frame_now_not_writable", rw(GDT), EBUSY);
         let e2 = maddr(GDT) + 16;
-        s.check("update_descriptor_dpl0_data", update_descriptor(e2, DATA_DPL0), 0);
+        s.check(
+            "update_descriptor_dpl0_data",
+            update_descriptor(e2, DATA_DPL0),
+            0,
+        );
         s.check("stored_with_dpl3", ((read(GDT, 2) >> 45) & 3) as i64, 3);
         s.check("update_descriptor_tss", update_descriptor(e2, TSS), EINVAL);
-        s.check("update_descriptor_misaligned", update_descriptor(e2 + 4, DATA_DPL3), EINVAL);
+        s.check(
+            "update_descriptor_misaligned",
+            update_descriptor(e2 + 4, DATA_DPL3),
+            EINVAL,
+        );
         s.check(
             "update_descriptor_frame_out_of_ram",
             update_descriptor(OUT_OF_RAM_MFN << 12, DATA_DPL3),
@@ -526,16 +622,22 @@ mod guest {
         // LDT.
         reset(LDT);
         write(LDT, 0, DATA_DPL3);
-        s.check("set_ldt_writable_page", ext_dom(SET_LDT, va(LDT), 1, DOMID_SELF), 0);
+        s.check(
+            "set_ldt_writable_page",
+            ext_dom(SET_LDT, va(LDT), 1, DOMID_SELF),
+            0,
+        );
         let _ = ro(LDT);
-        s.check("set_ldt_readonly_page", ext_dom(SET_LDT, va(LDT), 1, DOMID_SELF), 0);
+        s.check(
+            "set_ldt_readonly_page",
+            ext_dom(SET_LDT, va(LDT), 1, DOMID_SELF),
+            0,
+        );
         let sel: u16;
         // SAFETY: selector 0x7 is LDT entry 0, a flat DPL-3 data segment; in 64-bit
         // mode DS does not affect our memory accesses. If the load faults, the #GP
         // handler is not installed yet and the domain dies (a visible failure).
-        unsafe {
-            asm!("mov ds, {s:x}", "mov {d:x}, ds", s = in(reg) 0x7u16, d = out(reg) sel)
-        };
+        unsafe { asm!("mov ds, {s:x}", "mov {d:x}, ds", s = in(reg) 0x7u16, d = out(reg) sel) };
         s.check("ldt_selector_loaded", i64::from(sel), 7);
         // SAFETY: the null selector; nothing depends on DS in 64-bit mode.
         unsafe { asm!("mov ds, {s:x}", s = in(reg) 0u16) };
@@ -574,25 +676,49 @@ mod guest {
         let rp = runstate.as_mut_ptr() as u64;
         s.check("get_runstate_info", vcpu_op(4, 0, rp), 0);
         s.check("runstate_running", runstate[0] as i64, 0);
-        s.check("get_runstate_info_bad_pointer", vcpu_op(4, 0, HYPERVISOR_ADDRESS), EFAULT);
+        s.check(
+            "get_runstate_info_bad_pointer",
+            vcpu_op(4, 0, HYPERVISOR_ADDRESS),
+            EFAULT,
+        );
         let short = [100_000u64];
-        s.check("periodic_timer_too_short", vcpu_op(6, 0, short.as_ptr() as u64), EINVAL);
+        s.check(
+            "periodic_timer_too_short",
+            vcpu_op(6, 0, short.as_ptr() as u64),
+            EINVAL,
+        );
         let ok = [10_000_000u64];
         s.check("periodic_timer_10ms", vcpu_op(6, 0, ok.as_ptr() as u64), 0);
         s.check("stop_periodic_timer", vcpu_op(7, 0, 0), 0);
         // Xen 4.17.7 (with the 4.18 change "ignore VCPU_SSHOTTMR_future" backported):
         // a past deadline with the flag is accepted and fires at once.
         let past = [1u64, 1];
-        s.check("singleshot_past_future_flag", vcpu_op(8, 0, past.as_ptr() as u64), 0);
+        s.check(
+            "singleshot_past_future_flag",
+            vcpu_op(8, 0, past.as_ptr() as u64),
+            0,
+        );
         let past_no_flag = [1u64, 0];
-        s.check("singleshot_past", vcpu_op(8, 0, past_no_flag.as_ptr() as u64), 0);
+        s.check(
+            "singleshot_past",
+            vcpu_op(8, 0, past_no_flag.as_ptr() as u64),
+            0,
+        );
         let later = [u64::MAX / 2, 1];
         s.check("singleshot_future", vcpu_op(8, 0, later.as_ptr() as u64), 0);
         s.check("stop_singleshot", vcpu_op(9, 0, 0), 0);
         let info = [0u64, 4090];
-        s.check("register_vcpu_info_straddles", vcpu_op(10, 0, info.as_ptr() as u64), ENXIO);
+        s.check(
+            "register_vcpu_info_straddles",
+            vcpu_op(10, 0, info.as_ptr() as u64),
+            ENXIO,
+        );
         let ctx = [0u64; 700];
-        s.check("initialise_running_vcpu", vcpu_op(0, 0, ctx.as_ptr() as u64), EEXIST);
+        s.check(
+            "initialise_running_vcpu",
+            vcpu_op(0, 0, ctx.as_ptr() as u64),
+            EEXIST,
+        );
         s.check("unknown_command", vcpu_op(99, 0, 0), ENOSYS);
         s.check("down_absent_vcpu", vcpu_op(2, 5, 0), ENOENT);
     }
@@ -614,12 +740,24 @@ mod guest {
         s.check("feature_dom0", bit(11), 1);
         s.check("feature_writable_page_tables", bit(0), 0);
         let mut feat1 = [1u32, 0];
-        s.check("get_features_1", xen_version(6, feat1.as_mut_ptr() as u64), EINVAL);
+        s.check(
+            "get_features_1",
+            xen_version(6, feat1.as_mut_ptr() as u64),
+            EINVAL,
+        );
         let mut caps = [0u8; 1024];
         s.check("capabilities", xen_version(3, caps.as_mut_ptr() as u64), 0);
-        s.check_bool("capabilities_x86_64", caps.starts_with(b"xen-3.0-x86_64"), true);
+        s.check_bool(
+            "capabilities_x86_64",
+            caps.starts_with(b"xen-3.0-x86_64"),
+            true,
+        );
         let mut pp = [0u64; 1];
-        s.check("platform_parameters", xen_version(5, pp.as_mut_ptr() as u64), 0);
+        s.check(
+            "platform_parameters",
+            xen_version(5, pp.as_mut_ptr() as u64),
+            0,
+        );
         s.check_bool(
             "virt_start_in_upper_half",
             pp[0] >= 0xffff_8000_0000_0000,
@@ -629,7 +767,11 @@ mod guest {
         s.check("extraversion", xen_version(1, extra.as_mut_ptr() as u64), 0);
         s.check_bool("extraversion_terminated", extra.contains(&0), true);
         let mut handle = [0u8; 16];
-        s.check("guest_handle", xen_version(8, handle.as_mut_ptr() as u64), 0);
+        s.check(
+            "guest_handle",
+            xen_version(8, handle.as_mut_ptr() as u64),
+            0,
+        );
         s.check("bad_pointer", xen_version(3, HYPERVISOR_ADDRESS), EFAULT);
         s.check("unknown_command", xen_version(99, 0), ENOSYS);
     }
@@ -639,10 +781,17 @@ mod guest {
         let msg = b"conformance: console write\n";
         s.check(
             "write",
-            hc(nr::CONSOLE_IO, [0, msg.len() as u64, msg.as_ptr() as u64, 0, 0]),
+            hc(
+                nr::CONSOLE_IO,
+                [0, msg.len() as u64, msg.as_ptr() as u64, 0, 0],
+            ),
             0,
         );
-        s.check("write_empty", hc(nr::CONSOLE_IO, [0, 0, msg.as_ptr() as u64, 0, 0]), 0);
+        s.check(
+            "write_empty",
+            hc(nr::CONSOLE_IO, [0, 0, msg.as_ptr() as u64, 0, 0]),
+            0,
+        );
         s.check(
             "write_bad_pointer",
             hc(nr::CONSOLE_IO, [0, 16, HYPERVISOR_ADDRESS, 0, 0]),
@@ -654,25 +803,45 @@ mod guest {
             hc(nr::CONSOLE_IO, [1, 16, buf.as_mut_ptr() as u64, 0, 0]),
             0,
         );
-        s.check("unknown_command", hc(nr::CONSOLE_IO, [9, 0, 0, 0, 0]), ENOSYS);
+        s.check(
+            "unknown_command",
+            hc(nr::CONSOLE_IO, [9, 0, 0, 0, 0]),
+            ENOSYS,
+        );
     }
 
     fn physdev_cases(s: &mut Suite) {
         s.area("physdev");
         let iopl1 = [1u32];
-        s.check("set_iopl_1", hc(nr::PHYSDEV_OP, [6, iopl1.as_ptr() as u64, 0, 0, 0]), 0);
+        s.check(
+            "set_iopl_1",
+            hc(nr::PHYSDEV_OP, [6, iopl1.as_ptr() as u64, 0, 0, 0]),
+            0,
+        );
         let iopl4 = [4u32];
-        s.check("set_iopl_4", hc(nr::PHYSDEV_OP, [6, iopl4.as_ptr() as u64, 0, 0, 0]), EINVAL);
+        s.check(
+            "set_iopl_4",
+            hc(nr::PHYSDEV_OP, [6, iopl4.as_ptr() as u64, 0, 0, 0]),
+            EINVAL,
+        );
         s.check(
             "set_iopl_bad_pointer",
             hc(nr::PHYSDEV_OP, [6, HYPERVISOR_ADDRESS, 0, 0, 0]),
             EFAULT,
         );
         let iopl0 = [0u32];
-        s.check("set_iopl_0", hc(nr::PHYSDEV_OP, [6, iopl0.as_ptr() as u64, 0, 0, 0]), 0);
+        s.check(
+            "set_iopl_0",
+            hc(nr::PHYSDEV_OP, [6, iopl0.as_ptr() as u64, 0, 0, 0]),
+            0,
+        );
         let bitmap = [0xffu8; 32];
         let iob = [bitmap.as_ptr() as u64, 256];
-        s.check("set_iobitmap", hc(nr::PHYSDEV_OP, [7, iob.as_ptr() as u64, 0, 0, 0]), 0);
+        s.check(
+            "set_iobitmap",
+            hc(nr::PHYSDEV_OP, [7, iob.as_ptr() as u64, 0, 0, 0]),
+            0,
+        );
         let iob = [bitmap.as_ptr() as u64, 65537];
         s.check(
             "set_iobitmap_too_many_ports",
@@ -680,8 +849,16 @@ mod guest {
             EINVAL,
         );
         let iob = [0u64, 0];
-        s.check("set_iobitmap_none", hc(nr::PHYSDEV_OP, [7, iob.as_ptr() as u64, 0, 0, 0]), 0);
-        s.check("unknown_command", hc(nr::PHYSDEV_OP, [999, 0, 0, 0, 0]), ENOSYS);
+        s.check(
+            "set_iobitmap_none",
+            hc(nr::PHYSDEV_OP, [7, iob.as_ptr() as u64, 0, 0, 0]),
+            0,
+        );
+        s.check(
+            "unknown_command",
+            hc(nr::PHYSDEV_OP, [999, 0, 0, 0, 0]),
+            ENOSYS,
+        );
     }
 
     fn memory_op(cmd: u64, arg: u64) -> i64 {
@@ -696,7 +873,11 @@ mod guest {
         let max = memory_op(4, me.as_ptr() as u64);
         s.check_bool("maximum_reservation_at_least_current", max >= cur, true);
         let absent = [1000u16];
-        s.check("current_reservation_absent", memory_op(3, absent.as_ptr() as u64), ESRCH);
+        s.check(
+            "current_reservation_absent",
+            memory_op(3, absent.as_ptr() as u64),
+            ESRCH,
+        );
         s.check(
             "reservation_bad_pointer",
             memory_op(3, HYPERVISOR_ADDRESS),
@@ -705,10 +886,18 @@ mod guest {
         s.check_bool("maximum_ram_page", memory_op(2, 0) > 0, true);
         let mut list = [0u64; 4];
         let mut arg = [4u64, list.as_mut_ptr() as u64, 0];
-        s.check("machphys_mfn_list", memory_op(5, arg.as_mut_ptr() as u64), 0);
+        s.check(
+            "machphys_mfn_list",
+            memory_op(5, arg.as_mut_ptr() as u64),
+            0,
+        );
         s.check_bool("machphys_mfn_list_filled", arg[2] > 0 && list[0] != 0, true);
         let mut mapping = [0u64; 3];
-        s.check("machphys_mapping", memory_op(12, mapping.as_mut_ptr() as u64), 0);
+        s.check(
+            "machphys_mapping",
+            memory_op(12, mapping.as_mut_ptr() as u64),
+            0,
+        );
         s.check_bool(
             "machphys_mapping_upper_half",
             mapping[0] >= 0xffff_8000_0000_0000,
@@ -722,18 +911,42 @@ mod guest {
 
     fn vm_assist_cases(s: &mut Suite) {
         s.area("vm_assist");
-        s.check("enable_writable_pagetables", hc(nr::VM_ASSIST, [0, 2, 0, 0, 0]), 0);
-        s.check("disable_writable_pagetables", hc(nr::VM_ASSIST, [1, 2, 0, 0, 0]), 0);
-        s.check("enable_unknown_type", hc(nr::VM_ASSIST, [0, 10, 0, 0, 0]), EINVAL);
-        s.check("unknown_command", hc(nr::VM_ASSIST, [5, 2, 0, 0, 0]), ENOSYS);
-        s.check("enable_runstate_update_flag", hc(nr::VM_ASSIST, [0, 5, 0, 0, 0]), 0);
+        s.check(
+            "enable_writable_pagetables",
+            hc(nr::VM_ASSIST, [0, 2, 0, 0, 0]),
+            0,
+        );
+        s.check(
+            "disable_writable_pagetables",
+            hc(nr::VM_ASSIST, [1, 2, 0, 0, 0]),
+            0,
+        );
+        s.check(
+            "enable_unknown_type",
+            hc(nr::VM_ASSIST, [0, 10, 0, 0, 0]),
+            EINVAL,
+        );
+        s.check(
+            "unknown_command",
+            hc(nr::VM_ASSIST, [5, 2, 0, 0, 0]),
+            ENOSYS,
+        );
+        s.check(
+            "enable_runstate_update_flag",
+            hc(nr::VM_ASSIST, [0, 5, 0, 0, 0]),
+            0,
+        );
     }
 
     fn segment_cases(s: &mut Suite) {
         s.area("segment");
         let seg = |which: u64, base: u64| hc(nr::SET_SEGMENT_BASE, [which, base, 0, 0, 0]);
         s.check("fs_base", seg(0, 0x1000), 0);
-        s.check("fs_base_non_canonical", seg(0, 0x8000_0000_0000_0000), EINVAL);
+        s.check(
+            "fs_base_non_canonical",
+            seg(0, 0x8000_0000_0000_0000),
+            EINVAL,
+        );
         s.check("gs_user", seg(1, 0x2000), 0);
         s.check("gs_kernel", seg(2, 0), 0);
         s.check("gs_user_sel_null", seg(3, 0), 0);
@@ -747,12 +960,32 @@ mod guest {
         let sp: u64;
         // SAFETY: reads the stack pointer.
         unsafe { asm!("mov {}, rsp", out(reg) sp) };
-        s.check("stack_switch", hc(nr::STACK_SWITCH, [0xe02b, sp, 0, 0, 0]), 0);
-        s.check("fpu_taskswitch_set", hc(nr::FPU_TASKSWITCH, [1, 0, 0, 0, 0]), 0);
-        s.check("fpu_taskswitch_clear", hc(nr::FPU_TASKSWITCH, [0, 0, 0, 0, 0]), 0);
+        s.check(
+            "stack_switch",
+            hc(nr::STACK_SWITCH, [0xe02b, sp, 0, 0, 0]),
+            0,
+        );
+        s.check(
+            "fpu_taskswitch_set",
+            hc(nr::FPU_TASKSWITCH, [1, 0, 0, 0, 0]),
+            0,
+        );
+        s.check(
+            "fpu_taskswitch_clear",
+            hc(nr::FPU_TASKSWITCH, [0, 0, 0, 0, 0]),
+            0,
+        );
         s.check("unknown_hypercall", hc(60, [0; 5]), ENOSYS);
-        s.check("set_debugreg_7_zero", hc(nr::SET_DEBUGREG, [7, 0, 0, 0, 0]), 0);
-        s.check("get_debugreg_bad", hc(nr::GET_DEBUGREG, [9, 0, 0, 0, 0]), ENODEV);
+        s.check(
+            "set_debugreg_7_zero",
+            hc(nr::SET_DEBUGREG, [7, 0, 0, 0, 0]),
+            0,
+        );
+        s.check(
+            "get_debugreg_bad",
+            hc(nr::GET_DEBUGREG, [9, 0, 0, 0, 0]),
+            ENODEV,
+        );
         let _ = EPERM;
     }
 
@@ -852,7 +1085,11 @@ mod guest {
             trap(14, 0, pf_entry as *const () as u64),
             [0, 0],
         ];
-        s.check("set_trap_table", hc(nr::SET_TRAP_TABLE, [table.as_ptr() as u64, 0, 0, 0, 0]), 0);
+        s.check(
+            "set_trap_table",
+            hc(nr::SET_TRAP_TABLE, [table.as_ptr() as u64, 0, 0, 0, 0]),
+            0,
+        );
         // SAFETY (all below): each faulting instruction is preceded by storing the
         // address after it in RESUME, where the handler returns to.
         unsafe {
@@ -877,7 +1114,11 @@ mod guest {
                 "2:", r = in(reg) RESUME.as_ptr(), out("rax") _, options(att_syntax));
         }
         s.check("gp_bounced", hits(13), 1);
-        s.check("gp_error_code_is_selector", ERROR_CODE.load(Ordering::Relaxed) as i64, 0x20);
+        s.check(
+            "gp_error_code_is_selector",
+            ERROR_CODE.load(Ordering::Relaxed) as i64,
+            0x20,
+        );
         // SAFETY: the null selector again.
         unsafe { asm!("mov ds, {s:x}", s = in(reg) 0u16) };
         let _ = ro(DATA);
@@ -888,7 +1129,11 @@ mod guest {
                 options(att_syntax));
         }
         s.check("pf_bounced", hits(14), 1);
-        s.check("pf_error_code", ERROR_CODE.load(Ordering::Relaxed) as i64, 3);
+        s.check(
+            "pf_error_code",
+            ERROR_CODE.load(Ordering::Relaxed) as i64,
+            3,
+        );
         let _ = rw(DATA);
         let _ = hc(nr::FPU_TASKSWITCH, [1, 0, 0, 0, 0]);
         // SAFETY: one x87 no-op; its #NM handler clears TS and retries it.
@@ -911,7 +1156,11 @@ mod guest {
             hc(nr::CALLBACK_OP, [0, cb.as_ptr() as u64, 0, 0, 0]),
             ENOSYS,
         );
-        s.check("callback_op_unknown_command", hc(nr::CALLBACK_OP, [9, cb.as_ptr() as u64, 0, 0, 0]), ENOSYS);
+        s.check(
+            "callback_op_unknown_command",
+            hc(nr::CALLBACK_OP, [9, cb.as_ptr() as u64, 0, 0, 0]),
+            ENOSYS,
+        );
     }
 
     fn main(si: &'static StartInfo) -> ! {

@@ -530,7 +530,11 @@ mod guest {
         // with the default 1024 frames (Xen's and ours) all of them succeed.
         let limited = pv_guest::cmdline::value(si.cmd_line_bytes(), "maptrack_limit")
             .is_some_and(|v| v == b"1");
-        let want = if limited { i64::from(GNTST_NO_SPACE) } else { 0 };
+        let want = if limited {
+            i64::from(GNTST_NO_SPACE)
+        } else {
+            0
+        };
         case("map_maptrack_full", last, want);
         for i in 0..MAPTRACK_PAGES as u32 {
             t.clear(MANY_FIRST + i);

@@ -1090,18 +1090,22 @@ mod guest {
             hc(nr::SET_TRAP_TABLE, [table.as_ptr() as u64, 0, 0, 0, 0]),
             0,
         );
-        // SAFETY (all below): each faulting instruction is preceded by storing the
-        // address after it in RESUME, where the handler returns to.
+        // SAFETY: the faulting instruction is preceded by storing the address of
+        // the label after it in RESUME, where the trap handler returns to.
         unsafe {
             asm!("lea 2f(%rip), %rax", "mov %rax, ({r})", "int3", "2:",
                 r = in(reg) RESUME.as_ptr(), out("rax") _, options(att_syntax));
         }
         s.check("int3_bounced", hits(3), 1);
+        // SAFETY: the faulting instruction is preceded by storing the address of
+        // the label after it in RESUME, where the trap handler returns to.
         unsafe {
             asm!("lea 2f(%rip), %rax", "mov %rax, ({r})", "ud2", "2:",
                 r = in(reg) RESUME.as_ptr(), out("rax") _, options(att_syntax));
         }
         s.check("ud2_bounced", hits(6), 1);
+        // SAFETY: the faulting instruction is preceded by storing the address of
+        // the label after it in RESUME, where the trap handler returns to.
         unsafe {
             asm!("lea 2f(%rip), %rax", "mov %rax, ({r})", "xor %ecx, %ecx", "xor %edx, %edx",
                 "mov $1, %eax", "div %ecx", "2:",
@@ -1109,6 +1113,8 @@ mod guest {
                 options(att_syntax));
         }
         s.check("divide_error_bounced", hits(0), 1);
+        // SAFETY: the faulting instruction is preceded by storing the address of
+        // the label after it in RESUME, where the trap handler returns to.
         unsafe {
             asm!("lea 2f(%rip), %rax", "mov %rax, ({r})", "mov $0x23, %ax", "mov %ax, %ds",
                 "2:", r = in(reg) RESUME.as_ptr(), out("rax") _, options(att_syntax));
@@ -1123,6 +1129,8 @@ mod guest {
         unsafe { asm!("mov ds, {s:x}", s = in(reg) 0u16) };
         let _ = ro(DATA);
         let target = va(DATA);
+        // SAFETY: the faulting instruction is preceded by storing the address of
+        // the label after it in RESUME, where the trap handler returns to.
         unsafe {
             asm!("lea 2f(%rip), %rax", "mov %rax, ({r})", "movq $1, ({t})", "2:",
                 r = in(reg) RESUME.as_ptr(), t = in(reg) target, out("rax") _,
@@ -1140,6 +1148,8 @@ mod guest {
         unsafe { asm!("fnop") };
         s.check("nm_after_fpu_taskswitch", hits(7), 1);
         // `int $0x80` with no DPL-3 entry for it: #GP with the vector in the error code.
+        // SAFETY: the faulting instruction is preceded by storing the address of
+        // the label after it in RESUME, where the trap handler returns to.
         unsafe {
             asm!("lea 2f(%rip), %rax", "mov %rax, ({r})", "int $0x80", "2:",
                 r = in(reg) RESUME.as_ptr(), out("rax") _, options(att_syntax));

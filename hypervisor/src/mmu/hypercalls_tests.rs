@@ -149,19 +149,19 @@ fn hostile_mmu_updates_are_refused() {
             "write-map a page table",
             l1e,
             pt_frame.maddr() | 7,
-            Errno::EINVAL,
+            Errno::EBUSY,
         ),
         (
             "map another domain's frame",
             l1e,
             other_dom_frame.maddr() | 5,
-            Errno::EINVAL,
+            Errno::EBUSY,
         ),
         (
             "map a hypervisor frame",
             l1e,
             hv_frame.maddr() | 5,
-            Errno::EINVAL,
+            Errno::EBUSY,
         ),
         ("reserved L4 slot", l4 + 256 * 8, 0, Errno::EINVAL),
         (
@@ -389,7 +389,7 @@ fn grub_page_table_switch() {
     let r = x.call(nr::UPDATE_VA_MAPPING, [va, new[3].maddr() | 7, 0, 0]);
     assert_eq!(r, Errno::EINVAL.to_ret(), "no L1 maps that VA");
     let r = x.call(nr::UPDATE_VA_MAPPING, [x.scratch, new[3].maddr() | 7, 0, 0]);
-    assert_eq!(r, Errno::EINVAL.to_ret());
+    assert_eq!(r, Errno::EBUSY.to_ret());
 }
 
 #[test]
@@ -407,7 +407,7 @@ fn hostile_mmuext_ops_are_refused() {
         (
             "pin self-writable L1",
             ext(MMUEXT_PIN_L1_TABLE, free.0),
-            Errno::EINVAL,
+            Errno::EBUSY,
         ),
         (
             "CR3 = writable frame",
@@ -541,7 +541,7 @@ fn hostile_mmuext_ops_are_refused() {
     assert_eq!(x.mmuext(&[ext(MMUEXT_UNPIN_TABLE, cur.0)], 0), 0);
     assert_eq!(x.ty(cur), (PageType::L4, 1));
     let r = x.call(nr::UPDATE_VA_MAPPING, [x.scratch, cur.maddr() | 7, 0, 0]);
-    assert_eq!(r, Errno::EINVAL.to_ret());
+    assert_eq!(r, Errno::EBUSY.to_ret());
     assert_eq!(x.mmuext(&[ext(MMUEXT_PIN_L4_TABLE, cur.0)], 0), 0);
 
     // The good forms.
@@ -883,7 +883,7 @@ fn a_bad_entry_deep_in_a_preempted_validation_fails_and_leaves_nothing() {
         let ops = [ext(MMUEXT_TLB_FLUSH_LOCAL, 0), ext(op, tables[0].0)];
         let (r, entries, _) = mmuext_entries(&mut x, &ops);
         let (ry, _, _) = unlimited(|| mmuext_entries(&mut y, &ops));
-        assert_eq!(r, Errno::EINVAL.to_ret(), "cmd {op}");
+        assert_eq!(r, Errno::EBUSY.to_ret(), "cmd {op}");
         assert_eq!(ry, r, "cmd {op}: as without preemption");
         assert!(
             entries > 2,
@@ -912,7 +912,7 @@ fn a_bad_entry_deep_in_a_preempted_validation_fails_and_leaves_nothing() {
         x.f.rip = rip;
         (nr, args) = (x.f.rax, [x.f.rdi, x.f.rsi, x.f.rdx, x.f.r10]);
     }
-    assert_eq!(x.f.rax as i64, Errno::EINVAL.to_ret());
+    assert_eq!(x.f.rax as i64, Errno::EBUSY.to_ret());
     assert_eq!(x.get_u32(pdone), 0);
 }
 

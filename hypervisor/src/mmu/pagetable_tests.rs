@@ -270,7 +270,11 @@ fn mod_entry_keeps_references_right() {
         (pte(4), other.maddr() | RW_PAGE | Pte::GNTTAB.bits(), EINVAL),
         (t.l4.maddr() + 256 * 8, 0, EINVAL),
         (t.l4.maddr() + 300 * 8, t.l4.maddr() | 0x5, EINVAL),
-        (t.l2.maddr() + 8, other.maddr() | TABLE | Pte::PAT_PS.bits(), EINVAL),
+        (
+            t.l2.maddr() + 8,
+            other.maddr() | TABLE | Pte::PAT_PS.bits(),
+            EINVAL,
+        ),
         (foreign.maddr(), 0, EINVAL),
     ] {
         assert_eq!(

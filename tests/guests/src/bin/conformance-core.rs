@@ -341,6 +341,15 @@ mod guest {
         let _ = hc(nr::SET_TIMER_OP, [1, 0, 0, 0, 0]);
         let _ = sched(0, 0);
         s.check("block_with_timer_due", sched(1, 0), 0);
+        // Another pending event may have ended that block first: block until the
+        // timer's upcall came (the periodic timer wakes us meanwhile), boundedly.
+        for _ in 0..100 {
+            if pv_guest::events::count(EvtchnPort(t)) > 0 {
+                break;
+            }
+            let _ = hc(nr::SET_TIMER_OP, [1, 0, 0, 0, 0]);
+            let _ = sched(1, 0);
+        }
         pv_guest::events::disable();
         s.check_bool(
             "timer_event_delivered",

@@ -1377,3 +1377,24 @@ fn exception_fast_path_matches_the_generic_handling() {
         assert_eq!(out[0], out[1], "round {round}: vector {vector} user {user}");
     }
 }
+
+/// `VCPUOP_initialise` (the conformance suite's vcpu.initialise_running_vcpu): every
+/// vCPU is initialised from boot, so a readable context gets Xen 4.17's -EEXIST; one
+/// that runs into an unmapped page -EFAULT; a vCPU the domain lacks -ENOENT.
+#[test]
+fn vcpu_initialise_of_a_running_vcpu_is_eexist() {
+    let mut hv = new_hv();
+    let _g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    const VCPUOP_INITIALISE: u64 = 0;
+    for (vcpu, ctx, want) in [
+        (0, KVA + 0x2000, -17),
+        // The context's 5168 bytes run past the last kernel page.
+        (0, KVA + (KPAGES as u64 - 1) * 0x1000, -14),
+        (0, 0xffff_8300_0000_0000, -14),
+        (1, KVA + 0x2000, -2),
+    ] {
+        call(&mut hv, &mut f, nr::VCPU_OP, VCPUOP_INITIALISE, vcpu, ctx);
+        assert_eq!(ret(&f), want, "vcpu {vcpu} context at {ctx:#x}");
+    }
+}

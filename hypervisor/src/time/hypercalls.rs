@@ -109,6 +109,18 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             VCPUOP_INITIALISE => self
                 .context_readable(idx, arg.addr())
                 .and(Err(Errno::EEXIST)),
+            // vcpu_info stays in shared_info here; Xen 4.17's argument checks come
+            // first: an unreadable argument -EFAULT, an offset whose vcpu_info would
+            // cross the page end -ENXIO.
+            VCPUOP_REGISTER_VCPU_INFO => {
+                let offset_at = arg.addr().checked_add(8).ok_or(Errno::EFAULT)?;
+                let offset = self.read_handle::<u32>(idx, GuestHandle::new(offset_at))?;
+                if u64::from(offset) > 4096 - 64 {
+                    Err(Errno::ENXIO)
+                } else {
+                    Err(Errno::ENOSYS)
+                }
+            }
             VCPUOP_UP => Ok(0),
             VCPUOP_IS_UP => Ok(1),
             VCPUOP_SET_PERIODIC_TIMER => {

@@ -1380,11 +1380,12 @@ fn exception_fast_path_matches_the_generic_handling() {
 
 /// `VCPUOP_initialise` (the conformance suite's vcpu.initialise_running_vcpu): every
 /// vCPU is initialised from boot, so a readable context gets Xen 4.17's -EEXIST; one
-/// that runs into an unmapped page -EFAULT; a vCPU the domain lacks -ENOENT.
+/// that runs into an unmapped page -EFAULT; a vCPU the domain lacks -ENOENT. Then
+/// `VCPUOP_register_vcpu_info`'s offset check.
 #[test]
 fn vcpu_initialise_of_a_running_vcpu_is_eexist() {
     let mut hv = new_hv();
-    let _g = add_domain(&mut hv, 1);
+    let g = add_domain(&mut hv, 1);
     let mut f = started(&mut hv);
     const VCPUOP_INITIALISE: u64 = 0;
     for (vcpu, ctx, want) in [
@@ -1396,5 +1397,12 @@ fn vcpu_initialise_of_a_running_vcpu_is_eexist() {
     ] {
         call(&mut hv, &mut f, nr::VCPU_OP, VCPUOP_INITIALISE, vcpu, ctx);
         assert_eq!(ret(&f), want, "vcpu {vcpu} context at {ctx:#x}");
+    }
+    // VCPUOP_register_vcpu_info: the offset is checked (-ENXIO past 4096 - 64), then
+    // -ENOSYS (vcpu_info stays in shared_info).
+    for (offset, want) in [(4090u64, -6), (4032, -38)] {
+        poke(&hv, &g, KVA + 0x3000, [0u64, offset].as_bytes());
+        call(&mut hv, &mut f, nr::VCPU_OP, 10, 0, KVA + 0x3000);
+        assert_eq!(ret(&f), want, "register_vcpu_info offset {offset}");
     }
 }

@@ -1160,6 +1160,29 @@ mod guest {
             ERROR_CODE.load(Ordering::Relaxed) as i64,
             0x80 * 8 + 2,
         );
+        // MSR emulation: FS base writes must be canonical (XSA-193), unknown MSRs #GP.
+        let wrmsr = |msr: u32, value: u64| {
+            // SAFETY: the faulting instruction is preceded by storing the address of
+            // the label after it in RESUME, where the #GP handler returns to; a write
+            // that succeeds changes only the FS base, which this kernel does not use.
+            unsafe {
+                asm!("lea 2f(%rip), %r8", "mov %r8, ({r})", "wrmsr", "2:",
+                    r = in(reg) RESUME.as_ptr(), in("ecx") msr, in("eax") value as u32,
+                    in("edx") (value >> 32) as u32, out("r8") _, options(att_syntax));
+            }
+        };
+        let gp = hits(13);
+        wrmsr(0xc000_0100, 0x1000);
+        s.check("wrmsr_fs_base", hits(13) - gp, 0);
+        let (lo, hi): (u32, u32);
+        // SAFETY: reads the FS base MSR (emulated); no memory is touched.
+        unsafe { asm!("rdmsr", in("ecx") 0xc000_0100u32, out("eax") lo, out("edx") hi) };
+        s.check("rdmsr_fs_base", i64::from(lo) | i64::from(hi) << 32, 0x1000);
+        wrmsr(0xc000_0100, 0x8000_0000_0000_0000);
+        s.check("xsa193_wrmsr_fs_base_non_canonical_is_gp", hits(13) - gp, 1);
+        wrmsr(0x1234, 0);
+        s.check("wrmsr_unknown_msr_is_gp", hits(13) - gp, 2);
+        wrmsr(0xc000_0100, 0);
         let cb = [99u64, 0];
         s.check(
             "callback_register_unknown_type",

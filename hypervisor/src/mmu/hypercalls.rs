@@ -699,6 +699,32 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
     }
 
+    /// `update_va_mapping_otherdomain(va, val, flags, domid)`: Xen 4.17's `get_pg_owner`
+    /// first (`DOMID_SELF` is the caller; its own number, `DOMID_XEN` or an unknown
+    /// domain -ESRCH), then for another owner its XSM check refuses a domU (-EPERM). The
+    /// control domain may map another domain's frames on Xen; not here: -ESRCH, as in
+    /// mmu_update.
+    pub(crate) fn update_va_mapping_otherdomain(
+        &mut self,
+        idx: usize,
+        va: u64,
+        val: u64,
+        flags: u64,
+        domid: u16,
+    ) -> HcResult {
+        if domid == DomId::XEN.0 {
+            return Err(Errno::ESRCH);
+        }
+        if self.foreign_owner(idx, u32::from(domid), false)? {
+            return Err(if self.domains[idx].dom0 {
+                Errno::ESRCH
+            } else {
+                Errno::EPERM
+            });
+        }
+        self.update_va_mapping(idx, va, val, flags)
+    }
+
     /// `vm_assist(cmd, type)`, in Xen 4.17's order: a type outside what Xen accepts for a
     /// 64-bit PV domain is -EINVAL, then an unknown command -ENOSYS. Disabling any of
     /// them is 0. Enabling records the bit for the assists that change nothing here:

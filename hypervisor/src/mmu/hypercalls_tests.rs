@@ -1179,3 +1179,27 @@ fn flush_masks_and_superpage_commands_answer_as_xen() {
         );
     }
 }
+
+/// `update_va_mapping_otherdomain` (the conformance suite's uvm.otherdomain_absent):
+/// Xen 4.17's `get_pg_owner` answers, then -EPERM for a domU naming another domain.
+#[test]
+fn update_va_mapping_otherdomain_checks_the_owner_as_xen() {
+    let mut x = fx(true);
+    let data = x.mfn(Fx::pfn_of_va(x.scratch));
+    let pte = data.maddr() | 7;
+    let me = u64::from(x.hv.domains[0].id.0);
+    let other = u64::from(x.hv.domains[1].id.0);
+    for (domid, want) in [
+        (u64::from(DomId::SELF.0), 0),
+        (me, Errno::ESRCH.to_ret()),
+        (1000, Errno::ESRCH.to_ret()),
+        (u64::from(DomId::XEN.0), Errno::ESRCH.to_ret()),
+        (other, Errno::EPERM.to_ret()),
+    ] {
+        let r = x.call(
+            nr::UPDATE_VA_MAPPING_OTHERDOMAIN,
+            [x.scratch, pte, UVMF_INVLPG, domid],
+        );
+        assert_eq!(r, want, "domid {domid}");
+    }
+}

@@ -282,7 +282,7 @@ fn page_table_updates_cannot_touch_a_grant_pte() {
     );
     assert_eq!(
         pt.mod_entry(at1, pte & !Pte::GNTTAB.bits(), false),
-        Err(Stop::Fail(Errno::EINVAL)),
+        Err(Stop::Fail(Errno::EBUSY)),
         "a foreign frame without the marker"
     );
     assert_eq!(fx.pte(2, map_va(0)), pte);

@@ -167,7 +167,7 @@ const HOSTILE_GRANT_CASES: &[(&str, i64)] = &[
 fn hostile_grant_use_gets_xens_statuses_and_normal_use_still_works() {
     // One maptrack frame (256 mappings, xl's max_maptrack_frames=1) so that the guest
     // can exhaust it; Xen's default of 1024 frames would take 262144 maps.
-    let mut hostile = guest("hostile-grant", "");
+    let mut hostile = guest("hostile-grant", "maptrack_limit=1");
     hostile.max_maptrack_frames = 1;
     let result = boot(vec![hostile]);
     let d = "[d1 hostile-grant]";

@@ -47,7 +47,7 @@ pub mod nr {
     pub const GRANT_TABLE_OP: u32 = 20;
     /// `vm_assist`: Enable or disable an optional hypervisor assist for this domain. As Xen 4.17 for 64-bit PV: a type outside 0-5 and 32 is -EINVAL, then an unknown command -ENOSYS; enable records types 0, 1, 3, 4, 5 (nothing here depends on them). Deviation: enabling 2 `writable_pagetables` (no write emulation) or 32 `m2p_strict` is -EINVAL.
     pub const VM_ASSIST: u32 = 21;
-    /// `update_va_mapping_otherdomain`: update_va_mapping for mappings of another domain's frames.
+    /// `update_va_mapping_otherdomain`: update_va_mapping with the frames' owner named (Xen 4.17's `get_pg_owner`): `DOMID_SELF` is update_va_mapping, the caller's own number or an unknown domain -ESRCH, another domain's frames -EPERM for a domU. Deviation: the control domain gets -ESRCH there (foreign mappings not implemented).
     pub const UPDATE_VA_MAPPING_OTHERDOMAIN: u32 = 22;
     /// `iret`: Return from a guest exception or syscall callback (frame on the guest stack).
     pub const IRET: u32 = 23;
@@ -888,7 +888,7 @@ pub mod call_on {
         unsafe { t.hypercall2(nr::VM_ASSIST, u64::from(cmd), u64::from(r#type)) }
     }
 
-    /// `update_va_mapping_otherdomain` (22): update_va_mapping for mappings of another domain's frames.
+    /// `update_va_mapping_otherdomain` (22): update_va_mapping with the frames' owner named (Xen 4.17's `get_pg_owner`): `DOMID_SELF` is update_va_mapping, the caller's own number or an unknown domain -ESRCH, another domain's frames -EPERM for a domU. Deviation: the control domain gets -ESRCH there (foreign mappings not implemented).
     ///
     /// # Safety
     ///
@@ -1521,7 +1521,7 @@ pub mod call {
         unsafe { super::call_on::vm_assist(&crate::transport::Native, cmd, r#type) }
     }
 
-    /// `update_va_mapping_otherdomain` (22): update_va_mapping for mappings of another domain's frames.
+    /// `update_va_mapping_otherdomain` (22): update_va_mapping with the frames' owner named (Xen 4.17's `get_pg_owner`): `DOMID_SELF` is update_va_mapping, the caller's own number or an unknown domain -ESRCH, another domain's frames -EPERM for a domU. Deviation: the control domain gets -ESRCH there (foreign mappings not implemented).
     ///
     /// # Safety
     ///

@@ -20,7 +20,8 @@ use core::mem::{offset_of, size_of};
 use static_assertions::const_assert_eq;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// `VCPU_SSHOTTMR_future`: fail with `ETIME` (Xen 4.17) if the deadline has passed.
+/// `VCPU_SSHOTTMR_future`: fail with `ETIME` if the deadline has passed (Xen up to
+/// 4.17.2; 4.17.7 and 4.18+ ignore it).
 pub const VCPU_SSHOTTMR_FUTURE: u32 = 1 << 0;
 /// Smallest period `VCPUOP_set_periodic_timer` accepts (1 ms).
 pub const MIN_PERIODIC_TIMER_NS: u64 = 1_000_000;
@@ -293,7 +294,8 @@ mod calls {
 
     /// `VCPUOP_set_singleshot_timer`: one-shot timer of `vcpu` (must be the calling
     /// vCPU) at `deadline_ns`, the same timer as [`set_timer`]. With `future_only`, Xen
-    /// 4.17 fails with `ETIME` for a past deadline (4.18+ fires it at once instead).
+    /// up to 4.17.2 fails with `ETIME` for a past deadline; 4.17.7 and 4.18+ ignore the
+    /// flag and fire it at once.
     pub fn set_singleshot_timer(
         vcpu: VcpuId,
         deadline_ns: u64,

@@ -151,6 +151,21 @@ pub(crate) trait Hypercalls {
     /// * `type`: u32
     fn vm_assist(&mut self, call: &mut Call<'_>, cmd: u32, r#type: u32) -> Outcome;
 
+    /// `update_va_mapping_otherdomain` (22): update_va_mapping with the frames' owner named (Xen 4.17's `get_pg_owner`): `DOMID_SELF` is update_va_mapping, the caller's own number or an unknown domain -ESRCH, another domain's frames -EPERM for a domU. Deviation: the control domain gets -ESRCH there (foreign mappings not implemented).
+    ///
+    /// * `va`: u64
+    /// * `new_pte`: u64
+    /// * `flags`: u64
+    /// * `domid`: u16
+    fn update_va_mapping_otherdomain(
+        &mut self,
+        call: &mut Call<'_>,
+        va: u64,
+        new_pte: u64,
+        flags: u64,
+        domid: u16,
+    ) -> Outcome;
+
     /// `iret` (23): Return from a guest exception or syscall callback (frame on the guest stack).
     ///
     ///
@@ -289,6 +304,9 @@ pub(crate) fn dispatch<H: Hypercalls + ?Sized>(
             GuestArray::new(args[1], u64::from(args[2] as u32)),
         ),
         nr::VM_ASSIST => h.vm_assist(call, args[0] as u32, args[1] as u32),
+        nr::UPDATE_VA_MAPPING_OTHERDOMAIN => {
+            h.update_va_mapping_otherdomain(call, args[0], args[1], args[2], args[3] as u16)
+        }
         nr::IRET => h.iret(call),
         nr::VCPU_OP => h.vcpu_op(
             call,

@@ -149,6 +149,18 @@ impl<M: MachineMemory, P: Platform> Hypercalls for Hypervisor<M, P> {
         self.update_va_mapping(call.idx, va, new_pte, flags).into()
     }
 
+    fn update_va_mapping_otherdomain(
+        &mut self,
+        call: &mut Call<'_>,
+        va: u64,
+        new_pte: u64,
+        flags: u64,
+        domid: u16,
+    ) -> Outcome {
+        self.update_va_mapping_otherdomain(call.idx, va, new_pte, flags, domid)
+            .into()
+    }
+
     fn vm_assist(&mut self, call: &mut Call<'_>, cmd: u32, r#type: u32) -> Outcome {
         self.vm_assist(call.idx, cmd, r#type).into()
     }

@@ -590,10 +590,16 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 Ok(true)
             }
             MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_TLB_FLUSH_ALL => Ok(true),
-            MMUEXT_TLB_FLUSH_MULTI => Ok(self.read_vcpumask(idx, op.arg2).map(|()| true)?),
+            // Xen 4.17: an unreadable vCPU mask is -EINVAL here (-EFAULT in
+            // update_va_mapping).
+            MMUEXT_TLB_FLUSH_MULTI => Ok(self
+                .read_vcpumask(idx, op.arg2)
+                .map(|()| true)
+                .map_err(|_| Errno::EINVAL)?),
             MMUEXT_INVLPG_LOCAL | MMUEXT_INVLPG_ALL | MMUEXT_INVLPG_MULTI => {
                 if op.cmd == MMUEXT_INVLPG_MULTI {
-                    self.read_vcpumask(idx, op.arg2)?;
+                    self.read_vcpumask(idx, op.arg2)
+                        .map_err(|_| Errno::EINVAL)?;
                 }
                 if is_canonical(op.arg1) && !in_hypervisor_range(op.arg1) {
                     self.platform.invlpg(op.arg1);
@@ -633,6 +639,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
                 pt.put_type(mfn);
                 Ok(r.map(|()| false).map_err(|_| Errno::EINVAL)?)
             }
+            // PV superpages are gone from Xen 4.17: the commands remain, refused.
+            MMUEXT_MARK_SUPER | MMUEXT_UNMARK_SUPER => Err(Errno::EOPNOTSUPP.into()),
             _ => Err(Errno::ENOSYS.into()),
         }
     }
@@ -649,9 +657,12 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         if !is_canonical(va) || in_hypervisor_range(va) {
             return Err(Errno::EINVAL);
         }
-        // Anything above the flush type other than UVMF_ALL is a vCPU mask pointer.
+        // With a flush type (TLB_FLUSH or INVLPG), anything above it other than
+        // UVMF_ALL is a vCPU mask pointer; flush types 0 and 3 flush nothing, and Xen
+        // 4.17 does not look at the rest then.
         let scope = flags & !UVMF_FLUSHTYPE_MASK;
-        if scope != UVMF_LOCAL && scope != UVMF_ALL {
+        let flushes = matches!(flags & UVMF_FLUSHTYPE_MASK, UVMF_TLB_FLUSH | UVMF_INVLPG);
+        if flushes && scope != UVMF_LOCAL && scope != UVMF_ALL {
             self.read_vcpumask(idx, scope)?;
         }
         let root = Mfn::containing(self.cur(idx).cr3);
@@ -678,6 +689,32 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             Err(Stop::Fail(e)) => Err(e),
             Err(Stop::Preempted) => Err(Errno::EINVAL),
         }
+    }
+
+    /// `update_va_mapping_otherdomain(va, val, flags, domid)`: Xen 4.17's `get_pg_owner`
+    /// first (`DOMID_SELF` is the caller; its own number, `DOMID_XEN` or an unknown
+    /// domain -ESRCH), then for another owner its XSM check refuses a domU (-EPERM). The
+    /// control domain may map another domain's frames on Xen; not here: -ESRCH, as in
+    /// mmu_update.
+    pub(crate) fn update_va_mapping_otherdomain(
+        &mut self,
+        idx: usize,
+        va: u64,
+        val: u64,
+        flags: u64,
+        domid: u16,
+    ) -> HcResult {
+        if domid == DomId::XEN.0 {
+            return Err(Errno::ESRCH);
+        }
+        if self.foreign_owner(idx, u32::from(domid), false)? {
+            return Err(if self.domains[idx].dom0 {
+                Errno::ESRCH
+            } else {
+                Errno::EPERM
+            });
+        }
+        self.update_va_mapping(idx, va, val, flags)
     }
 
     /// `vm_assist(cmd, type)`, in Xen 4.17's order: a type outside what Xen accepts for a

@@ -684,13 +684,21 @@ impl<M: MachineMemory> PtCtx<'_, M> {
     ) -> Result<(), Stop> {
         let target = entry_mfn(entry);
         if level == 1 {
-            if entry & Pte::RW.bits() != 0 {
+            let r = if entry & Pte::RW.bits() != 0 {
                 self.get_ref_and_type(target, PageType::Writable, false, false)
             } else if self.owned(target) && self.frames.get_ref(target) {
                 Ok(())
             } else {
                 Err(Errno::EINVAL.into())
-            }
+            };
+            // Xen's get_page_from_l1e: a RAM frame it cannot reference or type
+            // writable is -EBUSY; a frame beyond RAM is I/O memory, which no domain
+            // here may map: -EPERM.
+            r.map_err(|e| match e {
+                Stop::Fail(_) if target.0 <= self.frames.max_ram_mfn() => Errno::EBUSY.into(),
+                Stop::Fail(_) => Errno::EPERM.into(),
+                other => other,
+            })
         } else {
             let below = PageType::of_level(level - 1).ok_or(Errno::EINVAL)?;
             self.get_ref_and_type(target, below, set, retain)

@@ -14,6 +14,10 @@ const RW_PAGE: u64 = 0x7; // P RW U
 const RO_PAGE: u64 = 0x5; // P U
 const HV: [u64; 16] = [0x1234_5063; 16];
 const EINVAL: Stop = Stop::Fail(Errno::EINVAL);
+/// Xen's answer for an L1 entry whose frame cannot be referenced or typed writable.
+const EBUSY: Stop = Stop::Fail(Errno::EBUSY);
+/// Xen's answer for an L1 entry mapping a frame beyond RAM (I/O memory).
+const EPERM: Stop = Stop::Fail(Errno::EPERM);
 
 struct Fx {
     mem: FakeMemory,
@@ -168,7 +172,15 @@ fn hostile_tables_are_refused_and_leave_nothing_behind() {
         let foreign = fx.alloc(DomId(2));
         let t = tree(&mut fx);
         breaker(&fx, &t, foreign);
-        assert_eq!(fx.ctx().pin(t.l4, 4), Err(EINVAL), "{what}");
+        // Xen's get_page_from_l1e errnos for the L1 entries, -EINVAL for the rest.
+        let want = if what.contains("not RAM") {
+            EPERM
+        } else if what.starts_with("L1 maps") {
+            EBUSY
+        } else {
+            EINVAL
+        };
+        assert_eq!(fx.ctx().pin(t.l4, 4), Err(want), "{what}");
         for m in [t.l4, t.l3, t.l2, t.l1, t.data, foreign] {
             assert_eq!(fx.ty(m), (PageType::None, 0), "{what}: {m:?}");
             assert_eq!(fx.frames.ref_count(m), Some(0), "{what}: {m:?}");
@@ -209,7 +221,7 @@ fn roots_keep_tables_alive_after_unpin() {
     let slot = fx.ctx().l1_entry_maddr(t.l4, 2 << 12).unwrap();
     assert_eq!(
         fx.ctx().mod_entry(slot, t.l4.maddr() | RW_PAGE, false),
-        Err(EINVAL)
+        Err(EBUSY)
     );
     // GRUB's switch: pin the new root, load it, unpin the old one.
     let t2 = tree(&mut fx);
@@ -251,19 +263,23 @@ fn mod_entry_keeps_references_right() {
 
     // Refused: writable map of a table, foreign frame, bad flags, hypervisor L4 slot.
     let foreign = fx.alloc(DomId(2));
-    for (ptr, val) in [
-        (pte(4), t.l2.maddr() | RW_PAGE),
-        (pte(4), foreign.maddr() | RO_PAGE),
-        (pte(4), other.maddr() | RW_PAGE | Pte::PWT.bits()),
-        (pte(4), other.maddr() | RW_PAGE | Pte::GNTTAB.bits()),
-        (t.l4.maddr() + 256 * 8, 0),
-        (t.l4.maddr() + 300 * 8, t.l4.maddr() | 0x5),
-        (t.l2.maddr() + 8, other.maddr() | TABLE | Pte::PAT_PS.bits()),
-        (foreign.maddr(), 0),
+    for (ptr, val, want) in [
+        (pte(4), t.l2.maddr() | RW_PAGE, EBUSY),
+        (pte(4), foreign.maddr() | RO_PAGE, EBUSY),
+        (pte(4), other.maddr() | RW_PAGE | Pte::PWT.bits(), EINVAL),
+        (pte(4), other.maddr() | RW_PAGE | Pte::GNTTAB.bits(), EINVAL),
+        (t.l4.maddr() + 256 * 8, 0, EINVAL),
+        (t.l4.maddr() + 300 * 8, t.l4.maddr() | 0x5, EINVAL),
+        (
+            t.l2.maddr() + 8,
+            other.maddr() | TABLE | Pte::PAT_PS.bits(),
+            EINVAL,
+        ),
+        (foreign.maddr(), 0, EINVAL),
     ] {
         assert_eq!(
             fx.ctx().mod_entry(ptr, val, false),
-            Err(EINVAL),
+            Err(want),
             "{ptr:#x} <- {val:#x}"
         );
     }
@@ -439,7 +455,7 @@ fn a_failure_after_preemption_is_undone_with_the_same_errno() {
     fx.set(last_l1, 300, t[2].maddr() | RW_PAGE);
     let before = fx.states(&t);
     let (r, calls, _) = fx.until_done(|pt| pt.pin(t[0], 4));
-    assert_eq!(r, Err(EINVAL));
+    assert_eq!(r, Err(EBUSY));
     assert!(
         calls > 4,
         "preempted before the failure, undone across calls: {calls}"
@@ -451,8 +467,8 @@ fn a_failure_after_preemption_is_undone_with_the_same_errno() {
     );
     // The same through a root switch, and without preemption.
     let (r, _, _) = fx.until_done(|pt| pt.switch_root(t[0], None));
-    assert_eq!(r, Err(EINVAL));
-    assert_eq!(fx.ctx().pin(t[0], 4), Err(EINVAL));
+    assert_eq!(r, Err(EBUSY));
+    assert_eq!(fx.ctx().pin(t[0], 4), Err(EBUSY));
     assert_eq!(fx.states(&t), before);
 }
 

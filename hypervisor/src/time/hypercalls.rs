@@ -61,6 +61,21 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let _ = write_wallclock(&self.mem, self.domains[idx].shared_info, sec, nsec);
     }
 
+    /// Whether a whole `vcpu_guest_context` at guest address `at` of domain `idx` can be
+    /// read: one word of each page it touches, and its last one (bounded: at most three
+    /// pages; nothing is copied).
+    fn context_readable(&self, idx: usize, at: u64) -> HcResult {
+        const SIZE: u64 = core::mem::size_of::<xen_pv_abi::vcpu::VcpuGuestContext>() as u64;
+        let last = at.checked_add(SIZE - 8).ok_or(Errno::EFAULT)?;
+        let mut probe = at;
+        while probe < last {
+            self.read_guest::<u64>(idx, probe)?;
+            probe = (probe | 0xfff).checked_add(1).ok_or(Errno::EFAULT)?;
+        }
+        self.read_guest::<u64>(idx, last)?;
+        Ok(0)
+    }
+
     /// `set_timer_op(timeout)` (15): the calling vCPU `id`'s single-shot timer at
     /// absolute system time `timeout` (0 cancels).
     pub(crate) fn do_set_timer_op(&mut self, id: Vid, timeout: u64) -> HcResult {
@@ -88,6 +103,24 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let id = (call.dom, target);
         let now = self.now_ns();
         let ret = match cmd {
+            // Every vCPU here is built and running from boot. Xen 4.17 copies the
+            // context in first (-EFAULT if it cannot), then refuses an initialised vCPU
+            // with -EEXIST.
+            VCPUOP_INITIALISE => self
+                .context_readable(idx, arg.addr())
+                .and(Err(Errno::EEXIST)),
+            // vcpu_info stays in shared_info here; Xen 4.17's argument checks come
+            // first: an unreadable argument -EFAULT, an offset whose vcpu_info would
+            // cross the page end -ENXIO.
+            VCPUOP_REGISTER_VCPU_INFO => {
+                let offset_at = arg.addr().checked_add(8).ok_or(Errno::EFAULT)?;
+                let offset = self.read_handle::<u32>(idx, GuestHandle::new(offset_at))?;
+                if u64::from(offset) > 4096 - 64 {
+                    Err(Errno::ENXIO)
+                } else {
+                    Err(Errno::ENOSYS)
+                }
+            }
             VCPUOP_UP => Ok(0),
             VCPUOP_IS_UP => Ok(1),
             VCPUOP_SET_PERIODIC_TIMER => {

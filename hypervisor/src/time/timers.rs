@@ -16,7 +16,8 @@
 //! * `set_timer_op` and `VCPUOP_set_singleshot_timer` program the same single-shot
 //!   timer; `set_timer_op(0)` cancels it. `set_timer_op` replaces a negative deadline,
 //!   or one 2^50 ns or more ahead, by now + 100 ms (a Linux jiffies-wrap workaround).
-//!   `VCPU_SSHOTTMR_future` makes a past deadline fail with `ETIME` (4.17).
+//!   `VCPU_SSHOTTMR_future` is ignored: a past deadline fires at once (Xen 4.17.7, which
+//!   carries the 4.18 change "ignore VCPU_SSHOTTMR_future"; older 4.17s said `ETIME`).
 //! * The periodic timer (10 ms for every new PV vCPU) only runs while its vCPU runs:
 //!   [`TimerQueue::switch_out`] disarms it, [`TimerQueue::switch_in`] sends one event
 //!   if a period elapsed meanwhile (missed ticks are not queued) and re-arms it.
@@ -39,7 +40,8 @@ pub const PERIOD_MAX_NS: u64 = u64::MAX >> 2;
 pub const SET_TIMER_OP_HORIZON_NS: u64 = 1 << 50;
 /// What replaces an unreasonable `set_timer_op` deadline, from now.
 pub const SET_TIMER_OP_FALLBACK_NS: u64 = 100_000_000;
-/// `vcpu_set_singleshot_timer.flags`: fail with `ETIME` if the deadline has passed.
+/// `vcpu_set_singleshot_timer.flags`: once "fail with `ETIME` if the deadline has
+/// passed", ignored since Xen 4.17.7 (and here).
 pub const VCPU_SSHOTTMR_FUTURE: u32 = 1 << 0;
 /// Queue entries a vCPU can own at once.
 pub const TIMERS_PER_VCPU: usize = 3;
@@ -234,21 +236,18 @@ impl TimerQueue {
     }
 
     /// `VCPUOP_set_singleshot_timer` (the caller checked that `id` is the calling
-    /// vCPU, else `EINVAL` as in Xen). With [`VCPU_SSHOTTMR_FUTURE`] a deadline before
-    /// `now` fails with `ETIME` (Xen 4.17); other flag bits are ignored. A deadline
-    /// that is negative as Xen's signed time is in the past and fires at once.
+    /// vCPU, else `EINVAL` as in Xen). The flags are ignored (Xen 4.17.7 ignores
+    /// [`VCPU_SSHOTTMR_FUTURE`] too): a deadline before `now`, or negative as Xen's
+    /// signed time, is in the past and fires at once.
     pub fn set_singleshot(
         &mut self,
         id: Vid,
         timeout_abs_ns: u64,
-        flags: u32,
-        now: u64,
+        _flags: u32,
+        _now: u64,
     ) -> Result<(), Errno> {
         if !self.vcpus.contains_key(&id) {
             return Err(Errno::ENOENT);
-        }
-        if flags & VCPU_SSHOTTMR_FUTURE != 0 && timeout_abs_ns < now {
-            return Err(Errno::ETIME);
         }
         let deadline = if (timeout_abs_ns as i64) < 0 {
             0

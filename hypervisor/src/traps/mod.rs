@@ -430,7 +430,9 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             CALLBACKTYPE_NMI => &mut traps.nmi,
             // No compat (32-bit) user mode here: accepted, never used.
             CALLBACKTYPE_SYSCALL32 | CALLBACKTYPE_SYSENTER => return Ok(0),
-            _ => return Err(Errno::EINVAL),
+            // Xen 4.17 (register_guest_callback): an unknown type is -ENOSYS, after
+            // the address check.
+            _ => return Err(Errno::ENOSYS),
         };
         *slot = Callback {
             address: reg.address,

@@ -893,7 +893,8 @@ fn callback_registration() {
         (reg(CALLBACKTYPE_EVENT, 0, CODE + 16), 0),
         (reg(CALLBACKTYPE_NMI, 0, CODE + 24), 0),
         (reg(CALLBACKTYPE_SYSCALL, 0, 0x0000_8000_0000_0000), -22),
-        (reg(99, 0, CODE), -22),
+        (reg(99, 0, CODE), -38),
+        (reg(99, 0, 0x0000_8000_0000_0000), -22),
     ];
     for (r, want) in cases {
         poke(&hv, &g, KVA, r.as_bytes());
@@ -1374,5 +1375,34 @@ fn exception_fast_path_matches_the_generic_handling() {
             out.push(observable_bounce(&hv, &g, &f_seen, r));
         }
         assert_eq!(out[0], out[1], "round {round}: vector {vector} user {user}");
+    }
+}
+
+/// `VCPUOP_initialise` (the conformance suite's vcpu.initialise_running_vcpu): every
+/// vCPU is initialised from boot, so a readable context gets Xen 4.17's -EEXIST; one
+/// that runs into an unmapped page -EFAULT; a vCPU the domain lacks -ENOENT. Then
+/// `VCPUOP_register_vcpu_info`'s offset check.
+#[test]
+fn vcpu_initialise_of_a_running_vcpu_is_eexist() {
+    let mut hv = new_hv();
+    let g = add_domain(&mut hv, 1);
+    let mut f = started(&mut hv);
+    const VCPUOP_INITIALISE: u64 = 0;
+    for (vcpu, ctx, want) in [
+        (0, KVA + 0x2000, -17),
+        // The context's 5168 bytes run past the last kernel page.
+        (0, KVA + (KPAGES as u64 - 1) * 0x1000, -14),
+        (0, 0xffff_8300_0000_0000, -14),
+        (1, KVA + 0x2000, -2),
+    ] {
+        call(&mut hv, &mut f, nr::VCPU_OP, VCPUOP_INITIALISE, vcpu, ctx);
+        assert_eq!(ret(&f), want, "vcpu {vcpu} context at {ctx:#x}");
+    }
+    // VCPUOP_register_vcpu_info: the offset is checked (-ENXIO past 4096 - 64), then
+    // -ENOSYS (vcpu_info stays in shared_info).
+    for (offset, want) in [(4090u64, -6), (4032, -38)] {
+        poke(&hv, &g, KVA + 0x3000, [0u64, offset].as_bytes());
+        call(&mut hv, &mut f, nr::VCPU_OP, 10, 0, KVA + 0x3000);
+        assert_eq!(ret(&f), want, "register_vcpu_info offset {offset}");
     }
 }

@@ -24,9 +24,8 @@ pub const STORE_DOMU_BUDGET: usize = HEAP_SIZE / 4;
 const PLANNED_VIFS: usize = 8;
 /// Per vif: the buffers, two pages of alignment slack, and the bookkeeping.
 const VIF_BYTES: usize = control_domain::netback::BUFFER_BYTES + 2 * 4096 + 4096;
-const _: () = assert!(
-    HEAP_SIZE >= PLANNED_VIFS * VIF_BYTES + 64 * 1024 + (2 << 20) + 2 * STORE_DOMU_BUDGET
-);
+const _: () =
+    assert!(HEAP_SIZE >= PLANNED_VIFS * VIF_BYTES + 64 * 1024 + (2 << 20) + 2 * STORE_DOMU_BUDGET);
 
 #[repr(C, align(4096))]
 struct Area([u8; HEAP_SIZE]);

@@ -2,6 +2,7 @@
 //! every error status, the shared entries' status bits, continuation of a long batch and
 //! a random hostile batch. A child module of `hv_tests.rs` (its domains and helpers).
 
+use super::grant_support::{Fx, OPS_OFF, frame, gref, run_as};
 use super::*;
 use crate::grant::COPY_BATCH;
 use crate::hypercall::handle::{GuestArray, Outcome};
@@ -12,146 +13,27 @@ use xen_pv_abi::Errno;
 use xen_pv_abi::grant_table::{
     GNTCOPY_DEST_GREF, GNTCOPY_SOURCE_GREF, GNTST_BAD_COPY_ARG, GNTST_BAD_DOMAIN, GNTST_BAD_GNTREF,
     GNTST_BAD_PAGE, GNTST_GENERAL_ERROR, GNTST_OKAY, GNTST_PERMISSION_DENIED, GNTTABOP_COPY,
-    GNTTABOP_SETUP_TABLE, GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_WRITING, GnttabCopy,
-    GnttabCopyPtr, GnttabSetupTable, GrantEntryV1,
+    GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_WRITING, GnttabCopy, GnttabCopyPtr,
 };
 use zerocopy::IntoBytes;
 
 const GNTTAB: u64 = 20;
-/// Where the ops array lives in each test domain (data page 1 on).
-const OPS_OFF: usize = 0x1000;
 /// Data pages used as copy buffers.
 const BUF_A: usize = 5;
 const BUF_B: usize = 6;
 
 /// Domains 1, 2 and 3 with one grant frame each.
-struct Fx {
-    hv: Hv,
-    doms: Vec<TestDomain>,
-    tables: Vec<Mfn>,
-}
-
 fn fx() -> Fx {
-    let mut hv = new_hv();
-    let doms: Vec<TestDomain> = (1..=3)
-        .map(|id| add_domain(&mut hv, id, "g", false))
-        .collect();
-    let mut tables = Vec::new();
-    for g in &doms {
-        let op = GnttabSetupTable {
-            dom: DomId::SELF,
-            nr_frames: 1,
-            frame_list: DATA_VA + 0x100,
-            ..Default::default()
-        };
-        put(&hv, g, 0, op.as_bytes());
-        run_as(&mut hv, g.idx);
-        let out = hv.grant_table_op(g.idx, GNTTABOP_SETUP_TABLE, GuestArray::new(DATA_VA, 1));
-        assert_eq!(out, Outcome::Return(Ok(0)));
-        let mfn = u64::from_le_bytes(get(&hv, g, 0x100, 8).try_into().unwrap());
-        tables.push(Mfn(mfn));
-    }
-    Fx { hv, doms, tables }
+    Fx::new(false, false)
 }
 
 impl Fx {
-    /// Domain `id`'s (1..=3) test domain.
-    fn d(&self, id: u16) -> &TestDomain {
-        &self.doms[usize::from(id) - 1]
-    }
-    /// Writes entry `r` of domain `id`'s table.
-    fn grant(&self, id: u16, r: u32, flags: u16, to: u16, frame: Mfn) {
-        let e = GrantEntryV1 {
-            flags,
-            domid: DomId(to),
-            frame: frame.0 as u32,
-        };
-        let t = self.tables[usize::from(id) - 1];
-        self.hv
-            .mem
-            .write(t.maddr() + u64::from(r) * 8, e.as_bytes())
-            .unwrap();
-    }
-    fn entry_flags(&self, id: u16, r: u32) -> u16 {
-        let t = self.tables[usize::from(id) - 1];
-        let mut b = [0u8; 2];
-        self.hv
-            .mem
-            .read(t.maddr() + u64::from(r) * 8, &mut b)
-            .unwrap();
-        u16::from_le_bytes(b)
-    }
-    /// Fills data page `page` of domain `id` with a pattern seeded by `seed`.
-    fn pattern(&self, id: u16, page: usize, seed: u8) {
-        let bytes: Vec<u8> = (0..PAGE_SIZE)
-            .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
-            .collect();
-        self.hv
-            .mem
-            .write(self.d(id).data[page].maddr(), &bytes)
-            .unwrap();
-    }
-    fn page(&self, id: u16, page: usize) -> Vec<u8> {
-        let mut b = std::vec![0u8; PAGE_SIZE];
-        self.hv
-            .mem
-            .read(self.d(id).data[page].maddr(), &mut b)
-            .unwrap();
-        b
-    }
-    /// Runs one entry of `GNTTABOP_copy` from domain `id` on `ops`.
-    fn copy_entry(&mut self, id: u16, ops: &[GnttabCopy]) -> Outcome {
-        let g = &self.doms[usize::from(id) - 1];
-        for (i, op) in ops.iter().enumerate() {
-            put(&self.hv, g, OPS_OFF + i * 40, op.as_bytes());
-        }
-        let idx = g.idx;
-        run_as(&mut self.hv, idx);
-        self.hv.grant_table_op(
-            idx,
-            GNTTABOP_COPY,
-            GuestArray::new(DATA_VA + OPS_OFF as u64, ops.len() as u64),
-        )
-    }
     /// The statuses written back for `n` ops of domain `id`.
     fn statuses(&self, id: u16, n: usize) -> Vec<i16> {
-        (0..n)
-            .map(|i| {
-                let b = get(&self.hv, self.d(id), OPS_OFF + i * 40 + 36, 2);
-                i16::from_le_bytes([b[0], b[1]])
-            })
-            .collect()
-    }
-    /// One op from domain `id`: its status (the call itself must return 0).
-    fn copy1(&mut self, id: u16, op: GnttabCopy) -> i16 {
-        let op = GnttabCopy { status: 0x55, ..op };
-        assert_eq!(self.copy_entry(id, &[op]), Outcome::Return(Ok(0)));
-        self.statuses(id, 1)[0]
+        (0..n).map(|i| self.status_at(id, i * 40 + 36)).collect()
     }
 }
 
-/// Makes domain slot `idx` the one on the CPU (vCPU 0), as a hypercall from it finds.
-fn run_as(hv: &mut Hv, idx: usize) {
-    hv.cpu.current = Some(idx);
-    hv.cpu.vcpu = VcpuId(0);
-}
-
-fn gref(dom: u16, r: u32, offset: u16) -> GnttabCopyPtr {
-    GnttabCopyPtr {
-        u: u64::from(r),
-        domid: DomId(dom),
-        offset,
-        _pad: 0,
-    }
-}
-fn frame(mfn: Mfn, offset: u16) -> GnttabCopyPtr {
-    GnttabCopyPtr {
-        u: mfn.0,
-        domid: DomId::SELF,
-        offset,
-        _pad: 0,
-    }
-}
 fn op(source: GnttabCopyPtr, dest: GnttabCopyPtr, len: u16, flags: u16) -> GnttabCopy {
     GnttabCopy {
         source,

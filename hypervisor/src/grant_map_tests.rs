@@ -3,6 +3,7 @@
 //! mappings, the page-table rule, `mmu_update` refused on a grant PTE, and the death of
 //! either side. A child module of `hv_tests.rs` (its domains and helpers).
 
+use super::grant_support::{Fx, OPS_OFF, map_va, mop, run_as};
 use super::*;
 use crate::grant::{GrantLimits, GrantTable, MAPTRACK_PER_FRAME};
 use crate::hypercall::handle::{GuestArray, Outcome};
@@ -13,140 +14,17 @@ use xen_pv_abi::Errno;
 use xen_pv_abi::grant_table::{
     GNTMAP_DEVICE_MAP, GNTMAP_HOST_MAP, GNTMAP_READONLY, GNTST_BAD_DEV_ADDR, GNTST_BAD_DOMAIN,
     GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_BAD_PAGE, GNTST_GENERAL_ERROR, GNTST_NO_SPACE,
-    GNTST_OKAY, GNTTABOP_MAP_GRANT_REF, GNTTABOP_SETUP_TABLE, GNTTABOP_UNMAP_GRANT_REF,
-    GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_WRITING, GnttabMapGrantRef, GnttabSetupTable,
-    GnttabUnmapGrantRef, GrantEntryV1,
+    GNTST_OKAY, GNTTABOP_MAP_GRANT_REF, GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_WRITING,
+    GnttabMapGrantRef,
 };
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::IntoBytes;
 
-const OPS_OFF: usize = 0x1000;
 /// Page 5 of the granter's data: the granted frame.
 const BUF: usize = 5;
-/// First free L1 slot after the data pages.
-fn map_va(i: u64) -> u64 {
-    DATA_VA + (DATA_PAGES as u64 + i) * PAGE_SIZE as u64
-}
-
-struct Fx {
-    hv: Hv,
-    doms: Vec<TestDomain>,
-    tables: Vec<Mfn>,
-}
 
 /// Domains 1..=3, page tables validated (pinned L4), one grant frame each.
 fn fx() -> Fx {
-    let mut hv = new_hv();
-    let doms: Vec<TestDomain> = (1..=3)
-        .map(|id| add_domain(&mut hv, id, "g", false))
-        .collect();
-    let mut tables = Vec::new();
-    for g in &doms {
-        let dom = hv.domains[g.idx].id;
-        let slots = hv.hypervisor_l4_slots;
-        PtCtx::new(&hv.mem, &mut hv.frames, dom, &slots)
-            .pin(g.l4, 4)
-            .unwrap();
-        let op = GnttabSetupTable {
-            dom: DomId::SELF,
-            nr_frames: 1,
-            frame_list: DATA_VA + 0x100,
-            ..Default::default()
-        };
-        put(&hv, g, 0, op.as_bytes());
-        run_as(&mut hv, g.idx);
-        let out = hv.grant_table_op(g.idx, GNTTABOP_SETUP_TABLE, GuestArray::new(DATA_VA, 1));
-        assert_eq!(out, Outcome::Return(Ok(0)));
-        let mfn = u64::from_le_bytes(get(&hv, g, 0x100, 8).try_into().unwrap());
-        tables.push(Mfn(mfn));
-    }
-    Fx { hv, doms, tables }
-}
-
-fn run_as(hv: &mut Hv, idx: usize) {
-    hv.cpu.current = Some(idx);
-    hv.cpu.vcpu = VcpuId(0);
-}
-
-fn mop(va: u64, flags: u32, r: u32, dom: u16) -> GnttabMapGrantRef {
-    GnttabMapGrantRef {
-        host_addr: va,
-        flags,
-        r#ref: r,
-        dom: DomId(dom),
-        status: 0x55,
-        handle: 0xdead,
-        dev_bus_addr: 0,
-    }
-}
-
-impl Fx {
-    fn d(&self, id: u16) -> &TestDomain {
-        &self.doms[usize::from(id) - 1]
-    }
-    fn grant(&self, id: u16, r: u32, flags: u16, to: u16, frame: Mfn) {
-        let e = GrantEntryV1 {
-            flags,
-            domid: DomId(to),
-            frame: frame.0 as u32,
-        };
-        let t = self.tables[usize::from(id) - 1];
-        self.hv
-            .mem
-            .write(t.maddr() + u64::from(r) * 8, e.as_bytes())
-            .unwrap();
-    }
-    fn entry_flags(&self, id: u16, r: u32) -> u16 {
-        let t = self.tables[usize::from(id) - 1];
-        let mut b = [0u8; 2];
-        self.hv
-            .mem
-            .read(t.maddr() + u64::from(r) * 8, &mut b)
-            .unwrap();
-        u16::from_le_bytes(b)
-    }
-    /// Runs `cmd` from domain `id` on the elements `bytes` (of `size` each).
-    fn call(&mut self, id: u16, cmd: u32, bytes: &[u8], n: u64) -> Outcome {
-        let g = &self.doms[usize::from(id) - 1];
-        put(&self.hv, g, OPS_OFF, bytes);
-        let idx = g.idx;
-        run_as(&mut self.hv, idx);
-        self.hv
-            .grant_table_op(idx, cmd, GuestArray::new(DATA_VA + OPS_OFF as u64, n))
-    }
-    /// One map from domain `id`: the element as written back.
-    fn map(&mut self, id: u16, op: GnttabMapGrantRef) -> GnttabMapGrantRef {
-        let out = self.call(id, GNTTABOP_MAP_GRANT_REF, op.as_bytes(), 1);
-        assert_eq!(out, Outcome::Return(Ok(0)));
-        let b = get(&self.hv, self.d(id), OPS_OFF, 32);
-        let back = GnttabMapGrantRef::read_from_bytes(&b).unwrap();
-        assert_eq!(back.host_addr, op.host_addr, "input unchanged");
-        back
-    }
-    fn unmap(&mut self, id: u16, host_addr: u64, handle: u32, bus: u64) -> i16 {
-        let op = GnttabUnmapGrantRef {
-            host_addr,
-            dev_bus_addr: bus,
-            handle,
-            status: 0x55,
-            _pad: 0,
-        };
-        let out = self.call(id, GNTTABOP_UNMAP_GRANT_REF, op.as_bytes(), 1);
-        assert_eq!(out, Outcome::Return(Ok(0)));
-        let b = get(&self.hv, self.d(id), OPS_OFF + 20, 2);
-        i16::from_le_bytes([b[0], b[1]])
-    }
-    /// The L1 entry of `va` in domain `id`'s tables.
-    fn pte(&mut self, id: u16, va: u64) -> u64 {
-        let (l4, dom) = (self.d(id).l4, DomId(id));
-        let slots = self.hv.hypervisor_l4_slots;
-        let pt = PtCtx::new(&self.hv.mem, &mut self.hv.frames, dom, &slots);
-        let at = pt.l1_entry_maddr(l4, va).unwrap();
-        self.hv.mem.read_u64(at).unwrap()
-    }
-    fn refs(&self, mfn: Mfn) -> (u32, PageType, u32) {
-        let st = self.hv.frames.type_state(mfn).unwrap();
-        (self.hv.frames.ref_count(mfn).unwrap(), st.ty, st.count)
-    }
+    Fx::new(false, true)
 }
 
 #[test]

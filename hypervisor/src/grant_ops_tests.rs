@@ -5,11 +5,12 @@
 //! `XENMEM_add_to_physmap`, and a random hostile sequence checking the invariants.
 //! A child module of `hv_tests.rs` (its domains and helpers).
 
+use super::grant_support::{Fx, frame as frame_copy, gref, map_va, mop};
 use super::*;
 use crate::grant::{GrantLimits, GrantTable, MAX_GRANT_FRAMES, MAX_MAPTRACK_FRAMES};
 use crate::hypercall::handle::{GuestArray, GuestHandle, Outcome};
 use crate::mmu::PageType;
-use crate::mmu::pagetable::{ADDR_MASK, PtCtx, Pte, is_grant_entry};
+use crate::mmu::pagetable::{ADDR_MASK, Pte, is_grant_entry};
 use crate::testutil::Rng;
 use std::vec::Vec;
 use xen_pv_abi::Errno;
@@ -17,126 +18,21 @@ use xen_pv_abi::grant_table::*;
 use xen_pv_abi::mmu::{XENMEM_ADD_TO_PHYSMAP, XENMEM_CURRENT_RESERVATION};
 use zerocopy::{FromBytes, IntoBytes};
 
-const OPS_OFF: usize = 0x1000;
 /// Page 5 of each domain's data: the granted frame; page 6 a second buffer.
 const BUF: usize = 5;
 const BUF2: usize = 6;
 
-fn map_va(i: u64) -> u64 {
-    DATA_VA + (DATA_PAGES as u64 + i) * PAGE_SIZE as u64
-}
-
-struct Fx {
-    hv: Hv,
-    doms: Vec<TestDomain>,
-    /// Free frames before any domain existed.
-    free0: usize,
-}
-
 /// Domains 1..=3 (domUs), plus dom0 (id 0) when `with_dom0`, page tables pinned, one
 /// grant frame each.
 fn fx_with(with_dom0: bool) -> Fx {
-    let mut hv = new_hv();
-    let free0 = hv.frames.free_count();
-    let mut doms: Vec<TestDomain> = Vec::new();
-    if with_dom0 {
-        doms.push(add_domain(&mut hv, 0, "d0", true));
-    }
-    for id in 1..=3 {
-        doms.push(add_domain(&mut hv, id, "g", false));
-    }
-    let mut fx = Fx { hv, doms, free0 };
-    for i in 0..fx.doms.len() {
-        let (idx, l4) = (fx.doms[i].idx, fx.doms[i].l4);
-        let dom = fx.hv.domains[idx].id;
-        let slots = fx.hv.hypervisor_l4_slots;
-        if dom != DomId(0) {
-            PtCtx::new(&fx.hv.mem, &mut fx.hv.frames, dom, &slots)
-                .pin(l4, 4)
-                .unwrap();
-        }
-        assert_eq!(fx.setup(dom.0, DomId::SELF, 1, DATA_VA + 0x100), GNTST_OKAY);
-    }
-    fx
+    Fx::new(with_dom0, true)
 }
 
 fn fx() -> Fx {
     fx_with(false)
 }
 
-fn mop(va: u64, flags: u32, r: u32, dom: u16) -> GnttabMapGrantRef {
-    GnttabMapGrantRef {
-        host_addr: va,
-        flags,
-        r#ref: r,
-        dom: DomId(dom),
-        status: 0x55,
-        handle: 0xdead,
-        dev_bus_addr: 0,
-    }
-}
-
-fn gref_copy(gref: u32, dom: u16, offset: u16) -> GnttabCopyPtr {
-    GnttabCopyPtr {
-        u: u64::from(gref),
-        domid: DomId(dom),
-        offset,
-        _pad: 0,
-    }
-}
-
-fn frame_copy(mfn: Mfn, offset: u16) -> GnttabCopyPtr {
-    GnttabCopyPtr {
-        u: mfn.0,
-        domid: DomId::SELF,
-        offset,
-        _pad: 0,
-    }
-}
-
 impl Fx {
-    fn d(&self, id: u16) -> &TestDomain {
-        self.doms
-            .iter()
-            .find(|g| self.hv.domains[g.idx].id == DomId(id))
-            .unwrap()
-    }
-    fn idx(&self, id: u16) -> usize {
-        self.d(id).idx
-    }
-    fn run_as(&mut self, id: u16) -> usize {
-        let idx = self.idx(id);
-        self.hv.cpu.current = Some(idx);
-        self.hv.cpu.vcpu = VcpuId(0);
-        idx
-    }
-    /// Runs `cmd` from domain `id` on `bytes` put at OPS_OFF.
-    fn call(&mut self, id: u16, cmd: u32, bytes: &[u8], n: u64) -> Outcome {
-        put(&self.hv, self.d(id), OPS_OFF, bytes);
-        let idx = self.run_as(id);
-        self.hv
-            .grant_table_op(idx, cmd, GuestArray::new(DATA_VA + OPS_OFF as u64, n))
-    }
-    fn back(&self, id: u16, off: usize, len: usize) -> Vec<u8> {
-        get(&self.hv, self.d(id), OPS_OFF + off, len)
-    }
-    fn status_at(&self, id: u16, off: usize) -> i16 {
-        let b = self.back(id, off, 2);
-        i16::from_le_bytes([b[0], b[1]])
-    }
-    fn setup(&mut self, id: u16, dom: DomId, n: u32, list: u64) -> i16 {
-        let op = GnttabSetupTable {
-            dom,
-            nr_frames: n,
-            frame_list: list,
-            ..Default::default()
-        };
-        assert_eq!(
-            self.call(id, GNTTABOP_SETUP_TABLE, op.as_bytes(), 1),
-            Outcome::Return(Ok(0))
-        );
-        self.status_at(id, 8)
-    }
     fn set_version(&mut self, id: u16, v: u32) -> (Result<u64, Errno>, u32) {
         let out = self.call(id, GNTTABOP_SET_VERSION, &v.to_le_bytes(), 1);
         let Outcome::Return(r) = out else {
@@ -145,27 +41,9 @@ impl Fx {
         let b = self.back(id, 0, 4);
         (r, u32::from_le_bytes(b.try_into().unwrap()))
     }
-    fn table(&self, id: u16) -> &GrantTable {
-        &self.hv.domains[self.idx(id)].grant
-    }
-    fn grant_v1(&self, id: u16, r: u32, flags: u16, to: u16, frame: Mfn) {
-        let at = self.table(id).entry_maddr(r).unwrap();
-        let e = GrantEntryV1 {
-            flags,
-            domid: DomId(to),
-            frame: frame.0 as u32,
-        };
-        self.hv.mem.write(at, e.as_bytes()).unwrap();
-    }
     fn grant_v2(&self, id: u16, r: u32, e: GrantEntryV2) {
         let at = self.table(id).entry_maddr(r).unwrap();
         self.hv.mem.write(at, e.as_bytes()).unwrap();
-    }
-    fn flags(&self, id: u16, r: u32) -> u16 {
-        let at = self.table(id).entry_maddr(r).unwrap();
-        let mut b = [0u8; 2];
-        self.hv.mem.read(at, &mut b).unwrap();
-        u16::from_le_bytes(b)
     }
     /// The status bits of entry `r` (flags in v1, status word in v2).
     fn status_bits(&self, id: u16, r: u32) -> u16 {
@@ -173,27 +51,6 @@ impl Fx {
         let mut b = [0u8; 2];
         self.hv.mem.read(at, &mut b).unwrap();
         u16::from_le_bytes(b) & (GTF_READING | GTF_WRITING)
-    }
-    fn map(&mut self, id: u16, op: GnttabMapGrantRef) -> GnttabMapGrantRef {
-        assert_eq!(
-            self.call(id, GNTTABOP_MAP_GRANT_REF, op.as_bytes(), 1),
-            Outcome::Return(Ok(0))
-        );
-        GnttabMapGrantRef::read_from_bytes(&self.back(id, 0, 32)).unwrap()
-    }
-    fn unmap(&mut self, id: u16, host_addr: u64, handle: u32, bus: u64) -> i16 {
-        let op = GnttabUnmapGrantRef {
-            host_addr,
-            dev_bus_addr: bus,
-            handle,
-            status: 0x55,
-            _pad: 0,
-        };
-        assert_eq!(
-            self.call(id, GNTTABOP_UNMAP_GRANT_REF, op.as_bytes(), 1),
-            Outcome::Return(Ok(0))
-        );
-        self.status_at(id, 20)
     }
     fn replace(&mut self, id: u16, host_addr: u64, new_addr: u64, handle: u32) -> i16 {
         let op = GnttabUnmapAndReplace {
@@ -208,42 +65,6 @@ impl Fx {
             Outcome::Return(Ok(0))
         );
         self.status_at(id, 20)
-    }
-    fn copy(&mut self, id: u16, op: GnttabCopy) -> i16 {
-        assert_eq!(
-            self.call(id, GNTTABOP_COPY, op.as_bytes(), 1),
-            Outcome::Return(Ok(0))
-        );
-        self.status_at(id, 36)
-    }
-    fn l1_maddr(&mut self, id: u16, va: u64) -> u64 {
-        let (l4, dom) = (self.d(id).l4, DomId(id));
-        let slots = self.hv.hypervisor_l4_slots;
-        let pt = PtCtx::new(&self.hv.mem, &mut self.hv.frames, dom, &slots);
-        pt.l1_entry_maddr(l4, va).unwrap()
-    }
-    fn pte(&mut self, id: u16, va: u64) -> u64 {
-        let at = self.l1_maddr(id, va);
-        self.hv.mem.read_u64(at).unwrap()
-    }
-    fn refs(&self, mfn: Mfn) -> (u32, PageType, u32) {
-        let st = self.hv.frames.type_state(mfn).unwrap();
-        (self.hv.frames.ref_count(mfn).unwrap(), st.ty, st.count)
-    }
-    fn pattern(&self, id: u16, page: usize, seed: u8) {
-        let bytes: Vec<u8> = (0..PAGE_SIZE).map(|i| (i as u8) ^ seed).collect();
-        self.hv
-            .mem
-            .write(self.d(id).data[page].maddr(), &bytes)
-            .unwrap();
-    }
-    fn page(&self, id: u16, page: usize) -> Vec<u8> {
-        let mut b = std::vec![0u8; PAGE_SIZE];
-        self.hv
-            .mem
-            .read(self.d(id).data[page].maddr(), &mut b)
-            .unwrap();
-        b
     }
     fn one_op(&mut self, id: u16, cmd: u32, bytes: &[u8]) -> Result<u64, Errno> {
         match self.call(id, cmd, bytes, 1) {
@@ -318,11 +139,11 @@ fn switching_versions_keeps_reserved_entries_and_refuses_while_in_use() {
     let mut fx = fx();
     let ring = fx.hv.domains[fx.idx(1)].console_ring.unwrap().0;
     // The seeded console entry, mapped by dom2 (reserved entries may stay in use).
-    fx.grant_v1(1, 0, GTF_PERMIT_ACCESS, 2, ring);
+    fx.grant(1, 0, GTF_PERMIT_ACCESS, 2, ring);
     let ro = GNTMAP_HOST_MAP | GNTMAP_READONLY;
     let m = fx.map(2, mop(map_va(0), ro, 0, 1));
     assert_eq!(m.status, GNTST_OKAY);
-    fx.grant_v1(1, 9, GTF_PERMIT_ACCESS, 2, fx.d(1).data[BUF]);
+    fx.grant(1, 9, GTF_PERMIT_ACCESS, 2, fx.d(1).data[BUF]);
     assert_eq!(fx.set_version(1, 2), (Ok(0), 2));
     // Entry 0 carried over: header in the entry, status bits in the status frame.
     let e = {
@@ -337,7 +158,7 @@ fn switching_versions_keeps_reserved_entries_and_refuses_while_in_use() {
     );
     assert_eq!(fx.status_bits(1, 0), GTF_READING);
     // Entry 9 (not reserved) was cleared.
-    assert_eq!(fx.flags(1, 9), 0);
+    assert_eq!(fx.entry_flags(1, 9), 0);
     // A pin beyond the reserved entries blocks switching.
     let frame = fx.d(1).data[BUF];
     fx.grant_v2(
@@ -349,7 +170,7 @@ fn switching_versions_keeps_reserved_entries_and_refuses_while_in_use() {
     assert_eq!(m9.status, GNTST_OKAY);
     assert_eq!(fx.status_bits(1, 9), GTF_READING | GTF_WRITING);
     assert_eq!(
-        fx.flags(1, 9),
+        fx.entry_flags(1, 9),
         GTF_PERMIT_ACCESS,
         "v2 keeps status out of flags"
     );
@@ -371,11 +192,11 @@ fn switching_versions_keeps_reserved_entries_and_refuses_while_in_use() {
     fx.grant_v2(1, 3, GrantEntryV2::default());
     // Back to v1: entry 0 with its status bit folded into the flags; status frame freed.
     assert_eq!(fx.set_version(1, 1), (Ok(0), 1));
-    assert_eq!(fx.flags(1, 0), GTF_PERMIT_ACCESS | GTF_READING);
+    assert_eq!(fx.entry_flags(1, 0), GTF_PERMIT_ACCESS | GTF_READING);
     assert!(fx.table(1).status_frames().is_empty());
     assert_eq!(fx.hv.frames.owner(st), None);
     assert_eq!(fx.unmap(2, map_va(0), m.handle, 0), GNTST_OKAY);
-    assert_eq!(fx.flags(1, 0), GTF_PERMIT_ACCESS);
+    assert_eq!(fx.entry_flags(1, 0), GTF_PERMIT_ACCESS);
 }
 
 #[test]
@@ -425,7 +246,7 @@ fn limits_are_per_domain_and_reported() {
     let back = GnttabQuerySize::read_from_bytes(&fx.back(1, 0, 16)).unwrap();
     assert_eq!((back.nr_frames, back.max_nr_frames), (1, 64));
     // No maptrack frames: no mapping at all.
-    fx.grant_v1(1, 10, GTF_PERMIT_ACCESS, 3, fx.d(1).data[BUF]);
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 3, fx.d(1).data[BUF]);
     assert_eq!(
         fx.map(3, mop(map_va(0), GNTMAP_HOST_MAP, 10, 1)).status,
         GNTST_NO_SPACE
@@ -533,7 +354,7 @@ fn v2_maps_full_pages_only_and_status_lives_in_status_frames() {
     let m = fx.map(2, mop(map_va(0), h, 10, 1));
     assert_eq!(m.status, GNTST_OKAY);
     assert_eq!(fx.status_bits(1, 10), GTF_READING | GTF_WRITING);
-    assert_eq!(fx.flags(1, 10), GTF_PERMIT_ACCESS);
+    assert_eq!(fx.entry_flags(1, 10), GTF_PERMIT_ACCESS);
     assert_eq!(entry_mfn_of(fx.pte(2, map_va(0))), frame);
     assert_eq!(fx.unmap(2, map_va(0), m.handle, 0), GNTST_OKAY);
     assert_eq!(fx.status_bits(1, 10), 0);
@@ -562,29 +383,29 @@ fn v2_sub_page_copies_stay_in_range() {
     );
     let dst = fx.d(2).data[BUF];
     let op = |off: u16, len: u16| GnttabCopy {
-        source: gref_copy(20, 1, off),
+        source: gref(1, 20, off),
         dest: frame_copy(dst, off),
         len,
         flags: GNTCOPY_SOURCE_GREF,
         status: 0x55,
         _pad: 0,
     };
-    assert_eq!(fx.copy(2, op(100, 50)), GNTST_OKAY);
+    assert_eq!(fx.copy1(2, op(100, 50)), GNTST_OKAY);
     assert_eq!(fx.page(2, BUF)[100..150], fx.page(1, BUF)[100..150]);
-    assert_eq!(fx.copy(2, op(99, 10)), GNTST_GENERAL_ERROR);
-    assert_eq!(fx.copy(2, op(140, 11)), GNTST_GENERAL_ERROR);
-    assert_eq!(fx.copy(2, op(4000, 200)), GNTST_BAD_COPY_ARG);
+    assert_eq!(fx.copy1(2, op(99, 10)), GNTST_GENERAL_ERROR);
+    assert_eq!(fx.copy1(2, op(140, 11)), GNTST_GENERAL_ERROR);
+    assert_eq!(fx.copy1(2, op(4000, 200)), GNTST_BAD_COPY_ARG);
     assert_eq!(fx.status_bits(1, 20), 0);
     // Read-only: it cannot be a destination.
     let w = GnttabCopy {
         source: frame_copy(dst, 100),
-        dest: gref_copy(20, 1, 100),
+        dest: gref(1, 20, 100),
         len: 8,
         flags: GNTCOPY_DEST_GREF,
         status: 0,
         _pad: 0,
     };
-    assert_eq!(fx.copy(2, w), GNTST_GENERAL_ERROR);
+    assert_eq!(fx.copy1(2, w), GNTST_GENERAL_ERROR);
     assert_eq!(fx.status_bits(1, 20), 0);
 }
 
@@ -609,34 +430,34 @@ fn v2_transitive_copies_follow_one_level() {
     );
     let dst = fx.d(3).data[BUF];
     let op = GnttabCopy {
-        source: gref_copy(40, 2, 0),
+        source: gref(2, 40, 0),
         dest: frame_copy(dst, 0),
         len: PAGE_SIZE as u16,
         flags: GNTCOPY_SOURCE_GREF,
         status: 0,
         _pad: 0,
     };
-    assert_eq!(fx.copy(3, op), GNTST_OKAY);
+    assert_eq!(fx.copy1(3, op), GNTST_OKAY);
     assert_eq!(fx.page(3, BUF), fx.page(1, BUF));
     assert_eq!((fx.status_bits(1, 30), fx.status_bits(2, 40)), (0, 0));
     // Writing through it: the final entry must allow writing.
     fx.pattern(3, BUF2, 0x77);
     let w = GnttabCopy {
         source: frame_copy(fx.d(3).data[BUF2], 0),
-        dest: gref_copy(40, 2, 0),
+        dest: gref(2, 40, 0),
         len: 16,
         flags: GNTCOPY_DEST_GREF,
         status: 0,
         _pad: 0,
     };
-    assert_eq!(fx.copy(3, w), GNTST_OKAY);
+    assert_eq!(fx.copy1(3, w), GNTST_OKAY);
     assert_eq!(fx.page(1, BUF)[..16], fx.page(3, BUF2)[..16]);
     fx.grant_v2(
         1,
         30,
         GrantEntryV2::full_page(GTF_PERMIT_ACCESS | GTF_READONLY, DomId(2), frame.0),
     );
-    assert_eq!(fx.copy(3, w), GNTST_GENERAL_ERROR);
+    assert_eq!(fx.copy1(3, w), GNTST_GENERAL_ERROR);
     assert_eq!((fx.status_bits(1, 30), fx.status_bits(2, 40)), (0, 0));
     // The final entry must grant to the intermediate domain, not the copier.
     fx.grant_v2(
@@ -644,20 +465,20 @@ fn v2_transitive_copies_follow_one_level() {
         30,
         GrantEntryV2::full_page(GTF_PERMIT_ACCESS, DomId(3), frame.0),
     );
-    assert_eq!(fx.copy(3, op), GNTST_GENERAL_ERROR);
+    assert_eq!(fx.copy1(3, op), GNTST_GENERAL_ERROR);
     // Self-referential, unknown domain, two levels: refused.
     fx.grant_v2(
         2,
         40,
         GrantEntryV2::transitive(GTF_TRANSITIVE, DomId(3), DomId(2), 30),
     );
-    assert_eq!(fx.copy(3, op), GNTST_GENERAL_ERROR);
+    assert_eq!(fx.copy1(3, op), GNTST_GENERAL_ERROR);
     fx.grant_v2(
         2,
         40,
         GrantEntryV2::transitive(GTF_TRANSITIVE, DomId(3), DomId(9), 30),
     );
-    assert_eq!(fx.copy(3, op), GNTST_GENERAL_ERROR);
+    assert_eq!(fx.copy1(3, op), GNTST_GENERAL_ERROR);
     fx.grant_v2(
         1,
         30,
@@ -668,18 +489,18 @@ fn v2_transitive_copies_follow_one_level() {
         40,
         GrantEntryV2::transitive(GTF_TRANSITIVE, DomId(3), DomId(1), 30),
     );
-    assert_eq!(fx.copy(3, op), GNTST_GENERAL_ERROR);
+    assert_eq!(fx.copy1(3, op), GNTST_GENERAL_ERROR);
     for (id, r) in [(1, 30), (2, 40)] {
         assert_eq!(fx.status_bits(id, r), 0);
     }
     // A v1 table has no transitive entries: type 3 is refused.
     fx.set_version(1, 1).0.unwrap();
-    fx.grant_v1(1, 30, GTF_TRANSITIVE, 3, frame);
+    fx.grant(1, 30, GTF_TRANSITIVE, 3, frame);
     let direct = GnttabCopy {
-        source: gref_copy(30, 1, 0),
+        source: gref(1, 30, 0),
         ..op
     };
-    assert_eq!(fx.copy(3, direct), GNTST_GENERAL_ERROR);
+    assert_eq!(fx.copy1(3, direct), GNTST_GENERAL_ERROR);
 }
 
 // ---- PV maps: contains_pte, device, unmap_and_replace ------------------------------------
@@ -688,7 +509,7 @@ fn v2_transitive_copies_follow_one_level() {
 fn contains_pte_maps_and_unmaps_by_pte_address() {
     let mut fx = fx();
     let frame = fx.d(1).data[BUF];
-    fx.grant_v1(1, 10, GTF_PERMIT_ACCESS, 2, frame);
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 2, frame);
     let before = fx.refs(frame);
     let ptr = fx.l1_maddr(2, map_va(2));
     let flags = GNTMAP_HOST_MAP | GNTMAP_CONTAINS_PTE;
@@ -708,7 +529,7 @@ fn contains_pte_maps_and_unmaps_by_pte_address() {
         GNTST_GENERAL_ERROR
     );
     assert_eq!(fx.refs(frame), before);
-    assert_eq!(fx.flags(1, 10), GTF_PERMIT_ACCESS);
+    assert_eq!(fx.entry_flags(1, 10), GTF_PERMIT_ACCESS);
     let m = fx.map(2, mop(ptr, flags, 10, 1));
     assert_eq!(m.status, GNTST_OKAY);
     let pte = fx.pte(2, map_va(2));
@@ -720,14 +541,14 @@ fn contains_pte_maps_and_unmaps_by_pte_address() {
     assert_eq!(fx.unmap(2, ptr, m.handle, 0), GNTST_OKAY);
     assert_eq!(fx.pte(2, map_va(2)), 0);
     assert_eq!(fx.refs(frame), before);
-    assert_eq!(fx.flags(1, 10), GTF_PERMIT_ACCESS);
+    assert_eq!(fx.entry_flags(1, 10), GTF_PERMIT_ACCESS);
 }
 
 #[test]
 fn device_only_maps_hold_the_frame_without_a_pte() {
     let mut fx = fx();
     let frame = fx.d(1).data[BUF];
-    fx.grant_v1(1, 10, GTF_PERMIT_ACCESS, 2, frame);
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 2, frame);
     let before = fx.refs(frame);
     let m = fx.map(2, mop(0, GNTMAP_DEVICE_MAP, 10, 1));
     assert_eq!((m.status, m.dev_bus_addr), (GNTST_OKAY, frame.maddr()));
@@ -736,7 +557,7 @@ fn device_only_maps_hold_the_frame_without_a_pte() {
         (before.0 + 1, PageType::Writable, before.2 + 1)
     );
     assert_eq!(
-        fx.flags(1, 10),
+        fx.entry_flags(1, 10),
         GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING
     );
     // host_addr 0 and no bus address: nothing to undo, the handle stays.
@@ -749,10 +570,10 @@ fn device_only_maps_hold_the_frame_without_a_pte() {
     assert_eq!(fx.unmap(2, 0, m.handle, frame.maddr()), GNTST_OKAY);
     assert!(fx.table(2).maps()[m.handle as usize].is_none());
     assert_eq!(fx.refs(frame), before);
-    assert_eq!(fx.flags(1, 10), GTF_PERMIT_ACCESS);
+    assert_eq!(fx.entry_flags(1, 10), GTF_PERMIT_ACCESS);
     // A device map of a page-table frame cannot be writable.
     let l4 = fx.d(1).l4;
-    fx.grant_v1(1, 11, GTF_PERMIT_ACCESS, 2, l4);
+    fx.grant(1, 11, GTF_PERMIT_ACCESS, 2, l4);
     assert_eq!(
         fx.map(2, mop(0, GNTMAP_DEVICE_MAP, 11, 1)).status,
         GNTST_GENERAL_ERROR
@@ -766,7 +587,7 @@ fn device_only_maps_hold_the_frame_without_a_pte() {
 fn host_and_device_parts_unmap_separately() {
     let mut fx = fx();
     let frame = fx.d(1).data[BUF];
-    fx.grant_v1(1, 10, GTF_PERMIT_ACCESS, 2, frame);
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 2, frame);
     let before = fx.refs(frame);
     let m = fx.map(
         2,
@@ -784,19 +605,19 @@ fn host_and_device_parts_unmap_separately() {
         (before.0 + 1, PageType::Writable, before.2 + 1)
     );
     assert_eq!(
-        fx.flags(1, 10),
+        fx.entry_flags(1, 10),
         GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING
     );
     assert_eq!(fx.unmap(2, 0, m.handle, frame.maddr()), GNTST_OKAY);
     assert_eq!(fx.refs(frame), before);
-    assert_eq!(fx.flags(1, 10), GTF_PERMIT_ACCESS);
+    assert_eq!(fx.entry_flags(1, 10), GTF_PERMIT_ACCESS);
 }
 
 #[test]
 fn unmap_and_replace_moves_or_clears() {
     let mut fx = fx();
     let frame = fx.d(1).data[BUF];
-    fx.grant_v1(1, 10, GTF_PERMIT_ACCESS, 2, frame);
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 2, frame);
     let before = fx.refs(frame);
     let m = fx.map(2, mop(map_va(0), GNTMAP_HOST_MAP, 10, 1));
     assert_eq!(m.status, GNTST_OKAY);
@@ -817,7 +638,7 @@ fn unmap_and_replace_moves_or_clears() {
     assert_eq!(fx.pte(2, DATA_VA + 3 * PAGE_SIZE as u64), 0);
     assert_eq!(fx.refs(page3), page3_refs);
     assert_eq!(fx.refs(frame), before);
-    assert_eq!(fx.flags(1, 10), GTF_PERMIT_ACCESS);
+    assert_eq!(fx.entry_flags(1, 10), GTF_PERMIT_ACCESS);
     assert_eq!(fx.replace(2, map_va(0), 0, m.handle), GNTST_BAD_HANDLE);
     // new_addr 0: a plain unmap.
     let m = fx.map(2, mop(map_va(1), GNTMAP_HOST_MAP | GNTMAP_READONLY, 10, 1));
@@ -858,18 +679,18 @@ fn transfer_as_xen() {
     assert_eq!(fx.hv.frames.owner(spare), None);
     assert_eq!(fx.table(2).transferred_out(), 1);
     // Domain 1's reservation is full: no headroom.
-    fx.grant_v1(1, 10, GTF_ACCEPT_TRANSFER, 2, Mfn(0x42));
+    fx.grant(1, 10, GTF_ACCEPT_TRANSFER, 2, Mfn(0x42));
     let lost = fx.hv.frames.alloc(me).unwrap();
     assert_eq!(run(&mut fx, 2, t(lost, 1, 10)), GNTST_GENERAL_ERROR);
     assert_eq!(fx.table(2).transferred_out(), 2);
     // Domain 2 has room for two: a wrong entry fails (frame lost), a right one works.
     let gone = fx.hv.frames.alloc(DomId(1)).unwrap();
-    fx.grant_v1(2, 11, GTF_ACCEPT_TRANSFER, 3, Mfn(0x43));
+    fx.grant(2, 11, GTF_ACCEPT_TRANSFER, 3, Mfn(0x43));
     assert_eq!(run(&mut fx, 1, t(gone, 2, 11)), GNTST_GENERAL_ERROR);
     fx.hv.frames.free(spare2);
     let spare2 = fx.hv.frames.alloc(DomId(1)).unwrap();
     fx.hv.mem.write(spare2.maddr(), b"payload").unwrap();
-    fx.grant_v1(2, 12, GTF_ACCEPT_TRANSFER, 1, Mfn(0x44));
+    fx.grant(2, 12, GTF_ACCEPT_TRANSFER, 1, Mfn(0x44));
     assert_eq!(run(&mut fx, 1, t(spare2, 2, 12)), GNTST_OKAY);
     let at = fx.table(2).entry_maddr(12).unwrap();
     let mut e = GrantEntryV1::default();
@@ -907,8 +728,8 @@ fn transfer_as_xen() {
 fn swap_grant_ref_as_xen() {
     let mut fx = fx();
     let frame = fx.d(1).data[BUF];
-    fx.grant_v1(1, 10, GTF_PERMIT_ACCESS, 2, frame);
-    fx.grant_v1(1, 11, GTF_PERMIT_ACCESS | GTF_READONLY, 3, Mfn(7));
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 2, frame);
+    fx.grant(1, 11, GTF_PERMIT_ACCESS | GTF_READONLY, 3, Mfn(7));
     let s = |a: u32, b: u32| GnttabSwapGrantRef {
         ref_a: a,
         ref_b: b,
@@ -923,8 +744,8 @@ fn swap_grant_ref_as_xen() {
     assert_eq!(run(&mut fx, s(512, 10)), GNTST_BAD_GNTREF);
     assert_eq!(run(&mut fx, s(10, 10)), GNTST_OKAY);
     assert_eq!(run(&mut fx, s(10, 11)), GNTST_OKAY);
-    assert_eq!(fx.flags(1, 10), GTF_PERMIT_ACCESS | GTF_READONLY);
-    assert_eq!(fx.flags(1, 11), GTF_PERMIT_ACCESS);
+    assert_eq!(fx.entry_flags(1, 10), GTF_PERMIT_ACCESS | GTF_READONLY);
+    assert_eq!(fx.entry_flags(1, 11), GTF_PERMIT_ACCESS);
     let m = fx.map(2, mop(map_va(0), GNTMAP_HOST_MAP, 11, 1));
     assert_eq!(m.status, GNTST_OKAY);
     assert_eq!(run(&mut fx, s(10, 11)), GNTST_EAGAIN);
@@ -940,8 +761,8 @@ fn swap_grant_ref_as_xen() {
     let st = fx.table(1).status_maddr(20).unwrap();
     fx.hv.mem.write(st, &GTF_READING.to_le_bytes()).unwrap();
     assert_eq!(run(&mut fx, s(20, 21)), GNTST_OKAY);
-    assert_eq!(fx.flags(1, 20), 0);
-    assert_eq!(fx.flags(1, 21), GTF_PERMIT_ACCESS);
+    assert_eq!(fx.entry_flags(1, 20), 0);
+    assert_eq!(fx.entry_flags(1, 21), GTF_PERMIT_ACCESS);
     assert_eq!(fx.status_bits(1, 21), GTF_READING);
     assert_eq!(fx.status_bits(1, 20), 0);
 }
@@ -982,7 +803,7 @@ fn cache_flush_validates_as_xen_and_does_nothing() {
     fx.hv.frames.free(free);
     assert_eq!(run(&mut fx, c, f(free.maddr(), 0, 8, 1)), Err(Errno::EPERM));
     // A foreign frame the caller maps through a grant of its owner is fine.
-    fx.grant_v1(1, 10, GTF_PERMIT_ACCESS, 2, frame);
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 2, frame);
     let m = fx.map(2, mop(map_va(0), GNTMAP_HOST_MAP | GNTMAP_READONLY, 10, 1));
     assert_eq!(run(&mut fx, c, f(frame.maddr(), 0, 8, 2)), Ok(0));
     // The continuation argument (the command's high bits, unshifted, as Xen) is the
@@ -1139,12 +960,12 @@ fn random_hostile_sequences_keep_the_invariants() {
                     let frame = frames[rng.below(4) as usize];
                     let flags = flag_set[rng.below(flag_set.len() as u64) as usize];
                     let keep = if fx.table(id).version() == 1 {
-                        fx.flags(id, r) & (GTF_READING | GTF_WRITING)
+                        fx.entry_flags(id, r) & (GTF_READING | GTF_WRITING)
                     } else {
                         0
                     };
                     if fx.table(id).version() == 1 {
-                        fx.grant_v1(id, r, flags | keep, other, frame);
+                        fx.grant(id, r, flags | keep, other, frame);
                     } else if flags == GTF_TRANSITIVE {
                         let t = rng.range(1, 3) as u16;
                         fx.grant_v2(
@@ -1212,7 +1033,7 @@ fn random_hostile_sequences_keep_the_invariants() {
                     // Mostly sane ranges, sometimes anything.
                     let wild = rng.below(8) == 0;
                     let span = if wild { 4096 } else { 3900 };
-                    let g = gref_copy(r, other, rng.below(span) as u16);
+                    let g = gref(other, r, rng.below(span) as u16);
                     let f = frame_copy(mine, rng.below(span) as u16);
                     let len = rng.below(if wild { 4097 } else { 196 }) as u16;
                     let op = GnttabCopy {
@@ -1227,7 +1048,7 @@ fn random_hostile_sequences_keep_the_invariants() {
                         status: 0,
                         _pad: 0,
                     };
-                    copies_ok += usize::from(fx.copy(id, op) == GNTST_OKAY);
+                    copies_ok += usize::from(fx.copy1(id, op) == GNTST_OKAY);
                 }
                 8 => {
                     let v = rng.range(1, 2) as u32;
@@ -1283,44 +1104,44 @@ fn random_hostile_sequences_keep_the_invariants() {
 fn a_pinned_entry_belongs_to_its_mapper() {
     let mut fx = fx();
     let frame = fx.d(1).data[BUF];
-    fx.grant_v1(1, 10, GTF_PERMIT_ACCESS, 2, frame);
+    fx.grant(1, 10, GTF_PERMIT_ACCESS, 2, frame);
     let m = fx.map(2, mop(map_va(0), GNTMAP_HOST_MAP | GNTMAP_READONLY, 10, 1));
     assert_eq!(m.status, GNTST_OKAY);
     // The granter hands the entry to domain 3 while domain 2 maps it: domain 3 is
     // refused (Xen: the active entry's domid), for maps and copies alike.
-    let bits = fx.flags(1, 10) & (GTF_READING | GTF_WRITING);
-    fx.grant_v1(1, 10, GTF_PERMIT_ACCESS | bits, 3, frame);
+    let bits = fx.entry_flags(1, 10) & (GTF_READING | GTF_WRITING);
+    fx.grant(1, 10, GTF_PERMIT_ACCESS | bits, 3, frame);
     assert_eq!(
         fx.map(3, mop(map_va(0), GNTMAP_HOST_MAP | GNTMAP_READONLY, 10, 1))
             .status,
         GNTST_GENERAL_ERROR
     );
     let op = GnttabCopy {
-        source: gref_copy(10, 1, 0),
+        source: gref(1, 10, 0),
         dest: frame_copy(fx.d(3).data[BUF], 0),
         len: 8,
         flags: GNTCOPY_SOURCE_GREF,
         status: 0,
         _pad: 0,
     };
-    assert_eq!(fx.copy(3, op), GNTST_GENERAL_ERROR);
+    assert_eq!(fx.copy1(3, op), GNTST_GENERAL_ERROR);
     // Domain 2 still copies through its pin (the pinned frame), and upgrading to a
     // writable pin checks only GTF_readonly.
     let op2 = GnttabCopy {
         dest: frame_copy(fx.d(2).data[BUF], 0),
         ..op
     };
-    assert_eq!(fx.copy(2, op2), GNTST_OKAY);
+    assert_eq!(fx.copy1(2, op2), GNTST_OKAY);
     let w = fx.map(2, mop(map_va(1), GNTMAP_HOST_MAP, 10, 1));
     assert_eq!(w.status, GNTST_OKAY);
     assert_eq!(
-        fx.flags(1, 10),
+        fx.entry_flags(1, 10),
         GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING
     );
     assert_eq!(fx.unmap(2, map_va(1), w.handle, 0), GNTST_OKAY);
-    assert_eq!(fx.flags(1, 10), GTF_PERMIT_ACCESS | GTF_READING);
+    assert_eq!(fx.entry_flags(1, 10), GTF_PERMIT_ACCESS | GTF_READING);
     assert_eq!(fx.unmap(2, map_va(0), m.handle, 0), GNTST_OKAY);
-    assert_eq!(fx.flags(1, 10), GTF_PERMIT_ACCESS);
+    assert_eq!(fx.entry_flags(1, 10), GTF_PERMIT_ACCESS);
     assert!(fx.table(1).active().is_empty());
 }
 

@@ -10,7 +10,7 @@
 
 use crate::bundle::{self, BundleError};
 use crate::console::input::InputRing;
-use crate::console::{Cursor, Prefix};
+use crate::console::{Cursor, Prefix, Serial};
 use crate::dlog::{Disp, hv_debug};
 use crate::domain::builder::{self, BuildParams};
 use crate::domain::runtime::{Domain, DomainState, Vcpu};
@@ -654,7 +654,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             name: &d.name,
         };
         d.console
-            .flush(&mut self.platform, &mut self.cursor, prefix);
+            .flush(&mut Serial(&mut self.platform), &mut self.cursor, prefix);
         Self::log_domain_to(
             &mut self.platform,
             &mut self.cursor,
@@ -785,7 +785,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let mut w = LineWriter::new();
         let _ = write!(w, "(hv) {args}");
         let _ = w.buf.push(b'\n');
-        self.cursor.fresh_line(&mut self.platform);
+        self.cursor.fresh_line(&mut Serial(&mut self.platform));
         self.platform.console_write(&w.buf);
     }
 
@@ -804,7 +804,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let mut w = LineWriter::new();
         let _ = write!(w, "(hv) d{} {}: {args}", d.id.0, d.name);
         let _ = w.buf.push(b'\n');
-        cursor.fresh_line(platform);
+        cursor.fresh_line(&mut Serial(&mut *platform));
         platform.console_write(&w.buf);
     }
 }

@@ -1047,6 +1047,9 @@ fn control_domain_output_is_verbatim_and_hv_lines_start_fresh() {
 #[path = "grub_tests.rs"]
 mod grub;
 
+#[path = "grant_test_support.rs"]
+mod grant_support;
+
 #[path = "grant_copy_tests.rs"]
 mod grant_copy;
 

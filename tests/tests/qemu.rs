@@ -6,7 +6,9 @@
 
 use std::path::PathBuf;
 use std::time::Duration;
-use xtask::bench::{BenchLine, CASES, CaseKind, bench_ours, bench_ours_two_domains};
+use xtask::bench::{
+    BenchLine, CASES, CaseKind, bench_ours, bench_ours_served, bench_ours_two_domains,
+};
 use xtask::bundle::{DiskFile, GuestFile};
 use xtask::images::Images;
 use xtask::qemu::{HvResult, HvRun, Outcome, SingleGuest, run_hypervisor};
@@ -679,6 +681,26 @@ fn bench_is_deterministic() {
         if let Some(m) = line.measurement() {
             assert!(m.total > m.baseline, "{}: {m:?}", line.name);
         }
+    }
+    // The deterministic cases through the control domain's backends (the block cases):
+    // measured, and the same twice.
+    for case in CASES.iter().filter(|c| c.deterministic()) {
+        let CaseKind::Served(served) = case.kind else {
+            continue;
+        };
+        let run = || {
+            bench_ours_served(images(), case.name, served, 200, TIMEOUT)
+                .unwrap_or_else(|e| panic!("{} run failed: {e}", case.name))
+                .0
+        };
+        let a = run();
+        assert_eq!(a, run(), "two deterministic {} runs differ", case.name);
+        let m = a
+            .iter()
+            .find(|l| l.name == case.name)
+            .and_then(|l| l.measurement())
+            .unwrap_or_else(|| panic!("{} was not measured: {a:?}", case.name));
+        assert!(m.total > m.baseline, "{}: {m:?}", case.name);
     }
 }
 

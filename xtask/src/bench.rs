@@ -9,8 +9,13 @@
 //! case either has no Xen figure or runs a stand-in there ([`XenVariant`]:
 //! `sched_yield_2dom` switches between two vCPUs of dom0); and `idle_host_cpu_percent` runs without `-icount`: the guest blocks for
 //! two seconds of guest time and xtask reads QEMU's CPU time from `/proc/<pid>/stat`.
+//!
+//! Cases of [`CaseKind::Served`] need a device the control domain serves (a vbd from a
+//! disk image, later a vif on its switch): their run ([`served_run`]) gives the control
+//! domain the [`Served`] disks and device words, and the bench domains their command
+//! lines. The Xen run has neither backends nor a xenstored, so they have no Xen figure.
 
-use crate::bundle::GuestFile;
+use crate::bundle::{DiskFile, GuestFile};
 use crate::images::Images;
 use crate::qemu::{HvResult, HvRun, Outcome, run_hypervisor, run_hypervisor_observed};
 use crate::xen::run_on_xen_observed;
@@ -28,6 +33,116 @@ pub enum CaseKind {
     TwoDomains,
     /// Real time: QEMU's CPU use while every domain is blocked.
     Idle,
+    /// Bench domains that use a device of the control domain; ours only.
+    Served(&'static Served),
+}
+
+/// What the run of a [`CaseKind::Served`] case has: bench domains 1..=`domains` (with
+/// `role=<id>` and, for two, `peer=<other>`, as [`two_domain_cmdlines`]), the disks
+/// the control domain gets and its device words.
+///
+/// A case between two domains through the control domain's switch is a `Served` with
+/// `domains: 2`, no disks and one `vif.<id>=<mac>` word per domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Served {
+    /// Bench domains: 1 or 2.
+    pub domains: u8,
+    /// Disk images xtask writes (deterministic bytes) and hands to the control domain.
+    pub disks: &'static [BenchDisk],
+    /// Device words (`vbd.1=bench`, ...; see [`crate::qemu::HvRun::devices`]).
+    pub devices: &'static [&'static str],
+    /// Under `-icount` (an instruction count, budgeted) or in real time (a rate,
+    /// reported only).
+    pub deterministic: bool,
+    /// Extra bench guest command-line words (`mib=64`).
+    pub guest_extra: &'static str,
+}
+
+/// A disk image of a [`Served`] run: `bytes` of xorshift64 output from `seed`, written
+/// to `target/bench/disk-<name>.img` and given to the control domain as `<name>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchDisk {
+    /// The control domain's name of the disk (what `vbd.<fe>=<name>` refers to).
+    pub name: &'static str,
+    /// Size: a multiple of 4096.
+    pub bytes: usize,
+    /// Seed of the contents.
+    pub seed: u64,
+}
+
+impl BenchDisk {
+    /// The image's contents.
+    pub fn contents(&self) -> Vec<u8> {
+        let mut s = self.seed | 1;
+        let mut out = Vec::with_capacity(self.bytes + 8);
+        while out.len() < self.bytes {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            out.extend_from_slice(&s.to_le_bytes());
+        }
+        out.truncate(self.bytes);
+        out
+    }
+
+    /// Writes the image under `dir` (unless it is there already with these contents).
+    pub fn write_in(&self, dir: &Path) -> Result<DiskFile> {
+        std::fs::create_dir_all(dir).map_err(|e| err!("cannot create {}: {e}", dir.display()))?;
+        let path = dir.join(format!("disk-{}.img", self.name));
+        let bytes = self.contents();
+        if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+            // Unique temporary name: parallel tests may write the same image.
+            let tmp = dir.join(format!(
+                ".disk-{}-{}-{:?}.tmp",
+                self.name,
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            std::fs::write(&tmp, &bytes)
+                .map_err(|e| err!("cannot write {}: {e}", tmp.display()))?;
+            std::fs::rename(&tmp, &path)
+                .map_err(|e| err!("cannot write {}: {e}", path.display()))?;
+        }
+        Ok(DiskFile {
+            path,
+            name: self.name.to_string(),
+        })
+    }
+}
+
+/// The disk of the block cases: 4 MiB (the control domain's memory grows by as much).
+pub const BENCH_DISK: BenchDisk = BenchDisk {
+    name: "bench",
+    bytes: 4 << 20,
+    seed: 0x9e37_79b9_7f4a_7c15,
+};
+
+/// The block cases' run: bench domain 1 with a writable vbd served by the control
+/// domain's blkback from [`BENCH_DISK`].
+pub const BLK_VBD: Served = Served {
+    domains: 1,
+    disks: &[BENCH_DISK],
+    devices: &["vbd.1=bench"],
+    deterministic: true,
+    guest_extra: "",
+};
+
+/// [`BLK_VBD`] in real time, for the throughput (256 MiB read: some tenths of a second).
+pub const BLK_VBD_REALTIME: Served = Served {
+    deterministic: false,
+    guest_extra: "mib=256",
+    ..BLK_VBD
+};
+
+impl Case {
+    /// Whether the case runs under `-icount` (an exact instruction count, so budgeted).
+    pub fn deterministic(&self) -> bool {
+        match self.kind {
+            CaseKind::Single | CaseKind::TwoDomains => true,
+            CaseKind::Idle => false,
+            CaseKind::Served(s) => s.deterministic,
+        }
+    }
 }
 
 /// One benchmark case.
@@ -194,6 +309,31 @@ pub const CASES: &[Case] = &[
         kind: CaseKind::Single,
         xen: None,
     },
+    // Ours only: the Xen run's dom0 has no backends (and no xenstored).
+    Case {
+        name: "blk_read_4k",
+        unit: "instructions",
+        kind: CaseKind::Served(&BLK_VBD),
+        xen: None,
+    },
+    Case {
+        name: "blk_write_4k",
+        unit: "instructions",
+        kind: CaseKind::Served(&BLK_VBD),
+        xen: None,
+    },
+    Case {
+        name: "blk_flush",
+        unit: "instructions",
+        kind: CaseKind::Served(&BLK_VBD),
+        xen: None,
+    },
+    Case {
+        name: "blk_read_throughput",
+        unit: RATE_UNIT,
+        kind: CaseKind::Served(&BLK_VBD_REALTIME),
+        xen: None,
+    },
     Case {
         name: "sched_yield_2dom",
         unit: "instructions",
@@ -213,6 +353,9 @@ pub const CASES: &[Case] = &[
         xen: None,
     },
 ];
+
+/// The unit of a rate (`bytes=` and `ns=` on the BENCH line): 10^6 bytes per second.
+pub const RATE_UNIT: &str = "MB/s";
 
 /// The last line of every bench guest run.
 pub const DONE_MARKER: &str = "BENCH done";
@@ -285,8 +428,35 @@ impl BenchLine {
 /// `[d1 bench] `, Xen may print it raw) and reads its words. A word without `=` makes the
 /// line malformed.
 pub fn parse_bench_line(line: &str) -> Option<BenchLine> {
-    let at = line.find("BENCH name=")?;
-    let mut words = line[at + "BENCH ".len()..].split_whitespace();
+    parse_marked_line(line, "BENCH ")
+}
+
+/// The block cases' `BENCH_STEPS name=<case> iterations=N submit=S notify=E wait=W
+/// complete=C` line: TSC totals of the request's three steps and of the notifications
+/// inside the first (see the bench guest's `blk` module).
+pub fn parse_steps_line(line: &str) -> Option<BenchLine> {
+    parse_marked_line(line, "BENCH_STEPS ")
+}
+
+/// The steps of a [`parse_steps_line`] line per iteration, for the console:
+/// `submit 1234.00, notify ..., wait ..., complete ...`.
+pub fn steps_summary(line: &BenchLine) -> Option<String> {
+    let n: f64 = line
+        .get("iterations")?
+        .parse::<u64>()
+        .ok()
+        .filter(|&n| n > 0)? as f64;
+    let mut parts = Vec::new();
+    for key in ["submit", "notify", "wait", "complete"] {
+        let v: u64 = line.get(key)?.parse().ok()?;
+        parts.push(format!("{key} {:.2}", v as f64 / n));
+    }
+    Some(parts.join(", "))
+}
+
+fn parse_marked_line(line: &str, marker: &str) -> Option<BenchLine> {
+    let at = line.find(&format!("{marker}name="))?;
+    let mut words = line[at + marker.len()..].split_whitespace();
     let name = words.next()?.strip_prefix("name=")?;
     if name.is_empty() {
         return None;
@@ -323,6 +493,21 @@ impl Figure {
         match self {
             Figure::Value(v) => Some(*v),
             Figure::Missing(_) => None,
+        }
+    }
+
+    /// The rate of a real-time case's `bytes=B ns=T` line, in MB/s (10^6 bytes).
+    pub fn rate_of_case(lines: &[BenchLine], case: &str) -> Figure {
+        let Some(line) = lines.iter().find(|l| l.name == case) else {
+            return Figure::Missing("no BENCH line".into());
+        };
+        if let Some(reason) = line.unsupported() {
+            return Figure::Missing(format!("unsupported: {reason}"));
+        }
+        let num = |k| line.get(k)?.parse::<u64>().ok();
+        match (num("bytes"), num("ns")) {
+            (Some(b), Some(ns)) if ns > 0 => Figure::Value(b as f64 * 1000.0 / ns as f64),
+            _ => Figure::Missing("malformed BENCH line".into()),
         }
     }
 
@@ -499,6 +684,79 @@ pub fn two_domain_run(images: &Images, case: &str, iterations: u64, timeout: Dur
         timeout: Some(timeout),
         ..HvRun::default()
     }
+}
+
+/// The run of a [`CaseKind::Served`] case: its bench domains (`bench-1`, ...), the
+/// control domain with the [`Served`] disks (written under `target/bench/`) and device
+/// words; under `-icount` or in real time as the case says.
+pub fn served_run(
+    images: &Images,
+    case: &str,
+    served: &Served,
+    iterations: u64,
+    timeout: Duration,
+) -> Result<HvRun> {
+    let dir = crate::target_dir().join("bench");
+    let disks = served
+        .disks
+        .iter()
+        .map(|d| d.write_in(&dir))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(HvRun {
+        hypervisor: images.hypervisor(),
+        guests: served_guests(images, case, served, iterations),
+        deterministic: served.deterministic,
+        timeout: Some(timeout),
+        disks,
+        devices: served.devices.iter().map(|d| d.to_string()).collect(),
+        ..HvRun::default()
+    })
+}
+
+/// The bench domains of a [`Served`] run with their command lines.
+pub fn served_guests(
+    images: &Images,
+    case: &str,
+    served: &Served,
+    iterations: u64,
+) -> Vec<GuestFile> {
+    let extra = |c: String| match served.guest_extra {
+        "" => c,
+        e => format!("{c} {e}"),
+    };
+    if served.domains <= 1 {
+        let cmdline = extra(format!("case={case} iterations={iterations}"));
+        return vec![GuestFile::new(images.guest("bench")).cmdline(cmdline)];
+    }
+    two_domain_cmdlines(case, iterations)
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut g = GuestFile::new(images.guest("bench")).cmdline(extra(c));
+            g.name = format!("bench-{}", i + 1);
+            g
+        })
+        .collect()
+}
+
+/// Runs a [`CaseKind::Served`] case on our hypervisor; returns its BENCH lines and its
+/// BENCH_STEPS lines.
+pub fn bench_ours_served(
+    images: &Images,
+    case: &str,
+    served: &Served,
+    iterations: u64,
+    timeout: Duration,
+) -> Result<(Vec<BenchLine>, Vec<BenchLine>)> {
+    let result = run_hypervisor(&served_run(images, case, served, iterations, timeout)?)?;
+    let lines = checked_lines(&result, &format!("the {case} run on our hypervisor"))?;
+    let steps = result
+        .transcript
+        .lines
+        .iter()
+        .filter_map(|l| parse_steps_line(l))
+        .collect();
+    Ok((lines, steps))
 }
 
 /// The bench lines of a run that ended with every domain powered off; otherwise an
@@ -743,8 +1001,28 @@ pub fn run_bench(images: &Images, opts: &BenchOptions) -> Result<Vec<Metric>> {
             CaseKind::Idle => {
                 idle_ours(images, opts.timeout).unwrap_or_else(|e| failed("the run", &e))
             }
+            CaseKind::Served(served) => {
+                match bench_ours_served(images, case.name, served, opts.iterations, opts.timeout) {
+                    Ok((lines, steps)) => {
+                        for s in steps.iter().filter(|s| s.name == case.name) {
+                            if let Some(summary) = steps_summary(s) {
+                                println!("{:<24} steps per iteration: {summary}", case.name);
+                            }
+                        }
+                        if case.unit == RATE_UNIT {
+                            Figure::rate_of_case(&lines, case.name)
+                        } else {
+                            Figure::of_case(&lines, case.name)
+                        }
+                    }
+                    Err(e) => failed("the run", &e),
+                }
+            }
         };
         let xen = match (&xen_single, case.kind) {
+            (_, CaseKind::Served(_)) => Figure::Missing(
+                "not run: needs the control domain's backends; the Xen run has dom0 only, without backends or xenstored".into(),
+            ),
             (_, CaseKind::TwoDomains) => match (&case.xen, opts.against_xen) {
                 (None, _) => {
                     Figure::Missing("needs a second domain; the Xen run has dom0 only".into())
@@ -967,6 +1245,101 @@ mod tests {
             case_named("sched_yield_1dom").unwrap().kind,
             CaseKind::Single
         );
+    }
+
+    #[test]
+    fn rates_come_from_bytes_and_nanoseconds() {
+        let line = |s: &str| parse_bench_line(s).unwrap();
+        let ok = [line(
+            "[d1 bench] BENCH name=blk_read_throughput bytes=1000000 ns=2000000",
+        )];
+        assert_eq!(
+            Figure::rate_of_case(&ok, "blk_read_throughput"),
+            Figure::Value(500.0)
+        );
+        for bad in [
+            "BENCH name=blk_read_throughput bytes=1 ns=0",
+            "BENCH name=blk_read_throughput bytes=x ns=1",
+            "BENCH name=blk_read_throughput ns=1",
+        ] {
+            assert_eq!(
+                Figure::rate_of_case(&[line(bad)], "blk_read_throughput"),
+                Figure::Missing("malformed BENCH line".into()),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            Figure::rate_of_case(
+                &[line("BENCH name=blk_read_throughput unsupported=no_vbd")],
+                "blk_read_throughput"
+            ),
+            Figure::Missing("unsupported: no_vbd".into())
+        );
+        assert!(
+            Figure::rate_of_case(&[], "blk_read_throughput")
+                .value()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn step_lines_are_apart_from_bench_lines() {
+        let text = "[d1 bench] BENCH_STEPS name=blk_read_4k iterations=4 submit=40 notify=20 wait=400 complete=8";
+        // Not a BENCH line: the case's figure comes from its own line.
+        assert!(parse_bench_line(text).is_none());
+        let steps = parse_steps_line(text).unwrap();
+        assert_eq!(steps.name, "blk_read_4k");
+        assert_eq!(
+            steps_summary(&steps).unwrap(),
+            "submit 10.00, notify 5.00, wait 100.00, complete 2.00"
+        );
+        let zero =
+            parse_steps_line("BENCH_STEPS name=x iterations=0 submit=1 notify=1 wait=1 complete=1")
+                .unwrap();
+        assert!(steps_summary(&zero).is_none());
+        assert!(parse_steps_line("BENCH name=blk_read_4k iterations=1").is_none());
+    }
+
+    #[test]
+    fn served_cases_name_their_disks_devices_and_determinism() {
+        for name in ["blk_read_4k", "blk_write_4k", "blk_flush"] {
+            let c = case_named(name).unwrap();
+            assert_eq!(c.kind, CaseKind::Served(&BLK_VBD), "{name}");
+            assert!(c.deterministic() && c.xen.is_none(), "{name}");
+        }
+        let t = case_named("blk_read_throughput").unwrap();
+        assert_eq!((t.unit, t.deterministic()), ("MB/s", false));
+        assert!(!case_named("idle_host_cpu_percent").unwrap().deterministic());
+        assert!(case_named("sched_yield_2dom").unwrap().deterministic());
+        // The vbd names the disk the run hands to the control domain.
+        assert_eq!(BLK_VBD.devices, ["vbd.1=bench"]);
+        assert_eq!(BLK_VBD.disks[0].name, "bench");
+        assert_eq!(BLK_VBD_REALTIME.disks, BLK_VBD.disks);
+    }
+
+    #[test]
+    fn bench_disks_are_deterministic_and_written_once() {
+        let d = BenchDisk {
+            name: "t",
+            bytes: 4096 + 12,
+            seed: 7,
+        };
+        let a = d.contents();
+        assert_eq!(a.len(), 4108);
+        assert_eq!(a, d.contents());
+        assert_ne!(
+            a,
+            BenchDisk { seed: 8, ..d }.contents(),
+            "the seed picks the bytes"
+        );
+        let dir = std::env::temp_dir().join(format!("xtask-benchdisk-{}", std::process::id()));
+        let f = d.write_in(&dir).unwrap();
+        assert_eq!(f.name, "t");
+        assert_eq!(std::fs::read(&f.path).unwrap(), a);
+        // Again: the same file, still right.
+        assert_eq!(d.write_in(&dir).unwrap(), f);
+        assert_eq!(std::fs::read(&f.path).unwrap(), a);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -35,9 +35,10 @@ pub fn budget_path() -> PathBuf {
         .join("bench-budget.toml")
 }
 
-/// The cases with a budget: every deterministic one (not the real-time idle case).
+/// The cases with a budget: every deterministic one (not the real-time idle case and
+/// throughput).
 pub fn budgeted_cases() -> impl Iterator<Item = &'static crate::bench::Case> {
-    CASES.iter().filter(|c| c.kind != CaseKind::Idle)
+    CASES.iter().filter(|c| c.deterministic())
 }
 
 const HEADER: &str = "\
@@ -131,15 +132,15 @@ impl Budget {
 }
 
 /// The figure of every budgeted case, from the lines of the single-domain run and of each
-/// two-domain run.
+/// run of its own (two-domain and served cases).
 pub fn figures_of(
     single: &[BenchLine],
-    two_domain: &[(&str, Vec<BenchLine>)],
+    own_runs: &[(&str, Vec<BenchLine>)],
 ) -> Vec<(String, Figure)> {
     budgeted_cases()
         .map(|c| {
             let fig = match c.kind {
-                CaseKind::TwoDomains => two_domain
+                CaseKind::TwoDomains | CaseKind::Served(_) => own_runs
                     .iter()
                     .find(|(n, _)| *n == c.name)
                     .map(|(_, lines)| Figure::of_case(lines, c.name))
@@ -159,11 +160,17 @@ pub fn measure(
 ) -> Result<Vec<(String, Figure)>> {
     let single = crate::bench::bench_ours(images, None, iterations, timeout)?;
     let mut two = Vec::new();
-    for c in budgeted_cases().filter(|c| c.kind == CaseKind::TwoDomains) {
-        two.push((
-            c.name,
-            crate::bench::bench_ours_two_domains(images, c.name, iterations, timeout)?,
-        ));
+    for c in budgeted_cases() {
+        let lines = match c.kind {
+            CaseKind::TwoDomains => {
+                crate::bench::bench_ours_two_domains(images, c.name, iterations, timeout)?
+            }
+            CaseKind::Served(s) => {
+                crate::bench::bench_ours_served(images, c.name, s, iterations, timeout)?.0
+            }
+            CaseKind::Single | CaseKind::Idle => continue,
+        };
+        two.push((c.name, lines));
     }
     Ok(figures_of(&single, &two))
 }
@@ -229,7 +236,11 @@ mod tests {
     fn every_deterministic_case_is_budgeted_but_not_idle() {
         let names: Vec<&str> = budgeted_cases().map(|c| c.name).collect();
         assert!(names.contains(&"xen_version"));
+        assert!(names.contains(&"blk_read_4k"));
+        assert!(names.contains(&"blk_write_4k"));
         assert!(!names.contains(&"idle_host_cpu_percent"));
+        // A rate in real time is reported, never budgeted.
+        assert!(!names.contains(&"blk_read_throughput"));
     }
 
     #[test]

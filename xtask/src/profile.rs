@@ -19,7 +19,9 @@
 //! lines of the same two runs give the empty loop's cost, so the total minus twice that
 //! is checked against `cargo xtask bench`'s figure.
 
-use crate::bench::{BenchLine, Case, CaseKind, checked_lines, single_run, two_domain_run};
+use crate::bench::{
+    BenchLine, Case, CaseKind, checked_lines, served_run, single_run, two_domain_run,
+};
 use crate::images::Images;
 use crate::qemu::run_hypervisor;
 use crate::{Result, err};
@@ -453,6 +455,9 @@ fn traced_run(
                 case.name
             ));
         }
+        CaseKind::Served(served) => {
+            served_run(images, case.name, served, iterations, TRACED_TIMEOUT)?
+        }
     };
     let dir = crate::target_dir().join("bench");
     std::fs::create_dir_all(&dir).map_err(|e| err!("cannot create {}: {e}", dir.display()))?;
@@ -529,6 +534,34 @@ impl Drop for Fifo {
     }
 }
 
+/// Name of the one guest function of a [`CaseKind::Served`] profile.
+pub const LUMPED_GUESTS: &str = "(all guest code: the bench domain and the control domain)";
+
+/// One guest table over the text of several guest images as the single function
+/// [`LUMPED_GUESTS`]: the control domain's kernel and the bench guest are linked at the
+/// same addresses, so a PC does not tell which of them ran it. The hypervisor's
+/// functions stay exact.
+pub fn lumped_guests(images: &[SymbolTable]) -> SymbolTable {
+    let mut ranges: Vec<(u64, u64)> = images.iter().flat_map(|t| t.text.iter().copied()).collect();
+    ranges.sort_unstable();
+    // Overlapping sections merged, so `-dfilter` names each address once.
+    let mut text: Vec<(u64, u64)> = Vec::new();
+    for (lo, hi) in ranges {
+        match text.last_mut() {
+            Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+            _ => text.push((lo, hi)),
+        }
+    }
+    let lo = text.first().map_or(0, |r| r.0);
+    let hi = text.last().map_or(0, |r| r.1);
+    let symbol = Symbol {
+        start: lo,
+        size: hi.saturating_sub(lo),
+        name: LUMPED_GUESTS.to_string(),
+    };
+    SymbolTable::new(Side::Guest, vec![symbol], text)
+}
+
 /// Profiles `case` with N = `iterations` (runs of N and 2N; [`BOOT_ONLY`] left out of the
 /// log unless `with_boot`), writes the whole table to
 /// `target/bench/profile-<case>.txt` and returns the profile and that path.
@@ -541,10 +574,18 @@ pub fn profile_case(
     if iterations == 0 {
         return Err(err!("--iterations must be at least 1"));
     }
-    let tables = [
-        SymbolTable::from_path(Side::Hypervisor, &images.hypervisor())?,
-        SymbolTable::from_path(Side::Guest, &images.guest("bench"))?,
-    ];
+    let hv = SymbolTable::from_path(Side::Hypervisor, &images.hypervisor())?;
+    let bench = SymbolTable::from_path(Side::Guest, &images.guest("bench"))?;
+    let tables = match case.kind {
+        CaseKind::Served(_) => [
+            hv,
+            lumped_guests(&[
+                bench,
+                SymbolTable::from_path(Side::Guest, &images.control_domain())?,
+            ]),
+        ],
+        _ => [hv, bench],
+    };
     let excluded = if with_boot {
         Vec::new()
     } else {
@@ -571,6 +612,20 @@ pub fn profile_case(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lumped_guests_cover_every_image_as_one_function() {
+        let t = |text: Vec<(u64, u64)>| SymbolTable::new(Side::Guest, Vec::new(), text);
+        let l = lumped_guests(&[
+            t(vec![(0x1000, 0x3000)]),
+            t(vec![(0x2000, 0x5000), (0x8000, 0x9000)]),
+        ]);
+        assert_eq!(l.text, [(0x1000, 0x5000), (0x8000, 0x9000)]);
+        assert_eq!(l.lookup(0x1000), Some(LUMPED_GUESTS));
+        assert_eq!(l.lookup(0x8fff), Some(LUMPED_GUESTS));
+        assert_eq!(l.lookup(0x6000), None);
+        assert_eq!(l.lookup(0x9000), None);
+    }
 
     #[test]
     fn trace_lines_give_the_pc_and_stops_are_recognised() {

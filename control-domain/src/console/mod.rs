@@ -13,16 +13,20 @@
 //! line, the focus domain's output is passed through untouched instead (like
 //! `xl console`: full-screen guests such as GRUB position the cursor themselves).
 
-pub mod line;
 pub mod ring;
 
-pub use line::{Cursor, LINE_MAX, LineBuffer, Output, Prefix};
+pub use console_line::{Cursor, LINE_MAX, Output, Prefix};
 pub use ring::{ProtocolViolation, SharedPage, drain, feed_input};
 
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::{self, Write as _};
 use xen_pv_abi::{DomId, Errno};
+
+/// One domain's partial ring output line (the line assembly is the `console-line` crate's,
+/// shared with the hypervisor): '\r' dropped, control bytes other than '\t', backspace
+/// and ESC shown as '.', UTF-8 kept.
+pub type LineBuffer = console_line::LineBuffer<console_line::RingText>;
 
 /// The focus-switch character: Ctrl-a.
 pub const SWITCH_CHAR: u8 = 0x01;

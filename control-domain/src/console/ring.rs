@@ -6,7 +6,7 @@
 //! distance larger than the ring is a protocol violation (the caller stops serving that
 //! ring; nothing panics).
 
-use super::line::{Cursor, LineBuffer, Output, Prefix};
+use super::{Cursor, LineBuffer, Output, Prefix};
 use core::mem::offset_of;
 use xen_pv_abi::console::{XENCONS_IN_SIZE, XENCONS_OUT_SIZE, XenconsInterface, in_slot, out_slot};
 
@@ -108,8 +108,18 @@ pub fn feed_input<P: SharedPage + ?Sized>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::console::line::tests::Captured;
+    use std::string::String;
     use xen_pv_abi::DomId;
+
+    /// Collects everything written.
+    #[derive(Default)]
+    pub(crate) struct Captured(pub(crate) String);
+
+    impl Output for Captured {
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.push_str(&String::from_utf8_lossy(bytes));
+        }
+    }
 
     /// A console page in a plain array.
     pub(crate) struct FakePage(pub(crate) std::boxed::Box<[u8; 4096]>);

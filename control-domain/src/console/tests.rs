@@ -1,5 +1,4 @@
-use super::line::tests::Captured;
-use super::ring::tests::FakePage;
+use super::ring::tests::{Captured, FakePage};
 use super::*;
 use std::collections::BTreeMap;
 use std::vec;

@@ -12,7 +12,7 @@
 //! call is continued with the rest (Xen's continuation: the count left and the buffer
 //! advanced).
 
-use crate::console::Prefix;
+use crate::console::{Prefix, Serial};
 use crate::hv::Hypervisor;
 use crate::hypercall::HcResult;
 use crate::hypercall::handle::{GuestArray, Outcome};
@@ -92,7 +92,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             }
             let n = printed;
             let d = &mut self.domains[idx];
-            let (platform, cursor) = (&mut self.platform, &mut self.cursor);
+            let (platform, cursor) = (&mut Serial(&mut self.platform), &mut self.cursor);
             if d.dom0 {
                 cursor.write_verbatim(platform, d.id, &chunk[..n]);
             } else {

@@ -35,6 +35,12 @@
 //! * [`xenstore`]: `xenstore_read_roundtrip` (one `XS_READ` through the control
 //!   domain's xenstored; at most 2,000 iterations; `unsupported=no_xenstore` as dom0 on
 //!   Xen, which has no xenstored in the bench run).
+//! * [`blk`]: `blk_read_4k`, `blk_write_4k`, `blk_flush` (one request through the kit's
+//!   blkfront and the control domain's blkback, from the push to the response consumed;
+//!   they also print `BENCH_STEPS` with the time of each step) and `blk_read_throughput`
+//!   (real time: `bytes=` and `ns=` of sequential 128 KiB reads, `mib=` MiB in all).
+//!   They need a vbd from the control domain, so they are in [`SERVED`], run only by
+//!   `case=`; xtask's `bench::BLK_VBD` gives the run its disk.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
@@ -90,6 +96,8 @@ macro_rules! timed_loop {
     }};
 }
 
+#[cfg(target_os = "none")]
+mod blk;
 #[cfg(target_os = "none")]
 mod events;
 #[cfg(target_os = "none")]
@@ -174,6 +182,14 @@ mod guest {
         ),
     ];
 
+    /// Cases that need a device the control domain serves (xtask's `bench::Served`
+    /// runs): run only by `case=<name>`, in a run that has the device.
+    pub const SERVED: &[(&str, CaseFn)] = &[
+        ("blk_read_4k", crate::blk::blk_read_4k),
+        ("blk_write_4k", crate::blk::blk_write_4k),
+        ("blk_flush", crate::blk::blk_flush),
+    ];
+
     /// Why a case could not be measured.
     #[derive(Clone, Copy)]
     pub enum Failure {
@@ -255,7 +271,12 @@ mod guest {
                 }
             }
             Some(b"idle_host_cpu_percent") => crate::events::idle(si, num("seconds", 2)),
-            Some(name) => match SINGLE.iter().find(|(n, _)| n.as_bytes() == name) {
+            Some(b"blk_read_throughput") => crate::blk::blk_read_throughput(&ctx, num("mib", 64)),
+            Some(name) => match SINGLE
+                .iter()
+                .chain(SERVED)
+                .find(|(n, _)| n.as_bytes() == name)
+            {
                 Some((name, case)) => report(name, case(&ctx)),
                 None => {
                     io_println!("BENCH name={} unsupported=unknown_case", bytes_str(name))

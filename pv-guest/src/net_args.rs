@@ -28,8 +28,8 @@ pub struct Args {
     pub peer: Option<Ipv4Address>,
     /// `tries=` ARP requests of a probe (default 20, 1..=1000).
     pub tries: u32,
-    /// `after=<domid>`: a client or probe sends nothing before that domain's
-    /// `data/sniffing` node exists (a sniffer publishes it once it is receiving).
+    /// `after=<domid>`: the role sends nothing before that domain's `data/net` node
+    /// exists (every role publishes it once it is receiving).
     pub after: Option<u16>,
     /// `until=<vid>:<n>,...` (sniff): stop once every listed VLAN had at least that
     /// many frames; the first [`Args::until_len`] entries are used.

@@ -8,13 +8,13 @@
 //!   sends 1 MiB of xorshift bytes and prints their checksum;
 //! * `net=probe ip=10.0.0.3/24 peer=10.0.0.1 [tries=N]`: broadcasts N ARP requests
 //!   for the peer, 500 ms apart, and prints whether one was answered;
-//! * `after=<domid>` makes a client or probe send nothing before that domain's
-//!   `data/sniffing` node exists (an ordering, not a delay: the sniffer then sees
-//!   every broadcast); a client also broadcasts a gratuitous ARP before it connects
-//!   and another after its transfer;
-//! * `net=sniff [until=<vid>:<n>,...]`: on a trunk port, publishes `data/sniffing`
-//!   (readable by every domain) once its receive buffers are posted, counts received
-//!   frames per 802.1Q VLAN id until every `until` VLAN had its count (without
+//! * every role publishes `data/net` (readable by every domain): `started` once its
+//!   receive buffers are posted, `done` when the role ended (also when it failed);
+//! * `after=<domid>` makes a role send nothing before that domain's `data/net` exists
+//!   (an ordering, not a delay: a sniffer then sees every broadcast); a client also
+//!   broadcasts a gratuitous ARP before it connects and another after its transfer;
+//! * `net=sniff [until=<vid>:<n>,...]`: on a trunk port, counts received frames per
+//!   802.1Q VLAN id until every `until` VLAN had its count (without
 //!   `until`: until two VLANs were seen) or a time limit passes, then prints
 //!   `net: vlan <vid> frames <n>` lines.
 //!
@@ -304,18 +304,18 @@ fn demo(si: &StartInfo, args: &Args) -> Result<(), Step> {
     nic.fill_rx().map_err(at("post rx buffers"))?;
     let mut bufs = BUFFERS.try_lock().ok_or(("buffers", Errno::EBUSY))?;
     let r = (|| {
+        publish_started(&mut xs)?;
         if let Some(d) = args.after {
             wait_for_node(si, &mut xs, store_port, d)?;
         }
         match args.role {
             Role::Server | Role::Client => tcp_role(si, args, &mut nic, port, &mut bufs),
             Role::Probe => probe(si, args, &mut nic, port),
-            Role::Sniff => {
-                publish_sniffing(&mut xs)?;
-                sniff(si, args, &mut nic, port)
-            }
+            Role::Sniff => sniff(si, args, &mut nic, port),
         }
     })();
+    // Whatever happened: a domain waiting on this one must not wait for ever.
+    let _ = xs.write(TxId::NONE, STATUS, b"done");
     let st = nic.stats();
     println!(
         "net: frames sent {} received {} (errors {} / {})",
@@ -330,32 +330,31 @@ fn demo(si: &StartInfo, args: &Args) -> Result<(), Step> {
     r
 }
 
-/// Where a sniffer says it is receiving (relative to its home path).
-const SNIFFING: &str = "data/sniffing";
+/// Where a role says it started or ended (relative to its home path).
+const STATUS: &str = "data/net";
 /// Longest wait for another domain's node.
 const AFTER_LIMIT_NS: u64 = 60_000_000_000;
 /// Longest block between two reads of that node (a store event ends it earlier).
 const AFTER_TICK_NS: u64 = 100_000_000;
 
-/// Writes [`SNIFFING`], owned by this domain and readable by every other one.
-fn publish_sniffing(xs: &mut Client) -> Result<(), Step> {
+/// Writes [`STATUS`] `started`, owned by this domain and readable by every other one.
+fn publish_started(xs: &mut Client) -> Result<(), Step> {
     let own = xs
         .read(TxId::NONE, "domid")
         .ok()
         .and_then(crate::cmdline::parse_u64)
         .ok_or(("read domid", Errno::ENOENT))?;
     let perm = crate::split::Path::of(format_args!("r{own}"));
-    xs.write(TxId::NONE, SNIFFING, b"1")
-        .map_err(at("write data/sniffing"))?;
-    xenbus::set_perms(xs, TxId::NONE, SNIFFING, &[perm.as_str()])
-        .map_err(at("publish data/sniffing"))
+    xs.write(TxId::NONE, STATUS, b"started")
+        .map_err(at("write data/net"))?;
+    xenbus::set_perms(xs, TxId::NONE, STATUS, &[perm.as_str()]).map_err(at("publish data/net"))
 }
 
-/// Blocks until domain `dom`'s [`SNIFFING`] node is readable: re-read on every store
+/// Blocks until domain `dom`'s [`STATUS`] node is readable: re-read on every store
 /// event (a watch on the node fires when it is written or its permissions change) and
 /// at least every [`AFTER_TICK_NS`]; `ETIMEDOUT` after [`AFTER_LIMIT_NS`].
 fn wait_for_node(si: &StartInfo, xs: &mut Client, store: EvtchnPort, dom: u16) -> Result<(), Step> {
-    let path = crate::split::Path::of(format_args!("/local/domain/{dom}/{SNIFFING}"));
+    let path = crate::split::Path::of(format_args!("/local/domain/{dom}/{STATUS}"));
     let path = path.as_str();
     // Without the watch the ticks still bound the wait.
     let watched = xs.watch(path, "after").is_ok();
@@ -367,7 +366,7 @@ fn wait_for_node(si: &StartInfo, xs: &mut Client, store: EvtchnPort, dom: u16) -
         while let Ok(Some(_)) = xs.next_watch_event() {}
         let now = now_ns(si);
         if now >= limit {
-            break Err(("wait for the sniffer", Errno::ETIMEDOUT));
+            break Err(("wait for the other domain", Errno::ETIMEDOUT));
         }
         // Masked: an event from here on stays pending and ends the poll at once.
         events::disable();
@@ -378,7 +377,7 @@ fn wait_for_node(si: &StartInfo, xs: &mut Client, store: EvtchnPort, dom: u16) -
         let _ = xs.unwatch(path, "after");
     }
     if r.is_ok() {
-        println!("net: d{dom} is sniffing");
+        println!("net: d{dom} started");
     }
     r
 }

@@ -4,7 +4,7 @@
 //! tagged.
 //!
 //! Nothing waits for time: the client and the probe send nothing before the sniffer
-//! published `data/sniffing` (its receive buffers are posted by then), and the sniffer
+//! published `data/net` (its receive buffers are posted by then), and the sniffer
 //! stops once it counted the client's three broadcasts (gratuitous ARP before, ARP
 //! request for the server, gratuitous ARP after the transfer) and the probe's 16.
 
@@ -74,8 +74,8 @@ fn tcp_crosses_vlan_10_and_vlan_20_stays_isolated() {
         format!("[d1 pv-guest] net: server received {TRANSFER} bytes, checksum {sum:#010x}"),
         format!("[d2 pv-guest] net: client sent {TRANSFER} bytes, checksum {sum:#010x}"),
         "[d3 pv-guest] net: no ARP reply for 10.0.0.1 after 16 tries".into(),
-        "[d2 pv-guest] net: d4 is sniffing".into(),
-        "[d3 pv-guest] net: d4 is sniffing".into(),
+        "[d2 pv-guest] net: d4 started".into(),
+        "[d3 pv-guest] net: d4 started".into(),
         "[d4 pv-guest] net: vlan 20 frames 16".into(),
         "(hv) frames: 0 still owned by ended domains".into(),
         "(hv) all domains ended: 5 powered off, 0 failed".into(),

@@ -1,7 +1,9 @@
 //! Hostile netfronts against the control domain's netback and switch while two
 //! well-behaved domains move 1 MiB over TCP on another VLAN (issue 13, item 8):
 //!
-//! * `hostile-netfront` (d1), two vifs on VLAN 30: a flood through devid 0 of runts,
+//! * `hostile-netfront peer=4` (d1), two vifs on VLAN 30: from the moment d4 started
+//!   until it is done (ordered by d4's `data/net`, no timing), rounds of a flood
+//!   through devid 0 of runts,
 //!   oversized frames, slots naming never-granted grant references (each answered
 //!   `NETIF_RSP_ERROR` and counted in `tx-errors`) and badly tagged frames (answered
 //!   OKAY, dropped by the access port, counted in `vlan-dropped`); then devid 1's tx
@@ -22,8 +24,11 @@ use xtask::qemu::{HvRun, Outcome, run_hypervisor};
 const TIMEOUT: Duration = Duration::from_secs(300);
 /// Bytes the client sends.
 const TRANSFER: usize = 1 << 20;
-/// Frames of each broken kind the flood sends.
+/// Frames of each broken kind a flood round sends.
 const FRAMES: u32 = 64;
+/// d1's line with the number of flood rounds.
+const ROUNDS_PREFIX: &str = "[d1 hostile-netfront] hostile-netfront: flooded ";
+const ROUNDS_SUFFIX: &str = " rounds, the first while d4 was running: true";
 /// Slots of a one-page netif tx or rx ring.
 const RING: u32 = 256;
 /// The control domain's power-off summary of the crashed domain's vif.
@@ -50,32 +55,30 @@ fn client_bytes() -> Vec<u8> {
     out
 }
 
-fn expected_lines() -> Vec<String> {
+fn expected_lines(rounds: u32) -> Vec<String> {
     let h = "[d1 hostile-netfront] hostile-netfront:";
     let c = "[d0 control]";
     let sum = checksum(&client_bytes());
-    let errors = 3 * FRAMES;
+    let n = FRAMES * rounds;
+    let errors = 3 * n;
     let mut lines = vec![
         format!("{c} d1 vif/0: connected"),
         format!("{c} d1 vif/1: connected"),
         format!("{h} devids 0 and 1 connected"),
-        format!("{h} {FRAMES} runts: okay 0 error {FRAMES} dropped 0 other 0"),
-        format!("{h} {FRAMES} oversized: okay 0 error {FRAMES} dropped 0 other 0"),
-        format!("{h} {FRAMES} ungranted: okay 0 error {FRAMES} dropped 0 other 0"),
-        format!("{h} {FRAMES} badly tagged: okay {FRAMES} error 0 dropped 0 other 0"),
+        format!("{h} {n} runts: okay 0 error {n} dropped 0 other 0"),
+        format!("{h} {n} oversized: okay 0 error {n} dropped 0 other 0"),
+        format!("{h} {n} ungranted: okay 0 error {n} dropped 0 other 0"),
+        format!("{h} {n} badly tagged: okay {n} error 0 dropped 0 other 0"),
         format!("{c} d1 vif/0: closed by the frontend"),
         format!(
-            "{h} devid 0 counters: tx-frames {FRAMES} tx-errors {errors} tx-dropped {FRAMES} \
-             vlan-dropped {FRAMES} rx-frames 0"
+            "{h} devid 0 counters: tx-frames {n} tx-errors {errors} tx-dropped {n} \
+             vlan-dropped {n} rx-frames 0"
         ),
         format!("{c} d1 vif/1: disconnected: peer's ring producer index "),
         format!("{h} devid 1 closed by the backend after its producer jumped"),
         format!("{h} done"),
         "(hv) d1 hostile-netfront: shut down: poweroff".into(),
-        format!(
-            "{c} vif d1/0: tx {FRAMES} rx 0 dropped {FRAMES} (tx {FRAMES} vlan {FRAMES} rx 0) \
-             errors {errors}"
-        ),
+        format!("{c} vif d1/0: tx {n} rx 0 dropped {n} (tx {n} vlan {n} rx 0) errors {errors}"),
         format!("{c} vif d1/1: tx 0 rx 0 dropped 0 (tx 0 vlan 0 rx 0) errors 0"),
         // The domain that crashed mid-I/O.
         format!("{c} d2 vif/0: connected"),
@@ -114,7 +117,7 @@ fn hostile_netfronts_are_refused_while_a_good_pair_keeps_its_tcp_going() {
     let run = HvRun {
         hypervisor: images.hypervisor(),
         guests: vec![
-            GuestFile::new(images.guest("hostile-netfront")),
+            GuestFile::new(images.guest("hostile-netfront")).cmdline("peer=4"),
             GuestFile::new(images.guest("hostile-netfront")).cmdline("mode=crash"),
             pv("demo=net net=server ip=10.0.0.1/24"),
             pv("demo=net net=client ip=10.0.0.2/24 peer=10.0.0.1"),
@@ -134,7 +137,14 @@ fn hostile_netfronts_are_refused_while_a_good_pair_keeps_its_tcp_going() {
     let result = run_hypervisor(&run).unwrap_or_else(|e| panic!("QEMU run failed: {e}"));
     let took = started.elapsed();
     let text = result.transcript.text();
-    let lines = expected_lines();
+    // The flood ran from before d4 was done until it was: as many rounds as that took.
+    let rounds: u32 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(ROUNDS_PREFIX)?.strip_suffix(ROUNDS_SUFFIX))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no flood rounds line of d1\n{text}"));
+    assert!(rounds >= 1, "{text}");
+    let lines = expected_lines(rounds);
     let missing: Vec<&String> = lines
         .iter()
         .filter(|l| !text.contains(l.as_str()))
@@ -181,7 +191,7 @@ fn hostile_netfronts_are_refused_while_a_good_pair_keeps_its_tcp_going() {
     {
         eprintln!("{l}");
     }
-    eprintln!("net_hostile: {took:?}");
+    eprintln!("net_hostile: {rounds} flood rounds, {took:?}");
 }
 
 #[test]

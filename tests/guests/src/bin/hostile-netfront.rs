@@ -2,8 +2,11 @@
 //! (the QEMU test `net_hostile`).
 //!
 //! The default mode has two vifs (devids 0 and 1, both access ports of one VLAN only
-//! they are on). Through devid 0 it floods [`FRAMES`] frames of each broken kind, a
-//! full tx ring at a time: runts (1 to 13 bytes), oversized frames (1519 bytes to
+//! they are on). With `peer=<domid>` (a pv-guest `demo=net` domain) it waits for the
+//! peer's `data/net` and then floods in rounds until that node says `done` (at least
+//! one round, at most [`MAX_ROUNDS`]), so the flood runs while the peer does its I/O.
+//! Each round sends through devid 0 [`FRAMES`] frames of each broken kind, a full tx
+//! ring at a time: runts (1 to 13 bytes), oversized frames (1519 bytes to
 //! 64 KiB), slots naming grant references never granted (one unset inside its table,
 //! one past it), and badly tagged frames (tagged on an access port, VLAN 0 and 4095, a
 //! truncated tag). It prints the statuses each kind got (`NETIF_RSP_ERROR` for the
@@ -55,6 +58,8 @@ mod guest {
     const FRAMES: u16 = 64;
     /// Yields one wait may take.
     const MAX_YIELDS: u32 = 200_000;
+    /// Most flood rounds.
+    const MAX_ROUNDS: u32 = 500;
     /// Where the tagged frames lie in the tx data page, and their lengths.
     const TAGGED: [(u16, u16); 4] = [(0, 60), (128, 60), (256, 60), (384, 16)];
 
@@ -137,7 +142,8 @@ mod guest {
         let r = if crash {
             crash_mid_io(si, &mut xs, &table)
         } else {
-            run(si, &mut xs, &table)
+            let peer = cmdline::value(si.cmd_line_bytes(), "peer").and_then(cmdline::parse_u64);
+            run(si, &mut xs, &table, peer)
         };
         match r {
             Ok(()) => println!("hostile-netfront: done"),
@@ -270,19 +276,82 @@ mod guest {
         Ok(tally)
     }
 
-    fn report(kind: &str, t: Tally) {
+    fn report(kind: &str, rounds: u32, t: Tally) {
         println!(
-            "hostile-netfront: {FRAMES} {kind}: okay {} error {} dropped {} other {}",
-            t[0], t[1], t[2], t[3]
+            "hostile-netfront: {} {kind}: okay {} error {} dropped {} other {}",
+            u32::from(FRAMES) * rounds,
+            t[0],
+            t[1],
+            t[2],
+            t[3]
         );
     }
 
-    fn run(si: &StartInfo, xs: &mut Client, table: &Table) -> Result<(), Step> {
+    fn add(total: &mut Tally, t: Tally) {
+        for (a, b) in total.iter_mut().zip(t) {
+            *a += b;
+        }
+    }
+
+    /// The peer's `data/net` (`started`, `done`), if readable.
+    fn peer_status(xs: &mut Client, peer: u64) -> Option<[u8; 7]> {
+        let path = Path::of(format_args!("/local/domain/{peer}/data/net"));
+        let v = xs.read(TxId::NONE, path.as_str()).ok()?;
+        let mut out = [0u8; 7];
+        let n = v.len().min(7);
+        out[..n].copy_from_slice(&v[..n]);
+        Some(out)
+    }
+
+    fn run(si: &StartInfo, xs: &mut Client, table: &Table, peer: Option<u64>) -> Result<(), Step> {
         let mut v0 = connect(si, xs, table, 0)?;
         let v1 = connect(si, xs, table, 1)?;
         println!("hostile-netfront: devids 0 and 1 connected");
+        if let Some(p) = peer {
+            let mut up = false;
+            for _ in 0..MAX_YIELDS {
+                if peer_status(xs, p).is_some() {
+                    up = true;
+                    break;
+                }
+                yield_cpu();
+            }
+            if !up {
+                return Err(("the peer never started", 0, Errno::ETIME));
+            }
+        }
+        let done = *b"done\0\0\0";
+        let overlapped = peer.is_some_and(|p| peer_status(xs, p) != Some(done));
+        let mut totals = [[0u32; 4]; 4];
+        let mut rounds = 0;
+        while rounds < MAX_ROUNDS {
+            let t = flood_round(&mut v0)?;
+            for (total, t) in totals.iter_mut().zip(t) {
+                add(total, t);
+            }
+            rounds += 1;
+            if peer.is_none_or(|p| peer_status(xs, p) == Some(done)) {
+                break;
+            }
+        }
+        if let Some(p) = peer {
+            println!(
+                "hostile-netfront: flooded {rounds} rounds, the first while d{p} was running: \
+                 {overlapped}"
+            );
+        }
+        for (kind, t) in ["runts", "oversized", "ungranted", "badly tagged"]
+            .iter()
+            .zip(totals)
+        {
+            report(kind, rounds, t);
+        }
 
-        // The flood, through devid 0.
+        v1_breach(xs, &mut v0, v1)
+    }
+
+    /// One round of the flood through devid 0: the tallies of the four kinds.
+    fn flood_round(v0: &mut Vif) -> Result<[Tally; 4], Step> {
         let data = gref(0, TX_DATA);
         let slot = |gref: u32, offset: u16, size: u16, id: u16| NetifTxRequest {
             gref,
@@ -292,27 +361,25 @@ mod guest {
             size,
         };
         put(0, 0, &frame(v0.mac, None));
-        let t = flood(&mut v0, 0, |k| slot(data, 0, 1 + k % 13, k))?;
-        report("runts", t);
+        let runts = flood(v0, 0, |k| slot(data, 0, 1 + k % 13, k))?;
         const BIG: [u16; 4] = [1519, 1600, 4096, 65535];
-        let t = flood(&mut v0, 0, |k| slot(data, 0, BIG[usize::from(k % 4)], k))?;
-        report("oversized", t);
-        let t = flood(&mut v0, 0, |k| {
-            slot(UNGRANTED[usize::from(k % 2)], 0, 60, k)
-        })?;
-        report("ungranted", t);
+        let big = flood(v0, 0, |k| slot(data, 0, BIG[usize::from(k % 4)], k))?;
+        let ungranted = flood(v0, 0, |k| slot(UNGRANTED[usize::from(k % 2)], 0, 60, k))?;
         // Tagged with our own VLAN on an access port, VLAN 0 and 4095 (not VLANs), and
         // a tag cut short.
         for ((offset, len), tci) in TAGGED.iter().zip([30u16, 0, 4095, 30]) {
             let f = frame(v0.mac, Some(tci));
             put(0, usize::from(*offset), &f[..usize::from(*len)]);
         }
-        let t = flood(&mut v0, 0, |k| {
+        let tagged = flood(v0, 0, |k| {
             let (offset, len) = TAGGED[usize::from(k % 4)];
             slot(data, offset, len, k)
         })?;
-        report("badly tagged", t);
+        Ok([runts, big, ungranted, tagged])
+    }
 
+    /// Closes devid 0 and prints its counters, then breaks devid 1's ring.
+    fn v1_breach(xs: &mut Client, v0: &mut Vif, v1: Vif) -> Result<(), Step> {
         // Close devid 0; the backend publishes its counters when it disconnects.
         let fe = Path::of(format_args!("device/vif/0/state"));
         let back = v0.back.join("state");

@@ -28,9 +28,31 @@ pub struct Args {
     pub peer: Option<Ipv4Address>,
     /// `tries=` ARP requests of a probe (default 20, 1..=1000).
     pub tries: u32,
-    /// Milliseconds to wait after connecting before a client connects or a probe
-    /// starts (so every interface in a test is up first).
-    pub delay_ms: u64,
+    /// `after=<domid>`: the role sends nothing before that domain's `data/net` node
+    /// exists (every role publishes it once it is receiving).
+    pub after: Option<u16>,
+    /// `until=<vid>:<n>,...` (sniff): stop once every listed VLAN had at least that
+    /// many frames; the first [`Args::until_len`] entries are used.
+    pub until: [(u16, u32); MAX_UNTIL],
+    /// Entries of [`Args::until`] in use.
+    pub until_len: usize,
+}
+
+/// Most `until=` entries.
+pub const MAX_UNTIL: usize = 4;
+
+/// `vid:n,vid:n...` with 1..=4 entries, vid 1..=4094, n 1..=100000.
+fn parse_until(v: &[u8]) -> Option<([(u16, u32); MAX_UNTIL], usize)> {
+    let mut out = [(0u16, 0u32); MAX_UNTIL];
+    let mut len = 0;
+    for part in v.split(|&b| b == b',') {
+        let colon = part.iter().position(|&b| b == b':')?;
+        let vid = cmdline::parse_u64(&part[..colon]).filter(|v| (1..=4094).contains(v))?;
+        let n = cmdline::parse_u64(&part[colon + 1..]).filter(|n| (1..=100_000).contains(n))?;
+        *out.get_mut(len)? = (vid as u16, n as u32);
+        len += 1;
+    }
+    Some((out, len))
 }
 
 /// `a.b.c.d` in decimal.
@@ -71,9 +93,18 @@ pub fn parse_args(cmd: &[u8]) -> Option<Args> {
     let tries = cmdline::value(cmd, "tries")
         .and_then(cmdline::parse_u64)
         .map_or(20, |n| n.clamp(1, 1000) as u32);
-    let delay_ms = cmdline::value(cmd, "delay")
-        .and_then(cmdline::parse_u64)
-        .map_or(0, |n| n.min(60_000));
+    let after = match cmdline::value(cmd, "after") {
+        None => None,
+        Some(v) => Some(
+            cmdline::parse_u64(v)
+                .filter(|&d| d < 0x7ff0)
+                .map(|d| d as u16)?,
+        ),
+    };
+    let (until, until_len) = match cmdline::value(cmd, "until") {
+        None => ([(0, 0); MAX_UNTIL], 0),
+        Some(v) => parse_until(v)?,
+    };
     let need_ip = role != Role::Sniff;
     let need_peer = matches!(role, Role::Client | Role::Probe);
     if (need_ip && ip.is_none()) || (need_peer && peer.is_none()) {
@@ -84,7 +115,9 @@ pub fn parse_args(cmd: &[u8]) -> Option<Args> {
         ip,
         peer,
         tries,
-        delay_ms,
+        after,
+        until,
+        until_len,
     })
 }
 
@@ -94,13 +127,18 @@ mod tests {
 
     #[test]
     fn parses_roles() {
-        let a = parse_args(b"demo=net net=client ip=10.0.0.2/24 peer=10.0.0.1 delay=3000").unwrap();
+        let a = parse_args(b"demo=net net=client ip=10.0.0.2/24 peer=10.0.0.1 after=4").unwrap();
         assert_eq!(a.role, Role::Client);
         assert_eq!(a.ip, Some((Ipv4Address::new(10, 0, 0, 2), 24)));
         assert_eq!(a.peer, Some(Ipv4Address::new(10, 0, 0, 1)));
-        assert_eq!((a.tries, a.delay_ms), (20, 3000));
+        assert_eq!((a.tries, a.after, a.until_len), (20, Some(4), 0));
         let a = parse_args(b"net=sniff").unwrap();
-        assert_eq!((a.role, a.ip, a.peer), (Role::Sniff, None, None));
+        assert_eq!(
+            (a.role, a.ip, a.peer, a.after),
+            (Role::Sniff, None, None, None)
+        );
+        let a = parse_args(b"net=sniff until=10:3,20:16").unwrap();
+        assert_eq!(&a.until[..a.until_len], &[(10, 3), (20, 16)]);
         let a = parse_args(b"net=probe ip=10.0.0.3/24 peer=10.0.0.1 tries=0").unwrap();
         assert_eq!(a.tries, 1);
     }
@@ -118,6 +156,15 @@ mod tests {
             b"net=client ip=10.0.0.2/24",
             b"net=probe ip=10.0.0.2/24 peer=x",
             b"demo=net",
+            b"net=sniff until=",
+            b"net=sniff until=10",
+            b"net=sniff until=0:3",
+            b"net=sniff until=4095:3",
+            b"net=sniff until=10:0",
+            b"net=sniff until=10:3,",
+            b"net=sniff until=1:1,2:1,3:1,4:1,5:1",
+            b"net=client ip=10.0.0.2/24 peer=10.0.0.1 after=x",
+            b"net=client ip=10.0.0.2/24 peer=10.0.0.1 after=70000",
         ] {
             assert_eq!(
                 parse_args(bad),

@@ -8,10 +8,14 @@
 //!   sends 1 MiB of xorshift bytes and prints their checksum;
 //! * `net=probe ip=10.0.0.3/24 peer=10.0.0.1 [tries=N]`: broadcasts N ARP requests
 //!   for the peer, 500 ms apart, and prints whether one was answered;
-//! * `delay=<ms>` makes a client or probe wait that long before it starts, so that
-//!   the other interfaces of a test are up (a sniffer sees its broadcasts);
-//! * `net=sniff`: on a trunk port, counts received frames per 802.1Q VLAN id until it
-//!   has seen two VLANs (and a few frames more) or a time limit passes, then prints
+//! * every role publishes `data/net` (readable by every domain): `started` once its
+//!   receive buffers are posted, `done` when the role ended (also when it failed);
+//! * `after=<domid>` makes a role send nothing before that domain's `data/net` exists
+//!   (an ordering, not a delay: a sniffer then sees every broadcast); a client also
+//!   broadcasts a gratuitous ARP before it connects and another after its transfer;
+//! * `net=sniff [until=<vid>:<n>,...]`: on a trunk port, counts received frames per
+//!   802.1Q VLAN id until every `until` VLAN had its count (without
+//!   `until`: until two VLANs were seen) or a time limit passes, then prints
 //!   `net: vlan <vid> frames <n>` lines.
 //!
 //! Every line starts with `net: `; every role ends with a `net: ... done` or
@@ -34,7 +38,7 @@ use xen_pv_abi::{Errno, EvtchnPort, Mfn, VcpuId, evtchn, sched};
 
 use crate::net_args::{Args, Role, parse_args};
 use crate::split_demo::{GRANT_ENTRIES, setup_grant_table};
-use crate::xenbus::{self, StoreWait};
+use crate::xenbus::{self, Client, StoreWait};
 use crate::{StartInfo, events, println};
 
 /// Tx buffer pages, then rx buffer pages.
@@ -299,11 +303,19 @@ fn demo(si: &StartInfo, args: &Args) -> Result<(), Step> {
     );
     nic.fill_rx().map_err(at("post rx buffers"))?;
     let mut bufs = BUFFERS.try_lock().ok_or(("buffers", Errno::EBUSY))?;
-    let r = match args.role {
-        Role::Server | Role::Client => tcp_role(si, args, &mut nic, port, &mut bufs),
-        Role::Probe => probe(si, args, &mut nic, port),
-        Role::Sniff => sniff(si, &mut nic, port),
-    };
+    let r = (|| {
+        publish_started(&mut xs)?;
+        if let Some(d) = args.after {
+            wait_for_node(si, &mut xs, store_port, d)?;
+        }
+        match args.role {
+            Role::Server | Role::Client => tcp_role(si, args, &mut nic, port, &mut bufs),
+            Role::Probe => probe(si, args, &mut nic, port),
+            Role::Sniff => sniff(si, args, &mut nic, port),
+        }
+    })();
+    // Whatever happened: a domain waiting on this one must not wait for ever.
+    let _ = xs.write(TxId::NONE, STATUS, b"done");
     let st = nic.stats();
     println!(
         "net: frames sent {} received {} (errors {} / {})",
@@ -315,6 +327,58 @@ fn demo(si: &StartInfo, args: &Args) -> Result<(), Step> {
     let ended = tx_grant.end().is_ok() && rx_grant.end().is_ok();
     let _ = evtchn::close(port);
     println!("net: closed ({closed:?}), ring grants ended: {ended}");
+    r
+}
+
+/// Where a role says it started or ended (relative to its home path).
+const STATUS: &str = "data/net";
+/// Longest wait for another domain's node.
+const AFTER_LIMIT_NS: u64 = 60_000_000_000;
+/// Longest block between two reads of that node (a store event ends it earlier).
+const AFTER_TICK_NS: u64 = 100_000_000;
+
+/// Writes [`STATUS`] `started`, owned by this domain and readable by every other one.
+fn publish_started(xs: &mut Client) -> Result<(), Step> {
+    let own = xs
+        .read(TxId::NONE, "domid")
+        .ok()
+        .and_then(crate::cmdline::parse_u64)
+        .ok_or(("read domid", Errno::ENOENT))?;
+    let perm = crate::split::Path::of(format_args!("r{own}"));
+    xs.write(TxId::NONE, STATUS, b"started")
+        .map_err(at("write data/net"))?;
+    xenbus::set_perms(xs, TxId::NONE, STATUS, &[perm.as_str()]).map_err(at("publish data/net"))
+}
+
+/// Blocks until domain `dom`'s [`STATUS`] node is readable: re-read on every store
+/// event (a watch on the node fires when it is written or its permissions change) and
+/// at least every [`AFTER_TICK_NS`]; `ETIMEDOUT` after [`AFTER_LIMIT_NS`].
+fn wait_for_node(si: &StartInfo, xs: &mut Client, store: EvtchnPort, dom: u16) -> Result<(), Step> {
+    let path = crate::split::Path::of(format_args!("/local/domain/{dom}/{STATUS}"));
+    let path = path.as_str();
+    // Without the watch the ticks still bound the wait.
+    let watched = xs.watch(path, "after").is_ok();
+    let limit = now_ns(si).saturating_add(AFTER_LIMIT_NS);
+    let r = loop {
+        if xs.read(TxId::NONE, path).is_ok() {
+            break Ok(());
+        }
+        while let Ok(Some(_)) = xs.next_watch_event() {}
+        let now = now_ns(si);
+        if now >= limit {
+            break Err(("wait for the other domain", Errno::ETIMEDOUT));
+        }
+        // Masked: an event from here on stays pending and ends the poll at once.
+        events::disable();
+        let _ = sched::poll(&[store], now.saturating_add(AFTER_TICK_NS).min(limit));
+        events::enable();
+    };
+    if watched {
+        let _ = xs.unwatch(path, "after");
+    }
+    if r.is_ok() {
+        println!("net: d{dom} started");
+    }
     r
 }
 
@@ -445,6 +509,11 @@ fn tcp_role(
     let mac = nic.mac();
     let mut config = Config::new(EthernetAddress(mac).into());
     config.random_seed = u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 1]);
+    if args.role == Role::Client {
+        // Announces the client on its VLAN (a sniffer on a trunk counts it).
+        nic.transmit(&arp_request(mac, ip, ip))
+            .map_err(at("gratuitous ARP"))?;
+    }
     let mut dev = Dev {
         nic,
         q: rxq,
@@ -474,7 +543,7 @@ fn tcp_role(
     let mut bytes = 0usize;
     let mut chunk = [0u8; 1024];
     let mut connects = 0u32;
-    let mut next_connect = start.saturating_add(args.delay_ms * 1_000_000);
+    let mut next_connect = start;
     let mut closing_since: Option<u64> = None;
     let limit = start.saturating_add(ROLE_LIMIT_NS);
     loop {
@@ -545,6 +614,11 @@ fn tcp_role(
             ) && s.send_queue() == 0;
             if settled || now.saturating_sub(t) > 10_000_000_000 {
                 if !server {
+                    // The transfer's end, announced like its start.
+                    let _ = dev.nic.reclaim_tx();
+                    dev.nic
+                        .transmit(&arp_request(mac, ip, ip))
+                        .map_err(at("gratuitous ARP"))?;
                     println!(
                         "net: client sent {bytes} bytes, checksum {sum:#010x} ({:?})",
                         s.state()
@@ -565,12 +639,13 @@ fn tcp_role(
 const ETH_ARP: [u8; 2] = [0x08, 0x06];
 const ETH_VLAN: [u8; 2] = [0x81, 0x00];
 
-/// Broadcasts `tries` ARP requests for the peer, 500 ms apart, and listens for the
-/// answer.
-fn probe(si: &StartInfo, args: &Args, nic: &mut Nic<'_>, port: EvtchnPort) -> Result<(), Step> {
-    let (ip, _) = args.ip.ok_or(("ip", Errno::EINVAL))?;
-    let peer = args.peer.ok_or(("peer", Errno::EINVAL))?;
-    let mac = nic.mac();
+/// A broadcast ARP request from `mac`/`ip` for `target` (a gratuitous one when they
+/// are equal), padded to the 60-byte minimum.
+fn arp_request(
+    mac: Mac,
+    ip: smoltcp::wire::Ipv4Address,
+    target: smoltcp::wire::Ipv4Address,
+) -> [u8; 60] {
     let mut req = [0u8; 60];
     req[..6].fill(0xff);
     req[6..12].copy_from_slice(&mac);
@@ -579,13 +654,16 @@ fn probe(si: &StartInfo, args: &Args, nic: &mut Nic<'_>, port: EvtchnPort) -> Re
     req[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
     req[22..28].copy_from_slice(&mac);
     req[28..32].copy_from_slice(&ip.octets());
-    req[38..42].copy_from_slice(&peer.octets());
-    // Frames that arrive meanwhile are dropped; the buffers go back to the ring.
-    let start = now_ns(si).saturating_add(args.delay_ms * 1_000_000);
-    while now_ns(si) < start {
-        nic.poll_rx(|_| {}).map_err(at("rx"))?;
-        wait(nic, port, start);
-    }
+    req[38..42].copy_from_slice(&target.octets());
+    req
+}
+
+/// Broadcasts `tries` ARP requests for the peer, 500 ms apart, and listens for the
+/// answer.
+fn probe(si: &StartInfo, args: &Args, nic: &mut Nic<'_>, port: EvtchnPort) -> Result<(), Step> {
+    let (ip, _) = args.ip.ok_or(("ip", Errno::EINVAL))?;
+    let peer = args.peer.ok_or(("peer", Errno::EINVAL))?;
+    let req = arp_request(nic.mac(), ip, peer);
     for _ in 0..args.tries {
         let _ = nic.reclaim_tx();
         nic.transmit(&req).map_err(at("send ARP request"))?;
@@ -616,9 +694,11 @@ fn probe(si: &StartInfo, args: &Args, nic: &mut Nic<'_>, port: EvtchnPort) -> Re
     Ok(())
 }
 
-/// Counts received frames per 802.1Q VLAN id (0xffff: untagged) until two VLANs were
-/// seen and one more second passed, or 60 s.
-fn sniff(si: &StartInfo, nic: &mut Nic<'_>, port: EvtchnPort) -> Result<(), Step> {
+/// Counts received frames per 802.1Q VLAN id (0xffff: untagged) until every `until`
+/// VLAN reached its count (without `until`: two VLANs were seen and one more second
+/// passed), or 60 s.
+fn sniff(si: &StartInfo, args: &Args, nic: &mut Nic<'_>, port: EvtchnPort) -> Result<(), Step> {
+    let until = &args.until[..args.until_len];
     let mut seen: [(u16, u64); 8] = [(0, 0); 8];
     let mut kinds = 0usize;
     let start = now_ns(si);
@@ -643,12 +723,23 @@ fn sniff(si: &StartInfo, nic: &mut Nic<'_>, port: EvtchnPort) -> Result<(), Step
             }
         })
         .map_err(at("rx"))?;
-        let vlans = seen[..kinds].iter().filter(|e| e.0 != 0xffff).count();
-        if vlans >= 2 && !both {
+        if !until.is_empty() {
+            let reached = until.iter().all(|&(vid, n)| {
+                seen[..kinds]
+                    .iter()
+                    .any(|e| e.0 == vid && e.1 >= u64::from(n))
+            });
+            if reached {
+                break;
+            }
+        } else if seen[..kinds].iter().filter(|e| e.0 != 0xffff).count() >= 2 && !both {
             both = true;
             end = now.saturating_add(1_000_000_000);
         }
         wait(nic, port, end.min(now.saturating_add(TICK_NS * 4)));
+    }
+    if now_ns(si) >= end && !until.is_empty() {
+        println!("net: sniffing timed out");
     }
     seen[..kinds].sort_unstable();
     for (vid, n) in &seen[..kinds] {

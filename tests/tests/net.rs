@@ -2,6 +2,11 @@
 //! control domain's netback and VLAN switch: a TCP transfer inside VLAN 10, an ARP
 //! probe from VLAN 20 that must go unanswered, and a trunk port that sees both VLANs
 //! tagged.
+//!
+//! Nothing waits for time: the client and the probe send nothing before the sniffer
+//! published `data/net` (its receive buffers are posted by then), and the sniffer
+//! stops once it counted the client's three broadcasts (gratuitous ARP before, ARP
+//! request for the server, gratuitous ARP after the transfer) and the probe's 16.
 
 use std::time::{Duration, Instant};
 use xtask::qemu::{HvRun, Outcome, run_hypervisor};
@@ -46,9 +51,9 @@ fn tcp_crosses_vlan_10_and_vlan_20_stays_isolated() {
         hypervisor: images.hypervisor(),
         guests: vec![
             guest("demo=net net=server ip=10.0.0.1/24"),
-            guest("demo=net net=client ip=10.0.0.2/24 peer=10.0.0.1 delay=5000"),
-            guest("demo=net net=probe ip=10.0.0.3/24 peer=10.0.0.1 tries=16 delay=5000"),
-            guest("demo=net net=sniff"),
+            guest("demo=net net=client ip=10.0.0.2/24 peer=10.0.0.1 after=4"),
+            guest("demo=net net=probe ip=10.0.0.3/24 peer=10.0.0.1 tries=16 after=4"),
+            guest("demo=net net=sniff until=10:3,20:16"),
         ],
         deterministic: true,
         timeout: Some(TIMEOUT),
@@ -69,8 +74,9 @@ fn tcp_crosses_vlan_10_and_vlan_20_stays_isolated() {
         format!("[d1 pv-guest] net: server received {TRANSFER} bytes, checksum {sum:#010x}"),
         format!("[d2 pv-guest] net: client sent {TRANSFER} bytes, checksum {sum:#010x}"),
         "[d3 pv-guest] net: no ARP reply for 10.0.0.1 after 16 tries".into(),
-        "[d4 pv-guest] net: vlan 10 frames ".into(),
-        "[d4 pv-guest] net: vlan 20 frames ".into(),
+        "[d2 pv-guest] net: d4 started".into(),
+        "[d3 pv-guest] net: d4 started".into(),
+        "[d4 pv-guest] net: vlan 20 frames 16".into(),
         "(hv) frames: 0 still owned by ended domains".into(),
         "(hv) all domains ended: 5 powered off, 0 failed".into(),
     ];
@@ -96,7 +102,20 @@ fn tcp_crosses_vlan_10_and_vlan_20_stays_isolated() {
         result.outcome.explain(),
         result.stderr
     );
-    for bad in ["net: failed", "ARP reply from"] {
+    let vlan10 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("[d4 pv-guest] net: vlan 10 frames "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(
+        vlan10.is_some_and(|n| n >= 3),
+        "the sniffer saw {vlan10:?} VLAN 10 frames, wanted at least 3:\n{text}"
+    );
+    for bad in [
+        "net: failed",
+        "ARP reply from",
+        "sniffing timed out",
+        "untagged frames",
+    ] {
         assert!(!text.contains(bad), "`{bad}` in the transcript:\n{text}");
     }
     let faults: Vec<&str> = text

@@ -134,6 +134,16 @@ pub const BLK_VBD_REALTIME: Served = Served {
     ..BLK_VBD
 };
 
+/// The frame case's run: bench domains 1 and 2, each with a vif on the control
+/// domain's switch (both in the default VLAN).
+pub const NET_VIFS: Served = Served {
+    domains: 2,
+    disks: &[],
+    devices: &["vif.1=00:16:3e:00:be:01", "vif.2=00:16:3e:00:be:02"],
+    deterministic: true,
+    guest_extra: "",
+};
+
 impl Case {
     /// Whether the case runs under `-icount` (an exact instruction count, so budgeted).
     pub fn deterministic(&self) -> bool {
@@ -326,6 +336,12 @@ pub const CASES: &[Case] = &[
         name: "blk_flush",
         unit: "instructions",
         kind: CaseKind::Served(&BLK_VBD),
+        xen: None,
+    },
+    Case {
+        name: "net_frame_1500_2dom",
+        unit: "instructions",
+        kind: CaseKind::Served(&NET_VIFS),
         xen: None,
     },
     Case {

@@ -99,6 +99,12 @@ impl DataPages for StaticPages<'_> {
     }
 }
 
+/// Data page `k` (below 32) by raw pointer, for a case that needs pages and runs
+/// without the block cases (`net`): no new statics, so the guest's layout stays.
+pub fn scratch_page(k: usize) -> *mut u8 {
+    StaticPages::base(k)
+}
+
 /// TSC total of the frontend's notifications (`EVTCHNOP_send` to the backend).
 static NOTIFY_TSC: AtomicU64 = AtomicU64::new(0);
 

@@ -41,6 +41,10 @@
 //!   (real time: `bytes=` and `ns=` of sequential 128 KiB reads, `mib=` MiB in all).
 //!   They need a vbd from the control domain, so they are in [`SERVED`], run only by
 //!   `case=`; xtask's `bench::BLK_VBD` gives the run its disk.
+//! * [`net`]: `net_frame_1500_2dom` (role 1 sends 1500-byte frames to role 2, which
+//!   echoes them, through both domains' kit netfronts, the control domain's netbacks
+//!   and its switch; figures per frame delivered). xtask's `bench::NET_VIFS` gives the
+//!   two domains their vifs.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
@@ -106,6 +110,8 @@ mod grant;
 mod hypercall;
 #[cfg(target_os = "none")]
 mod mmu;
+#[cfg(target_os = "none")]
+mod net;
 #[cfg(target_os = "none")]
 mod sched;
 #[cfg(target_os = "none")]
@@ -268,6 +274,14 @@ mod guest {
                     report("evtchn_ping_pong_2dom", r);
                 } else if let Err(e) = r {
                     io_println!("bench: ping-pong peer failed: {e}");
+                }
+            }
+            Some(b"net_frame_1500_2dom") => {
+                let r = crate::net::net_frame_1500_2dom(&ctx);
+                if ctx.role == 1 {
+                    report("net_frame_1500_2dom", r);
+                } else if let Err(e) = r {
+                    io_println!("bench: net echo peer failed: {e}");
                 }
             }
             Some(b"idle_host_cpu_percent") => crate::events::idle(si, num("seconds", 2)),

@@ -112,12 +112,15 @@ impl FuzzReport {
         let mut end_lines = Vec::new();
         for line in &t.lines {
             if let Some(rest) = line.split("fuzz: done ").nth(1)
-                && let Some(n) = rest.split_whitespace().next().and_then(|n| n.parse::<u64>().ok())
+                && let Some(n) = rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
             {
                 calls += n;
                 finished += 1;
             }
-            if line.starts_with("(hv) d") && line.contains(" fuzz") && line.contains(": crashed") {
+            if line.starts_with("(hv) d") && line.contains(" fuzz") && line.contains(": crashed:") {
                 crashed.push(line.clone());
             }
             if let Some(rest) = line.strip_prefix("(hv) frames: ") {
@@ -137,7 +140,10 @@ impl FuzzReport {
             checksum(rounds)
         );
         let observer_ok = observer_line.as_deref().is_some_and(|l| l.ends_with(&want))
-            && t.contains(&format!("(hv) d{} observer: shut down: poweroff", domains + 1));
+            && t.contains(&format!(
+                "(hv) d{} observer: shut down: poweroff",
+                domains + 1
+            ));
         FuzzReport {
             calls,
             finished,
@@ -160,7 +166,9 @@ impl FuzzReport {
         match self.frames_leaked {
             Some(0) => {}
             Some(n) => return Some(format!("{n} frames still owned by ended domains")),
-            None => return Some("the hypervisor did not report the frames of ended domains".into()),
+            None => {
+                return Some("the hypervisor did not report the frames of ended domains".into());
+            }
         }
         if !self.observer_ok {
             return Some(format!(
@@ -230,7 +238,11 @@ mod tests {
         ];
         let r = FuzzReport::parse(&transcript(&base), Outcome::AllPoweredOff, 1, 200);
         assert!(r.failure().unwrap().contains("3 frames"));
-        let ok = [base[0], base[1], "(hv) frames: 0 still owned by ended domains"];
+        let ok = [
+            base[0],
+            base[1],
+            "(hv) frames: 0 still owned by ended domains",
+        ];
         let r = FuzzReport::parse(&transcript(&ok), Outcome::HypervisorFailure, 1, 200);
         assert!(r.failure().unwrap().contains("hypervisor failed"));
         let bad_sum = [

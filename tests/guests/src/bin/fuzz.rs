@@ -28,7 +28,7 @@ mod guest {
     use pv_guest::cmdline::{parse_u64, value};
     use pv_guest::{StartInfo, VIRT_BASE, io_println};
     use xen_pv_abi::hypercall::hypercall_raw;
-    use xen_pv_abi::layout::{FLAT_KERNEL_CS64, MACH2PHYS_VIRT_START};
+    use xen_pv_abi::layout::{FLAT_KERNEL_CS64, MACH2PHYS_VIRT_END, MACH2PHYS_VIRT_START};
     use xen_pv_abi::nr;
     use xen_pv_abi::shared_info::{SharedInfo, VcpuInfo};
     use xen_pv_abi::traps::TrapInfo;
@@ -60,7 +60,9 @@ mod guest {
     static mut REMAP: Pages<REMAP_PAGES> = Pages([[0; 4096]; REMAP_PAGES]);
 
     const DOMID_SELF: u64 = 0x7ff0;
-    const SPECIAL_DOMIDS: [u64; 8] = [0x7ff0, 0x7ff1, 0x7ff2, 0x7ff3, 0x7ff4, 0x7fff, 0xffff, 0x7fef];
+    const SPECIAL_DOMIDS: [u64; 8] = [
+        0x7ff0, 0x7ff1, 0x7ff2, 0x7ff3, 0x7ff4, 0x7fff, 0xffff, 0x7fef,
+    ];
     const HV_ADDRS: [u64; 6] = [
         0xffff_8000_0000_0000,
         0xffff_8300_0010_0000,
@@ -161,12 +163,20 @@ mod guest {
 
     fn p2m(si: &StartInfo, pfn: u64) -> u64 {
         // SAFETY: the p2m list is mapped and has nr_pages entries; callers pass pfn < nr_pages.
-        unsafe { (si.mfn_list as *const u64).add(pfn as usize).read_volatile() }
+        unsafe {
+            (si.mfn_list as *const u64)
+                .add(pfn as usize)
+                .read_volatile()
+        }
     }
 
     fn m2p(mfn: u64) -> u64 {
         // SAFETY: the read-only m2p table is mapped in every PV guest; callers pass our MFNs.
-        unsafe { (MACH2PHYS_VIRT_START as *const u64).add(mfn as usize).read_volatile() }
+        unsafe {
+            (MACH2PHYS_VIRT_START as *const u64)
+                .add(mfn as usize)
+                .read_volatile()
+        }
     }
 
     fn mfn_of_va(si: &StartInfo, va: u64) -> u64 {
@@ -203,7 +213,9 @@ mod guest {
         };
         let l1_pfn = m2p(maddr >> 12);
         // SAFETY: the L1 frame is in the initial mapping (read-only).
-        let e = unsafe { ((VIRT_BASE + l1_pfn * PAGE + (maddr & 0xfff)) as *const u64).read_volatile() };
+        let e = unsafe {
+            ((VIRT_BASE + l1_pfn * PAGE + (maddr & 0xfff)) as *const u64).read_volatile()
+        };
         e & 1 != 0
     }
 
@@ -277,7 +289,11 @@ mod guest {
         }
         let ring_va = |mfn: u64| {
             let pfn = m2p(mfn);
-            if mfn != 0 && pfn < si.nr_pages { VIRT_BASE + pfn * PAGE } else { out_va }
+            if mfn != 0 && pfn < si.nr_pages {
+                VIRT_BASE + pfn * PAGE
+            } else {
+                out_va
+            }
         };
         let console = si.console_ring().map_or(0, |(m, _)| m.0);
         let console_port = si.console_ring().map_or(0, |(_, p)| u64::from(p.0));
@@ -288,7 +304,11 @@ mod guest {
             // SAFETY: the page after the p2m list is mapped (our builder's layout); only
             // its first byte is read, to check it is start_info.
             let first = unsafe { (va as *const [u8; 14]).read_volatile() };
-            if &first == b"xen-3.0-x86_64" { va } else { out_va }
+            if &first == b"xen-3.0-x86_64" {
+                va
+            } else {
+                out_va
+            }
         });
         Facts {
             me,
@@ -433,9 +453,16 @@ mod guest {
             }
         }
 
-        /// `n` elements of `size` bytes at `p`, clamped to end inside OUT.
+        /// `n` elements of `size` bytes at `p`, clamped to end inside OUT; over other
+        /// readable memory (the m2p table, our image) to a page or so, so that a call
+        /// does not spend minutes walking it.
         fn clamp(&self, p: u64, n: u64, size: u64) -> u64 {
-            n.min(self.room(p) / size.max(1))
+            let n = n.min(self.room(p) / size.max(1));
+            if (MACH2PHYS_VIRT_START..MACH2PHYS_VIRT_END).contains(&p) || p >= VIRT_BASE {
+                n.min(PAGE / size.max(1) + 1)
+            } else {
+                n
+            }
         }
 
         /// Any pointer argument: the hypervisor may write through it.
@@ -461,7 +488,11 @@ mod guest {
 
         /// A pointer that is never valid memory of ours.
         fn bad_ptr(&mut self) -> u64 {
-            if self.rng.chance(2) { self.rng.pick(&HV_ADDRS) } else { self.rng.pick(&BAD_ADDRS) }
+            if self.rng.chance(2) {
+                self.rng.pick(&HV_ADDRS)
+            } else {
+                self.rng.pick(&BAD_ADDRS)
+            }
         }
 
         fn domid(&mut self) -> u64 {
@@ -489,7 +520,9 @@ mod guest {
                 6 => f.grant_mfn,
                 7 => self.rng.below(f.max_mfn + 256),
                 8 => f.max_mfn + 1 + self.rng.below(4096),
-                9 => self.rng.pick(&[0, 1, 0x100, 0xfffff, 1 << 40, u64::MAX >> 12, u64::MAX]),
+                9 => self
+                    .rng
+                    .pick(&[0, 1, 0x100, 0xfffff, 1 << 40, u64::MAX >> 12, u64::MAX]),
                 _ => self.rng.below(0x8000),
             }
         }
@@ -513,7 +546,9 @@ mod guest {
             match self.rng.below(8) {
                 0 | 1 => self.ports[self.rng.below(8) as usize],
                 2 => self.f.ports[self.rng.below(2) as usize],
-                3 => self.rng.pick(&[0, 1, 2, 3, 63, 64, 1023, 1024, 4095, 4096, 131071, 131072]),
+                3 => self
+                    .rng
+                    .pick(&[0, 1, 2, 3, 63, 64, 1023, 1024, 4095, 4096, 131071, 131072]),
                 4 => self.boundary(),
                 _ => self.rng.below(16),
             }
@@ -529,7 +564,8 @@ mod guest {
         }
 
         fn vcpu(&mut self) -> u64 {
-            self.rng.pick(&[0, 0, 0, 1, 2, 31, 127, 128, 0xffff_ffff, 0x8000_0000])
+            self.rng
+                .pick(&[0, 0, 0, 1, 2, 31, 127, 128, 0xffff_ffff, 0x8000_0000])
         }
 
         fn remap_va(&mut self) -> u64 {
@@ -580,7 +616,9 @@ mod guest {
         // ---- writing structs into OUT ---------------------------------------------------
 
         fn put(&mut self, at: u64, v: u64, size: u64) {
-            if self.room(at) < size {
+            // Only into the area (room is u64::MAX outside it).
+            let room = self.room(at);
+            if room < size || room == u64::MAX {
                 return;
             }
             // SAFETY: `at..at+size` lies in OUT (checked), our scratch static.
@@ -605,7 +643,7 @@ mod guest {
                     3 => self.rng.next(),
                     _ => self.boundary(),
                 };
-                self.put(at + o, v, 8);
+                self.put(at.wrapping_add(o), v, 8);
                 o += 8;
             }
         }
@@ -619,7 +657,11 @@ mod guest {
 
         /// Where a struct goes: usually a fresh buffer, sometimes any pointer.
         fn struct_ptr(&mut self, size: u64) -> (u64, bool) {
-            if self.rng.chance(8) { (self.ptr(), false) } else { (self.buf(size), true) }
+            if self.rng.chance(8) {
+                (self.ptr(), false)
+            } else {
+                (self.buf(size), true)
+            }
         }
     }
 
@@ -633,8 +675,8 @@ mod guest {
                 0 => self.rng.pick(&UNKNOWN_NRS),
                 n => [
                     0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 12, 13, 14, 14, 15, 16, 17, 18, 19,
-                    20, 20, 20, 21, 22, 24, 25, 26, 26, 27, 28, 29, 30, 31, 32, 32, 33, 34, 35,
-                    36, 37, 38, 39, 40, 41, 42, 48, 49,
+                    20, 20, 20, 21, 22, 24, 25, 26, 26, 27, 28, 29, 30, 31, 32, 32, 33, 34, 35, 36,
+                    37, 38, 39, 40, 41, 42, 48, 49,
                 ][n as usize - 1],
             };
             match nr_ {
@@ -646,11 +688,13 @@ mod guest {
                     if self.rng.chance(2) {
                         for i in 0..16 {
                             let m = self.mfn();
-                            self.put(p + i * 8, m, 8);
+                            self.put(p.wrapping_add(i * 8), m, 8);
                         }
                     }
                     a[0] = p;
-                    a[1] = self.rng.pick(&[0, 1, 2, 512, 4096, 7168, 8192, 65536, u64::MAX]);
+                    a[1] = self
+                        .rng
+                        .pick(&[0, 1, 2, 512, 4096, 7168, 8192, 65536, u64::MAX]);
                 }
                 3 => {
                     a[0] = self.boundary();
@@ -675,7 +719,11 @@ mod guest {
                 8 => {
                     a[0] = self.rng.below(9);
                     // DR7: never an enabled breakpoint (that would trap in our code).
-                    a[1] = if a[0] == 7 { self.boundary() & !0xff | 0x400 } else { self.boundary() };
+                    a[1] = if a[0] == 7 {
+                        self.boundary() & !0xff | 0x400
+                    } else {
+                        self.boundary()
+                    };
                     if a[0] == 7 && self.rng.chance(2) {
                         a[1] = 0;
                     }
@@ -708,7 +756,12 @@ mod guest {
                     a[0] = p;
                 }
                 17 => {
-                    a[0] = self.rng.below(16) | if self.rng.chance(8) { self.rng.next() } else { 0 };
+                    a[0] = self.rng.below(16)
+                        | if self.rng.chance(8) {
+                            self.rng.next()
+                        } else {
+                            0
+                        };
                     a[1] = self.ptr();
                 }
                 18 => self.console_io(&mut a),
@@ -732,9 +785,15 @@ mod guest {
                 25 => {
                     a[0] = self.rng.pick(&[0, 1, 2, 3, 4, 100, u64::MAX]);
                     a[1] = match a[0] {
-                        3 => self.rng.pick(&[0, 3, 0xe02b, 0xe033, 0x1234, 0xfff8, 0xffff]),
+                        3 => self
+                            .rng
+                            .pick(&[0, 3, 0xe02b, 0xe033, 0x1234, 0xfff8, 0xffff]),
                         _ => {
-                            if self.rng.chance(2) { 0 } else { self.boundary() }
+                            if self.rng.chance(2) {
+                                0
+                            } else {
+                                self.boundary()
+                            }
                         }
                     };
                 }
@@ -750,13 +809,17 @@ mod guest {
                         let kind = self.rng.pick(&[0, 1, 2, 3, 4, 5, 7, 8, 0xffff]);
                         self.put(p, kind, 2);
                         let fl = self.rng.below(4);
-                        self.put(p + 2, fl, 2);
+                        self.put(p.wrapping_add(2), fl, 2);
                     }
                     a[0] = self.rng.below(3);
                     a[1] = p;
                 }
                 32 => {
-                    let cmd = if self.rng.chance(16) { self.boundary() } else { self.rng.below(14) };
+                    let cmd = if self.rng.chance(16) {
+                        self.boundary()
+                    } else {
+                        self.rng.below(14)
+                    };
                     let (p, fresh) = self.struct_ptr(32);
                     if fresh {
                         self.evtchn_struct(cmd, p);
@@ -765,7 +828,11 @@ mod guest {
                     a[1] = p;
                 }
                 33 => {
-                    a[0] = if self.rng.chance(8) { self.boundary() } else { self.rng.below(32) };
+                    a[0] = if self.rng.chance(8) {
+                        self.boundary()
+                    } else {
+                        self.rng.below(32)
+                    };
                     let (p, fresh) = self.struct_ptr(32);
                     if fresh && a[0] == 6 {
                         let iopl = self.rng.pick(&[0, 1, 3, 4, u64::MAX]);
@@ -791,14 +858,16 @@ mod guest {
             let mut n = self.rng.pick(&[0, 1, 1, 2, 4, 16, 1024, u32::MAX as u64]);
             if fresh {
                 for i in 0..16 {
-                    let at = p + i * 16;
+                    let at = p.wrapping_add(i * 16);
                     let (ptr, val) = match self.rng.below(8) {
                         // Our own table entries, rewritten with their current value.
                         0 => {
                             let t = self.rng.below(self.f.n_pt.max(1) as u64) as usize;
                             let idx = self.rng.below(512);
                             // SAFETY: a page-table frame of the initial mapping (read-only).
-                            let cur = unsafe { ((self.f.pt_vas[t] + idx * 8) as *const u64).read_volatile() };
+                            let cur = unsafe {
+                                ((self.f.pt_vas[t] + idx * 8) as *const u64).read_volatile()
+                            };
                             (self.f.pt_mfns[t] << 12 | idx * 8, cur)
                         }
                         // m2p updates of our frames.
@@ -813,7 +882,7 @@ mod guest {
                         }
                     };
                     self.put(at, ptr, 8);
-                    self.put(at + 8, val, 8);
+                    self.put(at.wrapping_add(8), val, 8);
                 }
                 n = self.clamp(p, n, 16);
             } else {
@@ -822,15 +891,23 @@ mod guest {
             a[0] = p;
             a[1] = n | if self.rng.chance(16) { 1 << 31 } else { 0 };
             a[2] = if self.rng.chance(3) { 0 } else { self.ptr() };
-            a[3] = if self.rng.chance(2) { DOMID_SELF } else { self.domid() | self.domid() << 16 };
+            a[3] = if self.rng.chance(2) {
+                DOMID_SELF
+            } else {
+                self.domid() | self.domid() << 16
+            };
         }
 
         fn mmuext_op(&mut self, a: &mut [u64; 5]) {
             let (p, fresh) = self.struct_ptr(16 * 24);
             if fresh {
                 for i in 0..16 {
-                    let at = p + i * 24;
-                    let cmd = if self.rng.chance(16) { self.boundary() } else { self.rng.below(21) };
+                    let at = p.wrapping_add(i * 24);
+                    let cmd = if self.rng.chance(16) {
+                        self.boundary()
+                    } else {
+                        self.rng.below(21)
+                    };
                     let arg1 = match cmd {
                         // A new base: our current L4 or a frame that cannot be one (a free
                         // frame would validate as an empty L4 and lose our mappings).
@@ -839,7 +916,13 @@ mod guest {
                                 self.f.l4_mfn
                             } else {
                                 let m = self.f.out_mfns[0];
-                                self.rng.pick(&[m, self.f.pt_mfns[0], 0, u64::MAX, self.f.max_mfn + 7])
+                                self.rng.pick(&[
+                                    m,
+                                    self.f.pt_mfns[0],
+                                    0,
+                                    u64::MAX,
+                                    self.f.max_mfn + 7,
+                                ])
                             }
                         }
                         0..=4 | 15 | 19 | 20 => self.any_mfn(),
@@ -855,17 +938,25 @@ mod guest {
                         _ => self.boundary(),
                     };
                     self.put(at, cmd, 4);
-                    let pad = if self.rng.chance(8) { self.rng.next() } else { 0 };
-                    self.put(at + 4, pad, 4);
-                    self.put(at + 8, arg1, 8);
-                    self.put(at + 16, arg2, 8);
+                    let pad = if self.rng.chance(8) {
+                        self.rng.next()
+                    } else {
+                        0
+                    };
+                    self.put(at.wrapping_add(4), pad, 4);
+                    self.put(at.wrapping_add(8), arg1, 8);
+                    self.put(at.wrapping_add(16), arg2, 8);
                 }
             }
             let n = self.rng.pick(&[0, 1, 1, 2, 4, 16, 4096, u32::MAX as u64]);
             a[0] = p;
             a[1] = self.clamp(p, n, 24) | if self.rng.chance(16) { 1 << 31 } else { 0 };
             a[2] = if self.rng.chance(3) { 0 } else { self.ptr() };
-            a[3] = if self.rng.chance(2) { DOMID_SELF } else { self.domid() };
+            a[3] = if self.rng.chance(2) {
+                DOMID_SELF
+            } else {
+                self.domid()
+            };
         }
 
         fn memory_op(&mut self, a: &mut [u64; 5]) {
@@ -878,27 +969,39 @@ mod guest {
             if fresh && cmd & 0x3f <= 6 {
                 // struct xen_memory_reservation: extent list, count, order, flags, domid.
                 let list = self.out_ptr() & !7;
-                let order = self.rng.pick(&[0, 0, 0, 1, 2, 9, 10, 18, 31, 32, 63, u32::MAX as u64]);
+                let order = self
+                    .rng
+                    .pick(&[0, 0, 0, 1, 2, 9, 10, 18, 31, 32, 63, u32::MAX as u64]);
                 let n = self.rng.pick(&[0, 1, 1, 2, 3, 8, 64, 1 << 20, u64::MAX]);
                 let n = self.clamp(list, n, 8);
                 // A decrease gives back only frames we never touch again unseen.
                 for i in 0..n.min(8) {
                     let m = match self.rng.below(4) {
-                        0 if self.f.n_tail > 0 => self.f.tail_mfns[self.rng.below(self.f.n_tail as u64) as usize],
+                        0 if self.f.n_tail > 0 => {
+                            self.f.tail_mfns[self.rng.below(self.f.n_tail as u64) as usize]
+                        }
                         1 => self.f.max_mfn + 1 + self.rng.below(64),
                         2 => self.boundary(),
                         _ => self.f.out_mfns[self.rng.below(OUT_PAGES as u64) as usize],
                     };
-                    self.put(list + i * 8, m, 8);
+                    self.put(list.wrapping_add(i * 8), m, 8);
                 }
                 let l = if self.rng.chance(8) { self.ptr() } else { list };
                 self.put(p, l, 8);
-                self.put(p + 8, n, 8);
-                self.put(p + 16, order, 4);
-                let flags = if self.rng.chance(2) { 0 } else { self.rng.next() & 0xffff_ffff };
-                self.put(p + 20, flags, 4);
-                let d = if self.rng.chance(2) { DOMID_SELF } else { self.domid() };
-                self.put(p + 24, d, 2);
+                self.put(p.wrapping_add(8), n, 8);
+                self.put(p.wrapping_add(16), order, 4);
+                let flags = if self.rng.chance(2) {
+                    0
+                } else {
+                    self.rng.next() & 0xffff_ffff
+                };
+                self.put(p.wrapping_add(20), flags, 4);
+                let d = if self.rng.chance(2) {
+                    DOMID_SELF
+                } else {
+                    self.domid()
+                };
+                self.put(p.wrapping_add(24), d, 2);
             }
             a[0] = cmd;
             a[1] = p;
@@ -920,9 +1023,17 @@ mod guest {
                     e.add(7).write_volatile(self.rng.next());
                 }
             }
-            a[0] = if self.rng.chance(16) { self.bad_ptr() } else { mc };
+            a[0] = if self.rng.chance(16) {
+                self.bad_ptr()
+            } else {
+                mc
+            };
             a[1] = if a[0] == mc {
-                if self.rng.chance(16) { self.rng.pick(&[0, 64, 1 << 20, u32::MAX as u64]) } else { n }
+                if self.rng.chance(16) {
+                    self.rng.pick(&[0, 64, 1 << 20, u32::MAX as u64])
+                } else {
+                    n
+                }
             } else {
                 self.boundary()
             };
@@ -943,17 +1054,16 @@ mod guest {
 
         fn console_io(&mut self, a: &mut [u64; 5]) {
             a[0] = self.rng.pick(&[0, 0, 1, 2, u64::MAX]);
-            if a[0] == 0 && self.rng.chance(64) {
-                // A short printable line now and then.
-                let p = self.buf(0);
-                for (i, b) in b"fuzz: console_io\n".iter().enumerate() {
-                    self.put(p + i as u64, u64::from(*b), 1);
-                }
-                a[1] = 17;
-                a[2] = p;
-            } else if a[0] == 0 {
+            // Writes print nothing (the rate limit would drop our progress lines): no
+            // bytes, or a count over memory that cannot be read.
+            if a[0] == 0 {
                 a[1] = self.rng.pick(&[0, 0x1000_0000, u32::MAX as u64, u64::MAX]);
-                a[2] = if a[1] == 0 { self.ptr() } else { self.bad_ptr() };
+                a[2] = if a[1] == 0 {
+                    self.ptr()
+                } else {
+                    self.rng
+                        .pick(&[0, 0x0000_8000_0000_0000, 0x8000_0000_0000_0000])
+                };
             } else {
                 a[2] = self.ptr();
                 let n = self.boundary();
@@ -962,16 +1072,25 @@ mod guest {
         }
 
         fn grant_op(&mut self, a: &mut [u64; 5]) {
-            let cmd = if self.rng.chance(16) { self.boundary() } else { self.rng.below(13) };
+            let cmd = if self.rng.chance(16) {
+                self.boundary()
+            } else {
+                self.rng.below(13)
+            };
             // Element sizes: map 24, unmap 24, setup 24, dump 4, transfer 24, copy 40,
             // query 16, unmap_and_replace 24, set_version 4, status frames 24,
             // get_version 8, swap 8, cache_flush 24.
-            let size = [24, 24, 24, 4, 24, 40, 16, 24, 4, 24, 8, 8, 24].get(cmd as usize).copied().unwrap_or(24);
+            let size = [24, 24, 24, 4, 24, 40, 16, 24, 4, 24, 8, 8, 24]
+                .get(cmd as usize)
+                .copied()
+                .unwrap_or(24);
             let (p, fresh) = self.struct_ptr(size * 8);
-            let n = self.rng.pick(&[0, 1, 1, 1, 2, 3, 8, 512, u32::MAX as u64, 1 << 31]);
+            let n = self
+                .rng
+                .pick(&[0, 1, 1, 1, 2, 3, 8, 512, u32::MAX as u64, 1 << 31]);
             if fresh {
                 for i in 0..8 {
-                    let e = p + i * size;
+                    let e = p.wrapping_add(i * size);
                     match cmd {
                         0 => {
                             let host = match self.rng.below(3) {
@@ -979,41 +1098,58 @@ mod guest {
                                 _ => self.map_va(),
                             };
                             self.put(e, host, 8);
-                            let fl = self.rng.below(32) | if self.rng.chance(16) { self.rng.next() } else { 0 };
-                            self.put(e + 8, fl, 4);
+                            let fl = self.rng.below(32)
+                                | if self.rng.chance(16) {
+                                    self.rng.next()
+                                } else {
+                                    0
+                                };
+                            self.put(e.wrapping_add(8), fl, 4);
                             let r = self.gref();
-                            self.put(e + 12, r, 4);
+                            self.put(e.wrapping_add(12), r, 4);
                             let d = self.domid();
-                            self.put(e + 16, d, 2);
+                            self.put(e.wrapping_add(16), d, 2);
                         }
                         1 | 7 => {
                             let host = self.map_va();
                             self.put(e, host, 8);
-                            let other = if cmd == 7 { self.map_va() } else { self.boundary() };
-                            self.put(e + 8, other, 8);
-                            let h = if self.rng.chance(2) { self.handles[self.rng.below(8) as usize] } else { self.boundary() };
-                            self.put(e + 16, h, 4);
+                            let other = if cmd == 7 {
+                                self.map_va()
+                            } else {
+                                self.boundary()
+                            };
+                            self.put(e.wrapping_add(8), other, 8);
+                            let h = if self.rng.chance(2) {
+                                self.handles[self.rng.below(8) as usize]
+                            } else {
+                                self.boundary()
+                            };
+                            self.put(e.wrapping_add(16), h, 4);
                         }
                         2 | 9 => {
                             let d = self.domid();
                             self.put(e, d, 2);
                             let nf = self.rng.pick(&[0, 1, 2, 4, 64, 65, u32::MAX as u64]);
-                            self.put(e + 4, nf, 4);
+                            self.put(e.wrapping_add(4), nf, 4);
                             let list = self.ptr();
-                            let list = if self.room(list) < 64 * 8 { self.f.out_va } else { list };
-                            self.put(e + 8 + if cmd == 9 { 8 } else { 0 }, list, 8);
+                            let list = if self.room(list) < 64 * 8 {
+                                self.f.out_va
+                            } else {
+                                list
+                            };
+                            self.put(e.wrapping_add(8) + if cmd == 9 { 8 } else { 0 }, list, 8);
                         }
                         4 => {
                             let m = self.mfn();
                             self.put(e, m, 8);
                             let d = self.domid();
-                            self.put(e + 8, d, 2);
+                            self.put(e.wrapping_add(8), d, 2);
                             let r = self.gref();
-                            self.put(e + 12, r, 4);
+                            self.put(e.wrapping_add(12), r, 4);
                         }
                         5 => {
                             for side in 0..2u64 {
-                                let s = e + side * 16;
+                                let s = e.wrapping_add(side * 16);
                                 let gref = self.rng.chance(2);
                                 let _ = side;
                                 let u = if gref {
@@ -1025,14 +1161,19 @@ mod guest {
                                 };
                                 self.put(s, u, 8);
                                 let d = self.domid();
-                                self.put(s + 8, d, 2);
+                                self.put(s.wrapping_add(8), d, 2);
                                 let off = self.rng.pick(&[0, 1, 8, 2048, 4095, 4096, 0xffff]);
-                                self.put(s + 10, off, 2);
+                                self.put(s.wrapping_add(10), off, 2);
                             }
                             let len = self.rng.pick(&[0, 1, 8, 2048, 4096, 4097, 0xffff]);
-                            self.put(e + 32, len, 2);
-                            let fl = self.rng.below(8) | if self.rng.chance(8) { self.rng.next() } else { 0 };
-                            self.put(e + 34, fl, 2);
+                            self.put(e.wrapping_add(32), len, 2);
+                            let fl = self.rng.below(8)
+                                | if self.rng.chance(8) {
+                                    self.rng.next()
+                                } else {
+                                    0
+                                };
+                            self.put(e.wrapping_add(34), fl, 2);
                         }
                         8 => {
                             let v = self.rng.pick(&[0, 1, 1, 2, 3, u64::MAX]);
@@ -1042,7 +1183,7 @@ mod guest {
                             let r = self.gref();
                             self.put(e, r, 4);
                             let r = self.gref();
-                            self.put(e + 4, r, 4);
+                            self.put(e.wrapping_add(4), r, 4);
                         }
                         _ => {}
                     }
@@ -1056,74 +1197,90 @@ mod guest {
         fn evtchn_fields(&mut self, p: u64) {
             let cmd = self.rng.below(14);
             self.put(p, cmd, 4);
-            self.evtchn_struct(cmd, p + 8);
+            self.evtchn_struct(cmd, p.wrapping_add(8));
         }
 
         fn evtchn_struct(&mut self, cmd: u64, p: u64) {
             match cmd {
                 // alloc_unbound: dom, remote_dom.
                 6 => {
-                    let d = if self.rng.chance(2) { DOMID_SELF } else { self.domid() };
+                    let d = if self.rng.chance(2) {
+                        DOMID_SELF
+                    } else {
+                        self.domid()
+                    };
                     self.put(p, d, 2);
                     let r = self.domid();
-                    self.put(p + 2, r, 2);
+                    self.put(p.wrapping_add(2), r, 2);
                 }
                 // bind_interdomain: remote_dom, remote_port.
                 0 => {
                     let d = self.domid();
                     self.put(p, d, 2);
                     let port = self.port();
-                    self.put(p + 4, port, 4);
+                    self.put(p.wrapping_add(4), port, 4);
                 }
                 // bind_virq: virq, vcpu.
                 1 => {
-                    let v = self.rng.pick(&[0, 1, 2, 3, 4, 5, 8, 9, 11, 23, 24, u32::MAX as u64]);
+                    let v = self
+                        .rng
+                        .pick(&[0, 1, 2, 3, 4, 5, 8, 9, 11, 23, 24, u32::MAX as u64]);
                     self.put(p, v, 4);
                     let c = self.vcpu();
-                    self.put(p + 4, c, 4);
+                    self.put(p.wrapping_add(4), c, 4);
                 }
                 // close, send, unmask: port; status: dom, port; bind_vcpu: port, vcpu.
                 3 | 4 | 9 | 8 => {
                     let port = self.port();
                     self.put(p, port, 4);
                     let c = self.vcpu();
-                    self.put(p + 4, c, 4);
+                    self.put(p.wrapping_add(4), c, 4);
                 }
                 5 => {
                     let d = self.domid();
                     self.put(p, d, 2);
                     let port = self.port();
-                    self.put(p + 4, port, 4);
+                    self.put(p.wrapping_add(4), port, 4);
                 }
                 7 => {
                     let c = self.vcpu();
                     self.put(p, c, 4);
                 }
                 10 => {
-                    let d = if self.rng.chance(2) { DOMID_SELF } else { self.domid() };
+                    let d = if self.rng.chance(2) {
+                        DOMID_SELF
+                    } else {
+                        self.domid()
+                    };
                     self.put(p, d, 2);
                 }
                 // init_control: control gfn, offset, vcpu; expand_array: array gfn.
                 11 | 12 => {
                     let m = self.mfn();
                     self.put(p, m, 8);
-                    let off = self.rng.pick(&[0, 8, 64, 4032, 4064, 4096, u32::MAX as u64]);
-                    self.put(p + 8, off, 4);
+                    let off = self
+                        .rng
+                        .pick(&[0, 8, 64, 4032, 4064, 4096, u32::MAX as u64]);
+                    self.put(p.wrapping_add(8), off, 4);
                     let c = self.vcpu();
-                    self.put(p + 12, c, 4);
+                    self.put(p.wrapping_add(12), c, 4);
                 }
                 13 => {
                     let port = self.port();
                     self.put(p, port, 4);
                     let pr = self.rng.pick(&[0, 7, 8, 15, 16, u32::MAX as u64]);
-                    self.put(p + 4, pr, 4);
+                    self.put(p.wrapping_add(4), pr, 4);
                 }
                 _ => {}
             }
         }
 
         fn vcpu_op(&mut self, a: &mut [u64; 5]) {
-            let cmd = if self.rng.chance(16) { self.boundary() } else { self.rng.below(16) };
+            let cmd = if self.rng.chance(16) {
+                self.boundary()
+            } else {
+                self.rng.below(16)
+            };
             let mut vcpu = self.vcpu();
             // Never take our only vCPU down.
             if cmd == 2 && vcpu == 0 {
@@ -1135,21 +1292,30 @@ mod guest {
                     // register_vcpu_info: a frame that must be refused (moving vcpu_info
                     // would unmask events into garbage callbacks).
                     10 => {
-                        let m = self.rng.pick(&[self.f.pt_mfns[0], self.f.max_mfn + 3, u64::MAX, 0x100]);
+                        let m = self.rng.pick(&[
+                            self.f.pt_mfns[0],
+                            self.f.max_mfn + 3,
+                            u64::MAX,
+                            0x100,
+                        ]);
                         self.put(p, m, 8);
                         let off = self.rng.pick(&[0, 64, 4032, 4095, 4096]);
-                        self.put(p + 8, off, 4);
+                        self.put(p.wrapping_add(8), off, 4);
                     }
                     // runstate / time areas: a pointer into OUT or a bad one.
                     5 | 13 => {
-                        let v = if self.rng.chance(2) { self.out_ptr() } else { self.bad_ptr() };
+                        let v = if self.rng.chance(2) {
+                            self.out_ptr()
+                        } else {
+                            self.bad_ptr()
+                        };
                         self.put(p, v, 8);
                     }
                     6 | 8 => {
                         let t = self.boundary();
                         self.put(p, t, 8);
                         let fl = self.rng.below(2);
-                        self.put(p + 8, fl, 4);
+                        self.put(p.wrapping_add(8), fl, 4);
                     }
                     _ => {}
                 }
@@ -1160,7 +1326,9 @@ mod guest {
         }
 
         fn sched_op(&mut self, a: &mut [u64; 5]) {
-            let cmd = self.rng.pick(&[0, 0, 2, 3, 3, 4, 4, 5, 6, 7, 8, 100, u64::MAX]);
+            let cmd = self
+                .rng
+                .pick(&[0, 0, 2, 3, 3, 4, 4, 5, 6, 7, 8, 100, u64::MAX]);
             a[0] = cmd;
             match cmd {
                 // shutdown: only with a pointer that cannot be read.
@@ -1171,18 +1339,22 @@ mod guest {
                     let ports = self.buf(8 * 4);
                     for i in 0..8 {
                         let port = self.port();
-                        self.put(ports + i * 4, port, 4);
+                        self.put(ports.wrapping_add(i * 4), port, 4);
                     }
-                    let l = if self.rng.chance(8) { self.ptr() } else { ports };
+                    let l = if self.rng.chance(8) {
+                        self.ptr()
+                    } else {
+                        ports
+                    };
                     self.put(p, l, 8);
                     let n = self.rng.pick(&[0, 1, 2, 8, 128, 129, u32::MAX as u64]);
-                    self.put(p + 8, n.min(8), 4);
+                    self.put(p.wrapping_add(8), n.min(8), 4);
                     if n > 8 {
-                        self.put(p + 8, n, 4);
+                        self.put(p.wrapping_add(8), n, 4);
                         self.put(p, self.f.out_va, 8);
                     }
                     let t = self.rng.pick(&[1, 2, 100]);
-                    self.put(p + 16, t, 8);
+                    self.put(p.wrapping_add(16), t, 8);
                     a[1] = p;
                 }
                 // remote_shutdown of anyone, with any reason: must be refused for a domU.
@@ -1191,12 +1363,13 @@ mod guest {
                     let d = self.domid();
                     self.put(p, d, 2);
                     let r = self.rng.pick(&[0, 1, 2, 3, 4, 5, 255]);
-                    self.put(p + 4, r, 4);
+                    self.put(p.wrapping_add(4), r, 4);
                     a[1] = if self.rng.chance(8) { self.ptr() } else { p };
                 }
+                // shutdown_code: a recorded code wins over our final poweroff.
                 5 => {
                     let p = self.buf(4);
-                    let r = self.rng.pick(&[0, 1, 2, 3, 4, 5, 255]);
+                    let r = self.rng.pick(&[0, 255]);
                     self.put(p, r, 4);
                     a[1] = p;
                 }
@@ -1206,7 +1379,7 @@ mod guest {
                     let id = self.rng.pick(&[0, 0, 1, 2, 3, 4, u32::MAX as u64]);
                     self.put(p, id, 4);
                     let t = self.rng.pick(&[0, 0, 1_000_000, u32::MAX as u64]);
-                    self.put(p + 4, t, 4);
+                    self.put(p.wrapping_add(4), t, 4);
                     a[1] = p;
                 }
                 0 => {}
@@ -1240,7 +1413,7 @@ mod guest {
                 };
                 // SAFETY: `base` maps one of our pages (grant frame, shared_info, ring);
                 // plain stores, no reference into them exists.
-                unsafe { ((base + off) as *mut u64).write_volatile(v) };
+                unsafe { ((base.wrapping_add(off)) as *mut u64).write_volatile(v) };
             }
             if base != self.f.shared_va && self.rng.chance(2) {
                 let port = self.f.ports[self.rng.below(2) as usize];
@@ -1300,7 +1473,14 @@ mod guest {
         let f = facts(si, cmd);
         io_println!(
             "fuzz: seed {} calls {} me d{} out {:#x} remap {:#x} l4 {:#x} tail {} pt {}",
-            seed, calls, f.me, f.out_va, f.remap_va, f.l4_mfn, f.n_tail, f.n_pt
+            seed,
+            calls,
+            f.me,
+            f.out_va,
+            f.remap_va,
+            f.l4_mfn,
+            f.n_tail,
+            f.n_pt
         );
         let mut fz = Fuzz {
             f,
@@ -1326,7 +1506,9 @@ mod guest {
         }
         io_println!(
             "fuzz: done {} calls seed {} exceptions-missed {}",
-            fz.calls, seed, bad_exceptions
+            fz.calls,
+            seed,
+            bad_exceptions
         );
         if crash {
             // SAFETY: clears the trap table; the int3 then crashes this domain on purpose.

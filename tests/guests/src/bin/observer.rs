@@ -12,10 +12,10 @@ fn main() {}
 #[cfg(target_os = "none")]
 mod guest {
     use pv_guest::cmdline::{parse_u64, value};
+    use pv_guest::events;
     use pv_guest::{StartInfo, println};
     use xen_pv_abi::EvtchnPort;
     use xen_pv_abi::hypercall::{event_channel_send, hypercall_raw, sched_yield, xen_version};
-    use pv_guest::events;
 
     test_guests::standard_notes!("observer");
     pv_guest::entry!(main);
@@ -64,7 +64,13 @@ mod guest {
         for r in 0..rounds {
             for i in 0..WORDS {
                 // SAFETY: DATA is ours; plain stores by index.
-                unsafe { (*data).0.as_mut_ptr().add(i).write_volatile(word(r, i as u64)) };
+                unsafe {
+                    (*data)
+                        .0
+                        .as_mut_ptr()
+                        .add(i)
+                        .write_volatile(word(r, i as u64))
+                };
             }
             let want = events::count(target) + 1;
             if event_channel_send(bound).is_err() {

@@ -1434,10 +1434,11 @@ mod guest {
 
         /// Remembers ports and handles the hypervisor wrote into OUT structs.
         fn harvest(&mut self, nr_: u32, a: &[u64; 5], r: i64) {
-            if r != 0 || self.room(a[1]) < 32 {
+            let room = self.room(a[1]);
+            if r != 0 || room < 32 || room == u64::MAX {
                 return;
             }
-            // SAFETY: a[1] points into OUT with 32 bytes left (checked).
+            // SAFETY: a[1] points into the area with 32 bytes left (checked).
             let word = |o: u64| unsafe { ((a[1] + o) as *const u32).read_unaligned() } as u64;
             match (nr_, a[0]) {
                 (32, 6) => self.ports[self.rng.below(8) as usize] = word(4),

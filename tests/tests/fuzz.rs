@@ -18,6 +18,7 @@ fn hundred_thousand_random_hypercalls_leave_the_hypervisor_and_the_observer_inta
         seed: SEED,
         domains: 2,
         echo: false,
+        guest_args: String::new(),
     };
     let (report, transcript) =
         run_fuzz(images, &opts).unwrap_or_else(|e| panic!("fuzz run (seed {SEED}) failed: {e}"));
@@ -30,7 +31,10 @@ fn hundred_thousand_random_hypercalls_leave_the_hypervisor_and_the_observer_inta
     // on purpose, so exactly it crashed.
     assert_eq!((report.finished, report.calls), (2, CALLS), "{context}");
     assert_eq!(report.crashed.len(), 1, "{context}");
-    assert!(report.crashed[0].starts_with("(hv) d2 fuzz2: crashed: #BP"), "{context}");
+    assert!(
+        report.crashed[0].starts_with("(hv) d2 fuzz2: crashed: #BP"),
+        "{context}"
+    );
     assert_eq!(report.frames_leaked, Some(0), "{context}");
     assert_eq!(report.outcome, Outcome::DomainFailed, "{context}");
     let rounds = observer_rounds(CALLS);

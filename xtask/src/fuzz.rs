@@ -21,6 +21,9 @@ pub struct FuzzOptions {
     pub domains: u32,
     /// Echo the console while running.
     pub echo: bool,
+    /// More words for every fuzzing domain's command line (`trace=N` prints every call
+    /// from the N-th on, `every=N` the progress line every N calls).
+    pub guest_args: String,
 }
 
 /// Observer rounds for a run of `calls` calls: enough to span the fuzzing.
@@ -59,9 +62,10 @@ pub fn fuzz_run(images: &Images, opts: &FuzzOptions) -> HvRun {
         let mut g = GuestFile::new(images.guest("fuzz"));
         g.name = format!("fuzz{i}");
         g.cmdline = format!(
-            "seed={} calls={per} me={i} doms={}{end}",
+            "seed={} calls={per} me={i} doms={}{end} {}",
             opts.seed.wrapping_add(u64::from(i) - 1),
-            others.join(",")
+            others.join(","),
+            opts.guest_args
         );
         guests.push(g);
     }

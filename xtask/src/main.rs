@@ -161,6 +161,10 @@ enum Cmd {
         /// Echo the console.
         #[arg(long)]
         echo: bool,
+        /// More command-line words for the fuzzing domains: `trace=N` prints every call
+        /// from the N-th on, `every=N` a progress line every N calls.
+        #[arg(long, default_value = "")]
+        guest_args: String,
     },
     /// Run `cargo test` (host unit tests and the QEMU integration tests).
     Test {
@@ -361,7 +365,8 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             seed,
             domains,
             echo,
-        } => fuzz(calls, seed, domains, echo),
+            guest_args,
+        } => fuzz(calls, seed, domains, echo, guest_args),
         Cmd::Test { args } => {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let status = Command::new(cargo)
@@ -480,7 +485,7 @@ fn bench(against_xen: bool, iterations: u64, case: Option<&str>) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-fn fuzz(calls: u64, seed: u64, domains: u32, echo: bool) -> Result<ExitCode> {
+fn fuzz(calls: u64, seed: u64, domains: u32, echo: bool, guest_args: String) -> Result<ExitCode> {
     ensure_qemu()?;
     let images = build_images(Profile::Release)?;
     let opts = xtask::fuzz::FuzzOptions {
@@ -488,6 +493,7 @@ fn fuzz(calls: u64, seed: u64, domains: u32, echo: bool) -> Result<ExitCode> {
         seed,
         domains,
         echo,
+        guest_args,
     };
     let start = std::time::Instant::now();
     let (report, transcript) = xtask::fuzz::run_fuzz(&images, &opts)?;

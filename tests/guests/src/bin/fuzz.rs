@@ -159,6 +159,8 @@ mod guest {
         ports: [u64; 8],
         handles: [u64; 8],
         calls: u64,
+        /// Print every call from this one on (`trace=N`, for reproducing a crash).
+        trace_from: u64,
     }
 
     fn p2m(si: &StartInfo, pfn: u64) -> u64 {
@@ -334,6 +336,30 @@ mod guest {
             ports: [console_port, u64::from(si.store_evtchn)],
             max_mfn,
         }
+    }
+
+    /// Our frames at start (bit per MFN below 2^18): random frame numbers are checked
+    /// against it, not against the m2p table, which the fuzzer itself rewrites.
+    static OWN: [AtomicU64; 4096] = [const { AtomicU64::new(0) }; 4096];
+
+    fn own(m: u64) -> bool {
+        let i = (m / 64) as usize;
+        i < OWN.len() && OWN[i].load(Ordering::Relaxed) & (1 << (m % 64)) != 0
+    }
+
+    fn record_own(si: &StartInfo) -> bool {
+        let mut all = true;
+        for pfn in 0..si.nr_pages {
+            let m = p2m(si, pfn);
+            let i = (m / 64) as usize;
+            match OWN.get(i) {
+                Some(w) => {
+                    w.fetch_or(1 << (m % 64), Ordering::Relaxed);
+                }
+                None => all = false,
+            }
+        }
+        all
     }
 
     // ---- exceptions -------------------------------------------------------------------
@@ -518,12 +544,31 @@ mod guest {
                 3 | 4 if f.n_tail > 0 => f.tail_mfns[self.rng.below(f.n_tail as u64) as usize],
                 5 => f.pt_mfns[self.rng.below(f.n_pt.max(1) as u64) as usize],
                 6 => f.grant_mfn,
-                7 => self.rng.below(f.max_mfn + 256),
+                7 => {
+                    let m = self.rng.below(f.max_mfn + 256);
+                    self.not_own(m)
+                }
                 8 => f.max_mfn + 1 + self.rng.below(4096),
-                9 => self
-                    .rng
-                    .pick(&[0, 1, 0x100, 0xfffff, 1 << 40, u64::MAX >> 12, u64::MAX]),
-                _ => self.rng.below(0x8000),
+                9 => {
+                    let m =
+                        self.rng
+                            .pick(&[0, 1, 0x100, 0xfffff, 1 << 40, u64::MAX >> 12, u64::MAX]);
+                    self.not_own(m)
+                }
+                _ => {
+                    let m = self.rng.below(0x8000);
+                    self.not_own(m)
+                }
+            }
+        }
+
+        /// `m`, unless it is one of our frames (a random pick may be our stack or code,
+        /// which the hypervisor rightly lets us write): then a scratch frame.
+        fn not_own(&mut self, m: u64) -> u64 {
+            if own(m) {
+                self.f.out_mfns[self.rng.below(OUT_PAGES as u64) as usize]
+            } else {
+                m
             }
         }
 
@@ -605,7 +650,10 @@ mod guest {
                     let m = match self.rng.below(3) {
                         0 if f.n_tail > 0 => f.tail_mfns[self.rng.below(f.n_tail as u64) as usize],
                         1 => f.out_mfns[self.rng.below(OUT_PAGES as u64) as usize],
-                        _ => self.rng.below(f.max_mfn + 4096),
+                        _ => {
+                            let m = self.rng.below(f.max_mfn + 4096);
+                            self.not_own(m)
+                        }
                     };
                     m << 12 | (self.rng.below(512) * 8)
                 }
@@ -656,9 +704,18 @@ mod guest {
         }
 
         /// Where a struct goes: usually a fresh buffer, sometimes any pointer.
+        /// (Never a pointer into OUT as a non-fresh struct: OUT's stale contents could be
+        /// anything we wrote before, and replayed as requests they could unmap our own
+        /// code or give back our frames.)
         fn struct_ptr(&mut self, size: u64) -> (u64, bool) {
             if self.rng.chance(8) {
-                (self.ptr(), false)
+                let out = self.f.out_va..self.f.out_va + OUT_PAGES as u64 * PAGE;
+                loop {
+                    let p = self.ptr();
+                    if !out.contains(&p) {
+                        return (p, false);
+                    }
+                }
             } else {
                 (self.buf(size), true)
             }
@@ -884,7 +941,7 @@ mod guest {
                     self.put(at, ptr, 8);
                     self.put(at.wrapping_add(8), val, 8);
                 }
-                n = self.clamp(p, n, 16);
+                n = n.min(16); // only the requests written now
             } else {
                 n = self.clamp(p, n, 16);
             }
@@ -950,7 +1007,12 @@ mod guest {
             }
             let n = self.rng.pick(&[0, 1, 1, 2, 4, 16, 4096, u32::MAX as u64]);
             a[0] = p;
-            a[1] = self.clamp(p, n, 24) | if self.rng.chance(16) { 1 << 31 } else { 0 };
+            let n = if fresh {
+                n.min(16)
+            } else {
+                self.clamp(p, n, 24)
+            };
+            a[1] = n | if self.rng.chance(16) { 1 << 31 } else { 0 };
             a[2] = if self.rng.chance(3) { 0 } else { self.ptr() };
             a[3] = if self.rng.chance(2) {
                 DOMID_SELF
@@ -965,7 +1027,13 @@ mod guest {
                 1 => self.rng.below(29) | self.rng.below(1 << 20) << 6,
                 _ => self.rng.below(29),
             };
-            let (p, fresh) = self.struct_ptr(64);
+            // A fresh struct or an unreadable one: stale contents could give back our
+            // own code frames.
+            let (p, fresh) = if self.rng.chance(8) {
+                (self.bad_ptr(), false)
+            } else {
+                (self.buf(64), true)
+            };
             if fresh && cmd & 0x3f <= 6 {
                 // struct xen_memory_reservation: extent list, count, order, flags, domid.
                 let list = self.out_ptr() & !7;
@@ -973,7 +1041,8 @@ mod guest {
                     .rng
                     .pick(&[0, 0, 0, 1, 2, 9, 10, 18, 31, 32, 63, u32::MAX as u64]);
                 let n = self.rng.pick(&[0, 1, 1, 2, 3, 8, 64, 1 << 20, u64::MAX]);
-                let n = self.clamp(list, n, 8);
+                // Only the extents written now (stale ones could be our own code).
+                let n = n.min(8);
                 // A decrease gives back only frames we never touch again unseen.
                 for i in 0..n.min(8) {
                     let m = match self.rng.below(4) {
@@ -981,7 +1050,10 @@ mod guest {
                             self.f.tail_mfns[self.rng.below(self.f.n_tail as u64) as usize]
                         }
                         1 => self.f.max_mfn + 1 + self.rng.below(64),
-                        2 => self.boundary(),
+                        2 => {
+                            let m = self.boundary();
+                            self.not_own(m)
+                        }
                         _ => self.f.out_mfns[self.rng.below(OUT_PAGES as u64) as usize],
                     };
                     self.put(list.wrapping_add(i * 8), m, 8);
@@ -1191,7 +1263,11 @@ mod guest {
             }
             a[0] = cmd;
             a[1] = p;
-            a[2] = self.clamp(p, n, size);
+            a[2] = if fresh {
+                n.min(8)
+            } else {
+                self.clamp(p, n, size)
+            };
         }
 
         fn evtchn_fields(&mut self, p: u64) {
@@ -1286,7 +1362,9 @@ mod guest {
             if cmd == 2 && vcpu == 0 {
                 vcpu = 1;
             }
-            let (p, fresh) = self.struct_ptr(64);
+            // Always a fresh struct: stale contents could move our vcpu_info (unmasking
+            // events into garbage callbacks) or aim the runstate area at our own memory.
+            let (p, fresh) = (self.buf(64), true);
             if fresh {
                 match cmd {
                     // register_vcpu_info: a frame that must be refused (moving vcpu_info
@@ -1450,11 +1528,47 @@ mod guest {
             }
         }
 
+        fn trace(&self, nr_: u32, a: &[u64; 5]) {
+            io_println!(
+                "fuzz: call {} nr {} {:#x} {:#x} {:#x} {:#x} {:#x}",
+                self.calls,
+                nr_,
+                a[0],
+                a[1],
+                a[2],
+                a[3],
+                a[4]
+            );
+            if nr_ == nr::MULTICALL && a[0] == &raw const MC as u64 {
+                for i in 0..a[1].min(8) {
+                    let e = (a[0] + i * 64) as *const u64;
+                    // SAFETY: entry i of MC.
+                    let w: [u64; 7] = core::array::from_fn(|j| unsafe {
+                        e.add(if j == 0 { 0 } else { j + 1 }).read_volatile()
+                    });
+                    io_println!(
+                        "fuzz:   mc {} nr {} {:#x} {:#x} {:#x} {:#x} {:#x} {:#x}",
+                        i,
+                        w[0],
+                        w[1],
+                        w[2],
+                        w[3],
+                        w[4],
+                        w[5],
+                        w[6]
+                    );
+                }
+            }
+        }
+
         fn one(&mut self) {
             match self.rng.below(64) {
                 0 => self.scribble(),
                 _ => {
                     let (nr_, a) = self.gen_call(0);
+                    if self.calls >= self.trace_from {
+                        self.trace(nr_, &a);
+                    }
                     // SAFETY: the generator never asks for anything that writes outside
                     // OUT/REMAP/our shared pages or ends the domain (see the module doc).
                     let r = unsafe { hypercall_raw(nr_, a) };
@@ -1471,6 +1585,9 @@ mod guest {
         let seed = value(cmd, "seed").and_then(parse_u64).unwrap_or(1);
         let calls = value(cmd, "calls").and_then(parse_u64).unwrap_or(10_000);
         let crash = value(cmd, "end") == Some(&b"crash"[..]);
+        if !record_own(si) {
+            io_println!("fuzz: frames past the OWN bitmap; random frames may be ours");
+        }
         let f = facts(si, cmd);
         io_println!(
             "fuzz: seed {} calls {} me d{} out {:#x} remap {:#x} l4 {:#x} tail {} pt {}",
@@ -1489,7 +1606,12 @@ mod guest {
             ports: [0; 8],
             handles: [0; 8],
             calls: 0,
+            trace_from: value(cmd, "trace").and_then(parse_u64).unwrap_or(u64::MAX),
         };
+        let every = value(cmd, "every")
+            .and_then(parse_u64)
+            .unwrap_or(10_000)
+            .max(1);
         fz.keep_masked();
         if !exceptions() {
             io_println!("fuzz: exceptions not delivered at start");
@@ -1498,7 +1620,7 @@ mod guest {
         while fz.calls < calls {
             let before = fz.calls;
             fz.one();
-            if fz.calls != before && fz.calls % 10_000 == 0 {
+            if fz.calls != before && fz.calls % every == 0 {
                 io_println!("fuzz: {} calls", fz.calls);
             }
             if fz.calls != before && fz.calls % 2_000 == 0 && !exceptions() {

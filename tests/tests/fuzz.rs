@@ -31,6 +31,23 @@ fn hundred_thousand_random_hypercalls_leave_the_hypervisor_and_the_observer_inta
     // on purpose, so exactly it crashed.
     assert_eq!((report.finished, report.calls), (2, CALLS), "{context}");
     assert_eq!(report.crashed.len(), 1, "{context}");
+    // Every exception round was delivered to the handlers, and a fair share of the
+    // calls got past the hypervisor's checks (success paths are exercised too).
+    let done: Vec<&String> = transcript
+        .lines
+        .iter()
+        .filter(|l| l.contains("fuzz: done "))
+        .collect();
+    assert_eq!(done.len(), 2, "{context}");
+    for line in done {
+        assert!(line.contains(" exceptions-missed 0 "), "{line}");
+        let ok: u64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no success count in {line}"));
+        assert!(ok > CALLS / 2 / 20, "only {ok} calls succeeded: {line}");
+    }
     assert!(
         report.crashed[0].starts_with("(hv) d2 fuzz2: crashed: #BP"),
         "{context}"

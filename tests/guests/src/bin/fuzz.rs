@@ -159,6 +159,8 @@ mod guest {
         ports: [u64; 8],
         handles: [u64; 8],
         calls: u64,
+        /// Calls the hypervisor answered with 0 or more (not an error).
+        succeeded: u64,
         /// Print every call from this one on (`trace=N`, for reproducing a crash).
         trace_from: u64,
     }
@@ -1581,6 +1583,9 @@ mod guest {
                     // SAFETY: the generator never asks for anything that writes outside
                     // OUT/REMAP/our shared pages or ends the domain (see the module doc).
                     let r = unsafe { hypercall_raw(nr_, a) };
+                    if r >= 0 {
+                        self.succeeded += 1;
+                    }
                     self.harvest(nr_, &a, r);
                     self.calls += 1;
                 }
@@ -1615,6 +1620,7 @@ mod guest {
             ports: [0; 8],
             handles: [0; 8],
             calls: 0,
+            succeeded: 0,
             trace_from: value(cmd, "trace").and_then(parse_u64).unwrap_or(u64::MAX),
         };
         let every = value(cmd, "every")
@@ -1637,10 +1643,11 @@ mod guest {
             }
         }
         io_println!(
-            "fuzz: done {} calls seed {} exceptions-missed {}",
+            "fuzz: done {} calls seed {} exceptions-missed {} succeeded {}",
             fz.calls,
             seed,
-            bad_exceptions
+            bad_exceptions,
+            fz.succeeded
         );
         if crash {
             // SAFETY: clears the trap table; the int3 then crashes this domain on purpose.

@@ -332,6 +332,33 @@ fn console_io_is_rate_limited_for_domus_only() {
 }
 
 #[test]
+fn console_io_writes_that_fault_do_not_drain_the_rate_limit() {
+    let mut hv = new_hv();
+    let _g0 = add_domain(&mut hv, 0, "zero", true);
+    let g1 = add_domain(&mut hv, 1, "one", false);
+    let mut f = started(&mut hv);
+    call(&mut hv, &mut f, 29, SCHEDOP_YIELD as u64, 0, 0);
+    assert_eq!(hv.cpu.current, Some(g1.idx));
+    // Far more than the burst asked for at an address that cannot be read: -EFAULT
+    // every time, nothing printed, nothing charged.
+    for _ in 0..16 {
+        call(&mut hv, &mut f, 18, 0, 16 * 1024, 0x1000);
+        assert_eq!(ret(&f), -14);
+    }
+    let chunk = 16 * 1024usize;
+    let mut line = std::vec![b'x'; chunk - 1];
+    line.push(b'\n');
+    put(&hv, &g1, 0, &line);
+    for _ in 0..4 {
+        call(&mut hv, &mut f, 18, 0, chunk as u64, DATA_VA);
+        assert_eq!(ret(&f), 0);
+    }
+    // The whole burst is still there: four full lines, no notice.
+    assert_eq!(console(&hv).matches('x').count(), 4 * (chunk - 1));
+    assert!(!console(&hv).contains("rate limit"));
+}
+
+#[test]
 fn shutdown_flushes_console_io_frees_frames_and_reports() {
     let mut hv = new_hv();
     let g = add_domain(&mut hv, 1, "pv-guest", false);

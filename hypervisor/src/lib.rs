@@ -34,6 +34,8 @@ pub mod traps;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
+mod parser_fuzz_tests;
+#[cfg(test)]
 pub mod testutil;
 
 #[cfg(target_os = "none")]

@@ -30,6 +30,7 @@ pub mod sort;
 pub mod tick;
 pub mod time;
 pub mod traps;
+pub mod work;
 
 #[cfg(test)]
 mod fuzz_tests;

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod budget;
 pub mod bundle;
+pub mod fuzz;
 pub mod hypercalls;
 pub mod images;
 pub mod profile;

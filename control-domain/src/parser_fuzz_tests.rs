@@ -119,8 +119,11 @@ fn store() -> Xenstored {
     s
 }
 
+/// Output messages: header and payload.
+type Messages = Vec<(XsdSockmsg, Vec<u8>)>;
+
 /// Splits queued output messages; each must be a header and its payload, at most 4096.
-fn outputs(s: &mut Xenstored, to: DomId) -> Result<Vec<(XsdSockmsg, Vec<u8>)>, TestCaseError> {
+fn outputs(s: &mut Xenstored, to: DomId) -> Result<Messages, TestCaseError> {
     let mut out = Vec::new();
     while let Some(m) = s.peek_output(to) {
         let (h, rest) = XsdSockmsg::read_from_prefix(m)
@@ -208,7 +211,7 @@ impl RingPage for Page {
 fn ring_stream(
     bytes: &[u8],
     chunk: usize,
-) -> Result<Option<Vec<(XsdSockmsg, Vec<u8>)>>, TestCaseError> {
+) -> Result<Option<Messages>, TestCaseError> {
     let mut p = Page(vec![0u8; 4096]);
     let mut s = store();
     let mut c = RingConn::new();

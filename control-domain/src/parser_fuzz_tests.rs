@@ -208,10 +208,7 @@ impl RingPage for Page {
 /// A byte stream written through domain 1's ring in chunks of at most `chunk` bytes (as
 /// much as fits each time), the service run after each, the replies read by the guest.
 /// Returns the replies, or `None` once the connection was dropped.
-fn ring_stream(
-    bytes: &[u8],
-    chunk: usize,
-) -> Result<Option<Messages>, TestCaseError> {
+fn ring_stream(bytes: &[u8], chunk: usize) -> Result<Option<Messages>, TestCaseError> {
     let mut p = Page(vec![0u8; 4096]);
     let mut s = store();
     let mut c = RingConn::new();

@@ -187,8 +187,30 @@ pub fn cases(default: u32) -> u32 {
         .unwrap_or(default)
 }
 
-/// Runs `check` on `cases(default)` inputs from `strategy` with a fixed RNG (the same
-/// inputs every run), shrinks a failure, and prints the number of executions in the
+/// The generator of a run: a fixed one (the same inputs every run), or with
+/// `FUZZ_SEED=<n>` another fixed one, so long runs can explore new inputs and a failure
+/// still reproduces.
+pub fn rng(algorithm: proptest::test_runner::RngAlgorithm) -> TestRng {
+    match std::env::var("FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        None => TestRng::deterministic_rng(algorithm),
+        Some(n) => {
+            // ChaCha (the default) takes 32 bytes, XorShift 16.
+            let len = match algorithm {
+                proptest::test_runner::RngAlgorithm::XorShift => 16,
+                _ => 32,
+            };
+            let seed: Vec<u8> = (0..len)
+                .map(|i| (n >> ((i % 8) * 8)) as u8 ^ i as u8)
+                .collect();
+            TestRng::from_seed(algorithm, &seed)
+        }
+    }
+}
+
+/// Runs `check` on `cases(default)` inputs from `strategy` with [`rng`], shrinks a failure, and prints the number of executions in the
 /// form `cargo xtask fuzz-parsers` adds up.
 pub fn run<S: Strategy>(
     name: &str,
@@ -205,7 +227,7 @@ pub fn run<S: Strategy>(
         max_shrink_iters: 100_000,
         ..Config::default()
     };
-    let rng = TestRng::deterministic_rng(config.rng_algorithm);
+    let rng = rng(config.rng_algorithm);
     let mut runner = TestRunner::new_with_rng(config, rng);
     // `TestRunner::run` takes an `Fn`; the checks keep state (a machine, counters).
     let executions = core::cell::Cell::new(0u64);

@@ -35,7 +35,7 @@ pub mod work;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
-mod parser_fuzz_tests;
+pub(crate) mod parser_fuzz_tests;
 #[cfg(test)]
 pub mod testutil;
 

@@ -13,12 +13,12 @@
 //! every frame, bucket and timer must come back.
 //!
 //! `HV_OPS_CASES=<n>` (sequences, default 12) and `HV_OPS_STEPS=<n>` (most ops per
-//! sequence, default 250) run longer.
+//! sequence, default 250) run longer; `FUZZ_SEED=<n>` generates other sequences.
 
 use super::*;
 use crate::testutil::{ENTRY_WORK_BOUND, max_entry_work};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRng, TestRunner};
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use xen_pv_abi::grant_table::{
     GNTCOPY_DEST_GREF, GNTCOPY_SOURCE_GREF, GNTMAP_HOST_MAP, GNTMAP_READONLY, GNTST_OKAY,
     GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_WRITING, GnttabCopy, GnttabCopyPtr,

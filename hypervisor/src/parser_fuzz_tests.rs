@@ -11,7 +11,7 @@
 extern crate std;
 
 #[path = "../../fuzz-seeds/mutate.rs"]
-mod mutate;
+pub(crate) mod mutate;
 
 use crate::bundle::build::{Guest, Module, bundle_with_modules};
 use crate::bundle::{BundleEntry, BundleHeader, parse_bundle};

@@ -35,9 +35,10 @@ pub fn executions(text: &str) -> Vec<(String, u64)> {
 }
 
 /// Runs every parser fuzz test with `cases` cases each (the tests' own CI sizes if
-/// `None`), in release mode if asked (overflow checks stay on there); prints the
-/// executions per parser and returns their total.
-pub fn fuzz_parsers(cases: Option<u32>, release: bool) -> Result<u64> {
+/// `None`), from the generator `seed` (the tests' fixed one if `None`), in release mode
+/// if asked (overflow checks stay on there); prints the executions per parser and
+/// returns their total.
+pub fn fuzz_parsers(cases: Option<u32>, seed: Option<u64>, release: bool) -> Result<u64> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut all = Vec::new();
     for (krate, filters) in TARGETS {
@@ -50,6 +51,9 @@ pub fn fuzz_parsers(cases: Option<u32>, release: bool) -> Result<u64> {
         cmd.arg("--").args(filters).arg("--nocapture");
         if let Some(n) = cases {
             cmd.env("PARSER_FUZZ_CASES", n.to_string());
+        }
+        if let Some(n) = seed {
+            cmd.env("FUZZ_SEED", n.to_string());
         }
         let out = cmd
             .stdout(Stdio::inherit())

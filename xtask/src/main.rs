@@ -156,6 +156,9 @@ enum Cmd {
         /// Cases per parser test (default: the CI size of each test).
         #[arg(long)]
         cases: Option<u32>,
+        /// Another generator seed (FUZZ_SEED): other inputs, still reproducible.
+        #[arg(long)]
+        seed: Option<u64>,
         /// Build the tests with --release (faster; overflow checks stay on).
         #[arg(long)]
         release: bool,
@@ -362,8 +365,12 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Cmd::FuzzParsers { cases, release } => {
-            xtask::fuzz::fuzz_parsers(cases, release)?;
+        Cmd::FuzzParsers {
+            cases,
+            seed,
+            release,
+        } => {
+            xtask::fuzz::fuzz_parsers(cases, seed, release)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Gen => {

@@ -163,6 +163,7 @@ pub fn parse_bundle(module: &[u8]) -> Result<Bundle<'_>, BundleError> {
     }
     let mut table = rest;
     for i in 0..header.count as usize {
+        crate::work::step(1);
         let (e, next) = BundleEntry::read_from_prefix(table).map_err(|_| BundleError::Truncated)?;
         table = next;
         let start = usize::try_from(e.offset).map_err(|_| BundleError::ImageOutOfBounds(i))?;

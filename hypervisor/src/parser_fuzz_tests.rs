@@ -182,18 +182,28 @@ fn fuzz_elf_notes() {
         let k = elfnotes::parse(s, false).expect("a seed must parse");
         check_image(s, &k).unwrap();
     }
+    let mut max_work = 0u64;
     run(
         "elf-notes",
         4000,
         (recipe(4096), any::<bool>()),
         |(r, dom0): (Recipe, bool)| {
             let img = r.bytes(&seeds);
-            if let Ok(k) = elfnotes::parse(&img, dom0) {
+            let before = crate::work::steps();
+            let parsed = elfnotes::parse(&img, dom0);
+            // Program headers take 56 bytes, legacy items 1, notes 12 (several note
+            // headers may point at the same bytes: MAX_NOTES caps the notes read).
+            let work = crate::work::steps() - before;
+            let bound = img.len() as u64 + 1 + elfnotes::MAX_NOTES as u64;
+            prop_assert!(work <= bound, "{} steps for {} bytes", work, img.len());
+            max_work = max_work.max(work * 1000 / (img.len() as u64 + 1));
+            if let Ok(k) = parsed {
                 check_image(&img, &k)?;
             }
             Ok(())
         },
     );
+    std::eprintln!("elf-notes: at most {max_work} steps per 1000 input bytes");
 }
 
 /// A machine for the builder: 16 MiB, stale bytes everywhere.
@@ -322,7 +332,13 @@ fn fuzz_bundle() {
         assert!(!b.guests.is_empty());
     }
     run("bundle", 4000, recipe(8192), |r: Recipe| {
-        check_bundle(&r.bytes(&seeds))
+        let module = r.bytes(&seeds);
+        let before = crate::work::steps();
+        check_bundle(&module)?;
+        // One step per entry read: at most what fits (twice: check_bundle parses once).
+        let work = crate::work::steps() - before;
+        prop_assert!(work <= 2 * (module.len() / size_of::<BundleEntry>() + 1) as u64);
+        Ok(())
     });
 }
 

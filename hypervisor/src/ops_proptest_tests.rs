@@ -138,6 +138,8 @@ struct Ops {
     handles: Vec<(DomId, u32, u64)>,
     /// Operations that succeeded, by kind (so a run shows it reached the states).
     ok: std::collections::BTreeMap<&'static str, u32>,
+    /// The port the last step's successful interdomain send went to.
+    sent: Option<(DomId, EvtchnPort)>,
 }
 
 impl Ops {
@@ -286,9 +288,27 @@ impl Ops {
                     _ => (9, "unmask"),
                 };
                 let p = self.own_port(port);
+                let before = self
+                    .fuzz
+                    .hv
+                    .evtchn
+                    .channel(me, EvtchnPort(p))
+                    .map(|c| c.state);
                 let r = self.call(EVTCHN_OP, [cmd, 0, 0, 0, 0], &p.to_le_bytes(), 1);
                 let ok = self.ret() == 0;
                 self.count(what, ok);
+                // A successful send to a live 2-level peer leaves its port pending.
+                if let (
+                    true,
+                    4,
+                    Some(ChannelState::Interdomain {
+                        remote,
+                        remote_port,
+                    }),
+                ) = (ok, cmd, before)
+                {
+                    self.sent = Some((remote, remote_port));
+                }
                 r
             }
             Op::Mask { port, set } => {
@@ -572,6 +592,36 @@ impl Ops {
         Ok(())
     }
 
+    /// After a successful EVTCHNOP_send on an interdomain channel, the peer's port is
+    /// pending (2-level ABI: its bit in the peer's shared_info).
+    fn check_sent(&mut self) -> Result<(), TestCaseError> {
+        let Some((dom, port)) = self.sent.take() else {
+            return Ok(());
+        };
+        let hv = &self.fuzz.hv;
+        let Some(d) = hv.domains.iter().find(|d| d.id == dom && d.is_runnable()) else {
+            return Ok(());
+        };
+        if hv.evtchn.is_fifo(dom) || port.0 >= 4096 {
+            return Ok(());
+        }
+        let off = core::mem::offset_of!(xen_pv_abi::shared_info::SharedInfo, evtchn_pending);
+        let mut b = [0u8];
+        hv.mem
+            .read(
+                d.shared_info.maddr() + off as u64 + u64::from(port.0 / 8),
+                &mut b,
+            )
+            .unwrap();
+        prop_assert!(
+            b[0] & (1 << (port.0 % 8)) != 0,
+            "d{} port {} not pending after a send",
+            dom.0,
+            port.0
+        );
+        Ok(())
+    }
+
     /// The hardware timer holds the earliest deadline queued (in TSC ticks).
     fn check_timer(&self) -> Result<(), TestCaseError> {
         let hv = &self.fuzz.hv;
@@ -599,6 +649,7 @@ fn run_sequence(
         fuzz: Fuzz::new(DEFAULT_SEED),
         handles: Vec::new(),
         ok: Default::default(),
+        sent: None,
     };
     for (i, op) in ops.iter().enumerate() {
         s.fuzz.steps += 1;
@@ -606,6 +657,7 @@ fn run_sequence(
         s.fuzz.check_resume(r);
         s.fuzz.check_events();
         s.check_grants()?;
+        s.check_sent()?;
         // Everyone blocked: time passes to the next deadline, or the sequence is over.
         let mut guard = 0;
         while r == Resume::Idle {

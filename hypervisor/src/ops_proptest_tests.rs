@@ -8,7 +8,8 @@
 //! `check_events`), grant pins equal the mappings that hold them and status bits equal
 //! the pins, mapped frames are referenced (and typed writable for writable maps), no
 //! frame is owned twice or lost (`check_frames`, every few steps and after grant ops),
-//! the hardware timer holds the earliest deadline, and no entry into the hypervisor did
+//! the hardware timer holds the earliest deadline, a successful interdomain send left
+//! the peer's port pending, and no entry into the hypervisor did
 //! more than [`ENTRY_WORK_BOUND`] steps of work. At the end every domain is destroyed and
 //! every frame, bucket and timer must come back.
 //!

@@ -17,3 +17,10 @@ pub mod netback;
 pub mod vif;
 pub mod vswitch;
 pub mod xenstored;
+
+/// Seed mutation and the run loop of the parser fuzz tests (shared with the other crates).
+#[cfg(test)]
+#[path = "../../fuzz-seeds/mutate.rs"]
+pub(crate) mod mutate;
+#[cfg(test)]
+mod parser_fuzz_tests;

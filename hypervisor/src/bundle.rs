@@ -163,6 +163,7 @@ pub fn parse_bundle(module: &[u8]) -> Result<Bundle<'_>, BundleError> {
     }
     let mut table = rest;
     for i in 0..header.count as usize {
+        crate::work::step(1);
         let (e, next) = BundleEntry::read_from_prefix(table).map_err(|_| BundleError::Truncated)?;
         table = next;
         let start = usize::try_from(e.offset).map_err(|_| BundleError::ImageOutOfBounds(i))?;
@@ -253,13 +254,13 @@ pub mod build {
         pub data: &'a [u8],
     }
 
-    /// Packs guests into bundle bytes. Fails on too many guests or over-long strings.
+    /// Packs guests into bundle bytes. Fails on too many guests or over-long strings or strings with a NUL.
     pub fn bundle(guests: &[Guest<'_>]) -> Result<Vec<u8>, &'static str> {
         bundle_with_modules(guests, &[])
     }
 
     /// Packs guests, then modules for dom0 ([`ENTRY_FLAG_MODULE`] entries), into bundle
-    /// bytes. Fails on too many entries or over-long strings.
+    /// bytes. Fails on too many entries or over-long strings or strings with a NUL.
     pub fn bundle_with_modules(
         guests: &[Guest<'_>],
         modules: &[Module<'_>],
@@ -304,6 +305,10 @@ pub mod build {
             }
             if g.cmdline.len() >= cmdline.len() {
                 return Err("guest command line longer than 1023 bytes");
+            }
+            // The fields are NUL-padded: a NUL inside would cut them short on reading.
+            if g.name.contains('\0') || g.cmdline.contains('\0') {
+                return Err("NUL byte in a guest or module name or command line");
             }
             name[..g.name.len()].copy_from_slice(g.name.as_bytes());
             cmdline[..g.cmdline.len()].copy_from_slice(g.cmdline.as_bytes());
@@ -383,6 +388,31 @@ mod tests {
             (&b"\x7fELF two!"[..], 8192, true)
         );
         assert_eq!((g[1].max_grant_frames, g[1].max_maptrack_frames), (0, 3));
+    }
+
+    /// Found by the round-trip fuzz test: a NUL in a name was written, and the parser
+    /// (rightly) read the name only up to it.
+    #[test]
+    fn writer_refuses_nul_in_names_and_command_lines() {
+        let g = |name, cmdline| Guest {
+            image: b"x",
+            memory_kib: 0,
+            dom0: false,
+            name,
+            cmdline,
+            weight: 0,
+            cap: 0,
+            max_grant_frames: 0,
+            max_maptrack_frames: 0,
+        };
+        assert!(bundle(&[g("a\0b", "")]).is_err());
+        assert!(bundle(&[g("a", "x\0")]).is_err());
+        let m = Module {
+            name: "\0",
+            data: b"",
+        };
+        assert!(bundle_with_modules(&[], &[m]).is_err());
+        assert!(bundle(&[g("a", "x")]).is_ok());
     }
 
     #[test]

@@ -30,9 +30,12 @@ pub mod sort;
 pub mod tick;
 pub mod time;
 pub mod traps;
+pub mod work;
 
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+pub(crate) mod parser_fuzz_tests;
 #[cfg(test)]
 pub mod testutil;
 

@@ -363,7 +363,42 @@ pub fn hypercall(hv: &mut TestHv, frame: &mut GuestFrame, nr: u64, args: &[u64])
         *reg = arg;
     }
     frame.vector = GuestFrame::VECTOR_SYSCALL;
-    hv.hypercall(frame)
+    entry(|| hv.hypercall(frame))
+}
+
+/// Most work ([`crate::work::step`]s) one entry into the hypervisor may do, whatever the
+/// guest asked: the page-table budget ([`crate::mmu::hypercalls::WORK_BUDGET`]) plus the
+/// two tables' worth its first entries may overrun it, plus one batch of elements with
+/// their guest copies, plus a scan of a domain's event-channel ports (the default quota
+/// is 1023; the FIFO ABI's 2^17 only for domains granted more).
+pub const ENTRY_WORK_BOUND: u64 = crate::mmu::hypercalls::WORK_BUDGET + 2 * 512 + 16 * 1024;
+
+std::thread_local! {
+    static MAX_ENTRY_WORK: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
+/// Runs one entry into the hypervisor (`f`) and checks its work stayed within
+/// [`ENTRY_WORK_BOUND`]; the largest seen is kept for [`max_entry_work`].
+pub fn entry<R>(f: impl FnOnce() -> R) -> R {
+    let before = crate::work::steps();
+    let r = f();
+    let work = crate::work::steps().wrapping_sub(before);
+    MAX_ENTRY_WORK.with(|m| m.set(m.get().max(work)));
+    // A test that raised the page-table budget (to compare with a run to the end) raises
+    // the bound with it.
+    let raised = crate::mmu::hypercalls::test_budget::get()
+        .map_or(0, |b| b.saturating_sub(crate::mmu::hypercalls::WORK_BUDGET));
+    let bound = ENTRY_WORK_BOUND.saturating_add(raised);
+    assert!(
+        work <= bound,
+        "one entry into the hypervisor did {work} steps of work (bound {bound})"
+    );
+    r
+}
+
+/// The most work one entry did on this thread so far (see [`entry`]).
+pub fn max_entry_work() -> u64 {
+    MAX_ENTRY_WORK.with(core::cell::Cell::get)
 }
 
 /// A hypercall's result as the guest sees it (a negative Xen errno on failure).

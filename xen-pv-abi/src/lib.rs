@@ -43,6 +43,11 @@ pub mod vcpu;
 pub mod version;
 pub mod xenstore;
 
+// Seed mutation and the run loop of the parser fuzz tests (shared with the other crates).
+#[cfg(test)]
+#[path = "../../fuzz-seeds/mutate.rs"]
+mod mutate;
+
 pub use errno::Errno;
 pub use ids::{DomId, EvtchnPort, GrantRef, Mfn, Pfn, VcpuId};
 

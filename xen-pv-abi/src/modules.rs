@@ -281,4 +281,118 @@ mod tests {
             }
         }
     }
+
+    // ---- proptest fuzzing from the seed corpus (fuzz-seeds/modules) ----------------
+
+    use crate::mutate::{Recipe, recipe, run, seed_files};
+    use proptest::prelude::*;
+
+    fn generated_seeds() -> Vec<(&'static str, Vec<u8>)> {
+        std::vec![
+            (
+                "two-modules.bin",
+                table(&[("disk0", b"0123456789"), ("cfg", b"a=1\n")])
+            ),
+            (
+                "empty-and-one.bin",
+                table(&[("", b""), ("x", &[0x5a; 100])])
+            ),
+            ("no-modules.bin", table(&[])),
+        ]
+    }
+
+    fn seeds() -> Vec<Vec<u8>> {
+        let mut all = seed_files("modules");
+        for (_, b) in generated_seeds() {
+            if !all.contains(&b) {
+                all.push(b);
+            }
+        }
+        all
+    }
+
+    /// `FUZZ_SEEDS_WRITE=1` rewrites `fuzz-seeds/modules/` from [`generated_seeds`].
+    #[test]
+    fn write_modules_seeds() {
+        if std::env::var_os("FUZZ_SEEDS_WRITE").is_none() {
+            return;
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz-seeds/modules");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in generated_seeds() {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+
+    /// Whatever the table: no panic, the entry count is bounded by the length (so
+    /// iterating is O(input)), every module lies inside the table, names stop at NUL.
+    fn check(t: &[u8]) -> Result<(), proptest::test_runner::TestCaseError> {
+        let Ok(m) = parse(t) else {
+            return Ok(());
+        };
+        prop_assert!(m.len() as usize <= t.len().saturating_sub(16) / 48);
+        let mut n = 0u32;
+        for r in m.iter() {
+            n += 1;
+            if let Ok(module) = r {
+                prop_assert!(module.name.len() <= MODULE_NAME_LEN && !module.name.contains(&0));
+                let (base, at) = (t.as_ptr() as usize, module.data.as_ptr() as usize);
+                prop_assert!(
+                    module.data.is_empty()
+                        || (at >= base && at + module.data.len() <= base + t.len())
+                );
+                prop_assert!(m.find(module.name).is_some());
+            }
+        }
+        prop_assert_eq!(n, m.len());
+        prop_assert!(m.get(m.len()).is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn modules_table_fuzz() {
+        let seeds = seeds();
+        for s in &seeds {
+            let m = parse(s).expect("a seed must parse");
+            assert!(m.iter().all(|r| r.is_ok()));
+            check(s).unwrap();
+        }
+        run("modules", 4000, recipe(1024), |r: Recipe| {
+            check(&r.bytes(&seeds))
+        });
+    }
+
+    /// The table writer and [`parse`] agree on any list of modules.
+    #[test]
+    fn modules_table_roundtrip() {
+        let module = (
+            proptest::collection::vec(proptest::char::range('a', 'z'), 0..MODULE_NAME_LEN),
+            proptest::collection::vec(any::<u8>(), 0..5000),
+        );
+        run(
+            "modules-roundtrip",
+            300,
+            proptest::collection::vec(module, 0..4),
+            |mods: Vec<(Vec<char>, Vec<u8>)>| {
+                let names: Vec<std::string::String> =
+                    mods.iter().map(|(n, _)| n.iter().collect()).collect();
+                let list: Vec<(&str, &[u8])> = names
+                    .iter()
+                    .zip(&mods)
+                    .map(|(n, (_, d))| (n.as_str(), d.as_slice()))
+                    .collect();
+                let t = table(&list);
+                let m = parse(&t).map_err(|e| {
+                    proptest::test_runner::TestCaseError::fail(std::format!("{e:?}"))
+                })?;
+                prop_assert_eq!(m.len() as usize, list.len());
+                for (got, (name, data)) in m.iter().zip(&list) {
+                    let got = got.unwrap();
+                    prop_assert_eq!(got.name, name.as_bytes());
+                    prop_assert_eq!(got.data, *data);
+                }
+                Ok(())
+            },
+        );
+    }
 }

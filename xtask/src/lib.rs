@@ -7,6 +7,7 @@ pub mod budget;
 pub mod bundle;
 pub mod conformance;
 pub mod fuzz;
+pub mod fuzz_parsers;
 pub mod hypercalls;
 pub mod images;
 pub mod profile;

@@ -172,6 +172,19 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the parser fuzz tests (proptest over fuzz-seeds/) with more cases and print
+    /// the total number of executions.
+    FuzzParsers {
+        /// Cases per parser test (default: the CI size of each test).
+        #[arg(long)]
+        cases: Option<u32>,
+        /// Another generator seed (FUZZ_SEED): other inputs, still reproducible.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Build the tests with --release (faster; overflow checks stay on).
+        #[arg(long)]
+        release: bool,
+    },
     /// Regenerate the hypercall table, guest wrappers, dispatch and docs/hypercalls.md
     /// from hypercall-gen/hypercalls.toml.
     Gen,
@@ -380,6 +393,14 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Cmd::FuzzParsers {
+            cases,
+            seed,
+            release,
+        } => {
+            xtask::fuzz_parsers::fuzz_parsers(cases, seed, release)?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Gen => {
             xtask::hypercalls::gen_hypercalls()?;

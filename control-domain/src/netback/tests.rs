@@ -785,3 +785,136 @@ fn reset_forgets_a_half_sent_frame() {
     assert_eq!(tx.responses(), vec![(7, NETIF_RSP_OKAY)]);
     assert_eq!(nb.stats().tx_frames, 1);
 }
+
+// ---- proptest fuzzing from the seed corpus (fuzz-seeds/netif) ------------------------
+
+/// The generated netif seeds: tx request slots (12 bytes each) of well-formed packets
+/// over grants 0..4.
+fn netif_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let slots = |reqs: &[NetifTxRequest]| -> Vec<u8> {
+        reqs.iter()
+            .flat_map(|r| zerocopy::IntoBytes::as_bytes(r).to_vec())
+            .collect()
+    };
+    vec![
+        (
+            "one-slot-packets.bin",
+            slots(&[slot(0, 0, 0, 1, 60), slot(1, 100, 0, 2, 1514)]),
+        ),
+        (
+            "chained-packet.bin",
+            slots(&[
+                // The first slot's size is the whole packet's.
+                slot(2, 0, NETTXF_MORE_DATA | NETTXF_CSUM_BLANK, 3, 1400),
+                slot(3, 0, 0, 4, 400),
+            ]),
+        ),
+    ]
+}
+
+fn netif_seed_set() -> Vec<Vec<u8>> {
+    let mut all = crate::mutate::seed_files("netif");
+    for (_, b) in netif_seeds() {
+        if !all.contains(&b) {
+            all.push(b);
+        }
+    }
+    all
+}
+
+/// `FUZZ_SEEDS_WRITE=1` rewrites `fuzz-seeds/netif/` from [`netif_seeds`].
+#[test]
+fn write_netif_seeds() {
+    if std::env::var_os("FUZZ_SEEDS_WRITE").is_none() {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz-seeds/netif");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in netif_seeds() {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+/// Publishes `bytes` as tx slots and services until idle or a disconnect: frames in
+/// bounds, at most `slots_per_call` slots per call, at most one service call per slot
+/// plus one, never more slots consumed or answered than published. Returns the response
+/// statuses and frame count, or `None` on a disconnect.
+#[allow(clippy::type_complexity)]
+fn netif_feed(
+    bytes: &[u8],
+) -> Result<Option<(Vec<i16>, usize)>, proptest::test_runner::TestCaseError> {
+    use proptest::prop_assert;
+    const PER_CALL: u32 = 8;
+    let page = PageBuffer::new();
+    let mut tx = Tx::new(&page);
+    let mut gio = FakeGrants::default();
+    for g in 0..4 {
+        gio.grant(g, 0, &bytes_of(g));
+    }
+    let mut nb = Netback::new(
+        FRONT,
+        NetbackConfig {
+            slots_per_call: PER_CALL,
+        },
+    )
+    .unwrap();
+    let reqs: Vec<NetifTxRequest> = bytes
+        .chunks(12)
+        .map(|c| {
+            let mut b = [0u8; 12];
+            b[..c.len()].copy_from_slice(c);
+            zerocopy::FromBytes::read_from_bytes(&b[..]).unwrap()
+        })
+        .collect();
+    let mut pushed = 0usize;
+    for r in &reqs {
+        if tx.front.is_full() {
+            break;
+        }
+        tx.front.push_request(r).unwrap();
+        pushed += 1;
+    }
+    tx.front.push_requests();
+    let (mut consumed, mut frames) = (0usize, 0usize);
+    let mut statuses = Vec::new();
+    for call in 0.. {
+        prop_assert!(
+            call <= pushed + 1,
+            "{call} service calls for {pushed} slots"
+        );
+        let (r, sent) = service(&mut nb, &mut tx, &mut gio);
+        for (f, _) in &sent {
+            prop_assert!((MIN_FRAME..=MAX_FRAME).contains(&f.len()));
+        }
+        frames += sent.len();
+        statuses.extend(tx.responses().into_iter().map(|(_, s)| s));
+        let Ok(r) = r else {
+            return Ok(None);
+        };
+        prop_assert!(r.slots <= PER_CALL);
+        consumed += r.slots as usize;
+        prop_assert!(consumed <= pushed && statuses.len() <= consumed);
+        if !r.more {
+            break;
+        }
+    }
+    Ok(Some((statuses, frames)))
+}
+
+fn bytes_of(g: u32) -> Vec<u8> {
+    bytes(PAGE, g as u8)
+}
+
+/// Hostile tx slots from mutated valid packets and random bytes.
+#[test]
+fn netif_requests_fuzz() {
+    let seeds = netif_seed_set();
+    for s in &seeds {
+        let (st, frames) = netif_feed(s).unwrap().expect("a seed disconnected");
+        assert!(frames >= 1, "{st:?}");
+        assert!(st.iter().all(|&s| s == 0), "{st:?}");
+    }
+    crate::mutate::run("netif", 2000, crate::mutate::recipe(40 * 12), |r| {
+        netif_feed(&r.bytes(&seeds)).map(drop)
+    });
+}

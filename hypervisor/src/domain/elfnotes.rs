@@ -175,6 +175,7 @@ pub fn parse(image: &[u8], dom0: bool) -> Result<KernelImage<'_>, BuildError> {
     let (mut pstart, mut pend, mut linked_at) = (u64::MAX, 0u64, u64::MAX);
     let mut ranges = Vec::new();
     for ph in elf.segments().into_iter().flat_map(|t| t.iter()) {
+        crate::work::step(1);
         if ph.p_type != PT_LOAD || ph.p_flags & (PF_R | PF_W | PF_X) == 0 {
             continue;
         }
@@ -342,6 +343,7 @@ fn scan_notes<'a>(
     while let (Some(namesz), Some(descsz), Some(ntype)) =
         (u32_at(off), u32_at(off + 4), u32_at(off + 8))
     {
+        crate::work::step(1);
         if *total >= MAX_NOTES {
             return Err(BuildError::TooManyNotes);
         }
@@ -417,6 +419,7 @@ fn parse_legacy<'a>(s: &'a [u8], notes: &mut XenNotes<'a>) -> bool {
     let mut any = false;
     let mut hypercall_pfn = None;
     for item in s.split(|&c| c == b',') {
+        crate::work::step(1);
         if item.is_empty() {
             continue;
         }

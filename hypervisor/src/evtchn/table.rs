@@ -274,6 +274,7 @@ impl DomainEvtchn {
         let limit = self.port_limit();
         let valid = self.valid_ports();
         for port in 0..valid.min(limit.saturating_add(1)) {
+            crate::work::step(1);
             let free = self
                 .chan(port)
                 .is_some_and(|c| c.state == ChannelState::Free);
@@ -819,6 +820,7 @@ impl EventChannels {
             }
         }
         for port in 1..valid {
+            crate::work::step(1);
             // Free ports answer -EINVAL: nothing to do for them.
             let _ = self.close_port(target, port, mem);
         }
@@ -924,6 +926,7 @@ impl EventChannels {
         let prev = d.valid_ports().min(two_level::NR_CHANNELS);
         let si = d.shared_info;
         for port in 1..prev {
+            crate::work::step(1);
             let was_pending = two_level::is_pending(mem, si, port);
             if let Some(c) = d.chan_mut(port) {
                 c.saved_pending |= was_pending;
@@ -960,6 +963,7 @@ impl EventChannels {
         let end = f.num_words().min(d.valid_ports());
         let mut wakes = Wakes::default();
         for port in first..end {
+            crate::work::step(1);
             let Some(c) = d.chan_mut(port).filter(|c| c.saved_pending) else {
                 continue;
             };

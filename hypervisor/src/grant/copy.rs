@@ -48,6 +48,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let count = uop.len();
         let ops = uop.cast::<GnttabCopy>();
         for i in 0..count {
+            crate::work::step(1);
             let Some(h) = ops.get(i) else {
                 return Outcome::Return(Err(Errno::EFAULT));
             };

@@ -110,6 +110,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let mut flush = false;
         let mut ret = Ok(0);
         for i in 0..count {
+            crate::work::step(1);
             if i == MAP_BATCH {
                 self.gnttab_flush(flush);
                 return Outcome::Continue {

@@ -402,6 +402,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     fn write_frame_list(&mut self, idx: usize, list: u64, t: usize, status: bool, n: usize) -> i16 {
         let mut result = GNTST_OKAY;
         for i in 0..n {
+            crate::work::step(1);
             let g = &self.domains[t].grant;
             let Some(&mfn) = (if status { &g.status } else { &g.frames }).get(i) else {
                 return GNTST_GENERAL_ERROR;

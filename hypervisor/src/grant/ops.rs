@@ -37,6 +37,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             _ => return Outcome::Return(Err(Errno::EFAULT)),
         }
         for i in 0..count {
+            crate::work::step(1);
             let at = uop.addr() + i * size;
             if i == OP_BATCH {
                 return Outcome::Continue {
@@ -122,6 +123,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         // The continuation argument is the grant reference the search resumes at.
         let mut cur_ref = opaque;
         for i in 0..count {
+            crate::work::step(1);
             let at = uop.addr() + i * size;
             if i == OP_BATCH {
                 return Outcome::Continue {

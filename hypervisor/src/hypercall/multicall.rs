@@ -54,6 +54,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let count = u64::from(calls.len() as u32);
         let mut ahead = ReadAhead::new();
         for i in 0..count {
+            crate::work::step(1);
             let Some(at) = calls.get(i).map(|h| h.addr()) else {
                 return Outcome::Return(Err(Errno::EFAULT));
             };

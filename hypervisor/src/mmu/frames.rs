@@ -524,6 +524,7 @@ impl Frames {
     /// Counts `n` page-table entries validated or devalidated.
     pub fn add_work(&mut self, n: u64) {
         self.work = self.work.wrapping_add(n);
+        crate::work::step(n);
     }
 
     /// Page-table entries validated or devalidated so far (wrapping).

@@ -234,6 +234,7 @@ fn for_each_chunk<M: MachineMemory>(
     va.checked_add(len64 - 1).ok_or(Errno::EFAULT)?;
     let mut done = 0usize;
     while done < len {
+        crate::work::step(1);
         let cur = va + done as u64;
         let in_page = (PAGE - (cur & (PAGE - 1))) as usize;
         let chunk = in_page.min(len - done);
@@ -318,6 +319,7 @@ pub fn copy_from_guest_inline<M: MachineMemory>(
     va: u64,
     buf: &mut [u8],
 ) -> Result<(), Errno> {
+    crate::work::step(1);
     if lean_fits(va, buf.len()) {
         let maddr = lean_translate(mem, frames, space, va, false)?;
         return mem.read(maddr, buf).map_err(|_| Errno::EFAULT);
@@ -356,6 +358,7 @@ pub fn copy_to_guest<M: MachineMemory>(
     va: u64,
     data: &[u8],
 ) -> Result<(), Errno> {
+    crate::work::step(1);
     if lean_fits(va, data.len()) {
         let maddr = lean_translate(mem, frames, space, va, true)?;
         return mem.write(maddr, data).map_err(|_| Errno::EFAULT);

@@ -73,7 +73,7 @@ pub(crate) mod test_budget {
         BUDGET.with(|c| c.set(b));
     }
 
-    pub(super) fn get() -> Option<u64> {
+    pub(crate) fn get() -> Option<u64> {
         BUDGET.with(|c| c.get())
     }
 }
@@ -426,6 +426,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         let mut flush = false;
         let mut end = BatchEnd::Finished(Ok(()));
         while done < count {
+            crate::work::step(1);
             let work = self.frames.work().wrapping_sub(budget.start);
             // An element that left a reference drop ends the entry: the continuation
             // finishes the drop first.

@@ -92,6 +92,7 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         }
         let dom = call.dom;
         for i in 0..ports.len() {
+            crate::work::step(1);
             let port = match ports.get(i).map(|h| self.read_handle(idx, h)) {
                 Some(Ok(p)) => p,
                 Some(Err(e)) => return Outcome::Return(Err(e)),

@@ -693,10 +693,10 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
     }
 
     /// `update_va_mapping_otherdomain(va, val, flags, domid)`: Xen 4.17's `get_pg_owner`
-    /// first (`DOMID_SELF` is the caller; its own number, `DOMID_XEN` or an unknown
-    /// domain -ESRCH), then for another owner its XSM check refuses a domU (-EPERM). The
-    /// control domain may map another domain's frames on Xen; not here: -ESRCH, as in
-    /// mmu_update.
+    /// first (`DOMID_SELF` is the caller; its own number or an unknown domain -ESRCH;
+    /// `DOMID_XEN` and `DOMID_IO` are dom_xen and dom_io), then for another owner its XSM
+    /// check refuses a domU (-EPERM). The control domain may map another domain's frames
+    /// on Xen; not here: -ESRCH, as in mmu_update.
     pub(crate) fn update_va_mapping_otherdomain(
         &mut self,
         idx: usize,
@@ -705,9 +705,6 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
         flags: u64,
         domid: u16,
     ) -> HcResult {
-        if domid == DomId::XEN.0 {
-            return Err(Errno::ESRCH);
-        }
         if self.foreign_owner(idx, u32::from(domid), false)? {
             return Err(if self.domains[idx].dom0 {
                 Errno::ESRCH

@@ -1193,7 +1193,10 @@ fn update_va_mapping_otherdomain_checks_the_owner_as_xen() {
         (u64::from(DomId::SELF.0), 0),
         (me, Errno::ESRCH.to_ret()),
         (1000, Errno::ESRCH.to_ret()),
-        (u64::from(DomId::XEN.0), Errno::ESRCH.to_ret()),
+        // Xen 4.17's get_pg_owner gives dom_xen (and dom_io) for these; XSM's
+        // XSM_TARGET check then refuses a domU: -EPERM, not -ESRCH.
+        (u64::from(DomId::XEN.0), Errno::EPERM.to_ret()),
+        (u64::from(DomId::IO.0), Errno::EPERM.to_ret()),
         (other, Errno::EPERM.to_ret()),
     ] {
         let r = x.call(

@@ -113,8 +113,8 @@ impl<M: MachineMemory, P: Platform> Hypervisor<M, P> {
             // first: an unreadable argument -EFAULT, an offset whose vcpu_info would
             // cross the page end -ENXIO.
             VCPUOP_REGISTER_VCPU_INFO => {
-                let offset_at = arg.addr().checked_add(8).ok_or(Errno::EFAULT)?;
-                let offset = self.read_handle::<u32>(idx, GuestHandle::new(offset_at))?;
+                // The whole argument (mfn, offset, reserved) is read, as Xen copies it.
+                let offset = self.read_handle::<[u32; 4]>(idx, arg.cast())?[2];
                 if u64::from(offset) > 4096 - 64 {
                     Err(Errno::ENXIO)
                 } else {

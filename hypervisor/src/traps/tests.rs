@@ -1405,4 +1405,13 @@ fn vcpu_initialise_of_a_running_vcpu_is_eexist() {
         call(&mut hv, &mut f, nr::VCPU_OP, 10, 0, KVA + 0x3000);
         assert_eq!(ret(&f), want, "register_vcpu_info offset {offset}");
     }
+    // Xen copies the whole 16-byte argument in: one whose reserved word runs past the
+    // last kernel page is -EFAULT even though its offset field is readable.
+    let tail = KVA + KPAGES as u64 * 0x1000 - 12;
+    call(&mut hv, &mut f, nr::VCPU_OP, 10, 0, tail);
+    assert_eq!(
+        ret(&f),
+        -14,
+        "register_vcpu_info argument across the last page"
+    );
 }

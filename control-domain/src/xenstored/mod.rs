@@ -634,14 +634,29 @@ impl Xenstored {
             .saturating_add(current)
     }
 
-    /// `ENOMEM` if a domU caller adding `more` bytes would pass its memory quota.
+    /// `ENOMEM` if a domU caller adding `more` bytes would pass its memory quota, or
+    /// its fair share while that would take all domUs past `memory_total` (the rule
+    /// `accepts_request` applies between requests, applied within one too: a single
+    /// request can add up to a quota's worth, which would void the bound on the total).
     fn check_memory(&self, caller: Caller, tx: &Option<Txn>, more: usize) -> Res<()> {
         if caller.privileged() {
             return Ok(());
         }
-        let after = self.memory_with(caller.dom.0, tx).saturating_add(more);
+        let dom = caller.dom.0;
+        let after = self.memory_with(dom, tx).saturating_add(more);
         if after > self.limits.memory_per_domain {
             return Err(Errno::ENOMEM);
+        }
+        let domus = self.conns.len() - usize::from(self.conns.contains_key(&0));
+        if after > self.limits.memory_total / domus.max(1) {
+            let total = self
+                .conns
+                .keys()
+                .filter(|&&d| d != 0 && d != dom)
+                .fold(after, |t, &d| t.saturating_add(self.memory_of(DomId(d))));
+            if total > self.limits.memory_total {
+                return Err(Errno::ENOMEM);
+            }
         }
         Ok(())
     }
@@ -1181,7 +1196,7 @@ impl Xenstored {
 
     /// Reads a node through the transaction (recording the access).
     fn read(&mut self, caller: Caller, tx: &mut Option<Txn>, path: &str) -> Res<Option<Node>> {
-        if let Some(t) = tx {
+        if let Some(t) = tx.as_ref() {
             if let Some(w) = t.writes.get(path) {
                 return Ok(w.clone());
             }
@@ -1190,9 +1205,15 @@ impl Xenstored {
                 if !caller.privileged() && t.accessed.len() >= self.limits.transaction_nodes {
                     return Err(Errno::ENOSPC);
                 }
-                t.accessed
-                    .insert(String::from(path), base.map(|n| n.generation));
-                t.bytes = t.bytes.saturating_add(path.len() + ENTRY_OVERHEAD);
+                // One read of a deep missing path records every ancestor: charged as it
+                // grows, not only between requests.
+                let cost = path.len() + ENTRY_OVERHEAD;
+                self.check_memory(caller, tx, cost)?;
+                if let Some(t) = tx.as_mut() {
+                    t.accessed
+                        .insert(String::from(path), base.map(|n| n.generation));
+                    t.bytes = t.bytes.saturating_add(cost);
+                }
             }
             return Ok(base.cloned());
         }

@@ -67,7 +67,9 @@
 //! `ENOMEM` before changing anything. Beyond Xen, because this xenstored lives in a
 //! fixed heap: while all domUs together hold `Limits::memory_total`, only domUs below
 //! their fair share (`memory_total / domUs`) are read, so one hostile domain (or a few)
-//! can neither exhaust the heap nor starve the others. Domains above their share got
+//! can neither exhaust the heap nor starve the others; within a request, an operation
+//! (or transaction read) that would take a domU past its share of a full store is
+//! `ENOMEM`, and a watch event that would do so drops the watcher as flooding. Domains above their share got
 //! there below the total and the others stop at their share, so all domUs together
 //! never hold more than twice `memory_total` (plus one request each). The charges are conservative
 //! estimates of the heap each structure takes; every allocation whose size a guest
@@ -1121,6 +1123,21 @@ impl Xenstored {
             return;
         };
         let limits = self.limits;
+        // Events are queued whatever the watcher does, so they go by the memory rules
+        // of requests: a domU they would take past its quota, or past its fair share
+        // of a full store, counts as flooding (else cheap watches on busy nodes would
+        // fill the heap).
+        let over = to != 0
+            && self
+                .check_memory(
+                    Caller {
+                        dom: DomId(to),
+                        target: None,
+                    },
+                    &None,
+                    msg.len(),
+                )
+                .is_err();
         let Some(c) = self.conns.get_mut(&to) else {
             return;
         };
@@ -1128,6 +1145,10 @@ impl Xenstored {
             return;
         }
         if !path.starts_with('@') && c.out.iter().any(|m| m.is_event && m.bytes == msg) {
+            return;
+        }
+        if over {
+            self.drop_connection(DomId(to));
             return;
         }
         if c.out.try_reserve(1).is_err() {

@@ -1288,3 +1288,33 @@ fn a_transaction_read_set_cannot_pass_the_quotas() {
     let sum: usize = (1..=8).map(|d| s.memory_of(DomId(d))).sum();
     assert!(sum <= 2 * total + 8 * 8192, "{sum}");
 }
+
+#[test]
+fn queued_watch_events_cannot_pass_twice_the_total() {
+    let total = 400 * 1024;
+    let mut s = store_of(
+        Limits {
+            memory_total: total,
+            ..Limits::default()
+        },
+        8,
+    );
+    ok(&mut s, 0, XS_MKDIR, 0, &z("/tool/x"));
+    ok(&mut s, 0, XS_SET_PERMS, 0, b"/tool/x\0r0\0");
+    // Cheap watches (a few bytes each), each matching every change readable.
+    for d in 1..=8u16 {
+        for w in 0..128 {
+            ok(&mut s, d, XS_WATCH, 0, &two("/", &format!("{w}")));
+        }
+    }
+    let long = "e".repeat(2000);
+    let mut worst = 0;
+    for i in 0..9 {
+        // dom0 changes readable nodes (as its backends publish counters); the domUs do
+        // not read their rings.
+        s.write_local(&format!("/tool/x/{long}/{i}"), b"1").unwrap();
+        let sum: usize = (1..=8).map(|d| s.memory_of(DomId(d))).sum();
+        worst = worst.max(sum);
+    }
+    assert!(worst <= 2 * total + 8 * 8192, "{worst}");
+}

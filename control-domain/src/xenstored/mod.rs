@@ -1723,7 +1723,10 @@ impl Xenstored {
             }
             return;
         }
-        let mut events: Vec<(u16, String, Vec<u8>)> = Vec::new();
+        // Matching watches by index, copied one at a time when sent: copying every
+        // event first would take heap for all of them, however many the memory rules
+        // then refuse (128 cheap watches per domU on a busy node).
+        let mut events: Vec<(u16, usize)> = Vec::new();
         for (&dom, conn) in &self.conns {
             if conn.ignored || conn.watches.is_empty() {
                 continue;
@@ -1756,20 +1759,29 @@ impl Xenstored {
             if !permitted {
                 continue;
             }
-            for w in &conn.watches {
+            for (i, w) in conn.watches.iter().enumerate() {
                 let hit = if exact {
                     w.path == name
                 } else {
                     is_child(name, &w.path)
                 };
                 if hit && events.try_reserve(1).is_ok() {
-                    let shown = String::from(event_path(dom, w.relative, name));
-                    events.push((dom, shown, w.token.clone()));
+                    events.push((dom, i));
                 }
             }
         }
-        for (dom, path, token) in events {
-            self.send_event(dom, &path, &token);
+        for (dom, i) in events {
+            // A watcher dropped meanwhile has no watches left.
+            let Some(w) = self.conns.get(&dom).and_then(|c| c.watches.get(i)) else {
+                continue;
+            };
+            let shown = event_path(dom, w.relative, name);
+            let mut token = Vec::new();
+            if token.try_reserve(w.token.len()).is_err() {
+                continue;
+            }
+            token.extend_from_slice(&w.token);
+            self.send_event(dom, shown, &token);
         }
     }
 }

@@ -1318,3 +1318,79 @@ fn queued_watch_events_cannot_pass_twice_the_total() {
     }
     assert!(worst <= 2 * total + 8 * 8192, "{worst}");
 }
+
+/// Counts the bytes each test thread has allocated and its peak, so a test can bound
+/// the transient heap use of one operation (the kernel's heap is fixed).
+mod peak {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    struct Counting;
+
+    std::thread_local! {
+        static CUR: Cell<isize> = const { Cell::new(0) };
+        static PEAK: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn add(n: isize) {
+        let _ = CUR.try_with(|c| {
+            let v = c.get() + n;
+            c.set(v);
+            let _ = PEAK.try_with(|p| p.set(p.get().max(v)));
+        });
+    }
+
+    // SAFETY: every call is forwarded to `System` unchanged; the counters are
+    // thread-local cells with const initialisers (no allocation, no destructor).
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            // SAFETY: the caller's contract is `System::alloc`'s.
+            let p = unsafe { System.alloc(l) };
+            if !p.is_null() {
+                add(l.size() as isize);
+            }
+            p
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            add(-(l.size() as isize));
+            // SAFETY: `p` came from `alloc` (i.e. `System`) with layout `l`.
+            unsafe { System.dealloc(p, l) }
+        }
+    }
+
+    #[global_allocator]
+    static A: Counting = Counting;
+
+    /// Runs `f`; the most bytes it had allocated at once on this thread.
+    pub fn of(f: impl FnOnce()) -> usize {
+        let base = CUR.with(Cell::get);
+        PEAK.with(|p| p.set(base));
+        f();
+        (PEAK.with(Cell::get) - base).max(0) as usize
+    }
+}
+
+#[test]
+fn firing_many_cheap_watches_does_not_copy_every_event_at_once() {
+    let total = 400 * 1024;
+    let mut s = store_of(
+        Limits {
+            memory_total: total,
+            ..Limits::default()
+        },
+        16,
+    );
+    ok(&mut s, 0, XS_MKDIR, 0, &z("/tool/x"));
+    ok(&mut s, 0, XS_SET_PERMS, 0, b"/tool/x\0r0\0");
+    // 128 watches of a few bytes per domU, each matching every readable change.
+    for d in 1..=16u16 {
+        for w in 0..128 {
+            ok(&mut s, d, XS_WATCH, 0, &two("/", &format!("{w}")));
+        }
+    }
+    let leaf = format!("/tool/x/{}", "e".repeat(2000));
+    // 2048 events of 2 KiB: past the domUs' memory rules, so the watchers are dropped;
+    // the heap used meanwhile must be bounded by those rules, not by the watch count.
+    let peak = peak::of(|| s.mkdir_local(&leaf).unwrap());
+    assert!(peak <= 2 * total + 64 * 1024, "{peak}");
+}

@@ -7,7 +7,7 @@
 //!
 //! Named from the guest's side, as `ip -s link` in the guest would: `tx` is what the
 //! guest sent, `rx` what it was given. Under
-//! `/local/domain/0/backend/vif/<fe>/<devid>/statistics/` ([`VifCounters::kv`]):
+//! `/local/domain/0/backend/vif/<fe>/<devid>/statistics/` ([`VifCounters::for_each`]):
 //!
 //! | key | meaning |
 //! |---|---|

@@ -67,7 +67,9 @@
 //! `ENOMEM` before changing anything. Beyond Xen, because this xenstored lives in a
 //! fixed heap: while all domUs together hold `Limits::memory_total`, only domUs below
 //! their fair share (`memory_total / domUs`) are read, so one hostile domain (or a few)
-//! can neither exhaust the heap nor starve the others. Domains above their share got
+//! can neither exhaust the heap nor starve the others; within a request, an operation
+//! (or transaction read) that would take a domU past its share of a full store is
+//! `ENOMEM`, and a watch event that would do so drops the watcher as flooding. Domains above their share got
 //! there below the total and the others stop at their share, so all domUs together
 //! never hold more than twice `memory_total` (plus one request each). The charges are conservative
 //! estimates of the heap each structure takes; every allocation whose size a guest
@@ -634,14 +636,29 @@ impl Xenstored {
             .saturating_add(current)
     }
 
-    /// `ENOMEM` if a domU caller adding `more` bytes would pass its memory quota.
+    /// `ENOMEM` if a domU caller adding `more` bytes would pass its memory quota, or
+    /// its fair share while that would take all domUs past `memory_total` (the rule
+    /// `accepts_request` applies between requests, applied within one too: a single
+    /// request can add up to a quota's worth, which would void the bound on the total).
     fn check_memory(&self, caller: Caller, tx: &Option<Txn>, more: usize) -> Res<()> {
         if caller.privileged() {
             return Ok(());
         }
-        let after = self.memory_with(caller.dom.0, tx).saturating_add(more);
+        let dom = caller.dom.0;
+        let after = self.memory_with(dom, tx).saturating_add(more);
         if after > self.limits.memory_per_domain {
             return Err(Errno::ENOMEM);
+        }
+        let domus = self.conns.len() - usize::from(self.conns.contains_key(&0));
+        if after > self.limits.memory_total / domus.max(1) {
+            let total = self
+                .conns
+                .keys()
+                .filter(|&&d| d != 0 && d != dom)
+                .fold(after, |t, &d| t.saturating_add(self.memory_of(DomId(d))));
+            if total > self.limits.memory_total {
+                return Err(Errno::ENOMEM);
+            }
         }
         Ok(())
     }
@@ -1106,6 +1123,21 @@ impl Xenstored {
             return;
         };
         let limits = self.limits;
+        // Events are queued whatever the watcher does, so they go by the memory rules
+        // of requests: a domU they would take past its quota, or past its fair share
+        // of a full store, counts as flooding (else cheap watches on busy nodes would
+        // fill the heap).
+        let over = to != 0
+            && self
+                .check_memory(
+                    Caller {
+                        dom: DomId(to),
+                        target: None,
+                    },
+                    &None,
+                    msg.len(),
+                )
+                .is_err();
         let Some(c) = self.conns.get_mut(&to) else {
             return;
         };
@@ -1113,6 +1145,10 @@ impl Xenstored {
             return;
         }
         if !path.starts_with('@') && c.out.iter().any(|m| m.is_event && m.bytes == msg) {
+            return;
+        }
+        if over {
+            self.drop_connection(DomId(to));
             return;
         }
         if c.out.try_reserve(1).is_err() {
@@ -1181,7 +1217,7 @@ impl Xenstored {
 
     /// Reads a node through the transaction (recording the access).
     fn read(&mut self, caller: Caller, tx: &mut Option<Txn>, path: &str) -> Res<Option<Node>> {
-        if let Some(t) = tx {
+        if let Some(t) = tx.as_ref() {
             if let Some(w) = t.writes.get(path) {
                 return Ok(w.clone());
             }
@@ -1190,9 +1226,15 @@ impl Xenstored {
                 if !caller.privileged() && t.accessed.len() >= self.limits.transaction_nodes {
                     return Err(Errno::ENOSPC);
                 }
-                t.accessed
-                    .insert(String::from(path), base.map(|n| n.generation));
-                t.bytes = t.bytes.saturating_add(path.len() + ENTRY_OVERHEAD);
+                // One read of a deep missing path records every ancestor: charged as it
+                // grows, not only between requests.
+                let cost = path.len() + ENTRY_OVERHEAD;
+                self.check_memory(caller, tx, cost)?;
+                if let Some(t) = tx.as_mut() {
+                    t.accessed
+                        .insert(String::from(path), base.map(|n| n.generation));
+                    t.bytes = t.bytes.saturating_add(cost);
+                }
             }
             return Ok(base.cloned());
         }
@@ -1681,7 +1723,10 @@ impl Xenstored {
             }
             return;
         }
-        let mut events: Vec<(u16, String, Vec<u8>)> = Vec::new();
+        // Matching watches by index, copied one at a time when sent: copying every
+        // event first would take heap for all of them, however many the memory rules
+        // then refuse (128 cheap watches per domU on a busy node).
+        let mut events: Vec<(u16, usize)> = Vec::new();
         for (&dom, conn) in &self.conns {
             if conn.ignored || conn.watches.is_empty() {
                 continue;
@@ -1714,20 +1759,29 @@ impl Xenstored {
             if !permitted {
                 continue;
             }
-            for w in &conn.watches {
+            for (i, w) in conn.watches.iter().enumerate() {
                 let hit = if exact {
                     w.path == name
                 } else {
                     is_child(name, &w.path)
                 };
                 if hit && events.try_reserve(1).is_ok() {
-                    let shown = String::from(event_path(dom, w.relative, name));
-                    events.push((dom, shown, w.token.clone()));
+                    events.push((dom, i));
                 }
             }
         }
-        for (dom, path, token) in events {
-            self.send_event(dom, &path, &token);
+        for (dom, i) in events {
+            // A watcher dropped meanwhile has no watches left.
+            let Some(w) = self.conns.get(&dom).and_then(|c| c.watches.get(i)) else {
+                continue;
+            };
+            let shown = event_path(dom, w.relative, name);
+            let mut token = Vec::new();
+            if token.try_reserve(w.token.len()).is_err() {
+                continue;
+            }
+            token.extend_from_slice(&w.token);
+            self.send_event(dom, shown, &token);
         }
     }
 }

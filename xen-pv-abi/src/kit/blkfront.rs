@@ -45,6 +45,9 @@
 //! # Ok::<(), Errno>(())
 //! ```
 
+use super::frontend::{
+    Path, await_backend, await_connected, await_init_wait, read_u64, set_state, write_u64,
+};
 use super::grants::{Grant, GrantTable};
 use super::ring::{FrontRing, RingMemory};
 use super::xenbus::{StoreRing, TxId, Wait, XenbusClient};
@@ -121,40 +124,6 @@ impl<M: StoreRing, N: Notify, W: Wait> Store for XenbusClient<M, N, W> {
     }
 }
 
-/// A path of at most [`MAX_PATH`] bytes built on the stack.
-#[derive(Clone, Copy)]
-struct Path {
-    buf: [u8; MAX_PATH],
-    len: usize,
-}
-
-impl Path {
-    fn new(parts: &[&[u8]]) -> Result<Path, Errno> {
-        let mut p = Path {
-            buf: [0; MAX_PATH],
-            len: 0,
-        };
-        for part in parts {
-            let end = p
-                .len
-                .checked_add(part.len())
-                .filter(|&e| e <= MAX_PATH)
-                .ok_or(Errno::ENAMETOOLONG)?;
-            p.buf[p.len..end].copy_from_slice(part);
-            p.len = end;
-        }
-        Ok(p)
-    }
-
-    fn join(base: &[u8], key: &str) -> Result<Path, Errno> {
-        Path::new(&[base, b"/", key.as_bytes()])
-    }
-
-    fn as_str(&self) -> Result<&str, Errno> {
-        core::str::from_utf8(&self.buf[..self.len]).map_err(|_| Errno::EINVAL)
-    }
-}
-
 /// The backend of a device, as the frontend's `backend` and `backend-id` nodes name it.
 #[derive(Clone, Copy)]
 pub struct Backend {
@@ -204,32 +173,6 @@ impl DiskInfo {
     }
 }
 
-fn parse_u64(v: &[u8]) -> Option<u64> {
-    let v = match v.split_last() {
-        Some((0, rest)) => rest,
-        _ => v,
-    };
-    if v.is_empty() || v.len() > 20 {
-        return None;
-    }
-    v.iter().try_fold(0u64, |acc, &d| {
-        if d.is_ascii_digit() {
-            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-        } else {
-            None
-        }
-    })
-}
-
-fn read_u64<S: Store + ?Sized>(store: &mut S, path: &str) -> Result<u64, Errno> {
-    let mut buf = [0u8; 24];
-    let n = store.read_into(path, &mut buf).map_err(|e| match e {
-        Errno::E2BIG => Errno::EINVAL,
-        e => e,
-    })?;
-    parse_u64(&buf[..n]).ok_or(Errno::EINVAL)
-}
-
 /// A numeric key the backend may leave out: `default` when missing.
 fn read_opt<S: Store + ?Sized>(
     store: &mut S,
@@ -244,54 +187,7 @@ fn read_opt<S: Store + ?Sized>(
     }
 }
 
-fn backend_state<S: Store + ?Sized>(store: &mut S, state_path: &str) -> Result<XenbusState, Errno> {
-    let mut buf = [0u8; 8];
-    match store.read_into(state_path, &mut buf) {
-        // A backend that removed its directory is gone.
-        Err(Errno::ENOENT) => Ok(XenbusState::Unknown),
-        Err(Errno::E2BIG) => Ok(XenbusState::Unknown),
-        Err(e) => Err(e),
-        Ok(n) => Ok(XenbusState::parse(&buf[..n]).unwrap_or(XenbusState::Unknown)),
-    }
-}
-
 const WATCH_TOKEN: &str = "blkfront";
-
-/// Re-reads the backend's state until `done` accepts it; `fail` states end the wait
-/// with `ENODEV`. Waits at most `max_waits` times (`ETIMEDOUT` after).
-fn await_backend<S: Store + ?Sized, W: Wait + ?Sized>(
-    store: &mut S,
-    backend: &Backend,
-    wait: &mut W,
-    max_waits: u32,
-    done: impl Fn(XenbusState) -> bool,
-    fail: impl Fn(XenbusState) -> bool,
-) -> Result<XenbusState, Errno> {
-    let state_path = Path::join(backend.path[..backend.path_len].as_ref(), "state")?;
-    let state_path = state_path.as_str()?;
-    store.watch(state_path, WATCH_TOKEN)?;
-    let result = (|| {
-        for _ in 0..=max_waits {
-            store.drain_events()?;
-            let s = backend_state(store, state_path)?;
-            if done(s) {
-                return Ok(s);
-            }
-            if fail(s) {
-                return Err(Errno::ENODEV);
-            }
-            wait.wait()?;
-        }
-        Err(Errno::ETIMEDOUT)
-    })();
-    let _ = store.unwatch(state_path, WATCH_TOKEN);
-    result
-}
-
-fn set_state<S: Store + ?Sized>(store: &mut S, dev: &str, s: XenbusState) -> Result<(), Errno> {
-    let p = Path::join(dev.as_bytes(), "state")?;
-    store.write(p.as_str()?, s.as_str().as_bytes())
-}
 
 /// Reads the frontend directory `dev` (`device/vbd/768`): the backend's path and
 /// domain. `EINVAL` for values that make no sense (a path that is not UTF-8 or is
@@ -352,31 +248,14 @@ pub fn connect<S: Store + ?Sized, W: Wait + ?Sized>(
 ) -> Result<DiskInfo, Errno> {
     use XenbusState::*;
     set_state(store, dev, Initialising)?;
-    await_backend(
-        store,
-        backend,
-        wait,
-        max_waits,
-        |s| matches!(s, InitWait | Initialised | Connected),
-        |s| matches!(s, Closing | Unknown),
-    )?;
-    let mut num = [0u8; 20];
+    await_init_wait(store, backend, WATCH_TOKEN, wait, max_waits)?;
     let base = dev.as_bytes();
-    let p = Path::join(base, "ring-ref")?;
-    store.write(p.as_str()?, fmt_u64(u64::from(ring_ref.0), &mut num))?;
-    let p = Path::join(base, "event-channel")?;
-    store.write(p.as_str()?, fmt_u64(u64::from(port.0), &mut num))?;
+    write_u64(store, base, "ring-ref", u64::from(ring_ref.0))?;
+    write_u64(store, base, "event-channel", u64::from(port.0))?;
     let p = Path::join(base, "protocol")?;
     store.write(p.as_str()?, b"x86_64-abi")?;
     set_state(store, dev, Initialised)?;
-    await_backend(
-        store,
-        backend,
-        wait,
-        max_waits,
-        |s| s == Connected,
-        |s| matches!(s, Closing | Closed | Unknown),
-    )?;
+    await_connected(store, backend, WATCH_TOKEN, wait, max_waits)?;
     let bp = &backend.path[..backend.path_len];
     let sectors = read_u64(store, Path::join(bp, "sectors")?.as_str()?)?;
     let sector_size = read_opt(store, bp, "sector-size", BLKIF_SECTOR_SIZE)?;
@@ -415,6 +294,7 @@ pub fn close<S: Store + ?Sized, W: Wait + ?Sized>(
     await_backend(
         store,
         backend,
+        WATCH_TOKEN,
         wait,
         max_waits,
         |s| matches!(s, Closing | Closed | Unknown),
@@ -424,25 +304,13 @@ pub fn close<S: Store + ?Sized, W: Wait + ?Sized>(
     await_backend(
         store,
         backend,
+        WATCH_TOKEN,
         wait,
         max_waits,
         |s| matches!(s, Closed | Unknown | InitWait),
         |_| false,
     )?;
     Ok(())
-}
-
-fn fmt_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    &buf[i..]
 }
 
 // ---------------------------------------------------------------------------------

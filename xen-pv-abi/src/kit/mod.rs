@@ -45,11 +45,15 @@
 pub mod blkfront;
 pub mod copy;
 pub mod device;
+mod frontend;
 pub mod grants;
 pub mod mapping;
 pub mod netfront;
 pub mod ring;
 pub mod xenbus;
+
+#[cfg(test)]
+mod test_support;
 
 pub use copy::{CopyBatch, CopyPtr, CopyStatuses};
 pub use device::{DeviceState, Role, Transition, Work};

@@ -54,6 +54,9 @@
 //! ```
 
 use super::blkfront::{DataPages, Store};
+use super::frontend::{
+    Path, await_connected, await_init_wait, parse_u64, set_state, strip_nul, write_u64,
+};
 use super::grants::{Grant, GrantTable};
 use super::ring::{FrontRing, RingMemory};
 use super::xenbus::Wait;
@@ -77,64 +80,12 @@ pub const MAX_FRAME: usize = 1514 + 4;
 /// dozen buffers already keep a TCP window in flight, and the frontend's bookkeeping
 /// stays small enough for a kernel stack.
 pub const MAX_BUFFERS: usize = 64;
-/// Longest xenstore path the handshake builds.
-const MAX_PATH: usize = 128;
-
 /// A 48-bit Ethernet address.
 pub type Mac = [u8; 6];
 
 // ---------------------------------------------------------------------------------
 // The xenbus handshake
 // ---------------------------------------------------------------------------------
-
-struct Path {
-    buf: [u8; MAX_PATH],
-    len: usize,
-}
-
-impl Path {
-    fn join(base: &[u8], key: &str) -> Result<Path, Errno> {
-        let mut p = Path {
-            buf: [0; MAX_PATH],
-            len: 0,
-        };
-        for part in [base, b"/", key.as_bytes()] {
-            let end = p
-                .len
-                .checked_add(part.len())
-                .filter(|&e| e <= MAX_PATH)
-                .ok_or(Errno::ENAMETOOLONG)?;
-            p.buf[p.len..end].copy_from_slice(part);
-            p.len = end;
-        }
-        Ok(p)
-    }
-
-    fn as_str(&self) -> Result<&str, Errno> {
-        core::str::from_utf8(&self.buf[..self.len]).map_err(|_| Errno::EINVAL)
-    }
-}
-
-fn strip_nul(v: &[u8]) -> &[u8] {
-    match v.split_last() {
-        Some((0, rest)) => rest,
-        _ => v,
-    }
-}
-
-fn parse_u64(v: &[u8]) -> Option<u64> {
-    let v = strip_nul(v);
-    if v.is_empty() || v.len() > 20 {
-        return None;
-    }
-    v.iter().try_fold(0u64, |acc, &d| {
-        if d.is_ascii_digit() {
-            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-        } else {
-            None
-        }
-    })
-}
 
 /// Parses `aa:bb:cc:dd:ee:ff` (hex digits of either case); `None` on anything else.
 pub fn parse_mac(v: &[u8]) -> Option<Mac> {
@@ -154,71 +105,7 @@ pub fn parse_mac(v: &[u8]) -> Option<Mac> {
     Some(mac)
 }
 
-fn backend_state<S: Store + ?Sized>(store: &mut S, path: &str) -> Result<XenbusState, Errno> {
-    let mut buf = [0u8; 8];
-    match store.read_into(path, &mut buf) {
-        Err(Errno::ENOENT) | Err(Errno::E2BIG) => Ok(XenbusState::Unknown),
-        Err(e) => Err(e),
-        Ok(n) => Ok(XenbusState::parse(&buf[..n]).unwrap_or(XenbusState::Unknown)),
-    }
-}
-
 const WATCH_TOKEN: &str = "netfront";
-
-fn await_backend<S: Store + ?Sized, W: Wait + ?Sized>(
-    store: &mut S,
-    backend: &Backend,
-    wait: &mut W,
-    max_waits: u32,
-    done: impl Fn(XenbusState) -> bool,
-    fail: impl Fn(XenbusState) -> bool,
-) -> Result<XenbusState, Errno> {
-    let state_path = Path::join(backend.path().as_bytes(), "state")?;
-    let state_path = state_path.as_str()?;
-    store.watch(state_path, WATCH_TOKEN)?;
-    let result = (|| {
-        for _ in 0..=max_waits {
-            store.drain_events()?;
-            let s = backend_state(store, state_path)?;
-            if done(s) {
-                return Ok(s);
-            }
-            if fail(s) {
-                return Err(Errno::ENODEV);
-            }
-            wait.wait()?;
-        }
-        Err(Errno::ETIMEDOUT)
-    })();
-    let _ = store.unwatch(state_path, WATCH_TOKEN);
-    result
-}
-
-fn write_u64<S: Store + ?Sized>(
-    store: &mut S,
-    base: &[u8],
-    key: &str,
-    v: u64,
-) -> Result<(), Errno> {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let p = Path::join(base, key)?;
-    store.write(p.as_str()?, &buf[i..])
-}
-
-fn set_state<S: Store + ?Sized>(store: &mut S, dev: &str, s: XenbusState) -> Result<(), Errno> {
-    let p = Path::join(dev.as_bytes(), "state")?;
-    store.write(p.as_str()?, s.as_str().as_bytes())
-}
 
 /// The frontend side of the handshake, after the caller initialised both ring pages,
 /// granted them to `backend.domid` as `tx_ref` and `rx_ref` and allocated `port`:
@@ -247,14 +134,7 @@ pub fn connect<S: Store + ?Sized, W: Wait + ?Sized>(
 ) -> Result<Mac, Errno> {
     use XenbusState::*;
     set_state(store, dev, Initialising)?;
-    await_backend(
-        store,
-        backend,
-        wait,
-        max_waits,
-        |s| matches!(s, InitWait | Initialised | Connected),
-        |s| matches!(s, Closing | Unknown),
-    )?;
+    await_init_wait(store, backend, WATCH_TOKEN, wait, max_waits)?;
     let mut buf = [0u8; 24];
     let p = Path::join(backend.path().as_bytes(), "feature-rx-copy")?;
     let copy = match store.read_into(p.as_str()?, &mut buf) {
@@ -278,14 +158,7 @@ pub fn connect<S: Store + ?Sized, W: Wait + ?Sized>(
     write_u64(store, base, "request-rx-copy", 1)?;
     write_u64(store, base, "feature-rx-notify", 1)?;
     set_state(store, dev, Connected)?;
-    await_backend(
-        store,
-        backend,
-        wait,
-        max_waits,
-        |s| s == Connected,
-        |s| matches!(s, Closing | Closed | Unknown),
-    )?;
+    await_connected(store, backend, WATCH_TOKEN, wait, max_waits)?;
     Ok(mac)
 }
 

@@ -5,67 +5,14 @@ extern crate std;
 
 use super::*;
 use crate::blkif::{BLKIF_RSP_ERROR, BlkifResponse};
-use crate::grant_table::{GTF_PERMIT_ACCESS, GTF_READONLY, GrantEntryV1};
 use crate::kit::ring::{BackRing, PageBuffer};
-use std::boxed::Box;
+use crate::kit::test_support::*;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::format;
 use std::string::{String, ToString};
 use std::vec;
 use std::vec::Vec;
-
-const BACKEND: DomId = DomId(0);
-const FRAME_BASE: u64 = 0x4_0000;
-
-/// Data pages in host memory; page `i` is frame `FRAME_BASE + i`.
-struct Pages(RefCell<Vec<[u8; PAGE_SIZE]>>);
-
-impl Pages {
-    fn new(n: usize) -> Self {
-        Pages(RefCell::new(vec![[0; PAGE_SIZE]; n]))
-    }
-}
-
-impl DataPages for Pages {
-    fn count(&self) -> usize {
-        self.0.borrow().len()
-    }
-    fn frame(&self, page: usize) -> Mfn {
-        Mfn(FRAME_BASE + page as u64)
-    }
-    fn read(&self, page: usize, offset: usize, dst: &mut [u8]) {
-        dst.copy_from_slice(&self.0.borrow()[page][offset..offset + dst.len()]);
-    }
-    fn write(&self, page: usize, offset: usize, src: &[u8]) {
-        self.0.borrow_mut()[page][offset..offset + src.len()].copy_from_slice(src);
-    }
-}
-
-/// The grant entries, owned outside the table so the fake backend can read them.
-struct Frames(*mut GrantEntryV1, usize);
-
-impl Frames {
-    fn new(n: usize) -> Self {
-        let b = vec![GrantEntryV1::default(); n].into_boxed_slice();
-        Frames(Box::into_raw(b).cast(), n)
-    }
-    fn entry(&self, gref: u32) -> Option<GrantEntryV1> {
-        if gref as usize >= self.1 {
-            return None;
-        }
-        // SAFETY: in bounds of the live allocation; a plain copy of plain data.
-        Some(unsafe { self.0.add(gref as usize).read_volatile() })
-    }
-}
-
-impl Drop for Frames {
-    fn drop(&mut self) {
-        // SAFETY: made by `Box::into_raw` of a slice of this length in `new`, and the
-        // tables using it are dropped before (declared after).
-        drop(unsafe { Box::from_raw(core::ptr::slice_from_raw_parts_mut(self.0, self.1)) });
-    }
-}
 
 /// A backend over a RAM disk: what a correct blkback does, plus knobs to misbehave.
 struct FakeBack<'a> {
@@ -81,15 +28,10 @@ struct FakeBack<'a> {
 impl FakeBack<'_> {
     /// The page behind `gref`, if it grants `BACKEND` access (writable if `write`).
     fn page(&self, gref: u32, write: bool) -> Option<usize> {
-        let e = self.frames.entry(gref)?;
-        if e.flags & GTF_PERMIT_ACCESS == 0 || e.domid != BACKEND {
-            return None;
+        match self.frames.granted(gref, self.pages)? {
+            (_, true) if write => None,
+            (p, _) => Some(p),
         }
-        if write && e.flags & GTF_READONLY != 0 {
-            return None;
-        }
-        let p = u64::from(e.frame).checked_sub(FRAME_BASE)? as usize;
-        (p < self.pages.count()).then_some(p)
     }
 
     fn handle(&mut self, req: &BlkifRequest) -> i16 {
@@ -150,19 +92,6 @@ fn info(sectors: u64) -> DiskInfo {
         info: 0,
         flush: true,
         barrier: true,
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 
@@ -389,82 +318,33 @@ fn a_backend_answering_unknown_ids_or_bad_indices_breaks_the_device() {
 // Handshake
 // ---------------------------------------------------------------------------------
 
-/// A flat xenstore with a scripted backend that moves one state per wait.
-#[derive(Default)]
-struct FakeStore {
-    nodes: HashMap<String, Vec<u8>>,
-    watches: Vec<String>,
-    frozen: bool,
-}
-
-impl Store for FakeStore {
-    fn read_into(&mut self, path: &str, buf: &mut [u8]) -> Result<usize, Errno> {
-        let v = self.nodes.get(path).ok_or(Errno::ENOENT)?;
-        buf.get_mut(..v.len())
-            .ok_or(Errno::E2BIG)?
-            .copy_from_slice(v);
-        Ok(v.len())
-    }
-    fn write(&mut self, path: &str, value: &[u8]) -> Result<(), Errno> {
-        self.nodes.insert(path.into(), value.to_vec());
-        Ok(())
-    }
-    fn watch(&mut self, path: &str, _: &str) -> Result<(), Errno> {
-        self.watches.push(path.into());
-        Ok(())
-    }
-    fn unwatch(&mut self, path: &str, _: &str) -> Result<(), Errno> {
-        let i = self
-            .watches
-            .iter()
-            .position(|w| w == path)
-            .ok_or(Errno::ENOENT)?;
-        self.watches.remove(i);
-        Ok(())
-    }
-    fn drain_events(&mut self) -> Result<(), Errno> {
-        // The backend reacts between the frontend's polls.
-        if !self.frozen {
-            self.step_backend();
-        }
-        Ok(())
-    }
-}
-
 const FE: &str = "device/vbd/768";
 const BE: &str = "/local/domain/0/backend/vbd/5/768";
 
-impl FakeStore {
-    fn get(&self, p: &str) -> &[u8] {
-        self.nodes.get(p).map(|v| &v[..]).unwrap_or(b"")
-    }
-    fn state(&self, dir: &str) -> &[u8] {
-        self.get(&format!("{dir}/state"))
-    }
-    /// The backend's reaction to the frontend's state, as blkback does it.
-    fn step_backend(&mut self) {
-        let fe = XenbusState::parse(self.state(FE));
-        let be = XenbusState::parse(self.state(BE));
-        use XenbusState::*;
-        let next = match (fe, be) {
-            (Some(Initialising), Some(Closed)) => InitWait,
-            (Some(Initialised), Some(InitWait)) => {
-                assert_eq!(self.get(&format!("{FE}/protocol")), b"x86_64-abi");
-                assert_eq!(self.get(&format!("{FE}/ring-ref")), b"8");
-                assert_eq!(self.get(&format!("{FE}/event-channel")), b"17");
-                Connected
-            }
-            (Some(Closing), Some(Connected)) => Closing,
-            (Some(Closed), Some(Closing)) => Closed,
-            _ => return,
-        };
-        let p = format!("{BE}/state");
-        self.nodes.insert(p, next.as_str().as_bytes().to_vec());
-    }
+fn state(s: &FakeStore, dir: &str) -> Option<XenbusState> {
+    XenbusState::parse(s.get(&format!("{dir}/state")))
+}
+
+/// The backend's reaction to the frontend's state, as blkback does it.
+fn step_backend(s: &mut FakeStore) {
+    use XenbusState::*;
+    let next = match (state(s, FE), state(s, BE)) {
+        (Some(Initialising), Some(Closed)) => InitWait,
+        (Some(Initialised), Some(InitWait)) => {
+            assert_eq!(s.get(&format!("{FE}/protocol")), b"x86_64-abi");
+            assert_eq!(s.get(&format!("{FE}/ring-ref")), b"8");
+            assert_eq!(s.get(&format!("{FE}/event-channel")), b"17");
+            Connected
+        }
+        (Some(Closing), Some(Connected)) => Closing,
+        (Some(Closed), Some(Closing)) => Closed,
+        _ => return,
+    };
+    s.put(&format!("{BE}/state"), next.as_str());
 }
 
 fn store_with_backend() -> FakeStore {
-    let mut s = FakeStore::default();
+    let mut s = FakeStore::new(step_backend);
     for (k, v) in [
         (format!("{FE}/backend"), BE),
         (format!("{FE}/backend-id"), "0"),
@@ -512,13 +392,13 @@ fn connect_walks_the_states_and_reads_the_disk() {
         }
     );
     assert!(info.read_only());
-    assert_eq!(store.state(FE), b"4");
+    assert_eq!(state(&store, FE), Some(XenbusState::Connected));
     assert!(store.watches.is_empty(), "watches removed");
     // The fake backend moves on every poll, so no wait was needed.
     assert_eq!(waits.get(), 0);
     close(&mut store, FE, &backend, &mut wait, 10).unwrap();
-    assert_eq!(store.state(FE), b"6");
-    assert_eq!(store.state(BE), b"6");
+    assert_eq!(state(&store, FE), Some(XenbusState::Closed));
+    assert_eq!(state(&store, BE), Some(XenbusState::Closed));
 }
 
 #[test]
@@ -588,6 +468,6 @@ fn connect_fails_cleanly_on_bad_or_silent_backends() {
         store.nodes.insert(k, v.into_bytes());
         assert_eq!(probe(&mut store, FE).map(|_| ()), Err(Errno::EINVAL));
     }
-    let mut store = FakeStore::default();
+    let mut store = FakeStore::new(step_backend);
     assert_eq!(probe(&mut store, FE).map(|_| ()), Err(Errno::ENOENT));
 }

@@ -5,62 +5,16 @@
 extern crate std;
 
 use super::*;
-use crate::grant_table::{GTF_PERMIT_ACCESS, GTF_READONLY, GrantEntryV1};
-use crate::ids::Mfn;
 use crate::kit::ring::{BackRing, PageBuffer};
+use crate::kit::test_support::*;
 use crate::netif::{NETIF_RSP_DROPPED, NETIF_RSP_ERROR, NetifRxResponse, NetifTxResponse};
-use std::boxed::Box;
-use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::cell::Cell;
+use std::collections::VecDeque;
 use std::string::String;
 use std::vec;
 use std::vec::Vec;
 
-const BACKEND: DomId = DomId(0);
-const FRAME_BASE: u64 = 0x4_0000;
 const MAC: Mac = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x01];
-
-struct Pages(RefCell<Vec<[u8; PAGE_SIZE]>>);
-
-impl DataPages for Pages {
-    fn count(&self) -> usize {
-        self.0.borrow().len()
-    }
-    fn frame(&self, page: usize) -> Mfn {
-        Mfn(FRAME_BASE + page as u64)
-    }
-    fn read(&self, page: usize, offset: usize, dst: &mut [u8]) {
-        dst.copy_from_slice(&self.0.borrow()[page][offset..offset + dst.len()]);
-    }
-    fn write(&self, page: usize, offset: usize, src: &[u8]) {
-        self.0.borrow_mut()[page][offset..offset + src.len()].copy_from_slice(src);
-    }
-}
-
-/// The grant entries, owned outside the table so the fake backend can read them.
-struct Frames(*mut GrantEntryV1, usize);
-
-impl Frames {
-    fn new(n: usize) -> Self {
-        let b = vec![GrantEntryV1::default(); n].into_boxed_slice();
-        Frames(Box::into_raw(b).cast(), n)
-    }
-    fn entry(&self, gref: u32) -> Option<GrantEntryV1> {
-        if gref as usize >= self.1 {
-            return None;
-        }
-        // SAFETY: in bounds of the live allocation; a plain copy of plain data.
-        Some(unsafe { self.0.add(gref as usize).read_volatile() })
-    }
-}
-
-impl Drop for Frames {
-    fn drop(&mut self) {
-        // SAFETY: made by `Box::into_raw` of a slice of this length in `new`; the
-        // tables using it are dropped before (declared after).
-        drop(unsafe { Box::from_raw(core::ptr::slice_from_raw_parts_mut(self.0, self.1)) });
-    }
-}
 
 /// A backend that loops every sent frame back into the next posted buffer.
 struct FakeBack<'a> {
@@ -87,16 +41,9 @@ impl<'a> FakeBack<'a> {
     }
 
     fn page(&self, gref: u32, write: bool) -> Option<usize> {
-        let e = self.frames.entry(gref)?;
-        if e.flags & GTF_PERMIT_ACCESS == 0 || e.domid != BACKEND {
-            return None;
-        }
-        if write == (e.flags & GTF_READONLY != 0) {
-            // Tx pages must be read-only, rx pages writable.
-            return None;
-        }
-        let p = u64::from(e.frame).checked_sub(FRAME_BASE)? as usize;
-        (p < self.pages.count()).then_some(p)
+        let (p, read_only) = self.frames.granted(gref, self.pages)?;
+        // Tx pages must be read-only, rx pages writable.
+        (write != read_only).then_some(p)
     }
 
     /// Takes sent frames and posted buffers.
@@ -148,16 +95,6 @@ impl<'a> FakeBack<'a> {
     }
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 type Front<'a> = Netfront<'a, &'a PageBuffer, &'a PageBuffer, 128, &'a Pages, fn()>;
 
 fn front<'a>(
@@ -186,7 +123,7 @@ fn frames_loop_back_intact_and_grants_are_ended() {
     // SAFETY: `frames` outlives the table and is only read by the fake backend.
     let table = unsafe { GrantTable::<128>::new(frames.0, 128) };
     let (tpage, rpage) = (PageBuffer::new(), PageBuffer::new());
-    let pages = Pages(RefCell::new(vec![[0; PAGE_SIZE]; 12]));
+    let pages = Pages::new(12);
     let mut nic = front(&tpage, &rpage, &table, &pages, 4);
     assert_eq!(nic.buffers(), (4, 8));
     let free0 = table.free_count();
@@ -236,7 +173,7 @@ fn frame_sizes_are_checked_and_tx_buffers_run_out() {
     // SAFETY: as above.
     let table = unsafe { GrantTable::<128>::new(frames.0, 128) };
     let (tpage, rpage) = (PageBuffer::new(), PageBuffer::new());
-    let pages = Pages(RefCell::new(vec![[0; PAGE_SIZE]; 3]));
+    let pages = Pages::new(3);
     let mut nic = front(&tpage, &rpage, &table, &pages, 2);
     assert_eq!(nic.transmit(&[]), Err(Errno::EINVAL));
     assert_eq!(nic.transmit(&[0; MAX_FRAME + 1]), Err(Errno::EINVAL));
@@ -259,7 +196,7 @@ fn a_tx_response_for_an_id_not_in_flight_breaks_the_device() {
     // SAFETY: as above.
     let table = unsafe { GrantTable::<128>::new(frames.0, 128) };
     let (tpage, rpage) = (PageBuffer::new(), PageBuffer::new());
-    let pages = Pages(RefCell::new(vec![[0; PAGE_SIZE]; 4]));
+    let pages = Pages::new(4);
     for bad in [1u16, 2, 255, u16::MAX] {
         let mut nic = front(&tpage, &rpage, &table, &pages, 2);
         nic.transmit(&[0; 60]).unwrap();
@@ -301,7 +238,7 @@ fn hostile_rx_responses_break_the_device_and_errors_are_counted() {
     // SAFETY: as above.
     let table = unsafe { GrantTable::<128>::new(frames.0, 128) };
     let (tpage, rpage) = (PageBuffer::new(), PageBuffer::new());
-    let pages = Pages(RefCell::new(vec![[0; PAGE_SIZE]; 4]));
+    let pages = Pages::new(4);
     let ok = |id| NetifRxResponse {
         id,
         offset: 0,
@@ -374,7 +311,7 @@ fn has_work_sees_responses_and_kicks_happen() {
     // SAFETY: as above.
     let table = unsafe { GrantTable::<128>::new(frames.0, 128) };
     let (tpage, rpage) = (PageBuffer::new(), PageBuffer::new());
-    let pages = Pages(RefCell::new(vec![[0; PAGE_SIZE]; 4]));
+    let pages = Pages::new(4);
     let kicks = Cell::new(0);
     let mut nic = Netfront::new(
         FrontRing::init(&tpage).unwrap(),
@@ -426,52 +363,42 @@ fn parses_macs() {
 
 /// A store whose backend goes InitWait when the frontend is Initialising and
 /// Connected when it is Connected with all keys written.
-struct FakeStore {
-    nodes: HashMap<String, Vec<u8>>,
+fn net_store(rx_copy: Option<&str>, mac: &str) -> FakeStore {
+    let mut s = FakeStore::new(step_backend);
+    s.put("device/vif/0/backend", BE);
+    s.put("device/vif/0/backend-id", "0");
+    s.put("device/vif/0/mac", mac);
+    s.put("device/vif/0/state", "1");
+    s.put(&format(BE, "state"), "1");
+    if let Some(v) = rx_copy {
+        s.put(&format(BE, "feature-rx-copy"), v);
+    }
+    s
 }
 
 const DEV: &str = "device/vif/0";
 const BE: &str = "/local/domain/0/backend/vif/1/0";
 
-impl FakeStore {
-    fn new(rx_copy: Option<&str>, mac: &str) -> Self {
-        let mut nodes = HashMap::new();
-        let mut put = |k: &str, v: &str| nodes.insert(k.into(), v.as_bytes().to_vec());
-        put("device/vif/0/backend", BE);
-        put("device/vif/0/backend-id", "0");
-        put("device/vif/0/mac", mac);
-        put("device/vif/0/state", "1");
-        put(&format(BE, "state"), "1");
-        if let Some(v) = rx_copy {
-            put(&format(BE, "feature-rx-copy"), v);
-        }
-        FakeStore { nodes }
-    }
-    fn get(&self, k: &str) -> Option<&str> {
-        self.nodes.get(k).map(|v| core::str::from_utf8(v).unwrap())
-    }
-    fn step_backend(&mut self) {
-        let fe = self.get("device/vif/0/state").unwrap_or("").to_string();
-        let be = format(BE, "state");
-        let keys = [
-            "tx-ring-ref",
-            "rx-ring-ref",
-            "event-channel",
-            "request-rx-copy",
-        ];
-        let now = self.get(&be).unwrap_or("").to_string();
-        let next = match fe.as_str() {
-            "1" if now == "1" => "2",
-            "4" if keys
-                .iter()
-                .all(|k| self.nodes.contains_key(&format(DEV, k))) =>
-            {
-                "4"
-            }
-            _ => return,
-        };
-        self.nodes.insert(be, next.as_bytes().to_vec());
-    }
+fn get<'s>(s: &'s FakeStore, k: &str) -> Option<&'s str> {
+    s.nodes.get(k).map(|v| core::str::from_utf8(v).unwrap())
+}
+
+fn step_backend(s: &mut FakeStore) {
+    let fe = get(s, "device/vif/0/state").unwrap_or("").to_string();
+    let be = format(BE, "state");
+    let keys = [
+        "tx-ring-ref",
+        "rx-ring-ref",
+        "event-channel",
+        "request-rx-copy",
+    ];
+    let now = get(s, &be).unwrap_or("").to_string();
+    let next = match fe.as_str() {
+        "1" if now == "1" => "2",
+        "4" if keys.iter().all(|k| s.nodes.contains_key(&format(DEV, k))) => "4",
+        _ => return,
+    };
+    s.put(&be, next);
 }
 
 fn format(base: &str, key: &str) -> String {
@@ -480,33 +407,9 @@ fn format(base: &str, key: &str) -> String {
 
 use std::string::ToString;
 
-impl Store for FakeStore {
-    fn read_into(&mut self, path: &str, buf: &mut [u8]) -> Result<usize, Errno> {
-        let v = self.nodes.get(path).ok_or(Errno::ENOENT)?;
-        buf.get_mut(..v.len())
-            .ok_or(Errno::E2BIG)?
-            .copy_from_slice(v);
-        Ok(v.len())
-    }
-    fn write(&mut self, path: &str, value: &[u8]) -> Result<(), Errno> {
-        self.nodes.insert(path.into(), value.to_vec());
-        Ok(())
-    }
-    fn watch(&mut self, _: &str, _: &str) -> Result<(), Errno> {
-        Ok(())
-    }
-    fn unwatch(&mut self, _: &str, _: &str) -> Result<(), Errno> {
-        Ok(())
-    }
-    fn drain_events(&mut self) -> Result<(), Errno> {
-        self.step_backend();
-        Ok(())
-    }
-}
-
 #[test]
 fn handshake_writes_the_keys_and_returns_the_mac() {
-    let mut store = FakeStore::new(Some("1"), "00:16:3e:00:00:02");
+    let mut store = net_store(Some("1"), "00:16:3e:00:00:02");
     let backend = probe(&mut store, DEV).unwrap();
     let mut waits = 0;
     let mut wait = || {
@@ -533,9 +436,9 @@ fn handshake_writes_the_keys_and_returns_the_mac() {
         ("feature-rx-notify", "1"),
         ("state", "4"),
     ] {
-        assert_eq!(store.get(&format(DEV, k)), Some(v), "{k}");
+        assert_eq!(get(&store, &format(DEV, k)), Some(v), "{k}");
     }
-    assert_eq!(store.get(&format(BE, "state")), Some("4"));
+    assert_eq!(get(&store, &format(BE, "state")), Some("4"));
 }
 
 #[test]
@@ -546,7 +449,7 @@ fn handshake_refuses_backends_without_rx_copy_and_bad_macs() {
         Some("x"),
         Some("01234567890123456789012345"),
     ] {
-        let mut store = FakeStore::new(copy, "00:16:3e:00:00:02");
+        let mut store = net_store(copy, "00:16:3e:00:00:02");
         let backend = probe(&mut store, DEV).unwrap();
         let r = connect(
             &mut store,
@@ -559,14 +462,14 @@ fn handshake_refuses_backends_without_rx_copy_and_bad_macs() {
             10,
         );
         assert_eq!(r, Err(Errno::EOPNOTSUPP), "{copy:?}");
-        assert_eq!(store.get(&format(DEV, "tx-ring-ref")), None);
+        assert_eq!(get(&store, &format(DEV, "tx-ring-ref")), None);
     }
     for mac in [
         "00:16:3e",
         "zz:16:3e:00:00:02",
         "00:16:3e:00:00:02:00:00:00:00:00",
     ] {
-        let mut store = FakeStore::new(Some("1"), mac);
+        let mut store = net_store(Some("1"), mac);
         let backend = probe(&mut store, DEV).unwrap();
         let r = connect(
             &mut store,
@@ -581,7 +484,7 @@ fn handshake_refuses_backends_without_rx_copy_and_bad_macs() {
         assert_eq!(r, Err(Errno::EINVAL), "{mac}");
     }
     // A backend that never gets to InitWait times out after the wait budget.
-    let mut store = FakeStore::new(Some("1"), "00:16:3e:00:00:02");
+    let mut store = net_store(Some("1"), "00:16:3e:00:00:02");
     store
         .nodes
         .insert("device/vif/0/state".into(), b"1".to_vec());

@@ -45,9 +45,7 @@
 //! # Ok::<(), Errno>(())
 //! ```
 
-use super::frontend::{
-    Path, await_backend, await_connected, await_init_wait, read_u64, set_state, write_u64,
-};
+use super::frontend::{Path, await_backend, read_u64, set_state, write_u64};
 use super::grants::{Grant, GrantTable};
 use super::ring::{FrontRing, RingMemory};
 use super::xenbus::{StoreRing, TxId, Wait, XenbusClient};
@@ -248,14 +246,14 @@ pub fn connect<S: Store + ?Sized, W: Wait + ?Sized>(
 ) -> Result<DiskInfo, Errno> {
     use XenbusState::*;
     set_state(store, dev, Initialising)?;
-    await_init_wait(store, backend, WATCH_TOKEN, wait, max_waits)?;
+    await_backend(store, backend, WATCH_TOKEN, wait, max_waits, InitWait)?;
     let base = dev.as_bytes();
     write_u64(store, base, "ring-ref", u64::from(ring_ref.0))?;
     write_u64(store, base, "event-channel", u64::from(port.0))?;
     let p = Path::join(base, "protocol")?;
     store.write(p.as_str()?, b"x86_64-abi")?;
     set_state(store, dev, Initialised)?;
-    await_connected(store, backend, WATCH_TOKEN, wait, max_waits)?;
+    await_backend(store, backend, WATCH_TOKEN, wait, max_waits, Connected)?;
     let bp = &backend.path[..backend.path_len];
     let sectors = read_u64(store, Path::join(bp, "sectors")?.as_str()?)?;
     let sector_size = read_opt(store, bp, "sector-size", BLKIF_SECTOR_SIZE)?;
@@ -291,25 +289,9 @@ pub fn close<S: Store + ?Sized, W: Wait + ?Sized>(
 ) -> Result<(), Errno> {
     use XenbusState::*;
     set_state(store, dev, Closing)?;
-    await_backend(
-        store,
-        backend,
-        WATCH_TOKEN,
-        wait,
-        max_waits,
-        |s| matches!(s, Closing | Closed | Unknown),
-        |_| false,
-    )?;
+    await_backend(store, backend, WATCH_TOKEN, wait, max_waits, Closing)?;
     set_state(store, dev, Closed)?;
-    await_backend(
-        store,
-        backend,
-        WATCH_TOKEN,
-        wait,
-        max_waits,
-        |s| matches!(s, Closed | Unknown | InitWait),
-        |_| false,
-    )?;
+    await_backend(store, backend, WATCH_TOKEN, wait, max_waits, Closed)?;
     Ok(())
 }
 

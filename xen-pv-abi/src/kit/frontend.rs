@@ -111,19 +111,36 @@ fn backend_state<S: Store + ?Sized>(store: &mut S, state_path: &str) -> Result<X
     }
 }
 
-/// Re-reads the backend's state (under a watch named `token`) until `done` accepts
-/// it; `fail` states end the wait with `ENODEV`. Waits at most `max_waits` times
-/// (`ETIMEDOUT` after).
-#[allow(clippy::too_many_arguments)]
+/// Re-reads the backend's state (under a watch named `token`) until it reaches the
+/// step of the handshake that `want` names; waits at most `max_waits` times
+/// (`ETIMEDOUT` after):
+///
+/// * `InitWait`: InitWait or later; a Closing or vanished backend gives `ENODEV`;
+/// * `Connected`: Connected; a closing, closed or vanished backend gives `ENODEV`;
+/// * `Closing`: Closing, Closed or vanished;
+/// * anything else (`Closed`): Closed, vanished, or back at InitWait.
 pub(super) fn await_backend<S: Store + ?Sized, W: Wait + ?Sized>(
     store: &mut S,
     backend: &Backend,
     token: &str,
     wait: &mut W,
     max_waits: u32,
-    done: impl Fn(XenbusState) -> bool,
-    fail: impl Fn(XenbusState) -> bool,
+    want: XenbusState,
 ) -> Result<XenbusState, Errno> {
+    use XenbusState::*;
+    type Test = fn(XenbusState) -> bool;
+    let (done, fail): (Test, Test) = match want {
+        InitWait => (
+            |s| matches!(s, InitWait | Initialised | Connected),
+            |s| matches!(s, Closing | Unknown),
+        ),
+        Connected => (
+            |s| s == Connected,
+            |s| matches!(s, Closing | Closed | Unknown),
+        ),
+        Closing => (|s| matches!(s, Closing | Closed | Unknown), |_| false),
+        _ => (|s| matches!(s, Closed | Unknown | InitWait), |_| false),
+    };
     let state_path = Path::join(backend.path().as_bytes(), "state")?;
     let state_path = state_path.as_str()?;
     store.watch(state_path, token)?;
@@ -143,46 +160,4 @@ pub(super) fn await_backend<S: Store + ?Sized, W: Wait + ?Sized>(
     })();
     let _ = store.unwatch(state_path, token);
     result
-}
-
-/// The first wait of a connect: the backend's InitWait (or a later state of a
-/// backend that went ahead); a Closing or vanished backend gives `ENODEV`.
-pub(super) fn await_init_wait<S: Store + ?Sized, W: Wait + ?Sized>(
-    store: &mut S,
-    backend: &Backend,
-    token: &str,
-    wait: &mut W,
-    max_waits: u32,
-) -> Result<XenbusState, Errno> {
-    use XenbusState::*;
-    await_backend(
-        store,
-        backend,
-        token,
-        wait,
-        max_waits,
-        |s| matches!(s, InitWait | Initialised | Connected),
-        |s| matches!(s, Closing | Unknown),
-    )
-}
-
-/// The last wait of a connect: the backend's Connected; a closing, closed or
-/// vanished backend gives `ENODEV`.
-pub(super) fn await_connected<S: Store + ?Sized, W: Wait + ?Sized>(
-    store: &mut S,
-    backend: &Backend,
-    token: &str,
-    wait: &mut W,
-    max_waits: u32,
-) -> Result<XenbusState, Errno> {
-    use XenbusState::*;
-    await_backend(
-        store,
-        backend,
-        token,
-        wait,
-        max_waits,
-        |s| s == Connected,
-        |s| matches!(s, Closing | Closed | Unknown),
-    )
 }

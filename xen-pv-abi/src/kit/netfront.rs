@@ -54,9 +54,7 @@
 //! ```
 
 use super::blkfront::{DataPages, Store};
-use super::frontend::{
-    Path, await_connected, await_init_wait, parse_u64, set_state, strip_nul, write_u64,
-};
+use super::frontend::{Path, await_backend, parse_u64, set_state, strip_nul, write_u64};
 use super::grants::{Grant, GrantTable};
 use super::ring::{FrontRing, RingMemory};
 use super::xenbus::Wait;
@@ -134,7 +132,7 @@ pub fn connect<S: Store + ?Sized, W: Wait + ?Sized>(
 ) -> Result<Mac, Errno> {
     use XenbusState::*;
     set_state(store, dev, Initialising)?;
-    await_init_wait(store, backend, WATCH_TOKEN, wait, max_waits)?;
+    await_backend(store, backend, WATCH_TOKEN, wait, max_waits, InitWait)?;
     let mut buf = [0u8; 24];
     let p = Path::join(backend.path().as_bytes(), "feature-rx-copy")?;
     let copy = match store.read_into(p.as_str()?, &mut buf) {
@@ -158,7 +156,7 @@ pub fn connect<S: Store + ?Sized, W: Wait + ?Sized>(
     write_u64(store, base, "request-rx-copy", 1)?;
     write_u64(store, base, "feature-rx-notify", 1)?;
     set_state(store, dev, Connected)?;
-    await_connected(store, backend, WATCH_TOKEN, wait, max_waits)?;
+    await_backend(store, backend, WATCH_TOKEN, wait, max_waits, Connected)?;
     Ok(mac)
 }
 

@@ -407,26 +407,26 @@ fn format(base: &str, key: &str) -> String {
 
 use std::string::ToString;
 
+/// [`connect`] with rings 8 and 9 and port 5, a wait that returns at once.
+fn connect_dev(store: &mut FakeStore, backend: &Backend, max_waits: u32) -> Result<Mac, Errno> {
+    let r = (GrantRef(8), GrantRef(9));
+    connect(
+        store,
+        DEV,
+        backend,
+        r.0,
+        r.1,
+        EvtchnPort(5),
+        &mut || Ok(()),
+        max_waits,
+    )
+}
+
 #[test]
 fn handshake_writes_the_keys_and_returns_the_mac() {
     let mut store = net_store(Some("1"), "00:16:3e:00:00:02");
     let backend = probe(&mut store, DEV).unwrap();
-    let mut waits = 0;
-    let mut wait = || {
-        waits += 1;
-        Ok(())
-    };
-    let mac = connect(
-        &mut store,
-        DEV,
-        &backend,
-        GrantRef(8),
-        GrantRef(9),
-        EvtchnPort(5),
-        &mut wait,
-        10,
-    )
-    .unwrap();
+    let mac = connect_dev(&mut store, &backend, 10).unwrap();
     assert_eq!(mac, [0, 0x16, 0x3e, 0, 0, 2]);
     for (k, v) in [
         ("tx-ring-ref", "8"),
@@ -451,16 +451,7 @@ fn handshake_refuses_backends_without_rx_copy_and_bad_macs() {
     ] {
         let mut store = net_store(copy, "00:16:3e:00:00:02");
         let backend = probe(&mut store, DEV).unwrap();
-        let r = connect(
-            &mut store,
-            DEV,
-            &backend,
-            GrantRef(8),
-            GrantRef(9),
-            EvtchnPort(5),
-            &mut || Ok(()),
-            10,
-        );
+        let r = connect_dev(&mut store, &backend, 10);
         assert_eq!(r, Err(Errno::EOPNOTSUPP), "{copy:?}");
         assert_eq!(get(&store, &format(DEV, "tx-ring-ref")), None);
     }
@@ -471,16 +462,7 @@ fn handshake_refuses_backends_without_rx_copy_and_bad_macs() {
     ] {
         let mut store = net_store(Some("1"), mac);
         let backend = probe(&mut store, DEV).unwrap();
-        let r = connect(
-            &mut store,
-            DEV,
-            &backend,
-            GrantRef(8),
-            GrantRef(9),
-            EvtchnPort(5),
-            &mut || Ok(()),
-            10,
-        );
+        let r = connect_dev(&mut store, &backend, 10);
         assert_eq!(r, Err(Errno::EINVAL), "{mac}");
     }
     // A backend that never gets to InitWait times out after the wait budget.
@@ -490,15 +472,6 @@ fn handshake_refuses_backends_without_rx_copy_and_bad_macs() {
         .insert("device/vif/0/state".into(), b"1".to_vec());
     let backend = probe(&mut store, DEV).unwrap();
     store.nodes.insert(format(BE, "state"), b"5".to_vec());
-    let r = connect(
-        &mut store,
-        DEV,
-        &backend,
-        GrantRef(8),
-        GrantRef(9),
-        EvtchnPort(5),
-        &mut || Ok(()),
-        3,
-    );
+    let r = connect_dev(&mut store, &backend, 3);
     assert_eq!(r, Err(Errno::ENODEV), "a Closing backend");
 }

@@ -5,6 +5,7 @@
 extern crate std;
 
 use super::blkfront::{DataPages, PAGE_SIZE, Store};
+use super::grants::GrantTable;
 use crate::errno::Errno;
 use crate::grant_table::{GTF_PERMIT_ACCESS, GTF_READONLY, GrantEntryV1};
 use crate::ids::{DomId, Mfn};
@@ -77,6 +78,23 @@ impl Drop for Frames {
         // SAFETY: made by `Box::into_raw` of a slice of this length in `new`, and the
         // tables using it are dropped before (declared after).
         drop(unsafe { Box::from_raw(core::ptr::slice_from_raw_parts_mut(self.0, self.1)) });
+    }
+}
+
+/// A grant table of `N` entries over [`Frames`] it owns, so that the fake backend can
+/// read the entries; the table is dropped before its entries (fields drop in order).
+pub(super) struct Granted<const N: usize> {
+    pub(super) table: GrantTable<N>,
+    pub(super) frames: Frames,
+}
+
+impl<const N: usize> Granted<N> {
+    pub(super) fn new() -> Self {
+        let frames = Frames::new(N);
+        // SAFETY: the entries live as long as `self` (moving `Frames` does not move
+        // them), the table is dropped first, and only the fake backend reads them.
+        let table = unsafe { GrantTable::new(frames.0, N) };
+        Granted { table, frames }
     }
 }
 

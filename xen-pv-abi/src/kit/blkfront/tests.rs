@@ -97,17 +97,15 @@ fn info(sectors: u64) -> DiskInfo {
 
 #[test]
 fn random_writes_read_back_and_grants_are_ended() {
-    let frames = Frames::new(128);
-    // SAFETY: `frames` outlives the table (declared before) and is read only by the
-    // fake backend meanwhile.
-    let table = unsafe { GrantTable::<128>::new(frames.0, 128) };
+    let g = Granted::<128>::new();
+    let (table, frames) = (&g.table, &g.frames);
     let page = PageBuffer::<1024>::new();
     let pages = Pages::new(24);
     let kicks = Cell::new(0u32);
     let ring = FrontRing::<BlkifProtocol, _>::init(&page).unwrap();
     let back = RefCell::new(FakeBack {
         ring: BackRing::new(&page).unwrap(),
-        frames: &frames,
+        frames,
         pages: &pages,
         disk: vec![0; 256 * 512],
         bad_id: None,
@@ -115,7 +113,7 @@ fn random_writes_read_back_and_grants_are_ended() {
     });
     let mut front = Blkfront::new(
         ring,
-        &table,
+        table,
         BACKEND,
         &pages,
         || kicks.set(kicks.get() + 1),
@@ -149,21 +147,20 @@ fn random_writes_read_back_and_grants_are_ended() {
 
 #[test]
 fn pipelined_requests_complete_by_id_and_in_flight_is_bounded() {
-    let frames = Frames::new(512);
-    // SAFETY: as above.
-    let table = unsafe { GrantTable::<512>::new(frames.0, 512) };
+    let g = Granted::<512>::new();
+    let (table, frames) = (&g.table, &g.frames);
     let page = PageBuffer::<1024>::new();
     let pages = Pages::new(64);
     let ring = FrontRing::<BlkifProtocol, _>::init(&page).unwrap();
     let mut back = FakeBack {
         ring: BackRing::new(&page).unwrap(),
-        frames: &frames,
+        frames,
         pages: &pages,
         disk: (0..128 * 512).map(|i| (i / 512) as u8).collect(),
         bad_id: None,
         flushes: 0,
     };
-    let mut front = Blkfront::new(ring, &table, BACKEND, &pages, || {}, info(128));
+    let mut front = Blkfront::new(ring, table, BACKEND, &pages, || {}, info(128));
     // 64 one-page reads: pages run out first at 64, the ring at 32.
     let mut ids = HashMap::new();
     for s in 0..32u64 {
@@ -200,16 +197,15 @@ fn pipelined_requests_complete_by_id_and_in_flight_is_bounded() {
 
 #[test]
 fn bad_requests_are_refused_locally_and_backend_errors_surface() {
-    let frames = Frames::new(64);
-    // SAFETY: as above.
-    let table = unsafe { GrantTable::<64>::new(frames.0, 64) };
+    let g = Granted::<64>::new();
+    let (table, frames) = (&g.table, &g.frames);
     let page = PageBuffer::<1024>::new();
     let pages = Pages::new(11);
     let ring = FrontRing::<BlkifProtocol, _>::init(&page).unwrap();
     // The backend's disk is smaller than advertised.
     let back = RefCell::new(FakeBack {
         ring: BackRing::new(&page).unwrap(),
-        frames: &frames,
+        frames,
         pages: &pages,
         disk: vec![0; 8 * 512],
         bad_id: None,
@@ -219,7 +215,7 @@ fn bad_requests_are_refused_locally_and_backend_errors_surface() {
         back.borrow_mut().serve();
         Ok(())
     };
-    let mut front = Blkfront::new(ring, &table, BACKEND, &pages, || {}, info(16));
+    let mut front = Blkfront::new(ring, table, BACKEND, &pages, || {}, info(16));
     let mut buf = [0u8; 1024];
     assert_eq!(front.read(15, &mut buf, &mut wait), Err(Errno::EINVAL));
     assert_eq!(
@@ -248,7 +244,7 @@ fn bad_requests_are_refused_locally_and_backend_errors_surface() {
         barrier: false,
         ..info(8)
     };
-    let mut front = Blkfront::new(ring, &table, BACKEND, &pages, || {}, ro);
+    let mut front = Blkfront::new(ring, table, BACKEND, &pages, || {}, ro);
     assert_eq!(front.write(0, &buf, &mut wait), Err(Errno::EROFS));
     assert_eq!(front.flush(&mut wait), Err(Errno::EOPNOTSUPP));
     assert_eq!(front.read(0, &mut buf, &mut wait), Ok(()));
@@ -260,7 +256,7 @@ fn bad_requests_are_refused_locally_and_backend_errors_surface() {
         sector_size: 4096,
         ..info(8)
     };
-    let mut front = Blkfront::new(ring, &table, BACKEND, &pages, || {}, big);
+    let mut front = Blkfront::new(ring, table, BACKEND, &pages, || {}, big);
     assert_eq!(front.read(0, &mut buf, &mut wait), Err(Errno::EINVAL));
     let mut page4k = [0u8; 4096];
     assert_eq!(front.read(1, &mut page4k, &mut wait), Err(Errno::EINVAL));
@@ -269,15 +265,14 @@ fn bad_requests_are_refused_locally_and_backend_errors_surface() {
 
 #[test]
 fn a_backend_answering_unknown_ids_or_bad_indices_breaks_the_device() {
-    let frames = Frames::new(64);
-    // SAFETY: as above.
-    let table = unsafe { GrantTable::<64>::new(frames.0, 64) };
+    let g = Granted::<64>::new();
+    let (table, frames) = (&g.table, &g.frames);
     let page = PageBuffer::<1024>::new();
     let pages = Pages::new(11);
     let ring = FrontRing::<BlkifProtocol, _>::init(&page).unwrap();
     let back = RefCell::new(FakeBack {
         ring: BackRing::new(&page).unwrap(),
-        frames: &frames,
+        frames,
         pages: &pages,
         disk: vec![0; 8 * 512],
         bad_id: Some(0x7777),
@@ -287,7 +282,7 @@ fn a_backend_answering_unknown_ids_or_bad_indices_breaks_the_device() {
         back.borrow_mut().serve();
         Ok(())
     };
-    let mut front = Blkfront::new(ring, &table, BACKEND, &pages, || {}, info(8));
+    let mut front = Blkfront::new(ring, table, BACKEND, &pages, || {}, info(8));
     let mut buf = [0u8; 512];
     assert_eq!(front.read(0, &mut buf, &mut wait), Err(Errno::EIO));
     assert!(front.is_broken());
@@ -295,7 +290,7 @@ fn a_backend_answering_unknown_ids_or_bad_indices_breaks_the_device() {
 
     // A response producer index far ahead of the requests.
     let ring = FrontRing::<BlkifProtocol, _>::init(&page).unwrap();
-    let mut front = Blkfront::new(ring, &table, BACKEND, &pages, || {}, info(8));
+    let mut front = Blkfront::new(ring, table, BACKEND, &pages, || {}, info(8));
     front.submit_read(0, 512).unwrap();
     page.store_u32(crate::kit::ring::RSP_PROD_OFFSET, 1000);
     assert_eq!(front.poll(|_, _, _| {}), Err(Errno::EIO));
@@ -303,7 +298,7 @@ fn a_backend_answering_unknown_ids_or_bad_indices_breaks_the_device() {
 
     // A silent backend: the wait budget runs out.
     let ring = FrontRing::<BlkifProtocol, _>::init(&page).unwrap();
-    let mut front = Blkfront::new(ring, &table, BACKEND, &pages, || {}, info(8));
+    let mut front = Blkfront::new(ring, table, BACKEND, &pages, || {}, info(8));
     front.set_max_waits(5);
     let waits = Cell::new(0);
     let mut idle = || {

@@ -119,17 +119,16 @@ fn front<'a>(
 
 #[test]
 fn frames_loop_back_intact_and_grants_are_ended() {
-    let frames = Frames::new(128);
-    // SAFETY: `frames` outlives the table and is only read by the fake backend.
-    let table = unsafe { GrantTable::<128>::new(frames.0, 128) };
+    let g = Granted::<128>::new();
+    let (table, frames) = (&g.table, &g.frames);
     let (tpage, rpage) = (PageBuffer::new(), PageBuffer::new());
     let pages = Pages::new(12);
-    let mut nic = front(&tpage, &rpage, &table, &pages, 4);
+    let mut nic = front(&tpage, &rpage, table, &pages, 4);
     assert_eq!(nic.buffers(), (4, 8));
     let free0 = table.free_count();
     assert_eq!(nic.fill_rx().unwrap(), 8);
     assert_eq!(table.free_count(), free0 - 8);
-    let mut back = FakeBack::new(&tpage, &rpage, &frames, &pages);
+    let mut back = FakeBack::new(&tpage, &rpage, frames, &pages);
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut sent = VecDeque::new();
     for round in 0..300 {
@@ -169,12 +168,11 @@ fn frames_loop_back_intact_and_grants_are_ended() {
 
 #[test]
 fn frame_sizes_are_checked_and_tx_buffers_run_out() {
-    let frames = Frames::new(128);
-    // SAFETY: as above.
-    let table = unsafe { GrantTable::<128>::new(frames.0, 128) };
+    let g = Granted::<128>::new();
+    let (table, frames) = (&g.table, &g.frames);
     let (tpage, rpage) = (PageBuffer::new(), PageBuffer::new());
     let pages = Pages::new(3);
-    let mut nic = front(&tpage, &rpage, &table, &pages, 2);
+    let mut nic = front(&tpage, &rpage, table, &pages, 2);
     assert_eq!(nic.transmit(&[]), Err(Errno::EINVAL));
     assert_eq!(nic.transmit(&[0; MAX_FRAME + 1]), Err(Errno::EINVAL));
     nic.transmit(&[1; MAX_FRAME]).unwrap();
@@ -182,7 +180,7 @@ fn frame_sizes_are_checked_and_tx_buffers_run_out() {
     nic.transmit(&[2; 60]).unwrap();
     assert!(!nic.can_transmit());
     assert_eq!(nic.transmit(&[3; 60]), Err(Errno::EBUSY));
-    let mut back = FakeBack::new(&tpage, &rpage, &frames, &pages);
+    let mut back = FakeBack::new(&tpage, &rpage, frames, &pages);
     back.take_requests();
     assert_eq!(back.queue[0].len(), MAX_FRAME);
     assert_eq!(nic.reclaim_tx().unwrap(), 2);
@@ -192,13 +190,12 @@ fn frame_sizes_are_checked_and_tx_buffers_run_out() {
 
 #[test]
 fn a_tx_response_for_an_id_not_in_flight_breaks_the_device() {
-    let frames = Frames::new(128);
-    // SAFETY: as above.
-    let table = unsafe { GrantTable::<128>::new(frames.0, 128) };
+    let g = Granted::<128>::new();
+    let table = &g.table;
     let (tpage, rpage) = (PageBuffer::new(), PageBuffer::new());
     let pages = Pages::new(4);
     for bad in [1u16, 2, 255, u16::MAX] {
-        let mut nic = front(&tpage, &rpage, &table, &pages, 2);
+        let mut nic = front(&tpage, &rpage, table, &pages, 2);
         nic.transmit(&[0; 60]).unwrap();
         let mut tx = BackRing::<NetifTxProtocol, _>::new(&tpage).unwrap();
         tx.next_request().unwrap().unwrap();
@@ -215,7 +212,7 @@ fn a_tx_response_for_an_id_not_in_flight_breaks_the_device() {
         assert_eq!(nic.poll_rx(|_| {}), Err(Errno::EIO));
     }
     // The same id twice.
-    let mut nic = front(&tpage, &rpage, &table, &pages, 2);
+    let mut nic = front(&tpage, &rpage, table, &pages, 2);
     nic.transmit(&[0; 60]).unwrap();
     nic.transmit(&[0; 60]).unwrap();
     let mut tx = BackRing::<NetifTxProtocol, _>::new(&tpage).unwrap();
@@ -234,9 +231,8 @@ fn a_tx_response_for_an_id_not_in_flight_breaks_the_device() {
 
 #[test]
 fn hostile_rx_responses_break_the_device_and_errors_are_counted() {
-    let frames = Frames::new(128);
-    // SAFETY: as above.
-    let table = unsafe { GrantTable::<128>::new(frames.0, 128) };
+    let g = Granted::<128>::new();
+    let (table, frames) = (&g.table, &g.frames);
     let (tpage, rpage) = (PageBuffer::new(), PageBuffer::new());
     let pages = Pages::new(4);
     let ok = |id| NetifRxResponse {
@@ -273,9 +269,9 @@ fn hostile_rx_responses_break_the_device_and_errors_are_counted() {
         ("id 0xffff", vec![ok(0xffff)]),
     ];
     for (what, rsps) in cases {
-        let mut nic = front(&tpage, &rpage, &table, &pages, 1);
+        let mut nic = front(&tpage, &rpage, table, &pages, 1);
         assert_eq!(nic.fill_rx().unwrap(), 3);
-        let mut back = FakeBack::new(&tpage, &rpage, &frames, &pages);
+        let mut back = FakeBack::new(&tpage, &rpage, frames, &pages);
         back.take_requests();
         for r in rsps {
             back.answer_rx(r);
@@ -287,9 +283,9 @@ fn hostile_rx_responses_break_the_device_and_errors_are_counted() {
         assert!(nic.is_broken(), "{what}");
     }
     // Error statuses and empty frames are counted and the buffer is posted again.
-    let mut nic = front(&tpage, &rpage, &table, &pages, 1);
+    let mut nic = front(&tpage, &rpage, table, &pages, 1);
     nic.fill_rx().unwrap();
-    let mut back = FakeBack::new(&tpage, &rpage, &frames, &pages);
+    let mut back = FakeBack::new(&tpage, &rpage, frames, &pages);
     back.take_requests();
     for (id, status) in [(0, NETIF_RSP_DROPPED), (1, NETIF_RSP_ERROR), (2, 0)] {
         back.answer_rx(NetifRxResponse { status, ..ok(id) });
@@ -307,16 +303,15 @@ fn hostile_rx_responses_break_the_device_and_errors_are_counted() {
 
 #[test]
 fn has_work_sees_responses_and_kicks_happen() {
-    let frames = Frames::new(128);
-    // SAFETY: as above.
-    let table = unsafe { GrantTable::<128>::new(frames.0, 128) };
+    let g = Granted::<128>::new();
+    let (table, frames) = (&g.table, &g.frames);
     let (tpage, rpage) = (PageBuffer::new(), PageBuffer::new());
     let pages = Pages::new(4);
     let kicks = Cell::new(0);
     let mut nic = Netfront::new(
         FrontRing::init(&tpage).unwrap(),
         FrontRing::init(&rpage).unwrap(),
-        &table,
+        table,
         BACKEND,
         &pages,
         2,
@@ -328,7 +323,7 @@ fn has_work_sees_responses_and_kicks_happen() {
     assert!(!nic.has_work().unwrap());
     nic.transmit(&[9; 100]).unwrap();
     assert_eq!(kicks.get(), 2);
-    let mut back = FakeBack::new(&tpage, &rpage, &frames, &pages);
+    let mut back = FakeBack::new(&tpage, &rpage, frames, &pages);
     back.take_requests();
     back.deliver();
     assert!(nic.has_work().unwrap());

@@ -8,10 +8,10 @@
 
 mod common;
 
-use common::{checksum, disk_image, random_bytes};
-use std::time::{Duration, Instant};
+use common::{checksum, disk_image, random_bytes, run_timed};
+use std::time::Duration;
 use xtask::bundle::{DiskFile, GuestFile};
-use xtask::qemu::{HvRun, Outcome, run_hypervisor};
+use xtask::qemu::{HvRun, Outcome};
 
 /// Hang guard for the QEMU run.
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -203,9 +203,8 @@ fn hostile_blkfronts_are_refused_while_a_good_domain_keeps_its_io() {
         ],
         ..HvRun::default()
     };
-    let start = Instant::now();
-    let result = run_hypervisor(&run).unwrap_or_else(|e| panic!("QEMU run failed: {e}"));
-    eprintln!("QEMU run took {:?}", start.elapsed());
+    let (result, took) = run_timed(&run);
+    eprintln!("QEMU run took {took:?}");
     let text = result.transcript.text();
     if std::env::var_os("BLK_HOSTILE_SHOW").is_some() {
         eprintln!("{text}");

@@ -10,9 +10,9 @@
 
 mod common;
 
-use common::{CLIENT_SEED, checksum, random_bytes};
-use std::time::{Duration, Instant};
-use xtask::qemu::{HvRun, Outcome, run_hypervisor};
+use common::{CLIENT_SEED, checksum, random_bytes, run_timed};
+use std::time::Duration;
+use xtask::qemu::{HvRun, Outcome};
 
 /// Hang guard for the QEMU run.
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -47,9 +47,7 @@ fn tcp_crosses_vlan_10_and_vlan_20_stays_isolated() {
         ],
         ..HvRun::default()
     };
-    let started = Instant::now();
-    let result = run_hypervisor(&run).unwrap_or_else(|e| panic!("QEMU run failed: {e}"));
-    let took = started.elapsed();
+    let (result, took) = run_timed(&run);
     let text = result.transcript.text();
     let sum = checksum(&random_bytes(CLIENT_SEED, TRANSFER));
     let mut lines = vec![

@@ -18,10 +18,10 @@
 
 mod common;
 
-use common::{CLIENT_SEED, checksum, random_bytes};
-use std::time::{Duration, Instant};
+use common::{CLIENT_SEED, checksum, random_bytes, run_timed};
+use std::time::Duration;
 use xtask::bundle::GuestFile;
-use xtask::qemu::{HvRun, Outcome, run_hypervisor};
+use xtask::qemu::{HvRun, Outcome};
 
 /// Hang guard for the QEMU run.
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -115,9 +115,7 @@ fn hostile_netfronts_are_refused_while_a_good_pair_keeps_its_tcp_going() {
         ],
         ..HvRun::default()
     };
-    let started = Instant::now();
-    let result = run_hypervisor(&run).unwrap_or_else(|e| panic!("QEMU run failed: {e}"));
-    let took = started.elapsed();
+    let (result, took) = run_timed(&run);
     let text = result.transcript.text();
     // The flood ran from before d4 was done until it was: as many rounds as that took.
     let rounds: u32 = text

@@ -6,6 +6,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use xtask::qemu::{HvResult, HvRun, run_hypervisor};
 
 /// The seed of pv-guest `demo=net`'s client stream.
 pub const CLIENT_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -42,6 +44,13 @@ pub fn disk_image(name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     path
+}
+
+/// Runs `run` in QEMU (panics if QEMU cannot run) and how long it took.
+pub fn run_timed(run: &HvRun) -> (HvResult, Duration) {
+    let started = Instant::now();
+    let result = run_hypervisor(run).unwrap_or_else(|e| panic!("QEMU run failed: {e}"));
+    (result, started.elapsed())
 }
 
 #[test]

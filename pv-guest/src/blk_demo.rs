@@ -10,12 +10,12 @@
 
 use xen_pv_abi::blkif::BlkifProtocol;
 use xen_pv_abi::console::EvtchnNotifier;
-use xen_pv_abi::kit::blkfront::{self, Blkfront, DataPages, PAGE_SIZE};
+use xen_pv_abi::kit::blkfront::{self, Blkfront, PAGE_SIZE};
 use xen_pv_abi::kit::ring::{FrontRing, RawRingPage};
-use xen_pv_abi::kit::{Directory, TxId};
-use xen_pv_abi::{Errno, EvtchnPort, Mfn, evtchn};
+use xen_pv_abi::{Errno, EvtchnPort, evtchn};
 
 use crate::events::{self, count, wait_until};
+use crate::front::{self, NoDevice, Page};
 use crate::split_demo::setup_grant_table;
 use crate::xenbus::{self, StoreWait};
 use crate::{StartInfo, println};
@@ -27,9 +27,6 @@ const MAX_STATE_WAITS: u32 = 100_000;
 /// First sector of the write test, and its length in sectors.
 const TEST_SECTOR: u64 = 8;
 const TEST_SECTORS: usize = 8;
-
-#[repr(C, align(4096))]
-struct Page([u8; PAGE_SIZE]);
 
 /// The shared ring (only accessed through [`RawRingPage`]).
 static mut RING: Page = Page([0; PAGE_SIZE]);
@@ -54,40 +51,11 @@ static BUFFERS: spin::Mutex<Buffers> = spin::Mutex::new(Buffers {
 });
 
 /// [`DATA`] as the frontend's data pages.
-struct StaticPages<'a>(&'a StartInfo);
+type StaticPages<'a> = front::StaticPages<'a, true>;
 
-impl StaticPages<'_> {
-    fn base(page: usize) -> *mut u8 {
-        assert!(page < DATA_PAGES);
-        // SAFETY: in bounds of the static array (checked above); only a pointer is made.
-        unsafe { (&raw mut DATA).cast::<Page>().add(page).cast::<u8>() }
-    }
-}
-
-impl DataPages for StaticPages<'_> {
-    fn count(&self) -> usize {
-        DATA_PAGES
-    }
-    fn frame(&self, page: usize) -> Mfn {
-        Mfn(crate::paging::mfn_of(self.0, Self::base(page) as u64))
-    }
-    fn read(&self, page: usize, offset: usize, dst: &mut [u8]) {
-        assert!(offset + dst.len() <= PAGE_SIZE);
-        let p = Self::base(page);
-        for (i, d) in dst.iter_mut().enumerate() {
-            // SAFETY: inside the page (asserted); the backend may write it while it
-            // is granted, hence volatile.
-            *d = unsafe { p.add(offset + i).read_volatile() };
-        }
-    }
-    fn write(&self, page: usize, offset: usize, src: &[u8]) {
-        assert!(offset + src.len() <= PAGE_SIZE);
-        let p = Self::base(page);
-        for (i, s) in src.iter().enumerate() {
-            // SAFETY: as in `read`.
-            unsafe { p.add(offset + i).write_volatile(*s) };
-        }
-    }
+fn data_pages(si: &StartInfo) -> StaticPages<'_> {
+    // SAFETY: DATA is reserved for the data pages and only accessed through this view.
+    unsafe { StaticPages::new(si, (&raw mut DATA).cast::<u8>(), DATA_PAGES) }
 }
 
 fn checksum(b: &[u8]) -> u32 {
@@ -122,20 +90,11 @@ fn demo(si: &StartInfo) -> Result<(), Step> {
     let mut store_wait = StoreWait(store_port);
 
     // The first disk the toolstack gave us.
-    let mut name = [0u8; 16];
-    let len = {
-        let mut dir: Directory<'_> = xs
-            .directory(TxId::NONE, "device/vbd")
-            .map_err(at("list device/vbd"))?;
-        let first = dir.next().ok_or(("list device/vbd", Errno::ENODEV))?;
-        let n = name
-            .get_mut(..first.len())
-            .ok_or(("device name", Errno::EINVAL))?;
-        n.copy_from_slice(first);
-        first.len()
-    };
-    let name = core::str::from_utf8(&name[..len]).map_err(|_| ("device name", Errno::EINVAL))?;
-    let dev = crate::split::Path::of(format_args!("device/vbd/{name}"));
+    let dev = front::first_device(&mut xs, "vbd").map_err(|e| match e {
+        NoDevice::List(e) => ("list device/vbd", e),
+        NoDevice::Empty => ("list device/vbd", Errno::ENODEV),
+        NoDevice::Name => ("device name", Errno::EINVAL),
+    })?;
     let dev = dev.as_str();
     let backend = blkfront::probe(&mut xs, dev).map_err(at("probe"))?;
     println!(
@@ -150,14 +109,9 @@ fn demo(si: &StartInfo) -> Result<(), Step> {
     // through this view (and the backend's mapping of its grant).
     let ring_mem = unsafe { RawRingPage::new(ring_va, PAGE_SIZE) };
     let ring = FrontRing::<BlkifProtocol, _>::init(ring_mem).map_err(at("ring"))?;
-    let ring_mfn = Mfn(crate::paging::mfn_of(si, ring_va as u64));
-    let ring_grant = table
-        .grant_access(backend.domid, ring_mfn, false)
-        .map_err(at("grant ring"))?;
-    events::disable();
-    let port = evtchn::alloc_unbound(backend.domid).map_err(at("alloc_unbound"))?;
-    events::reset_count(port);
-    events::enable();
+    let ring_grant =
+        front::grant_page(si, &table, backend.domid, ring_va).map_err(at("grant ring"))?;
+    let port = front::backend_port(backend.domid).map_err(at("alloc_unbound"))?;
 
     let info = blkfront::connect(
         &mut xs,
@@ -206,7 +160,7 @@ fn io(
         ring,
         table,
         backend.domid,
-        StaticPages(si),
+        data_pages(si),
         EvtchnNotifier(port),
         info,
     );

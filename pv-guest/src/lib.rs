@@ -38,6 +38,8 @@ pub mod cmdline;
 pub mod events;
 #[cfg(target_os = "none")]
 pub mod events_demo;
+#[cfg(target_os = "none")]
+pub mod front;
 pub mod net_args;
 #[cfg(target_os = "none")]
 pub mod net_demo;

@@ -29,13 +29,13 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
 use xen_pv_abi::console::EvtchnNotifier;
-use xen_pv_abi::kit::blkfront::DataPages;
+use xen_pv_abi::kit::TxId;
 use xen_pv_abi::kit::netfront::{self, MAX_FRAME, Mac, Netfront, PAGE_SIZE};
 use xen_pv_abi::kit::ring::{FrontRing, RawRingPage};
-use xen_pv_abi::kit::{Directory, TxId};
 use xen_pv_abi::netif::{NetifRxProtocol, NetifTxProtocol};
-use xen_pv_abi::{Errno, EvtchnPort, Mfn, VcpuId, evtchn, sched};
+use xen_pv_abi::{Errno, EvtchnPort, VcpuId, evtchn, sched};
 
+use crate::front::{self, NoDevice, Page};
 use crate::net_args::{Args, Role, parse_args};
 use crate::split_demo::{GRANT_ENTRIES, setup_grant_table};
 use crate::xenbus::{self, Client, StoreWait};
@@ -54,9 +54,6 @@ const PORT: u16 = 5001;
 const ROLE_LIMIT_NS: u64 = 120_000_000_000;
 /// Longest block between two polls of the stack.
 const TICK_NS: u64 = 50_000_000;
-
-#[repr(C, align(4096))]
-struct Page([u8; PAGE_SIZE]);
 
 /// The rings (only accessed through [`RawRingPage`]).
 static mut TX_RING: Page = Page([0; PAGE_SIZE]);
@@ -111,41 +108,7 @@ static BUFFERS: spin::Mutex<Buffers> = spin::Mutex::new(Buffers {
 });
 
 /// [`DATA`] as the frontend's buffer pages.
-struct StaticPages<'a>(&'a StartInfo);
-
-impl StaticPages<'_> {
-    fn base(page: usize) -> *mut u8 {
-        assert!(page < DATA_PAGES);
-        // SAFETY: in bounds of the static array (checked above); only a pointer is made.
-        unsafe { (&raw mut DATA).cast::<Page>().add(page).cast::<u8>() }
-    }
-}
-
-impl DataPages for StaticPages<'_> {
-    fn count(&self) -> usize {
-        DATA_PAGES
-    }
-    fn frame(&self, page: usize) -> Mfn {
-        Mfn(crate::paging::mfn_of(self.0, Self::base(page) as u64))
-    }
-    fn read(&self, page: usize, offset: usize, dst: &mut [u8]) {
-        assert!(offset + dst.len() <= PAGE_SIZE);
-        let p = Self::base(page);
-        for (i, d) in dst.iter_mut().enumerate() {
-            // SAFETY: inside the page (asserted); the backend may write it while it is
-            // granted, hence volatile.
-            *d = unsafe { p.add(offset + i).read_volatile() };
-        }
-    }
-    fn write(&self, page: usize, offset: usize, src: &[u8]) {
-        assert!(offset + src.len() <= PAGE_SIZE);
-        let p = Self::base(page);
-        for (i, s) in src.iter().enumerate() {
-            // SAFETY: as in `read`.
-            unsafe { p.add(offset + i).write_volatile(*s) };
-        }
-    }
-}
+type StaticPages<'a> = front::StaticPages<'a, true>;
 
 type Nic<'a> =
     Netfront<'a, RawRingPage, RawRingPage, GRANT_ENTRIES, StaticPages<'a>, EvtchnNotifier>;
@@ -226,20 +189,11 @@ fn demo(si: &StartInfo, args: &Args) -> Result<(), Step> {
     let (_, store_port) = si.xenstore().ok_or(("xenstore", Errno::ENODEV))?;
     let mut store_wait = StoreWait(store_port);
 
-    let mut name = [0u8; 16];
-    let len = {
-        let mut dir: Directory<'_> = xs
-            .directory(TxId::NONE, "device/vif")
-            .map_err(at("list device/vif"))?;
-        let first = dir.next().ok_or(("list device/vif", Errno::ENODEV))?;
-        let n = name
-            .get_mut(..first.len())
-            .ok_or(("device name", Errno::EINVAL))?;
-        n.copy_from_slice(first);
-        first.len()
-    };
-    let name = core::str::from_utf8(&name[..len]).map_err(|_| ("device name", Errno::EINVAL))?;
-    let dev = crate::split::Path::of(format_args!("device/vif/{name}"));
+    let dev = front::first_device(&mut xs, "vif").map_err(|e| match e {
+        NoDevice::List(e) => ("list device/vif", e),
+        NoDevice::Empty => ("list device/vif", Errno::ENODEV),
+        NoDevice::Name => ("device name", Errno::EINVAL),
+    })?;
     let dev = dev.as_str();
     let backend = netfront::probe(&mut xs, dev).map_err(at("probe"))?;
 
@@ -256,24 +210,11 @@ fn demo(si: &StartInfo, args: &Args) -> Result<(), Step> {
     };
     let tx = FrontRing::<NetifTxProtocol, _>::init(tx_mem).map_err(at("tx ring"))?;
     let rx = FrontRing::<NetifRxProtocol, _>::init(rx_mem).map_err(at("rx ring"))?;
-    let tx_grant = table
-        .grant_access(
-            backend.domid,
-            Mfn(crate::paging::mfn_of(si, tx_va as u64)),
-            false,
-        )
-        .map_err(at("grant tx ring"))?;
-    let rx_grant = table
-        .grant_access(
-            backend.domid,
-            Mfn(crate::paging::mfn_of(si, rx_va as u64)),
-            false,
-        )
-        .map_err(at("grant rx ring"))?;
-    events::disable();
-    let port = evtchn::alloc_unbound(backend.domid).map_err(at("alloc_unbound"))?;
-    events::reset_count(port);
-    events::enable();
+    let tx_grant =
+        front::grant_page(si, &table, backend.domid, tx_va).map_err(at("grant tx ring"))?;
+    let rx_grant =
+        front::grant_page(si, &table, backend.domid, rx_va).map_err(at("grant rx ring"))?;
+    let port = front::backend_port(backend.domid).map_err(at("alloc_unbound"))?;
 
     let mac = netfront::connect(
         &mut xs,
@@ -296,7 +237,9 @@ fn demo(si: &StartInfo, args: &Args) -> Result<(), Step> {
         rx,
         &table,
         backend.domid,
-        StaticPages(si),
+        // SAFETY: DATA is reserved for the buffer pages and only accessed through this
+        // view.
+        unsafe { StaticPages::new(si, (&raw mut DATA).cast::<u8>(), DATA_PAGES) },
         TX_PAGES,
         EvtchnNotifier(port),
         mac,

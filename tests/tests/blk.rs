@@ -1,7 +1,10 @@
 //! pv-guest's `demo=blk`: the kit's blkfront against the control domain's blkback, on
 //! a disk image this test writes itself (pseudo-random bytes, nothing committed).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{checksum, disk_image, random_bytes};
+use std::path::PathBuf;
 use std::time::Duration;
 use xtask::bundle::{DiskFile, GuestFile};
 use xtask::qemu::{HvResult, HvRun, Outcome, run_hypervisor};
@@ -10,39 +13,6 @@ use xtask::qemu::{HvResult, HvRun, Outcome, run_hypervisor};
 const TIMEOUT: Duration = Duration::from_secs(180);
 /// Disk size: 1 MiB = 2048 sectors of 512 bytes.
 const DISK_BYTES: usize = 1 << 20;
-
-/// FNV-1a over `b`: the checksum `blk_demo` prints.
-fn checksum(b: &[u8]) -> u32 {
-    b.iter().fold(0x811c_9dc5u32, |h, &x| {
-        (h ^ u32::from(x)).wrapping_mul(0x0100_0193)
-    })
-}
-
-/// `len` bytes of xorshift64 output from `seed` (deterministic: a failure reproduces).
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut s = seed;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// Writes the image `name` under the test's target directory.
-fn disk_image(name: &str, bytes: &[u8]) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("CARGO_TARGET_TMPDIR has a parent")
-        .join("blk");
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-    path
-}
 
 /// Boots pv-guest `demo=blk` with `image` as the control domain's disk `d1`, served to
 /// d1 as `vbd.1=d1<mode>`.
@@ -131,12 +101,4 @@ fn blkfront_reads_a_read_only_disk_and_does_not_write() {
         !result.transcript.text().contains("blk: wrote"),
         "demo=blk wrote to a read-only disk"
     );
-}
-
-#[test]
-fn checksum_is_fnv1a() {
-    // FNV-1a reference values.
-    assert_eq!(checksum(b""), 0x811c_9dc5);
-    assert_eq!(checksum(b"a"), 0xe40c_292c);
-    assert_eq!(checksum(b"foobar"), 0xbf9c_f968);
 }

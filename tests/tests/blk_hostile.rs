@@ -6,10 +6,12 @@
 //! and compares from d1's first case to its last. Afterwards nothing may be left: no
 //! frame of an ended domain, no grant mapping the control domain forgot.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+mod common;
+
+use common::{checksum, disk_image, random_bytes, run_timed};
+use std::time::Duration;
 use xtask::bundle::{DiskFile, GuestFile};
-use xtask::qemu::{HvRun, Outcome, run_hypervisor};
+use xtask::qemu::{HvRun, Outcome};
 
 /// Hang guard for the QEMU run.
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -76,39 +78,6 @@ const HANDSHAKE_TRIES: usize = 3;
 /// What the control domain says when it releases the vbd of d3, which crashed with its
 /// ring connected; the request counts follow.
 const CRASHED_RELEASE: &str = "[d0 control] d3 vbd/51712: frontend gone, ring unmapped: ";
-
-/// FNV-1a over `b`: the checksum `demo=blk` prints.
-fn checksum(b: &[u8]) -> u32 {
-    b.iter().fold(0x811c_9dc5u32, |h, &x| {
-        (h ^ u32::from(x)).wrapping_mul(0x0100_0193)
-    })
-}
-
-/// `len` bytes of xorshift64 output from `seed`.
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut s = seed;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// Writes the image `name` under the test's target directory.
-fn disk_image(name: &str, bytes: &[u8]) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("CARGO_TARGET_TMPDIR has a parent")
-        .join("blk");
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-    path
-}
 
 /// The lines the run must print.
 fn expected_lines(bytes: &[u8]) -> Vec<String> {
@@ -234,9 +203,8 @@ fn hostile_blkfronts_are_refused_while_a_good_domain_keeps_its_io() {
         ],
         ..HvRun::default()
     };
-    let start = Instant::now();
-    let result = run_hypervisor(&run).unwrap_or_else(|e| panic!("QEMU run failed: {e}"));
-    eprintln!("QEMU run took {:?}", start.elapsed());
+    let (result, took) = run_timed(&run);
+    eprintln!("QEMU run took {took:?}");
     let text = result.transcript.text();
     if std::env::var_os("BLK_HOSTILE_SHOW").is_some() {
         eprintln!("{text}");
@@ -305,10 +273,4 @@ fn hostile_blkfronts_are_refused_while_a_good_domain_keeps_its_io() {
         !text.contains("d1 vbd/51712: ring protocol violation"),
         "xvda was closed\n{text}"
     );
-}
-
-#[test]
-fn checksum_is_fnv1a() {
-    assert_eq!(checksum(b""), 0x811c_9dc5);
-    assert_eq!(checksum(b"a"), 0xe40c_292c);
 }

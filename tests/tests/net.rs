@@ -8,34 +8,16 @@
 //! stops once it counted the client's three broadcasts (gratuitous ARP before, ARP
 //! request for the server, gratuitous ARP after the transfer) and the probe's 16.
 
-use std::time::{Duration, Instant};
-use xtask::qemu::{HvRun, Outcome, run_hypervisor};
+mod common;
+
+use common::{CLIENT_SEED, checksum, random_bytes, run_timed};
+use std::time::Duration;
+use xtask::qemu::{HvRun, Outcome};
 
 /// Hang guard for the QEMU run.
 const TIMEOUT: Duration = Duration::from_secs(300);
 /// Bytes the client sends.
 const TRANSFER: usize = 1 << 20;
-
-/// FNV-1a over `b`: the checksum `net_demo` prints.
-fn checksum(b: &[u8]) -> u32 {
-    b.iter().fold(0x811c_9dc5u32, |h, &x| {
-        (h ^ u32::from(x)).wrapping_mul(0x0100_0193)
-    })
-}
-
-/// The client's stream: xorshift64 from its seed, 8 little-endian bytes per step.
-fn client_bytes() -> Vec<u8> {
-    let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut out = Vec::with_capacity(TRANSFER);
-    while out.len() < TRANSFER {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    out.truncate(TRANSFER);
-    out
-}
 
 /// d1 server and d2 client in VLAN 10, d3 probing from VLAN 20, d4 sniffing a trunk of
 /// both.
@@ -65,11 +47,9 @@ fn tcp_crosses_vlan_10_and_vlan_20_stays_isolated() {
         ],
         ..HvRun::default()
     };
-    let started = Instant::now();
-    let result = run_hypervisor(&run).unwrap_or_else(|e| panic!("QEMU run failed: {e}"));
-    let took = started.elapsed();
+    let (result, took) = run_timed(&run);
     let text = result.transcript.text();
-    let sum = checksum(&client_bytes());
+    let sum = checksum(&random_bytes(CLIENT_SEED, TRANSFER));
     let mut lines = vec![
         format!("[d1 pv-guest] net: server received {TRANSFER} bytes, checksum {sum:#010x}"),
         format!("[d2 pv-guest] net: client sent {TRANSFER} bytes, checksum {sum:#010x}"),
@@ -130,12 +110,4 @@ fn tcp_crosses_vlan_10_and_vlan_20_stays_isolated() {
         eprintln!("{l}");
     }
     eprintln!("demo=net: 4 domUs in {took:?}");
-}
-
-#[test]
-fn checksum_is_fnv1a() {
-    // FNV-1a reference values.
-    assert_eq!(checksum(b""), 0x811c_9dc5);
-    assert_eq!(checksum(b"a"), 0xe40c_292c);
-    assert_eq!(checksum(b"foobar"), 0xbf9c_f968);
 }

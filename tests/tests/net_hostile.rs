@@ -16,9 +16,12 @@
 //! Nothing is left behind: no frame owned and no grant mapped by the ended domains,
 //! and no hypervisor fault.
 
-use std::time::{Duration, Instant};
+mod common;
+
+use common::{CLIENT_SEED, checksum, random_bytes, run_timed};
+use std::time::Duration;
 use xtask::bundle::GuestFile;
-use xtask::qemu::{HvRun, Outcome, run_hypervisor};
+use xtask::qemu::{HvRun, Outcome};
 
 /// Hang guard for the QEMU run.
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -34,31 +37,10 @@ const RING: u32 = 256;
 /// The control domain's power-off summary of the crashed domain's vif.
 const CRASHED_SUMMARY: &str = "[d0 control] vif d2/0: tx ";
 
-/// FNV-1a over `b`: the checksum `net_demo` prints.
-fn checksum(b: &[u8]) -> u32 {
-    b.iter().fold(0x811c_9dc5u32, |h, &x| {
-        (h ^ u32::from(x)).wrapping_mul(0x0100_0193)
-    })
-}
-
-/// The client's stream: xorshift64 from its seed, 8 little-endian bytes per step.
-fn client_bytes() -> Vec<u8> {
-    let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut out = Vec::with_capacity(TRANSFER);
-    while out.len() < TRANSFER {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    out.truncate(TRANSFER);
-    out
-}
-
 fn expected_lines(rounds: u32) -> Vec<String> {
     let h = "[d1 hostile-netfront] hostile-netfront:";
     let c = "[d0 control]";
-    let sum = checksum(&client_bytes());
+    let sum = checksum(&random_bytes(CLIENT_SEED, TRANSFER));
     let n = FRAMES * rounds;
     let errors = 3 * n;
     let mut lines = vec![
@@ -133,9 +115,7 @@ fn hostile_netfronts_are_refused_while_a_good_pair_keeps_its_tcp_going() {
         ],
         ..HvRun::default()
     };
-    let started = Instant::now();
-    let result = run_hypervisor(&run).unwrap_or_else(|e| panic!("QEMU run failed: {e}"));
-    let took = started.elapsed();
+    let (result, took) = run_timed(&run);
     let text = result.transcript.text();
     // The flood ran from before d4 was done until it was: as many rounds as that took.
     let rounds: u32 = text
@@ -192,10 +172,4 @@ fn hostile_netfronts_are_refused_while_a_good_pair_keeps_its_tcp_going() {
         eprintln!("{l}");
     }
     eprintln!("net_hostile: {rounds} flood rounds, {took:?}");
-}
-
-#[test]
-fn checksum_is_fnv1a() {
-    assert_eq!(checksum(b""), 0x811c_9dc5);
-    assert_eq!(checksum(b"a"), 0xe40c_292c);
 }

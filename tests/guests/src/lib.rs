@@ -3,6 +3,8 @@
 #![no_std]
 
 #[cfg(target_os = "none")]
+pub mod bare_netfront;
+#[cfg(target_os = "none")]
 pub mod conformance;
 #[cfg(target_os = "none")]
 pub mod grant;

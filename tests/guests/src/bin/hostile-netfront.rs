@@ -26,12 +26,14 @@ fn main() {}
 
 #[cfg(target_os = "none")]
 mod guest {
-    use pv_guest::paging::mfn_of;
     use pv_guest::split::Path;
     use pv_guest::xenbus::{self, Client};
     use pv_guest::{StartInfo, bytes_str, cmdline, events, println};
+    use test_guests::bare_netfront::{
+        MAX_YIELDS, PAGE, PER_VIF, Page, RX_DATA, Rings, TX_DATA, backend_of, grant_and_init,
+        read_u32, wait_for,
+    };
     use test_guests::grant::{Table, yield_cpu};
-    use xen_pv_abi::grant_table::{GTF_PERMIT_ACCESS, GTF_READONLY};
     use xen_pv_abi::kit::TxId;
     use xen_pv_abi::kit::ring::{FrontRing, REQ_PROD_OFFSET, RawRingPage, RingMemory};
     use xen_pv_abi::netif::{
@@ -39,32 +41,22 @@ mod guest {
         NetifTxProtocol, NetifTxRequest,
     };
     use xen_pv_abi::sched::ShutdownReason;
-    use xen_pv_abi::{DomId, Errno, EvtchnPort, evtchn};
+    use xen_pv_abi::{Errno, EvtchnPort, evtchn};
 
     test_guests::standard_notes!("hostile-netfront");
     pv_guest::entry!(main);
 
-    const PAGE: usize = 4096;
     const VIFS: usize = 2;
-    /// Pages per vif: tx ring, rx ring, tx data, rx buffer.
-    const PER_VIF: usize = 4;
-    const TX_DATA: usize = 2;
-    const RX_DATA: usize = 3;
     /// First grant reference used (0..7 are reserved).
     const GREF0: u32 = 8;
     /// Never granted: an unset entry of our one-frame table, and one past its end.
     const UNGRANTED: [u32; 2] = [400, 4000];
     /// Frames of each broken kind.
     const FRAMES: u16 = 64;
-    /// Yields one wait may take.
-    const MAX_YIELDS: u32 = 200_000;
     /// Most flood rounds.
     const MAX_ROUNDS: u32 = 500;
     /// Where the tagged frames lie in the tx data page, and their lengths.
     const TAGGED: [(u16, u16); 4] = [(0, 60), (128, 60), (256, 60), (384, 16)];
-
-    #[repr(C, align(4096))]
-    struct Page([u8; PAGE]);
 
     /// Replaced by our grant frame's mapping.
     static mut TABLE_PAGE: Page = Page([0; PAGE]);
@@ -152,32 +144,11 @@ mod guest {
         pv_guest::poweroff()
     }
 
-    fn read_u32(xs: &mut Client, path: &Path) -> Option<u32> {
-        let v = xs.read(TxId::NONE, path.as_str()).ok()?;
-        bytes_str(v).trim().parse().ok()
-    }
-
-    /// Waits until `path` reads `want`.
-    fn wait_for(xs: &mut Client, path: &Path, want: u32) -> Result<(), Errno> {
-        for _ in 0..MAX_YIELDS {
-            if read_u32(xs, path) == Some(want) {
-                return Ok(());
-            }
-            yield_cpu();
-        }
-        Err(Errno::ETIME)
-    }
-
     /// Grants vif `i`'s pages, writes its keys, goes Connected and waits for the
     /// backend to be Connected too.
     fn connect(si: &StartInfo, xs: &mut Client, table: &Table, i: usize) -> Result<Vif, Step> {
         let fe = Path::of(format_args!("device/vif/{i}"));
-        let back = {
-            let b = xs
-                .read(TxId::NONE, fe.join("backend").as_str())
-                .map_err(|e| ("backend path", i, e))?;
-            Path::of(format_args!("{}", bytes_str(b)))
-        };
+        let back = backend_of(xs, &fe).map_err(|e| ("backend path", i, e))?;
         let mut mac = [0u8; 6];
         {
             let m = xs
@@ -190,25 +161,10 @@ mod guest {
             }
         }
         wait_for(xs, &back.join("state"), 2).map_err(|e| ("backend InitWait", i, e))?;
-        for k in 0..PER_VIF {
-            let flags = if k == TX_DATA {
-                GTF_PERMIT_ACCESS | GTF_READONLY
-            } else {
-                GTF_PERMIT_ACCESS
-            };
-            table.set(gref(i, k), flags, DomId(0), mfn_of(si, page(i, k) as u64));
-        }
-        // SAFETY: our own pages, used for nothing else, accessed by the kit's ring only
-        // atomically or volatile (the backend writes them concurrently).
-        let (tx_mem, rx_mem) = unsafe {
-            (
-                RawRingPage::new(page(i, 0), PAGE),
-                RawRingPage::new(page(i, 1), PAGE),
-            )
-        };
-        let tx = FrontRing::init(tx_mem).map_err(|e| ("tx ring", i, e))?;
-        let rx = FrontRing::init(rx_mem).map_err(|e| ("rx ring", i, e))?;
-        let port = evtchn::alloc_unbound(DomId(0)).map_err(|e| ("event channel", i, e))?;
+        // SAFETY: vif `i`'s pages of PAGES, used for nothing else and only by raw pointer.
+        let Rings { tx, rx, port } =
+            unsafe { grant_and_init(si, table, |k| page(i, k), |k| gref(i, k)) }
+                .map_err(|(what, e)| (what, i, e))?;
         let keys = [
             ("tx-ring-ref", Path::of(format_args!("{}", gref(i, 0)))),
             ("rx-ring-ref", Path::of(format_args!("{}", gref(i, 1)))),

@@ -23,14 +23,14 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 use pv_guest::StartInfo;
 use pv_guest::events::{self, count, wait_until};
+use pv_guest::front::{self, NoDevice, Page};
 use pv_guest::split_demo::{GRANT_ENTRIES, setup_grant_table};
 use pv_guest::xenbus::{self, StoreWait};
 use xen_pv_abi::blkif::BlkifProtocol;
 use xen_pv_abi::console::{EvtchnNotifier, Notify};
-use xen_pv_abi::kit::TxId;
-use xen_pv_abi::kit::blkfront::{self, Blkfront, DataPages, DiskInfo, PAGE_SIZE};
+use xen_pv_abi::kit::blkfront::{self, Blkfront, DiskInfo, PAGE_SIZE};
 use xen_pv_abi::kit::ring::{FrontRing, RawRingPage};
-use xen_pv_abi::{Errno, EvtchnPort, Mfn, VcpuId, evtchn};
+use xen_pv_abi::{Errno, EvtchnPort, VcpuId, evtchn};
 
 use crate::{Ctx, Failure, Figures, rdtsc};
 
@@ -48,9 +48,6 @@ const MAX_ITERATIONS: u64 = 2_000;
 /// Bytes of one throughput read.
 const BIG_READ: usize = 128 * 1024;
 
-#[repr(C, align(4096))]
-struct Page([u8; PAGE_SIZE]);
-
 /// The shared ring (only accessed through [`RawRingPage`]).
 static mut RING: Page = Page([0; PAGE_SIZE]);
 /// The data pages (only accessed by raw pointer, through [`StaticPages`]).
@@ -58,51 +55,16 @@ static mut DATA: [Page; DATA_PAGES] = [const { Page([0; PAGE_SIZE]) }; DATA_PAGE
 /// What the write case writes.
 static mut SOURCE: Page = Page([0xa5; PAGE_SIZE]);
 
-/// [`DATA`] as the frontend's data pages.
-pub struct StaticPages<'a>(&'a StartInfo);
-
-impl StaticPages<'_> {
-    fn base(page: usize) -> *mut u8 {
-        assert!(page < DATA_PAGES);
-        // SAFETY: in bounds of the static array (checked above); only a pointer is made.
-        unsafe { (&raw mut DATA).cast::<Page>().add(page).cast::<u8>() }
-    }
-}
-
-impl DataPages for StaticPages<'_> {
-    fn count(&self) -> usize {
-        DATA_PAGES
-    }
-    fn frame(&self, page: usize) -> Mfn {
-        Mfn(pv_guest::paging::mfn_of(self.0, Self::base(page) as u64))
-    }
-    // A plain `memcpy` (the blk demo copies byte by byte, volatile): the frontend reads a
-    // page only after the backend answered for it and writes it before granting it, so
-    // nobody else touches it meanwhile, and a byte loop would be measured instead of I/O.
-    fn read(&self, page: usize, offset: usize, dst: &mut [u8]) {
-        assert!(offset + dst.len() <= PAGE_SIZE);
-        // SAFETY: inside one data page (asserted); no reference to DATA exists.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                Self::base(page).add(offset),
-                dst.as_mut_ptr(),
-                dst.len(),
-            )
-        };
-    }
-    fn write(&self, page: usize, offset: usize, src: &[u8]) {
-        assert!(offset + src.len() <= PAGE_SIZE);
-        // SAFETY: as in `read`.
-        unsafe {
-            core::ptr::copy_nonoverlapping(src.as_ptr(), Self::base(page).add(offset), src.len())
-        };
-    }
-}
+/// [`DATA`] as the frontend's data pages, copied with a plain `memcpy` (the blk demo
+/// copies byte by byte, volatile): a byte loop would be measured instead of I/O.
+pub type StaticPages<'a> = front::StaticPages<'a, false>;
 
 /// Data page `k` (below 32) by raw pointer, for a case that needs pages and runs
 /// without the block cases (`net`): no new statics, so the guest's layout stays.
 pub fn scratch_page(k: usize) -> *mut u8 {
-    StaticPages::base(k)
+    assert!(k < DATA_PAGES);
+    // SAFETY: in bounds of the static array (checked above); only a pointer is made.
+    unsafe { (&raw mut DATA).cast::<Page>().add(k).cast::<u8>() }
 }
 
 /// TSC total of the frontend's notifications (`EVTCHNOP_send` to the backend).
@@ -169,19 +131,10 @@ fn connected<R>(
     let mut xs = xenbus::connect(si)?;
     let (_, store_port) = si.xenstore().ok_or(Failure::Wrong("no_xenstore"))?;
     let mut store_wait = StoreWait(store_port);
-    let mut name = [0u8; 16];
-    let len = {
-        let mut dir = xs
-            .directory(TxId::NONE, "device/vbd")
-            .map_err(|_| Failure::Wrong("no_vbd"))?;
-        let first = dir.next().ok_or(Failure::Wrong("no_vbd"))?;
-        name.get_mut(..first.len())
-            .ok_or(Failure::Wrong("vbd_name"))?
-            .copy_from_slice(first);
-        first.len()
-    };
-    let name = core::str::from_utf8(&name[..len]).map_err(|_| Failure::Wrong("vbd_name"))?;
-    let dev = pv_guest::split::Path::of(format_args!("device/vbd/{name}"));
+    let dev = front::first_device(&mut xs, "vbd").map_err(|e| match e {
+        NoDevice::List(_) | NoDevice::Empty => Failure::Wrong("no_vbd"),
+        NoDevice::Name => Failure::Wrong("vbd_name"),
+    })?;
     let dev = dev.as_str();
     let backend = blkfront::probe(&mut xs, dev).map_err(wrong("probe"))?;
     let table = setup_grant_table().map_err(|_| Failure::Wrong("grant_table"))?;
@@ -190,12 +143,9 @@ fn connected<R>(
     // through this view (and the backend's mapping of its grant).
     let ring_mem = unsafe { RawRingPage::new(ring_va, PAGE_SIZE) };
     let ring = FrontRing::<BlkifProtocol, _>::init(ring_mem)?;
-    let ring_mfn = Mfn(pv_guest::paging::mfn_of(si, ring_va as u64));
-    let ring_grant = table.grant_access(backend.domid, ring_mfn, false)?;
-    events::disable();
-    let port = evtchn::alloc_unbound(backend.domid)?;
-    events::reset_count(port);
-    events::enable();
+    let ring_grant = front::grant_page(si, &table, backend.domid, ring_va)?;
+    let port = front::backend_port(backend.domid)?;
+
     let info = blkfront::connect(
         &mut xs,
         dev,
@@ -210,7 +160,9 @@ fn connected<R>(
         ring,
         &table,
         backend.domid,
-        StaticPages(si),
+        // SAFETY: DATA is reserved for the data pages and only accessed through this view
+        // while the disk is connected (`net` borrows it only in runs without this case).
+        unsafe { StaticPages::new(si, (&raw mut DATA).cast::<u8>(), DATA_PAGES) },
         TimedNotify(EvtchnNotifier(port)),
         info,
     );

@@ -13,17 +13,16 @@
 //! one untimed broadcast exchange first teaches role 1 the peer's MAC and the switch
 //! both MACs, so the timed frames are unicast.
 
-use pv_guest::StartInfo;
 use pv_guest::events::{self, count, wait_until};
+use pv_guest::front::{self, NoDevice};
 use pv_guest::split_demo::{GRANT_ENTRIES, setup_grant_table};
 use pv_guest::xenbus::{self, StoreWait};
 use xen_pv_abi::console::EvtchnNotifier;
 use xen_pv_abi::kit::TxId;
-use xen_pv_abi::kit::blkfront::DataPages;
 use xen_pv_abi::kit::netfront::{self, Mac, Netfront, PAGE_SIZE};
 use xen_pv_abi::kit::ring::{FrontRing, RawRingPage};
 use xen_pv_abi::netif::{NetifRxProtocol, NetifTxProtocol};
-use xen_pv_abi::{EvtchnPort, Mfn, evtchn, sched};
+use xen_pv_abi::{EvtchnPort, evtchn, sched};
 
 use crate::{Ctx, Failure, Figures, rdtsc, timed_empty};
 
@@ -50,44 +49,10 @@ fn page(k: usize) -> *mut u8 {
     crate::blk::scratch_page(k)
 }
 
-/// Pages 2.. of [`page`] as the frontend's buffer pages.
-struct StaticPages<'a>(&'a StartInfo);
-
-impl StaticPages<'_> {
-    fn base(k: usize) -> *mut u8 {
-        assert!(k < DATA_PAGES);
-        page(2 + k)
-    }
-}
-
-impl DataPages for StaticPages<'_> {
-    fn count(&self) -> usize {
-        DATA_PAGES
-    }
-    fn frame(&self, page: usize) -> Mfn {
-        Mfn(pv_guest::paging::mfn_of(self.0, Self::base(page) as u64))
-    }
-    // A plain copy, as the blk cases: the netfront reads a page only after its grant
-    // ended and writes it before granting it.
-    fn read(&self, page: usize, offset: usize, dst: &mut [u8]) {
-        assert!(offset + dst.len() <= PAGE_SIZE);
-        // SAFETY: inside one data page (asserted); no reference to it exists.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                Self::base(page).add(offset),
-                dst.as_mut_ptr(),
-                dst.len(),
-            )
-        };
-    }
-    fn write(&self, page: usize, offset: usize, src: &[u8]) {
-        assert!(offset + src.len() <= PAGE_SIZE);
-        // SAFETY: as in `read`.
-        unsafe {
-            core::ptr::copy_nonoverlapping(src.as_ptr(), Self::base(page).add(offset), src.len())
-        };
-    }
-}
+/// Pages 2.. of [`page`] as the frontend's buffer pages (a plain copy, as the blk
+/// cases: the netfront reads a page only after its grant ended and writes it before
+/// granting it).
+type StaticPages<'a> = front::StaticPages<'a, false>;
 
 type Nic<'t, 's> =
     Netfront<'t, RawRingPage, RawRingPage, GRANT_ENTRIES, StaticPages<'s>, EvtchnNotifier>;
@@ -154,19 +119,10 @@ fn connected(ctx: &Ctx) -> Figures {
     let mut xs = xenbus::connect(si)?;
     let (_, store_port) = si.xenstore().ok_or(Failure::Wrong("no_xenstore"))?;
     let mut store_wait = StoreWait(store_port);
-    let mut name = [0u8; 16];
-    let len = {
-        let mut dir = xs
-            .directory(TxId::NONE, "device/vif")
-            .map_err(|_| Failure::Wrong("no_vif"))?;
-        let first = dir.next().ok_or(Failure::Wrong("no_vif"))?;
-        name.get_mut(..first.len())
-            .ok_or(Failure::Wrong("vif_name"))?
-            .copy_from_slice(first);
-        first.len()
-    };
-    let name = core::str::from_utf8(&name[..len]).map_err(|_| Failure::Wrong("vif_name"))?;
-    let dev = pv_guest::split::Path::of(format_args!("device/vif/{name}"));
+    let dev = front::first_device(&mut xs, "vif").map_err(|e| match e {
+        NoDevice::List(_) | NoDevice::Empty => Failure::Wrong("no_vif"),
+        NoDevice::Name => Failure::Wrong("vif_name"),
+    })?;
     let dev = dev.as_str();
     let backend = netfront::probe(&mut xs, dev).map_err(wrong("probe"))?;
     let table = setup_grant_table().map_err(|_| Failure::Wrong("grant_table"))?;
@@ -181,13 +137,10 @@ fn connected(ctx: &Ctx) -> Figures {
     };
     let tx = FrontRing::<NetifTxProtocol, _>::init(tx_mem)?;
     let rx = FrontRing::<NetifRxProtocol, _>::init(rx_mem)?;
-    let mfn = |va: *mut u8| Mfn(pv_guest::paging::mfn_of(si, va as u64));
-    let tx_grant = table.grant_access(backend.domid, mfn(tx_va), false)?;
-    let rx_grant = table.grant_access(backend.domid, mfn(rx_va), false)?;
-    events::disable();
-    let port = evtchn::alloc_unbound(backend.domid)?;
-    events::reset_count(port);
-    events::enable();
+    let tx_grant = front::grant_page(si, &table, backend.domid, tx_va)?;
+    let rx_grant = front::grant_page(si, &table, backend.domid, rx_va)?;
+    let port = front::backend_port(backend.domid)?;
+
     let mac = netfront::connect(
         &mut xs,
         dev,
@@ -204,7 +157,9 @@ fn connected(ctx: &Ctx) -> Figures {
         rx,
         &table,
         backend.domid,
-        StaticPages(si),
+        // SAFETY: pages 2 .. 2 + DATA_PAGES of the block cases' statics (consecutive),
+        // which only this case uses while it runs.
+        unsafe { StaticPages::new(si, page(2), DATA_PAGES) },
         TX_PAGES,
         EvtchnNotifier(port),
         mac,

@@ -44,9 +44,15 @@ pub struct GuestSpace {
     pub cr3: u64,
 }
 
-/// Entries of the translation cache (direct-mapped by a hash of page number, domain and
-/// root: domains built from the same image use the same stack addresses). A power of 2.
+/// Entries of the translation cache: sets of two ways, chosen by a hash of page number,
+/// domain and root (domains built from the same image use the same stack addresses).
+/// Two ways because with one, two hot pages of a round trip that happen to hash alike
+/// evict each other on every use: a change of the guests' memory layout alone then
+/// moved a block round trip by 5 %. A power of 2.
 const TLB_ENTRIES: usize = 8;
+/// Ways per set (the most recently inserted first).
+const TLB_WAYS: usize = 2;
+const TLB_SETS: usize = TLB_ENTRIES / TLB_WAYS;
 
 /// One remembered walk: page `page` of `dom`'s address space rooted at `cr3` is frame
 /// `frame`, and every level allowed writes if `writable`.
@@ -110,35 +116,51 @@ impl Tlb {
         }
     }
 
-    /// The entry for `page` of `space`: the root takes part, so the same page under two
-    /// roots a guest switches between (its kernel stack) does not evict itself.
+    /// The set for `page` of `space` (its first way): the root takes part, so the same
+    /// page under two roots a guest switches between (its kernel stack) does not evict
+    /// itself.
     #[inline(always)]
-    fn slot(&self, space: GuestSpace, page: u64) -> &Cell<TlbEntry> {
+    fn set(&self, space: GuestSpace, page: u64) -> usize {
         // The root's frame number is added after the hash: two roots whose frames are
-        // not a multiple of TLB_ENTRIES apart never put one page in the same slot.
+        // not a multiple of TLB_SETS apart never put one page in the same set.
         let key = page ^ u64::from(space.dom.0);
-        let hash = key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - TLB_ENTRIES.ilog2());
-        &self.entries[(hash.wrapping_add(space.cr3 >> 12)) as usize % TLB_ENTRIES]
+        let hash = key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - TLB_SETS.ilog2());
+        (hash.wrapping_add(space.cr3 >> 12) as usize % TLB_SETS) * TLB_WAYS
     }
 
     #[inline(always)]
     fn lookup(&self, space: GuestSpace, page: u64, write: bool) -> Option<u64> {
-        let e = self.slot(space, page).get();
-        (e.page == page
-            && e.cr3 == space.cr3 & PTE_ADDR_MASK
-            && e.dom == space.dom
-            && (e.writable || !write))
-            .then_some(e.frame)
+        let first = self.set(space, page);
+        let hit = |e: TlbEntry| {
+            e.page == page
+                && e.cr3 == space.cr3 & PTE_ADDR_MASK
+                && e.dom == space.dom
+                && (e.writable || !write)
+        };
+        let e = self.entries[first].get();
+        if hit(e) {
+            return Some(e.frame);
+        }
+        let e = self.entries[first + 1].get();
+        hit(e).then_some(e.frame)
     }
 
+    /// Remembers a walk in the first way of its set; the entry there moves to the second.
     fn insert(&self, space: GuestSpace, page: u64, frame: u64, writable: bool) {
-        self.slot(space, page).set(TlbEntry {
+        let first = self.set(space, page);
+        let new = TlbEntry {
             dom: space.dom,
             cr3: space.cr3 & PTE_ADDR_MASK,
             page,
             frame,
             writable,
-        });
+        };
+        let old = self.entries[first].replace(new);
+        // The same page again (a read entry upgraded by a write walk) is not kept twice.
+        let same = old.page == page && old.cr3 == new.cr3 && old.dom == new.dom;
+        if !same {
+            self.entries[first + 1].set(old);
+        }
     }
 }
 

@@ -765,4 +765,40 @@ mod tests {
         f.frames.tlb.flush();
         assert_eq!(lean(BASE + 8, 8, false), None);
     }
+
+    #[test]
+    fn two_pages_of_one_set_both_stay_cached_and_a_third_evicts_the_older() {
+        let tlb = Tlb::new();
+        let space = GuestSpace {
+            dom: DOM,
+            cr3: 0x5000,
+        };
+        // Three pages that fall into the same set.
+        let first = 0x1_0000u64;
+        let set = tlb.set(space, first);
+        let same: Vec<u64> = (first + 1..)
+            .filter(|&p| tlb.set(space, p) == set)
+            .take(2)
+            .collect();
+        let (a, b, c) = (first, same[0], same[1]);
+        tlb.insert(space, a, 0xa000, true);
+        tlb.insert(space, b, 0xb000, false);
+        assert_eq!(tlb.lookup(space, a, true), Some(0xa000));
+        assert_eq!(tlb.lookup(space, b, false), Some(0xb000));
+        assert_eq!(tlb.lookup(space, b, true), None, "b is read-only");
+        // Re-inserting b (a write walk) does not push a out.
+        tlb.insert(space, b, 0xb000, true);
+        assert_eq!(tlb.lookup(space, a, false), Some(0xa000));
+        // A third page of the set evicts the least recently inserted (a).
+        tlb.insert(space, c, 0xc000, false);
+        assert_eq!(tlb.lookup(space, c, false), Some(0xc000));
+        assert_eq!(tlb.lookup(space, b, true), Some(0xb000));
+        assert_eq!(tlb.lookup(space, a, false), None);
+        // Another domain's same page never hits.
+        let other = GuestSpace {
+            dom: DomId(2),
+            ..space
+        };
+        assert_eq!(tlb.lookup(other, c, false), None);
+    }
 }

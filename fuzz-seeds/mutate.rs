@@ -179,6 +179,33 @@ pub fn seed_files(parser: &str) -> Vec<Vec<u8>> {
     names.iter().map(|p| std::fs::read(p).unwrap()).collect()
 }
 
+/// The committed seeds of `parser` plus the generated ones that differ from them (a
+/// writer changed since the corpus was written).
+pub fn seed_set(parser: &str, generated: Vec<(&'static str, Vec<u8>)>) -> Vec<Vec<u8>> {
+    let mut all = seed_files(parser);
+    for (_, b) in generated {
+        if !all.contains(&b) {
+            all.push(b);
+        }
+    }
+    all
+}
+
+/// With `FUZZ_SEEDS_WRITE=1`, (re)writes `fuzz-seeds/<parser>/` from `generated` (the
+/// committed corpus is made this way, never copied from a binary); otherwise nothing.
+pub fn write_seeds(parser: &str, generated: Vec<(&'static str, Vec<u8>)>) {
+    if std::env::var_os("FUZZ_SEEDS_WRITE").is_none() {
+        return;
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz-seeds")
+        .join(parser);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in generated {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
 /// Cases per parser test: `PARSER_FUZZ_CASES`, or `default` (the CI size).
 pub fn cases(default: u32) -> u32 {
     std::env::var("PARSER_FUZZ_CASES")

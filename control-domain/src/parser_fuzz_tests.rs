@@ -9,7 +9,7 @@
 
 use crate::cmdline::{NAME_MAX, domain_name, given_name};
 use crate::devices::{DeviceSpec, MAX_DEVICES, parse_devices, populate_devices, vdev_devid};
-use crate::mutate::{Recipe, recipe, run, seed_files};
+use crate::mutate::{Recipe, recipe, run, seed_set, write_seeds};
 use crate::xenstored::ring::{
     REQ_CONS, REQ_OFF, REQ_PROD, RSP_CONS, RSP_OFF, RSP_PROD, RingConn, RingPage,
 };
@@ -78,29 +78,11 @@ fn cmdline_seeds() -> Vec<(&'static str, Vec<u8>)> {
     )]
 }
 
-fn seed_set(dir: &str, generated: Vec<(&'static str, Vec<u8>)>) -> Vec<Vec<u8>> {
-    let mut all = seed_files(dir);
-    for (_, b) in generated {
-        if !all.contains(&b) {
-            all.push(b);
-        }
-    }
-    all
-}
-
 /// `FUZZ_SEEDS_WRITE=1` writes the generated seeds into `fuzz-seeds/`.
 #[test]
 fn write_generated_seeds() {
-    if std::env::var_os("FUZZ_SEEDS_WRITE").is_none() {
-        return;
-    }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz-seeds");
-    for (dir, files) in [("xenstore", xenstore_seeds()), ("cmdline", cmdline_seeds())] {
-        std::fs::create_dir_all(root.join(dir)).unwrap();
-        for (name, bytes) in files {
-            std::fs::write(root.join(dir).join(name), bytes).unwrap();
-        }
-    }
+    write_seeds("xenstore", xenstore_seeds());
+    write_seeds("cmdline", cmdline_seeds());
 }
 
 /// A store with dom0 and an introduced domain 1 that owns its home directory.

@@ -22,7 +22,7 @@ use crate::mmu::guest::{GuestSpace, copy_from_guest};
 use crate::mmu::{FrameInfo, Frames, MAX_FRAMES};
 use crate::platform::MachineMemory;
 use crate::testutil::{FakeMemory, leak};
-use mutate::{Recipe, recipe, run, seed_files};
+use mutate::{Recipe, recipe, run, seed_set, write_seeds};
 use proptest::prelude::*;
 use std::string::String;
 use std::vec;
@@ -123,31 +123,11 @@ fn bundle_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// Committed seeds plus generated ones that differ from them (a builder changed).
-fn seeds(dir: &str, generated: Vec<(&'static str, Vec<u8>)>) -> Vec<Vec<u8>> {
-    let mut all = seed_files(dir);
-    for (_, b) in generated {
-        if !all.contains(&b) {
-            all.push(b);
-        }
-    }
-    all
-}
-
-/// `FUZZ_SEEDS_WRITE=1`: writes the generated seeds into `fuzz-seeds/` (the committed
-/// corpus is made this way, not copied from any binary).
+/// `FUZZ_SEEDS_WRITE=1`: writes the generated seeds into `fuzz-seeds/`.
 #[test]
 fn write_generated_seeds() {
-    if std::env::var_os("FUZZ_SEEDS_WRITE").is_none() {
-        return;
-    }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz-seeds");
-    for (dir, files) in [("elf-notes", elf_seeds()), ("bundle", bundle_seeds())] {
-        std::fs::create_dir_all(root.join(dir)).unwrap();
-        for (name, bytes) in files {
-            std::fs::write(root.join(dir).join(name), bytes).unwrap();
-        }
-    }
+    write_seeds("elf-notes", elf_seeds());
+    write_seeds("bundle", bundle_seeds());
 }
 
 /// What must hold of every image the parser accepts.
@@ -177,7 +157,7 @@ fn check_image(img: &[u8], k: &KernelImage<'_>) -> Result<(), TestCaseError> {
 
 #[test]
 fn fuzz_elf_notes() {
-    let seeds = seeds("elf-notes", elf_seeds());
+    let seeds = seed_set("elf-notes", elf_seeds());
     for s in &seeds {
         let k = elfnotes::parse(s, false).expect("a seed must parse");
         check_image(s, &k).unwrap();
@@ -226,7 +206,7 @@ const HV_SLOTS: [u64; 16] = [0x1063; 16];
 /// address (file bytes, then zeros), and freeing the domain returns every frame.
 #[test]
 fn fuzz_kernel_loading() {
-    let seeds = seeds("elf-notes", elf_seeds());
+    let seeds = seed_set("elf-notes", elf_seeds());
     let (mem, mut frames) = machine();
     let free = frames.free_count();
     let mut built = 0u32;
@@ -326,7 +306,7 @@ fn check_bundle(module: &[u8]) -> Result<(), TestCaseError> {
 
 #[test]
 fn fuzz_bundle() {
-    let seeds = seeds("bundle", bundle_seeds());
+    let seeds = seed_set("bundle", bundle_seeds());
     for s in &seeds {
         let b = parse_bundle(s).expect("a seed must parse");
         assert!(!b.guests.is_empty());

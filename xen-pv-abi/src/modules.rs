@@ -284,7 +284,7 @@ mod tests {
 
     // ---- proptest fuzzing from the seed corpus (fuzz-seeds/modules) ----------------
 
-    use crate::mutate::{Recipe, recipe, run, seed_files};
+    use crate::mutate::{Recipe, recipe, run, seed_set, write_seeds};
     use proptest::prelude::*;
 
     fn generated_seeds() -> Vec<(&'static str, Vec<u8>)> {
@@ -302,26 +302,13 @@ mod tests {
     }
 
     fn seeds() -> Vec<Vec<u8>> {
-        let mut all = seed_files("modules");
-        for (_, b) in generated_seeds() {
-            if !all.contains(&b) {
-                all.push(b);
-            }
-        }
-        all
+        seed_set("modules", generated_seeds())
     }
 
     /// `FUZZ_SEEDS_WRITE=1` rewrites `fuzz-seeds/modules/` from [`generated_seeds`].
     #[test]
     fn write_modules_seeds() {
-        if std::env::var_os("FUZZ_SEEDS_WRITE").is_none() {
-            return;
-        }
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz-seeds/modules");
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, bytes) in generated_seeds() {
-            std::fs::write(dir.join(name), bytes).unwrap();
-        }
+        write_seeds("modules", generated_seeds());
     }
 
     /// Whatever the table: no panic, the entry count is bounded by the length (so

@@ -1126,26 +1126,13 @@ fn blkif_seeds() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 fn blkif_seed_set() -> Vec<Vec<u8>> {
-    let mut all = crate::mutate::seed_files("blkif");
-    for (_, b) in blkif_seeds() {
-        if !all.contains(&b) {
-            all.push(b);
-        }
-    }
-    all
+    crate::mutate::seed_set("blkif", blkif_seeds())
 }
 
 /// `FUZZ_SEEDS_WRITE=1` rewrites `fuzz-seeds/blkif/` from [`blkif_seeds`].
 #[test]
 fn write_blkif_seeds() {
-    if std::env::var_os("FUZZ_SEEDS_WRITE").is_none() {
-        return;
-    }
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz-seeds/blkif");
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, bytes) in blkif_seeds() {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
+    crate::mutate::write_seeds("blkif", blkif_seeds());
 }
 
 /// Publishes `bytes` as request slots (the last one zero-padded) and services until the

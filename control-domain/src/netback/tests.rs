@@ -813,26 +813,13 @@ fn netif_seeds() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 fn netif_seed_set() -> Vec<Vec<u8>> {
-    let mut all = crate::mutate::seed_files("netif");
-    for (_, b) in netif_seeds() {
-        if !all.contains(&b) {
-            all.push(b);
-        }
-    }
-    all
+    crate::mutate::seed_set("netif", netif_seeds())
 }
 
 /// `FUZZ_SEEDS_WRITE=1` rewrites `fuzz-seeds/netif/` from [`netif_seeds`].
 #[test]
 fn write_netif_seeds() {
-    if std::env::var_os("FUZZ_SEEDS_WRITE").is_none() {
-        return;
-    }
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz-seeds/netif");
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, bytes) in netif_seeds() {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
+    crate::mutate::write_seeds("netif", netif_seeds());
 }
 
 /// Publishes `bytes` as tx slots and services until idle or a disconnect: frames in

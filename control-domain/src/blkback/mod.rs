@@ -122,6 +122,21 @@ pub trait GrantIo {
         buf: &mut [u8],
         status: &mut [i16],
     ) -> Result<(), Errno>;
+
+    /// [`copy`](Self::copy) where the request needs every segment: true only when the
+    /// copy was issued and every status is `GNTST_okay`. `status` must be as long as
+    /// `segs`.
+    fn copy_all(
+        &mut self,
+        domid: DomId,
+        dir: Direction,
+        segs: &[GrantSegment],
+        buf: &mut [u8],
+        status: &mut [i16],
+    ) -> bool {
+        status.fill(-1);
+        self.copy(domid, dir, segs, buf, status).is_ok() && status.iter().all(|s| *s == 0)
+    }
 }
 
 /// Tunables of a [`Blkback`].
@@ -410,15 +425,13 @@ impl Blkback {
         }
         self.status.clear();
         self.status.resize(self.copies.len(), -1);
-        gio.copy(
+        if !gio.copy_all(
             self.frontend,
             Direction::FromFrontend,
             &self.copies,
             self.indirect.as_mut_bytes(),
             &mut self.status,
-        )
-        .map_err(|_| BLKIF_RSP_ERROR)?;
-        if self.status.iter().any(|s| *s != 0) {
+        ) {
             return Err(BLKIF_RSP_ERROR);
         }
         self.segs.clear();
@@ -512,18 +525,14 @@ impl Blkback {
     }
 
     fn grant_copy<G: GrantIo>(&mut self, dir: Direction, gio: &mut G) -> Result<(), Fail> {
-        gio.copy(
+        let ok = gio.copy_all(
             self.frontend,
             dir,
             &self.copies,
             self.data.as_mut_bytes(),
             &mut self.status,
-        )
-        .map_err(|_| BLKIF_RSP_ERROR)?;
-        if self.status.iter().any(|s| *s != 0) {
-            return Err(BLKIF_RSP_ERROR);
-        }
-        Ok(())
+        );
+        if ok { Ok(()) } else { Err(BLKIF_RSP_ERROR) }
     }
 }
 

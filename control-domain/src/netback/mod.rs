@@ -480,15 +480,13 @@ impl Netback {
         }
         self.status.clear();
         self.status.resize(self.copies.len(), -1);
-        gio.copy(
+        if !gio.copy_all(
             self.frontend,
             Direction::FromFrontend,
             &self.copies,
             self.tx_pages.as_mut_bytes(),
             &mut self.status,
-        )
-        .map_err(|_| NETIF_RSP_ERROR)?;
-        if self.status.iter().any(|s| *s != 0) {
+        ) {
             return Err(NETIF_RSP_ERROR);
         }
         self.frame.clear();
@@ -537,17 +535,13 @@ impl Netback {
             len: len as u16,
             buf_offset: 0,
         }];
-        let mut st = [-1i16];
-        let ok = gio
-            .copy(
-                self.frontend,
-                Direction::ToFrontend,
-                &seg,
-                self.rx_page.as_mut_bytes(),
-                &mut st,
-            )
-            .is_ok()
-            && st[0] == 0;
+        let ok = gio.copy_all(
+            self.frontend,
+            Direction::ToFrontend,
+            &seg,
+            self.rx_page.as_mut_bytes(),
+            &mut [-1],
+        );
         let rsp = if ok {
             self.stats.rx_frames += 1;
             self.stats.rx_bytes += len as u64;

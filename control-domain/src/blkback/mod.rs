@@ -125,7 +125,7 @@ pub trait GrantIo {
 
     /// [`copy`](Self::copy) where the request needs every segment: true only when the
     /// copy was issued and every status is `GNTST_okay`. `status` must be as long as
-    /// `segs`.
+    /// `segs` and preset to a failure (-1), so a segment the copy never reached fails.
     fn copy_all(
         &mut self,
         domid: DomId,
@@ -134,7 +134,6 @@ pub trait GrantIo {
         buf: &mut [u8],
         status: &mut [i16],
     ) -> bool {
-        status.fill(-1);
         self.copy(domid, dir, segs, buf, status).is_ok() && status.iter().all(|s| *s == 0)
     }
 }
